@@ -1,0 +1,2 @@
+//! Load generator for `make bench` (skeleton).
+fn main() {}
