@@ -1,0 +1,26 @@
+# Ferrite developer entry points. README.md documents the same commands.
+.PHONY: setup build run test bench bench-quick fmt lint
+
+setup:
+	./scripts/setup.sh
+
+build:
+	cargo build --release
+
+run:
+	cargo run --release --
+
+test:
+	cargo test --workspace --release
+
+bench:
+	./scripts/bench.sh full
+
+bench-quick:
+	./scripts/bench.sh quick
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
