@@ -1,4 +1,179 @@
-//! # ferrite-server (skeleton)
-pub fn main_cli() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! # ferrite-server
+//!
+//! The `ferrite` server: a TCP listener speaking RESP2 and RESP3, the
+//! keyspace, and every command. Stream semantics live in `ferrite-streams`;
+//! this crate parses commands, calls into it, and shapes Redis's replies.
+//!
+//! Where to start reading:
+//! - [`server`]: the listener and [`server::Shared`] state; [`conn`]: one
+//!   client's read → parse → dispatch → reply loop, and blocking waits.
+//! - [`protocol`]: request parsing with Redis's limits and error wording;
+//!   [`reply`]: the [`reply::Reply`] type and its RESP2/RESP3 encodings.
+//! - [`cmd`]: the command table and one module per command family;
+//!   [`error`]: the single place where errors get Redis's exact strings.
+//! - [`store`]: databases, WATCH, blocked clients, stats — behind one mutex
+//!   that a command holds from start to end and never across `.await`.
+//! - [`config`]: every parameter with its default; file, flags, CONFIG SET.
+
+pub mod args;
+pub mod cmd;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod glob;
+pub mod protocol;
+pub mod reply;
+pub mod server;
+pub mod store;
+
+use config::Config;
+use std::process::ExitCode;
+
+fn cli() -> clap::Command {
+    let mut c = clap::Command::new("ferrite")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Ferrite: a Redis-protocol-compatible stream database")
+        .arg(
+            clap::Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .help("read options from a TOML file (see ferrite.toml.example)"),
+        );
+    for (name, default, doc) in Config::params() {
+        c = c.arg(
+            clap::Arg::new(name)
+                .long(name)
+                .value_name("VALUE")
+                .help(format!("{doc} [default: {default}]")),
+        );
+    }
+    c
+}
+
+/// Build the configuration: defaults, then `--config FILE`, then flags.
+pub fn config_from_args<I, T>(args: I) -> Result<Config, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let m = cli()
+        .try_get_matches_from(args)
+        .map_err(|e| e.to_string())?;
+    let mut cfg = Config::default();
+    if let Some(path) = m.get_one::<String>("config") {
+        cfg.load_toml(path)?;
+    }
+    for (name, _, _) in Config::params() {
+        if let Some(v) = m.get_one::<String>(name) {
+            cfg.set_startup(name, v).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(cfg)
+}
+
+fn init_tracing(level: &str) {
+    let filter = match level {
+        "debug" => "debug",
+        "verbose" => "info",
+        "warning" => "warn",
+        "nothing" => "off",
+        _ => "info",
+    };
+    let env = tracing_subscriber::EnvFilter::try_from_env("FERRITE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .try_init();
+}
+
+/// Entry point of the `ferrite` binary.
+pub fn main_cli() -> ExitCode {
+    let cfg = match config_from_args(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&cfg.loglevel);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run a server with `cfg` until SIGINT, SIGTERM or SHUTDOWN.
+pub async fn run(cfg: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("cannot create dir {}: {e}", cfg.dir))?;
+    let addr = format!("{}:{}", cfg.bind, cfg.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("Could not create server TCP listening socket {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        port = local.port(),
+        config = cfg.config_file.as_deref().unwrap_or("(built-in defaults)"),
+        dir = %cfg.dir,
+        "Ferrite starting"
+    );
+    let shared = server::Shared::new(cfg);
+    shared
+        .tcp_port
+        .store(local.port() as u64, std::sync::atomic::Ordering::Relaxed);
+    // NOTE: tests and scripts wait for this exact phrase, as they do for Redis.
+    tracing::info!("Ready to accept connections tcp on {local}");
+    let signals = {
+        let shared = shared.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("Received shutdown signal, shutting down");
+            shared.request_shutdown();
+        }
+    };
+    let sig = tokio::spawn(signals);
+    server::serve(listener, shared.clone()).await;
+    sig.abort();
+    tracing::info!("Ferrite is now ready to exit, bye bye...");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut i), Ok(mut t)) => {
+                tokio::select! {
+                    _ = i.recv() => {}
+                    _ = t.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -14,7 +14,10 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig { node_max_entries: 100, node_max_bytes: 4096 }
+        StreamConfig {
+            node_max_entries: 100,
+            node_max_bytes: 4096,
+        }
     }
 }
 
@@ -42,5 +45,9 @@ impl Stream {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// Approximate heap bytes (skeleton).
+    pub fn memory_usage(&self) -> usize {
+        std::mem::size_of::<Self>()
     }
 }

@@ -1,0 +1,186 @@
+//! Keyspace commands: DEL, UNLINK, EXISTS, TYPE, RENAME, RENAMENX, KEYS, SCAN,
+//! DBSIZE, FLUSHDB, FLUSHALL, RANDOMKEY.
+
+use super::{Ctx, Handler};
+use crate::args::Args;
+use crate::error::CmdError;
+use crate::glob::glob_match;
+use crate::reply::Reply;
+use bytes::Bytes;
+
+pub const COMMANDS: &[(&str, Handler)] = &[
+    ("del", del),
+    ("unlink", del),
+    ("exists", exists),
+    ("type", type_),
+    ("rename", rename),
+    ("renamenx", renamenx),
+    ("keys", keys),
+    ("scan", scan),
+    ("dbsize", dbsize),
+    ("flushdb", flushdb),
+    ("flushall", flushall),
+    ("randomkey", randomkey),
+];
+
+fn del(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let mut n = 0;
+    for k in a.rest().to_vec() {
+        if ctx.db().remove(&k).is_some() {
+            ctx.touch(&k);
+            n += 1;
+        }
+    }
+    Ok(Reply::Int(n))
+}
+
+fn exists(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let keys = a.rest().to_vec();
+    let db = ctx.db();
+    Ok(Reply::Int(
+        keys.iter().filter(|k| db.contains(k)).count() as i64
+    ))
+}
+
+fn type_(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let k = a.next_bytes()?;
+    Ok(Reply::simple(
+        ctx.db().get(&k).map_or("none", |v| v.type_name()),
+    ))
+}
+
+fn rename_generic(ctx: &mut Ctx, a: &mut Args, nx: bool) -> Result<Reply, CmdError> {
+    let src = a.next_bytes()?;
+    let dst = a.next_bytes()?;
+    if !ctx.db().contains(&src) {
+        return Err(CmdError::NoSuchKey);
+    }
+    if src == dst {
+        return Ok(if nx { Reply::Int(0) } else { Reply::ok() });
+    }
+    if nx && ctx.db().contains(&dst) {
+        return Ok(Reply::Int(0));
+    }
+    let Some(v) = ctx.db().remove(&src) else {
+        return Err(CmdError::NoSuchKey);
+    };
+    ctx.db().insert(dst.clone(), v);
+    ctx.touch(&src);
+    ctx.touch(&dst);
+    Ok(if nx { Reply::Int(1) } else { Reply::ok() })
+}
+
+fn rename(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    rename_generic(ctx, a, false)
+}
+
+fn renamenx(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    rename_generic(ctx, a, true)
+}
+
+fn keys(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let pat = a.next_bytes()?;
+    let all = pat.as_ref() == b"*";
+    let out = ctx
+        .db()
+        .keys()
+        .filter(|k| all || glob_match(&pat, k, false))
+        .map(|k| Reply::Bulk(k.clone()))
+        .collect();
+    Ok(Reply::Array(out))
+}
+
+/// SCAN's cursor: an unsigned decimal (Redis: `ERR invalid cursor`).
+fn parse_cursor(b: &[u8]) -> Result<u64, CmdError> {
+    let s = std::str::from_utf8(b).map_err(|_| CmdError::err("invalid cursor"))?;
+    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(CmdError::err("invalid cursor"));
+    }
+    s.parse().map_err(|_| CmdError::err("invalid cursor"))
+}
+
+fn scan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let cursor = parse_cursor(&a.next_bytes()?)?;
+    let mut count: usize = 10;
+    let mut pattern: Option<Bytes> = None;
+    let mut typ: Option<Bytes> = None;
+    while a.remaining() > 0 {
+        if a.remaining() < 2 {
+            return Err(CmdError::Syntax);
+        }
+        if a.eat("COUNT") {
+            let n = a.next_i64()?;
+            if n < 1 {
+                return Err(CmdError::Syntax);
+            }
+            count = usize::try_from(n).unwrap_or(usize::MAX);
+        } else if a.eat("MATCH") {
+            pattern = Some(a.next_bytes()?);
+        } else if a.eat("TYPE") {
+            typ = Some(a.next_bytes()?);
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let mut found = Vec::new();
+    let next = ctx.db().scan(cursor, count, |k, v| {
+        if pattern.as_ref().is_some_and(|p| !glob_match(p, k, false)) {
+            return;
+        }
+        if typ
+            .as_ref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case(v.type_name().as_bytes()))
+        {
+            return;
+        }
+        found.push(Reply::Bulk(k.clone()));
+    });
+    Ok(Reply::Array(vec![
+        Reply::bulk_str(&next.to_string()),
+        Reply::Array(found),
+    ]))
+}
+
+fn dbsize(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+    Ok(Reply::Int(ctx.db().len() as i64))
+}
+
+/// FLUSHDB/FLUSHALL take an optional ASYNC or SYNC.
+fn flush_mode(a: &mut Args) -> Result<(), CmdError> {
+    if a.remaining() > 1 {
+        return Err(CmdError::Syntax);
+    }
+    if a.remaining() == 1 && !a.eat("ASYNC") && !a.eat("SYNC") {
+        return Err(CmdError::Syntax);
+    }
+    Ok(())
+}
+
+fn flushdb(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    flush_mode(a)?;
+    let db = ctx.client.db;
+    ctx.store.touch_all_in(Some(db));
+    ctx.store.signal_all_blocked(Some(db));
+    ctx.store.dbs[db].clear();
+    ctx.store.dirty += 1;
+    Ok(Reply::ok())
+}
+
+fn flushall(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    flush_mode(a)?;
+    ctx.store.touch_all_in(None);
+    ctx.store.signal_all_blocked(None);
+    for db in ctx.store.dbs.iter_mut() {
+        db.clear();
+    }
+    ctx.store.dirty += 1;
+    Ok(Reply::ok())
+}
+
+fn randomkey(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+    let seed = ctx.now_ms.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ctx.store.stats.total_commands;
+    Ok(match ctx.db().random_key(seed) {
+        Some(k) => Reply::Bulk(k.clone()),
+        None => Reply::Null,
+    })
+}

@@ -1,0 +1,362 @@
+//! Commands: one file per family, each command a `parse` + `apply` pair behind
+//! a [`Handler`]; this module owns the table and the rules every command
+//! shares (arity, authentication, MULTI queueing, statistics).
+//!
+//! Families: [`conn`] (PING, HELLO, AUTH, SELECT, CLIENT...), [`keyspace`]
+//! (DEL, TYPE, SCAN...), [`txn`] (MULTI/EXEC/WATCH), [`admin`] (CONFIG, INFO,
+//! COMMAND, TIME, SHUTDOWN); streams live in `stream`, `read`, `info` and `group`.
+
+pub mod admin;
+pub mod conn;
+pub mod keyspace;
+pub mod meta;
+pub mod txn;
+
+use crate::args::Args;
+use crate::error::{sanitize_arg, CmdError};
+use crate::reply::Reply;
+use crate::server::Shared;
+use crate::store::{BlockedCommand, Store};
+use bytes::Bytes;
+use meta::Meta;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Runs one command with the store locked. Must not block or await.
+pub type Handler = fn(&mut Ctx, &mut Args) -> Result<Reply, CmdError>;
+
+/// Every command this server implements, by Redis full name.
+fn registry() -> Vec<(&'static str, Handler)> {
+    let mut v: Vec<(&'static str, Handler)> = Vec::new();
+    v.extend_from_slice(conn::COMMANDS);
+    v.extend_from_slice(keyspace::COMMANDS);
+    v.extend_from_slice(txn::COMMANDS);
+    v.extend_from_slice(admin::COMMANDS);
+    v
+}
+
+/// A command ready to dispatch: its metadata and handler.
+pub struct Command {
+    pub meta: Meta,
+    pub handler: Option<Handler>,
+}
+
+pub struct Table {
+    pub commands: HashMap<String, Command>,
+}
+
+impl Table {
+    fn build() -> Table {
+        let handlers: HashMap<&str, Handler> = registry().into_iter().collect();
+        let implemented = |n: &str| {
+            handlers.contains_key(n) || handlers.keys().any(|k| k.starts_with(&format!("{n}|")))
+        };
+        let metas = meta::load(&implemented);
+        let commands = metas
+            .into_iter()
+            .map(|(name, meta)| {
+                let handler = handlers.get(name.as_str()).copied();
+                (name, Command { meta, handler })
+            })
+            .collect();
+        Table { commands }
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&Command> {
+        // Command names are ASCII; anything else cannot match.
+        let lower = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+        self.commands.get(&lower)
+    }
+
+    /// Top-level commands (no `|`), for COMMAND COUNT/LIST/INFO.
+    pub fn top_level(&self) -> impl Iterator<Item = &Command> {
+        self.commands
+            .values()
+            .filter(|c| !c.meta.name.contains('|'))
+    }
+}
+
+pub fn table() -> &'static Table {
+    static T: OnceLock<Table> = OnceLock::new();
+    T.get_or_init(Table::build)
+}
+
+/// Per-connection state that commands may change.
+#[derive(Debug)]
+pub struct ClientState {
+    pub id: u64,
+    pub db: usize,
+    pub resp: u8,
+    pub authenticated: bool,
+    pub name: Bytes,
+    /// Inside MULTI: the queued commands; `None` outside.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// A queued command was rejected: EXEC must fail with EXECABORT.
+    pub multi_error: bool,
+    pub watched: Vec<(usize, Bytes)>,
+    /// Set by QUIT, protocol errors and CLIENT KILL of self: close after the reply.
+    pub close_after_reply: bool,
+    /// Set by SHUTDOWN.
+    pub shutdown: bool,
+}
+
+/// A request to block, left in [`Ctx::block`] by a blocking command.
+pub struct BlockRequest {
+    pub keys: Vec<Bytes>,
+    /// `None`: block forever (BLOCK 0).
+    pub timeout: Option<Duration>,
+    pub cmd: Box<dyn BlockedCommand>,
+}
+
+/// What a command sees while it runs.
+pub struct Ctx<'a> {
+    pub store: &'a mut Store,
+    pub client: &'a mut ClientState,
+    pub shared: &'a Shared,
+    /// Wall-clock milliseconds, sampled once per command (Redis's `commandTimeSnapshot`).
+    pub now_ms: u64,
+    /// True while EXEC runs the queue: blocking commands must not block.
+    pub in_exec: bool,
+    /// A blocking command that found nothing sets this and returns the reply to
+    /// use if it cannot block (inside MULTI): Redis's null reply.
+    pub block: Option<BlockRequest>,
+}
+
+impl Ctx<'_> {
+    pub fn db(&mut self) -> &mut crate::store::Db {
+        &mut self.store.dbs[self.client.db]
+    }
+    /// A write to `key` in the current db: breaks WATCHes and wakes blocked readers.
+    pub fn touch(&mut self, key: &[u8]) {
+        let db = self.client.db;
+        self.store.touch(db, key);
+        self.store.signal_ready(db, key);
+        self.store.dirty += 1;
+    }
+}
+
+/// Outcome of dispatching one command line.
+pub enum Dispatch {
+    Reply(Reply),
+    Block(BlockRequest, Reply),
+}
+
+/// Look up, check and run one command (or queue it inside MULTI).
+/// The store must be locked by the caller; ready keys are served by the caller.
+pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
+    let t = table();
+    let Some(first) = argv.first() else {
+        return Dispatch::Reply(Reply::Null);
+    };
+    let lookup = resolve(t, &argv);
+    let cmd = match lookup {
+        Ok(c) => c,
+        Err(e) => {
+            if ctx.client.multi.is_some() {
+                ctx.client.multi_error = true;
+            }
+            let r = e.to_reply();
+            ctx.store.stats.count_error(&r);
+            if let Some(name) = rejected_name(t, &argv) {
+                ctx.store
+                    .stats
+                    .commands
+                    .entry(name)
+                    .or_default()
+                    .rejected_calls += 1;
+            }
+            return Dispatch::Reply(r);
+        }
+    };
+    let name = cmd.meta.name.clone();
+    if !ctx.client.authenticated && !cmd.meta.has_flag("no_auth") {
+        let r = CmdError::NoAuth.to_reply();
+        ctx.store.stats.count_error(&r);
+        ctx.store
+            .stats
+            .commands
+            .entry(name)
+            .or_default()
+            .rejected_calls += 1;
+        if ctx.client.multi.is_some() {
+            ctx.client.multi_error = true;
+        }
+        return Dispatch::Reply(r);
+    }
+    if let Some(queue) = ctx.client.multi.as_mut() {
+        let top = first.to_ascii_lowercase();
+        if !matches!(
+            &top[..],
+            b"exec" | b"discard" | b"multi" | b"watch" | b"quit" | b"reset"
+        ) {
+            queue.push(argv);
+            return Dispatch::Reply(Reply::simple("QUEUED"));
+        }
+    }
+    run(ctx, cmd, argv)
+}
+
+/// Run a resolved command (also used by EXEC for queued commands).
+pub fn run(ctx: &mut Ctx, cmd: &Command, argv: Vec<Bytes>) -> Dispatch {
+    let started = std::time::Instant::now();
+    if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
+        c.last_cmd.clone_from(&cmd.meta.name);
+        c.last_cmd_ms = ctx.now_ms;
+    }
+    let mut args = Args::new(argv);
+    if cmd.meta.name.contains('|') {
+        args.skip(1);
+    }
+    let result = match cmd.handler {
+        Some(h) => h(ctx, &mut args),
+        None => Err(CmdError::err("command not implemented")),
+    };
+    let reply = match result {
+        Ok(r) => r,
+        Err(e) => e.to_reply(),
+    };
+    let usec = started.elapsed().as_micros() as u64;
+    let stats = &mut ctx.store.stats;
+    let cs = stats.commands.entry(cmd.meta.name.clone()).or_default();
+    cs.calls += 1;
+    cs.usec += usec;
+    if reply.is_error() {
+        cs.failed_calls += 1;
+    }
+    stats.total_commands += 1;
+    stats.count_error(&reply);
+    if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
+        c.db = ctx.client.db;
+    }
+    match ctx.block.take() {
+        Some(b) if !ctx.in_exec => Dispatch::Block(b, reply),
+        _ => Dispatch::Reply(reply),
+    }
+}
+
+/// Find the command (or subcommand) for `argv`, checking arity.
+pub fn resolve<'t>(t: &'t Table, argv: &[Bytes]) -> Result<&'t Command, CmdError> {
+    let first = &argv[0];
+    let Some(cmd) = t.get(first) else {
+        return Err(unknown_command(argv));
+    };
+    if !arity_ok(cmd.meta.arity, argv.len()) {
+        return Err(CmdError::WrongArity(cmd.meta.name.clone()));
+    }
+    if cmd.meta.subcommands.is_empty() {
+        return Ok(cmd);
+    }
+    let sub = &argv[1];
+    let full = format!(
+        "{}|{}",
+        cmd.meta.name,
+        String::from_utf8_lossy(sub).to_ascii_lowercase()
+    );
+    match t.commands.get(&full) {
+        Some(sc) if arity_ok(sc.meta.arity, argv.len()) => Ok(sc),
+        Some(sc) => Err(CmdError::WrongArity(sc.meta.name.clone())),
+        None => Err(CmdError::UnknownSubcommand {
+            sub: sanitize_arg(sub),
+            cmd: cmd.meta.name.to_ascii_uppercase(),
+        }),
+    }
+}
+
+fn rejected_name(t: &Table, argv: &[Bytes]) -> Option<String> {
+    let cmd = t.get(&argv[0])?;
+    if cmd.meta.subcommands.is_empty() || argv.len() < 2 {
+        return Some(cmd.meta.name.clone());
+    }
+    let full = format!(
+        "{}|{}",
+        cmd.meta.name,
+        String::from_utf8_lossy(&argv[1]).to_ascii_lowercase()
+    );
+    t.commands.get(&full).map(|c| c.meta.name.clone())
+}
+
+fn arity_ok(arity: i64, argc: usize) -> bool {
+    let argc = argc as i64;
+    (arity >= 0 && argc == arity) || (arity < 0 && argc >= -arity)
+}
+
+/// Redis's message: the name and the first arguments, 128 bytes of them at most.
+fn unknown_command(argv: &[Bytes]) -> CmdError {
+    let cstr = |b: &Bytes| -> Vec<u8> {
+        // NOTE: Redis formats with %s, which stops at a NUL byte.
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        b[..end].to_vec()
+    };
+    let name = cstr(&argv[0]);
+    let mut args: Vec<u8> = Vec::new();
+    for a in &argv[1..] {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        let a = cstr(a);
+        args.push(b'\'');
+        args.extend_from_slice(&a[..a.len().min(room)]);
+        args.extend_from_slice(b"' ");
+    }
+    let mut msg = b"ERR unknown command '".to_vec();
+    msg.extend_from_slice(&name[..name.len().min(128)]);
+    msg.extend_from_slice(b"', with args beginning with: ");
+    msg.extend_from_slice(&args);
+    CmdError::Other(String::from_utf8_lossy(&msg).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(parts: &[&str]) -> Vec<Bytes> {
+        parts
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn arity_and_subcommand_errors_match_redis() {
+        let t = table();
+        let e = resolve(t, &argv(&["config", "get"]))
+            .err()
+            .map(|e| e.message());
+        assert_eq!(
+            e.as_deref(),
+            Some("ERR wrong number of arguments for 'config|get' command")
+        );
+        let e = resolve(t, &argv(&["config", "foo"]))
+            .err()
+            .map(|e| e.message());
+        assert_eq!(
+            e.as_deref(),
+            Some("ERR unknown subcommand 'foo'. Try CONFIG HELP.")
+        );
+        let e = resolve(t, &argv(&["nosuch", "a", "b"]))
+            .err()
+            .map(|e| e.message());
+        assert_eq!(
+            e.as_deref(),
+            Some("ERR unknown command 'nosuch', with args beginning with: 'a' 'b' ")
+        );
+        let e = resolve(t, &argv(&["ECHO"])).err().map(|e| e.message());
+        assert_eq!(
+            e.as_deref(),
+            Some("ERR wrong number of arguments for 'echo' command")
+        );
+    }
+
+    #[test]
+    fn every_handler_has_metadata() {
+        let t = table();
+        for (name, _) in registry() {
+            assert!(
+                t.commands.contains_key(name),
+                "{name} has no Redis metadata"
+            );
+        }
+    }
+}

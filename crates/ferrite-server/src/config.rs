@@ -1,0 +1,404 @@
+//! Configuration: one table of parameters, filled from built-in defaults,
+//! then `ferrite.toml` (`--config`), then the command line, then `CONFIG SET`.
+//!
+//! Every parameter has Redis's name. The same table drives the command-line
+//! flags (`--port 7777`), the TOML keys, `CONFIG GET` and `CONFIG SET`, so they
+//! cannot drift apart.
+
+use std::collections::BTreeMap;
+
+/// How a parameter's value is parsed and checked.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// A byte count that accepts Redis memory units (`1gb`, `512mb`, `4k`).
+    Mem {
+        min: i64,
+        max: i64,
+    },
+    Str,
+    Enum(&'static [&'static str]),
+}
+
+struct Param {
+    name: &'static str,
+    default: &'static str,
+    kind: Kind,
+    /// Settable with CONFIG SET (otherwise "can't set immutable config").
+    mutable: bool,
+    doc: &'static str,
+}
+
+const PARAMS: &[Param] = &[
+    Param {
+        name: "port",
+        default: "6379",
+        kind: Kind::Int { min: 0, max: 65535 },
+        mutable: false,
+        doc: "TCP port (0: pick a free one and log it)",
+    },
+    Param {
+        name: "bind",
+        default: "127.0.0.1",
+        kind: Kind::Str,
+        mutable: false,
+        doc: "address to listen on",
+    },
+    Param {
+        name: "dir",
+        default: "./data",
+        kind: Kind::Str,
+        mutable: false,
+        doc: "data directory",
+    },
+    Param {
+        name: "databases",
+        default: "16",
+        kind: Kind::Int { min: 1, max: 1024 },
+        mutable: false,
+        doc: "number of databases (SELECT 0..n-1)",
+    },
+    Param {
+        name: "requirepass",
+        default: "",
+        kind: Kind::Str,
+        mutable: true,
+        doc: "password for AUTH (empty: none)",
+    },
+    Param {
+        name: "maxclients",
+        default: "10000",
+        kind: Kind::Int {
+            min: 1,
+            max: 4294967295,
+        },
+        mutable: true,
+        doc: "maximum simultaneous clients",
+    },
+    Param {
+        name: "proto-max-bulk-len",
+        default: "536870912",
+        kind: Kind::Mem {
+            min: 1048576,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "largest bulk string a client may send",
+    },
+    Param {
+        name: "client-query-buffer-limit",
+        default: "1073741824",
+        kind: Kind::Mem {
+            min: 1048576,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "largest unprocessed input per client",
+    },
+    Param {
+        name: "stream-node-max-entries",
+        default: "100",
+        kind: Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "entries per stream block (macro node)",
+    },
+    Param {
+        name: "stream-node-max-bytes",
+        default: "4096",
+        kind: Kind::Mem {
+            min: 0,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "bytes per stream block (macro node)",
+    },
+    Param {
+        name: "loglevel",
+        default: "notice",
+        kind: Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
+        mutable: true,
+        doc: "log verbosity",
+    },
+];
+
+/// The live configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    values: BTreeMap<&'static str, String>,
+    /// Cached typed values for the hot path.
+    pub port: u16,
+    pub bind: String,
+    pub dir: String,
+    pub databases: usize,
+    pub requirepass: String,
+    pub maxclients: u64,
+    pub proto_max_bulk_len: u64,
+    pub client_query_buffer_limit: u64,
+    pub stream_node_max_entries: u64,
+    pub stream_node_max_bytes: u64,
+    pub loglevel: String,
+    /// Path of the config file, if one was given.
+    pub config_file: Option<String>,
+}
+
+/// Why a value was refused, in `CONFIG SET`'s words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    Unknown(String),
+    Immutable(String),
+    Invalid { name: String, why: String },
+}
+
+impl ConfigError {
+    /// The full Redis error line for CONFIG SET.
+    pub fn config_set_message(&self) -> String {
+        match self {
+            ConfigError::Unknown(n) => {
+                format!("ERR Unknown option or number of arguments for CONFIG SET - '{n}'")
+            }
+            ConfigError::Immutable(n) => format!(
+                "ERR CONFIG SET failed (possibly related to argument '{n}') - can't set immutable config"
+            ),
+            ConfigError::Invalid { name, why } => {
+                format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Unknown(n) => write!(f, "unknown option '{n}'"),
+            ConfigError::Immutable(n) => write!(f, "'{n}' cannot be changed at run time"),
+            ConfigError::Invalid { name, why } => write!(f, "'{name}': {why}"),
+        }
+    }
+}
+
+fn find(name: &str) -> Option<&'static Param> {
+    PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+/// Parse a Redis memory value (`memtoull`): digits with an optional unit
+/// b, k, kb, m, mb, g, gb (case-insensitive; k = 1000, kb = 1024).
+pub fn parse_memory(s: &str) -> Option<i64> {
+    let lower = s.to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(split);
+    let mul: i64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    let n: i64 = num.parse().ok()?;
+    n.checked_mul(mul)
+}
+
+fn check(p: &Param, raw: &str) -> Result<String, String> {
+    match p.kind {
+        Kind::Int { min, max } | Kind::Mem { min, max } => {
+            let v = match p.kind {
+                Kind::Mem { .. } => parse_memory(raw).ok_or("argument must be a memory value")?,
+                _ => crate::args::parse_i64(raw.as_bytes())
+                    .ok_or("argument couldn't be parsed into an integer")?,
+            };
+            if v < min || v > max {
+                return Err(format!(
+                    "argument must be between {min} and {max} inclusive"
+                ));
+            }
+            Ok(v.to_string())
+        }
+        Kind::Str => Ok(raw.to_string()),
+        Kind::Enum(opts) => {
+            let l = raw.to_ascii_lowercase();
+            if opts.contains(&l.as_str()) {
+                Ok(l)
+            } else {
+                Err("argument(s) must be one of the following: ".to_string() + &opts.join(", "))
+            }
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut c = Config {
+            values: PARAMS
+                .iter()
+                .map(|p| (p.name, p.default.to_string()))
+                .collect(),
+            port: 0,
+            bind: String::new(),
+            dir: String::new(),
+            databases: 0,
+            requirepass: String::new(),
+            maxclients: 0,
+            proto_max_bulk_len: 0,
+            client_query_buffer_limit: 0,
+            stream_node_max_entries: 0,
+            stream_node_max_bytes: 0,
+            loglevel: String::new(),
+            config_file: None,
+        };
+        c.refresh();
+        c
+    }
+}
+
+impl Config {
+    fn num(&self, name: &str) -> i64 {
+        self.values
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Re-derive the typed fields from the value table (after any change).
+    fn refresh(&mut self) {
+        self.port = self.num("port") as u16;
+        self.bind = self.values["bind"].clone();
+        self.dir = self.values["dir"].clone();
+        self.databases = self.num("databases") as usize;
+        self.requirepass = self.values["requirepass"].clone();
+        self.maxclients = self.num("maxclients") as u64;
+        self.proto_max_bulk_len = self.num("proto-max-bulk-len") as u64;
+        self.client_query_buffer_limit = self.num("client-query-buffer-limit") as u64;
+        self.stream_node_max_entries = self.num("stream-node-max-entries") as u64;
+        self.stream_node_max_bytes = self.num("stream-node-max-bytes") as u64;
+        self.loglevel = self.values["loglevel"].clone();
+    }
+
+    /// Set at start-up (file or command line): immutable parameters allowed.
+    pub fn set_startup(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
+        let p = find(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
+        let v = check(p, raw).map_err(|why| ConfigError::Invalid {
+            name: p.name.into(),
+            why,
+        })?;
+        self.values.insert(p.name, v);
+        self.refresh();
+        Ok(())
+    }
+
+    /// `CONFIG SET k v [k v ...]`: all or nothing, as in Redis 7.
+    pub fn set_runtime(&mut self, pairs: &[(String, String)]) -> Result<(), ConfigError> {
+        let mut staged = Vec::with_capacity(pairs.len());
+        let mut seen = Vec::new();
+        for (name, raw) in pairs {
+            let p = find(name).ok_or_else(|| ConfigError::Unknown(name.clone()))?;
+            if seen.contains(&p.name) {
+                return Err(ConfigError::Invalid {
+                    name: p.name.into(),
+                    why: "duplicate parameter".into(),
+                });
+            }
+            seen.push(p.name);
+            if !p.mutable {
+                return Err(ConfigError::Immutable(p.name.into()));
+            }
+            let v = check(p, raw).map_err(|why| ConfigError::Invalid {
+                name: p.name.into(),
+                why,
+            })?;
+            staged.push((p.name, v));
+        }
+        for (n, v) in staged {
+            self.values.insert(n, v);
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    /// `CONFIG GET pattern...`: (name, value) pairs in table order, no duplicates.
+    pub fn get_matching(&self, patterns: &[&[u8]]) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for p in PARAMS {
+            if patterns
+                .iter()
+                .any(|pat| crate::glob::glob_match(pat, p.name.as_bytes(), true))
+            {
+                out.push((p.name, self.values[p.name].clone()));
+            }
+        }
+        out
+    }
+
+    /// Read a `ferrite.toml`: flat `name = value` pairs with Redis's names.
+    pub fn load_toml(&mut self, path: &str) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let table: toml::Table = text.parse().map_err(|e| format!("{path}: {e}"))?;
+        for (k, v) in table {
+            let raw = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
+                other => return Err(format!("{path}: '{k}' has an unsupported value {other}")),
+            };
+            self.set_startup(&k, &raw)
+                .map_err(|e| format!("{path}: {e}"))?;
+        }
+        self.config_file = Some(path.to_string());
+        Ok(())
+    }
+
+    /// Parameter names and docs, for `--help` and ferrite.toml.example.
+    pub fn params() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+        PARAMS.iter().map(|p| (p.name, p.default, p.doc))
+    }
+
+    pub fn stream_config(&self) -> ferrite_streams::StreamConfig {
+        ferrite_streams::StreamConfig {
+            node_max_entries: self.stream_node_max_entries,
+            node_max_bytes: self.stream_node_max_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("512mb"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_memory("1k"), Some(1000));
+        assert_eq!(parse_memory("1KB"), Some(1024));
+        assert_eq!(parse_memory("10xb"), None);
+    }
+
+    #[test]
+    fn runtime_set_is_atomic_and_checked() {
+        let mut c = Config::default();
+        let pairs = vec![
+            ("stream-node-max-entries".to_string(), "5".to_string()),
+            ("port".to_string(), "1".to_string()),
+        ];
+        assert!(matches!(
+            c.set_runtime(&pairs),
+            Err(ConfigError::Immutable(_))
+        ));
+        assert_eq!(c.stream_node_max_entries, 100);
+        let e = c
+            .set_runtime(&[("proto-max-bulk-len".into(), "1k".into())])
+            .unwrap_err();
+        assert_eq!(
+            e.config_set_message(),
+            "ERR CONFIG SET failed (possibly related to argument 'proto-max-bulk-len') - argument must be between 1048576 and 9223372036854775807 inclusive"
+        );
+    }
+}

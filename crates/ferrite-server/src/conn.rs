@@ -1,0 +1,273 @@
+//! One client connection: read, parse, dispatch, reply, and blocking waits.
+//!
+//! Replies to pipelined commands are gathered and written together; while a
+//! client is blocked its further input stays buffered, unprocessed, as in
+//! Redis, but a disconnect is noticed at once and unregisters the waiter.
+
+use crate::cmd::{self, ClientState, Ctx, Dispatch};
+use crate::protocol::{Limits, RequestParser};
+use crate::reply::Reply;
+use crate::server::{now_ms, Shared};
+use crate::store::ClientInfo;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Flush replies once this much is pending, so a huge pipeline cannot grow
+/// the output buffer without bound.
+const FLUSH_AT: usize = 64 * 1024;
+
+pub async fn reject_max_clients(mut sock: TcpStream) {
+    let _ = sock
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+}
+
+struct Conn {
+    sock: TcpStream,
+    shared: Arc<Shared>,
+    client: ClientState,
+    input: BytesMut,
+    output: BytesMut,
+    parser: RequestParser,
+    kill: Arc<tokio::sync::Notify>,
+}
+
+pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+    let _ = sock.set_nodelay(true);
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    let kill = Arc::new(tokio::sync::Notify::new());
+    let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let authenticated = shared.config.read().requirepass.is_empty();
+    {
+        let mut store = shared.store.lock();
+        store.stats.total_connections += 1;
+        let now = now_ms();
+        store.clients.insert(
+            id,
+            ClientInfo {
+                id,
+                addr: addr.to_string(),
+                laddr,
+                name: bytes::Bytes::new(),
+                db: 0,
+                created_ms: now,
+                last_cmd_ms: now,
+                last_cmd: "NULL".into(),
+                resp: 2,
+                multi: -1,
+                blocked: false,
+                kill: kill.clone(),
+            },
+        );
+    }
+    let mut conn = Conn {
+        sock,
+        shared: shared.clone(),
+        client: ClientState {
+            id,
+            db: 0,
+            resp: 2,
+            authenticated,
+            name: bytes::Bytes::new(),
+            multi: None,
+            multi_error: false,
+            watched: Vec::new(),
+            close_after_reply: false,
+            shutdown: false,
+        },
+        input: BytesMut::with_capacity(16 * 1024),
+        output: BytesMut::with_capacity(16 * 1024),
+        parser: RequestParser::new(),
+        kill,
+    };
+    if let Err(e) = conn.run().await {
+        tracing::debug!(client = id, "connection closed: {e}");
+    }
+    let mut store = shared.store.lock();
+    let watched = std::mem::take(&mut conn.client.watched);
+    store.unwatch_all(id, &watched);
+    store.clients.remove(&id);
+    drop(store);
+    shared.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+enum Step {
+    Continue,
+    Close,
+}
+
+impl Conn {
+    async fn run(&mut self) -> std::io::Result<()> {
+        let mut shutdown = self.shared.shutdown_tx.subscribe();
+        loop {
+            if let Step::Close = self.process_input().await? {
+                self.flush().await?;
+                return Ok(());
+            }
+            self.flush().await?;
+            let limit = self.shared.config.read().client_query_buffer_limit as usize;
+            if self.input.len() >= limit {
+                tracing::warn!(
+                    client = self.client.id,
+                    "closing client that reached max query buffer length"
+                );
+                return Ok(());
+            }
+            self.input.reserve(16 * 1024);
+            tokio::select! {
+                n = self.sock.read_buf(&mut self.input) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                }
+                _ = self.kill.notified() => return Ok(()),
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.sock.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    /// Run every complete command in the input buffer.
+    async fn process_input(&mut self) -> std::io::Result<Step> {
+        loop {
+            let limits = {
+                let cfg = self.shared.config.read();
+                Limits {
+                    max_bulk_len: cfg.proto_max_bulk_len,
+                    unauthenticated: !self.client.authenticated,
+                }
+            };
+            let argv = match self.parser.parse(&mut self.input, limits) {
+                Ok(Some(argv)) => argv,
+                Ok(None) => return Ok(Step::Continue),
+                Err(e) => {
+                    let r = Reply::error(format!("ERR Protocol error: {}", e.0));
+                    self.shared.store.lock().stats.count_error(&r);
+                    r.encode(self.client.resp, &mut self.output);
+                    tracing::debug!(client = self.client.id, "protocol error: {}", e.0);
+                    return Ok(Step::Close);
+                }
+            };
+            if argv.is_empty() {
+                continue;
+            }
+            self.execute(argv).await?;
+            if self.client.shutdown {
+                self.flush().await?;
+                self.shared.request_shutdown();
+                return Ok(Step::Close);
+            }
+            if self.client.close_after_reply {
+                return Ok(Step::Close);
+            }
+            if self.output.len() >= FLUSH_AT {
+                self.flush().await?;
+            }
+        }
+    }
+
+    async fn execute(&mut self, argv: Vec<bytes::Bytes>) -> std::io::Result<()> {
+        let shared = self.shared.clone();
+        let now = now_ms();
+        let blocked = {
+            let mut store = shared.store.lock();
+            let mut ctx = Ctx {
+                store: &mut store,
+                client: &mut self.client,
+                shared: &shared,
+                now_ms: now,
+                in_exec: false,
+                block: None,
+            };
+            let d = cmd::dispatch(&mut ctx, argv);
+            let blocked = match d {
+                // NOTE: a successful SHUTDOWN closes the connection without a reply.
+                Dispatch::Reply(_) if self.client.shutdown => None,
+                Dispatch::Reply(r) => {
+                    r.encode(self.client.resp, &mut self.output);
+                    None
+                }
+                Dispatch::Block(req, _) => {
+                    let (id, rx) = store.block(self.client.id, self.client.db, req.keys, req.cmd);
+                    Some((id, rx, req.timeout))
+                }
+            };
+            store.serve_ready(now);
+            blocked
+        };
+        let Some((waiter, rx, timeout)) = blocked else {
+            return Ok(());
+        };
+        // Replies to earlier pipelined commands go out before we wait.
+        self.flush().await?;
+        let reply = self.wait_blocked(waiter, rx, timeout).await?;
+        if let Some(r) = reply {
+            r.encode(self.client.resp, &mut self.output);
+        }
+        Ok(())
+    }
+
+    /// Wait for a blocked command's reply, its timeout, or the client leaving.
+    /// `Ok(None)`: the connection is going away.
+    async fn wait_blocked(
+        &mut self,
+        waiter: u64,
+        mut rx: tokio::sync::oneshot::Receiver<Reply>,
+        timeout: Option<std::time::Duration>,
+    ) -> std::io::Result<Option<Reply>> {
+        let sleep = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+        let mut shutdown = self.shared.shutdown_tx.subscribe();
+        loop {
+            tokio::select! {
+                r = &mut rx => {
+                    return Ok(r.ok());
+                }
+                _ = &mut sleep => {
+                    let timed_out = self.shared.store.lock().unblock(waiter);
+                    return Ok(Some(match timed_out {
+                        Some(r) => r,
+                        // Served between the timer firing and taking the lock.
+                        None => rx.try_recv().unwrap_or(Reply::NullArray),
+                    }));
+                }
+                n = self.sock.read_buf(&mut self.input) => {
+                    let closed = !matches!(n, Ok(k) if k > 0);
+                    let limit = self.shared.config.read().client_query_buffer_limit as usize;
+                    if closed || self.input.len() >= limit {
+                        self.shared.store.lock().unblock(waiter);
+                        return match n { Err(e) => Err(e), Ok(_) => Ok(None) };
+                    }
+                    // Input while blocked stays queued until we are unblocked.
+                }
+                _ = self.kill.notified() => {
+                    self.shared.store.lock().unblock(waiter);
+                    self.client.close_after_reply = true;
+                    return Ok(None);
+                }
+                _ = shutdown.changed() => {
+                    self.shared.store.lock().unblock(waiter);
+                    self.client.close_after_reply = true;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The one place where failures become Redis's exact error strings.
+//!
+//! Command code returns `Err(CmdError::...)`; the wording lives here so that
+//! every command says `WRONGTYPE ...` or `ERR syntax error` identically, and
+//! INFO errorstats sees the same codes Redis reports.
+
+use crate::reply::Reply;
+
+/// A command failure with a Redis-defined reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmdError {
+    /// `ERR wrong number of arguments for '<cmd>' command` (cmd as Redis names it, e.g. `config|get`).
+    WrongArity(String),
+    /// `ERR unknown command '<name>', with args beginning with: '<a>' '<b>' `
+    UnknownCommand {
+        name: String,
+        args: Vec<String>,
+    },
+    /// `ERR unknown subcommand '<sub>'. Try <CMD> HELP.`
+    UnknownSubcommand {
+        sub: String,
+        cmd: String,
+    },
+    Syntax,
+    WrongType,
+    NotInteger,
+    /// `ERR value is out of range, must be positive`
+    NotPositive,
+    InvalidStreamId,
+    NoSuchKey,
+    /// `ERR DB index is out of range`
+    DbIndexOutOfRange,
+    /// `NOAUTH Authentication required.`
+    NoAuth,
+    /// `WRONGPASS invalid username-password pair or user is disabled.`
+    WrongPass,
+    /// `ERR timeout is not an integer or out of range`
+    TimeoutNotInteger,
+    /// `ERR timeout is negative`
+    TimeoutNegative,
+    /// Any other Redis error, full text including its code (`ERR ...`, `NOGROUP ...`).
+    Other(String),
+}
+
+impl CmdError {
+    /// An `ERR <msg>` error.
+    pub fn err(msg: impl AsRef<str>) -> CmdError {
+        CmdError::Other(format!("ERR {}", msg.as_ref()))
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            CmdError::WrongArity(cmd) => {
+                format!("ERR wrong number of arguments for '{cmd}' command")
+            }
+            CmdError::UnknownCommand { name, args } => {
+                let mut s = format!("ERR unknown command '{name}', with args beginning with: ");
+                for a in args {
+                    s.push('\'');
+                    s.push_str(a);
+                    s.push_str("' ");
+                }
+                s
+            }
+            CmdError::UnknownSubcommand { sub, cmd } => {
+                format!("ERR unknown subcommand '{sub}'. Try {cmd} HELP.")
+            }
+            CmdError::Syntax => "ERR syntax error".into(),
+            CmdError::WrongType => {
+                "WRONGTYPE Operation against a key holding the wrong kind of value".into()
+            }
+            CmdError::NotInteger => "ERR value is not an integer or out of range".into(),
+            CmdError::NotPositive => "ERR value is out of range, must be positive".into(),
+            CmdError::InvalidStreamId => {
+                "ERR Invalid stream ID specified as stream command argument".into()
+            }
+            CmdError::NoSuchKey => "ERR no such key".into(),
+            CmdError::DbIndexOutOfRange => "ERR DB index is out of range".into(),
+            CmdError::NoAuth => "NOAUTH Authentication required.".into(),
+            CmdError::WrongPass => {
+                "WRONGPASS invalid username-password pair or user is disabled.".into()
+            }
+            CmdError::TimeoutNotInteger => "ERR timeout is not an integer or out of range".into(),
+            CmdError::TimeoutNegative => "ERR timeout is negative".into(),
+            CmdError::Other(s) => s.clone(),
+        }
+    }
+
+    pub fn to_reply(&self) -> Reply {
+        Reply::error(self.message())
+    }
+}
+
+impl From<CmdError> for Reply {
+    fn from(e: CmdError) -> Reply {
+        e.to_reply()
+    }
+}
+
+/// Redis shows client-supplied strings in errors sanitised: at most 128 bytes,
+/// non-printable bytes replaced by spaces (so a reply line stays one line).
+pub fn sanitize_arg(b: &[u8]) -> String {
+    let cut = &b[..b.len().min(128)];
+    cut.iter()
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                ' '
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,351 @@
+//! Request parsing: RESP multibulk and inline commands, as Redis reads them.
+//!
+//! Hand-written rather than a general RESP decoder because requests must be
+//! checked against Redis's limits *before* anything is allocated
+//! (`proto-max-bulk-len`, the 64 KiB inline/count-line limit, the
+//! unauthenticated-client limits), and errors must carry Redis's exact
+//! wording. The parser is incremental: a half-received command keeps its
+//! state, so a large bulk is never rescanned. An incomplete command is
+//! `Ok(None)`, not an error.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Redis's PROTO_INLINE_MAX_SIZE: longest inline request or count line.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// A protocol violation; the connection replies `-ERR Protocol error: <msg>` and closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    /// Remaining arguments of the multibulk being read (0: between commands).
+    multibulk_left: usize,
+    /// Length of the bulk being read, once its `$n` line was consumed.
+    bulk_len: Option<usize>,
+    argv: Vec<Bytes>,
+}
+
+/// Limits in force for the next parse; read from config per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bulk_len: u64,
+    /// The client must authenticate first: Redis then refuses long requests.
+    pub unauthenticated: bool,
+}
+
+impl RequestParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when no command is half-read.
+    pub fn is_idle(&self) -> bool {
+        self.multibulk_left == 0 && self.argv.is_empty()
+    }
+
+    /// Parse the next command from `buf`, consuming what it uses.
+    /// `Ok(Some(argv))` may be an empty argv (an empty line or `*0`): skip it.
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: Limits,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        if self.multibulk_left == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            if buf[0] != b'*' {
+                return parse_inline(buf);
+            }
+            // The count line: `*<n>\r\n`.
+            let Some(cr) = memchr(b'\r', buf) else {
+                if buf.len() > INLINE_MAX {
+                    return Err(perr("too big mbulk count string"));
+                }
+                return Ok(None);
+            };
+            if cr + 2 > buf.len() {
+                return Ok(None);
+            }
+            let n = crate::args::parse_i64(&buf[1..cr]);
+            let n = match n {
+                Some(n) if n <= i32::MAX as i64 => n,
+                _ => return Err(perr("invalid multibulk length")),
+            };
+            if n > 10 && limits.unauthenticated {
+                return Err(perr("unauthenticated multibulk length"));
+            }
+            buf.advance(cr + 2);
+            if n <= 0 {
+                return Ok(Some(Vec::new()));
+            }
+            self.multibulk_left = n as usize;
+            // NOTE: capacity is capped: the count is client-controlled.
+            self.argv = Vec::with_capacity(self.multibulk_left.min(1024));
+        }
+        while self.multibulk_left > 0 {
+            let len = match self.bulk_len {
+                Some(l) => l,
+                None => {
+                    let Some(cr) = memchr(b'\r', buf) else {
+                        if buf.len() > INLINE_MAX {
+                            return Err(perr("too big bulk count string"));
+                        }
+                        return Ok(None);
+                    };
+                    if cr + 2 > buf.len() {
+                        return Ok(None);
+                    }
+                    if buf[0] != b'$' {
+                        let got = buf[0] as char;
+                        return Err(ProtocolError(format!("expected '$', got '{got}'")));
+                    }
+                    let l = match crate::args::parse_i64(&buf[1..cr]) {
+                        Some(l) if l >= 0 && (l as u64) <= limits.max_bulk_len => l as usize,
+                        _ => return Err(perr("invalid bulk length")),
+                    };
+                    if l > 16384 && limits.unauthenticated {
+                        return Err(perr("unauthenticated bulk length"));
+                    }
+                    buf.advance(cr + 2);
+                    self.bulk_len = Some(l);
+                    if buf.capacity() - buf.len() < l + 2 {
+                        // Large arguments: reserve once rather than growing in steps.
+                        buf.reserve(l + 2);
+                    }
+                    l
+                }
+            };
+            if buf.len() < len + 2 {
+                return Ok(None);
+            }
+            // NOTE: like Redis, the two bytes after the data are skipped, not checked.
+            let arg = buf.split_to(len).freeze();
+            buf.advance(2);
+            self.argv.push(arg);
+            self.bulk_len = None;
+            self.multibulk_left -= 1;
+        }
+        Ok(Some(std::mem::take(&mut self.argv)))
+    }
+}
+
+fn perr(s: &str) -> ProtocolError {
+    ProtocolError(s.to_string())
+}
+
+fn memchr(c: u8, b: &[u8]) -> Option<usize> {
+    b.iter().position(|&x| x == c)
+}
+
+fn parse_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let Some(nl) = memchr(b'\n', buf) else {
+        if buf.len() > INLINE_MAX {
+            return Err(perr("too big inline request"));
+        }
+        return Ok(None);
+    };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    let args = split_args(&buf[..line_end]);
+    buf.advance(nl + 1);
+    match args {
+        Some(a) => Ok(Some(a.into_iter().map(Bytes::from).collect())),
+        None => Err(perr("unbalanced quotes in request")),
+    }
+}
+
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\n' | b'\r' | b'\t' | 0x0b | 0x0c)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Redis's `sdssplitargs`: whitespace-separated words, "double quotes" with
+/// C escapes (`\n`, `\xHH`, ...), 'single quotes' with `\'`. A closing quote
+/// must be followed by a space or the end. `None` means unbalanced quotes.
+pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let n = line.len();
+    loop {
+        while i < n && is_space(line[i]) {
+            i += 1;
+        }
+        if i >= n {
+            return Some(out);
+        }
+        let mut cur = Vec::new();
+        let mut in_dq = false;
+        let mut in_sq = false;
+        loop {
+            if in_dq {
+                if i >= n {
+                    return None;
+                }
+                let c = line[i];
+                if c == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && hex_val(line[i + 2]).is_some()
+                    && hex_val(line[i + 3]).is_some()
+                {
+                    let hi = hex_val(line[i + 2]).unwrap_or(0);
+                    let lo = hex_val(line[i + 3]).unwrap_or(0);
+                    cur.push(hi * 16 + lo);
+                    i += 3;
+                } else if c == b'\\' && i + 1 < n {
+                    i += 1;
+                    cur.push(match line[i] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'a' => 0x07,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    // The closing quote must be followed by a space or the end.
+                    if i + 1 < n && !is_space(line[i + 1]) {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    cur.push(c);
+                }
+            } else if in_sq {
+                if i >= n {
+                    return None;
+                }
+                let c = line[i];
+                if c == b'\\' && i + 1 < n && line[i + 1] == b'\'' {
+                    i += 1;
+                    cur.push(b'\'');
+                } else if c == b'\'' {
+                    if i + 1 < n && !is_space(line[i + 1]) {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    cur.push(c);
+                }
+            } else {
+                if i >= n {
+                    break;
+                }
+                match line[i] {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' => in_dq = true,
+                    b'\'' => in_sq = true,
+                    c => cur.push(c),
+                }
+            }
+            i += 1;
+        }
+        out.push(cur);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits {
+        max_bulk_len: 512 * 1024 * 1024,
+        unauthenticated: false,
+    };
+
+    fn parse_all(input: &[u8]) -> (Vec<Vec<Bytes>>, Option<ProtocolError>) {
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(input);
+        let mut cmds = Vec::new();
+        loop {
+            match p.parse(&mut buf, L) {
+                Ok(Some(c)) => cmds.push(c),
+                Ok(None) => return (cmds, None),
+                Err(e) => return (cmds, Some(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn multibulk_and_pipelining() {
+        let (c, e) = parse_all(b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$0\r\n\r\n");
+        assert!(e.is_none());
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1][1], Bytes::new());
+    }
+
+    #[test]
+    fn byte_at_a_time_matches_whole() {
+        let input = b"*3\r\n$4\r\nXADD\r\n$1\r\ns\r\n$10\r\n0123456789\r\nPING\r\n";
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::new();
+        let mut cmds = Vec::new();
+        for &b in input.iter() {
+            buf.extend_from_slice(&[b]);
+            while let Ok(Some(c)) = p.parse(&mut buf, L) {
+                cmds.push(c);
+            }
+        }
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(&cmds[0][2][..], b"0123456789");
+        assert_eq!(&cmds[1][0][..], b"PING");
+    }
+
+    #[test]
+    fn protocol_errors_use_redis_wording() {
+        assert_eq!(
+            parse_all(b"*x\r\n").1,
+            Some(perr("invalid multibulk length"))
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n+a\r\n").1,
+            Some(ProtocolError("expected '$', got '+'".into()))
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n$-1\r\n").1,
+            Some(perr("invalid bulk length"))
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n$536870913\r\n").1,
+            Some(perr("invalid bulk length"))
+        );
+        assert_eq!(
+            parse_all(b"PING \"a\r\n").1,
+            Some(perr("unbalanced quotes in request"))
+        );
+        let big = vec![b'a'; INLINE_MAX + 1];
+        assert_eq!(parse_all(&big).1, Some(perr("too big inline request")));
+    }
+
+    #[test]
+    fn inline_quoting() {
+        let (c, _) = parse_all(b"SET \"a b\" 'c\\'d' \"\\x41\\n\"\r\n\r\n");
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[0],
+            vec![
+                Bytes::from("SET"),
+                Bytes::from("a b"),
+                Bytes::from("c'd"),
+                Bytes::from("A\n")
+            ]
+        );
+        assert!(c[1].is_empty());
+    }
+
+    #[test]
+    fn huge_counts_do_not_allocate() {
+        let (c, e) = parse_all(b"*2147483647\r\n$1\r\na\r\n");
+        assert!(c.is_empty() && e.is_none());
+    }
+}

@@ -1,0 +1,217 @@
+//! Replies and their RESP2/RESP3 encodings.
+//!
+//! Commands build a [`Reply`] tree; the connection encodes it for the client's
+//! protocol version. RESP3-only types degrade the way Redis degrades them for
+//! RESP2 clients (maps flatten to arrays, doubles become bulk strings, every
+//! null becomes `$-1` or, for [`Reply::NullArray`], `*-1`).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// A reply to a client, independent of the protocol version.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// `+OK`
+    Simple(Bytes),
+    /// A full error line without the leading `-`, e.g. `ERR syntax error`.
+    Error(Bytes),
+    Int(i64),
+    Bulk(Bytes),
+    /// RESP2 `$-1`, RESP3 `_`.
+    Null,
+    /// RESP2 `*-1`, RESP3 `_`.
+    NullArray,
+    Array(Vec<Reply>),
+    /// RESP3 map; RESP2 flat array of key, value, key, value...
+    Map(Vec<(Reply, Reply)>),
+    /// RESP3 set; RESP2 array.
+    Set(Vec<Reply>),
+    /// RESP3 double; RESP2 bulk string.
+    Double(f64),
+    /// RESP3 boolean; RESP2 integer 1/0.
+    Bool(bool),
+    /// RESP3 verbatim string (`txt`); RESP2 bulk string.
+    Verbatim(Bytes),
+    /// RESP3 push; RESP2 array.
+    Push(Vec<Reply>),
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply::Simple(Bytes::from_static(b"OK"))
+    }
+    pub fn simple(s: &'static str) -> Reply {
+        Reply::Simple(Bytes::from_static(s.as_bytes()))
+    }
+    pub fn bulk(b: impl Into<Bytes>) -> Reply {
+        Reply::Bulk(b.into())
+    }
+    pub fn bulk_str(s: &str) -> Reply {
+        Reply::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+    }
+    /// An error reply from a full message such as `ERR syntax error`.
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply::Error(Bytes::from(msg.into()))
+    }
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+    /// The error code (`ERR`, `WRONGTYPE`, ...), as INFO errorstats counts it.
+    pub fn error_code(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Error(e) => Some(e.split(|&b| b == b' ').next().unwrap_or(e)),
+            _ => None,
+        }
+    }
+
+    /// Append the encoding of this reply for protocol `resp` (2 or 3) to `out`.
+    pub fn encode(&self, resp: u8, out: &mut BytesMut) {
+        let v3 = resp >= 3;
+        match self {
+            Reply::Simple(s) => line(out, b'+', s),
+            Reply::Error(e) => line(out, b'-', e),
+            Reply::Int(n) => header(out, b':', *n),
+            Reply::Bulk(b) => bulk(out, b),
+            Reply::Null => out.put_slice(if v3 { b"_\r\n" } else { b"$-1\r\n" }),
+            Reply::NullArray => out.put_slice(if v3 { b"_\r\n" } else { b"*-1\r\n" }),
+            Reply::Array(items) => {
+                header(out, b'*', items.len() as i64);
+                for r in items {
+                    r.encode(resp, out);
+                }
+            }
+            Reply::Map(pairs) => {
+                if v3 {
+                    header(out, b'%', pairs.len() as i64);
+                } else {
+                    header(out, b'*', 2 * pairs.len() as i64);
+                }
+                for (k, v) in pairs {
+                    k.encode(resp, out);
+                    v.encode(resp, out);
+                }
+            }
+            Reply::Set(items) | Reply::Push(items) => {
+                let tag = match (v3, self) {
+                    (false, _) => b'*',
+                    (true, Reply::Set(_)) => b'~',
+                    (true, _) => b'>',
+                };
+                header(out, tag, items.len() as i64);
+                for r in items {
+                    r.encode(resp, out);
+                }
+            }
+            Reply::Double(d) => {
+                let s = format_double(*d);
+                if v3 {
+                    line(out, b',', s.as_bytes());
+                } else {
+                    bulk(out, s.as_bytes());
+                }
+            }
+            Reply::Bool(b) => {
+                if v3 {
+                    out.put_slice(if *b { b"#t\r\n" } else { b"#f\r\n" });
+                } else {
+                    out.put_slice(if *b { b":1\r\n" } else { b":0\r\n" });
+                }
+            }
+            Reply::Verbatim(b) => {
+                if v3 {
+                    header(out, b'=', b.len() as i64 + 4);
+                    out.put_slice(b"txt:");
+                    out.put_slice(b);
+                    out.put_slice(b"\r\n");
+                } else {
+                    bulk(out, b);
+                }
+            }
+        }
+    }
+}
+
+fn line(out: &mut BytesMut, tag: u8, s: &[u8]) {
+    out.reserve(s.len() + 3);
+    out.put_u8(tag);
+    // NOTE: a status or error line may not contain CR/LF; Redis replaces them
+    // with spaces, and so do we, so a reply can never break the framing.
+    for &b in s {
+        out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn header(out: &mut BytesMut, tag: u8, n: i64) {
+    out.put_u8(tag);
+    put_i64(out, n);
+    out.put_slice(b"\r\n");
+}
+
+/// Decimal digits of `n` without allocating (headers are on the hot path).
+fn put_i64(out: &mut BytesMut, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    out.put_slice(&buf[i..]);
+}
+
+fn bulk(out: &mut BytesMut, b: &[u8]) {
+    header(out, b'$', b.len() as i64);
+    out.put_slice(b);
+    out.put_slice(b"\r\n");
+}
+
+/// Format a double the way Redis does for replies (`%.17g` then trimmed).
+pub fn format_double(d: f64) -> String {
+    if d.is_infinite() {
+        return if d > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if d.is_nan() {
+        return "nan".into();
+    }
+    if d == d.trunc() && d.abs() < 1e17 {
+        return format!("{}", d as i64);
+    }
+    format!("{}", d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(r: &Reply, v: u8) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        r.encode(v, &mut b);
+        b.to_vec()
+    }
+
+    #[test]
+    fn nulls_differ_by_protocol() {
+        assert_eq!(enc(&Reply::Null, 2), b"$-1\r\n");
+        assert_eq!(enc(&Reply::NullArray, 2), b"*-1\r\n");
+        assert_eq!(enc(&Reply::NullArray, 3), b"_\r\n");
+    }
+
+    #[test]
+    fn map_flattens_in_resp2() {
+        let m = Reply::Map(vec![(Reply::bulk_str("a"), Reply::Int(1))]);
+        assert_eq!(enc(&m, 2), b"*2\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(enc(&m, 3), b"%1\r\n$1\r\na\r\n:1\r\n");
+    }
+
+    #[test]
+    fn error_lines_cannot_break_framing() {
+        assert_eq!(enc(&Reply::error("ERR a\r\nb"), 2), b"-ERR a  b\r\n");
+    }
+}

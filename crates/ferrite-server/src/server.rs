@@ -1,0 +1,95 @@
+//! The listener, the state shared by all connections, and shutdown.
+
+use crate::config::Config;
+use crate::store::Store;
+use parking_lot::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The keyspace and everything commands touch. Held for one command at a
+    /// time (or one EXEC), never across an `.await`.
+    pub store: Mutex<Store>,
+    /// Read on every command batch (limits), written by CONFIG SET.
+    pub config: RwLock<Config>,
+    pub next_client_id: AtomicU64,
+    pub connected: AtomicUsize,
+    /// Flips to true once: every connection and the listener stop.
+    pub shutdown_tx: watch::Sender<bool>,
+    pub run_id: String,
+    pub tcp_port: AtomicU64,
+    pub started: std::time::Instant,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        let (shutdown_tx, _) = watch::channel(false);
+        let seed = now_ms() ^ (std::process::id() as u64) << 20;
+        let run_id: String = (0..40)
+            .map(|i| {
+                let x = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add((i as u64).wrapping_mul(1442695040888963407));
+                let d = ((x >> 33) ^ (x >> 17)) % 16;
+                char::from_digit(d as u32, 16).unwrap_or('0')
+            })
+            .collect();
+        Arc::new(Shared {
+            store: Mutex::new(Store::new(config.databases, now_ms())),
+            config: RwLock::new(config),
+            next_client_id: AtomicU64::new(1),
+            connected: AtomicUsize::new(0),
+            shutdown_tx,
+            run_id,
+            tcp_port: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        })
+    }
+
+    pub fn request_shutdown(&self) {
+        self.shutdown_tx.send_replace(true);
+    }
+}
+
+/// Accept connections until shutdown. Returns when the listener has stopped
+/// and every connection task has been told to stop.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown_tx.subscribe();
+    loop {
+        tokio::select! {
+            res = listener.accept() => {
+                match res {
+                    Ok((sock, addr)) => {
+                        let shared = shared.clone();
+                        let maxclients = shared.config.read().maxclients as usize;
+                        if shared.connected.load(Ordering::Relaxed) >= maxclients {
+                            shared.store.lock().stats.rejected_connections += 1;
+                            tokio::spawn(crate::conn::reject_max_clients(sock));
+                            continue;
+                        }
+                        tokio::spawn(async move {
+                            crate::conn::handle(sock, addr, shared).await;
+                        });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: log and keep serving the clients we have.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}

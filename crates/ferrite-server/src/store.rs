@@ -1,0 +1,432 @@
+//! The server state that commands read and write: databases, WATCH marks,
+//! blocked clients, the client list and command statistics.
+//!
+//! It lives behind one `parking_lot::Mutex` in [`crate::server::Shared`].
+//! A command (or a whole EXEC) runs with the lock held and never awaits, so
+//! commands are atomic and ordered exactly as in single-threaded Redis, while
+//! socket I/O and RESP parsing run in parallel outside it. Blocked readers are
+//! served under the same lock right after the command that made their key
+//! ready, in FIFO order, as Redis's `handleClientsBlockedOnKeys` does.
+
+use crate::reply::Reply;
+use bytes::Bytes;
+use ferrite_streams::Stream;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use tokio::sync::oneshot;
+
+/// A value in the keyspace. Ferrite stores streams only.
+#[derive(Debug)]
+pub enum Value {
+    Stream(Box<Stream>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Stream(_) => "stream",
+        }
+    }
+}
+
+/// One database. Keys live in slots that never move while the key exists, so
+/// a SCAN cursor (a slot index) returns every key present for the whole scan.
+#[derive(Debug, Default)]
+pub struct Db {
+    index: HashMap<Bytes, usize>,
+    slots: Vec<Option<(Bytes, Value)>>,
+    free: Vec<usize>,
+}
+
+impl Db {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.index.contains_key(key)
+    }
+    pub fn get(&self, key: &[u8]) -> Option<&Value> {
+        let &i = self.index.get(key)?;
+        self.slots[i].as_ref().map(|(_, v)| v)
+    }
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
+        let &i = self.index.get(key)?;
+        self.slots[i].as_mut().map(|(_, v)| v)
+    }
+    /// Insert or replace; returns the previous value.
+    pub fn insert(&mut self, key: Bytes, value: Value) -> Option<Value> {
+        if let Some(&i) = self.index.get(&key) {
+            let slot = self.slots[i].as_mut().map(|(_, v)| v);
+            return slot.map(|v| std::mem::replace(v, value));
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[i] = Some((key.clone(), value));
+        self.index.insert(key, i);
+        None
+    }
+    pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
+        let i = self.index.remove(key)?;
+        let v = self.slots[i].take().map(|(_, v)| v);
+        self.free.push(i);
+        if self.index.is_empty() {
+            self.slots.clear();
+            self.free.clear();
+        }
+        v
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.slots.iter().filter_map(|s| s.as_ref().map(|(k, _)| k))
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
+    }
+    /// Visit up to `count` slots from `cursor`; returns the next cursor (0 = done).
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&Bytes, &Value)) -> u64 {
+        let start = cursor as usize;
+        if start >= self.slots.len() {
+            return 0;
+        }
+        let end = start.saturating_add(count.max(1)).min(self.slots.len());
+        for (k, v) in self.slots[start..end].iter().flatten() {
+            f(k, v);
+        }
+        if end >= self.slots.len() {
+            0
+        } else {
+            end as u64
+        }
+    }
+    /// A key chosen at random (RANDOMKEY), `seed` picks the starting slot.
+    pub fn random_key(&self, seed: u64) -> Option<&Bytes> {
+        if self.slots.is_empty() || self.index.is_empty() {
+            return None;
+        }
+        let n = self.slots.len();
+        let start = (seed % n as u64) as usize;
+        (0..n).find_map(|d| self.slots[(start + d) % n].as_ref().map(|(k, _)| k))
+    }
+    pub fn clear(&mut self) {
+        *self = Db::default();
+    }
+}
+
+/// Something a blocked client is waiting to do once one of its keys changes.
+pub trait BlockedCommand: Send {
+    /// Try to complete now that `key` in `db` was signalled ready (written,
+    /// deleted, type changed, group destroyed...). `Some(reply)` unblocks.
+    fn try_serve(&mut self, db: &mut Db, key: &Bytes, now_ms: u64) -> Option<Reply>;
+    /// The reply when the timeout expires.
+    fn timeout_reply(&self) -> Reply;
+    /// The command name for statistics (`xread`, `xreadgroup`).
+    fn name(&self) -> &'static str;
+}
+
+pub type WaiterId = u64;
+
+struct Waiter {
+    client_id: u64,
+    db: usize,
+    keys: Vec<Bytes>,
+    cmd: Box<dyn BlockedCommand>,
+    tx: oneshot::Sender<Reply>,
+}
+
+/// Per-command counters as INFO commandstats reports them.
+#[derive(Debug, Default, Clone)]
+pub struct CommandStats {
+    pub calls: u64,
+    pub usec: u64,
+    pub rejected_calls: u64,
+    pub failed_calls: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub commands: BTreeMap<String, CommandStats>,
+    pub errors: BTreeMap<String, u64>,
+    pub total_commands: u64,
+    pub total_connections: u64,
+    pub rejected_connections: u64,
+    pub total_error_replies: u64,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+}
+
+impl Stats {
+    pub fn count_error(&mut self, reply: &Reply) {
+        if let Some(code) = reply.error_code() {
+            self.total_error_replies += 1;
+            *self
+                .errors
+                .entry(String::from_utf8_lossy(code).into_owned())
+                .or_default() += 1;
+        }
+    }
+}
+
+/// What CLIENT LIST / CLIENT INFO show about a connection.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub name: Bytes,
+    pub db: usize,
+    pub created_ms: u64,
+    pub last_cmd_ms: u64,
+    pub last_cmd: String,
+    pub resp: u8,
+    pub multi: i64,
+    pub blocked: bool,
+    pub kill: std::sync::Arc<tokio::sync::Notify>,
+}
+
+pub struct Store {
+    pub dbs: Vec<Db>,
+    pub stats: Stats,
+    pub clients: BTreeMap<u64, ClientInfo>,
+    watched: HashMap<(usize, Bytes), Vec<u64>>,
+    dirty_clients: HashSet<u64>,
+    next_waiter: WaiterId,
+    waiters: HashMap<WaiterId, Waiter>,
+    blocked_on: HashMap<(usize, Bytes), VecDeque<WaiterId>>,
+    ready: Vec<(usize, Bytes)>,
+    pub start_ms: u64,
+    /// Milliseconds at the last FLUSHALL/FLUSHDB or start (for LASTSAVE-like info).
+    pub dirty: u64,
+}
+
+impl Store {
+    pub fn new(databases: usize, now_ms: u64) -> Store {
+        Store {
+            dbs: (0..databases).map(|_| Db::default()).collect(),
+            stats: Stats::default(),
+            clients: BTreeMap::new(),
+            watched: HashMap::new(),
+            dirty_clients: HashSet::new(),
+            next_waiter: 1,
+            waiters: HashMap::new(),
+            blocked_on: HashMap::new(),
+            ready: Vec::new(),
+            start_ms: now_ms,
+            dirty: 0,
+        }
+    }
+
+    // ---- WATCH ----
+
+    pub fn watch(&mut self, client: u64, db: usize, key: Bytes) {
+        let list = self.watched.entry((db, key)).or_default();
+        if !list.contains(&client) {
+            list.push(client);
+        }
+    }
+    /// Forget every WATCH of `client` (after EXEC/DISCARD/UNWATCH/disconnect).
+    pub fn unwatch_all(&mut self, client: u64, keys: &[(usize, Bytes)]) {
+        for k in keys {
+            if let Some(list) = self.watched.get_mut(k) {
+                list.retain(|&c| c != client);
+                if list.is_empty() {
+                    self.watched.remove(k);
+                }
+            }
+        }
+        self.dirty_clients.remove(&client);
+    }
+    pub fn is_dirty(&self, client: u64) -> bool {
+        self.dirty_clients.contains(&client)
+    }
+    /// Mark `client` dirty directly (Redis flags a transaction whose WATCHed key expired or
+    /// was touched before EXEC); also used when a watch is set on a changed key.
+    pub fn mark_dirty(&mut self, client: u64) {
+        self.dirty_clients.insert(client);
+    }
+
+    /// Every write to a key calls this: it breaks WATCHes on the key.
+    pub fn touch(&mut self, db: usize, key: &[u8]) {
+        if self.watched.is_empty() {
+            return;
+        }
+        if let Some(list) = self.watched.get(&(db, Bytes::copy_from_slice(key))) {
+            self.dirty_clients.extend(list.iter().copied());
+        }
+    }
+    /// FLUSHDB/FLUSHALL: touch watched keys that existed in the flushed dbs.
+    pub fn touch_all_in(&mut self, db: Option<usize>) {
+        let hit: Vec<u64> = self
+            .watched
+            .iter()
+            .filter(|((d, k), _)| db.is_none_or(|x| x == *d) && self.dbs[*d].contains(k))
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect();
+        self.dirty_clients.extend(hit);
+    }
+
+    // ---- blocking ----
+
+    /// Register a blocked command; its reply arrives on the returned receiver.
+    pub fn block(
+        &mut self,
+        client_id: u64,
+        db: usize,
+        keys: Vec<Bytes>,
+        cmd: Box<dyn BlockedCommand>,
+    ) -> (WaiterId, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        for k in &keys {
+            self.blocked_on
+                .entry((db, k.clone()))
+                .or_default()
+                .push_back(id);
+        }
+        if let Some(c) = self.clients.get_mut(&client_id) {
+            c.blocked = true;
+        }
+        self.waiters.insert(
+            id,
+            Waiter {
+                client_id,
+                db,
+                keys,
+                cmd,
+                tx,
+            },
+        );
+        (id, rx)
+    }
+
+    /// Remove a waiter (timeout, disconnect). Returns its timeout reply if it
+    /// was still waiting, `None` if it had already been served.
+    pub fn unblock(&mut self, id: WaiterId) -> Option<Reply> {
+        let w = self.waiters.remove(&id)?;
+        self.forget_waiter(id, &w);
+        Some(w.cmd.timeout_reply())
+    }
+
+    fn forget_waiter(&mut self, id: WaiterId, w: &Waiter) {
+        for k in &w.keys {
+            let key = (w.db, k.clone());
+            if let Some(q) = self.blocked_on.get_mut(&key) {
+                q.retain(|&x| x != id);
+                if q.is_empty() {
+                    self.blocked_on.remove(&key);
+                }
+            }
+        }
+        if let Some(c) = self.clients.get_mut(&w.client_id) {
+            c.blocked = false;
+        }
+    }
+
+    pub fn blocked_clients(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// A key changed: if anyone is blocked on it, serve them after this command.
+    pub fn signal_ready(&mut self, db: usize, key: &[u8]) {
+        if self.blocked_on.is_empty() {
+            return;
+        }
+        let k = (db, Bytes::copy_from_slice(key));
+        if self.blocked_on.contains_key(&k) && !self.ready.contains(&k) {
+            self.ready.push(k);
+        }
+    }
+    /// Signal every key with blocked clients in `db` (or all dbs): FLUSHDB/FLUSHALL.
+    pub fn signal_all_blocked(&mut self, db: Option<usize>) {
+        let keys: Vec<(usize, Bytes)> = self
+            .blocked_on
+            .keys()
+            .filter(|(d, _)| db.is_none_or(|x| x == *d))
+            .cloned()
+            .collect();
+        for k in keys {
+            if !self.ready.contains(&k) {
+                self.ready.push(k);
+            }
+        }
+    }
+
+    /// Serve blocked clients whose keys became ready, FIFO per key, until no
+    /// key is ready (serving can make more keys ready).
+    pub fn serve_ready(&mut self, now_ms: u64) {
+        while !self.ready.is_empty() {
+            let ready = std::mem::take(&mut self.ready);
+            for (db, key) in ready {
+                let queue: Vec<WaiterId> = match self.blocked_on.get(&(db, key.clone())) {
+                    Some(q) => q.iter().copied().collect(),
+                    None => continue,
+                };
+                for id in queue {
+                    let Some(w) = self.waiters.get_mut(&id) else {
+                        continue;
+                    };
+                    let Some(reply) = w.cmd.try_serve(&mut self.dbs[db], &key, now_ms) else {
+                        continue;
+                    };
+                    if let Some(w) = self.waiters.remove(&id) {
+                        self.forget_waiter(id, &w);
+                        // The receiver may be gone (client vanished): nothing to do then.
+                        let _ = w.tx.send(reply);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> Value {
+        Value::Stream(Box::new(Stream::new()))
+    }
+
+    #[test]
+    fn scan_sees_stable_keys_despite_churn() {
+        let mut db = Db::default();
+        for i in 0..100 {
+            db.insert(Bytes::from(format!("k{i}")), stream());
+        }
+        let mut seen = HashSet::new();
+        let mut cursor = 0;
+        let mut round = 0;
+        loop {
+            cursor = db.scan(cursor, 10, |k, _| {
+                seen.insert(k.clone());
+            });
+            // Churn: delete and add other keys between calls.
+            db.remove(format!("k{}", 90 + round).as_bytes());
+            db.insert(Bytes::from(format!("new{round}")), stream());
+            round += 1;
+            if cursor == 0 {
+                break;
+            }
+        }
+        for i in 0..90 {
+            assert!(seen.contains(format!("k{i}").as_bytes()), "k{i} missed");
+        }
+    }
+
+    #[test]
+    fn removing_everything_resets_slots() {
+        let mut db = Db::default();
+        db.insert(Bytes::from_static(b"a"), stream());
+        assert!(db.remove(b"a").is_some());
+        assert_eq!(db.scan(0, 10, |_, _| {}), 0);
+        assert!(db.random_key(7).is_none());
+    }
+}
