@@ -402,3 +402,21 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// ferrite.toml.example must list every parameter and load cleanly.
+    #[test]
+    fn example_config_is_complete_and_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../ferrite.toml.example");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for (name, _, _) in Config::params() {
+            assert!(text.contains(&format!("\n{name} = ")), "{name} missing from ferrite.toml.example");
+        }
+        let mut c = Config::default();
+        assert_eq!(c.load_toml(path), Ok(()));
+        assert_eq!(c.proto_max_bulk_len, 512 * 1024 * 1024);
+    }
+}
