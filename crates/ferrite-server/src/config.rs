@@ -413,7 +413,10 @@ mod example_file {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../ferrite.toml.example");
         let text = std::fs::read_to_string(path).unwrap_or_default();
         for (name, _, _) in Config::params() {
-            assert!(text.contains(&format!("\n{name} = ")), "{name} missing from ferrite.toml.example");
+            assert!(
+                text.contains(&format!("\n{name} = ")),
+                "{name} missing from ferrite.toml.example"
+            );
         }
         let mut c = Config::default();
         assert_eq!(c.load_toml(path), Ok(()));

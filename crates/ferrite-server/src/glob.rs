@@ -7,65 +7,26 @@ pub fn glob_match(pat: &[u8], s: &[u8], nocase: bool) -> bool {
     // by len(pat) * len(s) instead of Redis's exponential worst case.
     let (mut p, mut i) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    let eq = |a: u8, b: u8| {
-        if nocase {
-            a.eq_ignore_ascii_case(&b)
-        } else {
-            a == b
-        }
-    };
     loop {
-        if p < pat.len() {
-            match pat[p] {
-                b'*' => {
-                    while p < pat.len() && pat[p] == b'*' {
-                        p += 1;
-                    }
-                    if p == pat.len() {
-                        return true;
-                    }
-                    star = Some((p, i));
-                    continue;
-                }
-                b'?' if i < s.len() => {
-                    p += 1;
-                    i += 1;
-                    continue;
-                }
-                b'[' if i < s.len() => {
-                    if let Some((matched, next)) = class(pat, p, s[i], nocase) {
-                        if matched {
-                            p = next;
-                            i += 1;
-                            continue;
-                        }
-                    }
-                }
-                b'\\' if p + 1 < pat.len() && i < s.len() => {
-                    if eq(pat[p + 1], s[i]) {
-                        p += 2;
-                        i += 1;
-                        continue;
-                    }
-                }
-                c if i < s.len() && c != b'?' && c != b'[' && c != b'\\' => {
-                    if eq(c, s[i]) {
-                        p += 1;
-                        i += 1;
-                        continue;
-                    }
-                }
-                b'\\' if p + 1 == pat.len() && i < s.len() => {
-                    if eq(b'\\', s[i]) {
-                        p += 1;
-                        i += 1;
-                        continue;
-                    }
-                }
-                _ => {}
+        if p < pat.len() && pat[p] == b'*' {
+            while p < pat.len() && pat[p] == b'*' {
+                p += 1;
             }
-        } else if i == s.len() {
+            if p == pat.len() {
+                return true;
+            }
+            star = Some((p, i));
+            continue;
+        }
+        if p == pat.len() && i == s.len() {
             return true;
+        }
+        if p < pat.len() && i < s.len() {
+            if let Some(next) = token_match(pat, p, s[i], nocase) {
+                p = next;
+                i += 1;
+                continue;
+            }
         }
         // Mismatch: let the last `*` absorb one more byte, or fail.
         match star {
@@ -76,6 +37,27 @@ pub fn glob_match(pat: &[u8], s: &[u8], nocase: bool) -> bool {
             }
             _ => return false,
         }
+    }
+}
+
+/// Match one pattern token at `pat[p]` (not `*`) against byte `c`; the index
+/// after the token when it matches.
+fn token_match(pat: &[u8], p: usize, c: u8, nocase: bool) -> Option<usize> {
+    let eq = |a: u8, b: u8| {
+        if nocase {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    };
+    match pat[p] {
+        b'?' => Some(p + 1),
+        b'[' => match class(pat, p, c, nocase) {
+            Some((true, next)) => Some(next),
+            _ => None,
+        },
+        b'\\' if p + 1 < pat.len() => eq(pat[p + 1], c).then_some(p + 2),
+        other => eq(other, c).then_some(p + 1),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod args;
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod embedded;
 pub mod error;
 pub mod glob;
 pub mod protocol;

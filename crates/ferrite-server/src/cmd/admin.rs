@@ -40,7 +40,7 @@ fn config_get(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 
 fn config_set(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let rest = a.rest();
-    if rest.len() % 2 != 0 {
+    if !rest.len().is_multiple_of(2) {
         return Err(CmdError::WrongArity("config|set".into()));
     }
     let pairs: Vec<(String, String)> = rest

@@ -101,6 +101,23 @@ pub struct ClientState {
     pub shutdown: bool,
 }
 
+impl ClientState {
+    pub fn new(id: u64, authenticated: bool) -> ClientState {
+        ClientState {
+            id,
+            db: 0,
+            resp: 2,
+            authenticated,
+            name: Bytes::new(),
+            multi: None,
+            multi_error: false,
+            watched: Vec::new(),
+            close_after_reply: false,
+            shutdown: false,
+        }
+    }
+}
+
 /// A request to block, left in [`Ctx::block`] by a blocking command.
 pub struct BlockRequest {
     pub keys: Vec<Bytes>,
