@@ -23,6 +23,8 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// RESP3 map; RESP2 flat array of key, value, key, value...
     Map(Vec<(Reply, Reply)>),
+    /// RESP3 map; RESP2 array of `[key, value]` pairs (XREAD's shape).
+    KeyedArray(Vec<(Reply, Reply)>),
     /// RESP3 set; RESP2 array.
     Set(Vec<Reply>),
     /// RESP3 double; RESP2 bulk string.
@@ -86,6 +88,20 @@ impl Reply {
                     header(out, b'*', 2 * pairs.len() as i64);
                 }
                 for (k, v) in pairs {
+                    k.encode(resp, out);
+                    v.encode(resp, out);
+                }
+            }
+            Reply::KeyedArray(pairs) => {
+                if v3 {
+                    header(out, b'%', pairs.len() as i64);
+                } else {
+                    header(out, b'*', pairs.len() as i64);
+                }
+                for (k, v) in pairs {
+                    if !v3 {
+                        out.put_slice(b"*2\r\n");
+                    }
                     k.encode(resp, out);
                     v.encode(resp, out);
                 }
@@ -208,6 +224,13 @@ mod tests {
         let m = Reply::Map(vec![(Reply::bulk_str("a"), Reply::Int(1))]);
         assert_eq!(enc(&m, 2), b"*2\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(enc(&m, 3), b"%1\r\n$1\r\na\r\n:1\r\n");
+    }
+
+    #[test]
+    fn keyed_array_is_pairs_in_resp2_and_map_in_resp3() {
+        let r = Reply::KeyedArray(vec![(Reply::bulk_str("k"), Reply::Array(vec![]))]);
+        assert_eq!(enc(&r, 2), b"*1\r\n*2\r\n$1\r\nk\r\n*0\r\n");
+        assert_eq!(enc(&r, 3), b"%1\r\n$1\r\nk\r\n*0\r\n");
     }
 
     #[test]
