@@ -807,20 +807,21 @@ mod tests {
 
     #[test]
     fn too_large() {
-        // A fake 1 GiB + 1 value would need real memory; use Bytes::from_static
-        // of a small slice repeated via many fields instead.
+        // 1 GiB + 1 byte of fields is rejected before anything is copied
+        // (the chunks share one refcounted buffer).
         let chunk = Bytes::from(vec![0u8; 1 << 20]);
         let mut fields = Vec::new();
         for _ in 0..1024 {
-            fields.push(Bytes::from_static(b"f"));
+            fields.push(Bytes::new());
             fields.push(chunk.clone());
         }
+        fields[0] = Bytes::from_static(b"f");
         let mut s = Stream::new();
         assert_eq!(s.add(ex(1, 1), &fields, 0, &CFG), Err(AddError::TooLarge));
-        fields.truncate(2 * 1023);
-        // 1023 MiB + 1023 bytes: fits.
-        assert_eq!(s.add(ex(1, 1), &fields, 0, &CFG), Ok(id(1, 1)));
-        assert_eq!(s.block_count(), 1);
+        assert!(s.is_empty());
+        assert_eq!(s.block_count(), 0);
+        // The ID checks come first.
+        assert_eq!(s.add(ex(0, 0), &fields, 0, &CFG), Err(AddError::IdZero));
     }
 
     #[test]
