@@ -746,6 +746,20 @@ mod tests {
         }
         assert_eq!(zigzag(-1), 1);
         assert_eq!(zigzag(1), 2);
+        // The examples in docs/stream-blocks.md.
+        let enc = |v: u64, f: fn(&mut Vec<u8>, u64)| {
+            let mut b = Vec::new();
+            f(&mut b, v);
+            b
+        };
+        assert_eq!(enc(0, put_varint), [0x00]);
+        assert_eq!(enc(127, put_varint), [0x7f]);
+        assert_eq!(enc(128, put_varint), [0x80, 0x01]);
+        assert_eq!(enc(300, put_varint), [0xac, 0x02]);
+        assert_eq!(enc(5, put_backlen), [0x05]);
+        assert_eq!(enc(200, put_backlen), [0x01, 0xc8]);
+        assert_eq!(enc(16384, put_backlen), [0x01, 0x80, 0x80]);
+        assert_eq!(enc(u64::MAX, put_varint).len(), 10);
     }
 
     #[test]
