@@ -25,4 +25,6 @@ pub mod stream;
 
 pub use block::{Block, BlockError, EntryRef};
 pub use id::{ParseIdError, RangeIdError, StreamId, XaddId};
-pub use stream::{AddError, Entry, RangeIter, SetIdError, Stream, StreamConfig, Trim, TrimSpec};
+pub use stream::{
+    AddError, Entry, RangeIter, SetIdError, Stream, StreamConfig, StreamMeta, Trim, TrimSpec,
+};

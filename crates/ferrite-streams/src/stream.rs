@@ -177,6 +177,16 @@ pub struct TrimSpec {
     pub limit: Option<u64>,
 }
 
+/// The stream-level metadata a storage engine persists next to the blocks
+/// (everything else is derived from the blocks).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamMeta {
+    pub last_id: StreamId,
+    pub first_id: StreamId,
+    pub max_deleted_id: StreamId,
+    pub entries_added: u64,
+}
+
 /// A stream value.
 #[derive(Clone, Debug, Default)]
 pub struct Stream {
@@ -244,6 +254,45 @@ impl Stream {
     /// The blocks in key order.
     pub fn blocks(&self) -> impl DoubleEndedIterator<Item = &Block> + ExactSizeIterator + '_ {
         self.blocks.values()
+    }
+
+    /// The metadata to persist beside the blocks.
+    pub fn meta(&self) -> StreamMeta {
+        StreamMeta {
+            last_id: self.last_id,
+            first_id: self.first_id,
+            max_deleted_id: self.max_deleted,
+            entries_added: self.entries_added,
+        }
+    }
+
+    /// Rebuilds a stream from persisted metadata and blocks (e.g. from
+    /// [`Block::from_parts`]). Blocks are keyed by their master IDs; a later
+    /// block with the same master replaces an earlier one.
+    pub fn restore(meta: StreamMeta, blocks: impl IntoIterator<Item = Block>) -> Stream {
+        let mut s = Stream {
+            last_id: meta.last_id,
+            first_id: meta.first_id,
+            max_deleted: meta.max_deleted_id,
+            entries_added: meta.entries_added,
+            ..Stream::default()
+        };
+        for block in blocks {
+            s.blocks.insert(block.master_id(), block);
+        }
+        s.len = s.blocks.values().map(Block::live_count).sum();
+        // Conservative: any stored ID below its master, or any master below
+        // an earlier block's last ID, means appends were out of key order.
+        let mut prev_last: Option<StreamId> = None;
+        for block in s.blocks.values() {
+            let below_master = block.entries().any(|e| e.id() < block.master_id());
+            let overlaps = prev_last.is_some_and(|last| block.master_id() < last);
+            if below_master || overlaps {
+                s.disordered = true;
+            }
+            prev_last = Some(block.last_id());
+        }
+        s
     }
 
     /// XINFO `first-entry`.
@@ -443,7 +492,8 @@ impl Stream {
         } else {
             block.mark_deleted(pos);
         }
-        self.len -= 1;
+        // A live entry was found, so len >= 1 (len = sum of live counts).
+        self.len = self.len.saturating_sub(1);
         true
     }
 
@@ -475,13 +525,13 @@ impl Stream {
                 break;
             }
             let remove_block = match spec.strategy {
-                Trim::MaxLen(maxlen) => self.len - entries >= maxlen,
+                Trim::MaxLen(maxlen) => self.len.saturating_sub(entries) >= maxlen,
                 // The last stored entry, even if deleted, as Redis reads it.
                 Trim::MinId(min) => block.last_id() < min,
             };
             if remove_block {
                 head.remove();
-                self.len -= entries;
+                self.len = self.len.saturating_sub(entries);
                 deleted += entries;
                 continue;
             }
@@ -503,7 +553,7 @@ impl Stream {
                 let flags_pos = e.offset();
                 pos = e.next_pos();
                 if block.mark_deleted(flags_pos) {
-                    self.len -= 1;
+                    self.len = self.len.saturating_sub(1);
                     deleted += 1;
                 }
             }
@@ -1074,6 +1124,32 @@ mod tests {
             vec![id(2, 6)]
         );
         s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn restore_roundtrip() {
+        let cfg = StreamConfig {
+            node_max_entries: 4,
+            node_max_bytes: 0,
+        };
+        let mut s = stream_with(10, &cfg);
+        s.delete(&[id(1, 1), id(6, 1)]);
+        let blocks = s
+            .blocks()
+            .map(|b| Block::from_parts(b.master_id(), b.encoded().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let mut r = Stream::restore(s.meta(), blocks);
+        r.check_invariants().unwrap();
+        assert_eq!(r.meta(), s.meta());
+        assert_eq!((r.len(), r.block_count()), (8, 3));
+        let all = |s: &Stream| s.range(StreamId::MIN, StreamId::MAX, None, false);
+        assert_eq!(all(&r), all(&s));
+        assert_eq!(
+            r.add(XaddId::Auto, &fv(&["a", "1"]), 0, &cfg),
+            Ok(id(10, 2))
+        );
+        assert_eq!(r.block_count(), 3);
     }
 
     #[test]
