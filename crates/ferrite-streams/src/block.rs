@@ -630,13 +630,25 @@ impl<'a> EntryRef<'a> {
         }
     }
 
-    /// Copies the entry out as an owned [`crate::Entry`].
+    /// Copies the entry out as an owned [`crate::Entry`]. All fields and
+    /// values share one allocation (each `Bytes` is a slice of it).
     pub fn to_entry(&self) -> crate::Entry {
         let pairs = self.pairs();
-        let mut fields = Vec::with_capacity(pairs.remaining * 2);
+        let n = pairs.remaining * 2;
+        let total: usize = pairs.clone().map(|(f, v)| f.len() + v.len()).sum();
+        let mut data = Vec::with_capacity(total);
+        for (f, v) in pairs.clone() {
+            data.extend_from_slice(f);
+            data.extend_from_slice(v);
+        }
+        let data = Bytes::from(data);
+        let mut fields = Vec::with_capacity(n);
+        let mut at = 0;
         for (f, v) in pairs {
-            fields.push(Bytes::copy_from_slice(f));
-            fields.push(Bytes::copy_from_slice(v));
+            for len in [f.len(), v.len()] {
+                fields.push(data.slice(at..at + len));
+                at += len;
+            }
         }
         crate::Entry {
             id: self.id,
