@@ -325,10 +325,10 @@ fn trim(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn stream_matches_model(ops in prop::collection::vec(op_strategy(), 1..120)) {
+    fn stream_matches_model(ops in prop::collection::vec(op_strategy(), 1..150)) {
         run(ops)?;
     }
 }
