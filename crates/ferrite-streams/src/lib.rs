@@ -6,14 +6,25 @@
 //! bounded by the work it is asked to do.
 //!
 //! Where to start reading:
-//! - [`id`]: `StreamId` and Redis's ID parsing rules.
-//! - [`stream`]: [`Stream`], a sequence of blocks keyed by their master ID.
+//! - [`id`]: [`StreamId`] and Redis's ID parsing rules (strict IDs, XADD IDs,
+//!   range bounds with `(` exclusion), with typed errors.
+//! - [`stream`]: [`Stream`]: add / range / delete / trim / XSETID, following
+//!   Redis's algorithms so block counts and metadata match XINFO exactly.
+//! - [`block`]: [`Block`], one compact byte buffer per Redis macro node;
+//!   format in `docs/stream-blocks.md`.
+//! - [`listpack`]: the byte size a Redis listpack would have, which decides
+//!   when a block is full.
 //!
-//! CONTRACT (skeleton): the public signatures in this crate are what the
-//! server and the consumer-group code are written against.
+//! Errors are plain enums; the server owns the Redis error wording (each
+//! variant's doc quotes the Redis reply it stands for).
 
+pub mod block;
 pub mod id;
+pub mod listpack;
 pub mod stream;
 
-pub use id::StreamId;
-pub use stream::{Entry, Stream, StreamConfig};
+pub use block::{Block, BlockError, EntryRef};
+pub use id::{ParseIdError, RangeIdError, StreamId, XaddId};
+pub use stream::{
+    AddError, Entry, RangeIter, SetIdError, Stream, StreamConfig, StreamMeta, Trim, TrimSpec,
+};

@@ -8,8 +8,11 @@
 
 pub mod admin;
 pub mod conn;
+pub mod info;
 pub mod keyspace;
 pub mod meta;
+pub mod read;
+pub mod stream;
 pub mod txn;
 
 use crate::args::Args;
@@ -33,6 +36,9 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(keyspace::COMMANDS);
     v.extend_from_slice(txn::COMMANDS);
     v.extend_from_slice(admin::COMMANDS);
+    v.extend_from_slice(stream::COMMANDS);
+    v.extend_from_slice(read::COMMANDS);
+    v.extend_from_slice(info::COMMANDS);
     v
 }
 

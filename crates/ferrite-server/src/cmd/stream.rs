@@ -1,0 +1,357 @@
+//! Stream write and range commands: XADD, XTRIM, XDEL, XLEN, XRANGE,
+//! XREVRANGE, XSETID. Argument rules and error order follow Redis 7.0's
+//! t_stream.c; the stream semantics are `ferrite_streams::Stream`'s.
+
+use super::{Ctx, Handler};
+use crate::args::{parse_i64, Args};
+use crate::error::CmdError;
+use crate::reply::Reply;
+use crate::store::Value;
+use bytes::Bytes;
+use ferrite_streams::id::{
+    parse_range_end, parse_range_start, parse_strict_id, parse_xadd_id, XaddId,
+};
+use ferrite_streams::stream::{Trim, TrimSpec};
+use ferrite_streams::{Entry, Stream, StreamId};
+
+pub const COMMANDS: &[(&str, Handler)] = &[
+    ("xadd", xadd),
+    ("xtrim", xtrim),
+    ("xdel", xdel),
+    ("xlen", xlen),
+    ("xrange", xrange),
+    ("xrevrange", xrevrange),
+    ("xsetid", xsetid),
+];
+
+/// A stream ID as a bulk string.
+pub fn id_reply(id: StreamId) -> Reply {
+    Reply::Bulk(Bytes::from(id.to_string()))
+}
+
+/// One entry as Redis replies it: `[id, [field, value, ...]]`.
+pub fn entry_reply(e: Entry) -> Reply {
+    Reply::Array(vec![
+        id_reply(e.id),
+        Reply::Array(e.fields.into_iter().map(Reply::Bulk).collect()),
+    ])
+}
+
+pub fn entries_reply(entries: Vec<Entry>) -> Reply {
+    Reply::Array(entries.into_iter().map(entry_reply).collect())
+}
+
+/// The stream at `key` in the current db, if any.
+pub fn stream_ref<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Option<&'a mut Stream> {
+    match ctx.db().get_mut(key) {
+        Some(Value::Stream(s)) => Some(s),
+        None => None,
+    }
+}
+
+fn invalid_id() -> CmdError {
+    CmdError::InvalidStreamId
+}
+
+/// XADD/XTRIM options, parsed as Redis's `streamParseAddOrTrimArgsOrReply`.
+pub struct AddTrimArgs {
+    pub trim: Option<TrimSpec>,
+    pub nomkstream: bool,
+    /// XADD: the ID argument; `None` for XTRIM.
+    pub id: Option<XaddId>,
+}
+
+/// Parse options from the cursor (positioned after the key). For XADD the
+/// cursor ends just after the ID.
+pub fn parse_add_trim(a: &mut Args, xadd: bool) -> Result<AddTrimArgs, CmdError> {
+    let mut strategy: Option<Trim> = None;
+    let mut approx = false;
+    let mut limit: Option<i64> = None;
+    let mut nomkstream = false;
+    let mut id = None;
+    while let Some(opt) = a.peek().cloned() {
+        let moreargs = a.remaining() - 1;
+        if xadd && opt.as_ref() == b"*" {
+            a.skip(1);
+            id = Some(XaddId::Auto);
+            break;
+        }
+        let is_maxlen = opt.eq_ignore_ascii_case(b"MAXLEN");
+        let is_minid = opt.eq_ignore_ascii_case(b"MINID");
+        if (is_maxlen || is_minid) && moreargs > 0 {
+            a.skip(1);
+            if strategy.is_some() {
+                return Err(CmdError::err(
+                    "syntax error, MAXLEN and MINID options at the same time are not compatible",
+                ));
+            }
+            approx = false;
+            if moreargs >= 2 {
+                match a.peek().map(|b| b.as_ref()) {
+                    Some(b"~") => {
+                        approx = true;
+                        a.skip(1);
+                    }
+                    Some(b"=") => a.skip(1),
+                    _ => {}
+                }
+            }
+            let v = a.next_bytes()?;
+            if is_maxlen {
+                let n = parse_i64(&v).ok_or(CmdError::NotInteger)?;
+                if n < 0 {
+                    return Err(CmdError::err("The MAXLEN argument must be >= 0."));
+                }
+                strategy = Some(Trim::MaxLen(n as u64));
+            } else {
+                let min = parse_strict_id(&v, 0).map_err(|_| invalid_id())?;
+                strategy = Some(Trim::MinId(min));
+            }
+        } else if opt.eq_ignore_ascii_case(b"LIMIT") && moreargs > 0 {
+            a.skip(1);
+            let n = a.next_i64()?;
+            if n < 0 {
+                return Err(CmdError::err("The LIMIT argument must be >= 0."));
+            }
+            limit = Some(n);
+        } else if xadd && opt.eq_ignore_ascii_case(b"NOMKSTREAM") {
+            a.skip(1);
+            nomkstream = true;
+        } else if xadd {
+            a.skip(1);
+            id = Some(parse_xadd_id(&opt).map_err(|_| invalid_id())?);
+            break;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    if limit.is_some_and(|l| l > 0) && strategy.is_none() {
+        return Err(CmdError::err(
+            "syntax error, LIMIT cannot be used without specifying a trimming strategy",
+        ));
+    }
+    if !xadd && strategy.is_none() {
+        return Err(CmdError::err(
+            "syntax error, XTRIM must be called with a trimming strategy",
+        ));
+    }
+    if limit.is_some() && !approx {
+        return Err(CmdError::err(
+            "syntax error, LIMIT cannot be used without the special ~ option",
+        ));
+    }
+    let trim = strategy.map(|strategy| TrimSpec {
+        strategy,
+        approx,
+        limit: limit.map(|l| l as u64),
+    });
+    Ok(AddTrimArgs {
+        trim,
+        nomkstream,
+        id,
+    })
+}
+
+fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    let opts = parse_add_trim(a, true)?;
+    let fields = a.rest().to_vec();
+    if fields.len() < 2 || fields.len() % 2 == 1 {
+        return Err(CmdError::WrongArity("xadd".into()));
+    }
+    let Some(id_spec) = opts.id else {
+        return Err(CmdError::WrongArity("xadd".into()));
+    };
+    if id_spec == XaddId::Explicit(StreamId::MIN) {
+        return Err(CmdError::err(
+            "The ID specified in XADD must be greater than 0-0",
+        ));
+    }
+    let cfg = ctx.shared.config.read().stream_config();
+    let now = ctx.now_ms;
+    let exists = ctx.db().contains(&key);
+    if !exists && opts.nomkstream {
+        return Ok(Reply::Null);
+    }
+    if !exists {
+        ctx.db()
+            .insert(key.clone(), Value::Stream(Box::new(Stream::new())));
+    }
+    let Some(s) = stream_ref(ctx, &key) else {
+        return Err(CmdError::WrongType);
+    };
+    if s.last_id() == StreamId::MAX {
+        return Err(CmdError::err(
+            "The stream has exhausted the last possible ID, unable to add more items",
+        ));
+    }
+    let id = s.add(id_spec, &fields, now, &cfg).map_err(add_error)?;
+    if let Some(t) = &opts.trim {
+        s.trim(t, &cfg);
+    }
+    ctx.touch(&key);
+    Ok(id_reply(id))
+}
+
+pub fn add_error(e: ferrite_streams::stream::AddError) -> CmdError {
+    use ferrite_streams::stream::AddError;
+    match e {
+        AddError::IdTooSmall => CmdError::err(
+            "The ID specified in XADD is equal or smaller than the target stream top item",
+        ),
+        AddError::IdZero => CmdError::err("The ID specified in XADD must be greater than 0-0"),
+        AddError::Exhausted => {
+            CmdError::err("The stream has exhausted the last possible ID, unable to add more items")
+        }
+        AddError::TooLarge => CmdError::err("Elements are too large to be stored"),
+        AddError::BadFieldCount => CmdError::WrongArity("xadd".into()),
+    }
+}
+
+fn xtrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    let exists = ctx.db().contains(&key);
+    let opts = parse_add_trim(a, false)?;
+    if !exists {
+        return Ok(Reply::Int(0));
+    }
+    let cfg = ctx.shared.config.read().stream_config();
+    let Some(t) = opts.trim else {
+        return Err(CmdError::Syntax);
+    };
+    let Some(s) = stream_ref(ctx, &key) else {
+        return Ok(Reply::Int(0));
+    };
+    let n = s.trim(&t, &cfg);
+    if n > 0 {
+        ctx.touch(&key);
+    }
+    Ok(Reply::Int(n as i64))
+}
+
+fn xdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    if !ctx.db().contains(&key) {
+        return Ok(Reply::Int(0));
+    }
+    let ids = a
+        .rest()
+        .iter()
+        .map(|b| parse_strict_id(b, 0).map_err(|_| invalid_id()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(s) = stream_ref(ctx, &key) else {
+        return Ok(Reply::Int(0));
+    };
+    let n = s.delete(&ids);
+    if n > 0 {
+        ctx.touch(&key);
+    }
+    Ok(Reply::Int(n as i64))
+}
+
+fn xlen(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    Ok(Reply::Int(
+        stream_ref(ctx, &key).map_or(0, |s| s.len() as i64),
+    ))
+}
+
+fn range_error(e: ferrite_streams::id::RangeIdError) -> CmdError {
+    use ferrite_streams::id::RangeIdError;
+    match e {
+        RangeIdError::Invalid => invalid_id(),
+        RangeIdError::InvalidStart => CmdError::err("invalid start ID for the interval"),
+        RangeIdError::InvalidEnd => CmdError::err("invalid end ID for the interval"),
+    }
+}
+
+fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    let first = a.next_bytes()?;
+    let second = a.next_bytes()?;
+    let (start_arg, end_arg) = if rev {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    let start = parse_range_start(&start_arg).map_err(range_error)?;
+    let end = parse_range_end(&end_arg).map_err(range_error)?;
+    let mut count: i64 = -1;
+    while a.remaining() > 0 {
+        if a.remaining() >= 2 && a.eat("COUNT") {
+            count = a.next_i64()?.max(0);
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let Some(s) = stream_ref(ctx, &key) else {
+        return Ok(Reply::Array(vec![]));
+    };
+    if count == 0 {
+        return Ok(Reply::NullArray);
+    }
+    let limit = if count < 0 {
+        None
+    } else {
+        Some(count as usize)
+    };
+    Ok(entries_reply(s.range(start, end, limit, rev)))
+}
+
+fn xrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    xrange_generic(ctx, a, false)
+}
+
+fn xrevrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    xrange_generic(ctx, a, true)
+}
+
+fn xsetid(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    let id = parse_strict_id(&a.next_bytes()?, 0).map_err(|_| invalid_id())?;
+    let mut entries_added: Option<u64> = None;
+    let mut max_deleted: Option<StreamId> = None;
+    while let Some(opt) = a.peek().cloned() {
+        let more = a.remaining() > 1;
+        a.skip(1);
+        if opt.eq_ignore_ascii_case(b"ENTRIESADDED") && more {
+            let n = a.next_i64()?;
+            if n < 0 {
+                return Err(CmdError::err("entries_added must be positive"));
+            }
+            entries_added = Some(n as u64);
+        } else if opt.eq_ignore_ascii_case(b"MAXDELETEDID") && more {
+            let m = parse_strict_id(&a.next_bytes()?, 0).map_err(|_| invalid_id())?;
+            if id < m {
+                return Err(CmdError::err(
+                    "The ID specified in XSETID is smaller than the provided max_deleted_entry_id",
+                ));
+            }
+            max_deleted = Some(m);
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let Some(s) = stream_ref(ctx, &key) else {
+        return Err(CmdError::NoSuchKey);
+    };
+    s.set_id(id, entries_added, max_deleted)
+        .map_err(setid_error)?;
+    ctx.touch(&key);
+    Ok(Reply::ok())
+}
+
+fn setid_error(e: ferrite_streams::stream::SetIdError) -> CmdError {
+    use ferrite_streams::stream::SetIdError;
+    CmdError::err(match e {
+        SetIdError::MaxDeletedGreaterThanId => {
+            "The ID specified in XSETID is smaller than the provided max_deleted_entry_id"
+        }
+        SetIdError::IdSmallerThanTop => {
+            "The ID specified in XSETID is smaller than the target stream top item"
+        }
+        SetIdError::EntriesAddedSmallerThanLength => {
+            "The entries_added specified in XSETID is smaller than the target stream length"
+        }
+    })
+}
