@@ -1,4 +1,38 @@
 //! # ferrite-storage
 //!
-//! Durable storage for Ferrite: append-only segment files of CRC-checked
-//! records, synchronous std I/O only (no tokio, no RESP). See `docs/storage.md`.
+//! Durable storage for Ferrite: one commit log for every mutation, with
+//! group commit and Redis's `appendfsync` policies; atomic checkpoints;
+//! crash recovery; and per-stream segment files for sealed stream blocks.
+//! Synchronous std I/O only (no tokio, no RESP). The on-disk format, the
+//! crash-safety argument and what is *not* done here are in
+//! `docs/storage.md`.
+//!
+//! Where to start reading:
+//! - [`Recovery`] / [`CommitLog::open`]: open a log directory, replay it.
+//! - [`CommitLog`]: `append_with` (callback), `append` (blocking handle),
+//!   `append_batch`, `sync`, `checkpoint`, `close`.
+//! - [`AppendFsync`]: `always | everysec | no`, and what each survives.
+//! - [`StreamStore`]: append sealed stream blocks, read them back, delete
+//!   whole segment files when trimmed.
+//! - [`Backend`]: the file-system trait; [`FsBackend`] is the real one,
+//!   [`sim::SimBackend`] injects I/O errors, ENOSPC and power loss.
+//! - [`encode_versioned`] / [`decode_versioned`]: bincode behind a version
+//!   byte, for checkpoint bodies.
+//!
+//! Modules by job: [`frame`] (record codec), [`segment`] (segment naming and
+//! reading), [`writer`] (writer thread, group commit), [`recovery`],
+//! [`checkpoint`], [`stream_segments`], [`backend`], [`sim`], [`config`],
+//! [`error`].
+//!
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod segment;
+pub mod sim;
+
+pub use backend::{Backend, BackendFile, DirEntry, FsBackend, OpenMode};
+pub use config::{AppendFsync, Clock, LogOptions, ManualClock, SystemClock};
+pub use error::StorageError;
