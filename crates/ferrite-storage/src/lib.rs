@@ -24,15 +24,42 @@
 //! [`checkpoint`], [`stream_segments`], [`backend`], [`sim`], [`config`],
 //! [`error`].
 //!
+//! A minimal session:
+//!
+//! ```
+//! use ferrite_storage::{sim::SimBackend, AppendFsync, CommitLog, LogOptions};
+//!
+//! let disk = SimBackend::new();
+//! let opts = LogOptions::new(AppendFsync::Always);
+//! let (log, _report) = CommitLog::open(disk.shared(), "/data/log", opts.clone(), |_| Ok(()), |_, _| Ok(()))?;
+//! let seq = log.append(b"XADD s * f v".to_vec())?.wait()?; // durable when this returns
+//! log.close()?;
+//!
+//! let mut replayed = Vec::new();
+//! let (_log, report) = CommitLog::open(disk.shared(), "/data/log", opts, |_| Ok(()), |s, p| {
+//!     replayed.push((s, p.to_vec()));
+//!     Ok(())
+//! })?;
+//! assert_eq!(replayed, vec![(seq, b"XADD s * f v".to_vec())]);
+//! assert_eq!(report.last_seq, seq);
+//! # Ok::<(), ferrite_storage::StorageError>(())
+//! ```
+
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod recovery;
 pub mod segment;
 pub mod sim;
+pub mod writer;
 
 pub use backend::{Backend, BackendFile, DirEntry, FsBackend, OpenMode};
+pub use checkpoint::{decode_versioned, encode_versioned, Checkpoint, CheckpointReport};
 pub use config::{AppendFsync, Clock, LogOptions, ManualClock, SystemClock};
 pub use error::StorageError;
+pub use recovery::{Record, Recovery, RecoveryReport, Truncation, TruncationKind};
+pub use writer::{AppendHandle, CommitLog, Completion, LogStats};
