@@ -55,6 +55,7 @@ pub mod frame;
 pub mod recovery;
 pub mod segment;
 pub mod sim;
+pub mod stream_segments;
 pub mod writer;
 
 pub use backend::{Backend, BackendFile, DirEntry, FsBackend, OpenMode};
@@ -62,4 +63,8 @@ pub use checkpoint::{decode_versioned, encode_versioned, Checkpoint, CheckpointR
 pub use config::{AppendFsync, Clock, LogOptions, ManualClock, SystemClock};
 pub use error::StorageError;
 pub use recovery::{Record, Recovery, RecoveryReport, Truncation, TruncationKind};
+pub use stream_segments::{
+    BlockLocation, EntryId, ScannedBlock, SegmentScan, StoredBlock, StreamKeyId, StreamSegment,
+    StreamStore, StreamStoreOptions,
+};
 pub use writer::{AppendHandle, CommitLog, Completion, LogStats};
