@@ -37,8 +37,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::backend::{Backend, BackendFile, DirEntry, OpenMode};
 
@@ -171,11 +172,47 @@ fn stale() -> io::Error {
     io::Error::other("simulated power loss: file handle from before the crash")
 }
 
+/// Controls for `sync_data` timing: a gate that holds every `sync_data`
+/// call until opened, and an artificial latency.
+#[derive(Debug, Default)]
+struct SyncGate {
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    held: bool,
+    /// Calls currently waiting at the gate.
+    waiting: u64,
+    delay: Duration,
+}
+
+impl SyncGate {
+    /// Block while the gate is held, then apply the configured latency.
+    fn pass(&self) {
+        let mut g = self.state.lock();
+        g.waiting += 1;
+        self.cv.notify_all();
+        while g.held {
+            self.cv.wait(&mut g);
+        }
+        g.waiting -= 1;
+        let delay = g.delay;
+        drop(g);
+        if !delay.is_zero() {
+            // Emulated disk latency, not synchronisation.
+            std::thread::sleep(delay);
+        }
+    }
+}
+
 /// In-memory backend with fault injection and power-loss simulation.
 /// Cloning gives another handle on the same simulated disk.
 #[derive(Debug, Clone, Default)]
 pub struct SimBackend {
     state: Arc<Mutex<SimState>>,
+    gate: Arc<SyncGate>,
 }
 
 impl SimBackend {
@@ -211,6 +248,37 @@ impl SimBackend {
             kind,
             persistent: true,
         });
+    }
+
+    /// Hold every `sync_data` call (on any file) until
+    /// [`SimBackend::release_syncs`]. For deterministic group-commit tests.
+    pub fn hold_syncs(&self) {
+        self.gate.state.lock().held = true;
+    }
+
+    /// Let held `sync_data` calls (and later ones) proceed.
+    pub fn release_syncs(&self) {
+        self.gate.state.lock().held = false;
+        self.gate.cv.notify_all();
+    }
+
+    /// Block until at least `n` `sync_data` calls are waiting at the held
+    /// gate, or `timeout` passes; returns whether they are.
+    pub fn wait_for_held_syncs(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.gate.state.lock();
+        while g.waiting < n {
+            if self.gate.cv.wait_until(&mut g, deadline).timed_out() {
+                return g.waiting >= n;
+            }
+        }
+        true
+    }
+
+    /// Make every `sync_data` take at least `d` (emulated disk latency; the
+    /// state lock is not held meanwhile).
+    pub fn set_sync_latency(&self, d: Duration) {
+        self.gate.state.lock().delay = d;
     }
 
     /// Remove every pending fault.
@@ -292,6 +360,7 @@ impl SimBackend {
 #[derive(Debug)]
 pub struct SimFileHandle {
     state: Arc<Mutex<SimState>>,
+    gate: Arc<SyncGate>,
     id: u64,
     boot: u64,
 }
@@ -393,6 +462,7 @@ impl BackendFile for SimFileHandle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.gate.pass();
         self.with(SimOp::SyncData, |f, fault| {
             if let Some(k) = fault {
                 // Linux: the dirty pages are marked clean even though they
@@ -493,6 +563,7 @@ impl Backend for SimBackend {
         };
         Ok(Arc::new(SimFileHandle {
             state: Arc::clone(&self.state),
+            gate: Arc::clone(&self.gate),
             id,
             boot: st.boot,
         }))
