@@ -82,7 +82,7 @@ struct Fault {
     persistent: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct SimFile {
     current: Vec<u8>,
     durable: Vec<u8>,
@@ -92,13 +92,13 @@ struct SimFile {
     min_len_since_sync: Option<usize>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct SimDir {
     current: BTreeMap<String, u64>,
     durable: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct SimState {
     files: HashMap<u64, SimFile>,
     next_file: u64,
@@ -307,6 +307,21 @@ impl SimBackend {
             f.current = f.durable.clone();
             f.dirty.clear();
             f.min_len_since_sync = None;
+        }
+    }
+
+    /// Simulate a **process** crash: return a new, independent disk with
+    /// the same state (page cache included: unsynced data is still there,
+    /// and still not durable). Open the log again on the copy as the
+    /// restarted process would; the old log keeps running on the original,
+    /// unobserved. Faults are not copied.
+    pub fn process_crash_copy(&self) -> SimBackend {
+        let mut st = self.state.lock().clone();
+        st.faults.clear();
+        st.boot += 1;
+        SimBackend {
+            state: Arc::new(Mutex::new(st)),
+            gate: Arc::new(SyncGate::default()),
         }
     }
 
