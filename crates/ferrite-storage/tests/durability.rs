@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use ferrite_storage::sim::{FaultKind, SimBackend, SimOp};
-use ferrite_storage::{AppendFsync, BackendFile, Clock, LogOptions, ManualClock, StorageError};
+use ferrite_storage::{AppendFsync, Clock, LogOptions, ManualClock, StorageError};
 
 const WAIT: Duration = Duration::from_secs(30);
 
