@@ -28,6 +28,12 @@
 //! [`FaultKind::NoSpace`] first writes half of its bytes, like a short
 //! `write(2)` followed by `ENOSPC`.
 //!
+//! Timing and processes: [`SimBackend::hold_syncs`] /
+//! [`SimBackend::release_syncs`] hold every `sync_data` (deterministic
+//! group-commit tests), [`SimBackend::set_sync_latency`] emulates a slow
+//! disk, and [`SimBackend::process_crash_copy`] gives the disk as a
+//! restarted process would find it (page cache included).
+//!
 //! Simplifications (documented so nobody relies on them): directories
 //! themselves (`create_dir_all`, `remove_dir_all`) are durable at once;
 //! only entries of files inside directories follow the current/durable

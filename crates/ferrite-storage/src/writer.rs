@@ -424,16 +424,27 @@ impl CommitLog {
     /// Stop accepting appends, write and fsync everything already queued,
     /// and join the writer thread. Idempotent. Returns the poison error if
     /// the log failed at any point (so a clean `Ok` means everything
-    /// acknowledged is durable).
+    /// acknowledged is durable). Called from a completion callback it only
+    /// stops the log (it cannot wait for the thread it runs on).
     pub fn close(&self) -> Result<()> {
         {
             let mut q = self.shared.queue.lock();
             q.closing = true;
         }
         self.shared.wake.notify_all();
-        if let Some(h) = self.writer.lock().take() {
-            let _ = h.join();
+        let mut writer = self.writer.lock();
+        // Called from a completion (i.e. on the writer thread itself)?
+        // Then joining would deadlock: leave the handle; the writer exits
+        // on its own once the queue is drained.
+        let on_writer = writer
+            .as_ref()
+            .is_some_and(|h| h.thread().id() == std::thread::current().id());
+        if !on_writer {
+            if let Some(h) = writer.take() {
+                let _ = h.join();
+            }
         }
+        drop(writer);
         match &self.shared.queue.lock().failed {
             Some(e) => Err(e.clone()),
             None => Ok(()),

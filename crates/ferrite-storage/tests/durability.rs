@@ -578,3 +578,31 @@ fn a_panicking_completion_does_not_kill_the_writer() {
         2
     );
 }
+
+#[test]
+fn closing_from_a_completion_does_not_deadlock() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    let log = Arc::new(o.log);
+    let (tx, rx) = mpsc::channel();
+    let inner = Arc::clone(&log);
+    log.append_with(
+        b"a".to_vec(),
+        Box::new(move |r| {
+            let closed = inner.close();
+            let _ = tx.send((r, closed.is_ok()));
+        }),
+    )
+    .unwrap();
+    let (r, closed_ok) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(r.unwrap(), 1);
+    assert!(closed_ok);
+    assert!(matches!(
+        log.append(b"b".to_vec()),
+        Err(StorageError::Closed)
+    ));
+    log.close().unwrap();
+    drop(log);
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    assert_eq!(o.records, vec![(1, b"a".to_vec())]);
+}
