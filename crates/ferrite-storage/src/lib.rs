@@ -1,4 +1,70 @@
 //! # ferrite-storage
 //!
-//! Durable storage for Ferrite: append-only segment files of CRC-checked
-//! records, synchronous std I/O only (no tokio, no RESP). See `docs/storage.md`.
+//! Durable storage for Ferrite: one commit log for every mutation, with
+//! group commit and Redis's `appendfsync` policies; atomic checkpoints;
+//! crash recovery; and per-stream segment files for sealed stream blocks.
+//! Synchronous std I/O only (no tokio, no RESP). The on-disk format, the
+//! crash-safety argument and what is *not* done here are in
+//! `docs/storage.md`.
+//!
+//! Where to start reading:
+//! - [`Recovery`] / [`CommitLog::open`]: open a log directory, replay it.
+//! - [`CommitLog`]: `append_with` (callback), `append` (blocking handle),
+//!   `append_batch`, `sync`, `checkpoint`, `close`.
+//! - [`AppendFsync`]: `always | everysec | no`, and what each survives.
+//! - [`StreamStore`]: append sealed stream blocks, read them back, delete
+//!   whole segment files when trimmed.
+//! - [`Backend`]: the file-system trait; [`FsBackend`] is the real one,
+//!   [`sim::SimBackend`] injects I/O errors, ENOSPC and power loss.
+//! - [`encode_versioned`] / [`decode_versioned`]: bincode behind a version
+//!   byte, for checkpoint bodies.
+//!
+//! Modules by job: [`frame`] (record codec), [`segment`] (segment naming and
+//! reading), [`writer`] (writer thread, group commit), [`recovery`],
+//! [`checkpoint`], [`stream_segments`], [`backend`], [`sim`], [`config`],
+//! [`error`].
+//!
+//! A minimal session:
+//!
+//! ```
+//! use ferrite_storage::{sim::SimBackend, AppendFsync, CommitLog, LogOptions};
+//!
+//! let disk = SimBackend::new();
+//! let opts = LogOptions::new(AppendFsync::Always);
+//! let (log, _report) = CommitLog::open(disk.shared(), "/data/log", opts.clone(), |_| Ok(()), |_, _| Ok(()))?;
+//! let seq = log.append(b"XADD s * f v".to_vec())?.wait()?; // durable when this returns
+//! log.close()?;
+//!
+//! let mut replayed = Vec::new();
+//! let (_log, report) = CommitLog::open(disk.shared(), "/data/log", opts, |_| Ok(()), |s, p| {
+//!     replayed.push((s, p.to_vec()));
+//!     Ok(())
+//! })?;
+//! assert_eq!(replayed, vec![(seq, b"XADD s * f v".to_vec())]);
+//! assert_eq!(report.last_seq, seq);
+//! # Ok::<(), ferrite_storage::StorageError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod recovery;
+pub mod segment;
+pub mod sim;
+pub mod stream_segments;
+pub mod writer;
+
+pub use backend::{Backend, BackendFile, DirEntry, FsBackend, OpenMode};
+pub use checkpoint::{decode_versioned, encode_versioned, Checkpoint, CheckpointReport};
+pub use config::{AppendFsync, Clock, LogOptions, ManualClock, SystemClock};
+pub use error::StorageError;
+pub use recovery::{Record, Recovery, RecoveryReport, Truncation, TruncationKind};
+pub use stream_segments::{
+    BlockLocation, EntryId, ScannedBlock, SegmentScan, StoredBlock, StreamKeyId, StreamSegment,
+    StreamStore, StreamStoreOptions,
+};
+pub use writer::{AppendHandle, CommitLog, Completion, LogStats};

@@ -1,0 +1,189 @@
+//! The storage backend trait ([`Backend`], [`BackendFile`]) and the real
+//! `std::fs` implementation, [`FsBackend`].
+//!
+//! Modelled on redb's `StorageBackend`: a file is `len / read_at / write_at /
+//! set_len / sync_data`, and the directory operations the log needs (list,
+//! open/create, remove, rename, fsync a directory) are on [`Backend`].
+//! Everything above this module (log, recovery, checkpoints, stream
+//! segments) only talks to these traits, so the simulated backend in
+//! [`crate::sim`] can inject failures and power loss underneath it.
+//!
+//! Rules every implementation must follow:
+//! - `write_at` either writes all of `data` or returns an error (a short
+//!   write may have left a prefix behind: callers treat the file as torn).
+//! - `sync_data` is `fdatasync`: after it returns `Ok`, every byte written
+//!   to *this file* before the call, and the file's length, survive power
+//!   loss. It does **not** make the file's directory entry durable.
+//! - `sync_dir` is `fsync` on a directory: it makes creations, removals and
+//!   renames of entries in that directory durable.
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How [`Backend::open_file`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open an existing file for reading and writing; error if missing.
+    Existing,
+    /// Create the file; error (`AlreadyExists`) if it exists.
+    CreateNew,
+    /// Create the file, or open and truncate it to 0 bytes if it exists.
+    CreateTruncate,
+}
+
+/// One entry returned by [`Backend::list_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// File name (entries whose names are not UTF-8 are skipped).
+    pub name: String,
+    /// True for a subdirectory.
+    pub is_dir: bool,
+}
+
+/// An open file. Positional I/O only; implementations are shared between
+/// threads (`&self` methods).
+pub trait BackendFile: Send + Sync + Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// True if the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Fill `buf` from `offset`; `UnexpectedEof` if the file is too short.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Write all of `data` at `offset`, extending the file if needed.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Truncate or extend (with zeros) to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// `fdatasync`: make data and length durable (not the directory entry).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// A file system: directory operations plus [`BackendFile`] factories.
+pub trait Backend: Send + Sync + Debug {
+    /// `mkdir -p`. Implementations may treat new directories as durable
+    /// (see [`crate::sim::SimBackend`]); callers fsync the parent anyway.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Entries of `dir` (files and subdirectories), in no particular order.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Open or create a file, see [`OpenMode`].
+    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn BackendFile>>;
+    /// Unlink a file (durable only after [`Backend::sync_dir`] of its parent).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Remove a directory and everything in it.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Atomically rename `from` to `to`, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// `fsync` a directory: make entry creations/removals/renames durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// True if `path` names an existing file or directory.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+}
+
+/// The real backend: `std::fs` with `pread`/`pwrite`/`fdatasync`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsBackend;
+
+impl FsBackend {
+    /// A new real-file-system backend (stateless).
+    pub fn new() -> Self {
+        FsBackend
+    }
+
+    /// Convenience: `Arc::new(FsBackend)` as a trait object.
+    pub fn shared() -> Arc<dyn Backend> {
+        Arc::new(FsBackend)
+    }
+}
+
+/// A real file.
+#[derive(Debug)]
+pub struct FsFile {
+    file: File,
+}
+
+#[cfg(unix)]
+impl BackendFile for FsFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(data, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl Backend for FsBackend {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let is_dir = entry.file_type()?.is_dir();
+            out.push(DirEntry { name, is_dir });
+        }
+        Ok(out)
+    }
+
+    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn BackendFile>> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        match mode {
+            OpenMode::Existing => {}
+            OpenMode::CreateNew => {
+                opts.create_new(true);
+            }
+            OpenMode::CreateTruncate => {
+                opts.create(true).truncate(true);
+            }
+        }
+        let file = opts.open(path)?;
+        Ok(Arc::new(FsFile { file }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(dir)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // Opening a directory read-only and calling fsync on it is the
+        // POSIX way to persist its entries (Linux accepts fsync on an
+        // O_RDONLY directory descriptor).
+        File::open(dir)?.sync_all()
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+}

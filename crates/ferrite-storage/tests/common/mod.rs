@@ -1,0 +1,123 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferrite_storage::sim::SimBackend;
+use ferrite_storage::{Backend, Checkpoint, CommitLog, LogOptions, RecoveryReport, StorageError};
+
+/// The log directory used on simulated disks.
+pub const LOG_DIR: &str = "/data/log";
+
+pub fn log_dir() -> PathBuf {
+    PathBuf::from(LOG_DIR)
+}
+
+/// Everything an open returned.
+#[derive(Debug)]
+pub struct Opened {
+    pub log: CommitLog,
+    pub report: RecoveryReport,
+    pub checkpoint: Option<Checkpoint>,
+    pub records: Vec<(u64, Vec<u8>)>,
+}
+
+/// Open `dir` on `backend`, collecting the checkpoint and replayed records.
+pub fn open_at(
+    backend: std::sync::Arc<dyn Backend>,
+    dir: &Path,
+    opts: LogOptions,
+) -> Result<Opened, StorageError> {
+    let mut checkpoint = None;
+    let mut records = Vec::new();
+    let (log, report) = CommitLog::open(
+        backend,
+        dir,
+        opts,
+        |cp| {
+            checkpoint = Some(cp.clone());
+            Ok(())
+        },
+        |seq, payload| {
+            records.push((seq, payload.to_vec()));
+            Ok(())
+        },
+    )?;
+    Ok(Opened {
+        log,
+        report,
+        checkpoint,
+        records,
+    })
+}
+
+/// Open the standard log directory on a simulated disk.
+pub fn open_sim(disk: &SimBackend, opts: LogOptions) -> Result<Opened, StorageError> {
+    open_at(disk.shared(), &log_dir(), opts)
+}
+
+/// Deterministic payload for record number `i`, of varying length.
+pub fn payload(i: u64) -> Vec<u8> {
+    let len = (i * 7 % 23) as usize;
+    let mut v = format!("rec{i}:").into_bytes();
+    v.extend((0..len).map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8)));
+    v
+}
+
+/// A small deterministic PRNG (xorshift64*), so no test depends on `rand`.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A unique temporary directory under `std::env::temp_dir()`, removed on
+/// drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "ferrite-storage-test-{tag}-{}-{nanos}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Names of the `*.log` segment files in the simulated log dir.
+pub fn sim_segments(disk: &SimBackend) -> Vec<String> {
+    disk.list_files(&log_dir())
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .collect()
+}

@@ -1,0 +1,608 @@
+//! Durability claims, proved on the simulated backend: power loss under each
+//! appendfsync policy, process crashes, failed fsync/write poisoning, ENOSPC,
+//! and group commit.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use common::*;
+use ferrite_storage::sim::{FaultKind, SimBackend, SimOp};
+use ferrite_storage::{AppendFsync, Clock, LogOptions, ManualClock, StorageError};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn opts(fsync: AppendFsync) -> LogOptions {
+    LogOptions {
+        segment_max_bytes: 4096,
+        ..LogOptions::new(fsync)
+    }
+}
+
+/// Check that `records` is exactly 1..=n with the payloads in `acked`
+/// where given; returns n.
+fn check_prefix(records: &[(u64, Vec<u8>)], acked: &[(u64, Vec<u8>)]) -> u64 {
+    for (i, (seq, _)) in records.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1, "recovered log is a contiguous prefix");
+    }
+    let n = records.len() as u64;
+    for (seq, p) in acked {
+        assert!(
+            *seq <= n,
+            "acknowledged record {seq} lost (recovered up to {n})"
+        );
+        assert_eq!(&records[(*seq - 1) as usize].1, p, "payload of {seq}");
+    }
+    n
+}
+
+#[test]
+fn always_power_loss_keeps_every_acknowledged_record() {
+    for round in 0..6u64 {
+        let disk = SimBackend::new();
+        let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+        let log = Arc::new(o.log);
+        let (tx, rx) = mpsc::channel::<(u64, Vec<u8>)>();
+        let mut threads = Vec::new();
+        for t in 0..4u64 {
+            let log = Arc::clone(&log);
+            let tx = tx.clone();
+            threads.push(std::thread::spawn(move || {
+                for i in 0..400u64 {
+                    let p = payload(t * 100_000 + i);
+                    let Ok(h) = log.append(p.clone()) else { break };
+                    match h.wait() {
+                        Ok(seq) => {
+                            if tx.send((seq, p)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let crash_after = 30 + round * 41;
+        let mut acked = Vec::new();
+        while (acked.len() as u64) < crash_after {
+            acked.push(rx.recv_timeout(WAIT).expect("producers stalled"));
+        }
+        // Power loss while the producers are still appending.
+        disk.power_loss();
+        for t in threads {
+            t.join().unwrap();
+        }
+        acked.extend(rx.try_iter());
+        drop(log);
+        let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+        let n = check_prefix(&o.records, &acked);
+        assert!(n >= acked.len() as u64);
+    }
+}
+
+/// Append one record per step of a manual clock, crash, and check what
+/// survived against the everysec bound.
+#[test]
+fn everysec_power_loss_loses_at_most_the_last_interval_or_two() {
+    let interval = Duration::from_secs(1);
+    // Fixed steps: the exact outcome is known.
+    {
+        let disk = SimBackend::new();
+        let clock = Arc::new(ManualClock::new());
+        let o = open_sim(
+            &disk,
+            LogOptions {
+                everysec_interval: interval,
+                clock: clock.clone(),
+                ..opts(AppendFsync::EverySec)
+            },
+        )
+        .unwrap();
+        let step = Duration::from_millis(100);
+        for i in 0..60u64 {
+            let seq = o.log.append(payload(i)).unwrap().wait().unwrap();
+            assert_eq!(seq, i + 1);
+            if i < 59 {
+                clock.advance(step);
+            }
+        }
+        // Clock = 5.9 s at the crash. The writer fsyncs at the first batch
+        // (or idle wake-up) at least 1 s after the previous fsync started.
+        // Its clock reading can be one 100 ms step late (the test advances
+        // the clock as soon as a completion fires, which is just before the
+        // writer checks), so the fsyncs happen at s1 in [1.0, 1.1],
+        // s(k+1) in [sk + 1.0, sk + 1.1]: the fifth one, between 5.0 and
+        // 5.5 s, is the last. It covers at least records 1..=50 (written
+        // up to 4.9 s) and at most 1..=56; records 57..=60 (5.6..5.9 s) are
+        // always lost.
+        disk.power_loss();
+        drop(o.log);
+        let o = open_sim(&disk, opts(AppendFsync::EverySec)).unwrap();
+        let n = check_prefix(&o.records, &[]);
+        assert!((50..=56).contains(&n), "survived {n}");
+    }
+    // Irregular steps and crash points: the bound holds.
+    let mut rng = Rng(0xDEAD_BEEF);
+    for round in 0..20 {
+        let disk = SimBackend::new();
+        let clock = Arc::new(ManualClock::new());
+        let o = open_sim(
+            &disk,
+            LogOptions {
+                everysec_interval: interval,
+                clock: clock.clone(),
+                ..opts(AppendFsync::EverySec)
+            },
+        )
+        .unwrap();
+        let max_step = Duration::from_millis(100);
+        let n_records = 20 + rng.next() % 80;
+        let mut times = Vec::new();
+        for i in 0..n_records {
+            let t = clock.now();
+            let seq = o.log.append(payload(i)).unwrap().wait().unwrap();
+            times.push((seq, t));
+            if i + 1 < n_records {
+                clock.advance(Duration::from_millis(1 + rng.next() % 100));
+            }
+        }
+        let crash = clock.now();
+        disk.power_loss();
+        drop(o.log);
+        let o = open_sim(&disk, opts(AppendFsync::EverySec)).unwrap();
+        let n = check_prefix(&o.records, &[]);
+        // What is lost was written after the last fsync; that fsync started
+        // at most `interval` plus a few steps (its clock reading, the
+        // decision after a batch and the next batch can each be one step
+        // late) before the crash: less than two intervals.
+        let bound = interval + 3 * max_step;
+        assert!(bound < 2 * interval);
+        for (seq, t) in times {
+            if crash.saturating_sub(t) > bound {
+                assert!(
+                    seq <= n,
+                    "round {round}: record {seq} written {:?} before the crash was lost",
+                    crash - t
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_policy_power_loss_keeps_sealed_segments_and_may_lose_the_active_one() {
+    let disk = SimBackend::new();
+    let o = open_sim(
+        &disk,
+        LogOptions {
+            segment_max_bytes: 300,
+            ..opts(AppendFsync::No)
+        },
+    )
+    .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..60u64 {
+        let p = payload(i);
+        let seq = o.log.append(p.clone()).unwrap().wait().unwrap();
+        acked.push((seq, p));
+    }
+    let segs = sim_segments(&disk);
+    let active_base: u64 = segs
+        .last()
+        .unwrap()
+        .trim_end_matches(".log")
+        .parse()
+        .unwrap();
+    assert!(segs.len() > 2);
+    assert!(active_base <= 60);
+    disk.power_loss();
+    drop(o.log);
+    let o = open_sim(&disk, opts(AppendFsync::No)).unwrap();
+    let n = check_prefix(&o.records, &acked[..(active_base - 1) as usize]);
+    // With `no`, nothing in the active segment was ever fsynced.
+    assert_eq!(n, active_base - 1);
+}
+
+#[test]
+fn process_crash_loses_nothing_acknowledged_under_any_policy() {
+    for policy in [AppendFsync::Always, AppendFsync::EverySec, AppendFsync::No] {
+        let disk = SimBackend::new();
+        let o = open_sim(&disk, opts(policy)).unwrap();
+        let mut acked = Vec::new();
+        for i in 0..50u64 {
+            let p = payload(i);
+            acked.push((o.log.append(p.clone()).unwrap().wait().unwrap(), p));
+        }
+        // kill -9: the page cache survives, the process does not.
+        let restarted = disk.process_crash_copy();
+        let o2 = open_sim(&restarted, opts(policy)).unwrap();
+        assert_eq!(check_prefix(&o2.records, &acked), 50, "{policy}");
+        // Open fsyncs what it replayed, so a power loss right after the
+        // restart loses none of it either.
+        restarted.power_loss();
+        drop(o2.log);
+        let o3 = open_sim(&restarted, opts(policy)).unwrap();
+        assert_eq!(check_prefix(&o3.records, &acked), 50, "{policy}");
+        drop(o.log);
+    }
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_and_is_never_retried() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..5u64 {
+        let p = payload(i);
+        acked.push((o.log.append(p.clone()).unwrap().wait().unwrap(), p));
+    }
+    disk.fail_nth(SimOp::SyncData, 1, FaultKind::Io);
+    let err = o
+        .log
+        .append(b"doomed".to_vec())
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Io { op: "fsync", .. }), "{err}");
+    let syncs_after_failure = disk.count(SimOp::SyncData);
+
+    // Every later operation fails at once with the typed error.
+    let e = o.log.append(b"later".to_vec()).unwrap_err();
+    assert!(e.is_poisoned(), "{e}");
+    let called = Arc::new(Mutex::new(false));
+    let c = Arc::clone(&called);
+    let e = o
+        .log
+        .append_with(
+            b"later".to_vec(),
+            Box::new(move |_| *c.lock().unwrap() = true),
+        )
+        .unwrap_err();
+    assert!(e.is_poisoned());
+    assert!(o
+        .log
+        .append_batch(vec![b"x".to_vec()])
+        .unwrap_err()
+        .is_poisoned());
+    assert!(o.log.sync().unwrap_err().is_poisoned());
+    assert!(o.log.checkpoint(1, 1, b"body").unwrap_err().is_poisoned());
+    assert!(o.log.failure().is_some());
+    assert!(o.log.close().unwrap_err().is_poisoned());
+    assert!(
+        !*called.lock().unwrap(),
+        "a refused append's callback is dropped, not called"
+    );
+    assert_eq!(
+        disk.count(SimOp::SyncData),
+        syncs_after_failure,
+        "no fsync after the failed one (not on sync(), not on close)"
+    );
+    drop(o.log);
+
+    disk.power_loss();
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    assert_eq!(check_prefix(&o.records, &acked), 5);
+}
+
+#[test]
+fn a_failed_write_poisons_the_log() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::EverySec)).unwrap();
+    let acked: Vec<_> = (0..5u64)
+        .map(|i| {
+            (
+                o.log.append(payload(i)).unwrap().wait().unwrap(),
+                payload(i),
+            )
+        })
+        .collect();
+    disk.fail_nth(SimOp::Write, 1, FaultKind::Io);
+    let err = o
+        .log
+        .append(b"doomed".to_vec())
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Io { op: "write", .. }), "{err}");
+    assert!(o.log.append(b"later".to_vec()).unwrap_err().is_poisoned());
+    drop(o.log);
+    // Restart (process crash): the acknowledged records are all there.
+    let o = open_sim(&disk.process_crash_copy(), opts(AppendFsync::EverySec)).unwrap();
+    assert_eq!(check_prefix(&o.records, &acked), 5);
+}
+
+#[test]
+fn everysec_background_fsync_failure_poisons_the_log() {
+    let disk = SimBackend::new();
+    let clock = Arc::new(ManualClock::new());
+    let o = open_sim(
+        &disk,
+        LogOptions {
+            clock: clock.clone(),
+            ..opts(AppendFsync::EverySec)
+        },
+    )
+    .unwrap();
+    o.log.append(b"a".to_vec()).unwrap().wait().unwrap();
+    disk.fail_nth(SimOp::SyncData, 1, FaultKind::Io);
+    clock.advance(Duration::from_secs(2));
+    // The fsync is now due. The idle writer may run it before "b" is
+    // queued (then "b" is refused at once), after "b" is queued but before
+    // it is written (then "b" completes with the error), or right after
+    // writing "b" (then "b" was acknowledged before the fsync failed: that
+    // is the everysec deal).
+    match o.log.append(b"b".to_vec()).and_then(|h| h.wait()) {
+        Ok(seq) => assert_eq!(seq, 2),
+        Err(e) => assert!(e.is_poisoned(), "{e}"),
+    }
+    assert!(o.log.sync().unwrap_err().is_poisoned());
+    assert!(o.log.append(b"c".to_vec()).unwrap_err().is_poisoned());
+}
+
+#[test]
+fn enospc_is_an_error_to_the_client_and_loses_nothing_acknowledged() {
+    // Under always, with a power loss after the disk filled up.
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    let log = Arc::new(o.log);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    // The disk fills up on the 20th write from now and stays full.
+    disk.fail_from(SimOp::Write, 20, FaultKind::NoSpace);
+    let mut threads = Vec::new();
+    for t in 0..4u64 {
+        let (log, acked, errors) = (Arc::clone(&log), Arc::clone(&acked), Arc::clone(&errors));
+        threads.push(std::thread::spawn(move || {
+            for i in 0..200u64 {
+                let p = payload(t * 1000 + i);
+                match log.append(p.clone()).and_then(|h| h.wait()) {
+                    Ok(seq) => acked.lock().unwrap().push((seq, p)),
+                    Err(e) => {
+                        errors.lock().unwrap().push(e);
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let errors = errors.lock().unwrap().clone();
+    assert_eq!(errors.len(), 4, "every producer got an error");
+    assert!(errors.iter().all(|e| e.is_no_space()), "{errors:?}");
+    assert!(errors
+        .iter()
+        .any(|e| matches!(e, StorageError::NoSpace { .. })));
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+    drop(log);
+    disk.power_loss();
+    // Reopening works on a still-full disk (recovery only truncates).
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    check_prefix(&o.records, &acked);
+    drop(o);
+
+    // Without a power loss, the half-written frame is a torn tail.
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::EverySec)).unwrap();
+    let acked: Vec<_> = (0..5u64)
+        .map(|i| {
+            (
+                o.log.append(payload(i)).unwrap().wait().unwrap(),
+                payload(i),
+            )
+        })
+        .collect();
+    disk.fail_nth(SimOp::Write, 1, FaultKind::NoSpace);
+    let e = o.log.append(vec![9u8; 100]).unwrap().wait().unwrap_err();
+    assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
+    let e = o.log.append(b"x".to_vec()).unwrap_err();
+    assert!(e.is_poisoned() && e.is_no_space(), "{e}");
+    let restarted = disk.process_crash_copy();
+    drop(o.log);
+    let o = open_sim(&restarted, opts(AppendFsync::EverySec)).unwrap();
+    assert_eq!(check_prefix(&o.records, &acked), 5);
+    let t = o.report.truncation.expect("half-written frame cut");
+    assert_eq!(t.bytes_dropped, (17 + 100) / 2);
+}
+
+/// Why the log never retries a failed fsync: on Linux the failed fsync may
+/// have dropped the dirty pages, so the retry succeeds and the data is gone.
+#[test]
+fn retrying_a_failed_fsync_would_lie() {
+    use ferrite_storage::{Backend, OpenMode};
+    let disk = SimBackend::new();
+    let dir = log_dir();
+    disk.create_dir_all(&dir).unwrap();
+    let path = dir.join("f");
+    let f = disk.open_file(&path, OpenMode::CreateNew).unwrap();
+    disk.sync_dir(&dir).unwrap();
+    f.write_at(0, b"acknowledged?").unwrap();
+    disk.fail_nth(SimOp::SyncData, 1, FaultKind::Io);
+    assert!(f.sync_data().is_err());
+    assert!(f.sync_data().is_ok(), "the retry 'succeeds'...");
+    disk.power_loss();
+    let data = disk.read_file(&path).unwrap();
+    assert_ne!(
+        &data[..],
+        b"acknowledged?",
+        "...but the data never reached the disk"
+    );
+    assert!(data.iter().all(|&b| b == 0));
+}
+
+/// Group commit, deterministically: hold the first fsync while every
+/// producer queues its records, then release it. All of them must then be
+/// written and fsynced as one batch.
+#[test]
+fn group_commit_many_producers_share_one_fsync() {
+    const THREADS: u64 = 8;
+    const PER_THREAD: u64 = 50;
+    let disk = SimBackend::new();
+    // One segment: no roll (which has its own fsync) during the test.
+    let o = open_sim(&disk, LogOptions::new(AppendFsync::Always)).unwrap();
+    let log = Arc::new(o.log);
+    let syncs_at_start = disk.count(SimOp::SyncData);
+    disk.hold_syncs();
+
+    let completions = Arc::new(Mutex::new(Vec::new()));
+    let barrier = Arc::new(Barrier::new(THREADS as usize + 1));
+    let mut threads = Vec::new();
+    for t in 0..THREADS {
+        let (log, completions, barrier) = (
+            Arc::clone(&log),
+            Arc::clone(&completions),
+            Arc::clone(&barrier),
+        );
+        threads.push(std::thread::spawn(move || {
+            let mut assigned = Vec::new();
+            for i in 0..PER_THREAD {
+                let c = Arc::clone(&completions);
+                let seq = log
+                    .append_with(
+                        payload(t * 1000 + i),
+                        Box::new(move |r| c.lock().unwrap().push((t, i, r))),
+                    )
+                    .unwrap();
+                assigned.push(seq);
+            }
+            barrier.wait();
+            assigned
+        }));
+    }
+    barrier.wait(); // every record is queued (or already in the held batch)
+    assert!(
+        completions.lock().unwrap().is_empty(),
+        "nothing completes before its fsync"
+    );
+    disk.release_syncs();
+    let durable = log.sync().unwrap(); // completions fire before sync waiters
+    assert_eq!(durable, THREADS * PER_THREAD);
+
+    let assigned: Vec<Vec<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let fsyncs = disk.count(SimOp::SyncData) - syncs_at_start;
+    assert!(
+        fsyncs <= 2,
+        "{} records took {fsyncs} fsyncs",
+        THREADS * PER_THREAD
+    );
+    assert_eq!(log.stats().fsyncs, fsyncs);
+
+    let completions = completions.lock().unwrap();
+    assert_eq!(completions.len() as u64, THREADS * PER_THREAD);
+    let seqs: Vec<u64> = completions
+        .iter()
+        .map(|(_, _, r)| r.clone().expect("append failed"))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "completions fire in increasing seq order"
+    );
+    for (t, a) in assigned.iter().enumerate() {
+        assert!(
+            a.windows(2).all(|w| w[0] < w[1]),
+            "thread {t}'s seqs increase"
+        );
+    }
+    for (t, i, r) in completions.iter() {
+        assert_eq!(r.as_ref().ok(), Some(&assigned[*t as usize][*i as usize]));
+    }
+}
+
+/// Group commit under load: many producers, each waiting for its own
+/// records, with an emulated fsync latency. Checks correctness; prints the
+/// batching it got (no timing assertions).
+#[test]
+fn group_commit_under_concurrent_load() {
+    const THREADS: u64 = 8;
+    const PER_THREAD: u64 = 150;
+    let disk = SimBackend::new();
+    disk.set_sync_latency(Duration::from_micros(300));
+    let o = open_sim(&disk, LogOptions::new(AppendFsync::Always)).unwrap();
+    let log = Arc::new(o.log);
+    let before = disk.count(SimOp::SyncData);
+    let mut threads = Vec::new();
+    for t in 0..THREADS {
+        let log = Arc::clone(&log);
+        threads.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for i in 0..PER_THREAD {
+                let p = payload(t * 1000 + i);
+                let seq = log.append(p.clone()).unwrap().wait().unwrap();
+                got.push((seq, p));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in threads {
+        let got = t.join().unwrap();
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+        all.extend(got);
+    }
+    all.sort();
+    let total = THREADS * PER_THREAD;
+    assert_eq!(
+        all.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    let fsyncs = disk.count(SimOp::SyncData) - before;
+    assert!(fsyncs <= total);
+    eprintln!(
+        "group commit: {total} records from {THREADS} producers, {fsyncs} fsyncs ({:.1} records/fsync)",
+        total as f64 / fsyncs.max(1) as f64
+    );
+    drop(log);
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    check_prefix(&o.records, &all);
+}
+
+#[test]
+fn a_panicking_completion_does_not_kill_the_writer() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    o.log
+        .append_with(b"a".to_vec(), Box::new(|_| panic!("callback bug")))
+        .unwrap();
+    assert_eq!(
+        o.log
+            .append(b"b".to_vec())
+            .unwrap()
+            .wait_timeout(WAIT)
+            .unwrap()
+            .unwrap(),
+        2
+    );
+}
+
+#[test]
+fn closing_from_a_completion_does_not_deadlock() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    let log = Arc::new(o.log);
+    let (tx, rx) = mpsc::channel();
+    let inner = Arc::clone(&log);
+    log.append_with(
+        b"a".to_vec(),
+        Box::new(move |r| {
+            let closed = inner.close();
+            let _ = tx.send((r, closed.is_ok()));
+        }),
+    )
+    .unwrap();
+    let (r, closed_ok) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(r.unwrap(), 1);
+    assert!(closed_ok);
+    assert!(matches!(
+        log.append(b"b".to_vec()),
+        Err(StorageError::Closed)
+    ));
+    log.close().unwrap();
+    drop(log);
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    assert_eq!(o.records, vec![(1, b"a".to_vec())]);
+}
