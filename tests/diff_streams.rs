@@ -2,5 +2,12 @@
 mod common;
 
 diff_tests! {
-    smoke => "smoke.txt",
+    xadd => "streams/xadd.txt",
+    xadd_trim => "streams/xadd_trim.txt",
+    xrange => "streams/xrange.txt",
+    xlen_xdel => "streams/xlen_xdel.txt",
+    xtrim => "streams/xtrim.txt",
+    xsetid => "streams/xsetid.txt",
+    xinfo => "streams/xinfo.txt",
+    blocks => "streams/blocks.txt",
 }

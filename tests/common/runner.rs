@@ -287,12 +287,13 @@ fn apply_masks(node: &mut Node, mods: &Modifiers, vars: &[(String, Vec<u8>)]) {
                 let k = node.to_bytes().first().copied().unwrap_or(b'?');
                 *node = Node::Masked(format!("any reply of type {}", k as char));
             }
-            Mask::Sort => {}
+            Mask::Sort | Mask::SortPairs => {}
         }
     }
-    if mods.masks.iter().any(|m| matches!(m, Mask::Sort)) {
+    let pairs = mods.masks.iter().any(|m| matches!(m, Mask::SortPairs));
+    if pairs || mods.masks.iter().any(|m| matches!(m, Mask::Sort)) {
         if let Node::Agg { kind, items } = node {
-            if *kind == b'%' {
+            if *kind == b'%' || (pairs && items.len() % 2 == 0) {
                 let mut pairs: Vec<(Node, Node)> = Vec::new();
                 let mut it = std::mem::take(items).into_iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -556,6 +557,18 @@ impl Runner {
                 n
             })
         };
+        if let Some(name) = &mods.capture {
+            for (side, r) in [(&mut self.redis, &r0), (&mut self.ferrite, &r1)] {
+                let v = r.node().and_then(|n| n.text()).map(|t| t.to_vec());
+                let Some(v) = v else {
+                    return Err(format!("{where_}!capture {name}: reply is not a string or integer:\n{}", indent(&r.render())));
+                };
+                side.vars.push((name.clone(), v));
+            }
+        }
+        if std::env::var("FERRITE_DIFF_TRACE").is_ok_and(|v| v == "1") {
+            eprintln!("[{}:{} @{conn}] {}\n  -> {}", self.script, step.line, step.text, escape_short(r0.raw(), 400));
+        }
         let m0 = masked(&r0, &self.redis.vars);
         let m1 = masked(&r1, &self.ferrite.vars);
         let report = |why: &str| {
@@ -586,15 +599,6 @@ impl Runner {
                 if e < Duration::from_millis(min) {
                     return Err(report(&format!("{label} replied after {e:?}, expected at least {min} ms")));
                 }
-            }
-        }
-        if let Some(name) = &mods.capture {
-            for (side, r) in [(&mut self.redis, &r0), (&mut self.ferrite, &r1)] {
-                let v = r.node().and_then(|n| n.text()).map(|t| t.to_vec());
-                let Some(v) = v else {
-                    return Err(format!("{where_}!capture {name}: reply is not a string or integer"));
-                };
-                side.vars.push((name.clone(), v));
             }
         }
         Ok(())

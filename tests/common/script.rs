@@ -21,6 +21,9 @@ pub enum Mask {
     Shape,
     /// `!mask sort`: top-level aggregate compared as a multiset.
     Sort,
+    /// `!mask sortpairs`: top-level flat key/value array (or map) compared as
+    /// a set of pairs (CONFIG GET with a glob).
+    SortPairs,
     /// `!mask clientinfo`: CLIENT INFO/LIST text compared by field names and
     /// the values of stable fields only.
     ClientInfo,
@@ -287,13 +290,14 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                     "ids" => Mask::Ids,
                     "shape" => Mask::Shape,
                     "sort" => Mask::Sort,
+                    "sortpairs" => Mask::SortPairs,
                     "clientinfo" => Mask::ClientInfo,
                     "all" => Mask::All,
                     "approx" if words.len() == 4 => {
                         let tol = word_str(&words[3]).parse().map_err(|_| err("bad tolerance"))?;
                         Mask::Approx(words[2].clone(), tol)
                     }
-                    _ => return Err(err("unknown mask (field NAME.., ids, shape, sort, clientinfo, approx NAME TOL, all)")),
+                    _ => return Err(err("unknown mask (field NAME.., ids, shape, sort, sortpairs, clientinfo, approx NAME TOL, all)")),
                 };
                 mods.masks.push(m);
                 continue;
@@ -366,9 +370,10 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
             "!scan" => action = Some(Action::Scan(words[1..].to_vec())),
             "!repeat" => {
                 for c in expand_repeat(&words[1..], line)? {
+                    let shown: Vec<String> = c.iter().map(|w| crate::common::resp::escape(w)).collect();
                     steps.push(Step {
                         line,
-                        text: text.to_string(),
+                        text: format!("{} (from: {text})", shown.join(" ")),
                         conn: conn.clone(),
                         switch: false,
                         action: Some(Action::Command(c)),
