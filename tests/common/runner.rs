@@ -514,6 +514,13 @@ impl Runner {
                 }
                 Ok(())
             }
+            Action::Disconnect => {
+                for side in self.sides() {
+                    side.conns.remove(conn);
+                    side.pending.remove(conn);
+                }
+                Ok(())
+            }
             Action::Reconnect => {
                 for side in self.sides() {
                     side.conns.remove(conn);

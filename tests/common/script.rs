@@ -54,6 +54,9 @@ pub enum Action {
     Closed,
     /// `!reconnect`: replace this connection by a new one (RESP2, db 0).
     Reconnect,
+    /// `!disconnect`: the client closes this connection (a blocked command on
+    /// it is abandoned).
+    Disconnect,
     /// `!pipeline` ... `!end`: the commands are written in one write, then
     /// their replies read and compared one by one.
     Pipeline(Vec<(usize, Vec<Word>)>),
@@ -367,6 +370,7 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
             }
             "!closed" => action = Some(Action::Closed),
             "!reconnect" => action = Some(Action::Reconnect),
+            "!disconnect" => action = Some(Action::Disconnect),
             "!scan" => action = Some(Action::Scan(words[1..].to_vec())),
             "!repeat" => {
                 for c in expand_repeat(&words[1..], line)? {
