@@ -156,6 +156,17 @@ impl RespConn {
         !self.buf.is_empty() || self.eof
     }
 
+    /// True if any reply byte (or EOF) arrives within `wait`.
+    pub fn has_data_within(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while self.buf.is_empty() && !self.eof {
+            if !self.fill(deadline) {
+                break;
+            }
+        }
+        !self.buf.is_empty() || self.eof
+    }
+
     /// Expects the server to close the connection without sending anything
     /// else. Returns the extra bytes received (if any) and whether the
     /// connection was closed before the deadline.

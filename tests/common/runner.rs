@@ -483,6 +483,18 @@ impl Runner {
                 }
                 Ok(())
             }
+            Action::NoReply(ms) => {
+                let where_ = self.where_(step, conn);
+                for side in self.sides() {
+                    let label = side.server.label.clone();
+                    let c = side.conn(conn)?;
+                    if c.has_data_within(Duration::from_millis(*ms)) {
+                        let r = c.read_reply(Duration::from_millis(200));
+                        return Err(format!("{where_}{label}: expected no reply, got:\n{}", indent(&r.render())));
+                    }
+                }
+                Ok(())
+            }
             Action::Read(n) => {
                 for _ in 0..*n {
                     let mut replies = Vec::new();

@@ -48,6 +48,9 @@ pub enum Action {
     WaitBlocked(usize),
     /// `!send "bytes"`: write raw bytes, read nothing.
     Send(Vec<u8>),
+    /// `!noreply [MS]`: nothing arrives on this connection within MS ms
+    /// (default 100): an absence check, never used for synchronisation.
+    NoReply(u64),
     /// `!read [N]`: read and compare N replies.
     Read(usize),
     /// `!closed`: the server closes this connection, sending nothing more.
@@ -348,6 +351,21 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                 action = Some(Action::WaitBlocked(n));
             }
             "!send" => action = Some(Action::Send(one_bytes(&words)?)),
+            "!sendn" => {
+                // !sendn N "bytes": the bytes repeated N times, in one write.
+                let n: usize = words.get(1).and_then(|w| word_str(w).parse().ok()).ok_or_else(|| err("!sendn N \"bytes\""))?;
+                if words.len() != 3 {
+                    return Err(err("!sendn N \"bytes\""));
+                }
+                action = Some(Action::Send(words[2].repeat(n)));
+            }
+            "!noreply" => {
+                let ms = match words.get(1) {
+                    Some(w) => word_str(w).parse().map_err(|_| err("!noreply [MS]"))?,
+                    None => 100,
+                };
+                action = Some(Action::NoReply(ms));
+            }
             "!raw" => {
                 // !raw = !send + !read 1; modifiers apply to the read.
                 let bytes = one_bytes(&words)?;
