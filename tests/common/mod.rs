@@ -8,6 +8,7 @@ pub mod runner;
 pub mod script;
 pub mod server;
 
+#[allow(unused_imports)]
 pub use runner::run_script;
 
 /// Declares one `#[test]` per script: `diff_tests! { name => "dir/file.txt", ... }`.

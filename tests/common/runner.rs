@@ -44,7 +44,7 @@ pub fn run_script(name: &str) {
             full,
             "\n--- ferrite side output (last 15 lines){} ---\n{}\n",
             if self_test_mode() { ", self-test mode: a second redis-server" } else { "" },
-            runner.ferrite.server.log_tail(15)
+            runner.ferrite_log_tail(15)
         );
         panic!("{full}");
     }
@@ -106,7 +106,7 @@ impl Side {
     }
 
     /// `blocked_clients:` from `INFO clients`, on a connection of its own.
-    fn blocked_clients(&mut self) -> Result<usize, String> {
+    fn blocked_clients(&mut self, t: Duration) -> Result<usize, String> {
         if self.admin.is_none() {
             self.admin = Some(self.server.connect()?);
         }
@@ -114,7 +114,7 @@ impl Side {
         admin
             .send_command(&[b"INFO".to_vec(), b"clients".to_vec()])
             .map_err(|e| format!("INFO clients: {e}"))?;
-        let r = admin.read_reply(read_timeout());
+        let r = admin.read_reply(t);
         let text = r.node().and_then(|n| n.text()).map(|t| String::from_utf8_lossy(t).into_owned());
         let Some(text) = text else {
             return Err(format!("INFO clients gave no text reply:\n{}", r.render()));
@@ -131,6 +131,7 @@ pub struct Runner {
     redis: Side,
     ferrite: Side,
     current: String,
+    timeout: Duration,
 }
 
 /// Failure message pieces.
@@ -315,7 +316,25 @@ impl Runner {
             redis: Side::new(pair.redis),
             ferrite: Side::new(pair.ferrite),
             current: DEFAULT_CONN.to_string(),
+            timeout: read_timeout(),
         }
+    }
+
+    /// Bound on each read (default: [`read_timeout`]).
+    pub fn with_timeout(mut self, t: Duration) -> Runner {
+        self.timeout = t;
+        self
+    }
+
+    /// Parses and runs script source text; `Err` holds the failure report.
+    pub fn run_source(&mut self, src: &str) -> Result<(), String> {
+        let steps = parse(src).map_err(|e| format!("script {}: parse error at {e}", self.script))?;
+        self.run(&steps)
+    }
+
+    /// The last lines the Ferrite side printed.
+    pub fn ferrite_log_tail(&self, n: usize) -> String {
+        self.ferrite.server.log_tail(n)
     }
 
     fn where_(&self, step: &Step, conn: &str) -> String {
@@ -350,7 +369,7 @@ impl Runner {
             }
             let mut c = side.server.connect()?;
             let _ = c.send(&encode_command(&[b"PING".to_vec()]));
-            let r = c.read_reply(read_timeout());
+            let r = c.read_reply(self.timeout);
             if r.node().is_none() {
                 return Err(format!(
                     "script {}: {} is not healthy after the script: PING got\n{}",
@@ -368,7 +387,7 @@ impl Runner {
     }
 
     fn step(&mut self, step: &Step, conn: &str, action: &Action) -> Result<(), String> {
-        let t = read_timeout();
+        let t = self.timeout;
         match action {
             Action::Command(words) => {
                 let mut started = Vec::new();
@@ -436,14 +455,14 @@ impl Runner {
                 let where_ = self.where_(step, conn);
                 for side in self.sides() {
                     let want = expect.unwrap_or(side.pending.len());
-                    wait_blocked(side, want, Some(conn)).map_err(|e| format!("{where_}{e}"))?;
+                    wait_blocked(side, want, Some(conn), t).map_err(|e| format!("{where_}{e}"))?;
                 }
                 Ok(())
             }
             Action::WaitBlocked(n) => {
                 let where_ = self.where_(step, conn);
                 for side in self.sides() {
-                    wait_blocked(side, *n, None).map_err(|e| format!("{where_}{e}"))?;
+                    wait_blocked(side, *n, None, t).map_err(|e| format!("{where_}{e}"))?;
                 }
                 Ok(())
             }
@@ -635,28 +654,27 @@ fn quote(w: &[u8]) -> String {
 
 /// Polls `INFO clients` until `blocked_clients` equals `want` (bounded); if
 /// `conn` has a blocked command, its reply arriving early is an error.
-fn wait_blocked(side: &mut Side, want: usize, conn: Option<&str>) -> Result<(), String> {
-    let deadline = Instant::now() + read_timeout();
+fn wait_blocked(side: &mut Side, want: usize, conn: Option<&str>, t: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + t;
     let label = side.server.label.clone();
     loop {
         if let Some(name) = conn {
             let c = side.conn(name)?;
             if c.has_data() {
-                let r = c.read_reply(read_timeout());
+                let r = c.read_reply(t);
                 return Err(format!(
                     "{label}: the command was expected to block, but it was answered:\n{}",
                     indent(&r.render())
                 ));
             }
         }
-        let n = side.blocked_clients()?;
+        let n = side.blocked_clients(t)?;
         if n == want {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "{label}: INFO clients reports blocked_clients:{n}, expected {want} within {:?}",
-                read_timeout()
+                "{label}: INFO clients reports blocked_clients:{n}, expected {want} within {t:?}"
             ));
         }
         std::thread::sleep(Duration::from_millis(2));

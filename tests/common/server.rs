@@ -207,7 +207,8 @@ impl Server {
                 if let Ok(mut c) = RespConn::connect(self.addr(), Duration::from_millis(500)) {
                     if c.send(b"*1\r\n$4\r\nPING\r\n").is_ok() {
                         match c.read_reply(Duration::from_millis(1000)) {
-                            Reply::Frame { raw, .. } if raw == b"+PONG\r\n" => {
+                            // +PONG, or an error such as -NOAUTH: the server answers.
+                            Reply::Frame { raw, .. } if raw == b"+PONG\r\n" || raw.starts_with(b"-") => {
                                 // A server that failed to bind may still have
                                 // answered for another process: check we are alive.
                                 if let Ok(Some(status)) = self.child.try_wait() {
