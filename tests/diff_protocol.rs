@@ -29,13 +29,18 @@ mod harness {
             panic!("{e}");
         }
         let redis = Server::start(Kind::Redis, "redis").unwrap_or_else(|e| panic!("{e}"));
-        let ferrite = Server::start_with(Kind::Redis, "ferrite", extra).unwrap_or_else(|e| panic!("{e}"));
+        let ferrite =
+            Server::start_with(Kind::Redis, "ferrite", extra).unwrap_or_else(|e| panic!("{e}"));
         Some(Pair { redis, ferrite })
     }
 
     fn run(extra: &[&str], src: &str) -> Option<Result<(), String>> {
         let pair = odd_pair(extra)?;
-        Some(Runner::new("harness-check", pair).with_timeout(Duration::from_millis(500)).run_source(src))
+        Some(
+            Runner::new("harness-check", pair)
+                .with_timeout(Duration::from_millis(500))
+                .run_source(src),
+        )
     }
 
     #[test]
@@ -49,8 +54,14 @@ mod harness {
         let msg = res.expect_err("different node sizes must be reported");
         assert!(msg.contains("line 3"), "no line number in:\n{msg}");
         assert!(msg.contains("XINFO STREAM s"), "no command in:\n{msg}");
-        assert!(msg.contains("radix-tree-keys"), "no decoded reply in:\n{msg}");
-        assert!(msg.contains("redis replied") && msg.contains("ferrite replied"), "missing a side in:\n{msg}");
+        assert!(
+            msg.contains("radix-tree-keys"),
+            "no decoded reply in:\n{msg}"
+        );
+        assert!(
+            msg.contains("redis replied") && msg.contains("ferrite replied"),
+            "missing a side in:\n{msg}"
+        );
     }
 
     #[test]
@@ -61,7 +72,10 @@ mod harness {
         ) else {
             return;
         };
-        assert!(matches!(res, Ok(())), "masked replies must compare equal: {res:?}");
+        assert!(
+            matches!(res, Ok(())),
+            "masked replies must compare equal: {res:?}"
+        );
     }
 
     #[test]
@@ -75,7 +89,10 @@ mod harness {
 
     #[test]
     fn harness_reports_a_command_that_does_not_block() {
-        let Some(res) = run(&[], "XADD s 1-1 f v\n@r\n!blocked XREAD BLOCK 0 STREAMS s 0\n!await\n") else {
+        let Some(res) = run(
+            &[],
+            "XADD s 1-1 f v\n@r\n!blocked XREAD BLOCK 0 STREAMS s 0\n!await\n",
+        ) else {
             return;
         };
         let msg = res.expect_err("a non-blocking command under !blocked must be reported");
@@ -99,7 +116,10 @@ mod harness {
     #[test]
     fn harness_reports_a_missing_reply_as_timeout() {
         // One side gets a partial command and never answers.
-        let Some(res) = run(&["--proto-max-bulk-len", "1mb"], "!raw \"*1\\r\\n$1048577\\r\\n\"\n") else {
+        let Some(res) = run(
+            &["--proto-max-bulk-len", "1mb"],
+            "!raw \"*1\\r\\n$1048577\\r\\n\"\n",
+        ) else {
             return;
         };
         let msg = res.expect_err("error vs no reply must be reported");
@@ -114,7 +134,10 @@ mod harness {
         ) else {
             return;
         };
-        assert!(matches!(res, Ok(())), "captured IDs must compare equal: {res:?}");
+        assert!(
+            matches!(res, Ok(())),
+            "captured IDs must compare equal: {res:?}"
+        );
     }
 
     #[test]
@@ -122,14 +145,23 @@ mod harness {
         let w = split_args(r#"SET "a b" 'c\'d' "\x00\xff\r\n" plain"#).unwrap_or_default();
         assert_eq!(
             w,
-            vec![b"SET".to_vec(), b"a b".to_vec(), b"c'd".to_vec(), b"\x00\xff\r\n".to_vec(), b"plain".to_vec()]
+            vec![
+                b"SET".to_vec(),
+                b"a b".to_vec(),
+                b"c'd".to_vec(),
+                b"\x00\xff\r\n".to_vec(),
+                b"plain".to_vec()
+            ]
         );
         assert!(split_args("ECHO \"open").is_err());
         assert!(split_args("ECHO \"a\"b").is_err());
         assert!(parse("!nosuchdirective\n").is_err());
         assert!(parse("!pipeline\nPING\n").is_err());
         assert!(parse("!mask field\n").is_err());
-        assert!(matches!(parse("# c\n@c2\nPING\n!repeat 3 ECHO ${i}\n").map(|s| s.len()), Ok(5)));
+        assert!(matches!(
+            parse("# c\n@c2\nPING\n!repeat 3 ECHO ${i}\n").map(|s| s.len()),
+            Ok(5)
+        ));
     }
 
     #[test]
@@ -145,7 +177,11 @@ mod harness {
         assert_eq!(frame_len(b"$5\r\nab", false), Ok(None));
         assert!(frame_len(b"?x\r\n", false).is_err());
         let n = parse_frame(&map[..map.len() - 7]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(n.to_bytes(), map[..map.len() - 7].to_vec(), "round trip must be byte-exact");
+        assert_eq!(
+            n.to_bytes(),
+            map[..map.len() - 7].to_vec(),
+            "round trip must be byte-exact"
+        );
         assert!(matches!(n, Node::Agg { kind: b'%', ref items } if items.len() == 2));
     }
 }

@@ -10,4 +10,5 @@ diff_tests! {
     xsetid => "streams/xsetid.txt",
     xinfo => "streams/xinfo.txt",
     blocks => "streams/blocks.txt",
+    resp3 => "streams/resp3.txt",
 }

@@ -40,18 +40,25 @@ impl Reply {
     pub fn render(&self) -> String {
         match self {
             Reply::Frame { node, .. } => node.render(),
-            Reply::Closed { partial } if partial.is_empty() => "<connection closed by server>\n".into(),
+            Reply::Closed { partial } if partial.is_empty() => {
+                "<connection closed by server>\n".into()
+            }
             Reply::Closed { partial } => format!(
                 "<connection closed by server after a partial frame: \"{}\">\n",
                 super::resp::escape_short(partial, 300)
             ),
-            Reply::Timeout { partial } if partial.is_empty() => "<no reply before the deadline>\n".into(),
+            Reply::Timeout { partial } if partial.is_empty() => {
+                "<no reply before the deadline>\n".into()
+            }
             Reply::Timeout { partial } => format!(
                 "<no complete reply before the deadline; partial: \"{}\">\n",
                 super::resp::escape_short(partial, 300)
             ),
             Reply::Invalid { raw, error } => {
-                format!("<invalid RESP: {error}: \"{}\">\n", super::resp::escape_short(raw, 300))
+                format!(
+                    "<invalid RESP: {error}: \"{}\">\n",
+                    super::resp::escape_short(raw, 300)
+                )
             }
         }
     }
@@ -70,7 +77,12 @@ impl RespConn {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        Ok(RespConn { stream, buf: Vec::new(), resp3: false, eof: false })
+        Ok(RespConn {
+            stream,
+            buf: Vec::new(),
+            resp3: false,
+            eof: false,
+        })
     }
 
     /// Writes `bytes` exactly, in one `write_all`.
@@ -94,7 +106,10 @@ impl RespConn {
                 })
             }
             Ok(None) => None,
-            Err(error) => Some(Reply::Invalid { raw: std::mem::take(&mut self.buf), error }),
+            Err(error) => Some(Reply::Invalid {
+                raw: std::mem::take(&mut self.buf),
+                error,
+            }),
         }
     }
 
@@ -138,10 +153,14 @@ impl RespConn {
                 return r;
             }
             if self.eof {
-                return Reply::Closed { partial: std::mem::take(&mut self.buf) };
+                return Reply::Closed {
+                    partial: std::mem::take(&mut self.buf),
+                };
             }
             if !self.fill(deadline) {
-                return Reply::Timeout { partial: self.buf.clone() };
+                return Reply::Timeout {
+                    partial: self.buf.clone(),
+                };
             }
         }
     }

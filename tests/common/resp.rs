@@ -69,7 +69,10 @@ pub fn parse_frame(buf: &[u8]) -> Result<Node, String> {
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    buf[from..].windows(2).position(|w| w == b"\r\n").map(|p| p + from)
+    buf[from..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| p + from)
 }
 
 /// Strict parser; returns the node and the bytes consumed, or `None` if incomplete.
@@ -98,7 +101,9 @@ fn parse_at(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Node, usize)
     let head = buf[pos + 1..eol].to_vec();
     let after = eol + 2;
     match kind {
-        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Ok(Some((Node::Line { kind, head }, after))),
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
+            Ok(Some((Node::Line { kind, head }, after)))
+        }
         b'$' | b'!' | b'=' => {
             let n = parse_len(&head)?;
             if n == -1 && kind == b'$' {
@@ -114,7 +119,13 @@ fn parse_at(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Node, usize)
             if &buf[after + n..after + n + 2] != b"\r\n" {
                 return Err("blob not terminated by CRLF".into());
             }
-            Ok(Some((Node::Blob { kind, data: buf[after..after + n].to_vec() }, after + n + 2)))
+            Ok(Some((
+                Node::Blob {
+                    kind,
+                    data: buf[after..after + n].to_vec(),
+                },
+                after + n + 2,
+            )))
         }
         b'*' | b'%' | b'~' | b'>' | b'|' => {
             let n = parse_len(&head)?;
@@ -184,7 +195,9 @@ impl Node {
                 }
             }
             Node::Masked(label) => out.extend_from_slice(format!("<{label}>").as_bytes()),
-            Node::Approx { value, tol } => out.extend_from_slice(format!("<{value}~{tol}>").as_bytes()),
+            Node::Approx { value, tol } => {
+                out.extend_from_slice(format!("<{value}~{tol}>").as_bytes())
+            }
         }
     }
 
@@ -192,15 +205,24 @@ impl Node {
     /// its `txt:` prefix, error), if this is one.
     pub fn text(&self) -> Option<&[u8]> {
         match self {
-            Node::Line { kind: b'+' | b'-' | b':', head } => Some(head),
-            Node::Blob { kind: b'$' | b'!', data } => Some(data),
+            Node::Line {
+                kind: b'+' | b'-' | b':',
+                head,
+            } => Some(head),
+            Node::Blob {
+                kind: b'$' | b'!',
+                data,
+            } => Some(data),
             Node::Blob { kind: b'=', data } if data.len() >= 4 => Some(&data[4..]),
             _ => None,
         }
     }
 
     pub fn is_error(&self) -> bool {
-        matches!(self, Node::Line { kind: b'-', .. } | Node::Blob { kind: b'!', .. })
+        matches!(
+            self,
+            Node::Line { kind: b'-', .. } | Node::Blob { kind: b'!', .. }
+        )
     }
 
     pub fn as_int(&self) -> Option<i64> {
@@ -219,7 +241,9 @@ impl Node {
                 a == b && x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.same(q))
             }
             (Node::Masked(a), Node::Masked(b)) => a == b,
-            (Node::Approx { value: a, tol: t }, Node::Approx { value: b, .. }) => (a - b).abs() <= *t,
+            (Node::Approx { value: a, tol: t }, Node::Approx { value: b, .. }) => {
+                (a - b).abs() <= *t
+            }
             _ => false,
         }
     }
@@ -271,7 +295,11 @@ impl Node {
                     let _ = writeln!(s, "({name}, empty)");
                     return;
                 }
-                let shown = if *kind == b'%' { items.len() / 2 } else { items.len() };
+                let shown = if *kind == b'%' {
+                    items.len() / 2
+                } else {
+                    items.len()
+                };
                 let _ = writeln!(s, "({name} of {shown})");
                 let limit = 200;
                 for (i, item) in items.iter().enumerate() {

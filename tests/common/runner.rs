@@ -12,7 +12,10 @@ use super::server::{redis_server_path, self_test_mode, skip_diff, Pair, Server};
 
 /// Bound on every reply read (and on waiting for blocked clients).
 pub fn read_timeout() -> Duration {
-    let ms = std::env::var("FERRITE_DIFF_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let ms = std::env::var("FERRITE_DIFF_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     Duration::from_millis(ms)
 }
 
@@ -21,7 +24,9 @@ pub const DEFAULT_CONN: &str = "main";
 
 /// Directory holding the scripts.
 pub fn scripts_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("diff")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("diff")
 }
 
 /// Entry point for one `#[test]`: runs `tests/diff/<name>` differentially.
@@ -34,7 +39,8 @@ pub fn run_script(name: &str) {
         panic!("{e}");
     }
     let path = scripts_dir().join(name);
-    let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read script {}: {e}", path.display()));
+    let src = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read script {}: {e}", path.display()));
     let steps = parse(&src).unwrap_or_else(|e| panic!("script {name}: parse error at {e}"));
     let pair = Pair::start().unwrap_or_else(|e| panic!("script {name}: {e}"));
     let mut runner = Runner::new(name, pair);
@@ -43,7 +49,11 @@ pub fn run_script(name: &str) {
         let _ = write!(
             full,
             "\n--- ferrite side output (last 15 lines){} ---\n{}\n",
-            if self_test_mode() { ", self-test mode: a second redis-server" } else { "" },
+            if self_test_mode() {
+                ", self-test mode: a second redis-server"
+            } else {
+                ""
+            },
             runner.ferrite_log_tail(15)
         );
         panic!("{full}");
@@ -61,7 +71,13 @@ struct Side {
 
 impl Side {
     fn new(server: Server) -> Side {
-        Side { server, conns: HashMap::new(), pending: HashMap::new(), vars: Vec::new(), admin: None }
+        Side {
+            server,
+            conns: HashMap::new(),
+            pending: HashMap::new(),
+            vars: Vec::new(),
+            admin: None,
+        }
     }
 
     fn conn(&mut self, name: &str) -> Result<&mut RespConn, String> {
@@ -69,7 +85,9 @@ impl Side {
             let c = self.server.connect()?;
             self.conns.insert(name.to_string(), c);
         }
-        self.conns.get_mut(name).ok_or_else(|| "connection vanished".to_string())
+        self.conns
+            .get_mut(name)
+            .ok_or_else(|| "connection vanished".to_string())
     }
 
     /// `${name}` references replaced by this side's captured values.
@@ -115,7 +133,10 @@ impl Side {
             .send_command(&[b"INFO".to_vec(), b"clients".to_vec()])
             .map_err(|e| format!("INFO clients: {e}"))?;
         let r = admin.read_reply(t);
-        let text = r.node().and_then(|n| n.text()).map(|t| String::from_utf8_lossy(t).into_owned());
+        let text = r
+            .node()
+            .and_then(|n| n.text())
+            .map(|t| String::from_utf8_lossy(t).into_owned());
         let Some(text) = text else {
             return Err(format!("INFO clients gave no text reply:\n{}", r.render()));
         };
@@ -138,7 +159,8 @@ pub struct Runner {
 fn side_report(label: &str, r: &Reply, shown: Option<&Node>) -> String {
     let mut s = format!("{label} replied:\n{}", indent(&r.render()));
     if let Some(n) = shown {
-        if matches!(r, Reply::Frame { node, .. } if !node.same(n) || node.to_bytes() != n.to_bytes()) {
+        if matches!(r, Reply::Frame { node, .. } if !node.same(n) || node.to_bytes() != n.to_bytes())
+        {
             let _ = write!(s, "{label} after masks:\n{}", indent(&n.render()));
         }
     }
@@ -151,7 +173,8 @@ fn indent(s: &str) -> String {
 }
 
 fn is_hello(args: &[Vec<u8>]) -> bool {
-    args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"HELLO"))
+    args.first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"HELLO"))
 }
 
 /// After a HELLO reply: a map means RESP3, an array RESP2.
@@ -185,7 +208,10 @@ fn for_field(node: &mut Node, name: &[u8], f: &mut dyn FnMut(&mut Node)) {
     if let Node::Agg { kind, items } = node {
         if (*kind == b'%' || *kind == b'*') && items.len() % 2 == 0 {
             for i in (0..items.len()).step_by(2) {
-                if items[i].text().is_some_and(|t| t.eq_ignore_ascii_case(name)) {
+                if items[i]
+                    .text()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(name))
+                {
                     f(&mut items[i + 1]);
                 }
             }
@@ -197,13 +223,20 @@ fn for_field(node: &mut Node, name: &[u8], f: &mut dyn FnMut(&mut Node)) {
 }
 
 fn is_auto_id(t: &[u8]) -> bool {
-    let Some(dash) = t.iter().position(|&c| c == b'-') else { return false };
+    let Some(dash) = t.iter().position(|&c| c == b'-') else {
+        return false;
+    };
     let (ms, seq) = (&t[..dash], &t[dash + 1..]);
-    ms.len() >= 13 && ms.iter().all(u8::is_ascii_digit) && !seq.is_empty() && seq.iter().all(u8::is_ascii_digit)
+    ms.len() >= 13
+        && ms.iter().all(u8::is_ascii_digit)
+        && !seq.is_empty()
+        && seq.iter().all(u8::is_ascii_digit)
 }
 
 /// CLIENT INFO / CLIENT LIST fields whose values must match.
-const STABLE_CLIENT_FIELDS: &[&str] = &["name", "db", "sub", "psub", "ssub", "multi", "flags", "cmd", "user", "redir", "resp"];
+const STABLE_CLIENT_FIELDS: &[&str] = &[
+    "name", "db", "sub", "psub", "ssub", "multi", "flags", "cmd", "user", "redir", "resp",
+];
 
 fn normalize_client_info(text: &[u8]) -> Vec<u8> {
     let s = String::from_utf8_lossy(text);
@@ -234,7 +267,11 @@ fn apply_masks(node: &mut Node, mods: &Modifiers, vars: &[(String, Vec<u8>)]) {
                 _ => None,
             };
             if let Some(v) = hit {
-                if let Some((name, _)) = vars.iter().rev().find(|(_, val)| val.len() >= 3 && *val == v) {
+                if let Some((name, _)) = vars
+                    .iter()
+                    .rev()
+                    .find(|(_, val)| val.len() >= 3 && *val == v)
+                {
                     *n = Node::Masked(format!("${{{name}}}"));
                     return true;
                 }
@@ -245,7 +282,11 @@ fn apply_masks(node: &mut Node, mods: &Modifiers, vars: &[(String, Vec<u8>)]) {
     for m in &mods.masks {
         match m {
             Mask::Ids => walk(node, &mut |n| {
-                if matches!(n, Node::Line { kind: b'+', .. } | Node::Blob { kind: b'$', .. }) && n.text().is_some_and(is_auto_id) {
+                if matches!(
+                    n,
+                    Node::Line { kind: b'+', .. } | Node::Blob { kind: b'$', .. }
+                ) && n.text().is_some_and(is_auto_id)
+                {
                     *n = Node::Masked("auto-id".into());
                     return true;
                 }
@@ -274,7 +315,9 @@ fn apply_masks(node: &mut Node, mods: &Modifiers, vars: &[(String, Vec<u8>)]) {
                 }
             }
             Mask::Shape => walk(node, &mut |n| match n {
-                Node::Line { kind, head } if !(head == b"-1" && (*kind == b'$' || *kind == b'*')) => {
+                Node::Line { kind, head }
+                    if !(head == b"-1" && (*kind == b'$' || *kind == b'*')) =>
+                {
                     *n = Node::Masked(format!("any {}", *kind as char));
                     true
                 }
@@ -328,7 +371,8 @@ impl Runner {
 
     /// Parses and runs script source text; `Err` holds the failure report.
     pub fn run_source(&mut self, src: &str) -> Result<(), String> {
-        let steps = parse(src).map_err(|e| format!("script {}: parse error at {e}", self.script))?;
+        let steps =
+            parse(src).map_err(|e| format!("script {}: parse error at {e}", self.script))?;
         self.run(&steps)
     }
 
@@ -338,7 +382,10 @@ impl Runner {
     }
 
     fn where_(&self, step: &Step, conn: &str) -> String {
-        format!("script {} line {} (connection @{conn}):\n    {}\n", self.script, step.line, step.text)
+        format!(
+            "script {} line {} (connection @{conn}):\n    {}\n",
+            self.script, step.line, step.text
+        )
     }
 
     pub fn run(&mut self, steps: &[Step]) -> Result<(), String> {
@@ -365,7 +412,10 @@ impl Runner {
                 ));
             }
             if !side.server.alive() {
-                return Err(format!("script {}: {} died during the script", self.script, side.server.label));
+                return Err(format!(
+                    "script {}: {} died during the script",
+                    self.script, side.server.label
+                ));
             }
             let mut c = side.server.connect()?;
             let _ = c.send(&encode_command(&[b"PING".to_vec()]));
@@ -393,7 +443,7 @@ impl Runner {
                 let mut started = Vec::new();
                 let mut all_args = Vec::new();
                 for side in self.sides() {
-                    let args = side.args(words).map_err(|e| format!("{e}"))?;
+                    let args = side.args(words)?;
                     let c = side.conn(conn)?;
                     let _ = c.send_command(&args);
                     started.push(Instant::now());
@@ -449,7 +499,9 @@ impl Runner {
             Action::Blocked { expect, cmd } => {
                 for side in self.sides() {
                     let args = side.args(cmd)?;
-                    side.conn(conn)?.send_command(&args).map_err(|e| format!("send: {e}"))?;
+                    side.conn(conn)?
+                        .send_command(&args)
+                        .map_err(|e| format!("send: {e}"))?;
                     side.pending.insert(conn.to_string(), Instant::now());
                 }
                 let where_ = self.where_(step, conn);
@@ -470,7 +522,9 @@ impl Runner {
                 let where_ = self.where_(step, conn);
                 for side in self.sides() {
                     if !side.pending.contains_key(conn) {
-                        return Err(format!("{where_}!pending: no blocked command on this connection"));
+                        return Err(format!(
+                            "{where_}!pending: no blocked command on this connection"
+                        ));
                     }
                     let c = side.conn(conn)?;
                     if c.has_data() {
@@ -489,7 +543,9 @@ impl Runner {
                 let where_ = self.where_(step, conn);
                 for side in self.sides() {
                     let Some(start) = side.pending.remove(conn) else {
-                        return Err(format!("{where_}!await: no blocked command on this connection"));
+                        return Err(format!(
+                            "{where_}!await: no blocked command on this connection"
+                        ));
                     };
                     let r = side.conn(conn)?.read_reply(t);
                     replies.push((r, start.elapsed()));
@@ -509,7 +565,10 @@ impl Runner {
                     let c = side.conn(conn)?;
                     if c.has_data_within(Duration::from_millis(*ms)) {
                         let r = c.read_reply(Duration::from_millis(200));
-                        return Err(format!("{where_}{label}: expected no reply, got:\n{}", indent(&r.render())));
+                        return Err(format!(
+                            "{where_}{label}: expected no reply, got:\n{}",
+                            indent(&r.render())
+                        ));
                     }
                 }
                 Ok(())
@@ -538,7 +597,9 @@ impl Runner {
                         ));
                     }
                     if !closed {
-                        return Err(format!("{where_}{label}: connection still open after {t:?}"));
+                        return Err(format!(
+                            "{where_}{label}: connection still open after {t:?}"
+                        ));
                     }
                     side.conns.remove(conn);
                     side.pending.remove(conn);
@@ -571,7 +632,10 @@ impl Runner {
                 }
                 if sets[0] != sets[1] {
                     let only = |a: &BTreeSet<Vec<u8>>, b: &BTreeSet<Vec<u8>>| {
-                        a.difference(b).map(|k| format!("\"{}\"", escape(k))).collect::<Vec<_>>().join(", ")
+                        a.difference(b)
+                            .map(|k| format!("\"{}\"", escape(k)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     };
                     return Err(format!(
                         "{where_}SCAN gathered different keys\n  only redis:   {}\n  only ferrite: {}\n",
@@ -584,9 +648,16 @@ impl Runner {
         }
     }
 
-    fn compare(&mut self, step: &Step, conn: &str, mods: &Modifiers, replies: Vec<(Reply, Duration)>) -> Result<(), String> {
-        let [(r0, e0), (r1, e1)]: [(Reply, Duration); 2] =
-            replies.try_into().map_err(|_| "internal: need two replies".to_string())?;
+    fn compare(
+        &mut self,
+        step: &Step,
+        conn: &str,
+        mods: &Modifiers,
+        replies: Vec<(Reply, Duration)>,
+    ) -> Result<(), String> {
+        let [(r0, e0), (r1, e1)]: [(Reply, Duration); 2] = replies
+            .try_into()
+            .map_err(|_| "internal: need two replies".to_string())?;
         let where_ = self.where_(step, conn);
         let masked = |r: &Reply, vars: &[(String, Vec<u8>)]| {
             r.node().map(|n| {
@@ -599,13 +670,22 @@ impl Runner {
             for (side, r) in [(&mut self.redis, &r0), (&mut self.ferrite, &r1)] {
                 let v = r.node().and_then(|n| n.text()).map(|t| t.to_vec());
                 let Some(v) = v else {
-                    return Err(format!("{where_}!capture {name}: reply is not a string or integer:\n{}", indent(&r.render())));
+                    return Err(format!(
+                        "{where_}!capture {name}: reply is not a string or integer:\n{}",
+                        indent(&r.render())
+                    ));
                 };
                 side.vars.push((name.clone(), v));
             }
         }
         if std::env::var("FERRITE_DIFF_TRACE").is_ok_and(|v| v == "1") {
-            eprintln!("[{}:{} @{conn}] {}\n  -> {}", self.script, step.line, step.text, escape_short(r0.raw(), 400));
+            eprintln!(
+                "[{}:{} @{conn}] {}\n  -> {}",
+                self.script,
+                step.line,
+                step.text,
+                escape_short(r0.raw(), 400)
+            );
         }
         let m0 = masked(&r0, &self.redis.vars);
         let m1 = masked(&r1, &self.ferrite.vars);
@@ -626,7 +706,9 @@ impl Runner {
         }
         let ok = match (&r0, &r1, &m0, &m1) {
             (Reply::Frame { .. }, Reply::Frame { .. }, Some(a), Some(b)) => a.same(b),
-            (Reply::Closed { partial: a }, Reply::Closed { partial: b }, _, _) => a.is_empty() && b.is_empty(),
+            (Reply::Closed { partial: a }, Reply::Closed { partial: b }, _, _) => {
+                a.is_empty() && b.is_empty()
+            }
             _ => false,
         };
         if !ok {
@@ -635,7 +717,9 @@ impl Runner {
         if let Some(min) = mods.min_ms {
             for (label, e) in [("redis", e0), ("ferrite", e1)] {
                 if e < Duration::from_millis(min) {
-                    return Err(report(&format!("{label} replied after {e:?}, expected at least {min} ms")));
+                    return Err(report(&format!(
+                        "{label} replied after {e:?}, expected at least {min} ms"
+                    )));
                 }
             }
         }
@@ -654,7 +738,12 @@ fn quote(w: &[u8]) -> String {
 
 /// Polls `INFO clients` until `blocked_clients` equals `want` (bounded); if
 /// `conn` has a blocked command, its reply arriving early is an error.
-fn wait_blocked(side: &mut Side, want: usize, conn: Option<&str>, t: Duration) -> Result<(), String> {
+fn wait_blocked(
+    side: &mut Side,
+    want: usize,
+    conn: Option<&str>,
+    t: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + t;
     let label = side.server.label.clone();
     loop {
@@ -688,17 +777,28 @@ fn full_scan(c: &mut RespConn, opts: &[Vec<u8>], t: Duration) -> Result<BTreeSet
     for _ in 0..100_000 {
         let mut args = vec![b"SCAN".to_vec(), cursor.clone()];
         args.extend(opts.iter().cloned());
-        c.send_command(&args).map_err(|e| format!("send SCAN: {e}"))?;
+        c.send_command(&args)
+            .map_err(|e| format!("send SCAN: {e}"))?;
         let r = c.read_reply(t);
         let items = match r.node() {
             Some(Node::Agg { kind: b'*', items }) if items.len() == 2 => items.clone(),
             _ => return Err(format!("SCAN reply is not [cursor, keys]:\n{}", r.render())),
         };
-        let next = items[0].text().map(|t| t.to_vec()).ok_or_else(|| format!("bad SCAN cursor:\n{}", r.render()))?;
+        let next = items[0]
+            .text()
+            .map(|t| t.to_vec())
+            .ok_or_else(|| format!("bad SCAN cursor:\n{}", r.render()))?;
         match &items[1] {
-            Node::Agg { kind: b'*', items: ks } => {
+            Node::Agg {
+                kind: b'*',
+                items: ks,
+            } => {
                 for k in ks {
-                    keys.insert(k.text().map(|t| t.to_vec()).ok_or_else(|| format!("bad key in SCAN:\n{}", r.render()))?);
+                    keys.insert(
+                        k.text()
+                            .map(|t| t.to_vec())
+                            .ok_or_else(|| format!("bad key in SCAN:\n{}", r.render()))?,
+                    );
                 }
             }
             _ => return Err(format!("SCAN keys are not an array:\n{}", r.render())),

@@ -11,6 +11,9 @@ use std::fmt;
 /// A word of a command, possibly holding `${var}` references.
 pub type Word = Vec<u8>;
 
+/// Commands of a `!pipeline` block, each with its line number.
+pub type PipelineCmds = Vec<(usize, Vec<Word>)>;
+
 #[derive(Clone, Debug)]
 pub enum Mask {
     /// `!mask field NAME...`: values of map/flat-array fields NAME.
@@ -39,7 +42,10 @@ pub enum Action {
     Command(Vec<Word>),
     /// `!blocked [N]`: send the command, wait until the server reports N
     /// blocked clients, check no reply came; the reply is read by `!await`.
-    Blocked { expect: Option<usize>, cmd: Vec<Word> },
+    Blocked {
+        expect: Option<usize>,
+        cmd: Vec<Word>,
+    },
     /// `!await`: read the reply of the blocked command on this connection.
     Await,
     /// `!pending`: the blocked command on this connection has no reply yet.
@@ -62,7 +68,7 @@ pub enum Action {
     Disconnect,
     /// `!pipeline` ... `!end`: the commands are written in one write, then
     /// their replies read and compared one by one.
-    Pipeline(Vec<(usize, Vec<Word>)>),
+    Pipeline(PipelineCmds),
     /// `!scan ARGS...`: full SCAN iteration (cursor 0 until 0 again) with the
     /// given options; the sets of keys gathered are compared.
     Scan(Vec<Word>),
@@ -128,7 +134,12 @@ pub fn split_args(line: &str) -> Result<Vec<Vec<u8>>, String> {
                 if i >= b.len() {
                     return Err("unbalanced double quote".into());
                 }
-                if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' && hex(b[i + 2]).is_some() && hex(b[i + 3]).is_some() {
+                if b[i] == b'\\'
+                    && i + 3 < b.len()
+                    && b[i + 1] == b'x'
+                    && hex(b[i + 2]).is_some()
+                    && hex(b[i + 3]).is_some()
+                {
                     cur.push(hex(b[i + 2]).unwrap_or(0) * 16 + hex(b[i + 3]).unwrap_or(0));
                     i += 3;
                 } else if b[i] == b'\\' && i + 1 < b.len() {
@@ -214,9 +225,15 @@ fn expand_repeat(words: &[Word], line: usize) -> Result<Vec<Vec<Word>>, ParseErr
     let n: usize = words
         .first()
         .and_then(|w| word_str(w).parse().ok())
-        .ok_or_else(|| ParseError { line, msg: "!repeat needs a count".into() })?;
+        .ok_or_else(|| ParseError {
+            line,
+            msg: "!repeat needs a count".into(),
+        })?;
     if words.len() < 2 {
-        return Err(ParseError { line, msg: "!repeat needs a command".into() });
+        return Err(ParseError {
+            line,
+            msg: "!repeat needs a command".into(),
+        });
     }
     Ok((1..=n).map(|i| subst_i(&words[1..], i)).collect())
 }
@@ -224,7 +241,7 @@ fn expand_repeat(words: &[Word], line: usize) -> Result<Vec<Vec<Word>>, ParseErr
 pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
     let mut steps = Vec::new();
     let mut mods = Modifiers::default();
-    let mut pipeline: Option<(usize, Vec<(usize, Vec<Word>)>)> = None;
+    let mut pipeline: Option<(usize, PipelineCmds)> = None;
     for (idx, raw_line) in src.lines().enumerate() {
         let line = idx + 1;
         let text = raw_line.trim();
@@ -236,12 +253,18 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
         if words[0].first() == Some(&b'@') {
             let name = word_str(&words[0][1..]);
             if name.is_empty() {
-                return Err(ParseError { line, msg: "empty connection name".into() });
+                return Err(ParseError {
+                    line,
+                    msg: "empty connection name".into(),
+                });
             }
             words.remove(0);
             if words.is_empty() {
                 if pipeline.is_some() {
-                    return Err(ParseError { line, msg: "no connection switch inside !pipeline".into() });
+                    return Err(ParseError {
+                        line,
+                        msg: "no connection switch inside !pipeline".into(),
+                    });
                 }
                 steps.push(Step {
                     line,
@@ -256,10 +279,16 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
             conn = Some(name);
         }
         let head = word_str(&words[0]);
-        let err = |msg: &str| ParseError { line, msg: format!("{head}: {msg}") };
+        let err = |msg: &str| ParseError {
+            line,
+            msg: format!("{head}: {msg}"),
+        };
         let one_bytes = |words: &Vec<Word>| -> Result<Vec<u8>, ParseError> {
             if words.len() != 2 {
-                return Err(ParseError { line, msg: format!("{head} takes one quoted argument") });
+                return Err(ParseError {
+                    line,
+                    msg: format!("{head} takes one quoted argument"),
+                });
             }
             Ok(words[1].clone())
         };
@@ -276,8 +305,14 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                         mods: std::mem::take(&mut mods),
                     });
                 }
-                "!repeat" => cmds.extend(expand_repeat(&words[1..], line)?.into_iter().map(|c| (line, c))),
-                h if h.starts_with('!') => return Err(err("only commands and !repeat inside !pipeline")),
+                "!repeat" => cmds.extend(
+                    expand_repeat(&words[1..], line)?
+                        .into_iter()
+                        .map(|c| (line, c)),
+                ),
+                h if h.starts_with('!') => {
+                    return Err(err("only commands and !repeat inside !pipeline"))
+                }
                 _ => {
                     if conn.is_some() {
                         return Err(err("no @conn prefix inside !pipeline"));
@@ -290,7 +325,10 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
         let action;
         match head.as_str() {
             "!mask" => {
-                let kind = words.get(1).map(|w| word_str(w).to_ascii_lowercase()).unwrap_or_default();
+                let kind = words
+                    .get(1)
+                    .map(|w| word_str(w).to_ascii_lowercase())
+                    .unwrap_or_default();
                 let m = match kind.as_str() {
                     "field" if words.len() > 2 => Mask::Field(words[2..].to_vec()),
                     "ids" => Mask::Ids,
@@ -320,7 +358,10 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                 continue;
             }
             "!min-ms" => {
-                let n = words.get(1).and_then(|w| word_str(w).parse().ok()).ok_or_else(|| err("!min-ms N"))?;
+                let n = words
+                    .get(1)
+                    .and_then(|w| word_str(w).parse().ok())
+                    .ok_or_else(|| err("!min-ms N"))?;
                 mods.min_ms = Some(n);
                 continue;
             }
@@ -342,18 +383,27 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                 if rest.is_empty() {
                     return Err(err("!blocked [N] CMD ..."));
                 }
-                action = Some(Action::Blocked { expect, cmd: rest.to_vec() });
+                action = Some(Action::Blocked {
+                    expect,
+                    cmd: rest.to_vec(),
+                });
             }
             "!await" => action = Some(Action::Await),
             "!pending" => action = Some(Action::Pending),
             "!wait-blocked" => {
-                let n = words.get(1).and_then(|w| word_str(w).parse().ok()).ok_or_else(|| err("!wait-blocked N"))?;
+                let n = words
+                    .get(1)
+                    .and_then(|w| word_str(w).parse().ok())
+                    .ok_or_else(|| err("!wait-blocked N"))?;
                 action = Some(Action::WaitBlocked(n));
             }
             "!send" => action = Some(Action::Send(one_bytes(&words)?)),
             "!sendn" => {
                 // !sendn N "bytes": the bytes repeated N times, in one write.
-                let n: usize = words.get(1).and_then(|w| word_str(w).parse().ok()).ok_or_else(|| err("!sendn N \"bytes\""))?;
+                let n: usize = words
+                    .get(1)
+                    .and_then(|w| word_str(w).parse().ok())
+                    .ok_or_else(|| err("!sendn N \"bytes\""))?;
                 if words.len() != 3 {
                     return Err(err("!sendn N \"bytes\""));
                 }
@@ -392,7 +442,8 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
             "!scan" => action = Some(Action::Scan(words[1..].to_vec())),
             "!repeat" => {
                 for c in expand_repeat(&words[1..], line)? {
-                    let shown: Vec<String> = c.iter().map(|w| crate::common::resp::escape(w)).collect();
+                    let shown: Vec<String> =
+                        c.iter().map(|w| crate::common::resp::escape(w)).collect();
                     steps.push(Step {
                         line,
                         text: format!("{} (from: {text})", shown.join(" ")),
@@ -418,10 +469,16 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
         });
     }
     if let Some((start, _)) = pipeline {
-        return Err(ParseError { line: start, msg: "!pipeline without !end".into() });
+        return Err(ParseError {
+            line: start,
+            msg: "!pipeline without !end".into(),
+        });
     }
     if mods.masks.len() + mods.capture.iter().count() + mods.expect.iter().count() > 0 {
-        return Err(ParseError { line: src.lines().count(), msg: "modifier directive at end of script".into() });
+        return Err(ParseError {
+            line: src.lines().count(),
+            msg: "modifier directive at end of script".into(),
+        });
     }
     Ok(steps)
 }

@@ -27,41 +27,73 @@ pub enum Kind {
 /// what a fresh Ferrite reports (defaults spelled out so a changed packaged
 /// redis.conf cannot move them).
 pub const REDIS_DETERMINISTIC_ARGS: &[&str] = &[
-    "--daemonize", "no",
-    "--protected-mode", "no",
-    "--appendonly", "no",
-    "--save", "",
-    "--databases", "16",
-    "--hz", "10",
-    "--io-threads", "1",
-    "--timeout", "0",
-    "--activedefrag", "no",
-    "--latency-tracking", "no",
-    "--lazyfree-lazy-user-del", "no",
-    "--lazyfree-lazy-user-flush", "no",
-    "--stream-node-max-entries", "100",
-    "--stream-node-max-bytes", "4096",
-    "--proto-max-bulk-len", "512mb",
-    "--client-query-buffer-limit", "1gb",
-    "--requirepass", "",
-    "--always-show-logo", "no",
-    "--loglevel", "notice",
-    "--logfile", "",
+    "--daemonize",
+    "no",
+    "--protected-mode",
+    "no",
+    "--appendonly",
+    "no",
+    "--save",
+    "",
+    "--databases",
+    "16",
+    "--hz",
+    "10",
+    "--io-threads",
+    "1",
+    "--timeout",
+    "0",
+    "--activedefrag",
+    "no",
+    "--latency-tracking",
+    "no",
+    "--lazyfree-lazy-user-del",
+    "no",
+    "--lazyfree-lazy-user-flush",
+    "no",
+    "--stream-node-max-entries",
+    "100",
+    "--stream-node-max-bytes",
+    "4096",
+    "--proto-max-bulk-len",
+    "512mb",
+    "--client-query-buffer-limit",
+    "1gb",
+    "--requirepass",
+    "",
+    "--always-show-logo",
+    "no",
+    "--loglevel",
+    "notice",
+    "--logfile",
+    "",
 ];
 
 /// Whether the Ferrite side is a second redis-server (`FERRITE_DIFF_SELF=1`).
 pub fn self_test_mode() -> bool {
-    std::env::var("FERRITE_DIFF_SELF").map(|v| v == "1").unwrap_or(false)
+    std::env::var("FERRITE_DIFF_SELF")
+        .map(|v| v == "1")
+        .unwrap_or(false)
 }
 
 /// `FERRITE_SKIP_DIFF=1`: differential tests pass without running.
 pub fn skip_diff() -> bool {
-    std::env::var("FERRITE_SKIP_DIFF").map(|v| v == "1").unwrap_or(false)
+    std::env::var("FERRITE_SKIP_DIFF")
+        .map(|v| v == "1")
+        .unwrap_or(false)
 }
 
 pub fn redis_server_path() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("REDIS_SERVER") {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(format!(
+            "REDIS_SERVER={} is not a file (differential tests need redis-server 7.0; \
+             set FERRITE_SKIP_DIFF=1 to skip them)",
+            p.display()
+        ));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
@@ -70,10 +102,12 @@ pub fn redis_server_path() -> Result<PathBuf, String> {
             return Ok(cand);
         }
     }
-    Err("redis-server was not found in PATH (differential tests need it). Install it with \
+    Err(
+        "redis-server was not found in PATH (differential tests need it). Install it with \
          `apt-get install redis-server redis-tools` (CI installs it the same way), point \
          REDIS_SERVER at a binary, or set FERRITE_SKIP_DIFF=1 to skip the differential tests."
-        .to_string())
+            .to_string(),
+    )
 }
 
 pub fn ferrite_path() -> PathBuf {
@@ -107,7 +141,10 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("ferrite-test-{tag}-{}-{n}-{nanos}", std::process::id()));
+        let p = std::env::temp_dir().join(format!(
+            "ferrite-test-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&p)?;
         Ok(TempDir(p))
     }
@@ -154,7 +191,18 @@ impl Server {
                 }
             }
         }
-        Err(format!("could not start {label} ({kind:?}):\n{}", errors.join("\n")))
+        let hint = match kind {
+            Kind::Ferrite => format!(
+                "\n(binary: {}; FERRITE_DIFF_SELF=1 runs the tests against a second redis-server \
+                 to check the harness and the scripts)",
+                ferrite_path().display()
+            ),
+            Kind::Redis => String::new(),
+        };
+        Err(format!(
+            "could not start {label} ({kind:?}):\n{}{hint}",
+            errors.join("\n")
+        ))
     }
 
     fn try_start(kind: Kind, label: &str, extra: &[&str]) -> Result<Server, (String, bool)> {
@@ -162,7 +210,9 @@ impl Server {
         let port = pick_port().map_err(|e| (format!("pick port: {e}"), true))?;
         let log = dir.path().join("server.log");
         let logf = std::fs::File::create(&log).map_err(|e| (format!("log file: {e}"), false))?;
-        let logf2 = logf.try_clone().map_err(|e| (format!("log file: {e}"), false))?;
+        let logf2 = logf
+            .try_clone()
+            .map_err(|e| (format!("log file: {e}"), false))?;
         let port_s = port.to_string();
         let dir_s = dir.path().to_string_lossy().to_string();
         let mut cmd = match kind {
@@ -179,14 +229,26 @@ impl Server {
             }
         };
         cmd.args(extra);
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(logf)).stderr(Stdio::from(logf2));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(logf))
+            .stderr(Stdio::from(logf2));
         let child = cmd
             .spawn()
             .map_err(|e| (format!("spawn {:?}: {e}", cmd.get_program()), false))?;
-        let mut server = Server { kind, label: label.to_string(), port, child, log, dir };
+        let mut server = Server {
+            kind,
+            label: label.to_string(),
+            port,
+            child,
+            log,
+            dir,
+        };
         match server.wait_ready() {
             Ok(()) => Ok(server),
-            Err((msg, retry)) => Err((format!("{msg}\n--- server output ---\n{}", server.log_tail(30)), retry)),
+            Err((msg, retry)) => Err((
+                format!("{msg}\n--- server output ---\n{}", server.log_tail(30)),
+                retry,
+            )),
         }
     }
 
@@ -197,8 +259,12 @@ impl Server {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let log = self.log_text();
-                let bind_problem = log.contains("in use") || log.contains("bind") || log.contains("Address");
-                return Err((format!("server exited before it was ready ({status})"), bind_problem));
+                let bind_problem =
+                    log.contains("in use") || log.contains("bind") || log.contains("Address");
+                return Err((
+                    format!("server exited before it was ready ({status})"),
+                    bind_problem,
+                ));
             }
             if !logged_ready {
                 logged_ready = self.log_text().contains("Ready to accept connections");
@@ -208,7 +274,9 @@ impl Server {
                     if c.send(b"*1\r\n$4\r\nPING\r\n").is_ok() {
                         match c.read_reply(Duration::from_millis(1000)) {
                             // +PONG, or an error such as -NOAUTH: the server answers.
-                            Reply::Frame { raw, .. } if raw == b"+PONG\r\n" || raw.starts_with(b"-") => {
+                            Reply::Frame { raw, .. }
+                                if raw == b"+PONG\r\n" || raw.starts_with(b"-") =>
+                            {
                                 // A server that failed to bind may still have
                                 // answered for another process: check we are alive.
                                 if let Ok(Some(status)) = self.child.try_wait() {
@@ -248,7 +316,9 @@ impl Server {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The last `n` lines the server printed.
@@ -280,12 +350,21 @@ pub struct Pair {
 
 impl Pair {
     pub fn start() -> Result<Pair, String> {
-        let ferrite_kind = if self_test_mode() { Kind::Redis } else { Kind::Ferrite };
+        let ferrite_kind = if self_test_mode() {
+            Kind::Redis
+        } else {
+            Kind::Ferrite
+        };
         // Start both at once: startup is most of a short test's time.
         let f = std::thread::spawn(move || Server::start(ferrite_kind, "ferrite"));
         let redis = Server::start(Kind::Redis, "redis");
-        let ferrite = f.join().map_err(|_| "ferrite start thread panicked".to_string())?;
-        Ok(Pair { redis: redis?, ferrite: ferrite? })
+        let ferrite = f
+            .join()
+            .map_err(|_| "ferrite start thread panicked".to_string())?;
+        Ok(Pair {
+            redis: redis?,
+            ferrite: ferrite?,
+        })
     }
 }
 
