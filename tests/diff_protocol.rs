@@ -79,6 +79,25 @@ mod harness {
     }
 
     #[test]
+    fn harness_approx_mask_tolerates_only_its_tolerance() {
+        // 12 entries: 3 nodes of 5 vs 1 node of 100.
+        let script = |tol: u32| {
+            format!(
+                "!repeat 12 XADD s ${{i}}-1 f v\n!mask field radix-tree-nodes\n!mask approx radix-tree-keys {tol}\nXINFO STREAM s\n"
+            )
+        };
+        let Some(res) = run(&["--stream-node-max-entries", "5"], &script(2)) else {
+            return;
+        };
+        assert!(matches!(res, Ok(())), "3 vs 1 is within 2: {res:?}");
+        let Some(res) = run(&["--stream-node-max-entries", "5"], &script(1)) else {
+            return;
+        };
+        let msg = res.expect_err("3 vs 1 is not within 1");
+        assert!(msg.contains("(±1)"), "{msg}");
+    }
+
+    #[test]
     fn harness_reports_error_string_differences() {
         let Some(res) = run(&["--requirepass", "pw"], "PING\n") else {
             return;

@@ -199,6 +199,11 @@ impl RespConn {
         (std::mem::take(&mut self.buf), true)
     }
 
+    /// Bytes received but not yet returned as a reply.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
     pub fn is_eof(&self) -> bool {
         self.eof
     }

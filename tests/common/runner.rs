@@ -450,13 +450,28 @@ impl Runner {
                     all_args.push(args);
                 }
                 let mut replies = Vec::new();
+                let mut extra = Vec::new();
                 for (i, side) in self.sides().into_iter().enumerate() {
                     let c = side.conn(conn)?;
                     let r = c.read_reply(t);
                     track_protocol(c, &all_args[i], &r);
                     replies.push((r, started[i].elapsed()));
+                    let left = c.buffered().to_vec();
+                    if !left.is_empty() {
+                        extra.push((side.server.label.clone(), left));
+                    }
                 }
-                self.compare(step, conn, &step.mods, replies)
+                self.compare(step, conn, &step.mods, replies)?;
+                // One command, one reply: more bytes already received are a bug
+                // (or a script that left replies unread).
+                if let Some((label, bytes)) = extra.first() {
+                    return Err(format!(
+                        "{}{label}: unexpected bytes after the reply: \"{}\"",
+                        self.where_(step, conn),
+                        escape_short(bytes, 600)
+                    ));
+                }
+                Ok(())
             }
             Action::Pipeline(cmds) => {
                 let mut all = Vec::new();
