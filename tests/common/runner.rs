@@ -190,6 +190,24 @@ fn track_protocol(conn: &mut RespConn, args: &[Vec<u8>], reply: &Reply) {
     }
 }
 
+/// For raw (inline) HELLO: a reply map with `proto` 3 switches to RESP3,
+/// an array with `proto` 2 back to RESP2.
+fn track_hello_reply(conn: &mut RespConn, reply: &Reply) {
+    if let Some(Node::Agg { kind, items }) = reply.node() {
+        if (*kind == b'%' || *kind == b'*') && items.len() % 2 == 0 {
+            for pair in items.chunks(2) {
+                if pair[0].text() == Some(b"proto".as_slice()) {
+                    match pair[1].as_int() {
+                        Some(3) => conn.resp3 = true,
+                        Some(2) => conn.resp3 = false,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ----- masks -------------------------------------------------------------
 
 fn walk(node: &mut Node, f: &mut dyn FnMut(&mut Node) -> bool) {
@@ -593,7 +611,9 @@ impl Runner {
                     let mut replies = Vec::new();
                     for side in self.sides() {
                         let start = Instant::now();
-                        let r = side.conn(conn)?.read_reply(t);
+                        let c = side.conn(conn)?;
+                        let r = c.read_reply(t);
+                        track_hello_reply(c, &r);
                         replies.push((r, start.elapsed()));
                     }
                     self.compare(step, conn, &step.mods, replies)?;
