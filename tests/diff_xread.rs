@@ -8,4 +8,5 @@ diff_tests! {
     xread_multi => "xread/xread_multi.txt",
     xread_key_changes => "xread/xread_key_changes.txt",
     xread_disconnect => "xread/xread_disconnect.txt",
+    xread_wakeups => "xread/xread_wakeups.txt",
 }
