@@ -1,0 +1,25 @@
+//! Shared test support: servers, raw RESP connections, the differential
+//! script runner. See docs/testing.md.
+#![allow(dead_code)]
+
+pub mod conn;
+pub mod resp;
+pub mod runner;
+pub mod script;
+pub mod server;
+
+#[allow(unused_imports)]
+pub use runner::run_script;
+
+/// Declares one `#[test]` per script: `diff_tests! { name => "dir/file.txt", ... }`.
+#[macro_export]
+macro_rules! diff_tests {
+    ($($name:ident => $file:expr),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                common::run_script($file);
+            }
+        )*
+    };
+}

@@ -1,0 +1,379 @@
+//! Starting and stopping redis-server / ferrite for tests.
+//!
+//! Each server gets a fresh temp dir (its `--dir`, also holding its log), a
+//! free port picked at run time, and is waited for with PING (bounded); the
+//! child is killed and the dir removed on drop, also when a test panics.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::conn::{Reply, RespConn};
+
+/// How long a server may take to become ready.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Ferrite,
+}
+
+/// Extra redis-server options that make replies deterministic and equal to
+/// what a fresh Ferrite reports (defaults spelled out so a changed packaged
+/// redis.conf cannot move them).
+pub const REDIS_DETERMINISTIC_ARGS: &[&str] = &[
+    "--daemonize",
+    "no",
+    "--protected-mode",
+    "no",
+    "--appendonly",
+    "no",
+    "--save",
+    "",
+    "--databases",
+    "16",
+    "--hz",
+    "10",
+    "--io-threads",
+    "1",
+    "--timeout",
+    "0",
+    "--activedefrag",
+    "no",
+    "--latency-tracking",
+    "no",
+    "--lazyfree-lazy-user-del",
+    "no",
+    "--lazyfree-lazy-user-flush",
+    "no",
+    "--stream-node-max-entries",
+    "100",
+    "--stream-node-max-bytes",
+    "4096",
+    "--proto-max-bulk-len",
+    "512mb",
+    "--client-query-buffer-limit",
+    "1gb",
+    "--requirepass",
+    "",
+    "--always-show-logo",
+    "no",
+    "--loglevel",
+    "notice",
+    "--logfile",
+    "",
+];
+
+/// Whether the Ferrite side is a second redis-server (`FERRITE_DIFF_SELF=1`).
+pub fn self_test_mode() -> bool {
+    std::env::var("FERRITE_DIFF_SELF")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+}
+
+/// `FERRITE_SKIP_DIFF=1`: differential tests pass without running.
+pub fn skip_diff() -> bool {
+    std::env::var("FERRITE_SKIP_DIFF")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+}
+
+pub fn redis_server_path() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("REDIS_SERVER") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(format!(
+            "REDIS_SERVER={} is not a file (differential tests need redis-server 7.0; \
+             set FERRITE_SKIP_DIFF=1 to skip them)",
+            p.display()
+        ));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let cand = dir.join("redis-server");
+        if cand.is_file() {
+            return Ok(cand);
+        }
+    }
+    Err(
+        "redis-server was not found in PATH (differential tests need it). Install it with \
+         `apt-get install redis-server redis-tools` (CI installs it the same way), point \
+         REDIS_SERVER at a binary, or set FERRITE_SKIP_DIFF=1 to skip the differential tests."
+            .to_string(),
+    )
+}
+
+pub fn ferrite_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferrite"))
+}
+
+/// Ports handed out by this process, so two tests never race for the same one.
+static USED_PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn pick_port() -> std::io::Result<u16> {
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        drop(l);
+        let mut g = USED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        if g.get_or_insert_with(HashSet::new).insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no fresh free port found"))
+}
+
+/// A temp directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> std::io::Result<TempDir> {
+        let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "ferrite-test-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server process.
+pub struct Server {
+    pub kind: Kind,
+    /// "redis" or "ferrite" (the role), for messages.
+    pub label: String,
+    pub port: u16,
+    child: Child,
+    log: PathBuf,
+    // Declared last: removed after the child is gone.
+    dir: TempDir,
+}
+
+impl Server {
+    /// Starts a server of `kind`, retrying on another port if it fails to bind.
+    pub fn start(kind: Kind, label: &str) -> Result<Server, String> {
+        Self::start_with(kind, label, &[])
+    }
+
+    /// Like [`Server::start`], with extra command-line arguments.
+    pub fn start_with(kind: Kind, label: &str, extra: &[&str]) -> Result<Server, String> {
+        let mut errors = Vec::new();
+        for attempt in 0..5 {
+            match Self::try_start(kind, label, extra) {
+                Ok(s) => return Ok(s),
+                Err((msg, retry)) => {
+                    errors.push(format!("attempt {}: {msg}", attempt + 1));
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        let hint = match kind {
+            Kind::Ferrite => format!(
+                "\n(binary: {}; FERRITE_DIFF_SELF=1 runs the tests against a second redis-server \
+                 to check the harness and the scripts)",
+                ferrite_path().display()
+            ),
+            Kind::Redis => String::new(),
+        };
+        Err(format!(
+            "could not start {label} ({kind:?}):\n{}{hint}",
+            errors.join("\n")
+        ))
+    }
+
+    fn try_start(kind: Kind, label: &str, extra: &[&str]) -> Result<Server, (String, bool)> {
+        let dir = TempDir::new(label).map_err(|e| (format!("temp dir: {e}"), false))?;
+        let port = pick_port().map_err(|e| (format!("pick port: {e}"), true))?;
+        let log = dir.path().join("server.log");
+        let logf = std::fs::File::create(&log).map_err(|e| (format!("log file: {e}"), false))?;
+        let logf2 = logf
+            .try_clone()
+            .map_err(|e| (format!("log file: {e}"), false))?;
+        let port_s = port.to_string();
+        let dir_s = dir.path().to_string_lossy().to_string();
+        let mut cmd = match kind {
+            Kind::Redis => {
+                let mut c = Command::new(redis_server_path().map_err(|e| (e, false))?);
+                c.args(["--port", &port_s, "--bind", "127.0.0.1", "--dir", &dir_s]);
+                c.args(REDIS_DETERMINISTIC_ARGS);
+                c
+            }
+            Kind::Ferrite => {
+                let mut c = Command::new(ferrite_path());
+                c.args(["--port", &port_s, "--bind", "127.0.0.1", "--dir", &dir_s]);
+                c
+            }
+        };
+        cmd.args(extra);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(logf))
+            .stderr(Stdio::from(logf2));
+        let child = cmd
+            .spawn()
+            .map_err(|e| (format!("spawn {:?}: {e}", cmd.get_program()), false))?;
+        let mut server = Server {
+            kind,
+            label: label.to_string(),
+            port,
+            child,
+            log,
+            dir,
+        };
+        match server.wait_ready() {
+            Ok(()) => Ok(server),
+            Err((msg, retry)) => Err((
+                format!("{msg}\n--- server output ---\n{}", server.log_tail(30)),
+                retry,
+            )),
+        }
+    }
+
+    /// Waits (bounded) for the "Ready to accept connections" line and a PONG.
+    fn wait_ready(&mut self) -> Result<(), (String, bool)> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut logged_ready = false;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = self.log_text();
+                let bind_problem =
+                    log.contains("in use") || log.contains("bind") || log.contains("Address");
+                return Err((
+                    format!("server exited before it was ready ({status})"),
+                    bind_problem,
+                ));
+            }
+            if !logged_ready {
+                logged_ready = self.log_text().contains("Ready to accept connections");
+            }
+            if logged_ready {
+                if let Ok(mut c) = RespConn::connect(self.addr(), Duration::from_millis(500)) {
+                    if c.send(b"*1\r\n$4\r\nPING\r\n").is_ok() {
+                        match c.read_reply(Duration::from_millis(1000)) {
+                            // +PONG, or an error such as -NOAUTH: the server answers.
+                            Reply::Frame { raw, .. }
+                                if raw == b"+PONG\r\n" || raw.starts_with(b"-") =>
+                            {
+                                // A server that failed to bind may still have
+                                // answered for another process: check we are alive.
+                                if let Ok(Some(status)) = self.child.try_wait() {
+                                    return Err((format!("server exited ({status})"), true));
+                                }
+                                return Ok(());
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err((
+                    format!(
+                        "not ready within {:?} (ready line seen: {logged_ready}, no PONG on port {})",
+                        STARTUP_TIMEOUT, self.port
+                    ),
+                    false,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn connect(&self) -> Result<RespConn, String> {
+        RespConn::connect(self.addr(), Duration::from_secs(5))
+            .map_err(|e| format!("connect to {} at {}: {e}", self.label, self.addr()))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The last `n` lines the server printed.
+    pub fn log_tail(&self, n: usize) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The two servers of a differential test: the reference redis-server and
+/// Ferrite (a second redis-server in self-test mode).
+pub struct Pair {
+    pub redis: Server,
+    pub ferrite: Server,
+}
+
+impl Pair {
+    pub fn start() -> Result<Pair, String> {
+        let ferrite_kind = if self_test_mode() {
+            Kind::Redis
+        } else {
+            Kind::Ferrite
+        };
+        // Start both at once: startup is most of a short test's time.
+        let f = std::thread::spawn(move || Server::start(ferrite_kind, "ferrite"));
+        let redis = Server::start(Kind::Redis, "redis");
+        let ferrite = f
+            .join()
+            .map_err(|_| "ferrite start thread panicked".to_string())?;
+        Ok(Pair {
+            redis: redis?,
+            ferrite: ferrite?,
+        })
+    }
+}
+
+/// Starts the server under test alone (for plain client tests): Ferrite, or
+/// redis-server in self-test mode.
+pub fn start_ferrite() -> Result<Server, String> {
+    if self_test_mode() {
+        Server::start(Kind::Redis, "ferrite")
+    } else {
+        Server::start(Kind::Ferrite, "ferrite")
+    }
+}

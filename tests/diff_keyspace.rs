@@ -1,0 +1,16 @@
+//! Differential tests for connection and keyspace commands
+//! (scripts in tests/diff/keyspace/).
+mod common;
+
+diff_tests! {
+    connection => "keyspace/connection.txt",
+    auth => "keyspace/auth.txt",
+    client => "keyspace/client.txt",
+    select => "keyspace/select.txt",
+    keys => "keyspace/keys.txt",
+    scan => "keyspace/scan.txt",
+    multi => "keyspace/multi.txt",
+    watch => "keyspace/watch.txt",
+    config => "keyspace/config.txt",
+    errors => "keyspace/errors.txt",
+}
