@@ -15,6 +15,7 @@ ping echo hello auth select client quit reset
 del unlink exists type rename renamenx keys scan dbsize flushdb flushall randomkey
 multi exec discard watch unwatch
 command config info time shutdown lastsave
+set get incr
 """.split()
 
 def read_frame(f):

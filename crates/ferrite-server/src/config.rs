@@ -191,7 +191,7 @@ fn find(name: &str) -> Option<&'static Param> {
 pub fn parse_memory(s: &str) -> Option<i64> {
     let lower = s.to_ascii_lowercase();
     let split = lower
-        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(lower.len());
     let (num, unit) = lower.split_at(split);
     let mul: i64 = match unit {
@@ -324,15 +324,22 @@ impl Config {
         Ok(())
     }
 
-    /// `CONFIG GET pattern...`: (name, value) pairs in table order, no duplicates.
-    pub fn get_matching(&self, patterns: &[&[u8]]) -> Vec<(&'static str, String)> {
+    /// `CONFIG GET pattern...`: (name, value) pairs, no duplicates. Like
+    /// Redis 7, a pattern without glob characters echoes the name as given.
+    pub fn get_matching(&self, patterns: &[&[u8]]) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for p in PARAMS {
-            if patterns
+            let hit = patterns
                 .iter()
-                .any(|pat| crate::glob::glob_match(pat, p.name.as_bytes(), true))
-            {
-                out.push((p.name, self.values[p.name].clone()));
+                .find(|pat| crate::glob::glob_match(pat, p.name.as_bytes(), true));
+            if let Some(pat) = hit {
+                let literal = !pat.iter().any(|c| matches!(c, b'*' | b'?' | b'[' | b'\\'));
+                let shown = if literal {
+                    String::from_utf8_lossy(pat).into_owned()
+                } else {
+                    p.name.to_string()
+                };
+                out.push((shown, self.values[p.name].clone()));
             }
         }
         out

@@ -40,6 +40,8 @@ pub enum CmdError {
     TimeoutNegative,
     /// Any other Redis error, full text including its code (`ERR ...`, `NOGROUP ...`).
     Other(String),
+    /// An error whose text holds client bytes verbatim (not necessarily UTF-8).
+    Raw(bytes::Bytes),
 }
 
 impl CmdError {
@@ -83,11 +85,15 @@ impl CmdError {
             CmdError::TimeoutNotInteger => "ERR timeout is not an integer or out of range".into(),
             CmdError::TimeoutNegative => "ERR timeout is negative".into(),
             CmdError::Other(s) => s.clone(),
+            CmdError::Raw(b) => String::from_utf8_lossy(b).into_owned(),
         }
     }
 
     pub fn to_reply(&self) -> Reply {
-        Reply::error(self.message())
+        match self {
+            CmdError::Raw(b) => Reply::Error(b.clone()),
+            other => Reply::error(other.message()),
+        }
     }
 }
 
@@ -97,17 +103,9 @@ impl From<CmdError> for Reply {
     }
 }
 
-/// Redis shows client-supplied strings in errors sanitised: at most 128 bytes,
-/// non-printable bytes replaced by spaces (so a reply line stays one line).
+/// A client-supplied string as Redis's `%.128s` shows it in an error: at most
+/// 128 bytes, cut at a NUL byte (CR/LF become spaces when the reply is encoded).
 pub fn sanitize_arg(b: &[u8]) -> String {
-    let cut = &b[..b.len().min(128)];
-    cut.iter()
-        .map(|&c| {
-            if (0x20..0x7f).contains(&c) {
-                c as char
-            } else {
-                ' '
-            }
-        })
-        .collect()
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(128);
+    String::from_utf8_lossy(&b[..end]).into_owned()
 }

@@ -135,8 +135,13 @@ fn perr(s: &str) -> ProtocolError {
     ProtocolError(s.to_string())
 }
 
+/// C's `strchr` over the buffer, as Redis scans its query buffer: the first
+/// `c` before any NUL byte. A NUL before the line end means "no line yet",
+/// so such a line only ends in the 64 KiB limit error, as in Redis.
 fn memchr(c: u8, b: &[u8]) -> Option<usize> {
-    b.iter().position(|&x| x == c)
+    b.iter()
+        .position(|&x| x == c || x == 0)
+        .filter(|&i| b[i] == c)
 }
 
 fn parse_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {

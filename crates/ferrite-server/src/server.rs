@@ -48,7 +48,9 @@ impl Shared {
         Arc::new(Shared {
             store: Mutex::new(Store::new(config.databases, now_ms())),
             config: RwLock::new(config),
-            next_client_id: AtomicU64::new(1),
+            // NOTE: Redis 7.0 gives IDs 1 and 2 to internal clients (scripting),
+            // so the first connection is client 3 there; tools that print IDs match.
+            next_client_id: AtomicU64::new(3),
             connected: AtomicUsize::new(0),
             shutdown_tx,
             run_id,

@@ -14,16 +14,18 @@ use ferrite_streams::Stream;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use tokio::sync::oneshot;
 
-/// A value in the keyspace. Ferrite stores streams only.
+/// A value in the keyspace: streams, and plain strings for small metadata.
 #[derive(Debug)]
 pub enum Value {
     Stream(Box<Stream>),
+    String(Bytes),
 }
 
 impl Value {
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Stream(_) => "stream",
+            Value::String(_) => "string",
         }
     }
 }

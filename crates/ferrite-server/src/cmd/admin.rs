@@ -33,7 +33,7 @@ fn config_get(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     Ok(Reply::Map(
         found
             .into_iter()
-            .map(|(k, v)| (Reply::bulk_str(k), Reply::bulk(v)))
+            .map(|(k, v)| (Reply::bulk(k), Reply::bulk(v)))
             .collect(),
     ))
 }
@@ -230,6 +230,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                     k.len()
                         + match v {
                             Value::Stream(s) => s.memory_usage(),
+                            Value::String(b) => b.len(),
                         }
                 })
                 .sum();

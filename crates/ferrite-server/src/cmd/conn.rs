@@ -93,7 +93,7 @@ fn hello(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     }
     if !ctx.client.authenticated {
         return Err(CmdError::Other(
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),
         ));
     }
     if let Some(n) = setname {
@@ -428,6 +428,6 @@ pub fn help(cmd: &str, lines: &[&str]) -> Reply {
             .map(|l| Reply::Simple(Bytes::copy_from_slice(l.as_bytes()))),
     );
     out.push(Reply::simple("HELP"));
-    out.push(Reply::simple("    Print this help."));
+    out.push(Reply::simple("    Prints this help."));
     Reply::Array(out)
 }

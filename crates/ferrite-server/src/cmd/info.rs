@@ -35,17 +35,25 @@ fn header(s: &Stream) -> Vec<(Reply, Reply)> {
 }
 
 fn xinfo_stream(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let sub = a.all().get(1).cloned().unwrap_or_default();
     let key = a.next_bytes()?;
     let mut full = false;
     let mut count: usize = 10;
+    // Redis's addReplySubcommandSyntaxError, naming the subcommand as typed.
+    let syntax = || {
+        CmdError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try XINFO HELP.",
+            crate::error::sanitize_arg(&sub)
+        ))
+    };
     if a.remaining() > 0 {
-        if !a.eat("FULL") {
-            return Err(CmdError::Syntax);
+        if !(a.remaining() == 1 || a.remaining() == 3) || !a.eat("FULL") {
+            return Err(syntax());
         }
         full = true;
         if a.remaining() > 0 {
-            if a.remaining() != 2 || !a.eat("COUNT") {
-                return Err(CmdError::Syntax);
+            if !a.eat("COUNT") {
+                return Err(syntax());
             }
             let n = a.next_i64()?;
             count = if n <= 0 {
@@ -55,7 +63,7 @@ fn xinfo_stream(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             };
         }
     }
-    let Some(s) = stream_ref(ctx, &key) else {
+    let Some(s) = stream_ref(ctx, &key)? else {
         return Err(CmdError::NoSuchKey);
     };
     let mut out = header(s);

@@ -90,13 +90,26 @@ fn keys(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     Ok(Reply::Array(out))
 }
 
-/// SCAN's cursor: an unsigned decimal (Redis: `ERR invalid cursor`).
+/// SCAN's cursor as Redis reads it (`strtoul`): optional sign, decimal
+/// digits, no leading space, no overflow; `-1` wraps to u64::MAX.
 fn parse_cursor(b: &[u8]) -> Result<u64, CmdError> {
-    let s = std::str::from_utf8(b).map_err(|_| CmdError::err("invalid cursor"))?;
-    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(CmdError::err("invalid cursor"));
+    let bad = || CmdError::err("invalid cursor");
+    let (neg, digits) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || !digits.iter().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
     }
-    s.parse().map_err(|_| CmdError::err("invalid cursor"))
+    let mut v: u64 = 0;
+    for &c in digits {
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add((c - b'0') as u64))
+            .ok_or_else(bad)?;
+    }
+    Ok(if neg { v.wrapping_neg() } else { v })
 }
 
 fn scan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {

@@ -13,6 +13,7 @@ pub mod keyspace;
 pub mod meta;
 pub mod read;
 pub mod stream;
+pub mod string;
 pub mod txn;
 
 use crate::args::Args;
@@ -39,6 +40,7 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(stream::COMMANDS);
     v.extend_from_slice(read::COMMANDS);
     v.extend_from_slice(info::COMMANDS);
+    v.extend_from_slice(string::COMMANDS);
     v
 }
 
@@ -179,7 +181,7 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
             if ctx.client.multi.is_some() {
                 ctx.client.multi_error = true;
             }
-            let r = e.to_reply();
+            let r = exec_abort_if_exec(ctx, first, e.to_reply());
             ctx.store.stats.count_error(&r);
             if let Some(name) = rejected_name(t, &argv) {
                 ctx.store
@@ -194,7 +196,7 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
     };
     let name = cmd.meta.name.clone();
     if !ctx.client.authenticated && !cmd.meta.has_flag("no_auth") {
-        let r = CmdError::NoAuth.to_reply();
+        let r = exec_abort_if_exec(ctx, first, CmdError::NoAuth.to_reply());
         ctx.store.stats.count_error(&r);
         ctx.store
             .stats
@@ -218,6 +220,27 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
         }
     }
     run(ctx, cmd, argv)
+}
+
+/// Redis's `rejectCommand`: a rejected EXEC (wrong arity, NOAUTH...) aborts
+/// the transaction and says why, even outside MULTI.
+fn exec_abort_if_exec(ctx: &mut Ctx, name: &Bytes, r: Reply) -> Reply {
+    if !name.eq_ignore_ascii_case(b"exec") {
+        return r;
+    }
+    ctx.client.multi = None;
+    ctx.client.multi_error = false;
+    let watched = std::mem::take(&mut ctx.client.watched);
+    ctx.store.unwatch_all(ctx.client.id, &watched);
+    let Reply::Error(e) = &r else { return r };
+    // "ERR wrong number..." -> "wrong number...": the code is dropped.
+    let text = match e.strip_prefix(b"ERR ") {
+        Some(rest) => rest,
+        None => &e[..],
+    };
+    let mut msg = b"EXECABORT Transaction discarded because of: ".to_vec();
+    msg.extend_from_slice(text);
+    Reply::Error(Bytes::from(msg))
 }
 
 /// Run a resolved command (also used by EXEC for queued commands).
@@ -327,7 +350,7 @@ fn unknown_command(argv: &[Bytes]) -> CmdError {
     msg.extend_from_slice(&name[..name.len().min(128)]);
     msg.extend_from_slice(b"', with args beginning with: ");
     msg.extend_from_slice(&args);
-    CmdError::Other(String::from_utf8_lossy(&msg).into_owned())
+    CmdError::Raw(Bytes::from(msg))
 }
 
 #[cfg(test)]

@@ -82,8 +82,9 @@ fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let (keys, id_args) = rest.split_at(n);
     let mut ids = Vec::with_capacity(n);
     for (key, arg) in keys.iter().zip(id_args) {
+        let current = stream_ref(ctx, key)?.map(|s| s.last_id());
         let id = if arg.as_ref() == b"$" {
-            stream_ref(ctx, key).map_or(StreamId::MIN, |s| s.last_id())
+            current.unwrap_or(StreamId::MIN)
         } else if arg.as_ref() == b">" {
             return Err(CmdError::err(
                 "The > ID can be specified only when calling XREADGROUP using the GROUP <group> <consumer> option.",

@@ -41,11 +41,13 @@ pub fn entries_reply(entries: Vec<Entry>) -> Reply {
     Reply::Array(entries.into_iter().map(entry_reply).collect())
 }
 
-/// The stream at `key` in the current db, if any.
-pub fn stream_ref<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Option<&'a mut Stream> {
+/// The stream at `key` in the current db: `Ok(None)` if the key is missing,
+/// WRONGTYPE if it holds something else.
+pub fn stream_ref<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a mut Stream>, CmdError> {
     match ctx.db().get_mut(key) {
-        Some(Value::Stream(s)) => Some(s),
-        None => None,
+        Some(Value::Stream(s)) => Ok(Some(s)),
+        Some(_) => Err(CmdError::WrongType),
+        None => Ok(None),
     }
 }
 
@@ -177,13 +179,20 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         ctx.db()
             .insert(key.clone(), Value::Stream(Box::new(Stream::new())));
     }
-    let Some(s) = stream_ref(ctx, &key) else {
+    let Some(s) = stream_ref(ctx, &key)? else {
         return Err(CmdError::WrongType);
     };
     if s.last_id() == StreamId::MAX {
         return Err(CmdError::err(
             "The stream has exhausted the last possible ID, unable to add more items",
         ));
+    }
+    if let XaddId::AutoSeq(ms) = id_spec {
+        // NOTE: Redis 7.0.15 reports a sequence overflow of `<ms>-*` with a
+        // stale errno, which reads "Elements are too large to be stored".
+        if s.last_id() == StreamId::new(ms, u64::MAX) {
+            return Err(CmdError::err("Elements are too large to be stored"));
+        }
     }
     let id = s.add(id_spec, &fields, now, &cfg).map_err(add_error)?;
     if let Some(t) = &opts.trim {
@@ -219,7 +228,7 @@ fn xtrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let Some(t) = opts.trim else {
         return Err(CmdError::Syntax);
     };
-    let Some(s) = stream_ref(ctx, &key) else {
+    let Some(s) = stream_ref(ctx, &key)? else {
         return Ok(Reply::Int(0));
     };
     let n = s.trim(&t, &cfg);
@@ -231,7 +240,7 @@ fn xtrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 
 fn xdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
-    if !ctx.db().contains(&key) {
+    if stream_ref(ctx, &key)?.is_none() {
         return Ok(Reply::Int(0));
     }
     let ids = a
@@ -239,7 +248,7 @@ fn xdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         .iter()
         .map(|b| parse_strict_id(b, 0).map_err(|_| invalid_id()))
         .collect::<Result<Vec<_>, _>>()?;
-    let Some(s) = stream_ref(ctx, &key) else {
+    let Some(s) = stream_ref(ctx, &key)? else {
         return Ok(Reply::Int(0));
     };
     let n = s.delete(&ids);
@@ -252,7 +261,7 @@ fn xdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 fn xlen(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     Ok(Reply::Int(
-        stream_ref(ctx, &key).map_or(0, |s| s.len() as i64),
+        stream_ref(ctx, &key)?.map_or(0, |s| s.len() as i64),
     ))
 }
 
@@ -284,7 +293,7 @@ fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdEr
             return Err(CmdError::Syntax);
         }
     }
-    let Some(s) = stream_ref(ctx, &key) else {
+    let Some(s) = stream_ref(ctx, &key)? else {
         return Ok(Reply::Array(vec![]));
     };
     if count == 0 {
@@ -332,12 +341,13 @@ fn xsetid(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             return Err(CmdError::Syntax);
         }
     }
-    let Some(s) = stream_ref(ctx, &key) else {
+    let Some(s) = stream_ref(ctx, &key)? else {
         return Err(CmdError::NoSuchKey);
     };
     s.set_id(id, entries_added, max_deleted)
         .map_err(setid_error)?;
-    ctx.touch(&key);
+    // NOTE: Redis 7.0 neither invalidates WATCH nor wakes readers on XSETID.
+    ctx.store.dirty += 1;
     Ok(Reply::ok())
 }
 
