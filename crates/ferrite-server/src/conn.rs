@@ -179,6 +179,7 @@ impl Conn {
                 now_ms: now,
                 in_exec: false,
                 block: None,
+                propagate: None,
             };
             let d = cmd::dispatch(&mut ctx, argv);
             let blocked = match d {

@@ -75,6 +75,7 @@ impl Session {
             now_ms: now,
             in_exec: false,
             block: None,
+            propagate: None,
         };
         let reply = match cmd::dispatch(&mut ctx, argv) {
             Dispatch::Reply(r) | Dispatch::Block(_, r) => r,

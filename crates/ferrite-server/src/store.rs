@@ -204,8 +204,11 @@ pub struct Store {
     blocked_on: HashMap<(usize, Bytes), VecDeque<WaiterId>>,
     ready: Vec<(usize, Bytes)>,
     pub start_ms: u64,
-    /// Milliseconds at the last FLUSHALL/FLUSHDB or start (for LASTSAVE-like info).
+    /// Writes since start (INFO's rdb_changes_since_last_save).
     pub dirty: u64,
+    /// Effects of the command (or EXEC) being run, in order, as
+    /// `(db, argv)`; drained by whoever persists them after the command.
+    pub pending_log: Vec<(usize, Vec<Bytes>)>,
 }
 
 impl Store {
@@ -222,7 +225,13 @@ impl Store {
             ready: Vec::new(),
             start_ms: now_ms,
             dirty: 0,
+            pending_log: Vec::new(),
         }
+    }
+
+    /// Record a deterministic effect of the running command for the commit log.
+    pub fn log_effect(&mut self, db: usize, argv: Vec<Bytes>) {
+        self.pending_log.push((db, argv));
     }
 
     // ---- WATCH ----

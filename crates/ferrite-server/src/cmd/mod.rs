@@ -146,9 +146,23 @@ pub struct Ctx<'a> {
     /// A blocking command that found nothing sets this and returns the reply to
     /// use if it cannot block (inside MULTI): Redis's null reply.
     pub block: Option<BlockRequest>,
+    /// What this command contributes to the commit log, as commands whose
+    /// replay is deterministic (Redis's AOF propagation). `None`: a write
+    /// command that succeeded is logged as typed; `Some(list)`: exactly these
+    /// (empty: nothing), e.g. XADD with `*` rewritten to the generated ID.
+    pub propagate: Option<Vec<Vec<Bytes>>>,
 }
 
 impl Ctx<'_> {
+    /// Log `argv` (instead of the command as typed) when this command's
+    /// effect is not deterministic on replay. Call once per logged command.
+    pub fn propagate(&mut self, argv: Vec<Bytes>) {
+        self.propagate.get_or_insert_with(Vec::new).push(argv);
+    }
+    /// Log nothing for this command (a write that changed nothing).
+    pub fn propagate_nothing(&mut self) {
+        self.propagate.get_or_insert_with(Vec::new);
+    }
     pub fn db(&mut self) -> &mut crate::store::Db {
         &mut self.store.dbs[self.client.db]
     }
@@ -262,6 +276,14 @@ pub fn run(ctx: &mut Ctx, cmd: &Command, argv: Vec<Bytes>) -> Dispatch {
         Ok(r) => r,
         Err(e) => e.to_reply(),
     };
+    let logged = match ctx.propagate.take() {
+        Some(list) => list,
+        None if cmd.meta.has_flag("write") && !reply.is_error() => vec![args.into_vec()],
+        None => Vec::new(),
+    };
+    for argv in logged {
+        ctx.store.log_effect(ctx.client.db, argv);
+    }
     let usec = started.elapsed().as_micros() as u64;
     let stats = &mut ctx.store.stats;
     let cs = stats.commands.entry(cmd.meta.name.clone()).or_default();

@@ -173,6 +173,7 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let now = ctx.now_ms;
     let exists = ctx.db().contains(&key);
     if !exists && opts.nomkstream {
+        ctx.propagate_nothing();
         return Ok(Reply::Null);
     }
     if !exists {
@@ -195,11 +196,39 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         }
     }
     let id = s.add(id_spec, &fields, now, &cfg).map_err(add_error)?;
-    if let Some(t) = &opts.trim {
-        s.trim(t, &cfg);
+    let trimmed = opts.trim.as_ref().map_or(0, |t| s.trim(t, &cfg));
+    let exact_trim = (trimmed > 0).then(|| exact_trim_args(s, opts.trim.as_ref()));
+    // Logged with the generated ID, and any trim as the exact trim it amounted to.
+    let mut log = vec![
+        Bytes::from_static(b"XADD"),
+        key.clone(),
+        Bytes::from(id.to_string()),
+    ];
+    log.extend(fields);
+    ctx.propagate(log);
+    if let Some(Some(t)) = exact_trim {
+        ctx.propagate([vec![Bytes::from_static(b"XTRIM"), key.clone()], t].concat());
     }
     ctx.touch(&key);
     Ok(id_reply(id))
+}
+
+/// A trim as Redis propagates it: `MAXLEN = <len>` or `MINID = <first id>`,
+/// which replays to the same blocks whatever `~` and LIMIT did.
+fn exact_trim_args(s: &Stream, trim: Option<&TrimSpec>) -> Option<Vec<Bytes>> {
+    let t = trim?;
+    Some(match t.strategy {
+        Trim::MaxLen(_) => vec![
+            Bytes::from_static(b"MAXLEN"),
+            Bytes::from_static(b"="),
+            Bytes::from(s.len().to_string()),
+        ],
+        Trim::MinId(_) => vec![
+            Bytes::from_static(b"MINID"),
+            Bytes::from_static(b"="),
+            Bytes::from(s.first_id().to_string()),
+        ],
+    })
 }
 
 pub fn add_error(e: ferrite_streams::stream::AddError) -> CmdError {
@@ -232,6 +261,12 @@ fn xtrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         return Ok(Reply::Int(0));
     };
     let n = s.trim(&t, &cfg);
+    match exact_trim_args(s, Some(&t)).filter(|_| n > 0) {
+        Some(args) => {
+            ctx.propagate([vec![Bytes::from_static(b"XTRIM"), key.clone()], args].concat())
+        }
+        None => ctx.propagate_nothing(),
+    }
     if n > 0 {
         ctx.touch(&key);
     }
