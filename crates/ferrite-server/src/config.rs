@@ -119,6 +119,30 @@ const PARAMS: &[Param] = &[
         doc: "bytes per stream block (macro node)",
     },
     Param {
+        name: "appendonly",
+        default: "yes",
+        kind: Kind::Enum(&["yes", "no"]),
+        mutable: false,
+        doc: "keep a commit log in <dir>/log and recover from it at start-up",
+    },
+    Param {
+        name: "appendfsync",
+        default: "everysec",
+        kind: Kind::Enum(&["always", "everysec", "no"]),
+        mutable: true,
+        doc: "when the commit log is fsynced: always (before each reply), everysec, no",
+    },
+    Param {
+        name: "auto-checkpoint-min-size",
+        default: "67108864",
+        kind: Kind::Mem {
+            min: 1024,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "write a checkpoint once this many bytes were logged since the last one",
+    },
+    Param {
         name: "loglevel",
         default: "notice",
         kind: Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
@@ -143,6 +167,9 @@ pub struct Config {
     pub stream_node_max_entries: u64,
     pub stream_node_max_bytes: u64,
     pub loglevel: String,
+    pub appendonly: bool,
+    pub appendfsync: ferrite_storage::AppendFsync,
+    pub auto_checkpoint_min_size: u64,
     /// Path of the config file, if one was given.
     pub config_file: Option<String>,
 }
@@ -253,6 +280,9 @@ impl Default for Config {
             stream_node_max_entries: 0,
             stream_node_max_bytes: 0,
             loglevel: String::new(),
+            appendonly: true,
+            appendfsync: ferrite_storage::AppendFsync::EverySec,
+            auto_checkpoint_min_size: 0,
             config_file: None,
         };
         c.refresh();
@@ -281,6 +311,21 @@ impl Config {
         self.stream_node_max_entries = self.num("stream-node-max-entries") as u64;
         self.stream_node_max_bytes = self.num("stream-node-max-bytes") as u64;
         self.loglevel = self.values["loglevel"].clone();
+        self.appendonly = self.values["appendonly"] == "yes";
+        self.appendfsync = match self.values["appendfsync"].as_str() {
+            "always" => ferrite_storage::AppendFsync::Always,
+            "no" => ferrite_storage::AppendFsync::No,
+            _ => ferrite_storage::AppendFsync::EverySec,
+        };
+        self.auto_checkpoint_min_size = self.num("auto-checkpoint-min-size") as u64;
+    }
+
+    /// Put back the block-shaping parameters of `other` (after replay).
+    pub fn restore_data_params(&mut self, other: &Config) {
+        for name in ["stream-node-max-entries", "stream-node-max-bytes"] {
+            self.values.insert(name, other.values[name].clone());
+        }
+        self.refresh();
     }
 
     /// Set at start-up (file or command line): immutable parameters allowed.

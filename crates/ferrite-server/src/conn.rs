@@ -5,6 +5,7 @@
 //! Redis, but a disconnect is noticed at once and unregisters the waiter.
 
 use crate::cmd::{self, ClientState, Ctx, Dispatch};
+use crate::persist;
 use crate::protocol::{Limits, RequestParser};
 use crate::reply::Reply;
 use crate::server::{now_ms, Shared};
@@ -170,7 +171,7 @@ impl Conn {
     async fn execute(&mut self, argv: Vec<bytes::Bytes>) -> std::io::Result<()> {
         let shared = self.shared.clone();
         let now = now_ms();
-        let blocked = {
+        let (outcome, commit) = {
             let mut store = shared.store.lock();
             let mut ctx = Ctx {
                 store: &mut store,
@@ -181,30 +182,47 @@ impl Conn {
                 block: None,
                 propagate: None,
             };
-            let d = cmd::dispatch(&mut ctx, argv);
-            let blocked = match d {
-                // NOTE: a successful SHUTDOWN closes the connection without a reply.
-                Dispatch::Reply(_) if self.client.shutdown => None,
-                Dispatch::Reply(r) => {
-                    r.encode(self.client.resp, &mut self.output);
-                    None
-                }
+            let outcome = match cmd::dispatch(&mut ctx, argv) {
+                Dispatch::Reply(r) => Ok(r),
                 Dispatch::Block(req, _) => {
                     let (id, rx) = store.block(self.client.id, self.client.db, req.keys, req.cmd);
-                    Some((id, rx, req.timeout))
+                    Err((id, rx, req.timeout))
                 }
             };
             store.serve_ready(now);
-            blocked
+            // IMPORTANT: appended under the store lock, so the log's order is
+            // the order in which commands took effect.
+            let commit = persist::commit(&shared, &mut store);
+            (outcome, commit)
         };
-        let Some((waiter, rx, timeout)) = blocked else {
-            return Ok(());
+        let mut reply = match outcome {
+            Ok(r) => r,
+            Err((waiter, rx, timeout)) => {
+                // Replies to earlier pipelined commands go out before we wait.
+                self.flush().await?;
+                match self.wait_blocked(waiter, rx, timeout).await? {
+                    Some(r) => r,
+                    None => return Ok(()),
+                }
+            }
         };
-        // Replies to earlier pipelined commands go out before we wait.
-        self.flush().await?;
-        let reply = self.wait_blocked(waiter, rx, timeout).await?;
-        if let Some(r) = reply {
-            r.encode(self.client.resp, &mut self.output);
+        match commit {
+            persist::Commit::Done => {}
+            persist::Commit::Failed(msg) => reply = Reply::error(msg),
+            persist::Commit::Wait(rx) => {
+                // appendfsync always: the reply leaves only once its record is on disk.
+                match rx.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => reply = Reply::error(persist::misconf_message(&e)),
+                    Err(_) => {
+                        reply = Reply::error("MISCONF Errors writing to the AOF file: log closed")
+                    }
+                }
+            }
+        }
+        // NOTE: a successful SHUTDOWN closes the connection without a reply.
+        if !self.client.shutdown {
+            reply.encode(self.client.resp, &mut self.output);
         }
         Ok(())
     }

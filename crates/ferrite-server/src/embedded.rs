@@ -25,8 +25,26 @@ impl Session {
 
     /// A new client on an existing server state.
     pub fn attach(shared: Arc<Shared>) -> Session {
-        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
         let authenticated = shared.config.read().requirepass.is_empty();
+        Session::new(shared, authenticated)
+    }
+
+    /// A client of the server itself (commit-log replay, pipelines): it
+    /// needs no AUTH.
+    /// Like Redis's fake clients it takes no client ID from the connection
+    /// sequence and does not show in CLIENT LIST.
+    pub fn internal(shared: Arc<Shared>) -> Session {
+        static NEXT_INTERNAL: std::sync::atomic::AtomicU64 =
+            std::sync::atomic::AtomicU64::new(1 << 63);
+        let id = NEXT_INTERNAL.fetch_add(1, Ordering::Relaxed);
+        Session {
+            shared,
+            client: ClientState::new(id, true),
+        }
+    }
+
+    fn new(shared: Arc<Shared>, authenticated: bool) -> Session {
+        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         shared.store.lock().clients.insert(
             id,
@@ -60,6 +78,12 @@ impl Session {
         self.client.resp
     }
 
+    /// Run one command line in database `db`.
+    pub fn call_in_db(&mut self, db: usize, argv: Vec<Bytes>) -> Reply {
+        self.client.db = db;
+        self.call(argv)
+    }
+
     /// Run one command line and return its reply.
     pub fn call(&mut self, argv: Vec<Bytes>) -> Reply {
         if argv.is_empty() {
@@ -81,6 +105,10 @@ impl Session {
             Dispatch::Reply(r) | Dispatch::Block(_, r) => r,
         };
         store.serve_ready(now);
+        // NOTE: embedded sessions log their effects but do not wait for fsync.
+        if let crate::persist::Commit::Failed(msg) = crate::persist::commit(&shared, &mut store) {
+            return Reply::error(msg);
+        }
         reply
     }
 }

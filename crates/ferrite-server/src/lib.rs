@@ -22,6 +22,7 @@ pub mod conn;
 pub mod embedded;
 pub mod error;
 pub mod glob;
+pub mod persist;
 pub mod protocol;
 pub mod reply;
 pub mod server;
@@ -133,10 +134,30 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         dir = %cfg.dir,
         "Ferrite starting"
     );
+    let appendonly = cfg.appendonly;
     let shared = server::Shared::new(cfg);
     shared
         .tcp_port
         .store(local.port() as u64, std::sync::atomic::Ordering::Relaxed);
+    if appendonly {
+        let repair = std::env::var_os("FERRITE_REPAIR_LOG").is_some_and(|v| v == "1");
+        let s2 = shared.clone();
+        // Recovery reads files: a blocking thread, before any client is served.
+        let (p, rec) = tokio::task::spawn_blocking(move || persist::Persistence::open(&s2, repair))
+            .await
+            .map_err(|e| format!("recovery thread failed: {e}"))??;
+        let keys: usize = shared.store.lock().dbs.iter().map(|d| d.len()).sum();
+        tracing::info!(
+            checkpoint_seq = rec.checkpoint_seq,
+            records = rec.records,
+            commands = rec.commands,
+            replay_errors = rec.replay_errors,
+            millis = rec.millis as u64,
+            keys,
+            "DB loaded from the commit log"
+        );
+        let _ = shared.persist.set(p);
+    }
     // NOTE: tests and scripts wait for this exact phrase, as they do for Redis.
     tracing::info!("Ready to accept connections tcp on {local}");
     let signals = {
@@ -150,6 +171,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let sig = tokio::spawn(signals);
     server::serve(listener, shared.clone()).await;
     sig.abort();
+    let s2 = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || persist::shutdown(&s2)).await;
     tracing::info!("Ferrite is now ready to exit, bye bye...");
     Ok(())
 }

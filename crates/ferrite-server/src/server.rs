@@ -23,6 +23,8 @@ pub struct Shared {
     pub run_id: String,
     pub tcp_port: AtomicU64,
     pub started: std::time::Instant,
+    /// The commit log, once recovery has finished (absent with `appendonly no`).
+    pub persist: std::sync::OnceLock<Arc<crate::persist::Persistence>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -56,7 +58,14 @@ impl Shared {
             run_id,
             tcp_port: AtomicU64::new(0),
             started: std::time::Instant::now(),
+            persist: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Redis's MISCONF text if the commit log has failed: writes are refused.
+    pub fn write_error(&self) -> Option<String> {
+        let e = self.persist.get()?.failure()?;
+        Some(crate::persist::misconf_message(&e))
     }
 
     pub fn request_shutdown(&self) {

@@ -131,6 +131,11 @@ pub trait BlockedCommand: Send {
     fn timeout_reply(&self) -> Reply;
     /// The command name for statistics (`xread`, `xreadgroup`).
     fn name(&self) -> &'static str;
+    /// After a successful [`BlockedCommand::try_serve`]: the deterministic
+    /// effects of serving (e.g. PEL deliveries) for the commit log.
+    fn take_effects(&mut self) -> Vec<Vec<Bytes>> {
+        Vec::new()
+    }
 }
 
 pub type WaiterId = u64;
@@ -387,6 +392,9 @@ impl Store {
                     let Some(reply) = w.cmd.try_serve(&mut self.dbs[db], &key, now_ms) else {
                         continue;
                     };
+                    for argv in w.cmd.take_effects() {
+                        self.pending_log.push((w.db, argv));
+                    }
                     if let Some(w) = self.waiters.remove(&id) {
                         self.forget_waiter(id, &w);
                         // The receiver may be gone (client vanished): nothing to do then.

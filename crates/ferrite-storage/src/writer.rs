@@ -150,9 +150,28 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) dir: PathBuf,
     pub(crate) options: LogOptions,
+    /// The live fsync policy (starts as `options.fsync`; CONFIG SET changes it).
+    policy: std::sync::atomic::AtomicU8,
+}
+
+fn policy_code(p: AppendFsync) -> u8 {
+    match p {
+        AppendFsync::Always => 0,
+        AppendFsync::EverySec => 1,
+        AppendFsync::No => 2,
+    }
 }
 
 impl Shared {
+    /// The fsync policy in force now.
+    pub(crate) fn policy(&self) -> AppendFsync {
+        match self.policy.load(Ordering::Acquire) {
+            0 => AppendFsync::Always,
+            1 => AppendFsync::EverySec,
+            _ => AppendFsync::No,
+        }
+    }
+
     /// Put the log in the failed state (first error wins) and return the
     /// Poisoned error.
     pub(crate) fn poison(&self, err: StorageError) -> StorageError {
@@ -270,6 +289,7 @@ impl CommitLog {
     ) -> Result<CommitLog> {
         let last = st.next_seq.saturating_sub(1);
         let shared = Arc::new(Shared {
+            policy: std::sync::atomic::AtomicU8::new(policy_code(options.fsync)),
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
                 syncs: Vec::new(),
@@ -451,6 +471,21 @@ impl CommitLog {
         }
     }
 
+    /// Change the fsync policy from the next batch on (`CONFIG SET appendfsync`).
+    /// Switching to `always` makes later completions wait for an fsync that
+    /// also covers everything written before.
+    pub fn set_fsync(&self, policy: AppendFsync) {
+        self.shared
+            .policy
+            .store(policy_code(policy), Ordering::Release);
+        self.shared.wake.notify_all();
+    }
+
+    /// The fsync policy in force.
+    pub fn fsync_policy(&self) -> AppendFsync {
+        self.shared.policy()
+    }
+
     /// The poison error, if a write or fsync has failed.
     pub fn failure(&self) -> Option<StorageError> {
         self.shared.queue.lock().failed.clone()
@@ -519,7 +554,6 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let shared = Arc::clone(&self.shared);
-        let policy = shared.options.fsync;
         let interval = shared.options.everysec_interval;
         let mut q = shared.queue.lock();
         loop {
@@ -528,7 +562,7 @@ impl Writer {
                     break;
                 }
                 let dirty = self.written_seq > self.synced_seq;
-                if policy == AppendFsync::EverySec && dirty && q.failed.is_none() {
+                if shared.policy() == AppendFsync::EverySec && dirty && q.failed.is_none() {
                     // Idle but not yet synced: fsync when the interval is up.
                     let now = shared.options.clock.now();
                     let due = self.last_sync_at + interval;
@@ -569,7 +603,7 @@ impl Writer {
             fail_all(batch, syncs, &err);
             return;
         }
-        let policy = self.shared.options.fsync;
+        let policy = self.shared.policy();
         if !batch.is_empty() {
             if let Err(e) = self.write_batch(&batch) {
                 let poisoned = self.shared.poison(e.clone());

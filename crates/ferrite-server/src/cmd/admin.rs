@@ -57,6 +57,17 @@ fn config_set(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         .write()
         .set_runtime(&pairs)
         .map_err(|e| CmdError::Other(e.config_set_message()))?;
+    let cfg = ctx.shared.config.read().clone();
+    if let Some(p) = ctx.shared.persist.get() {
+        p.set_fsync(cfg.appendfsync);
+    }
+    // Block limits shape stored data: log them so replay rebuilds the same blocks.
+    if pairs
+        .iter()
+        .any(|(k, _)| k.to_ascii_lowercase().starts_with("stream-node-"))
+    {
+        ctx.propagate(crate::persist::data_config_command(&cfg));
+    }
     Ok(Reply::ok())
 }
 
@@ -252,9 +263,36 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
             kv(out, "rdb_changes_since_last_save", &st.dirty);
             kv(out, "rdb_bgsave_in_progress", &0);
             kv(out, "rdb_last_bgsave_status", &"ok");
-            kv(out, "aof_enabled", &0);
-            kv(out, "aof_rewrite_in_progress", &0);
-            kv(out, "aof_last_write_status", &"ok");
+            let p = ctx.shared.persist.get();
+            kv(out, "aof_enabled", &(p.is_some() as u8));
+            kv(
+                out,
+                "aof_rewrite_in_progress",
+                &p.map_or(0, |p| p.checkpoint_running() as u8),
+            );
+            kv(
+                out,
+                "aof_last_write_status",
+                &if ctx.shared.write_error().is_some() {
+                    "err"
+                } else {
+                    "ok"
+                },
+            );
+            kv(out, "appendfsync", &cfg.appendfsync.as_str());
+            kv(
+                out,
+                "commit_log_bytes_since_checkpoint",
+                &p.map_or(0, |p| p.log_bytes()),
+            );
+            kv(
+                out,
+                "checkpoints_written",
+                &p.map_or(0, |p| {
+                    p.checkpoints_done
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                }),
+            );
         }
         "stats" => {
             out.push_str("# Stats\r\n");

@@ -223,6 +223,23 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
         }
         return Dispatch::Reply(r);
     }
+    if cmd.meta.has_flag("write") || cmd.meta.name == "ping" {
+        // Redis refuses writes (and PING) once the AOF could not be written.
+        if let Some(msg) = ctx.shared.write_error() {
+            let r = exec_abort_if_exec(ctx, first, Reply::error(msg));
+            ctx.store.stats.count_error(&r);
+            ctx.store
+                .stats
+                .commands
+                .entry(name)
+                .or_default()
+                .rejected_calls += 1;
+            if ctx.client.multi.is_some() {
+                ctx.client.multi_error = true;
+            }
+            return Dispatch::Reply(r);
+        }
+    }
     if let Some(queue) = ctx.client.multi.as_mut() {
         let top = first.to_ascii_lowercase();
         if !matches!(
@@ -234,6 +251,13 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
         }
     }
     run(ctx, cmd, argv)
+}
+
+/// Commands that rebuild state a checkpoint body does not hold directly
+/// (consumer groups are added by their family); run after the keys load.
+pub fn rebuild_commands(store: &Store) -> Vec<(usize, Vec<Bytes>)> {
+    let _ = store;
+    Vec::new()
 }
 
 /// Redis's `rejectCommand`: a rejected EXEC (wrong arity, NOAUTH...) aborts

@@ -73,7 +73,7 @@ fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         return Err(CmdError::Syntax);
     }
     let rest = a.rest().to_vec();
-    if rest.len() % 2 != 0 {
+    if !rest.len().is_multiple_of(2) {
         return Err(CmdError::err(
             "Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
         ));

@@ -1,0 +1,518 @@
+//! Durability: every command's deterministic effects (see `Ctx::propagate`)
+//! go to the commit log of `ferrite-storage` as one record per command or
+//! EXEC; start-up loads the last checkpoint and replays the records after it.
+//! The argument for what each `appendfsync` policy survives is in
+//! `docs/storage.md`.
+//!
+//! Record payload (hand-encoded, little-endian): `u8 kind = 1`, `u32 count`,
+//! then per command `u32 db, u32 argc`, and per argument `u32 len, bytes`.
+//! Checkpoint body (version 1): see [`encode_snapshot`].
+
+use crate::embedded::Session;
+use crate::reply::Reply;
+use crate::server::Shared;
+use crate::store::{Store, Value};
+use bytes::Bytes;
+use ferrite_storage::{AppendFsync, CommitLog, FsBackend, LogOptions, Recovery, StorageError};
+use ferrite_streams::block::Block;
+use ferrite_streams::stream::StreamMeta;
+use ferrite_streams::{Stream, StreamId};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+const KIND_BATCH: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// The open commit log and checkpoint bookkeeping.
+pub struct Persistence {
+    log: CommitLog,
+    bytes_since_checkpoint: AtomicU64,
+    checkpoint_running: AtomicBool,
+    pub checkpoints_done: AtomicU64,
+}
+
+/// Redis's wording for a failed AOF write, which clients and tools know.
+pub fn misconf_message(e: &StorageError) -> String {
+    format!("MISCONF Errors writing to the AOF file: {e}")
+}
+
+fn put_u32(out: &mut Vec<u8>, v: usize) {
+    out.extend_from_slice(&(v as u32).to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len());
+    out.extend_from_slice(b);
+}
+
+fn put_cmd(out: &mut Vec<u8>, db: usize, argv: &[Bytes]) {
+    put_u32(out, db);
+    put_u32(out, argv.len());
+    for a in argv {
+        put_bytes(out, a);
+    }
+}
+
+/// Encode one command batch record.
+pub fn encode_batch(cmds: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
+    let size: usize = cmds
+        .iter()
+        .map(|(_, a)| 8 + a.iter().map(|x| 4 + x.len()).sum::<usize>())
+        .sum();
+    let mut out = Vec::with_capacity(5 + size);
+    out.push(KIND_BATCH);
+    put_u32(&mut out, cmds.len());
+    for (db, argv) in cmds {
+        put_cmd(&mut out, *db, argv);
+    }
+    out
+}
+
+/// A cursor over bytes read from disk: every read is bounds-checked.
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len());
+        let end = end.ok_or_else(|| format!("truncated at byte {}", self.pos))?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<usize, String> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a) as usize)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn bytes(&mut self) -> Result<Bytes, String> {
+        let n = self.u32()?;
+        Ok(Bytes::copy_from_slice(self.take(n)?))
+    }
+    fn id(&mut self) -> Result<StreamId, String> {
+        Ok(StreamId::new(self.u64()?, self.u64()?))
+    }
+    fn cmd(&mut self) -> Result<(usize, Vec<Bytes>), String> {
+        let db = self.u32()?;
+        let argc = self.u32()?;
+        // NOTE: capacity bounded by what the payload can hold, not by the count.
+        let mut argv = Vec::with_capacity(argc.min(self.b.len() / 4 + 1));
+        for _ in 0..argc {
+            argv.push(self.bytes()?);
+        }
+        Ok((db, argv))
+    }
+    fn done(&self) -> bool {
+        self.pos == self.b.len()
+    }
+}
+
+pub fn decode_batch(payload: &[u8]) -> Result<Vec<(usize, Vec<Bytes>)>, String> {
+    let mut r = Reader { b: payload, pos: 0 };
+    let kind = r.u8()?;
+    if kind != KIND_BATCH {
+        return Err(format!("unknown record kind {kind}"));
+    }
+    let n = r.u32()?;
+    let mut out = Vec::with_capacity(n.min(payload.len() / 8 + 1));
+    for _ in 0..n {
+        out.push(r.cmd()?);
+    }
+    if !r.done() {
+        return Err("trailing bytes in record".into());
+    }
+    Ok(out)
+}
+
+/// Checkpoint body v1: `u32 ndb`; per db `u32 index, u64 nkeys`; per key
+/// `bytes key, u8 kind` then kind 0 (string) `bytes value`, kind 1 (stream)
+/// `id last, id first, id max_deleted, u64 entries_added, u64 nblocks` and per
+/// block `id master, bytes encoded`; then `u32 n` rebuild commands (consumer
+/// groups) encoded like batch commands. IDs are two u64s.
+pub fn encode_snapshot(store: &Store, rebuild: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let dbs: Vec<(usize, &crate::store::Db)> = store
+        .dbs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    put_u32(&mut out, dbs.len());
+    for (i, db) in dbs {
+        put_u32(&mut out, i);
+        out.extend_from_slice(&(db.len() as u64).to_le_bytes());
+        for (k, v) in db.iter() {
+            put_bytes(&mut out, k);
+            match v {
+                Value::String(s) => {
+                    out.push(0);
+                    put_bytes(&mut out, s);
+                }
+                Value::Stream(s) => {
+                    out.push(1);
+                    let m = s.meta();
+                    for id in [m.last_id, m.first_id, m.max_deleted_id] {
+                        out.extend_from_slice(&id.ms.to_le_bytes());
+                        out.extend_from_slice(&id.seq.to_le_bytes());
+                    }
+                    out.extend_from_slice(&m.entries_added.to_le_bytes());
+                    out.extend_from_slice(&(s.block_count() as u64).to_le_bytes());
+                    for b in s.blocks() {
+                        let id = b.master_id();
+                        out.extend_from_slice(&id.ms.to_le_bytes());
+                        out.extend_from_slice(&id.seq.to_le_bytes());
+                        put_bytes(&mut out, b.encoded());
+                    }
+                }
+            }
+        }
+    }
+    put_u32(&mut out, rebuild.len());
+    for (db, argv) in rebuild {
+        put_cmd(&mut out, *db, argv);
+    }
+    out
+}
+
+/// Load a checkpoint body into an empty store; returns the rebuild commands.
+pub fn decode_snapshot(body: &[u8], store: &mut Store) -> Result<Vec<(usize, Vec<Bytes>)>, String> {
+    let mut r = Reader { b: body, pos: 0 };
+    let ndb = r.u32()?;
+    for _ in 0..ndb {
+        let idx = r.u32()?;
+        let nkeys = r.u64()?;
+        if idx >= store.dbs.len() {
+            return Err(format!(
+                "checkpoint has db {idx}, server has {} databases",
+                store.dbs.len()
+            ));
+        }
+        for _ in 0..nkeys {
+            let key = r.bytes()?;
+            let value = match r.u8()? {
+                0 => Value::String(r.bytes()?),
+                1 => {
+                    let meta = StreamMeta {
+                        last_id: r.id()?,
+                        first_id: r.id()?,
+                        max_deleted_id: r.id()?,
+                        entries_added: r.u64()?,
+                    };
+                    let nblocks = r.u64()?;
+                    let mut blocks = Vec::new();
+                    for _ in 0..nblocks {
+                        let master = r.id()?;
+                        let buf = r.bytes()?;
+                        let b = Block::from_parts(master, buf.to_vec())
+                            .map_err(|e| format!("bad block {master} of key {key:?}: {e:?}"))?;
+                        blocks.push(b);
+                    }
+                    Value::Stream(Box::new(Stream::restore(meta, blocks)))
+                }
+                k => return Err(format!("unknown value kind {k}")),
+            };
+            store.dbs[idx].insert(key, value);
+        }
+    }
+    let n = r.u32()?;
+    let mut rebuild = Vec::new();
+    for _ in 0..n {
+        rebuild.push(r.cmd()?);
+    }
+    if !r.done() {
+        return Err("trailing bytes in checkpoint".into());
+    }
+    Ok(rebuild)
+}
+
+/// What start-up recovery found, for the start-up log line.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub checkpoint_seq: u64,
+    pub records: u64,
+    pub commands: u64,
+    pub replay_errors: u64,
+    pub millis: u128,
+}
+
+fn replay(session: &mut Session, cmds: Vec<(usize, Vec<Bytes>)>, out: &mut Recovered) {
+    for (db, argv) in cmds {
+        let reply = session.call_in_db(db, argv);
+        out.commands += 1;
+        if let Reply::Error(e) = &reply {
+            out.replay_errors += 1;
+            tracing::warn!("replay: command failed: {}", String::from_utf8_lossy(e));
+        }
+    }
+    session.shared().store.lock().pending_log.clear();
+}
+
+impl Persistence {
+    /// Open (or create) the commit log under `dir/log`, rebuilding `shared`'s
+    /// store from the last checkpoint and the records after it.
+    pub fn open(
+        shared: &Arc<Shared>,
+        repair: bool,
+    ) -> Result<(Arc<Persistence>, Recovered), String> {
+        let started = std::time::Instant::now();
+        let (dir, fsync) = {
+            let cfg = shared.config.read();
+            (std::path::Path::new(&cfg.dir).join("log"), cfg.appendfsync)
+        };
+        let mut opts = LogOptions::new(fsync);
+        opts.repair = repair;
+        let mut rec = Recovered::default();
+        let mut session = Session::internal(shared.clone());
+        let startup_cfg = shared.config.read().clone();
+        let fail =
+            |e: StorageError| format!("cannot open the commit log in {}: {e}", dir.display());
+        let mut recovery = Recovery::open(FsBackend::shared(), &dir, opts).map_err(fail)?;
+        if let Some(cp) = recovery.take_checkpoint() {
+            if cp.body_version != SNAPSHOT_VERSION {
+                return Err(format!(
+                    "checkpoint {} has body version {} (this build reads {SNAPSHOT_VERSION})",
+                    cp.file.display(),
+                    cp.body_version
+                ));
+            }
+            let rebuild = {
+                let mut store = shared.store.lock();
+                decode_snapshot(&cp.body, &mut store)
+                    .map_err(|e| format!("checkpoint {}: {e}", cp.file.display()))?
+            };
+            rec.checkpoint_seq = cp.covered_seq;
+            replay(&mut session, rebuild, &mut rec);
+        }
+        while let Some(r) = recovery.next_record().map_err(fail)? {
+            let cmds = decode_batch(&r.payload)
+                .map_err(|e| format!("commit log record {}: {e}", r.seq))?;
+            rec.records += 1;
+            replay(&mut session, cmds, &mut rec);
+        }
+        let (log, report) = recovery.finish().map_err(fail)?;
+        drop(session);
+        if let Some(t) = &report.truncation {
+            tracing::warn!("commit log: truncated a torn or invalid tail: {t:?}");
+        }
+        // Replayed CONFIG SETs reproduced the block layout of their time; the
+        // configuration of this start wins from here on.
+        {
+            let mut cfg = shared.config.write();
+            cfg.restore_data_params(&startup_cfg);
+        }
+        rec.millis = started.elapsed().as_millis();
+        let p = Arc::new(Persistence {
+            log,
+            bytes_since_checkpoint: AtomicU64::new(0),
+            checkpoint_running: AtomicBool::new(false),
+            checkpoints_done: AtomicU64::new(0),
+        });
+        // Replay after this point must use the block settings in force now.
+        let cfg_cmd = data_config_command(&shared.config.read());
+        p.log
+            .append_batch([encode_batch(&[(0, cfg_cmd)])])
+            .map_err(|e| format!("cannot write to the commit log: {e}"))?;
+        Ok((p, rec))
+    }
+
+    /// The error that stops writes, if the log has failed.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.log.failure()
+    }
+
+    pub fn fsync_policy(&self) -> AppendFsync {
+        self.log.fsync_policy()
+    }
+
+    pub fn set_fsync(&self, p: AppendFsync) {
+        self.log.set_fsync(p);
+    }
+
+    /// Append one record (called with the store locked, so log order is
+    /// execution order). Under `always` the returned receiver completes once
+    /// the record is fsynced; the reply must wait for it.
+    pub fn append(
+        &self,
+        cmds: &[(usize, Vec<Bytes>)],
+    ) -> Result<Option<oneshot::Receiver<Result<u64, StorageError>>>, StorageError> {
+        let payload = encode_batch(cmds);
+        self.bytes_since_checkpoint
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        if self.log.fsync_policy() == AppendFsync::Always {
+            let (tx, rx) = oneshot::channel();
+            self.log.append_with(
+                payload,
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            )?;
+            Ok(Some(rx))
+        } else {
+            self.log.append_with(
+                payload,
+                Box::new(|r| {
+                    if let Err(e) = r {
+                        tracing::error!("commit log write failed: {e}");
+                    }
+                }),
+            )?;
+            Ok(None)
+        }
+    }
+
+    /// Bytes logged since the last checkpoint.
+    pub fn log_bytes(&self) -> u64 {
+        self.bytes_since_checkpoint.load(Ordering::Relaxed)
+    }
+
+    pub fn checkpoint_running(&self) -> bool {
+        self.checkpoint_running.load(Ordering::Relaxed)
+    }
+
+    /// Snapshot the store now (call with it locked): returns what to write
+    /// and the last sequence number the snapshot covers, or `None` if a
+    /// checkpoint is already running.
+    pub fn begin_checkpoint(&self, store: &Store) -> Option<(u64, Vec<u8>)> {
+        if self.checkpoint_running.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let covered = self.log.next_seq().saturating_sub(1);
+        let rebuild = crate::cmd::rebuild_commands(store);
+        let body = encode_snapshot(store, &rebuild);
+        self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
+        Some((covered, body))
+    }
+
+    /// Write a snapshot taken by [`Persistence::begin_checkpoint`]. Blocking
+    /// file I/O: call from a blocking thread.
+    pub fn finish_checkpoint(&self, covered: u64, body: &[u8]) -> Result<(), StorageError> {
+        let r = self.log.checkpoint(covered, SNAPSHOT_VERSION, body);
+        self.checkpoint_running.store(false, Ordering::Release);
+        if r.is_ok() {
+            self.checkpoints_done.fetch_add(1, Ordering::Relaxed);
+        }
+        r.map(|_| ())
+    }
+
+    /// Flush and fsync everything appended so far (clean shutdown).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.log.sync().map(|_| ())
+    }
+
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.log.close()
+    }
+}
+
+/// `CONFIG SET` of the parameters that shape stored data (block limits):
+/// logged at start-up and whenever they change, so replay rebuilds the same
+/// blocks.
+pub fn data_config_command(cfg: &crate::config::Config) -> Vec<Bytes> {
+    vec![
+        Bytes::from_static(b"CONFIG"),
+        Bytes::from_static(b"SET"),
+        Bytes::from_static(b"stream-node-max-entries"),
+        Bytes::from(cfg.stream_node_max_entries.to_string()),
+        Bytes::from_static(b"stream-node-max-bytes"),
+        Bytes::from(cfg.stream_node_max_bytes.to_string()),
+    ]
+}
+
+/// What the caller must do after a command's effects were handed to the log.
+pub enum Commit {
+    /// Nothing to wait for (no effects, persistence off, or not `always`).
+    Done,
+    /// `appendfsync always`: reply only once this completes.
+    Wait(oneshot::Receiver<Result<u64, StorageError>>),
+    /// The log refused the record: the reply must be this error.
+    Failed(String),
+}
+
+/// Hand the store's pending effects to the commit log (call with the store
+/// locked, right after the command and the blocked clients it served), and
+/// start a checkpoint when enough was logged since the last one.
+pub fn commit(shared: &Arc<Shared>, store: &mut Store) -> Commit {
+    if store.pending_log.is_empty() {
+        return Commit::Done;
+    }
+    let effects = std::mem::take(&mut store.pending_log);
+    let Some(p) = shared.persist.get() else {
+        return Commit::Done;
+    };
+    let result = match p.append(&effects) {
+        Ok(Some(rx)) => Commit::Wait(rx),
+        Ok(None) => Commit::Done,
+        Err(e) => Commit::Failed(misconf_message(&e)),
+    };
+    let threshold = shared.config.read().auto_checkpoint_min_size;
+    if p.log_bytes() >= threshold && !p.checkpoint_running() {
+        if let Some((covered, body)) = p.begin_checkpoint(store) {
+            let p = p.clone();
+            // IMPORTANT: checkpoint file I/O runs on its own thread, never on
+            // a tokio worker and never under the store lock.
+            let spawned = std::thread::Builder::new()
+                .name("ferrite-checkpoint".into())
+                .spawn(move || {
+                    if let Err(e) = p.finish_checkpoint(covered, &body) {
+                        tracing::error!("checkpoint failed: {e}");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start the checkpoint thread: {e}");
+            }
+        }
+    }
+    result
+}
+
+/// Clean shutdown: fsync the log, write a checkpoint (so the next start
+/// replays nothing), close.
+pub fn shutdown(shared: &Arc<Shared>) {
+    let Some(p) = shared.persist.get() else {
+        return;
+    };
+    let snap = {
+        let store = shared.store.lock();
+        p.begin_checkpoint(&store)
+    };
+    if let Some((covered, body)) = snap {
+        if let Err(e) = p.finish_checkpoint(covered, &body) {
+            tracing::error!("checkpoint at shutdown failed: {e}");
+        }
+    }
+    if let Err(e) = p.sync().and_then(|_| p.close()) {
+        tracing::error!("closing the commit log failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trip_and_garbage() {
+        let cmds = vec![(
+            3usize,
+            vec![Bytes::from("XADD"), Bytes::from("k"), Bytes::new()],
+        )];
+        let enc = encode_batch(&cmds);
+        assert_eq!(decode_batch(&enc), Ok(cmds));
+        for cut in 0..enc.len() {
+            assert!(decode_batch(&enc[..cut]).is_err());
+        }
+        let mut huge = vec![KIND_BATCH];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_batch(&huge).is_err());
+    }
+}
