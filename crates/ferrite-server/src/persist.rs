@@ -138,8 +138,10 @@ pub fn decode_batch(payload: &[u8]) -> Result<Vec<(usize, Vec<Bytes>)>, String> 
 /// Checkpoint body v1: `u32 ndb`; per db `u32 index, u64 nkeys`; per key
 /// `bytes key, u8 kind` then kind 0 (string) `bytes value`, kind 1 (stream)
 /// `id last, id first, id max_deleted, u64 entries_added, u64 nblocks` and per
-/// block `id master, bytes encoded`; then `u32 n` rebuild commands (consumer
-/// groups) encoded like batch commands. IDs are two u64s.
+/// block `id master, bytes encoded`; then `u32 n` rebuild commands encoded
+/// like batch commands, replayed after the keys load: the CONFIG SET of the
+/// block limits in force at the snapshot, then consumer groups. IDs are two
+/// u64s.
 pub fn encode_snapshot(store: &Store, rebuild: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
     let mut out = Vec::new();
     let dbs: Vec<(usize, &crate::store::Db)> = store
@@ -383,12 +385,23 @@ impl Persistence {
     /// Snapshot the store now (call with it locked): returns what to write
     /// and the last sequence number the snapshot covers, or `None` if a
     /// checkpoint is already running.
-    pub fn begin_checkpoint(&self, store: &Store) -> Option<(u64, Vec<u8>)> {
+    ///
+    /// `cfg` is the configuration in force (read under the same store lock):
+    /// its block limits go first in the rebuild commands, so the records
+    /// replayed after this checkpoint build their blocks with the limits
+    /// they were written under, not the limits of the next start's command
+    /// line (those are put back after replay).
+    pub fn begin_checkpoint(
+        &self,
+        store: &Store,
+        cfg: &crate::config::Config,
+    ) -> Option<(u64, Vec<u8>)> {
         if self.checkpoint_running.swap(true, Ordering::AcqRel) {
             return None;
         }
         let covered = self.log.next_seq().saturating_sub(1);
-        let rebuild = crate::cmd::rebuild_commands(store);
+        let mut rebuild = vec![(0, data_config_command(cfg))];
+        rebuild.extend(crate::cmd::rebuild_commands(store));
         let body = encode_snapshot(store, &rebuild);
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
         Some((covered, body))
@@ -457,7 +470,8 @@ pub fn commit(shared: &Arc<Shared>, store: &mut Store) -> Commit {
     };
     let threshold = shared.config.read().auto_checkpoint_min_size;
     if p.log_bytes() >= threshold && !p.checkpoint_running() {
-        if let Some((covered, body)) = p.begin_checkpoint(store) {
+        let snap = p.begin_checkpoint(store, &shared.config.read());
+        if let Some((covered, body)) = snap {
             let p = p.clone();
             // IMPORTANT: checkpoint file I/O runs on its own thread, never on
             // a tokio worker and never under the store lock.
@@ -484,7 +498,8 @@ pub fn shutdown(shared: &Arc<Shared>) {
     };
     let snap = {
         let store = shared.store.lock();
-        p.begin_checkpoint(&store)
+        let cfg = shared.config.read();
+        p.begin_checkpoint(&store, &cfg)
     };
     if let Some((covered, body)) = snap {
         if let Err(e) = p.finish_checkpoint(covered, &body) {
@@ -499,6 +514,92 @@ pub fn shutdown(shared: &Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::embedded::Session;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let d =
+            std::env::temp_dir().join(format!("ferrite-persist-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    /// A server state on `dir` with its commit log open (recovered).
+    fn open(dir: &std::path::Path, node_entries: &str) -> Arc<Shared> {
+        let mut cfg = Config::default();
+        cfg.set_startup("dir", &dir.to_string_lossy())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        cfg.set_startup("stream-node-max-entries", node_entries)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let shared = Shared::new(cfg);
+        let (p, _) = Persistence::open(&shared, false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(shared.persist.set(p).is_ok());
+        shared
+    }
+
+    fn call(s: &mut Session, parts: &[&str]) -> Reply {
+        let r = s.call(
+            parts
+                .iter()
+                .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+                .collect(),
+        );
+        assert!(!r.is_error(), "{parts:?}: {r:?}");
+        r
+    }
+
+    fn blocks(shared: &Shared, key: &[u8]) -> (usize, u64) {
+        match shared.store.lock().dbs[0].get(key) {
+            Some(Value::Stream(s)) => (s.block_count(), s.len()),
+            _ => panic!("no stream {key:?}"),
+        }
+    }
+
+    /// Regression: records replayed after a checkpoint used the block limits
+    /// of the new start's command line instead of those in force when they
+    /// were written, so a stream came back with other blocks (XINFO
+    /// radix-tree-keys) after a crash.
+    #[test]
+    fn replay_after_a_checkpoint_uses_the_block_limits_of_its_time() {
+        let dir = temp_dir("ckpt-cfg");
+        let shared = open(&dir, "100");
+        let mut s = Session::attach(shared.clone());
+        call(&mut s, &["CONFIG", "SET", "stream-node-max-entries", "3"]);
+        for i in 1..=5 {
+            call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
+        }
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        let snap = {
+            let store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&store, &cfg)
+        };
+        let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        p.finish_checkpoint(covered, &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 6..=10 {
+            call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
+        }
+        let before = blocks(&shared, b"s");
+        assert_eq!(before, (4, 10));
+        // A crash: everything written is in the log, no final checkpoint.
+        p.sync().unwrap_or_else(|e| panic!("{e}"));
+        p.close().unwrap_or_else(|e| panic!("{e}"));
+        drop(s);
+        drop(shared);
+        let again = open(&dir, "100");
+        assert_eq!(blocks(&again, b"s"), before);
+        // The command line's limit is in force afterwards.
+        assert_eq!(again.config.read().stream_node_max_entries, 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn batch_round_trip_and_garbage() {
