@@ -342,35 +342,29 @@ impl Persistence {
     }
 
     /// Append one record (called with the store locked, so log order is
-    /// execution order). Under `always` the returned receiver completes once
-    /// the record is fsynced; the reply must wait for it.
+    /// execution order). The returned receiver completes once the record is
+    /// as durable as the policy promises: fsynced under `always`, written to
+    /// the kernel (so it survives a kill -9) under `everysec` and `no`. The
+    /// reply must wait for it under every policy: a record still queued in
+    /// this process when it is killed is lost.
     pub fn append(
         &self,
         cmds: &[(usize, Vec<Bytes>)],
-    ) -> Result<Option<oneshot::Receiver<Result<u64, StorageError>>>, StorageError> {
+    ) -> Result<oneshot::Receiver<Result<u64, StorageError>>, StorageError> {
         let payload = encode_batch(cmds);
         self.bytes_since_checkpoint
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        if self.log.fsync_policy() == AppendFsync::Always {
-            let (tx, rx) = oneshot::channel();
-            self.log.append_with(
-                payload,
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            )?;
-            Ok(Some(rx))
-        } else {
-            self.log.append_with(
-                payload,
-                Box::new(|r| {
-                    if let Err(e) = r {
-                        tracing::error!("commit log write failed: {e}");
-                    }
-                }),
-            )?;
-            Ok(None)
-        }
+        let (tx, rx) = oneshot::channel();
+        self.log.append_with(
+            payload,
+            Box::new(move |r| {
+                if let Err(e) = &r {
+                    tracing::error!("commit log write failed: {e}");
+                }
+                let _ = tx.send(r);
+            }),
+        )?;
+        Ok(rx)
     }
 
     /// Bytes logged since the last checkpoint.
@@ -444,9 +438,10 @@ pub fn data_config_command(cfg: &crate::config::Config) -> Vec<Bytes> {
 
 /// What the caller must do after a command's effects were handed to the log.
 pub enum Commit {
-    /// Nothing to wait for (no effects, persistence off, or not `always`).
+    /// Nothing to wait for (no effects, or persistence off).
     Done,
-    /// `appendfsync always`: reply only once this completes.
+    /// Reply only once this completes: the record is written (`everysec`,
+    /// `no`) or fsynced (`always`).
     Wait(oneshot::Receiver<Result<u64, StorageError>>),
     /// The log refused the record: the reply must be this error.
     Failed(String),
@@ -464,8 +459,7 @@ pub fn commit(shared: &Arc<Shared>, store: &mut Store) -> Commit {
         return Commit::Done;
     };
     let result = match p.append(&effects) {
-        Ok(Some(rx)) => Commit::Wait(rx),
-        Ok(None) => Commit::Done,
+        Ok(rx) => Commit::Wait(rx),
         Err(e) => Commit::Failed(misconf_message(&e)),
     };
     let threshold = shared.config.read().auto_checkpoint_min_size;
