@@ -29,6 +29,9 @@ pub struct Persistence {
     log: CommitLog,
     bytes_since_checkpoint: AtomicU64,
     checkpoint_running: AtomicBool,
+    /// Signalled (under `idle_lock`) when a checkpoint finishes.
+    idle_lock: parking_lot::Mutex<()>,
+    idle: parking_lot::Condvar,
     pub checkpoints_done: AtomicU64,
 }
 
@@ -318,6 +321,8 @@ impl Persistence {
             log,
             bytes_since_checkpoint: AtomicU64::new(0),
             checkpoint_running: AtomicBool::new(false),
+            idle_lock: parking_lot::Mutex::new(()),
+            idle: parking_lot::Condvar::new(),
             checkpoints_done: AtomicU64::new(0),
         });
         // Replay after this point must use the block settings in force now.
@@ -405,11 +410,25 @@ impl Persistence {
     /// file I/O: call from a blocking thread.
     pub fn finish_checkpoint(&self, covered: u64, body: &[u8]) -> Result<(), StorageError> {
         let r = self.log.checkpoint(covered, SNAPSHOT_VERSION, body);
-        self.checkpoint_running.store(false, Ordering::Release);
         if r.is_ok() {
             self.checkpoints_done.fetch_add(1, Ordering::Relaxed);
         }
+        self.checkpoint_running.store(false, Ordering::Release);
+        let _g = self.idle_lock.lock();
+        self.idle.notify_all();
         r.map(|_| ())
+    }
+
+    /// Wait until no checkpoint is running (false if `timeout` passed first).
+    pub fn wait_checkpoint_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.idle_lock.lock();
+        while self.checkpoint_running.load(Ordering::Acquire) {
+            if self.idle.wait_until(&mut g, deadline).timed_out() {
+                return !self.checkpoint_running.load(Ordering::Acquire);
+            }
+        }
+        true
     }
 
     /// Flush and fsync everything appended so far (clean shutdown).
@@ -490,15 +509,31 @@ pub fn shutdown(shared: &Arc<Shared>) {
     let Some(p) = shared.persist.get() else {
         return;
     };
-    let snap = {
-        let store = shared.store.lock();
-        let cfg = shared.config.read();
-        p.begin_checkpoint(&store, &cfg)
-    };
-    if let Some((covered, body)) = snap {
-        if let Err(e) = p.finish_checkpoint(covered, &body) {
-            tracing::error!("checkpoint at shutdown failed: {e}");
+    // A background checkpoint may be running: wait for it, then write the
+    // final one (it must cover everything, so the next start replays
+    // nothing). Connections may still be finishing commands, which can start
+    // another background checkpoint: hence the loop.
+    let mut snap = None;
+    for _ in 0..10 {
+        snap = {
+            let store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&store, &cfg)
+        };
+        if snap.is_some() || !p.wait_checkpoint_idle(std::time::Duration::from_secs(120)) {
+            break;
         }
+    }
+    match snap {
+        Some((covered, body)) => {
+            if let Err(e) = p.finish_checkpoint(covered, &body) {
+                tracing::error!("checkpoint at shutdown failed: {e}");
+            }
+        }
+        None => tracing::error!(
+            "no checkpoint at shutdown: a background checkpoint did not finish; \
+             the next start replays the commit log"
+        ),
     }
     if let Err(e) = p.sync().and_then(|_| p.close()) {
         tracing::error!("closing the commit log failed: {e}");
@@ -592,6 +627,48 @@ mod tests {
         assert_eq!(blocks(&again, b"s"), before);
         // The command line's limit is in force afterwards.
         assert_eq!(again.config.read().stream_node_max_entries, 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Regression: a clean shutdown while a background checkpoint was
+    /// running wrote no checkpoint of its own (and the background one could
+    /// fail on the closed log), so the next start replayed the log.
+    #[test]
+    fn shutdown_waits_for_a_running_checkpoint_then_writes_its_own() {
+        let dir = temp_dir("ckpt-shutdown");
+        let shared = open(&dir, "100");
+        let mut s = Session::attach(shared.clone());
+        call(&mut s, &["XADD", "s", "1-1", "f", "v"]);
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        let snap = {
+            let store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&store, &cfg)
+        };
+        let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        call(&mut s, &["XADD", "s", "2-1", "f", "v"]);
+        let sh = shared.clone();
+        let stopper = std::thread::spawn(move || shutdown(&sh));
+        // The background checkpoint finishes while shutdown waits for it.
+        p.finish_checkpoint(covered, &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        stopper
+            .join()
+            .unwrap_or_else(|_| panic!("shutdown panicked"));
+        drop(s);
+        drop(p);
+        drop(shared);
+        let mut cfg = Config::default();
+        cfg.set_startup("dir", &dir.to_string_lossy())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let again = Shared::new(cfg);
+        let (_p, rec) = Persistence::open(&again, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.records, 0, "{rec:?}");
+        assert_eq!(blocks(&again, b"s"), (1, 2));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
