@@ -280,8 +280,15 @@ impl Persistence {
         let mut rec = Recovered::default();
         let mut session = Session::internal(shared.clone());
         let startup_cfg = shared.config.read().clone();
-        let fail =
-            |e: StorageError| format!("cannot open the commit log in {}: {e}", dir.display());
+        let fail = |e: StorageError| {
+            let hint = if matches!(e, StorageError::Corrupt { .. }) && !repair {
+                ". To start anyway, dropping the log from that offset on, run once with \
+                 FERRITE_REPAIR_LOG=1 (an operator decision: valid records after it are lost)"
+            } else {
+                ""
+            };
+            format!("cannot open the commit log in {}: {e}{hint}", dir.display())
+        };
         let mut recovery = Recovery::open(FsBackend::shared(), &dir, opts).map_err(fail)?;
         if let Some(cp) = recovery.take_checkpoint() {
             if cp.body_version != SNAPSHOT_VERSION {
