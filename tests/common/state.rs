@@ -154,6 +154,9 @@ pub fn field<'a>(n: &'a Node, name: &str) -> &'a Node {
     panic!("no field {name:?} in {}", n.render())
 }
 
+/// A state dump: (what was asked, the raw reply) per line.
+pub type Dump = Vec<(String, Vec<u8>)>;
+
 /// The whole observable state of a server, one labelled raw reply per line:
 /// per non-empty database DBSIZE and the sorted KEYS, and per key TYPE, then
 /// GET for strings, or XRANGE - +, XINFO STREAM and XINFO STREAM FULL COUNT 0
@@ -163,16 +166,12 @@ pub fn field<'a>(n: &'a Node, name: &str) -> &'a Node {
 /// stream `XINFO GROUPS`, per group `XINFO CONSUMERS` and
 /// `XPENDING key group - + <big>` (and per consumer with the consumer name)
 /// here; XINFO STREAM FULL already lists groups, PELs and consumers.
-pub fn dump(server: &Server, databases: usize) -> Vec<(String, Vec<u8>)> {
+pub fn dump(server: &Server, databases: usize) -> Dump {
     let mut c = server
         .connect()
         .unwrap_or_else(|e| panic!("dump: {e}\n{}", server.log_tail(20)));
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    let raw = |out: &mut Vec<(String, Vec<u8>)>,
-               c: &mut RespConn,
-               label: String,
-               args: Vec<Vec<u8>>|
-     -> Node {
+    let mut out: Dump = Vec::new();
+    let raw = |out: &mut Dump, c: &mut RespConn, label: String, args: Vec<Vec<u8>>| -> Node {
         if let Err(e) = c.send_command(&args) {
             panic!("dump: send {}: {e}", show_argv(&args));
         }
