@@ -45,7 +45,7 @@ use rand::{Rng, SeedableRng};
 
 use common::conn::RespConn;
 use common::server::{Launch, Server, TempDir};
-use common::state::{call_str, field, int, items, loaded_line, parse_entries, pipeline, text, Id};
+use common::state::{call_str, field, int, items, loaded_line, pipeline, text, xrange_all, Id};
 
 const CLIENTS: usize = 4;
 /// Upper bound of the random number of acknowledged XADDs before a kill.
@@ -301,8 +301,7 @@ fn verify(server: &Server, model: &mut Model, iter: usize, seed: u64) -> BTreeMa
     let mut found: HashMap<String, (String, Id)> = HashMap::new();
     let mut last_ids = BTreeMap::new();
     for key in &keys {
-        let range = call_str(&mut c, &["XRANGE", key, "-", "+"]);
-        let entries = parse_entries(&range);
+        let entries = xrange_all(&mut c, key);
         let exists = int(&call_str(&mut c, &["EXISTS", key])) == 1;
         if exists {
             let info = call_str(&mut c, &["XINFO", "STREAM", key]);

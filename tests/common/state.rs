@@ -141,6 +141,24 @@ pub fn parse_entries(n: &Node) -> Vec<Entry> {
         .collect()
 }
 
+/// Every entry of a stream, read in pages of `XRANGE key (last + COUNT n`
+/// (one huge reply would make the frame reader re-scan its buffer on every
+/// read).
+pub fn xrange_all(c: &mut RespConn, key: &str) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    loop {
+        let start = match out.last() {
+            Some((id, _)) => format!("({id}"),
+            None => "-".to_string(),
+        };
+        let page = parse_entries(&call_str(c, &["XRANGE", key, &start, "+", "COUNT", "2000"]));
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
 /// A field of a flat key/value reply (XINFO STREAM, RESP2).
 pub fn field<'a>(n: &'a Node, name: &str) -> &'a Node {
     let it = items(n);
