@@ -506,10 +506,11 @@ impl Server {
         Ok(st)
     }
 
-    /// Send SIGTERM (through `kill(1)`, no libc dependency).
+    /// Send SIGTERM (the shell's built-in `kill`: no libc dependency, and no
+    /// need for procps in a minimal image).
     pub fn terminate(&mut self) -> Result<(), String> {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        let st = Command::new("/bin/sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
             .map_err(|e| format!("run kill -TERM: {e}"))?;
         if st.success() {
