@@ -13,6 +13,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Redis's PROTO_INLINE_MAX_SIZE: longest inline request or count line.
 pub const INLINE_MAX: usize = 64 * 1024;
 
+/// Most bytes reserved up front for one bulk argument: the default
+/// proto-max-bulk-len (as Redis does at that limit). Larger bulks grow as
+/// their data arrives.
+pub const BULK_PREALLOC_MAX: usize = 512 * 1024 * 1024 + 2;
+
 /// A protocol violation; the connection replies `-ERR Protocol error: <msg>` and closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
@@ -111,8 +116,11 @@ impl RequestParser {
                     buf.advance(cr + 2);
                     self.bulk_len = Some(l);
                     if buf.capacity() - buf.len() < l + 2 {
-                        // Large arguments: reserve once rather than growing in steps.
-                        buf.reserve(l + 2);
+                        // Large arguments: reserve once rather than growing in steps,
+                        // but never more than BULK_PREALLOC_MAX on the word of a
+                        // header: proto-max-bulk-len may be up to i64::MAX, and
+                        // reserving that panics or aborts the process.
+                        buf.reserve((l + 2).min(BULK_PREALLOC_MAX));
                     }
                     l
                 }
@@ -341,6 +349,28 @@ mod tests {
             ]
         );
         assert!(c[1].is_empty());
+    }
+
+    #[test]
+    fn huge_bulk_limits_do_not_reserve_the_declared_length() {
+        // Regression (found by fuzzing): with proto-max-bulk-len at its
+        // maximum, `$9223372036854775807` panicked with "capacity overflow"
+        // (and `$1099511627776` aborted on allocation failure).
+        for max_bulk_len in [i64::MAX as u64, u64::MAX] {
+            let limits = Limits {
+                max_bulk_len,
+                unauthenticated: false,
+            };
+            for header in [&b"$9223372036854775807\r\n"[..], b"$1099511627776\r\n"] {
+                let mut p = RequestParser::new();
+                let mut buf = BytesMut::from(&b"*1\r\n"[..]);
+                buf.extend_from_slice(header);
+                buf.extend_from_slice(b"abc");
+                assert_eq!(p.parse(&mut buf, limits), Ok(None));
+                assert!(buf.capacity() <= BULK_PREALLOC_MAX + 64);
+                assert_eq!(&buf[..], b"abc");
+            }
+        }
     }
 
     #[test]
