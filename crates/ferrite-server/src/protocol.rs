@@ -148,7 +148,10 @@ fn memchr(c: u8, b: &[u8]) -> Option<usize> {
 }
 
 fn parse_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(nl) = memchr(b'\n', buf) else {
+    // NOTE: Redis finds the newline with strchr(), which stops at a NUL byte:
+    // a line with a NUL before its `\n` never completes (until the limit).
+    let line = memchr(b'\n', buf).filter(|&nl| memchr(0, &buf[..nl]).is_none());
+    let Some(nl) = line else {
         if buf.len() > INLINE_MAX {
             return Err(perr("too big inline request"));
         }
@@ -179,6 +182,8 @@ fn hex_val(c: u8) -> Option<u8> {
 /// C escapes (`\n`, `\xHH`, ...), 'single quotes' with `\'`. A closing quote
 /// must be followed by a space or the end. `None` means unbalanced quotes.
 pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    // Redis splits a C string: a NUL byte ends the input.
+    let line = &line[..memchr(0, line).unwrap_or(line.len())];
     let mut out = Vec::new();
     let mut i = 0;
     let n = line.len();
@@ -349,6 +354,25 @@ mod tests {
             ]
         );
         assert!(c[1].is_empty());
+    }
+
+    #[test]
+    fn nul_bytes_in_inline_requests() {
+        // Regression (found by fuzzing): a NUL ended a word without being
+        // skipped, so split_args pushed empty arguments forever.
+        assert_eq!(split_args(b"a\0b c"), Some(vec![b"a".to_vec()]));
+        assert_eq!(split_args(b"a \0 b"), Some(vec![b"a".to_vec()]));
+        assert_eq!(split_args(b"\0"), Some(vec![]));
+        assert_eq!(split_args(b"\"a\0\""), None);
+        // Like Redis, a NUL before the newline leaves the line incomplete
+        // until it exceeds the inline limit.
+        assert_eq!(parse_all(b"PING \0\r\nPING\r\n"), (vec![], None));
+        let mut big = b"PING \0\r\n".to_vec();
+        big.resize(INLINE_MAX + 1, b'a');
+        assert_eq!(parse_all(&big).1, Some(perr("too big inline request")));
+        // A NUL after the newline belongs to the next line.
+        let (c, e) = parse_all(b"PING\r\n\0");
+        assert_eq!((c.len(), e), (1, None));
     }
 
     #[test]
