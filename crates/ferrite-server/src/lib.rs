@@ -21,6 +21,8 @@ pub mod config;
 pub mod conn;
 pub mod embedded;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod persist;
 pub mod protocol;

@@ -336,7 +336,9 @@ pub fn resolve<'t>(t: &'t Table, argv: &[Bytes]) -> Result<&'t Command, CmdError
     if !arity_ok(cmd.meta.arity, argv.len()) {
         return Err(CmdError::WrongArity(cmd.meta.name.clone()));
     }
-    if cmd.meta.subcommands.is_empty() {
+    // Like Redis's lookupSubcommand: a container alone (bare COMMAND, arity -1)
+    // is the container command itself.
+    if cmd.meta.subcommands.is_empty() || argv.len() < 2 {
         return Ok(cmd);
     }
     let sub = &argv[1];
@@ -438,6 +440,22 @@ mod tests {
         assert_eq!(
             e.as_deref(),
             Some("ERR wrong number of arguments for 'echo' command")
+        );
+    }
+
+    #[test]
+    fn bare_container_command_resolves_to_itself() {
+        // Regression (found by fuzzing): bare COMMAND indexed argv[1].
+        let c = resolve(table(), &argv(&["COMMAND"]))
+            .ok()
+            .map(|c| &c.meta.name);
+        assert_eq!(c.map(String::as_str), Some("command"));
+        let e = resolve(table(), &argv(&["CONFIG"]))
+            .err()
+            .map(|e| e.message());
+        assert_eq!(
+            e.as_deref(),
+            Some("ERR wrong number of arguments for 'config' command")
         );
     }
 
