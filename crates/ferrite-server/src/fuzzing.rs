@@ -695,7 +695,7 @@ pub mod commands {
                 );
             }
             Reply::Array(v) | Reply::Set(v) | Reply::Push(v) => v.iter().for_each(check_errors),
-            Reply::Map(m) => m.iter().for_each(|(k, v)| {
+            Reply::Map(m) | Reply::KeyedArray(m) => m.iter().for_each(|(k, v)| {
                 check_errors(k);
                 check_errors(v);
             }),

@@ -67,7 +67,7 @@ pub fn check_reply(argv: &[Bytes], reply: &Reply) {
 fn is_aggregate(r: &Reply) -> bool {
     matches!(
         r,
-        Reply::Array(_) | Reply::Map(_) | Reply::Set(_) | Reply::Push(_)
+        Reply::Array(_) | Reply::Map(_) | Reply::KeyedArray(_) | Reply::Set(_) | Reply::Push(_)
     )
 }
 
@@ -76,7 +76,7 @@ fn has_aggregate_member(r: &Reply) -> bool {
     match r {
         Reply::Set(v) => v.iter().any(|x| is_aggregate(x) || has_aggregate_member(x)),
         Reply::Array(v) | Reply::Push(v) => v.iter().any(has_aggregate_member),
-        Reply::Map(m) => m
+        Reply::Map(m) | Reply::KeyedArray(m) => m
             .iter()
             .any(|(k, v)| is_aggregate(k) || has_aggregate_member(k) || has_aggregate_member(v)),
         _ => false,
@@ -254,7 +254,17 @@ fn same(r: &Reply, t: &T, resp: u8) -> Result<(), String> {
                 same(v, &f[1], resp)
             })
         }
-        (Reply::Map(m), T::Map(g)) if v3 && m.len() == g.len() => {
+        // XREAD's shape: RESP2 `[key, value]` pairs, RESP3 a map.
+        (Reply::KeyedArray(m), T::Array(g)) if !v3 && m.len() == g.len() => {
+            m.iter().zip(g).try_for_each(|((k, v), pair)| match pair {
+                T::Array(kv) if kv.len() == 2 => {
+                    same(k, &kv[0], resp)?;
+                    same(v, &kv[1], resp)
+                }
+                other => Err(format!("decoded {other:?}, expected a [key, value] pair")),
+            })
+        }
+        (Reply::Map(m) | Reply::KeyedArray(m), T::Map(g)) if v3 && m.len() == g.len() => {
             m.iter().zip(g).try_for_each(|((k, v), (gk, gv))| {
                 same(k, gk, resp)?;
                 same(v, gv, resp)
@@ -279,6 +289,15 @@ fn same2(r: &Reply, f: &F2, buf: &[u8]) -> Result<(), String> {
         (Reply::Null | Reply::NullArray, F2::Null) => Ok(()),
         (Reply::Array(v) | Reply::Set(v) | Reply::Push(v), F2::Array(g)) if v.len() == g.len() => {
             v.iter().zip(g).try_for_each(|(r, f)| same2(r, f, buf))
+        }
+        (Reply::KeyedArray(m), F2::Array(g)) if m.len() == g.len() => {
+            m.iter().zip(g).try_for_each(|((k, v), pair)| match pair {
+                F2::Array(kv) if kv.len() == 2 => {
+                    same2(k, &kv[0], buf)?;
+                    same2(v, &kv[1], buf)
+                }
+                other => Err(format!("RESP2 frame {other:?} is not a [key, value] pair")),
+            })
         }
         (Reply::Map(m), F2::Array(g)) if 2 * m.len() == g.len() => {
             m.iter().zip(g.chunks(2)).try_for_each(|((k, v), f)| {
