@@ -203,6 +203,8 @@ impl Closed {
 
 struct TaskOut {
     ops: u64,
+    /// All commands, warm-up included (for server CPU per operation).
+    work: u64,
     last_done: u64,
     lat: Samples,
 }
@@ -231,6 +233,7 @@ async fn run_closed(
             let mut rng = Rng::new(i as u64 + 1);
             let mut out = TaskOut {
                 ops: 0,
+                work: 0,
                 last_done: 0,
                 lat: Samples::with_cap(cap),
             };
@@ -255,15 +258,18 @@ async fn run_closed(
                     out.last_done = d;
                 }
             }
+            out.work = sent;
             Ok::<_, Error>(out)
         });
     }
+    let mut work = 0u64;
     let mut ops = 0u64;
     let mut last_done = 0u64;
     let mut lat = Samples::with_cap(0);
     while let Some(r) = set.join_next().await {
         let out = r?.map_err(|e| Error::msg(format!("{} client: {e}", w.name())))?;
         ops += out.ops;
+        work += out.work;
         last_done = last_done.max(out.last_done);
         lat.merge(out.lat);
     }
@@ -272,7 +278,8 @@ async fn run_closed(
     let mut r = ResultLine::new();
     r.num("ops_s", ops_s)
         .int("ops", ops)
-        .num("secs", span as f64 / 1e9);
+        .num("secs", span as f64 / 1e9)
+        .int("work", work);
     if let Closed::Xrange { count, .. } = &*w {
         r.num("entries_s", ops_s * *count as f64);
     }

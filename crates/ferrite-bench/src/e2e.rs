@@ -223,6 +223,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<ResultLine> {
         .num("rate", a.rate)
         .int("subscribers", a.subscribers as u64)
         .int("delivered", got)
+        .int("work", got)
         .int("lost", expected.saturating_sub(got))
         .int("lat_dropped", lat.dropped);
     r.latency(lat.percentiles());
@@ -371,6 +372,7 @@ pub async fn workqueue(a: WorkqueueArgs) -> Result<ResultLine> {
         .num("offered_rate", a.rate)
         .int("produced", produced)
         .int("acked", got)
+        .int("work", got)
         .int("unconsumed", produced.saturating_sub(got))
         .int("producers", a.producers as u64)
         .int("consumers", a.consumers as u64)

@@ -43,6 +43,7 @@ enum Fmt {
     Count,
     Ms,
     Fixed1,
+    Fixed2,
     Secs,
 }
 
@@ -77,6 +78,11 @@ const METRICS: &[Metric] = &[
         keys: &["p50_ms", "p99_ms", "p999_ms"],
         name: "latency p50 / p99 / p99.9, ms ↓",
         fmt: Fmt::Ms,
+    },
+    Metric {
+        keys: &["srv_cpu_us"],
+        name: "server CPU µs per op ↓",
+        fmt: Fmt::Fixed2,
     },
     Metric {
         keys: &["lost"],
@@ -184,6 +190,7 @@ fn fmt_val(f: &Fmt, v: f64) -> String {
     match f {
         Fmt::Count => thousands(v),
         Fmt::Fixed1 => format!("{v:.1}"),
+        Fmt::Fixed2 => format!("{v:.2}"),
         Fmt::Secs => format!("{v:.2}"),
         Fmt::Ms => {
             if v >= 100.0 {
@@ -358,8 +365,10 @@ Lost = expected deliveries not received within 10 s after the window.
 group loop on `XREADGROUP GROUP g c<i> COUNT 10 BLOCK 200 STREAMS k >` then \
 `XACK` the IDs. consumed/s = entries acknowledged in the window / window; \
 latency = consumer clock at XREADGROUP reply − ts. *Saturated*: 2 producers \
-pipelining 16, pausing while 10,000 entries are unacknowledged, so its \
-latency is mostly that backlog. *Paced*: a fixed offered rate.
+pipelining 16 as fast as they can, pausing while 10,000 entries are \
+unacknowledged (so backlog and latency stay bounded if consumers fall \
+behind). *Paced*: a fixed offered rate; consumed/s below it means the \
+server could not keep up.
 - **Row 6 (memory/disk).** A fresh server per side (everysec), one stream \
 filled with `XADD k * symbol BTC price 42000.5 volume 3` over one connection \
 pipelining 1000. RSS is `VmRSS` from `/proc/<pid>/status`; bytes/entry is \
@@ -370,6 +379,15 @@ by then; that is its normal state).
 again on the same data directory; the time runs from just before exec to the \
 first `XLEN` that returns the full count (polled every 10 ms; Redis answers \
 `-LOADING` meanwhile).
+- **Redis configuration.** Debian's `redis-server`, no config file: built-in \
+defaults plus the flags in the commands below (so `auto-aof-rewrite-percentage \
+100`, `auto-aof-rewrite-min-size 64mb`: with AOF on, Redis's own rewrites can \
+fall inside a run, as they would in production).
+- **Server CPU per op.** User + system CPU time of the server process (all \
+threads; from `/proc/<pid>/stat`, 10 ms ticks) over the whole run, warm-up \
+included, divided by all operations of the run (rows 1–3: commands; row 4: \
+deliveries; row 5: acknowledged entries). It is less sensitive than ops/s to \
+other load on the machine. A forked child (Redis's AOF rewrite) is not counted.
 - Percentiles are nearest-rank over all samples of a run. Nothing here \
 asserts a time: a failed run is reported as failed.
 ";
@@ -440,8 +458,9 @@ pub fn run(a: ReportArgs) -> Result<()> {
     if !cmds.is_empty() {
         doc.push_str(
             "\n## Exact commands\n\nEvery distinct command the run executed, in order \
-             (`$RUN` is the run directory, `$RPORT`/`$FPORT` the Redis/Ferrite ports; \
-             each load ran once per side and round).\n\n```sh\n",
+             (`$RUN` is the run directory, `$RPORT`/`$FPORT` the Redis/Ferrite ports, \
+             `$PID` the server's process id, `$N` sized from the previous run; each load \
+             ran once per side and round).\n\n```sh\n",
         );
         for c in cmds {
             let _ = writeln!(doc, "{c}");
