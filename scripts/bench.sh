@@ -606,7 +606,7 @@ done
 # ------------------------------------------------------------------- report
 T_END=$(date +%s)
 GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || GIT="$GIT (with uncommitted changes)"
+git -C "$ROOT" diff --quiet HEAD -- . ':!docs/benchmarks.md' 2>/dev/null || GIT="$GIT (with uncommitted changes)"
 if [ "$IMPL" = redis ]; then
     meta title "Ferrite vs Redis: stream benchmark — harness self-check (Redis vs Redis)"
     meta self_check 1
