@@ -550,19 +550,27 @@ mem_phase() {
 }
 
 # ------------------------------------------------------------------- machine
+# fsync latency of the disk the servers write to -> FSYNC_LINE. Probed at the
+# start and before each durability mode: on a shared machine it can change by
+# an order of magnitude during a run, and the everysec/always rows follow it.
+fsync_probe() {
+    local out
+    log_cmd redis "$B" fsync-probe --dir "$RUN/data" --count 200 --size 4096
+    out=$("$B" fsync-probe --dir "$RUN/data" --count 200 --size 4096 2>&1)
+    FSYNC_LINE=$(sed -nE 's/.*p50_ms=([0-9.]+) p99_ms=([0-9.]+) p999_ms=[0-9.]+ max_ms=([0-9.]+).*/p50 \1 ms, p99 \2 ms, max \3 ms/p' <<<"$out")
+    [ -n "$FSYNC_LINE" ] || FSYNC_LINE="probe failed: $out"
+}
+
 machine_info() {
-    local cores model mem fs fsync
+    local cores model mem fs
     cores=$(nproc)
     model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
     fs=$(df -PT "$RUN" | awk 'NR == 2 { print $2 " on " $1 }')
-    log_cmd redis "$B" fsync-probe --dir "$RUN/data" --count 200 --size 4096
-    fsync=$("$B" fsync-probe --dir "$RUN/data" --count 200 --size 4096 2>&1)
-    FSYNC_LINE=$(sed -nE 's/.*p50_ms=([0-9.]+) p99_ms=([0-9.]+) p999_ms=[0-9.]+ max_ms=([0-9.]+).*/append 4 KiB + fdatasync, 200 times: p50 \1 ms, p99 \2 ms, max \3 ms/p' <<<"$fsync")
-    [ -n "$FSYNC_LINE" ] || FSYNC_LINE="fsync probe failed: $fsync"
+    fsync_probe
     meta machine "CPU: $cores cores ($model)"
     meta machine "Memory: $mem"
-    meta machine "Disk (data directories): $fs; $FSYNC_LINE (\`ferrite-bench fsync-probe\`)"
+    meta machine "Disk (data directories): $fs; append 4 KiB + fdatasync, 200 times (\`ferrite-bench fsync-probe\`), at the start: $FSYNC_LINE"
     meta machine "Kernel: $(uname -sr); $(redis-server --version | cut -d' ' -f1-3); $(rustc --version 2>/dev/null || echo 'rustc ?')"
     meta machine "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the machine may be shared; see the ratio noise in a self-check)"
     meta client "Client: \`ferrite-bench\`, one thread (tokio current-thread), no CPU pinning: it shares the $cores cores with the server under test, so client CPU is part of every number on both sides. Both servers of a mode run at once; the idle one uses almost no CPU."
@@ -598,10 +606,19 @@ fi
 
 T_MAIN=$(date +%s)
 machine_info
+FSYNC_SEEN=()
 for mode in $MODES; do
+    fsync_probe
+    FSYNC_SEEN+=("before '$mode': $FSYNC_LINE")
     run_mode "$mode"
 done
-[ -n "${BENCH_SKIP_MEM:-}" ] || mem_phase
+if [ -z "${BENCH_SKIP_MEM:-}" ]; then
+    fsync_probe
+    FSYNC_SEEN+=("before the memory/restart rows: $FSYNC_LINE")
+    mem_phase
+fi
+fsync_probe
+FSYNC_SEEN+=("at the end: $FSYNC_LINE")
 
 # ------------------------------------------------------------------- report
 T_END=$(date +%s)
@@ -619,6 +636,7 @@ ENVS=$(env | grep -E '^BENCH_' | sort | tr '\n' ' ')
 meta summary "Run: \`${ENVS}${MAKE_TARGET}\` (\`scripts/bench.sh $RUNMODE\`), $(date -u '+%Y-%m-%d %H:%M UTC'), commit $GIT."
 meta summary "Each cell is the median of $ROUNDS round(s) ($DUR s measured after $WARMUP s warm-up per run; rows 6–7: one fill, $RESTARTS restart(s) per side); the loads took $(((T_END - T_MAIN) / 60)) min $(((T_END - T_MAIN) % 60)) s, $(((T_END - T_BEGIN) / 60)) min $(((T_END - T_BEGIN) % 60)) s with the build."
 meta machine "Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+for f in "${FSYNC_SEEN[@]}"; do meta machine "fsync latency $f"; done
 if [ "$RUNMODE" = quick ]; then
     meta note "Quick mode (\`make bench-quick\`): a smoke run, not a measurement to quote: 1 round of ${DUR} s, XRANGE stream of $(human "$XR_N") entries, memory rows at $(human "$MEM_N1")/$(human "$MEM_N2") entries and restart with $(human "$MEM_N2"), no redis-benchmark rows."
 fi
