@@ -58,7 +58,7 @@ pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
                 db: 0,
                 created_ms: now,
                 last_cmd_ms: now,
-                last_cmd: "NULL".into(),
+                last_cmd: "NULL",
                 resp: 2,
                 multi: -1,
                 blocked: false,

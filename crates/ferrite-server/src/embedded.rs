@@ -19,8 +19,11 @@ pub struct Session {
 
 impl Session {
     /// A session on a fresh server state with `config`.
+    /// Effects are collected in `store.pending_log` (tests inspect them).
     pub fn with_config(config: Config) -> Session {
-        Session::attach(Shared::new(config))
+        let shared = Shared::new(config);
+        shared.store.lock().logging = true;
+        Session::attach(shared)
     }
 
     /// A new client on an existing server state.
@@ -56,7 +59,7 @@ impl Session {
                 db: 0,
                 created_ms: now,
                 last_cmd_ms: now,
-                last_cmd: "NULL".into(),
+                last_cmd: "NULL",
                 resp: 2,
                 multi: -1,
                 blocked: false,

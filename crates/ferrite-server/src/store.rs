@@ -159,7 +159,8 @@ pub struct CommandStats {
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub commands: BTreeMap<String, CommandStats>,
+    /// By Redis full name (`xadd`, `config|get`): names live in the static table.
+    pub commands: BTreeMap<&'static str, CommandStats>,
     pub errors: BTreeMap<String, u64>,
     pub total_commands: u64,
     pub total_connections: u64,
@@ -191,7 +192,7 @@ pub struct ClientInfo {
     pub db: usize,
     pub created_ms: u64,
     pub last_cmd_ms: u64,
-    pub last_cmd: String,
+    pub last_cmd: &'static str,
     pub resp: u8,
     pub multi: i64,
     pub blocked: bool,
@@ -214,6 +215,9 @@ pub struct Store {
     /// Effects of the command (or EXEC) being run, in order, as
     /// `(db, argv)`; drained by whoever persists them after the command.
     pub pending_log: Vec<(usize, Vec<Bytes>)>,
+    /// Whether effects are collected at all (off with `appendonly no`, so the
+    /// hot path builds no log records nobody will write).
+    pub logging: bool,
 }
 
 impl Store {
@@ -231,12 +235,15 @@ impl Store {
             start_ms: now_ms,
             dirty: 0,
             pending_log: Vec::new(),
+            logging: false,
         }
     }
 
     /// Record a deterministic effect of the running command for the commit log.
     pub fn log_effect(&mut self, db: usize, argv: Vec<Bytes>) {
-        self.pending_log.push((db, argv));
+        if self.logging {
+            self.pending_log.push((db, argv));
+        }
     }
 
     // ---- WATCH ----
@@ -392,8 +399,10 @@ impl Store {
                     let Some(reply) = w.cmd.try_serve(&mut self.dbs[db], &key, now_ms) else {
                         continue;
                     };
-                    for argv in w.cmd.take_effects() {
-                        self.pending_log.push((w.db, argv));
+                    if self.logging {
+                        for argv in w.cmd.take_effects() {
+                            self.pending_log.push((w.db, argv));
+                        }
                     }
                     if let Some(w) = self.waiters.remove(&id) {
                         self.forget_waiter(id, &w);

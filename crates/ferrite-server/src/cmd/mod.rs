@@ -72,9 +72,14 @@ impl Table {
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Command> {
+        // Lowercased on the stack: this runs for every command.
+        let mut buf = [0u8; 64];
+        let dst = buf.get_mut(..name.len())?;
+        for (d, s) in dst.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
         // Command names are ASCII; anything else cannot match.
-        let lower = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
-        self.commands.get(&lower)
+        self.commands.get(std::str::from_utf8(dst).ok()?)
     }
 
     /// Top-level commands (no `|`), for COMMAND COUNT/LIST/INFO.
@@ -156,6 +161,11 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Log `argv` (instead of the command as typed) when this command's
     /// effect is not deterministic on replay. Call once per logged command.
+    /// Whether effects are being collected; handlers skip building them if not.
+    pub fn logging(&self) -> bool {
+        self.store.logging
+    }
+
     pub fn propagate(&mut self, argv: Vec<Bytes>) {
         self.propagate.get_or_insert_with(Vec::new).push(argv);
     }
@@ -208,7 +218,7 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
             return Dispatch::Reply(r);
         }
     };
-    let name = cmd.meta.name.clone();
+    let name: &'static str = cmd.meta.name.as_str();
     if !ctx.client.authenticated && !cmd.meta.has_flag("no_auth") {
         let r = exec_abort_if_exec(ctx, first, CmdError::NoAuth.to_reply());
         ctx.store.stats.count_error(&r);
@@ -282,10 +292,10 @@ fn exec_abort_if_exec(ctx: &mut Ctx, name: &Bytes, r: Reply) -> Reply {
 }
 
 /// Run a resolved command (also used by EXEC for queued commands).
-pub fn run(ctx: &mut Ctx, cmd: &Command, argv: Vec<Bytes>) -> Dispatch {
+pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     let started = std::time::Instant::now();
     if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
-        c.last_cmd.clone_from(&cmd.meta.name);
+        c.last_cmd = cmd.meta.name.as_str();
         c.last_cmd_ms = ctx.now_ms;
     }
     let mut args = Args::new(argv);
@@ -302,7 +312,9 @@ pub fn run(ctx: &mut Ctx, cmd: &Command, argv: Vec<Bytes>) -> Dispatch {
     };
     let logged = match ctx.propagate.take() {
         Some(list) => list,
-        None if cmd.meta.has_flag("write") && !reply.is_error() => vec![args.into_vec()],
+        None if ctx.store.logging && cmd.meta.has_flag("write") && !reply.is_error() => {
+            vec![args.into_vec()]
+        }
         None => Vec::new(),
     };
     for argv in logged {
@@ -310,7 +322,7 @@ pub fn run(ctx: &mut Ctx, cmd: &Command, argv: Vec<Bytes>) -> Dispatch {
     }
     let usec = started.elapsed().as_micros() as u64;
     let stats = &mut ctx.store.stats;
-    let cs = stats.commands.entry(cmd.meta.name.clone()).or_default();
+    let cs = stats.commands.entry(cmd.meta.name.as_str()).or_default();
     cs.calls += 1;
     cs.usec += usec;
     if reply.is_error() {
@@ -357,17 +369,17 @@ pub fn resolve<'t>(t: &'t Table, argv: &[Bytes]) -> Result<&'t Command, CmdError
     }
 }
 
-fn rejected_name(t: &Table, argv: &[Bytes]) -> Option<String> {
+fn rejected_name(t: &'static Table, argv: &[Bytes]) -> Option<&'static str> {
     let cmd = t.get(&argv[0])?;
     if cmd.meta.subcommands.is_empty() || argv.len() < 2 {
-        return Some(cmd.meta.name.clone());
+        return Some(cmd.meta.name.as_str());
     }
     let full = format!(
         "{}|{}",
         cmd.meta.name,
         String::from_utf8_lossy(&argv[1]).to_ascii_lowercase()
     );
-    t.commands.get(&full).map(|c| c.meta.name.clone())
+    t.commands.get(&full).map(|c| c.meta.name.as_str())
 }
 
 fn arity_ok(arity: i64, argc: usize) -> bool {
