@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod group;
 pub mod info;
 pub mod keyspace;
 pub mod meta;
@@ -40,6 +41,7 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(stream::COMMANDS);
     v.extend_from_slice(read::COMMANDS);
     v.extend_from_slice(info::COMMANDS);
+    v.extend_from_slice(group::COMMANDS);
     v.extend_from_slice(string::COMMANDS);
     v
 }
