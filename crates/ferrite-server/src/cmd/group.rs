@@ -679,6 +679,15 @@ fn xautoclaim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     if s.group(&gname).is_none() {
         return Err(no_key_or_group(&key, &gname));
     }
+    // Redis allocates COUNT stream IDs (16 bytes each) up front and fails
+    // when the allocation does; with a 47-bit address space that happens
+    // from 2^47 bytes on. Ferrite allocates nothing per COUNT, but answers
+    // alike so that clients see the same limit.
+    if (count as u128) * 16 >= 1u128 << 47 {
+        return Err(CmdError::err(
+            "Insufficient memory, failed allocating transient memory, COUNT too high.",
+        ));
+    }
     let (reply, effects) = s.with_groups(|s, groups| {
         let Some(g) = groups.get_mut(&gname) else {
             return (Err(no_key_or_group(&key, &gname)), Vec::new());
