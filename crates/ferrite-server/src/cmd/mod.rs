@@ -172,8 +172,20 @@ impl Ctx<'_> {
     pub fn touch(&mut self, key: &[u8]) {
         let db = self.client.db;
         self.store.touch(db, key);
-        self.store.signal_ready(db, key);
+        if self.signals_ready() {
+            self.store.signal_ready(db, key);
+        }
         self.store.dirty += 1;
+    }
+
+    /// Whether the running command's writes wake blocked readers. Redis's
+    /// XDEL and XTRIM only call `signalModifiedKey` (WATCH), never
+    /// `signalKeyAsReady`: a blocked XREADGROUP whose group is behind the
+    /// stream's last ID (its newest entries deleted) must not be served by
+    /// them. The running command is the one `run` recorded for this client.
+    fn signals_ready(&self) -> bool {
+        let running = self.store.clients.get(&self.client.id);
+        !running.is_some_and(|c| matches!(c.last_cmd.as_str(), "xdel" | "xtrim"))
     }
 }
 

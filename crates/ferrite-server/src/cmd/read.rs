@@ -318,10 +318,6 @@ fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         return Ok(keyed_reply(out));
     }
     if let Some(t) = r.timeout {
-        let mut seen = Vec::with_capacity(r.keys.len());
-        for key in &r.keys {
-            seen.push(stream_ref(ctx, key)?.map(|s| stream_identity(s)));
-        }
         ctx.block = Some(BlockRequest {
             keys: r.keys.clone(),
             timeout: t,
@@ -331,7 +327,6 @@ fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 consumer,
                 noack: r.noack,
                 count: limit.unwrap_or(BLOCKED_DEFAULT_COUNT),
-                seen,
                 effects: Vec::new(),
             }),
         });
@@ -383,13 +378,6 @@ impl BlockedCommand for StreamWaiter {
     }
 }
 
-/// Identifies a stream value across signals: its address (stable while the
-/// key holds it; a RENAME onto the key brings another one) and last ID
-/// (XADD always raises it).
-fn stream_identity(s: &Stream) -> (usize, StreamId) {
-    (s as *const Stream as usize, s.last_id())
-}
-
 /// A blocked XREADGROUP (always for `>` on every key).
 struct GroupWaiter {
     keys: Vec<Bytes>,
@@ -397,15 +385,15 @@ struct GroupWaiter {
     consumer: Bytes,
     noack: bool,
     count: usize,
-    /// Per key, the stream as last seen ([`stream_identity`]).
-    seen: Vec<Option<(usize, StreamId)>>,
     /// What serving changed, for the commit log.
     effects: Vec<Vec<Bytes>>,
 }
 
 impl BlockedCommand for GroupWaiter {
     fn try_serve(&mut self, db: &mut Db, key: &Bytes, now_ms: u64) -> Option<Reply> {
-        let i = self.keys.iter().position(|k| k == key)?;
+        if !self.keys.contains(key) {
+            return None;
+        }
         let Some(Value::Stream(s)) = db.get_mut(key) else {
             // Deleted, flushed, renamed away or replaced by another type.
             return Some(Reply::error("UNBLOCKED the stream key no longer exists"));
@@ -415,14 +403,9 @@ impl BlockedCommand for GroupWaiter {
                 "NOGROUP the consumer group this client was blocked on no longer exists",
             ));
         };
-        // Redis serves when the stream's last ID passed the group's. Only
-        // XADD (which raises the last ID) and a RENAME onto the key wake
-        // readers in Redis; XDEL and XTRIM also signal here, so they are
-        // told apart by an unchanged stream identity.
-        let now_seen = stream_identity(s);
-        let fresh = self.seen[i] != Some(now_seen);
-        self.seen[i] = Some(now_seen);
-        if !fresh || s.last_id() <= g.last_id() {
+        // Redis serves when the stream's last ID passed the group's (XDEL
+        // and XTRIM do not signal; see `Ctx::touch`).
+        if s.last_id() <= g.last_id() {
             return None;
         }
         let rd = Reader {
