@@ -21,6 +21,8 @@ diff_tests! {
     xreadgroup => "groups/xreadgroup.txt",
     xreadgroup_block => "groups/xreadgroup_block.txt",
     xreadgroup_unblock => "groups/xreadgroup_unblock.txt",
+    watch_multi => "groups/watch_multi.txt",
+    xack => "groups/xack.txt",
 }
 
 /// Tolerance for times: the two servers run the same command a few
@@ -273,4 +275,239 @@ timed_tests! {
     xclaim => "groups/timed/xclaim.txt",
     xautoclaim => "groups/timed/xautoclaim.txt",
     xinfo_full => "groups/timed/xinfo_full.txt",
+}
+
+// ---- INFO commandstats / errorstats -------------------------------------------
+
+/// One connection per server, used in lock step.
+struct Both {
+    pair: Pair,
+    conns: HashMap<String, [RespConn; 2]>,
+    timeout: Duration,
+}
+
+impl Both {
+    fn start() -> Both {
+        Both {
+            pair: Pair::start().unwrap_or_else(|e| panic!("{e}")),
+            conns: HashMap::new(),
+            timeout: common::runner::read_timeout(),
+        }
+    }
+
+    fn conn(&mut self, name: &str) -> &mut [RespConn; 2] {
+        if !self.conns.contains_key(name) {
+            let a = self.pair.redis.connect().unwrap_or_else(|e| panic!("{e}"));
+            let b = self
+                .pair
+                .ferrite
+                .connect()
+                .unwrap_or_else(|e| panic!("{e}"));
+            self.conns.insert(name.to_string(), [a, b]);
+        }
+        self.conns
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("connection {name} vanished"))
+    }
+
+    fn send(&mut self, conn: &str, cmd: &str) {
+        let words = split_args(cmd).unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        for c in self.conn(conn).iter_mut() {
+            c.send_command(&words)
+                .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        }
+    }
+
+    /// Reads one reply on each side; both must be frames.
+    fn read(&mut self, conn: &str) -> [Node; 2] {
+        let t = self.timeout;
+        let [a, b] = self.conn(conn);
+        let (ra, rb) = (a.read_reply(t), b.read_reply(t));
+        match (ra, rb) {
+            (Reply::Frame { node: x, .. }, Reply::Frame { node: y, .. }) => [x, y],
+            (x, y) => panic!(
+                "no reply on @{conn}:\nredis: {}ferrite: {}",
+                x.render(),
+                y.render()
+            ),
+        }
+    }
+
+    /// Runs `cmd` on both and checks the replies are identical.
+    fn same(&mut self, conn: &str, cmd: &str) -> Node {
+        self.send(conn, cmd);
+        let [a, b] = self.read(conn);
+        assert!(
+            a.same(&b),
+            "{cmd}:\nredis:\n{}ferrite:\n{}",
+            a.render(),
+            b.render()
+        );
+        a
+    }
+
+    /// Waits (bounded) until both servers report `n` blocked clients.
+    fn wait_blocked(&mut self, n: usize) {
+        let deadline = std::time::Instant::now() + self.timeout;
+        for side in 0..2 {
+            loop {
+                let [a, b] = self.conn("admin");
+                let c = if side == 0 { a } else { b };
+                c.send_command(&[b"INFO".to_vec(), b"clients".to_vec()])
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let r = c.read_reply(Duration::from_secs(10));
+                let text = r
+                    .node()
+                    .and_then(|n| n.text())
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .unwrap_or_default();
+                let got = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("blocked_clients:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if got == Some(n) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "side {side}: blocked_clients never reached {n} (last {got:?})"
+                );
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// `INFO <section>` on each side, as text.
+    fn info(&mut self, section: &str) -> [String; 2] {
+        self.send("admin", &format!("INFO {section}"));
+        let [a, b] = self.read("admin");
+        let t = |n: &Node| String::from_utf8_lossy(n.text().unwrap_or_default()).into_owned();
+        [t(&a), t(&b)]
+    }
+}
+
+/// `cmdstat_<name>:calls=..,usec=..,usec_per_call=..,rejected_calls=..,
+/// failed_calls=..` without the times, sorted.
+fn command_counts(info: &str) -> Vec<String> {
+    let mut out: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .map(|l| {
+            let (name, fields) = l.split_once(':').unwrap_or((l, ""));
+            let kept: Vec<&str> = fields
+                .trim()
+                .split(',')
+                .filter(|f| !f.starts_with("usec"))
+                .collect();
+            format!("{name}:{}", kept.join(","))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn field_lines(info: &str, prefix: &str) -> Vec<String> {
+    let mut out: Vec<String> = info
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.trim().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn info_stats_count_group_commands_and_errors() {
+    if skip_diff() {
+        return;
+    }
+    if let Err(e) = redis_server_path() {
+        panic!("{e}");
+    }
+    let mut b = Both::start();
+    b.same("main", "CONFIG RESETSTAT");
+    for cmd in [
+        "XADD s 1-1 a 1",
+        "XGROUP CREATE s g 0",
+        "XGROUP CREATE s g 0",
+        "XGROUP CREATE s",
+        "XGROUP FOO",
+        "XGROUP CREATE nokey g 0",
+        "XGROUP SETID s nogroup 0",
+        "XGROUP CREATECONSUMER s g c",
+        "XGROUP DELCONSUMER s g c",
+        "XREADGROUP GROUP g c STREAMS s >",
+        "XREADGROUP GROUP nogroup c STREAMS s >",
+        "XREADGROUP GROUP g c STREAMS s $",
+        "XACK s g 1-1",
+        "XACK s g abc",
+        "XPENDING s g",
+        "XPENDING s nogroup",
+        "XPENDING s g - + x",
+        "XCLAIM s g c 0 1-1",
+        "XCLAIM s nogroup c 0 1-1",
+        "XCLAIM s g c 0 1-1 FOO",
+        "XAUTOCLAIM s g c 0 0",
+        "XAUTOCLAIM s nogroup c 0 0",
+        "XAUTOCLAIM s g c 0 0 COUNT 0",
+        "XINFO GROUPS s",
+        "XINFO GROUPS nokey",
+        "XINFO CONSUMERS s nogroup",
+        "XINFO STREAM s FULL",
+        "SET str v",
+        "XREADGROUP GROUP g c STREAMS str >",
+        "MULTI",
+        "XREADGROUP GROUP g c BLOCK 0 STREAMS s >",
+        "XGROUP CREATE s g 0",
+        "EXEC",
+    ] {
+        b.same("main", cmd);
+    }
+    // Blocked calls: served, timed out, ended by each error.
+    b.send("r1", "XREADGROUP GROUP g c BLOCK 0 STREAMS s >");
+    b.wait_blocked(1);
+    b.same("main", "XADD s 2-1 b 2");
+    let [x, y] = b.read("r1");
+    assert!(x.same(&y));
+    b.same("r1", "XREADGROUP GROUP g c BLOCK 10 STREAMS s >");
+    b.send("r1", "XREADGROUP GROUP g c BLOCK 0 STREAMS s >");
+    b.send("r2", "XREADGROUP GROUP g c2 BLOCK 0 STREAMS s >");
+    b.wait_blocked(2);
+    b.same("main", "XGROUP DESTROY s g");
+    for c in ["r1", "r2"] {
+        let [x, y] = b.read(c);
+        assert!(x.same(&y), "{}{}", x.render(), y.render());
+    }
+    b.same("main", "XGROUP CREATE s g $");
+    b.send("r1", "XREADGROUP GROUP g c BLOCK 0 STREAMS s >");
+    b.wait_blocked(1);
+    b.same("main", "DEL s");
+    let [x, y] = b.read("r1");
+    assert!(x.same(&y), "{}{}", x.render(), y.render());
+
+    let [ra, fa] = b.info("commandstats");
+    let (rc, fc) = (command_counts(&ra), command_counts(&fa));
+    let relevant = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .filter(|l| l.starts_with('x') || l.starts_with("exec") || l.starts_with("multi"))
+            .cloned()
+            .collect()
+    };
+    eprintln!("commandstats: {:#?}", relevant(&rc));
+    assert_eq!(relevant(&fc), relevant(&rc), "commandstats differ");
+    let [ra, fa] = b.info("errorstats");
+    assert_eq!(
+        field_lines(&fa, "errorstat_"),
+        field_lines(&ra, "errorstat_"),
+        "errorstats differ"
+    );
+    assert!(
+        field_lines(&ra, "errorstat_NOGROUP:").len() == 1,
+        "the script must produce NOGROUP errors"
+    );
+    let [ra, fa] = b.info("stats");
+    assert_eq!(
+        field_lines(&fa, "total_error_replies:"),
+        field_lines(&ra, "total_error_replies:")
+    );
 }
