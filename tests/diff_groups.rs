@@ -511,3 +511,430 @@ fn info_stats_count_group_commands_and_errors() {
         field_lines(&ra, "total_error_replies:")
     );
 }
+
+// ---- replay equivalence of the propagated effects ------------------------------
+
+/// Runs commands in-process like a connection does (blocking included), and
+/// collects what the store logged for the commit log after every command.
+mod replay {
+    use bytes::Bytes;
+    use ferrite_server::cmd::{self, ClientState, Ctx, Dispatch};
+    use ferrite_server::config::Config;
+    use ferrite_server::reply::Reply;
+    use ferrite_server::server::{now_ms, Shared};
+    use ferrite_server::store::ClientInfo;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use tokio::sync::oneshot;
+
+    pub struct Node {
+        shared: Arc<Shared>,
+        main: ClientState,
+        /// Blocked readers: their client state and reply channel.
+        blocked: Vec<(ClientState, u64, oneshot::Receiver<Reply>)>,
+        /// Every logged effect, in order (all in db 0).
+        pub log: Vec<Vec<Bytes>>,
+    }
+
+    fn client(shared: &Arc<Shared>) -> ClientState {
+        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        shared.store.lock().clients.insert(
+            id,
+            ClientInfo {
+                id,
+                addr: "test:0".into(),
+                laddr: "test:0".into(),
+                name: Bytes::new(),
+                db: 0,
+                created_ms: now,
+                last_cmd_ms: now,
+                last_cmd: "NULL".into(),
+                resp: 2,
+                multi: -1,
+                blocked: false,
+                kill: Arc::new(tokio::sync::Notify::new()),
+            },
+        );
+        ClientState::new(id, true)
+    }
+
+    impl Node {
+        pub fn new() -> Node {
+            let shared = Shared::new(Config::default());
+            let main = client(&shared);
+            Node {
+                shared,
+                main,
+                blocked: Vec::new(),
+                log: Vec::new(),
+            }
+        }
+
+        pub fn blocked_count(&self) -> usize {
+            self.blocked.len()
+        }
+
+        fn run(&mut self, c: Option<&mut ClientState>, argv: Vec<Bytes>) -> Dispatch {
+            let shared = self.shared.clone();
+            let now = now_ms();
+            let mut store = shared.store.lock();
+            let client = match c {
+                Some(c) => c,
+                None => &mut self.main,
+            };
+            let mut ctx = Ctx {
+                store: &mut store,
+                client,
+                shared: &shared,
+                now_ms: now,
+                in_exec: false,
+                block: None,
+                propagate: None,
+            };
+            let d = cmd::dispatch(&mut ctx, argv);
+            store.serve_ready(now);
+            for (db, argv) in store.pending_log.drain(..) {
+                assert_eq!(db, 0, "effects logged in db {db}");
+                self.log.push(argv);
+            }
+            d
+        }
+
+        /// Runs a command on the main client.
+        pub fn call(&mut self, argv: Vec<Bytes>) -> Reply {
+            let r = match self.run(None, argv) {
+                Dispatch::Reply(r) | Dispatch::Block(_, r) => r,
+            };
+            self.reap();
+            r
+        }
+
+        /// Runs a (possibly blocking) command on a client of its own.
+        pub fn call_blocking(&mut self, argv: Vec<Bytes>) {
+            let mut c = client(&self.shared);
+            if let Dispatch::Block(req, _) = self.run(Some(&mut c), argv) {
+                let (id, rx) = self
+                    .shared
+                    .store
+                    .lock()
+                    .block(c.id, c.db, req.keys, req.cmd);
+                self.blocked.push((c, id, rx));
+            }
+        }
+
+        /// Forgets readers that were served.
+        fn reap(&mut self) {
+            self.blocked.retain_mut(|(_, _, rx)| rx.try_recv().is_err());
+        }
+
+        /// Ends every blocked reader as by a timeout.
+        pub fn unblock_all(&mut self) {
+            let mut store = self.shared.store.lock();
+            for (_, id, _) in self.blocked.drain(..) {
+                store.unblock(id);
+            }
+        }
+    }
+}
+
+fn argv(s: &str) -> Vec<bytes::Bytes> {
+    s.split_whitespace()
+        .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes()))
+        .collect()
+}
+
+/// Replaces the consumers' `seen-time` / `idle` (which replay cannot
+/// reproduce: they are the time of the replayed command) by 0.
+fn mask_seen(r: &mut ferrite_server::reply::Reply) {
+    use ferrite_server::reply::Reply as R;
+    match r {
+        R::Map(pairs) | R::KeyedArray(pairs) => {
+            for (k, v) in pairs.iter_mut() {
+                if matches!(k, R::Bulk(b) if &b[..] == b"seen-time" || &b[..] == b"idle") {
+                    *v = R::Int(0);
+                } else {
+                    mask_seen(v);
+                }
+            }
+        }
+        R::Array(items) | R::Set(items) | R::Push(items) => items.iter_mut().for_each(mask_seen),
+        _ => {}
+    }
+}
+
+/// What must survive a replay: every key's stream, groups, PELs (delivery
+/// times and counts included) and consumers, and each group's XPENDING summary.
+fn state(n: &mut replay::Node) -> Vec<ferrite_server::reply::Reply> {
+    let mut out = Vec::new();
+    for key in ["s", "t"] {
+        let mut full = n.call(argv(&format!("XINFO STREAM {key} FULL COUNT 0")));
+        mask_seen(&mut full);
+        out.push(full);
+        out.push(n.call(argv(&format!("XINFO GROUPS {key}"))));
+        for g in ["g1", "g2"] {
+            out.push(n.call(argv(&format!("XPENDING {key} {g}"))));
+        }
+    }
+    out
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// One random consumer group command (plus the stream writes around them).
+/// Returns the command and whether to run it on a client of its own (a
+/// blocking read).
+fn random_command(r: &mut Rng, next_ms: &mut u64) -> (String, bool) {
+    let key = r.pick(&["s", "s", "s", "t"]);
+    let g = r.pick(&["g1", "g1", "g2"]);
+    let c = r.pick(&["alice", "bob", "carol", "dave"]);
+    let id = |r: &mut Rng| format!("{}-{}", 1 + r.below(*next_ms + 1), r.below(3));
+    let cmd = match r.below(100) {
+        0..=24 => {
+            *next_ms += 1;
+            match r.below(4) {
+                0 => format!("XADD {key} {}-* f v", *next_ms),
+                1 => format!("XADD {key} MAXLEN ~ {} {}-1 f v", 5 + r.below(20), *next_ms),
+                2 => format!("XADD {key} MAXLEN {} {}-1 f v", 5 + r.below(20), *next_ms),
+                _ => format!("XADD {key} {}-1 f v", *next_ms),
+            }
+        }
+        25..=49 => {
+            let count = match r.below(3) {
+                0 => String::new(),
+                _ => format!("COUNT {} ", 1 + r.below(4)),
+            };
+            let noack = if r.below(6) == 0 { "NOACK " } else { "" };
+            let at = match r.below(5) {
+                0 => "0".to_string(),
+                1 => id(r),
+                _ => ">".to_string(),
+            };
+            if r.below(5) == 0 && at == ">" {
+                return (
+                    format!("XREADGROUP GROUP {g} {c} {count}{noack}BLOCK 0 STREAMS {key} >"),
+                    true,
+                );
+            }
+            format!("XREADGROUP GROUP {g} {c} {count}{noack}STREAMS {key} {at}")
+        }
+        50..=64 => {
+            let mut cmd = format!(
+                "XCLAIM {key} {g} {c} {} {} {}",
+                r.pick(&["0", "0", "100000"]),
+                id(r),
+                id(r)
+            );
+            for _ in 0..r.below(3) {
+                cmd.push(' ');
+                cmd.push_str(&match r.below(7) {
+                    0 => format!("IDLE {}", r.below(1_000_000)),
+                    1 => format!("TIME {}", r.below(2_000_000_000_000)),
+                    2 => format!("RETRYCOUNT {}", r.below(9)),
+                    3 => "FORCE".to_string(),
+                    4 => "JUSTID".to_string(),
+                    5 => format!("LASTID {}", id(r)),
+                    _ => "JUSTID".to_string(),
+                });
+            }
+            cmd
+        }
+        65..=72 => {
+            let mut cmd = format!(
+                "XAUTOCLAIM {key} {g} {c} {} {} COUNT {}",
+                r.pick(&["0", "0", "100000"]),
+                r.pick(&["0", "0", "(3-0", "5"]),
+                1 + r.below(4)
+            );
+            if r.below(2) == 0 {
+                cmd.push_str(" JUSTID");
+            }
+            cmd
+        }
+        73..=82 => format!("XACK {key} {g} {} {}", id(r), id(r)),
+        83..=85 => {
+            let start = r.pick(&["$", "0", "3-0"]);
+            let er = match r.below(3) {
+                0 => format!(" ENTRIESREAD {}", r.below(20)),
+                _ => String::new(),
+            };
+            format!("XGROUP CREATE {key} {g} {start} MKSTREAM{er}")
+        }
+        86 | 87 => {
+            let er = match r.below(2) {
+                0 => format!(" ENTRIESREAD {}", r.below(20)),
+                _ => String::new(),
+            };
+            format!("XGROUP SETID {key} {g} {}{er}", r.pick(&["$", "0", "5"]))
+        }
+        88 => format!("XGROUP DESTROY {key} {g}"),
+        89 => format!("XGROUP CREATECONSUMER {key} {g} {c}"),
+        90 => format!("XGROUP DELCONSUMER {key} {g} {c}"),
+        91..=94 => format!("XDEL {key} {} {}", id(r), id(r)),
+        95 => format!("XTRIM {key} MAXLEN {}", 3 + r.below(12)),
+        96 => format!("XSETID {key} {}-9", *next_ms),
+        97 if r.below(4) == 0 => format!("RENAME {} {}", key, if key == "s" { "t" } else { "s" }),
+        98 if r.below(4) == 0 => format!("DEL {key}"),
+        _ => format!("XPENDING {key} {g}"),
+    };
+    (cmd, false)
+}
+
+/// Random command sequences through an in-process server; the effects it
+/// logged, replayed into a fresh server, rebuild the same groups, PELs
+/// (delivery times and counts), last-delivered-ids, entries-read and lags.
+#[test]
+fn propagated_effects_replay_to_the_same_state() {
+    let mut cases = 0;
+    for seed in 1..=120u64 {
+        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut a = replay::Node::new();
+        let mut next_ms = 1;
+        let mut script = Vec::new();
+        for k in ["s", "t"] {
+            for g in ["g1", "g2"] {
+                a.call(argv(&format!("XGROUP CREATE {k} {g} 0 MKSTREAM")));
+            }
+        }
+        for _ in 0..250 {
+            let (cmd, blocking) = random_command(&mut r, &mut next_ms);
+            script.push(cmd.clone());
+            if blocking {
+                a.call_blocking(argv(&cmd));
+            } else {
+                a.call(argv(&cmd));
+            }
+            // Occasionally in a transaction.
+            if r.below(30) == 0 {
+                let (c1, _) = random_command(&mut r, &mut next_ms);
+                let (c2, _) = random_command(&mut r, &mut next_ms);
+                script.push(format!("MULTI / {c1} / {c2} / EXEC"));
+                a.call(argv("MULTI"));
+                a.call(argv(&c1));
+                a.call(argv(&c2));
+                a.call(argv("EXEC"));
+            }
+        }
+        let served_or_left = a.blocked_count();
+        a.unblock_all();
+        let log = std::mem::take(&mut a.log);
+        let mut b = replay::Node::new();
+        for e in &log {
+            let reply = b.call(e.clone());
+            assert!(
+                !reply.is_error(),
+                "seed {seed}: replaying {:?} failed: {reply:?}\nscript:\n{}",
+                e.iter()
+                    .map(|x| String::from_utf8_lossy(x).into_owned())
+                    .collect::<Vec<_>>(),
+                script.join("\n")
+            );
+        }
+        let (sa, sb) = (state(&mut a), state(&mut b));
+        if sa != sb {
+            let log_text: Vec<String> = log
+                .iter()
+                .map(|e| {
+                    e.iter()
+                        .map(|x| String::from_utf8_lossy(x).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            for (x, y) in sa.iter().zip(&sb) {
+                if x != y {
+                    panic!(
+                        "seed {seed}: replay differs\noriginal: {x:?}\nreplayed: {y:?}\nscript:\n{}\nlog:\n{}",
+                        script.join("\n"),
+                        log_text.join("\n")
+                    );
+                }
+            }
+        }
+        let _ = served_or_left;
+        if std::env::var("REPLAY_DEBUG").is_ok() {
+            let mut kinds = std::collections::BTreeMap::new();
+            for e in &log {
+                let k = String::from_utf8_lossy(&e[0]).into_owned()
+                    + if e.len() > 1 && e[0].eq_ignore_ascii_case(b"XGROUP") {
+                        "|"
+                    } else {
+                        ""
+                    }
+                    + &if e[0].eq_ignore_ascii_case(b"XGROUP") {
+                        String::from_utf8_lossy(&e[1]).into_owned()
+                    } else {
+                        String::new()
+                    };
+                *kinds.entry(k).or_insert(0) += 1;
+            }
+            eprintln!(
+                "seed {seed}: blocked left {served_or_left}; {kinds:?}; state {:?}",
+                &sa[2..4]
+            );
+        }
+        cases += 1;
+    }
+    assert_eq!(cases, 120);
+}
+
+/// A blocked XREADGROUP served later logs its effects (consumer creation,
+/// one XCLAIM per entry, the group's new last ID) like a direct call.
+#[test]
+fn served_blocked_reader_logs_its_effects() {
+    let mut a = replay::Node::new();
+    a.call(argv("XGROUP CREATE s g $ MKSTREAM"));
+    a.call_blocking(argv(
+        "XREADGROUP GROUP g waiter COUNT 5 BLOCK 0 STREAMS s >",
+    ));
+    a.call_blocking(argv("XREADGROUP GROUP g other NOACK BLOCK 0 STREAMS s >"));
+    assert_eq!(a.blocked_count(), 2);
+    a.log.clear();
+    a.call(argv("XADD s 1-1 f v"));
+    a.call(argv("XADD s 2-1 f v"));
+    assert_eq!(a.blocked_count(), 0);
+    let text: Vec<String> = a
+        .log
+        .iter()
+        .map(|e| {
+            e.iter()
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(text[0], "XADD s 1-1 f v");
+    assert_eq!(text[1], "XGROUP CREATECONSUMER s g waiter");
+    assert!(
+        text[2].starts_with("XCLAIM s g waiter 0 1-1 TIME ")
+            && text[2].ends_with(" RETRYCOUNT 1 FORCE JUSTID LASTID 1-1"),
+        "{}",
+        text[2]
+    );
+    assert_eq!(text[3], "XGROUP SETID s g 1-1 ENTRIESREAD 1");
+    assert_eq!(text[4], "XADD s 2-1 f v");
+    assert_eq!(text[5], "XGROUP CREATECONSUMER s g other");
+    assert_eq!(text[6], "XGROUP SETID s g 2-1 ENTRIESREAD 2");
+    assert_eq!(text.len(), 7, "{text:#?}");
+    let mut b = replay::Node::new();
+    b.call(argv("XGROUP CREATE s g $ MKSTREAM"));
+    for e in a.log.clone() {
+        assert!(!b.call(e).is_error());
+    }
+    assert!(state(&mut a) == state(&mut b));
+}
