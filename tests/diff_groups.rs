@@ -23,6 +23,7 @@ diff_tests! {
     xreadgroup_unblock => "groups/xreadgroup_unblock.txt",
     watch_multi => "groups/watch_multi.txt",
     xack => "groups/xack.txt",
+    seen_time => "groups/seen_time.txt",
 }
 
 /// Tolerance for times: the two servers run the same command a few
@@ -937,4 +938,144 @@ fn served_blocked_reader_logs_its_effects() {
         assert!(!b.call(e).is_error());
     }
     assert!(state(&mut a) == state(&mut b));
+}
+
+// ---- scale: the same workload on redis-server and Ferrite --------------------
+
+/// Sends `cmds` in pipelined batches of `batch` and reads every reply;
+/// returns the elapsed seconds. Error replies are counted and reported.
+fn pipelined(c: &mut RespConn, cmds: &[Vec<Vec<u8>>], batch: usize) -> f64 {
+    let t = std::time::Instant::now();
+    let mut errors = 0;
+    for chunk in cmds.chunks(batch) {
+        let mut buf = Vec::new();
+        for cmd in chunk {
+            buf.extend(common::resp::encode_command(cmd));
+        }
+        c.send(&buf).unwrap_or_else(|e| panic!("send: {e}"));
+        for _ in chunk {
+            match c.read_reply(Duration::from_secs(60)) {
+                Reply::Frame { node, .. } if node.is_error() => errors += 1,
+                Reply::Frame { .. } => {}
+                other => panic!("no reply: {}", other.render()),
+            }
+        }
+    }
+    assert_eq!(errors, 0, "error replies in the workload");
+    t.elapsed().as_secs_f64()
+}
+
+fn info_field(c: &mut RespConn, section: &str, field: &str) -> i64 {
+    c.send_command(&[b"INFO".to_vec(), section.as_bytes().to_vec()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = c.read_reply(Duration::from_secs(10));
+    let text = r
+        .node()
+        .and_then(|n| n.text())
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+fn words(s: &str) -> Vec<Vec<u8>> {
+    s.split(' ').map(|w| w.as_bytes().to_vec()).collect()
+}
+
+/// 1,000,000 pending entries over 1,000 consumers on both servers, then
+/// XACK / XCLAIM / XPENDING / XREADGROUP throughput over one pipelined
+/// connection, and memory per pending entry. Measures; asserts no time.
+///
+/// `cargo test --release --test diff_groups scale -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement: run with --ignored --nocapture (release)"]
+fn scale_vs_redis() {
+    if let Err(e) = redis_server_path() {
+        panic!("{e}");
+    }
+    const N: u64 = 1_000_000;
+    const CONSUMERS: u64 = 1000;
+    let pair = Pair::start().unwrap_or_else(|e| panic!("{e}"));
+    let adds: Vec<Vec<Vec<u8>>> = (1..=N)
+        .map(|i| words(&format!("XADD s {i}-1 f v")))
+        .collect();
+    let reads: Vec<Vec<Vec<u8>>> = (0..CONSUMERS)
+        .map(|c| words(&format!("XREADGROUP GROUP g c{c} COUNT 1000 STREAMS s >")))
+        .collect();
+    let mut r = Rng(0x2545_F491_4F6C_DD1D);
+    let rand_id = |r: &mut Rng| format!("{}-1", 1 + r.below(N));
+    let pending: Vec<Vec<Vec<u8>>> = (0..20_000)
+        .map(|_| words(&format!("XPENDING s g {} + 10", rand_id(&mut r))))
+        .collect();
+    let pending_c: Vec<Vec<Vec<u8>>> = (0..20_000)
+        .map(|_| {
+            let c = r.below(CONSUMERS);
+            words(&format!("XPENDING s g {} + 10 c{c}", rand_id(&mut r)))
+        })
+        .collect();
+    let claims: Vec<Vec<Vec<u8>>> = (0..100_000)
+        .map(|_| {
+            let c = r.below(CONSUMERS);
+            words(&format!("XCLAIM s g c{c} 0 {} JUSTID", rand_id(&mut r)))
+        })
+        .collect();
+    let acks: Vec<Vec<Vec<u8>>> = (0..100_000)
+        .map(|_| words(&format!("XACK s g {}", rand_id(&mut r))))
+        .collect();
+    for (label, server) in [("redis-server", &pair.redis), ("ferrite", &pair.ferrite)] {
+        let mut c = server.connect().unwrap_or_else(|e| panic!("{e}"));
+        let t_add = pipelined(&mut c, &adds, 10_000);
+        pipelined(&mut c, &[words("XGROUP CREATE s g 0")], 1);
+        let (m0, rss0) = (
+            info_field(&mut c, "memory", "used_memory"),
+            info_field(&mut c, "memory", "used_memory_rss"),
+        );
+        let t_read = pipelined(&mut c, &reads, 100);
+        let (m1, rss1) = (
+            info_field(&mut c, "memory", "used_memory"),
+            info_field(&mut c, "memory", "used_memory_rss"),
+        );
+        let t_pend = pipelined(&mut c, &pending, 1000);
+        let t_pend_c = pipelined(&mut c, &pending_c, 1000);
+        let t_claim = pipelined(&mut c, &claims, 1000);
+        let t_ack = pipelined(&mut c, &acks, 1000);
+        println!("{label}:");
+        println!("  XADD 1M entries: {:.0} ops/s", N as f64 / t_add);
+        println!(
+            "  XREADGROUP > COUNT 1000 x 1000 consumers: {:.0} entries/s ({:.0} calls/s)",
+            N as f64 / t_read,
+            CONSUMERS as f64 / t_read
+        );
+        println!(
+            "  used_memory per pending entry: {:.1} bytes; RSS per pending entry: {:.1} bytes",
+            (m1 - m0) as f64 / N as f64,
+            (rss1 - rss0) as f64 / N as f64
+        );
+        println!(
+            "  XPENDING s g <id> + 10: {:.0} ops/s",
+            pending.len() as f64 / t_pend
+        );
+        println!(
+            "  XPENDING s g <id> + 10 <consumer>: {:.0} ops/s",
+            pending_c.len() as f64 / t_pend_c
+        );
+        println!(
+            "  XCLAIM one entry JUSTID: {:.0} ops/s",
+            claims.len() as f64 / t_claim
+        );
+        println!("  XACK one entry: {:.0} ops/s", acks.len() as f64 / t_ack);
+        let left = {
+            c.send_command(&words("XPENDING s g"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            c.read_reply(Duration::from_secs(10))
+                .node()
+                .and_then(|n| match n {
+                    Node::Agg { items, .. } => items.first().and_then(Node::as_int),
+                    _ => None,
+                })
+        };
+        println!("  pending after the workload: {left:?}");
+    }
 }

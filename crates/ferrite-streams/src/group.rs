@@ -12,7 +12,8 @@
 //!   in the middle split a chunk in two; removals merge thin neighbours.
 //!   Delivery counts that do not fit in `u32` (only `XCLAIM RETRYCOUNT`
 //!   makes them) live in a side map;
-//! - each consumer's PEL is a `ChunkMap<()>`: 16 bytes per ID;
+//! - each consumer's PEL is an [`IdSet`]: the same chunks, holding IDs
+//!   relative to the chunk's key (8 bytes per ID) while they fit;
 //! - consumers live in a slab indexed by `u32` (what the PEL stores), with a
 //!   `BTreeMap` from name to index for Redis's name order.
 //!
@@ -276,6 +277,319 @@ impl<V: Copy> ChunkMap<V> {
 }
 
 // ---------------------------------------------------------------------------
+// IdSet
+// ---------------------------------------------------------------------------
+
+/// The IDs of one chunk of an [`IdSet`]: relative to the chunk's key when
+/// every ID fits (`ms - key.ms` and `seq` below 2^32: 8 bytes per ID),
+/// absolute otherwise (16 bytes).
+#[derive(Clone, Debug)]
+enum Ids {
+    Narrow(Vec<(u32, u32)>),
+    Wide(Vec<StreamId>),
+}
+
+impl Ids {
+    fn len(&self) -> usize {
+        match self {
+            Ids::Narrow(v) => v.len(),
+            Ids::Wide(v) => v.len(),
+        }
+    }
+
+    fn get(&self, key: StreamId, i: usize) -> StreamId {
+        match self {
+            Ids::Narrow(v) => {
+                let (d, seq) = v[i];
+                StreamId::new(key.ms + u64::from(d), u64::from(seq))
+            }
+            Ids::Wide(v) => v[i],
+        }
+    }
+
+    /// `Ok(i)` if `id` is at `i`, `Err(i)` where it would be inserted.
+    fn search(&self, key: StreamId, id: StreamId) -> Result<usize, usize> {
+        match self {
+            Ids::Wide(v) => v.binary_search(&id),
+            Ids::Narrow(v) => match narrow(key, id) {
+                Some(n) => v.binary_search(&n),
+                // Not encodable (but never below the key): compare decoded.
+                None => v.binary_search_by(|&(d, seq)| {
+                    StreamId::new(key.ms + u64::from(d), u64::from(seq)).cmp(&id)
+                }),
+            },
+        }
+    }
+
+    fn widen(&mut self, key: StreamId) {
+        if let Ids::Narrow(v) = self {
+            let mut w = Vec::with_capacity(v.capacity());
+            w.extend(
+                v.iter()
+                    .map(|&(d, seq)| StreamId::new(key.ms + u64::from(d), u64::from(seq))),
+            );
+            *self = Ids::Wide(w);
+        }
+    }
+
+    /// Inserts at `i`, widening first if `id` does not fit.
+    fn insert(&mut self, key: StreamId, i: usize, id: StreamId) {
+        if let Ids::Narrow(v) = self {
+            if let Some(n) = narrow(key, id) {
+                v.insert(i, n);
+                return;
+            }
+        }
+        self.widen(key);
+        if let Ids::Wide(v) = self {
+            v.insert(i, id);
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        match self {
+            Ids::Narrow(v) => {
+                v.remove(i);
+            }
+            Ids::Wide(v) => {
+                v.remove(i);
+            }
+        }
+    }
+
+    /// All IDs, absolute (for splits, merges and re-keying).
+    fn to_vec(&self, key: StreamId) -> Vec<StreamId> {
+        (0..self.len()).map(|i| self.get(key, i)).collect()
+    }
+
+    /// Encodes sorted `ids` relative to `key`, narrow when all fit.
+    fn from_ids(key: StreamId, ids: &[StreamId], capacity: usize) -> Ids {
+        let cap = capacity.max(ids.len());
+        let narrowed: Option<Vec<(u32, u32)>> = ids.iter().map(|&id| narrow(key, id)).collect();
+        match narrowed {
+            Some(n) => {
+                let mut v = Vec::with_capacity(cap);
+                v.extend(n);
+                Ids::Narrow(v)
+            }
+            None => {
+                let mut v = Vec::with_capacity(cap);
+                v.extend_from_slice(ids);
+                Ids::Wide(v)
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Ids::Narrow(v) => v.capacity() * 8,
+            Ids::Wide(v) => v.capacity() * 16,
+        }
+    }
+}
+
+/// `id` relative to `key`, if it fits in 32 + 32 bits.
+fn narrow(key: StreamId, id: StreamId) -> Option<(u32, u32)> {
+    let d = id.ms.checked_sub(key.ms)?;
+    Some((u32::try_from(d).ok()?, u32::try_from(id.seq).ok()?))
+}
+
+/// An ordered set of [`StreamId`]s (a consumer's PEL): sorted chunks of up
+/// to [`CHUNK`] IDs in a `BTreeMap`, with the same key rules as
+/// [`ChunkMap`]; a chunk stores its IDs relative to its key (8 bytes each)
+/// while they fit, which they do for IDs delivered within ~49 days of each
+/// other with sequence numbers below 2^32.
+#[derive(Clone, Debug, Default)]
+pub struct IdSet {
+    chunks: BTreeMap<StreamId, Ids>,
+    len: usize,
+}
+
+impl IdSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains(&self, id: StreamId) -> bool {
+        self.chunks
+            .range(..=id)
+            .next_back()
+            .is_some_and(|(&k, c)| c.search(k, id).is_ok())
+    }
+
+    /// Adds `id`; `false` if it was there.
+    pub fn insert(&mut self, id: StreamId) -> bool {
+        let key = match self.chunks.range(..=id).next_back() {
+            Some((&k, _)) => k,
+            None => match self.chunks.keys().next() {
+                Some(&k) => {
+                    // Below every key: re-key the first chunk at `id`.
+                    let Some(c) = self.chunks.remove(&k) else {
+                        return false;
+                    };
+                    let mut ids = c.to_vec(k);
+                    ids.insert(0, id);
+                    self.len += 1;
+                    if ids.len() > CHUNK {
+                        let right = ids.split_off(ids.len() / 2);
+                        self.chunks
+                            .insert(right[0], Ids::from_ids(right[0], &right, CHUNK));
+                    }
+                    self.chunks.insert(id, Ids::from_ids(id, &ids, CHUNK));
+                    return true;
+                }
+                None => {
+                    self.chunks.insert(id, Ids::from_ids(id, &[id], CHUNK));
+                    self.len = 1;
+                    return true;
+                }
+            },
+        };
+        let is_last = self.chunks.keys().next_back() == Some(&key);
+        let Some(c) = self.chunks.get_mut(&key) else {
+            return false;
+        };
+        let i = match c.search(key, id) {
+            Ok(_) => return false,
+            Err(i) => i,
+        };
+        self.len += 1;
+        if c.len() < CHUNK {
+            c.insert(key, i, id);
+            return true;
+        }
+        if is_last && i == c.len() {
+            self.chunks.insert(id, Ids::from_ids(id, &[id], CHUNK));
+            return true;
+        }
+        let mut ids = c.to_vec(key);
+        ids.insert(i, id);
+        let right = ids.split_off(ids.len() / 2);
+        *c = Ids::from_ids(key, &ids, CHUNK);
+        self.chunks
+            .insert(right[0], Ids::from_ids(right[0], &right, CHUNK));
+        true
+    }
+
+    /// Removes `id`; `false` if it was not there.
+    pub fn remove(&mut self, id: StreamId) -> bool {
+        let Some((&key, c)) = self.chunks.range_mut(..=id).next_back() else {
+            return false;
+        };
+        let Ok(i) = c.search(key, id) else {
+            return false;
+        };
+        c.remove(i);
+        self.len -= 1;
+        let left = c.len();
+        if left == 0 {
+            self.chunks.remove(&key);
+        } else if left < CHUNK / 4 {
+            self.merge_thin(key, left);
+        }
+        true
+    }
+
+    fn merge_thin(&mut self, key: StreamId, len: usize) {
+        let next = self
+            .chunks
+            .range((Bound::Excluded(key), Bound::Unbounded))
+            .next()
+            .map(|(&k, c)| (k, c.len()));
+        let (lo, hi) = match next {
+            Some((nk, nlen)) if len + nlen <= CHUNK => (key, nk),
+            _ => {
+                let prev = self
+                    .chunks
+                    .range(..key)
+                    .next_back()
+                    .map(|(&k, c)| (k, c.len()));
+                match prev {
+                    Some((pk, plen)) if len + plen <= CHUNK => (pk, key),
+                    _ => return,
+                }
+            }
+        };
+        let (Some(a), Some(b)) = (self.chunks.remove(&lo), self.chunks.remove(&hi)) else {
+            return;
+        };
+        let mut ids = a.to_vec(lo);
+        ids.extend(b.to_vec(hi));
+        self.chunks.insert(lo, Ids::from_ids(lo, &ids, CHUNK));
+    }
+
+    /// IDs with `start <= id <= end`, ascending.
+    pub fn range(&self, start: StreamId, end: StreamId) -> impl Iterator<Item = StreamId> + '_ {
+        let chunks = match self.chunks.range(..=start).next_back() {
+            Some((&k, _)) => self.chunks.range(k..),
+            None => self.chunks.range(..),
+        };
+        chunks
+            .flat_map(|(&k, c)| (0..c.len()).map(move |i| c.get(k, i)))
+            .skip_while(move |&id| id < start)
+            .take_while(move |&id| id <= end)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.range(StreamId::MIN, StreamId::MAX)
+    }
+
+    /// Heap bytes, estimated like [`ChunkMap::heap_bytes`].
+    pub fn heap_bytes(&self) -> usize {
+        let per_chunk = (std::mem::size_of::<StreamId>() + std::mem::size_of::<Ids>()) * 11 / 6;
+        self.chunks
+            .values()
+            .map(|c| per_chunk + c.heap_bytes())
+            .sum()
+    }
+
+    /// Number of chunks stored narrow / wide.
+    pub fn chunk_kinds(&self) -> (usize, usize) {
+        let narrow = self
+            .chunks
+            .values()
+            .filter(|c| matches!(c, Ids::Narrow(_)))
+            .count();
+        (narrow, self.chunks.len() - narrow)
+    }
+
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut prev_last: Option<StreamId> = None;
+        let mut n = 0;
+        for (&k, c) in &self.chunks {
+            if c.len() == 0 {
+                return Err(format!("empty id chunk at {k}"));
+            }
+            let ids = c.to_vec(k);
+            if k > ids[0] {
+                return Err(format!("id chunk key {k} above its first ID {}", ids[0]));
+            }
+            if prev_last.is_some_and(|p| p >= k) {
+                return Err(format!("id chunk key {k} not above the previous chunk"));
+            }
+            if ids.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!("id chunk {k} not strictly sorted"));
+            }
+            prev_last = ids.last().copied();
+            n += ids.len();
+        }
+        if n != self.len {
+            return Err(format!("id set len {} != {n} stored", self.len));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Consumers and pending entries
 // ---------------------------------------------------------------------------
 
@@ -310,7 +624,7 @@ pub struct PendingEntry {
 pub struct Consumer {
     name: Bytes,
     seen_time: u64,
-    pel: ChunkMap<()>,
+    pel: IdSet,
 }
 
 impl Consumer {
@@ -330,7 +644,7 @@ impl Consumer {
         start: StreamId,
         end: StreamId,
     ) -> impl Iterator<Item = StreamId> + '_ {
-        self.pel.range(start, end).map(|(id, _)| id)
+        self.pel.range(start, end)
     }
 }
 
@@ -491,7 +805,7 @@ impl Group {
         let c = Consumer {
             name: Bytes::copy_from_slice(name),
             seen_time: now,
-            pel: ChunkMap::new(),
+            pel: IdSet::new(),
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -533,7 +847,7 @@ impl Group {
         let i = self.names.remove(name)?;
         let c = self.consumers.get_mut(i as usize)?.take()?;
         self.free.push(i);
-        for (id, _) in c.pel.iter() {
+        for id in c.pel.iter() {
             self.remove_group_pending(id);
         }
         Some(c.pel.len() as u64)
@@ -643,12 +957,12 @@ impl Group {
                     c.pel.remove(id);
                 }
                 if let Some(c) = self.consumer_mut(consumer) {
-                    c.pel.insert(id, ());
+                    c.pel.insert(id);
                 }
             }
             None => {
                 if let Some(c) = self.consumer_mut(consumer) {
-                    c.pel.insert(id, ());
+                    c.pel.insert(id);
                 }
             }
         }
@@ -896,7 +1210,7 @@ impl Group {
                 return Err(format!("slot {i} holds {:?}, not {name:?}", c.name));
             }
             c.pel.check_invariants()?;
-            for (id, _) in c.pel.iter() {
+            for id in c.pel.iter() {
                 match self.pel.get(id) {
                     Some(p) if p.consumer == i => {}
                     Some(p) => {
@@ -1115,6 +1429,54 @@ mod tests {
         let mut d: ChunkMap<()> = ChunkMap::new();
         for i in (1..=1000).rev() {
             d.insert(id(i, 0), ());
+        }
+        d.check_invariants().expect("invariants");
+        assert_eq!(d.iter().count(), 1000);
+    }
+
+    #[test]
+    fn id_set_matches_btreeset() {
+        use std::collections::BTreeSet;
+        let mut m = IdSet::new();
+        let mut model: BTreeSet<StreamId> = BTreeSet::new();
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for step in 0..30_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly small IDs; some with huge seq or ms gaps (wide chunks).
+            let k = match x % 11 {
+                0 => id(x % 300, u64::from(u32::MAX) + x % 3),
+                1 => id((x % 300) + (1 << 33), x % 5),
+                _ => id(x % 300, x % 4),
+            };
+            match x % 4 {
+                0 | 1 => assert_eq!(m.insert(k), model.insert(k)),
+                2 => assert_eq!(m.remove(k), model.remove(&k)),
+                _ => {
+                    let (a, b) = (id(x % 250, 0), id(x % 250 + 40, 2));
+                    let got: Vec<_> = m.range(a, b).collect();
+                    let want: Vec<_> = model.range(a..=b).copied().collect();
+                    assert_eq!(got, want);
+                }
+            }
+            assert_eq!(m.contains(k), model.contains(&k));
+            if step % 1999 == 0 {
+                m.check_invariants().expect("invariants");
+            }
+        }
+        m.check_invariants().expect("invariants");
+        assert_eq!(m.len(), model.len());
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            model.iter().copied().collect::<Vec<_>>()
+        );
+        let (narrow, wide) = m.chunk_kinds();
+        assert!(narrow > 0 && wide > 0, "{narrow} narrow, {wide} wide");
+        // Descending inserts below everything.
+        let mut d = IdSet::new();
+        for i in (1..=1000).rev() {
+            d.insert(id(i, 0));
         }
         d.check_invariants().expect("invariants");
         assert_eq!(d.iter().count(), 1000);

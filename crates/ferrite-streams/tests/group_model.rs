@@ -372,7 +372,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let names: Vec<Bytes> = g.consumers().map(|c| c.name().clone()).collect();
         prop_assert_eq!(names, m.consumers.iter().cloned().collect::<Vec<_>>());
         for c in g.consumers() {
-            let cid = g.consumer_id(c.name()).ok_or_else(|| TestCaseError::fail("no id"))?;
+            let cid = g
+                .consumer_id(c.name())
+                .ok_or_else(|| TestCaseError::fail("no id"))?;
             let mine: Vec<StreamId> = g
                 .consumer_pending_range(cid, StreamId::MIN, StreamId::MAX)
                 .map(|p| p.id)
