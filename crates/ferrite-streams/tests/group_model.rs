@@ -382,7 +382,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             let want: Vec<StreamId> = m
                 .pel
                 .iter()
-                .filter(|(_, v)| &v.0 == c.name())
+                .filter(|(_, v)| v.0 == c.name())
                 .map(|(k, _)| *k)
                 .collect();
             prop_assert_eq!(c.pending_count(), want.len());
