@@ -111,12 +111,19 @@ fn num(n: impl ToString) -> Bytes {
     Bytes::from(n.to_string())
 }
 
-/// The XCLAIM that recreates `p` exactly on replay.
-pub fn xclaim_effect(key: &Bytes, group: &[u8], g: &Group, p: &PendingEntry) -> Vec<Bytes> {
+/// The XCLAIM that recreates `p` exactly on replay (`last_id`: its LASTID,
+/// the group's last ID at that point).
+pub fn xclaim_effect(
+    key: &Bytes,
+    group: &Bytes,
+    g: &Group,
+    p: &PendingEntry,
+    last_id: StreamId,
+) -> Vec<Bytes> {
     vec![
         b("XCLAIM"),
         key.clone(),
-        Bytes::copy_from_slice(group),
+        group.clone(),
         g.consumer_name(p.consumer).clone(),
         b("0"),
         id_bytes(p.id),
@@ -127,17 +134,17 @@ pub fn xclaim_effect(key: &Bytes, group: &[u8], g: &Group, p: &PendingEntry) -> 
         b("FORCE"),
         b("JUSTID"),
         b("LASTID"),
-        id_bytes(g.last_id()),
+        id_bytes(last_id),
     ]
 }
 
 /// `XGROUP SETID key group <last-id> ENTRIESREAD <n>`.
-pub fn setid_effect(key: &Bytes, group: &[u8], g: &Group) -> Vec<Bytes> {
+pub fn setid_effect(key: &Bytes, group: &Bytes, g: &Group) -> Vec<Bytes> {
     vec![
         b("XGROUP"),
         b("SETID"),
         key.clone(),
-        Bytes::copy_from_slice(group),
+        group.clone(),
         id_bytes(g.last_id()),
         b("ENTRIESREAD"),
         num(g.entries_read_raw()),
@@ -145,13 +152,13 @@ pub fn setid_effect(key: &Bytes, group: &[u8], g: &Group) -> Vec<Bytes> {
 }
 
 /// `XGROUP CREATECONSUMER key group consumer`.
-pub fn createconsumer_effect(key: &Bytes, group: &[u8], consumer: &[u8]) -> Vec<Bytes> {
+pub fn createconsumer_effect(key: &Bytes, group: &Bytes, consumer: &Bytes) -> Vec<Bytes> {
     vec![
         b("XGROUP"),
         b("CREATECONSUMER"),
         key.clone(),
-        Bytes::copy_from_slice(group),
-        Bytes::copy_from_slice(consumer),
+        group.clone(),
+        consumer.clone(),
     ]
 }
 
@@ -622,7 +629,7 @@ fn xclaim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                     } else {
                         s.get(id).map_or(Reply::Null, entry_reply)
                     });
-                    effects.push(xclaim_effect(&key, &gname, g, &p));
+                    effects.push(xclaim_effect(&key, &gname, g, &p, g.last_id()));
                     claimed_any = true;
                 }
                 ClaimOutcome::Deleted => effects.push(xack_effect(&key, &gname, id)),
@@ -708,7 +715,7 @@ fn xautoclaim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             } else {
                 s.get(p.id).map_or(Reply::Null, entry_reply)
             });
-            effects.push(xclaim_effect(&key, &gname, g, p));
+            effects.push(xclaim_effect(&key, &gname, g, p, g.last_id()));
         }
         for &id in &r.deleted {
             effects.push(xack_effect(&key, &gname, id));

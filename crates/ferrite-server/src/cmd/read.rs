@@ -222,11 +222,7 @@ fn serve_new(
         for d in delivered {
             if let Some(p) = &d.pending {
                 // LASTID: the group's last ID right after this entry.
-                let mut e = xclaim_effect(key, group, g, p);
-                if let Some(last) = e.last_mut() {
-                    *last = Bytes::from(p.id.to_string());
-                }
-                effects.push(e);
+                effects.push(xclaim_effect(key, group, g, p, p.id));
             }
             out.push(entry_reply(d.entry));
         }
@@ -286,7 +282,7 @@ fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 let hist = g.read_history(s, cid, start, limit, now);
                 for h in &hist {
                     if let Some(p) = &h.pending {
-                        effects.push(xclaim_effect(key, &group, g, p));
+                        effects.push(xclaim_effect(key, &group, g, p, g.last_id()));
                     }
                 }
                 Reply::Array(hist.into_iter().map(history_reply).collect())
