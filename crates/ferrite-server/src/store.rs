@@ -131,8 +131,8 @@ pub trait BlockedCommand: Send {
     fn timeout_reply(&self) -> Reply;
     /// The command name for statistics (`xread`, `xreadgroup`).
     fn name(&self) -> &'static str;
-    /// After a successful [`BlockedCommand::try_serve`]: the deterministic
-    /// effects of serving (e.g. PEL deliveries) for the commit log.
+    /// After a successful `try_serve`: the effects serving had, for the
+    /// commit log (as [`Store::log_effect`] argv lists, in the waiter's db).
     fn take_effects(&mut self) -> Vec<Vec<Bytes>> {
         Vec::new()
     }
@@ -399,13 +399,21 @@ impl Store {
                     let Some(reply) = w.cmd.try_serve(&mut self.dbs[db], &key, now_ms) else {
                         continue;
                     };
-                    if self.logging {
-                        for argv in w.cmd.take_effects() {
-                            self.pending_log.push((w.db, argv));
-                        }
-                    }
-                    if let Some(w) = self.waiters.remove(&id) {
+                    if let Some(mut w) = self.waiters.remove(&id) {
                         self.forget_waiter(id, &w);
+                        for argv in w.cmd.take_effects() {
+                            self.log_effect(db, argv);
+                        }
+                        // An error ends the blocked call as a failed one
+                        // (Redis's updateStatsOnUnblock).
+                        if reply.is_error() {
+                            self.stats.count_error(&reply);
+                            self.stats
+                                .commands
+                                .entry(w.cmd.name())
+                                .or_default()
+                                .failed_calls += 1;
+                        }
                         // The receiver may be gone (client vanished): nothing to do then.
                         let _ = w.tx.send(reply);
                     }

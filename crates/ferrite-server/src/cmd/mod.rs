@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod group;
 pub mod info;
 pub mod keyspace;
 pub mod meta;
@@ -40,6 +41,7 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(stream::COMMANDS);
     v.extend_from_slice(read::COMMANDS);
     v.extend_from_slice(info::COMMANDS);
+    v.extend_from_slice(group::COMMANDS);
     v.extend_from_slice(string::COMMANDS);
     v
 }
@@ -178,9 +180,16 @@ impl Ctx<'_> {
     }
     /// A write to `key` in the current db: breaks WATCHes and wakes blocked readers.
     pub fn touch(&mut self, key: &[u8]) {
-        let db = self.client.db;
-        self.store.touch(db, key);
-        self.store.signal_ready(db, key);
+        self.touch_watch_only(key);
+        self.store.signal_ready(self.client.db, key);
+    }
+
+    /// A write that breaks WATCHes but wakes nobody. Redis's XDEL and XTRIM
+    /// only call `signalModifiedKey`, never `signalKeyAsReady`: a blocked
+    /// XREADGROUP whose group is behind the stream's last ID (its newest
+    /// entries deleted) must not be served by them.
+    pub fn touch_watch_only(&mut self, key: &[u8]) {
+        self.store.touch(self.client.db, key);
         self.store.dirty += 1;
     }
 }
@@ -266,8 +275,7 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
 /// Commands that rebuild state a checkpoint body does not hold directly
 /// (consumer groups are added by their family); run after the keys load.
 pub fn rebuild_commands(store: &Store) -> Vec<(usize, Vec<Bytes>)> {
-    let _ = store;
-    Vec::new()
+    group::rebuild_groups(store)
 }
 
 /// Redis's `rejectCommand`: a rejected EXEC (wrong arity, NOAUTH...) aborts

@@ -272,7 +272,7 @@ fn xtrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         None => ctx.propagate_nothing(),
     }
     if n > 0 {
-        ctx.touch(&key);
+        ctx.touch_watch_only(&key);
     }
     Ok(Reply::Int(n as i64))
 }
@@ -292,7 +292,7 @@ fn xdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     };
     let n = s.delete(&ids);
     if n > 0 {
-        ctx.touch(&key);
+        ctx.touch_watch_only(&key);
     }
     Ok(Reply::Int(n as i64))
 }
