@@ -550,7 +550,7 @@ mod replay {
                 db: 0,
                 created_ms: now,
                 last_cmd_ms: now,
-                last_cmd: "NULL".into(),
+                last_cmd: "NULL",
                 resp: 2,
                 multi: -1,
                 blocked: false,
@@ -563,6 +563,8 @@ mod replay {
     impl Node {
         pub fn new() -> Node {
             let shared = Shared::new(Config::default());
+            // Collect effects as a server with persistence on does.
+            shared.store.lock().logging = true;
             let main = client(&shared);
             Node {
                 shared,
