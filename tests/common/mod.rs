@@ -7,6 +7,7 @@ pub mod resp;
 pub mod runner;
 pub mod script;
 pub mod server;
+pub mod state;
 
 #[allow(unused_imports)]
 pub use runner::run_script;

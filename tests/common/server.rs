@@ -3,11 +3,17 @@
 //! Each server gets a fresh temp dir (its `--dir`, also holding its log), a
 //! free port picked at run time, and is waited for with PING (bounded); the
 //! child is killed and the dir removed on drop, also when a test panics.
+//!
+//! Restart tests use [`Launch`] instead: it starts the binary on a data dir
+//! the test owns (so the next process sees the same files), with extra flags,
+//! environment variables or a shell prefix (`ulimit`), and [`Server`] then
+//! offers SIGKILL ([`Server::kill9`]), SIGTERM ([`Server::terminate`]) and a
+//! bounded wait for the exit ([`Server::wait_exit`]).
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -167,8 +173,222 @@ pub struct Server {
     pub port: u16,
     child: Child,
     log: PathBuf,
-    // Declared last: removed after the child is gone.
-    dir: TempDir,
+    /// The `--dir` the server runs in.
+    data_dir: PathBuf,
+    /// Set once the process has been reaped (kill9, wait_exit).
+    exited: Option<ExitStatus>,
+    // Declared last: removed after the child is gone. `None` when the dir
+    // belongs to the test (see [`Launch::dir`]).
+    _owned_dir: Option<TempDir>,
+}
+
+static LOG_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// How to start a server on a data directory the test owns, so that the next
+/// process can be started on the same files (restart and crash tests).
+#[derive(Clone, Debug)]
+pub struct Launch {
+    kind: Kind,
+    label: String,
+    dir: Option<PathBuf>,
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
+    shell_prefix: Option<String>,
+    wait_ready: bool,
+}
+
+impl Launch {
+    pub fn new(kind: Kind, label: &str) -> Launch {
+        Launch {
+            kind,
+            label: label.to_string(),
+            dir: None,
+            extra: Vec::new(),
+            env: Vec::new(),
+            shell_prefix: None,
+            wait_ready: true,
+        }
+    }
+
+    pub fn ferrite(label: &str) -> Launch {
+        Launch::new(Kind::Ferrite, label)
+    }
+
+    /// Run in `dir` (not removed on drop; the test owns it). Each process's
+    /// output goes to its own `server-<n>.log` there.
+    pub fn dir(mut self, dir: &Path) -> Launch {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Extra command-line arguments (after `--port --bind --dir`).
+    pub fn args(mut self, extra: &[&str]) -> Launch {
+        self.extra.extend(extra.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Launch {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Start through `/bin/sh -c '<prefix> exec <binary> <args>'`, e.g.
+    /// `trap '' XFSZ; ulimit -f 64;`. The shell `exec`s the server, so the
+    /// pid (and SIGKILL) is the server's.
+    pub fn shell_prefix(mut self, prefix: &str) -> Launch {
+        self.shell_prefix = Some(prefix.to_string());
+        self
+    }
+
+    /// Return as soon as the process is spawned, without waiting for
+    /// readiness (to kill a server in the middle of its recovery).
+    pub fn no_wait(mut self) -> Launch {
+        self.wait_ready = false;
+        self
+    }
+
+    /// Start the server and wait (bounded) until it is ready, retrying on
+    /// another port if the chosen one was taken.
+    pub fn start(&self) -> Result<Server, String> {
+        let mut errors = Vec::new();
+        for attempt in 0..5 {
+            match try_start(self) {
+                Ok(s) => return Ok(s),
+                Err((msg, retry)) => {
+                    errors.push(format!("attempt {}: {msg}", attempt + 1));
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(format!(
+            "could not start {} ({:?}):\n{}",
+            self.label,
+            self.kind,
+            errors.join("\n")
+        ))
+    }
+
+    /// Start the server expecting it to **exit** by itself (e.g. refusing a
+    /// corrupt log) within `timeout`. Returns the exit status and everything
+    /// it printed; an error if it became ready or did not exit in time (the
+    /// process is killed then).
+    pub fn run_to_exit(&self, timeout: Duration) -> Result<(ExitStatus, String), String> {
+        let mut spec = self.clone();
+        spec.wait_ready = false;
+        let mut s = try_start(&spec).map_err(|(m, _)| m)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                s.exited = Some(status);
+                return Ok((status, s.log_text()));
+            }
+            if s.log_text().contains("Ready to accept connections") {
+                return Err(format!(
+                    "{} became ready instead of exiting:\n{}",
+                    s.label,
+                    s.log_tail(30)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not exit within {timeout:?}:\n{}",
+                    s.label,
+                    s.log_tail(30)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn try_start(spec: &Launch) -> Result<Server, (String, bool)> {
+    let (owned, data_dir, log) = match &spec.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| (format!("dir {}: {e}", d.display()), false))?;
+            let n = LOG_COUNTER.fetch_add(1, Ordering::SeqCst);
+            (None, d.clone(), d.join(format!("server-{n}.log")))
+        }
+        None => {
+            let t = TempDir::new(&spec.label).map_err(|e| (format!("temp dir: {e}"), false))?;
+            let p = t.path().to_path_buf();
+            let log = p.join("server.log");
+            (Some(t), p, log)
+        }
+    };
+    let port = pick_port().map_err(|e| (format!("pick port: {e}"), true))?;
+    let logf = std::fs::File::create(&log).map_err(|e| (format!("log file: {e}"), false))?;
+    let logf2 = logf
+        .try_clone()
+        .map_err(|e| (format!("log file: {e}"), false))?;
+    let port_s = port.to_string();
+    let dir_s = data_dir.to_string_lossy().to_string();
+    let (program, mut args): (PathBuf, Vec<String>) = match spec.kind {
+        Kind::Redis => {
+            let mut a: Vec<String> = ["--port", &port_s, "--bind", "127.0.0.1", "--dir", &dir_s]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            a.extend(REDIS_DETERMINISTIC_ARGS.iter().map(|s| s.to_string()));
+            (redis_server_path().map_err(|e| (e, false))?, a)
+        }
+        Kind::Ferrite => (
+            ferrite_path(),
+            ["--port", &port_s, "--bind", "127.0.0.1", "--dir", &dir_s]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ),
+    };
+    args.extend(spec.extra.iter().cloned());
+    let mut cmd = match &spec.shell_prefix {
+        None => {
+            let mut c = Command::new(&program);
+            c.args(&args);
+            c
+        }
+        Some(prefix) => {
+            let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+            let mut line = format!("{prefix} exec {}", quote(&program.to_string_lossy()));
+            for a in &args {
+                line.push(' ');
+                line.push_str(&quote(a));
+            }
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", &line]);
+            c
+        }
+    };
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(logf))
+        .stderr(Stdio::from(logf2));
+    let child = cmd
+        .spawn()
+        .map_err(|e| (format!("spawn {:?}: {e}", cmd.get_program()), false))?;
+    let mut server = Server {
+        kind: spec.kind,
+        label: spec.label.clone(),
+        port,
+        child,
+        log,
+        data_dir,
+        exited: None,
+        _owned_dir: owned,
+    };
+    if !spec.wait_ready {
+        return Ok(server);
+    }
+    match server.wait_ready() {
+        Ok(()) => Ok(server),
+        Err((msg, retry)) => Err((
+            format!("{msg}\n--- server output ---\n{}", server.log_tail(30)),
+            retry,
+        )),
+    }
 }
 
 impl Server {
@@ -206,50 +426,7 @@ impl Server {
     }
 
     fn try_start(kind: Kind, label: &str, extra: &[&str]) -> Result<Server, (String, bool)> {
-        let dir = TempDir::new(label).map_err(|e| (format!("temp dir: {e}"), false))?;
-        let port = pick_port().map_err(|e| (format!("pick port: {e}"), true))?;
-        let log = dir.path().join("server.log");
-        let logf = std::fs::File::create(&log).map_err(|e| (format!("log file: {e}"), false))?;
-        let logf2 = logf
-            .try_clone()
-            .map_err(|e| (format!("log file: {e}"), false))?;
-        let port_s = port.to_string();
-        let dir_s = dir.path().to_string_lossy().to_string();
-        let mut cmd = match kind {
-            Kind::Redis => {
-                let mut c = Command::new(redis_server_path().map_err(|e| (e, false))?);
-                c.args(["--port", &port_s, "--bind", "127.0.0.1", "--dir", &dir_s]);
-                c.args(REDIS_DETERMINISTIC_ARGS);
-                c
-            }
-            Kind::Ferrite => {
-                let mut c = Command::new(ferrite_path());
-                c.args(["--port", &port_s, "--bind", "127.0.0.1", "--dir", &dir_s]);
-                c
-            }
-        };
-        cmd.args(extra);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(logf))
-            .stderr(Stdio::from(logf2));
-        let child = cmd
-            .spawn()
-            .map_err(|e| (format!("spawn {:?}: {e}", cmd.get_program()), false))?;
-        let mut server = Server {
-            kind,
-            label: label.to_string(),
-            port,
-            child,
-            log,
-            dir,
-        };
-        match server.wait_ready() {
-            Ok(()) => Ok(server),
-            Err((msg, retry)) => Err((
-                format!("{msg}\n--- server output ---\n{}", server.log_tail(30)),
-                retry,
-            )),
-        }
+        try_start(&Launch::new(kind, label).args(extra))
     }
 
     /// Waits (bounded) for the "Ready to accept connections" line and a PONG.
@@ -307,7 +484,72 @@ impl Server {
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.data_dir
+    }
+
+    /// The process id (the server's, also when started through a shell).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill9(&mut self) -> Result<ExitStatus, String> {
+        if let Some(st) = self.exited {
+            return Ok(st);
+        }
+        let _ = self.child.kill();
+        let st = self
+            .child
+            .wait()
+            .map_err(|e| format!("wait for {} after SIGKILL: {e}", self.label))?;
+        self.exited = Some(st);
+        Ok(st)
+    }
+
+    /// Send SIGTERM (through `kill(1)`, no libc dependency).
+    pub fn terminate(&mut self) -> Result<(), String> {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| format!("run kill -TERM: {e}"))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -TERM {} failed: {st}", self.child.id()))
+        }
+    }
+
+    /// Wait (bounded) for the process to exit by itself; on timeout it is
+    /// killed and an error returned.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        if let Some(st) = self.exited {
+            return Ok(st);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => {
+                    self.exited = Some(st);
+                    return Ok(st);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("wait for {}: {e}", self.label)),
+            }
+            if Instant::now() >= deadline {
+                let _ = self.kill9();
+                return Err(format!(
+                    "{} did not exit within {timeout:?}; killed. Output:\n{}",
+                    self.label,
+                    self.log_tail(30)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The file holding this process's stdout and stderr.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     pub fn connect(&self) -> Result<RespConn, String> {
@@ -315,7 +557,8 @@ impl Server {
             .map_err(|e| format!("connect to {} at {}: {e}", self.label, self.addr()))
     }
 
-    fn log_text(&self) -> String {
+    /// Everything the server printed so far.
+    pub fn log_text(&self) -> String {
         std::fs::read(&self.log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
@@ -336,8 +579,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

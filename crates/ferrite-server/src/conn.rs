@@ -3,6 +3,12 @@
 //! Replies to pipelined commands are gathered and written together; while a
 //! client is blocked its further input stays buffered, unprocessed, as in
 //! Redis, but a disconnect is noticed at once and unregisters the waiter.
+//!
+//! Durability: a reply whose command was logged is held until its commit-log
+//! record is written (`appendfsync everysec|no`: it survives a kill -9) or
+//! fsynced (`always`); replies after it wait behind it. The wait happens
+//! when the replies are flushed, so a whole pipeline (and every connection
+//! writing at the same time) shares one write and one fsync.
 
 use crate::cmd::{self, ClientState, Ctx, Dispatch};
 use crate::persist;
@@ -16,10 +22,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 /// Flush replies once this much is pending, so a huge pipeline cannot grow
 /// the output buffer without bound.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// Flush (and so wait for the commit log) once this many replies are held.
+const HELD_MAX: usize = 1024;
+
+/// A reply that may not leave before its commit-log record is written
+/// (`appendfsync everysec|no`) or fsynced (`always`), or that comes after
+/// such a reply in the same connection.
+struct Held {
+    commit: Option<oneshot::Receiver<Result<u64, ferrite_storage::StorageError>>>,
+    reply: Reply,
+    /// The protocol in force when the reply was made (HELLO may change it).
+    resp: u8,
+}
 
 pub async fn reject_max_clients(mut sock: TcpStream) {
     let _ = sock
@@ -33,6 +53,8 @@ struct Conn {
     client: ClientState,
     input: BytesMut,
     output: BytesMut,
+    /// Replies waiting for the commit log, in order, after those in `output`.
+    held: Vec<Held>,
     parser: RequestParser,
     kill: Arc<tokio::sync::Notify>,
 }
@@ -72,6 +94,7 @@ pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         client: ClientState::new(id, authenticated),
         input: BytesMut::with_capacity(16 * 1024),
         output: BytesMut::with_capacity(16 * 1024),
+        held: Vec::new(),
         parser: RequestParser::new(),
         kill,
     };
@@ -121,7 +144,23 @@ impl Conn {
         }
     }
 
+    /// Write every pending reply. Held replies first wait for their
+    /// commit-log records (in order: completions fire in sequence order, so
+    /// this is one wait for a whole pipeline and one group commit).
     async fn flush(&mut self) -> std::io::Result<()> {
+        for h in std::mem::take(&mut self.held) {
+            let mut reply = h.reply;
+            if let Some(rx) = h.commit {
+                match rx.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => reply = Reply::error(persist::misconf_message(&e)),
+                    Err(_) => {
+                        reply = Reply::error("MISCONF Errors writing to the AOF file: log closed")
+                    }
+                }
+            }
+            reply.encode(h.resp, &mut self.output);
+        }
         if !self.output.is_empty() {
             self.sock.write_all(&self.output).await?;
             self.output.clear();
@@ -145,7 +184,7 @@ impl Conn {
                 Err(e) => {
                     let r = Reply::error(format!("ERR Protocol error: {}", e.0));
                     self.shared.store.lock().stats.count_error(&r);
-                    r.encode(self.client.resp, &mut self.output);
+                    self.push_reply(r, None);
                     tracing::debug!(client = self.client.id, "protocol error: {}", e.0);
                     return Ok(Step::Close);
                 }
@@ -162,7 +201,7 @@ impl Conn {
             if self.client.close_after_reply {
                 return Ok(Step::Close);
             }
-            if self.output.len() >= FLUSH_AT {
+            if self.output.len() >= FLUSH_AT || self.held.len() >= HELD_MAX {
                 self.flush().await?;
             }
         }
@@ -206,25 +245,40 @@ impl Conn {
                 }
             }
         };
-        match commit {
-            persist::Commit::Done => {}
-            persist::Commit::Failed(msg) => reply = Reply::error(msg),
-            persist::Commit::Wait(rx) => {
-                // appendfsync always: the reply leaves only once its record is on disk.
-                match rx.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => reply = Reply::error(persist::misconf_message(&e)),
-                    Err(_) => {
-                        reply = Reply::error("MISCONF Errors writing to the AOF file: log closed")
-                    }
-                }
+        let wait = match commit {
+            persist::Commit::Done => None,
+            persist::Commit::Failed(msg) => {
+                reply = Reply::error(msg);
+                None
             }
-        }
+            persist::Commit::Wait(rx) => Some(rx),
+        };
         // NOTE: a successful SHUTDOWN closes the connection without a reply.
-        if !self.client.shutdown {
-            reply.encode(self.client.resp, &mut self.output);
+        if self.client.shutdown {
+            return Ok(());
         }
+        self.push_reply(reply, wait);
         Ok(())
+    }
+
+    /// Queue a reply behind the earlier ones. IMPORTANT: a reply with a
+    /// commit-log record leaves only once that record is written (and,
+    /// under `always`, fsynced): `flush` waits. Later commands of the
+    /// pipeline run meanwhile; their replies queue behind it.
+    fn push_reply(
+        &mut self,
+        reply: Reply,
+        commit: Option<oneshot::Receiver<Result<u64, ferrite_storage::StorageError>>>,
+    ) {
+        if commit.is_none() && self.held.is_empty() {
+            reply.encode(self.client.resp, &mut self.output);
+        } else {
+            self.held.push(Held {
+                commit,
+                reply,
+                resp: self.client.resp,
+            });
+        }
     }
 
     /// Wait for a blocked command's reply, its timeout, or the client leaving.

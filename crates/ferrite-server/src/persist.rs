@@ -29,6 +29,9 @@ pub struct Persistence {
     log: CommitLog,
     bytes_since_checkpoint: AtomicU64,
     checkpoint_running: AtomicBool,
+    /// Signalled (under `idle_lock`) when a checkpoint finishes.
+    idle_lock: parking_lot::Mutex<()>,
+    idle: parking_lot::Condvar,
     pub checkpoints_done: AtomicU64,
 }
 
@@ -138,8 +141,10 @@ pub fn decode_batch(payload: &[u8]) -> Result<Vec<(usize, Vec<Bytes>)>, String> 
 /// Checkpoint body v1: `u32 ndb`; per db `u32 index, u64 nkeys`; per key
 /// `bytes key, u8 kind` then kind 0 (string) `bytes value`, kind 1 (stream)
 /// `id last, id first, id max_deleted, u64 entries_added, u64 nblocks` and per
-/// block `id master, bytes encoded`; then `u32 n` rebuild commands (consumer
-/// groups) encoded like batch commands. IDs are two u64s.
+/// block `id master, bytes encoded`; then `u32 n` rebuild commands encoded
+/// like batch commands, replayed after the keys load: the CONFIG SET of the
+/// block limits in force at the snapshot, then consumer groups. IDs are two
+/// u64s.
 pub fn encode_snapshot(store: &Store, rebuild: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
     let mut out = Vec::new();
     let dbs: Vec<(usize, &crate::store::Db)> = store
@@ -275,8 +280,15 @@ impl Persistence {
         let mut rec = Recovered::default();
         let mut session = Session::internal(shared.clone());
         let startup_cfg = shared.config.read().clone();
-        let fail =
-            |e: StorageError| format!("cannot open the commit log in {}: {e}", dir.display());
+        let fail = |e: StorageError| {
+            let hint = if matches!(e, StorageError::Corrupt { .. }) && !repair {
+                ". To start anyway, dropping the log from that offset on, run once with \
+                 FERRITE_REPAIR_LOG=1 (an operator decision: valid records after it are lost)"
+            } else {
+                ""
+            };
+            format!("cannot open the commit log in {}: {e}{hint}", dir.display())
+        };
         let mut recovery = Recovery::open(FsBackend::shared(), &dir, opts).map_err(fail)?;
         if let Some(cp) = recovery.take_checkpoint() {
             if cp.body_version != SNAPSHOT_VERSION {
@@ -316,6 +328,8 @@ impl Persistence {
             log,
             bytes_since_checkpoint: AtomicU64::new(0),
             checkpoint_running: AtomicBool::new(false),
+            idle_lock: parking_lot::Mutex::new(()),
+            idle: parking_lot::Condvar::new(),
             checkpoints_done: AtomicU64::new(0),
         });
         // Replay after this point must use the block settings in force now.
@@ -340,35 +354,29 @@ impl Persistence {
     }
 
     /// Append one record (called with the store locked, so log order is
-    /// execution order). Under `always` the returned receiver completes once
-    /// the record is fsynced; the reply must wait for it.
+    /// execution order). The returned receiver completes once the record is
+    /// as durable as the policy promises: fsynced under `always`, written to
+    /// the kernel (so it survives a kill -9) under `everysec` and `no`. The
+    /// reply must wait for it under every policy: a record still queued in
+    /// this process when it is killed is lost.
     pub fn append(
         &self,
         cmds: &[(usize, Vec<Bytes>)],
-    ) -> Result<Option<oneshot::Receiver<Result<u64, StorageError>>>, StorageError> {
+    ) -> Result<oneshot::Receiver<Result<u64, StorageError>>, StorageError> {
         let payload = encode_batch(cmds);
         self.bytes_since_checkpoint
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        if self.log.fsync_policy() == AppendFsync::Always {
-            let (tx, rx) = oneshot::channel();
-            self.log.append_with(
-                payload,
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            )?;
-            Ok(Some(rx))
-        } else {
-            self.log.append_with(
-                payload,
-                Box::new(|r| {
-                    if let Err(e) = r {
-                        tracing::error!("commit log write failed: {e}");
-                    }
-                }),
-            )?;
-            Ok(None)
-        }
+        let (tx, rx) = oneshot::channel();
+        self.log.append_with(
+            payload,
+            Box::new(move |r| {
+                if let Err(e) = &r {
+                    tracing::error!("commit log write failed: {e}");
+                }
+                let _ = tx.send(r);
+            }),
+        )?;
+        Ok(rx)
     }
 
     /// Bytes logged since the last checkpoint.
@@ -383,12 +391,23 @@ impl Persistence {
     /// Snapshot the store now (call with it locked): returns what to write
     /// and the last sequence number the snapshot covers, or `None` if a
     /// checkpoint is already running.
-    pub fn begin_checkpoint(&self, store: &Store) -> Option<(u64, Vec<u8>)> {
+    ///
+    /// `cfg` is the configuration in force (read under the same store lock):
+    /// its block limits go first in the rebuild commands, so the records
+    /// replayed after this checkpoint build their blocks with the limits
+    /// they were written under, not the limits of the next start's command
+    /// line (those are put back after replay).
+    pub fn begin_checkpoint(
+        &self,
+        store: &Store,
+        cfg: &crate::config::Config,
+    ) -> Option<(u64, Vec<u8>)> {
         if self.checkpoint_running.swap(true, Ordering::AcqRel) {
             return None;
         }
         let covered = self.log.next_seq().saturating_sub(1);
-        let rebuild = crate::cmd::rebuild_commands(store);
+        let mut rebuild = vec![(0, data_config_command(cfg))];
+        rebuild.extend(crate::cmd::rebuild_commands(store));
         let body = encode_snapshot(store, &rebuild);
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
         Some((covered, body))
@@ -398,11 +417,25 @@ impl Persistence {
     /// file I/O: call from a blocking thread.
     pub fn finish_checkpoint(&self, covered: u64, body: &[u8]) -> Result<(), StorageError> {
         let r = self.log.checkpoint(covered, SNAPSHOT_VERSION, body);
-        self.checkpoint_running.store(false, Ordering::Release);
         if r.is_ok() {
             self.checkpoints_done.fetch_add(1, Ordering::Relaxed);
         }
+        self.checkpoint_running.store(false, Ordering::Release);
+        let _g = self.idle_lock.lock();
+        self.idle.notify_all();
         r.map(|_| ())
+    }
+
+    /// Wait until no checkpoint is running (false if `timeout` passed first).
+    pub fn wait_checkpoint_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.idle_lock.lock();
+        while self.checkpoint_running.load(Ordering::Acquire) {
+            if self.idle.wait_until(&mut g, deadline).timed_out() {
+                return !self.checkpoint_running.load(Ordering::Acquire);
+            }
+        }
+        true
     }
 
     /// Flush and fsync everything appended so far (clean shutdown).
@@ -431,9 +464,10 @@ pub fn data_config_command(cfg: &crate::config::Config) -> Vec<Bytes> {
 
 /// What the caller must do after a command's effects were handed to the log.
 pub enum Commit {
-    /// Nothing to wait for (no effects, persistence off, or not `always`).
+    /// Nothing to wait for (no effects, or persistence off).
     Done,
-    /// `appendfsync always`: reply only once this completes.
+    /// Reply only once this completes: the record is written (`everysec`,
+    /// `no`) or fsynced (`always`).
     Wait(oneshot::Receiver<Result<u64, StorageError>>),
     /// The log refused the record: the reply must be this error.
     Failed(String),
@@ -451,13 +485,13 @@ pub fn commit(shared: &Arc<Shared>, store: &mut Store) -> Commit {
         return Commit::Done;
     };
     let result = match p.append(&effects) {
-        Ok(Some(rx)) => Commit::Wait(rx),
-        Ok(None) => Commit::Done,
+        Ok(rx) => Commit::Wait(rx),
         Err(e) => Commit::Failed(misconf_message(&e)),
     };
     let threshold = shared.config.read().auto_checkpoint_min_size;
     if p.log_bytes() >= threshold && !p.checkpoint_running() {
-        if let Some((covered, body)) = p.begin_checkpoint(store) {
+        let snap = p.begin_checkpoint(store, &shared.config.read());
+        if let Some((covered, body)) = snap {
             let p = p.clone();
             // IMPORTANT: checkpoint file I/O runs on its own thread, never on
             // a tokio worker and never under the store lock.
@@ -482,14 +516,31 @@ pub fn shutdown(shared: &Arc<Shared>) {
     let Some(p) = shared.persist.get() else {
         return;
     };
-    let snap = {
-        let store = shared.store.lock();
-        p.begin_checkpoint(&store)
-    };
-    if let Some((covered, body)) = snap {
-        if let Err(e) = p.finish_checkpoint(covered, &body) {
-            tracing::error!("checkpoint at shutdown failed: {e}");
+    // A background checkpoint may be running: wait for it, then write the
+    // final one (it must cover everything, so the next start replays
+    // nothing). Connections may still be finishing commands, which can start
+    // another background checkpoint: hence the loop.
+    let mut snap = None;
+    for _ in 0..10 {
+        snap = {
+            let store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&store, &cfg)
+        };
+        if snap.is_some() || !p.wait_checkpoint_idle(std::time::Duration::from_secs(120)) {
+            break;
         }
+    }
+    match snap {
+        Some((covered, body)) => {
+            if let Err(e) = p.finish_checkpoint(covered, &body) {
+                tracing::error!("checkpoint at shutdown failed: {e}");
+            }
+        }
+        None => tracing::error!(
+            "no checkpoint at shutdown: a background checkpoint did not finish; \
+             the next start replays the commit log"
+        ),
     }
     if let Err(e) = p.sync().and_then(|_| p.close()) {
         tracing::error!("closing the commit log failed: {e}");
@@ -499,6 +550,134 @@ pub fn shutdown(shared: &Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::embedded::Session;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let d =
+            std::env::temp_dir().join(format!("ferrite-persist-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    /// A server state on `dir` with its commit log open (recovered).
+    fn open(dir: &std::path::Path, node_entries: &str) -> Arc<Shared> {
+        let mut cfg = Config::default();
+        cfg.set_startup("dir", &dir.to_string_lossy())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        cfg.set_startup("stream-node-max-entries", node_entries)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let shared = Shared::new(cfg);
+        let (p, _) = Persistence::open(&shared, false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(shared.persist.set(p).is_ok());
+        shared
+    }
+
+    fn call(s: &mut Session, parts: &[&str]) -> Reply {
+        let r = s.call(
+            parts
+                .iter()
+                .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+                .collect(),
+        );
+        assert!(!r.is_error(), "{parts:?}: {r:?}");
+        r
+    }
+
+    fn blocks(shared: &Shared, key: &[u8]) -> (usize, u64) {
+        match shared.store.lock().dbs[0].get(key) {
+            Some(Value::Stream(s)) => (s.block_count(), s.len()),
+            _ => panic!("no stream {key:?}"),
+        }
+    }
+
+    /// Regression: records replayed after a checkpoint used the block limits
+    /// of the new start's command line instead of those in force when they
+    /// were written, so a stream came back with other blocks (XINFO
+    /// radix-tree-keys) after a crash.
+    #[test]
+    fn replay_after_a_checkpoint_uses_the_block_limits_of_its_time() {
+        let dir = temp_dir("ckpt-cfg");
+        let shared = open(&dir, "100");
+        let mut s = Session::attach(shared.clone());
+        call(&mut s, &["CONFIG", "SET", "stream-node-max-entries", "3"]);
+        for i in 1..=5 {
+            call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
+        }
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        let snap = {
+            let store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&store, &cfg)
+        };
+        let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        p.finish_checkpoint(covered, &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 6..=10 {
+            call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
+        }
+        let before = blocks(&shared, b"s");
+        assert_eq!(before, (4, 10));
+        // A crash: everything written is in the log, no final checkpoint.
+        p.sync().unwrap_or_else(|e| panic!("{e}"));
+        p.close().unwrap_or_else(|e| panic!("{e}"));
+        drop(s);
+        drop(shared);
+        let again = open(&dir, "100");
+        assert_eq!(blocks(&again, b"s"), before);
+        // The command line's limit is in force afterwards.
+        assert_eq!(again.config.read().stream_node_max_entries, 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Regression: a clean shutdown while a background checkpoint was
+    /// running wrote no checkpoint of its own (and the background one could
+    /// fail on the closed log), so the next start replayed the log.
+    #[test]
+    fn shutdown_waits_for_a_running_checkpoint_then_writes_its_own() {
+        let dir = temp_dir("ckpt-shutdown");
+        let shared = open(&dir, "100");
+        let mut s = Session::attach(shared.clone());
+        call(&mut s, &["XADD", "s", "1-1", "f", "v"]);
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        let snap = {
+            let store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&store, &cfg)
+        };
+        let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        call(&mut s, &["XADD", "s", "2-1", "f", "v"]);
+        let sh = shared.clone();
+        let stopper = std::thread::spawn(move || shutdown(&sh));
+        // The background checkpoint finishes while shutdown waits for it.
+        p.finish_checkpoint(covered, &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        stopper
+            .join()
+            .unwrap_or_else(|_| panic!("shutdown panicked"));
+        drop(s);
+        drop(p);
+        drop(shared);
+        let mut cfg = Config::default();
+        cfg.set_startup("dir", &dir.to_string_lossy())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let again = Shared::new(cfg);
+        let (_p, rec) = Persistence::open(&again, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.records, 0, "{rec:?}");
+        assert_eq!(blocks(&again, b"s"), (1, 2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn batch_round_trip_and_garbage() {

@@ -1,0 +1,317 @@
+//! Helpers for the durability tests (`tests/recovery_restart.rs`,
+//! `tests/crash_loop.rs`, `tests/restart_time.rs`): commands over a raw
+//! connection, pipelines, a dump of the whole observable state, and the
+//! start-up log line.
+
+use std::time::Duration;
+
+use super::conn::{Reply, RespConn};
+use super::resp::{escape_short, Node};
+use super::server::Server;
+
+/// Bound on every reply read in these tests.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `["XADD", "s", "*"]` -> argv bytes.
+pub fn argv(parts: &[&str]) -> Vec<Vec<u8>> {
+    parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+}
+
+/// Sends one command and reads its reply (bounded); panics on a transport
+/// problem (closed, timeout, invalid), naming the command.
+pub fn call(c: &mut RespConn, args: &[Vec<u8>]) -> Node {
+    if let Err(e) = c.send_command(args) {
+        panic!("send {}: {e}", show_argv(args));
+    }
+    match c.read_reply(REPLY_TIMEOUT) {
+        Reply::Frame { node, .. } => node,
+        other => panic!("{} -> {}", show_argv(args), other.render()),
+    }
+}
+
+/// [`call`] with string arguments.
+pub fn call_str(c: &mut RespConn, parts: &[&str]) -> Node {
+    call(c, &argv(parts))
+}
+
+/// Writes all commands in one write, then reads one reply per command.
+/// Stops at the first transport problem and returns the replies read so far
+/// plus that problem (so crash tests can tell acknowledged from unknown).
+pub fn pipeline(c: &mut RespConn, cmds: &[Vec<Vec<u8>>]) -> (Vec<Node>, Option<Reply>) {
+    let mut bytes = Vec::new();
+    for cmd in cmds {
+        bytes.extend_from_slice(&super::resp::encode_command(cmd));
+    }
+    if c.send(&bytes).is_err() {
+        // Some of them may still have been read and run by the server.
+        return (
+            Vec::new(),
+            Some(Reply::Closed {
+                partial: Vec::new(),
+            }),
+        );
+    }
+    let mut out = Vec::with_capacity(cmds.len());
+    for _ in cmds {
+        match c.read_reply(REPLY_TIMEOUT) {
+            Reply::Frame { node, .. } => out.push(node),
+            other => return (out, Some(other)),
+        }
+    }
+    (out, None)
+}
+
+pub fn show_argv(args: &[Vec<u8>]) -> String {
+    args.iter()
+        .map(|a| escape_short(a, 60))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Text of a bulk/simple string reply (panics otherwise).
+pub fn text(n: &Node) -> String {
+    match n.text() {
+        Some(t) if !n.is_error() => String::from_utf8_lossy(t).into_owned(),
+        _ => panic!("expected a string reply, got {}", n.render()),
+    }
+}
+
+pub fn int(n: &Node) -> i64 {
+    n.as_int()
+        .unwrap_or_else(|| panic!("expected an integer reply, got {}", n.render()))
+}
+
+/// Items of an array reply (panics otherwise).
+pub fn items(n: &Node) -> &[Node] {
+    match n {
+        Node::Agg { kind: b'*', items } => items,
+        _ => panic!("expected an array reply, got {}", n.render()),
+    }
+}
+
+/// A stream ID `ms-seq`, ordered numerically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id(pub u64, pub u64);
+
+impl Id {
+    pub fn parse(s: &str) -> Id {
+        let (a, b) = s
+            .split_once('-')
+            .unwrap_or_else(|| panic!("not a stream ID: {s:?}"));
+        Id(
+            a.parse()
+                .unwrap_or_else(|_| panic!("not a stream ID: {s:?}")),
+            b.parse()
+                .unwrap_or_else(|_| panic!("not a stream ID: {s:?}")),
+        )
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+/// One entry of an XRANGE reply: ID and field/value pairs.
+pub type Entry = (Id, Vec<(Vec<u8>, Vec<u8>)>);
+
+pub fn parse_entries(n: &Node) -> Vec<Entry> {
+    items(n)
+        .iter()
+        .map(|e| {
+            let parts = items(e);
+            assert!(
+                parts.len() == 2,
+                "entry is not [id, fields]: {}",
+                e.render()
+            );
+            let id = Id::parse(&text(&parts[0]));
+            let fv = items(&parts[1]);
+            let pairs = fv
+                .chunks(2)
+                .map(|p| {
+                    let k = p[0].text().map(|t| t.to_vec()).unwrap_or_default();
+                    let v = p.get(1).and_then(|v| v.text()).map(|t| t.to_vec());
+                    (k, v.unwrap_or_default())
+                })
+                .collect();
+            (id, pairs)
+        })
+        .collect()
+}
+
+/// A field of a flat key/value reply (XINFO STREAM, RESP2).
+pub fn field<'a>(n: &'a Node, name: &str) -> &'a Node {
+    let it = items(n);
+    let mut i = 0;
+    while i + 1 < it.len() {
+        if it[i].text() == Some(name.as_bytes()) {
+            return &it[i + 1];
+        }
+        i += 2;
+    }
+    panic!("no field {name:?} in {}", n.render())
+}
+
+/// A state dump: (what was asked, the raw reply) per line.
+pub type Dump = Vec<(String, Vec<u8>)>;
+
+/// The whole observable state of a server, one labelled raw reply per line:
+/// per non-empty database DBSIZE and the sorted KEYS, and per key TYPE, then
+/// GET for strings, or XRANGE - +, XINFO STREAM and XINFO STREAM FULL COUNT 0
+/// for streams. Equal dumps = byte-identical replies to all of these.
+///
+/// TODO(consumer groups): once XGROUP/XREADGROUP land on main, add per
+/// stream `XINFO GROUPS`, per group `XINFO CONSUMERS` and
+/// `XPENDING key group - + <big>` (and per consumer with the consumer name)
+/// here; XINFO STREAM FULL already lists groups, PELs and consumers.
+pub fn dump(server: &Server, databases: usize) -> Dump {
+    let mut c = server
+        .connect()
+        .unwrap_or_else(|e| panic!("dump: {e}\n{}", server.log_tail(20)));
+    let mut out: Dump = Vec::new();
+    let raw = |out: &mut Dump, c: &mut RespConn, label: String, args: Vec<Vec<u8>>| -> Node {
+        if let Err(e) = c.send_command(&args) {
+            panic!("dump: send {}: {e}", show_argv(&args));
+        }
+        match c.read_reply(REPLY_TIMEOUT) {
+            Reply::Frame { raw, node } => {
+                out.push((label, raw));
+                node
+            }
+            other => panic!("dump: {} -> {}", show_argv(&args), other.render()),
+        }
+    };
+    for db in 0..databases {
+        let sel = call(&mut c, &argv(&["SELECT", &db.to_string()]));
+        assert!(!sel.is_error(), "SELECT {db}: {}", sel.render());
+        let n = raw(
+            &mut out,
+            &mut c,
+            format!("db{db} DBSIZE"),
+            argv(&["DBSIZE"]),
+        );
+        if int(&n) == 0 {
+            continue;
+        }
+        let keys = call(&mut c, &argv(&["KEYS", "*"]));
+        let mut keys: Vec<Vec<u8>> = items(&keys)
+            .iter()
+            .map(|k| k.text().map(|t| t.to_vec()).unwrap_or_default())
+            .collect();
+        keys.sort();
+        out.push((format!("db{db} KEYS (sorted)"), keys.join(&b'\n')));
+        for k in keys {
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let t = raw(
+                &mut out,
+                &mut c,
+                format!("db{db} TYPE {name}"),
+                vec![b"TYPE".to_vec(), k.clone()],
+            );
+            match t.text() {
+                Some(b"string") => {
+                    raw(
+                        &mut out,
+                        &mut c,
+                        format!("db{db} GET {name}"),
+                        vec![b"GET".to_vec(), k.clone()],
+                    );
+                }
+                Some(b"stream") => {
+                    for (label, args) in [
+                        ("XRANGE - +", vec!["XRANGE", "-", "+"]),
+                        ("XINFO STREAM", vec!["XINFO", "STREAM"]),
+                        (
+                            "XINFO STREAM FULL",
+                            vec!["XINFO", "STREAM", "FULL", "COUNT", "0"],
+                        ),
+                    ] {
+                        let mut a = vec![args[0].as_bytes().to_vec()];
+                        if args[0] == "XINFO" {
+                            a.push(args[1].as_bytes().to_vec());
+                            a.push(k.clone());
+                            a.extend(args[2..].iter().map(|s| s.as_bytes().to_vec()));
+                        } else {
+                            a.push(k.clone());
+                            a.extend(args[1..].iter().map(|s| s.as_bytes().to_vec()));
+                        }
+                        raw(&mut out, &mut c, format!("db{db} {label} {name}"), a);
+                    }
+                }
+                other => panic!("dump: key {name} has unexpected type {other:?}"),
+            }
+        }
+    }
+    out
+}
+
+/// Panics with the first difference between two dumps, rendered.
+pub fn assert_same_dump(what: &str, a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)]) {
+    for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+        if x != y {
+            let show = |raw: &[u8]| match super::resp::parse_frame(raw) {
+                Ok(n) => n.render(),
+                Err(_) => escape_short(raw, 2000),
+            };
+            panic!(
+                "{what}: dumps differ at line {i}:\n  expected {}:\n{}\n  got {}:\n{}",
+                x.0,
+                show(&x.1),
+                y.0,
+                show(&y.1)
+            );
+        }
+    }
+    assert!(
+        a.len() == b.len(),
+        "{what}: dumps differ in length ({} vs {} lines); first extra: {:?}",
+        a.len(),
+        b.len(),
+        a.get(b.len()).or(b.get(a.len())).map(|x| &x.0)
+    );
+}
+
+/// The numbers of the `DB loaded from the commit log` start-up line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub checkpoint_seq: u64,
+    pub records: u64,
+    pub commands: u64,
+    pub replay_errors: u64,
+    pub millis: u64,
+    pub keys: u64,
+}
+
+/// Parses the last `DB loaded from the commit log` line of a server's output.
+pub fn loaded_line(log: &str) -> Option<Loaded> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("DB loaded from the commit log"))?;
+    let num = |name: &str| -> u64 {
+        let pat = format!("{name}=");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&pat))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+    };
+    Some(Loaded {
+        checkpoint_seq: num("checkpoint_seq"),
+        records: num("records"),
+        commands: num("commands"),
+        replay_errors: num("replay_errors"),
+        millis: num("millis"),
+        keys: num("keys"),
+    })
+}
+
+/// A field of `INFO <section>` as text.
+pub fn info_field(c: &mut RespConn, section: &str, name: &str) -> Option<String> {
+    let n = call_str(c, &["INFO", section]);
+    let body = String::from_utf8_lossy(n.text()?).into_owned();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+}
