@@ -158,8 +158,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             keys,
             "DB loaded from the commit log"
         );
-        let _ = shared.persist.set(p);
-        shared.store.lock().logging = true;
+        persist::install(&shared, p);
     }
     // NOTE: tests and scripts wait for this exact phrase, as they do for Redis.
     tracing::info!("Ready to accept connections tcp on {local}");
