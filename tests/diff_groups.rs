@@ -542,20 +542,13 @@ mod replay {
         let now = now_ms();
         shared.store.lock().clients.insert(
             id,
-            ClientInfo {
+            ClientInfo::new(
                 id,
-                addr: "test:0".into(),
-                laddr: "test:0".into(),
-                name: Bytes::new(),
-                db: 0,
-                created_ms: now,
-                last_cmd_ms: now,
-                last_cmd: "NULL",
-                resp: 2,
-                multi: -1,
-                blocked: false,
-                kill: Arc::new(tokio::sync::Notify::new()),
-            },
+                "test:0".into(),
+                "test:0".into(),
+                now,
+                Arc::new(tokio::sync::Notify::new()),
+            ),
         );
         ClientState::new(id, true)
     }

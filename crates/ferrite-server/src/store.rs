@@ -199,6 +199,32 @@ pub struct ClientInfo {
     pub kill: std::sync::Arc<tokio::sync::Notify>,
 }
 
+impl ClientInfo {
+    /// A freshly connected client: db 0, RESP2, no name, no command yet.
+    pub fn new(
+        id: u64,
+        addr: String,
+        laddr: String,
+        now_ms: u64,
+        kill: std::sync::Arc<tokio::sync::Notify>,
+    ) -> ClientInfo {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            name: Bytes::new(),
+            db: 0,
+            created_ms: now_ms,
+            last_cmd_ms: now_ms,
+            last_cmd: "NULL",
+            resp: 2,
+            multi: -1,
+            blocked: false,
+            kill,
+        }
+    }
+}
+
 pub struct Store {
     pub dbs: Vec<Db>,
     pub stats: Stats,

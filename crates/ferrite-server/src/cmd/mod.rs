@@ -200,6 +200,53 @@ pub enum Dispatch {
     Block(BlockRequest, Reply),
 }
 
+/// What [`execute`] did.
+pub enum Executed {
+    Reply(Reply),
+    /// The command blocked: its waiter is registered; the reply comes later.
+    Blocked(
+        crate::store::WaiterId,
+        tokio::sync::oneshot::Receiver<Reply>,
+        Option<Duration>,
+    ),
+}
+
+/// One command line for `client`, start to end, with the store locked:
+/// dispatch, register a blocking waiter (only if `may_block`), serve the
+/// blocked readers the command made ready, and hand its effects to the log.
+/// IMPORTANT: the log append happens here, under the lock, so the log's
+/// order is the order in which commands took effect.
+pub fn execute(
+    shared: &std::sync::Arc<Shared>,
+    store: &mut Store,
+    client: &mut ClientState,
+    argv: Vec<Bytes>,
+    now_ms: u64,
+    may_block: bool,
+) -> (Executed, crate::persist::Commit) {
+    let mut ctx = Ctx {
+        store,
+        client,
+        shared,
+        now_ms,
+        in_exec: false,
+        block: None,
+        propagate: None,
+    };
+    let done = match dispatch(&mut ctx, argv) {
+        Dispatch::Block(req, _) if may_block => {
+            let (id, rx) = ctx
+                .store
+                .block(ctx.client.id, ctx.client.db, req.keys, req.cmd);
+            Executed::Blocked(id, rx, req.timeout)
+        }
+        Dispatch::Reply(r) | Dispatch::Block(_, r) => Executed::Reply(r),
+    };
+    ctx.store.serve_ready(now_ms);
+    let commit = crate::persist::commit(shared, ctx.store);
+    (done, commit)
+}
+
 /// Look up, check and run one command (or queue it inside MULTI).
 /// The store must be locked by the caller; ready keys are served by the caller.
 pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
@@ -207,56 +254,18 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
     let Some(first) = argv.first() else {
         return Dispatch::Reply(Reply::Null);
     };
-    let lookup = resolve(t, &argv);
-    let cmd = match lookup {
+    let cmd = match resolve(t, &argv) {
         Ok(c) => c,
-        Err(e) => {
-            if ctx.client.multi.is_some() {
-                ctx.client.multi_error = true;
-            }
-            let r = exec_abort_if_exec(ctx, first, e.to_reply());
-            ctx.store.stats.count_error(&r);
-            if let Some(name) = rejected_name(t, &argv) {
-                ctx.store
-                    .stats
-                    .commands
-                    .entry(name)
-                    .or_default()
-                    .rejected_calls += 1;
-            }
-            return Dispatch::Reply(r);
-        }
+        Err(e) => return reject(ctx, first, rejected_name(t, &argv), e.to_reply()),
     };
     let name: &'static str = cmd.meta.name.as_str();
     if !ctx.client.authenticated && !cmd.meta.has_flag("no_auth") {
-        let r = exec_abort_if_exec(ctx, first, CmdError::NoAuth.to_reply());
-        ctx.store.stats.count_error(&r);
-        ctx.store
-            .stats
-            .commands
-            .entry(name)
-            .or_default()
-            .rejected_calls += 1;
-        if ctx.client.multi.is_some() {
-            ctx.client.multi_error = true;
-        }
-        return Dispatch::Reply(r);
+        return reject(ctx, first, Some(name), CmdError::NoAuth.to_reply());
     }
-    if cmd.meta.has_flag("write") || cmd.meta.name == "ping" {
+    if cmd.meta.has_flag("write") || name == "ping" {
         // Redis refuses writes (and PING) once the AOF could not be written.
         if let Some(msg) = ctx.shared.write_error() {
-            let r = exec_abort_if_exec(ctx, first, Reply::error(msg));
-            ctx.store.stats.count_error(&r);
-            ctx.store
-                .stats
-                .commands
-                .entry(name)
-                .or_default()
-                .rejected_calls += 1;
-            if ctx.client.multi.is_some() {
-                ctx.client.multi_error = true;
-            }
-            return Dispatch::Reply(r);
+            return reject(ctx, first, Some(name), Reply::error(msg));
         }
     }
     if let Some(queue) = ctx.client.multi.as_mut() {
@@ -276,6 +285,26 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
 /// (consumer groups are added by their family); run after the keys load.
 pub fn rebuild_commands(store: &Store) -> Vec<(usize, Vec<Bytes>)> {
     group::rebuild_groups(store)
+}
+
+/// Redis's `rejectCommand`: the error is counted (errorstats, and the
+/// command's rejected_calls), a transaction in progress is flagged to fail at
+/// EXEC, and a rejected EXEC itself becomes EXECABORT.
+fn reject(ctx: &mut Ctx, first: &Bytes, name: Option<&'static str>, r: Reply) -> Dispatch {
+    if ctx.client.multi.is_some() {
+        ctx.client.multi_error = true;
+    }
+    let r = exec_abort_if_exec(ctx, first, r);
+    ctx.store.stats.count_error(&r);
+    if let Some(name) = name {
+        ctx.store
+            .stats
+            .commands
+            .entry(name)
+            .or_default()
+            .rejected_calls += 1;
+    }
+    Dispatch::Reply(r)
 }
 
 /// Redis's `rejectCommand`: a rejected EXEC (wrong arity, NOAUTH...) aborts
