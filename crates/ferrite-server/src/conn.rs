@@ -10,7 +10,7 @@
 //! when the replies are flushed, so a whole pipeline (and every connection
 //! writing at the same time) shares one write and one fsync.
 
-use crate::cmd::{self, ClientState, Ctx, Dispatch};
+use crate::cmd::{self, ClientState, Executed};
 use crate::persist;
 use crate::protocol::{Limits, RequestParser};
 use crate::reply::Reply;
@@ -72,20 +72,7 @@ pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         let now = now_ms();
         store.clients.insert(
             id,
-            ClientInfo {
-                id,
-                addr: addr.to_string(),
-                laddr,
-                name: bytes::Bytes::new(),
-                db: 0,
-                created_ms: now,
-                last_cmd_ms: now,
-                last_cmd: "NULL".into(),
-                resp: 2,
-                multi: -1,
-                blocked: false,
-                kill: kill.clone(),
-            },
+            ClientInfo::new(id, addr.to_string(), laddr, now, kill.clone()),
         );
     }
     let mut conn = Conn {
@@ -212,31 +199,11 @@ impl Conn {
         let now = now_ms();
         let (outcome, commit) = {
             let mut store = shared.store.lock();
-            let mut ctx = Ctx {
-                store: &mut store,
-                client: &mut self.client,
-                shared: &shared,
-                now_ms: now,
-                in_exec: false,
-                block: None,
-                propagate: None,
-            };
-            let outcome = match cmd::dispatch(&mut ctx, argv) {
-                Dispatch::Reply(r) => Ok(r),
-                Dispatch::Block(req, _) => {
-                    let (id, rx) = store.block(self.client.id, self.client.db, req.keys, req.cmd);
-                    Err((id, rx, req.timeout))
-                }
-            };
-            store.serve_ready(now);
-            // IMPORTANT: appended under the store lock, so the log's order is
-            // the order in which commands took effect.
-            let commit = persist::commit(&shared, &mut store);
-            (outcome, commit)
+            cmd::execute(&shared, &mut store, &mut self.client, argv, now, true)
         };
         let mut reply = match outcome {
-            Ok(r) => r,
-            Err((waiter, rx, timeout)) => {
+            Executed::Reply(r) => r,
+            Executed::Blocked(waiter, rx, timeout) => {
                 // Replies to earlier pipelined commands go out before we wait.
                 self.flush().await?;
                 match self.wait_blocked(waiter, rx, timeout).await? {

@@ -3,7 +3,7 @@
 //! except that blocking commands never block (they reply as they would
 //! inside MULTI).
 
-use crate::cmd::{self, ClientState, Ctx, Dispatch};
+use crate::cmd::{self, ClientState};
 use crate::config::Config;
 use crate::reply::Reply;
 use crate::server::{now_ms, Shared};
@@ -19,8 +19,11 @@ pub struct Session {
 
 impl Session {
     /// A session on a fresh server state with `config`.
+    /// Effects are collected in `store.pending_log` (tests inspect them).
     pub fn with_config(config: Config) -> Session {
-        Session::attach(Shared::new(config))
+        let shared = Shared::new(config);
+        shared.store.lock().logging = true;
+        Session::attach(shared)
     }
 
     /// A new client on an existing server state.
@@ -48,20 +51,13 @@ impl Session {
         let now = now_ms();
         shared.store.lock().clients.insert(
             id,
-            ClientInfo {
+            ClientInfo::new(
                 id,
-                addr: "embedded:0".into(),
-                laddr: "embedded:0".into(),
-                name: Bytes::new(),
-                db: 0,
-                created_ms: now,
-                last_cmd_ms: now,
-                last_cmd: "NULL".into(),
-                resp: 2,
-                multi: -1,
-                blocked: false,
-                kill: Arc::new(tokio::sync::Notify::new()),
-            },
+                "embedded:0".into(),
+                "embedded:0".into(),
+                now,
+                Arc::new(tokio::sync::Notify::new()),
+            ),
         );
         Session {
             shared,
@@ -90,26 +86,16 @@ impl Session {
             return Reply::Null;
         }
         let shared = self.shared.clone();
-        let now = now_ms();
         let mut store = shared.store.lock();
-        let mut ctx = Ctx {
-            store: &mut store,
-            client: &mut self.client,
-            shared: &shared,
-            now_ms: now,
-            in_exec: false,
-            block: None,
-            propagate: None,
-        };
-        let reply = match cmd::dispatch(&mut ctx, argv) {
-            Dispatch::Reply(r) | Dispatch::Block(_, r) => r,
-        };
-        store.serve_ready(now);
+        let (done, commit) =
+            cmd::execute(&shared, &mut store, &mut self.client, argv, now_ms(), false);
         // NOTE: embedded sessions log their effects but do not wait for fsync.
-        if let crate::persist::Commit::Failed(msg) = crate::persist::commit(&shared, &mut store) {
-            return Reply::error(msg);
+        match (done, commit) {
+            (_, crate::persist::Commit::Failed(msg)) => Reply::error(msg),
+            (cmd::Executed::Reply(r), _) => r,
+            // Not reached: may_block is false.
+            (cmd::Executed::Blocked(..), _) => Reply::NullArray,
         }
-        reply
     }
 }
 

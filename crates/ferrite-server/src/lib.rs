@@ -21,6 +21,8 @@ pub mod config;
 pub mod conn;
 pub mod embedded;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod persist;
 pub mod protocol;
@@ -156,7 +158,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             keys,
             "DB loaded from the commit log"
         );
-        let _ = shared.persist.set(p);
+        persist::install(&shared, p);
     }
     // NOTE: tests and scripts wait for this exact phrase, as they do for Redis.
     tracing::info!("Ready to accept connections tcp on {local}");

@@ -462,6 +462,14 @@ pub fn data_config_command(cfg: &crate::config::Config) -> Vec<Bytes> {
     ]
 }
 
+/// Make `p` the server's commit log: from now on every command's effects
+/// are collected and appended.
+pub fn install(shared: &Arc<Shared>, p: Arc<Persistence>) -> bool {
+    let fresh = shared.persist.set(p).is_ok();
+    shared.store.lock().logging = true;
+    fresh
+}
+
 /// What the caller must do after a command's effects were handed to the log.
 pub enum Commit {
     /// Nothing to wait for (no effects, or persistence off).
@@ -572,7 +580,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e:?}"));
         let shared = Shared::new(cfg);
         let (p, _) = Persistence::open(&shared, false).unwrap_or_else(|e| panic!("{e}"));
-        assert!(shared.persist.set(p).is_ok());
+        assert!(install(&shared, p));
         shared
     }
 

@@ -13,6 +13,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Redis's PROTO_INLINE_MAX_SIZE: longest inline request or count line.
 pub const INLINE_MAX: usize = 64 * 1024;
 
+/// Most bytes reserved up front for one bulk argument: the default
+/// proto-max-bulk-len (as Redis does at that limit). Larger bulks grow as
+/// their data arrives.
+pub const BULK_PREALLOC_MAX: usize = 512 * 1024 * 1024 + 2;
+
 /// A protocol violation; the connection replies `-ERR Protocol error: <msg>` and closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
@@ -111,8 +116,11 @@ impl RequestParser {
                     buf.advance(cr + 2);
                     self.bulk_len = Some(l);
                     if buf.capacity() - buf.len() < l + 2 {
-                        // Large arguments: reserve once rather than growing in steps.
-                        buf.reserve(l + 2);
+                        // Large arguments: reserve once rather than growing in steps,
+                        // but never more than BULK_PREALLOC_MAX on the word of a
+                        // header: proto-max-bulk-len may be up to i64::MAX, and
+                        // reserving that panics or aborts the process.
+                        buf.reserve((l + 2).min(BULK_PREALLOC_MAX));
                     }
                     l
                 }
@@ -145,7 +153,10 @@ fn memchr(c: u8, b: &[u8]) -> Option<usize> {
 }
 
 fn parse_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(nl) = memchr(b'\n', buf) else {
+    // NOTE: Redis finds the newline with strchr(), which stops at a NUL byte:
+    // a line with a NUL before its `\n` never completes (until the limit).
+    let line = memchr(b'\n', buf).filter(|&nl| memchr(0, &buf[..nl]).is_none());
+    let Some(nl) = line else {
         if buf.len() > INLINE_MAX {
             return Err(perr("too big inline request"));
         }
@@ -176,6 +187,8 @@ fn hex_val(c: u8) -> Option<u8> {
 /// C escapes (`\n`, `\xHH`, ...), 'single quotes' with `\'`. A closing quote
 /// must be followed by a space or the end. `None` means unbalanced quotes.
 pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    // Redis splits a C string: a NUL byte ends the input.
+    let line = &line[..memchr(0, line).unwrap_or(line.len())];
     let mut out = Vec::new();
     let mut i = 0;
     let n = line.len();
@@ -346,6 +359,47 @@ mod tests {
             ]
         );
         assert!(c[1].is_empty());
+    }
+
+    #[test]
+    fn nul_bytes_in_inline_requests() {
+        // Regression (found by fuzzing): a NUL ended a word without being
+        // skipped, so split_args pushed empty arguments forever.
+        assert_eq!(split_args(b"a\0b c"), Some(vec![b"a".to_vec()]));
+        assert_eq!(split_args(b"a \0 b"), Some(vec![b"a".to_vec()]));
+        assert_eq!(split_args(b"\0"), Some(vec![]));
+        assert_eq!(split_args(b"\"a\0\""), None);
+        // Like Redis, a NUL before the newline leaves the line incomplete
+        // until it exceeds the inline limit.
+        assert_eq!(parse_all(b"PING \0\r\nPING\r\n"), (vec![], None));
+        let mut big = b"PING \0\r\n".to_vec();
+        big.resize(INLINE_MAX + 1, b'a');
+        assert_eq!(parse_all(&big).1, Some(perr("too big inline request")));
+        // A NUL after the newline belongs to the next line.
+        let (c, e) = parse_all(b"PING\r\n\0");
+        assert_eq!((c.len(), e), (1, None));
+    }
+
+    #[test]
+    fn huge_bulk_limits_do_not_reserve_the_declared_length() {
+        // Regression (found by fuzzing): with proto-max-bulk-len at its
+        // maximum, `$9223372036854775807` panicked with "capacity overflow"
+        // (and `$1099511627776` aborted on allocation failure).
+        for max_bulk_len in [i64::MAX as u64, u64::MAX] {
+            let limits = Limits {
+                max_bulk_len,
+                unauthenticated: false,
+            };
+            for header in [&b"$9223372036854775807\r\n"[..], b"$1099511627776\r\n"] {
+                let mut p = RequestParser::new();
+                let mut buf = BytesMut::from(&b"*1\r\n"[..]);
+                buf.extend_from_slice(header);
+                buf.extend_from_slice(b"abc");
+                assert_eq!(p.parse(&mut buf, limits), Ok(None));
+                assert!(buf.capacity() <= BULK_PREALLOC_MAX + 64);
+                assert_eq!(&buf[..], b"abc");
+            }
+        }
     }
 
     #[test]

@@ -131,8 +131,8 @@ pub trait BlockedCommand: Send {
     fn timeout_reply(&self) -> Reply;
     /// The command name for statistics (`xread`, `xreadgroup`).
     fn name(&self) -> &'static str;
-    /// After a successful [`BlockedCommand::try_serve`]: the deterministic
-    /// effects of serving (e.g. PEL deliveries) for the commit log.
+    /// After a successful `try_serve`: the effects serving had, for the
+    /// commit log (as [`Store::log_effect`] argv lists, in the waiter's db).
     fn take_effects(&mut self) -> Vec<Vec<Bytes>> {
         Vec::new()
     }
@@ -159,7 +159,8 @@ pub struct CommandStats {
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub commands: BTreeMap<String, CommandStats>,
+    /// By Redis full name (`xadd`, `config|get`): names live in the static table.
+    pub commands: BTreeMap<&'static str, CommandStats>,
     pub errors: BTreeMap<String, u64>,
     pub total_commands: u64,
     pub total_connections: u64,
@@ -191,11 +192,37 @@ pub struct ClientInfo {
     pub db: usize,
     pub created_ms: u64,
     pub last_cmd_ms: u64,
-    pub last_cmd: String,
+    pub last_cmd: &'static str,
     pub resp: u8,
     pub multi: i64,
     pub blocked: bool,
     pub kill: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl ClientInfo {
+    /// A freshly connected client: db 0, RESP2, no name, no command yet.
+    pub fn new(
+        id: u64,
+        addr: String,
+        laddr: String,
+        now_ms: u64,
+        kill: std::sync::Arc<tokio::sync::Notify>,
+    ) -> ClientInfo {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            name: Bytes::new(),
+            db: 0,
+            created_ms: now_ms,
+            last_cmd_ms: now_ms,
+            last_cmd: "NULL",
+            resp: 2,
+            multi: -1,
+            blocked: false,
+            kill,
+        }
+    }
 }
 
 pub struct Store {
@@ -214,6 +241,9 @@ pub struct Store {
     /// Effects of the command (or EXEC) being run, in order, as
     /// `(db, argv)`; drained by whoever persists them after the command.
     pub pending_log: Vec<(usize, Vec<Bytes>)>,
+    /// Whether effects are collected at all (off with `appendonly no`, so the
+    /// hot path builds no log records nobody will write).
+    pub logging: bool,
 }
 
 impl Store {
@@ -231,12 +261,15 @@ impl Store {
             start_ms: now_ms,
             dirty: 0,
             pending_log: Vec::new(),
+            logging: false,
         }
     }
 
     /// Record a deterministic effect of the running command for the commit log.
     pub fn log_effect(&mut self, db: usize, argv: Vec<Bytes>) {
-        self.pending_log.push((db, argv));
+        if self.logging {
+            self.pending_log.push((db, argv));
+        }
     }
 
     // ---- WATCH ----
@@ -392,11 +425,21 @@ impl Store {
                     let Some(reply) = w.cmd.try_serve(&mut self.dbs[db], &key, now_ms) else {
                         continue;
                     };
-                    for argv in w.cmd.take_effects() {
-                        self.pending_log.push((w.db, argv));
-                    }
-                    if let Some(w) = self.waiters.remove(&id) {
+                    if let Some(mut w) = self.waiters.remove(&id) {
                         self.forget_waiter(id, &w);
+                        for argv in w.cmd.take_effects() {
+                            self.log_effect(db, argv);
+                        }
+                        // An error ends the blocked call as a failed one
+                        // (Redis's updateStatsOnUnblock).
+                        if reply.is_error() {
+                            self.stats.count_error(&reply);
+                            self.stats
+                                .commands
+                                .entry(w.cmd.name())
+                                .or_default()
+                                .failed_calls += 1;
+                        }
                         // The receiver may be gone (client vanished): nothing to do then.
                         let _ = w.tx.send(reply);
                     }

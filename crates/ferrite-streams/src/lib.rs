@@ -14,16 +14,19 @@
 //!   format in `docs/stream-blocks.md`.
 //! - [`listpack`]: the byte size a Redis listpack would have, which decides
 //!   when a block is full.
+//! - [`group`]: consumer groups: the PEL, consumers, `entries-read` and lag.
 //!
 //! Errors are plain enums; the server owns the Redis error wording (each
 //! variant's doc quotes the Redis reply it stands for).
 
 pub mod block;
+pub mod group;
 pub mod id;
 pub mod listpack;
 pub mod stream;
 
 pub use block::{Block, BlockError, EntryRef};
+pub use group::{ConsumerId, Group, Groups, PendingEntry};
 pub use id::{ParseIdError, RangeIdError, StreamId, XaddId};
 pub use stream::{
     AddError, Entry, RangeIter, SetIdError, Stream, StreamConfig, StreamMeta, Trim, TrimSpec,

@@ -202,6 +202,8 @@ pub struct Stream {
     max_deleted: StreamId,
     /// entries-added.
     entries_added: u64,
+    /// Consumer groups, created with the first one (see [`crate::group`]).
+    pub(crate) groups: Option<Box<crate::group::Groups>>,
     /// Set once an entry was stored below its block's master or a block was
     /// created below the tail block (only possible after XSETID moved the
     /// last ID back over deleted entries). While false, no stored ID is

@@ -240,7 +240,9 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                 .map(|(k, v)| {
                     k.len()
                         + match v {
-                            Value::Stream(s) => s.memory_usage(),
+                            Value::Stream(s) => {
+                                s.memory_usage() + s.groups().map_or(0, |g| g.memory_usage())
+                            }
                             Value::String(b) => b.len(),
                         }
                 })

@@ -1,4 +1,4 @@
-//! XINFO STREAM [FULL [COUNT n]] and XINFO HELP.
+//! XINFO STREAM [FULL [COUNT n]], XINFO GROUPS, XINFO CONSUMERS and XINFO HELP.
 
 use super::conn::help;
 use super::stream::{entries_reply, entry_reply, id_reply, stream_ref};
@@ -6,10 +6,14 @@ use super::{Ctx, Handler};
 use crate::args::Args;
 use crate::error::CmdError;
 use crate::reply::Reply;
-use ferrite_streams::{Stream, StreamId};
+use ferrite_streams::{Group, Stream, StreamId};
 
-pub const COMMANDS: &[(&str, Handler)] =
-    &[("xinfo|stream", xinfo_stream), ("xinfo|help", xinfo_help)];
+pub const COMMANDS: &[(&str, Handler)] = &[
+    ("xinfo|stream", xinfo_stream),
+    ("xinfo|groups", xinfo_groups),
+    ("xinfo|consumers", xinfo_consumers),
+    ("xinfo|help", xinfo_help),
+];
 
 fn kv(k: &str, v: Reply) -> (Reply, Reply) {
     (Reply::bulk_str(k), v)
@@ -73,9 +77,9 @@ fn xinfo_stream(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             "entries",
             entries_reply(s.range(StreamId::MIN, StreamId::MAX, limit, false)),
         ));
-        out.push(kv("groups", Reply::Array(vec![])));
+        out.push(kv("groups", full_groups(s, limit)));
     } else {
-        out.push(kv("groups", Reply::Int(0)));
+        out.push(kv("groups", Reply::Int(s.group_count() as i64)));
         out.push(kv(
             "first-entry",
             s.first_entry().map_or(Reply::Null, entry_reply),
@@ -86,6 +90,125 @@ fn xinfo_stream(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         ));
     }
     Ok(Reply::Map(out))
+}
+
+/// `entries-read`: a nil when unknown.
+fn entries_read_reply(g: &Group) -> Reply {
+    g.entries_read().map_or(Reply::Null, Reply::Int)
+}
+
+/// `lag`: a nil when it cannot be known.
+fn lag_reply(s: &Stream, g: &Group) -> Reply {
+    g.lag(s).map_or(Reply::Null, Reply::Int)
+}
+
+/// The `groups` section of XINFO STREAM FULL: each group with its PEL and
+/// consumers, PELs cut to `limit` entries (`None` = all).
+fn full_groups(s: &Stream, limit: Option<usize>) -> Reply {
+    let limit = limit.unwrap_or(usize::MAX);
+    let Some(groups) = s.groups() else {
+        return Reply::Array(vec![]);
+    };
+    let out = groups
+        .iter()
+        .map(|(name, g)| {
+            let pel = g
+                .pending_range(StreamId::MIN, StreamId::MAX)
+                .take(limit)
+                .map(|p| {
+                    Reply::Array(vec![
+                        id_reply(p.id),
+                        Reply::Bulk(g.consumer_name(p.consumer).clone()),
+                        Reply::Int(p.delivery_time as i64),
+                        Reply::Int(p.delivery_count as i64),
+                    ])
+                })
+                .collect();
+            let consumers = g
+                .consumers()
+                .filter_map(|c| {
+                    let cid = g.consumer_id(c.name())?;
+                    let pel = g
+                        .consumer_pending_range(cid, StreamId::MIN, StreamId::MAX)
+                        .take(limit)
+                        .map(|p| {
+                            Reply::Array(vec![
+                                id_reply(p.id),
+                                Reply::Int(p.delivery_time as i64),
+                                Reply::Int(p.delivery_count as i64),
+                            ])
+                        })
+                        .collect();
+                    Some(Reply::Map(vec![
+                        kv("name", Reply::Bulk(c.name().clone())),
+                        kv("seen-time", Reply::Int(c.seen_time() as i64)),
+                        kv("pel-count", Reply::Int(c.pending_count() as i64)),
+                        kv("pending", Reply::Array(pel)),
+                    ]))
+                })
+                .collect();
+            Reply::Map(vec![
+                kv("name", Reply::Bulk(name.clone())),
+                kv("last-delivered-id", id_reply(g.last_id())),
+                kv("entries-read", entries_read_reply(g)),
+                kv("lag", lag_reply(s, g)),
+                kv("pel-count", Reply::Int(g.pending_count() as i64)),
+                kv("pending", Reply::Array(pel)),
+                kv("consumers", Reply::Array(consumers)),
+            ])
+        })
+        .collect();
+    Reply::Array(out)
+}
+
+fn xinfo_groups(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    let Some(s) = stream_ref(ctx, &key)? else {
+        return Err(CmdError::NoSuchKey);
+    };
+    let Some(groups) = s.groups() else {
+        return Ok(Reply::Array(vec![]));
+    };
+    let out = groups
+        .iter()
+        .map(|(name, g)| {
+            Reply::Map(vec![
+                kv("name", Reply::Bulk(name.clone())),
+                kv("consumers", Reply::Int(g.consumer_count() as i64)),
+                kv("pending", Reply::Int(g.pending_count() as i64)),
+                kv("last-delivered-id", id_reply(g.last_id())),
+                kv("entries-read", entries_read_reply(g)),
+                kv("lag", lag_reply(s, g)),
+            ])
+        })
+        .collect();
+    Ok(Reply::Array(out))
+}
+
+fn xinfo_consumers(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    let gname = a.next_bytes()?;
+    let now = ctx.now_ms as i64;
+    let Some(s) = stream_ref(ctx, &key)? else {
+        return Err(CmdError::NoSuchKey);
+    };
+    let Some(g) = s.group(&gname) else {
+        return Err(super::group::no_group_for_key(&gname, &key));
+    };
+    let out = g
+        .consumers()
+        .map(|c| {
+            Reply::Map(vec![
+                kv("name", Reply::Bulk(c.name().clone())),
+                kv("pending", Reply::Int(c.pending_count() as i64)),
+                kv(
+                    "idle",
+                    Reply::Int(now.wrapping_sub(c.seen_time() as i64).max(0)),
+                ),
+            ])
+        })
+        .collect();
+    Ok(Reply::Array(out))
 }
 
 fn xinfo_help(_ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod group;
 pub mod info;
 pub mod keyspace;
 pub mod meta;
@@ -40,6 +41,7 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(stream::COMMANDS);
     v.extend_from_slice(read::COMMANDS);
     v.extend_from_slice(info::COMMANDS);
+    v.extend_from_slice(group::COMMANDS);
     v.extend_from_slice(string::COMMANDS);
     v
 }
@@ -72,9 +74,14 @@ impl Table {
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Command> {
+        // Lowercased on the stack: this runs for every command.
+        let mut buf = [0u8; 64];
+        let dst = buf.get_mut(..name.len())?;
+        for (d, s) in dst.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
         // Command names are ASCII; anything else cannot match.
-        let lower = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
-        self.commands.get(&lower)
+        self.commands.get(std::str::from_utf8(dst).ok()?)
     }
 
     /// Top-level commands (no `|`), for COMMAND COUNT/LIST/INFO.
@@ -156,6 +163,11 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Log `argv` (instead of the command as typed) when this command's
     /// effect is not deterministic on replay. Call once per logged command.
+    /// Whether effects are being collected; handlers skip building them if not.
+    pub fn logging(&self) -> bool {
+        self.store.logging
+    }
+
     pub fn propagate(&mut self, argv: Vec<Bytes>) {
         self.propagate.get_or_insert_with(Vec::new).push(argv);
     }
@@ -168,9 +180,16 @@ impl Ctx<'_> {
     }
     /// A write to `key` in the current db: breaks WATCHes and wakes blocked readers.
     pub fn touch(&mut self, key: &[u8]) {
-        let db = self.client.db;
-        self.store.touch(db, key);
-        self.store.signal_ready(db, key);
+        self.touch_watch_only(key);
+        self.store.signal_ready(self.client.db, key);
+    }
+
+    /// A write that breaks WATCHes but wakes nobody. Redis's XDEL and XTRIM
+    /// only call `signalModifiedKey`, never `signalKeyAsReady`: a blocked
+    /// XREADGROUP whose group is behind the stream's last ID (its newest
+    /// entries deleted) must not be served by them.
+    pub fn touch_watch_only(&mut self, key: &[u8]) {
+        self.store.touch(self.client.db, key);
         self.store.dirty += 1;
     }
 }
@@ -181,6 +200,53 @@ pub enum Dispatch {
     Block(BlockRequest, Reply),
 }
 
+/// What [`execute`] did.
+pub enum Executed {
+    Reply(Reply),
+    /// The command blocked: its waiter is registered; the reply comes later.
+    Blocked(
+        crate::store::WaiterId,
+        tokio::sync::oneshot::Receiver<Reply>,
+        Option<Duration>,
+    ),
+}
+
+/// One command line for `client`, start to end, with the store locked:
+/// dispatch, register a blocking waiter (only if `may_block`), serve the
+/// blocked readers the command made ready, and hand its effects to the log.
+/// IMPORTANT: the log append happens here, under the lock, so the log's
+/// order is the order in which commands took effect.
+pub fn execute(
+    shared: &std::sync::Arc<Shared>,
+    store: &mut Store,
+    client: &mut ClientState,
+    argv: Vec<Bytes>,
+    now_ms: u64,
+    may_block: bool,
+) -> (Executed, crate::persist::Commit) {
+    let mut ctx = Ctx {
+        store,
+        client,
+        shared,
+        now_ms,
+        in_exec: false,
+        block: None,
+        propagate: None,
+    };
+    let done = match dispatch(&mut ctx, argv) {
+        Dispatch::Block(req, _) if may_block => {
+            let (id, rx) = ctx
+                .store
+                .block(ctx.client.id, ctx.client.db, req.keys, req.cmd);
+            Executed::Blocked(id, rx, req.timeout)
+        }
+        Dispatch::Reply(r) | Dispatch::Block(_, r) => Executed::Reply(r),
+    };
+    ctx.store.serve_ready(now_ms);
+    let commit = crate::persist::commit(shared, ctx.store);
+    (done, commit)
+}
+
 /// Look up, check and run one command (or queue it inside MULTI).
 /// The store must be locked by the caller; ready keys are served by the caller.
 pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
@@ -188,56 +254,18 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
     let Some(first) = argv.first() else {
         return Dispatch::Reply(Reply::Null);
     };
-    let lookup = resolve(t, &argv);
-    let cmd = match lookup {
+    let cmd = match resolve(t, &argv) {
         Ok(c) => c,
-        Err(e) => {
-            if ctx.client.multi.is_some() {
-                ctx.client.multi_error = true;
-            }
-            let r = exec_abort_if_exec(ctx, first, e.to_reply());
-            ctx.store.stats.count_error(&r);
-            if let Some(name) = rejected_name(t, &argv) {
-                ctx.store
-                    .stats
-                    .commands
-                    .entry(name)
-                    .or_default()
-                    .rejected_calls += 1;
-            }
-            return Dispatch::Reply(r);
-        }
+        Err(e) => return reject(ctx, first, rejected_name(t, &argv), e.to_reply()),
     };
-    let name = cmd.meta.name.clone();
+    let name: &'static str = cmd.meta.name.as_str();
     if !ctx.client.authenticated && !cmd.meta.has_flag("no_auth") {
-        let r = exec_abort_if_exec(ctx, first, CmdError::NoAuth.to_reply());
-        ctx.store.stats.count_error(&r);
-        ctx.store
-            .stats
-            .commands
-            .entry(name)
-            .or_default()
-            .rejected_calls += 1;
-        if ctx.client.multi.is_some() {
-            ctx.client.multi_error = true;
-        }
-        return Dispatch::Reply(r);
+        return reject(ctx, first, Some(name), CmdError::NoAuth.to_reply());
     }
-    if cmd.meta.has_flag("write") || cmd.meta.name == "ping" {
+    if cmd.meta.has_flag("write") || name == "ping" {
         // Redis refuses writes (and PING) once the AOF could not be written.
         if let Some(msg) = ctx.shared.write_error() {
-            let r = exec_abort_if_exec(ctx, first, Reply::error(msg));
-            ctx.store.stats.count_error(&r);
-            ctx.store
-                .stats
-                .commands
-                .entry(name)
-                .or_default()
-                .rejected_calls += 1;
-            if ctx.client.multi.is_some() {
-                ctx.client.multi_error = true;
-            }
-            return Dispatch::Reply(r);
+            return reject(ctx, first, Some(name), Reply::error(msg));
         }
     }
     if let Some(queue) = ctx.client.multi.as_mut() {
@@ -256,8 +284,27 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
 /// Commands that rebuild state a checkpoint body does not hold directly
 /// (consumer groups are added by their family); run after the keys load.
 pub fn rebuild_commands(store: &Store) -> Vec<(usize, Vec<Bytes>)> {
-    let _ = store;
-    Vec::new()
+    group::rebuild_groups(store)
+}
+
+/// Redis's `rejectCommand`: the error is counted (errorstats, and the
+/// command's rejected_calls), a transaction in progress is flagged to fail at
+/// EXEC, and a rejected EXEC itself becomes EXECABORT.
+fn reject(ctx: &mut Ctx, first: &Bytes, name: Option<&'static str>, r: Reply) -> Dispatch {
+    if ctx.client.multi.is_some() {
+        ctx.client.multi_error = true;
+    }
+    let r = exec_abort_if_exec(ctx, first, r);
+    ctx.store.stats.count_error(&r);
+    if let Some(name) = name {
+        ctx.store
+            .stats
+            .commands
+            .entry(name)
+            .or_default()
+            .rejected_calls += 1;
+    }
+    Dispatch::Reply(r)
 }
 
 /// Redis's `rejectCommand`: a rejected EXEC (wrong arity, NOAUTH...) aborts
@@ -282,10 +329,10 @@ fn exec_abort_if_exec(ctx: &mut Ctx, name: &Bytes, r: Reply) -> Reply {
 }
 
 /// Run a resolved command (also used by EXEC for queued commands).
-pub fn run(ctx: &mut Ctx, cmd: &Command, argv: Vec<Bytes>) -> Dispatch {
+pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     let started = std::time::Instant::now();
     if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
-        c.last_cmd.clone_from(&cmd.meta.name);
+        c.last_cmd = cmd.meta.name.as_str();
         c.last_cmd_ms = ctx.now_ms;
     }
     let mut args = Args::new(argv);
@@ -302,7 +349,9 @@ pub fn run(ctx: &mut Ctx, cmd: &Command, argv: Vec<Bytes>) -> Dispatch {
     };
     let logged = match ctx.propagate.take() {
         Some(list) => list,
-        None if cmd.meta.has_flag("write") && !reply.is_error() => vec![args.into_vec()],
+        None if ctx.store.logging && cmd.meta.has_flag("write") && !reply.is_error() => {
+            vec![args.into_vec()]
+        }
         None => Vec::new(),
     };
     for argv in logged {
@@ -310,7 +359,7 @@ pub fn run(ctx: &mut Ctx, cmd: &Command, argv: Vec<Bytes>) -> Dispatch {
     }
     let usec = started.elapsed().as_micros() as u64;
     let stats = &mut ctx.store.stats;
-    let cs = stats.commands.entry(cmd.meta.name.clone()).or_default();
+    let cs = stats.commands.entry(cmd.meta.name.as_str()).or_default();
     cs.calls += 1;
     cs.usec += usec;
     if reply.is_error() {
@@ -336,7 +385,9 @@ pub fn resolve<'t>(t: &'t Table, argv: &[Bytes]) -> Result<&'t Command, CmdError
     if !arity_ok(cmd.meta.arity, argv.len()) {
         return Err(CmdError::WrongArity(cmd.meta.name.clone()));
     }
-    if cmd.meta.subcommands.is_empty() {
+    // Like Redis's lookupSubcommand: a container alone (bare COMMAND, arity -1)
+    // is the container command itself.
+    if cmd.meta.subcommands.is_empty() || argv.len() < 2 {
         return Ok(cmd);
     }
     let sub = &argv[1];
@@ -355,17 +406,17 @@ pub fn resolve<'t>(t: &'t Table, argv: &[Bytes]) -> Result<&'t Command, CmdError
     }
 }
 
-fn rejected_name(t: &Table, argv: &[Bytes]) -> Option<String> {
+fn rejected_name(t: &'static Table, argv: &[Bytes]) -> Option<&'static str> {
     let cmd = t.get(&argv[0])?;
     if cmd.meta.subcommands.is_empty() || argv.len() < 2 {
-        return Some(cmd.meta.name.clone());
+        return Some(cmd.meta.name.as_str());
     }
     let full = format!(
         "{}|{}",
         cmd.meta.name,
         String::from_utf8_lossy(&argv[1]).to_ascii_lowercase()
     );
-    t.commands.get(&full).map(|c| c.meta.name.clone())
+    t.commands.get(&full).map(|c| c.meta.name.as_str())
 }
 
 fn arity_ok(arity: i64, argc: usize) -> bool {
@@ -438,6 +489,22 @@ mod tests {
         assert_eq!(
             e.as_deref(),
             Some("ERR wrong number of arguments for 'echo' command")
+        );
+    }
+
+    #[test]
+    fn bare_container_command_resolves_to_itself() {
+        // Regression (found by fuzzing): bare COMMAND indexed argv[1].
+        let c = resolve(table(), &argv(&["COMMAND"]))
+            .ok()
+            .map(|c| &c.meta.name);
+        assert_eq!(c.map(String::as_str), Some("command"));
+        let e = resolve(table(), &argv(&["CONFIG"]))
+            .err()
+            .map(|e| e.message());
+        assert_eq!(
+            e.as_deref(),
+            Some("ERR wrong number of arguments for 'config' command")
         );
     }
 

@@ -1,19 +1,28 @@
-//! XREAD, including BLOCK: a reader that finds nothing registers a
-//! [`StreamWaiter`] with the store; writers signal the key, and the store
-//! serves waiters in FIFO order right after the writing command (or EXEC).
+//! XREAD and XREADGROUP, including BLOCK: a reader that finds nothing
+//! registers a [`StreamWaiter`] / [`GroupWaiter`] with the store; writers
+//! signal the key, and the store serves waiters in FIFO order right after
+//! the writing command (or EXEC).
+//!
+//! XREADGROUP logs what it changed as commands that replay exactly (see
+//! `group`): `XGROUP CREATECONSUMER` for a consumer it created, one XCLAIM
+//! per PEL entry it created or updated, and `XGROUP SETID ... ENTRIESREAD`
+//! when the group's last ID moved. A blocked XREADGROUP logs the same when
+//! it is served.
 
-use super::stream::{entries_reply, stream_ref};
+use super::group::{createconsumer_effect, setid_effect, xclaim_effect};
+use super::stream::{entries_reply, entry_reply, id_reply, stream_ref};
 use super::{BlockRequest, Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
 use crate::reply::Reply;
 use crate::store::{BlockedCommand, Db, Value};
 use bytes::Bytes;
+use ferrite_streams::group::HistoryEntry;
 use ferrite_streams::id::parse_strict_id;
-use ferrite_streams::StreamId;
+use ferrite_streams::{Stream, StreamId};
 use std::time::Duration;
 
-pub const COMMANDS: &[(&str, Handler)] = &[("xread", xread)];
+pub const COMMANDS: &[(&str, Handler)] = &[("xread", xread), ("xreadgroup", xreadgroup)];
 
 /// Redis's XREAD_BLOCKED_DEFAULT_COUNT: a woken reader without COUNT gets at most this many.
 const BLOCKED_DEFAULT_COUNT: usize = 1000;
@@ -42,29 +51,56 @@ pub fn keyed_reply(pairs: Vec<(Bytes, Reply)>) -> Reply {
     )
 }
 
-fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
-    let mut timeout: Option<Option<Duration>> = None;
-    let mut count: usize = 0;
+/// XREAD / XREADGROUP options, parsed as Redis's `xreadCommand` does.
+struct ReadArgs {
+    /// BLOCK: `Some(None)` = forever.
+    timeout: Option<Option<Duration>>,
+    /// COUNT (0 = no limit).
+    count: usize,
+    noack: bool,
+    /// GROUP `<group> <consumer>`.
+    group: Option<(Bytes, Bytes)>,
+    keys: Vec<Bytes>,
+    ids: Vec<Bytes>,
+}
+
+fn parse_read(a: &mut Args, readgroup: bool) -> Result<ReadArgs, CmdError> {
+    let mut r = ReadArgs {
+        timeout: None,
+        count: 0,
+        noack: false,
+        group: None,
+        keys: Vec::new(),
+        ids: Vec::new(),
+    };
     let mut streams_at = None;
     while let Some(opt) = a.peek().cloned() {
         let more = a.remaining() > 1;
         a.skip(1);
         if opt.eq_ignore_ascii_case(b"BLOCK") && more {
-            timeout = Some(parse_block_timeout(&a.next_bytes()?)?);
+            r.timeout = Some(parse_block_timeout(&a.next_bytes()?)?);
         } else if opt.eq_ignore_ascii_case(b"COUNT") && more {
             let n = a.next_i64()?;
-            count = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+            r.count = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
         } else if opt.eq_ignore_ascii_case(b"STREAMS") && more {
             streams_at = Some(a.position());
             break;
         } else if opt.eq_ignore_ascii_case(b"GROUP") && a.remaining() >= 2 {
-            return Err(CmdError::err(
-                "The GROUP option is only supported by XREADGROUP. You called XREAD instead.",
-            ));
+            if !readgroup {
+                return Err(CmdError::err(
+                    "The GROUP option is only supported by XREADGROUP. You called XREAD instead.",
+                ));
+            }
+            let g = a.next_bytes()?;
+            let c = a.next_bytes()?;
+            r.group = Some((g, c));
         } else if opt.eq_ignore_ascii_case(b"NOACK") {
-            return Err(CmdError::err(
-                "The NOACK option is only supported by XREADGROUP. You called XREAD instead.",
-            ));
+            if !readgroup {
+                return Err(CmdError::err(
+                    "The NOACK option is only supported by XREADGROUP. You called XREAD instead.",
+                ));
+            }
+            r.noack = true;
         } else {
             return Err(CmdError::Syntax);
         }
@@ -78,9 +114,19 @@ fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             "Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
         ));
     }
+    if readgroup && r.group.is_none() {
+        return Err(CmdError::err("Missing GROUP option for XREADGROUP"));
+    }
     let n = rest.len() / 2;
-    let (keys, id_args) = rest.split_at(n);
-    let mut ids = Vec::with_capacity(n);
+    r.ids = rest[n..].to_vec();
+    r.keys = rest[..n].to_vec();
+    Ok(r)
+}
+
+fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let r = parse_read(a, false)?;
+    let (keys, id_args) = (&r.keys, &r.ids);
+    let mut ids = Vec::with_capacity(keys.len());
     for (key, arg) in keys.iter().zip(id_args) {
         let current = stream_ref(ctx, key)?.map(|s| s.last_id());
         let id = if arg.as_ref() == b"$" {
@@ -94,7 +140,7 @@ fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         };
         ids.push(id);
     }
-    let limit = if count == 0 { None } else { Some(count) };
+    let limit = if r.count == 0 { None } else { Some(r.count) };
     let mut out = Vec::new();
     for (key, &after) in keys.iter().zip(&ids) {
         if let Some(r) = read_after(ctx.db(), key, after, limit) {
@@ -104,7 +150,7 @@ fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     if !out.is_empty() {
         return Ok(keyed_reply(out));
     }
-    if let Some(t) = timeout {
+    if let Some(t) = r.timeout {
         ctx.block = Some(BlockRequest {
             keys: keys.to_vec(),
             timeout: t,
@@ -112,6 +158,172 @@ fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 keys: keys.to_vec(),
                 after: ids,
                 count: limit.unwrap_or(BLOCKED_DEFAULT_COUNT),
+            }),
+        });
+    }
+    Ok(Reply::NullArray)
+}
+
+/// `-NOGROUP` of XREADGROUP.
+fn no_readgroup(key: &[u8], group: &[u8]) -> CmdError {
+    let c = |b: &[u8]| -> Vec<u8> {
+        let end = b.iter().position(|&x| x == 0).unwrap_or(b.len());
+        b[..end].to_vec()
+    };
+    CmdError::Raw(Bytes::from(
+        [
+            &b"NOGROUP No such key '"[..],
+            &c(key),
+            b"' or consumer group '",
+            &c(group),
+            b"' in XREADGROUP with GROUP option",
+        ]
+        .concat(),
+    ))
+}
+
+/// A history entry as XREADGROUP replies it: deleted entries are `[id, nil]`.
+fn history_reply(h: HistoryEntry) -> Reply {
+    match h.entry {
+        Some(e) => entry_reply(e),
+        None => Reply::Array(vec![id_reply(h.id), Reply::NullArray]),
+    }
+}
+
+/// Who reads: the group, the consumer and the read options.
+struct Reader<'a> {
+    group: &'a Bytes,
+    consumer: &'a Bytes,
+    count: Option<usize>,
+    noack: bool,
+}
+
+/// Serves `>` for one stream: the new entries for the consumer (created if
+/// needed), with the effects to log. The caller checked that the group exists.
+fn serve_new(
+    s: &mut Stream,
+    key: &Bytes,
+    rd: &Reader,
+    now: u64,
+    effects: &mut Vec<Vec<Bytes>>,
+) -> Reply {
+    let (group, consumer, count, noack) = (rd.group, rd.consumer, rd.count, rd.noack);
+    s.with_groups(|s, groups| {
+        let Some(g) = groups.get_mut(group) else {
+            return Reply::Array(vec![]);
+        };
+        let (cid, created) = g.lookup_or_create_consumer(consumer, now);
+        if created {
+            effects.push(createconsumer_effect(key, group, consumer));
+        }
+        let before = (g.last_id(), g.entries_read_raw());
+        let delivered = g.deliver_new(s, cid, count, noack, now);
+        let mut out = Vec::with_capacity(delivered.len());
+        for d in delivered {
+            if let Some(p) = &d.pending {
+                // LASTID: the group's last ID right after this entry.
+                effects.push(xclaim_effect(key, group, g, p, p.id));
+            }
+            out.push(entry_reply(d.entry));
+        }
+        if (g.last_id(), g.entries_read_raw()) != before {
+            effects.push(setid_effect(key, group, g));
+        }
+        Reply::Array(out)
+    })
+}
+
+fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let r = parse_read(a, true)?;
+    let Some((group, consumer)) = r.group.clone() else {
+        return Err(CmdError::err("Missing GROUP option for XREADGROUP"));
+    };
+    // Per key, in order: type, group, then the ID.
+    let mut ids: Vec<Option<StreamId>> = Vec::with_capacity(r.keys.len());
+    for (key, arg) in r.keys.iter().zip(&r.ids) {
+        let has_group = stream_ref(ctx, key)?.is_some_and(|s| s.group(&group).is_some());
+        if !has_group {
+            return Err(no_readgroup(key, &group));
+        }
+        let id = match arg.as_ref() {
+            b"$" => {
+                return Err(CmdError::err(
+                    "The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set.",
+                ))
+            }
+            b">" => None,
+            _ => {
+                let id = parse_strict_id(arg, 0).map_err(|_| CmdError::InvalidStreamId)?;
+                // NOTE: Redis encodes `>` as the maximal ID, so that ID
+                // given explicitly reads new entries too.
+                (id != StreamId::MAX).then_some(id)
+            }
+        };
+        ids.push(id);
+    }
+    let limit = if r.count == 0 { None } else { Some(r.count) };
+    let now = ctx.now_ms;
+    let mut effects = Vec::new();
+    let mut out = Vec::new();
+    for (key, id) in r.keys.iter().zip(&ids) {
+        let Some(s) = stream_ref(ctx, key)? else {
+            continue;
+        };
+        let reply = match id {
+            Some(after) => s.with_groups(|s, groups| {
+                let Some(g) = groups.get_mut(&group) else {
+                    return Reply::Array(vec![]);
+                };
+                let (cid, created) = g.lookup_or_create_consumer(&consumer, now);
+                if created {
+                    effects.push(createconsumer_effect(key, &group, &consumer));
+                }
+                let start = after.incr().unwrap_or(StreamId::MIN);
+                let hist = g.read_history(s, cid, start, limit, now);
+                for h in &hist {
+                    if let Some(p) = &h.pending {
+                        effects.push(xclaim_effect(key, &group, g, p, g.last_id()));
+                    }
+                }
+                Reply::Array(hist.into_iter().map(history_reply).collect())
+            }),
+            None => {
+                let ready = s
+                    .group(&group)
+                    .is_some_and(|g| !s.is_empty() && s.last_valid_id() > g.last_id());
+                if !ready {
+                    continue;
+                }
+                let rd = Reader {
+                    group: &group,
+                    consumer: &consumer,
+                    count: limit,
+                    noack: r.noack,
+                };
+                serve_new(s, key, &rd, now, &mut effects)
+            }
+        };
+        out.push((key.clone(), reply));
+    }
+    ctx.store.dirty += effects.len() as u64;
+    ctx.propagate_nothing();
+    for e in effects {
+        ctx.propagate(e);
+    }
+    if !out.is_empty() {
+        return Ok(keyed_reply(out));
+    }
+    if let Some(t) = r.timeout {
+        ctx.block = Some(BlockRequest {
+            keys: r.keys.clone(),
+            timeout: t,
+            cmd: Box::new(GroupWaiter {
+                keys: r.keys,
+                group,
+                consumer,
+                noack: r.noack,
+                count: limit.unwrap_or(BLOCKED_DEFAULT_COUNT),
+                effects: Vec::new(),
             }),
         });
     }
@@ -159,5 +371,55 @@ impl BlockedCommand for StreamWaiter {
     }
     fn name(&self) -> &'static str {
         "xread"
+    }
+}
+
+/// A blocked XREADGROUP (always for `>` on every key).
+struct GroupWaiter {
+    keys: Vec<Bytes>,
+    group: Bytes,
+    consumer: Bytes,
+    noack: bool,
+    count: usize,
+    /// What serving changed, for the commit log.
+    effects: Vec<Vec<Bytes>>,
+}
+
+impl BlockedCommand for GroupWaiter {
+    fn try_serve(&mut self, db: &mut Db, key: &Bytes, now_ms: u64) -> Option<Reply> {
+        if !self.keys.contains(key) {
+            return None;
+        }
+        let Some(Value::Stream(s)) = db.get_mut(key) else {
+            // Deleted, flushed, renamed away or replaced by another type.
+            return Some(Reply::error("UNBLOCKED the stream key no longer exists"));
+        };
+        let Some(g) = s.group(&self.group) else {
+            return Some(Reply::error(
+                "NOGROUP the consumer group this client was blocked on no longer exists",
+            ));
+        };
+        // Redis serves when the stream's last ID passed the group's (XDEL
+        // and XTRIM do not signal; see `Ctx::touch`).
+        if s.last_id() <= g.last_id() {
+            return None;
+        }
+        let rd = Reader {
+            group: &self.group,
+            consumer: &self.consumer,
+            count: Some(self.count),
+            noack: self.noack,
+        };
+        let entries = serve_new(s, key, &rd, now_ms, &mut self.effects);
+        Some(keyed_reply(vec![(key.clone(), entries)]))
+    }
+    fn timeout_reply(&self) -> Reply {
+        Reply::NullArray
+    }
+    fn name(&self) -> &'static str {
+        "xreadgroup"
+    }
+    fn take_effects(&mut self) -> Vec<Vec<Bytes>> {
+        std::mem::take(&mut self.effects)
     }
 }

@@ -198,16 +198,20 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let id = s.add(id_spec, &fields, now, &cfg).map_err(add_error)?;
     let trimmed = opts.trim.as_ref().map_or(0, |t| s.trim(t, &cfg));
     let exact_trim = (trimmed > 0).then(|| exact_trim_args(s, opts.trim.as_ref()));
-    // Logged with the generated ID, and any trim as the exact trim it amounted to.
-    let mut log = vec![
-        Bytes::from_static(b"XADD"),
-        key.clone(),
-        Bytes::from(id.to_string()),
-    ];
-    log.extend(fields);
-    ctx.propagate(log);
-    if let Some(Some(t)) = exact_trim {
-        ctx.propagate([vec![Bytes::from_static(b"XTRIM"), key.clone()], t].concat());
+    if ctx.logging() {
+        // Logged with the generated ID, and any trim as the exact trim it amounted to.
+        let mut log = vec![
+            Bytes::from_static(b"XADD"),
+            key.clone(),
+            Bytes::from(id.to_string()),
+        ];
+        log.extend(fields);
+        ctx.propagate(log);
+        if let Some(Some(t)) = exact_trim {
+            ctx.propagate([vec![Bytes::from_static(b"XTRIM"), key.clone()], t].concat());
+        }
+    } else {
+        ctx.propagate_nothing();
     }
     ctx.touch(&key);
     Ok(id_reply(id))
@@ -268,7 +272,7 @@ fn xtrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         None => ctx.propagate_nothing(),
     }
     if n > 0 {
-        ctx.touch(&key);
+        ctx.touch_watch_only(&key);
     }
     Ok(Reply::Int(n as i64))
 }
@@ -288,7 +292,7 @@ fn xdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     };
     let n = s.delete(&ids);
     if n > 0 {
-        ctx.touch(&key);
+        ctx.touch_watch_only(&key);
     }
     Ok(Reply::Int(n as i64))
 }

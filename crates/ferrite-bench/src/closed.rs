@@ -1,0 +1,396 @@
+//! Closed-loop loads: N clients, each sends a pipeline of P commands, waits
+//! for all P replies, and repeats (like `redis-benchmark -c N -P P`).
+//!
+//! Rows 1-3 of the benchmark (XADD to one stream, XADD over many streams,
+//! XRANGE COUNT 100), plus `fill`, which loads a stream for later rows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use tokio::task::JoinSet;
+
+use crate::bail;
+use crate::error::{Error, Result};
+use crate::resp::{self, expect_id, expect_int, loopback_addr, Conn, Shape, U64Str};
+use crate::stats::{now_ns, rate, ResultLine, Rng, Samples, Window};
+
+/// The entry every load writes: `symbol BTC price 42000.5 volume 3`.
+pub const PAYLOAD: [&[u8]; 6] = [b"symbol", b"BTC", b"price", b"42000.5", b"volume", b"3"];
+
+/// Where to send load.
+#[derive(Args, Clone, Debug)]
+pub struct Target {
+    /// Server address; loopback only (127.0.0.0/8 or ::1).
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    pub addr: String,
+    /// Longest wait for any one reply, connect or write, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub reply_timeout: f64,
+}
+
+impl Target {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.reply_timeout.max(0.001))
+    }
+    pub async fn connect(&self) -> Result<Conn> {
+        Conn::connect(loopback_addr(&self.addr)?, self.timeout()).await
+    }
+    pub async fn connect_many(&self, n: usize) -> Result<Vec<Conn>> {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.connect().await?);
+        }
+        Ok(v)
+    }
+}
+
+/// How long a timed load runs.
+#[derive(Args, Clone, Debug)]
+pub struct Timing {
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring starts (not counted).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Hard cap on operations over all clients, whatever the duration.
+    #[arg(long, default_value_t = 50_000_000)]
+    pub max_ops: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct XaddArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub timing: Timing,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    /// Commands in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Number of streams; with more than one, each XADD picks `KEY:<i>` at random.
+    #[arg(long, default_value_t = 1)]
+    pub streams: u64,
+    #[arg(long, default_value = "bench:xadd")]
+    pub key: String,
+}
+
+#[derive(Args, Debug)]
+pub struct XrangeArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub timing: Timing,
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// A stream filled by `fill --explicit-ids` (IDs 1-0 ..= ENTRIES-0).
+    #[arg(long, default_value = "bench:xrange")]
+    pub key: String,
+    /// Entries in that stream.
+    #[arg(long)]
+    pub entries: u64,
+    /// Entries per XRANGE (`COUNT`), from a random start ID.
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct FillArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long)]
+    pub key: String,
+    /// Entries to append.
+    #[arg(long)]
+    pub count: u64,
+    /// XADDs in flight (one connection).
+    #[arg(long, default_value_t = 1000)]
+    pub pipeline: usize,
+    /// Use IDs `<n>-0` from --first-id on instead of `*`.
+    #[arg(long)]
+    pub explicit_ids: bool,
+    #[arg(long, default_value_t = 1)]
+    pub first_id: u64,
+    /// After filling, check that XLEN equals this.
+    #[arg(long)]
+    pub expect_len: Option<u64>,
+    /// Give up (error) after this many seconds.
+    #[arg(long, default_value_t = 1800.0)]
+    pub max_secs: f64,
+}
+
+enum Closed {
+    Xadd {
+        templates: Vec<Bytes>,
+    },
+    Xrange {
+        key: Bytes,
+        entries: u64,
+        count: u64,
+        count_arg: Bytes,
+    },
+}
+
+impl Closed {
+    #[inline]
+    fn push(&self, c: &mut Conn, rng: &mut Rng) {
+        match self {
+            Closed::Xadd { templates } => {
+                let i = if templates.len() == 1 {
+                    0
+                } else {
+                    rng.below(templates.len() as u64) as usize
+                };
+                c.push_raw(&templates[i]);
+            }
+            Closed::Xrange {
+                key,
+                entries,
+                count,
+                count_arg,
+            } => {
+                let start = 1 + rng.below(entries - count + 1);
+                let mut id = Vec::with_capacity(24);
+                id.extend_from_slice(U64Str::new(start).as_bytes());
+                id.extend_from_slice(b"-0");
+                c.push(&[b"XRANGE", key, &id, b"+", b"COUNT", count_arg]);
+            }
+        }
+    }
+
+    /// Reads and checks one reply. `full` parses it completely (the first
+    /// reply on each connection); otherwise only its shape is checked, so
+    /// that parsing big replies does not make the client the bottleneck.
+    async fn read_checked(&self, c: &mut Conn, full: bool) -> Result<()> {
+        let name = self.name();
+        if full {
+            let f = c.read().await?;
+            return match self {
+                Closed::Xadd { .. } => expect_id(&f, name),
+                Closed::Xrange { count, .. } => {
+                    let n = resp::range_entries(&f, name)?.len() as u64;
+                    if n != *count {
+                        bail!("XRANGE returned {n} entries, expected {count} (stream not filled?)");
+                    }
+                    Ok(())
+                }
+            };
+        }
+        match (self, c.read_shape().await?) {
+            (_, Shape::Error(e)) => bail!("{name}: server replied error: {e}"),
+            (Closed::Xadd { .. }, Shape::Other(b'$')) => Ok(()),
+            (Closed::Xrange { count, .. }, Shape::Array(n)) if n == *count as i64 => Ok(()),
+            (Closed::Xrange { count, .. }, Shape::Array(n)) => {
+                bail!("XRANGE returned {n} entries, expected {count}")
+            }
+            (_, other) => bail!("{name}: unexpected reply {other:?}"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Closed::Xadd { .. } => "XADD",
+            Closed::Xrange { .. } => "XRANGE",
+        }
+    }
+}
+
+struct TaskOut {
+    ops: u64,
+    /// All commands, warm-up included (for server CPU per operation).
+    work: u64,
+    last_done: u64,
+    lat: Samples,
+}
+
+/// Runs `w` closed-loop and returns ops/s plus per-request latency (per
+/// pipeline batch when `pipeline > 1`).
+async fn run_closed(
+    w: Closed,
+    target: &Target,
+    timing: &Timing,
+    clients: usize,
+    pipeline: usize,
+) -> Result<ResultLine> {
+    if clients == 0 || pipeline == 0 {
+        bail!("--clients and --pipeline must be at least 1");
+    }
+    let w = Arc::new(w);
+    let conns = target.connect_many(clients).await?;
+    let budget = (timing.max_ops / clients as u64).max(pipeline as u64);
+    let cap = (4_000_000 / clients).max(10_000);
+    let win = Window::starting_now(timing.warmup, timing.duration);
+    let mut set = JoinSet::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let w = Arc::clone(&w);
+        set.spawn(async move {
+            let mut rng = Rng::new(i as u64 + 1);
+            let mut out = TaskOut {
+                ops: 0,
+                work: 0,
+                last_done: 0,
+                lat: Samples::with_cap(cap),
+            };
+            let mut sent = 0u64;
+            while sent < budget {
+                let t = now_ns();
+                if t >= win.end {
+                    break;
+                }
+                for _ in 0..pipeline {
+                    w.push(&mut c, &mut rng);
+                }
+                c.flush().await?;
+                for i in 0..pipeline {
+                    w.read_checked(&mut c, sent == 0 && i == 0).await?;
+                }
+                let d = now_ns();
+                sent += pipeline as u64;
+                if win.counts(t) {
+                    out.ops += pipeline as u64;
+                    out.lat.push(d - t);
+                    out.last_done = d;
+                }
+            }
+            out.work = sent;
+            Ok::<_, Error>(out)
+        });
+    }
+    let mut work = 0u64;
+    let mut ops = 0u64;
+    let mut last_done = 0u64;
+    let mut lat = Samples::with_cap(0);
+    while let Some(r) = set.join_next().await {
+        let out = r?.map_err(|e| Error::msg(format!("{} client: {e}", w.name())))?;
+        ops += out.ops;
+        work += out.work;
+        last_done = last_done.max(out.last_done);
+        lat.merge(out.lat);
+    }
+    let span = last_done.saturating_sub(win.measure_start);
+    let ops_s = rate(ops, span);
+    let mut r = ResultLine::new();
+    r.num("ops_s", ops_s)
+        .int("ops", ops)
+        .num("secs", span as f64 / 1e9)
+        .int("work", work);
+    if let Closed::Xrange { count, .. } = &*w {
+        r.num("entries_s", ops_s * *count as f64);
+    }
+    r.int("clients", clients as u64)
+        .int("pipeline", pipeline as u64)
+        .text("lat_unit", if pipeline > 1 { "batch" } else { "request" })
+        .int("lat_dropped", lat.dropped);
+    r.latency(lat.percentiles());
+    Ok(r)
+}
+
+pub async fn xadd(a: XaddArgs) -> Result<ResultLine> {
+    if a.streams == 0 {
+        bail!("--streams must be at least 1");
+    }
+    let templates = (0..a.streams)
+        .map(|i| {
+            let key = if a.streams == 1 {
+                a.key.clone()
+            } else {
+                format!("{}:{i}", a.key)
+            };
+            let mut args: Vec<&[u8]> = vec![b"XADD", key.as_bytes(), b"*"];
+            args.extend_from_slice(&PAYLOAD);
+            resp::encoded(&args)
+        })
+        .collect();
+    let mut r = run_closed(
+        Closed::Xadd { templates },
+        &a.target,
+        &a.timing,
+        a.clients,
+        a.pipeline,
+    )
+    .await?;
+    r.int("streams", a.streams);
+    Ok(r)
+}
+
+pub async fn xrange(a: XrangeArgs) -> Result<ResultLine> {
+    if a.count == 0 || a.entries < a.count {
+        bail!(
+            "--entries ({}) must be at least --count ({}) and count > 0",
+            a.entries,
+            a.count
+        );
+    }
+    let w = Closed::Xrange {
+        key: Bytes::from(a.key.clone()),
+        entries: a.entries,
+        count: a.count,
+        count_arg: Bytes::from(a.count.to_string()),
+    };
+    run_closed(w, &a.target, &a.timing, a.clients, a.pipeline).await
+}
+
+/// Appends `count` entries to one stream over one pipelined connection.
+pub async fn fill(a: FillArgs) -> Result<ResultLine> {
+    if a.pipeline == 0 {
+        bail!("--pipeline must be at least 1");
+    }
+    let mut c = a.target.connect().await?;
+    let started = Instant::now();
+    let limit = Duration::from_secs_f64(a.max_secs.max(0.0));
+    let star = resp::encoded(&{
+        let mut v: Vec<&[u8]> = vec![b"XADD", a.key.as_bytes(), b"*"];
+        v.extend_from_slice(&PAYLOAD);
+        v
+    });
+    let mut done = 0u64;
+    while done < a.count {
+        if started.elapsed() > limit {
+            bail!(
+                "fill {}: only {done} of {} entries after {:?} (--max-secs)",
+                a.key,
+                a.count,
+                limit
+            );
+        }
+        let batch = (a.count - done).min(a.pipeline as u64);
+        for i in 0..batch {
+            if a.explicit_ids {
+                let mut id = Vec::with_capacity(24);
+                id.extend_from_slice(U64Str::new(a.first_id + done + i).as_bytes());
+                id.extend_from_slice(b"-0");
+                let mut args: Vec<&[u8]> = vec![b"XADD", a.key.as_bytes(), &id];
+                args.extend_from_slice(&PAYLOAD);
+                c.push(&args);
+            } else {
+                c.push_raw(&star);
+            }
+        }
+        c.flush().await?;
+        for _ in 0..batch {
+            let f = c.read().await?;
+            expect_id(&f, "XADD (fill)")?;
+        }
+        done += batch;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut r = ResultLine::new();
+    r.int("entries", done)
+        .num("secs", secs)
+        .num("ops_s", done as f64 / secs.max(1e-9));
+    if let Some(want) = a.expect_len {
+        let f = c.call(&[b"XLEN", a.key.as_bytes()]).await?;
+        let got = expect_int(&f, "XLEN")?;
+        if got != want as i64 {
+            bail!("fill {}: XLEN is {got}, expected {want}", a.key);
+        }
+        r.int("xlen", got as u64);
+    }
+    Ok(r)
+}
