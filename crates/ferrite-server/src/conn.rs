@@ -22,7 +22,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 /// Flush replies once this much is pending, so a huge pipeline cannot grow
 /// the output buffer without bound.
@@ -35,7 +34,10 @@ const HELD_MAX: usize = 1024;
 /// (`appendfsync everysec|no`) or fsynced (`always`), or that comes after
 /// such a reply in the same connection.
 struct Held {
-    commit: Option<oneshot::Receiver<Result<u64, ferrite_storage::StorageError>>>,
+    commit: Option<persist::CompletionReceiver>,
+    /// `commit` is another command's record (a read's barrier): if it
+    /// fails, this reply stands (reads keep working after a log failure).
+    others: bool,
     reply: Reply,
     /// The protocol in force when the reply was made (HELLO may change it).
     resp: u8,
@@ -140,6 +142,7 @@ impl Conn {
             if let Some(rx) = h.commit {
                 match rx.await {
                     Ok(Ok(_)) => {}
+                    _ if h.others => {}
                     Ok(Err(e)) => reply = Reply::error(persist::misconf_message(&e)),
                     Err(_) => {
                         reply = Reply::error("MISCONF Errors writing to the AOF file: log closed")
@@ -171,7 +174,7 @@ impl Conn {
                 Err(e) => {
                     let r = Reply::error(format!("ERR Protocol error: {}", e.0));
                     self.shared.store.lock().stats.count_error(&r);
-                    self.push_reply(r, None);
+                    self.push_reply(r, None, false);
                     tracing::debug!(client = self.client.id, "protocol error: {}", e.0);
                     return Ok(Step::Close);
                 }
@@ -197,34 +200,52 @@ impl Conn {
     async fn execute(&mut self, argv: Vec<bytes::Bytes>) -> std::io::Result<()> {
         let shared = self.shared.clone();
         let now = now_ms();
-        let (outcome, commit) = {
+        let (outcome, commit, mut barrier) = {
             let mut store = shared.store.lock();
-            cmd::execute(&shared, &mut store, &mut self.client, argv, now, true)
+            let (outcome, commit) =
+                cmd::execute(&shared, &mut store, &mut self.client, argv, now, true);
+            // IMPORTANT: a reply without a record of its own may still show
+            // effects of records not yet written/fsynced (another client's
+            // XADD it read): it waits for them too, as Redis sends replies
+            // only after its AOF write.
+            let barrier = match commit {
+                persist::Commit::Done => persist::barrier(&shared),
+                _ => None,
+            };
+            (outcome, commit, barrier)
         };
         let mut reply = match outcome {
             Executed::Reply(r) => r,
             Executed::Blocked(waiter, rx, timeout) => {
                 // Replies to earlier pipelined commands go out before we wait.
                 self.flush().await?;
-                match self.wait_blocked(waiter, rx, timeout).await? {
+                let r = match self.wait_blocked(waiter, rx, timeout).await? {
                     Some(r) => r,
                     None => return Ok(()),
-                }
+                };
+                // Served by another command, whose record holds this one's
+                // effects (XREADGROUP's deliveries): taking the lock waits
+                // until that command has appended it.
+                barrier = {
+                    let _store = shared.store.lock();
+                    persist::barrier(&shared)
+                };
+                r
             }
         };
-        let wait = match commit {
-            persist::Commit::Done => None,
+        let (wait, others) = match commit {
+            persist::Commit::Done => (barrier, true),
             persist::Commit::Failed(msg) => {
                 reply = Reply::error(msg);
-                None
+                (None, false)
             }
-            persist::Commit::Wait(rx) => Some(rx),
+            persist::Commit::Wait(rx) => (Some(rx), false),
         };
         // NOTE: a successful SHUTDOWN closes the connection without a reply.
         if self.client.shutdown {
             return Ok(());
         }
-        self.push_reply(reply, wait);
+        self.push_reply(reply, wait, others);
         Ok(())
     }
 
@@ -235,13 +256,15 @@ impl Conn {
     fn push_reply(
         &mut self,
         reply: Reply,
-        commit: Option<oneshot::Receiver<Result<u64, ferrite_storage::StorageError>>>,
+        commit: Option<persist::CompletionReceiver>,
+        others: bool,
     ) {
         if commit.is_none() && self.held.is_empty() {
             reply.encode(self.client.resp, &mut self.output);
         } else {
             self.held.push(Held {
                 commit,
+                others,
                 reply,
                 resp: self.client.resp,
             });

@@ -27,12 +27,65 @@ const SNAPSHOT_VERSION: u8 = 1;
 /// The open commit log and checkpoint bookkeeping.
 pub struct Persistence {
     log: CommitLog,
+    progress: Arc<Progress>,
     bytes_since_checkpoint: AtomicU64,
     checkpoint_running: AtomicBool,
     /// Signalled (under `idle_lock`) when a checkpoint finishes.
     idle_lock: parking_lot::Mutex<()>,
     idle: parking_lot::Condvar,
     pub checkpoints_done: AtomicU64,
+}
+
+/// Completes once a record (or, for a barrier, every record appended before
+/// it) is as durable as the policy promises, or with the log's error.
+pub type CompletionReceiver = oneshot::Receiver<Result<u64, StorageError>>;
+type CompletionSender = oneshot::Sender<Result<u64, StorageError>>;
+
+/// How far the log's completions have got, for replies that depend on
+/// records other than their own: a read that saw another client's write, a
+/// blocked command served (its effects are in the serving command's record).
+struct Progress {
+    /// Highest sequence number appended (appends happen under the store lock).
+    appended: AtomicU64,
+    /// Highest sequence number whose completion fired `Ok` (completions fire
+    /// in sequence order).
+    completed: AtomicU64,
+    /// Replies waiting for `completed` to reach a sequence number.
+    waiters: parking_lot::Mutex<Vec<(u64, CompletionSender)>>,
+}
+
+impl Progress {
+    /// Called on the writer thread by every record's completion.
+    fn complete(&self, r: &Result<u64, StorageError>) {
+        if let Ok(seq) = r {
+            self.completed.fetch_max(*seq, Ordering::AcqRel);
+        }
+        let mut w = self.waiters.lock();
+        if w.is_empty() {
+            return;
+        }
+        match r {
+            Ok(seq) => {
+                let mut i = 0;
+                while i < w.len() {
+                    if w[i].0 <= *seq {
+                        let (_, tx) = w.swap_remove(i);
+                        let _ = tx.send(Ok(*seq));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            // Completions come in order: every record before this one
+            // completed Ok (and woke its waiters), and every record after it
+            // fails too. So every waiter left fails.
+            Err(e) => {
+                for (_, tx) in w.drain(..) {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Redis's wording for a failed AOF write, which clients and tools know.
@@ -326,6 +379,11 @@ impl Persistence {
         rec.millis = started.elapsed().as_millis();
         let p = Arc::new(Persistence {
             log,
+            progress: Arc::new(Progress {
+                appended: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
+                waiters: parking_lot::Mutex::new(Vec::new()),
+            }),
             bytes_since_checkpoint: AtomicU64::new(0),
             checkpoint_running: AtomicBool::new(false),
             idle_lock: parking_lot::Mutex::new(()),
@@ -334,9 +392,13 @@ impl Persistence {
         });
         // Replay after this point must use the block settings in force now.
         let cfg_cmd = data_config_command(&shared.config.read());
-        p.log
+        let seqs = p
+            .log
             .append_batch([encode_batch(&[(0, cfg_cmd)])])
             .map_err(|e| format!("cannot write to the commit log: {e}"))?;
+        let last = seqs.last().copied().unwrap_or(0);
+        p.progress.appended.store(last, Ordering::Release);
+        p.progress.completed.store(last, Ordering::Release);
         Ok((p, rec))
     }
 
@@ -359,24 +421,51 @@ impl Persistence {
     /// the kernel (so it survives a kill -9) under `everysec` and `no`. The
     /// reply must wait for it under every policy: a record still queued in
     /// this process when it is killed is lost.
-    pub fn append(
-        &self,
-        cmds: &[(usize, Vec<Bytes>)],
-    ) -> Result<oneshot::Receiver<Result<u64, StorageError>>, StorageError> {
+    pub fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> Result<CompletionReceiver, StorageError> {
         let payload = encode_batch(cmds);
         self.bytes_since_checkpoint
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.log.append_with(
+        let progress = self.progress.clone();
+        let seq = self.log.append_with(
             payload,
             Box::new(move |r| {
                 if let Err(e) = &r {
                     tracing::error!("commit log write failed: {e}");
                 }
+                progress.complete(&r);
                 let _ = tx.send(r);
             }),
         )?;
+        self.progress.appended.fetch_max(seq, Ordering::AcqRel);
         Ok(rx)
+    }
+
+    /// For a reply with no record of its own (a read, a served blocked
+    /// command): `None` if every record appended so far has completed, else
+    /// a receiver that completes when they have (or fails with the log's
+    /// error). Call with the store locked, right after the command, so that
+    /// "appended so far" is every record whose effects the reply can show.
+    pub fn barrier(&self) -> Option<CompletionReceiver> {
+        let target = self.progress.appended.load(Ordering::Acquire);
+        if self.progress.completed.load(Ordering::Acquire) >= target {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.progress.waiters.lock();
+        // IMPORTANT: re-checked under the waiters lock, which every
+        // completion takes after updating `completed`: no wake-up is missed.
+        if self.progress.completed.load(Ordering::Acquire) >= target {
+            return None;
+        }
+        if self.log.failure().is_some() {
+            // The log failed: nothing more becomes durable, and the
+            // completions that would wake us have fired. Reads go on (they
+            // may show the effects of the failed writes, as they did before).
+            return None;
+        }
+        w.push((target, tx));
+        Some(rx)
     }
 
     /// Bytes logged since the last checkpoint.
@@ -476,9 +565,14 @@ pub enum Commit {
     Done,
     /// Reply only once this completes: the record is written (`everysec`,
     /// `no`) or fsynced (`always`).
-    Wait(oneshot::Receiver<Result<u64, StorageError>>),
+    Wait(CompletionReceiver),
     /// The log refused the record: the reply must be this error.
     Failed(String),
+}
+
+/// [`Persistence::barrier`] if persistence is on (call with the store locked).
+pub fn barrier(shared: &Shared) -> Option<CompletionReceiver> {
+    shared.persist.get()?.barrier()
 }
 
 /// Hand the store's pending effects to the commit log (call with the store
