@@ -28,11 +28,13 @@
 //! third of it), `FERRITE_CRASH_SEED` (default: from the clock; printed).
 //! `make crashtest` runs hundreds of iterations.
 //!
-//! TODO(consumer groups): once XREADGROUP/XACK land on main, add a client
-//! that reads with XREADGROUP `>` and acknowledges with XACK: every entry
-//! delivered by an acknowledged XREADGROUP must be in the group's PEL (or
-//! acknowledged by an acknowledged XACK) after the restart, the group's
-//! last-delivered-id must not go back, and entries-read must not decrease.
+//! A consumer-group reader runs beside the writers on stream `auto`:
+//! `XREADGROUP GROUP cg r COUNT 500 BLOCK 100 STREAMS auto >` (so most reads
+//! block and are served by a writer's XADD) pipelined with an XACK of every
+//! other entry of its previous read. After each restart: every entry an
+//! acknowledged XREADGROUP delivered is still pending unless an acknowledged
+//! XACK removed it (then it is not pending), the group's last-delivered-id is
+//! not below any delivered entry, and no entry is delivered twice by `>`.
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,8 +46,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use common::conn::RespConn;
+use common::resp::Node;
 use common::server::{Launch, Server, TempDir};
-use common::state::{call_str, field, int, items, loaded_line, pipeline, text, xrange_all, Id};
+use common::state::{
+    call_str, field, int, items, loaded_line, parse_entries, pipeline, text, xrange_all, Id,
+};
 
 const CLIENTS: usize = 4;
 /// Upper bound of the random number of acknowledged XADDs before a kill.
@@ -283,6 +288,176 @@ fn client(
     run
 }
 
+/// What the consumer-group reader learnt about one delivered entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckState {
+    /// Delivered by an acknowledged XREADGROUP, never acknowledged.
+    Pending,
+    /// An XACK was sent but its reply never arrived.
+    Unknown,
+    /// An acknowledged XACK removed it from the PEL.
+    Acked,
+}
+
+/// The reader's results for one iteration.
+struct ReaderRun {
+    delivered: Vec<Id>,
+    /// Final state of each entry it delivered or acknowledged.
+    acks: Vec<(Id, AckState)>,
+    errors: Vec<String>,
+}
+
+const GROUP_KEY: &str = "auto";
+
+/// The consumer-group reader: reads new entries, acknowledges every other
+/// entry of the previous read in the same pipeline.
+fn reader(mut conn: RespConn, stop: Arc<AtomicBool>) -> ReaderRun {
+    let mut run = ReaderRun {
+        delivered: Vec::new(),
+        acks: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut to_ack: Vec<Id> = Vec::new();
+    let mut reads = 0usize;
+    while !stop.load(Ordering::Relaxed) && reads < MAX_OPS_PER_CLIENT {
+        reads += 1;
+        let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
+        let acking = std::mem::take(&mut to_ack);
+        if !acking.is_empty() {
+            let mut a: Vec<Vec<u8>> = ["XACK", GROUP_KEY, "cg"]
+                .iter()
+                .map(|x| x.as_bytes().to_vec())
+                .collect();
+            a.extend(acking.iter().map(|id| id.to_string().into_bytes()));
+            cmds.push(a);
+        }
+        cmds.push(
+            [
+                "XREADGROUP",
+                "GROUP",
+                "cg",
+                "r",
+                "COUNT",
+                "500",
+                "BLOCK",
+                "100",
+                "STREAMS",
+                GROUP_KEY,
+                ">",
+            ]
+            .iter()
+            .map(|x| x.as_bytes().to_vec())
+            .collect(),
+        );
+        let (replies, problem) = pipeline(&mut conn, &cmds);
+        let mut replies = replies.into_iter();
+        if !acking.is_empty() {
+            match replies.next() {
+                Some(r) if r.is_error() => run.errors.push(format!("XACK -> {}", r.render())),
+                Some(r) => {
+                    let n = int(&r);
+                    if n as usize != acking.len() {
+                        run.errors.push(format!(
+                            "XACK of {} pending entries acknowledged {n}",
+                            acking.len()
+                        ));
+                    }
+                    run.acks
+                        .extend(acking.iter().map(|id| (*id, AckState::Acked)));
+                }
+                None => run
+                    .acks
+                    .extend(acking.iter().map(|id| (*id, AckState::Unknown))),
+            }
+        }
+        if let Some(r) = replies.next() {
+            if r.is_error() {
+                run.errors.push(format!("XREADGROUP -> {}", r.render()));
+            } else if let Node::Agg {
+                kind: b'*',
+                items: streams,
+            } = &r
+            {
+                for st in streams {
+                    let parts = items(st);
+                    for (i, (id, _)) in parse_entries(&parts[1]).into_iter().enumerate() {
+                        run.delivered.push(id);
+                        run.acks.push((id, AckState::Pending));
+                        if i % 2 == 0 {
+                            to_ack.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        if problem.is_some() {
+            break;
+        }
+    }
+    run
+}
+
+/// The group as the reader's acknowledged replies define it.
+#[derive(Default)]
+struct GroupModel {
+    /// Every entry delivered by an acknowledged XREADGROUP `>`, and its state.
+    delivered: HashMap<Id, AckState>,
+}
+
+/// Checks the recovered group against the model; returns its
+/// last-delivered-id (0-0 if the group does not exist yet).
+fn verify_group(server: &Server, g: &GroupModel, iter: usize, seed: u64) -> Id {
+    let ctx = |msg: String| format!("iteration {iter} (FERRITE_CRASH_SEED={seed}): group: {msg}");
+    let mut c = server.connect().unwrap_or_else(|e| panic!("{}", ctx(e)));
+    let groups = call_str(&mut c, &["XINFO", "GROUPS", GROUP_KEY]);
+    let groups = if groups.is_error() {
+        Vec::new()
+    } else {
+        items(&groups).to_vec()
+    };
+    let Some(grp) = groups
+        .iter()
+        .find(|x| field(x, "name").text() == Some(b"cg"))
+    else {
+        assert!(
+            g.delivered.is_empty(),
+            "{}",
+            ctx("the group is gone after entries were delivered".into())
+        );
+        return Id(0, 0);
+    };
+    let last = Id::parse(&text(field(grp, "last-delivered-id")));
+    let pel = call_str(
+        &mut c,
+        &["XPENDING", GROUP_KEY, "cg", "-", "+", "1000000000"],
+    );
+    let pending: std::collections::HashSet<Id> = items(&pel)
+        .iter()
+        .map(|e| Id::parse(&text(&items(e)[0])))
+        .collect();
+    for (id, st) in &g.delivered {
+        assert!(
+            *id <= last,
+            "{}",
+            ctx(format!("delivered {id} but last-delivered-id is {last}"))
+        );
+        match st {
+            AckState::Pending => assert!(
+                pending.contains(id),
+                "{}",
+                ctx(format!("delivered {id} is no longer pending"))
+            ),
+            AckState::Acked => assert!(
+                !pending.contains(id),
+                "{}",
+                ctx(format!("acknowledged {id} is pending again"))
+            ),
+            AckState::Unknown => {}
+        }
+    }
+    last
+}
+
 /// The model: every XADD ever sent, by tag, and what the last restart
 /// recovered.
 struct Model {
@@ -446,6 +621,9 @@ fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
         recovered: HashMap::new(),
     };
     let mut total_acked = 0u64;
+    let mut group = GroupModel::default();
+    let stop_reader = Arc::new(AtomicBool::new(false));
+    let mut total_delivered = 0usize;
     for iter in 0..iterations {
         let policy = policies[iter % policies.len()];
         let ckpt = ["1024", "65536", "64mb"][rng.gen_range(0..3)];
@@ -457,6 +635,25 @@ fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
         ];
         let mut server = start(&dir, &extra, &mut rng, iter, seed);
         let last_ids = verify(&server, &mut model, iter, seed);
+        let group_last = verify_group(&server, &group, iter, seed);
+        if group_last == Id(0, 0) && group.delivered.is_empty() {
+            let mut c = server.connect().unwrap_or_else(|e| panic!("{e}"));
+            let r = call_str(
+                &mut c,
+                &["XGROUP", "CREATE", GROUP_KEY, "cg", "$", "MKSTREAM"],
+            );
+            assert!(
+                !r.is_error() || r.text().is_some_and(|t| t.starts_with(b"BUSYGROUP")),
+                "{}",
+                r.render()
+            );
+        }
+        let reader_handle = {
+            let conn = server.connect().unwrap_or_else(|e| panic!("{e}"));
+            let s = stop_reader.clone();
+            s.store(false, Ordering::Relaxed);
+            std::thread::spawn(move || reader(conn, s))
+        };
         let target = rng.gen_range(1..=MAX_ACKS_BEFORE_KILL);
         let progress = Arc::new(Progress {
             acked: Mutex::new(0),
@@ -521,6 +718,27 @@ fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
                 model.sent.insert(t, s);
             }
         }
+        stop_reader.store(true, Ordering::Relaxed);
+        let rr = reader_handle
+            .join()
+            .unwrap_or_else(|_| panic!("reader thread panicked"));
+        errors.extend(rr.errors);
+        for id in &rr.delivered {
+            // `>` never hands out an entry twice, nor one at or below the
+            // recovered last-delivered-id.
+            assert!(
+                !group.delivered.contains_key(id) && *id > group_last,
+                "iteration {iter} (FERRITE_CRASH_SEED={seed}): {id} delivered again \
+                 (recovered last-delivered-id {group_last})"
+            );
+            group.delivered.insert(*id, AckState::Pending);
+        }
+        for (id, st) in rr.acks {
+            if st != AckState::Pending {
+                group.delivered.insert(id, st);
+            }
+        }
+        total_delivered += rr.delivered.len();
         assert!(
             errors.is_empty(),
             "iteration {iter} (FERRITE_CRASH_SEED={seed}): error replies:\n{}",
@@ -537,9 +755,11 @@ fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
         seed,
     );
     verify(&server, &mut model, iterations, seed);
+    verify_group(&server, &group, iterations, seed);
     let _ = server.kill9();
     println!(
-        "{tag}: {iterations} kills, {total_acked} acknowledged XADDs, {} sent, {} present, {:.1}s",
+        "{tag}: {iterations} kills, {total_acked} acknowledged XADDs, {} sent, {} present, \
+         {total_delivered} delivered to the group, {:.1}s",
         model.sent.len(),
         model.recovered.len(),
         started.elapsed().as_secs_f64()

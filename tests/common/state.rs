@@ -177,13 +177,11 @@ pub type Dump = Vec<(String, Vec<u8>)>;
 
 /// The whole observable state of a server, one labelled raw reply per line:
 /// per non-empty database DBSIZE and the sorted KEYS, and per key TYPE, then
-/// GET for strings, or XRANGE - +, XINFO STREAM and XINFO STREAM FULL COUNT 0
-/// for streams. Equal dumps = byte-identical replies to all of these.
-///
-/// TODO(consumer groups): once XGROUP/XREADGROUP land on main, add per
-/// stream `XINFO GROUPS`, per group `XINFO CONSUMERS` and
-/// `XPENDING key group - + <big>` (and per consumer with the consumer name)
-/// here; XINFO STREAM FULL already lists groups, PELs and consumers.
+/// GET for strings, or XRANGE - +, XINFO STREAM, XINFO STREAM FULL COUNT 0
+/// (groups with their PELs and consumers) and XINFO GROUPS for streams, and
+/// per group XINFO CONSUMERS, the XPENDING summary and XPENDING - + (every
+/// pending entry). Equal dumps = byte-identical replies to all of these,
+/// except the time fields [`same_line`] masks.
 pub fn dump(server: &Server, databases: usize) -> Dump {
     let mut c = server
         .connect()
@@ -257,6 +255,38 @@ pub fn dump(server: &Server, databases: usize) -> Dump {
                         }
                         raw(&mut out, &mut c, format!("db{db} {label} {name}"), a);
                     }
+                    let groups = raw(
+                        &mut out,
+                        &mut c,
+                        format!("db{db} XINFO GROUPS {name}"),
+                        vec![b"XINFO".to_vec(), b"GROUPS".to_vec(), k.clone()],
+                    );
+                    for g in items(&groups) {
+                        let gname = field(g, "name")
+                            .text()
+                            .map(|t| t.to_vec())
+                            .unwrap_or_default();
+                        let gshow = String::from_utf8_lossy(&gname).into_owned();
+                        for (label, args) in [
+                            ("XINFO CONSUMERS", vec!["XINFO", "CONSUMERS"]),
+                            ("XPENDING", vec!["XPENDING"]),
+                            ("XPENDING ext", vec!["XPENDING"]),
+                        ] {
+                            let mut a: Vec<Vec<u8>> =
+                                args.iter().map(|s| s.as_bytes().to_vec()).collect();
+                            a.push(k.clone());
+                            a.push(gname.clone());
+                            if label == "XPENDING ext" {
+                                a.extend(argv(&["-", "+", "1000000000"]));
+                            }
+                            raw(
+                                &mut out,
+                                &mut c,
+                                format!("db{db} {label} {name} {gshow}"),
+                                a,
+                            );
+                        }
+                    }
                 }
                 other => panic!("dump: key {name} has unexpected type {other:?}"),
             }
@@ -265,20 +295,114 @@ pub fn dump(server: &Server, databases: usize) -> Dump {
     out
 }
 
-/// Panics with the first difference between two dumps, rendered.
+/// Which time fields two dumps may differ in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Times {
+    /// The same server before and after a restart: idle times (they grow)
+    /// and consumers' seen-time (replay sets it to the replay's clock) are
+    /// masked; delivery times (absolute, logged exactly) must be equal.
+    Restart,
+    /// Two servers fed the same commands a few milliseconds apart: delivery
+    /// times are masked too.
+    Twin,
+}
+
+/// Masks the time fields of a dump line (see [`Times`]).
+pub fn mask_times(label: &str, n: &Node, times: Times) -> Node {
+    fn walk(n: &Node, times: Times, xpending_ext: bool) -> Node {
+        let Node::Agg { kind, items } = n else {
+            return n.clone();
+        };
+        let mut items: Vec<Node> = items.iter().map(|i| walk(i, times, false)).collect();
+        // [id, consumer, idle, count] of XPENDING - +.
+        if xpending_ext {
+            for e in items.iter_mut() {
+                if let Node::Agg { items: f, .. } = e {
+                    if f.len() == 4 {
+                        f[2] = Node::Masked("idle".into());
+                    }
+                }
+            }
+        }
+        // Flat key/value arrays (RESP2 maps).
+        if items.len().is_multiple_of(2) {
+            for i in (0..items.len()).step_by(2) {
+                let key = items[i].text().map(|t| t.to_vec());
+                match key.as_deref() {
+                    Some(b"seen-time") | Some(b"idle") => {
+                        items[i + 1] = Node::Masked("time".into());
+                    }
+                    // FULL's PELs: group [id, consumer, delivery-time, count],
+                    // consumer [id, delivery-time, count].
+                    Some(b"pending") if times == Times::Twin => {
+                        if let Node::Agg { items: pel, .. } = &mut items[i + 1] {
+                            for e in pel.iter_mut() {
+                                if let Node::Agg { items: f, .. } = e {
+                                    match f.len() {
+                                        4 => f[2] = Node::Masked("delivery-time".into()),
+                                        3 => f[1] = Node::Masked("delivery-time".into()),
+                                        _ => {}
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Node::Agg { kind: *kind, items }
+    }
+    walk(n, times, label.contains("XPENDING ext"))
+}
+
+/// Whether two dump lines agree, time fields masked as `times` says.
+pub fn same_line(label: &str, a: &[u8], b: &[u8], times: Times) -> bool {
+    if a == b {
+        return true;
+    }
+    match (super::resp::parse_frame(a), super::resp::parse_frame(b)) {
+        (Ok(x), Ok(y)) => mask_times(label, &x, times).same(&mask_times(label, &y, times)),
+        _ => false,
+    }
+}
+
+/// Panics with the first difference between two dumps, rendered (times
+/// masked as for a restart).
 pub fn assert_same_dump(what: &str, a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)]) {
+    assert_same_dump_times(what, a, b, Times::Restart)
+}
+
+/// [`assert_same_dump`] with a choice of masked time fields.
+pub fn assert_same_dump_times(
+    what: &str,
+    a: &[(String, Vec<u8>)],
+    b: &[(String, Vec<u8>)],
+    times: Times,
+) {
     for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-        if x != y {
+        if x.0 != y.0 || !same_line(&x.0, &x.1, &y.1, times) {
             let show = |raw: &[u8]| match super::resp::parse_frame(raw) {
-                Ok(n) => n.render(),
+                Ok(n) => mask_times(&x.0, &n, times).render(),
                 Err(_) => escape_short(raw, 2000),
             };
+            let (ex, got) = (show(&x.1), show(&y.1));
+            // The first differing line of the renderings, with context.
+            let el: Vec<&str> = ex.lines().collect();
+            let gl: Vec<&str> = got.lines().collect();
+            let k = el
+                .iter()
+                .zip(gl.iter())
+                .position(|(p, q)| p != q)
+                .unwrap_or(el.len().min(gl.len()));
+            let ctx = |v: &[&str]| v[k.saturating_sub(8)..(k + 4).min(v.len())].join("\n");
             panic!(
-                "{what}: dumps differ at line {i}:\n  expected {}:\n{}\n  got {}:\n{}",
+                "{what}: dumps differ at line {i} ({} / {}), rendered line {k}:\n  \
+                 expected:\n{}\n  got:\n{}",
                 x.0,
-                show(&x.1),
                 y.0,
-                show(&y.1)
+                ctx(&el),
+                ctx(&gl)
             );
         }
     }
