@@ -200,7 +200,7 @@ impl Conn {
     async fn execute(&mut self, argv: Vec<bytes::Bytes>) -> std::io::Result<()> {
         let shared = self.shared.clone();
         let now = now_ms();
-        let (outcome, commit, mut barrier) = {
+        let (outcome, mut commit, mut barrier) = {
             let mut store = shared.store.lock();
             let (outcome, commit) =
                 cmd::execute(&shared, &mut store, &mut self.client, argv, now, true);
@@ -223,6 +223,18 @@ impl Conn {
                     Some(r) => r,
                     None => return Ok(()),
                 };
+                // A blocking command logs nothing when it blocks; should one
+                // ever have, its record comes before the serving one: wait
+                // for it here, the barrier below covers the rest.
+                if let persist::Commit::Wait(rx) = commit {
+                    commit = match rx.await {
+                        Ok(Ok(_)) => persist::Commit::Done,
+                        Ok(Err(e)) => persist::Commit::Failed(persist::misconf_message(&e)),
+                        Err(_) => persist::Commit::Failed(
+                            "MISCONF Errors writing to the AOF file: log closed".into(),
+                        ),
+                    };
+                }
                 // Served by another command, whose record holds this one's
                 // effects (XREADGROUP's deliveries): taking the lock waits
                 // until that command has appended it.
