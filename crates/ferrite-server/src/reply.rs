@@ -35,6 +35,9 @@ pub enum Reply {
     Verbatim(Bytes),
     /// RESP3 push; RESP2 array.
     Push(Vec<Reply>),
+    /// Frames already encoded, valid in RESP2 and RESP3 alike (arrays of
+    /// bulk strings, such as stream entries), written as they are.
+    Raw(Bytes),
 }
 
 impl Reply {
@@ -132,6 +135,7 @@ impl Reply {
                     out.put_slice(if *b { b":1\r\n" } else { b":0\r\n" });
                 }
             }
+            Reply::Raw(b) => out.put_slice(b),
             Reply::Verbatim(b) => {
                 if v3 {
                     header(out, b'=', b.len() as i64 + 4);
@@ -155,6 +159,54 @@ fn line(out: &mut BytesMut, tag: u8, s: &[u8]) {
         out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
     }
     out.put_slice(b"\r\n");
+}
+
+/// Encode `entries` (`[id, [field, value, ...]]` each) as one array, straight
+/// from the blocks: no per-entry allocation. The same bytes serve RESP2 and RESP3.
+pub fn encode_entries<'a>(
+    entries: impl IntoIterator<Item = ferrite_streams::block::EntryRef<'a>>,
+) -> Reply {
+    let entries: Vec<_> = entries.into_iter().collect();
+    let mut out = BytesMut::with_capacity(16 + entries.len() * 80);
+    header(&mut out, b'*', entries.len() as i64);
+    for e in &entries {
+        out.put_slice(b"*2\r\n");
+        let id = e.id();
+        let mut idbuf = [0u8; 41];
+        let n = write_id(&mut idbuf, id.ms, id.seq);
+        bulk(&mut out, &idbuf[..n]);
+        let pairs = e.pair_count();
+        header(&mut out, b'*', 2 * pairs as i64);
+        for (f, v) in e.pairs() {
+            bulk(&mut out, f);
+            bulk(&mut out, v);
+        }
+    }
+    Reply::Raw(out.freeze())
+}
+
+/// `<ms>-<seq>` into `buf` (41 bytes fit two u64s and the dash); returns the length.
+fn write_id(buf: &mut [u8; 41], ms: u64, seq: u64) -> usize {
+    fn digits(mut v: u64, tmp: &mut [u8; 20]) -> usize {
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                return i;
+            }
+        }
+    }
+    let mut tmp = [0u8; 20];
+    let a = digits(ms, &mut tmp);
+    let la = 20 - a;
+    buf[..la].copy_from_slice(&tmp[a..]);
+    buf[la] = b'-';
+    let b = digits(seq, &mut tmp);
+    let lb = 20 - b;
+    buf[la + 1..la + 1 + lb].copy_from_slice(&tmp[b..]);
+    la + 1 + lb
 }
 
 fn header(out: &mut BytesMut, tag: u8, n: i64) {
@@ -231,6 +283,15 @@ mod tests {
         let r = Reply::KeyedArray(vec![(Reply::bulk_str("k"), Reply::Array(vec![]))]);
         assert_eq!(enc(&r, 2), b"*1\r\n*2\r\n$1\r\nk\r\n*0\r\n");
         assert_eq!(enc(&r, 3), b"%1\r\n$1\r\nk\r\n*0\r\n");
+    }
+
+    #[test]
+    fn ids_format_like_display() {
+        for (ms, seq) in [(0, 0), (1, 2), (u64::MAX, u64::MAX), (1795512610106, 0)] {
+            let mut buf = [0u8; 41];
+            let n = write_id(&mut buf, ms, seq);
+            assert_eq!(&buf[..n], format!("{ms}-{seq}").as_bytes());
+        }
     }
 
     #[test]

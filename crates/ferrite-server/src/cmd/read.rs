@@ -10,7 +10,7 @@
 //! it is served.
 
 use super::group::{createconsumer_effect, setid_effect, xclaim_effect};
-use super::stream::{entries_reply, entry_reply, id_reply, stream_ref};
+use super::stream::{entry_reply, id_reply, stream_ref};
 use super::{BlockRequest, Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
@@ -340,7 +340,10 @@ fn read_after(db: &mut Db, key: &[u8], after: StreamId, count: Option<usize>) ->
         return None;
     }
     let start = after.incr()?;
-    Some(entries_reply(s.range(start, StreamId::MAX, count, false)))
+    let it = s
+        .iter_range(start, StreamId::MAX, false)
+        .take(count.unwrap_or(usize::MAX));
+    Some(crate::reply::encode_entries(it))
 }
 
 /// A blocked XREAD.
@@ -363,7 +366,8 @@ impl BlockedCommand for StreamWaiter {
             return None;
         }
         let start = after.incr()?;
-        let entries = entries_reply(s.range(start, StreamId::MAX, Some(self.count), false));
+        let it = s.iter_range(start, StreamId::MAX, false).take(self.count);
+        let entries = crate::reply::encode_entries(it);
         Some(keyed_reply(vec![(key.clone(), entries)]))
     }
     fn timeout_reply(&self) -> Reply {

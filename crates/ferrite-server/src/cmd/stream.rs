@@ -343,7 +343,10 @@ fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdEr
     } else {
         Some(count as usize)
     };
-    Ok(entries_reply(s.range(start, end, limit, rev)))
+    let it = s
+        .iter_range(start, end, rev)
+        .take(limit.unwrap_or(usize::MAX));
+    Ok(crate::reply::encode_entries(it))
 }
 
 fn xrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
