@@ -809,9 +809,8 @@ fn step_groups(r: &mut Rig) {
     r.w(&["XACK", "g1", "grp", "3-1"]);
     r.w(&["XADD", "g1", "*", "in", "multi"]);
     ok(&r.w(&["EXEC"]));
-    // NOTE: no XDEL/XTRIM of a stream entry that is still pending here: a
-    // checkpoint drops such PEL entries (known bug, see
-    // `pending_entries_of_deleted_stream_entries_survive_a_checkpoint`).
+    // NOTE: pending entries of deleted stream entries are covered by
+    // `pending_entries_of_deleted_stream_entries_survive_a_checkpoint`.
     // A blocked XREADGROUP on another connection, served by an XADD.
     ok(&r.w(&["XGROUP", "CREATE", "g2", "waiters", "$"]));
     r.blocked_read(&[
@@ -1339,7 +1338,6 @@ fn a_failing_log_write_gives_misconf_and_loses_nothing_acknowledged() {
 /// (or any restart from a checkpoint) those PEL entries are gone and the
 /// group's and consumers' pending counts drop. Un-ignore once fixed.
 #[test]
-#[ignore = "known bug: checkpoints drop PEL entries of deleted stream entries (cmd/group.rs rebuild_groups)"]
 fn pending_entries_of_deleted_stream_entries_survive_a_checkpoint() {
     let mut r = Rig::new("rr-pel-deleted", &[]);
     for i in 1..=6 {

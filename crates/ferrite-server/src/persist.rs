@@ -16,13 +16,13 @@ use bytes::Bytes;
 use ferrite_storage::{AppendFsync, CommitLog, FsBackend, LogOptions, Recovery, StorageError};
 use ferrite_streams::block::Block;
 use ferrite_streams::stream::StreamMeta;
-use ferrite_streams::{Stream, StreamId};
+use ferrite_streams::{Group, Stream, StreamId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 const KIND_BATCH: u8 = 1;
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// The open commit log and checkpoint bookkeeping.
 pub struct Persistence {
@@ -191,10 +191,14 @@ pub fn decode_batch(payload: &[u8]) -> Result<Vec<(usize, Vec<Bytes>)>, String> 
     Ok(out)
 }
 
-/// Checkpoint body v1: `u32 ndb`; per db `u32 index, u64 nkeys`; per key
+/// Checkpoint body v2: `u32 ndb`; per db `u32 index, u64 nkeys`; per key
 /// `bytes key, u8 kind` then kind 0 (string) `bytes value`, kind 1 (stream)
 /// `id last, id first, id max_deleted, u64 entries_added, u64 nblocks` and per
-/// block `id master, bytes encoded`; then `u32 n` rebuild commands encoded
+/// block `id master, bytes encoded`, then its consumer groups: `u32 ngroups`,
+/// per group `bytes name, id last, i64 entries_read (-1: unknown), u32
+/// nconsumers` with per consumer `bytes name, u64 seen_ms`, then `u64
+/// npending` with per entry `id, u32 consumer index, u64 delivery_ms, u64
+/// delivery_count`; then `u32 n` rebuild commands encoded
 /// like batch commands, replayed after the keys load: the CONFIG SET of the
 /// block limits in force at the snapshot, then consumer groups. IDs are two
 /// u64s.
@@ -232,6 +236,7 @@ pub fn encode_snapshot(store: &Store, rebuild: &[(usize, Vec<Bytes>)]) -> Vec<u8
                         out.extend_from_slice(&id.seq.to_le_bytes());
                         put_bytes(&mut out, b.encoded());
                     }
+                    encode_groups(&mut out, s);
                 }
             }
         }
@@ -241,6 +246,77 @@ pub fn encode_snapshot(store: &Store, rebuild: &[(usize, Vec<Bytes>)]) -> Vec<u8
         put_cmd(&mut out, *db, argv);
     }
     out
+}
+
+fn put_id(out: &mut Vec<u8>, id: StreamId) {
+    out.extend_from_slice(&id.ms.to_le_bytes());
+    out.extend_from_slice(&id.seq.to_le_bytes());
+}
+
+/// A stream's consumer groups, exactly: every pending entry with its owner,
+/// delivery time and count, including entries whose stream entry was deleted
+/// (which no replayable command could recreate).
+fn encode_groups(out: &mut Vec<u8>, s: &Stream) {
+    let Some(groups) = s.groups() else {
+        put_u32(out, 0);
+        return;
+    };
+    put_u32(out, groups.len());
+    for (name, g) in groups.iter() {
+        put_bytes(out, name);
+        put_id(out, g.last_id());
+        out.extend_from_slice(&g.entries_read_raw().to_le_bytes());
+        let mut index = std::collections::HashMap::new();
+        put_u32(out, g.consumer_count());
+        for (i, c) in g.consumers().enumerate() {
+            if let Some(id) = g.consumer_id(c.name()) {
+                index.insert(id, i as u32);
+            }
+            put_bytes(out, c.name());
+            out.extend_from_slice(&c.seen_time().to_le_bytes());
+        }
+        out.extend_from_slice(&(g.pending_count() as u64).to_le_bytes());
+        for p in g.pending_range(StreamId::MIN, StreamId::MAX) {
+            put_id(out, p.id);
+            let ci = index.get(&p.consumer).copied().unwrap_or(u32::MAX);
+            out.extend_from_slice(&ci.to_le_bytes());
+            out.extend_from_slice(&p.delivery_time.to_le_bytes());
+            out.extend_from_slice(&p.delivery_count.to_le_bytes());
+        }
+    }
+}
+
+fn decode_groups(r: &mut Reader<'_>, s: &mut Stream) -> Result<(), String> {
+    let ngroups = r.u32()?;
+    for _ in 0..ngroups {
+        let name = r.bytes()?;
+        let last = r.id()?;
+        let entries_read = r.u64()? as i64;
+        let mut g = Group::new(last, entries_read);
+        let nconsumers = r.u32()?;
+        let mut ids = Vec::with_capacity(nconsumers.min(1 << 16));
+        for _ in 0..nconsumers {
+            let cname = r.bytes()?;
+            let seen = r.u64()?;
+            ids.push(g.create_consumer(&cname, seen).0);
+        }
+        let npending = r.u64()?;
+        for _ in 0..npending {
+            let id = r.id()?;
+            let ci = r.u32()?;
+            let time = r.u64()?;
+            let count = r.u64()?;
+            let owner = *ids
+                .get(ci)
+                .ok_or_else(|| format!("pending entry {id}: no consumer {ci}"))?;
+            g.set_pending(id, owner, time, count);
+        }
+        let created = s.with_groups(|_, groups| groups.create(&name, g));
+        if !created {
+            return Err(format!("duplicate consumer group {name:?} in checkpoint"));
+        }
+    }
+    Ok(())
 }
 
 /// Load a checkpoint body into an empty store; returns the rebuild commands.
@@ -276,7 +352,9 @@ pub fn decode_snapshot(body: &[u8], store: &mut Store) -> Result<Vec<(usize, Vec
                             .map_err(|e| format!("bad block {master} of key {key:?}: {e:?}"))?;
                         blocks.push(b);
                     }
-                    Value::Stream(Box::new(Stream::restore(meta, blocks)))
+                    let mut s = Stream::restore(meta, blocks);
+                    decode_groups(&mut r, &mut s)?;
+                    Value::Stream(Box::new(s))
                 }
                 k => return Err(format!("unknown value kind {k}")),
             };
@@ -495,8 +573,7 @@ impl Persistence {
             return None;
         }
         let covered = self.log.next_seq().saturating_sub(1);
-        let mut rebuild = vec![(0, data_config_command(cfg))];
-        rebuild.extend(crate::cmd::rebuild_commands(store));
+        let rebuild = vec![(0, data_config_command(cfg))];
         let body = encode_snapshot(store, &rebuild);
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
         Some((covered, body))

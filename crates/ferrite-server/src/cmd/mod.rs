@@ -281,12 +281,6 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
     run(ctx, cmd, argv)
 }
 
-/// Commands that rebuild state a checkpoint body does not hold directly
-/// (consumer groups are added by their family); run after the keys load.
-pub fn rebuild_commands(store: &Store) -> Vec<(usize, Vec<Bytes>)> {
-    group::rebuild_groups(store)
-}
-
 /// Redis's `rejectCommand`: the error is counted (errorstats, and the
 /// command's rejected_calls), a transaction in progress is flagged to fail at
 /// EXEC, and a rejected EXEC itself becomes EXECABORT.
