@@ -1,7 +1,7 @@
 //! XINFO STREAM [FULL [COUNT n]], XINFO GROUPS, XINFO CONSUMERS and XINFO HELP.
 
 use super::conn::help;
-use super::stream::{entries_reply, entry_reply, id_reply, stream_ref};
+use super::stream::{entry_reply, id_reply, stream_ref};
 use super::{Ctx, Handler};
 use crate::args::Args;
 use crate::error::CmdError;
@@ -75,7 +75,10 @@ fn xinfo_stream(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         let limit = if count == 0 { None } else { Some(count) };
         out.push(kv(
             "entries",
-            entries_reply(s.range(StreamId::MIN, StreamId::MAX, limit, false)),
+            crate::reply::encode_entries(
+                s.iter_range(StreamId::MIN, StreamId::MAX, false)
+                    .take(limit.unwrap_or(usize::MAX)),
+            ),
         ));
         out.push(kv("groups", full_groups(s, limit)));
     } else {

@@ -37,10 +37,6 @@ pub fn entry_reply(e: Entry) -> Reply {
     ])
 }
 
-pub fn entries_reply(entries: Vec<Entry>) -> Reply {
-    Reply::Array(entries.into_iter().map(entry_reply).collect())
-}
-
 /// The stream at `key` in the current db: `Ok(None)` if the key is missing,
 /// WRONGTYPE if it holds something else.
 pub fn stream_ref<'a>(ctx: &'a mut Ctx, key: &[u8]) -> Result<Option<&'a mut Stream>, CmdError> {
