@@ -15,6 +15,8 @@
 //! - [`listpack`]: the byte size a Redis listpack would have, which decides
 //!   when a block is full.
 //! - [`group`]: consumer groups: the PEL, consumers, `entries-read` and lag.
+//! - [`sealed`]: blocks a storage engine stored, evicted and read back on
+//!   demand through a [`BlockSource`] (streams larger than RAM).
 //!
 //! Errors are plain enums; the server owns the Redis error wording (each
 //! variant's doc quotes the Redis reply it stands for).
@@ -23,11 +25,14 @@ pub mod block;
 pub mod group;
 pub mod id;
 pub mod listpack;
+pub mod sealed;
 pub mod stream;
 
 pub use block::{Block, BlockError, EntryRef};
 pub use group::{ConsumerId, Group, Groups, PendingEntry};
 pub use id::{ParseIdError, RangeIdError, StreamId, XaddId};
+pub use sealed::{BlockCache, BlockLoc, BlockSource, SealTicket, Storage, Summary};
 pub use stream::{
-    AddError, Entry, RangeIter, SetIdError, Stream, StreamConfig, StreamMeta, Trim, TrimSpec,
+    AddError, Entry, RangeIter, RestoredBlock, SetIdError, SnapBlock, Stream, StreamConfig,
+    StreamMeta, Trim, TrimSpec,
 };

@@ -24,9 +24,11 @@
 
 use crate::block::{Block, EntryRef};
 use crate::id::{StreamId, XaddId};
+use crate::sealed::{BlockLoc, Node, SealTicket, Storage, Stored, Summary};
 use bytes::Bytes;
 use std::collections::btree_map::{self, BTreeMap};
 use std::fmt;
+use std::sync::Arc;
 
 /// `STREAM_LISTPACK_MAX_SIZE`: hard cap on a node's bytes (and on one
 /// entry's total field+value bytes).
@@ -190,8 +192,8 @@ pub struct StreamMeta {
 /// A stream value.
 #[derive(Clone, Debug, Default)]
 pub struct Stream {
-    /// Blocks by master ID (Redis's rax keys).
-    blocks: BTreeMap<StreamId, Block>,
+    /// Blocks by master ID (Redis's rax keys); see [`crate::sealed`].
+    blocks: BTreeMap<StreamId, Node>,
     /// Live entries (XLEN).
     len: u64,
     /// last-generated-id.
@@ -210,6 +212,46 @@ pub struct Stream {
     /// below its block's master, which lets reverse seeks skip a Redis
     /// fallback scan that could only find nothing.
     disordered: bool,
+    /// Set once some of its blocks are stored by a storage engine.
+    storage: Option<Storage>,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Storage({})", self.id)
+    }
+}
+
+/// One block as [`Stream::seal_snapshot`] sees it, for a checkpoint.
+#[derive(Debug)]
+pub enum SnapBlock {
+    /// Already stored at `loc`: the checkpoint records the location.
+    Stored {
+        master: StreamId,
+        summary: Summary,
+        loc: BlockLoc,
+    },
+    /// A full block not stored yet: the checkpoint stores `bytes` and fills
+    /// `ticket` with the location once it is durable.
+    Seal {
+        master: StreamId,
+        summary: Summary,
+        bytes: Vec<u8>,
+        ticket: Arc<SealTicket>,
+    },
+    /// The open tail block (still growing): kept in the checkpoint itself.
+    Inline { master: StreamId, bytes: Vec<u8> },
+}
+
+/// One block for [`Stream::restore_nodes`].
+#[derive(Debug)]
+pub enum RestoredBlock {
+    Resident(Block),
+    Stored {
+        master: StreamId,
+        summary: Summary,
+        loc: BlockLoc,
+    },
 }
 
 impl Stream {
@@ -253,9 +295,96 @@ impl Stream {
         self.blocks.len()
     }
 
-    /// The blocks in key order.
-    pub fn blocks(&self) -> impl DoubleEndedIterator<Item = &Block> + ExactSizeIterator + '_ {
-        self.blocks.values()
+    /// The blocks in key order, reading evicted ones back (a block whose
+    /// read fails is skipped and the failure recorded in the cache).
+    pub fn blocks(&self) -> impl DoubleEndedIterator<Item = &Block> + '_ {
+        self.blocks
+            .iter()
+            .filter_map(|(k, n)| n.block(*k, self.storage.as_ref()))
+    }
+
+    /// The block summaries in key order (no reads).
+    pub fn summaries(&self) -> impl DoubleEndedIterator<Item = (StreamId, Summary)> + '_ {
+        self.blocks.iter().map(|(k, n)| (*k, n.sum))
+    }
+
+    /// Whether entries were ever stored out of key order (persisted with
+    /// stored blocks, which [`Stream::restore_nodes`] cannot scan).
+    pub fn is_disordered(&self) -> bool {
+        self.disordered
+    }
+
+    /// The stream's link to stored blocks, if it has one.
+    pub fn storage(&self) -> Option<&Storage> {
+        self.storage.as_ref()
+    }
+
+    /// Link the stream to a storage engine (before its first seal).
+    pub fn set_storage(&mut self, storage: Storage) {
+        self.storage = Some(storage);
+    }
+
+    /// For a checkpoint: every block, as a stored location, a full block to
+    /// store now (whose ticket the caller fills once stored durably), or the
+    /// open tail kept inline. Blocks handed out to seal are marked pending.
+    pub fn seal_snapshot(&mut self) -> Vec<SnapBlock> {
+        let tail = self.blocks.keys().next_back().copied();
+        let mut out = Vec::with_capacity(self.blocks.len());
+        for (&master, node) in self.blocks.iter_mut() {
+            node.resolve();
+            if let Some(loc) = node.location() {
+                out.push(SnapBlock::Stored {
+                    master,
+                    summary: node.sum,
+                    loc,
+                });
+                continue;
+            }
+            // Invariant: a node without a location is resident.
+            let Some(block) = node.resident_block() else {
+                continue;
+            };
+            let bytes = block.encoded().to_vec();
+            if Some(master) == tail {
+                out.push(SnapBlock::Inline { master, bytes });
+            } else {
+                let ticket = Arc::new(SealTicket::default());
+                node.stored = Stored::Pending(ticket.clone());
+                out.push(SnapBlock::Seal {
+                    master,
+                    summary: node.sum,
+                    bytes,
+                    ticket,
+                });
+            }
+        }
+        out
+    }
+
+    /// Resident bytes of stored (evictable) blocks, with each one's last access.
+    pub fn evictable(&self, mut f: impl FnMut(u64, usize)) {
+        for node in self.blocks.values() {
+            if node.is_resident() && node.location().is_some() {
+                f(node.last_access(), node.heap_bytes());
+            }
+        }
+    }
+
+    /// Evict the stored blocks last used before `tick`; returns the bytes freed.
+    pub fn evict_before(&mut self, tick: u64) -> usize {
+        self.blocks
+            .values_mut()
+            .filter(|n| n.is_resident() && n.last_access() < tick)
+            .map(Node::evict)
+            .sum()
+    }
+
+    /// Resident blocks and bytes (all of them, stored or not).
+    pub fn resident(&self) -> (usize, usize) {
+        self.blocks
+            .values()
+            .filter(|n| n.is_resident())
+            .fold((0, 0), |(c, b), n| (c + 1, b + n.heap_bytes()))
     }
 
     /// The metadata to persist beside the blocks.
@@ -272,28 +401,58 @@ impl Stream {
     /// [`Block::from_parts`]). Blocks are keyed by their master IDs; a later
     /// block with the same master replaces an earlier one.
     pub fn restore(meta: StreamMeta, blocks: impl IntoIterator<Item = Block>) -> Stream {
+        let mut s = Stream::restore_nodes(
+            meta,
+            false,
+            None,
+            blocks.into_iter().map(RestoredBlock::Resident),
+        );
+        // Conservative: any stored ID below its master, or any master below
+        // an earlier block's last ID, means appends were out of key order.
+        let mut prev_last: Option<StreamId> = None;
+        let mut disordered = false;
+        for block in s.blocks.values().filter_map(Node::resident_block) {
+            let below_master = block.entries().any(|e| e.id() < block.master_id());
+            let overlaps = prev_last.is_some_and(|last| block.master_id() < last);
+            if below_master || overlaps {
+                disordered = true;
+            }
+            prev_last = Some(block.last_id());
+        }
+        s.disordered = disordered;
+        s
+    }
+
+    /// Rebuilds a stream from a checkpoint that stored some blocks: the
+    /// `disordered` flag comes from [`Stream::is_disordered`] at checkpoint
+    /// time, and `storage` reads the stored blocks back.
+    pub fn restore_nodes(
+        meta: StreamMeta,
+        disordered: bool,
+        storage: Option<Storage>,
+        blocks: impl IntoIterator<Item = RestoredBlock>,
+    ) -> Stream {
         let mut s = Stream {
             last_id: meta.last_id,
             first_id: meta.first_id,
             max_deleted: meta.max_deleted_id,
             entries_added: meta.entries_added,
+            disordered,
+            storage,
             ..Stream::default()
         };
         for block in blocks {
-            s.blocks.insert(block.master_id(), block);
+            let (master, node) = match block {
+                RestoredBlock::Resident(b) => (b.master_id(), Node::resident(b)),
+                RestoredBlock::Stored {
+                    master,
+                    summary,
+                    loc,
+                } => (master, Node::stored(summary, loc)),
+            };
+            s.blocks.insert(master, node);
         }
-        s.len = s.blocks.values().map(Block::live_count).sum();
-        // Conservative: any stored ID below its master, or any master below
-        // an earlier block's last ID, means appends were out of key order.
-        let mut prev_last: Option<StreamId> = None;
-        for block in s.blocks.values() {
-            let below_master = block.entries().any(|e| e.id() < block.master_id());
-            let overlaps = prev_last.is_some_and(|last| block.master_id() < last);
-            if below_master || overlaps {
-                s.disordered = true;
-            }
-            prev_last = Some(block.last_id());
-        }
+        s.len = s.blocks.values().map(|n| n.sum.live).sum();
         s
     }
 
@@ -425,19 +584,28 @@ impl Stream {
     fn append(&mut self, id: StreamId, fields: &[Bytes], total: u64, cfg: &StreamConfig) {
         let max_bytes = cfg.effective_node_max_bytes();
         if let Some(mut tail) = self.blocks.last_entry() {
-            let block = tail.get_mut();
-            let full = block.listpack_bytes().saturating_add(total) >= max_bytes
-                || (cfg.node_max_entries != 0 && block.entry_count() >= cfg.node_max_entries);
+            let master = *tail.key();
+            let node = tail.get_mut();
+            let full = node.sum.listpack_bytes.saturating_add(total) >= max_bytes
+                || (cfg.node_max_entries != 0 && node.sum.entry_count() >= cfg.node_max_entries);
             if !full {
-                if id < block.master_id() {
+                if id < master {
                     self.disordered = true;
                 }
-                block.append(id, fields);
-                return;
+                // A stored tail (read back if evicted) stops being stored.
+                if let Some(block) = node.block_mut(master, self.storage.as_ref()) {
+                    block.append(id, fields);
+                    node.refresh();
+                    return;
+                }
+                // Its read failed (recorded): start a new block instead.
+            } else if node.location().is_none() {
+                // Sealed: give back the growth slack (Redis's lpShrinkToFit).
+                if let Some(block) = node.block_mut(master, None) {
+                    block.shrink_to_fit();
+                }
             }
-            // Sealed: give back the growth slack (Redis's lpShrinkToFit).
-            block.shrink_to_fit();
-            if id < *tail.key() {
+            if id < master {
                 self.disordered = true;
             }
         }
@@ -445,8 +613,8 @@ impl Stream {
         // Redis then overwrites the rax value (leaking the old node and
         // leaving its length counter stale). We drop the old block's entries
         // from `len` instead so our counters stay consistent.
-        if let Some(old) = self.blocks.insert(id, Block::new(id, fields)) {
-            self.len = self.len.saturating_sub(old.live_count());
+        if let Some(old) = self.blocks.insert(id, Node::resident(Block::new(id, fields))) {
+            self.len = self.len.saturating_sub(old.sum.live);
         }
     }
 
@@ -486,13 +654,16 @@ impl Stream {
         let Some((Some(key), pos)) = found else {
             return false;
         };
-        let Some(block) = self.blocks.get_mut(&key) else {
+        let Some(node) = self.blocks.get_mut(&key) else {
             return false;
         };
-        if block.live_count() == 1 {
+        if node.sum.live == 1 {
             self.blocks.remove(&key);
-        } else {
+        } else if let Some(block) = node.block_mut(key, self.storage.as_ref()) {
             block.mark_deleted(pos);
+            node.refresh();
+        } else {
+            return false;
         }
         // A live entry was found, so len >= 1 (len = sum of live counts).
         self.len = self.len.saturating_sub(1);
@@ -521,15 +692,16 @@ impl Stream {
                     break;
                 }
             }
-            let block = head.get_mut();
-            let entries = block.live_count();
+            let master = *head.key();
+            let node = head.get_mut();
+            let entries = node.sum.live;
             if limit != 0 && deleted.saturating_add(entries) > limit {
                 break;
             }
             let remove_block = match spec.strategy {
                 Trim::MaxLen(maxlen) => self.len.saturating_sub(entries) >= maxlen,
                 // The last stored entry, even if deleted, as Redis reads it.
-                Trim::MinId(min) => block.last_id() < min,
+                Trim::MinId(min) => node.sum.last_id < min,
             };
             if remove_block {
                 head.remove();
@@ -543,6 +715,9 @@ impl Stream {
             // Exact: flag entries from the head of this block until done.
             // This may leave a block with no live entry (MINID stopping at a
             // deleted entry); Redis keeps such a block too.
+            let Some(block) = node.block_mut(master, self.storage.as_ref()) else {
+                break;
+            };
             let mut pos = block.first_pos();
             while let Some(e) = block.entry_at(pos) {
                 let stop = match spec.strategy {
@@ -559,6 +734,7 @@ impl Stream {
                     deleted += 1;
                 }
             }
+            node.refresh();
             break;
         }
         if self.len == 0 {
@@ -606,12 +782,12 @@ impl Stream {
     /// (capacity), block structs and B-tree nodes (estimated at 11/6 of a
     /// key/value pair each, i.e. nodes about half full), and the stream struct.
     pub fn memory_usage(&self) -> usize {
-        let per_block = (std::mem::size_of::<StreamId>() + std::mem::size_of::<Block>()) * 11 / 6;
+        let per_block = (std::mem::size_of::<StreamId>() + std::mem::size_of::<Node>()) * 11 / 6;
         std::mem::size_of::<Stream>()
             + self
                 .blocks
                 .values()
-                .map(|b| per_block + b.heap_bytes())
+                .map(|n| per_block + n.heap_bytes())
                 .sum::<usize>()
     }
 
@@ -620,7 +796,13 @@ impl Stream {
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut live = 0u64;
-        for (key, block) in &self.blocks {
+        for (key, node) in &self.blocks {
+            let block = node
+                .block(*key, self.storage.as_ref())
+                .ok_or_else(|| format!("block {key}: read failed"))?;
+            if node.sum != Summary::of(block) {
+                return Err(format!("block {key}: summary {:?} != block {block:?}", node.sum));
+            }
             if *key != block.master_id() {
                 return Err(format!("block key {key} != master {}", block.master_id()));
             }
@@ -651,7 +833,8 @@ impl Stream {
 /// and ends at the first live entry above `end`. Reverse mirrors it from the
 /// block whose master is the greatest `<= end`.
 pub struct RangeIter<'a> {
-    blocks: btree_map::Range<'a, StreamId, Block>,
+    blocks: btree_map::Range<'a, StreamId, Node>,
+    storage: Option<&'a Storage>,
     /// Current block and the offset to continue from: forward, the next
     /// entry's start; reverse, the end of the next entry to read.
     cur: Option<(&'a Block, usize)>,
@@ -666,6 +849,7 @@ impl<'a> RangeIter<'a> {
         let all = s.blocks.range::<StreamId, _>(..);
         let mut it = RangeIter {
             blocks: all,
+            storage: s.storage.as_ref(),
             cur: None,
             start,
             end,
@@ -716,7 +900,14 @@ impl<'a> Iterator for RangeIter<'a> {
                         self.blocks.next()
                     };
                     match next {
-                        Some((_, b)) => (b, if self.rev { b.end_pos() } else { b.first_pos() }),
+                        Some((&key, node)) => {
+                            // A failed read is recorded in the cache and the
+                            // block skipped; the server turns it into an error.
+                            let Some(b) = node.block(key, self.storage) else {
+                                continue;
+                            };
+                            (b, if self.rev { b.end_pos() } else { b.first_pos() })
+                        }
                         None => {
                             self.done = true;
                             break;

@@ -4,10 +4,20 @@
 //! trims are checked for their invariants (a prefix of whole blocks, never
 //! below the MAXLEN target, never past LIMIT, only IDs below MINID), then the
 //! model follows what was removed.
+//!
+//! The stream under test is linked to an in-memory [`BlockSource`]; `Seal`,
+//! `Evict` and `Reopen` ops store its full blocks, drop their bytes, and
+//! rebuild it from a checkpoint-like index, while a twin stream without
+//! storage gets the same commands: both must keep identical blocks.
 
 use bytes::Bytes;
-use ferrite_streams::{AddError, Stream, StreamConfig, StreamId, Trim, TrimSpec, XaddId};
+use ferrite_streams::{
+    AddError, Block, BlockCache, BlockLoc, BlockSource, RestoredBlock, SnapBlock, Storage, Stream,
+    StreamConfig, StreamId, Trim, TrimSpec, XaddId,
+};
 use proptest::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -49,6 +59,78 @@ enum Op {
         rev: bool,
     },
     Config(StreamConfig),
+    /// Store every full block (a checkpoint's seal step).
+    Seal,
+    /// Drop the bytes of every stored block.
+    Evict,
+    /// Seal, then rebuild the stream from the resulting index.
+    Reopen,
+}
+
+/// Blocks "on disk": a map from location to bytes.
+#[derive(Default)]
+struct MemSource {
+    blocks: Mutex<HashMap<u64, (StreamId, Vec<u8>)>>,
+}
+
+impl MemSource {
+    fn put(&self, master: StreamId, bytes: Vec<u8>) -> BlockLoc {
+        let mut m = self.blocks.lock().expect("lock");
+        let n = m.len() as u64;
+        m.insert(n, (master, bytes));
+        BlockLoc {
+            segment: n,
+            offset: 0,
+            len: 0,
+        }
+    }
+}
+
+impl BlockSource for MemSource {
+    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+        assert_eq!(stream, 7);
+        let m = self.blocks.lock().expect("lock");
+        match m.get(&loc.segment) {
+            Some((mm, b)) if *mm == master => Ok(b.clone()),
+            _ => Err(format!("no block {master} at {loc:?}")),
+        }
+    }
+}
+
+/// The seal step of a checkpoint; returns what a checkpoint would record.
+fn seal(s: &mut Stream, src: &MemSource) -> Vec<RestoredBlock> {
+    let mut out = Vec::new();
+    for b in s.seal_snapshot() {
+        out.push(match b {
+            SnapBlock::Stored {
+                master,
+                summary,
+                loc,
+            } => RestoredBlock::Stored {
+                master,
+                summary,
+                loc,
+            },
+            SnapBlock::Seal {
+                master,
+                summary,
+                bytes,
+                ticket,
+            } => {
+                let loc = src.put(master, bytes);
+                ticket.fill(loc);
+                RestoredBlock::Stored {
+                    master,
+                    summary,
+                    loc,
+                }
+            }
+            SnapBlock::Inline { master, bytes } => {
+                RestoredBlock::Resident(Block::from_parts(master, bytes).expect("inline block"))
+            }
+        });
+    }
+    out
 }
 
 const FIELD_SETS: &[&[&str]] = &[
@@ -89,6 +171,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(a, b, count, rev)| Op::Range { a, b, count, rev }),
         1 => (prop_oneof![Just(0u64), 1..6u64, Just(100)], prop_oneof![Just(0u64), 30..400u64, Just(4096)])
             .prop_map(|(e, b)| Op::Config(StreamConfig { node_max_entries: e, node_max_bytes: b })),
+        2 => Just(Op::Seal),
+        2 => Just(Op::Evict),
+        1 => Just(Op::Reopen),
     ]
 }
 
@@ -161,7 +246,16 @@ fn blocks_of(s: &Stream) -> Vec<(StreamId, u64)> {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let src = Arc::new(MemSource::default());
+    let cache = BlockCache::new(src.clone());
+    let storage = Storage {
+        id: 7,
+        cache: cache.clone(),
+    };
     let mut s = Stream::new();
+    s.set_storage(storage.clone());
+    // The same commands without storage: blocks must stay identical.
+    let mut twin = Stream::new();
     let mut m = Model::default();
     let mut cfg = StreamConfig {
         node_max_entries: 3,
@@ -175,14 +269,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 fields: f,
             } => {
                 let id = XaddId::Explicit(StreamId::new(m.last_id.ms.saturating_add(gap), seq));
+                let _ = twin.add(id, &fields(f), 0, &cfg);
                 add(&mut s, &mut m, id, 0, f, &cfg)?;
             }
             Op::AddAuto { skew, fields: f } => {
                 let now = m.last_id.ms.saturating_add_signed(skew);
+                let _ = twin.add(XaddId::Auto, &fields(f), now, &cfg);
                 add(&mut s, &mut m, XaddId::Auto, now, f, &cfg)?;
             }
             Op::AddAutoSeq { delta, fields: f } => {
                 let ms = m.last_id.ms.saturating_add_signed(delta);
+                let _ = twin.add(XaddId::AutoSeq(ms), &fields(f), 0, &cfg);
                 add(&mut s, &mut m, XaddId::AutoSeq(ms), 0, f, &cfg)?;
             }
             Op::Delete(picks) => {
@@ -196,6 +293,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 prop_assert_eq!(s.delete(&ids), expected);
+                twin.delete(&ids);
             }
             Op::TrimMaxLen { n, approx, limit } => {
                 let spec = TrimSpec {
@@ -203,6 +301,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     approx,
                     limit: if approx { limit } else { None },
                 };
+                twin.trim(&spec, &cfg);
                 trim(&mut s, &mut m, &spec, &cfg)?;
             }
             Op::TrimMinId {
@@ -220,6 +319,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     approx,
                     limit: if approx { limit } else { None },
                 };
+                twin.trim(&spec, &cfg);
                 trim(&mut s, &mut m, &spec, &cfg)?;
             }
             Op::Range { a, b, count, rev } => {
@@ -256,8 +356,30 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(after, want_after);
             }
             Op::Config(c) => cfg = c,
+            Op::Seal => {
+                seal(&mut s, &src);
+            }
+            Op::Evict => {
+                s.evict_before(u64::MAX);
+            }
+            Op::Reopen => {
+                let blocks = seal(&mut s, &src);
+                s = Stream::restore_nodes(s.meta(), s.is_disordered(), Some(storage.clone()), blocks);
+            }
         }
         check_same(&s, &m)?;
+        prop_assert_eq!(s.meta(), twin.meta());
+        prop_assert_eq!(s.len(), twin.len());
+        prop_assert_eq!(blocks_of(&s), blocks_of(&twin));
+        let all = |x: &Stream| x.range(StreamId::MIN, StreamId::MAX, None, false);
+        prop_assert_eq!(all(&s), all(&twin));
+        prop_assert_eq!(
+            s.blocks().map(|b| b.listpack_bytes()).collect::<Vec<_>>(),
+            twin.blocks().map(|b| b.listpack_bytes()).collect::<Vec<_>>()
+        );
+        if let Some(e) = cache.take_error() {
+            return Err(TestCaseError::fail(e));
+        }
     }
     Ok(())
 }
@@ -331,4 +453,42 @@ proptest! {
     fn stream_matches_model(ops in prop::collection::vec(op_strategy(), 1..150)) {
         run(ops)?;
     }
+}
+
+/// Evicted blocks are read back on demand, and a failed read is reported,
+/// never silently dropped from a count.
+#[test]
+fn evicted_blocks_are_read_back() {
+    let src = Arc::new(MemSource::default());
+    let cache = BlockCache::new(src.clone());
+    let mut s = Stream::new();
+    s.set_storage(Storage {
+        id: 7,
+        cache: cache.clone(),
+    });
+    let cfg = StreamConfig::default();
+    for i in 1..=1000u64 {
+        s.add(XaddId::Explicit(StreamId::new(i, 0)), &fields(0), 0, &cfg)
+            .expect("add");
+    }
+    let all = s.range(StreamId::MIN, StreamId::MAX, None, false);
+    seal(&mut s, &src);
+    let freed = s.evict_before(u64::MAX);
+    assert!(freed > 0);
+    // Only the open tail block stays resident.
+    assert_eq!(s.resident().0, 1);
+    assert_eq!(s.range(StreamId::MIN, StreamId::MAX, None, false), all);
+    assert_eq!(cache.loads(), 9);
+    assert_eq!(s.delete(&[StreamId::new(5, 0)]), 1);
+    s.evict_before(u64::MAX);
+    // The changed block is no longer stored, so it stays resident.
+    assert_eq!(s.resident().0, 2);
+    assert_eq!(s.len(), 999);
+    assert!(cache.take_error().is_none());
+    // A block that cannot be read back is reported.
+    seal(&mut s, &src);
+    s.evict_before(u64::MAX);
+    src.blocks.lock().expect("lock").clear();
+    assert_eq!(s.range(StreamId::MIN, StreamId::MAX, None, false).len(), 100);
+    assert!(matches!(cache.take_error(), Some(e) if e.contains("no block")));
 }
