@@ -627,11 +627,16 @@ fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
     for iter in 0..iterations {
         let policy = policies[iter % policies.len()];
         let ckpt = ["1024", "65536", "64mb"][rng.gen_range(0..3)];
+        // A one-byte block cache evicts every stored block at once, so
+        // verification and later writes read them back from segment files.
+        let cache = ["1", "64kb", "256mb"][rng.gen_range(0..3)];
         let extra = vec![
             "--appendfsync".to_string(),
             policy.to_string(),
             "--auto-checkpoint-min-size".to_string(),
             ckpt.to_string(),
+            "--block-cache-size".to_string(),
+            cache.to_string(),
         ];
         let mut server = start(&dir, &extra, &mut rng, iter, seed);
         let last_ids = verify(&server, &mut model, iter, seed);

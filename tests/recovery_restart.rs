@@ -125,13 +125,18 @@ impl Rig {
         let dir = TempDir::new(tag).unwrap_or_else(|e| panic!("temp dir: {e}"));
         let launch = Launch::ferrite("primary").dir(dir.path()).args(extra);
         let primary = start(&launch);
-        let twin = start(&Launch::ferrite("twin").args(&["--appendonly", "no"]));
-        let conn = connect(&primary);
-        let tconn = connect(&twin);
         let startup_node_entries = extra
             .windows(2)
             .find(|w| w[0] == "--stream-node-max-entries")
             .map_or("100".to_string(), |w| w[1].to_string());
+        let twin = start(&Launch::ferrite("twin").args(&[
+            "--appendonly",
+            "no",
+            "--stream-node-max-entries",
+            &startup_node_entries,
+        ]));
+        let conn = connect(&primary);
+        let tconn = connect(&twin);
         Rig {
             primary,
             conn,
@@ -936,6 +941,36 @@ fn restarts_with_frequent_checkpoints_mixed_stops() {
     );
     let n = r.total_checkpoints();
     assert!(n >= 5, "expected several checkpoints, saw {n}");
+}
+
+/// Small blocks, a checkpoint every KiB and a block cache of one byte: full
+/// blocks go to the streams' segment files and are evicted right away, so
+/// every read, XDEL, exact trim and group command works on blocks read back
+/// from disk, across restarts of every kind; the twin keeps all in memory.
+#[test]
+fn restarts_with_stored_and_evicted_blocks() {
+    let mut r = run(
+        "rr-sealed",
+        &[
+            "--auto-checkpoint-min-size",
+            "1024",
+            "--block-cache-size",
+            "1",
+            "--stream-node-max-entries",
+            "4",
+            "--appendfsync",
+            "always",
+        ],
+        &[Stop::Kill, Stop::Shutdown, Stop::Kill, Stop::Term],
+    );
+    let loads = info_field(&mut r.conn, "persistence", "block_cache_loads")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(loads > 0, "no stored block was read back");
+    let evicted = info_field(&mut r.conn, "persistence", "block_cache_evicted_bytes")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(evicted > 0, "nothing was evicted");
 }
 
 /// A checkpoint is taken while non-default block limits are in force, more

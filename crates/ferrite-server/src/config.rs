@@ -143,6 +143,16 @@ const PARAMS: &[Param] = &[
         doc: "write a checkpoint once this many bytes were logged since the last one",
     },
     Param {
+        name: "block-cache-size",
+        default: "268435456",
+        kind: Kind::Mem {
+            min: 0,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "bytes of stored (sealed) stream blocks kept in memory; least recently used ones beyond it are evicted and read back from disk on demand (0 = no limit)",
+    },
+    Param {
         name: "loglevel",
         default: "notice",
         kind: Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
@@ -170,6 +180,7 @@ pub struct Config {
     pub appendonly: bool,
     pub appendfsync: ferrite_storage::AppendFsync,
     pub auto_checkpoint_min_size: u64,
+    pub block_cache_size: u64,
     /// Path of the config file, if one was given.
     pub config_file: Option<String>,
 }
@@ -283,6 +294,7 @@ impl Default for Config {
             appendonly: true,
             appendfsync: ferrite_storage::AppendFsync::EverySec,
             auto_checkpoint_min_size: 0,
+            block_cache_size: 0,
             config_file: None,
         };
         c.refresh();
@@ -318,6 +330,7 @@ impl Config {
             _ => ferrite_storage::AppendFsync::EverySec,
         };
         self.auto_checkpoint_min_size = self.num("auto-checkpoint-min-size") as u64;
+        self.block_cache_size = self.num("block-cache-size") as u64;
     }
 
     /// Put back the block-shaping parameters of `other` (after replay).

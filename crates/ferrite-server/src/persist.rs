@@ -13,20 +13,55 @@ use crate::reply::Reply;
 use crate::server::Shared;
 use crate::store::{Store, Value};
 use bytes::Bytes;
-use ferrite_storage::{AppendFsync, CommitLog, FsBackend, LogOptions, Recovery, StorageError};
+use ferrite_storage::{
+    AppendFsync, BlockLocation, CommitLog, EntryId, FsBackend, LogOptions, Recovery, StorageError,
+    StreamKeyId, StreamStore, StreamStoreOptions,
+};
 use ferrite_streams::block::Block;
 use ferrite_streams::stream::StreamMeta;
-use ferrite_streams::{Group, Stream, StreamId};
+use ferrite_streams::{
+    BlockCache, BlockLoc, BlockSource, Group, RestoredBlock, SealTicket, SnapBlock, Storage,
+    Stream, StreamId, Summary,
+};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 const KIND_BATCH: u8 = 1;
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
+
+/// Reads evicted blocks back from the per-stream segment files.
+struct SegmentSource(Arc<StreamStore>);
+
+impl BlockSource for SegmentSource {
+    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+        let loc = BlockLocation {
+            segment: loc.segment,
+            offset: loc.offset,
+            len: loc.len,
+        };
+        let b = self
+            .0
+            .read_block(StreamKeyId(stream), loc)
+            .map_err(|e| e.to_string())?;
+        if b.first != EntryId::new(master.ms, master.seq) {
+            return Err(format!(
+                "segment {} offset {} holds block {}-{}, not {master}",
+                loc.segment, loc.offset, b.first.ms, b.first.seq
+            ));
+        }
+        Ok(b.payload)
+    }
+}
 
 /// The open commit log and checkpoint bookkeeping.
 pub struct Persistence {
     log: CommitLog,
+    /// Sealed stream blocks, one directory per stream (`dir/streams`).
+    streams: Arc<StreamStore>,
+    /// The first failed read of a stored block: writes are refused from then on.
+    read_failure: std::sync::OnceLock<String>,
     progress: Arc<Progress>,
     bytes_since_checkpoint: AtomicU64,
     checkpoint_running: AtomicBool,
@@ -191,30 +226,42 @@ pub fn decode_batch(payload: &[u8]) -> Result<Vec<(usize, Vec<Bytes>)>, String> 
     Ok(out)
 }
 
-/// Checkpoint body v2: `u32 ndb`; per db `u32 index, u64 nkeys`; per key
-/// `bytes key, u8 kind` then kind 0 (string) `bytes value`, kind 1 (stream)
-/// `id last, id first, id max_deleted, u64 entries_added, u64 nblocks` and per
-/// block `id master, bytes encoded`, then its consumer groups: `u32 ngroups`,
+/// Checkpoint body v3: `u64 next_stream_id, u32 ndb`; per db `u32 index,
+/// u64 nkeys`; per key `bytes key, u8 kind` then kind 0 (string) `bytes
+/// value`, kind 1 (stream) `id last, id first, id max_deleted, u64
+/// entries_added, u8 disordered, u64 storage_id (0: none), u64 nblocks` and
+/// per block `u8 tag, id master` then tag 0 (inline) `bytes encoded`, tag 1
+/// (stored) `u64 live, u64 deleted, u64 listpack_bytes, id last, u64
+/// segment, u64 offset, u64 len`; then its consumer groups: `u32 ngroups`,
 /// per group `bytes name, id last, i64 entries_read (-1: unknown), u32
 /// nconsumers` with per consumer `bytes name, u64 seen_ms`, then `u64
 /// npending` with per entry `id, u32 consumer index, u64 delivery_ms, u64
-/// delivery_count`; then `u32 n` rebuild commands encoded
-/// like batch commands, replayed after the keys load: the CONFIG SET of the
-/// block limits in force at the snapshot, then consumer groups. IDs are two
-/// u64s.
-pub fn encode_snapshot(store: &Store, rebuild: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
+/// delivery_count`; then `u32 n` rebuild commands encoded like batch
+/// commands, replayed after the keys load: the CONFIG SET of the block
+/// limits in force at the snapshot. IDs are two u64s.
+///
+/// Version 2 (still read) has no `next_stream_id`, `disordered`,
+/// `storage_id` nor block tags: every block is `id master, bytes encoded`.
+///
+/// Full blocks not stored yet are returned as [`SealJob`]s: their `tag 1`
+/// records are written with a zero location that [`Snapshot::patch`] fills
+/// once the block is in its stream's segment file.
+pub fn encode_snapshot(store: &mut Store, rebuild: &[(usize, Vec<Bytes>)]) -> Snapshot {
     let mut out = Vec::new();
-    let dbs: Vec<(usize, &crate::store::Db)> = store
-        .dbs
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| !d.is_empty())
-        .collect();
-    put_u32(&mut out, dbs.len());
-    for (i, db) in dbs {
+    let mut jobs = Vec::new();
+    let mut referenced: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+    let cache = store.block_cache.clone();
+    let mut next_stream_id = store.next_stream_id;
+    out.extend_from_slice(&next_stream_id.to_le_bytes());
+    let ndb = store.dbs.iter().filter(|d| !d.is_empty()).count();
+    put_u32(&mut out, ndb);
+    for (i, db) in store.dbs.iter_mut().enumerate() {
+        if db.is_empty() {
+            continue;
+        }
         put_u32(&mut out, i);
         out.extend_from_slice(&(db.len() as u64).to_le_bytes());
-        for (k, v) in db.iter() {
+        for (k, v) in db.iter_mut() {
             put_bytes(&mut out, k);
             match v {
                 Value::String(s) => {
@@ -225,16 +272,77 @@ pub fn encode_snapshot(store: &Store, rebuild: &[(usize, Vec<Bytes>)]) -> Vec<u8
                     out.push(1);
                     let m = s.meta();
                     for id in [m.last_id, m.first_id, m.max_deleted_id] {
-                        out.extend_from_slice(&id.ms.to_le_bytes());
-                        out.extend_from_slice(&id.seq.to_le_bytes());
+                        put_id(&mut out, id);
                     }
                     out.extend_from_slice(&m.entries_added.to_le_bytes());
-                    out.extend_from_slice(&(s.block_count() as u64).to_le_bytes());
-                    for b in s.blocks() {
-                        let id = b.master_id();
-                        out.extend_from_slice(&id.ms.to_le_bytes());
-                        out.extend_from_slice(&id.seq.to_le_bytes());
-                        put_bytes(&mut out, b.encoded());
+                    out.push(u8::from(s.is_disordered()));
+                    // Only with persistence on (a cache) are blocks stored.
+                    let blocks = match &cache {
+                        Some(_) => s.seal_snapshot(),
+                        None => s
+                            .blocks()
+                            .map(|b| SnapBlock::Inline {
+                                master: b.master_id(),
+                                bytes: b.encoded().to_vec(),
+                            })
+                            .collect(),
+                    };
+                    let needs_storage = blocks
+                        .iter()
+                        .any(|b| !matches!(b, SnapBlock::Inline { .. }));
+                    if needs_storage && s.storage().is_none() {
+                        if let Some(cache) = &cache {
+                            s.set_storage(Storage {
+                                id: next_stream_id,
+                                cache: cache.clone(),
+                            });
+                            next_stream_id += 1;
+                        }
+                    }
+                    let sid = s.storage().map_or(0, |st| st.id);
+                    out.extend_from_slice(&sid.to_le_bytes());
+                    out.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
+                    for b in blocks {
+                        match b {
+                            SnapBlock::Inline { master, bytes } => {
+                                out.push(0);
+                                put_id(&mut out, master);
+                                put_bytes(&mut out, &bytes);
+                            }
+                            SnapBlock::Stored {
+                                master,
+                                summary,
+                                loc,
+                            } => {
+                                put_stored(&mut out, master, &summary);
+                                put_loc(&mut out, loc);
+                                referenced.entry(sid).or_default().insert(loc.segment);
+                            }
+                            SnapBlock::Seal {
+                                master,
+                                summary,
+                                bytes,
+                                ticket,
+                            } => {
+                                put_stored(&mut out, master, &summary);
+                                jobs.push(SealJob {
+                                    stream: sid,
+                                    master,
+                                    last: summary.last_id,
+                                    bytes,
+                                    ticket,
+                                    patch_at: out.len(),
+                                });
+                                put_loc(
+                                    &mut out,
+                                    BlockLoc {
+                                        segment: 0,
+                                        offset: 0,
+                                        len: 0,
+                                    },
+                                );
+                            }
+                        }
                     }
                     encode_groups(&mut out, s);
                 }
@@ -245,7 +353,98 @@ pub fn encode_snapshot(store: &Store, rebuild: &[(usize, Vec<Bytes>)]) -> Vec<u8
     for (db, argv) in rebuild {
         put_cmd(&mut out, *db, argv);
     }
-    out
+    store.next_stream_id = next_stream_id;
+    out[..8].copy_from_slice(&next_stream_id.to_le_bytes());
+    Snapshot {
+        body: out,
+        jobs,
+        referenced,
+    }
+}
+
+/// A checkpoint body and the blocks to store before writing it.
+pub struct Snapshot {
+    pub body: Vec<u8>,
+    pub jobs: Vec<SealJob>,
+    /// Segment files (by stream id) that the body's stored blocks live in.
+    pub referenced: HashMap<u64, BTreeSet<u64>>,
+}
+
+/// A full block to store in its stream's segment file.
+pub struct SealJob {
+    stream: u64,
+    master: StreamId,
+    last: StreamId,
+    bytes: Vec<u8>,
+    ticket: Arc<SealTicket>,
+    /// Where its location goes in the body.
+    patch_at: usize,
+}
+
+impl Snapshot {
+    /// Store every sealed block (appending to the streams' segment files),
+    /// and write their locations into the body. Not durable until
+    /// `streams.sync()`.
+    fn store_blocks(&mut self, streams: &StreamStore) -> Result<(), StorageError> {
+        for job in &self.jobs {
+            let l = streams.append_block(
+                StreamKeyId(job.stream),
+                EntryId::new(job.master.ms, job.master.seq),
+                EntryId::new(job.last.ms, job.last.seq),
+                &job.bytes,
+            )?;
+            let loc = BlockLoc {
+                segment: l.segment,
+                offset: l.offset,
+                len: l.len,
+            };
+            let mut enc = Vec::with_capacity(24);
+            put_loc(&mut enc, loc);
+            self.body[job.patch_at..job.patch_at + 24].copy_from_slice(&enc);
+            self.referenced
+                .entry(job.stream)
+                .or_default()
+                .insert(loc.segment);
+        }
+        Ok(())
+    }
+
+    /// After the checkpoint is durable: the stored blocks' nodes may now
+    /// drop their bytes. Returns the bytes made evictable.
+    fn publish(&self) -> u64 {
+        let mut bytes = 0;
+        for job in &self.jobs {
+            // The location was written into the body by store_blocks.
+            let mut r = Reader {
+                b: &self.body[job.patch_at..job.patch_at + 24],
+                pos: 0,
+            };
+            if let (Ok(segment), Ok(offset), Ok(len)) = (r.u64(), r.u64(), r.u64()) {
+                job.ticket.fill(BlockLoc {
+                    segment,
+                    offset,
+                    len,
+                });
+                bytes += job.bytes.len() as u64;
+            }
+        }
+        bytes
+    }
+}
+
+fn put_stored(out: &mut Vec<u8>, master: StreamId, s: &Summary) {
+    out.push(1);
+    put_id(out, master);
+    out.extend_from_slice(&s.live.to_le_bytes());
+    out.extend_from_slice(&s.deleted.to_le_bytes());
+    out.extend_from_slice(&s.listpack_bytes.to_le_bytes());
+    put_id(out, s.last_id);
+}
+
+fn put_loc(out: &mut Vec<u8>, loc: BlockLoc) {
+    out.extend_from_slice(&loc.segment.to_le_bytes());
+    out.extend_from_slice(&loc.offset.to_le_bytes());
+    out.extend_from_slice(&loc.len.to_le_bytes());
 }
 
 fn put_id(out: &mut Vec<u8>, id: StreamId) {
@@ -320,8 +519,15 @@ fn decode_groups(r: &mut Reader<'_>, s: &mut Stream) -> Result<(), String> {
 }
 
 /// Load a checkpoint body into an empty store; returns the rebuild commands.
-pub fn decode_snapshot(body: &[u8], store: &mut Store) -> Result<Vec<(usize, Vec<Bytes>)>, String> {
+pub fn decode_snapshot(
+    version: u8,
+    body: &[u8],
+    store: &mut Store,
+) -> Result<Vec<(usize, Vec<Bytes>)>, String> {
     let mut r = Reader { b: body, pos: 0 };
+    if version >= 3 {
+        store.next_stream_id = store.next_stream_id.max(r.u64()?);
+    }
     let ndb = r.u32()?;
     for _ in 0..ndb {
         let idx = r.u32()?;
@@ -343,16 +549,20 @@ pub fn decode_snapshot(body: &[u8], store: &mut Store) -> Result<Vec<(usize, Vec
                         max_deleted_id: r.id()?,
                         entries_added: r.u64()?,
                     };
-                    let nblocks = r.u64()?;
-                    let mut blocks = Vec::new();
-                    for _ in 0..nblocks {
-                        let master = r.id()?;
-                        let buf = r.bytes()?;
-                        let b = Block::from_parts(master, buf.to_vec())
-                            .map_err(|e| format!("bad block {master} of key {key:?}: {e:?}"))?;
-                        blocks.push(b);
-                    }
-                    let mut s = Stream::restore(meta, blocks);
+                    let mut s = if version >= 3 {
+                        decode_stream_v3(&mut r, meta, &key, store)?
+                    } else {
+                        let nblocks = r.u64()?;
+                        let mut blocks = Vec::new();
+                        for _ in 0..nblocks {
+                            let master = r.id()?;
+                            let buf = r.bytes()?;
+                            let b = Block::from_parts(master, buf.to_vec())
+                                .map_err(|e| format!("bad block {master} of key {key:?}: {e:?}"))?;
+                            blocks.push(b);
+                        }
+                        Stream::restore(meta, blocks)
+                    };
                     decode_groups(&mut r, &mut s)?;
                     Value::Stream(Box::new(s))
                 }
@@ -370,6 +580,72 @@ pub fn decode_snapshot(body: &[u8], store: &mut Store) -> Result<Vec<(usize, Vec
         return Err("trailing bytes in checkpoint".into());
     }
     Ok(rebuild)
+}
+
+/// A v3 stream's blocks: inline ones are rebuilt (and checked) from their
+/// bytes, stored ones keep only their summary and location until read.
+fn decode_stream_v3(
+    r: &mut Reader<'_>,
+    meta: StreamMeta,
+    key: &[u8],
+    store: &mut Store,
+) -> Result<Stream, String> {
+    let disordered = r.u8()? != 0;
+    let sid = r.u64()?;
+    let nblocks = r.u64()?;
+    let mut blocks = Vec::new();
+    for _ in 0..nblocks {
+        let tag = r.u8()?;
+        let master = r.id()?;
+        blocks.push(match tag {
+            0 => {
+                let buf = r.bytes()?;
+                let b = Block::from_parts(master, buf.to_vec())
+                    .map_err(|e| format!("bad block {master} of key {key:?}: {e:?}"))?;
+                RestoredBlock::Resident(b)
+            }
+            1 => {
+                let summary = Summary {
+                    live: r.u64()?,
+                    deleted: r.u64()?,
+                    listpack_bytes: r.u64()?,
+                    last_id: r.id()?,
+                };
+                let loc = BlockLoc {
+                    segment: r.u64()?,
+                    offset: r.u64()?,
+                    len: r.u64()?,
+                };
+                if summary.entry_count() == 0 || summary.last_id < master && !disordered {
+                    return Err(format!("bad stored block {master} of key {key:?}"));
+                }
+                RestoredBlock::Stored {
+                    master,
+                    summary,
+                    loc,
+                }
+            }
+            t => return Err(format!("unknown block tag {t} in key {key:?}")),
+        });
+    }
+    let storage = if sid == 0 {
+        None
+    } else {
+        let cache = store
+            .block_cache
+            .clone()
+            .ok_or("checkpoint has stored blocks but no block store is open")?;
+        store.next_stream_id = store.next_stream_id.max(sid + 1);
+        Some(Storage { id: sid, cache })
+    };
+    if storage.is_none()
+        && blocks
+            .iter()
+            .any(|b| matches!(b, RestoredBlock::Stored { .. }))
+    {
+        return Err(format!("stored blocks without a storage id in key {key:?}"));
+    }
+    Ok(Stream::restore_nodes(meta, disordered, storage, blocks))
 }
 
 /// What start-up recovery found, for the start-up log line.
@@ -420,18 +696,28 @@ impl Persistence {
             };
             format!("cannot open the commit log in {}: {e}{hint}", dir.display())
         };
+        let streams_dir = dir.with_file_name("streams");
+        let streams = StreamStore::open(
+            FsBackend::shared(),
+            &streams_dir,
+            StreamStoreOptions::default(),
+        )
+        .map(Arc::new)
+        .map_err(|e| format!("cannot open {}: {e}", streams_dir.display()))?;
+        shared.store.lock().block_cache =
+            Some(BlockCache::new(Arc::new(SegmentSource(streams.clone()))));
         let mut recovery = Recovery::open(FsBackend::shared(), &dir, opts).map_err(fail)?;
         if let Some(cp) = recovery.take_checkpoint() {
-            if cp.body_version != SNAPSHOT_VERSION {
+            if !(2..=SNAPSHOT_VERSION).contains(&cp.body_version) {
                 return Err(format!(
-                    "checkpoint {} has body version {} (this build reads {SNAPSHOT_VERSION})",
+                    "checkpoint {} has body version {} (this build reads 2 to {SNAPSHOT_VERSION})",
                     cp.file.display(),
                     cp.body_version
                 ));
             }
             let rebuild = {
                 let mut store = shared.store.lock();
-                decode_snapshot(&cp.body, &mut store)
+                decode_snapshot(cp.body_version, &cp.body, &mut store)
                     .map_err(|e| format!("checkpoint {}: {e}", cp.file.display()))?
             };
             rec.checkpoint_seq = cp.covered_seq;
@@ -457,6 +743,8 @@ impl Persistence {
         rec.millis = started.elapsed().as_millis();
         let p = Arc::new(Persistence {
             log,
+            streams,
+            read_failure: std::sync::OnceLock::new(),
             progress: Arc::new(Progress {
                 appended: AtomicU64::new(0),
                 completed: AtomicU64::new(0),
@@ -566,30 +854,100 @@ impl Persistence {
     /// line (those are put back after replay).
     pub fn begin_checkpoint(
         &self,
-        store: &Store,
+        store: &mut Store,
         cfg: &crate::config::Config,
-    ) -> Option<(u64, Vec<u8>)> {
+    ) -> Option<(u64, Snapshot)> {
         if self.checkpoint_running.swap(true, Ordering::AcqRel) {
             return None;
         }
         let covered = self.log.next_seq().saturating_sub(1);
         let rebuild = vec![(0, data_config_command(cfg))];
-        let body = encode_snapshot(store, &rebuild);
+        let snap = encode_snapshot(store, &rebuild);
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
-        Some((covered, body))
+        Some((covered, snap))
     }
 
     /// Write a snapshot taken by [`Persistence::begin_checkpoint`]. Blocking
-    /// file I/O: call from a blocking thread.
-    pub fn finish_checkpoint(&self, covered: u64, body: &[u8]) -> Result<(), StorageError> {
-        let r = self.log.checkpoint(covered, SNAPSHOT_VERSION, body);
+    /// file I/O: call from a blocking thread, without the store lock.
+    ///
+    /// IMPORTANT, the order that keeps every checkpoint loadable: (1) append
+    /// the sealed blocks to their segment files and fsync them (and their
+    /// directories); (2) write the checkpoint (temp, fsync, rename, dir
+    /// fsync), which references them; (3) only then let their nodes drop
+    /// their bytes, and delete the segment files and stream directories
+    /// this checkpoint does not reference (no later start can need them:
+    /// it loads this checkpoint or a newer one).
+    pub fn finish_checkpoint(
+        &self,
+        covered: u64,
+        mut snap: Snapshot,
+        cache: Option<&BlockCache>,
+    ) -> Result<(), StorageError> {
+        let r = snap
+            .store_blocks(&self.streams)
+            .and_then(|_| self.streams.sync())
+            .and_then(|_| self.log.checkpoint(covered, SNAPSHOT_VERSION, &snap.body));
         if r.is_ok() {
             self.checkpoints_done.fetch_add(1, Ordering::Relaxed);
+            let bytes = snap.publish();
+            if let Some(c) = cache {
+                c.add_grown(bytes);
+            }
+            if let Err(e) = self.collect_garbage(&snap.referenced) {
+                tracing::warn!("deleting unreferenced stream segments failed: {e}");
+            }
         }
         self.checkpoint_running.store(false, Ordering::Release);
         let _g = self.idle_lock.lock();
         self.idle.notify_all();
         r.map(|_| ())
+    }
+
+    /// Delete the stream segment files and directories that the checkpoint
+    /// just written does not reference (trimmed or rewritten blocks, deleted
+    /// streams, blocks of a checkpoint that failed half-way).
+    fn collect_garbage(
+        &self,
+        referenced: &HashMap<u64, BTreeSet<u64>>,
+    ) -> Result<(), StorageError> {
+        for sid in self.streams.list_streams()? {
+            let Some(keep) = referenced.get(&sid.0) else {
+                self.streams.delete_stream(sid)?;
+                continue;
+            };
+            let dead: Vec<u64> = self
+                .streams
+                .segments(sid)?
+                .iter()
+                .map(|s| s.number)
+                .filter(|n| !keep.contains(n))
+                .collect();
+            if !dead.is_empty() {
+                self.streams.delete_segments(sid, &dead)?;
+            }
+        }
+        self.streams.sync()
+    }
+
+    /// Bytes in stream segment files (INFO).
+    pub fn stream_segment_bytes(&self) -> u64 {
+        let Ok(ids) = self.streams.list_streams() else {
+            return 0;
+        };
+        ids.into_iter()
+            .filter_map(|id| self.streams.segments(id).ok())
+            .flatten()
+            .map(|s| s.bytes)
+            .sum()
+    }
+
+    /// Record the first failed read of a stored block (see [`commit`]).
+    pub fn set_read_failure(&self, msg: String) {
+        let _ = self.read_failure.set(msg);
+    }
+
+    pub fn read_failure(&self) -> Option<&str> {
+        self.read_failure.get().map(String::as_str)
     }
 
     /// Wait until no checkpoint is running (false if `timeout` passed first).
@@ -656,6 +1014,26 @@ pub fn barrier(shared: &Shared) -> Option<CompletionReceiver> {
 /// locked, right after the command and the blocked clients it served), and
 /// start a checkpoint when enough was logged since the last one.
 pub fn commit(shared: &Arc<Shared>, store: &mut Store) -> Commit {
+    // A stored block that could not be read back (I/O error, corruption)
+    // made the command see less than the stream holds: it replies an error,
+    // and writes are refused from now on (see `Shared::write_error`).
+    let read_error = store.block_cache.as_ref().and_then(|c| c.take_error());
+    if let Some(e) = &read_error {
+        tracing::error!("reading a stored stream block failed: {e}");
+        if let Some(p) = shared.persist.get() {
+            p.set_read_failure(e.clone());
+        }
+    }
+    let result = commit_effects(shared, store);
+    let budget = shared.config.read().block_cache_size;
+    store.maybe_evict(budget);
+    match read_error {
+        Some(e) => Commit::Failed(format!("ERR reading stored stream data failed: {e}")),
+        None => result,
+    }
+}
+
+fn commit_effects(shared: &Arc<Shared>, store: &mut Store) -> Commit {
     if store.pending_log.is_empty() {
         return Commit::Done;
     }
@@ -672,12 +1050,13 @@ pub fn commit(shared: &Arc<Shared>, store: &mut Store) -> Commit {
         let snap = p.begin_checkpoint(store, &shared.config.read());
         if let Some((covered, body)) = snap {
             let p = p.clone();
+            let cache = store.block_cache.clone();
             // IMPORTANT: checkpoint file I/O runs on its own thread, never on
             // a tokio worker and never under the store lock.
             let spawned = std::thread::Builder::new()
                 .name("ferrite-checkpoint".into())
                 .spawn(move || {
-                    if let Err(e) = p.finish_checkpoint(covered, &body) {
+                    if let Err(e) = p.finish_checkpoint(covered, body, cache.as_deref()) {
                         tracing::error!("checkpoint failed: {e}");
                     }
                 });
@@ -700,11 +1079,12 @@ pub fn shutdown(shared: &Arc<Shared>) {
     // nothing). Connections may still be finishing commands, which can start
     // another background checkpoint: hence the loop.
     let mut snap = None;
+    let cache = shared.store.lock().block_cache.clone();
     for _ in 0..10 {
         snap = {
-            let store = shared.store.lock();
+            let mut store = shared.store.lock();
             let cfg = shared.config.read();
-            p.begin_checkpoint(&store, &cfg)
+            p.begin_checkpoint(&mut store, &cfg)
         };
         if snap.is_some() || !p.wait_checkpoint_idle(std::time::Duration::from_secs(120)) {
             break;
@@ -712,7 +1092,7 @@ pub fn shutdown(shared: &Arc<Shared>) {
     }
     match snap {
         Some((covered, body)) => {
-            if let Err(e) = p.finish_checkpoint(covered, &body) {
+            if let Err(e) = p.finish_checkpoint(covered, body, cache.as_deref()) {
                 tracing::error!("checkpoint at shutdown failed: {e}");
             }
         }
@@ -792,12 +1172,12 @@ mod tests {
             .cloned()
             .unwrap_or_else(|| panic!("no log"));
         let snap = {
-            let store = shared.store.lock();
+            let mut store = shared.store.lock();
             let cfg = shared.config.read();
-            p.begin_checkpoint(&store, &cfg)
+            p.begin_checkpoint(&mut store, &cfg)
         };
         let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
-        p.finish_checkpoint(covered, &body)
+        p.finish_checkpoint(covered, body, None)
             .unwrap_or_else(|e| panic!("{e}"));
         for i in 6..=10 {
             call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
@@ -831,16 +1211,16 @@ mod tests {
             .cloned()
             .unwrap_or_else(|| panic!("no log"));
         let snap = {
-            let store = shared.store.lock();
+            let mut store = shared.store.lock();
             let cfg = shared.config.read();
-            p.begin_checkpoint(&store, &cfg)
+            p.begin_checkpoint(&mut store, &cfg)
         };
         let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
         call(&mut s, &["XADD", "s", "2-1", "f", "v"]);
         let sh = shared.clone();
         let stopper = std::thread::spawn(move || shutdown(&sh));
         // The background checkpoint finishes while shutdown waits for it.
-        p.finish_checkpoint(covered, &body)
+        p.finish_checkpoint(covered, body, None)
             .unwrap_or_else(|e| panic!("{e}"));
         stopper
             .join()

@@ -64,7 +64,13 @@ impl Shared {
 
     /// Redis's MISCONF text if the commit log has failed: writes are refused.
     pub fn write_error(&self) -> Option<String> {
-        let e = self.persist.get()?.failure()?;
+        let p = self.persist.get()?;
+        if let Some(e) = p.read_failure() {
+            return Some(format!(
+                "MISCONF Errors reading stored stream data ({e}): writes are refused until a restart"
+            ));
+        }
+        let e = p.failure()?;
         Some(crate::persist::misconf_message(&e))
     }
 

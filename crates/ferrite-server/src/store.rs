@@ -10,8 +10,9 @@
 
 use crate::reply::Reply;
 use bytes::Bytes;
-use ferrite_streams::Stream;
+use ferrite_streams::{BlockCache, Stream};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// A value in the keyspace: streams, and plain strings for small metadata.
@@ -86,6 +87,12 @@ impl Db {
     }
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
         self.slots.iter().filter_map(|s| s.as_ref().map(|(k, _)| k))
+    }
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Bytes, &mut Value)> {
+        self.slots.iter_mut().flatten().map(|(k, v)| (&*k, v))
+    }
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
+        self.slots.iter_mut().flatten().map(|(_, v)| v)
     }
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
         self.slots
@@ -244,6 +251,14 @@ pub struct Store {
     /// Whether effects are collected at all (off with `appendonly no`, so the
     /// hot path builds no log records nobody will write).
     pub logging: bool,
+    /// Reads evicted stream blocks back (set when persistence is on).
+    pub block_cache: Option<Arc<BlockCache>>,
+    /// Next numeric id for a stream's segment directory (checkpointed).
+    pub next_stream_id: u64,
+    /// Resident bytes of stored blocks as counted by the last eviction sweep.
+    pub cache_counted: u64,
+    /// Stored blocks evicted so far (INFO).
+    pub cache_evicted_bytes: u64,
 }
 
 impl Store {
@@ -262,7 +277,59 @@ impl Store {
             dirty: 0,
             pending_log: Vec::new(),
             logging: false,
+            block_cache: None,
+            next_stream_id: 1,
+            cache_counted: 0,
+            cache_evicted_bytes: 0,
         }
+    }
+
+    /// Keep the resident bytes of stored stream blocks within `budget` (0 =
+    /// no limit): once they may exceed it, evict the least recently used
+    /// down to 3/4 of it. Walks every stream, so it runs only after a
+    /// quarter of the budget or more was loaded since the last sweep.
+    pub fn maybe_evict(&mut self, budget: u64) {
+        let Some(cache) = &self.block_cache else {
+            return;
+        };
+        if budget == 0 || self.cache_counted.saturating_add(cache.grown()) <= budget {
+            return;
+        }
+        cache.reset_grown();
+        let mut items: Vec<(u64, usize)> = Vec::new();
+        for db in &self.dbs {
+            for (_, v) in db.iter() {
+                if let Value::Stream(s) = v {
+                    s.evictable(|tick, bytes| items.push((tick, bytes)));
+                }
+            }
+        }
+        let total: u64 = items.iter().map(|i| i.1 as u64).sum();
+        self.cache_counted = total;
+        if total <= budget {
+            return;
+        }
+        let target = budget / 4 * 3;
+        items.sort_unstable_by_key(|i| i.0);
+        let mut left = total;
+        let mut before = 0;
+        for (tick, bytes) in items {
+            if left <= target {
+                break;
+            }
+            left = left.saturating_sub(bytes as u64);
+            before = tick + 1;
+        }
+        let mut freed = 0u64;
+        for db in &mut self.dbs {
+            for v in db.values_mut() {
+                if let Value::Stream(s) = v {
+                    freed += s.evict_before(before) as u64;
+                }
+            }
+        }
+        self.cache_counted = total.saturating_sub(freed);
+        self.cache_evicted_bytes += freed;
     }
 
     /// Record a deterministic effect of the running command for the commit log.

@@ -21,10 +21,10 @@
 //! last.seq` (u64 LE each) followed by the block bytes. No file header.
 //!
 //! Rules:
-//! - Blocks of one stream are appended in ID order (`first` > the previous
-//!   block's `last`), so segment numbers order blocks too, and trimming the
-//!   front of a stream means deleting whole low-numbered segment files
-//!   ([`StreamStore::delete_segments_before`]).
+//! - Blocks of one stream are appended in any ID order (a block changed by
+//!   XDEL after it was stored is stored again, after newer blocks); the
+//!   server's checkpoint is the index. Trimming frees disk by deleting whole
+//!   segment files that no block of the last checkpoint lives in.
 //! - A segment file is only ever appended to by the process that created
 //!   it: after a restart the first append to a stream starts a new segment
 //!   (number = highest existing + 1). So a torn tail left by a crash is
@@ -178,8 +178,6 @@ struct StreamFiles {
     /// Segment numbers on disk (including the active one).
     segments: BTreeSet<u64>,
     active: Option<ActiveFile>,
-    /// Last entry ID appended in this process.
-    last: Option<EntryId>,
 }
 
 #[derive(Default)]
@@ -294,9 +292,9 @@ impl StreamStore {
         Ok(out)
     }
 
-    /// Append a sealed block. `first <= last` and `first` must be greater
-    /// than the `last` of the previous block appended to this stream by this
-    /// process. Not durable until [`StreamStore::sync`].
+    /// Append a sealed block (`first <= last`). Blocks may come in any ID
+    /// order: a block changed after it was stored (XDEL) is stored again,
+    /// after newer ones. Not durable until [`StreamStore::sync`].
     pub fn append_block(
         &self,
         id: StreamKeyId,
@@ -328,14 +326,6 @@ impl StreamStore {
                 ..StreamFiles::default()
             }),
         };
-        if let Some(prev) = stream.last {
-            if first <= prev {
-                return Err(StorageError::InvalidArgument(format!(
-                    "block first id {}-{} is not after the previous block's last id {}-{}",
-                    first.ms, first.seq, prev.ms, prev.seq
-                )));
-            }
-        }
         let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + BLOCK_BODY_MIN + payload.len());
         let mut ids = [0u8; 32];
         ids[0..8].copy_from_slice(&first.ms.to_le_bytes());
@@ -384,7 +374,6 @@ impl StreamStore {
             return Err(err);
         }
         active.len += flen;
-        stream.last = Some(last);
         inner
             .dirty_files
             .insert(active.path.clone(), Arc::clone(&active.file));
@@ -534,6 +523,23 @@ impl StreamStore {
     /// paths; their disk space is freed now, the deletion is durable after
     /// the next [`StreamStore::sync`].
     pub fn delete_segments_before(&self, id: StreamKeyId, number: u64) -> Result<Vec<PathBuf>> {
+        let on_disk = {
+            let inner = self.inner.lock();
+            match inner.streams.get(&id) {
+                Some(s) => s.segments.clone(),
+                None => self.list_segments(id)?,
+            }
+        };
+        let numbers: Vec<u64> = on_disk.range(..number).copied().collect();
+        self.delete_segments(id, &numbers)
+    }
+
+    /// Delete exactly these segment files of the stream (missing ones are
+    /// skipped). Deleting the segment this process appends to closes it: the
+    /// next append starts a new one. Returns the deleted paths; their disk
+    /// space is freed now, the deletion is durable after the next
+    /// [`StreamStore::sync`].
+    pub fn delete_segments(&self, id: StreamKeyId, numbers: &[u64]) -> Result<Vec<PathBuf>> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         if let Some(e) = &inner.failed {
@@ -544,7 +550,7 @@ impl StreamStore {
             None => self.list_segments(id)?,
         };
         let mut removed = Vec::new();
-        for n in on_disk.range(..number).copied() {
+        for n in numbers.iter().copied().filter(|n| on_disk.contains(n)) {
             let path = self.segment_path(id, n);
             inner.dirty_files.remove(&path);
             if let Some(s) = inner.streams.get_mut(&id) {

@@ -256,7 +256,9 @@ impl Node {
                 if Summary::of(&b) == self.sum {
                     Ok(b)
                 } else {
-                    Err(format!("block {master}: stored counts do not match the index"))
+                    Err(format!(
+                        "block {master}: stored counts do not match the index"
+                    ))
                 }
             });
         match loaded {

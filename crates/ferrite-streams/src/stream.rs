@@ -613,7 +613,10 @@ impl Stream {
         // Redis then overwrites the rax value (leaking the old node and
         // leaving its length counter stale). We drop the old block's entries
         // from `len` instead so our counters stay consistent.
-        if let Some(old) = self.blocks.insert(id, Node::resident(Block::new(id, fields))) {
+        if let Some(old) = self
+            .blocks
+            .insert(id, Node::resident(Block::new(id, fields)))
+        {
             self.len = self.len.saturating_sub(old.sum.live);
         }
     }
@@ -801,7 +804,10 @@ impl Stream {
                 .block(*key, self.storage.as_ref())
                 .ok_or_else(|| format!("block {key}: read failed"))?;
             if node.sum != Summary::of(block) {
-                return Err(format!("block {key}: summary {:?} != block {block:?}", node.sum));
+                return Err(format!(
+                    "block {key}: summary {:?} != block {block:?}",
+                    node.sum
+                ));
             }
             if *key != block.master_id() {
                 return Err(format!("block key {key} != master {}", block.master_id()));

@@ -364,7 +364,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen => {
                 let blocks = seal(&mut s, &src);
-                s = Stream::restore_nodes(s.meta(), s.is_disordered(), Some(storage.clone()), blocks);
+                s = Stream::restore_nodes(
+                    s.meta(),
+                    s.is_disordered(),
+                    Some(storage.clone()),
+                    blocks,
+                );
             }
         }
         check_same(&s, &m)?;
@@ -375,7 +380,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(all(&s), all(&twin));
         prop_assert_eq!(
             s.blocks().map(|b| b.listpack_bytes()).collect::<Vec<_>>(),
-            twin.blocks().map(|b| b.listpack_bytes()).collect::<Vec<_>>()
+            twin.blocks()
+                .map(|b| b.listpack_bytes())
+                .collect::<Vec<_>>()
         );
         if let Some(e) = cache.take_error() {
             return Err(TestCaseError::fail(e));
@@ -489,6 +496,9 @@ fn evicted_blocks_are_read_back() {
     seal(&mut s, &src);
     s.evict_before(u64::MAX);
     src.blocks.lock().expect("lock").clear();
-    assert_eq!(s.range(StreamId::MIN, StreamId::MAX, None, false).len(), 100);
+    assert_eq!(
+        s.range(StreamId::MIN, StreamId::MAX, None, false).len(),
+        100
+    );
     assert!(matches!(cache.take_error(), Some(e) if e.contains("no block")));
 }

@@ -295,6 +295,30 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                         .load(std::sync::atomic::Ordering::Relaxed)
                 }),
             );
+            // Stream blocks: all, resident (open, not yet stored, or cached),
+            // and the cache of stored blocks (see docs/storage.md).
+            let (mut blocks, mut resident, mut resident_bytes) = (0usize, 0usize, 0usize);
+            for db in &st.dbs {
+                for (_, v) in db.iter() {
+                    if let Value::Stream(s) = v {
+                        blocks += s.block_count();
+                        let (n, b) = s.resident();
+                        resident += n;
+                        resident_bytes += b;
+                    }
+                }
+            }
+            kv(out, "stream_blocks", &blocks);
+            kv(out, "stream_blocks_resident", &resident);
+            kv(out, "stream_blocks_resident_bytes", &resident_bytes);
+            kv(out, "block_cache_size", &cfg.block_cache_size);
+            kv(out, "block_cache_stored_resident_bytes", &st.cache_counted);
+            kv(
+                out,
+                "block_cache_loads",
+                &st.block_cache.as_ref().map_or(0, |c| c.loads()),
+            );
+            kv(out, "block_cache_evicted_bytes", &st.cache_evicted_bytes);
         }
         "stats" => {
             out.push_str("# Stats\r\n");
