@@ -183,7 +183,7 @@ fn ferrite_case(n: usize, label: &str, extra: &[&str], clean: bool) {
     } else {
         s.kill9().unwrap_or_else(|e| panic!("{e}"));
     }
-    let disk = dir_bytes(&dir.path().join("log"));
+    let disk = dir_bytes(&dir.path().join("log")) + dir_bytes(&dir.path().join("streams"));
     let port = free_port();
     let (mut child, t) = time_to_pong(
         ferrite_cmd(dir.path(), port, &args),
@@ -323,4 +323,137 @@ fn measure_restart_time() {
     ferrite_case(n, "SIGKILL, default 64mb checkpoints", &[], false);
     redis_case(n, "SIGKILL, AOF replay (no rewrite)", false);
     redis_case(n, "BGREWRITEAOF + SHUTDOWN (RDB preamble)", true);
+}
+
+/// VmRSS of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Reads the whole stream with `XRANGE bench (last + COUNT 1000`; returns
+/// the entries seen and the time taken.
+fn scan(addr: SocketAddr) -> (usize, Duration) {
+    let mut c = common::conn::RespConn::connect(addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    let mut start = "-".to_string();
+    let mut seen = 0usize;
+    loop {
+        let r = call_str(&mut c, &["XRANGE", "bench", &start, "+", "COUNT", "1000"]);
+        let items = match &r {
+            common::resp::Node::Agg { kind: b'*', items } => items.clone(),
+            other => panic!("XRANGE: {}", other.render()),
+        };
+        let Some(common::resp::Node::Agg { items: last, .. }) = items.last() else {
+            break;
+        };
+        let id = last[0].text().map(|t| String::from_utf8_lossy(t).into_owned());
+        seen += items.len();
+        match id {
+            Some(id) => start = format!("({id}"),
+            None => break,
+        }
+    }
+    (seen, started.elapsed())
+}
+
+fn info_num(addr: SocketAddr, section: &str, field: &str) -> u64 {
+    let mut c = common::conn::RespConn::connect(addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}"));
+    common::state::info_field(&mut c, section, field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Streams larger than RAM: resident memory of one N-entry stream whose
+/// full blocks are stored (docs/storage.md, "Measured"). Ignored by default;
+/// asserts only that every entry is read back.
+///
+/// ```sh
+/// FERRITE_MEASURE_ENTRIES=10000000 cargo test --release --test restart_time measure_sealed -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "measurement: cargo test --release --test restart_time measure_sealed -- --ignored --nocapture"]
+fn measure_sealed_memory() {
+    let n = entries();
+    let cache = std::env::var("FERRITE_MEASURE_CACHE").unwrap_or_else(|_| "16mb".into());
+    println!("| server | entries | state | RSS | RSS/entry | disk | full scan (XRANGE COUNT 1000) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    // Ferrite: load, let the checkpoints store the blocks, scan, restart, scan.
+    let dir = TempDir::new("measure-sealed").unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--appendfsync", "everysec", "--block-cache-size", cache.as_str()];
+    let port = free_port();
+    let (mut child, _) = time_to_pong(
+        ferrite_cmd(dir.path(), port, &args),
+        port,
+        &dir.path().join("load.log"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    load_addr(addr, n);
+    let pid = child.0.id();
+    let per = |b: u64| format!("{:.1} B", b as f64 / n as f64);
+    let line = |state: &str, rss: u64, disk: u64, scan: Option<Duration>| {
+        println!(
+            "| ferrite (block-cache-size {cache}) | {n} | {state} | {} | {} | {} | {} |",
+            mb(rss),
+            per(rss),
+            mb(disk),
+            scan.map_or("".into(), secs)
+        )
+    };
+    let disk = || dir_bytes(&dir.path().join("log")) + dir_bytes(&dir.path().join("streams"));
+    line("after the load", rss(pid), disk(), None);
+    let (seen, t) = scan(addr);
+    assert_eq!(seen, n);
+    line("after a full scan", rss(pid), disk(), Some(t));
+    println!(
+        "<!-- ferrite INFO: stream_blocks={} resident={} loads={} evicted_bytes={} -->",
+        info_num(addr, "persistence", "stream_blocks"),
+        info_num(addr, "persistence", "stream_blocks_resident"),
+        info_num(addr, "persistence", "block_cache_loads"),
+        info_num(addr, "persistence", "block_cache_evicted_bytes"),
+    );
+    shutdown(port, &mut child);
+    let port = free_port();
+    let (mut child, t0) = time_to_pong(
+        ferrite_cmd(dir.path(), port, &args),
+        port,
+        &dir.path().join("restart.log"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(xlen(port) as usize, n);
+    let pid = child.0.id();
+    line(&format!("restarted ({})", secs(t0)), rss(pid), disk(), None);
+    let (seen, t) = scan(addr);
+    assert_eq!(seen, n);
+    line("restarted, after a full scan", rss(pid), disk(), Some(t));
+    kill(&mut child);
+
+    // Redis 7.0 with the same data.
+    let rdir = TempDir::new("measure-sealed-redis").unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let (mut child, _) = time_to_pong(
+        redis_cmd(rdir.path(), port, &["--appendonly", "no"]),
+        port,
+        &rdir.path().join("load.log"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    load_addr(addr, n);
+    let pid = child.0.id();
+    let used = info_num(addr, "memory", "used_memory");
+    let (seen, t) = scan(addr);
+    assert_eq!(seen, n);
+    println!(
+        "| redis 7.0 | {n} | after the load (used_memory {}) | {} | {} | | {} |",
+        mb(used),
+        mb(rss(pid)),
+        per(rss(pid)),
+        secs(t)
+    );
+    kill(&mut child);
 }
