@@ -352,7 +352,9 @@ fn scan(addr: SocketAddr) -> (usize, Duration) {
         let Some(common::resp::Node::Agg { items: last, .. }) = items.last() else {
             break;
         };
-        let id = last[0].text().map(|t| String::from_utf8_lossy(t).into_owned());
+        let id = last[0]
+            .text()
+            .map(|t| String::from_utf8_lossy(t).into_owned());
         seen += items.len();
         match id {
             Some(id) => start = format!("({id}"),
@@ -382,11 +384,18 @@ fn info_num(addr: SocketAddr, section: &str, field: &str) -> u64 {
 fn measure_sealed_memory() {
     let n = entries();
     let cache = std::env::var("FERRITE_MEASURE_CACHE").unwrap_or_else(|_| "16mb".into());
-    println!("| server | entries | state | RSS | RSS/entry | disk | full scan (XRANGE COUNT 1000) |");
+    println!(
+        "| server | entries | state | RSS | RSS/entry | disk | full scan (XRANGE COUNT 1000) |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     // Ferrite: load, let the checkpoints store the blocks, scan, restart, scan.
     let dir = TempDir::new("measure-sealed").unwrap_or_else(|e| panic!("{e}"));
-    let args = ["--appendfsync", "everysec", "--block-cache-size", cache.as_str()];
+    let args = [
+        "--appendfsync",
+        "everysec",
+        "--block-cache-size",
+        cache.as_str(),
+    ];
     let port = free_port();
     let (mut child, _) = time_to_pong(
         ferrite_cmd(dir.path(), port, &args),

@@ -14,9 +14,14 @@
 //! Body of a commit-log record (`KIND_LOG_RECORD_V1`, len >= 8):
 //! `seq: u64 LE` then the opaque payload (`len - 8` bytes).
 //!
-//! Body of a sealed stream block (`KIND_STREAM_BLOCK_V1`, len >= 32):
-//! `first_ms, first_seq, last_ms, last_seq: u64 LE` then the opaque block
-//! bytes (`len - 32` bytes).
+//! Body of a sealed stream block, version 1 (`KIND_STREAM_BLOCK_V1`,
+//! len >= 32; read, no longer written): `first_ms, first_seq, last_ms,
+//! last_seq: u64 LE` then the opaque block bytes (`len - 32` bytes).
+//!
+//! Body of a sealed stream block, version 2 (`KIND_STREAM_BLOCK_V2`,
+//! len >= 33): the same 32 bytes of IDs, a codec byte, then the block bytes
+//! stored raw or LZ4-compressed; every byte is specified in
+//! [`crate::block_codec`].
 //!
 //! Because the CRC covers the length, a corrupted length is detected like
 //! any other corrupted byte. Kind `0x00` is never valid, so a zero-filled
@@ -34,12 +39,25 @@ use std::fmt;
 pub const FRAME_HEADER_LEN: usize = 9;
 /// Kind byte of a commit-log record, format version 1.
 pub const KIND_LOG_RECORD_V1: u8 = 0x01;
-/// Kind byte of a sealed stream block, format version 1.
+/// Kind byte of a sealed stream block, format version 1 (uncompressed).
+/// Still read; no longer written.
 pub const KIND_STREAM_BLOCK_V1: u8 = 0x02;
+/// Kind byte of a sealed stream block, format version 2 (codec byte, block
+/// bytes raw or LZ4-compressed; see [`crate::block_codec`]).
+pub const KIND_STREAM_BLOCK_V2: u8 = 0x03;
 /// Minimum body length of a commit-log record (the sequence number).
 pub const LOG_BODY_MIN: usize = 8;
-/// Minimum body length of a stream block (first and last entry IDs).
+/// Minimum body length of a version-1 stream block (first and last entry
+/// IDs).
 pub const BLOCK_BODY_MIN: usize = 32;
+/// Minimum body length of a version-2 stream block (IDs + codec byte).
+pub const BLOCK_V2_BODY_MIN: usize = 33;
+/// The stream-block frame kinds a reader accepts, with their minimum body
+/// lengths; the kind written today comes first.
+pub const BLOCK_KINDS: &[(u8, usize)] = &[
+    (KIND_STREAM_BLOCK_V2, BLOCK_V2_BODY_MIN),
+    (KIND_STREAM_BLOCK_V1, BLOCK_BODY_MIN),
+];
 /// Largest body a frame can carry (the length field is a u32).
 pub const MAX_BODY_LEN: usize = u32::MAX as usize;
 
@@ -141,12 +159,19 @@ pub fn read_header(bytes: &[u8]) -> Option<FrameHeader> {
 /// Check the header's kind and minimum length (cheap, before the body is
 /// read).
 pub fn check_header(h: &FrameHeader, kind: u8, min_body: usize) -> Result<(), FrameError> {
-    if h.kind != kind {
+    check_header_kinds(h, &[(kind, min_body)])
+}
+
+/// Like [`check_header`], for a place where several kinds are valid
+/// (`kinds`: `(kind, minimum body length)`, non-empty). A kind outside the
+/// list is reported as [`FrameError::BadKind`] expecting the first one.
+pub fn check_header_kinds(h: &FrameHeader, kinds: &[(u8, usize)]) -> Result<(), FrameError> {
+    let Some(&(_, min_body)) = kinds.iter().find(|(k, _)| *k == h.kind) else {
         return Err(FrameError::BadKind {
             found: h.kind,
-            expected: kind,
+            expected: kinds.first().map_or(0, |(k, _)| *k),
         });
-    }
+    };
     if (h.len as usize) < min_body {
         return Err(FrameError::BadLength {
             len: h.len,
@@ -171,6 +196,15 @@ fn checksum(len: u32, kind: u8, body: &[&[u8]]) -> u32 {
 /// file or at least to the end of the frame). Returns the frame length and
 /// the verified body.
 pub fn decode_frame(bytes: &[u8], kind: u8, min_body: usize) -> Result<(u64, &[u8]), FrameError> {
+    decode_frame_kinds(bytes, &[(kind, min_body)]).map(|(len, _, body)| (len, body))
+}
+
+/// Like [`decode_frame`], accepting any of `kinds` (see
+/// [`check_header_kinds`]): `(frame_len, kind, body)`.
+pub fn decode_frame_kinds<'a>(
+    bytes: &'a [u8],
+    kinds: &[(u8, usize)],
+) -> Result<(u64, u8, &'a [u8]), FrameError> {
     let available = bytes.len() as u64;
     let Some(h) = read_header(bytes) else {
         return Err(FrameError::Incomplete {
@@ -178,7 +212,7 @@ pub fn decode_frame(bytes: &[u8], kind: u8, min_body: usize) -> Result<(u64, &[u
             needed: FRAME_HEADER_LEN as u64,
         });
     };
-    check_header(&h, kind, min_body)?;
+    check_header_kinds(&h, kinds)?;
     let total = h.frame_len();
     if available < total {
         return Err(FrameError::Incomplete {
@@ -195,7 +229,7 @@ pub fn decode_frame(bytes: &[u8], kind: u8, min_body: usize) -> Result<(u64, &[u
             computed,
         });
     }
-    Ok((total, body))
+    Ok((total, h.kind, body))
 }
 
 /// Append one frame with the given kind and body parts to `out`.

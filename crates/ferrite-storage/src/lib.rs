@@ -12,14 +12,16 @@
 //! - [`CommitLog`]: `append_with` (callback), `append` (blocking handle),
 //!   `append_batch`, `sync`, `checkpoint`, `close`.
 //! - [`AppendFsync`]: `always | everysec | no`, and what each survives.
-//! - [`StreamStore`]: append sealed stream blocks, read them back, delete
-//!   whole segment files when trimmed.
+//! - [`StreamStore`]: append sealed stream blocks (LZ4-compressed,
+//!   transparently), read them back, delete whole segment files when
+//!   trimmed or no longer referenced by a checkpoint.
 //! - [`Backend`]: the file-system trait; [`FsBackend`] is the real one,
 //!   [`sim::SimBackend`] injects I/O errors, ENOSPC and power loss.
 //! - [`encode_versioned`] / [`decode_versioned`]: bincode behind a version
 //!   byte, for checkpoint bodies.
 //!
-//! Modules by job: [`frame`] (record codec), [`segment`] (segment naming and
+//! Modules by job: [`frame`] (record codec), [`block_codec`] (the body of
+//! a stream-block frame: IDs, codec, LZ4), [`segment`] (segment naming and
 //! reading), [`writer`] (writer thread, group commit), [`recovery`],
 //! [`checkpoint`], [`stream_segments`], [`backend`], [`sim`], [`config`],
 //! [`error`].
@@ -48,6 +50,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod block_codec;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

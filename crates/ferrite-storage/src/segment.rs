@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::backend::BackendFile;
 use crate::frame::{
-    self, check_header, decode_frame, read_header, FrameError, FRAME_HEADER_LEN,
+    self, check_header_kinds, decode_frame_kinds, read_header, FrameError, FRAME_HEADER_LEN,
     KIND_LOG_RECORD_V1, LOG_BODY_MIN,
 };
 
@@ -44,6 +44,9 @@ pub(crate) fn parse_20_digits(digits: &str) -> Option<u64> {
 /// A decoded commit-log record borrowed from a reader's buffer:
 /// `(frame_len, seq, payload)`.
 pub type LogRecordRef<'a> = (u64, u64, &'a [u8]);
+
+/// A verified frame borrowed from a reader's buffer: `(frame_len, kind, body)`.
+pub type FrameRef<'a> = (u64, u8, &'a [u8]);
 
 /// How much a [`FrameReader`] reads at a time.
 const READ_CHUNK: u64 = 1024 * 1024;
@@ -106,6 +109,18 @@ impl FrameReader {
         kind: u8,
         min_body: usize,
     ) -> io::Result<Result<(u64, &[u8]), FrameError>> {
+        Ok(self
+            .frame_at_kinds(offset, &[(kind, min_body)])?
+            .map(|(len, _, body)| (len, body)))
+    }
+
+    /// Like [`FrameReader::frame_at`], accepting any of `kinds`
+    /// (see [`frame::check_header_kinds`]): `(frame_len, kind, body)`.
+    pub fn frame_at_kinds(
+        &mut self,
+        offset: u64,
+        kinds: &[(u8, usize)],
+    ) -> io::Result<Result<FrameRef<'_>, FrameError>> {
         let avail = self.len.saturating_sub(offset);
         let header = {
             let w = self.window(offset, FRAME_HEADER_LEN as u64)?;
@@ -119,7 +134,7 @@ impl FrameReader {
                 }
             }
         };
-        if let Err(e) = check_header(&header, kind, min_body) {
+        if let Err(e) = check_header_kinds(&header, kinds) {
             return Ok(Err(e));
         }
         let total = header.frame_len();
@@ -132,7 +147,7 @@ impl FrameReader {
             }));
         }
         let w = self.window(offset, total)?;
-        Ok(decode_frame(w, kind, min_body))
+        Ok(decode_frame_kinds(w, kinds))
     }
 
     /// Decode the commit-log record at `offset`:

@@ -16,9 +16,16 @@
 //! Streams are named by a numeric [`StreamKeyId`] that the server assigns to
 //! each key (and records in its checkpoint), not by the key bytes: Redis keys
 //! are binary and can be far longer than a file name. Each `.blocks` file is
-//! a plain sequence of frames (see [`crate::frame`]) of kind
-//! `KIND_STREAM_BLOCK_V1`, whose body is `first.ms, first.seq, last.ms,
-//! last.seq` (u64 LE each) followed by the block bytes. No file header.
+//! a plain sequence of frames (see [`crate::frame`]), no file header. Blocks
+//! are written as `KIND_STREAM_BLOCK_V2` frames: `first.ms, first.seq,
+//! last.ms, last.seq` (u64 LE each), a codec byte, then the block bytes
+//! LZ4-compressed (`raw_len: u32 LE` + LZ4 block data) or, when that is not
+//! smaller, raw. Every byte is specified in [`crate::block_codec`]. Files
+//! written before compression hold `KIND_STREAM_BLOCK_V1` frames (IDs, then
+//! the raw bytes); they are still read, and a file may mix both kinds.
+//! Compression is invisible to callers: [`StreamStore::read_block`] returns
+//! the bytes given to [`StreamStore::append_block`], and a
+//! [`BlockLocation`]'s `len` is the frame as stored.
 //!
 //! Rules:
 //! - Blocks of one stream are appended in any ID order (a block changed by
@@ -35,6 +42,21 @@
 //!   locations (and so lets the commit log drop the records those blocks
 //!   were built from).
 //! - A failed write or fsync poisons the store like the commit log.
+//! - Segment numbers are never reused by one process, even after the
+//!   highest segment was deleted, so a location (or a cache entry keyed by
+//!   one) can never name another block than the one it was returned for.
+//!   A new process continues after the highest number on disk.
+//!
+//! Garbage collection after a checkpoint (the server's job, with these
+//! calls): list the candidates — [`StreamStore::list_streams`], then
+//! [`StreamStore::segments`] per stream — minus what the snapshot
+//! references, **at the time the snapshot is taken** (under the same lock),
+//! so no segment created later is a candidate. Once the checkpoint is
+//! durable, delete them: [`StreamStore::delete_segments`] per stream,
+//! [`StreamStore::delete_stream`] for a stream the snapshot does not
+//! reference at all, then [`StreamStore::sync`]. The one candidate that can
+//! change between listing and deleting is a stream's active segment (the
+//! one this process appends to); `delete_segments` skips it, see there.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,10 +65,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::backend::{Backend, BackendFile, OpenMode};
+use crate::block_codec::{decode_block_body, encode_block_frame, MAX_BLOCK_PAYLOAD};
 use crate::error::{Result, StorageError};
-use crate::frame::{
-    encode_frame, BLOCK_BODY_MIN, FRAME_HEADER_LEN, KIND_STREAM_BLOCK_V1, MAX_BODY_LEN,
-};
+use crate::frame::{decode_frame_kinds, read_header, BLOCK_KINDS, FRAME_HEADER_LEN, MAX_BODY_LEN};
 use crate::segment::{parse_20_digits, FrameReader};
 
 /// A stream entry ID (`<ms>-<seq>`), ordered as Redis orders them.
@@ -76,7 +97,8 @@ pub struct BlockLocation {
     pub segment: u64,
     /// Byte offset of the block's frame in the segment file.
     pub offset: u64,
-    /// Length of the whole frame (header + IDs + block bytes).
+    /// Length of the whole frame as stored (header + body; the block bytes
+    /// in it may be compressed).
     pub len: u64,
 }
 
@@ -87,7 +109,7 @@ pub struct StoredBlock {
     pub first: EntryId,
     /// ID of the block's last entry.
     pub last: EntryId,
-    /// The opaque block bytes.
+    /// The opaque block bytes, exactly as appended (decompressed).
     pub payload: Vec<u8>,
 }
 
@@ -177,6 +199,9 @@ struct ActiveFile {
 struct StreamFiles {
     /// Segment numbers on disk (including the active one).
     segments: BTreeSet<u64>,
+    /// Number of the next segment to create: above every number seen on
+    /// disk or created by this process, deleted ones included.
+    next_number: u64,
     active: Option<ActiveFile>,
 }
 
@@ -276,6 +301,25 @@ impl StreamStore {
             .collect())
     }
 
+    /// The in-memory state of a stream, listing its directory on first use.
+    fn stream_files<'a>(
+        &self,
+        streams: &'a mut HashMap<StreamKeyId, StreamFiles>,
+        id: StreamKeyId,
+    ) -> Result<&'a mut StreamFiles> {
+        Ok(match streams.entry(id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let segments = self.list_segments(id)?;
+                v.insert(StreamFiles {
+                    next_number: segments.last().map_or(1, |n| n + 1),
+                    segments,
+                    ..StreamFiles::default()
+                })
+            }
+        })
+    }
+
     /// Streams that have a directory under the root (for finding orphans
     /// after a `DEL` whose directory removal was not yet synced).
     pub fn list_streams(&self) -> Result<Vec<StreamKeyId>> {
@@ -292,9 +336,10 @@ impl StreamStore {
         Ok(out)
     }
 
-    /// Append a sealed block (`first <= last`). Blocks may come in any ID
-    /// order: a block changed after it was stored (XDEL) is stored again,
-    /// after newer ones. Not durable until [`StreamStore::sync`].
+    /// Append a sealed block (`first <= last`), LZ4-compressed when that
+    /// makes it smaller. Blocks may come in any ID order: a block changed
+    /// after it was stored (XDEL) is stored again, after newer ones. Not
+    /// durable until [`StreamStore::sync`].
     pub fn append_block(
         &self,
         id: StreamKeyId,
@@ -308,10 +353,10 @@ impl StreamStore {
                 first.ms, first.seq, last.ms, last.seq
             )));
         }
-        if payload.len() > MAX_BODY_LEN - BLOCK_BODY_MIN {
+        if payload.len() > MAX_BLOCK_PAYLOAD {
             return Err(StorageError::RecordTooLarge {
                 len: payload.len(),
-                max: MAX_BODY_LEN - BLOCK_BODY_MIN,
+                max: MAX_BLOCK_PAYLOAD,
             });
         }
         let mut guard = self.inner.lock();
@@ -319,20 +364,9 @@ impl StreamStore {
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        let stream = match inner.streams.entry(id) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(StreamFiles {
-                segments: self.list_segments(id)?,
-                ..StreamFiles::default()
-            }),
-        };
-        let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + BLOCK_BODY_MIN + payload.len());
-        let mut ids = [0u8; 32];
-        ids[0..8].copy_from_slice(&first.ms.to_le_bytes());
-        ids[8..16].copy_from_slice(&first.seq.to_le_bytes());
-        ids[16..24].copy_from_slice(&last.ms.to_le_bytes());
-        ids[24..32].copy_from_slice(&last.seq.to_le_bytes());
-        encode_frame(KIND_STREAM_BLOCK_V1, &[&ids, payload], &mut frame);
+        let stream = self.stream_files(&mut inner.streams, id)?;
+        let mut frame = Vec::new();
+        encode_block_frame(first, last, payload, &mut frame);
         let flen = frame.len() as u64;
 
         let need_new = match &stream.active {
@@ -347,13 +381,17 @@ impl StreamStore {
                     .map_err(|e| StorageError::io("create dir", &dir, e))?;
                 inner.dirty_dirs.insert(self.root.clone());
             }
-            let number = stream.segments.last().map_or(1, |n| n + 1);
+            // NOTE: not `segments.last() + 1`: the highest segment may have
+            // been deleted, and its number must not come back (see the
+            // module doc).
+            let number = stream.next_number.max(1);
             let path = self.segment_path(id, number);
             let file = self
                 .backend
                 .open_file(&path, OpenMode::CreateNew)
                 .map_err(|e| StorageError::io("create segment", &path, e))?;
             stream.segments.insert(number);
+            stream.next_number = number + 1;
             // The new entry becomes durable at the next sync() (directory
             // fsync); see the IMPORTANT note there.
             inner.dirty_dirs.insert(dir);
@@ -419,40 +457,58 @@ impl StreamStore {
         Ok(())
     }
 
-    /// Read a block back. Verifies the frame's CRC and that its length
-    /// matches the location; [`StorageError::Corrupt`] names the file and
-    /// offset otherwise.
+    /// Read a block back: the bytes given to `append_block`, decompressed.
+    /// Reads exactly the frame (one `pread` of `location.len` bytes), verifies
+    /// its CRC, that its length matches the location and that it
+    /// decompresses to the length it records; [`StorageError::Corrupt`] names
+    /// the file and offset otherwise. Reads V1 (uncompressed) frames too.
     pub fn read_block(&self, id: StreamKeyId, loc: BlockLocation) -> Result<StoredBlock> {
         let path = self.segment_path(id, loc.segment);
-        let f = self
-            .backend
-            .open_file(&path, OpenMode::Existing)
-            .map_err(|e| StorageError::io("open", &path, e))?;
-        let mut r = FrameReader::new(f).map_err(|e| StorageError::io("stat", &path, e))?;
         let corrupt = |reason: String| StorageError::Corrupt {
             file: path.clone(),
             offset: loc.offset,
             reason,
         };
-        let (len, body) = match r
-            .frame_at(loc.offset, KIND_STREAM_BLOCK_V1, BLOCK_BODY_MIN)
-            .map_err(|e| StorageError::io("read", &path, e))?
+        if loc.len < FRAME_HEADER_LEN as u64 || loc.len > (FRAME_HEADER_LEN + MAX_BODY_LEN) as u64 {
+            return Err(corrupt(format!("{} is not a frame length", loc.len)));
+        }
+        let f = self
+            .backend
+            .open_file(&path, OpenMode::Existing)
+            .map_err(|e| StorageError::io("open", &path, e))?;
+        let file_len = f.len().map_err(|e| StorageError::io("stat", &path, e))?;
+        // Checked before allocating: a bad location never makes us allocate
+        // more than the file holds.
+        if loc
+            .offset
+            .checked_add(loc.len)
+            .is_none_or(|end| end > file_len)
         {
-            Ok(v) => v,
-            Err(e) => return Err(corrupt(e.to_string())),
-        };
-        if len != loc.len {
             return Err(corrupt(format!(
-                "block frame is {len} bytes, the location says {}",
+                "a {}-byte frame at this offset runs past the end of the file ({file_len} bytes)",
                 loc.len
             )));
         }
-        decode_block_body(body).ok_or_else(|| corrupt("block body too short".into()))
+        let mut buf = vec![0u8; loc.len as usize];
+        f.read_at(loc.offset, &mut buf)
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        if let Some(h) = read_header(&buf) {
+            if h.frame_len() != loc.len && BLOCK_KINDS.iter().any(|(k, _)| *k == h.kind) {
+                return Err(corrupt(format!(
+                    "block frame is {} bytes, the location says {}",
+                    h.frame_len(),
+                    loc.len
+                )));
+            }
+        }
+        let (_, kind, body) =
+            decode_frame_kinds(&buf, BLOCK_KINDS).map_err(|e| corrupt(e.to_string()))?;
+        decode_block_body(kind, body).map_err(corrupt)
     }
 
     /// Scan a segment file from the start and list its valid blocks
-    /// (stopping at the first bad frame). For tools, tests, and rebuilding
-    /// an index.
+    /// (stopping at the first bad frame; a compressed block must also
+    /// decompress). For tools, tests, and rebuilding an index.
     pub fn scan_segment(&self, id: StreamKeyId, number: u64) -> Result<SegmentScan> {
         let path = self.segment_path(id, number);
         let f = self
@@ -465,13 +521,16 @@ impl StreamStore {
         let mut stopped = None;
         while offset < r.len() {
             match r
-                .frame_at(offset, KIND_STREAM_BLOCK_V1, BLOCK_BODY_MIN)
+                .frame_at_kinds(offset, BLOCK_KINDS)
                 .map_err(|e| StorageError::io("read", &path, e))?
             {
-                Ok((len, body)) => {
-                    let Some(b) = decode_block_body(body) else {
-                        stopped = Some(format!("offset {offset}: block body too short"));
-                        break;
+                Ok((len, kind, body)) => {
+                    let (first, last) = match decode_block_body(kind, body) {
+                        Ok(b) => (b.first, b.last),
+                        Err(e) => {
+                            stopped = Some(format!("offset {offset}: {e}"));
+                            break;
+                        }
                     };
                     blocks.push(ScannedBlock {
                         location: BlockLocation {
@@ -479,8 +538,8 @@ impl StreamStore {
                             offset,
                             len,
                         },
-                        first: b.first,
-                        last: b.last,
+                        first,
+                        last,
                     });
                     offset += len;
                 }
@@ -521,57 +580,108 @@ impl StreamStore {
     /// call it when the first live block is in segment `number` (blocks are
     /// in ID order, so everything before it is trimmed). Returns the deleted
     /// paths; their disk space is freed now, the deletion is durable after
-    /// the next [`StreamStore::sync`].
+    /// the next [`StreamStore::sync`]. Unlike [`StreamStore::delete_segments`]
+    /// this also deletes the active segment if it is below `number` (the
+    /// caller says everything there is dead); the next append then starts a
+    /// new segment.
     pub fn delete_segments_before(&self, id: StreamKeyId, number: u64) -> Result<Vec<PathBuf>> {
-        let on_disk = {
-            let inner = self.inner.lock();
-            match inner.streams.get(&id) {
-                Some(s) => s.segments.clone(),
-                None => self.list_segments(id)?,
-            }
-        };
-        let numbers: Vec<u64> = on_disk.range(..number).copied().collect();
-        self.delete_segments(id, &numbers)
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        if let Some(e) = &inner.failed {
+            return Err(e.clone());
+        }
+        let stream = self.stream_files(&mut inner.streams, id)?;
+        let doomed: Vec<u64> = stream.segments.range(..number).copied().collect();
+        self.remove_segments(inner, id, &doomed, true)
     }
 
-    /// Delete exactly these segment files of the stream (missing ones are
-    /// skipped). Deleting the segment this process appends to closes it: the
-    /// next append starts a new one. Returns the deleted paths; their disk
-    /// space is freed now, the deletion is durable after the next
-    /// [`StreamStore::sync`].
+    /// Delete exactly the segment files `numbers` of a stream (in any
+    /// order; duplicates and numbers with no file are ignored, so a repeated
+    /// call is harmless). For the checkpoint-driven garbage collector: pass
+    /// the segments the checkpoint just written does not reference. Returns
+    /// the paths deleted by this call; their disk space is freed now, the
+    /// deletion is durable after the next [`StreamStore::sync`] (a crash
+    /// before it may bring some back: they are still unreferenced, delete
+    /// them again).
+    ///
+    /// The stream's **active segment** (the one this process is appending
+    /// to) is never deleted: it is skipped and not in the returned list. It
+    /// is the only segment that can receive blocks after the caller listed
+    /// its candidates, and those blocks are referenced by no checkpoint yet,
+    /// so deleting it could lose them. It becomes deletable once it is no
+    /// longer active: when the stream rolls to a new segment, or after a
+    /// restart (a new process never appends to an existing file). To free
+    /// a dead active segment now, use [`StreamStore::delete_segments_before`]
+    /// (the caller then asserts nothing in it is live) or
+    /// [`StreamStore::delete_stream`].
+    ///
+    /// Segment numbers are never reused by this process after a deletion.
+    /// The stream's directory stays (use `delete_stream` to remove it).
     pub fn delete_segments(&self, id: StreamKeyId, numbers: &[u64]) -> Result<Vec<PathBuf>> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        let on_disk = match inner.streams.get(&id) {
-            Some(s) => s.segments.clone(),
-            None => self.list_segments(id)?,
-        };
-        let mut removed = Vec::new();
-        for n in numbers.iter().copied().filter(|n| on_disk.contains(n)) {
-            let path = self.segment_path(id, n);
-            inner.dirty_files.remove(&path);
-            if let Some(s) = inner.streams.get_mut(&id) {
-                if s.active.as_ref().is_some_and(|a| a.number == n) {
-                    s.active = None;
-                }
-                s.segments.remove(&n);
-            }
-            self.backend
-                .remove_file(&path)
-                .map_err(|e| StorageError::io("remove", &path, e))?;
-            removed.push(path);
-        }
-        if !removed.is_empty() {
-            inner.dirty_dirs.insert(self.stream_dir(id));
-        }
-        Ok(removed)
+        let stream = self.stream_files(&mut inner.streams, id)?;
+        let doomed: BTreeSet<u64> = numbers
+            .iter()
+            .copied()
+            .filter(|n| stream.segments.contains(n))
+            .collect();
+        let doomed: Vec<u64> = doomed.into_iter().collect();
+        self.remove_segments(inner, id, &doomed, false)
     }
 
-    /// Delete a stream's whole directory (after `DEL key`). Durable after
-    /// the next [`StreamStore::sync`].
+    /// Remove the files `numbers` (all in the stream's `segments`) and
+    /// mark the stream directory dirty. `include_active`: close and delete
+    /// the active segment too, otherwise skip it.
+    fn remove_segments(
+        &self,
+        inner: &mut Inner,
+        id: StreamKeyId,
+        numbers: &[u64],
+        include_active: bool,
+    ) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let mut result = Ok(());
+        for &n in numbers {
+            let Some(stream) = inner.streams.get_mut(&id) else {
+                break;
+            };
+            if stream.active.as_ref().is_some_and(|a| a.number == n) {
+                if !include_active {
+                    continue;
+                }
+                stream.active = None;
+            }
+            let path = self.segment_path(id, n);
+            match self.backend.remove_file(&path) {
+                Ok(()) => removed.push(path.clone()),
+                // Gone already (deleted behind our back): nothing to do.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    result = Err(StorageError::io("remove", &path, e));
+                    break;
+                }
+            }
+            stream.segments.remove(&n);
+            inner.dirty_files.remove(&path);
+        }
+        if !removed.is_empty() {
+            // The unlinks become durable at the next sync() (directory
+            // fsync); see the IMPORTANT note there.
+            inner.dirty_dirs.insert(self.stream_dir(id));
+        }
+        result.map(|()| removed)
+    }
+
+    /// Delete a stream's whole directory, active segment included (after
+    /// `DEL key`, or for a stream directory no checkpoint references).
+    /// Durable after the next [`StreamStore::sync`]. Forgets the stream: a
+    /// later append to the same id starts again at segment 1 with no ID
+    /// order to respect, so the caller must drop every location (and cached
+    /// block) of the id first, or better never reuse a deleted id.
     pub fn delete_stream(&self, id: StreamKeyId) -> Result<()> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
@@ -599,20 +709,6 @@ impl StreamStore {
     pub fn failure(&self) -> Option<StorageError> {
         self.inner.lock().failed.clone()
     }
-}
-
-fn decode_block_body(body: &[u8]) -> Option<StoredBlock> {
-    let (ids, payload) = body.split_first_chunk::<32>()?;
-    let u = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&ids[i..i + 8]);
-        u64::from_le_bytes(b)
-    };
-    Some(StoredBlock {
-        first: EntryId::new(u(0), u(8)),
-        last: EntryId::new(u(16), u(24)),
-        payload: payload.to_vec(),
-    })
 }
 
 #[cfg(test)]

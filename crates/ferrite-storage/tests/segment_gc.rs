@@ -1,0 +1,311 @@
+//! Deleting the segment files a checkpoint no longer references:
+//! `delete_segments` (exact, idempotent, skips the active segment, durable
+//! at the next sync), no reuse of segment numbers, and the whole
+//! garbage-collection recipe of docs/storage.md §8 across a power loss.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::*;
+use ferrite_storage::sim::{FaultKind, SimBackend, SimOp};
+use ferrite_storage::{
+    BlockLocation, EntryId, StorageError, StreamKeyId, StreamStore, StreamStoreOptions,
+};
+
+const KEY: StreamKeyId = StreamKeyId(0x2a);
+
+fn root() -> PathBuf {
+    PathBuf::from("/data/streams")
+}
+
+/// Small segments: a few blocks each.
+fn store(disk: &SimBackend) -> StreamStore {
+    StreamStore::open(
+        disk.shared(),
+        root(),
+        StreamStoreOptions {
+            segment_max_bytes: 300,
+        },
+    )
+    .unwrap()
+}
+
+fn block(i: u64) -> (EntryId, EntryId, Vec<u8>) {
+    let first = EntryId::new(1000 + i * 10, 0);
+    let last = EntryId::new(1000 + i * 10 + 5, 3);
+    // Random bytes: stored raw, so the segment sizes do not depend on LZ4.
+    (first, last, Rng(i + 1).bytes(60))
+}
+
+fn append(
+    s: &StreamStore,
+    id: StreamKeyId,
+    range: std::ops::Range<u64>,
+) -> Vec<(u64, BlockLocation)> {
+    range
+        .map(|i| {
+            let (f, l, p) = block(i);
+            (i, s.append_block(id, f, l, &p).unwrap())
+        })
+        .collect()
+}
+
+fn check(s: &StreamStore, id: StreamKeyId, locs: &[(u64, BlockLocation)]) {
+    for (i, loc) in locs {
+        let b = s.read_block(id, *loc).unwrap();
+        assert_eq!(b.payload, block(*i).2, "block {i}");
+    }
+}
+
+fn numbers(s: &StreamStore, id: StreamKeyId) -> Vec<u64> {
+    s.segments(id).unwrap().iter().map(|x| x.number).collect()
+}
+
+#[test]
+fn delete_segments_deletes_exactly_those_files_and_is_idempotent() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    // 102-byte frames, 300-byte segments: 2 blocks a file, so 19 blocks
+    // leave room in the active segment.
+    let locs = append(&s, KEY, 0..19);
+    s.sync().unwrap();
+    let all = numbers(&s, KEY);
+    assert_eq!(all, (1..=10).collect::<Vec<_>>());
+    let active = *all.last().unwrap();
+    // Delete the 2nd and 4th segments, with a duplicate and a number that
+    // never existed.
+    let doomed = [all[3], all[1], all[3], 999_999];
+    let removed = s.delete_segments(KEY, &doomed).unwrap();
+    let dir = root().join(format!("{:016x}", KEY.0));
+    assert_eq!(
+        removed,
+        vec![
+            dir.join(format!("{:020}.blocks", all[1])),
+            dir.join(format!("{:020}.blocks", all[3])),
+        ]
+    );
+    let left: Vec<u64> = all
+        .iter()
+        .copied()
+        .filter(|n| *n != all[1] && *n != all[3])
+        .collect();
+    assert_eq!(numbers(&s, KEY), left);
+    let (gone, kept): (Vec<_>, Vec<_>) = locs
+        .iter()
+        .partition(|(_, l)| l.segment == all[1] || l.segment == all[3]);
+    assert!(!gone.is_empty());
+    for (_, loc) in &gone {
+        assert!(s.read_block(KEY, *loc).is_err());
+    }
+    check(&s, KEY, &kept);
+    // Again: nothing left to delete, no error.
+    assert!(s.delete_segments(KEY, &doomed).unwrap().is_empty());
+    assert!(s.delete_segments(KEY, &[]).unwrap().is_empty());
+    // A stream that has no directory at all.
+    assert!(s
+        .delete_segments(StreamKeyId(77), &[1, 2])
+        .unwrap()
+        .is_empty());
+    // Appending still goes to the active segment, untouched.
+    let more = append(&s, KEY, 19..20);
+    assert_eq!(more[0].1.segment, active);
+    check(&s, KEY, &more);
+}
+
+#[test]
+fn the_active_segment_is_skipped_and_deletable_once_it_is_no_longer_active() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    let locs = append(&s, KEY, 0..3);
+    let active = locs[2].1.segment;
+    // A GC that lists everything as garbage: every segment but the active
+    // one goes.
+    let all = numbers(&s, KEY);
+    let removed = s.delete_segments(KEY, &all).unwrap();
+    assert_eq!(removed.len(), all.len() - 1);
+    assert_eq!(numbers(&s, KEY), vec![active]);
+    // A block appended to the active segment after the GC listed its
+    // candidates survives (102-byte frames, 300-byte segments: 2 a file).
+    let late = append(&s, KEY, 3..4);
+    assert_eq!(late[0].1.segment, active);
+    check(&s, KEY, &late);
+    check(&s, KEY, &locs[2..]);
+    // After a restart the old active segment is sealed: now it can go.
+    s.sync().unwrap();
+    drop(s);
+    let s = store(&disk);
+    let before = numbers(&s, KEY);
+    let removed = s.delete_segments(KEY, &before).unwrap();
+    assert_eq!(removed.len(), before.len());
+    assert!(numbers(&s, KEY).is_empty());
+    // The next append takes a new number, above every deleted one.
+    let next = append(&s, KEY, 10..11);
+    assert!(next[0].1.segment > *before.last().unwrap());
+}
+
+#[test]
+fn segment_numbers_are_never_reused_after_deleting_the_highest() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    let first = append(&s, KEY, 0..10);
+    let highest = first.last().unwrap().1.segment;
+    // Trim everything (the active segment included).
+    let removed = s.delete_segments_before(KEY, highest + 1).unwrap();
+    assert_eq!(removed.len() as u64, highest);
+    assert!(numbers(&s, KEY).is_empty());
+    let again = append(&s, KEY, 10..12);
+    assert_eq!(again[0].1.segment, highest + 1);
+    // An old location never reads a new block.
+    for (_, loc) in &first {
+        assert!(s.read_block(KEY, *loc).is_err());
+    }
+    check(&s, KEY, &again);
+
+    // The same when the stream was never appended to by this process.
+    s.sync().unwrap();
+    drop(s);
+    let s = store(&disk);
+    let on_disk = numbers(&s, KEY);
+    let top = *on_disk.last().unwrap();
+    assert_eq!(
+        s.delete_segments(KEY, &on_disk).unwrap().len(),
+        on_disk.len()
+    );
+    let later = append(&s, KEY, 20..21);
+    assert_eq!(later[0].1.segment, top + 1);
+}
+
+#[test]
+fn deletions_are_durable_only_after_sync() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    let locs = append(&s, KEY, 0..12);
+    s.sync().unwrap();
+    let all = numbers(&s, KEY);
+    let doomed = &all[..2];
+
+    // Not synced: a power loss may bring the files back (the simulated
+    // disk undoes unsynced unlinks); they are unreferenced garbage, and
+    // deleting them again works.
+    s.delete_segments(KEY, doomed).unwrap();
+    disk.power_loss();
+    let s = store(&disk);
+    assert_eq!(numbers(&s, KEY), all);
+    check(&s, KEY, &locs);
+    assert_eq!(s.delete_segments(KEY, doomed).unwrap().len(), 2);
+
+    // Synced: gone for good.
+    s.sync().unwrap();
+    disk.power_loss();
+    let s = store(&disk);
+    assert_eq!(numbers(&s, KEY), all[2..].to_vec());
+    let kept: Vec<_> = locs
+        .into_iter()
+        .filter(|(_, l)| !doomed.contains(&l.segment))
+        .collect();
+    check(&s, KEY, &kept);
+}
+
+#[test]
+fn a_failed_unlink_is_an_error_and_the_rest_is_consistent() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    append(&s, KEY, 0..12);
+    s.sync().unwrap();
+    let all = numbers(&s, KEY);
+    disk.fail_nth(SimOp::Remove, 2, FaultKind::Io);
+    let err = s.delete_segments(KEY, &all[..3]).unwrap_err();
+    assert!(
+        matches!(err, StorageError::Io { op: "remove", .. }),
+        "{err:?}"
+    );
+    // The first one went, the second failed (still there), the third was
+    // not tried; a retry finishes the job.
+    assert_eq!(numbers(&s, KEY), all[1..].to_vec());
+    disk.clear_faults();
+    assert_eq!(s.delete_segments(KEY, &all[..3]).unwrap().len(), 2);
+    assert_eq!(numbers(&s, KEY), all[3..].to_vec());
+}
+
+#[test]
+fn a_poisoned_store_deletes_nothing() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    append(&s, KEY, 0..6);
+    disk.fail_nth(SimOp::SyncData, 1, FaultKind::Io);
+    assert!(s.sync().is_err());
+    let all = numbers(&s, KEY);
+    assert!(s.delete_segments(KEY, &all).unwrap_err().is_poisoned());
+    assert_eq!(numbers(&s, KEY), all);
+}
+
+/// The recipe of docs/storage.md §8: list the candidates when the
+/// snapshot is taken, delete them once the checkpoint is durable, sync.
+#[test]
+fn checkpoint_driven_garbage_collection_survives_power_loss() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    let (a, b, c) = (StreamKeyId(1), StreamKeyId(2), StreamKeyId(3));
+    let a_locs = append(&s, a, 0..12);
+    let b_locs = append(&s, b, 0..4);
+    let c_locs = append(&s, c, 0..8);
+    s.sync().unwrap();
+
+    // Snapshot: stream `a` was trimmed to its last 5 blocks, `b` was
+    // deleted (DEL), `c` is whole. The snapshot references these blocks.
+    let referenced: BTreeSet<(StreamKeyId, u64)> = a_locs[7..]
+        .iter()
+        .map(|(_, l)| (a, l.segment))
+        .chain(c_locs.iter().map(|(_, l)| (c, l.segment)))
+        .collect();
+    let referenced_streams: BTreeSet<StreamKeyId> = referenced.iter().map(|(id, _)| *id).collect();
+    // Candidates, listed under the same lock as the snapshot.
+    let mut doomed_streams = Vec::new();
+    let mut doomed_segments = Vec::new();
+    for id in s.list_streams().unwrap() {
+        if !referenced_streams.contains(&id) {
+            doomed_streams.push(id);
+            continue;
+        }
+        let dead: Vec<u64> = s
+            .segments(id)
+            .unwrap()
+            .iter()
+            .map(|seg| seg.number)
+            .filter(|n| !referenced.contains(&(id, *n)))
+            .collect();
+        doomed_segments.push((id, dead));
+    }
+    assert_eq!(doomed_streams, vec![b]);
+
+    // Meanwhile (checkpoint being written), stream `a` gets a new block.
+    let a_late = append(&s, a, 12..13);
+
+    // The checkpoint is durable: collect.
+    for (id, dead) in &doomed_segments {
+        s.delete_segments(*id, dead).unwrap();
+    }
+    for id in &doomed_streams {
+        s.delete_stream(*id).unwrap();
+    }
+    s.sync().unwrap();
+    disk.power_loss();
+
+    let s = store(&disk);
+    assert_eq!(s.list_streams().unwrap(), vec![a, c]);
+    let a_left: BTreeSet<u64> = numbers(&s, a).into_iter().collect();
+    let a_needed: BTreeSet<u64> = a_locs[7..]
+        .iter()
+        .chain(&a_late)
+        .map(|(_, l)| l.segment)
+        .collect();
+    assert_eq!(a_left, a_needed);
+    check(&s, a, &a_locs[7..]);
+    check(&s, a, &a_late);
+    check(&s, c, &c_locs);
+    for (_, loc) in &b_locs {
+        assert!(s.read_block(b, *loc).is_err());
+    }
+}
