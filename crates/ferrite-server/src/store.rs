@@ -330,7 +330,11 @@ impl Store {
         }
         self.cache_counted = total.saturating_sub(freed);
         self.cache_evicted_bytes += freed;
+        if freed >= 4 << 20 {
+            release_free_memory();
+        }
     }
+
 
     /// Record a deterministic effect of the running command for the commit log.
     pub fn log_effect(&mut self, db: usize, argv: Vec<Bytes>) {
@@ -515,6 +519,25 @@ impl Store {
         }
     }
 }
+
+/// Hand freed heap pages back to the OS. Evicted blocks are a few KiB each,
+/// freed all over the heap: glibc keeps such holes (only the top of the heap
+/// is trimmed on its own), so without this the process's RSS would not
+/// shrink after an eviction sweep.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: glibc's malloc_trim takes no pointers and may be called at
+    // any time from any thread; it only madvises free pages away.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 #[cfg(test)]
 mod tests {
