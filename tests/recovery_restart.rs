@@ -973,6 +973,90 @@ fn restarts_with_stored_and_evicted_blocks() {
     assert!(evicted > 0, "nothing was evicted");
 }
 
+/// SHUTDOWN closes the connection without a reply once the checkpoint is written.
+fn shutdown_on(c: &mut RespConn) {
+    c.send_command(&argv(&["SHUTDOWN"]))
+        .unwrap_or_else(|e| panic!("send SHUTDOWN: {e}"));
+    let (extra, closed) = c.expect_closed(EXIT_TIMEOUT);
+    assert!(closed && extra.is_empty(), "SHUTDOWN replied {extra:?}");
+}
+
+/// Bytes of `.blocks` files under `<dir>/streams`, and how many there are.
+fn stream_segment_files(dir: &std::path::Path) -> (u64, usize) {
+    let mut total = (0, 0);
+    let Ok(streams) = std::fs::read_dir(dir.join("streams")) else {
+        return total;
+    };
+    for s in streams.flatten() {
+        for f in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
+            if f.path().extension().is_some_and(|e| e == "blocks") {
+                total.0 += f.metadata().map_or(0, |m| m.len());
+                total.1 += 1;
+            }
+        }
+    }
+    total
+}
+
+/// Trimming frees disk: full blocks are stored by checkpoints; after
+/// `XTRIM MAXLEN 0` on one stream and `DEL` of another, the next checkpoint
+/// deletes their segment files, while a third stream's stay readable.
+#[test]
+fn trimming_and_del_free_stream_segment_files() {
+    let dir = TempDir::new("rr-trim-disk").unwrap_or_else(|e| panic!("{e}"));
+    let launch = Launch::ferrite("trim-disk").dir(dir.path()).args(&[
+        "--stream-node-max-entries",
+        "10",
+        "--block-cache-size",
+        "1",
+    ]);
+    let mut s = start(&launch);
+    let mut c = connect(&s);
+    for key in ["trimmed", "deleted", "kept"] {
+        for i in 0..500 {
+            ok(&call_str(
+                &mut c,
+                &["XADD", key, &format!("{}-1", i + 1), "f", &i.to_string()],
+            ));
+        }
+    }
+    shutdown_on(&mut c);
+    s.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let (bytes, files) = stream_segment_files(dir.path());
+    assert!(
+        bytes > 0 && files == 3,
+        "{files} segment files, {bytes} bytes"
+    );
+
+    let mut s = start(&launch);
+    let mut c = connect(&s);
+    let kept = call_str(&mut c, &["XRANGE", "kept", "-", "+"]);
+    assert_eq!(
+        int(&call_str(&mut c, &["XTRIM", "trimmed", "MAXLEN", "0"])),
+        500
+    );
+    assert_eq!(int(&call_str(&mut c, &["DEL", "deleted"])), 1);
+    shutdown_on(&mut c);
+    s.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let (after, files) = stream_segment_files(dir.path());
+    assert_eq!(files, 1, "only the kept stream's segment file is left");
+    assert!(after < bytes, "{after} bytes left of {bytes}");
+
+    let s = start(&launch);
+    let mut c = connect(&s);
+    assert_eq!(int(&call_str(&mut c, &["XLEN", "trimmed"])), 0);
+    assert_eq!(int(&call_str(&mut c, &["EXISTS", "deleted"])), 0);
+    let again = call_str(&mut c, &["XRANGE", "kept", "-", "+"]);
+    assert!(again.same(&kept), "kept stream changed");
+    let loads = info_field(&mut c, "persistence", "block_cache_loads")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        loads >= 49,
+        "the kept stream was read from disk: {loads} loads"
+    );
+}
+
 /// A checkpoint is taken while non-default block limits are in force, more
 /// entries follow, then SIGKILL: replay after the checkpoint must build the
 /// blocks with the limits of that time, not the command line's.

@@ -335,7 +335,6 @@ impl Store {
         }
     }
 
-
     /// Record a deterministic effect of the running command for the commit log.
     pub fn log_effect(&mut self, db: usize, argv: Vec<Bytes>) {
         if self.logging {
