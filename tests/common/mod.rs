@@ -10,7 +10,7 @@ pub mod server;
 pub mod state;
 
 #[allow(unused_imports)]
-pub use runner::run_script;
+pub use runner::{run_script, run_script_with};
 
 /// Declares one `#[test]` per script: `diff_tests! { name => "dir/file.txt", ... }`.
 #[macro_export]

@@ -31,6 +31,11 @@ pub fn scripts_dir() -> std::path::PathBuf {
 
 /// Entry point for one `#[test]`: runs `tests/diff/<name>` differentially.
 pub fn run_script(name: &str) {
+    run_script_with(name, &[], &[]);
+}
+
+/// [`run_script`] with extra command-line arguments for Ferrite and for both.
+pub fn run_script_with(name: &str, ferrite_extra: &[&str], both: &[&str]) {
     if skip_diff() {
         eprintln!("FERRITE_SKIP_DIFF=1: skipping differential script {name}");
         return;
@@ -42,9 +47,21 @@ pub fn run_script(name: &str) {
     let src = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read script {}: {e}", path.display()));
     let steps = parse(&src).unwrap_or_else(|e| panic!("script {name}: parse error at {e}"));
-    let pair = Pair::start().unwrap_or_else(|e| panic!("script {name}: {e}"));
+    let pair =
+        Pair::start_with(ferrite_extra, both).unwrap_or_else(|e| panic!("script {name}: {e}"));
     let mut runner = Runner::new(name, pair);
-    if let Err(msg) = runner.run(&steps) {
+    let result = runner.run(&steps);
+    if result.is_ok() && !ferrite_extra.is_empty() && !self_test_mode() {
+        let field = |f: &str| runner.ferrite_info("persistence", f).unwrap_or_default();
+        eprintln!(
+            "{name} with {ferrite_extra:?}: checkpoints_written={} block_cache_loads={} \
+             block_cache_evicted_bytes={}",
+            field("checkpoints_written"),
+            field("block_cache_loads"),
+            field("block_cache_evicted_bytes")
+        );
+    }
+    if let Err(msg) = result {
         let mut full = msg;
         let _ = write!(
             full,
@@ -397,6 +414,12 @@ impl Runner {
     /// The last lines the Ferrite side printed.
     pub fn ferrite_log_tail(&self, n: usize) -> String {
         self.ferrite.server.log_tail(n)
+    }
+
+    /// A field of Ferrite's `INFO <section>` (on a fresh connection).
+    pub fn ferrite_info(&self, section: &str, field: &str) -> Option<String> {
+        let mut c = self.ferrite.server.connect().ok()?;
+        crate::common::state::info_field(&mut c, section, field)
     }
 
     fn where_(&self, step: &Step, conn: &str) -> String {

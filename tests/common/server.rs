@@ -596,14 +596,27 @@ pub struct Pair {
 
 impl Pair {
     pub fn start() -> Result<Pair, String> {
-        let ferrite_kind = if self_test_mode() {
-            Kind::Redis
+        Pair::start_with(&[], &[])
+    }
+
+    /// Like [`Pair::start`], with extra command-line arguments for Ferrite
+    /// (not given to the second redis-server in self-test mode) and for both.
+    pub fn start_with(ferrite_extra: &[&str], both: &[&str]) -> Result<Pair, String> {
+        let (ferrite_kind, mut extra): (Kind, Vec<String>) = if self_test_mode() {
+            (Kind::Redis, Vec::new())
         } else {
-            Kind::Ferrite
+            (
+                Kind::Ferrite,
+                ferrite_extra.iter().map(|s| s.to_string()).collect(),
+            )
         };
+        extra.extend(both.iter().map(|s| s.to_string()));
         // Start both at once: startup is most of a short test's time.
-        let f = std::thread::spawn(move || Server::start(ferrite_kind, "ferrite"));
-        let redis = Server::start(Kind::Redis, "redis");
+        let f = std::thread::spawn(move || {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            Server::start_with(ferrite_kind, "ferrite", &extra)
+        });
+        let redis = Server::start_with(Kind::Redis, "redis", both);
         let ferrite = f
             .join()
             .map_err(|_| "ferrite start thread panicked".to_string())?;

@@ -136,7 +136,7 @@ const PARAMS: &[Param] = &[
         name: "auto-checkpoint-min-size",
         default: "67108864",
         kind: Kind::Mem {
-            min: 1024,
+            min: 1,
             max: i64::MAX,
         },
         mutable: true,
