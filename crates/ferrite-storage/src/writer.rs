@@ -11,19 +11,29 @@
 //! 2. encode the frames into one buffer and `pwrite` it (rolling to a new
 //!    segment file when the current one is full);
 //! 3. depending on [`AppendFsync`]: `Always` -> `fdatasync`, then fire the
-//!    completions; `EverySec` -> fire the completions, then `fdatasync` if the
-//!    last one is at least an interval old; `No` -> fire the completions.
+//!    completions; `EverySec` -> tell the fsync thread what was written (and
+//!    ask it for an `fdatasync` if the last one is at least an interval
+//!    old), then fire the completions; `No` -> fire the completions.
 //!
 //! While the writer is inside `fdatasync`, new appends pile up in the queue
 //! and all go into the next batch, so under `Always` N concurrent producers
 //! share one fsync instead of paying N of them (group commit).
 //!
+//! Under `EverySec` the periodic `fdatasync` runs on a second thread, the
+//! **fsync thread** (Redis's bio), so appends and the completions waiting
+//! for their `pwrite` never stall behind it. Every `fdatasync` of a segment
+//! file, from either thread, goes through [`Shared::fsync_through`]: one at a
+//! time, never after a failure, and the segment roll still seals the old
+//! segment on the writer thread before the next one exists.
+//!
 //! Failure handling: the first failed write or fsync **poisons** the log.
 //! The records of the failing batch complete with that error (e.g.
 //! [`StorageError::NoSpace`]), everything queued behind it and every later
-//! append fails with [`StorageError::Poisoned`]. A failed fsync is never
-//! retried: after an fsync error Linux may already have dropped the dirty
-//! pages, so a retry could "succeed" with the data gone (docs/storage.md).
+//! append fails with [`StorageError::Poisoned`] (a failed background fsync
+//! has no batch of its own: every batch not yet completed fails). A failed
+//! fsync is never retried: after an fsync error Linux may already have
+//! dropped the dirty pages, so a retry could "succeed" with the data gone
+//! (docs/storage.md).
 //!
 //! Completions run **on the writer thread**: keep them short and
 //! non-blocking (send on a channel, wake a task). A panic in one is caught
@@ -32,7 +42,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -124,6 +134,8 @@ fn call(done: Completion, r: Result<u64>) {
 
 struct Queue {
     pending: Vec<Pending>,
+    /// Payload bytes in `pending`.
+    pending_bytes: usize,
     /// Barrier requests from `sync()` / checkpoints.
     syncs: Vec<Completion>,
     next_seq: u64,
@@ -142,7 +154,20 @@ pub(crate) struct SegmentInfo {
 pub(crate) struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Set by [`CommitLog::append_deferred`] when it left the writer asleep;
+    /// [`CommitLog::kick`] clears it and wakes the writer.
+    unkicked: AtomicBool,
+    /// True once `Queue::failed` is set (set under the queue lock, read
+    /// without it by the fsync paths and before completions fire).
+    poisoned: AtomicBool,
     stats: AtomicStats,
+    /// Held for the whole of every `fdatasync` of a segment file, by
+    /// whichever thread runs it (see [`Shared::fsync_through`]).
+    fsync_gate: Mutex<()>,
+    /// What the fsync thread may sync, and its requests.
+    bg: Mutex<Background>,
+    /// Wakes the fsync thread, and `wait_everysec_fsync` callers.
+    bg_wake: Condvar,
     /// All segments, oldest first; the last one is the active segment.
     pub(crate) segments: Mutex<Vec<SegmentInfo>>,
     /// Serialises checkpoints; holds the last checkpoint's covered seq.
@@ -176,9 +201,90 @@ impl Shared {
     /// Poisoned error.
     pub(crate) fn poison(&self, err: StorageError) -> StorageError {
         let mut q = self.queue.lock();
-        q.failed.get_or_insert(err.into_poisoned()).clone()
+        let e = q.failed.get_or_insert(err.into_poisoned()).clone();
+        self.poisoned.store(true, Ordering::Release);
+        e
+    }
+
+    /// The Poisoned error (call only once `poisoned` is set).
+    fn poison_error(&self) -> StorageError {
+        self.queue
+            .lock()
+            .failed
+            .clone()
+            .unwrap_or(StorageError::Closed)
+    }
+
+    /// `fdatasync` `file` so that every record up to `seq` is durable: the
+    /// caller guarantees that each of them was written to `file` (its
+    /// `pwrite` returned) or lies in an earlier, sealed segment. Called by
+    /// the writer thread (`always`, roll, `sync()`, close) and by the fsync
+    /// thread (`everysec`).
+    ///
+    /// IMPORTANT: one fsync at a time, under `fsync_gate`, and none once the
+    /// log is poisoned: a failed fsync poisons the log *before* the gate is
+    /// released, so no thread ever fsyncs again after a failure (after a
+    /// failed fsync the kernel may have dropped the dirty pages, and a
+    /// second fsync would "succeed" with the data gone; docs/storage.md
+    /// §5.2). On failure the log is poisoned and the I/O error returned.
+    fn fsync_through(&self, file: &Arc<dyn BackendFile>, path: &Path, seq: u64) -> Result<()> {
+        let _gate = self.fsync_gate.lock();
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poison_error());
+        }
+        if self.stats.durable_seq.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        self.bg.lock().last_sync_at = self.options.clock.now();
+        let t = Instant::now();
+        let r = file.sync_data();
+        let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let s = &self.stats;
+        s.fsyncs.fetch_add(1, Ordering::Relaxed);
+        s.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+        s.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        match r {
+            Ok(()) => {
+                s.durable_seq.fetch_max(seq, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageError::io("fsync", path, e);
+                self.poison(err.clone());
+                Err(err)
+            }
+        }
     }
 }
+
+/// The newest segment written to, and the last record written to it: what
+/// an `everysec` fsync makes durable.
+#[derive(Clone)]
+struct SyncTarget {
+    file: Arc<dyn BackendFile>,
+    path: PathBuf,
+    seq: u64,
+}
+
+/// State shared by the writer and the fsync thread (under `Shared::bg`).
+struct Background {
+    target: SyncTarget,
+    /// Clock time at which the last fsync (by any thread) started.
+    last_sync_at: Duration,
+    /// An `everysec` fsync is due: the fsync thread runs it next.
+    requested: bool,
+    /// The fsync thread is inside `fsync_through`.
+    running: bool,
+    /// The fsync thread sleeps without a deadline (nothing to sync): the
+    /// writer wakes it when it makes data dirty under `everysec`.
+    parked: bool,
+    stop: bool,
+}
+
+/// Records per deferred queue that wake the writer even without a kick.
+const DEFER_MAX_RECORDS: usize = 128;
+/// Payload bytes per deferred queue that wake the writer even without a kick.
+const DEFER_MAX_BYTES: usize = 1 << 20;
 
 /// The segment the writer appends to.
 pub(crate) struct ActiveSegment {
@@ -288,16 +394,34 @@ impl CommitLog {
         st: StartState,
     ) -> Result<CommitLog> {
         let last = st.next_seq.saturating_sub(1);
+        let now = options.clock.now();
         let shared = Arc::new(Shared {
             policy: std::sync::atomic::AtomicU8::new(policy_code(options.fsync)),
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
+                pending_bytes: 0,
                 syncs: Vec::new(),
                 next_seq: st.next_seq,
                 closing: false,
                 failed: None,
             }),
             wake: Condvar::new(),
+            unkicked: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            fsync_gate: Mutex::new(()),
+            bg: Mutex::new(Background {
+                target: SyncTarget {
+                    file: Arc::clone(&st.active.file),
+                    path: st.active.path.clone(),
+                    seq: last,
+                },
+                last_sync_at: now,
+                requested: false,
+                running: false,
+                parked: false,
+                stop: false,
+            }),
+            bg_wake: Condvar::new(),
             stats: AtomicStats {
                 written_seq: AtomicU64::new(last),
                 durable_seq: AtomicU64::new(last),
@@ -309,18 +433,30 @@ impl CommitLog {
             dir,
             options,
         });
+        let s2 = Arc::clone(&shared);
+        let syncer = std::thread::Builder::new()
+            .name("ferrite-log-fsync".into())
+            .spawn(move || run_fsync_thread(&s2))
+            .map_err(|e| StorageError::io("spawn fsync thread", &shared.dir, e))?;
         let writer = Writer {
             shared: Arc::clone(&shared),
             active: st.active,
             written_seq: last,
-            synced_seq: last,
-            last_sync_at: shared.options.clock.now(),
             buf: Vec::new(),
+            syncer: Some(syncer),
         };
-        let handle = std::thread::Builder::new()
+        let handle = match std::thread::Builder::new()
             .name("ferrite-log-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| StorageError::io("spawn writer thread", &shared.dir, e))?;
+        {
+            Ok(h) => h,
+            Err(e) => {
+                // The writer (and with it the fsync thread's handle) was
+                // dropped: stop the fsync thread.
+                stop_fsync_thread(&shared, None);
+                return Err(StorageError::io("spawn writer thread", &shared.dir, e));
+            }
+        };
         Ok(CommitLog {
             shared,
             writer: Mutex::new(Some(handle)),
@@ -355,16 +491,47 @@ impl CommitLog {
     /// too large, returns the error immediately and drops `on_done` without
     /// calling it. Never blocks on I/O: safe to call from an async task.
     pub fn append_with(&self, payload: Vec<u8>, on_done: Completion) -> Result<u64> {
+        self.enqueue(payload, on_done, true)
+    }
+
+    /// Like [`CommitLog::append_with`], but leaves the writer asleep: the
+    /// record is written once somebody calls [`CommitLog::kick`] (or
+    /// `append_with`, `sync`, `close`), or once 128 records or 1 MiB are
+    /// queued. A caller that is about to wait for `on_done` must call
+    /// `kick` first. This lets a server append the records of every client
+    /// it served in one round and wake the writer once (as Redis writes its
+    /// AOF buffer once per event-loop turn), instead of once per record.
+    pub fn append_deferred(&self, payload: Vec<u8>, on_done: Completion) -> Result<u64> {
+        self.enqueue(payload, on_done, false)
+    }
+
+    /// Wake the writer for records queued by [`CommitLog::append_deferred`].
+    /// Cheap when there is nothing to do (one atomic swap).
+    pub fn kick(&self) {
+        if self.shared.unkicked.swap(false, Ordering::AcqRel) {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn enqueue(&self, payload: Vec<u8>, on_done: Completion, wake: bool) -> Result<u64> {
         let mut q = self.shared.queue.lock();
         let seq = self.admit(&q, payload.len())?;
         q.next_seq += 1;
+        q.pending_bytes += payload.len();
         q.pending.push(Pending {
             seq,
             payload,
             done: Some(on_done),
         });
+        let wake =
+            wake || q.pending.len() >= DEFER_MAX_RECORDS || q.pending_bytes >= DEFER_MAX_BYTES;
+        if !wake {
+            self.shared.unkicked.store(true, Ordering::Release);
+        }
         drop(q);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         Ok(seq)
     }
 
@@ -395,6 +562,7 @@ impl CommitLog {
                 let slot = Arc::new(Slot::default());
                 let seq = q.next_seq;
                 q.next_seq += 1;
+                q.pending_bytes += payload.len();
                 q.pending.push(Pending {
                     seq,
                     payload,
@@ -463,6 +631,9 @@ impl CommitLog {
             if let Some(h) = writer.take() {
                 let _ = h.join();
             }
+            // The writer stops the fsync thread when it exits; this covers a
+            // writer that died.
+            stop_fsync_thread(&self.shared, None);
         }
         drop(writer);
         match &self.shared.queue.lock().failed {
@@ -479,6 +650,32 @@ impl CommitLog {
             .policy
             .store(policy_code(policy), Ordering::Release);
         self.shared.wake.notify_all();
+        // The fsync thread re-reads the policy (data written under `no`
+        // becomes due under `everysec`).
+        let _bg = self.shared.bg.lock();
+        self.shared.bg_wake.notify_all();
+    }
+
+    /// Wait until no `everysec` fsync is due or running on the fsync thread
+    /// (at most `timeout`; false if it passed first). An fsync becomes due
+    /// when the writer finishes a batch, before that batch's completions
+    /// fire; so after a completion, this waits for the periodic fsync that
+    /// batch triggered, if any. For tests and tools that need the `everysec`
+    /// schedule to be deterministic.
+    pub fn wait_everysec_fsync(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut bg = self.shared.bg.lock();
+        while bg.requested || bg.running {
+            if self
+                .shared
+                .bg_wake
+                .wait_until(&mut bg, deadline)
+                .timed_out()
+            {
+                return !(bg.requested || bg.running);
+            }
+        }
+        true
     }
 
     /// The fsync policy in force.
@@ -545,40 +742,27 @@ struct Writer {
     shared: Arc<Shared>,
     active: ActiveSegment,
     written_seq: u64,
-    synced_seq: u64,
-    /// Clock time at which the last fsync started.
-    last_sync_at: Duration,
     buf: Vec<u8>,
+    /// The fsync thread; stopped and joined when the writer exits.
+    syncer: Option<JoinHandle<()>>,
 }
 
 impl Writer {
     fn run(mut self) {
         let shared = Arc::clone(&self.shared);
-        let interval = shared.options.everysec_interval;
         let mut q = shared.queue.lock();
         loop {
             if q.pending.is_empty() && q.syncs.is_empty() {
                 if q.closing {
                     break;
                 }
-                let dirty = self.written_seq > self.synced_seq;
-                if shared.policy() == AppendFsync::EverySec && dirty && q.failed.is_none() {
-                    // Idle but not yet synced: fsync when the interval is up.
-                    let now = shared.options.clock.now();
-                    let due = self.last_sync_at + interval;
-                    if now >= due {
-                        if let Err(e) = MutexGuard::unlocked(&mut q, || self.fsync()) {
-                            q.failed.get_or_insert(e.into_poisoned());
-                        }
-                    } else {
-                        shared.wake.wait_for(&mut q, (due - now).min(interval));
-                    }
-                } else {
-                    shared.wake.wait(&mut q);
-                }
+                // NOTE: the periodic `everysec` fsync is the fsync thread's
+                // job; an idle writer just sleeps.
+                shared.wake.wait(&mut q);
                 continue;
             }
             let batch = std::mem::take(&mut q.pending);
+            q.pending_bytes = 0;
             let syncs = std::mem::take(&mut q.syncs);
             let failed = q.failed.clone();
             MutexGuard::unlocked(&mut q, || self.process(batch, syncs, failed));
@@ -586,11 +770,11 @@ impl Writer {
         // Closing: everything queued has been processed. Make it durable.
         let failed = q.failed.is_some();
         drop(q);
-        if !failed && self.written_seq > self.synced_seq {
-            if let Err(e) = self.fsync() {
-                shared.poison(e);
-            }
+        if !failed {
+            // On failure the log is poisoned (`fsync_through` did it).
+            let _ = self.fsync();
         }
+        stop_fsync_thread(&shared, self.syncer.take());
     }
 
     fn process(
@@ -613,41 +797,57 @@ impl Writer {
                 fail_all(Vec::new(), syncs, &poisoned);
                 return;
             }
-            match policy {
-                AppendFsync::Always => {
-                    if let Err(e) = self.fsync() {
-                        let poisoned = self.shared.poison(e.clone());
-                        for p in batch {
-                            p.complete(Err(e.clone()));
-                        }
-                        fail_all(Vec::new(), syncs, &poisoned);
-                        return;
+            self.publish(policy);
+            if policy == AppendFsync::Always {
+                if let Err(e) = self.fsync() {
+                    let poisoned = self.shared.poison(e.clone());
+                    for p in batch {
+                        p.complete(Err(e.clone()));
                     }
-                    complete_ok(batch);
+                    fail_all(Vec::new(), syncs, &poisoned);
+                    return;
                 }
-                AppendFsync::EverySec => {
-                    complete_ok(batch);
-                    let now = self.shared.options.clock.now();
-                    if now >= self.last_sync_at + self.shared.options.everysec_interval {
-                        if let Err(e) = self.fsync() {
-                            let poisoned = self.shared.poison(e);
-                            fail_all(Vec::new(), syncs, &poisoned);
-                            return;
-                        }
-                    }
-                }
-                AppendFsync::No => complete_ok(batch),
             }
+            if self.shared.poisoned.load(Ordering::Acquire) {
+                // The fsync thread failed meanwhile (`everysec`): like
+                // everything queued behind a failure, this batch fails.
+                let poisoned = self.shared.poison_error();
+                fail_all(batch, syncs, &poisoned);
+                return;
+            }
+            complete_ok(batch);
         }
         if !syncs.is_empty() {
-            let r = if self.written_seq > self.synced_seq {
-                self.fsync().map_err(|e| self.shared.poison(e))
-            } else {
-                Ok(())
-            };
+            let r = self
+                .fsync()
+                .map(|()| self.written_seq)
+                .map_err(|e| self.shared.poison(e));
             for s in syncs {
-                call(s, r.clone().map(|()| self.synced_seq));
+                call(s, r.clone());
             }
+        }
+    }
+
+    /// Tell the fsync thread how far the active segment is written; under
+    /// `everysec`, ask it for an fsync if one is due (before the batch's
+    /// completions fire, so `wait_everysec_fsync` after a completion sees
+    /// the request).
+    fn publish(&mut self, policy: AppendFsync) {
+        let shared = &self.shared;
+        let mut bg = shared.bg.lock();
+        bg.target.seq = self.written_seq;
+        if policy != AppendFsync::EverySec {
+            return;
+        }
+        let now = shared.options.clock.now();
+        if !bg.requested && now >= bg.last_sync_at + shared.options.everysec_interval {
+            bg.requested = true;
+            bg.parked = false;
+            shared.bg_wake.notify_all();
+        } else if bg.parked {
+            // Data is dirty now: let the fsync thread arm its timer.
+            bg.parked = false;
+            shared.bg_wake.notify_all();
         }
     }
 
@@ -698,7 +898,9 @@ impl Writer {
         // exists. Recovery relies on it: only the last segment can ever
         // have a torn tail, so a bad record in an earlier one is real
         // corruption, never a crash artifact. (Done under every policy,
-        // including `no`: one fsync per segment, not per record.)
+        // including `no`: one fsync per segment, not per record; on this
+        // thread, waiting for an `everysec` fsync in progress, and refused
+        // if that one failed.)
         self.fsync()?;
         let path = self.shared.dir.join(segment_file_name(base));
         let file = self
@@ -717,25 +919,73 @@ impl Writer {
             base,
             path: path.clone(),
         });
+        // From now on the fsync thread syncs the new segment. Its records
+        // so far (none) are durable: the old segment was sealed above.
+        self.shared.bg.lock().target = SyncTarget {
+            file: Arc::clone(&file),
+            path: path.clone(),
+            seq: self.written_seq,
+        };
         self.active = ActiveSegment { path, file, len: 0 };
         Ok(())
     }
 
-    /// `fdatasync` the active segment; never retried on failure.
+    /// `fdatasync` the active segment through everything written (a no-op
+    /// if that is durable already); never retried on failure.
     fn fsync(&mut self) -> Result<()> {
-        self.last_sync_at = self.shared.options.clock.now();
-        let target = self.written_seq;
-        let t = Instant::now();
-        let r = self.active.file.sync_data();
-        let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let s = &self.shared.stats;
-        s.fsyncs.fetch_add(1, Ordering::Relaxed);
-        s.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
-        s.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
-        r.map_err(|e| StorageError::io("fsync", &self.active.path, e))?;
-        self.synced_seq = target;
-        s.durable_seq.store(target, Ordering::Release);
-        Ok(())
+        self.shared
+            .fsync_through(&self.active.file, &self.active.path, self.written_seq)
+    }
+}
+
+/// The fsync thread: runs the `everysec` fsyncs the writer requests, and
+/// the one due while the writer is idle with unsynced data (Redis's bio).
+fn run_fsync_thread(shared: &Shared) {
+    let interval = shared.options.everysec_interval;
+    let mut bg = shared.bg.lock();
+    loop {
+        if bg.stop {
+            return;
+        }
+        if !bg.requested {
+            let dirty = bg.target.seq > shared.stats.durable_seq.load(Ordering::Acquire)
+                && !shared.poisoned.load(Ordering::Acquire);
+            if shared.policy() != AppendFsync::EverySec || !dirty {
+                bg.parked = true;
+                shared.bg_wake.wait(&mut bg);
+                bg.parked = false;
+                continue;
+            }
+            let now = shared.options.clock.now();
+            let due = bg.last_sync_at + interval;
+            if now < due {
+                shared.bg_wake.wait_for(&mut bg, (due - now).min(interval));
+                continue;
+            }
+            bg.requested = true;
+        }
+        bg.requested = false;
+        bg.running = true;
+        let target = bg.target.clone();
+        // An error poisons the log inside `fsync_through`; the writer and
+        // every later append see it.
+        let _ = MutexGuard::unlocked(&mut bg, || {
+            shared.fsync_through(&target.file, &target.path, target.seq)
+        });
+        bg.running = false;
+        shared.bg_wake.notify_all();
+    }
+}
+
+/// Stop the fsync thread and join it (if `handle` is given).
+fn stop_fsync_thread(shared: &Shared, handle: Option<JoinHandle<()>>) {
+    {
+        let mut bg = shared.bg.lock();
+        bg.stop = true;
+        shared.bg_wake.notify_all();
+    }
+    if let Some(h) = handle {
+        let _ = h.join();
     }
 }
 
