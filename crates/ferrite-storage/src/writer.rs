@@ -52,7 +52,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::backend::{Backend, BackendFile, OpenMode};
 use crate::config::{AppendFsync, LogOptions};
 use crate::error::{Result, StorageError};
-use crate::frame::{encode_log_record, log_record_len};
+use crate::frame::encode_log_record;
 use crate::segment::segment_file_name;
 
 /// A completion callback: called exactly once with the record's sequence
@@ -101,10 +101,10 @@ struct AtomicStats {
     bytes_written: AtomicU64,
 }
 
-/// One queued record.
+/// One queued record; its encoded frame is in `Queue::frames`.
 struct Pending {
     seq: u64,
-    payload: Vec<u8>,
+    frame_len: usize,
     done: Option<Completion>,
 }
 
@@ -134,8 +134,10 @@ fn call(done: Completion, r: Result<u64>) {
 
 struct Queue {
     pending: Vec<Pending>,
-    /// Payload bytes in `pending`.
-    pending_bytes: usize,
+    /// The encoded frames of `pending`, in order. Appends encode here (the
+    /// payload's allocation is freed on the appending thread) and the
+    /// writer writes it as is.
+    frames: Vec<u8>,
     /// Barrier requests from `sync()` / checkpoints.
     syncs: Vec<Completion>,
     next_seq: u64,
@@ -168,6 +170,14 @@ pub(crate) struct Shared {
     bg: Mutex<Background>,
     /// Wakes the fsync thread, and `wait_everysec_fsync` callers.
     bg_wake: Condvar,
+    /// Every record up to this one has completed `Ok` (completions fire in
+    /// sequence order).
+    acked_seq: AtomicU64,
+    /// Callbacks waiting for `acked_seq`, and how the log failed.
+    acks: Mutex<Acks>,
+    /// `acks.waiting` may be non-empty (set under its lock), so the writer
+    /// takes that lock only when somebody waits.
+    has_ack_waiters: AtomicBool,
     /// All segments, oldest first; the last one is the active segment.
     pub(crate) segments: Mutex<Vec<SegmentInfo>>,
     /// Serialises checkpoints; holds the last checkpoint's covered seq.
@@ -253,6 +263,34 @@ impl Shared {
                 self.poison(err.clone());
                 Err(err)
             }
+        }
+    }
+}
+
+/// Waiters of [`CommitLog::when_acked`].
+#[derive(Default)]
+struct Acks {
+    waiting: Vec<(u64, Completion)>,
+    /// The first batch that failed: its first and last seq and the error
+    /// its records completed with. Every record after it failed too.
+    failed: Option<(u64, u64, StorageError)>,
+    /// The writer thread has exited: nothing more completes.
+    gone: bool,
+}
+
+impl Acks {
+    /// The outcome of record `seq` if it is decided (`acked` = every record
+    /// up to it completed `Ok`).
+    fn outcome(&self, seq: u64, acked: u64) -> Option<Result<u64>> {
+        if seq <= acked {
+            return Some(Ok(seq));
+        }
+        match &self.failed {
+            Some((first, _, _)) if seq < *first => Some(Ok(seq)),
+            Some((_, last, e)) if seq <= *last => Some(Err(e.clone())),
+            Some((_, _, e)) => Some(Err(e.clone().into_poisoned())),
+            None if self.gone => Some(Err(StorageError::Closed)),
+            None => None,
         }
     }
 }
@@ -399,7 +437,7 @@ impl CommitLog {
             policy: std::sync::atomic::AtomicU8::new(policy_code(options.fsync)),
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
-                pending_bytes: 0,
+                frames: Vec::new(),
                 syncs: Vec::new(),
                 next_seq: st.next_seq,
                 closing: false,
@@ -422,6 +460,9 @@ impl CommitLog {
                 stop: false,
             }),
             bg_wake: Condvar::new(),
+            acked_seq: AtomicU64::new(last),
+            acks: Mutex::new(Acks::default()),
+            has_ack_waiters: AtomicBool::new(false),
             stats: AtomicStats {
                 written_seq: AtomicU64::new(last),
                 durable_seq: AtomicU64::new(last),
@@ -442,7 +483,8 @@ impl CommitLog {
             shared: Arc::clone(&shared),
             active: st.active,
             written_seq: last,
-            buf: Vec::new(),
+            spare_pending: Vec::new(),
+            spare_frames: Vec::new(),
             syncer: Some(syncer),
         };
         let handle = match std::thread::Builder::new()
@@ -491,18 +533,24 @@ impl CommitLog {
     /// too large, returns the error immediately and drops `on_done` without
     /// calling it. Never blocks on I/O: safe to call from an async task.
     pub fn append_with(&self, payload: Vec<u8>, on_done: Completion) -> Result<u64> {
-        self.enqueue(payload, on_done, true)
+        self.enqueue(payload, Some(on_done), true)
     }
 
-    /// Like [`CommitLog::append_with`], but leaves the writer asleep: the
-    /// record is written once somebody calls [`CommitLog::kick`] (or
-    /// `append_with`, `sync`, `close`), or once 128 records or 1 MiB are
-    /// queued. A caller that is about to wait for `on_done` must call
-    /// `kick` first. This lets a server append the records of every client
-    /// it served in one round and wake the writer once (as Redis writes its
-    /// AOF buffer once per event-loop turn), instead of once per record.
-    pub fn append_deferred(&self, payload: Vec<u8>, on_done: Completion) -> Result<u64> {
-        self.enqueue(payload, on_done, false)
+    /// Enqueue `payload` without a completion of its own and without
+    /// waking the writer; returns the sequence number. The record is written
+    /// once somebody calls [`CommitLog::kick`] (or `append_with`, `sync`,
+    /// `close`), or once 128 records or 1 MiB are queued; its outcome is
+    /// known through [`CommitLog::acked_seq`], [`CommitLog::when_acked`] and
+    /// [`CommitLog::outcome`]. A caller about to wait for it must call
+    /// `kick` first.
+    ///
+    /// This is the cheap path for a server: it appends the records of every
+    /// client it served in one round and wakes the writer once (as Redis
+    /// writes its AOF buffer once per event-loop turn), and waits once per
+    /// group of replies instead of once per record. Errors as for
+    /// [`CommitLog::append_with`].
+    pub fn append_deferred(&self, payload: Vec<u8>) -> Result<u64> {
+        self.enqueue(payload, None, false)
     }
 
     /// Wake the writer for records queued by [`CommitLog::append_deferred`].
@@ -513,18 +561,12 @@ impl CommitLog {
         }
     }
 
-    fn enqueue(&self, payload: Vec<u8>, on_done: Completion, wake: bool) -> Result<u64> {
+    fn enqueue(&self, payload: Vec<u8>, done: Option<Completion>, wake: bool) -> Result<u64> {
         let mut q = self.shared.queue.lock();
         let seq = self.admit(&q, payload.len())?;
-        q.next_seq += 1;
-        q.pending_bytes += payload.len();
-        q.pending.push(Pending {
-            seq,
-            payload,
-            done: Some(on_done),
-        });
+        push_record(&mut q, &payload, done);
         let wake =
-            wake || q.pending.len() >= DEFER_MAX_RECORDS || q.pending_bytes >= DEFER_MAX_BYTES;
+            wake || q.pending.len() >= DEFER_MAX_RECORDS || q.frames.len() >= DEFER_MAX_BYTES;
         if !wake {
             self.shared.unkicked.store(true, Ordering::Release);
         }
@@ -560,19 +602,57 @@ impl CommitLog {
             }
             for payload in payloads {
                 let slot = Arc::new(Slot::default());
-                let seq = q.next_seq;
-                q.next_seq += 1;
-                q.pending_bytes += payload.len();
-                q.pending.push(Pending {
-                    seq,
-                    payload,
-                    done: Some(slot.completion()),
-                });
+                let seq = push_record(&mut q, &payload, Some(slot.completion()));
                 slots.push(AppendHandle { seq, slot });
             }
         }
         self.shared.wake.notify_one();
         slots.into_iter().map(AppendHandle::wait).collect()
+    }
+
+    /// Every record up to this sequence number has completed `Ok`: it is as
+    /// durable as the policy promises (written, or fsynced under `always`).
+    pub fn acked_seq(&self) -> u64 {
+        self.shared.acked_seq.load(Ordering::Acquire)
+    }
+
+    /// The outcome of appended record `seq` if it is decided: `Ok(seq)`
+    /// once it (and every record before it) completed `Ok`, or the error it
+    /// completed with; `None` while it is queued or being written.
+    pub fn outcome(&self, seq: u64) -> Option<Result<u64>> {
+        let acked = self.acked_seq();
+        if seq <= acked {
+            return Some(Ok(seq));
+        }
+        self.shared.acks.lock().outcome(seq, acked)
+    }
+
+    /// Call `on_done` once record `seq` (which must have been appended) is
+    /// decided, with what [`CommitLog::outcome`] would return: on the writer
+    /// thread when that happens, or at once on the calling thread if it
+    /// already has. The same rules as for completions apply (short, never
+    /// blocking). After an `Err`, every later record has failed too.
+    pub fn when_acked(&self, seq: u64, on_done: Completion) {
+        let sh = &self.shared;
+        if seq <= sh.acked_seq.load(Ordering::Acquire) {
+            return call(on_done, Ok(seq));
+        }
+        let mut acks = sh.acks.lock();
+        // IMPORTANT: announce the waiter, then re-read `acked_seq` (SeqCst,
+        // paired with `Writer::ack`): either the writer sees the flag and
+        // takes this lock, or we see its new `acked_seq`.
+        sh.has_ack_waiters.store(true, Ordering::SeqCst);
+        let acked = sh.acked_seq.load(Ordering::SeqCst);
+        match acks.outcome(seq, acked) {
+            Some(r) => {
+                if acks.waiting.is_empty() {
+                    sh.has_ack_waiters.store(false, Ordering::SeqCst);
+                }
+                drop(acks);
+                call(on_done, r);
+            }
+            None => acks.waiting.push((seq, on_done)),
+        }
     }
 
     /// Check that an append may be queued; returns the seq it would get.
@@ -685,6 +765,11 @@ impl CommitLog {
 
     /// The poison error, if a write or fsync has failed.
     pub fn failure(&self) -> Option<StorageError> {
+        if !self.shared.poisoned.load(Ordering::Acquire) {
+            // NOTE: cheap for the server's per-command check; `poisoned` is
+            // set under the queue lock right after `failed`.
+            return None;
+        }
         self.shared.queue.lock().failed.clone()
     }
 
@@ -742,10 +827,16 @@ struct Writer {
     shared: Arc<Shared>,
     active: ActiveSegment,
     written_seq: u64,
-    buf: Vec<u8>,
+    /// Empty buffers swapped with the queue's, so their capacity is reused.
+    spare_pending: Vec<Pending>,
+    spare_frames: Vec<u8>,
     /// The fsync thread; stopped and joined when the writer exits.
     syncer: Option<JoinHandle<()>>,
 }
+
+/// A frames buffer above this capacity is dropped after use rather than
+/// kept for the next batch (one huge record must not pin its memory).
+const KEEP_FRAMES_CAPACITY: usize = 4 << 20;
 
 impl Writer {
     fn run(mut self) {
@@ -761,11 +852,20 @@ impl Writer {
                 shared.wake.wait(&mut q);
                 continue;
             }
-            let batch = std::mem::take(&mut q.pending);
-            q.pending_bytes = 0;
+            let mut batch =
+                std::mem::replace(&mut q.pending, std::mem::take(&mut self.spare_pending));
+            let mut frames =
+                std::mem::replace(&mut q.frames, std::mem::take(&mut self.spare_frames));
             let syncs = std::mem::take(&mut q.syncs);
             let failed = q.failed.clone();
-            MutexGuard::unlocked(&mut q, || self.process(batch, syncs, failed));
+            MutexGuard::unlocked(&mut q, || {
+                self.process(&mut batch, &frames, syncs, failed);
+                frames.clear();
+                if frames.capacity() <= KEEP_FRAMES_CAPACITY {
+                    self.spare_frames = frames;
+                }
+                self.spare_pending = batch;
+            });
         }
         // Closing: everything queued has been processed. Make it durable.
         let failed = q.failed.is_some();
@@ -777,54 +877,128 @@ impl Writer {
         stop_fsync_thread(&shared, self.syncer.take());
     }
 
+    /// Write (and under `always` fsync) one batch, then fire its
+    /// completions, its `when_acked` waiters and the `sync()` barriers.
+    /// Leaves `batch` empty.
     fn process(
         &mut self,
-        batch: Vec<Pending>,
+        batch: &mut Vec<Pending>,
+        frames: &[u8],
         syncs: Vec<Completion>,
         failed: Option<StorageError>,
     ) {
-        if let Some(err) = failed {
-            fail_all(batch, syncs, &err);
-            return;
-        }
-        let policy = self.shared.policy();
-        if !batch.is_empty() {
-            if let Err(e) = self.write_batch(&batch) {
+        let span = batch
+            .first()
+            .map(|p| p.seq)
+            .zip(batch.last().map(|p| p.seq));
+        let r = match failed {
+            Some(err) => Err(err),
+            None => self.write_and_sync(batch, frames),
+        };
+        match r {
+            Ok(()) => {
+                for p in batch.drain(..) {
+                    let seq = p.seq;
+                    p.complete(Ok(seq));
+                }
+                if let Some((_, last)) = span {
+                    self.ack(last);
+                }
+                if !syncs.is_empty() {
+                    let r = self
+                        .fsync()
+                        .map(|()| self.written_seq)
+                        .map_err(|e| self.shared.poison(e));
+                    for s in syncs {
+                        call(s, r.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                // The batch's records complete with the error itself (e.g.
+                // NoSpace); the barriers, like everything after, with Poisoned.
                 let poisoned = self.shared.poison(e.clone());
-                for p in batch {
+                for p in batch.drain(..) {
                     p.complete(Err(e.clone()));
                 }
-                fail_all(Vec::new(), syncs, &poisoned);
-                return;
-            }
-            self.publish(policy);
-            if policy == AppendFsync::Always {
-                if let Err(e) = self.fsync() {
-                    let poisoned = self.shared.poison(e.clone());
-                    for p in batch {
-                        p.complete(Err(e.clone()));
-                    }
-                    fail_all(Vec::new(), syncs, &poisoned);
-                    return;
+                if let Some((first, last)) = span {
+                    self.ack_failed(first, last, &e);
+                }
+                for s in syncs {
+                    call(s, Err(poisoned.clone()));
                 }
             }
-            if self.shared.poisoned.load(Ordering::Acquire) {
-                // The fsync thread failed meanwhile (`everysec`): like
-                // everything queued behind a failure, this batch fails.
-                let poisoned = self.shared.poison_error();
-                fail_all(batch, syncs, &poisoned);
-                return;
-            }
-            complete_ok(batch);
         }
-        if !syncs.is_empty() {
-            let r = self
-                .fsync()
-                .map(|()| self.written_seq)
-                .map_err(|e| self.shared.poison(e));
-            for s in syncs {
-                call(s, r.clone());
+    }
+
+    /// Write a batch and make it as durable as the policy asks. An error is
+    /// what the batch's records complete with.
+    fn write_and_sync(&mut self, batch: &[Pending], frames: &[u8]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let policy = self.shared.policy();
+        self.write_batch(batch, frames)?;
+        self.publish(policy);
+        if policy == AppendFsync::Always {
+            self.fsync()?;
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            // The fsync thread failed meanwhile (`everysec`): like
+            // everything queued behind a failure, this batch fails.
+            return Err(self.shared.poison_error());
+        }
+        Ok(())
+    }
+
+    /// Every record up to `last` completed `Ok`: wake `when_acked` waiters.
+    fn ack(&self, last: u64) {
+        let sh = &self.shared;
+        // IMPORTANT: SeqCst, paired with `CommitLog::when_acked`.
+        sh.acked_seq.store(last, Ordering::SeqCst);
+        if !sh.has_ack_waiters.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut ready = Vec::new();
+        {
+            let mut acks = sh.acks.lock();
+            let mut i = 0;
+            while i < acks.waiting.len() {
+                if acks.waiting[i].0 <= last {
+                    ready.push(acks.waiting.swap_remove(i));
+                } else {
+                    i += 1;
+                }
             }
+            if acks.waiting.is_empty() {
+                sh.has_ack_waiters.store(false, Ordering::SeqCst);
+            }
+        }
+        for (seq, done) in ready {
+            call(done, Ok(seq));
+        }
+    }
+
+    /// Records `first..=last` failed with `err`: record the first failure
+    /// and fail every `when_acked` waiter (all of them wait for records at
+    /// or after `first`: completions come in order).
+    fn ack_failed(&self, first: u64, last: u64, err: &StorageError) {
+        let sh = &self.shared;
+        let ready = {
+            let mut acks = sh.acks.lock();
+            acks.failed.get_or_insert((first, last, err.clone()));
+            sh.has_ack_waiters.store(false, Ordering::SeqCst);
+            let acked = sh.acked_seq.load(Ordering::SeqCst);
+            std::mem::take(&mut acks.waiting)
+                .into_iter()
+                .map(|(seq, done)| {
+                    let r = acks.outcome(seq, acked).unwrap_or(Err(err.clone()));
+                    (done, r)
+                })
+                .collect::<Vec<_>>()
+        };
+        for (done, r) in ready {
+            call(done, r);
         }
     }
 
@@ -851,38 +1025,39 @@ impl Writer {
         }
     }
 
-    /// Encode and write a batch, rolling segments as needed.
-    fn write_batch(&mut self, batch: &[Pending]) -> Result<()> {
+    /// Write a batch's frames, rolling segments as needed.
+    fn write_batch(&mut self, batch: &[Pending], frames: &[u8]) -> Result<()> {
         let max = self.shared.options.segment_max_bytes;
-        self.buf.clear();
-        let mut buf_last_seq = self.written_seq;
+        let (mut start, mut end) = (0usize, 0usize);
+        let mut last_seq = self.written_seq;
         for p in batch {
-            let flen = log_record_len(p.payload.len());
-            let used = self.active.len + self.buf.len() as u64;
+            let flen = p.frame_len as u64;
+            let used = self.active.len + (end - start) as u64;
             if used > 0 && used + flen > max {
-                self.flush(buf_last_seq)?;
+                self.flush(&frames[start..end], last_seq)?;
                 self.roll(p.seq)?;
+                start = end;
             }
-            encode_log_record(p.seq, &p.payload, &mut self.buf);
-            buf_last_seq = p.seq;
+            end += p.frame_len;
+            last_seq = p.seq;
         }
-        self.flush(buf_last_seq)
+        self.flush(&frames[start..end], last_seq)
     }
 
-    /// Write the encoded buffer at the end of the active segment.
-    fn flush(&mut self, last_seq: u64) -> Result<()> {
-        if self.buf.is_empty() {
+    /// Write encoded frames (records up to `last_seq`) at the end of the
+    /// active segment.
+    fn flush(&mut self, bytes: &[u8], last_seq: u64) -> Result<()> {
+        if bytes.is_empty() {
             return Ok(());
         }
         self.active
             .file
-            .write_at(self.active.len, &self.buf)
+            .write_at(self.active.len, bytes)
             .map_err(|e| StorageError::io("write", &self.active.path, e))?;
-        let n = self.buf.len() as u64;
+        let n = bytes.len() as u64;
         self.active.len += n;
         let records = last_seq - self.written_seq;
         self.written_seq = last_seq;
-        self.buf.clear();
         let s = &self.shared.stats;
         s.written_seq.store(last_seq, Ordering::Release);
         s.records.fetch_add(records, Ordering::Relaxed);
@@ -938,6 +1113,26 @@ impl Writer {
     }
 }
 
+impl Drop for Writer {
+    /// Whatever way the writer thread ends, `when_acked` waiters still get
+    /// an answer (`Closed` for records it never decided).
+    fn drop(&mut self) {
+        let sh = &self.shared;
+        let ready = {
+            let mut acks = sh.acks.lock();
+            acks.gone = true;
+            let acked = sh.acked_seq.load(Ordering::SeqCst);
+            std::mem::take(&mut acks.waiting)
+                .into_iter()
+                .map(|(seq, done)| (done, acks.outcome(seq, acked)))
+                .collect::<Vec<_>>()
+        };
+        for (done, r) in ready {
+            call(done, r.unwrap_or(Err(StorageError::Closed)));
+        }
+    }
+}
+
 /// The fsync thread: runs the `everysec` fsyncs the writer requests, and
 /// the one due while the writer is idle with unsynced data (Redis's bio).
 fn run_fsync_thread(shared: &Shared) {
@@ -989,18 +1184,17 @@ fn stop_fsync_thread(shared: &Shared, handle: Option<JoinHandle<()>>) {
     }
 }
 
-fn complete_ok(batch: Vec<Pending>) {
-    for p in batch {
-        let seq = p.seq;
-        p.complete(Ok(seq));
-    }
-}
-
-fn fail_all(batch: Vec<Pending>, syncs: Vec<Completion>, err: &StorageError) {
-    for p in batch {
-        p.complete(Err(err.clone()));
-    }
-    for s in syncs {
-        call(s, Err(err.clone()));
-    }
+/// Queue one record (under the queue lock; `admit` said yes): assign its
+/// sequence number and encode its frame. Returns the sequence number.
+fn push_record(q: &mut Queue, payload: &[u8], done: Option<Completion>) -> u64 {
+    let seq = q.next_seq;
+    q.next_seq += 1;
+    let before = q.frames.len();
+    encode_log_record(seq, payload, &mut q.frames);
+    q.pending.push(Pending {
+        seq,
+        frame_len: q.frames.len() - before,
+        done,
+    });
+    seq
 }

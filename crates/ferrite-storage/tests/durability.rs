@@ -740,7 +740,8 @@ fn a_roll_behind_a_failing_background_fsync_never_retries_it() {
 }
 
 /// `append_deferred` does not wake the writer; `kick`, a full deferred queue
-/// or an ordinary append do, and write everything queued.
+/// or an ordinary append do, and write everything queued. Deferred records
+/// are followed with `acked_seq`, `when_acked` and `outcome`.
 #[test]
 fn deferred_appends_are_written_on_kick_or_when_the_queue_is_full() {
     let disk = SimBackend::new();
@@ -754,22 +755,65 @@ fn deferred_appends_are_written_on_kick_or_when_the_queue_is_full() {
     };
     // NOTE: a writer that happens to be awake takes a deferred record with
     // its next batch, so "not written before the kick" cannot be asserted.
-    assert_eq!(o.log.append_deferred(b"a".to_vec(), send(&tx)).unwrap(), 1);
+    assert_eq!(o.log.append_deferred(b"a".to_vec()).unwrap(), 1);
+    o.log.when_acked(1, send(&tx));
     o.log.kick();
     assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap(), 1);
+    assert_eq!(o.log.outcome(1).unwrap().unwrap(), 1);
+    assert!(o.log.acked_seq() >= 1);
+    // Already acknowledged: the callback runs at once, on this thread.
+    o.log.when_acked(1, send(&tx));
+    assert_eq!(rx.try_recv().unwrap().unwrap(), 1);
     // A full deferred queue wakes the writer on its own.
     for i in 0..128u64 {
-        o.log.append_deferred(payload(i), send(&tx)).unwrap();
+        assert_eq!(o.log.append_deferred(payload(i)).unwrap(), i + 2);
     }
-    for i in 0..128u64 {
-        assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap(), i + 2);
-    }
+    o.log.when_acked(129, send(&tx));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap(), 129);
     // An ordinary append takes deferred records along.
-    o.log.append_deferred(b"b".to_vec(), send(&tx)).unwrap();
+    o.log.append_deferred(b"b".to_vec()).unwrap();
     assert_eq!(o.log.append(b"c".to_vec()).unwrap().wait().unwrap(), 131);
-    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap(), 130);
+    assert_eq!(o.log.outcome(130).unwrap().unwrap(), 130);
     o.log.close().unwrap();
     disk.power_loss();
     let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
     assert_eq!(o.records.len(), 131);
+}
+
+/// After a failed write, `when_acked` and `outcome` report the failing
+/// batch's own error for its records, Poisoned for later ones, and `Ok` for
+/// the records before.
+#[test]
+fn deferred_records_report_a_failed_write() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::EverySec)).unwrap();
+    for i in 0..3u64 {
+        o.log.append(payload(i)).unwrap().wait().unwrap();
+    }
+    disk.fail_nth(SimOp::Write, 1, FaultKind::Io);
+    let (tx, rx) = mpsc::channel::<Result<u64, StorageError>>();
+    let seq = o.log.append_deferred(b"doomed".to_vec()).unwrap();
+    assert_eq!(seq, 4);
+    let tx2 = tx.clone();
+    o.log.when_acked(
+        seq,
+        Box::new(move |r| {
+            let _ = tx2.send(r);
+        }),
+    );
+    o.log.kick();
+    let err = rx.recv_timeout(WAIT).unwrap().unwrap_err();
+    assert!(matches!(err, StorageError::Io { op: "write", .. }), "{err}");
+    assert!(matches!(
+        o.log.outcome(4),
+        Some(Err(StorageError::Io { op: "write", .. }))
+    ));
+    assert_eq!(o.log.outcome(3).unwrap().unwrap(), 3);
+    assert!(o.log.outcome(5).unwrap().unwrap_err().is_poisoned());
+    assert!(o
+        .log
+        .append_deferred(b"later".to_vec())
+        .unwrap_err()
+        .is_poisoned());
+    assert!(o.log.failure().is_some());
 }
