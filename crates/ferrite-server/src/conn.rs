@@ -287,12 +287,7 @@ impl Conn {
     /// commit-log record leaves only once that record is written (and,
     /// under `always`, fsynced): `flush` waits. Later commands of the
     /// pipeline run meanwhile; their replies queue behind it.
-    fn push_reply(
-        &mut self,
-        reply: Reply,
-        commit: Option<u64>,
-        others: bool,
-    ) {
+    fn push_reply(&mut self, reply: Reply, commit: Option<u64>, others: bool) {
         if commit.is_none() && self.held.is_empty() {
             reply.encode(self.client.resp, &mut self.output);
         } else {

@@ -507,6 +507,11 @@ impl Persistence {
         r
     }
 
+    /// The commit log's counters (INFO persistence).
+    pub fn log_stats(&self) -> ferrite_storage::LogStats {
+        self.log.stats()
+    }
+
     /// Bytes logged since the last checkpoint.
     pub fn log_bytes(&self) -> u64 {
         self.bytes_since_checkpoint.load(Ordering::Relaxed)

@@ -834,6 +834,27 @@ struct Writer {
     syncer: Option<JoinHandle<()>>,
 }
 
+/// Before sleeping, an idle writer yields the CPU up to this many times (and
+/// for at most `SPIN_MAX`), watching for deferred appends.
+const SPIN_YIELDS: u32 = 50;
+const SPIN_MAX: Duration = Duration::from_micros(100);
+
+/// Under `everysec`/`no` a batch takes microseconds, so a busy server's next
+/// records usually come right after the writer went idle: noticing them
+/// while yielding saves both the writer's sleep and the futex wake-up a
+/// `kick` would pay (the most expensive part of a batch on a VM, where a
+/// wake-up is an inter-processor interrupt). Not under `always`: after an
+/// fsync, whatever came meanwhile is already queued.
+fn spin_for_records(shared: &Shared) {
+    let start = Instant::now();
+    for _ in 0..SPIN_YIELDS {
+        std::thread::yield_now();
+        if shared.unkicked.load(Ordering::Acquire) || start.elapsed() >= SPIN_MAX {
+            return;
+        }
+    }
+}
+
 /// A frames buffer above this capacity is dropped after use rather than
 /// kept for the next batch (one huge record must not pin its memory).
 const KEEP_FRAMES_CAPACITY: usize = 4 << 20;
@@ -842,16 +863,23 @@ impl Writer {
     fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         let mut q = shared.queue.lock();
+        let mut spun = false;
         loop {
             if q.pending.is_empty() && q.syncs.is_empty() {
                 if q.closing {
                     break;
                 }
                 // NOTE: the periodic `everysec` fsync is the fsync thread's
-                // job; an idle writer just sleeps.
+                // job; an idle writer just sleeps, after a short spin.
+                if !spun && shared.policy() != AppendFsync::Always {
+                    spun = true;
+                    MutexGuard::unlocked(&mut q, || spin_for_records(&shared));
+                    continue;
+                }
                 shared.wake.wait(&mut q);
                 continue;
             }
+            spun = false;
             let mut batch =
                 std::mem::replace(&mut q.pending, std::mem::take(&mut self.spare_pending));
             let mut frames =
@@ -897,6 +925,11 @@ impl Writer {
         };
         match r {
             Ok(()) => {
+                // `acked_seq` first: whoever sees a completion also sees
+                // the record acknowledged in `outcome`.
+                if let Some((_, last)) = span {
+                    self.shared.acked_seq.store(last, Ordering::SeqCst);
+                }
                 for p in batch.drain(..) {
                     let seq = p.seq;
                     p.complete(Ok(seq));
@@ -918,11 +951,11 @@ impl Writer {
                 // The batch's records complete with the error itself (e.g.
                 // NoSpace); the barriers, like everything after, with Poisoned.
                 let poisoned = self.shared.poison(e.clone());
-                for p in batch.drain(..) {
-                    p.complete(Err(e.clone()));
-                }
                 if let Some((first, last)) = span {
                     self.ack_failed(first, last, &e);
+                }
+                for p in batch.drain(..) {
+                    p.complete(Err(e.clone()));
                 }
                 for s in syncs {
                     call(s, Err(poisoned.clone()));
@@ -951,11 +984,12 @@ impl Writer {
         Ok(())
     }
 
-    /// Every record up to `last` completed `Ok`: wake `when_acked` waiters.
+    /// Every record up to `last` completed `Ok` (and `acked_seq` says so):
+    /// wake `when_acked` waiters.
     fn ack(&self, last: u64) {
         let sh = &self.shared;
-        // IMPORTANT: SeqCst, paired with `CommitLog::when_acked`.
-        sh.acked_seq.store(last, Ordering::SeqCst);
+        // IMPORTANT: SeqCst, paired with `CommitLog::when_acked`: the
+        // `acked_seq` store came before this load.
         if !sh.has_ack_waiters.load(Ordering::SeqCst) {
             return;
         }

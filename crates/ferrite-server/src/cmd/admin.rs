@@ -287,6 +287,22 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                 "commit_log_bytes_since_checkpoint",
                 &p.map_or(0, |p| p.log_bytes()),
             );
+            if let Some(ls) = p.map(|p| p.log_stats()) {
+                // How well group commit works: records per write and per fsync.
+                kv(out, "commit_log_records", &ls.records);
+                kv(out, "commit_log_writes", &ls.batches);
+                kv(out, "commit_log_fsyncs", &ls.fsyncs);
+                kv(
+                    out,
+                    "commit_log_fsync_usec_total",
+                    &(ls.fsync_nanos_total / 1000),
+                );
+                kv(
+                    out,
+                    "commit_log_fsync_usec_max",
+                    &(ls.fsync_nanos_max / 1000),
+                );
+            }
             kv(
                 out,
                 "checkpoints_written",
