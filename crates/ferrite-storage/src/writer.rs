@@ -2,14 +2,16 @@
 //! group commit.
 //!
 //! Producers (any number of threads) call [`CommitLog::append_with`],
-//! [`CommitLog::append`] or [`CommitLog::append_batch`]. Each call takes the
-//! queue lock just long enough to assign the next sequence number and push
-//! the payload, then returns; it never does I/O. One writer thread
-//! (`std::thread`) loops:
+//! [`CommitLog::append`], [`CommitLog::append_batch`] or
+//! [`CommitLog::append_deferred`]. Each call takes the queue lock just long
+//! enough to assign the next sequence number and encode the record's frame
+//! into the queue's buffer, then returns; it never does I/O. One writer
+//! thread (`std::thread`) loops:
 //!
-//! 1. take **everything** queued (one batch, any number of producers);
-//! 2. encode the frames into one buffer and `pwrite` it (rolling to a new
-//!    segment file when the current one is full);
+//! 1. take **everything** queued (one batch, any number of producers: the
+//!    buffer of encoded frames is swapped with an empty one);
+//! 2. `pwrite` the frames (rolling to a new segment file when the current
+//!    one is full);
 //! 3. depending on [`AppendFsync`]: `Always` -> `fdatasync`, then fire the
 //!    completions; `EverySec` -> tell the fsync thread what was written (and
 //!    ask it for an `fdatasync` if the last one is at least an interval
@@ -22,7 +24,7 @@
 //! Under `EverySec` the periodic `fdatasync` runs on a second thread, the
 //! **fsync thread** (Redis's bio), so appends and the completions waiting
 //! for their `pwrite` never stall behind it. Every `fdatasync` of a segment
-//! file, from either thread, goes through [`Shared::fsync_through`]: one at a
+//! file, from either thread, goes through `Shared::fsync_through`: one at a
 //! time, never after a failure, and the segment roll still seals the old
 //! segment on the writer thread before the next one exists.
 //!
@@ -39,6 +41,12 @@
 //! non-blocking (send on a channel, wake a task). A panic in one is caught
 //! and ignored. From async code, pass a callback that completes a
 //! `tokio::sync::oneshot` — the tokio worker never blocks.
+//!
+//! The cheap path for a server (`append_deferred`, `kick`, `when_acked`):
+//! no completion per record and no wake-up per record. Records are queued
+//! with the writer left asleep; whoever is about to wait kicks it once, and
+//! waits once for the last record it cares about (completions come in
+//! sequence order, so that covers the records before it).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -159,6 +167,9 @@ pub(crate) struct Shared {
     /// Set by [`CommitLog::append_deferred`] when it left the writer asleep;
     /// [`CommitLog::kick`] clears it and wakes the writer.
     unkicked: AtomicBool,
+    /// Set by a `kick` that had deferred records to announce; what an idle
+    /// writer watches for while it spins.
+    kicked: AtomicBool,
     /// True once `Queue::failed` is set (set under the queue lock, read
     /// without it by the fsync paths and before completions fire).
     poisoned: AtomicBool,
@@ -445,6 +456,7 @@ impl CommitLog {
             }),
             wake: Condvar::new(),
             unkicked: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             fsync_gate: Mutex::new(()),
             bg: Mutex::new(Background {
@@ -557,6 +569,7 @@ impl CommitLog {
     /// Cheap when there is nothing to do (one atomic swap).
     pub fn kick(&self) {
         if self.shared.unkicked.swap(false, Ordering::AcqRel) {
+            self.shared.kicked.store(true, Ordering::Release);
             self.shared.wake.notify_one();
         }
     }
@@ -572,6 +585,7 @@ impl CommitLog {
         }
         drop(q);
         if wake {
+            self.shared.kicked.store(true, Ordering::Release);
             self.shared.wake.notify_one();
         }
         Ok(seq)
@@ -835,13 +849,15 @@ struct Writer {
 }
 
 /// Before sleeping, an idle writer yields the CPU up to this many times (and
-/// for at most `SPIN_MAX`), watching for deferred appends.
+/// for at most `SPIN_MAX`), watching for a `kick`.
 const SPIN_YIELDS: u32 = 50;
 const SPIN_MAX: Duration = Duration::from_micros(100);
 
 /// Under `everysec`/`no` a batch takes microseconds, so a busy server's next
-/// records usually come right after the writer went idle: noticing them
-/// while yielding saves both the writer's sleep and the futex wake-up a
+/// records usually come right after the writer went idle: noticing the
+/// `kick` that announces them while yielding (not the first deferred
+/// append: the kick comes once the appender's round is done, so the batch
+/// is as large) saves both the writer's sleep and the futex wake-up the
 /// `kick` would pay (the most expensive part of a batch on a VM, where a
 /// wake-up is an inter-processor interrupt). Not under `always`: after an
 /// fsync, whatever came meanwhile is already queued.
@@ -849,7 +865,7 @@ fn spin_for_records(shared: &Shared) {
     let start = Instant::now();
     for _ in 0..SPIN_YIELDS {
         std::thread::yield_now();
-        if shared.unkicked.load(Ordering::Acquire) || start.elapsed() >= SPIN_MAX {
+        if shared.kicked.swap(false, Ordering::AcqRel) || start.elapsed() >= SPIN_MAX {
             return;
         }
     }
