@@ -8,7 +8,12 @@
 //! record is written (`appendfsync everysec|no`: it survives a kill -9) or
 //! fsynced (`always`); replies after it wait behind it. The wait happens
 //! when the replies are flushed, so a whole pipeline (and every connection
-//! writing at the same time) shares one write and one fsync.
+//! writing at the same time) shares one write and one fsync: records are
+//! appended without waking the log writer, and a connection that has to
+//! wait yields once (so the other connections ready on this worker run
+//! their commands and append too), then wakes the writer for all of them
+//! and waits once, for its last record: much as Redis writes its AOF buffer
+//! once per event-loop turn and then sends the replies.
 
 use crate::cmd::{self, ClientState, Executed};
 use crate::persist;
@@ -34,7 +39,8 @@ const HELD_MAX: usize = 1024;
 /// (`appendfsync everysec|no`) or fsynced (`always`), or that comes after
 /// such a reply in the same connection.
 struct Held {
-    commit: Option<persist::CompletionReceiver>,
+    /// The commit-log record (sequence number) the reply waits for.
+    commit: Option<u64>,
     /// `commit` is another command's record (a read's barrier): if it
     /// fails, this reply stands (reads keep working after a log failure).
     others: bool,
@@ -134,17 +140,35 @@ impl Conn {
     }
 
     /// Write every pending reply. Held replies first wait for their
-    /// commit-log records (in order: completions fire in sequence order, so
-    /// this is one wait for a whole pipeline and one group commit).
+    /// commit-log records: completions fire in sequence order, so this is
+    /// one wait (for the last record held) for a whole pipeline, and one
+    /// group commit.
     async fn flush(&mut self) -> std::io::Result<()> {
-        for h in std::mem::take(&mut self.held) {
+        let last = self.held.iter().filter_map(|h| h.commit).max();
+        if let Some(last) = last {
+            if persist::outcome(&self.shared, last).is_none() {
+                // Let the connections that are ready on this worker append
+                // their records first (a yielded task runs again once the
+                // worker has nothing else to run), then wake the log writer
+                // once for all of them.
+                tokio::task::yield_now().await;
+                // IMPORTANT: wake the writer before waiting: appends leave
+                // it asleep (`Persistence::append`).
+                persist::kick(&self.shared);
+                // The outcome of each record is read below.
+                let _ = persist::wait(&self.shared, last).await;
+            }
+        }
+        for h in self.held.drain(..) {
             let mut reply = h.reply;
-            if let Some(rx) = h.commit {
-                match rx.await {
-                    Ok(Ok(_)) => {}
+            if let Some(seq) = h.commit {
+                match persist::outcome(&self.shared, seq) {
+                    Some(Ok(_)) => {}
                     _ if h.others => {}
-                    Ok(Err(e)) => reply = Reply::error(persist::misconf_message(&e)),
-                    Err(_) => {
+                    Some(Err(e)) => reply = Reply::error(persist::misconf_message(&e)),
+                    // NOTE: not reached: `wait` returned, so `seq <= last`
+                    // is decided.
+                    None => {
                         reply = Reply::error("MISCONF Errors writing to the AOF file: log closed")
                     }
                 }
@@ -226,13 +250,11 @@ impl Conn {
                 // A blocking command logs nothing when it blocks; should one
                 // ever have, its record comes before the serving one: wait
                 // for it here, the barrier below covers the rest.
-                if let persist::Commit::Wait(rx) = commit {
-                    commit = match rx.await {
-                        Ok(Ok(_)) => persist::Commit::Done,
-                        Ok(Err(e)) => persist::Commit::Failed(persist::misconf_message(&e)),
-                        Err(_) => persist::Commit::Failed(
-                            "MISCONF Errors writing to the AOF file: log closed".into(),
-                        ),
+                if let persist::Commit::Wait(seq) = commit {
+                    persist::kick(&shared);
+                    commit = match persist::wait(&shared, seq).await {
+                        Ok(_) => persist::Commit::Done,
+                        Err(e) => persist::Commit::Failed(persist::misconf_message(&e)),
                     };
                 }
                 // Served by another command, whose record holds this one's
@@ -265,12 +287,7 @@ impl Conn {
     /// commit-log record leaves only once that record is written (and,
     /// under `always`, fsynced): `flush` waits. Later commands of the
     /// pipeline run meanwhile; their replies queue behind it.
-    fn push_reply(
-        &mut self,
-        reply: Reply,
-        commit: Option<persist::CompletionReceiver>,
-        others: bool,
-    ) {
+    fn push_reply(&mut self, reply: Reply, commit: Option<u64>, others: bool) {
         if commit.is_none() && self.held.is_empty() {
             reply.encode(self.client.resp, &mut self.output);
         } else {

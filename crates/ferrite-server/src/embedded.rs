@@ -89,7 +89,10 @@ impl Session {
         let mut store = shared.store.lock();
         let (done, commit) =
             cmd::execute(&shared, &mut store, &mut self.client, argv, now_ms(), false);
-        // NOTE: embedded sessions log their effects but do not wait for fsync.
+        drop(store);
+        // NOTE: embedded sessions log their effects but do not wait for
+        // them; the writer is woken so they are written soon.
+        crate::persist::kick(&shared);
         match (done, commit) {
             (_, crate::persist::Commit::Failed(msg)) => Reply::error(msg),
             (cmd::Executed::Reply(r), _) => r,

@@ -62,65 +62,15 @@ pub struct Persistence {
     streams: Arc<StreamStore>,
     /// The first failed read of a stored block: writes are refused from then on.
     read_failure: std::sync::OnceLock<String>,
-    progress: Arc<Progress>,
+    /// Highest sequence number appended (appends happen under the store
+    /// lock), for replies that depend on records other than their own.
+    appended: AtomicU64,
     bytes_since_checkpoint: AtomicU64,
     checkpoint_running: AtomicBool,
     /// Signalled (under `idle_lock`) when a checkpoint finishes.
     idle_lock: parking_lot::Mutex<()>,
     idle: parking_lot::Condvar,
     pub checkpoints_done: AtomicU64,
-}
-
-/// Completes once a record (or, for a barrier, every record appended before
-/// it) is as durable as the policy promises, or with the log's error.
-pub type CompletionReceiver = oneshot::Receiver<Result<u64, StorageError>>;
-type CompletionSender = oneshot::Sender<Result<u64, StorageError>>;
-
-/// How far the log's completions have got, for replies that depend on
-/// records other than their own: a read that saw another client's write, a
-/// blocked command served (its effects are in the serving command's record).
-struct Progress {
-    /// Highest sequence number appended (appends happen under the store lock).
-    appended: AtomicU64,
-    /// Highest sequence number whose completion fired `Ok` (completions fire
-    /// in sequence order).
-    completed: AtomicU64,
-    /// Replies waiting for `completed` to reach a sequence number.
-    waiters: parking_lot::Mutex<Vec<(u64, CompletionSender)>>,
-}
-
-impl Progress {
-    /// Called on the writer thread by every record's completion.
-    fn complete(&self, r: &Result<u64, StorageError>) {
-        if let Ok(seq) = r {
-            self.completed.fetch_max(*seq, Ordering::AcqRel);
-        }
-        let mut w = self.waiters.lock();
-        if w.is_empty() {
-            return;
-        }
-        match r {
-            Ok(seq) => {
-                let mut i = 0;
-                while i < w.len() {
-                    if w[i].0 <= *seq {
-                        let (_, tx) = w.swap_remove(i);
-                        let _ = tx.send(Ok(*seq));
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            // Completions come in order: every record before this one
-            // completed Ok (and woke its waiters), and every record after it
-            // fails too. So every waiter left fails.
-            Err(e) => {
-                for (_, tx) in w.drain(..) {
-                    let _ = tx.send(Err(e.clone()));
-                }
-            }
-        }
-    }
 }
 
 /// Redis's wording for a failed AOF write, which clients and tools know.
@@ -704,8 +654,11 @@ impl Persistence {
         )
         .map(Arc::new)
         .map_err(|e| format!("cannot open {}: {e}", streams_dir.display()))?;
-        shared.store.lock().block_cache =
-            Some(BlockCache::new(Arc::new(SegmentSource(streams.clone()))));
+        {
+            let mut store = shared.store.lock();
+            store.block_cache = Some(BlockCache::new(Arc::new(SegmentSource(streams.clone()))));
+            store.cache_budget = startup_cfg.block_cache_size;
+        }
         let mut recovery = Recovery::open(FsBackend::shared(), &dir, opts).map_err(fail)?;
         if let Some(cp) = recovery.take_checkpoint() {
             if !(2..=SNAPSHOT_VERSION).contains(&cp.body_version) {
@@ -745,11 +698,7 @@ impl Persistence {
             log,
             streams,
             read_failure: std::sync::OnceLock::new(),
-            progress: Arc::new(Progress {
-                appended: AtomicU64::new(0),
-                completed: AtomicU64::new(0),
-                waiters: parking_lot::Mutex::new(Vec::new()),
-            }),
+            appended: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
             checkpoint_running: AtomicBool::new(false),
             idle_lock: parking_lot::Mutex::new(()),
@@ -763,8 +712,7 @@ impl Persistence {
             .append_batch([encode_batch(&[(0, cfg_cmd)])])
             .map_err(|e| format!("cannot write to the commit log: {e}"))?;
         let last = seqs.last().copied().unwrap_or(0);
-        p.progress.appended.store(last, Ordering::Release);
-        p.progress.completed.store(last, Ordering::Release);
+        p.appended.store(last, Ordering::Release);
         Ok((p, rec))
     }
 
@@ -782,56 +730,77 @@ impl Persistence {
     }
 
     /// Append one record (called with the store locked, so log order is
-    /// execution order). The returned receiver completes once the record is
-    /// as durable as the policy promises: fsynced under `always`, written to
-    /// the kernel (so it survives a kill -9) under `everysec` and `no`. The
-    /// reply must wait for it under every policy: a record still queued in
-    /// this process when it is killed is lost.
-    pub fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> Result<CompletionReceiver, StorageError> {
+    /// execution order) and return its sequence number. The reply must wait
+    /// until [`Persistence::outcome`] of it is `Ok`, under every policy: the
+    /// record is then fsynced (`always`) or written to the kernel, so it
+    /// survives a kill -9 (`everysec`, `no`); a record still queued in this
+    /// process when it is killed is lost.
+    ///
+    /// The writer is not woken here: call [`Persistence::kick`] before
+    /// waiting (so a round of commands from many clients costs one wake-up
+    /// and one write).
+    pub fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> Result<u64, StorageError> {
         let payload = encode_batch(cmds);
         self.bytes_since_checkpoint
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let progress = self.progress.clone();
-        let seq = self.log.append_with(
-            payload,
-            Box::new(move |r| {
-                if let Err(e) = &r {
-                    tracing::error!("commit log write failed: {e}");
-                }
-                progress.complete(&r);
-                let _ = tx.send(r);
-            }),
-        )?;
-        self.progress.appended.fetch_max(seq, Ordering::AcqRel);
-        Ok(rx)
+        let seq = self.log.append_deferred(payload)?;
+        self.appended.fetch_max(seq, Ordering::AcqRel);
+        Ok(seq)
+    }
+
+    /// Wake the log writer for the records [`Persistence::append`] queued.
+    /// Call before waiting for one.
+    pub fn kick(&self) {
+        self.log.kick();
     }
 
     /// For a reply with no record of its own (a read, a served blocked
     /// command): `None` if every record appended so far has completed, else
-    /// a receiver that completes when they have (or fails with the log's
-    /// error). Call with the store locked, right after the command, so that
-    /// "appended so far" is every record whose effects the reply can show.
-    pub fn barrier(&self) -> Option<CompletionReceiver> {
-        let target = self.progress.appended.load(Ordering::Acquire);
-        if self.progress.completed.load(Ordering::Acquire) >= target {
+    /// the last of them, to wait for. Call with the store locked, right after
+    /// the command, so that "appended so far" is every record whose effects
+    /// the reply can show.
+    pub fn barrier(&self) -> Option<u64> {
+        let target = self.appended.load(Ordering::Acquire);
+        if self.log.acked_seq() >= target || self.log.failure().is_some() {
+            // NOTE: once the log failed nothing more becomes durable; reads
+            // go on (they may show the effects of the failed writes).
             return None;
         }
-        let (tx, rx) = oneshot::channel();
-        let mut w = self.progress.waiters.lock();
-        // IMPORTANT: re-checked under the waiters lock, which every
-        // completion takes after updating `completed`: no wake-up is missed.
-        if self.progress.completed.load(Ordering::Acquire) >= target {
-            return None;
+        Some(target)
+    }
+
+    /// The outcome of record `seq` if decided: `Ok` once it (and every
+    /// record before it) is as durable as the policy promises.
+    pub fn outcome(&self, seq: u64) -> Option<Result<u64, StorageError>> {
+        self.log.outcome(seq)
+    }
+
+    /// Wait until record `seq` is decided (call [`Persistence::kick`] first).
+    /// Completions come in sequence order, so this also waits for every
+    /// record before it.
+    pub async fn wait(&self, seq: u64) -> Result<u64, StorageError> {
+        let r = match self.log.outcome(seq) {
+            Some(r) => r,
+            None => {
+                let (tx, rx) = oneshot::channel();
+                self.log.when_acked(
+                    seq,
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
+                rx.await.unwrap_or(Err(StorageError::Closed))
+            }
+        };
+        if let Err(e) = &r {
+            tracing::error!("commit log write failed: {e}");
         }
-        if self.log.failure().is_some() {
-            // The log failed: nothing more becomes durable, and the
-            // completions that would wake us have fired. Reads go on (they
-            // may show the effects of the failed writes, as they did before).
-            return None;
-        }
-        w.push((target, tx));
-        Some(rx)
+        r
+    }
+
+    /// The commit log's counters (INFO persistence).
+    pub fn log_stats(&self) -> ferrite_storage::LogStats {
+        self.log.stats()
     }
 
     /// Bytes logged since the last checkpoint.
@@ -998,16 +967,40 @@ pub fn install(shared: &Arc<Shared>, p: Arc<Persistence>) -> bool {
 pub enum Commit {
     /// Nothing to wait for (no effects, or persistence off).
     Done,
-    /// Reply only once this completes: the record is written (`everysec`,
-    /// `no`) or fsynced (`always`).
-    Wait(CompletionReceiver),
+    /// Reply only once this record's outcome is `Ok`: it is written
+    /// (`everysec`, `no`) or fsynced (`always`).
+    Wait(u64),
     /// The log refused the record: the reply must be this error.
     Failed(String),
 }
 
 /// [`Persistence::barrier`] if persistence is on (call with the store locked).
-pub fn barrier(shared: &Shared) -> Option<CompletionReceiver> {
+pub fn barrier(shared: &Shared) -> Option<u64> {
     shared.persist.get()?.barrier()
+}
+
+/// [`Persistence::kick`] if persistence is on.
+pub fn kick(shared: &Shared) {
+    if let Some(p) = shared.persist.get() {
+        p.kick();
+    }
+}
+
+/// [`Persistence::outcome`]; `Closed` if persistence is off (a record
+/// cannot exist then).
+pub fn outcome(shared: &Shared, seq: u64) -> Option<Result<u64, StorageError>> {
+    match shared.persist.get() {
+        Some(p) => p.outcome(seq),
+        None => Some(Err(StorageError::Closed)),
+    }
+}
+
+/// [`Persistence::wait`]; `Closed` if persistence is off.
+pub async fn wait(shared: &Shared, seq: u64) -> Result<u64, StorageError> {
+    match shared.persist.get() {
+        Some(p) => p.wait(seq).await,
+        None => Err(StorageError::Closed),
+    }
 }
 
 /// Hand the store's pending effects to the commit log (call with the store
@@ -1025,8 +1018,7 @@ pub fn commit(shared: &Arc<Shared>, store: &mut Store) -> Commit {
         }
     }
     let result = commit_effects(shared, store);
-    let budget = shared.config.read().block_cache_size;
-    store.maybe_evict(budget);
+    store.maybe_evict();
     match read_error {
         Some(e) => Commit::Failed(format!("ERR reading stored stream data failed: {e}")),
         None => result,
@@ -1042,7 +1034,7 @@ fn commit_effects(shared: &Arc<Shared>, store: &mut Store) -> Commit {
         return Commit::Done;
     };
     let result = match p.append(&effects) {
-        Ok(rx) => Commit::Wait(rx),
+        Ok(seq) => Commit::Wait(seq),
         Err(e) => Commit::Failed(misconf_message(&e)),
     };
     let threshold = shared.config.read().auto_checkpoint_min_size;

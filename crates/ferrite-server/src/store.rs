@@ -255,6 +255,9 @@ pub struct Store {
     pub block_cache: Option<Arc<BlockCache>>,
     /// Next numeric id for a stream's segment directory (checkpointed).
     pub next_stream_id: u64,
+    /// `block-cache-size` (kept here so the check after every command takes
+    /// no config lock; CONFIG SET updates it).
+    pub cache_budget: u64,
     /// Resident bytes of stored blocks as counted by the last eviction sweep.
     pub cache_counted: u64,
     /// Stored blocks evicted so far (INFO).
@@ -279,6 +282,7 @@ impl Store {
             logging: false,
             block_cache: None,
             next_stream_id: 1,
+            cache_budget: 0,
             cache_counted: 0,
             cache_evicted_bytes: 0,
         }
@@ -288,7 +292,8 @@ impl Store {
     /// no limit): once they may exceed it, evict the least recently used
     /// down to 3/4 of it. Walks every stream, so it runs only after a
     /// quarter of the budget or more was loaded since the last sweep.
-    pub fn maybe_evict(&mut self, budget: u64) {
+    pub fn maybe_evict(&mut self) {
+        let budget = self.cache_budget;
         let Some(cache) = &self.block_cache else {
             return;
         };

@@ -28,9 +28,9 @@ pub enum AppendFsync {
     /// record.
     Always,
     /// `appendfsync everysec` (the default, as in Redis): a record is
-    /// acknowledged once written to the kernel; the writer thread fsyncs
-    /// about once per interval (1 s by default) after the producers'
-    /// completions have already fired. On power loss, the records
+    /// acknowledged once written to the kernel; a separate fsync thread
+    /// fsyncs about once per interval (1 s by default), so neither appends
+    /// nor completions wait for it. On power loss, the records
     /// acknowledged in roughly the last one to two intervals may be lost
     /// (never a record before that, and what survives is always a prefix).
     #[default]

@@ -10,7 +10,9 @@
 //! Where to start reading:
 //! - [`Recovery`] / [`CommitLog::open`]: open a log directory, replay it.
 //! - [`CommitLog`]: `append_with` (callback), `append` (blocking handle),
-//!   `append_batch`, `sync`, `checkpoint`, `close`.
+//!   `append_batch`, `append_deferred` + `kick` + `when_acked` (a server's
+//!   cheap path: one wake-up and one wait per group of records), `sync`,
+//!   `checkpoint`, `close`.
 //! - [`AppendFsync`]: `always | everysec | no`, and what each survives.
 //! - [`StreamStore`]: append sealed stream blocks (LZ4-compressed,
 //!   transparently), read them back, delete whole segment files when
@@ -22,7 +24,8 @@
 //!
 //! Modules by job: [`frame`] (record codec), [`block_codec`] (the body of
 //! a stream-block frame: IDs, codec, LZ4), [`segment`] (segment naming and
-//! reading), [`writer`] (writer thread, group commit), [`recovery`],
+//! reading), [`writer`] (writer thread, group commit, `everysec` fsync
+//! thread), [`recovery`],
 //! [`checkpoint`], [`stream_segments`], [`backend`], [`sim`], [`config`],
 //! [`error`].
 //!

@@ -2,37 +2,55 @@
 //! group commit.
 //!
 //! Producers (any number of threads) call [`CommitLog::append_with`],
-//! [`CommitLog::append`] or [`CommitLog::append_batch`]. Each call takes the
-//! queue lock just long enough to assign the next sequence number and push
-//! the payload, then returns; it never does I/O. One writer thread
-//! (`std::thread`) loops:
+//! [`CommitLog::append`], [`CommitLog::append_batch`] or
+//! [`CommitLog::append_deferred`]. Each call takes the queue lock just long
+//! enough to assign the next sequence number and encode the record's frame
+//! into the queue's buffer, then returns; it never does I/O. One writer
+//! thread (`std::thread`) loops:
 //!
-//! 1. take **everything** queued (one batch, any number of producers);
-//! 2. encode the frames into one buffer and `pwrite` it (rolling to a new
-//!    segment file when the current one is full);
+//! 1. take **everything** queued (one batch, any number of producers: the
+//!    buffer of encoded frames is swapped with an empty one);
+//! 2. `pwrite` the frames (rolling to a new segment file when the current
+//!    one is full);
 //! 3. depending on [`AppendFsync`]: `Always` -> `fdatasync`, then fire the
-//!    completions; `EverySec` -> fire the completions, then `fdatasync` if the
-//!    last one is at least an interval old; `No` -> fire the completions.
+//!    completions; `EverySec` -> tell the fsync thread what was written (and
+//!    ask it for an `fdatasync` if the last one is at least an interval
+//!    old), then fire the completions; `No` -> fire the completions.
 //!
 //! While the writer is inside `fdatasync`, new appends pile up in the queue
 //! and all go into the next batch, so under `Always` N concurrent producers
 //! share one fsync instead of paying N of them (group commit).
 //!
+//! Under `EverySec` the periodic `fdatasync` runs on a second thread, the
+//! **fsync thread** (Redis's bio), so appends and the completions waiting
+//! for their `pwrite` never stall behind it. Every `fdatasync` of a segment
+//! file, from either thread, goes through `Shared::fsync_through`: one at a
+//! time, never after a failure, and the segment roll still seals the old
+//! segment on the writer thread before the next one exists.
+//!
 //! Failure handling: the first failed write or fsync **poisons** the log.
 //! The records of the failing batch complete with that error (e.g.
 //! [`StorageError::NoSpace`]), everything queued behind it and every later
-//! append fails with [`StorageError::Poisoned`]. A failed fsync is never
-//! retried: after an fsync error Linux may already have dropped the dirty
-//! pages, so a retry could "succeed" with the data gone (docs/storage.md).
+//! append fails with [`StorageError::Poisoned`] (a failed background fsync
+//! has no batch of its own: every batch not yet completed fails). A failed
+//! fsync is never retried: after an fsync error Linux may already have
+//! dropped the dirty pages, so a retry could "succeed" with the data gone
+//! (docs/storage.md).
 //!
 //! Completions run **on the writer thread**: keep them short and
 //! non-blocking (send on a channel, wake a task). A panic in one is caught
 //! and ignored. From async code, pass a callback that completes a
 //! `tokio::sync::oneshot` — the tokio worker never blocks.
+//!
+//! The cheap path for a server (`append_deferred`, `kick`, `when_acked`):
+//! no completion per record and no wake-up per record. Records are queued
+//! with the writer left asleep; whoever is about to wait kicks it once, and
+//! waits once for the last record it cares about (completions come in
+//! sequence order, so that covers the records before it).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,7 +60,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::backend::{Backend, BackendFile, OpenMode};
 use crate::config::{AppendFsync, LogOptions};
 use crate::error::{Result, StorageError};
-use crate::frame::{encode_log_record, log_record_len};
+use crate::frame::encode_log_record;
 use crate::segment::segment_file_name;
 
 /// A completion callback: called exactly once with the record's sequence
@@ -91,10 +109,10 @@ struct AtomicStats {
     bytes_written: AtomicU64,
 }
 
-/// One queued record.
+/// One queued record; its encoded frame is in `Queue::frames`.
 struct Pending {
     seq: u64,
-    payload: Vec<u8>,
+    frame_len: usize,
     done: Option<Completion>,
 }
 
@@ -124,6 +142,10 @@ fn call(done: Completion, r: Result<u64>) {
 
 struct Queue {
     pending: Vec<Pending>,
+    /// The encoded frames of `pending`, in order. Appends encode here (the
+    /// payload's allocation is freed on the appending thread) and the
+    /// writer writes it as is.
+    frames: Vec<u8>,
     /// Barrier requests from `sync()` / checkpoints.
     syncs: Vec<Completion>,
     next_seq: u64,
@@ -142,7 +164,31 @@ pub(crate) struct SegmentInfo {
 pub(crate) struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Set by [`CommitLog::append_deferred`] when it left the writer asleep;
+    /// [`CommitLog::kick`] clears it and wakes the writer.
+    unkicked: AtomicBool,
+    /// Set by a `kick` that had deferred records to announce; what an idle
+    /// writer watches for while it spins.
+    kicked: AtomicBool,
+    /// True once `Queue::failed` is set (set under the queue lock, read
+    /// without it by the fsync paths and before completions fire).
+    poisoned: AtomicBool,
     stats: AtomicStats,
+    /// Held for the whole of every `fdatasync` of a segment file, by
+    /// whichever thread runs it (see [`Shared::fsync_through`]).
+    fsync_gate: Mutex<()>,
+    /// What the fsync thread may sync, and its requests.
+    bg: Mutex<Background>,
+    /// Wakes the fsync thread, and `wait_everysec_fsync` callers.
+    bg_wake: Condvar,
+    /// Every record up to this one has completed `Ok` (completions fire in
+    /// sequence order).
+    acked_seq: AtomicU64,
+    /// Callbacks waiting for `acked_seq`, and how the log failed.
+    acks: Mutex<Acks>,
+    /// `acks.waiting` may be non-empty (set under its lock), so the writer
+    /// takes that lock only when somebody waits.
+    has_ack_waiters: AtomicBool,
     /// All segments, oldest first; the last one is the active segment.
     pub(crate) segments: Mutex<Vec<SegmentInfo>>,
     /// Serialises checkpoints; holds the last checkpoint's covered seq.
@@ -176,9 +222,118 @@ impl Shared {
     /// Poisoned error.
     pub(crate) fn poison(&self, err: StorageError) -> StorageError {
         let mut q = self.queue.lock();
-        q.failed.get_or_insert(err.into_poisoned()).clone()
+        let e = q.failed.get_or_insert(err.into_poisoned()).clone();
+        self.poisoned.store(true, Ordering::Release);
+        e
+    }
+
+    /// The Poisoned error (call only once `poisoned` is set).
+    fn poison_error(&self) -> StorageError {
+        self.queue
+            .lock()
+            .failed
+            .clone()
+            .unwrap_or(StorageError::Closed)
+    }
+
+    /// `fdatasync` `file` so that every record up to `seq` is durable: the
+    /// caller guarantees that each of them was written to `file` (its
+    /// `pwrite` returned) or lies in an earlier, sealed segment. Called by
+    /// the writer thread (`always`, roll, `sync()`, close) and by the fsync
+    /// thread (`everysec`).
+    ///
+    /// IMPORTANT: one fsync at a time, under `fsync_gate`, and none once the
+    /// log is poisoned: a failed fsync poisons the log *before* the gate is
+    /// released, so no thread ever fsyncs again after a failure (after a
+    /// failed fsync the kernel may have dropped the dirty pages, and a
+    /// second fsync would "succeed" with the data gone; docs/storage.md
+    /// §5.2). On failure the log is poisoned and the I/O error returned.
+    fn fsync_through(&self, file: &Arc<dyn BackendFile>, path: &Path, seq: u64) -> Result<()> {
+        let _gate = self.fsync_gate.lock();
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poison_error());
+        }
+        if self.stats.durable_seq.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        self.bg.lock().last_sync_at = self.options.clock.now();
+        let t = Instant::now();
+        let r = file.sync_data();
+        let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let s = &self.stats;
+        s.fsyncs.fetch_add(1, Ordering::Relaxed);
+        s.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+        s.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        match r {
+            Ok(()) => {
+                s.durable_seq.fetch_max(seq, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageError::io("fsync", path, e);
+                self.poison(err.clone());
+                Err(err)
+            }
+        }
     }
 }
+
+/// Waiters of [`CommitLog::when_acked`].
+#[derive(Default)]
+struct Acks {
+    waiting: Vec<(u64, Completion)>,
+    /// The first batch that failed: its first and last seq and the error
+    /// its records completed with. Every record after it failed too.
+    failed: Option<(u64, u64, StorageError)>,
+    /// The writer thread has exited: nothing more completes.
+    gone: bool,
+}
+
+impl Acks {
+    /// The outcome of record `seq` if it is decided (`acked` = every record
+    /// up to it completed `Ok`).
+    fn outcome(&self, seq: u64, acked: u64) -> Option<Result<u64>> {
+        if seq <= acked {
+            return Some(Ok(seq));
+        }
+        match &self.failed {
+            Some((first, _, _)) if seq < *first => Some(Ok(seq)),
+            Some((_, last, e)) if seq <= *last => Some(Err(e.clone())),
+            Some((_, _, e)) => Some(Err(e.clone().into_poisoned())),
+            None if self.gone => Some(Err(StorageError::Closed)),
+            None => None,
+        }
+    }
+}
+
+/// The newest segment written to, and the last record written to it: what
+/// an `everysec` fsync makes durable.
+#[derive(Clone)]
+struct SyncTarget {
+    file: Arc<dyn BackendFile>,
+    path: PathBuf,
+    seq: u64,
+}
+
+/// State shared by the writer and the fsync thread (under `Shared::bg`).
+struct Background {
+    target: SyncTarget,
+    /// Clock time at which the last fsync (by any thread) started.
+    last_sync_at: Duration,
+    /// An `everysec` fsync is due: the fsync thread runs it next.
+    requested: bool,
+    /// The fsync thread is inside `fsync_through`.
+    running: bool,
+    /// The fsync thread sleeps without a deadline (nothing to sync): the
+    /// writer wakes it when it makes data dirty under `everysec`.
+    parked: bool,
+    stop: bool,
+}
+
+/// Records per deferred queue that wake the writer even without a kick.
+const DEFER_MAX_RECORDS: usize = 128;
+/// Payload bytes per deferred queue that wake the writer even without a kick.
+const DEFER_MAX_BYTES: usize = 1 << 20;
 
 /// The segment the writer appends to.
 pub(crate) struct ActiveSegment {
@@ -288,16 +443,38 @@ impl CommitLog {
         st: StartState,
     ) -> Result<CommitLog> {
         let last = st.next_seq.saturating_sub(1);
+        let now = options.clock.now();
         let shared = Arc::new(Shared {
             policy: std::sync::atomic::AtomicU8::new(policy_code(options.fsync)),
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
+                frames: Vec::new(),
                 syncs: Vec::new(),
                 next_seq: st.next_seq,
                 closing: false,
                 failed: None,
             }),
             wake: Condvar::new(),
+            unkicked: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            fsync_gate: Mutex::new(()),
+            bg: Mutex::new(Background {
+                target: SyncTarget {
+                    file: Arc::clone(&st.active.file),
+                    path: st.active.path.clone(),
+                    seq: last,
+                },
+                last_sync_at: now,
+                requested: false,
+                running: false,
+                parked: false,
+                stop: false,
+            }),
+            bg_wake: Condvar::new(),
+            acked_seq: AtomicU64::new(last),
+            acks: Mutex::new(Acks::default()),
+            has_ack_waiters: AtomicBool::new(false),
             stats: AtomicStats {
                 written_seq: AtomicU64::new(last),
                 durable_seq: AtomicU64::new(last),
@@ -309,18 +486,31 @@ impl CommitLog {
             dir,
             options,
         });
+        let s2 = Arc::clone(&shared);
+        let syncer = std::thread::Builder::new()
+            .name("ferrite-log-fsync".into())
+            .spawn(move || run_fsync_thread(&s2))
+            .map_err(|e| StorageError::io("spawn fsync thread", &shared.dir, e))?;
         let writer = Writer {
             shared: Arc::clone(&shared),
             active: st.active,
             written_seq: last,
-            synced_seq: last,
-            last_sync_at: shared.options.clock.now(),
-            buf: Vec::new(),
+            spare_pending: Vec::new(),
+            spare_frames: Vec::new(),
+            syncer: Some(syncer),
         };
-        let handle = std::thread::Builder::new()
+        let handle = match std::thread::Builder::new()
             .name("ferrite-log-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| StorageError::io("spawn writer thread", &shared.dir, e))?;
+        {
+            Ok(h) => h,
+            Err(e) => {
+                // The writer (and with it the fsync thread's handle) was
+                // dropped: stop the fsync thread.
+                stop_fsync_thread(&shared, None);
+                return Err(StorageError::io("spawn writer thread", &shared.dir, e));
+            }
+        };
         Ok(CommitLog {
             shared,
             writer: Mutex::new(Some(handle)),
@@ -355,16 +545,49 @@ impl CommitLog {
     /// too large, returns the error immediately and drops `on_done` without
     /// calling it. Never blocks on I/O: safe to call from an async task.
     pub fn append_with(&self, payload: Vec<u8>, on_done: Completion) -> Result<u64> {
+        self.enqueue(payload, Some(on_done), true)
+    }
+
+    /// Enqueue `payload` without a completion of its own and without
+    /// waking the writer; returns the sequence number. The record is written
+    /// once somebody calls [`CommitLog::kick`] (or `append_with`, `sync`,
+    /// `close`), or once 128 records or 1 MiB are queued; its outcome is
+    /// known through [`CommitLog::acked_seq`], [`CommitLog::when_acked`] and
+    /// [`CommitLog::outcome`]. A caller about to wait for it must call
+    /// `kick` first.
+    ///
+    /// This is the cheap path for a server: it appends the records of every
+    /// client it served in one round and wakes the writer once (as Redis
+    /// writes its AOF buffer once per event-loop turn), and waits once per
+    /// group of replies instead of once per record. Errors as for
+    /// [`CommitLog::append_with`].
+    pub fn append_deferred(&self, payload: Vec<u8>) -> Result<u64> {
+        self.enqueue(payload, None, false)
+    }
+
+    /// Wake the writer for records queued by [`CommitLog::append_deferred`].
+    /// Cheap when there is nothing to do (one atomic swap).
+    pub fn kick(&self) {
+        if self.shared.unkicked.swap(false, Ordering::AcqRel) {
+            self.shared.kicked.store(true, Ordering::Release);
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn enqueue(&self, payload: Vec<u8>, done: Option<Completion>, wake: bool) -> Result<u64> {
         let mut q = self.shared.queue.lock();
         let seq = self.admit(&q, payload.len())?;
-        q.next_seq += 1;
-        q.pending.push(Pending {
-            seq,
-            payload,
-            done: Some(on_done),
-        });
+        push_record(&mut q, &payload, done);
+        let wake =
+            wake || q.pending.len() >= DEFER_MAX_RECORDS || q.frames.len() >= DEFER_MAX_BYTES;
+        if !wake {
+            self.shared.unkicked.store(true, Ordering::Release);
+        }
         drop(q);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.kicked.store(true, Ordering::Release);
+            self.shared.wake.notify_one();
+        }
         Ok(seq)
     }
 
@@ -393,18 +616,57 @@ impl CommitLog {
             }
             for payload in payloads {
                 let slot = Arc::new(Slot::default());
-                let seq = q.next_seq;
-                q.next_seq += 1;
-                q.pending.push(Pending {
-                    seq,
-                    payload,
-                    done: Some(slot.completion()),
-                });
+                let seq = push_record(&mut q, &payload, Some(slot.completion()));
                 slots.push(AppendHandle { seq, slot });
             }
         }
         self.shared.wake.notify_one();
         slots.into_iter().map(AppendHandle::wait).collect()
+    }
+
+    /// Every record up to this sequence number has completed `Ok`: it is as
+    /// durable as the policy promises (written, or fsynced under `always`).
+    pub fn acked_seq(&self) -> u64 {
+        self.shared.acked_seq.load(Ordering::Acquire)
+    }
+
+    /// The outcome of appended record `seq` if it is decided: `Ok(seq)`
+    /// once it (and every record before it) completed `Ok`, or the error it
+    /// completed with; `None` while it is queued or being written.
+    pub fn outcome(&self, seq: u64) -> Option<Result<u64>> {
+        let acked = self.acked_seq();
+        if seq <= acked {
+            return Some(Ok(seq));
+        }
+        self.shared.acks.lock().outcome(seq, acked)
+    }
+
+    /// Call `on_done` once record `seq` (which must have been appended) is
+    /// decided, with what [`CommitLog::outcome`] would return: on the writer
+    /// thread when that happens, or at once on the calling thread if it
+    /// already has. The same rules as for completions apply (short, never
+    /// blocking). After an `Err`, every later record has failed too.
+    pub fn when_acked(&self, seq: u64, on_done: Completion) {
+        let sh = &self.shared;
+        if seq <= sh.acked_seq.load(Ordering::Acquire) {
+            return call(on_done, Ok(seq));
+        }
+        let mut acks = sh.acks.lock();
+        // IMPORTANT: announce the waiter, then re-read `acked_seq` (SeqCst,
+        // paired with `Writer::ack`): either the writer sees the flag and
+        // takes this lock, or we see its new `acked_seq`.
+        sh.has_ack_waiters.store(true, Ordering::SeqCst);
+        let acked = sh.acked_seq.load(Ordering::SeqCst);
+        match acks.outcome(seq, acked) {
+            Some(r) => {
+                if acks.waiting.is_empty() {
+                    sh.has_ack_waiters.store(false, Ordering::SeqCst);
+                }
+                drop(acks);
+                call(on_done, r);
+            }
+            None => acks.waiting.push((seq, on_done)),
+        }
     }
 
     /// Check that an append may be queued; returns the seq it would get.
@@ -463,6 +725,9 @@ impl CommitLog {
             if let Some(h) = writer.take() {
                 let _ = h.join();
             }
+            // The writer stops the fsync thread when it exits; this covers a
+            // writer that died.
+            stop_fsync_thread(&self.shared, None);
         }
         drop(writer);
         match &self.shared.queue.lock().failed {
@@ -479,6 +744,32 @@ impl CommitLog {
             .policy
             .store(policy_code(policy), Ordering::Release);
         self.shared.wake.notify_all();
+        // The fsync thread re-reads the policy (data written under `no`
+        // becomes due under `everysec`).
+        let _bg = self.shared.bg.lock();
+        self.shared.bg_wake.notify_all();
+    }
+
+    /// Wait until no `everysec` fsync is due or running on the fsync thread
+    /// (at most `timeout`; false if it passed first). An fsync becomes due
+    /// when the writer finishes a batch, before that batch's completions
+    /// fire; so after a completion, this waits for the periodic fsync that
+    /// batch triggered, if any. For tests and tools that need the `everysec`
+    /// schedule to be deterministic.
+    pub fn wait_everysec_fsync(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut bg = self.shared.bg.lock();
+        while bg.requested || bg.running {
+            if self
+                .shared
+                .bg_wake
+                .wait_until(&mut bg, deadline)
+                .timed_out()
+            {
+                return !(bg.requested || bg.running);
+            }
+        }
+        true
     }
 
     /// The fsync policy in force.
@@ -488,6 +779,11 @@ impl CommitLog {
 
     /// The poison error, if a write or fsync has failed.
     pub fn failure(&self) -> Option<StorageError> {
+        if !self.shared.poisoned.load(Ordering::Acquire) {
+            // NOTE: cheap for the server's per-command check; `poisoned` is
+            // set under the queue lock right after `failed`.
+            return None;
+        }
         self.shared.queue.lock().failed.clone()
     }
 
@@ -545,144 +841,273 @@ struct Writer {
     shared: Arc<Shared>,
     active: ActiveSegment,
     written_seq: u64,
-    synced_seq: u64,
-    /// Clock time at which the last fsync started.
-    last_sync_at: Duration,
-    buf: Vec<u8>,
+    /// Empty buffers swapped with the queue's, so their capacity is reused.
+    spare_pending: Vec<Pending>,
+    spare_frames: Vec<u8>,
+    /// The fsync thread; stopped and joined when the writer exits.
+    syncer: Option<JoinHandle<()>>,
 }
+
+/// Before sleeping, an idle writer yields the CPU up to this many times (and
+/// for at most `SPIN_MAX`), watching for a `kick`.
+const SPIN_YIELDS: u32 = 50;
+const SPIN_MAX: Duration = Duration::from_micros(100);
+
+/// Under `everysec`/`no` a batch takes microseconds, so a busy server's next
+/// records usually come right after the writer went idle: noticing the
+/// `kick` that announces them while yielding (not the first deferred
+/// append: the kick comes once the appender's round is done, so the batch
+/// is as large) saves both the writer's sleep and the futex wake-up the
+/// `kick` would pay (the most expensive part of a batch on a VM, where a
+/// wake-up is an inter-processor interrupt). Not under `always`: after an
+/// fsync, whatever came meanwhile is already queued.
+fn spin_for_records(shared: &Shared) {
+    let start = Instant::now();
+    for _ in 0..SPIN_YIELDS {
+        std::thread::yield_now();
+        if shared.kicked.swap(false, Ordering::AcqRel) || start.elapsed() >= SPIN_MAX {
+            return;
+        }
+    }
+}
+
+/// A frames buffer above this capacity is dropped after use rather than
+/// kept for the next batch (one huge record must not pin its memory).
+const KEEP_FRAMES_CAPACITY: usize = 4 << 20;
 
 impl Writer {
     fn run(mut self) {
         let shared = Arc::clone(&self.shared);
-        let interval = shared.options.everysec_interval;
         let mut q = shared.queue.lock();
+        let mut spun = false;
         loop {
             if q.pending.is_empty() && q.syncs.is_empty() {
                 if q.closing {
                     break;
                 }
-                let dirty = self.written_seq > self.synced_seq;
-                if shared.policy() == AppendFsync::EverySec && dirty && q.failed.is_none() {
-                    // Idle but not yet synced: fsync when the interval is up.
-                    let now = shared.options.clock.now();
-                    let due = self.last_sync_at + interval;
-                    if now >= due {
-                        if let Err(e) = MutexGuard::unlocked(&mut q, || self.fsync()) {
-                            q.failed.get_or_insert(e.into_poisoned());
-                        }
-                    } else {
-                        shared.wake.wait_for(&mut q, (due - now).min(interval));
-                    }
-                } else {
-                    shared.wake.wait(&mut q);
+                // NOTE: the periodic `everysec` fsync is the fsync thread's
+                // job; an idle writer just sleeps, after a short spin.
+                if !spun && shared.policy() != AppendFsync::Always {
+                    spun = true;
+                    MutexGuard::unlocked(&mut q, || spin_for_records(&shared));
+                    continue;
                 }
+                shared.wake.wait(&mut q);
                 continue;
             }
-            let batch = std::mem::take(&mut q.pending);
+            spun = false;
+            let mut batch =
+                std::mem::replace(&mut q.pending, std::mem::take(&mut self.spare_pending));
+            let mut frames =
+                std::mem::replace(&mut q.frames, std::mem::take(&mut self.spare_frames));
             let syncs = std::mem::take(&mut q.syncs);
             let failed = q.failed.clone();
-            MutexGuard::unlocked(&mut q, || self.process(batch, syncs, failed));
+            MutexGuard::unlocked(&mut q, || {
+                self.process(&mut batch, &frames, syncs, failed);
+                frames.clear();
+                if frames.capacity() <= KEEP_FRAMES_CAPACITY {
+                    self.spare_frames = frames;
+                }
+                self.spare_pending = batch;
+            });
         }
         // Closing: everything queued has been processed. Make it durable.
         let failed = q.failed.is_some();
         drop(q);
-        if !failed && self.written_seq > self.synced_seq {
-            if let Err(e) = self.fsync() {
-                shared.poison(e);
-            }
+        if !failed {
+            // On failure the log is poisoned (`fsync_through` did it).
+            let _ = self.fsync();
         }
+        stop_fsync_thread(&shared, self.syncer.take());
     }
 
+    /// Write (and under `always` fsync) one batch, then fire its
+    /// completions, its `when_acked` waiters and the `sync()` barriers.
+    /// Leaves `batch` empty.
     fn process(
         &mut self,
-        batch: Vec<Pending>,
+        batch: &mut Vec<Pending>,
+        frames: &[u8],
         syncs: Vec<Completion>,
         failed: Option<StorageError>,
     ) {
-        if let Some(err) = failed {
-            fail_all(batch, syncs, &err);
-            return;
-        }
-        let policy = self.shared.policy();
-        if !batch.is_empty() {
-            if let Err(e) = self.write_batch(&batch) {
+        let span = batch
+            .first()
+            .map(|p| p.seq)
+            .zip(batch.last().map(|p| p.seq));
+        let r = match failed {
+            Some(err) => Err(err),
+            None => self.write_and_sync(batch, frames),
+        };
+        match r {
+            Ok(()) => {
+                // `acked_seq` first: whoever sees a completion also sees
+                // the record acknowledged in `outcome`.
+                if let Some((_, last)) = span {
+                    self.shared.acked_seq.store(last, Ordering::SeqCst);
+                }
+                for p in batch.drain(..) {
+                    let seq = p.seq;
+                    p.complete(Ok(seq));
+                }
+                if let Some((_, last)) = span {
+                    self.ack(last);
+                }
+                if !syncs.is_empty() {
+                    let r = self
+                        .fsync()
+                        .map(|()| self.written_seq)
+                        .map_err(|e| self.shared.poison(e));
+                    for s in syncs {
+                        call(s, r.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                // The batch's records complete with the error itself (e.g.
+                // NoSpace); the barriers, like everything after, with Poisoned.
                 let poisoned = self.shared.poison(e.clone());
-                for p in batch {
+                if let Some((first, last)) = span {
+                    self.ack_failed(first, last, &e);
+                }
+                for p in batch.drain(..) {
                     p.complete(Err(e.clone()));
                 }
-                fail_all(Vec::new(), syncs, &poisoned);
-                return;
-            }
-            match policy {
-                AppendFsync::Always => {
-                    if let Err(e) = self.fsync() {
-                        let poisoned = self.shared.poison(e.clone());
-                        for p in batch {
-                            p.complete(Err(e.clone()));
-                        }
-                        fail_all(Vec::new(), syncs, &poisoned);
-                        return;
-                    }
-                    complete_ok(batch);
+                for s in syncs {
+                    call(s, Err(poisoned.clone()));
                 }
-                AppendFsync::EverySec => {
-                    complete_ok(batch);
-                    let now = self.shared.options.clock.now();
-                    if now >= self.last_sync_at + self.shared.options.everysec_interval {
-                        if let Err(e) = self.fsync() {
-                            let poisoned = self.shared.poison(e);
-                            fail_all(Vec::new(), syncs, &poisoned);
-                            return;
-                        }
-                    }
-                }
-                AppendFsync::No => complete_ok(batch),
-            }
-        }
-        if !syncs.is_empty() {
-            let r = if self.written_seq > self.synced_seq {
-                self.fsync().map_err(|e| self.shared.poison(e))
-            } else {
-                Ok(())
-            };
-            for s in syncs {
-                call(s, r.clone().map(|()| self.synced_seq));
             }
         }
     }
 
-    /// Encode and write a batch, rolling segments as needed.
-    fn write_batch(&mut self, batch: &[Pending]) -> Result<()> {
+    /// Write a batch and make it as durable as the policy asks. An error is
+    /// what the batch's records complete with.
+    fn write_and_sync(&mut self, batch: &[Pending], frames: &[u8]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let policy = self.shared.policy();
+        self.write_batch(batch, frames)?;
+        self.publish(policy);
+        if policy == AppendFsync::Always {
+            self.fsync()?;
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            // The fsync thread failed meanwhile (`everysec`): like
+            // everything queued behind a failure, this batch fails.
+            return Err(self.shared.poison_error());
+        }
+        Ok(())
+    }
+
+    /// Every record up to `last` completed `Ok` (and `acked_seq` says so):
+    /// wake `when_acked` waiters.
+    fn ack(&self, last: u64) {
+        let sh = &self.shared;
+        // IMPORTANT: SeqCst, paired with `CommitLog::when_acked`: the
+        // `acked_seq` store came before this load.
+        if !sh.has_ack_waiters.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut ready = Vec::new();
+        {
+            let mut acks = sh.acks.lock();
+            let mut i = 0;
+            while i < acks.waiting.len() {
+                if acks.waiting[i].0 <= last {
+                    ready.push(acks.waiting.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if acks.waiting.is_empty() {
+                sh.has_ack_waiters.store(false, Ordering::SeqCst);
+            }
+        }
+        for (seq, done) in ready {
+            call(done, Ok(seq));
+        }
+    }
+
+    /// Records `first..=last` failed with `err`: record the first failure
+    /// and fail every `when_acked` waiter (all of them wait for records at
+    /// or after `first`: completions come in order).
+    fn ack_failed(&self, first: u64, last: u64, err: &StorageError) {
+        let sh = &self.shared;
+        let ready = {
+            let mut acks = sh.acks.lock();
+            acks.failed.get_or_insert((first, last, err.clone()));
+            sh.has_ack_waiters.store(false, Ordering::SeqCst);
+            let acked = sh.acked_seq.load(Ordering::SeqCst);
+            std::mem::take(&mut acks.waiting)
+                .into_iter()
+                .map(|(seq, done)| {
+                    let r = acks.outcome(seq, acked).unwrap_or(Err(err.clone()));
+                    (done, r)
+                })
+                .collect::<Vec<_>>()
+        };
+        for (done, r) in ready {
+            call(done, r);
+        }
+    }
+
+    /// Tell the fsync thread how far the active segment is written; under
+    /// `everysec`, ask it for an fsync if one is due (before the batch's
+    /// completions fire, so `wait_everysec_fsync` after a completion sees
+    /// the request).
+    fn publish(&mut self, policy: AppendFsync) {
+        let shared = &self.shared;
+        let mut bg = shared.bg.lock();
+        bg.target.seq = self.written_seq;
+        if policy != AppendFsync::EverySec {
+            return;
+        }
+        let now = shared.options.clock.now();
+        if !bg.requested && now >= bg.last_sync_at + shared.options.everysec_interval {
+            bg.requested = true;
+            bg.parked = false;
+            shared.bg_wake.notify_all();
+        } else if bg.parked {
+            // Data is dirty now: let the fsync thread arm its timer.
+            bg.parked = false;
+            shared.bg_wake.notify_all();
+        }
+    }
+
+    /// Write a batch's frames, rolling segments as needed.
+    fn write_batch(&mut self, batch: &[Pending], frames: &[u8]) -> Result<()> {
         let max = self.shared.options.segment_max_bytes;
-        self.buf.clear();
-        let mut buf_last_seq = self.written_seq;
+        let (mut start, mut end) = (0usize, 0usize);
+        let mut last_seq = self.written_seq;
         for p in batch {
-            let flen = log_record_len(p.payload.len());
-            let used = self.active.len + self.buf.len() as u64;
+            let flen = p.frame_len as u64;
+            let used = self.active.len + (end - start) as u64;
             if used > 0 && used + flen > max {
-                self.flush(buf_last_seq)?;
+                self.flush(&frames[start..end], last_seq)?;
                 self.roll(p.seq)?;
+                start = end;
             }
-            encode_log_record(p.seq, &p.payload, &mut self.buf);
-            buf_last_seq = p.seq;
+            end += p.frame_len;
+            last_seq = p.seq;
         }
-        self.flush(buf_last_seq)
+        self.flush(&frames[start..end], last_seq)
     }
 
-    /// Write the encoded buffer at the end of the active segment.
-    fn flush(&mut self, last_seq: u64) -> Result<()> {
-        if self.buf.is_empty() {
+    /// Write encoded frames (records up to `last_seq`) at the end of the
+    /// active segment.
+    fn flush(&mut self, bytes: &[u8], last_seq: u64) -> Result<()> {
+        if bytes.is_empty() {
             return Ok(());
         }
         self.active
             .file
-            .write_at(self.active.len, &self.buf)
+            .write_at(self.active.len, bytes)
             .map_err(|e| StorageError::io("write", &self.active.path, e))?;
-        let n = self.buf.len() as u64;
+        let n = bytes.len() as u64;
         self.active.len += n;
         let records = last_seq - self.written_seq;
         self.written_seq = last_seq;
-        self.buf.clear();
         let s = &self.shared.stats;
         s.written_seq.store(last_seq, Ordering::Release);
         s.records.fetch_add(records, Ordering::Relaxed);
@@ -698,7 +1123,9 @@ impl Writer {
         // exists. Recovery relies on it: only the last segment can ever
         // have a torn tail, so a bad record in an earlier one is real
         // corruption, never a crash artifact. (Done under every policy,
-        // including `no`: one fsync per segment, not per record.)
+        // including `no`: one fsync per segment, not per record; on this
+        // thread, waiting for an `everysec` fsync in progress, and refused
+        // if that one failed.)
         self.fsync()?;
         let path = self.shared.dir.join(segment_file_name(base));
         let file = self
@@ -717,40 +1144,107 @@ impl Writer {
             base,
             path: path.clone(),
         });
+        // From now on the fsync thread syncs the new segment. Its records
+        // so far (none) are durable: the old segment was sealed above.
+        self.shared.bg.lock().target = SyncTarget {
+            file: Arc::clone(&file),
+            path: path.clone(),
+            seq: self.written_seq,
+        };
         self.active = ActiveSegment { path, file, len: 0 };
         Ok(())
     }
 
-    /// `fdatasync` the active segment; never retried on failure.
+    /// `fdatasync` the active segment through everything written (a no-op
+    /// if that is durable already); never retried on failure.
     fn fsync(&mut self) -> Result<()> {
-        self.last_sync_at = self.shared.options.clock.now();
-        let target = self.written_seq;
-        let t = Instant::now();
-        let r = self.active.file.sync_data();
-        let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let s = &self.shared.stats;
-        s.fsyncs.fetch_add(1, Ordering::Relaxed);
-        s.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
-        s.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
-        r.map_err(|e| StorageError::io("fsync", &self.active.path, e))?;
-        self.synced_seq = target;
-        s.durable_seq.store(target, Ordering::Release);
-        Ok(())
+        self.shared
+            .fsync_through(&self.active.file, &self.active.path, self.written_seq)
     }
 }
 
-fn complete_ok(batch: Vec<Pending>) {
-    for p in batch {
-        let seq = p.seq;
-        p.complete(Ok(seq));
+impl Drop for Writer {
+    /// Whatever way the writer thread ends, `when_acked` waiters still get
+    /// an answer (`Closed` for records it never decided).
+    fn drop(&mut self) {
+        let sh = &self.shared;
+        let ready = {
+            let mut acks = sh.acks.lock();
+            acks.gone = true;
+            let acked = sh.acked_seq.load(Ordering::SeqCst);
+            std::mem::take(&mut acks.waiting)
+                .into_iter()
+                .map(|(seq, done)| (done, acks.outcome(seq, acked)))
+                .collect::<Vec<_>>()
+        };
+        for (done, r) in ready {
+            call(done, r.unwrap_or(Err(StorageError::Closed)));
+        }
     }
 }
 
-fn fail_all(batch: Vec<Pending>, syncs: Vec<Completion>, err: &StorageError) {
-    for p in batch {
-        p.complete(Err(err.clone()));
+/// The fsync thread: runs the `everysec` fsyncs the writer requests, and
+/// the one due while the writer is idle with unsynced data (Redis's bio).
+fn run_fsync_thread(shared: &Shared) {
+    let interval = shared.options.everysec_interval;
+    let mut bg = shared.bg.lock();
+    loop {
+        if bg.stop {
+            return;
+        }
+        if !bg.requested {
+            let dirty = bg.target.seq > shared.stats.durable_seq.load(Ordering::Acquire)
+                && !shared.poisoned.load(Ordering::Acquire);
+            if shared.policy() != AppendFsync::EverySec || !dirty {
+                bg.parked = true;
+                shared.bg_wake.wait(&mut bg);
+                bg.parked = false;
+                continue;
+            }
+            let now = shared.options.clock.now();
+            let due = bg.last_sync_at + interval;
+            if now < due {
+                shared.bg_wake.wait_for(&mut bg, (due - now).min(interval));
+                continue;
+            }
+            bg.requested = true;
+        }
+        bg.requested = false;
+        bg.running = true;
+        let target = bg.target.clone();
+        // An error poisons the log inside `fsync_through`; the writer and
+        // every later append see it.
+        let _ = MutexGuard::unlocked(&mut bg, || {
+            shared.fsync_through(&target.file, &target.path, target.seq)
+        });
+        bg.running = false;
+        shared.bg_wake.notify_all();
     }
-    for s in syncs {
-        call(s, Err(err.clone()));
+}
+
+/// Stop the fsync thread and join it (if `handle` is given).
+fn stop_fsync_thread(shared: &Shared, handle: Option<JoinHandle<()>>) {
+    {
+        let mut bg = shared.bg.lock();
+        bg.stop = true;
+        shared.bg_wake.notify_all();
     }
+    if let Some(h) = handle {
+        let _ = h.join();
+    }
+}
+
+/// Queue one record (under the queue lock; `admit` said yes): assign its
+/// sequence number and encode its frame. Returns the sequence number.
+fn push_record(q: &mut Queue, payload: &[u8], done: Option<Completion>) -> u64 {
+    let seq = q.next_seq;
+    q.next_seq += 1;
+    let before = q.frames.len();
+    encode_log_record(seq, payload, &mut q.frames);
+    q.pending.push(Pending {
+        seq,
+        frame_len: q.frames.len() - before,
+        done,
+    });
+    seq
 }

@@ -29,7 +29,7 @@
 use crate::block::Block;
 use crate::id::StreamId;
 use std::cell::{Cell, OnceCell};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Where a storage engine stored a block (opaque to this crate).
@@ -63,6 +63,9 @@ pub struct BlockCache {
     loads: AtomicU64,
     /// The first failed read since [`BlockCache::take_error`].
     error: Mutex<Option<String>>,
+    /// Whether `error` may be set (checked first: `take_error` runs after
+    /// every command).
+    has_error: AtomicBool,
 }
 
 impl BlockCache {
@@ -73,6 +76,7 @@ impl BlockCache {
             grown: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             error: Mutex::new(None),
+            has_error: AtomicBool::new(false),
         })
     }
 
@@ -106,6 +110,9 @@ impl BlockCache {
 
     /// The first read failure since the last call, if any.
     pub fn take_error(&self) -> Option<String> {
+        if !self.has_error.swap(false, Ordering::Acquire) {
+            return None;
+        }
         self.error.lock().ok().and_then(|mut e| e.take())
     }
 
@@ -113,6 +120,7 @@ impl BlockCache {
         if let Ok(mut e) = self.error.lock() {
             e.get_or_insert(msg);
         }
+        self.has_error.store(true, Ordering::Release);
     }
 }
 

@@ -61,6 +61,7 @@ fn config_set(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     if let Some(p) = ctx.shared.persist.get() {
         p.set_fsync(cfg.appendfsync);
     }
+    ctx.store.cache_budget = cfg.block_cache_size;
     // Block limits shape stored data: log them so replay rebuilds the same blocks.
     if pairs
         .iter()
@@ -287,6 +288,22 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                 "commit_log_bytes_since_checkpoint",
                 &p.map_or(0, |p| p.log_bytes()),
             );
+            if let Some(ls) = p.map(|p| p.log_stats()) {
+                // How well group commit works: records per write and per fsync.
+                kv(out, "commit_log_records", &ls.records);
+                kv(out, "commit_log_writes", &ls.batches);
+                kv(out, "commit_log_fsyncs", &ls.fsyncs);
+                kv(
+                    out,
+                    "commit_log_fsync_usec_total",
+                    &(ls.fsync_nanos_total / 1000),
+                );
+                kv(
+                    out,
+                    "commit_log_fsync_usec_max",
+                    &(ls.fsync_nanos_max / 1000),
+                );
+            }
             kv(
                 out,
                 "checkpoints_written",

@@ -194,13 +194,15 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let id = s.add(id_spec, &fields, now, &cfg).map_err(add_error)?;
     let trimmed = opts.trim.as_ref().map_or(0, |t| s.trim(t, &cfg));
     let exact_trim = (trimmed > 0).then(|| exact_trim_args(s, opts.trim.as_ref()));
+    // The ID's text once, for the reply and the log (a clone is a refcount);
+    // 41 bytes hold any `<u64>-<u64>`, so formatting never reallocates.
+    let mut id_text = String::with_capacity(41);
+    let _ = std::fmt::Write::write_fmt(&mut id_text, format_args!("{id}"));
+    let id_text = Bytes::from(id_text);
     if ctx.logging() {
         // Logged with the generated ID, and any trim as the exact trim it amounted to.
-        let mut log = vec![
-            Bytes::from_static(b"XADD"),
-            key.clone(),
-            Bytes::from(id.to_string()),
-        ];
+        let mut log = Vec::with_capacity(3 + fields.len());
+        log.extend([Bytes::from_static(b"XADD"), key.clone(), id_text.clone()]);
         log.extend(fields);
         ctx.propagate(log);
         if let Some(Some(t)) = exact_trim {
@@ -210,7 +212,7 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         ctx.propagate_nothing();
     }
     ctx.touch(&key);
-    Ok(id_reply(id))
+    Ok(Reply::Bulk(id_text))
 }
 
 /// A trim as Redis propagates it: `MAXLEN = <len>` or `MINID = <first id>`,
