@@ -3,30 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use ferrite_storage::sim::{FaultKind, SimBackend, SimOp};
-use ferrite_storage::{
-    BlockLocation, EntryId, StorageError, StreamKeyId, StreamStore, StreamStoreOptions,
-};
-
-const KEY: StreamKeyId = StreamKeyId(0x2a);
-
-fn root() -> PathBuf {
-    PathBuf::from("/data/streams")
-}
-
-fn store(disk: &SimBackend) -> StreamStore {
-    StreamStore::open(
-        disk.shared(),
-        root(),
-        StreamStoreOptions {
-            segment_max_bytes: 300,
-        },
-    )
-    .unwrap()
-}
+use ferrite_storage::{BlockLocation, EntryId, StorageError, StreamKeyId, StreamStore};
 
 fn block(i: u64) -> (EntryId, EntryId, Vec<u8>) {
     let first = EntryId::new(1000 + i * 10, 0);

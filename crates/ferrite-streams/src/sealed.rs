@@ -110,7 +110,10 @@ impl BlockCache {
 
     /// The first read failure since the last call, if any.
     pub fn take_error(&self) -> Option<String> {
-        if !self.has_error.swap(false, Ordering::Acquire) {
+        // A plain load first: this runs after every command, and a swap
+        // would write the shared cache line each time.
+        if !self.has_error.load(Ordering::Acquire) || !self.has_error.swap(false, Ordering::AcqRel)
+        {
             return None;
         }
         self.error.lock().ok().and_then(|mut e| e.take())

@@ -14,6 +14,26 @@ pub fn log_dir() -> PathBuf {
     PathBuf::from(LOG_DIR)
 }
 
+/// The stream id the `StreamStore` tests use.
+pub const KEY: ferrite_storage::StreamKeyId = ferrite_storage::StreamKeyId(0x2a);
+
+/// The stream-segment root used on simulated disks.
+pub fn root() -> PathBuf {
+    PathBuf::from("/data/streams")
+}
+
+/// A `StreamStore` with small segments (a few blocks each) on `disk`.
+pub fn store(disk: &SimBackend) -> ferrite_storage::StreamStore {
+    ferrite_storage::StreamStore::open(
+        disk.shared(),
+        root(),
+        ferrite_storage::StreamStoreOptions {
+            segment_max_bytes: 300,
+        },
+    )
+    .unwrap()
+}
+
 /// Everything an open returned.
 #[derive(Debug)]
 pub struct Opened {
