@@ -248,10 +248,13 @@ impl Node {
         master: StreamId,
         storage: Option<&Storage>,
     ) -> Option<&'a Block> {
-        if let Some(s) = storage {
-            self.tick.set(s.cache.tick());
-        }
+        // Only stored nodes can be evicted, so only they need the LRU clock
+        // (a shared atomic): the tail an XADD appends to is never stamped.
+        let stored = !matches!(self.stored, Stored::No);
         if let Some(b) = self.body.get() {
+            if let (true, Some(s)) = (stored, storage) {
+                self.tick.set(s.cache.tick());
+            }
             return Some(b);
         }
         let (Some(s), Some(loc)) = (storage, self.location()) else {
@@ -274,6 +277,7 @@ impl Node {
             });
         match loaded {
             Ok(b) => {
+                self.tick.set(s.cache.tick());
                 s.cache.loads.fetch_add(1, Ordering::Relaxed);
                 s.cache
                     .grown

@@ -303,11 +303,6 @@ impl Stream {
             .filter_map(|(k, n)| n.block(*k, self.storage.as_ref()))
     }
 
-    /// The block summaries in key order (no reads).
-    pub fn summaries(&self) -> impl DoubleEndedIterator<Item = (StreamId, Summary)> + '_ {
-        self.blocks.iter().map(|(k, n)| (*k, n.sum))
-    }
-
     /// Whether entries were ever stored out of key order (persisted with
     /// stored blocks, which [`Stream::restore_nodes`] cannot scan).
     pub fn is_disordered(&self) -> bool {
