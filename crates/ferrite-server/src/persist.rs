@@ -684,8 +684,14 @@ impl Persistence {
         }
         let (log, report) = recovery.finish().map_err(fail)?;
         drop(session);
-        if let Some(t) = &report.truncation {
-            tracing::warn!("commit log: truncated a torn or invalid tail: {t:?}");
+        match &report.truncation {
+            Some(t) if t.zeros_only => tracing::info!(
+                "commit log: cut {} preallocated zero bytes after the last record of {}",
+                t.bytes_dropped,
+                t.file.display()
+            ),
+            Some(t) => tracing::warn!("commit log: truncated a torn or invalid tail: {t:?}"),
+            None => {}
         }
         // Replayed CONFIG SETs reproduced the block layout of their time; the
         // configuration of this start wins from here on.

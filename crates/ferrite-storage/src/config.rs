@@ -144,6 +144,8 @@ impl Clock for ManualClock {
 
 /// Default segment size at which the log rolls to a new file: 64 MiB.
 pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default [`LogOptions::preallocate_bytes`]: 1 MiB.
+pub const DEFAULT_PREALLOCATE_BYTES: u64 = 1024 * 1024;
 /// Default largest payload accepted by `append`: 512 MiB (Redis's
 /// `proto-max-bulk-len`).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 512 * 1024 * 1024;
@@ -167,6 +169,12 @@ pub struct LogOptions {
     pub repair: bool,
     /// The clock the `everysec` policy reads.
     pub clock: Arc<dyn Clock>,
+    /// Write this many zero bytes ahead of the active segment's last record
+    /// whenever the records reach the end of the file (default 1 MiB, `0`
+    /// turns it off): records then overwrite zeros instead of growing the
+    /// file, so their `fdatasync` need not write the inode
+    /// (docs/storage.md §3.5).
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -178,6 +186,7 @@ impl Default for LogOptions {
             everysec_interval: Duration::from_secs(1),
             repair: false,
             clock: Arc::new(SystemClock::new()),
+            preallocate_bytes: DEFAULT_PREALLOCATE_BYTES,
         }
     }
 }

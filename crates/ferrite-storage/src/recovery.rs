@@ -84,6 +84,10 @@ pub struct Truncation {
     pub valid_records_dropped: u64,
     /// Later segment files deleted because they came after the cut.
     pub removed_segments: Vec<PathBuf>,
+    /// Every dropped byte of the cut file was zero and no later segment
+    /// was deleted: only the space the writer preallocates past its last
+    /// record (what a crash normally leaves), nothing of a record.
+    pub zeros_only: bool,
 }
 
 /// What [`Recovery::finish`] found and did.
@@ -473,6 +477,7 @@ impl Recovery {
                 dir_changed = true;
             }
             // `split_off(idx + 1)` leaves the bad segment last in `kept`.
+            let mut zeros_only = false;
             let (base, path) = match kept.last() {
                 Some(s) => (s.base, s.path.clone()),
                 None => (
@@ -492,6 +497,10 @@ impl Recovery {
                 let f = backend
                     .open_file(&path, OpenMode::Existing)
                     .map_err(|e| StorageError::io("open", &path, e))?;
+                zeros_only = removed_segments.is_empty()
+                    && plan.kind == TruncationKind::TornTail
+                    && all_zeros_from(f.as_ref(), plan.offset)
+                        .map_err(|e| StorageError::io("read", &path, e))?;
                 // IMPORTANT: truncation. Cuts the torn tail (or, with
                 // repair, everything after the first bad byte).
                 f.set_len(plan.offset)
@@ -511,6 +520,7 @@ impl Recovery {
                 bytes_dropped: plan.bytes_dropped,
                 valid_records_dropped: plan.valid_after,
                 removed_segments,
+                zeros_only,
             });
         }
         let next_seq = self.expected.max(self.covered.saturating_add(1)).max(1);
@@ -522,11 +532,7 @@ impl Recovery {
                 let len = f
                     .len()
                     .map_err(|e| StorageError::io("stat", &last.path, e))?;
-                ActiveSegment {
-                    path: last.path.clone(),
-                    file: f,
-                    len,
-                }
+                ActiveSegment::new(last.path.clone(), f, len)
             }
             _ => {
                 let path = self.dir.join(segment_file_name(next_seq));
@@ -538,11 +544,7 @@ impl Recovery {
                     path: path.clone(),
                 });
                 dir_changed = true;
-                ActiveSegment {
-                    path,
-                    file: f,
-                    len: 0,
-                }
+                ActiveSegment::new(path, f, 0)
             }
         };
         // IMPORTANT: after a process crash the replayed records may still
@@ -574,4 +576,20 @@ impl Recovery {
         )?;
         Ok((log, report))
     }
+}
+
+/// True if every byte of `f` from `offset` on is zero.
+fn all_zeros_from(f: &dyn crate::backend::BackendFile, offset: u64) -> std::io::Result<bool> {
+    let len = f.len()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = offset;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        f.read_at(at, &mut buf[..n])?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }

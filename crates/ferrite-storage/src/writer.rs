@@ -249,11 +249,27 @@ impl Shared {
     /// second fsync would "succeed" with the data gone; docs/storage.md
     /// §5.2). On failure the log is poisoned and the I/O error returned.
     fn fsync_through(&self, file: &Arc<dyn BackendFile>, path: &Path, seq: u64) -> Result<()> {
+        self.fsync_gated(file, path, seq, false)
+    }
+
+    /// [`Shared::fsync_through`], but fsync even if `seq` is durable
+    /// already (after a truncation, whose new length must be).
+    fn sync_now(&self, file: &Arc<dyn BackendFile>, path: &Path, seq: u64) -> Result<()> {
+        self.fsync_gated(file, path, seq, true)
+    }
+
+    fn fsync_gated(
+        &self,
+        file: &Arc<dyn BackendFile>,
+        path: &Path,
+        seq: u64,
+        force: bool,
+    ) -> Result<()> {
         let _gate = self.fsync_gate.lock();
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poison_error());
         }
-        if self.stats.durable_seq.load(Ordering::Acquire) >= seq {
+        if !force && self.stats.durable_seq.load(Ordering::Acquire) >= seq {
             return Ok(());
         }
         self.bg.lock().last_sync_at = self.options.clock.now();
@@ -339,8 +355,30 @@ const DEFER_MAX_BYTES: usize = 1 << 20;
 pub(crate) struct ActiveSegment {
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn BackendFile>,
+    /// End of the last record written.
     pub(crate) len: u64,
+    /// End of the file: `len..alloc` is zeros written ahead
+    /// (`LogOptions::preallocate_bytes`).
+    alloc: u64,
+    /// Preallocation failed in this segment: append without it.
+    no_prealloc: bool,
 }
+
+impl ActiveSegment {
+    /// A segment whose file ends right after its last record.
+    pub(crate) fn new(path: PathBuf, file: Arc<dyn BackendFile>, len: u64) -> Self {
+        ActiveSegment {
+            path,
+            file,
+            len,
+            alloc: len,
+            no_prealloc: false,
+        }
+    }
+}
+
+/// Zeros for preallocation, written this much at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// What recovery hands to [`CommitLog::start`].
 pub(crate) struct StartState {
@@ -853,14 +891,14 @@ struct Writer {
 const SPIN_YIELDS: u32 = 50;
 const SPIN_MAX: Duration = Duration::from_micros(100);
 
-/// Under `everysec`/`no` a batch takes microseconds, so a busy server's next
-/// records usually come right after the writer went idle: noticing the
-/// `kick` that announces them while yielding (not the first deferred
-/// append: the kick comes once the appender's round is done, so the batch
-/// is as large) saves both the writer's sleep and the futex wake-up the
-/// `kick` would pay (the most expensive part of a batch on a VM, where a
-/// wake-up is an inter-processor interrupt). Not under `always`: after an
-/// fsync, whatever came meanwhile is already queued.
+/// A busy server's next records usually come right after the writer went
+/// idle (under `everysec`/`no` a batch takes microseconds; under `always`
+/// the replies to the last batch just went out, and their clients' next
+/// commands follow): noticing the `kick` that announces them while yielding
+/// (not the first deferred append: the kick comes once the appender's round
+/// is done, so the batch is as large) saves both the writer's sleep and the
+/// futex wake-up the `kick` would pay (the most expensive part of a batch on
+/// a VM, where a wake-up is an inter-processor interrupt).
 fn spin_for_records(shared: &Shared) {
     let start = Instant::now();
     for _ in 0..SPIN_YIELDS {
@@ -887,7 +925,7 @@ impl Writer {
                 }
                 // NOTE: the periodic `everysec` fsync is the fsync thread's
                 // job; an idle writer just sleeps, after a short spin.
-                if !spun && shared.policy() != AppendFsync::Always {
+                if !spun {
                     spun = true;
                     MutexGuard::unlocked(&mut q, || spin_for_records(&shared));
                     continue;
@@ -916,7 +954,8 @@ impl Writer {
         drop(q);
         if !failed {
             // On failure the log is poisoned (`fsync_through` did it).
-            let _ = self.fsync();
+            // NOTE: should the trim fail, recovery cuts the zeros instead.
+            let _ = self.trim_preallocation();
         }
         stop_fsync_thread(&shared, self.syncer.take());
     }
@@ -1100,6 +1139,10 @@ impl Writer {
         if bytes.is_empty() {
             return Ok(());
         }
+        let end = self.active.len + bytes.len() as u64;
+        if end > self.active.alloc {
+            self.preallocate(end);
+        }
         self.active
             .file
             .write_at(self.active.len, bytes)
@@ -1116,6 +1159,59 @@ impl Writer {
         Ok(())
     }
 
+    /// Write zeros past the end of the active segment, through at least
+    /// `end` and `LogOptions::preallocate_bytes` beyond what is there (at
+    /// most up to the segment size), so that the records written into them
+    /// later do not change the file's size: their `fdatasync` then writes
+    /// the data alone, without the inode, which on ext4 saves an I/O per
+    /// fsync (docs/storage.md §3.5). The zeros reach the disk with the next
+    /// fsync; recovery cuts them off like any torn tail (a zero frame is
+    /// never valid).
+    ///
+    /// Only an optimisation: if the zeros cannot be written (a full disk, a
+    /// file size limit) the segment goes on without it, and whether the
+    /// records themselves fit is up to their own write. Zeros partly
+    /// written stay behind `len`, where records overwrite them.
+    fn preallocate(&mut self, end: u64) {
+        let chunk = self.shared.options.preallocate_bytes;
+        let max = self.shared.options.segment_max_bytes;
+        if chunk == 0 || end > max || self.active.no_prealloc {
+            return;
+        }
+        let from = self.active.alloc.max(self.active.len);
+        let to = from.saturating_add(chunk).max(end).min(max);
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            if self.active.file.write_at(at, &ZEROS[..n]).is_err() {
+                self.active.no_prealloc = true;
+                // `alloc` only counts what is known to be zeros.
+                self.active.alloc = at;
+                return;
+            }
+            at += n as u64;
+        }
+        self.active.alloc = to;
+    }
+
+    /// Cut the preallocated zeros off the active segment and make its
+    /// length durable (before sealing it, and at close): only the last
+    /// segment may ever end in bytes that are not records (§6).
+    fn trim_preallocation(&mut self) -> Result<()> {
+        if self.active.alloc <= self.active.len {
+            return self.fsync();
+        }
+        self.active
+            .file
+            .set_len(self.active.len)
+            .map_err(|e| StorageError::io("truncate", &self.active.path, e))?;
+        self.active.alloc = self.active.len;
+        // IMPORTANT: forced, even if every record is durable already: the
+        // new length must be.
+        self.shared
+            .sync_now(&self.active.file, &self.active.path, self.written_seq)
+    }
+
     /// Seal the active segment and start a new one whose first record is
     /// `base`.
     fn roll(&mut self, base: u64) -> Result<()> {
@@ -1125,8 +1221,8 @@ impl Writer {
         // corruption, never a crash artifact. (Done under every policy,
         // including `no`: one fsync per segment, not per record; on this
         // thread, waiting for an `everysec` fsync in progress, and refused
-        // if that one failed.)
-        self.fsync()?;
+        // if that one failed.) The preallocated zeros are cut off first.
+        self.trim_preallocation()?;
         let path = self.shared.dir.join(segment_file_name(base));
         let file = self
             .shared
@@ -1151,7 +1247,7 @@ impl Writer {
             path: path.clone(),
             seq: self.written_seq,
         };
-        self.active = ActiveSegment { path, file, len: 0 };
+        self.active = ActiveSegment::new(path, file, 0);
         Ok(())
     }
 

@@ -390,9 +390,14 @@ fn enospc_is_an_error_to_the_client_and_loses_nothing_acknowledged() {
     check_prefix(&o.records, &acked);
     drop(o);
 
-    // Without a power loss, the half-written frame is a torn tail.
+    // Without a power loss, the half-written frame is a torn tail (no
+    // preallocated zeros behind it, so it is the whole tail).
     let disk = SimBackend::new();
-    let o = open_sim(&disk, opts(AppendFsync::EverySec)).unwrap();
+    let no_prealloc = LogOptions {
+        preallocate_bytes: 0,
+        ..opts(AppendFsync::EverySec)
+    };
+    let o = open_sim(&disk, no_prealloc).unwrap();
     let acked: Vec<_> = (0..5u64)
         .map(|i| {
             (
@@ -412,6 +417,106 @@ fn enospc_is_an_error_to_the_client_and_loses_nothing_acknowledged() {
     assert_eq!(check_prefix(&o.records, &acked), 5);
     let t = o.report.truncation.expect("half-written frame cut");
     assert_eq!(t.bytes_dropped, (17 + 100) / 2);
+}
+
+/// Preallocation: records overwrite zeros written ahead of them; a sealed
+/// segment is cut to its last record before the next one exists, so only
+/// the active segment ever ends in zeros; a crash leaves them as a tail
+/// that recovery cuts (nothing acknowledged lost, no "corruption"); a
+/// clean close cuts them itself.
+#[test]
+fn preallocated_zeros_are_cut_from_sealed_segments_and_by_recovery() {
+    use ferrite_storage::frame::encode_log_record;
+    let frame_len = |seq: u64, p: &[u8]| {
+        let mut v = Vec::new();
+        encode_log_record(seq, p, &mut v);
+        v.len() as u64
+    };
+    for policy in [AppendFsync::Always, AppendFsync::EverySec] {
+        let disk = SimBackend::new();
+        let o = open_sim(&disk, opts(policy)).unwrap();
+        let acked: Vec<_> = (0..300u64)
+            .map(|i| {
+                (
+                    o.log.append(payload(i)).unwrap().wait().unwrap(),
+                    payload(i),
+                )
+            })
+            .collect();
+        let segs = sim_segments(&disk);
+        assert!(segs.len() >= 3, "{segs:?}");
+        // Each sealed segment holds exactly its records: its length is the
+        // sum of their frames (segment names are their first seq).
+        let bases: Vec<u64> = segs
+            .iter()
+            .map(|s| s.trim_end_matches(".log").parse().unwrap())
+            .collect();
+        for (k, s) in segs[..segs.len() - 1].iter().enumerate() {
+            let len = disk.read_file(&log_dir().join(s)).unwrap().len() as u64;
+            let want: u64 = (bases[k]..bases[k + 1])
+                .map(|seq| frame_len(seq, &acked[(seq - 1) as usize].1))
+                .sum();
+            assert_eq!(len, want, "sealed segment {s} is exactly its records");
+        }
+        // The active one is preallocated up to the segment size.
+        let last = log_dir().join(segs.last().unwrap());
+        let active_records: u64 = (*bases.last().unwrap()..=300)
+            .map(|seq| frame_len(seq, &acked[(seq - 1) as usize].1))
+            .sum();
+        let bytes = disk.read_file(&last).unwrap();
+        assert_eq!(bytes.len() as u64, 4096, "active segment preallocated");
+        assert!(bytes[active_records as usize..].iter().all(|&b| b == 0));
+
+        // A process crash: recovery cuts the zeros, keeps every record.
+        let crashed = disk.process_crash_copy();
+        let r = open_sim(&crashed, opts(policy)).unwrap();
+        assert_eq!(check_prefix(&r.records, &acked), 300);
+        let t = r.report.truncation.clone().expect("zeros cut");
+        assert_eq!(t.kind, ferrite_storage::TruncationKind::TornTail);
+        assert_eq!(t.file, last);
+        assert_eq!(t.offset, active_records);
+        assert_eq!(t.bytes_dropped, 4096 - active_records);
+        // ... and appends after it land right behind the last record.
+        let seq = r.log.append(b"after".to_vec()).unwrap().wait().unwrap();
+        assert_eq!(seq, 301);
+        drop(r);
+        let r = open_sim(&crashed, opts(policy)).unwrap();
+        assert_eq!(r.records.len(), 301);
+        assert_eq!(r.records[300].1, b"after");
+        drop(r);
+
+        // A clean close cuts them: the next open finds nothing to truncate.
+        drop(o.log);
+        let bytes = disk.read_file(&last).unwrap();
+        assert_eq!(bytes.len() as u64, active_records, "close trims");
+        let r = open_sim(&disk, opts(policy)).unwrap();
+        assert!(r.report.truncation.is_none(), "{:?}", r.report.truncation);
+        assert_eq!(check_prefix(&r.records, &acked), 300);
+    }
+}
+
+/// Preallocation is only an optimisation: when its zeros cannot be written
+/// (full disk, file size limit) the records are written without it, and
+/// the log is not poisoned.
+#[test]
+fn a_failed_preallocation_is_not_a_failed_write() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    // The first batch's first write is the preallocation (no write before).
+    disk.fail_nth(SimOp::Write, 1, FaultKind::NoSpace);
+    let acked: Vec<_> = (0..100u64)
+        .map(|i| {
+            (
+                o.log.append(payload(i)).unwrap().wait().unwrap(),
+                payload(i),
+            )
+        })
+        .collect();
+    assert!(o.log.failure().is_none());
+    drop(o.log);
+    disk.power_loss();
+    let r = open_sim(&disk, opts(AppendFsync::Always)).unwrap();
+    assert_eq!(check_prefix(&r.records, &acked), 100);
 }
 
 /// Why the log never retries a failed fsync: on Linux the failed fsync may
