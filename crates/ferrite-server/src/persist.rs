@@ -26,7 +26,6 @@ use ferrite_streams::{
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 const KIND_BATCH: u8 = 1;
 const SNAPSHOT_VERSION: u8 = 3;
@@ -97,17 +96,27 @@ fn put_cmd(out: &mut Vec<u8>, db: usize, argv: &[Bytes]) {
 
 /// Encode one command batch record.
 pub fn encode_batch(cmds: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
-    let size: usize = cmds
+    let mut out = Vec::with_capacity(batch_len(cmds));
+    encode_batch_into(cmds, &mut out);
+    out
+}
+
+/// The encoded length of a command batch record.
+fn batch_len(cmds: &[(usize, Vec<Bytes>)]) -> usize {
+    5 + cmds
         .iter()
         .map(|(_, a)| 8 + a.iter().map(|x| 4 + x.len()).sum::<usize>())
-        .sum();
-    let mut out = Vec::with_capacity(5 + size);
+        .sum::<usize>()
+}
+
+/// [`encode_batch`], appended to `out`.
+fn encode_batch_into(cmds: &[(usize, Vec<Bytes>)], out: &mut Vec<u8>) {
+    out.reserve(batch_len(cmds));
     out.push(KIND_BATCH);
-    put_u32(&mut out, cmds.len());
+    put_u32(out, cmds.len());
     for (db, argv) in cmds {
-        put_cmd(&mut out, *db, argv);
+        put_cmd(out, *db, argv);
     }
-    out
 }
 
 /// A cursor over bytes read from disk: every read is bounds-checked.
@@ -746,10 +755,12 @@ impl Persistence {
     /// waiting (so a round of commands from many clients costs one wake-up
     /// and one write).
     pub fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> Result<u64, StorageError> {
-        let payload = encode_batch(cmds);
+        // Encoded straight into the log's queue: no buffer per record.
+        let seq = self
+            .log
+            .append_deferred_with(|out| encode_batch_into(cmds, out))?;
         self.bytes_since_checkpoint
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        let seq = self.log.append_deferred(payload)?;
+            .fetch_add(batch_len(cmds) as u64, Ordering::Relaxed);
         self.appended.fetch_max(seq, Ordering::AcqRel);
         Ok(seq)
     }
@@ -785,19 +796,12 @@ impl Persistence {
     /// Completions come in sequence order, so this also waits for every
     /// record before it.
     pub async fn wait(&self, seq: u64) -> Result<u64, StorageError> {
-        let r = match self.log.outcome(seq) {
-            Some(r) => r,
-            None => {
-                let (tx, rx) = oneshot::channel();
-                self.log.when_acked(
-                    seq,
-                    Box::new(move |r| {
-                        let _ = tx.send(r);
-                    }),
-                );
-                rx.await.unwrap_or(Err(StorageError::Closed))
-            }
-        };
+        // Woken by the writer thread; nothing is allocated per wait.
+        let r = std::future::poll_fn(|cx| match self.log.poll_acked(seq, cx.waker()) {
+            Some(r) => std::task::Poll::Ready(r),
+            None => std::task::Poll::Pending,
+        })
+        .await;
         if let Err(e) = &r {
             tracing::error!("commit log write failed: {e}");
         }
@@ -1035,14 +1039,16 @@ fn commit_effects(shared: &Arc<Shared>, store: &mut Store) -> Commit {
     if store.pending_log.is_empty() {
         return Commit::Done;
     }
-    let effects = std::mem::take(&mut store.pending_log);
     let Some(p) = shared.persist.get() else {
+        store.pending_log.clear();
         return Commit::Done;
     };
-    let result = match p.append(&effects) {
+    let result = match p.append(&store.pending_log) {
         Ok(seq) => Commit::Wait(seq),
         Err(e) => Commit::Failed(misconf_message(&e)),
     };
+    // Cleared, not taken: its capacity serves the next command.
+    store.pending_log.clear();
     let threshold = shared.config.read().auto_checkpoint_min_size;
     if p.log_bytes() >= threshold && !p.checkpoint_running() {
         let snap = p.begin_checkpoint(store, &shared.config.read());

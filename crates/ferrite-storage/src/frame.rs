@@ -259,6 +259,31 @@ pub fn encode_log_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     encode_frame(KIND_LOG_RECORD_V1, &[&seq.to_le_bytes(), payload], out);
 }
 
+/// Append a commit-log record frame whose payload `encode` writes straight
+/// into `out` (no buffer of its own; the header is filled in after it).
+/// Returns the payload's length; the caller checks it against its limit
+/// (and truncates `out` back if it refuses the record). Same bytes as
+/// [`encode_log_record`] with that payload.
+pub fn encode_log_record_with(
+    seq: u64,
+    out: &mut Vec<u8>,
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    encode(out);
+    let body_len = out.len() - start - FRAME_HEADER_LEN;
+    // A body past MAX_BODY_LEN is the caller's to refuse (its record limit
+    // is lower); the length field just must not wrap meanwhile.
+    let len = u32::try_from(body_len).unwrap_or(u32::MAX);
+    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+    out[start + 8] = KIND_LOG_RECORD_V1;
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    body_len - LOG_BODY_MIN
+}
+
 /// Split a verified commit-log body into `(seq, payload)`.
 pub fn split_log_body(body: &[u8]) -> Option<(u64, &[u8])> {
     let (seq, payload) = body.split_first_chunk::<8>()?;
@@ -280,6 +305,18 @@ pub fn decode_log_record(bytes: &[u8]) -> Result<(u64, u64, &[u8]), FrameError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_in_place_gives_the_same_frame() {
+        for payload in [&b""[..], b"hi", &[7u8; 1000]] {
+            let mut a = b"prefix".to_vec();
+            let mut b = a.clone();
+            encode_log_record(42, payload, &mut a);
+            let n = encode_log_record_with(42, &mut b, |out| out.extend_from_slice(payload));
+            assert_eq!(n, payload.len());
+            assert_eq!(a, b);
+        }
+    }
 
     #[test]
     fn layout_is_little_endian_and_documented() {

@@ -52,6 +52,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::backend::{Backend, BackendFile, OpenMode};
 use crate::config::{AppendFsync, LogOptions};
 use crate::error::{Result, StorageError};
-use crate::frame::encode_log_record;
+use crate::frame::{encode_log_record, encode_log_record_with};
 use crate::segment::segment_file_name;
 
 /// A completion callback: called exactly once with the record's sequence
@@ -297,12 +298,28 @@ impl Shared {
 /// Waiters of [`CommitLog::when_acked`].
 #[derive(Default)]
 struct Acks {
-    waiting: Vec<(u64, Completion)>,
+    waiting: Vec<(u64, Waiter)>,
     /// The first batch that failed: its first and last seq and the error
     /// its records completed with. Every record after it failed too.
     failed: Option<(u64, u64, StorageError)>,
     /// The writer thread has exited: nothing more completes.
     gone: bool,
+}
+
+/// Who waits in [`Acks::waiting`]: a callback ([`CommitLog::when_acked`])
+/// or a task ([`CommitLog::poll_acked`]), which is woken and asks again.
+enum Waiter {
+    Call(Completion),
+    Wake(Waker),
+}
+
+impl Waiter {
+    fn done(self, r: Result<u64>) {
+        match self {
+            Waiter::Call(done) => call(done, r),
+            Waiter::Wake(w) => w.wake(),
+        }
+    }
 }
 
 impl Acks {
@@ -535,6 +552,7 @@ impl CommitLog {
             written_seq: last,
             spare_pending: Vec::new(),
             spare_frames: Vec::new(),
+            ready: Vec::new(),
             syncer: Some(syncer),
         };
         let handle = match std::thread::Builder::new()
@@ -603,6 +621,27 @@ impl CommitLog {
         self.enqueue(payload, None, false)
     }
 
+    /// [`CommitLog::append_deferred`] with the payload written by `encode`
+    /// straight into the queue's frame buffer (under the queue lock: keep
+    /// it to copying bytes): no payload buffer is allocated, copied and
+    /// freed per record. A payload over `max_record_bytes` is taken back
+    /// out and refused with [`StorageError::RecordTooLarge`].
+    pub fn append_deferred_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<u64> {
+        let mut q = self.shared.queue.lock();
+        let seq = self.admit(&q, 0)?;
+        let before = q.frames.len();
+        let len = encode_log_record_with(seq, &mut q.frames, encode);
+        let max = self.shared.options.max_record_bytes;
+        if len > max {
+            q.frames.truncate(before);
+            return Err(StorageError::RecordTooLarge { len, max });
+        }
+        q.next_seq += 1;
+        push_pending(&mut q, seq, before, None);
+        self.announce(q, false);
+        Ok(seq)
+    }
+
     /// Wake the writer for records queued by [`CommitLog::append_deferred`].
     /// Cheap when there is nothing to do (one atomic swap).
     pub fn kick(&self) {
@@ -616,6 +655,13 @@ impl CommitLog {
         let mut q = self.shared.queue.lock();
         let seq = self.admit(&q, payload.len())?;
         push_record(&mut q, &payload, done);
+        self.announce(q, wake);
+        Ok(seq)
+    }
+
+    /// After queueing a record: wake the writer (if `wake`, or if the queue
+    /// is full), or leave it asleep for a later `kick`.
+    fn announce(&self, q: MutexGuard<'_, Queue>, wake: bool) {
         let wake =
             wake || q.pending.len() >= DEFER_MAX_RECORDS || q.frames.len() >= DEFER_MAX_BYTES;
         if !wake {
@@ -626,7 +672,6 @@ impl CommitLog {
             self.shared.kicked.store(true, Ordering::Release);
             self.shared.wake.notify_one();
         }
-        Ok(seq)
     }
 
     /// Enqueue `payload` and return a handle with the sequence number and a
@@ -703,7 +748,37 @@ impl CommitLog {
                 drop(acks);
                 call(on_done, r);
             }
-            None => acks.waiting.push((seq, on_done)),
+            None => acks.waiting.push((seq, Waiter::Call(on_done))),
+        }
+    }
+
+    /// For async callers: the outcome of record `seq` (which must have been
+    /// appended) if it is decided, as [`CommitLog::outcome`]; otherwise
+    /// `None`, and `waker` is woken once it may be (on the writer thread,
+    /// or at once if the writer has exited): ask again then. Allocates
+    /// nothing and hands nothing to the writer thread but the waker, unlike
+    /// a `when_acked` callback. Each `None` registers the waker once more;
+    /// a caller that polls only when woken registers it once per wait.
+    pub fn poll_acked(&self, seq: u64, waker: &Waker) -> Option<Result<u64>> {
+        let sh = &self.shared;
+        if seq <= sh.acked_seq.load(Ordering::Acquire) {
+            return Some(Ok(seq));
+        }
+        let mut acks = sh.acks.lock();
+        // IMPORTANT: as in `when_acked`: announce, then re-read (SeqCst).
+        sh.has_ack_waiters.store(true, Ordering::SeqCst);
+        let acked = sh.acked_seq.load(Ordering::SeqCst);
+        match acks.outcome(seq, acked) {
+            Some(r) => {
+                if acks.waiting.is_empty() {
+                    sh.has_ack_waiters.store(false, Ordering::SeqCst);
+                }
+                Some(r)
+            }
+            None => {
+                acks.waiting.push((seq, Waiter::Wake(waker.clone())));
+                None
+            }
         }
     }
 
@@ -882,6 +957,8 @@ struct Writer {
     /// Empty buffers swapped with the queue's, so their capacity is reused.
     spare_pending: Vec<Pending>,
     spare_frames: Vec<u8>,
+    /// `Writer::ack`'s buffer of waiters to wake, kept for its capacity.
+    ready: Vec<(u64, Waiter)>,
     /// The fsync thread; stopped and joined when the writer exits.
     syncer: Option<JoinHandle<()>>,
 }
@@ -1041,14 +1118,14 @@ impl Writer {
 
     /// Every record up to `last` completed `Ok` (and `acked_seq` says so):
     /// wake `when_acked` waiters.
-    fn ack(&self, last: u64) {
+    fn ack(&mut self, last: u64) {
         let sh = &self.shared;
         // IMPORTANT: SeqCst, paired with `CommitLog::when_acked`: the
         // `acked_seq` store came before this load.
         if !sh.has_ack_waiters.load(Ordering::SeqCst) {
             return;
         }
-        let mut ready = Vec::new();
+        let mut ready = std::mem::take(&mut self.ready);
         {
             let mut acks = sh.acks.lock();
             let mut i = 0;
@@ -1063,9 +1140,10 @@ impl Writer {
                 sh.has_ack_waiters.store(false, Ordering::SeqCst);
             }
         }
-        for (seq, done) in ready {
-            call(done, Ok(seq));
+        for (seq, w) in ready.drain(..) {
+            w.done(Ok(seq));
         }
+        self.ready = ready;
     }
 
     /// Records `first..=last` failed with `err`: record the first failure
@@ -1087,7 +1165,7 @@ impl Writer {
                 .collect::<Vec<_>>()
         };
         for (done, r) in ready {
-            call(done, r);
+            done.done(r);
         }
     }
 
@@ -1274,7 +1352,7 @@ impl Drop for Writer {
                 .collect::<Vec<_>>()
         };
         for (done, r) in ready {
-            call(done, r.unwrap_or(Err(StorageError::Closed)));
+            done.done(r.unwrap_or(Err(StorageError::Closed)));
         }
     }
 }
@@ -1337,10 +1415,15 @@ fn push_record(q: &mut Queue, payload: &[u8], done: Option<Completion>) -> u64 {
     q.next_seq += 1;
     let before = q.frames.len();
     encode_log_record(seq, payload, &mut q.frames);
+    push_pending(q, seq, before, done);
+    seq
+}
+
+/// Queue the record whose frame `q.frames[before..]` is.
+fn push_pending(q: &mut Queue, seq: u64, before: usize, done: Option<Completion>) {
     q.pending.push(Pending {
         seq,
         frame_len: q.frames.len() - before,
         done,
     });
-    seq
 }

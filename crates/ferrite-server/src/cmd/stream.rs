@@ -194,11 +194,15 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let id = s.add(id_spec, &fields, now, &cfg).map_err(add_error)?;
     let trimmed = opts.trim.as_ref().map_or(0, |t| s.trim(t, &cfg));
     let exact_trim = (trimmed > 0).then(|| exact_trim_args(s, opts.trim.as_ref()));
-    // The ID's text once, for the reply and the log (a clone is a refcount);
-    // 41 bytes hold any `<u64>-<u64>`, so formatting never reallocates.
-    let mut id_text = String::with_capacity(41);
-    let _ = std::fmt::Write::write_fmt(&mut id_text, format_args!("{id}"));
-    let id_text = Bytes::from(id_text);
+    // The ID's text once, for the reply and the log (a clone is a refcount):
+    // formatted on the stack (41 bytes hold any `<u64>-<u64>`), then one
+    // allocation of its exact size (a `Bytes` of a full `Vec` needs no
+    // second one for its shared header).
+    let mut buf = [0u8; 41];
+    let mut w = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut w, format_args!("{id}"));
+    let n = 41 - w.len();
+    let id_text = Bytes::copy_from_slice(&buf[..n]);
     if ctx.logging() {
         // Logged with the generated ID, and any trim as the exact trim it amounted to.
         let mut log = Vec::with_capacity(3 + fields.len());
