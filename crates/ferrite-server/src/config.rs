@@ -62,6 +62,13 @@ const PARAMS: &[Param] = &[
         doc: "number of databases (SELECT 0..n-1)",
     },
     Param {
+        name: "io-threads",
+        default: "1",
+        kind: Kind::Int { min: 1, max: 128 },
+        mutable: false,
+        doc: "threads serving clients (network I/O and parsing; commands run one at a time under the store's lock whatever this is); 1, Redis's default, is fastest unless the network work outgrows a core",
+    },
+    Param {
         name: "requirepass",
         default: "",
         kind: Kind::Str,
@@ -170,6 +177,7 @@ pub struct Config {
     pub bind: String,
     pub dir: String,
     pub databases: usize,
+    pub io_threads: usize,
     pub requirepass: String,
     pub maxclients: u64,
     pub proto_max_bulk_len: u64,
@@ -284,6 +292,7 @@ impl Default for Config {
             bind: String::new(),
             dir: String::new(),
             databases: 0,
+            io_threads: 1,
             requirepass: String::new(),
             maxclients: 0,
             proto_max_bulk_len: 0,
@@ -316,6 +325,7 @@ impl Config {
         self.bind = self.values["bind"].clone();
         self.dir = self.values["dir"].clone();
         self.databases = self.num("databases") as usize;
+        self.io_threads = self.num("io-threads").max(1) as usize;
         self.requirepass = self.values["requirepass"].clone();
         self.maxclients = self.num("maxclients") as u64;
         self.proto_max_bulk_len = self.num("proto-max-bulk-len") as u64;

@@ -102,7 +102,10 @@ pub fn main_cli() -> ExitCode {
         }
     };
     init_tracing(&cfg.loglevel);
+    // NOTE: the multi-thread scheduler even with one worker: blocking work
+    // (start-up recovery, shutdown) goes to `spawn_blocking`.
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.io_threads)
         .enable_all()
         .build()
     {
