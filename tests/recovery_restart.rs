@@ -1463,6 +1463,72 @@ fn a_failing_log_write_gives_misconf_and_loses_nothing_acknowledged() {
     ok(&call_str(&mut c, &["XADD", "s", "*", "f", "again"]));
 }
 
+/// The same failure inside one pipeline: the replies come back in order, a
+/// prefix of IDs then only MISCONF errors (a reply held for the commit log
+/// is replaced by the error if its record failed, never reordered or
+/// lost), and after a restart exactly the acknowledged prefix is there
+/// (plus, perhaps, the first failed one).
+#[test]
+fn a_failing_log_write_inside_a_pipeline_fails_a_suffix_of_its_replies() {
+    let dir = TempDir::new("efbig-pipe").unwrap_or_else(|e| panic!("{e}"));
+    let launch = Launch::ferrite("efbig-pipe")
+        .dir(dir.path())
+        .args(&["--appendfsync", "always"]);
+    let limited = launch
+        .clone()
+        .shell_prefix("trap '' XFSZ; ulimit -f 64 || exit 97;");
+    let s = start(&limited);
+    let mut c = connect(&s);
+    let payload = "x".repeat(100);
+    let n = 1000u64;
+    let mut batch = Vec::new();
+    for i in 1..=n {
+        batch.extend(common::resp::encode_command(&[
+            b"XADD".to_vec(),
+            b"s".to_vec(),
+            format!("{i}-1").into_bytes(),
+            b"f".to_vec(),
+            payload.clone().into_bytes(),
+        ]));
+    }
+    c.send(&batch).unwrap_or_else(|e| panic!("{e}"));
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for i in 1..=n {
+        let reply = c.read_reply(Duration::from_secs(30));
+        let r = reply
+            .node()
+            .unwrap_or_else(|| panic!("reply {i}: {}", reply.render()));
+        if r.is_error() {
+            let t = String::from_utf8_lossy(r.text().unwrap_or_default()).into_owned();
+            assert!(t.starts_with("MISCONF"), "reply {i}: {t}");
+            failed += 1;
+        } else {
+            assert_eq!(failed, 0, "reply {i} succeeded after a failure");
+            assert_eq!(r.text(), Some(format!("{i}-1").as_bytes()), "reply {i}");
+            acked.push(Id(i, 1));
+        }
+    }
+    assert!(failed > 0 && !acked.is_empty(), "{failed} failed");
+    drop(c);
+    let mut s = s;
+    s.kill9().unwrap_or_else(|e| panic!("{e}"));
+    let s = start(&launch);
+    let mut c = connect(&s);
+    let got: Vec<Id> = common::state::parse_entries(&call_str(&mut c, &["XRANGE", "s", "-", "+"]))
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    let mut with_failed = acked.clone();
+    with_failed.push(Id(acked.len() as u64 + 1, 1));
+    assert!(
+        got == acked || got == with_failed,
+        "after restart: {} entries, acknowledged {}",
+        got.len(),
+        acked.len()
+    );
+}
+
 /// KNOWN BUG (cmd/group.rs `rebuild_groups`, owned by the consumer-groups
 /// work): a PEL entry whose stream entry was deleted (XDEL) or trimmed is
 /// kept by Redis (XPENDING lists it, XCLAIM/XAUTOCLAIM drop it later) and by

@@ -37,14 +37,17 @@ const HELD_MAX: usize = 1024;
 
 /// A reply that may not leave before its commit-log record is written
 /// (`appendfsync everysec|no`) or fsynced (`always`), or that comes after
-/// such a reply in the same connection.
+/// such a reply in the same connection. It is encoded at once, into
+/// `Conn::output` from `start` (to the next one's start, or the end): only
+/// if its record fails is it replaced, by the MISCONF error.
 struct Held {
     /// The commit-log record (sequence number) the reply waits for.
     commit: Option<u64>,
     /// `commit` is another command's record (a read's barrier): if it
     /// fails, this reply stands (reads keep working after a log failure).
     others: bool,
-    reply: Reply,
+    /// Where its encoding starts in `Conn::output`.
+    start: usize,
     /// The protocol in force when the reply was made (HELLO may change it).
     resp: u8,
 }
@@ -61,7 +64,8 @@ struct Conn {
     client: ClientState,
     input: BytesMut,
     output: BytesMut,
-    /// Replies waiting for the commit log, in order, after those in `output`.
+    /// Replies waiting for the commit log, in order: the end of `output`
+    /// from the first one's `start` on.
     held: Vec<Held>,
     parser: RequestParser,
     kill: Arc<tokio::sync::Notify>,
@@ -159,27 +163,47 @@ impl Conn {
                 let _ = persist::wait(&self.shared, last).await;
             }
         }
-        for h in self.held.drain(..) {
-            let mut reply = h.reply;
-            if let Some(seq) = h.commit {
-                match persist::outcome(&self.shared, seq) {
-                    Some(Ok(_)) => {}
-                    _ if h.others => {}
-                    Some(Err(e)) => reply = Reply::error(persist::misconf_message(&e)),
-                    // NOTE: not reached: `wait` returned, so `seq <= last`
-                    // is decided.
-                    None => {
-                        reply = Reply::error("MISCONF Errors writing to the AOF file: log closed")
-                    }
-                }
-            }
-            reply.encode(h.resp, &mut self.output);
+        // Completions come in order: if the last record is `Ok`, all are
+        // (the common case: the encoded replies go out as they are).
+        let all_ok = last.is_none_or(|s| matches!(persist::outcome(&self.shared, s), Some(Ok(_))));
+        if !all_ok {
+            self.replace_failed_replies();
         }
+        self.held.clear();
         if !self.output.is_empty() {
             self.sock.write_all(&self.output).await?;
             self.output.clear();
         }
         Ok(())
+    }
+
+    /// After a commit-log failure: rebuild the held part of `output` with
+    /// each reply whose own record failed replaced by the MISCONF error.
+    fn replace_failed_replies(&mut self) {
+        let Some(first) = self.held.first().map(|h| h.start) else {
+            return;
+        };
+        let encoded = self.output.split_off(first);
+        for (i, h) in self.held.iter().enumerate() {
+            let end = self
+                .held
+                .get(i + 1)
+                .map_or(encoded.len(), |n| n.start - first);
+            let failed = match h.commit.map(|seq| persist::outcome(&self.shared, seq)) {
+                None | Some(Some(Ok(_))) => None,
+                Some(_) if h.others => None,
+                Some(Some(Err(e))) => Some(persist::misconf_message(&e)),
+                // NOTE: not reached: `wait` returned, so every held record
+                // is decided.
+                Some(None) => Some("MISCONF Errors writing to the AOF file: log closed".into()),
+            };
+            match failed {
+                Some(msg) => Reply::error(msg).encode(h.resp, &mut self.output),
+                None => self
+                    .output
+                    .extend_from_slice(&encoded[h.start - first..end]),
+            }
+        }
     }
 
     /// Run every complete command in the input buffer.
@@ -288,16 +312,15 @@ impl Conn {
     /// under `always`, fsynced): `flush` waits. Later commands of the
     /// pipeline run meanwhile; their replies queue behind it.
     fn push_reply(&mut self, reply: Reply, commit: Option<u64>, others: bool) {
-        if commit.is_none() && self.held.is_empty() {
-            reply.encode(self.client.resp, &mut self.output);
-        } else {
+        if commit.is_some() || !self.held.is_empty() {
             self.held.push(Held {
                 commit,
                 others,
-                reply,
+                start: self.output.len(),
                 resp: self.client.resp,
             });
         }
+        reply.encode(self.client.resp, &mut self.output);
     }
 
     /// Wait for a blocked command's reply, its timeout, or the client leaving.

@@ -162,19 +162,35 @@ pub(crate) struct SegmentInfo {
     pub(crate) path: PathBuf,
 }
 
+/// A value alone on its cache lines (128 bytes: a line and the adjacent
+/// one some CPUs prefetch with it). The writer thread writes some atomics
+/// of [`Shared`] all the time (its spin, its counters) and the appending
+/// threads others: sharing a line would make every append and every
+/// per-command `failure()` check a cache miss.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 pub(crate) struct Shared {
-    queue: Mutex<Queue>,
+    queue: Padded<Mutex<Queue>>,
     wake: Condvar,
     /// Set by [`CommitLog::append_deferred`] when it left the writer asleep;
     /// [`CommitLog::kick`] clears it and wakes the writer.
-    unkicked: AtomicBool,
+    unkicked: Padded<AtomicBool>,
     /// Set by a `kick` that had deferred records to announce; what an idle
     /// writer watches for while it spins.
-    kicked: AtomicBool,
+    kicked: Padded<AtomicBool>,
     /// True once `Queue::failed` is set (set under the queue lock, read
     /// without it by the fsync paths and before completions fire).
-    poisoned: AtomicBool,
-    stats: AtomicStats,
+    poisoned: Padded<AtomicBool>,
+    stats: Padded<AtomicStats>,
     /// Held for the whole of every `fdatasync` of a segment file, by
     /// whichever thread runs it (see [`Shared::fsync_through`]).
     fsync_gate: Mutex<()>,
@@ -184,12 +200,12 @@ pub(crate) struct Shared {
     bg_wake: Condvar,
     /// Every record up to this one has completed `Ok` (completions fire in
     /// sequence order).
-    acked_seq: AtomicU64,
+    acked_seq: Padded<AtomicU64>,
     /// Callbacks waiting for `acked_seq`, and how the log failed.
-    acks: Mutex<Acks>,
+    acks: Padded<Mutex<Acks>>,
     /// `acks.waiting` may be non-empty (set under its lock), so the writer
     /// takes that lock only when somebody waits.
-    has_ack_waiters: AtomicBool,
+    has_ack_waiters: Padded<AtomicBool>,
     /// All segments, oldest first; the last one is the active segment.
     pub(crate) segments: Mutex<Vec<SegmentInfo>>,
     /// Serialises checkpoints; holds the last checkpoint's covered seq.
@@ -501,18 +517,18 @@ impl CommitLog {
         let now = options.clock.now();
         let shared = Arc::new(Shared {
             policy: std::sync::atomic::AtomicU8::new(policy_code(options.fsync)),
-            queue: Mutex::new(Queue {
+            queue: Padded(Mutex::new(Queue {
                 pending: Vec::new(),
                 frames: Vec::new(),
                 syncs: Vec::new(),
                 next_seq: st.next_seq,
                 closing: false,
                 failed: None,
-            }),
+            })),
             wake: Condvar::new(),
-            unkicked: AtomicBool::new(false),
-            kicked: AtomicBool::new(false),
-            poisoned: AtomicBool::new(false),
+            unkicked: Padded(AtomicBool::new(false)),
+            kicked: Padded(AtomicBool::new(false)),
+            poisoned: Padded(AtomicBool::new(false)),
             fsync_gate: Mutex::new(()),
             bg: Mutex::new(Background {
                 target: SyncTarget {
@@ -527,14 +543,14 @@ impl CommitLog {
                 stop: false,
             }),
             bg_wake: Condvar::new(),
-            acked_seq: AtomicU64::new(last),
-            acks: Mutex::new(Acks::default()),
-            has_ack_waiters: AtomicBool::new(false),
-            stats: AtomicStats {
+            acked_seq: Padded(AtomicU64::new(last)),
+            acks: Padded(Mutex::new(Acks::default())),
+            has_ack_waiters: Padded(AtomicBool::new(false)),
+            stats: Padded(AtomicStats {
                 written_seq: AtomicU64::new(last),
                 durable_seq: AtomicU64::new(last),
                 ..AtomicStats::default()
-            },
+            }),
             segments: Mutex::new(st.segments),
             checkpoint: Mutex::new(st.checkpoint_seq),
             backend,
@@ -664,7 +680,7 @@ impl CommitLog {
     fn announce(&self, q: MutexGuard<'_, Queue>, wake: bool) {
         let wake =
             wake || q.pending.len() >= DEFER_MAX_RECORDS || q.frames.len() >= DEFER_MAX_BYTES;
-        if !wake {
+        if !wake && !self.shared.unkicked.load(Ordering::Relaxed) {
             self.shared.unkicked.store(true, Ordering::Release);
         }
         drop(q);
@@ -980,7 +996,10 @@ fn spin_for_records(shared: &Shared) {
     let start = Instant::now();
     for _ in 0..SPIN_YIELDS {
         std::thread::yield_now();
-        if shared.kicked.swap(false, Ordering::AcqRel) || start.elapsed() >= SPIN_MAX {
+        // Read-only until it is set: the appenders' cache line stays shared.
+        if (shared.kicked.load(Ordering::Relaxed) && shared.kicked.swap(false, Ordering::AcqRel))
+            || start.elapsed() >= SPIN_MAX
+        {
             return;
         }
     }
@@ -1221,10 +1240,17 @@ impl Writer {
         if end > self.active.alloc {
             self.preallocate(end);
         }
-        self.active
-            .file
-            .write_at(self.active.len, bytes)
-            .map_err(|e| StorageError::io("write", &self.active.path, e))?;
+        if let Err(e) = self.active.file.write_at(self.active.len, bytes) {
+            // A short write may have left whole frames of this failing
+            // batch, whose clients get the error: cut the file back to the
+            // last record written before it, so that a restart does not
+            // bring them back (as Redis truncates its AOF after a short
+            // write). Best effort: if this fails too, they may come back
+            // (the outcome of a failed write is unknown, §5.3).
+            let _ = self.active.file.set_len(self.active.len);
+            self.active.alloc = self.active.len;
+            return Err(StorageError::io("write", &self.active.path, e));
+        }
         let n = bytes.len() as u64;
         self.active.len += n;
         let records = last_seq - self.written_seq;
