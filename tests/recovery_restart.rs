@@ -1394,13 +1394,7 @@ fn mid_log_corruption_refuses_to_start_then_repair_truncates() {
 /// to every user.
 #[test]
 fn a_failing_log_write_gives_misconf_and_loses_nothing_acknowledged() {
-    let dir = TempDir::new("efbig").unwrap_or_else(|e| panic!("{e}"));
-    let launch = Launch::ferrite("efbig")
-        .dir(dir.path())
-        .args(&["--appendfsync", "always"]);
-    let limited = launch
-        .clone()
-        .shell_prefix("trap '' XFSZ; ulimit -f 64 || exit 97;");
+    let (_dir, launch, limited) = efbig_launch("efbig");
     let mut s = start(&limited);
     let mut c = connect(&s);
     let payload = "x".repeat(100);
@@ -1444,15 +1438,34 @@ fn a_failing_log_write_gives_misconf_and_loses_nothing_acknowledged() {
         Some("err")
     );
     s.kill9().unwrap_or_else(|e| panic!("{e}"));
-    // Restart without the limit: everything acknowledged is there; the write
-    // that failed may or may not be (its outcome is unknown), nothing else.
-    let s = start(&launch);
+    let (_s, mut c) = restart_keeps_acked(&launch, &acked, failed_at);
+    ok(&call_str(&mut c, &["XADD", "s", "*", "f", "again"]));
+}
+
+/// A server on a fresh directory under `appendfsync always`, and the same
+/// with a 64 KiB file size limit (SIGXFSZ ignored: writes fail with EFBIG).
+fn efbig_launch(tag: &str) -> (TempDir, Launch, Launch) {
+    let dir = TempDir::new(tag).unwrap_or_else(|e| panic!("{e}"));
+    let launch = Launch::ferrite(tag)
+        .dir(dir.path())
+        .args(&["--appendfsync", "always"]);
+    let limited = launch
+        .clone()
+        .shell_prefix("trap '' XFSZ; ulimit -f 64 || exit 97;");
+    (dir, launch, limited)
+}
+
+/// Restart without the limit: stream `s` holds exactly the acknowledged
+/// entries, perhaps followed by the first failed one (`failed_at`-1; its
+/// outcome is unknown), nothing else.
+fn restart_keeps_acked(launch: &Launch, acked: &[Id], failed_at: u64) -> (Server, RespConn) {
+    let s = start(launch);
     let mut c = connect(&s);
     let got: Vec<Id> = common::state::parse_entries(&call_str(&mut c, &["XRANGE", "s", "-", "+"]))
         .iter()
         .map(|e| e.0)
         .collect();
-    let mut with_failed = acked.clone();
+    let mut with_failed = acked.to_vec();
     with_failed.push(Id(failed_at, 1));
     assert!(
         got == acked || got == with_failed,
@@ -1460,7 +1473,7 @@ fn a_failing_log_write_gives_misconf_and_loses_nothing_acknowledged() {
         got.len(),
         acked.len()
     );
-    ok(&call_str(&mut c, &["XADD", "s", "*", "f", "again"]));
+    (s, c)
 }
 
 /// The same failure inside one pipeline: the replies come back in order, a
@@ -1470,13 +1483,7 @@ fn a_failing_log_write_gives_misconf_and_loses_nothing_acknowledged() {
 /// (plus, perhaps, the first failed one).
 #[test]
 fn a_failing_log_write_inside_a_pipeline_fails_a_suffix_of_its_replies() {
-    let dir = TempDir::new("efbig-pipe").unwrap_or_else(|e| panic!("{e}"));
-    let launch = Launch::ferrite("efbig-pipe")
-        .dir(dir.path())
-        .args(&["--appendfsync", "always"]);
-    let limited = launch
-        .clone()
-        .shell_prefix("trap '' XFSZ; ulimit -f 64 || exit 97;");
+    let (_dir, launch, limited) = efbig_launch("efbig-pipe");
     let s = start(&limited);
     let mut c = connect(&s);
     let payload = "x".repeat(100);
@@ -1513,20 +1520,7 @@ fn a_failing_log_write_inside_a_pipeline_fails_a_suffix_of_its_replies() {
     drop(c);
     let mut s = s;
     s.kill9().unwrap_or_else(|e| panic!("{e}"));
-    let s = start(&launch);
-    let mut c = connect(&s);
-    let got: Vec<Id> = common::state::parse_entries(&call_str(&mut c, &["XRANGE", "s", "-", "+"]))
-        .iter()
-        .map(|e| e.0)
-        .collect();
-    let mut with_failed = acked.clone();
-    with_failed.push(Id(acked.len() as u64 + 1, 1));
-    assert!(
-        got == acked || got == with_failed,
-        "after restart: {} entries, acknowledged {}",
-        got.len(),
-        acked.len()
-    );
+    restart_keeps_acked(&launch, &acked, acked.len() as u64 + 1);
 }
 
 /// KNOWN BUG (cmd/group.rs `rebuild_groups`, owned by the consumer-groups

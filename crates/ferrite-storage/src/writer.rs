@@ -746,9 +746,32 @@ impl CommitLog {
     /// already has. The same rules as for completions apply (short, never
     /// blocking). After an `Err`, every later record has failed too.
     pub fn when_acked(&self, seq: u64, on_done: Completion) {
+        if let Some((r, w)) = self.decided_or_wait(seq, Waiter::Call(on_done)) {
+            w.done(r);
+        }
+    }
+
+    /// For async callers: the outcome of record `seq` (which must have been
+    /// appended) if it is decided, as [`CommitLog::outcome`]; otherwise
+    /// `None`, and `waker` is woken once it may be (on the writer thread,
+    /// or at once if the writer has exited): ask again then. Allocates
+    /// nothing and hands nothing to the writer thread but the waker, unlike
+    /// a `when_acked` callback. Each `None` registers the waker once more;
+    /// a caller that polls only when woken registers it once per wait.
+    pub fn poll_acked(&self, seq: u64, waker: &Waker) -> Option<Result<u64>> {
+        if seq <= self.shared.acked_seq.load(Ordering::Acquire) {
+            return Some(Ok(seq));
+        }
+        self.decided_or_wait(seq, Waiter::Wake(waker.clone()))
+            .map(|(r, _)| r)
+    }
+
+    /// The outcome of `seq` and `w` back if it is decided; else `w` waits
+    /// in `acks.waiting` (the writer completes it).
+    fn decided_or_wait(&self, seq: u64, w: Waiter) -> Option<(Result<u64>, Waiter)> {
         let sh = &self.shared;
         if seq <= sh.acked_seq.load(Ordering::Acquire) {
-            return call(on_done, Ok(seq));
+            return Some((Ok(seq), w));
         }
         let mut acks = sh.acks.lock();
         // IMPORTANT: announce the waiter, then re-read `acked_seq` (SeqCst,
@@ -761,38 +784,10 @@ impl CommitLog {
                 if acks.waiting.is_empty() {
                     sh.has_ack_waiters.store(false, Ordering::SeqCst);
                 }
-                drop(acks);
-                call(on_done, r);
-            }
-            None => acks.waiting.push((seq, Waiter::Call(on_done))),
-        }
-    }
-
-    /// For async callers: the outcome of record `seq` (which must have been
-    /// appended) if it is decided, as [`CommitLog::outcome`]; otherwise
-    /// `None`, and `waker` is woken once it may be (on the writer thread,
-    /// or at once if the writer has exited): ask again then. Allocates
-    /// nothing and hands nothing to the writer thread but the waker, unlike
-    /// a `when_acked` callback. Each `None` registers the waker once more;
-    /// a caller that polls only when woken registers it once per wait.
-    pub fn poll_acked(&self, seq: u64, waker: &Waker) -> Option<Result<u64>> {
-        let sh = &self.shared;
-        if seq <= sh.acked_seq.load(Ordering::Acquire) {
-            return Some(Ok(seq));
-        }
-        let mut acks = sh.acks.lock();
-        // IMPORTANT: as in `when_acked`: announce, then re-read (SeqCst).
-        sh.has_ack_waiters.store(true, Ordering::SeqCst);
-        let acked = sh.acked_seq.load(Ordering::SeqCst);
-        match acks.outcome(seq, acked) {
-            Some(r) => {
-                if acks.waiting.is_empty() {
-                    sh.has_ack_waiters.store(false, Ordering::SeqCst);
-                }
-                Some(r)
+                Some((r, w))
             }
             None => {
-                acks.waiting.push((seq, Waiter::Wake(waker.clone())));
+                acks.waiting.push((seq, w));
                 None
             }
         }

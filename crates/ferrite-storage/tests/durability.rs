@@ -391,54 +391,41 @@ fn enospc_is_an_error_to_the_client_and_loses_nothing_acknowledged() {
     drop(o);
 
     // Without a power loss: the failing write's half frame is cut at once
-    // by the writer (as Redis truncates its AOF after a short write).
-    let disk = SimBackend::new();
+    // by the writer (as Redis truncates its AOF after a short write); if
+    // that cut fails too, the half frame is a torn tail for recovery.
     let no_prealloc = LogOptions {
         preallocate_bytes: 0,
         ..opts(AppendFsync::EverySec)
     };
-    let o = open_sim(&disk, no_prealloc.clone()).unwrap();
-    let acked: Vec<_> = (0..5u64)
-        .map(|i| {
-            (
-                o.log.append(payload(i)).unwrap().wait().unwrap(),
-                payload(i),
-            )
-        })
-        .collect();
-    disk.fail_nth(SimOp::Write, 1, FaultKind::NoSpace);
-    let e = o.log.append(vec![9u8; 100]).unwrap().wait().unwrap_err();
-    assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
-    let e = o.log.append(b"x".to_vec()).unwrap_err();
-    assert!(e.is_poisoned() && e.is_no_space(), "{e}");
-    let restarted = disk.process_crash_copy();
-    drop(o.log);
-    let o = open_sim(&restarted, opts(AppendFsync::EverySec)).unwrap();
-    assert_eq!(check_prefix(&o.records, &acked), 5);
-    assert!(o.report.truncation.is_none(), "{:?}", o.report.truncation);
-    drop(o);
-
-    // If that cut fails too, the half frame is a torn tail for recovery.
-    let disk = SimBackend::new();
-    let o = open_sim(&disk, no_prealloc.clone()).unwrap();
-    let acked: Vec<_> = (0..5u64)
-        .map(|i| {
-            (
-                o.log.append(payload(i)).unwrap().wait().unwrap(),
-                payload(i),
-            )
-        })
-        .collect();
-    disk.fail_nth(SimOp::Write, 1, FaultKind::NoSpace);
-    disk.fail_nth(SimOp::SetLen, 1, FaultKind::Io);
-    let e = o.log.append(vec![9u8; 100]).unwrap().wait().unwrap_err();
-    assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
-    let restarted = disk.process_crash_copy();
-    drop(o.log);
-    let o = open_sim(&restarted, opts(AppendFsync::EverySec)).unwrap();
-    assert_eq!(check_prefix(&o.records, &acked), 5);
-    let t = o.report.truncation.expect("half-written frame cut");
-    assert_eq!(t.bytes_dropped, (17 + 100) / 2);
+    for cut_fails in [false, true] {
+        let disk = SimBackend::new();
+        let o = open_sim(&disk, no_prealloc.clone()).unwrap();
+        let acked: Vec<_> = (0..5u64)
+            .map(|i| {
+                (
+                    o.log.append(payload(i)).unwrap().wait().unwrap(),
+                    payload(i),
+                )
+            })
+            .collect();
+        disk.fail_nth(SimOp::Write, 1, FaultKind::NoSpace);
+        if cut_fails {
+            disk.fail_nth(SimOp::SetLen, 1, FaultKind::Io);
+        }
+        let e = o.log.append(vec![9u8; 100]).unwrap().wait().unwrap_err();
+        assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
+        let e = o.log.append(b"x".to_vec()).unwrap_err();
+        assert!(e.is_poisoned() && e.is_no_space(), "{e}");
+        let restarted = disk.process_crash_copy();
+        drop(o.log);
+        let o = open_sim(&restarted, opts(AppendFsync::EverySec)).unwrap();
+        assert_eq!(check_prefix(&o.records, &acked), 5);
+        match (cut_fails, &o.report.truncation) {
+            (false, t) => assert!(t.is_none(), "{t:?}"),
+            (true, Some(t)) => assert_eq!(t.bytes_dropped, (17 + 100) / 2),
+            (true, None) => panic!("the half-written frame must be cut"),
+        }
+    }
 }
 
 /// Preallocation: records overwrite zeros written ahead of them; a sealed
