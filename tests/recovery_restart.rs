@@ -1523,6 +1523,69 @@ fn a_failing_log_write_inside_a_pipeline_fails_a_suffix_of_its_replies() {
     restart_keeps_acked(&launch, &acked, acked.len() as u64 + 1);
 }
 
+/// One XADD of 600 MiB, over the storage crate's default record limit of
+/// 512 MiB: the server's log takes records up to the frame format's limit
+/// (~4 GiB), so the write is acknowledged under `always` and is there after
+/// a kill -9. (Before, the log refused the record after the XADD was
+/// applied: the client got MISCONF, the entry stayed in memory, and a
+/// restart lost it.)
+#[test]
+fn a_600_mib_xadd_is_logged_and_survives_a_kill() {
+    let dir = TempDir::new("huge").unwrap_or_else(|e| panic!("{e}"));
+    let launch = Launch::ferrite("huge")
+        .dir(dir.path())
+        .args(&["--appendfsync", "always"]);
+    let mut s = start(&launch);
+    let mut c = connect(&s);
+    let n = 300 << 20;
+    let a = vec![b'a'; n];
+    let mut b = vec![b'b'; n];
+    b[n - 1] = b'!';
+    let cmd = [
+        b"XADD".to_vec(),
+        b"big".to_vec(),
+        b"1-1".to_vec(),
+        b"f".to_vec(),
+        a,
+        b"g".to_vec(),
+        b,
+    ];
+    c.send_command(&cmd).unwrap_or_else(|e| panic!("{e}"));
+    drop(cmd);
+    let long = Duration::from_secs(300);
+    let reply = c.read_reply(long);
+    let node = reply.node().unwrap_or_else(|| panic!("{}", reply.render()));
+    assert_eq!(node.text(), Some(&b"1-1"[..]), "{}", reply.render());
+    drop(c);
+    s.kill9().unwrap_or_else(|e| panic!("{e}"));
+    let s = start(&launch);
+    let mut c = connect(&s);
+    c.send_command(&argv(&["XRANGE", "big", "-", "+"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reply = c.read_reply(long);
+    let Some(Node::Agg { items, .. }) = reply.node() else {
+        panic!("XRANGE after restart: {}", reply.render());
+    };
+    assert_eq!(items.len(), 1, "one entry");
+    let Node::Agg { items: entry, .. } = &items[0] else {
+        panic!("entry is not an array");
+    };
+    assert_eq!(entry[0].text(), Some(&b"1-1"[..]));
+    let Node::Agg { items: fields, .. } = &entry[1] else {
+        panic!("fields are not an array");
+    };
+    let lens: Vec<usize> = fields
+        .iter()
+        .map(|f| f.text().map_or(0, |t| t.len()))
+        .collect();
+    assert_eq!(lens, vec![1, n, 1, n]);
+    let bv = fields[3].text().unwrap_or_default();
+    assert!(fields[1]
+        .text()
+        .is_some_and(|t| t.iter().all(|&x| x == b'a')));
+    assert!(bv[..n - 1].iter().all(|&x| x == b'b') && bv[n - 1] == b'!');
+}
+
 /// KNOWN BUG (cmd/group.rs `rebuild_groups`, owned by the consumer-groups
 /// work): a PEL entry whose stream entry was deleted (XDEL) or trimmed is
 /// kept by Redis (XPENDING lists it, XCLAIM/XAUTOCLAIM drop it later) and by

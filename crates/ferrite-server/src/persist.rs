@@ -94,6 +94,24 @@ fn put_cmd(out: &mut Vec<u8>, db: usize, argv: &[Bytes]) {
     }
 }
 
+/// The largest record the commit log takes: the frame format's limit
+/// (~4 GiB), not the storage crate's 512 MiB default, so that no command a
+/// client can send is refused by the log after it was applied in memory
+/// (`cmd::dispatch` refuses larger ones before they run).
+pub const LOG_RECORD_MAX: usize =
+    ferrite_storage::frame::MAX_BODY_LEN - ferrite_storage::frame::LOG_BODY_MIN;
+
+/// An upper bound of the record that logging `cmds` (as given by clients)
+/// takes, for commands whose logged effects are their arguments (XADD's
+/// `*` becomes an ID, a trim becomes an exact XTRIM: `SLACK` covers them).
+pub fn record_size_bound<'a>(cmds: impl IntoIterator<Item = &'a Vec<Bytes>>) -> usize {
+    const SLACK: usize = 256;
+    5 + cmds
+        .into_iter()
+        .map(|a| 8 + SLACK + a.iter().map(|x| 4 + x.len()).sum::<usize>())
+        .sum::<usize>()
+}
+
 /// Encode one command batch record.
 pub fn encode_batch(cmds: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(batch_len(cmds));
@@ -643,6 +661,7 @@ impl Persistence {
         };
         let mut opts = LogOptions::new(fsync);
         opts.repair = repair;
+        opts.max_record_bytes = LOG_RECORD_MAX;
         let mut rec = Recovered::default();
         let mut session = Session::internal(shared.clone());
         let startup_cfg = shared.config.read().clone();

@@ -268,6 +268,21 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
             return reject(ctx, first, Some(name), Reply::error(msg));
         }
     }
+    if ctx.logging() && (cmd.meta.has_flag("write") || name == "exec") {
+        // A command too large for one commit-log record is refused before
+        // it runs: applied but not logged, it would vanish at a restart.
+        let size = match (&ctx.client.multi, name) {
+            (Some(queue), "exec") => crate::persist::record_size_bound(queue),
+            _ => crate::persist::record_size_bound([&argv]),
+        };
+        if size > crate::persist::LOG_RECORD_MAX {
+            let msg = format!(
+                "ERR command too large for the commit log ({size} bytes; the limit is {})",
+                crate::persist::LOG_RECORD_MAX
+            );
+            return reject(ctx, first, Some(name), Reply::error(msg));
+        }
+    }
     if let Some(queue) = ctx.client.multi.as_mut() {
         let top = first.to_ascii_lowercase();
         if !matches!(
