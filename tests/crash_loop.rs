@@ -630,6 +630,9 @@ fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
         // A one-byte block cache evicts every stored block at once, so
         // verification and later writes read them back from segment files.
         let cache = ["1", "64kb", "256mb"][rng.gen_range(0..3)];
+        // One worker is the default; several keep the concurrent paths
+        // (appends and commit waits from different threads) under test.
+        let io_threads = ["1", "2", "4"][rng.gen_range(0..3)];
         let extra = vec![
             "--appendfsync".to_string(),
             policy.to_string(),
@@ -637,6 +640,8 @@ fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
             ckpt.to_string(),
             "--block-cache-size".to_string(),
             cache.to_string(),
+            "--io-threads".to_string(),
+            io_threads.to_string(),
         ];
         let mut server = start(&dir, &extra, &mut rng, iter, seed);
         let last_ids = verify(&server, &mut model, iter, seed);

@@ -23,4 +23,13 @@ macro_rules! diff_tests {
             }
         )*
     };
+    // The same scripts against Ferrite started with these extra arguments.
+    (with $args:expr; $($name:ident => $file:expr),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                common::run_script_with($file, $args, &[]);
+            }
+        )*
+    };
 }
