@@ -106,6 +106,7 @@ pub fn main_cli() -> ExitCode {
     // (start-up recovery, shutdown) goes to `spawn_blocking`.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.io_threads)
+        .on_thread_park(persist::before_park)
         .enable_all()
         .build()
     {

@@ -987,9 +987,52 @@ pub fn data_config_command(cfg: &crate::config::Config) -> Vec<Bytes> {
 /// Make `p` the server's commit log: from now on every command's effects
 /// are collected and appended.
 pub fn install(shared: &Arc<Shared>, p: Arc<Persistence>) -> bool {
+    let _ = PARKING.set(Arc::downgrade(&p));
     let fresh = shared.persist.set(p).is_ok();
     shared.store.lock().logging = true;
     fresh
+}
+
+/// The log the tokio workers look at before they park (the first server
+/// of the process; not kept alive by this).
+static PARKING: std::sync::OnceLock<std::sync::Weak<Persistence>> = std::sync::OnceLock::new();
+
+/// At most this long a worker about to park waits for the log writer.
+const PARK_SPIN_MAX: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Called by a tokio worker about to park (`on_thread_park`): under
+/// `everysec`/`no`, if records were appended that the writer has not
+/// written yet, yield the CPU (for at most 50 µs) until it has. Without
+/// pipelining every connection then waits for that one `pwrite`; the
+/// writer's wake-ups arrive while the worker is still running and it does
+/// not sleep, which on a VM costs about 10 µs of CPU per sleep and wake-up
+/// (docs/storage.md §15.3). Not under `always`: an fsync takes longer. Only
+/// a hint: nothing depends on it for correctness (tokio re-checks its
+/// queues after this hook, before it parks).
+pub fn before_park() {
+    if let Some(p) = PARKING.get().and_then(std::sync::Weak::upgrade) {
+        p.spin_for_acks();
+    }
+}
+
+impl Persistence {
+    fn spin_for_acks(&self) {
+        if self.log.fsync_policy() == AppendFsync::Always {
+            return;
+        }
+        let target = self.appended.load(Ordering::Acquire);
+        let done = || self.log.acked_seq() >= target || self.log.failure().is_some();
+        if done() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        while start.elapsed() < PARK_SPIN_MAX {
+            std::thread::yield_now();
+            if done() {
+                return;
+            }
+        }
+    }
 }
 
 /// What the caller must do after a command's effects were handed to the log.
