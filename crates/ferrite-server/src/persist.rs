@@ -106,10 +106,7 @@ pub const LOG_RECORD_MAX: usize =
 /// `*` becomes an ID, a trim becomes an exact XTRIM: `SLACK` covers them).
 pub fn record_size_bound<'a>(cmds: impl IntoIterator<Item = &'a Vec<Bytes>>) -> usize {
     const SLACK: usize = 256;
-    5 + cmds
-        .into_iter()
-        .map(|a| 8 + SLACK + a.iter().map(|x| 4 + x.len()).sum::<usize>())
-        .sum::<usize>()
+    5 + cmds.into_iter().map(|a| cmd_len(a) + SLACK).sum::<usize>()
 }
 
 /// Encode one command batch record.
@@ -121,15 +118,16 @@ pub fn encode_batch(cmds: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
 
 /// The encoded length of a command batch record.
 fn batch_len(cmds: &[(usize, Vec<Bytes>)]) -> usize {
-    5 + cmds
-        .iter()
-        .map(|(_, a)| 8 + a.iter().map(|x| 4 + x.len()).sum::<usize>())
-        .sum::<usize>()
+    5 + cmds.iter().map(|(_, a)| cmd_len(a)).sum::<usize>()
 }
 
-/// [`encode_batch`], appended to `out`.
+/// The encoded length of one command of a batch (`put_cmd`).
+fn cmd_len(argv: &[Bytes]) -> usize {
+    8 + argv.iter().map(|x| 4 + x.len()).sum::<usize>()
+}
+
+/// [`encode_batch`], appended to `out` (the caller reserves `batch_len`).
 fn encode_batch_into(cmds: &[(usize, Vec<Bytes>)], out: &mut Vec<u8>) {
-    out.reserve(batch_len(cmds));
     out.push(KIND_BATCH);
     put_u32(out, cmds.len());
     for (db, argv) in cmds {
@@ -775,11 +773,13 @@ impl Persistence {
     /// and one write).
     pub fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> Result<u64, StorageError> {
         // Encoded straight into the log's queue: no buffer per record.
-        let seq = self
-            .log
-            .append_deferred_with(|out| encode_batch_into(cmds, out))?;
+        let len = batch_len(cmds);
+        let seq = self.log.append_deferred_with(|out| {
+            out.reserve(len);
+            encode_batch_into(cmds, out)
+        })?;
         self.bytes_since_checkpoint
-            .fetch_add(batch_len(cmds) as u64, Ordering::Relaxed);
+            .fetch_add(len as u64, Ordering::Relaxed);
         self.appended.fetch_max(seq, Ordering::AcqRel);
         Ok(seq)
     }
