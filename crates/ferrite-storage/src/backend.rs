@@ -16,6 +16,9 @@
 //!   loss. It does **not** make the file's directory entry durable.
 //! - `sync_dir` is `fsync` on a directory: it makes creations, removals and
 //!   renames of entries in that directory durable.
+//! - Bytes copied into a [`FileMap`] are the file's bytes at once, for every
+//!   reader and for `sync_data` (a `MAP_SHARED` mapping: page cache, so they
+//!   survive the process but not a power loss until `sync_data`).
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
@@ -60,6 +63,30 @@ pub trait BackendFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// `fdatasync`: make data and length durable (not the directory entry).
     fn sync_data(&self) -> io::Result<()>;
+    /// Map `offset..offset + len`, which must lie inside the file, for
+    /// writing; `Ok(None)` if this backend does not map files. The caller
+    /// must not shrink the file below the end of the range while the map
+    /// lives (a real mapping would fault with SIGBUS).
+    fn map_writable(&self, offset: u64, len: usize) -> io::Result<Option<Box<dyn FileMap>>> {
+        let _ = (offset, len);
+        Ok(None)
+    }
+}
+
+/// A writable shared mapping of a range of a file (see
+/// [`BackendFile::map_writable`]). Writing through it is a memory copy: no
+/// system call, and it cannot fail (errors surface at the next
+/// `sync_data`).
+pub trait FileMap: Send + Debug {
+    /// Length of the mapped range.
+    fn len(&self) -> usize;
+    /// True if the range is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copy `data` to `at`, relative to the start of the range. The caller
+    /// keeps `at + data.len() <= len()`; implementations may panic if not.
+    fn write(&mut self, at: usize, data: &[u8]);
 }
 
 /// A file system: directory operations plus [`BackendFile`] factories.
@@ -81,6 +108,10 @@ pub trait Backend: Send + Sync + Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// True if `path` names an existing file or directory.
     fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// True if [`BackendFile::map_writable`] may give maps.
+    fn maps_files(&self) -> bool {
+        false
+    }
 }
 
 /// The real backend: `std::fs` with `pread`/`pwrite`/`fdatasync`.
@@ -127,6 +158,41 @@ impl BackendFile for FsFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn map_writable(&self, offset: u64, len: usize) -> io::Result<Option<Box<dyn FileMap>>> {
+        // SAFETY: the mapping is of a file this process created and owns
+        // (a commit-log segment); the log never shrinks it below the mapped
+        // range while the map lives. Another process truncating it would
+        // crash this one with SIGBUS, as with any mapped file.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .map_mut(&self.file)?
+        };
+        // Fault the pages in writable now, on the caller's thread (the log
+        // writer), rather than on the first write of each: best effort
+        // (Linux >= 5.14).
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::PopulateWrite);
+        Ok(Some(Box::new(FsMap { map })))
+    }
+}
+
+/// A real shared mapping.
+#[derive(Debug)]
+struct FsMap {
+    map: memmap2::MmapMut,
+}
+
+impl FileMap for FsMap {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn write(&mut self, at: usize, data: &[u8]) {
+        self.map[at..at + data.len()].copy_from_slice(data);
     }
 }
 
@@ -185,5 +251,9 @@ impl Backend for FsBackend {
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
         path.try_exists()
+    }
+
+    fn maps_files(&self) -> bool {
+        cfg!(unix)
     }
 }

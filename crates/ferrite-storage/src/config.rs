@@ -175,6 +175,12 @@ pub struct LogOptions {
     /// file, so their `fdatasync` need not write the inode
     /// (docs/storage.md §3.5).
     pub preallocate_bytes: u64,
+    /// Let [`crate::CommitLog::append_deferred_with`] copy its record
+    /// straight into a writable mapping of those preallocated zeros, when
+    /// the backend maps files (default on): no hand-off to the writer
+    /// thread, and under `everysec`/`no` the record is acknowledged as soon
+    /// as it is copied (docs/storage.md §3.6). Needs `preallocate_bytes`.
+    pub mapped_writes: bool,
 }
 
 impl Default for LogOptions {
@@ -187,6 +193,7 @@ impl Default for LogOptions {
             repair: false,
             clock: Arc::new(SystemClock::new()),
             preallocate_bytes: DEFAULT_PREALLOCATE_BYTES,
+            mapped_writes: true,
         }
     }
 }

@@ -34,6 +34,13 @@
 //! disk, and [`SimBackend::process_crash_copy`] gives the disk as a
 //! restarted process would find it (page cache included).
 //!
+//! Mappings: off by default (`map_writable` answers `None`, so the log
+//! writes with `write_at`); [`SimBackend::enable_mapping`] turns them on.
+//! A write through a simulated map is a write to `current` that never
+//! fails and is not counted as [`SimOp::Write`] (like a store to a real
+//! mapping: no system call), and it panics past the end of the file (where
+//! a real one would raise SIGBUS).
+//!
 //! Simplifications (documented so nobody relies on them): directories
 //! themselves (`create_dir_all`, `remove_dir_all`) are durable at once;
 //! only entries of files inside directories follow the current/durable
@@ -47,7 +54,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::backend::{Backend, BackendFile, DirEntry, OpenMode};
+use crate::backend::{Backend, BackendFile, DirEntry, FileMap, OpenMode};
 
 /// The operations [`SimBackend`] counts and can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +119,8 @@ struct SimState {
     boot: u64,
     counts: HashMap<SimOp, u64>,
     faults: Vec<Fault>,
+    /// `map_writable` gives maps (see [`SimBackend::enable_mapping`]).
+    mapping: bool,
 }
 
 impl SimState {
@@ -287,6 +296,13 @@ impl SimBackend {
         self.gate.state.lock().delay = d;
     }
 
+    /// Let files be mapped ([`BackendFile::map_writable`]), so that the
+    /// commit log copies records into its mapped tail instead of writing
+    /// them (off by default).
+    pub fn enable_mapping(&self) {
+        self.state.lock().mapping = true;
+    }
+
     /// Remove every pending fault.
     pub fn clear_faults(&self) {
         self.state.lock().faults.clear();
@@ -384,6 +400,40 @@ pub struct SimFileHandle {
     gate: Arc<SyncGate>,
     id: u64,
     boot: u64,
+}
+
+/// A simulated writable mapping of `offset..offset + len` of a file.
+#[derive(Debug)]
+struct SimMap {
+    state: Arc<Mutex<SimState>>,
+    id: u64,
+    boot: u64,
+    offset: usize,
+    len: usize,
+}
+
+impl FileMap for SimMap {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn write(&mut self, at: usize, data: &[u8]) {
+        assert!(at + data.len() <= self.len, "write past the end of a map");
+        let mut st = self.state.lock();
+        if st.boot != self.boot {
+            // The machine "lost power": this process is gone.
+            return;
+        }
+        let Some(file) = st.files.get_mut(&self.id) else {
+            return;
+        };
+        let offset = self.offset + at;
+        assert!(
+            offset + data.len() <= file.current.len(),
+            "write through a map past the end of the file (SIGBUS)"
+        );
+        write_into(file, offset, data);
+    }
 }
 
 impl SimFileHandle {
@@ -503,6 +553,34 @@ impl BackendFile for SimFileHandle {
             }
             Ok(())
         })
+    }
+
+    fn map_writable(&self, offset: u64, len: usize) -> io::Result<Option<Box<dyn FileMap>>> {
+        let st = self.state.lock();
+        if st.boot != self.boot {
+            return Err(stale());
+        }
+        if !st.mapping {
+            return Ok(None);
+        }
+        let file = st
+            .files
+            .get(&self.id)
+            .ok_or_else(|| io::Error::other("simulated file vanished"))?;
+        let offset = to_usize(offset)?;
+        if offset.saturating_add(len) > file.current.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "map past the end of a simulated file",
+            ));
+        }
+        Ok(Some(Box::new(SimMap {
+            state: Arc::clone(&self.state),
+            id: self.id,
+            boot: self.boot,
+            offset,
+            len,
+        })))
     }
 }
 
@@ -650,5 +728,9 @@ impl Backend for SimBackend {
             return Ok(true);
         }
         Ok(st.lookup(path).is_ok())
+    }
+
+    fn maps_files(&self) -> bool {
+        self.state.lock().mapping
     }
 }

@@ -47,6 +47,18 @@
 //! with the writer left asleep; whoever is about to wait kicks it once, and
 //! waits once for the last record it cares about (completions come in
 //! sequence order, so that covers the records before it).
+//!
+//! The cheapest path (`append_deferred_with`, docs/storage.md §3.6): while
+//! the queue is empty the writer **lends** the appenders a writable shared
+//! mapping of the active segment's preallocated zeros (the window), and an
+//! append copies its frame into it under the queue lock: the record is in
+//! the page cache at once, with no system call and no hand-off. Under
+//! `everysec`/`no` that is all the policy promises (a kill -9 cannot lose
+//! it), so the appender acknowledges it itself; under `always` the writer
+//! still fsyncs and acknowledges it. A record that does not fit, or any
+//! record queued the other ways, goes to the queue; the writer takes the
+//! window back before it writes the queue (so file order stays sequence
+//! order) and lends it again, remapped if needed, once the queue is empty.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -58,7 +70,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::backend::{Backend, BackendFile, OpenMode};
+use crate::backend::{Backend, BackendFile, FileMap, OpenMode};
 use crate::config::{AppendFsync, LogOptions};
 use crate::error::{Result, StorageError};
 use crate::frame::{encode_log_record, encode_log_record_with};
@@ -94,6 +106,9 @@ pub struct LogStats {
     pub fsync_nanos_max: u64,
     /// Bytes written to segment files since open.
     pub bytes_written: u64,
+    /// Of `records`, those appenders copied into the mapped window
+    /// themselves (docs/storage.md §3.6).
+    pub mapped_records: u64,
     /// Segment files currently in the log directory.
     pub segments: u64,
 }
@@ -108,6 +123,7 @@ struct AtomicStats {
     fsync_nanos_total: AtomicU64,
     fsync_nanos_max: AtomicU64,
     bytes_written: AtomicU64,
+    mapped_records: AtomicU64,
 }
 
 /// One queued record; its encoded frame is in `Queue::frames`.
@@ -153,6 +169,71 @@ struct Queue {
     closing: bool,
     /// Set once, by the first failed write/fsync: the Poisoned error.
     failed: Option<StorageError>,
+    /// The window the writer lent (see the module doc): only while
+    /// `pending` is empty do appenders copy into it.
+    window: Option<Window>,
+}
+
+/// A writable mapping of the active segment from its last record on: the
+/// preallocated zeros that the next records overwrite.
+struct Window {
+    map: Box<dyn FileMap>,
+    /// File offset of the map's first byte.
+    base: u64,
+    /// File offset of the end of the last record (where the next goes).
+    tail: u64,
+    /// The last record in the file (copied in, or written before the
+    /// window was lent).
+    last_seq: u64,
+    /// Once `tail` passes this offset, the appender asks the writer to
+    /// extend the window (`wants_more`), so that appends need not fall
+    /// back to the queue while it preallocates and maps.
+    low_at: u64,
+    /// Asked, and not yet taken up by the writer.
+    wants_more: bool,
+    /// What `stats.records` and `stats.bytes_written` count already.
+    counted_seq: u64,
+    counted_tail: u64,
+}
+
+/// What [`Window::put`] did.
+#[derive(PartialEq, Eq)]
+enum Put {
+    /// The frame does not fit: queue it.
+    Full,
+    Copied,
+    /// Copied, and the window runs low: wake the writer to extend it.
+    CopiedLow,
+}
+
+impl Window {
+    fn end(&self) -> u64 {
+        self.base + self.map.len() as u64
+    }
+
+    /// Copy `frame` (record `seq`) in if it fits.
+    fn put(&mut self, seq: u64, frame: &[u8]) -> Put {
+        let n = frame.len() as u64;
+        if self.tail + n > self.end() {
+            return Put::Full;
+        }
+        let at = (self.tail - self.base) as usize;
+        self.map.write(at, frame);
+        self.tail += n;
+        self.last_seq = seq;
+        if self.tail >= self.low_at {
+            self.low_at = u64::MAX;
+            self.wants_more = true;
+            return Put::CopiedLow;
+        }
+        Put::Copied
+    }
+
+    /// Where a window over `base..end` asks for more: half its size, at
+    /// most `chunk / 2`, before its end.
+    fn low_mark(base: u64, end: u64, chunk: u64) -> u64 {
+        end - ((end - base) / 2).min(chunk / 2)
+    }
 }
 
 /// A commit-log segment known to the log.
@@ -190,6 +271,7 @@ pub(crate) struct Shared {
     /// True once `Queue::failed` is set (set under the queue lock, read
     /// without it by the fsync paths and before completions fire).
     poisoned: Padded<AtomicBool>,
+
     stats: Padded<AtomicStats>,
     /// Held for the whole of every `fdatasync` of a segment file, by
     /// whichever thread runs it (see [`Shared::fsync_through`]).
@@ -275,6 +357,51 @@ impl Shared {
         self.fsync_gated(file, path, seq, true)
     }
 
+    /// Wake the `when_acked`/`poll_acked` waiters of records up to `last`
+    /// (every one of which completed `Ok`, and `acked_seq` says so).
+    /// `ready` is an empty buffer to use.
+    fn wake_acked(&self, last: u64, ready: &mut Vec<(u64, Waiter)>) {
+        // IMPORTANT: SeqCst, paired with `CommitLog::decided_or_wait`: the
+        // `acked_seq` update came before this load.
+        if !self.has_ack_waiters.load(Ordering::SeqCst) {
+            return;
+        }
+        {
+            let mut acks = self.acks.lock();
+            let mut i = 0;
+            while i < acks.waiting.len() {
+                if acks.waiting[i].0 <= last {
+                    ready.push(acks.waiting.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if acks.waiting.is_empty() {
+                self.has_ack_waiters.store(false, Ordering::SeqCst);
+            }
+        }
+        for (seq, w) in ready.drain(..) {
+            w.done(Ok(seq));
+        }
+    }
+
+    /// Under `everysec`, data was just written: ask the fsync thread for
+    /// an fsync if one is due (so that it runs before the records'
+    /// replies, which `wait_everysec_fsync` relies on), or wake it if it
+    /// sleeps without a deadline. `bg` is the locked `Shared::bg`.
+    fn request_sync(&self, bg: &mut Background) {
+        let now = self.options.clock.now();
+        if !bg.requested && now >= bg.last_sync_at + self.options.everysec_interval {
+            bg.requested = true;
+        } else if !bg.parked {
+            return;
+        }
+        // Data is dirty now: the fsync thread runs the fsync, or arms its
+        // timer.
+        bg.parked = false;
+        self.bg_wake.notify_all();
+    }
+
     fn fsync_gated(
         &self,
         file: &Arc<dyn BackendFile>,
@@ -355,13 +482,14 @@ impl Acks {
     }
 }
 
-/// The newest segment written to, and the last record written to it: what
-/// an `everysec` fsync makes durable.
+/// The newest segment written to: what an `everysec` fsync makes durable.
+/// Every record up to `stats.written_seq` is in it or in a sealed segment
+/// when both are read under `Shared::bg` (the writer changes the target,
+/// under that lock, before any record goes to the new segment).
 #[derive(Clone)]
 struct SyncTarget {
     file: Arc<dyn BackendFile>,
     path: PathBuf,
-    seq: u64,
 }
 
 /// State shared by the writer and the fsync thread (under `Shared::bg`).
@@ -524,6 +652,7 @@ impl CommitLog {
                 next_seq: st.next_seq,
                 closing: false,
                 failed: None,
+                window: None,
             })),
             wake: Condvar::new(),
             unkicked: Padded(AtomicBool::new(false)),
@@ -534,7 +663,6 @@ impl CommitLog {
                 target: SyncTarget {
                     file: Arc::clone(&st.active.file),
                     path: st.active.path.clone(),
-                    seq: last,
                 },
                 last_sync_at: now,
                 requested: false,
@@ -562,10 +690,17 @@ impl CommitLog {
             .name("ferrite-log-fsync".into())
             .spawn(move || run_fsync_thread(&s2))
             .map_err(|e| StorageError::io("spawn fsync thread", &shared.dir, e))?;
+        let no_map = !(shared.options.mapped_writes
+            && shared.options.preallocate_bytes > 0
+            && shared.backend.maps_files());
         let writer = Writer {
             shared: Arc::clone(&shared),
             active: st.active,
             written_seq: last,
+            decided: last,
+            map: None,
+            lent: false,
+            no_map,
             spare_pending: Vec::new(),
             spare_frames: Vec::new(),
             ready: Vec::new(),
@@ -642,6 +777,12 @@ impl CommitLog {
     /// it to copying bytes): no payload buffer is allocated, copied and
     /// freed per record. A payload over `max_record_bytes` is taken back
     /// out and refused with [`StorageError::RecordTooLarge`].
+    ///
+    /// If the writer has lent the window (module doc) and the frame fits,
+    /// it is copied into the mapped segment right here: under
+    /// `everysec`/`no` the record is then acknowledged before this returns
+    /// (no `kick` needed), under `always` it still waits for the writer's
+    /// fsync.
     pub fn append_deferred_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<u64> {
         let mut q = self.shared.queue.lock();
         let seq = self.admit(&q, 0)?;
@@ -653,9 +794,50 @@ impl CommitLog {
             return Err(StorageError::RecordTooLarge { len, max });
         }
         q.next_seq += 1;
+        if q.pending.is_empty() {
+            let Queue { window, frames, .. } = &mut *q;
+            if let Some(w) = window {
+                let put = w.put(seq, &frames[before..]);
+                if put != Put::Full {
+                    frames.truncate(before);
+                    self.copied(q, seq, put == Put::CopiedLow);
+                    return Ok(seq);
+                }
+            }
+        }
         push_pending(&mut q, seq, before, None);
         self.announce(q, false);
         Ok(seq)
+    }
+
+    /// Record `seq` (`bytes` long) was just copied into the window (queue
+    /// lock held): it is in the page cache. Under `everysec`/`no` that is
+    /// what the policy promises, so it is acknowledged now; under `always`
+    /// the writer fsyncs it after the next `kick`.
+    ///
+    /// Kept to one locked instruction (the `acked_seq` store): the record
+    /// and byte counters are taken in from the window by the writer and by
+    /// [`CommitLog::stats`], and the fsync thread looks at `written_seq`
+    /// on its own timer.
+    fn copied(&self, q: MutexGuard<'_, Queue>, seq: u64, low: bool) {
+        let sh = &self.shared;
+        sh.stats.written_seq.store(seq, Ordering::Release);
+        if sh.policy() == AppendFsync::Always {
+            self.announce(q, low);
+            return;
+        }
+        // A store, not `fetch_max`: under the queue lock, `seq` is the
+        // newest record, and every record before it is acknowledged or in
+        // the page cache too (the window is lent only once the writer has
+        // completed everything queued before it). SeqCst: see
+        // `Shared::wake_acked`.
+        sh.acked_seq.store(seq, Ordering::SeqCst);
+        drop(q);
+        if low {
+            sh.kicked.store(true, Ordering::Release);
+            sh.wake.notify_one();
+        }
+        sh.wake_acked(seq, &mut Vec::new());
     }
 
     /// Wake the writer for records queued by [`CommitLog::append_deferred`].
@@ -911,6 +1093,14 @@ impl CommitLog {
         self.shared.queue.lock().failed.clone()
     }
 
+    /// True while the writer has lent the window (appends of
+    /// [`CommitLog::append_deferred_with`] are copied into the mapped
+    /// segment). For tests that need that path deterministically.
+    #[doc(hidden)]
+    pub fn window_lent(&self) -> bool {
+        self.shared.queue.lock().window.is_some()
+    }
+
     /// The sequence number the next append will get.
     pub fn next_seq(&self) -> u64 {
         self.shared.queue.lock().next_seq
@@ -939,16 +1129,26 @@ impl CommitLog {
     /// Counters (fsyncs, batches, bytes, ...).
     pub fn stats(&self) -> LogStats {
         let s = &self.shared.stats;
+        let (next_seq, records, bytes) = {
+            let q = self.shared.queue.lock();
+            // What appenders copied into the window and the writer has not
+            // counted yet.
+            let (r, b) = q.window.as_ref().map_or((0, 0), |w| {
+                (w.last_seq - w.counted_seq, w.tail - w.counted_tail)
+            });
+            (q.next_seq, r, b)
+        };
         LogStats {
-            next_seq: self.next_seq(),
+            next_seq,
             written_seq: s.written_seq.load(Ordering::Acquire),
             durable_seq: s.durable_seq.load(Ordering::Acquire),
-            records: s.records.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Relaxed) + records,
             batches: s.batches.load(Ordering::Relaxed),
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             fsync_nanos_total: s.fsync_nanos_total.load(Ordering::Relaxed),
             fsync_nanos_max: s.fsync_nanos_max.load(Ordering::Relaxed),
-            bytes_written: s.bytes_written.load(Ordering::Relaxed),
+            bytes_written: s.bytes_written.load(Ordering::Relaxed) + bytes,
+            mapped_records: s.mapped_records.load(Ordering::Relaxed) + records,
             segments: self.shared.segments.lock().len() as u64,
         }
     }
@@ -964,7 +1164,19 @@ impl Drop for CommitLog {
 struct Writer {
     shared: Arc<Shared>,
     active: ActiveSegment,
+    /// The last record in the active segment (or before it), including
+    /// those appenders copied into the window as far as the writer has
+    /// taken them in (`Writer::absorb`).
     written_seq: u64,
+    /// Every record up to this one has completed, `Ok` or not.
+    decided: u64,
+    /// The mapping to lend, while not lent.
+    map: Option<WriterMap>,
+    /// The map is in `Queue::window`: the writer must not touch the
+    /// active segment's file but to fsync it.
+    lent: bool,
+    /// Mapped writes are off, or the backend cannot map files.
+    no_map: bool,
     /// Empty buffers swapped with the queue's, so their capacity is reused.
     spare_pending: Vec<Pending>,
     spare_frames: Vec<u8>,
@@ -973,6 +1185,18 @@ struct Writer {
     /// The fsync thread; stopped and joined when the writer exits.
     syncer: Option<JoinHandle<()>>,
 }
+
+/// A mapping of the active segment from `base` on (see [`Window`]).
+struct WriterMap {
+    map: Box<dyn FileMap>,
+    base: u64,
+}
+
+/// The writer remaps when the window has less room than this left.
+const MAP_MIN_ROOM: u64 = 64 * 1024;
+/// No window is lent with less room than this (the segment is nearly full:
+/// the next records go through the queue, which rolls it).
+const MAP_MIN_LEND: u64 = 512;
 
 /// Before sleeping, an idle writer yields the CPU up to this many times (and
 /// for at most `SPIN_MAX`), watching for a `kick`.
@@ -1007,11 +1231,27 @@ const KEEP_FRAMES_CAPACITY: usize = 4 << 20;
 impl Writer {
     fn run(mut self) {
         let shared = Arc::clone(&self.shared);
+        self.prepare_map();
         let mut q = shared.queue.lock();
         let mut spun = false;
         loop {
-            if q.pending.is_empty() && q.syncs.is_empty() {
+            if q.window.as_ref().is_some_and(|w| w.wants_more) {
+                self.extend_window(&mut q);
+            }
+            self.absorb(&mut q);
+            if q.failed.is_some() {
+                // Unmapped once the log failed: nothing may be copied in.
+                self.retire(&mut q);
+            }
+            self.lend(&mut q);
+            // Records copied into the window under `always` wait for the
+            // writer's fsync (under `everysec`/`no` their appenders
+            // acknowledged them).
+            let acked = shared.acked_seq.load(Ordering::Acquire);
+            let undecided = self.written_seq > self.decided.max(acked);
+            if q.pending.is_empty() && q.syncs.is_empty() && !undecided {
                 if q.closing {
+                    self.retire(&mut q);
                     break;
                 }
                 // NOTE: the periodic `everysec` fsync is the fsync thread's
@@ -1025,6 +1265,11 @@ impl Writer {
                 continue;
             }
             spun = false;
+            if !q.pending.is_empty() {
+                // The queued frames go after the records copied into the
+                // window: take it back (and the file with it) first.
+                self.retire(&mut q);
+            }
             let mut batch =
                 std::mem::replace(&mut q.pending, std::mem::take(&mut self.spare_pending));
             let mut frames =
@@ -1038,6 +1283,7 @@ impl Writer {
                     self.spare_frames = frames;
                 }
                 self.spare_pending = batch;
+                self.prepare_map();
             });
         }
         // Closing: everything queued has been processed. Make it durable.
@@ -1061,20 +1307,25 @@ impl Writer {
         syncs: Vec<Completion>,
         failed: Option<StorageError>,
     ) {
-        let span = batch
-            .first()
-            .map(|p| p.seq)
-            .zip(batch.last().map(|p| p.seq));
+        // What this round decides: the records copied into the window and
+        // not yet acknowledged, then the batch.
+        let first = self
+            .decided
+            .max(self.shared.acked_seq.load(Ordering::Acquire))
+            + 1;
         let r = match failed {
             Some(err) => Err(err),
             None => self.write_and_sync(batch, frames),
         };
+        let last = batch.last().map_or(0, |p| p.seq).max(self.written_seq);
+        let span = (first <= last).then_some((first, last));
+        self.decided = self.decided.max(last);
         match r {
             Ok(()) => {
                 // `acked_seq` first: whoever sees a completion also sees
                 // the record acknowledged in `outcome`.
                 if let Some((_, last)) = span {
-                    self.shared.acked_seq.store(last, Ordering::SeqCst);
+                    self.shared.acked_seq.fetch_max(last, Ordering::SeqCst);
                 }
                 for p in batch.drain(..) {
                     let seq = p.seq;
@@ -1113,13 +1364,14 @@ impl Writer {
     /// Write a batch and make it as durable as the policy asks. An error is
     /// what the batch's records complete with.
     fn write_and_sync(&mut self, batch: &[Pending], frames: &[u8]) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         let policy = self.shared.policy();
-        self.write_batch(batch, frames)?;
-        self.publish(policy);
+        if !batch.is_empty() {
+            self.write_batch(batch, frames)?;
+            self.publish(policy);
+        }
         if policy == AppendFsync::Always {
+            // Also covers the records copied into the window (a no-op if
+            // everything written is durable already).
             self.fsync()?;
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
@@ -1133,31 +1385,7 @@ impl Writer {
     /// Every record up to `last` completed `Ok` (and `acked_seq` says so):
     /// wake `when_acked` waiters.
     fn ack(&mut self, last: u64) {
-        let sh = &self.shared;
-        // IMPORTANT: SeqCst, paired with `CommitLog::when_acked`: the
-        // `acked_seq` store came before this load.
-        if !sh.has_ack_waiters.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut ready = std::mem::take(&mut self.ready);
-        {
-            let mut acks = sh.acks.lock();
-            let mut i = 0;
-            while i < acks.waiting.len() {
-                if acks.waiting[i].0 <= last {
-                    ready.push(acks.waiting.swap_remove(i));
-                } else {
-                    i += 1;
-                }
-            }
-            if acks.waiting.is_empty() {
-                sh.has_ack_waiters.store(false, Ordering::SeqCst);
-            }
-        }
-        for (seq, w) in ready.drain(..) {
-            w.done(Ok(seq));
-        }
-        self.ready = ready;
+        self.shared.wake_acked(last, &mut self.ready);
     }
 
     /// Records `first..=last` failed with `err`: record the first failure
@@ -1183,26 +1411,147 @@ impl Writer {
         }
     }
 
-    /// Tell the fsync thread how far the active segment is written; under
-    /// `everysec`, ask it for an fsync if one is due (before the batch's
-    /// completions fire, so `wait_everysec_fsync` after a completion sees
-    /// the request).
+    /// Under `everysec`, ask the fsync thread for an fsync if one is due
+    /// (before the batch's completions fire, so `wait_everysec_fsync` after
+    /// a completion sees the request).
     fn publish(&mut self, policy: AppendFsync) {
-        let shared = &self.shared;
-        let mut bg = shared.bg.lock();
-        bg.target.seq = self.written_seq;
-        if policy != AppendFsync::EverySec {
+        if policy == AppendFsync::EverySec {
+            self.shared.request_sync(&mut self.shared.bg.lock());
+        }
+    }
+
+    /// Take in what appenders copied into the lent window (queue lock held).
+    fn absorb(&mut self, q: &mut Queue) {
+        if let Some(w) = &mut q.window {
+            self.written_seq = self.written_seq.max(w.last_seq);
+            self.active.len = w.tail;
+            let s = &self.shared.stats;
+            s.records
+                .fetch_add(w.last_seq - w.counted_seq, Ordering::Relaxed);
+            s.mapped_records
+                .fetch_add(w.last_seq - w.counted_seq, Ordering::Relaxed);
+            s.bytes_written
+                .fetch_add(w.tail - w.counted_tail, Ordering::Relaxed);
+            w.counted_seq = w.last_seq;
+            w.counted_tail = w.tail;
+        }
+    }
+
+    /// Take the window back (queue lock held): appenders queue from now on.
+    fn retire(&mut self, q: &mut Queue) {
+        self.absorb(q);
+        if let Some(w) = q.window.take() {
+            self.map = Some(WriterMap {
+                map: w.map,
+                base: w.base,
+            });
+        }
+        self.lent = false;
+    }
+
+    /// Lend the map as the window if appenders may copy into it (queue lock
+    /// held): nothing queued (file order is sequence order), the log open
+    /// and healthy, and room past the last record.
+    fn lend(&mut self, q: &mut Queue) {
+        if self.lent || !q.pending.is_empty() || q.failed.is_some() || q.closing {
             return;
         }
-        let now = shared.options.clock.now();
-        if !bg.requested && now >= bg.last_sync_at + shared.options.everysec_interval {
-            bg.requested = true;
-            bg.parked = false;
-            shared.bg_wake.notify_all();
-        } else if bg.parked {
-            // Data is dirty now: let the fsync thread arm its timer.
-            bg.parked = false;
-            shared.bg_wake.notify_all();
+        let Some(m) = self.map.take() else {
+            return;
+        };
+        let end = m.base + m.map.len() as u64;
+        if m.base > self.active.len || end < self.active.len + MAP_MIN_LEND {
+            self.map = Some(m);
+            return;
+        }
+        let low_at = Window::low_mark(self.active.len, end, self.shared.options.preallocate_bytes);
+        q.window = Some(Window {
+            map: m.map,
+            base: m.base,
+            tail: self.active.len,
+            last_seq: self.written_seq,
+            low_at,
+            wants_more: false,
+            counted_seq: self.written_seq,
+            counted_tail: self.active.len,
+        });
+        self.lent = true;
+    }
+
+    /// An appender asked for a longer window (queue lock held, window
+    /// lent): preallocate more zeros past its end and map from its tail on,
+    /// with the lock released (appenders go on copying into the old map
+    /// meanwhile; the new zeros lie beyond their reach), then swap the maps.
+    /// Nothing changes if the segment cannot grow (it is nearly full: the
+    /// next records go through the queue, which rolls it).
+    fn extend_window(&mut self, q: &mut MutexGuard<'_, Queue>) {
+        let Some(w) = q.window.as_mut() else {
+            return;
+        };
+        w.wants_more = false;
+        let from = w.tail;
+        let old_end = w.end();
+        let new = MutexGuard::unlocked(q, || {
+            let alloc = self.active.alloc;
+            // NOTE: `preallocate` starts at `alloc` (`active.len` is stale
+            // while the window is lent, and below it).
+            self.preallocate(alloc + 1);
+            if self.active.alloc <= old_end {
+                return None;
+            }
+            let n = usize::try_from(self.active.alloc - from).ok()?;
+            match self.active.file.map_writable(from, n) {
+                Ok(Some(map)) => Some(map),
+                _ => None,
+            }
+        });
+        let (Some(w), Some(map)) = (q.window.as_mut(), new) else {
+            return;
+        };
+        // Only the writer moves the window; appenders moved `tail` on,
+        // inside what both maps cover.
+        let old = std::mem::replace(&mut w.map, map);
+        w.base = from;
+        w.low_at = Window::low_mark(w.tail, w.end(), self.shared.options.preallocate_bytes);
+        MutexGuard::unlocked(q, || drop(old));
+    }
+
+    /// Keep a map ready to lend (not while lent): the active segment from
+    /// its last record to the end of its preallocated zeros, preallocating
+    /// more first if fewer than `MAP_MIN_ROOM` bytes are left. Best effort:
+    /// without a map, appends go through the queue.
+    fn prepare_map(&mut self) {
+        if self.lent || self.no_map || self.shared.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        let len = self.active.len;
+        let room = |m: &WriterMap| {
+            (m.base <= len).then(|| (m.base + m.map.len() as u64).saturating_sub(len))
+        };
+        if self
+            .map
+            .as_ref()
+            .and_then(room)
+            .is_some_and(|r| r >= MAP_MIN_ROOM)
+        {
+            return;
+        }
+        self.map = None;
+        if self.active.alloc < len + MAP_MIN_ROOM {
+            self.preallocate(len + MAP_MIN_ROOM);
+        }
+        let room = self.active.alloc.saturating_sub(len);
+        let Ok(n) = usize::try_from(room) else {
+            return;
+        };
+        if room < MAP_MIN_LEND {
+            return;
+        }
+        match self.active.file.map_writable(len, n) {
+            Ok(Some(map)) => self.map = Some(WriterMap { map, base: len }),
+            Ok(None) => self.no_map = true,
+            // E.g. out of address space: try again after the next batch.
+            Err(_) => {}
         }
     }
 
@@ -1242,6 +1591,9 @@ impl Writer {
             // bring them back (as Redis truncates its AOF after a short
             // write). Best effort: if this fails too, they may come back
             // (the outcome of a failed write is unknown, §5.3).
+            // IMPORTANT: no map may outlive a cut of what it maps (SIGBUS;
+            // it is not lent while a batch is written).
+            self.map = None;
             let _ = self.active.file.set_len(self.active.len);
             self.active.alloc = self.active.len;
             return Err(StorageError::io("write", &self.active.path, e));
@@ -1297,6 +1649,10 @@ impl Writer {
     /// length durable (before sealing it, and at close): only the last
     /// segment may ever end in bytes that are not records (§6).
     fn trim_preallocation(&mut self) -> Result<()> {
+        // IMPORTANT: unmap before the cut (SIGBUS); the window was taken
+        // back before the batch that rolls, and at close.
+        debug_assert!(!self.lent);
+        self.map = None;
         if self.active.alloc <= self.active.len {
             return self.fsync();
         }
@@ -1344,7 +1700,6 @@ impl Writer {
         self.shared.bg.lock().target = SyncTarget {
             file: Arc::clone(&file),
             path: path.clone(),
-            seq: self.written_seq,
         };
         self.active = ActiveSegment::new(path, file, 0);
         Ok(())
@@ -1388,11 +1743,21 @@ fn run_fsync_thread(shared: &Shared) {
             return;
         }
         if !bg.requested {
-            let dirty = bg.target.seq > shared.stats.durable_seq.load(Ordering::Acquire)
+            let everysec = shared.policy() == AppendFsync::EverySec;
+            let dirty = shared.stats.written_seq.load(Ordering::Acquire)
+                > shared.stats.durable_seq.load(Ordering::Acquire)
                 && !shared.poisoned.load(Ordering::Acquire);
-            if shared.policy() != AppendFsync::EverySec || !dirty {
+            if !everysec || !dirty {
                 bg.parked = true;
-                shared.bg_wake.wait(&mut bg);
+                if everysec {
+                    // Appenders that copy into the window do not wake this
+                    // thread (it would cost them a check per record): look
+                    // again an interval later. A record copied right after
+                    // this look is fsynced within two intervals.
+                    shared.bg_wake.wait_for(&mut bg, interval);
+                } else {
+                    shared.bg_wake.wait(&mut bg);
+                }
                 bg.parked = false;
                 continue;
             }
@@ -1407,10 +1772,13 @@ fn run_fsync_thread(shared: &Shared) {
         bg.requested = false;
         bg.running = true;
         let target = bg.target.clone();
+        // Read under the lock: every record up to it is in `target` or in
+        // a sealed segment (see `SyncTarget`).
+        let seq = shared.stats.written_seq.load(Ordering::Acquire);
         // An error poisons the log inside `fsync_through`; the writer and
         // every later append see it.
         let _ = MutexGuard::unlocked(&mut bg, || {
-            shared.fsync_through(&target.file, &target.path, target.seq)
+            shared.fsync_through(&target.file, &target.path, seq)
         });
         bg.running = false;
         shared.bg_wake.notify_all();
