@@ -65,6 +65,9 @@ pub struct Persistence {
     /// lock), for replies that depend on records other than their own.
     appended: AtomicU64,
     bytes_since_checkpoint: AtomicU64,
+    /// `bytes_since_checkpoint` in MiB when `commit` last compared it with
+    /// the checkpoint threshold.
+    threshold_checked_mib: AtomicU64,
     checkpoint_running: AtomicBool,
     /// Signalled (under `idle_lock`) when a checkpoint finishes.
     idle_lock: parking_lot::Mutex<()>,
@@ -732,6 +735,7 @@ impl Persistence {
             read_failure: std::sync::OnceLock::new(),
             appended: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
+            threshold_checked_mib: AtomicU64::new(0),
             checkpoint_running: AtomicBool::new(false),
             idle_lock: parking_lot::Mutex::new(()),
             idle: parking_lot::Condvar::new(),
@@ -778,9 +782,12 @@ impl Persistence {
             out.reserve(len);
             encode_batch_into(cmds, out)
         })?;
+        // Plain stores, not read-modify-writes: appends happen under the
+        // store lock, in sequence order (and so does the checkpoint's reset).
+        let logged = self.bytes_since_checkpoint.load(Ordering::Relaxed);
         self.bytes_since_checkpoint
-            .fetch_add(len as u64, Ordering::Relaxed);
-        self.appended.fetch_max(seq, Ordering::AcqRel);
+            .store(logged + len as u64, Ordering::Relaxed);
+        self.appended.store(seq, Ordering::Release);
         Ok(seq)
     }
 
@@ -1111,8 +1118,16 @@ fn commit_effects(shared: &Arc<Shared>, store: &mut Store) -> Commit {
     };
     // Cleared, not taken: its capacity serves the next command.
     store.pending_log.clear();
-    let threshold = shared.config.read().auto_checkpoint_min_size;
-    if p.log_bytes() >= threshold && !p.checkpoint_running() {
+    // NOTE: past the first MiB since the last checkpoint, the configuration
+    // lock is taken once per MiB logged, not per command (a checkpoint then
+    // starts within 1 MiB past its threshold).
+    let logged = p.log_bytes();
+    let mib = logged >> 20;
+    let due = (mib == 0 || mib != p.threshold_checked_mib.load(Ordering::Relaxed)) && {
+        p.threshold_checked_mib.store(mib, Ordering::Relaxed);
+        logged >= shared.config.read().auto_checkpoint_min_size
+    };
+    if due && !p.checkpoint_running() {
         let snap = p.begin_checkpoint(store, &shared.config.read());
         if let Some((covered, body)) = snap {
             let p = p.clone();

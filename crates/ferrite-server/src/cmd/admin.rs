@@ -292,6 +292,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                 // How well group commit works: records per write and per fsync.
                 kv(out, "commit_log_records", &ls.records);
                 kv(out, "commit_log_writes", &ls.batches);
+                kv(out, "commit_log_mapped_records", &ls.mapped_records);
                 kv(out, "commit_log_fsyncs", &ls.fsyncs);
                 kv(
                     out,
