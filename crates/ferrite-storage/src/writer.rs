@@ -794,7 +794,11 @@ impl CommitLog {
             return Err(StorageError::RecordTooLarge { len, max });
         }
         q.next_seq += 1;
-        if q.pending.is_empty() {
+        // NOTE: not under `always`: its fsync per batch would write-protect
+        // the mapped pages each time (a TLB shootdown, then a fault per
+        // page on the next copies), which cost more than the `pwrite` the
+        // copy saves (docs/storage.md §3.6).
+        if q.pending.is_empty() && self.shared.policy() != AppendFsync::Always {
             let Queue { window, frames, .. } = &mut *q;
             if let Some(w) = window {
                 let put = w.put(seq, &frames[before..]);
@@ -823,6 +827,8 @@ impl CommitLog {
         let sh = &self.shared;
         sh.stats.written_seq.store(seq, Ordering::Release);
         if sh.policy() == AppendFsync::Always {
+            // Switched to `always` since the caller looked: the writer
+            // fsyncs it after the next `kick`.
             self.announce(q, low);
             return;
         }
