@@ -323,6 +323,10 @@ impl Shared {
         let mut q = self.queue.lock();
         let e = q.failed.get_or_insert(err.into_poisoned()).clone();
         self.poisoned.store(true, Ordering::Release);
+        drop(q);
+        // The writer takes the window back (nothing may be copied into a
+        // failed log's segment).
+        self.wake.notify_all();
         e
     }
 
