@@ -112,6 +112,23 @@ pub trait Backend: Send + Sync + Debug {
     fn maps_files(&self) -> bool {
         false
     }
+    /// A handle that makes every file of the file system holding `dir`
+    /// durable at once ([`FsSync`]), or `Ok(None)` if this backend has none.
+    fn fs_syncer(&self, dir: &Path) -> io::Result<Option<Box<dyn FsSync>>> {
+        let _ = dir;
+        Ok(None)
+    }
+}
+
+/// `syncfs`: one call that makes every file of a file system durable, data
+/// and lengths (not directory entries), like an `fdatasync` of each. It
+/// must report any write-back error of that file system since the handle
+/// was opened (Linux does since 5.8: the error is recorded on the super
+/// block and sampled per open file; [`FsBackend`] gives no syncer on older
+/// kernels, whose `syncfs` returns success regardless).
+pub trait FsSync: Send + Sync + Debug {
+    /// Sync the whole file system.
+    fn sync(&self) -> io::Result<()>;
 }
 
 /// The real backend: `std::fs` with `pread`/`pwrite`/`fdatasync`.
@@ -256,4 +273,50 @@ impl Backend for FsBackend {
     fn maps_files(&self) -> bool {
         cfg!(unix)
     }
+
+    #[cfg(target_os = "linux")]
+    fn fs_syncer(&self, dir: &Path) -> io::Result<Option<Box<dyn FsSync>>> {
+        if !kernel_at_least(5, 8) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(FsSyncer {
+            dir: File::open(dir)?,
+        })))
+    }
+}
+
+/// A directory kept open for `syncfs` (its write-back error cursor dates
+/// from this open).
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct FsSyncer {
+    dir: File,
+}
+
+#[cfg(target_os = "linux")]
+impl FsSync for FsSyncer {
+    fn sync(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `syncfs` takes a file descriptor, which `self.dir` keeps
+        // open for the duration of the call.
+        if unsafe { libc::syncfs(self.dir.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// True if the running Linux kernel is at least `major.minor`.
+#[cfg(target_os = "linux")]
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
 }

@@ -64,7 +64,7 @@ pub mod sim;
 pub mod stream_segments;
 pub mod writer;
 
-pub use backend::{Backend, BackendFile, DirEntry, FileMap, FsBackend, OpenMode};
+pub use backend::{Backend, BackendFile, DirEntry, FileMap, FsBackend, FsSync, OpenMode};
 pub use checkpoint::{decode_versioned, encode_versioned, Checkpoint, CheckpointReport};
 pub use config::{AppendFsync, Clock, LogOptions, ManualClock, SystemClock};
 pub use error::StorageError;

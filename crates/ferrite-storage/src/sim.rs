@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::backend::{Backend, BackendFile, DirEntry, FileMap, OpenMode};
+use crate::backend::{Backend, BackendFile, DirEntry, FileMap, FsSync, OpenMode};
 
 /// The operations [`SimBackend`] counts and can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -541,16 +541,7 @@ impl BackendFile for SimFileHandle {
                 f.dirty.clear();
                 return Err(injected(k));
             }
-            if let Some(m) = f.min_len_since_sync.take() {
-                f.durable.truncate(m);
-            }
-            f.durable.resize(f.current.len(), 0);
-            for (s, e) in f.dirty.drain(..) {
-                let e = e.min(f.current.len());
-                if s < e {
-                    f.durable[s..e].copy_from_slice(&f.current[s..e]);
-                }
-            }
+            sync_file(f);
             Ok(())
         })
     }
@@ -732,5 +723,57 @@ impl Backend for SimBackend {
 
     fn maps_files(&self) -> bool {
         self.state.lock().mapping
+    }
+
+    fn fs_syncer(&self, _dir: &Path) -> io::Result<Option<Box<dyn FsSync>>> {
+        let boot = self.state.lock().boot;
+        Ok(Some(Box::new(SimFsSync {
+            state: Arc::clone(&self.state),
+            gate: Arc::clone(&self.gate),
+            boot,
+        })))
+    }
+}
+
+/// `syncfs` on the simulated disk: `sync_data` of every file at once.
+#[derive(Debug)]
+struct SimFsSync {
+    state: Arc<Mutex<SimState>>,
+    gate: Arc<SyncGate>,
+    boot: u64,
+}
+
+impl FsSync for SimFsSync {
+    fn sync(&self) -> io::Result<()> {
+        self.gate.pass();
+        let mut st = self.state.lock();
+        if st.boot != self.boot {
+            return Err(stale());
+        }
+        // Counted (and failed) as one `sync_data`.
+        if let Some(k) = st.tick(SimOp::SyncData) {
+            for f in st.files.values_mut() {
+                f.dirty.clear();
+            }
+            return Err(injected(k));
+        }
+        for f in st.files.values_mut() {
+            sync_file(f);
+        }
+        Ok(())
+    }
+}
+
+/// Make `f`'s writes and length durable (a successful `sync_data`).
+fn sync_file(f: &mut SimFile) {
+    if let Some(m) = f.min_len_since_sync.take() {
+        f.durable.truncate(m);
+    }
+    f.durable.resize(f.current.len(), 0);
+    for (s, e) in f.dirty.drain(..) {
+        let e = e.min(f.current.len());
+        if s < e {
+            f.durable[s..e].copy_from_slice(&f.current[s..e]);
+        }
     }
 }

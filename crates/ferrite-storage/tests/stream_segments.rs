@@ -218,3 +218,36 @@ fn a_failed_fsync_poisons_the_store() {
     let (f, l, p) = block(10);
     assert!(s.append_block(KEY, f, l, &p).unwrap_err().is_poisoned());
 }
+
+/// A sync of many files is one `syncfs`: every block of 40 streams survives
+/// a power loss after it, and a failed one poisons the store.
+#[test]
+fn a_sync_of_many_streams_is_one_syncfs() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    let mut locs = Vec::new();
+    for k in 0..40u64 {
+        let (f, l, p) = block(k);
+        locs.push((k, s.append_block(StreamKeyId(k), f, l, &p).unwrap()));
+    }
+    let before = disk.count(SimOp::SyncData);
+    s.sync().unwrap();
+    assert_eq!(disk.count(SimOp::SyncData), before + 1, "one syncfs");
+    disk.power_loss();
+    drop(s);
+    let s = store(&disk);
+    for (k, loc) in &locs {
+        let b = s.read_block(StreamKeyId(*k), *loc).unwrap();
+        assert_eq!(b.payload, block(*k).2, "stream {k}");
+    }
+    for k in 0..40u64 {
+        let (f, l, p) = block(100 + k);
+        s.append_block(StreamKeyId(k), f, l, &p).unwrap();
+    }
+    disk.fail_nth(SimOp::SyncData, 1, FaultKind::Io);
+    assert!(matches!(
+        s.sync(),
+        Err(StorageError::Io { op: "syncfs", .. })
+    ));
+    assert!(s.sync().unwrap_err().is_poisoned());
+}
