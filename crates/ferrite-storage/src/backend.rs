@@ -108,8 +108,12 @@ pub trait Backend: Send + Sync + Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// True if `path` names an existing file or directory.
     fn exists(&self, path: &Path) -> io::Result<bool>;
-    /// True if [`BackendFile::map_writable`] may give maps.
-    fn maps_files(&self) -> bool {
+    /// True if files in `dir` may be mapped for writing
+    /// ([`BackendFile::map_writable`]) safely: a store into a mapping of
+    /// bytes already written must not need new disk space, or a full disk
+    /// would kill the process with SIGBUS instead of failing a write.
+    fn maps_files(&self, dir: &Path) -> bool {
+        let _ = dir;
         false
     }
     /// A handle that makes every file of the file system holding `dir`
@@ -270,8 +274,29 @@ impl Backend for FsBackend {
         path.try_exists()
     }
 
-    fn maps_files(&self) -> bool {
-        cfg!(unix)
+    /// Only on file systems that overwrite written blocks in place (ext4,
+    /// XFS, tmpfs): copy-on-write ones (btrfs, ZFS, overlays of unknown
+    /// file systems) allocate on every overwrite, so a store into the map
+    /// could fault with SIGBUS on a full disk (docs/storage.md §3.6).
+    #[cfg(target_os = "linux")]
+    fn maps_files(&self, dir: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        const EXT4: i64 = 0xEF53;
+        const XFS: i64 = 0x5846_5342;
+        const TMPFS: i64 = 0x0102_1994;
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `statfs` reads the NUL-terminated path and fills the
+        // zeroed struct it is given; both outlive the call.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+            return false;
+        }
+        // NOTE: `f_type`'s integer type differs between targets.
+        #[allow(clippy::useless_conversion)]
+        let kind = i64::from(st.f_type);
+        matches!(kind, EXT4 | XFS | TMPFS)
     }
 
     #[cfg(target_os = "linux")]

@@ -721,7 +721,7 @@ impl Backend for SimBackend {
         Ok(st.lookup(path).is_ok())
     }
 
-    fn maps_files(&self) -> bool {
+    fn maps_files(&self, _dir: &Path) -> bool {
         self.state.lock().mapping
     }
 

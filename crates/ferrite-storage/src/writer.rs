@@ -696,7 +696,7 @@ impl CommitLog {
             .map_err(|e| StorageError::io("spawn fsync thread", &shared.dir, e))?;
         let no_map = !(shared.options.mapped_writes
             && shared.options.preallocate_bytes > 0
-            && shared.backend.maps_files());
+            && shared.backend.maps_files(&shared.dir));
         let writer = Writer {
             shared: Arc::clone(&shared),
             active: st.active,
