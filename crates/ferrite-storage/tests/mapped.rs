@@ -27,13 +27,32 @@ fn mapped_disk() -> SimBackend {
     disk
 }
 
-/// Wait (bounded) until the writer has lent the window.
-fn wait_lent(log: &CommitLog) {
+/// Wait (bounded) until `done()`; `what` names it if it never is.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
-    while !log.window_lent() {
-        assert!(Instant::now() < deadline, "the window was never lent");
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
         std::thread::yield_now();
     }
+}
+
+/// Wait (bounded) until the writer has lent the window.
+fn wait_lent(log: &CommitLog) {
+    wait_until("the window was never lent", || log.window_lent());
+}
+
+/// A log on `disk` under `everysec` with a short interval, its window lent.
+fn open_everysec(disk: &SimBackend, interval_ms: u64) -> Opened {
+    let o = open_sim(
+        disk,
+        LogOptions {
+            everysec_interval: Duration::from_millis(interval_ms),
+            ..opts(AppendFsync::EverySec)
+        },
+    )
+    .unwrap();
+    wait_lent(&o.log);
+    o
 }
 
 /// Append `p` the server's way.
@@ -176,30 +195,14 @@ fn concurrent_producers_across_rolls_lose_nothing_acknowledged() {
 #[test]
 fn a_failed_everysec_fsync_poisons_the_log_and_unmaps_the_window() {
     let disk = mapped_disk();
-    let o = open_sim(
-        &disk,
-        LogOptions {
-            everysec_interval: Duration::from_millis(10),
-            ..opts(AppendFsync::EverySec)
-        },
-    )
-    .unwrap();
-    wait_lent(&o.log);
+    let o = open_everysec(&disk, 10);
     disk.fail_from(SimOp::SyncData, 1, FaultKind::Io);
     let a = append(&o.log, b"a").unwrap();
     assert!(matches!(o.log.outcome(a), Some(Ok(_))));
-    let deadline = Instant::now() + WAIT;
-    while o.log.failure().is_none() {
-        assert!(Instant::now() < deadline, "the fsync never ran");
-        std::thread::yield_now();
-    }
+    wait_until("the fsync never ran", || o.log.failure().is_some());
     assert!(append(&o.log, b"b").unwrap_err().is_poisoned());
     // The writer takes the window back once it sees the failure.
-    let deadline = Instant::now() + WAIT;
-    while o.log.window_lent() {
-        assert!(Instant::now() < deadline, "the window stayed lent");
-        std::thread::yield_now();
-    }
+    wait_until("the window stayed lent", || !o.log.window_lent());
     assert!(o.log.sync().unwrap_err().is_poisoned());
 }
 
@@ -208,21 +211,9 @@ fn a_failed_everysec_fsync_poisons_the_log_and_unmaps_the_window() {
 #[test]
 fn the_fsync_thread_finds_copied_records_on_its_own() {
     let disk = mapped_disk();
-    let o = open_sim(
-        &disk,
-        LogOptions {
-            everysec_interval: Duration::from_millis(20),
-            ..opts(AppendFsync::EverySec)
-        },
-    )
-    .unwrap();
-    wait_lent(&o.log);
+    let o = open_everysec(&disk, 20);
     let seq = append(&o.log, b"x").unwrap();
-    let deadline = Instant::now() + WAIT;
-    while o.log.durable_seq() < seq {
-        assert!(Instant::now() < deadline, "never fsynced");
-        std::thread::yield_now();
-    }
+    wait_until("never fsynced", || o.log.durable_seq() >= seq);
     disk.power_loss();
     drop(o.log);
     let o = open_sim(&disk, opts(AppendFsync::EverySec)).unwrap();
