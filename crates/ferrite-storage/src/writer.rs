@@ -818,8 +818,8 @@ impl CommitLog {
         Ok(seq)
     }
 
-    /// Record `seq` (`bytes` long) was just copied into the window (queue
-    /// lock held): it is in the page cache. Under `everysec`/`no` that is
+    /// Record `seq` was just copied into the window (queue lock held): it
+    /// is in the page cache. Under `everysec`/`no` that is
     /// what the policy promises, so it is acknowledged now; under `always`
     /// the writer fsyncs it after the next `kick`.
     ///
@@ -1495,6 +1495,10 @@ impl Writer {
     /// Nothing changes if the segment cannot grow (it is nearly full: the
     /// next records go through the queue, which rolls it).
     fn extend_window(&mut self, q: &mut MutexGuard<'_, Queue>) {
+        if q.failed.is_some() {
+            // Taken back below, not extended.
+            return;
+        }
         let Some(w) = q.window.as_mut() else {
             return;
         };
