@@ -158,7 +158,7 @@ impl Conn {
             // when the record is acknowledged already (copied into the
             // log's mapped tail under `everysec`), replying after the round
             // wakes the clients less often: +25% XADD with pipelines of 16
-            // on two cores (docs/storage.md §15.3).
+            // on two cores (docs/storage.md §15.4).
             tokio::task::yield_now().await;
             if persist::outcome(&self.shared, last).is_none() {
                 // IMPORTANT: wake the writer before waiting: appends leave
