@@ -933,9 +933,10 @@ impl CommitLog {
     }
 
     /// Call `on_done` once record `seq` (which must have been appended) is
-    /// decided, with what [`CommitLog::outcome`] would return: on the writer
-    /// thread when that happens, or at once on the calling thread if it
-    /// already has. The same rules as for completions apply (short, never
+    /// decided, with what [`CommitLog::outcome`] would return: on the thread
+    /// that decides it (the writer, or an appender whose copy into the
+    /// window acknowledged it, §3.6), or at once on the calling thread if it
+    /// already is. The same rules as for completions apply (short, never
     /// blocking). After an `Err`, every later record has failed too.
     pub fn when_acked(&self, seq: u64, on_done: Completion) {
         if let Some((r, w)) = self.decided_or_wait(seq, Waiter::Call(on_done)) {
@@ -945,8 +946,8 @@ impl CommitLog {
 
     /// For async callers: the outcome of record `seq` (which must have been
     /// appended) if it is decided, as [`CommitLog::outcome`]; otherwise
-    /// `None`, and `waker` is woken once it may be (on the writer thread,
-    /// or at once if the writer has exited): ask again then. Allocates
+    /// `None`, and `waker` is woken once it may be (on the writer thread or
+    /// an appending one, or at once if the writer has exited): ask again then. Allocates
     /// nothing and hands nothing to the writer thread but the waker, unlike
     /// a `when_acked` callback. Each `None` registers the waker once more;
     /// a caller that polls only when woken registers it once per wait.
