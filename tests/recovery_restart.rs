@@ -987,12 +987,10 @@ fn stream_segment_files(dir: &std::path::Path) -> (u64, usize) {
     let Ok(streams) = std::fs::read_dir(dir.join("streams")) else {
         return total;
     };
-    for s in streams.flatten() {
-        for f in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
-            if f.path().extension().is_some_and(|e| e == "blocks") {
-                total.0 += f.metadata().map_or(0, |m| m.len());
-                total.1 += 1;
-            }
+    for f in streams.flatten() {
+        if f.path().extension().is_some_and(|e| e == "blocks") {
+            total.0 += f.metadata().map_or(0, |m| m.len());
+            total.1 += 1;
         }
     }
     total

@@ -7,11 +7,19 @@
 //! in-memory index and in its checkpoint; this module does not index
 //! blocks itself.
 //!
-//! Layout under the store's root directory:
+//! Layout: one flat directory, the store's root:
 //!
 //! ```text
-//! <root>/<stream id, 16 lowercase hex digits>/<segment number, 20 digits>.blocks
+//! <root>/<stream id, 16 lowercase hex digits>-<segment number, 20 digits>.blocks
 //! ```
+//!
+//! Flat, not a directory per stream: a stream's first stored block then
+//! creates one inode, not two, and the store lists every stream's segments
+//! with one read of the root when it first needs them (then keeps the list
+//! in memory: only this process changes the directory). Creating inodes is
+//! the expensive part of a first checkpoint over many streams (docs/storage.md
+//! §8.2). Directories of the older layout (`<root>/<id>/<number>.blocks`)
+//! are moved into the flat one at that first listing.
 //!
 //! Streams are named by a numeric [`StreamKeyId`] that the server assigns to
 //! each key (and records in its checkpoint), not by the key bytes: Redis keys
@@ -168,11 +176,21 @@ impl Default for StreamStoreOptions {
 /// Extension of stream segment files.
 pub const STREAM_SEGMENT_EXT: &str = "blocks";
 
-/// File name of stream segment `number`.
-pub fn stream_segment_file_name(number: u64) -> String {
-    format!("{number:020}.{STREAM_SEGMENT_EXT}")
+/// File name of segment `number` of stream `id` (in the store's root).
+pub fn stream_segment_file_name(id: StreamKeyId, number: u64) -> String {
+    format!("{}-{number:020}.{STREAM_SEGMENT_EXT}", stream_dir_name(id))
 }
 
+/// `<id>-<number>.blocks` → `(id, number)`.
+fn parse_stream_segment_file_name(name: &str) -> Option<(StreamKeyId, u64)> {
+    let (id, rest) = name.split_at_checked(16)?;
+    Some((
+        parse_stream_dir_name(id)?,
+        parse_stream_segment_name(rest.strip_prefix('-')?)?,
+    ))
+}
+
+/// `<number>.blocks` (inside a stream directory of the older layout).
 fn parse_stream_segment_name(name: &str) -> Option<u64> {
     parse_20_digits(name.strip_suffix(".blocks")?)
 }
@@ -186,6 +204,16 @@ fn parse_stream_dir_name(name: &str) -> Option<StreamKeyId> {
         return None;
     }
     u64::from_str_radix(name, 16).ok().map(StreamKeyId)
+}
+
+fn stream_entry(
+    streams: &mut HashMap<StreamKeyId, StreamFiles>,
+    id: StreamKeyId,
+) -> &mut StreamFiles {
+    streams.entry(id).or_insert_with(|| StreamFiles {
+        next_number: 1,
+        ..StreamFiles::default()
+    })
 }
 
 struct ActiveFile {
@@ -207,15 +235,18 @@ struct StreamFiles {
 
 #[derive(Default)]
 struct Inner {
+    /// Whether `streams` holds every segment file in the root (listed once,
+    /// on first need; this process is the only one that changes the root).
+    listed: bool,
     streams: HashMap<StreamKeyId, StreamFiles>,
     /// Files written since the last sync.
     dirty_files: HashMap<PathBuf, Arc<dyn BackendFile>>,
-    /// Directories whose entries changed since the last sync.
-    dirty_dirs: BTreeSet<PathBuf>,
+    /// Whether the root's entries changed since the last sync.
+    root_dirty: bool,
     failed: Option<StorageError>,
 }
 
-/// Append-only segment files of sealed blocks, one directory per stream.
+/// Append-only segment files of sealed blocks, in one directory.
 /// Thread-safe (`&self` methods behind one mutex; reads take no lock).
 pub struct StreamStore {
     backend: Arc<dyn Backend>,
@@ -244,7 +275,7 @@ impl std::fmt::Debug for StreamStore {
 
 impl StreamStore {
     /// Open (creating the root directory if needed). Reads nothing else:
-    /// each stream's directory is listed on its first use.
+    /// the root is listed on first need.
     pub fn open(
         backend: Arc<dyn Backend>,
         root: impl Into<PathBuf>,
@@ -285,65 +316,104 @@ impl StreamStore {
         &self.root
     }
 
-    fn stream_dir(&self, id: StreamKeyId) -> PathBuf {
-        self.root.join(stream_dir_name(id))
-    }
-
     fn segment_path(&self, id: StreamKeyId, number: u64) -> PathBuf {
-        self.stream_dir(id).join(stream_segment_file_name(number))
+        self.root.join(stream_segment_file_name(id, number))
     }
 
-    /// List the segment numbers of a stream on disk.
-    fn list_segments(&self, id: StreamKeyId) -> Result<BTreeSet<u64>> {
-        let dir = self.stream_dir(id);
-        if !self
-            .backend
-            .exists(&dir)
-            .map_err(|e| StorageError::io("stat", &dir, e))?
-        {
-            return Ok(BTreeSet::new());
+    /// Fill `inner.streams` from one listing of the root, the first time
+    /// it is needed; stream directories of the older layout are moved in
+    /// first ([`StreamStore::migrate_stream_dirs`]).
+    fn ensure_listed(&self, inner: &mut Inner) -> Result<()> {
+        if inner.listed {
+            return Ok(());
         }
-        let entries = self
-            .backend
-            .list_dir(&dir)
-            .map_err(|e| StorageError::io("list dir", &dir, e))?;
-        Ok(entries
-            .iter()
-            .filter(|e| !e.is_dir)
-            .filter_map(|e| parse_stream_segment_name(&e.name))
-            .collect())
-    }
-
-    /// The in-memory state of a stream, listing its directory on first use.
-    fn stream_files<'a>(
-        &self,
-        streams: &'a mut HashMap<StreamKeyId, StreamFiles>,
-        id: StreamKeyId,
-    ) -> Result<&'a mut StreamFiles> {
-        Ok(match streams.entry(id) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let segments = self.list_segments(id)?;
-                v.insert(StreamFiles {
-                    next_number: segments.last().map_or(1, |n| n + 1),
-                    segments,
-                    ..StreamFiles::default()
-                })
-            }
-        })
-    }
-
-    /// Streams that have a directory under the root (for finding orphans
-    /// after a `DEL` whose directory removal was not yet synced).
-    pub fn list_streams(&self) -> Result<Vec<StreamKeyId>> {
-        let entries = self
-            .backend
-            .list_dir(&self.root)
-            .map_err(|e| StorageError::io("list dir", &self.root, e))?;
-        let mut out: Vec<StreamKeyId> = entries
+        let list = |root: &Path| {
+            self.backend
+                .list_dir(root)
+                .map_err(|e| StorageError::io("list dir", root, e))
+        };
+        let mut entries = list(&self.root)?;
+        let old: Vec<(StreamKeyId, PathBuf)> = entries
             .iter()
             .filter(|e| e.is_dir)
-            .filter_map(|e| parse_stream_dir_name(&e.name))
+            .filter_map(|e| Some((parse_stream_dir_name(&e.name)?, self.root.join(&e.name))))
+            .collect();
+        if !old.is_empty() {
+            self.migrate_stream_dirs(&old)?;
+            entries = list(&self.root)?;
+        }
+        for (id, number) in entries
+            .iter()
+            .filter(|e| !e.is_dir)
+            .filter_map(|e| parse_stream_segment_file_name(&e.name))
+        {
+            let s = inner.streams.entry(id).or_default();
+            s.segments.insert(number);
+            s.next_number = s.next_number.max(number + 1);
+        }
+        inner.listed = true;
+        Ok(())
+    }
+
+    /// Move the segment files of older-layout stream directories
+    /// (`<root>/<id>/<number>.blocks`) to their flat names, then remove the
+    /// directories. Crash-safe: (1) rename every file; (2) fsync the root,
+    /// so the new names are durable before (3) the old directories are
+    /// removed. A crash before (2) leaves each file under one of its two
+    /// names, and the next open moves what is left.
+    fn migrate_stream_dirs(&self, dirs: &[(StreamKeyId, PathBuf)]) -> Result<()> {
+        for (id, dir) in dirs {
+            let entries = self
+                .backend
+                .list_dir(dir)
+                .map_err(|e| StorageError::io("list dir", dir, e))?;
+            for (name, number) in entries
+                .iter()
+                .filter(|e| !e.is_dir)
+                .filter_map(|e| Some((&e.name, parse_stream_segment_name(&e.name)?)))
+            {
+                let from = dir.join(name);
+                let to = self.segment_path(*id, number);
+                self.backend
+                    .rename(&from, &to)
+                    .map_err(|e| StorageError::io("rename", &from, e))?;
+            }
+        }
+        self.backend
+            .sync_dir(&self.root)
+            .map_err(|e| StorageError::io("fsync dir", &self.root, e))?;
+        for (_, dir) in dirs {
+            self.backend
+                .remove_dir_all(dir)
+                .map_err(|e| StorageError::io("remove dir", dir, e))?;
+        }
+        self.backend
+            .sync_dir(&self.root)
+            .map_err(|e| StorageError::io("fsync dir", &self.root, e))?;
+        Ok(())
+    }
+
+    /// The in-memory state of a stream (after the root's first listing).
+    fn stream_files<'a>(
+        &self,
+        inner: &'a mut Inner,
+        id: StreamKeyId,
+    ) -> Result<&'a mut StreamFiles> {
+        self.ensure_listed(inner)?;
+        Ok(stream_entry(&mut inner.streams, id))
+    }
+
+    /// Streams with at least one segment file (for finding orphans after a
+    /// `DEL` whose deletion was not yet synced), in id order.
+    pub fn list_streams(&self) -> Result<Vec<StreamKeyId>> {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        self.ensure_listed(inner)?;
+        let mut out: Vec<StreamKeyId> = inner
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.segments.is_empty())
+            .map(|(id, _)| *id)
             .collect();
         out.sort();
         Ok(out)
@@ -377,7 +447,8 @@ impl StreamStore {
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        let stream = self.stream_files(&mut inner.streams, id)?;
+        self.ensure_listed(inner)?;
+        let stream = stream_entry(&mut inner.streams, id);
         let mut frame = Vec::new();
         encode_block_frame(first, last, payload, &mut frame);
         let flen = frame.len() as u64;
@@ -387,13 +458,6 @@ impl StreamStore {
             Some(a) => a.len > 0 && a.len + flen > self.options.segment_max_bytes,
         };
         if need_new {
-            let dir = self.stream_dir(id);
-            if stream.segments.is_empty() {
-                self.backend
-                    .create_dir_all(&dir)
-                    .map_err(|e| StorageError::io("create dir", &dir, e))?;
-                inner.dirty_dirs.insert(self.root.clone());
-            }
             // NOTE: not `segments.last() + 1`: the highest segment may have
             // been deleted, and its number must not come back (see the
             // module doc).
@@ -407,7 +471,7 @@ impl StreamStore {
             stream.next_number = number + 1;
             // The new entry becomes durable at the next sync() (directory
             // fsync); see the IMPORTANT note there.
-            inner.dirty_dirs.insert(dir);
+            inner.root_dirty = true;
             stream.active = Some(ActiveFile {
                 number,
                 path,
@@ -462,18 +526,13 @@ impl StreamStore {
                 }
             }
         }
-        let dirs = std::mem::take(&mut inner.dirty_dirs);
-        // Deepest first, so a new stream directory's own entries are synced
-        // before its entry in the root.
-        for dir in dirs.iter().rev() {
-            if !self.backend.exists(dir).unwrap_or(false) {
-                continue; // removed since (delete_stream); its parent is dirty too
-            }
-            // IMPORTANT: directory fsync after creating or deleting segment
-            // files (and stream directories): without it a power loss can
-            // drop a new file's entry even though its data was fdatasync'd.
-            if let Err(e) = self.backend.sync_dir(dir) {
-                let err = StorageError::io("fsync dir", dir, e);
+        // IMPORTANT: directory fsync after creating or deleting segment
+        // files: without it a power loss can drop a new file's entry even
+        // though its data was fdatasync'd. (Kept after a `syncfs` too,
+        // which covers it on Linux: one fsync, not worth an exception.)
+        if std::mem::take(&mut inner.root_dirty) {
+            if let Err(e) = self.backend.sync_dir(&self.root) {
+                let err = StorageError::io("fsync dir", &self.root, e);
                 inner.failed = Some(err.clone().into_poisoned());
                 return Err(err);
             }
@@ -583,8 +642,18 @@ impl StreamStore {
 
     /// The segment files of a stream, in order.
     pub fn segments(&self, id: StreamKeyId) -> Result<Vec<StreamSegment>> {
+        let numbers: Vec<u64> = {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            self.ensure_listed(inner)?;
+            inner
+                .streams
+                .get(&id)
+                .map(|s| s.segments.iter().copied().collect())
+                .unwrap_or_default()
+        };
         let mut out = Vec::new();
-        for number in self.list_segments(id)? {
+        for number in numbers {
             let path = self.segment_path(id, number);
             let f = self
                 .backend
@@ -614,7 +683,7 @@ impl StreamStore {
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        let stream = self.stream_files(&mut inner.streams, id)?;
+        let stream = self.stream_files(inner, id)?;
         let doomed: Vec<u64> = stream.segments.range(..number).copied().collect();
         self.remove_segments(inner, id, &doomed, true)
     }
@@ -639,15 +708,15 @@ impl StreamStore {
     /// (the caller then asserts nothing in it is live) or
     /// [`StreamStore::delete_stream`].
     ///
-    /// Segment numbers are never reused by this process after a deletion.
-    /// The stream's directory stays (use `delete_stream` to remove it).
+    /// Segment numbers are never reused by this process after a deletion,
+    /// even when no file of the stream is left.
     pub fn delete_segments(&self, id: StreamKeyId, numbers: &[u64]) -> Result<Vec<PathBuf>> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        let stream = self.stream_files(&mut inner.streams, id)?;
+        let stream = self.stream_files(inner, id)?;
         let doomed: BTreeSet<u64> = numbers
             .iter()
             .copied()
@@ -658,7 +727,7 @@ impl StreamStore {
     }
 
     /// Remove the files `numbers` (all in the stream's `segments`) and
-    /// mark the stream directory dirty. `include_active`: close and delete
+    /// mark the root dirty. `include_active`: close and delete
     /// the active segment too, otherwise skip it.
     fn remove_segments(
         &self,
@@ -695,13 +764,13 @@ impl StreamStore {
         if !removed.is_empty() {
             // The unlinks become durable at the next sync() (directory
             // fsync); see the IMPORTANT note there.
-            inner.dirty_dirs.insert(self.stream_dir(id));
+            inner.root_dirty = true;
         }
         result.map(|()| removed)
     }
 
-    /// Delete a stream's whole directory, active segment included (after
-    /// `DEL key`, or for a stream directory no checkpoint references).
+    /// Delete every segment file of a stream, active segment included (after
+    /// `DEL key`, or for a stream no checkpoint references).
     /// Durable after the next [`StreamStore::sync`]. Forgets the stream: a
     /// later append to the same id starts again at segment 1 with no ID
     /// order to respect, so the caller must drop every location (and cached
@@ -712,21 +781,16 @@ impl StreamStore {
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
+        self.ensure_listed(inner)?;
+        let Some(stream) = inner.streams.get(&id) else {
+            return Ok(());
+        };
+        let all: Vec<u64> = stream.segments.iter().copied().collect();
+        let result = self.remove_segments(inner, id, &all, true);
+        // Forgotten even if a removal failed: what is left is unreferenced
+        // and found again by the next process's listing.
         inner.streams.remove(&id);
-        let dir = self.stream_dir(id);
-        inner.dirty_files.retain(|p, _| !p.starts_with(&dir));
-        inner.dirty_dirs.remove(&dir);
-        if self
-            .backend
-            .exists(&dir)
-            .map_err(|e| StorageError::io("stat", &dir, e))?
-        {
-            self.backend
-                .remove_dir_all(&dir)
-                .map_err(|e| StorageError::io("remove dir", &dir, e))?;
-            inner.dirty_dirs.insert(self.root.clone());
-        }
-        Ok(())
+        result.map(|_| ())
     }
 
     /// The poison error, if a write or fsync has failed.
@@ -752,5 +816,20 @@ mod tests {
             parse_stream_segment_name("00000000000000000003.blocks"),
             Some(3)
         );
+        let name = stream_segment_file_name(StreamKeyId(0x2a), 3);
+        assert_eq!(name, "000000000000002a-00000000000000000003.blocks");
+        assert_eq!(
+            parse_stream_segment_file_name(&name),
+            Some((StreamKeyId(0x2a), 3))
+        );
+        for bad in [
+            "000000000000002a_00000000000000000003.blocks",
+            "000000000000002a-0000000000000000003.blocks",
+            "000000000000002A-00000000000000000003.blocks",
+            "000000000000002a-00000000000000000003.blocks.tmp",
+            "é00000000000002a-00000000000000000003.blocks",
+        ] {
+            assert_eq!(parse_stream_segment_file_name(bad), None, "{bad}");
+        }
     }
 }

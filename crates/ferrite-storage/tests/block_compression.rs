@@ -33,9 +33,7 @@ fn store(disk: &SimBackend) -> StreamStore {
 }
 
 fn segment_path(id: StreamKeyId, number: u64) -> PathBuf {
-    root()
-        .join(format!("{:016x}", id.0))
-        .join(format!("{number:020}.blocks"))
+    root().join(format!("{:016x}-{number:020}.blocks", id.0))
 }
 
 /// A durable file (and its directory) on the simulated disk.
@@ -450,12 +448,11 @@ fn measure_bytes_per_entry_and_read_speed() {
                 }
             })
             .collect();
-        let v1_dir = tmp
+        let v1_path = tmp
             .path()
             .join("streams")
-            .join(format!("{:016x}", v1_key.0));
-        std::fs::create_dir_all(&v1_dir).unwrap();
-        std::fs::write(v1_dir.join(format!("{:020}.blocks", 1)), &file).unwrap();
+            .join(format!("{:016x}-{:020}.blocks", v1_key.0, 1));
+        std::fs::write(v1_path, &file).unwrap();
         let mut rng = Rng(0x1234_5678);
         let t = Instant::now();
         for _ in 0..reads {

@@ -57,14 +57,8 @@ fn delete_segments_deletes_exactly_those_files_and_is_idempotent() {
     // never existed.
     let doomed = [all[3], all[1], all[3], 999_999];
     let removed = s.delete_segments(KEY, &doomed).unwrap();
-    let dir = root().join(format!("{:016x}", KEY.0));
-    assert_eq!(
-        removed,
-        vec![
-            dir.join(format!("{:020}.blocks", all[1])),
-            dir.join(format!("{:020}.blocks", all[3])),
-        ]
-    );
+    let path = |n: u64| root().join(format!("{:016x}-{n:020}.blocks", KEY.0));
+    assert_eq!(removed, vec![path(all[1]), path(all[3])]);
     let left: Vec<u64> = all
         .iter()
         .copied()

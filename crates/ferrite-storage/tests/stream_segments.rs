@@ -160,9 +160,7 @@ fn a_corrupt_block_is_reported_with_file_and_offset() {
     let locs = append_blocks(&s, 0..3);
     s.sync().unwrap();
     let loc = locs[1].1;
-    let path = root()
-        .join(format!("{:016x}", KEY.0))
-        .join(format!("{:020}.blocks", loc.segment));
+    let path = root().join(format!("{:016x}-{:020}.blocks", KEY.0, loc.segment));
     let mut bytes = disk.read_file(&path).unwrap();
     bytes[(loc.offset + 20) as usize] ^= 0x08;
     disk.write_file_durable(&path, &bytes).unwrap();
@@ -186,7 +184,7 @@ fn a_corrupt_block_is_reported_with_file_and_offset() {
 }
 
 #[test]
-fn delete_stream_removes_its_directory_durably() {
+fn delete_stream_removes_its_files_durably() {
     let disk = SimBackend::new();
     let s = store(&disk);
     append_blocks(&s, 0..5);
@@ -250,4 +248,62 @@ fn a_sync_of_many_streams_is_one_syncfs() {
         Err(StorageError::Io { op: "syncfs", .. })
     ));
     assert!(s.sync().unwrap_err().is_poisoned());
+}
+
+/// Stores written before the flat layout kept a directory per stream
+/// (`<root>/<id>/<number>.blocks`). Opening moves those files to their flat
+/// names, durably, and reads them at the same locations; a migration cut
+/// half-way (some files moved, some not) is finished by the next open.
+#[test]
+fn stream_directories_of_the_older_layout_are_moved_into_the_flat_one() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    let locs = append_blocks(&s, 0..12);
+    let other = StreamKeyId(99);
+    let (f, l, p) = block(0);
+    let keep = s.append_block(other, f, l, &p).unwrap();
+    s.sync().unwrap();
+    drop(s);
+
+    // Rebuild the older layout by hand, leaving KEY's first file flat (as a
+    // migration interrupted after its first rename would have left it).
+    let backend = disk.shared();
+    let mut names = disk.list_files(&root());
+    names.sort();
+    assert!(names.len() > 3, "{names:?}");
+    for name in &names[1..] {
+        let (id, number) = name.split_once('-').unwrap();
+        let old_dir = root().join(id);
+        backend.create_dir_all(&old_dir).unwrap();
+        let from = root().join(name);
+        let bytes = disk.read_file(&from).unwrap();
+        disk.write_file_durable(&old_dir.join(number), &bytes)
+            .unwrap();
+        backend.remove_file(&from).unwrap();
+    }
+    backend.sync_dir(&root()).unwrap();
+    assert_eq!(disk.list_files(&root()), vec![names[0].clone()]);
+
+    for round in 0..2 {
+        let s = store(&disk);
+        assert_eq!(s.list_streams().unwrap(), vec![KEY, other], "round {round}");
+        check_blocks(&s, &locs);
+        assert_eq!(s.read_block(other, keep).unwrap().payload, p);
+        let mut now = disk.list_files(&root());
+        now.sort();
+        assert_eq!(now, names, "round {round}");
+        assert!(!backend
+            .exists(&root().join(format!("{:016x}", KEY.0)))
+            .unwrap());
+        // New segments continue after the moved ones.
+        let (f, l, p) = block(100 + round);
+        let loc = s.append_block(KEY, f, l, &p).unwrap();
+        assert!(loc.segment > locs.last().unwrap().1.segment);
+        drop(s);
+        // The move was durable: a power loss does not undo it.
+        disk.power_loss();
+        let mut after = disk.list_files(&root());
+        after.sort();
+        assert_eq!(after, names, "round {round}");
+    }
 }
