@@ -57,7 +57,7 @@ impl BlockSource for SegmentSource {
 /// The open commit log and checkpoint bookkeeping.
 pub struct Persistence {
     log: CommitLog,
-    /// Sealed stream blocks, one directory per stream (`dir/streams`).
+    /// Sealed stream blocks, segment files of every stream in `dir/streams`.
     streams: Arc<StreamStore>,
     /// The first failed read of a stored block: writes are refused from then on.
     read_failure: std::sync::OnceLock<String>,
@@ -879,8 +879,8 @@ impl Persistence {
     /// the sealed blocks to their segment files and fsync them (and their
     /// directories); (2) write the checkpoint (temp, fsync, rename, dir
     /// fsync), which references them; (3) only then let their nodes drop
-    /// their bytes, and delete the segment files and stream directories
-    /// this checkpoint does not reference (no later start can need them:
+    /// their bytes, and delete the segment files this checkpoint does not
+    /// reference (no later start can need them:
     /// it loads this checkpoint or a newer one).
     pub fn finish_checkpoint(
         &self,
@@ -908,8 +908,8 @@ impl Persistence {
         r.map(|_| ())
     }
 
-    /// Delete the stream segment files and directories that the checkpoint
-    /// just written does not reference (trimmed or rewritten blocks, deleted
+    /// Delete the stream segment files that the checkpoint just written
+    /// does not reference (trimmed or rewritten blocks, deleted
     /// streams, blocks of a checkpoint that failed half-way).
     fn collect_garbage(
         &self,

@@ -15,11 +15,11 @@
 //!
 //! Flat, not a directory per stream: a stream's first stored block then
 //! creates one inode, not two, and the store lists every stream's segments
-//! with one read of the root when it first needs them (then keeps the list
-//! in memory: only this process changes the directory). Creating inodes is
+//! with one read of the root when it opens (then keeps the list in memory:
+//! only this process changes the directory). Creating inodes is
 //! the expensive part of a first checkpoint over many streams (docs/storage.md
 //! §8.2). Directories of the older layout (`<root>/<id>/<number>.blocks`)
-//! are moved into the flat one at that first listing.
+//! are moved into the flat one at that listing, before any block is read.
 //!
 //! Streams are named by a numeric [`StreamKeyId`] that the server assigns to
 //! each key (and records in its checkpoint), not by the key bytes: Redis keys
@@ -274,8 +274,9 @@ impl std::fmt::Debug for StreamStore {
 }
 
 impl StreamStore {
-    /// Open (creating the root directory if needed). Reads nothing else:
-    /// the root is listed on first need.
+    /// Open (creating the root directory if needed) and list the root once,
+    /// moving the stream directories of the older layout in first: a block
+    /// is read by its flat name, so they must be moved before any read.
     pub fn open(
         backend: Arc<dyn Backend>,
         root: impl Into<PathBuf>,
@@ -302,13 +303,15 @@ impl StreamStore {
         let fs_sync = backend
             .fs_syncer(&root)
             .map_err(|e| StorageError::io("open", &root, e))?;
-        Ok(StreamStore {
+        let store = StreamStore {
             backend,
             root,
             options,
             inner: Mutex::new(Inner::default()),
             fs_sync,
-        })
+        };
+        store.ensure_listed(&mut store.inner.lock())?;
+        Ok(store)
     }
 
     /// The root directory.
@@ -320,8 +323,8 @@ impl StreamStore {
         self.root.join(stream_segment_file_name(id, number))
     }
 
-    /// Fill `inner.streams` from one listing of the root, the first time
-    /// it is needed; stream directories of the older layout are moved in
+    /// Fill `inner.streams` from one listing of the root (at open); stream
+    /// directories of the older layout are moved in
     /// first ([`StreamStore::migrate_stream_dirs`]).
     fn ensure_listed(&self, inner: &mut Inner) -> Result<()> {
         if inner.listed {
