@@ -353,7 +353,7 @@ pub struct SealJob {
     stream: u64,
     master: StreamId,
     last: StreamId,
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
     ticket: Arc<SealTicket>,
     /// Where its location goes in the body.
     patch_at: usize,

@@ -24,6 +24,7 @@ use crate::id::StreamId;
 use crate::listpack;
 use bytes::Bytes;
 use std::fmt;
+use std::sync::Arc;
 
 /// Entry flag: deleted (tombstone kept until the whole block goes away).
 pub const FLAG_DELETED: u8 = 1;
@@ -142,7 +143,7 @@ fn as_i64(v: u64) -> i64 {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Block {
     master: StreamId,
-    buf: Vec<u8>,
+    buf: Buf,
     /// Offset of the first entry (end of the master section).
     entries_start: usize,
     /// Number of master field names.
@@ -183,6 +184,57 @@ impl fmt::Display for BlockError {
 }
 
 impl std::error::Error for BlockError {}
+
+/// A block's bytes: owned while it grows; shared once a checkpoint took
+/// them ([`Block::share`]), so taking them copies nothing under the store
+/// lock. A change to shared bytes copies them first (copy on write), so
+/// what the checkpoint holds never changes.
+#[derive(Clone)]
+enum Buf {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Buf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Buf::Owned(v) => v,
+            Buf::Shared(a) => a,
+        }
+    }
+
+    /// The bytes to change, owned again (copied if a snapshot still holds
+    /// them), so later appends touch no reference count.
+    fn to_mut(&mut self) -> &mut Vec<u8> {
+        if let Buf::Shared(a) = self {
+            let v = match Arc::get_mut(a) {
+                Some(v) => std::mem::take(v),
+                None => a.to_vec(),
+            };
+            *self = Buf::Owned(v);
+        }
+        match self {
+            Buf::Owned(v) => v,
+            // Not reached (owned just above); copy on write all the same.
+            Buf::Shared(a) => Arc::make_mut(a),
+        }
+    }
+}
+
+impl PartialEq for Buf {
+    fn eq(&self, other: &Buf) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Buf {}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
 
 impl fmt::Debug for Block {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -234,7 +286,7 @@ impl Block {
         let entries_start = buf.len();
         let mut block = Block {
             master: id,
-            buf,
+            buf: Buf::Owned(buf),
             entries_start,
             master_fields: pairs,
             live: 0,
@@ -260,22 +312,23 @@ impl Block {
         // non-negative unless XSETID moved the last ID below this master.
         let ms_delta = id.ms.wrapping_sub(self.master.ms);
         let seq_delta = id.seq.wrapping_sub(self.master.seq);
-        let start = self.buf.len();
-        self.buf.push(if same { FLAG_SAMEFIELDS } else { 0 });
-        put_varint(&mut self.buf, ms_delta);
-        put_varint(&mut self.buf, zigzag(seq_delta as i64));
+        let buf = self.buf.to_mut();
+        let start = buf.len();
+        buf.push(if same { FLAG_SAMEFIELDS } else { 0 });
+        put_varint(buf, ms_delta);
+        put_varint(buf, zigzag(seq_delta as i64));
         if same {
             for v in fields.iter().skip(1).step_by(2) {
-                put_bytes(&mut self.buf, v);
+                put_bytes(buf, v);
             }
         } else {
-            put_varint(&mut self.buf, (fields.len() / 2) as u64);
+            put_varint(buf, (fields.len() / 2) as u64);
             for f in fields {
-                put_bytes(&mut self.buf, f);
+                put_bytes(buf, f);
             }
         }
-        let body_len = (self.buf.len() - start) as u64;
-        put_backlen(&mut self.buf, body_len);
+        let body_len = (buf.len() - start) as u64;
+        put_backlen(buf, body_len);
         self.lp_fixed += lp_entry_size(same, ms_delta, seq_delta, fields);
         self.live += 1;
         self.last_off = start;
@@ -315,7 +368,7 @@ impl Block {
             lp_fixed,
             last_off: pos,
             last_id: master,
-            buf: Vec::new(),
+            buf: Buf::Owned(Vec::new()),
         };
         let mut fields: Vec<Bytes> = Vec::new();
         while pos < buf.len() {
@@ -357,7 +410,7 @@ impl Block {
         if block.live + block.deleted == 0 {
             return Err(BlockError::Empty);
         }
-        block.buf = buf;
+        block.buf = Buf::Owned(buf);
         Ok(block)
     }
 
@@ -370,6 +423,19 @@ impl Block {
     /// [`Block::master_id`] this is everything needed to rebuild the block.
     pub fn encoded(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// The encoded bytes, shared with the block without copying them (a
+    /// later change to the block copies them first). For snapshots.
+    pub fn share(&mut self) -> Arc<Vec<u8>> {
+        match &mut self.buf {
+            Buf::Shared(a) => Arc::clone(a),
+            Buf::Owned(v) => {
+                let a = Arc::new(std::mem::take(v));
+                self.buf = Buf::Shared(Arc::clone(&a));
+                a
+            }
+        }
     }
 
     /// Entries not flagged deleted.
@@ -402,7 +468,10 @@ impl Block {
 
     /// Heap bytes held by the buffer (its capacity).
     pub fn heap_bytes(&self) -> usize {
-        self.buf.capacity()
+        match &self.buf {
+            Buf::Owned(v) => v.capacity(),
+            Buf::Shared(a) => a.capacity(),
+        }
     }
 
     /// The master field names, in order.
@@ -426,7 +495,10 @@ impl Block {
     }
 
     pub(crate) fn shrink_to_fit(&mut self) {
-        self.buf.shrink_to_fit();
+        // Shared bytes are left as they are: shrinking would copy them.
+        if let Buf::Owned(v) = &mut self.buf {
+            v.shrink_to_fit();
+        }
     }
 
     /// Offset of the first entry.
@@ -471,7 +543,11 @@ impl Block {
     /// Flags the entry at `pos` deleted and updates the counters. Returns
     /// false (and changes nothing) if it was already deleted.
     pub(crate) fn mark_deleted(&mut self, pos: usize) -> bool {
-        match self.buf.get_mut(pos) {
+        // Checked before `to_mut`, which may copy shared bytes.
+        if self.buf.get(pos).is_none_or(|f| f & FLAG_DELETED != 0) {
+            return false;
+        }
+        match self.buf.to_mut().get_mut(pos) {
             Some(flags) if *flags & FLAG_DELETED == 0 => {
                 *flags |= FLAG_DELETED;
                 self.live -= 1;
@@ -716,6 +792,35 @@ mod tests {
 
     fn fv(items: &[&str]) -> Vec<Bytes> {
         items.iter().map(|s| b(s)).collect()
+    }
+
+    /// Bytes shared with a snapshot never change: a deletion or an append
+    /// after `share` copies them first, and the block reads its own copy.
+    #[test]
+    fn shared_bytes_are_copied_on_write() {
+        let id = |ms| StreamId::new(ms, 0);
+        let mut blk = Block::new(id(1), &fv(&["a", "1"]));
+        blk.append(id(2), &fv(&["a", "2"]));
+        let before = blk.encoded().to_vec();
+        let shared = blk.share();
+        assert_eq!(*shared, before);
+        // Sharing again hands out the same bytes, still without a copy.
+        assert!(Arc::ptr_eq(&shared, &blk.share()));
+
+        let pos = blk.first_pos();
+        assert!(blk.mark_deleted(pos));
+        assert_eq!(*shared, before, "the snapshot's bytes changed");
+        assert_ne!(blk.encoded(), &before[..]);
+        assert!(!blk.mark_deleted(pos), "deleted twice");
+        assert_eq!((blk.live_count(), blk.deleted_count()), (1, 1));
+
+        let shared = blk.share();
+        let deleted = blk.encoded().to_vec();
+        blk.append(id(3), &fv(&["a", "3"]));
+        assert_eq!(*shared, deleted);
+        assert_eq!(blk.entry_count(), 3);
+        let rebuilt = Block::from_parts(id(1), blk.encoded().to_vec());
+        assert_eq!(rebuilt.as_ref(), Ok(&blk));
     }
 
     #[test]

@@ -231,6 +231,12 @@ impl Node {
         self.body.get().map(|b| &**b)
     }
 
+    /// The resident block, to share its bytes ([`Block::share`]): no read,
+    /// and the node stays as stored as it was.
+    pub(crate) fn resident_block_mut(&mut self) -> Option<&mut Block> {
+        self.body.get_mut().map(|b| &mut **b)
+    }
+
     pub(crate) fn last_access(&self) -> u64 {
         self.tick.get()
     }

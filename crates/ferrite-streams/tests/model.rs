@@ -117,7 +117,7 @@ fn seal(s: &mut Stream, src: &MemSource) -> Vec<RestoredBlock> {
                 bytes,
                 ticket,
             } => {
-                let loc = src.put(master, bytes);
+                let loc = src.put(master, bytes.to_vec());
                 ticket.fill(loc);
                 RestoredBlock::Stored {
                     master,
