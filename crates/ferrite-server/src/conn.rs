@@ -252,6 +252,26 @@ impl Conn {
 
     async fn execute(&mut self, argv: Vec<bytes::Bytes>) -> std::io::Result<()> {
         let shared = self.shared.clone();
+        // IMPORTANT: stored blocks a read will need that are not in memory
+        // are read here, on a blocking thread and without the store lock
+        // (the command then finds them read), so that neither the async
+        // workers nor the other clients wait for the disk (§13.8).
+        let plan = if self.client.multi.is_none() && cmd::may_prefetch(&argv) {
+            cmd::prefetch_plan(&shared.store.lock(), self.client.db, &argv)
+        } else {
+            None
+        };
+        if let Some((cache, blocks)) = &plan {
+            let (c, b) = (cache.clone(), blocks.clone());
+            // A failed or panicked read is left to the command, which reads
+            // (and reports) it itself.
+            let read = tokio::task::spawn_blocking(move || c.read_ahead(&b))
+                .await
+                .unwrap_or_default();
+            // NOTE: from here to `unstage` there is no `.await`, so a
+            // cancelled connection cannot leave staged bytes behind.
+            cache.stage(read);
+        }
         let now = now_ms();
         let (outcome, mut commit, mut barrier) = {
             let mut store = shared.store.lock();
@@ -267,6 +287,9 @@ impl Conn {
             };
             (outcome, commit, barrier)
         };
+        if let Some((cache, blocks)) = &plan {
+            cache.unstage(blocks);
+        }
         let mut reply = match outcome {
             Executed::Reply(r) => r,
             Executed::Blocked(waiter, rx, timeout) => {

@@ -29,6 +29,7 @@
 use crate::block::Block;
 use crate::id::StreamId;
 use std::cell::{Cell, OnceCell};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -61,6 +62,13 @@ pub struct BlockCache {
     /// pass its budget.
     grown: AtomicU64,
     loads: AtomicU64,
+    /// Blocks read ahead of a command by [`BlockCache::prefetch`] (off the
+    /// store lock), waiting for the command that will make them resident:
+    /// `(stream storage id, location)` → the source's bytes.
+    staged: Mutex<HashMap<(u64, BlockLoc), Vec<u8>>>,
+    /// Whether `staged` may hold anything (checked first, without the lock).
+    has_staged: AtomicBool,
+    prefetched: AtomicU64,
     /// The first failed read since [`BlockCache::take_error`].
     error: Mutex<Option<String>>,
     /// Whether `error` may be set (checked first: `take_error` runs after
@@ -75,6 +83,9 @@ impl BlockCache {
             clock: AtomicU64::new(1),
             grown: AtomicU64::new(0),
             loads: AtomicU64::new(0),
+            staged: Mutex::new(HashMap::new()),
+            has_staged: AtomicBool::new(false),
+            prefetched: AtomicU64::new(0),
             error: Mutex::new(None),
             has_error: AtomicBool::new(false),
         })
@@ -106,6 +117,69 @@ impl BlockCache {
     /// Blocks read back from the source so far.
     pub fn loads(&self) -> u64 {
         self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Of [`BlockCache::loads`], those read ahead by
+    /// [`BlockCache::prefetch`] (the rest were read by the command itself).
+    pub fn prefetched(&self) -> u64 {
+        self.prefetched.load(Ordering::Relaxed)
+    }
+
+    /// Read `blocks` (from [`crate::Stream::evicted_in_range`]) from the
+    /// source. Blocking I/O: call it on a blocking thread, without the
+    /// store lock. A failed read is skipped: the command reads that block
+    /// itself and reports the error as before.
+    pub fn read_ahead(
+        &self,
+        blocks: &[(u64, StreamId, BlockLoc)],
+    ) -> Vec<(u64, BlockLoc, Vec<u8>)> {
+        blocks
+            .iter()
+            .filter_map(|&(stream, master, loc)| {
+                Some((stream, loc, self.source.read(stream, master, loc).ok()?))
+            })
+            .collect()
+    }
+
+    /// Set aside what [`BlockCache::read_ahead`] read, for the command about
+    /// to run: [`Node`] reads take these bytes instead of reading. Call
+    /// [`BlockCache::unstage`] after the command, with no `.await` in
+    /// between (a cancelled task must not leave bytes behind).
+    pub fn stage(&self, read: Vec<(u64, BlockLoc, Vec<u8>)>) {
+        if read.is_empty() {
+            return;
+        }
+        if let Ok(mut staged) = self.staged.lock() {
+            for (stream, loc, bytes) in read {
+                staged.insert((stream, loc), bytes);
+            }
+            self.has_staged.store(true, Ordering::Release);
+        }
+    }
+
+    /// Drop what was staged for `blocks` and the command did not use
+    /// (another command loaded the block first, or the plan over-read).
+    pub fn unstage(&self, blocks: &[(u64, StreamId, BlockLoc)]) {
+        if !self.has_staged.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut staged) = self.staged.lock() {
+            for &(stream, _, loc) in blocks {
+                staged.remove(&(stream, loc));
+            }
+            if staged.is_empty() {
+                self.has_staged.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    fn take_staged(&self, stream: u64, loc: BlockLoc) -> Option<Vec<u8>> {
+        if !self.has_staged.load(Ordering::Acquire) {
+            return None;
+        }
+        let bytes = self.staged.lock().ok()?.remove(&(stream, loc))?;
+        self.prefetched.fetch_add(1, Ordering::Relaxed);
+        Some(bytes)
     }
 
     /// The first read failure since the last call, if any.
@@ -267,10 +341,11 @@ impl Node {
             // Unreachable by the invariant (unstored nodes stay resident).
             return None;
         };
-        let loaded = s
-            .cache
-            .source
-            .read(s.id, master, loc)
+        let read = match s.cache.take_staged(s.id, loc) {
+            Some(bytes) => Ok(bytes),
+            None => s.cache.source.read(s.id, master, loc),
+        };
+        let loaded = read
             .and_then(|bytes| Block::from_parts(master, bytes).map_err(|e| e.to_string()))
             .and_then(|b| {
                 if Summary::of(&b) == self.sum {

@@ -515,6 +515,75 @@ impl Stream {
         }
     }
 
+    /// The stored blocks not in memory that a range read of `[start, end]`
+    /// (reversed with `rev`) taking up to `count` live entries would read,
+    /// in reading order, at most `max` of them: `(stream storage id, master,
+    /// location)`. From the index alone (counts and last IDs), so it reads
+    /// nothing; the server reads these off the store lock and the async
+    /// workers before it runs the command ([`BlockCache::read_ahead`]). An
+    /// estimate: a block it misses is read by the command as before.
+    pub fn evicted_in_range(
+        &self,
+        start: StreamId,
+        end: StreamId,
+        rev: bool,
+        count: Option<usize>,
+        max: usize,
+    ) -> Vec<(u64, StreamId, BlockLoc)> {
+        let mut out = Vec::new();
+        let Some(storage) = &self.storage else {
+            return out;
+        };
+        // A disordered stream (rare: XSETID below a master) is read by the
+        // command itself; its blocks' bounds do not say what they hold.
+        if start > end || end.is_zero() || max == 0 || self.disordered {
+            return out;
+        }
+        let want = count.map_or(u64::MAX, |c| c as u64);
+        let mut seen = 0u64;
+        // The block holding `start` may begin before it.
+        let lo = self
+            .blocks
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(m, _)| *m);
+        let nodes: Box<dyn Iterator<Item = (&StreamId, &Node)>> = if rev {
+            Box::new(self.blocks.range(..=end).rev())
+        } else {
+            Box::new(self.blocks.range(lo..=end))
+        };
+        for (&master, node) in nodes {
+            if node.sum.last_id < start {
+                if rev {
+                    break;
+                }
+                continue;
+            }
+            if !node.is_resident() {
+                if let Some(loc) = node.location() {
+                    out.push((storage.id, master, loc));
+                    if out.len() >= max {
+                        break;
+                    }
+                }
+            }
+            // A block only partly in the range does not count (some of its
+            // live entries may be outside): over-reading beats a miss.
+            let whole = if rev {
+                node.sum.last_id <= end
+            } else {
+                master >= start
+            };
+            if whole {
+                seen = seen.saturating_add(node.sum.live);
+            }
+            if seen >= want {
+                break;
+            }
+        }
+        out
+    }
+
     /// Lazy, allocation-free iteration over live entries in `[start, end]`.
     /// Seeks in O(log blocks), then scans; see [`RangeIter`].
     pub fn iter_range(&self, start: StreamId, end: StreamId, rev: bool) -> RangeIter<'_> {
@@ -848,6 +917,10 @@ pub struct RangeIter<'a> {
     end: StreamId,
     rev: bool,
     done: bool,
+    /// Whether every block's entries lie in `[master, summary.last_id]`
+    /// (no XSETID moved the stream below a master): then a block outside
+    /// the interval is skipped from its index entry, without reading it.
+    ordered: bool,
 }
 
 impl<'a> RangeIter<'a> {
@@ -861,6 +934,7 @@ impl<'a> RangeIter<'a> {
             end,
             rev,
             done: false,
+            ordered: !s.disordered,
         };
         // No ID lies in an inverted interval, and no entry can be 0-0, so
         // these would be (possibly long) scans that find nothing.
@@ -907,6 +981,23 @@ impl<'a> Iterator for RangeIter<'a> {
                     };
                     match next {
                         Some((&key, node)) => {
+                            // From the index alone: an evicted block that
+                            // cannot hold an entry of the interval is not
+                            // read (Stream::evicted_in_range plans the same).
+                            if self.ordered {
+                                let past = if self.rev {
+                                    node.sum.last_id < self.start
+                                } else {
+                                    key > self.end
+                                };
+                                if past {
+                                    self.done = true;
+                                    break;
+                                }
+                                if !self.rev && node.sum.last_id < self.start {
+                                    continue;
+                                }
+                            }
                             // A failed read is recorded in the cache and the
                             // block skipped; the server turns it into an error.
                             let Some(b) = node.block(key, self.storage) else {

@@ -336,6 +336,11 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                 "block_cache_loads",
                 &st.block_cache.as_ref().map_or(0, |c| c.loads()),
             );
+            kv(
+                out,
+                "block_cache_prefetched_loads",
+                &st.block_cache.as_ref().map_or(0, |c| c.prefetched()),
+            );
             kv(out, "block_cache_evicted_bytes", &st.cache_evicted_bytes);
         }
         "stats" => {

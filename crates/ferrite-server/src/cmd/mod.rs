@@ -211,6 +211,52 @@ pub enum Executed {
     ),
 }
 
+/// Stored blocks a command will read that are not in memory: `(stream
+/// storage id, master, location)`, see `Stream::evicted_in_range`.
+pub type Prefetch = Vec<(u64, ferrite_streams::StreamId, ferrite_streams::BlockLoc)>;
+
+/// At most this many blocks (a few MiB) are read ahead for one command; a
+/// longer read (`XRANGE key - +` over a stream far larger than RAM) reads
+/// the rest itself, on the worker, as before (docs/storage.md §13.8).
+pub const PREFETCH_MAX_BLOCKS: usize = 1024;
+
+/// Whether `argv` is a command [`prefetch_plan`] knows (checked before
+/// taking the store lock: every other command skips the plan).
+pub fn may_prefetch(argv: &[Bytes]) -> bool {
+    argv.first().is_some_and(|n| {
+        n.eq_ignore_ascii_case(b"xrange")
+            || n.eq_ignore_ascii_case(b"xrevrange")
+            || n.eq_ignore_ascii_case(b"xread")
+    })
+}
+
+/// The evicted blocks that `argv` (XRANGE, XREVRANGE, XREAD) will read in
+/// `db`, from the index alone, with the cache to read them into. The
+/// caller reads them off the store lock and off the async workers
+/// (`BlockCache::read_ahead` on a blocking thread), then runs the command,
+/// which finds them read; a block the plan missed (or evicted meanwhile)
+/// the command reads itself. Commands with effects (XREADGROUP, XCLAIM,
+/// ...) and commands inside MULTI are not planned.
+pub fn prefetch_plan(
+    store: &Store,
+    db: usize,
+    argv: &[Bytes],
+) -> Option<(std::sync::Arc<ferrite_streams::BlockCache>, Prefetch)> {
+    let cache = store.block_cache.as_ref()?;
+    let db = store.dbs.get(db)?;
+    let name = argv.first()?;
+    let plan = if name.eq_ignore_ascii_case(b"xrange") {
+        stream::xrange_prefetch(db, argv, false)
+    } else if name.eq_ignore_ascii_case(b"xrevrange") {
+        stream::xrange_prefetch(db, argv, true)
+    } else if name.eq_ignore_ascii_case(b"xread") {
+        read::xread_prefetch(db, argv)
+    } else {
+        Vec::new()
+    };
+    (!plan.is_empty()).then(|| (cache.clone(), plan))
+}
+
 /// One command line for `client`, start to end, with the store locked:
 /// dispatch, register a blocking waiter (only if `may_block`), serve the
 /// blocked readers the command made ready, and hand its effects to the log.

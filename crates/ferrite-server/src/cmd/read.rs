@@ -123,6 +123,41 @@ fn parse_read(a: &mut Args, readgroup: bool) -> Result<ReadArgs, CmdError> {
     Ok(r)
 }
 
+/// The evicted blocks XREAD `argv` will read in `db` (see
+/// [`super::prefetch_plan`]): for each stream given an explicit ID, the
+/// blocks after it, up to COUNT entries. None if the arguments are bad.
+pub fn xread_prefetch(db: &Db, argv: &[Bytes]) -> super::Prefetch {
+    let mut a = Args::new(argv.to_vec());
+    let Ok(r) = parse_read(&mut a, false) else {
+        return Vec::new();
+    };
+    let count = if r.count == 0 { None } else { Some(r.count) };
+    let mut out = Vec::new();
+    for (key, arg) in r.keys.iter().zip(&r.ids) {
+        let room = super::PREFETCH_MAX_BLOCKS.saturating_sub(out.len());
+        if room == 0 {
+            break;
+        }
+        // `$` reads only entries added later: nothing stored.
+        let Ok(after) = parse_strict_id(arg, 0) else {
+            continue;
+        };
+        let (Some(start), Some(Value::Stream(s))) = (after.incr(), db.get(key)) else {
+            continue;
+        };
+        // `read_after` looks at the last entry first (is there anything
+        // after `after`?), then reads the range.
+        let last = s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room);
+        let range = s.evicted_in_range(start, StreamId::MAX, false, count, room);
+        for b in last.into_iter().chain(range) {
+            if out.len() < super::PREFETCH_MAX_BLOCKS && !out.contains(&b) {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
 fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let r = parse_read(a, false)?;
     let (keys, id_args) = (&r.keys, &r.ids);

@@ -351,6 +351,38 @@ fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdEr
     Ok(crate::reply::encode_entries(it))
 }
 
+/// The evicted blocks XRANGE / XREVRANGE `argv` will read in `db` (see
+/// [`super::prefetch_plan`]); none if the arguments are bad (the command
+/// replies its error).
+pub fn xrange_prefetch(db: &crate::store::Db, argv: &[Bytes], rev: bool) -> super::Prefetch {
+    let mut a = Args::new(argv.to_vec());
+    let (Ok(key), Ok(first), Ok(second)) = (a.next_bytes(), a.next_bytes(), a.next_bytes()) else {
+        return Vec::new();
+    };
+    let (start_arg, end_arg) = if rev {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    let (Ok(start), Ok(end)) = (parse_range_start(&start_arg), parse_range_end(&end_arg)) else {
+        return Vec::new();
+    };
+    let mut count = None;
+    if a.remaining() >= 2 && a.eat("COUNT") {
+        match a.next_i64() {
+            Ok(n) if n > 0 => count = usize::try_from(n).ok(),
+            Ok(n) if n < 0 => {}
+            _ => return Vec::new(),
+        }
+    }
+    match db.get(&key) {
+        Some(Value::Stream(s)) => {
+            s.evicted_in_range(start, end, rev, count, super::PREFETCH_MAX_BLOCKS)
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn xrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     xrange_generic(ctx, a, false)
 }
