@@ -594,7 +594,7 @@ mod replay {
             };
             let d = cmd::dispatch(&mut ctx, argv);
             store.serve_ready(now);
-            for (db, argv) in store.pending_log.drain(..) {
+            for (db, argv) in store.take_effects() {
                 assert_eq!(db, 0, "effects logged in db {db}");
                 self.log.push(argv);
             }

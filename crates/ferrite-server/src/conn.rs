@@ -162,7 +162,7 @@ impl Conn {
             tokio::task::yield_now().await;
             if persist::outcome(&self.shared, last).is_none() {
                 // IMPORTANT: wake the writer before waiting: appends leave
-                // it asleep (`Persistence::append`).
+                // it asleep (`Persistence::append_encoded`).
                 persist::kick(&self.shared);
                 // The outcome of each record is read below.
                 let _ = persist::wait(&self.shared, last).await;

@@ -19,7 +19,8 @@ pub struct Session {
 
 impl Session {
     /// A session on a fresh server state with `config`.
-    /// Effects are collected in `store.pending_log` (tests inspect them).
+    /// Effects are collected in `store.pending_log` (tests read them with
+    /// `Store::take_effects`).
     pub fn with_config(config: Config) -> Session {
         let shared = Shared::new(config);
         shared.store.lock().logging = true;

@@ -90,11 +90,31 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 fn put_cmd(out: &mut Vec<u8>, db: usize, argv: &[Bytes]) {
+    put_cmd_parts(out, db, &[], argv);
+}
+
+/// [`put_cmd`] of the command `head ++ tail`.
+pub fn put_cmd_parts(out: &mut Vec<u8>, db: usize, head: &[&[u8]], tail: &[Bytes]) {
+    let len = 8
+        + head.iter().map(|x| 4 + x.len()).sum::<usize>()
+        + tail.iter().map(|x| 4 + x.len()).sum::<usize>();
+    out.reserve(len);
     put_u32(out, db);
-    put_u32(out, argv.len());
-    for a in argv {
+    put_u32(out, head.len() + tail.len());
+    for a in head {
         put_bytes(out, a);
     }
+    for a in tail {
+        put_bytes(out, a);
+    }
+}
+
+/// `n` commands encoded by [`put_cmd`], back as `(db, argv)` (what
+/// `Store::take_effects` returns). Encoded by this process: a malformed
+/// buffer would be a bug, and yields what decodes before it.
+pub fn decode_cmds(b: &[u8], n: usize) -> Vec<(usize, Vec<Bytes>)> {
+    let mut r = Reader { b, pos: 0 };
+    (0..n).map_while(|_| r.cmd().ok()).collect()
 }
 
 /// The largest record the commit log takes: the frame format's limit
@@ -645,7 +665,7 @@ fn replay(session: &mut Session, cmds: Vec<(usize, Vec<Bytes>)>, out: &mut Recov
             tracing::warn!("replay: command failed: {}", String::from_utf8_lossy(e));
         }
     }
-    session.shared().store.lock().pending_log.clear();
+    session.shared().store.lock().clear_effects();
 }
 
 impl Persistence {
@@ -765,9 +785,11 @@ impl Persistence {
         self.log.set_fsync(p);
     }
 
-    /// Append one record (called with the store locked, so log order is
-    /// execution order) and return its sequence number. The reply must wait
-    /// until [`Persistence::outcome`] of it is `Ok`, under every policy: the
+    /// Append one record of `n` commands already encoded by [`put_cmd`]
+    /// (`Store::pending_log`; one copy into the log's queue, no buffer of
+    /// its own), called with the store locked, so log order is execution
+    /// order, and return its sequence number. The reply must wait until
+    /// [`Persistence::outcome`] of it is `Ok`, under every policy: the
     /// record is then fsynced (`always`) or written to the kernel, so it
     /// survives a kill -9 (`everysec`, `no`); a record still queued in this
     /// process when it is killed is lost.
@@ -775,12 +797,13 @@ impl Persistence {
     /// The writer is not woken here: call [`Persistence::kick`] before
     /// waiting (so a round of commands from many clients costs one wake-up
     /// and one write).
-    pub fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> Result<u64, StorageError> {
-        // Encoded straight into the log's queue: no buffer per record.
-        let len = batch_len(cmds);
+    pub fn append_encoded(&self, cmds: &[u8], n: usize) -> Result<u64, StorageError> {
+        let len = 5 + cmds.len();
         let seq = self.log.append_deferred_with(|out| {
             out.reserve(len);
-            encode_batch_into(cmds, out)
+            out.push(KIND_BATCH);
+            put_u32(out, n);
+            out.extend_from_slice(cmds);
         })?;
         // Plain stores, not read-modify-writes: appends happen under the
         // store lock, in sequence order (and so does the checkpoint's reset).
@@ -791,7 +814,7 @@ impl Persistence {
         Ok(seq)
     }
 
-    /// Wake the log writer for the records [`Persistence::append`] queued.
+    /// Wake the log writer for the records [`Persistence::append_encoded`] queued.
     /// Call before waiting for one.
     pub fn kick(&self) {
         self.log.kick();
@@ -1105,19 +1128,19 @@ pub fn commit(shared: &Arc<Shared>, store: &mut Store) -> Commit {
 }
 
 fn commit_effects(shared: &Arc<Shared>, store: &mut Store) -> Commit {
-    if store.pending_log.is_empty() {
+    if store.pending_cmds == 0 {
         return Commit::Done;
     }
     let Some(p) = shared.persist.get() else {
-        store.pending_log.clear();
+        store.clear_effects();
         return Commit::Done;
     };
-    let result = match p.append(&store.pending_log) {
+    let result = match p.append_encoded(&store.pending_log, store.pending_cmds) {
         Ok(seq) => Commit::Wait(seq),
         Err(e) => Commit::Failed(misconf_message(&e)),
     };
     // Cleared, not taken: its capacity serves the next command.
-    store.pending_log.clear();
+    store.clear_effects();
     // NOTE: past the first MiB since the last checkpoint, the configuration
     // lock is taken once per MiB logged, not per command (a checkpoint then
     // starts within 1 MiB past its threshold).

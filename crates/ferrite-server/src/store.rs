@@ -245,9 +245,14 @@ pub struct Store {
     pub start_ms: u64,
     /// Writes since start (INFO's rdb_changes_since_last_save).
     pub dirty: u64,
-    /// Effects of the command (or EXEC) being run, in order, as
-    /// `(db, argv)`; drained by whoever persists them after the command.
-    pub pending_log: Vec<(usize, Vec<Bytes>)>,
+    /// Effects of the command (or EXEC) being run, in order, already
+    /// encoded as the commands of a commit-log record (`persist::put_cmd`):
+    /// no argv list is built or dropped per write. Taken by whoever
+    /// persists them after the command (`persist::commit`), or decoded with
+    /// [`Store::take_effects`].
+    pub pending_log: Vec<u8>,
+    /// How many commands `pending_log` holds.
+    pub pending_cmds: usize,
     /// Whether effects are collected at all (off with `appendonly no`, so the
     /// hot path builds no log records nobody will write).
     pub logging: bool,
@@ -279,6 +284,7 @@ impl Store {
             start_ms: now_ms,
             dirty: 0,
             pending_log: Vec::new(),
+            pending_cmds: 0,
             logging: false,
             block_cache: None,
             next_stream_id: 1,
@@ -341,10 +347,31 @@ impl Store {
     }
 
     /// Record a deterministic effect of the running command for the commit log.
-    pub fn log_effect(&mut self, db: usize, argv: Vec<Bytes>) {
+    pub fn log_effect(&mut self, db: usize, argv: &[Bytes]) {
+        self.log_effect_parts(db, &[], argv);
+    }
+
+    /// [`Store::log_effect`] of the command `head ++ tail`, without
+    /// building it (XADD: its name, key and generated ID, then the fields).
+    pub fn log_effect_parts(&mut self, db: usize, head: &[&[u8]], tail: &[Bytes]) {
         if self.logging {
-            self.pending_log.push((db, argv));
+            crate::persist::put_cmd_parts(&mut self.pending_log, db, head, tail);
+            self.pending_cmds += 1;
         }
+    }
+
+    /// Forget the effects collected so far (keeping the buffer's capacity).
+    pub fn clear_effects(&mut self) {
+        self.pending_log.clear();
+        self.pending_cmds = 0;
+    }
+
+    /// The effects collected so far as `(db, argv)`, removed (for tests
+    /// and tools; the server appends the encoded bytes as they are).
+    pub fn take_effects(&mut self) -> Vec<(usize, Vec<Bytes>)> {
+        let out = crate::persist::decode_cmds(&self.pending_log, self.pending_cmds);
+        self.clear_effects();
+        out
     }
 
     // ---- WATCH ----
@@ -503,7 +530,7 @@ impl Store {
                     if let Some(mut w) = self.waiters.remove(&id) {
                         self.forget_waiter(id, &w);
                         for argv in w.cmd.take_effects() {
-                            self.log_effect(db, argv);
+                            self.log_effect(db, &argv);
                         }
                         // An error ends the blocked call as a failed one
                         // (Redis's updateStatsOnUnblock).

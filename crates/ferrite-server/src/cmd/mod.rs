@@ -410,7 +410,7 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
         None => Vec::new(),
     };
     for argv in logged {
-        ctx.store.log_effect(ctx.client.db, argv);
+        ctx.store.log_effect(ctx.client.db, &argv);
     }
     let usec = started.elapsed().as_micros() as u64;
     let stats = &mut ctx.store.stats;

@@ -204,14 +204,15 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let n = 41 - w.len();
     let id_text = Bytes::copy_from_slice(&buf[..n]);
     if ctx.logging() {
-        // Logged with the generated ID, and any trim as the exact trim it amounted to.
-        let mut log = Vec::with_capacity(3 + fields.len());
-        log.extend([Bytes::from_static(b"XADD"), key.clone(), id_text.clone()]);
-        log.extend(fields);
-        ctx.propagate(log);
+        // Logged with the generated ID, and any trim as the exact trim it
+        // amounted to; encoded straight into the record (no argv list).
+        let db = ctx.client.db;
+        ctx.store
+            .log_effect_parts(db, &[b"XADD", &key, &id_text], &fields);
         if let Some(Some(t)) = exact_trim {
-            ctx.propagate([vec![Bytes::from_static(b"XTRIM"), key.clone()], t].concat());
+            ctx.store.log_effect_parts(db, &[b"XTRIM", &key], &t);
         }
+        ctx.propagate_nothing();
     } else {
         ctx.propagate_nothing();
     }
