@@ -235,9 +235,8 @@ struct StreamFiles {
 
 #[derive(Default)]
 struct Inner {
-    /// Whether `streams` holds every segment file in the root (listed once,
-    /// on first need; this process is the only one that changes the root).
-    listed: bool,
+    /// Every segment file in the root (listed once, at open; this process
+    /// is the only one that changes the root).
     streams: HashMap<StreamKeyId, StreamFiles>,
     /// Files written since the last sync.
     dirty_files: HashMap<PathBuf, Arc<dyn BackendFile>>,
@@ -310,7 +309,7 @@ impl StreamStore {
             inner: Mutex::new(Inner::default()),
             fs_sync,
         };
-        store.ensure_listed(&mut store.inner.lock())?;
+        store.list_root(&mut store.inner.lock())?;
         Ok(store)
     }
 
@@ -326,10 +325,7 @@ impl StreamStore {
     /// Fill `inner.streams` from one listing of the root (at open); stream
     /// directories of the older layout are moved in
     /// first ([`StreamStore::migrate_stream_dirs`]).
-    fn ensure_listed(&self, inner: &mut Inner) -> Result<()> {
-        if inner.listed {
-            return Ok(());
-        }
+    fn list_root(&self, inner: &mut Inner) -> Result<()> {
         let list = |root: &Path| {
             self.backend
                 .list_dir(root)
@@ -354,7 +350,6 @@ impl StreamStore {
             s.segments.insert(number);
             s.next_number = s.next_number.max(number + 1);
         }
-        inner.listed = true;
         Ok(())
     }
 
@@ -396,23 +391,12 @@ impl StreamStore {
         Ok(())
     }
 
-    /// The in-memory state of a stream (after the root's first listing).
-    fn stream_files<'a>(
-        &self,
-        inner: &'a mut Inner,
-        id: StreamKeyId,
-    ) -> Result<&'a mut StreamFiles> {
-        self.ensure_listed(inner)?;
-        Ok(stream_entry(&mut inner.streams, id))
-    }
-
     /// Streams with at least one segment file (for finding orphans after a
     /// `DEL` whose deletion was not yet synced), in id order.
     pub fn list_streams(&self) -> Result<Vec<StreamKeyId>> {
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        self.ensure_listed(inner)?;
-        let mut out: Vec<StreamKeyId> = inner
+        let mut out: Vec<StreamKeyId> = self
+            .inner
+            .lock()
             .streams
             .iter()
             .filter(|(_, s)| !s.segments.is_empty())
@@ -450,7 +434,6 @@ impl StreamStore {
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        self.ensure_listed(inner)?;
         let stream = stream_entry(&mut inner.streams, id);
         let mut frame = Vec::new();
         encode_block_frame(first, last, payload, &mut frame);
@@ -645,16 +628,13 @@ impl StreamStore {
 
     /// The segment files of a stream, in order.
     pub fn segments(&self, id: StreamKeyId) -> Result<Vec<StreamSegment>> {
-        let numbers: Vec<u64> = {
-            let mut guard = self.inner.lock();
-            let inner = &mut *guard;
-            self.ensure_listed(inner)?;
-            inner
-                .streams
-                .get(&id)
-                .map(|s| s.segments.iter().copied().collect())
-                .unwrap_or_default()
-        };
+        let numbers: Vec<u64> = self
+            .inner
+            .lock()
+            .streams
+            .get(&id)
+            .map(|s| s.segments.iter().copied().collect())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for number in numbers {
             let path = self.segment_path(id, number);
@@ -686,7 +666,7 @@ impl StreamStore {
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        let stream = self.stream_files(inner, id)?;
+        let stream = stream_entry(&mut inner.streams, id);
         let doomed: Vec<u64> = stream.segments.range(..number).copied().collect();
         self.remove_segments(inner, id, &doomed, true)
     }
@@ -719,7 +699,7 @@ impl StreamStore {
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        let stream = self.stream_files(inner, id)?;
+        let stream = stream_entry(&mut inner.streams, id);
         let doomed: BTreeSet<u64> = numbers
             .iter()
             .copied()
@@ -784,7 +764,6 @@ impl StreamStore {
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
-        self.ensure_listed(inner)?;
         let Some(stream) = inner.streams.get(&id) else {
             return Ok(());
         };

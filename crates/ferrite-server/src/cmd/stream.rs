@@ -316,7 +316,8 @@ fn range_error(e: ferrite_streams::id::RangeIdError) -> CmdError {
     }
 }
 
-fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdError> {
+/// XRANGE / XREVRANGE arguments: key, start, end, COUNT (-1: none).
+fn parse_xrange(a: &mut Args, rev: bool) -> Result<(Bytes, StreamId, StreamId, i64), CmdError> {
     let key = a.next_bytes()?;
     let first = a.next_bytes()?;
     let second = a.next_bytes()?;
@@ -335,6 +336,11 @@ fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdEr
             return Err(CmdError::Syntax);
         }
     }
+    Ok((key, start, end, count))
+}
+
+fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdError> {
+    let (key, start, end, count) = parse_xrange(a, rev)?;
     let Some(s) = stream_ref(ctx, &key)? else {
         return Ok(Reply::Array(vec![]));
     };
@@ -356,26 +362,14 @@ fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdEr
 /// [`super::prefetch_plan`]); none if the arguments are bad (the command
 /// replies its error).
 pub fn xrange_prefetch(db: &crate::store::Db, argv: &[Bytes], rev: bool) -> super::Prefetch {
-    let mut a = Args::new(argv.to_vec());
-    let (Ok(key), Ok(first), Ok(second)) = (a.next_bytes(), a.next_bytes(), a.next_bytes()) else {
+    let Ok((key, start, end, count)) = parse_xrange(&mut Args::new(argv.to_vec()), rev) else {
         return Vec::new();
     };
-    let (start_arg, end_arg) = if rev {
-        (second, first)
-    } else {
-        (first, second)
+    // COUNT 0 reads nothing; no COUNT (-1) reads the whole range.
+    let count = match count {
+        0 => return Vec::new(),
+        n => usize::try_from(n).ok(),
     };
-    let (Ok(start), Ok(end)) = (parse_range_start(&start_arg), parse_range_end(&end_arg)) else {
-        return Vec::new();
-    };
-    let mut count = None;
-    if a.remaining() >= 2 && a.eat("COUNT") {
-        match a.next_i64() {
-            Ok(n) if n > 0 => count = usize::try_from(n).ok(),
-            Ok(n) if n < 0 => {}
-            _ => return Vec::new(),
-        }
-    }
     match db.get(&key) {
         Some(Value::Stream(s)) => {
             s.evicted_in_range(start, end, rev, count, super::PREFETCH_MAX_BLOCKS)
