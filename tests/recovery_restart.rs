@@ -996,27 +996,38 @@ fn stream_segment_files(dir: &std::path::Path) -> (u64, usize) {
     total
 }
 
+/// A server on `dir` with blocks of 10 entries and a one-byte block cache:
+/// checkpoints store every full block, and stored blocks are evicted at once.
+fn small_blocks(tag: &str, dir: &TempDir) -> Launch {
+    Launch::ferrite(tag).dir(dir.path()).args(&[
+        "--stream-node-max-entries",
+        "10",
+        "--block-cache-size",
+        "1",
+    ])
+}
+
+/// XADD to `key` the entries `<i>-1 f <i>`, `i` in `ids`.
+fn fill(c: &mut RespConn, key: &str, ids: std::ops::RangeInclusive<u64>) {
+    for i in ids {
+        ok(&call_str(
+            c,
+            &["XADD", key, &format!("{i}-1"), "f", &i.to_string()],
+        ));
+    }
+}
+
 /// Trimming frees disk: full blocks are stored by checkpoints; after
 /// `XTRIM MAXLEN 0` on one stream and `DEL` of another, the next checkpoint
 /// deletes their segment files, while a third stream's stay readable.
 #[test]
 fn trimming_and_del_free_stream_segment_files() {
     let dir = TempDir::new("rr-trim-disk").unwrap_or_else(|e| panic!("{e}"));
-    let launch = Launch::ferrite("trim-disk").dir(dir.path()).args(&[
-        "--stream-node-max-entries",
-        "10",
-        "--block-cache-size",
-        "1",
-    ]);
+    let launch = small_blocks("trim-disk", &dir);
     let mut s = start(&launch);
     let mut c = connect(&s);
     for key in ["trimmed", "deleted", "kept"] {
-        for i in 0..500 {
-            ok(&call_str(
-                &mut c,
-                &["XADD", key, &format!("{}-1", i + 1), "f", &i.to_string()],
-            ));
-        }
+        fill(&mut c, key, 1..=500);
     }
     shutdown_on(&mut c);
     s.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
@@ -1085,20 +1096,10 @@ fn entry_ms(reply: &Node) -> Vec<u64> {
 #[test]
 fn evicted_blocks_are_read_before_the_command_runs() {
     let dir = TempDir::new("rr-prefetch").unwrap_or_else(|e| panic!("{e}"));
-    let launch = Launch::ferrite("prefetch").dir(dir.path()).args(&[
-        "--stream-node-max-entries",
-        "10",
-        "--block-cache-size",
-        "1",
-    ]);
+    let launch = small_blocks("prefetch", &dir);
     let mut s = start(&launch);
     let mut c = connect(&s);
-    for i in 1..=1000u64 {
-        ok(&call_str(
-            &mut c,
-            &["XADD", "s", &format!("{i}-1"), "f", &i.to_string()],
-        ));
-    }
+    fill(&mut c, "s", 1..=1000);
     shutdown_on(&mut c);
     s.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
 
