@@ -1087,12 +1087,13 @@ fn entry_ms(reply: &Node) -> Vec<u64> {
         .collect()
 }
 
-/// Stored blocks that XRANGE, XREVRANGE and XREAD need and that are not in
-/// memory are read before the command runs, off the store lock and the
-/// async workers: after a restart (nothing resident, a one-byte cache)
-/// every block those commands load was read ahead (INFO
+/// Stored blocks that XRANGE, XREVRANGE, XREAD and XREADGROUP need and that
+/// are not in memory are read before the command runs, off the store lock
+/// and the async workers: after a restart (nothing resident, a one-byte
+/// cache) every block those commands load was read ahead (INFO
 /// `block_cache_prefetched_loads` equals `block_cache_loads`), and the
-/// replies are exact.
+/// replies are exact (XREADGROUP: new entries, then the consumer's
+/// history).
 #[test]
 fn evicted_blocks_are_read_before_the_command_runs() {
     let dir = TempDir::new("rr-prefetch").unwrap_or_else(|e| panic!("{e}"));
@@ -1110,8 +1111,41 @@ fn evicted_blocks_are_read_before_the_command_runs() {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("INFO has no {name}"))
     };
+    ok(&call_str(&mut c, &["XGROUP", "CREATE", "s", "g", "300-1"]));
     let range = |from: u64, to: u64| (from..=to).collect::<Vec<u64>>();
-    let cases: [(&[&str], Vec<u64>); 6] = [
+    let cases: [(&[&str], Vec<u64>); 9] = [
+        (
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "25",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+            range(301, 325),
+        ),
+        (
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "12",
+                "STREAMS",
+                "s",
+                "0",
+            ],
+            range(301, 312),
+        ),
+        (
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "318-1"],
+            range(319, 325),
+        ),
         (&["XRANGE", "s", "-", "+", "COUNT", "25"], range(1, 25)),
         (
             &["XREVRANGE", "s", "+", "-", "COUNT", "15"],
@@ -1131,7 +1165,7 @@ fn evicted_blocks_are_read_before_the_command_runs() {
     for (cmd, want) in cases {
         let before = counter(&mut c, "block_cache_loads");
         let reply = call_str(&mut c, cmd);
-        let got = if cmd[0] == "XREAD" {
+        let got = if cmd[0].starts_with("XREAD") {
             // [[key, entries]]
             match &reply {
                 Node::Agg { items, .. } => match items.first() {

@@ -227,16 +227,18 @@ pub fn may_prefetch(argv: &[Bytes]) -> bool {
         n.eq_ignore_ascii_case(b"xrange")
             || n.eq_ignore_ascii_case(b"xrevrange")
             || n.eq_ignore_ascii_case(b"xread")
+            || n.eq_ignore_ascii_case(b"xreadgroup")
     })
 }
 
-/// The evicted blocks that `argv` (XRANGE, XREVRANGE, XREAD) will read in
+/// The evicted blocks that `argv` (XRANGE, XREVRANGE, XREAD, XREADGROUP) will read in
 /// `db`, from the index alone, with the cache to read them into. The
 /// caller reads them off the store lock and off the async workers
 /// (`BlockCache::read_ahead` on a blocking thread), then runs the command,
 /// which finds them read; a block the plan missed (or evicted meanwhile)
-/// the command reads itself. Commands with effects (XREADGROUP, XCLAIM,
-/// ...) and commands inside MULTI are not planned.
+/// the command reads itself. The plan only reads ahead: the command runs,
+/// and logs its effects, exactly as without it. Not planned yet: XCLAIM,
+/// XAUTOCLAIM, XDEL, XINFO STREAM FULL, and commands inside MULTI.
 pub fn prefetch_plan(
     store: &Store,
     db: usize,
@@ -251,6 +253,8 @@ pub fn prefetch_plan(
         stream::xrange_prefetch(db, argv, true)
     } else if name.eq_ignore_ascii_case(b"xread") {
         read::xread_prefetch(db, argv)
+    } else if name.eq_ignore_ascii_case(b"xreadgroup") {
+        read::xreadgroup_prefetch(db, argv)
     } else {
         Vec::new()
     };

@@ -147,11 +147,90 @@ pub fn xread_prefetch(db: &Db, argv: &[Bytes]) -> super::Prefetch {
         };
         // `read_after` looks at the last entry first (is there anything
         // after `after`?), then reads the range.
-        let last = s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room);
-        let range = s.evicted_in_range(start, StreamId::MAX, false, count, room);
-        for b in last.into_iter().chain(range) {
-            if out.len() < super::PREFETCH_MAX_BLOCKS && !out.contains(&b) {
-                out.push(b);
+        push_new(
+            &mut out,
+            s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room),
+        );
+        push_new(
+            &mut out,
+            s.evicted_in_range(start, StreamId::MAX, false, count, room),
+        );
+    }
+    out
+}
+
+/// Append the blocks of `more` not in `out` yet, up to the plan's limit.
+fn push_new(out: &mut super::Prefetch, more: super::Prefetch) {
+    for b in more {
+        if out.len() < super::PREFETCH_MAX_BLOCKS && !out.contains(&b) {
+            out.push(b);
+        }
+    }
+}
+
+/// The evicted blocks XREADGROUP `argv` will read in `db` (see
+/// [`super::prefetch_plan`]): with `>`, the stream's last entry (checked
+/// first) and the entries after the group's last ID, up to COUNT; with an
+/// ID, the consumer's pending entries after it, up to COUNT. Only the plan
+/// reads the group here; the command runs (and logs) exactly as without it.
+pub fn xreadgroup_prefetch(db: &Db, argv: &[Bytes]) -> super::Prefetch {
+    /// Pending entries looked at at most, per stream (the plan runs under
+    /// the store lock).
+    const MAX_PENDING: usize = 65_536;
+    let mut a = Args::new(argv.to_vec());
+    let Ok(r) = parse_read(&mut a, true) else {
+        return Vec::new();
+    };
+    let Some((group, consumer)) = &r.group else {
+        return Vec::new();
+    };
+    let count = if r.count == 0 { None } else { Some(r.count) };
+    let mut out = Vec::new();
+    for (key, arg) in r.keys.iter().zip(&r.ids) {
+        let room = super::PREFETCH_MAX_BLOCKS.saturating_sub(out.len());
+        if room == 0 {
+            break;
+        }
+        let Some(Value::Stream(s)) = db.get(key) else {
+            continue;
+        };
+        let Some(g) = s.group(group) else {
+            continue;
+        };
+        let after = match arg.as_ref() {
+            b">" => None,
+            _ => match parse_strict_id(arg, 0) {
+                Ok(id) => (id != StreamId::MAX).then_some(id),
+                Err(_) => continue,
+            },
+        };
+        match after {
+            None => {
+                push_new(
+                    &mut out,
+                    s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room),
+                );
+                if let Some(start) = g.last_id().incr() {
+                    push_new(
+                        &mut out,
+                        s.evicted_in_range(start, StreamId::MAX, false, count, room),
+                    );
+                }
+            }
+            Some(after) => {
+                let Some(cid) = g.consumer_id(consumer) else {
+                    continue;
+                };
+                let start = after.incr().unwrap_or(StreamId::MIN);
+                let pending = g
+                    .consumer_pending_range(cid, start, StreamId::MAX)
+                    .take(count.unwrap_or(usize::MAX).min(MAX_PENDING));
+                for p in pending {
+                    if out.len() >= super::PREFETCH_MAX_BLOCKS {
+                        break;
+                    }
+                    push_new(&mut out, s.evicted_in_range(p.id, p.id, false, Some(1), 1));
+                }
             }
         }
     }
