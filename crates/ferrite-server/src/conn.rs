@@ -256,7 +256,13 @@ impl Conn {
         // are read here, on a blocking thread and without the store lock
         // (the command then finds them read), so that neither the async
         // workers nor the other clients wait for the disk (§13.8).
-        let plan = if self.client.multi.is_none() && cmd::may_prefetch(&argv) {
+        let plan = if self.client.multi.is_none()
+            && cmd::may_prefetch(&argv)
+            && shared
+                .persist
+                .get()
+                .is_some_and(|p| p.blocks_may_be_absent())
+        {
             cmd::prefetch_plan(&shared.store.lock(), self.client.db, &argv)
         } else {
             None

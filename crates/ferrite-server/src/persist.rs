@@ -57,6 +57,9 @@ impl BlockSource for SegmentSource {
 /// The open commit log and checkpoint bookkeeping.
 pub struct Persistence {
     log: CommitLog,
+    /// The store's block cache (also `Store::block_cache`), here for reads
+    /// without the store lock.
+    block_cache: Arc<BlockCache>,
     /// Sealed stream blocks, segment files of every stream in `dir/streams`.
     streams: Arc<StreamStore>,
     /// The first failed read of a stored block: writes are refused from then on.
@@ -703,9 +706,10 @@ impl Persistence {
         )
         .map(Arc::new)
         .map_err(|e| format!("cannot open {}: {e}", streams_dir.display()))?;
+        let block_cache = BlockCache::new(Arc::new(SegmentSource(streams.clone())));
         {
             let mut store = shared.store.lock();
-            store.block_cache = Some(BlockCache::new(Arc::new(SegmentSource(streams.clone()))));
+            store.block_cache = Some(block_cache.clone());
             store.cache_budget = startup_cfg.block_cache_size;
         }
         let mut recovery = Recovery::open(FsBackend::shared(), &dir, opts).map_err(fail)?;
@@ -751,6 +755,7 @@ impl Persistence {
         rec.millis = started.elapsed().as_millis();
         let p = Arc::new(Persistence {
             log,
+            block_cache,
             streams,
             read_failure: std::sync::OnceLock::new(),
             appended: AtomicU64::new(0),
@@ -955,6 +960,12 @@ impl Persistence {
             }
         }
         self.streams.sync()
+    }
+
+    /// Whether a command may have to read stored blocks back (some may be
+    /// out of memory): only then is a read-ahead planned (`conn::execute`).
+    pub fn blocks_may_be_absent(&self) -> bool {
+        self.block_cache.may_have_absent()
     }
 
     /// Bytes in stream segment files (INFO).

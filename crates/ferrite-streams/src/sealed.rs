@@ -66,6 +66,11 @@ pub struct BlockCache {
     /// store lock), waiting for the command that will make them resident:
     /// `(stream storage id, location)` → the source's bytes.
     staged: Mutex<HashMap<(u64, BlockLoc), Vec<u8>>>,
+    /// Stored blocks not in memory, an upper bound: blocks evicted or
+    /// restored without their bytes, minus blocks loaded (one dropped while
+    /// absent, by DEL or a trim, is not taken off). Zero: every stored
+    /// block is resident and no command needs a read-ahead plan.
+    absent: AtomicU64,
     /// Whether `staged` may hold anything (checked first, without the lock).
     has_staged: AtomicBool,
     prefetched: AtomicU64,
@@ -84,6 +89,7 @@ impl BlockCache {
             grown: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             staged: Mutex::new(HashMap::new()),
+            absent: AtomicU64::new(0),
             has_staged: AtomicBool::new(false),
             prefetched: AtomicU64::new(0),
             error: Mutex::new(None),
@@ -117,6 +123,25 @@ impl BlockCache {
     /// Blocks read back from the source so far.
     pub fn loads(&self) -> u64 {
         self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Whether some stored block may be out of memory (see `absent`):
+    /// without one, the server skips planning read-aheads.
+    pub fn may_have_absent(&self) -> bool {
+        self.absent.load(Ordering::Relaxed) > 0
+    }
+
+    pub(crate) fn add_absent(&self, n: u64) {
+        if n > 0 {
+            self.absent.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn loaded_one(&self) {
+        // Saturating: a node cloned while absent (COPY) is loaded twice.
+        let _ = self
+            .absent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// Of [`BlockCache::loads`], those read ahead by
@@ -360,6 +385,7 @@ impl Node {
             Ok(b) => {
                 self.tick.set(s.cache.tick());
                 s.cache.loads.fetch_add(1, Ordering::Relaxed);
+                s.cache.loaded_one();
                 s.cache
                     .grown
                     .fetch_add(b.heap_bytes() as u64, Ordering::Relaxed);

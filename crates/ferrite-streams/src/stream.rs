@@ -372,11 +372,20 @@ impl Stream {
 
     /// Evict the stored blocks last used before `tick`; returns the bytes freed.
     pub fn evict_before(&mut self, tick: u64) -> usize {
-        self.blocks
-            .values_mut()
-            .filter(|n| n.is_resident() && n.last_access() < tick)
-            .map(Node::evict)
-            .sum()
+        let (mut blocks, mut bytes) = (0, 0);
+        for n in self.blocks.values_mut() {
+            if n.is_resident() && n.last_access() < tick {
+                let freed = n.evict();
+                if freed > 0 {
+                    blocks += 1;
+                    bytes += freed;
+                }
+            }
+        }
+        if let Some(s) = &self.storage {
+            s.cache.add_absent(blocks);
+        }
+        bytes
     }
 
     /// Resident blocks and bytes (all of them, stored or not).
@@ -453,6 +462,10 @@ impl Stream {
             s.blocks.insert(master, node);
         }
         s.len = s.blocks.values().map(|n| n.sum.live).sum();
+        if let Some(st) = &s.storage {
+            let absent = s.blocks.values().filter(|n| !n.is_resident()).count();
+            st.cache.add_absent(absent as u64);
+        }
         s
     }
 
