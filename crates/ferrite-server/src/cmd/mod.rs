@@ -252,9 +252,9 @@ pub fn prefetch_plan(
     } else if name.eq_ignore_ascii_case(b"xrevrange") {
         stream::xrange_prefetch(db, argv, true)
     } else if name.eq_ignore_ascii_case(b"xread") {
-        read::xread_prefetch(db, argv)
+        read::read_prefetch(db, argv, false)
     } else if name.eq_ignore_ascii_case(b"xreadgroup") {
-        read::xreadgroup_prefetch(db, argv)
+        read::read_prefetch(db, argv, true)
     } else {
         Vec::new()
     };

@@ -123,101 +123,50 @@ fn parse_read(a: &mut Args, readgroup: bool) -> Result<ReadArgs, CmdError> {
     Ok(r)
 }
 
-/// The evicted blocks XREAD `argv` will read in `db` (see
-/// [`super::prefetch_plan`]): for each stream given an explicit ID, the
-/// blocks after it, up to COUNT entries. None if the arguments are bad.
-pub fn xread_prefetch(db: &Db, argv: &[Bytes]) -> super::Prefetch {
-    let mut a = Args::new(argv.to_vec());
-    let Ok(r) = parse_read(&mut a, false) else {
-        return Vec::new();
-    };
-    let count = if r.count == 0 { None } else { Some(r.count) };
-    let mut out = Vec::new();
-    for (key, arg) in r.keys.iter().zip(&r.ids) {
-        let room = super::PREFETCH_MAX_BLOCKS.saturating_sub(out.len());
-        if room == 0 {
-            break;
-        }
-        // `$` reads only entries added later: nothing stored.
-        let Ok(after) = parse_strict_id(arg, 0) else {
-            continue;
-        };
-        let (Some(start), Some(Value::Stream(s))) = (after.incr(), db.get(key)) else {
-            continue;
-        };
-        // `read_after` looks at the last entry first (is there anything
-        // after `after`?), then reads the range.
-        push_new(
-            &mut out,
-            s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room),
-        );
-        push_new(
-            &mut out,
-            s.evicted_in_range(start, StreamId::MAX, false, count, room),
-        );
-    }
-    out
-}
-
-/// Append the blocks of `more` not in `out` yet, up to the plan's limit.
-fn push_new(out: &mut super::Prefetch, more: super::Prefetch) {
-    for b in more {
-        if out.len() < super::PREFETCH_MAX_BLOCKS && !out.contains(&b) {
-            out.push(b);
-        }
-    }
-}
-
-/// The evicted blocks XREADGROUP `argv` will read in `db` (see
-/// [`super::prefetch_plan`]): with `>`, the stream's last entry (checked
-/// first) and the entries after the group's last ID, up to COUNT; with an
-/// ID, the consumer's pending entries after it, up to COUNT. Only the plan
-/// reads the group here; the command runs (and logs) exactly as without it.
-pub fn xreadgroup_prefetch(db: &Db, argv: &[Bytes]) -> super::Prefetch {
+/// The evicted blocks XREAD (`group` false) or XREADGROUP `argv` will read
+/// in `db` (see [`super::prefetch_plan`]), none if the arguments are bad.
+/// Per stream: XREAD with an ID, and XREADGROUP with `>`, read the last
+/// entry (is there anything new?) and then the entries after the ID (or
+/// the group's last ID), up to COUNT; XREADGROUP with an ID reads the
+/// consumer's pending entries after it, up to COUNT. Only the plan looks
+/// at the group here: the command runs (and logs) exactly as without it.
+pub fn read_prefetch(db: &Db, argv: &[Bytes], group: bool) -> super::Prefetch {
     /// Pending entries looked at at most, per stream (the plan runs under
     /// the store lock).
     const MAX_PENDING: usize = 65_536;
-    let mut a = Args::new(argv.to_vec());
-    let Ok(r) = parse_read(&mut a, true) else {
-        return Vec::new();
-    };
-    let Some((group, consumer)) = &r.group else {
+    let Ok(r) = parse_read(&mut Args::new(argv.to_vec()), group) else {
         return Vec::new();
     };
     let count = if r.count == 0 { None } else { Some(r.count) };
     let mut out = Vec::new();
     for (key, arg) in r.keys.iter().zip(&r.ids) {
-        let room = super::PREFETCH_MAX_BLOCKS.saturating_sub(out.len());
-        if room == 0 {
+        if out.len() >= super::PREFETCH_MAX_BLOCKS {
             break;
         }
         let Some(Value::Stream(s)) = db.get(key) else {
             continue;
         };
-        let Some(g) = s.group(group) else {
-            continue;
-        };
-        let after = match arg.as_ref() {
+        // `$` (XREAD) reads only entries added later: nothing stored.
+        let id = match arg.as_ref() {
             b">" => None,
             _ => match parse_strict_id(arg, 0) {
-                Ok(id) => (id != StreamId::MAX).then_some(id),
+                // XREADGROUP reads the maximal ID as `>`.
+                Ok(id) => (!group || id != StreamId::MAX).then_some(id),
                 Err(_) => continue,
             },
         };
-        match after {
-            None => {
-                push_new(
-                    &mut out,
-                    s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room),
-                );
-                if let Some(start) = g.last_id().incr() {
-                    push_new(
-                        &mut out,
-                        s.evicted_in_range(start, StreamId::MAX, false, count, room),
-                    );
+        match (&r.group, id) {
+            (None, Some(after)) => push_new_entries(&mut out, s, after, count),
+            (None, None) => {}
+            (Some((g, _)), None) => {
+                if let Some(g) = s.group(g) {
+                    push_new_entries(&mut out, s, g.last_id(), count);
                 }
             }
-            Some(after) => {
+            (Some((g, consumer)), Some(after)) => {
+                let Some(g) = s.group(g) else {
+                    continue;
+                };
                 let Some(cid) = g.consumer_id(consumer) else {
                     continue;
                 };
@@ -235,6 +184,32 @@ pub fn xreadgroup_prefetch(db: &Db, argv: &[Bytes]) -> super::Prefetch {
         }
     }
     out
+}
+
+/// The blocks a read of the entries after `after` takes: the stream's last
+/// entry (checked first), then the range, up to `count` entries.
+fn push_new_entries(out: &mut super::Prefetch, s: &Stream, after: StreamId, count: Option<usize>) {
+    let Some(start) = after.incr() else {
+        return;
+    };
+    let room = super::PREFETCH_MAX_BLOCKS.saturating_sub(out.len());
+    push_new(
+        out,
+        s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room),
+    );
+    push_new(
+        out,
+        s.evicted_in_range(start, StreamId::MAX, false, count, room),
+    );
+}
+
+/// Append the blocks of `more` not in `out` yet, up to the plan's limit.
+fn push_new(out: &mut super::Prefetch, more: super::Prefetch) {
+    for b in more {
+        if out.len() < super::PREFETCH_MAX_BLOCKS && !out.contains(&b) {
+            out.push(b);
+        }
+    }
 }
 
 fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
