@@ -135,30 +135,21 @@ pub fn record_size_bound<'a>(cmds: impl IntoIterator<Item = &'a Vec<Bytes>>) -> 
     5 + cmds.into_iter().map(|a| cmd_len(a) + SLACK).sum::<usize>()
 }
 
-/// Encode one command batch record.
+/// Encode one command batch record (the server's own records are built in
+/// place instead: `Store::pending_log`, [`Persistence::append_encoded`]).
 pub fn encode_batch(cmds: &[(usize, Vec<Bytes>)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(batch_len(cmds));
-    encode_batch_into(cmds, &mut out);
+    let mut out = Vec::with_capacity(5 + cmds.iter().map(|(_, a)| cmd_len(a)).sum::<usize>());
+    out.push(KIND_BATCH);
+    put_u32(&mut out, cmds.len());
+    for (db, argv) in cmds {
+        put_cmd(&mut out, *db, argv);
+    }
     out
-}
-
-/// The encoded length of a command batch record.
-fn batch_len(cmds: &[(usize, Vec<Bytes>)]) -> usize {
-    5 + cmds.iter().map(|(_, a)| cmd_len(a)).sum::<usize>()
 }
 
 /// The encoded length of one command of a batch (`put_cmd`).
 fn cmd_len(argv: &[Bytes]) -> usize {
     8 + argv.iter().map(|x| 4 + x.len()).sum::<usize>()
-}
-
-/// [`encode_batch`], appended to `out` (the caller reserves `batch_len`).
-fn encode_batch_into(cmds: &[(usize, Vec<Bytes>)], out: &mut Vec<u8>) {
-    out.push(KIND_BATCH);
-    put_u32(out, cmds.len());
-    for (db, argv) in cmds {
-        put_cmd(out, *db, argv);
-    }
 }
 
 /// A cursor over bytes read from disk: every read is bounds-checked.
