@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Capture Redis 7.0's own COMMAND INFO / COMMAND DOCS metadata for the commands
-Ferrite implements, as raw RESP3 frames, into crates/ferrite-server/src/cmd/redis_commands.resp3.
+Ferrite implements, as raw RESP3 frames, into crates/ferrite-db/src/cmd/redis_commands.resp3.
 
 Ferrite derives its dispatch table (arity, flags, key positions, subcommands) and its
 COMMAND INFO/DOCS replies from this data, so arity errors and redis-cli hints match Redis.
@@ -60,7 +60,7 @@ docs = read_frame(f)
 s.sendall(cmd("INFO", "server"))
 ver = [l for l in read_frame(f).split(b"\r\n") if l.startswith(b"redis_version:")]
 here = os.path.dirname(os.path.abspath(__file__))
-dst = os.path.join(here, "..", "crates", "ferrite-server", "src", "cmd", "redis_commands.resp3")
+dst = os.path.join(here, "..", "crates", "ferrite-db", "src", "cmd", "redis_commands.resp3")
 with open(dst, "wb") as out:
     out.write(info)
     out.write(docs)

@@ -523,11 +523,11 @@ fn info_stats_count_group_commands_and_errors() {
 /// collects what the store logged for the commit log after every command.
 mod replay {
     use bytes::Bytes;
-    use ferrite_server::cmd::{self, ClientState, Ctx, Dispatch};
-    use ferrite_server::config::Config;
-    use ferrite_server::reply::Reply;
-    use ferrite_server::server::{now_ms, Shared};
-    use ferrite_server::store::ClientInfo;
+    use ferrite_db::cmd::{self, ClientState, Ctx, Dispatch};
+    use ferrite_db::config::Config;
+    use ferrite_db::reply::Reply;
+    use ferrite_db::shared::{now_ms, Shared};
+    use ferrite_db::store::ClientInfo;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use tokio::sync::oneshot;
@@ -646,8 +646,8 @@ fn argv(s: &str) -> Vec<bytes::Bytes> {
 
 /// Replaces the consumers' `seen-time` / `idle` (which replay cannot
 /// reproduce: they are the time of the replayed command) by 0.
-fn mask_seen(r: &mut ferrite_server::reply::Reply) {
-    use ferrite_server::reply::Reply as R;
+fn mask_seen(r: &mut ferrite_db::reply::Reply) {
+    use ferrite_db::reply::Reply as R;
     match r {
         R::Map(pairs) | R::KeyedArray(pairs) => {
             for (k, v) in pairs.iter_mut() {
@@ -665,7 +665,7 @@ fn mask_seen(r: &mut ferrite_server::reply::Reply) {
 
 /// What must survive a replay: every key's stream, groups, PELs (delivery
 /// times and counts included) and consumers, and each group's XPENDING summary.
-fn state(n: &mut replay::Node) -> Vec<ferrite_server::reply::Reply> {
+fn state(n: &mut replay::Node) -> Vec<ferrite_db::reply::Reply> {
     let mut out = Vec::new();
     for key in ["s", "t"] {
         let mut full = n.call(argv(&format!("XINFO STREAM {key} FULL COUNT 0")));

@@ -15,13 +15,13 @@
 //! and waits once, for its last record: much as Redis writes its AOF buffer
 //! once per event-loop turn and then sends the replies.
 
-use crate::cmd::{self, ClientState, Executed};
-use crate::persist;
 use crate::protocol::{Limits, RequestParser};
-use crate::reply::Reply;
-use crate::server::{now_ms, Shared};
-use crate::store::ClientInfo;
 use bytes::BytesMut;
+use ferrite_db::cmd::{self, ClientState, Executed};
+use ferrite_db::persist;
+use ferrite_db::reply::Reply;
+use ferrite_db::shared::{now_ms, Shared};
+use ferrite_db::store::ClientInfo;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

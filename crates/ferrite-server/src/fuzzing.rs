@@ -297,12 +297,12 @@ pub mod parser {
 }
 
 /// The `commands` target: short command sequences run through one
-/// [`crate::embedded::Session`] (and a second client on the same server).
+/// [`ferrite_db::embedded::Session`] (and a second client on the same server).
 pub mod commands {
-    use crate::config::Config;
-    use crate::embedded::Session;
-    use crate::reply::Reply;
     use bytes::Bytes;
+    use ferrite_db::config::Config;
+    use ferrite_db::embedded::Session;
+    use ferrite_db::reply::Reply;
 
     /// Most commands run per input.
     pub const MAX_COMMANDS: usize = 64;

@@ -1,36 +1,23 @@
 //! # ferrite-server
 //!
-//! The `ferrite` server: a TCP listener speaking RESP2 and RESP3, the
-//! keyspace, and every command. Stream semantics live in `ferrite-streams`;
-//! this crate parses commands, calls into it, and shapes Redis's replies.
+//! The `ferrite` server: a TCP listener speaking RESP2 and RESP3 over the
+//! database of `ferrite-db`. This crate owns only the network layer: the
+//! database (keyspace, commands, commit log) is a library below it.
 //!
 //! Where to start reading:
-//! - [`server`]: the listener and [`server::Shared`] state; [`conn`]: one
-//!   client's read → parse → dispatch → reply loop, and blocking waits.
-//! - [`protocol`]: request parsing with Redis's limits and error wording;
-//!   [`reply`]: the [`reply::Reply`] type and its RESP2/RESP3 encodings.
-//! - [`cmd`]: the command table and one module per command family;
-//!   [`error`]: the single place where errors get Redis's exact strings.
-//! - [`store`]: databases, WATCH, blocked clients, stats — behind one mutex
-//!   that a command holds from start to end and never across `.await`.
-//! - [`config`]: every parameter with its default; file, flags, CONFIG SET.
+//! - [`server`]: the listener; [`conn`]: one client's read → parse →
+//!   dispatch → reply loop, blocking waits and durability waits.
+//! - [`protocol`]: request parsing with Redis's limits and error wording.
+//! - [`ferrite_db`]: everything a command does once parsed.
 
-pub mod args;
-pub mod cmd;
-pub mod config;
 pub mod conn;
-pub mod embedded;
-pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod glob;
-pub mod persist;
 pub mod protocol;
-pub mod reply;
 pub mod server;
-pub mod store;
 
-use config::Config;
+use ferrite_db::config::Config;
+use ferrite_db::{persist, shared};
 use std::process::ExitCode;
 
 fn cli() -> clap::Command {
@@ -141,7 +128,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         "Ferrite starting"
     );
     let appendonly = cfg.appendonly;
-    let shared = server::Shared::new(cfg);
+    let shared = shared::Shared::new(cfg);
     shared
         .tcp_port
         .store(local.port() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -73,7 +73,7 @@ impl RequestParser {
             if cr + 2 > buf.len() {
                 return Ok(None);
             }
-            let n = crate::args::parse_i64(&buf[1..cr]);
+            let n = ferrite_db::args::parse_i64(&buf[1..cr]);
             let n = match n {
                 Some(n) if n <= i32::MAX as i64 => n,
                 _ => return Err(perr("invalid multibulk length")),
@@ -106,7 +106,7 @@ impl RequestParser {
                         let got = buf[0] as char;
                         return Err(ProtocolError(format!("expected '$', got '{got}'")));
                     }
-                    let l = match crate::args::parse_i64(&buf[1..cr]) {
+                    let l = match ferrite_db::args::parse_i64(&buf[1..cr]) {
                         Some(l) if l >= 0 && (l as u64) <= limits.max_bulk_len => l as usize,
                         _ => return Err(perr("invalid bulk length")),
                     };

@@ -1,83 +1,9 @@
-//! The listener, the state shared by all connections, and shutdown.
+//! The listener: accepts connections until shutdown, one task per client.
 
-use crate::config::Config;
-use crate::store::Store;
-use parking_lot::{Mutex, RwLock};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use ferrite_db::shared::Shared;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-
-/// State shared by every connection.
-pub struct Shared {
-    /// The keyspace and everything commands touch. Held for one command at a
-    /// time (or one EXEC), never across an `.await`.
-    pub store: Mutex<Store>,
-    /// Read on every command batch (limits), written by CONFIG SET.
-    pub config: RwLock<Config>,
-    pub next_client_id: AtomicU64,
-    pub connected: AtomicUsize,
-    /// Flips to true once: every connection and the listener stop.
-    pub shutdown_tx: watch::Sender<bool>,
-    pub run_id: String,
-    pub tcp_port: AtomicU64,
-    pub started: std::time::Instant,
-    /// The commit log, once recovery has finished (absent with `appendonly no`).
-    pub persist: std::sync::OnceLock<Arc<crate::persist::Persistence>>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl Shared {
-    pub fn new(config: Config) -> Arc<Shared> {
-        let (shutdown_tx, _) = watch::channel(false);
-        let seed = now_ms() ^ (std::process::id() as u64) << 20;
-        let run_id: String = (0..40)
-            .map(|i| {
-                let x = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add((i as u64).wrapping_mul(1442695040888963407));
-                let d = ((x >> 33) ^ (x >> 17)) % 16;
-                char::from_digit(d as u32, 16).unwrap_or('0')
-            })
-            .collect();
-        Arc::new(Shared {
-            store: Mutex::new(Store::new(config.databases, now_ms())),
-            config: RwLock::new(config),
-            // NOTE: Redis 7.0 gives IDs 1 and 2 to internal clients (scripting),
-            // so the first connection is client 3 there; tools that print IDs match.
-            next_client_id: AtomicU64::new(3),
-            connected: AtomicUsize::new(0),
-            shutdown_tx,
-            run_id,
-            tcp_port: AtomicU64::new(0),
-            started: std::time::Instant::now(),
-            persist: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// Redis's MISCONF text if the commit log has failed: writes are refused.
-    pub fn write_error(&self) -> Option<String> {
-        let p = self.persist.get()?;
-        if let Some(e) = p.read_failure() {
-            return Some(format!(
-                "MISCONF Errors reading stored stream data ({e}): writes are refused until a restart"
-            ));
-        }
-        let e = p.failure()?;
-        Some(crate::persist::misconf_message(&e))
-    }
-
-    pub fn request_shutdown(&self) {
-        self.shutdown_tx.send_replace(true);
-    }
-}
 
 /// Accept connections until shutdown. Returns when the listener has stopped
 /// and every connection task has been told to stop.

@@ -8,10 +8,10 @@
 //!
 //! Shared by `tests/fuzz_replay.rs` and the fuzz target
 //! `fuzz/fuzz_targets/commands.rs` (which includes this file with `#[path]`),
-//! so it only uses `ferrite_server`, `bytes` and `redis_protocol`.
+//! so it only uses `ferrite_db`, `bytes` and `redis_protocol`.
 
 use bytes::{Bytes, BytesMut};
-use ferrite_server::reply::{format_double, Reply};
+use ferrite_db::reply::{format_double, Reply};
 use redis_protocol::resp2::types::RangeFrame as F2;
 
 /// Check `reply` (the answer to `argv`) in both protocol versions.

@@ -1,7 +1,7 @@
 //! The server state that commands read and write: databases, WATCH marks,
 //! blocked clients, the client list and command statistics.
 //!
-//! It lives behind one `parking_lot::Mutex` in [`crate::server::Shared`].
+//! It lives behind one `parking_lot::Mutex` in [`crate::shared::Shared`].
 //! A command (or a whole EXEC) runs with the lock held and never awaits, so
 //! commands are atomic and ordered exactly as in single-threaded Redis, while
 //! socket I/O and RESP parsing run in parallel outside it. Blocked readers are

@@ -6,7 +6,7 @@
 use crate::cmd::{self, ClientState};
 use crate::config::Config;
 use crate::reply::Reply;
-use crate::server::{now_ms, Shared};
+use crate::shared::{now_ms, Shared};
 use crate::store::ClientInfo;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;

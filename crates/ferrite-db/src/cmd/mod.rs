@@ -20,7 +20,7 @@ pub mod txn;
 use crate::args::Args;
 use crate::error::{sanitize_arg, CmdError};
 use crate::reply::Reply;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{BlockedCommand, Store};
 use bytes::Bytes;
 use meta::Meta;

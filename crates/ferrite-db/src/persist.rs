@@ -10,7 +10,7 @@
 
 use crate::embedded::Session;
 use crate::reply::Reply;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{Store, Value};
 use bytes::Bytes;
 use ferrite_storage::{
