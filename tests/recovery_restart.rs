@@ -1481,10 +1481,7 @@ fn mid_log_corruption_refuses_to_start_then_repair_truncates() {
         out.contains(&*name) && out.contains(&format!("at byte offset {off}")),
         "the refusal must name {name} and offset {off}:\n{out}"
     );
-    assert!(
-        out.contains("FERRITE_REPAIR_LOG=1"),
-        "no repair hint:\n{out}"
-    );
+    assert!(out.contains("--log-repair yes"), "no repair hint:\n{out}");
     assert!(
         std::fs::read(&seg).unwrap_or_default() == bytes,
         "a refused start changed the segment"
@@ -1492,7 +1489,7 @@ fn mid_log_corruption_refuses_to_start_then_repair_truncates() {
     // The operator decides to repair: everything from the bad record on goes.
     let s = launch
         .clone()
-        .env("FERRITE_REPAIR_LOG", "1")
+        .args(&["--log-repair", "yes"])
         .start()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(

@@ -160,6 +160,20 @@ const PARAMS: &[Param] = &[
         doc: "bytes of stored (sealed) stream blocks kept in memory; least recently used ones beyond it are evicted and read back from disk on demand (0 = no limit)",
     },
     Param {
+        name: "replay-errors",
+        default: "stop",
+        kind: Kind::Enum(&["stop", "skip"]),
+        mutable: false,
+        doc: "a command in the commit log that fails on replay at start-up: stop (refuse to start, saying which record; Redis's behaviour) or skip (an operator decision: count it, log it, go on)",
+    },
+    Param {
+        name: "log-repair",
+        default: "no",
+        kind: Kind::Enum(&["yes", "no"]),
+        mutable: false,
+        doc: "at start-up, drop the commit log from a corrupt record on instead of refusing to start (an operator decision: valid records after it are lost)",
+    },
+    Param {
         name: "loglevel",
         default: "notice",
         kind: Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
@@ -185,6 +199,10 @@ pub struct Config {
     pub stream_node_max_entries: u64,
     pub stream_node_max_bytes: u64,
     pub loglevel: String,
+    /// `replay-errors skip`: a failed command on replay is counted, not fatal.
+    pub replay_skip_errors: bool,
+    /// `log-repair yes`: drop a corrupt commit-log tail at start-up.
+    pub log_repair: bool,
     pub appendonly: bool,
     pub appendfsync: ferrite_storage::AppendFsync,
     pub auto_checkpoint_min_size: u64,
@@ -300,6 +318,8 @@ impl Default for Config {
             stream_node_max_entries: 0,
             stream_node_max_bytes: 0,
             loglevel: String::new(),
+            replay_skip_errors: false,
+            log_repair: false,
             appendonly: true,
             appendfsync: ferrite_storage::AppendFsync::EverySec,
             auto_checkpoint_min_size: 0,
@@ -333,6 +353,8 @@ impl Config {
         self.stream_node_max_entries = self.num("stream-node-max-entries") as u64;
         self.stream_node_max_bytes = self.num("stream-node-max-bytes") as u64;
         self.loglevel = self.values["loglevel"].clone();
+        self.replay_skip_errors = self.values["replay-errors"] == "skip";
+        self.log_repair = self.values["log-repair"] == "yes";
         self.appendonly = self.values["appendonly"] == "yes";
         self.appendfsync = match self.values["appendfsync"].as_str() {
             "always" => ferrite_storage::AppendFsync::Always,

@@ -650,16 +650,55 @@ pub struct Recovered {
     pub millis: u128,
 }
 
-fn replay(session: &mut Session, cmds: Vec<(usize, Vec<Bytes>)>, out: &mut Recovered) {
-    for (db, argv) in cmds {
+/// Replay one record's commands (or a checkpoint's rebuild commands, `seq`
+/// 0). A command that fails is fatal unless `replay-errors skip` says
+/// otherwise: Redis refuses to load an AOF whose commands fail, and a
+/// skipped effect is a silent divergence from what clients were told.
+fn replay(
+    session: &mut Session,
+    cmds: Vec<(usize, Vec<Bytes>)>,
+    seq: u64,
+    skip_errors: bool,
+    out: &mut Recovered,
+) -> Result<(), String> {
+    let result = replay_cmds(session, cmds, seq, skip_errors, out);
+    session.shared().store.lock().clear_effects();
+    result
+}
+
+fn replay_cmds(
+    session: &mut Session,
+    cmds: Vec<(usize, Vec<Bytes>)>,
+    seq: u64,
+    skip_errors: bool,
+    out: &mut Recovered,
+) -> Result<(), String> {
+    for (i, (db, argv)) in cmds.into_iter().enumerate() {
+        let name = argv
+            .first()
+            .map(|n| String::from_utf8_lossy(n).into_owned());
         let reply = session.call_in_db(db, argv);
         out.commands += 1;
-        if let Reply::Error(e) = &reply {
-            out.replay_errors += 1;
-            tracing::warn!("replay: command failed: {}", String::from_utf8_lossy(e));
+        let Reply::Error(e) = &reply else { continue };
+        let place = match seq {
+            0 => format!("checkpoint rebuild command {i}"),
+            _ => format!("commit log record {seq}, command {i}"),
+        };
+        let what = format!(
+            "{place} ({}) failed on replay: {}",
+            name.as_deref().unwrap_or("?"),
+            String::from_utf8_lossy(e)
+        );
+        if !skip_errors {
+            return Err(format!(
+                "{what}. Refusing to start; `replay-errors skip` starts anyway, \
+                 skipping such commands (an operator decision)"
+            ));
         }
+        out.replay_errors += 1;
+        tracing::warn!("{what} (skipped: replay-errors skip)");
     }
-    session.shared().store.lock().clear_effects();
+    Ok(())
 }
 
 impl Persistence {
@@ -680,10 +719,11 @@ impl Persistence {
         let mut rec = Recovered::default();
         let mut session = Session::internal(shared.clone());
         let startup_cfg = shared.config.read().clone();
+        let skip = startup_cfg.replay_skip_errors;
         let fail = |e: StorageError| {
             let hint = if matches!(e, StorageError::Corrupt { .. }) && !repair {
-                ". To start anyway, dropping the log from that offset on, run once with \
-                 FERRITE_REPAIR_LOG=1 (an operator decision: valid records after it are lost)"
+                ". To start anyway, dropping the log from that offset on, start once with \
+                 `--log-repair yes` (an operator decision: valid records after it are lost)"
             } else {
                 ""
             };
@@ -718,13 +758,13 @@ impl Persistence {
                     .map_err(|e| format!("checkpoint {}: {e}", cp.file.display()))?
             };
             rec.checkpoint_seq = cp.covered_seq;
-            replay(&mut session, rebuild, &mut rec);
+            replay(&mut session, rebuild, 0, skip, &mut rec)?;
         }
         while let Some(r) = recovery.next_record().map_err(fail)? {
             let cmds = decode_batch(&r.payload)
                 .map_err(|e| format!("commit log record {}: {e}", r.seq))?;
             rec.records += 1;
-            replay(&mut session, cmds, &mut rec);
+            replay(&mut session, cmds, r.seq, skip, &mut rec)?;
         }
         let (log, report) = recovery.finish().map_err(fail)?;
         drop(session);

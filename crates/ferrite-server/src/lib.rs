@@ -128,12 +128,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         "Ferrite starting"
     );
     let appendonly = cfg.appendonly;
+    let repair = cfg.log_repair;
     let shared = shared::Shared::new(cfg);
     shared
         .tcp_port
         .store(local.port() as u64, std::sync::atomic::Ordering::Relaxed);
     if appendonly {
-        let repair = std::env::var_os("FERRITE_REPAIR_LOG").is_some_and(|v| v == "1");
         let s2 = shared.clone();
         // Recovery reads files: a blocking thread, before any client is served.
         let (p, rec) = tokio::task::spawn_blocking(move || persist::Persistence::open(&s2, repair))
