@@ -25,6 +25,9 @@ pub struct Shared {
     pub started: std::time::Instant,
     /// The commit log, once recovery has finished (absent with `appendonly no`).
     pub persist: std::sync::OnceLock<Arc<crate::persist::Persistence>>,
+    /// Set once a command panicked under the store lock (`cmd::guarded`):
+    /// its effects were half applied and not logged, so writes stop.
+    fatal: std::sync::OnceLock<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -59,11 +62,17 @@ impl Shared {
             tcp_port: AtomicU64::new(0),
             started: std::time::Instant::now(),
             persist: std::sync::OnceLock::new(),
+            fatal: std::sync::OnceLock::new(),
         })
     }
 
     /// Redis's MISCONF text if the commit log has failed: writes are refused.
     pub fn write_error(&self) -> Option<String> {
+        if let Some(what) = self.fatal.get() {
+            return Some(format!(
+                "MISCONF A command failed inside the server ({what}): writes are refused until a restart"
+            ));
+        }
         let p = self.persist.get()?;
         if let Some(e) = p.read_failure() {
             return Some(format!(
@@ -72,6 +81,11 @@ impl Shared {
         }
         let e = p.failure()?;
         Some(crate::persist::misconf_message(&e))
+    }
+
+    /// Stop accepting writes for good (the first reason is kept).
+    pub fn set_fatal(&self, what: String) {
+        let _ = self.fatal.set(what);
     }
 
     pub fn request_shutdown(&self) {

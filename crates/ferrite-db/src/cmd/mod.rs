@@ -274,27 +274,65 @@ pub fn execute(
     now_ms: u64,
     may_block: bool,
 ) -> (Executed, crate::persist::Commit) {
-    let mut ctx = Ctx {
-        store,
-        client,
-        shared,
-        now_ms,
-        in_exec: false,
-        block: None,
-        propagate: None,
-    };
-    let done = match dispatch(&mut ctx, argv) {
-        Dispatch::Block(req, _) if may_block => {
-            let (id, rx) = ctx
-                .store
-                .block(ctx.client.id, ctx.client.db, req.keys, req.cmd);
-            Executed::Blocked(id, rx, req.timeout)
+    guarded(shared, store, |store| {
+        let mut ctx = Ctx {
+            store,
+            client,
+            shared,
+            now_ms,
+            in_exec: false,
+            block: None,
+            propagate: None,
+        };
+        let done = match dispatch(&mut ctx, argv) {
+            Dispatch::Block(req, _) if may_block => {
+                let (id, rx) = ctx
+                    .store
+                    .block(ctx.client.id, ctx.client.db, req.keys, req.cmd);
+                Executed::Blocked(id, rx, req.timeout)
+            }
+            Dispatch::Reply(r) | Dispatch::Block(_, r) => Executed::Reply(r),
+        };
+        ctx.store.serve_ready(now_ms);
+        done
+    })
+}
+
+/// Run `f` (a command and the blocked clients it serves) on the locked
+/// store, then commit its effects. If `f` panics, its effects may be half
+/// applied in memory: they are dropped, not logged (they would otherwise
+/// ride in the next command's record), and the database refuses every write
+/// from then on (`Shared::write_error`), so the log never holds a state
+/// that depends on them. Reads go on; a restart recovers the last state
+/// that was logged.
+pub fn guarded(
+    shared: &std::sync::Arc<Shared>,
+    store: &mut Store,
+    f: impl FnOnce(&mut Store) -> Executed,
+) -> (Executed, crate::persist::Commit) {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *store)));
+    match ran {
+        Ok(done) => {
+            let commit = crate::persist::commit(shared, store);
+            (done, commit)
         }
-        Dispatch::Reply(r) | Dispatch::Block(_, r) => Executed::Reply(r),
-    };
-    ctx.store.serve_ready(now_ms);
-    let commit = crate::persist::commit(shared, ctx.store);
-    (done, commit)
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            store.clear_effects();
+            tracing::error!(
+                "a command panicked ({what}): its effects are dropped and writes are refused until a restart"
+            );
+            shared.set_fatal(what.clone());
+            let reply = Reply::error(format!(
+                "ERR internal error while running the command ({what}); writes are refused until a restart"
+            ));
+            (Executed::Reply(reply), crate::persist::Commit::Done)
+        }
+    }
 }
 
 /// Look up, check and run one command (or queue it inside MULTI).
