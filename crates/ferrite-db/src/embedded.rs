@@ -82,23 +82,115 @@ impl Session {
     }
 
     /// Run one command line and return its reply.
+    /// NOTE: the reply does not wait for the command's commit-log record;
+    /// the writer is woken so it is written soon. Callers that must know
+    /// when the effects are durable use [`Session::call_tracked`].
     pub fn call(&mut self, argv: Vec<Bytes>) -> Reply {
+        self.call_tracked(argv).0
+    }
+
+    /// Run one command line; its reply, and the commit-log record that
+    /// holds its effects (`None`: it had none, or persistence is off). The
+    /// effects are durable, as `appendfsync` promises, once
+    /// [`crate::persist::Persistence::wait_blocking`] (or `wait`) says `Ok`
+    /// for that record.
+    pub fn call_tracked(&mut self, argv: Vec<Bytes>) -> (Reply, Option<u64>) {
         if argv.is_empty() {
-            return Reply::Null;
+            return (Reply::Null, None);
         }
         let shared = self.shared.clone();
         let mut store = shared.store.lock();
         let (done, commit) =
             cmd::execute(&shared, &mut store, &mut self.client, argv, now_ms(), false);
         drop(store);
-        // NOTE: embedded sessions log their effects but do not wait for
-        // them; the writer is woken so they are written soon.
         crate::persist::kick(&shared);
-        match (done, commit) {
-            (_, crate::persist::Commit::Failed(msg)) => Reply::error(msg),
-            (cmd::Executed::Reply(r), _) => r,
+        let seq = match commit {
+            crate::persist::Commit::Failed(msg) => return (Reply::error(msg), None),
+            crate::persist::Commit::Wait(seq) => Some(seq),
+            crate::persist::Commit::Done => None,
+        };
+        match done {
+            cmd::Executed::Reply(r) => (r, seq),
             // Not reached: may_block is false.
-            (cmd::Executed::Blocked(..), _) => Reply::NullArray,
+            cmd::Executed::Blocked(..) => (Reply::NullArray, seq),
+        }
+    }
+}
+
+/// Commands run by [`Session::atomically`]: one lock hold, one commit-log
+/// record, no other client's command in between.
+pub struct Atomic<'a> {
+    shared: &'a Arc<Shared>,
+    store: &'a mut crate::store::Store,
+    client: &'a mut ClientState,
+    now_ms: u64,
+}
+
+impl Atomic<'_> {
+    /// Run one command line (blocking commands reply as inside MULTI).
+    pub fn call(&mut self, argv: Vec<Bytes>) -> Reply {
+        if argv.is_empty() {
+            return Reply::Null;
+        }
+        let mut ctx = cmd::Ctx {
+            store: &mut *self.store,
+            client: &mut *self.client,
+            shared: self.shared,
+            now_ms: self.now_ms,
+            in_exec: false,
+            block: None,
+            propagate: None,
+        };
+        let reply = match cmd::dispatch(&mut ctx, argv) {
+            cmd::Dispatch::Reply(r) | cmd::Dispatch::Block(_, r) => r,
+        };
+        self.store.serve_ready(self.now_ms);
+        reply
+    }
+
+    /// Log a subsystem's effect in the same record as these commands
+    /// ([`crate::store::Store::log_subsystem`]).
+    pub fn log_subsystem(&mut self, name: &str, effect: &[u8]) {
+        self.store.log_subsystem(name, effect);
+    }
+
+    /// The locked store, for reads (and a subsystem's own bookkeeping).
+    pub fn store(&mut self) -> &mut crate::store::Store {
+        self.store
+    }
+}
+
+impl Session {
+    /// Run `f`'s commands and subsystem effects as one unit: under one
+    /// hold of the store lock and in one commit-log record, so that after
+    /// a crash either all of them were recovered or none. Returns `f`'s
+    /// result and the record to wait for (`None`: no effects, or
+    /// persistence off), or the error that stopped it (a panic, or the log
+    /// refusing the record: then nothing of it is durable).
+    pub fn atomically<T>(
+        &mut self,
+        f: impl FnOnce(&mut Atomic<'_>) -> T,
+    ) -> Result<(T, Option<u64>), Reply> {
+        let shared = self.shared.clone();
+        let now = now_ms();
+        let client = &mut self.client;
+        let ran = {
+            let mut store = shared.store.lock();
+            cmd::guarded(&shared, &mut store, |store| {
+                f(&mut Atomic {
+                    shared: &shared,
+                    store,
+                    client,
+                    now_ms: now,
+                })
+            })
+        };
+        crate::persist::kick(&shared);
+        let (out, commit) = ran?;
+        match commit {
+            crate::persist::Commit::Failed(msg) => Err(Reply::error(msg)),
+            crate::persist::Commit::Wait(seq) => Ok((out, Some(seq))),
+            crate::persist::Commit::Done => Ok((out, None)),
         }
     }
 }

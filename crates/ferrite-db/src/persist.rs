@@ -28,6 +28,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 const KIND_BATCH: u8 = 1;
+
+/// The `db` field that marks a batch item as a subsystem's effect instead
+/// of a command: its two "arguments" are the subsystem's name and the
+/// effect's bytes ([`Store::log_subsystem`]). No database has this number,
+/// so a build that knows no subsystems refuses such a record on replay
+/// rather than skipping it.
+pub const SUBSYSTEM_DB: usize = u32::MAX as usize;
+
+/// State kept outside the keyspace whose changes must be atomic with
+/// commands: the pipeline engine's cursors commit in the same record as the
+/// results they produced. Registered on [`Shared`] before recovery
+/// ([`Shared::register_subsystem`]), so that replay can hand it its
+/// effects.
+pub trait Subsystem: Send + Sync {
+    /// Re-apply one effect that it logged with [`Store::log_subsystem`],
+    /// in log order, with the store locked. An `Err` is a replay error
+    /// (fatal unless `replay-errors skip`).
+    fn replay(&self, store: &mut Store, effect: &[u8]) -> Result<(), String>;
+}
 const SNAPSHOT_VERSION: u8 = 3;
 
 /// Reads evicted blocks back from the per-stream segment files.
@@ -674,21 +693,29 @@ fn replay_cmds(
     out: &mut Recovered,
 ) -> Result<(), String> {
     for (i, (db, argv)) in cmds.into_iter().enumerate() {
-        let name = argv
-            .first()
-            .map(|n| String::from_utf8_lossy(n).into_owned());
-        let reply = session.call_in_db(db, argv);
-        out.commands += 1;
-        let Reply::Error(e) = &reply else { continue };
-        let place = match seq {
+        let place = || match seq {
             0 => format!("checkpoint rebuild command {i}"),
             _ => format!("commit log record {seq}, command {i}"),
         };
-        let what = format!(
-            "{place} ({}) failed on replay: {}",
-            name.as_deref().unwrap_or("?"),
-            String::from_utf8_lossy(e)
-        );
+        out.commands += 1;
+        let what = if db == SUBSYSTEM_DB {
+            match replay_subsystem(session.shared(), &argv) {
+                Ok(()) => continue,
+                Err(e) => format!("{} (a subsystem's effect) failed on replay: {e}", place()),
+            }
+        } else {
+            let name = argv
+                .first()
+                .map(|n| String::from_utf8_lossy(n).into_owned());
+            let reply = session.call_in_db(db, argv);
+            let Reply::Error(e) = &reply else { continue };
+            format!(
+                "{} ({}) failed on replay: {}",
+                place(),
+                name.as_deref().unwrap_or("?"),
+                String::from_utf8_lossy(e)
+            )
+        };
         if !skip_errors {
             return Err(format!(
                 "{what}. Refusing to start; `replay-errors skip` starts anyway, \
@@ -699,6 +726,23 @@ fn replay_cmds(
         tracing::warn!("{what} (skipped: replay-errors skip)");
     }
     Ok(())
+}
+
+/// Hand a logged subsystem effect (`[name, effect]`) to its subsystem.
+fn replay_subsystem(shared: &Arc<Shared>, item: &[Bytes]) -> Result<(), String> {
+    let [name, effect] = item else {
+        return Err(format!(
+            "{} parts instead of a name and an effect",
+            item.len()
+        ));
+    };
+    let name = String::from_utf8_lossy(name);
+    let sub = shared
+        .subsystem(&name)
+        .ok_or_else(|| format!("no subsystem '{name}' in this build"))?;
+    let mut store = shared.store.lock();
+    sub.replay(&mut store, effect)
+        .map_err(|e| format!("subsystem '{name}': {e}"))
 }
 
 impl Persistence {
@@ -848,6 +892,38 @@ impl Persistence {
             .store(logged + len as u64, Ordering::Relaxed);
         self.appended.store(seq, Ordering::Release);
         Ok(seq)
+    }
+
+    /// Block the calling thread until record `seq` is decided, for at most
+    /// `timeout` (`None` if it is not decided by then). For synchronous
+    /// callers (the pipeline engine's threads); async ones use
+    /// [`Persistence::wait`]. Wakes the writer first.
+    pub fn wait_blocking(
+        &self,
+        seq: u64,
+        timeout: std::time::Duration,
+    ) -> Option<Result<u64, StorageError>> {
+        if let Some(r) = self.log.outcome(seq) {
+            return Some(r);
+        }
+        let slot = Arc::new((parking_lot::Mutex::new(None), parking_lot::Condvar::new()));
+        let s2 = slot.clone();
+        self.log.when_acked(
+            seq,
+            Box::new(move |r| {
+                *s2.0.lock() = Some(r);
+                s2.1.notify_all();
+            }),
+        );
+        self.log.kick();
+        let deadline = std::time::Instant::now() + timeout;
+        let mut got = slot.0.lock();
+        while got.is_none() {
+            if slot.1.wait_until(&mut got, deadline).timed_out() {
+                break;
+            }
+        }
+        got.take()
     }
 
     /// Wake the log writer for the records [`Persistence::append_encoded`] queued.

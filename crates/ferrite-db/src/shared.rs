@@ -28,6 +28,8 @@ pub struct Shared {
     /// Set once a command panicked under the store lock (`cmd::guarded`):
     /// its effects were half applied and not logged, so writes stop.
     fatal: std::sync::OnceLock<String>,
+    /// State outside the keyspace that logs its changes beside commands.
+    subsystems: RwLock<Vec<(String, Arc<dyn crate::persist::Subsystem>)>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -63,6 +65,7 @@ impl Shared {
             started: std::time::Instant::now(),
             persist: std::sync::OnceLock::new(),
             fatal: std::sync::OnceLock::new(),
+            subsystems: RwLock::new(Vec::new()),
         })
     }
 
@@ -81,6 +84,21 @@ impl Shared {
         }
         let e = p.failure()?;
         Some(crate::persist::misconf_message(&e))
+    }
+
+    /// Register `sub` under `name` (before recovery, so that replay can
+    /// hand it its logged effects). A second registration of a name
+    /// replaces the first.
+    pub fn register_subsystem(&self, name: &str, sub: Arc<dyn crate::persist::Subsystem>) {
+        let mut list = self.subsystems.write();
+        list.retain(|(n, _)| n != name);
+        list.push((name.to_string(), sub));
+    }
+
+    /// The subsystem registered under `name`.
+    pub fn subsystem(&self, name: &str) -> Option<Arc<dyn crate::persist::Subsystem>> {
+        let list = self.subsystems.read();
+        list.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone())
     }
 
     /// Stop accepting writes for good (the first reason is kept).

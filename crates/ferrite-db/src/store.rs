@@ -147,6 +147,19 @@ pub trait BlockedCommand: Send {
 
 pub type WaiterId = u64;
 
+/// Follows writes to one key from outside the keyspace: the pipeline engine
+/// follows its source streams this way. Unlike a blocked client it stays
+/// registered until removed, and it hears of every write to the key,
+/// its deletion, and a FLUSHDB/FLUSHALL of its database.
+pub trait KeyObserver: Send + Sync {
+    /// Called under the store lock right after the command that wrote
+    /// `key` in `db`: it must only take note (set a flag, wake a thread),
+    /// never run work or take the store lock.
+    fn changed(&self, db: usize, key: &[u8]);
+}
+
+pub type ObserverId = u64;
+
 struct Waiter {
     client_id: u64,
     db: usize,
@@ -242,6 +255,9 @@ pub struct Store {
     waiters: HashMap<WaiterId, Waiter>,
     blocked_on: HashMap<(usize, Bytes), VecDeque<WaiterId>>,
     ready: Vec<(usize, Bytes)>,
+    /// Per key: who follows its writes ([`Store::observe`]), in every db.
+    observers: HashMap<Bytes, Vec<(usize, ObserverId, Arc<dyn KeyObserver>)>>,
+    next_observer: ObserverId,
     pub start_ms: u64,
     /// Writes since start (INFO's rdb_changes_since_last_save).
     pub dirty: u64,
@@ -281,6 +297,8 @@ impl Store {
             waiters: HashMap::new(),
             blocked_on: HashMap::new(),
             ready: Vec::new(),
+            observers: HashMap::new(),
+            next_observer: 1,
             start_ms: now_ms,
             dirty: 0,
             pending_log: Vec::new(),
@@ -360,6 +378,23 @@ impl Store {
         }
     }
 
+    /// Record an effect of a subsystem (the pipeline engine: a cursor's
+    /// advance) in the running command's commit-log record, so that it and
+    /// the command effects beside it are durable, or lost, together. On
+    /// replay it goes back to the subsystem registered under `name`
+    /// ([`crate::persist::Subsystem::replay`]), in log order.
+    pub fn log_subsystem(&mut self, name: &str, effect: &[u8]) {
+        if self.logging {
+            crate::persist::put_cmd_parts(
+                &mut self.pending_log,
+                crate::persist::SUBSYSTEM_DB,
+                &[name.as_bytes(), effect],
+                &[],
+            );
+            self.pending_cmds += 1;
+        }
+    }
+
     /// Forget the effects collected so far (keeping the buffer's capacity).
     pub fn clear_effects(&mut self) {
         self.pending_log.clear();
@@ -403,8 +438,48 @@ impl Store {
         self.dirty_clients.insert(client);
     }
 
-    /// Every write to a key calls this: it breaks WATCHes on the key.
+    // ---- observers ----
+
+    /// Follow every write to `key` in `db` until [`Store::unobserve`].
+    pub fn observe(&mut self, db: usize, key: Bytes, observer: Arc<dyn KeyObserver>) -> ObserverId {
+        let id = self.next_observer;
+        self.next_observer += 1;
+        self.observers
+            .entry(key)
+            .or_default()
+            .push((db, id, observer));
+        id
+    }
+
+    /// Stop an observer; false if it was not registered.
+    pub fn unobserve(&mut self, id: ObserverId) -> bool {
+        let mut found = false;
+        self.observers.retain(|_, list| {
+            list.retain(|(_, i, _)| {
+                found |= *i == id;
+                *i != id
+            });
+            !list.is_empty()
+        });
+        found
+    }
+
+    fn notify_observers(&self, db: usize, key: &[u8]) {
+        if let Some(list) = self.observers.get(key) {
+            for (d, _, o) in list {
+                if *d == db {
+                    o.changed(db, key);
+                }
+            }
+        }
+    }
+
+    /// Every write to a key calls this: it breaks WATCHes on the key and
+    /// tells the key's observers.
     pub fn touch(&mut self, db: usize, key: &[u8]) {
+        if !self.observers.is_empty() {
+            self.notify_observers(db, key);
+        }
         if self.watched.is_empty() {
             return;
         }
@@ -414,6 +489,13 @@ impl Store {
     }
     /// FLUSHDB/FLUSHALL: touch watched keys that existed in the flushed dbs.
     pub fn touch_all_in(&mut self, db: Option<usize>) {
+        for (key, list) in &self.observers {
+            for (d, _, o) in list {
+                if db.is_none_or(|x| x == *d) {
+                    o.changed(*d, key);
+                }
+            }
+        }
         let hit: Vec<u64> = self
             .watched
             .iter()

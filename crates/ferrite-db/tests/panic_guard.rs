@@ -40,12 +40,16 @@ fn a_panicking_command_is_not_logged_and_stops_writes() {
 
     let (done, commit) = {
         let mut store = shared.store.lock();
-        cmd::guarded(&shared, &mut store, |store| {
+        let ran = cmd::guarded(&shared, &mut store, |store| {
             // Half of a write: applied in memory and logged, then a bug.
             store.dbs[0].insert(Bytes::from("half"), Value::String(Bytes::from("x")));
             store.log_effect(0, &argv(&["SET", "half", "x"]));
             panic!("a bug in a handler");
-        })
+        });
+        match ran {
+            Ok(_) => panic!("the panic was not caught"),
+            Err(reply) => (Executed::Reply(reply), Commit::Done),
+        }
     };
     match done {
         Executed::Reply(Reply::Error(e)) => {

@@ -274,7 +274,7 @@ pub fn execute(
     now_ms: u64,
     may_block: bool,
 ) -> (Executed, crate::persist::Commit) {
-    guarded(shared, store, |store| {
+    let ran = guarded(shared, store, |store| {
         let mut ctx = Ctx {
             store,
             client,
@@ -295,7 +295,11 @@ pub fn execute(
         };
         ctx.store.serve_ready(now_ms);
         done
-    })
+    });
+    match ran {
+        Ok(r) => r,
+        Err(reply) => (Executed::Reply(reply), crate::persist::Commit::Done),
+    }
 }
 
 /// Run `f` (a command and the blocked clients it serves) on the locked
@@ -305,16 +309,17 @@ pub fn execute(
 /// from then on (`Shared::write_error`), so the log never holds a state
 /// that depends on them. Reads go on; a restart recovers the last state
 /// that was logged.
-pub fn guarded(
+/// `Err` holds the error reply for the panicking call.
+pub fn guarded<T>(
     shared: &std::sync::Arc<Shared>,
     store: &mut Store,
-    f: impl FnOnce(&mut Store) -> Executed,
-) -> (Executed, crate::persist::Commit) {
+    f: impl FnOnce(&mut Store) -> T,
+) -> Result<(T, crate::persist::Commit), Reply> {
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *store)));
     match ran {
         Ok(done) => {
             let commit = crate::persist::commit(shared, store);
-            (done, commit)
+            Ok((done, commit))
         }
         Err(payload) => {
             let what = payload
@@ -327,10 +332,9 @@ pub fn guarded(
                 "a command panicked ({what}): its effects are dropped and writes are refused until a restart"
             );
             shared.set_fatal(what.clone());
-            let reply = Reply::error(format!(
+            Err(Reply::error(format!(
                 "ERR internal error while running the command ({what}); writes are refused until a restart"
-            ));
-            (Executed::Reply(reply), crate::persist::Commit::Done)
+            )))
         }
     }
 }
