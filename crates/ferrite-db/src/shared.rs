@@ -28,6 +28,9 @@ pub struct Shared {
     /// Set once a command panicked under the store lock (`cmd::guarded`):
     /// its effects were half applied and not logged, so writes stop.
     fatal: std::sync::OnceLock<String>,
+    /// Applies `loglevel` to the process's logger when CONFIG SET changes
+    /// it (the logger belongs to whoever embeds the database).
+    pub loglevel_hook: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
     /// State outside the keyspace that logs its changes beside commands.
     subsystems: RwLock<Vec<(String, Arc<dyn crate::persist::Subsystem>)>>,
 }
@@ -65,6 +68,7 @@ impl Shared {
             started: std::time::Instant::now(),
             persist: std::sync::OnceLock::new(),
             fatal: std::sync::OnceLock::new(),
+            loglevel_hook: std::sync::OnceLock::new(),
             subsystems: RwLock::new(Vec::new()),
         })
     }

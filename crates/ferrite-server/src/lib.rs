@@ -62,21 +62,37 @@ where
     Ok(cfg)
 }
 
-fn init_tracing(level: &str) {
-    let filter = match level {
+/// The tracing filter for a Redis `loglevel`.
+fn level_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new(match level {
         "debug" => "debug",
         "verbose" => "info",
         "warning" => "warn",
         "nothing" => "off",
         _ => "info",
-    };
+    })
+}
+
+/// Set up the process's logger at `level` (`FERRITE_LOG` overrides it at
+/// start-up); the returned function changes the level at run time
+/// (CONFIG SET loglevel).
+fn init_tracing(level: &str) -> Option<Box<dyn Fn(&str) + Send + Sync>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let env = tracing_subscriber::EnvFilter::try_from_env("FERRITE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(env)
+        .unwrap_or_else(|_| level_filter(level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(env);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .ok()?;
+    Some(Box::new(move |level: &str| {
+        let _ = handle.reload(level_filter(level));
+    }))
 }
 
 /// Entry point of the `ferrite` binary.
@@ -88,7 +104,7 @@ pub fn main_cli() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&cfg.loglevel);
+    let loglevel_hook = init_tracing(&cfg.loglevel);
     // NOTE: the multi-thread scheduler even with one worker: blocking work
     // (start-up recovery, shutdown) goes to `spawn_blocking`.
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -103,7 +119,7 @@ pub fn main_cli() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run_with(cfg, loglevel_hook)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -114,6 +130,13 @@ pub fn main_cli() -> ExitCode {
 
 /// Run a server with `cfg` until SIGINT, SIGTERM or SHUTDOWN.
 pub async fn run(cfg: Config) -> Result<(), String> {
+    run_with(cfg, None).await
+}
+
+async fn run_with(
+    cfg: Config,
+    loglevel_hook: Option<Box<dyn Fn(&str) + Send + Sync>>,
+) -> Result<(), String> {
     std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("cannot create dir {}: {e}", cfg.dir))?;
     let addr = format!("{}:{}", cfg.bind, cfg.port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -130,6 +153,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let appendonly = cfg.appendonly;
     let repair = cfg.log_repair;
     let shared = shared::Shared::new(cfg);
+    if let Some(hook) = loglevel_hook {
+        let _ = shared.loglevel_hook.set(hook);
+    }
     shared
         .tcp_port
         .store(local.port() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -14,6 +14,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             res = listener.accept() => {
                 match res {
                     Ok((sock, addr)) => {
+                        tracing::debug!("Accepted {addr}");
                         let shared = shared.clone();
                         let maxclients = shared.config.read().maxclients as usize;
                         if shared.connected.load(Ordering::Relaxed) >= maxclients {

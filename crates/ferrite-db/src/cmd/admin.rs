@@ -62,6 +62,14 @@ fn config_set(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         p.set_fsync(cfg.appendfsync);
     }
     ctx.store.cache_budget = cfg.block_cache_size;
+    if pairs
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("loglevel"))
+    {
+        if let Some(apply) = ctx.shared.loglevel_hook.get() {
+            apply(&cfg.loglevel);
+        }
+    }
     // Block limits shape stored data: log them so replay rebuilds the same blocks.
     if pairs
         .iter()
