@@ -13,4 +13,5 @@ diff_tests! {
     watch => "keyspace/watch.txt",
     config => "keyspace/config.txt",
     errors => "keyspace/errors.txt",
+    expire => "keyspace/expire.txt",
 }

@@ -333,6 +333,11 @@ fn apply_masks(node: &mut Node, mods: &Modifiers, vars: &[(String, Vec<u8>)]) {
                     for_field(node, name, &mut |v| *v = Node::Masked(label.clone()));
                 }
             }
+            Mask::Int(tol) => {
+                if let Some(value) = node.as_int() {
+                    *node = Node::Approx { value, tol: *tol };
+                }
+            }
             Mask::Approx(name, tol) => for_field(node, name, &mut |v| {
                 if let Some(value) = v.as_int() {
                     *v = Node::Approx { value, tol: *tol };

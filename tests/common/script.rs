@@ -32,6 +32,8 @@ pub enum Mask {
     ClientInfo,
     /// `!mask approx NAME TOL`: integer field NAME within ±TOL.
     Approx(Vec<u8>, i64),
+    /// `!mask int TOL`: an integer reply within ±TOL (TTLs).
+    Int(i64),
     /// `!mask all`: only the first type byte is compared.
     All,
 }
@@ -337,11 +339,15 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                     "sortpairs" => Mask::SortPairs,
                     "clientinfo" => Mask::ClientInfo,
                     "all" => Mask::All,
+                    "int" if words.len() == 3 => {
+                        let tol = word_str(&words[2]).parse().map_err(|_| err("bad tolerance"))?;
+                        Mask::Int(tol)
+                    }
                     "approx" if words.len() == 4 => {
                         let tol = word_str(&words[3]).parse().map_err(|_| err("bad tolerance"))?;
                         Mask::Approx(words[2].clone(), tol)
                     }
-                    _ => return Err(err("unknown mask (field NAME.., ids, shape, sort, sortpairs, clientinfo, approx NAME TOL, all)")),
+                    _ => return Err(err("unknown mask (field NAME.., ids, shape, sort, sortpairs, clientinfo, approx NAME TOL, int TOL, all)")),
                 };
                 mods.masks.push(m);
                 continue;

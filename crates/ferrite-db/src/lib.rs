@@ -26,6 +26,7 @@ pub mod cmd;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod expire;
 pub mod glob;
 pub mod persist;
 pub mod reply;

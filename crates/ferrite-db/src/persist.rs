@@ -787,6 +787,8 @@ impl Persistence {
             store.block_cache = Some(block_cache.clone());
             store.cache_budget = startup_cfg.block_cache_size;
         }
+        // Nothing expires while the log is replayed (see `crate::expire`).
+        shared.store.lock().loading = true;
         let mut recovery = Recovery::open(FsBackend::shared(), &dir, opts).map_err(fail)?;
         if let Some(cp) = recovery.take_checkpoint() {
             if !(2..=SNAPSHOT_VERSION).contains(&cp.body_version) {
@@ -812,6 +814,7 @@ impl Persistence {
         }
         let (log, report) = recovery.finish().map_err(fail)?;
         drop(session);
+        shared.store.lock().loading = false;
         match &report.truncation {
             Some(t) if t.zeros_only => tracing::info!(
                 "commit log: cut {} preallocated zero bytes after the last record of {}",

@@ -38,6 +38,8 @@ pub struct Db {
     index: HashMap<Bytes, usize>,
     slots: Vec<Option<(Bytes, Value)>>,
     free: Vec<usize>,
+    /// Keys with a time to live (absolute ms); removing a key removes it.
+    expires: crate::expire::Expires,
 }
 
 impl Db {
@@ -77,6 +79,9 @@ impl Db {
     }
     pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
         let i = self.index.remove(key)?;
+        if !self.expires.is_empty() {
+            self.expires.remove(key);
+        }
         let v = self.slots[i].take().map(|(_, v)| v);
         self.free.push(i);
         if self.index.is_empty() {
@@ -84,6 +89,39 @@ impl Db {
             self.free.clear();
         }
         v
+    }
+    /// When `key` expires (absolute ms), if it exists and has an expiry.
+    pub fn expiry(&self, key: &[u8]) -> Option<u64> {
+        if self.expires.is_empty() {
+            return None;
+        }
+        self.expires.get(key)
+    }
+    /// Give an existing key an expiry; false if there is no such key.
+    pub fn set_expiry(&mut self, key: &[u8], when: u64) -> bool {
+        let Some(&i) = self.index.get(key) else {
+            return false;
+        };
+        match &self.slots[i] {
+            Some((k, _)) => {
+                self.expires.set(k.clone(), when);
+                true
+            }
+            None => false,
+        }
+    }
+    /// Remove `key`'s expiry (PERSIST, SET without KEEPTTL); whether it had one.
+    pub fn persist(&mut self, key: &[u8]) -> bool {
+        !self.expires.is_empty() && self.expires.remove(key)
+    }
+    /// Whether `key` exists but its time has passed (not yet deleted).
+    pub fn is_expired(&self, key: &[u8], now_ms: u64) -> bool {
+        self.expiry(key)
+            .is_some_and(|when| crate::expire::is_expired(when, now_ms))
+    }
+    /// The keys with an expiry.
+    pub fn expires(&self) -> &crate::expire::Expires {
+        &self.expires
     }
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
         self.slots.iter().filter_map(|s| s.as_ref().map(|(k, _)| k))
@@ -188,6 +226,8 @@ pub struct Stats {
     pub total_error_replies: u64,
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
+    /// Keys deleted because their time to live passed (INFO expired_keys).
+    pub expired_keys: u64,
 }
 
 impl Stats {
@@ -283,6 +323,13 @@ pub struct Store {
     pub cache_counted: u64,
     /// Stored blocks evicted so far (INFO).
     pub cache_evicted_bytes: u64,
+    /// True while the commit log is replayed at start-up: nothing expires
+    /// then (see `crate::expire`).
+    pub loading: bool,
+    /// The background expiry cycle runs (DEBUG SET-ACTIVE-EXPIRE).
+    pub active_expire: bool,
+    /// State of the generator behind sampling (active expiry, RANDOMKEY).
+    rng: u64,
 }
 
 impl Store {
@@ -309,7 +356,21 @@ impl Store {
             cache_budget: 0,
             cache_counted: 0,
             cache_evicted_bytes: 0,
+            loading: false,
+            active_expire: true,
+            rng: now_ms | 1,
         }
+    }
+
+    /// A pseudo-random number (xorshift64*): sampling only, never for
+    /// anything a client could exploit or that must replay identically.
+    pub fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// Keep the resident bytes of stored stream blocks within `budget` (0 =

@@ -188,8 +188,10 @@ async fn run_with(
         }
     };
     let sig = tokio::spawn(signals);
+    let cron = tokio::spawn(server::cron(shared.clone()));
     server::serve(listener, shared.clone()).await;
     sig.abort();
+    cron.abort();
     let s2 = shared.clone();
     let _ = tokio::task::spawn_blocking(move || persist::shutdown(&s2)).await;
     tracing::info!("Ferrite is now ready to exit, bye bye...");

@@ -37,3 +37,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         }
     }
 }
+
+/// Background work ten times a second (Redis's `serverCron` at `hz 10`):
+/// active key expiry, holding the store lock at most 1 ms per run.
+pub async fn cron(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        ferrite_db::expire::run_active(&shared, std::time::Duration::from_millis(1));
+    }
+}

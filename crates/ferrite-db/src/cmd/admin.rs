@@ -361,7 +361,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
             kv(out, "total_commands_processed", &st.stats.total_commands);
             kv(out, "instantaneous_ops_per_sec", &0);
             kv(out, "rejected_connections", &st.stats.rejected_connections);
-            kv(out, "expired_keys", &0);
+            kv(out, "expired_keys", &st.stats.expired_keys);
             kv(out, "evicted_keys", &0);
             kv(out, "keyspace_hits", &st.stats.keyspace_hits);
             kv(out, "keyspace_misses", &st.stats.keyspace_misses);
@@ -406,11 +406,33 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
             out.push_str("# Keyspace\r\n");
             for (i, db) in st.dbs.iter().enumerate() {
                 if !db.is_empty() {
-                    let _ = write!(out, "db{i}:keys={},expires=0,avg_ttl=0\r\n", db.len());
+                    let _ = write!(
+                        out,
+                        "db{i}:keys={},expires={},avg_ttl={}\r\n",
+                        db.len(),
+                        db.expires().len(),
+                        avg_ttl(db, ctx.now_ms)
+                    );
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// The mean time to live of the keys that have one, in ms: an estimate
+/// from at most 1,024 of them, as Redis keeps one from its expiry samples
+/// (INFO runs under the store lock: no walk over millions of keys).
+fn avg_ttl(db: &crate::store::Db, now_ms: u64) -> u64 {
+    let ttls: Vec<u128> = db
+        .expires()
+        .iter()
+        .take(1024)
+        .map(|(_, when)| when.saturating_sub(now_ms) as u128)
+        .collect();
+    match ttls.len() {
+        0 => 0,
+        n => (ttls.iter().sum::<u128>() / n as u128) as u64,
     }
 }
 

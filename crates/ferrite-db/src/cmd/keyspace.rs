@@ -61,10 +61,16 @@ fn rename_generic(ctx: &mut Ctx, a: &mut Args, nx: bool) -> Result<Reply, CmdErr
     if nx && ctx.db().contains(&dst) {
         return Ok(Reply::Int(0));
     }
+    // The value keeps its time to live; whatever `dst` held goes, with its own.
+    let ttl = ctx.db().expiry(&src);
     let Some(v) = ctx.db().remove(&src) else {
         return Err(CmdError::NoSuchKey);
     };
+    ctx.db().remove(&dst);
     ctx.db().insert(dst.clone(), v);
+    if let Some(when) = ttl {
+        ctx.db().set_expiry(&dst, when);
+    }
     ctx.touch(&src);
     ctx.touch(&dst);
     Ok(if nx { Reply::Int(1) } else { Reply::ok() })
@@ -81,10 +87,12 @@ fn renamenx(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 fn keys(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let pat = a.next_bytes()?;
     let all = pat.as_ref() == b"*";
-    let out = ctx
-        .db()
+    let now = ctx.now_ms;
+    let db = ctx.db();
+    // Keys whose time has passed are not listed (Redis 7.0's KEYS).
+    let out = db
         .keys()
-        .filter(|k| all || glob_match(&pat, k, false))
+        .filter(|k| (all || glob_match(&pat, k, false)) && !db.is_expired(k, now))
         .map(|k| Reply::Bulk(k.clone()))
         .collect();
     Ok(Reply::Array(out))
@@ -135,7 +143,7 @@ fn scan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             return Err(CmdError::Syntax);
         }
     }
-    let mut found = Vec::new();
+    let mut seen = Vec::new();
     let next = ctx.db().scan(cursor, count, |k, v| {
         if pattern.as_ref().is_some_and(|p| !glob_match(p, k, false)) {
             return;
@@ -146,8 +154,15 @@ fn scan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         {
             return;
         }
-        found.push(Reply::Bulk(k.clone()));
+        seen.push(k.clone());
     });
+    // Redis deletes the expired keys it comes across (expireIfNeeded).
+    let (db, now) = (ctx.client.db, ctx.now_ms);
+    let found = seen
+        .into_iter()
+        .filter(|k| !crate::expire::expire_if_needed(ctx.store, db, k, now))
+        .map(Reply::Bulk)
+        .collect();
     Ok(Reply::Array(vec![
         Reply::bulk_str(&next.to_string()),
         Reply::Array(found),

@@ -25,6 +25,8 @@ pub struct Meta {
     pub docs: Reply,
     /// Subcommand names (lowercase, without the container prefix).
     pub subcommands: Vec<String>,
+    /// Where its keys are (from COMMAND INFO's key specs).
+    pub key_specs: Vec<super::keyspec::KeySpec>,
 }
 
 impl Meta {
@@ -183,6 +185,7 @@ pub fn load(implemented: &dyn Fn(&str) -> bool) -> HashMap<String, Meta> {
                             info: si.clone(),
                             docs: sdoc.unwrap_or(Reply::Map(Vec::new())),
                             subcommands: Vec::new(),
+                            key_specs: super::keyspec::parse(si),
                         },
                     );
                 }
@@ -198,6 +201,7 @@ pub fn load(implemented: &dyn Fn(&str) -> bool) -> HashMap<String, Meta> {
                 name,
                 arity,
                 flags,
+                key_specs: super::keyspec::parse(&info),
                 info,
                 docs: doc,
                 subcommands,

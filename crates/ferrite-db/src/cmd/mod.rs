@@ -8,9 +8,11 @@
 
 pub mod admin;
 pub mod conn;
+pub mod expire;
 pub mod group;
 pub mod info;
 pub mod keyspace;
+pub mod keyspec;
 pub mod meta;
 pub mod read;
 pub mod stream;
@@ -36,6 +38,7 @@ fn registry() -> Vec<(&'static str, Handler)> {
     let mut v: Vec<(&'static str, Handler)> = Vec::new();
     v.extend_from_slice(conn::COMMANDS);
     v.extend_from_slice(keyspace::COMMANDS);
+    v.extend_from_slice(expire::COMMANDS);
     v.extend_from_slice(txn::COMMANDS);
     v.extend_from_slice(admin::COMMANDS);
     v.extend_from_slice(stream::COMMANDS);
@@ -435,6 +438,20 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
         c.last_cmd = cmd.meta.name.as_str();
         c.last_cmd_ms = ctx.now_ms;
+    }
+    // Keys whose time has passed are deleted (and the deletion logged)
+    // before the command sees them: no handler has to know about expiry.
+    let db = ctx.client.db;
+    if !ctx.store.loading
+        && ctx
+            .store
+            .dbs
+            .get(db)
+            .is_some_and(|d| !d.expires().is_empty())
+    {
+        for i in keyspec::key_positions(&cmd.meta.key_specs, &argv) {
+            crate::expire::expire_if_needed(ctx.store, db, &argv[i], ctx.now_ms);
+        }
     }
     let mut args = Args::new(argv);
     if cmd.meta.name.contains('|') {

@@ -47,6 +47,7 @@ fn set(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         return Ok(if get { reply_old(old) } else { Reply::Null });
     }
     ctx.db().insert(key.clone(), Value::String(val));
+    ctx.db().persist(&key);
     ctx.touch(&key);
     Ok(if get { reply_old(old) } else { Reply::ok() })
 }
