@@ -32,3 +32,4 @@ pub mod persist;
 pub mod reply;
 pub mod shared;
 pub mod store;
+pub mod types;

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// A value in the keyspace: streams, and plain strings for small metadata.
+/// A value in the keyspace.
 #[derive(Debug)]
 pub enum Value {
     Stream(Box<Stream>),
@@ -23,6 +23,7 @@ pub enum Value {
 }
 
 impl Value {
+    /// The name TYPE reports.
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Stream(_) => "stream",

@@ -10,14 +10,20 @@ pub mod admin;
 pub mod conn;
 pub mod expire;
 pub mod group;
+pub mod hash;
 pub mod info;
 pub mod keyspace;
 pub mod keyspec;
+pub mod list;
 pub mod meta;
+pub mod pubsub;
 pub mod read;
+pub mod server;
+pub mod set;
 pub mod stream;
 pub mod string;
 pub mod txn;
+pub mod zset;
 
 use crate::args::Args;
 use crate::error::{sanitize_arg, CmdError};
@@ -46,6 +52,12 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(info::COMMANDS);
     v.extend_from_slice(group::COMMANDS);
     v.extend_from_slice(string::COMMANDS);
+    v.extend_from_slice(hash::COMMANDS);
+    v.extend_from_slice(list::COMMANDS);
+    v.extend_from_slice(set::COMMANDS);
+    v.extend_from_slice(zset::COMMANDS);
+    v.extend_from_slice(pubsub::COMMANDS);
+    v.extend_from_slice(server::COMMANDS);
     v
 }
 
