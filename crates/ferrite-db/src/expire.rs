@@ -3,7 +3,7 @@
 //! every key of every command in `cmd::run`) and actively in the
 //! background ([`active_cycle`]), as Redis does.
 //!
-//! Deterministic replay (docs/storage.md §17): expiry times are absolute
+//! Deterministic replay (docs/storage.md §13.2): expiry times are absolute
 //! milliseconds in the commit log and in checkpoints; an expired key's
 //! deletion is logged as `DEL key` before the effects of the command that
 //! noticed it; and nothing expires while the log is replayed
