@@ -122,15 +122,19 @@ impl Conn {
                 return Ok(());
             }
             self.flush().await?;
+            // Unparsed input and the arguments already parsed from it both
+            // count (Redis: query buffer + argv_len_sum): a `*2000000000`
+            // followed by small bulks must not pile up arguments forever.
             let limit = self.shared.config.read().client_query_buffer_limit as usize;
-            if self.input.len() >= limit {
+            if self.input.len() + self.parser.parsed_bytes() >= limit {
                 tracing::warn!(
                     client = self.client.id,
                     "closing client that reached max query buffer length"
                 );
                 return Ok(());
             }
-            self.input.reserve(16 * 1024);
+            self.input
+                .reserve(self.parser.read_hint(&self.input, 16 * 1024));
             tokio::select! {
                 n = self.sock.read_buf(&mut self.input) => {
                     if n? == 0 {

@@ -13,10 +13,14 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Redis's PROTO_INLINE_MAX_SIZE: longest inline request or count line.
 pub const INLINE_MAX: usize = 64 * 1024;
 
-/// Most bytes reserved up front for one bulk argument: the default
-/// proto-max-bulk-len (as Redis does at that limit). Larger bulks grow as
-/// their data arrives.
-pub const BULK_PREALLOC_MAX: usize = 512 * 1024 * 1024 + 2;
+/// Most bytes reserved for a bulk argument on the word of its `$n` header:
+/// the rest is reserved as its data arrives ([`RequestParser::read_hint`]),
+/// so an idle connection that sent `$536870912` holds 64 KiB, not 512 MB.
+pub const BULK_RESERVE_AHEAD: usize = 64 * 1024;
+
+/// What one parsed argument costs beyond its bytes (the `Bytes` handle in
+/// the argument vector), for the query-buffer accounting.
+const ARG_OVERHEAD: usize = std::mem::size_of::<Bytes>();
 
 /// A protocol violation; the connection replies `-ERR Protocol error: <msg>` and closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,11 @@ pub struct RequestParser {
     /// Length of the bulk being read, once its `$n` line was consumed.
     bulk_len: Option<usize>,
     argv: Vec<Bytes>,
+    /// Memory held by the arguments parsed so far of a half-read command:
+    /// the input they were cut from (their bytes share its buffers) plus a
+    /// handle each. Counted with the unparsed input against
+    /// `client-query-buffer-limit`, as Redis counts `argv_len_sum`.
+    argv_bytes: usize,
 }
 
 /// Limits in force for the next parse; read from config per connection.
@@ -47,6 +56,25 @@ impl RequestParser {
     /// True when no command is half-read.
     pub fn is_idle(&self) -> bool {
         self.multibulk_left == 0 && self.argv.is_empty()
+    }
+
+    /// Bytes held by the parsed arguments of the command being read.
+    pub fn parsed_bytes(&self) -> usize {
+        self.argv_bytes
+    }
+
+    /// How much to reserve in `buf` before the next read: while a bulk is
+    /// being received, what it still needs, but at most as much as is
+    /// already buffered (so the buffer grows with the data received,
+    /// doubling, never on a header's word alone), and at least `min`.
+    pub fn read_hint(&self, buf: &BytesMut, min: usize) -> usize {
+        match self.bulk_len {
+            Some(l) => (l + 2)
+                .saturating_sub(buf.len())
+                .min(buf.len().max(BULK_RESERVE_AHEAD))
+                .max(min),
+            None => min,
+        }
     }
 
     /// Parse the next command from `buf`, consuming what it uses.
@@ -88,6 +116,7 @@ impl RequestParser {
             self.multibulk_left = n as usize;
             // NOTE: capacity is capped: the count is client-controlled.
             self.argv = Vec::with_capacity(self.multibulk_left.min(1024));
+            self.argv_bytes = cr + 2;
         }
         while self.multibulk_left > 0 {
             let len = match self.bulk_len {
@@ -114,13 +143,15 @@ impl RequestParser {
                         return Err(perr("unauthenticated bulk length"));
                     }
                     buf.advance(cr + 2);
+                    self.argv_bytes += cr + 2;
                     self.bulk_len = Some(l);
-                    if buf.capacity() - buf.len() < l + 2 {
-                        // Large arguments: reserve once rather than growing in steps,
-                        // but never more than BULK_PREALLOC_MAX on the word of a
-                        // header: proto-max-bulk-len may be up to i64::MAX, and
-                        // reserving that panics or aborts the process.
-                        buf.reserve((l + 2).min(BULK_PREALLOC_MAX));
+                    // IMPORTANT: never reserve the announced length on the
+                    // word of a header: 40 idle clients announcing 512 MB
+                    // each took 21 GB of address space. The rest of a large
+                    // bulk is reserved as it arrives (`read_hint`).
+                    let ahead = (l + 2).min(BULK_RESERVE_AHEAD);
+                    if buf.capacity() - buf.len() < ahead {
+                        buf.reserve(ahead);
                     }
                     l
                 }
@@ -132,9 +163,11 @@ impl RequestParser {
             let arg = buf.split_to(len).freeze();
             buf.advance(2);
             self.argv.push(arg);
+            self.argv_bytes += len + 2 + ARG_OVERHEAD;
             self.bulk_len = None;
             self.multibulk_left -= 1;
         }
+        self.argv_bytes = 0;
         Ok(Some(std::mem::take(&mut self.argv)))
     }
 }
@@ -396,10 +429,62 @@ mod tests {
                 buf.extend_from_slice(header);
                 buf.extend_from_slice(b"abc");
                 assert_eq!(p.parse(&mut buf, limits), Ok(None));
-                assert!(buf.capacity() <= BULK_PREALLOC_MAX + 64);
+                assert!(buf.capacity() <= BULK_RESERVE_AHEAD + 64);
                 assert_eq!(&buf[..], b"abc");
+                // The next read may grow it by what is buffered, not more.
+                assert!(p.read_hint(&buf, 16) <= BULK_RESERVE_AHEAD);
             }
         }
+    }
+
+    #[test]
+    fn a_bulk_buffer_grows_with_the_data_received() {
+        let limits = Limits {
+            max_bulk_len: 512 << 20,
+            unauthenticated: false,
+        };
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nECHO\r\n$536870912\r\n"[..]);
+        assert_eq!(p.parse(&mut buf, limits), Ok(None));
+        assert!(
+            buf.capacity() <= BULK_RESERVE_AHEAD + 64,
+            "{}",
+            buf.capacity()
+        );
+        // Nothing buffered: one read-ahead chunk.
+        assert_eq!(p.read_hint(&buf, 16 * 1024), BULK_RESERVE_AHEAD);
+        // 1 MiB received: at most 1 MiB more.
+        buf.extend_from_slice(&vec![b'x'; 1 << 20]);
+        assert_eq!(p.parse(&mut buf, limits), Ok(None));
+        assert_eq!(p.read_hint(&buf, 16 * 1024), 1 << 20);
+        // Near the end: what is missing.
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*1\r\n$100\r\n"[..]);
+        buf.extend_from_slice(&[b'y'; 90]);
+        assert_eq!(p.parse(&mut buf, limits), Ok(None));
+        assert_eq!(p.read_hint(&buf, 0), 12);
+    }
+
+    #[test]
+    fn parsed_arguments_of_a_half_read_command_are_counted() {
+        let limits = Limits {
+            max_bulk_len: 512 << 20,
+            unauthenticated: false,
+        };
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*2000000000\r\n"[..]);
+        for _ in 0..1000 {
+            buf.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        assert_eq!(p.parse(&mut buf, limits), Ok(None));
+        assert!(buf.is_empty());
+        // 7 input bytes and one handle per argument, plus the count line.
+        assert_eq!(p.parsed_bytes(), 13 + 1000 * (7 + ARG_OVERHEAD));
+        // A complete command resets the count.
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n"[..]);
+        assert!(matches!(p.parse(&mut buf, limits), Ok(Some(_))));
+        assert_eq!(p.parsed_bytes(), 0);
     }
 
     #[test]
