@@ -31,6 +31,11 @@ pub struct Shared {
     /// Applies `loglevel` to the process's logger when CONFIG SET changes
     /// it (the logger belongs to whoever embeds the database).
     pub loglevel_hook: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    /// Commands registered by subsystems above the database, by lowercase name.
+    ext_commands: RwLock<std::collections::HashMap<String, &'static crate::cmd::Command>>,
+    /// State of subsystems above the database, one value per type
+    /// ([`Shared::set_extension`]): how their command handlers find it.
+    extensions: RwLock<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
     /// State outside the keyspace that logs its changes beside commands.
     subsystems: RwLock<Vec<(String, Arc<dyn crate::persist::Subsystem>)>>,
 }
@@ -69,6 +74,8 @@ impl Shared {
             persist: std::sync::OnceLock::new(),
             fatal: std::sync::OnceLock::new(),
             loglevel_hook: std::sync::OnceLock::new(),
+            ext_commands: RwLock::new(std::collections::HashMap::new()),
+            extensions: RwLock::new(Vec::new()),
             subsystems: RwLock::new(Vec::new()),
         })
     }
@@ -103,6 +110,43 @@ impl Shared {
     pub fn subsystem(&self, name: &str) -> Option<Arc<dyn crate::persist::Subsystem>> {
         let list = self.subsystems.read();
         list.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone())
+    }
+
+    /// Add a command (before clients are served). Built-in names win.
+    pub fn register_command(&self, cmd: crate::cmd::ExtCommand) {
+        let name = cmd.name.to_ascii_lowercase();
+        let cmd = cmd.into_command();
+        self.ext_commands.write().insert(name, cmd);
+    }
+
+    /// The registered command `name` (any case).
+    pub fn ext_command(&self, name: &[u8]) -> Option<&'static crate::cmd::Command> {
+        let map = self.ext_commands.read();
+        if map.is_empty() {
+            return None;
+        }
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        map.get(&name).copied()
+    }
+
+    /// Every registered command.
+    pub fn ext_commands(&self) -> impl Iterator<Item = &'static crate::cmd::Command> {
+        let list: Vec<_> = self.ext_commands.read().values().copied().collect();
+        list.into_iter()
+    }
+
+    /// Keep `value` as this database's extension state of its type
+    /// (replacing an earlier one of the same type).
+    pub fn set_extension<T: std::any::Any + Send + Sync>(&self, value: Arc<T>) {
+        let mut list = self.extensions.write();
+        list.retain(|e| !e.is::<T>());
+        list.push(value);
+    }
+
+    /// The extension state of type `T`, if one was set.
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let list = self.extensions.read();
+        list.iter().find_map(|e| e.clone().downcast::<T>().ok())
     }
 
     /// Stop accepting writes for good (the first reason is kept).

@@ -159,3 +159,63 @@ fn commands_and_a_subsystem_effect_commit_in_one_record_and_replay_together() {
     assert!(err.contains("no subsystem 'cursor'"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn ext_echo(
+    ctx: &mut ferrite_db::cmd::Ctx,
+    a: &mut ferrite_db::args::Args,
+) -> Result<Reply, ferrite_db::error::CmdError> {
+    let state = ctx
+        .shared
+        .extension::<Count>()
+        .ok_or_else(|| ferrite_db::error::CmdError::err("no state"))?;
+    state.0.fetch_add(1, Ordering::SeqCst);
+    Ok(Reply::Bulk(a.next_bytes()?))
+}
+
+#[test]
+fn a_registered_command_dispatches_like_a_built_in_one() {
+    let mut s = Session::with_config(Config::default());
+    let shared = s.shared().clone();
+    shared.register_command(ferrite_db::cmd::ExtCommand {
+        name: "test.echo",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        summary: "Echo, through a registered command",
+        handler: ext_echo,
+    });
+    let calls = Arc::new(Count::default());
+    shared.set_extension(calls.clone());
+    assert_eq!(
+        s.call(argv(&["TEST.ECHO", "hi"])),
+        Reply::Bulk(Bytes::from("hi"))
+    );
+    assert_eq!(calls.0.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        s.call(argv(&["test.echo"])),
+        Reply::error("ERR wrong number of arguments for 'test.echo' command")
+    );
+    assert!(matches!(
+        s.call(argv(&["test.nosuch"])),
+        Reply::Error(e) if e.starts_with(b"ERR unknown command 'test.nosuch'")
+    ));
+    // MULTI queues it and EXEC runs it.
+    s.call(argv(&["MULTI"]));
+    assert_eq!(s.call(argv(&["test.echo", "x"])), Reply::simple("QUEUED"));
+    assert_eq!(
+        s.call(argv(&["EXEC"])),
+        Reply::Array(vec![Reply::Bulk(Bytes::from("x"))])
+    );
+    // COMMAND knows it.
+    match s.call(argv(&["COMMAND", "INFO", "test.echo"])) {
+        Reply::Array(v) => assert!(
+            matches!(&v[..], [Reply::Array(f)] if f.first() == Some(&Reply::Bulk(Bytes::from("test.echo"))))
+        ),
+        r => panic!("{r:?}"),
+    }
+    let count = |s: &mut Session| match s.call(argv(&["COMMAND", "COUNT"])) {
+        Reply::Int(n) => n,
+        r => panic!("{r:?}"),
+    };
+    let mut plain = Session::with_config(Config::default());
+    assert_eq!(count(&mut s), count(&mut plain) + 1);
+}

@@ -453,48 +453,47 @@ fn cpu_times() -> (f64, f64) {
     (get(11), get(12))
 }
 
-fn command(_ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+fn command(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
     Ok(Reply::Array(
-        table().top_level().map(|c| c.meta.info.clone()).collect(),
-    ))
-}
-
-fn command_count(_ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
-    Ok(Reply::Int(table().top_level().count() as i64))
-}
-
-fn command_info(_ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
-    let names = a.rest();
-    if names.is_empty() {
-        return Ok(Reply::Array(
-            table().top_level().map(|c| c.meta.info.clone()).collect(),
-        ));
-    }
-    Ok(Reply::Array(
-        names
-            .iter()
-            .map(|n| {
-                table()
-                    .get(n)
-                    .map_or(Reply::NullArray, |c| c.meta.info.clone())
-            })
+        super::top_level(ctx.shared)
+            .map(|c| c.meta.info.clone())
             .collect(),
     ))
 }
 
-fn command_docs(_ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+fn command_count(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+    Ok(Reply::Int(super::top_level(ctx.shared).count() as i64))
+}
+
+/// A built-in command by name, or one registered on this database.
+fn find(ctx: &Ctx, name: &[u8]) -> Option<&'static super::Command> {
+    table().get(name).or_else(|| ctx.shared.ext_command(name))
+}
+
+fn command_info(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let names = a.rest();
-    let t = table();
+    if names.is_empty() {
+        return command(ctx, a);
+    }
+    Ok(Reply::Array(
+        names
+            .iter()
+            .map(|n| find(ctx, n).map_or(Reply::NullArray, |c| c.meta.info.clone()))
+            .collect(),
+    ))
+}
+
+fn command_docs(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let names = a.rest().to_vec();
     let pairs: Vec<(Reply, Reply)> = if names.is_empty() {
-        t.top_level()
+        super::top_level(ctx.shared)
             .map(|c| (Reply::bulk_str(&c.meta.name), c.meta.docs.clone()))
             .collect()
     } else {
         names
             .iter()
             .filter_map(|n| {
-                t.get(n)
-                    .map(|c| (Reply::bulk_str(&c.meta.name), c.meta.docs.clone()))
+                find(ctx, n).map(|c| (Reply::bulk_str(&c.meta.name), c.meta.docs.clone()))
             })
             .collect()
     };

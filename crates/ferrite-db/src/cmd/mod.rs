@@ -112,6 +112,81 @@ pub fn table() -> &'static Table {
     T.get_or_init(Table::build)
 }
 
+/// A command added by a subsystem above the database (the pipeline
+/// engine's `PIPELINE.*`), in Redis module style: registered on a
+/// [`Shared`] at start-up with [`Shared::register_command`], dispatched like
+/// the built-in ones (arity, AUTH, MULTI, write refusal, logging of its
+/// effects), listed by COMMAND.
+pub struct ExtCommand {
+    /// Full name, lowercase, e.g. `pipeline.create`.
+    pub name: &'static str,
+    /// Redis arity: `n` exactly, `-n` at least.
+    pub arity: i64,
+    /// Redis command flags (`write`, `readonly`, `admin`, ...).
+    pub flags: &'static [&'static str],
+    /// One line for COMMAND DOCS.
+    pub summary: &'static str,
+    pub handler: Handler,
+}
+
+impl ExtCommand {
+    /// The dispatchable form; leaked once per registration (start-up only).
+    pub(crate) fn into_command(self) -> &'static Command {
+        let flags: Vec<String> = self.flags.iter().map(|f| f.to_string()).collect();
+        let info = Reply::Array(vec![
+            Reply::bulk_str(self.name),
+            Reply::Int(self.arity),
+            Reply::Set(self.flags.iter().map(|f| Reply::simple(*f)).collect()),
+            Reply::Int(0),
+            Reply::Int(0),
+            Reply::Int(0),
+            Reply::Set(Vec::new()),
+            Reply::Set(Vec::new()),
+            Reply::Set(Vec::new()),
+            Reply::Array(Vec::new()),
+        ]);
+        let docs = Reply::Map(vec![
+            (Reply::bulk_str("summary"), Reply::bulk_str(self.summary)),
+            (Reply::bulk_str("since"), Reply::bulk_str("0.1.0")),
+            (Reply::bulk_str("group"), Reply::bulk_str("module")),
+            (Reply::bulk_str("module"), Reply::bulk_str("ferrite")),
+        ]);
+        Box::leak(Box::new(Command {
+            meta: Meta {
+                name: self.name.to_string(),
+                arity: self.arity,
+                flags,
+                info,
+                docs,
+                subcommands: Vec::new(),
+                key_specs: Vec::new(),
+            },
+            handler: Some(self.handler),
+        }))
+    }
+}
+
+/// The command `argv` names: a built-in one, or one registered on `shared`.
+pub fn lookup(shared: &Shared, argv: &[Bytes]) -> Result<&'static Command, CmdError> {
+    match resolve(table(), argv) {
+        Err(e @ CmdError::Raw(_)) => {
+            let Some(cmd) = argv.first().and_then(|n| shared.ext_command(n)) else {
+                return Err(e);
+            };
+            if !arity_ok(cmd.meta.arity, argv.len()) {
+                return Err(CmdError::WrongArity(cmd.meta.name.clone()));
+            }
+            Ok(cmd)
+        }
+        r => r,
+    }
+}
+
+/// Every top-level command, built-in and registered (COMMAND, COUNT, LIST).
+pub fn top_level<'a>(shared: &'a Shared) -> impl Iterator<Item = &'static Command> + 'a {
+    table().top_level().chain(shared.ext_commands())
+}
+
 /// Per-connection state that commands may change.
 #[derive(Debug)]
 pub struct ClientState {
@@ -361,7 +436,7 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
     let Some(first) = argv.first() else {
         return Dispatch::Reply(Reply::Null);
     };
-    let cmd = match resolve(t, &argv) {
+    let cmd = match lookup(ctx.shared, &argv) {
         Ok(c) => c,
         Err(e) => return reject(ctx, first, rejected_name(t, &argv), e.to_reply()),
     };

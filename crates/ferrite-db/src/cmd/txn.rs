@@ -57,11 +57,10 @@ fn exec(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
     }
     // WATCHes end when EXEC starts: the transaction's own writes don't abort it.
     end_transaction(ctx);
-    let table = super::table();
     let mut replies = Vec::with_capacity(queue.len());
     ctx.in_exec = true;
     for argv in queue {
-        let reply = match super::resolve(table, &argv) {
+        let reply = match super::lookup(ctx.shared, &argv) {
             Ok(cmd) => match super::run(ctx, cmd, argv) {
                 Dispatch::Reply(r) | Dispatch::Block(_, r) => r,
             },
