@@ -942,7 +942,13 @@ impl Group {
 
     /// Sets every field of `id`'s PEL entry, creating it or moving it to
     /// `consumer` as needed (both PELs stay in agreement).
-    pub fn set_pending(&mut self, id: StreamId, consumer: ConsumerId, time: u64, count: u64) {
+    pub(crate) fn set_pending(
+        &mut self,
+        id: StreamId,
+        consumer: ConsumerId,
+        time: u64,
+        count: u64,
+    ) {
         let c32 = self.set_count(id, count);
         let new = Pending {
             time,

@@ -17,6 +17,9 @@
 //! - [`group`]: consumer groups: the PEL, consumers, `entries-read` and lag.
 //! - [`sealed`]: blocks a storage engine stored, evicted and read back on
 //!   demand through a [`BlockSource`] (streams larger than RAM).
+//! - [`snapshot`]: a stream's persisted form in a checkpoint (its blocks,
+//!   stored or inline, and its consumer groups), written and read here so
+//!   that no other crate needs the stream's internals.
 //!
 //! Errors are plain enums; the server owns the Redis error wording (each
 //! variant's doc quotes the Redis reply it stands for).
@@ -26,13 +29,13 @@ pub mod group;
 pub mod id;
 pub mod listpack;
 pub mod sealed;
+pub mod snapshot;
 pub mod stream;
 
 pub use block::{Block, BlockError, EntryRef};
 pub use group::{ConsumerId, Group, Groups, PendingEntry};
 pub use id::{ParseIdError, RangeIdError, StreamId, XaddId};
-pub use sealed::{BlockCache, BlockLoc, BlockSource, SealTicket, Storage, Summary};
+pub use sealed::{BlockCache, BlockLoc, BlockSource, Storage};
 pub use stream::{
-    AddError, Entry, RangeIter, RestoredBlock, SetIdError, SnapBlock, Stream, StreamConfig,
-    StreamMeta, Trim, TrimSpec,
+    AddError, Entry, RangeIter, SetIdError, Stream, StreamConfig, StreamMeta, Trim, TrimSpec,
 };

@@ -237,7 +237,7 @@ pub struct Storage {
 /// Filled by the storage engine with where it stored a sealed block, once
 /// that is durable (see [`crate::Stream::seal_snapshot`]).
 #[derive(Debug, Default)]
-pub struct SealTicket(OnceLock<BlockLoc>);
+pub(crate) struct SealTicket(OnceLock<BlockLoc>);
 
 impl SealTicket {
     /// Records the location (the first call wins).
@@ -262,11 +262,11 @@ pub(crate) enum Stored {
 
 /// The counts of a block that the stream needs without its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Summary {
-    pub live: u64,
-    pub deleted: u64,
-    pub listpack_bytes: u64,
-    pub last_id: StreamId,
+pub(crate) struct Summary {
+    pub(crate) live: u64,
+    pub(crate) deleted: u64,
+    pub(crate) listpack_bytes: u64,
+    pub(crate) last_id: StreamId,
 }
 
 impl Summary {

@@ -224,7 +224,7 @@ impl fmt::Debug for Storage {
 
 /// One block as [`Stream::seal_snapshot`] sees it, for a checkpoint.
 #[derive(Debug)]
-pub enum SnapBlock {
+pub(crate) enum SnapBlock {
     /// Already stored at `loc`: the checkpoint records the location.
     Stored {
         master: StreamId,
@@ -246,7 +246,7 @@ pub enum SnapBlock {
 
 /// One block for [`Stream::restore_nodes`].
 #[derive(Debug)]
-pub enum RestoredBlock {
+pub(crate) enum RestoredBlock {
     Resident(Block),
     Stored {
         master: StreamId,
@@ -323,7 +323,7 @@ impl Stream {
     /// For a checkpoint: every block, as a stored location, a full block to
     /// store now (whose ticket the caller fills once stored durably), or the
     /// open tail kept inline. Blocks handed out to seal are marked pending.
-    pub fn seal_snapshot(&mut self) -> Vec<SnapBlock> {
+    pub(crate) fn seal_snapshot(&mut self) -> Vec<SnapBlock> {
         let tail = self.blocks.keys().next_back().copied();
         let mut out = Vec::with_capacity(self.blocks.len());
         for (&master, node) in self.blocks.iter_mut() {
@@ -409,7 +409,7 @@ impl Stream {
     /// Rebuilds a stream from persisted metadata and blocks (e.g. from
     /// [`Block::from_parts`]). Blocks are keyed by their master IDs; a later
     /// block with the same master replaces an earlier one.
-    pub fn restore(meta: StreamMeta, blocks: impl IntoIterator<Item = Block>) -> Stream {
+    pub(crate) fn restore(meta: StreamMeta, blocks: impl IntoIterator<Item = Block>) -> Stream {
         let mut s = Stream::restore_nodes(
             meta,
             false,
@@ -435,7 +435,7 @@ impl Stream {
     /// Rebuilds a stream from a checkpoint that stored some blocks: the
     /// `disordered` flag comes from [`Stream::is_disordered`] at checkpoint
     /// time, and `storage` reads the stored blocks back.
-    pub fn restore_nodes(
+    pub(crate) fn restore_nodes(
         meta: StreamMeta,
         disordered: bool,
         storage: Option<Storage>,

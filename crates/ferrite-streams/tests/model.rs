@@ -7,13 +7,14 @@
 //!
 //! The stream under test is linked to an in-memory [`BlockSource`]; `Seal`,
 //! `Evict` and `Reopen` ops store its full blocks, drop their bytes, and
-//! rebuild it from a checkpoint-like index, while a twin stream without
+//! rebuild it from its checkpoint bytes (the real snapshot codec), while a twin stream without
 //! storage gets the same commands: both must keep identical blocks.
 
 use bytes::Bytes;
+use ferrite_streams::snapshot::{Reader, SnapshotState};
 use ferrite_streams::{
-    AddError, Block, BlockCache, BlockLoc, BlockSource, RestoredBlock, SnapBlock, Storage, Stream,
-    StreamConfig, StreamId, Trim, TrimSpec, XaddId,
+    AddError, BlockCache, BlockLoc, BlockSource, Storage, Stream, StreamConfig, StreamId, Trim,
+    TrimSpec, XaddId,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -97,40 +98,25 @@ impl BlockSource for MemSource {
     }
 }
 
-/// The seal step of a checkpoint; returns what a checkpoint would record.
-fn seal(s: &mut Stream, src: &MemSource) -> Vec<RestoredBlock> {
-    let mut out = Vec::new();
-    for b in s.seal_snapshot() {
-        out.push(match b {
-            SnapBlock::Stored {
-                master,
-                summary,
-                loc,
-            } => RestoredBlock::Stored {
-                master,
-                summary,
-                loc,
-            },
-            SnapBlock::Seal {
-                master,
-                summary,
-                bytes,
-                ticket,
-            } => {
-                let loc = src.put(master, bytes.to_vec());
-                ticket.fill(loc);
-                RestoredBlock::Stored {
-                    master,
-                    summary,
-                    loc,
-                }
-            }
-            SnapBlock::Inline { master, bytes } => {
-                RestoredBlock::Resident(Block::from_parts(master, bytes).expect("inline block"))
-            }
-        });
+/// A checkpoint of `s` through the stream's real snapshot codec: the body
+/// is written, its full blocks stored in `src` and their locations patched
+/// in, then published (the blocks may drop their bytes). Returns the body.
+fn seal(s: &mut Stream, src: &MemSource, cache: &Arc<BlockCache>) -> Vec<u8> {
+    let mut st = SnapshotState {
+        cache: Some(cache.clone()),
+        next_storage_id: 8,
+        ..SnapshotState::default()
+    };
+    let mut body = Vec::new();
+    s.write_snapshot(&mut body, &mut st);
+    for job in &st.jobs {
+        let loc = src.put(job.master, job.bytes.to_vec());
+        job.patch(&mut body, loc);
     }
-    out
+    for job in &st.jobs {
+        job.publish(&body);
+    }
+    body
 }
 
 const FIELD_SETS: &[&[&str]] = &[
@@ -357,19 +343,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Config(c) => cfg = c,
             Op::Seal => {
-                seal(&mut s, &src);
+                seal(&mut s, &src, &cache);
             }
             Op::Evict => {
                 s.evict_before(u64::MAX);
             }
             Op::Reopen => {
-                let blocks = seal(&mut s, &src);
-                s = Stream::restore_nodes(
-                    s.meta(),
-                    s.is_disordered(),
-                    Some(storage.clone()),
-                    blocks,
-                );
+                let body = seal(&mut s, &src, &cache);
+                let mut r = Reader::new(&body);
+                s = Stream::read_snapshot(&mut r, 3, b"s", Some(&cache), 8)
+                    .map_err(|e| TestCaseError::fail(format!("reopen: {e}")))?;
+                prop_assert!(r.done(), "bytes left after the stream");
             }
         }
         check_same(&s, &m)?;
@@ -479,7 +463,7 @@ fn evicted_blocks_are_read_back() {
             .expect("add");
     }
     let all = s.range(StreamId::MIN, StreamId::MAX, None, false);
-    seal(&mut s, &src);
+    seal(&mut s, &src, &cache);
     let freed = s.evict_before(u64::MAX);
     assert!(freed > 0);
     // Only the open tail block stays resident.
@@ -493,7 +477,7 @@ fn evicted_blocks_are_read_back() {
     assert_eq!(s.len(), 999);
     assert!(cache.take_error().is_none());
     // A block that cannot be read back is reported.
-    seal(&mut s, &src);
+    seal(&mut s, &src, &cache);
     s.evict_before(u64::MAX);
     src.blocks.lock().expect("lock").clear();
     assert_eq!(
