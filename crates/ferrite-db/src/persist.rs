@@ -6,7 +6,7 @@
 //!
 //! Record payload (hand-encoded, little-endian): `u8 kind = 1`, `u32 count`,
 //! then per command `u32 db, u32 argc`, and per argument `u32 len, bytes`.
-//! Checkpoint body (version 1): see [`encode_snapshot`].
+//! Checkpoint body (version 4): see [`encode_snapshot`].
 
 use crate::embedded::Session;
 use crate::reply::Reply;
@@ -42,8 +42,14 @@ pub trait Subsystem: Send + Sync {
     /// in log order, with the store locked. An `Err` is a replay error
     /// (fatal unless `replay-errors skip`).
     fn replay(&self, store: &mut Store, effect: &[u8]) -> Result<(), String>;
+    /// Its whole state for a checkpoint, taken with the store locked at the
+    /// same instant as the keyspace (so the two agree).
+    fn snapshot(&self, store: &Store) -> Vec<u8>;
+    /// Load the state [`Subsystem::snapshot`] wrote (before the log after
+    /// the checkpoint is replayed). An `Err` stops the start-up.
+    fn restore(&self, store: &mut Store, state: &[u8]) -> Result<(), String>;
 }
-const SNAPSHOT_VERSION: u8 = 3;
+const SNAPSHOT_VERSION: u8 = 4;
 
 /// Reads evicted blocks back from the per-stream segment files.
 struct SegmentSource(Arc<StreamStore>);
@@ -190,27 +196,26 @@ pub fn decode_batch(payload: &[u8]) -> Result<Vec<(usize, Vec<Bytes>)>, String> 
     Ok(out)
 }
 
-/// Checkpoint body v3: `u64 next_stream_id, u32 ndb`; per db `u32 index,
-/// u64 nkeys`; per key `bytes key, u8 kind` then kind 0 (string) `bytes
-/// value`, kind 1 (stream) `id last, id first, id max_deleted, u64
-/// entries_added, u8 disordered, u64 storage_id (0: none), u64 nblocks` and
-/// per block `u8 tag, id master` then tag 0 (inline) `bytes encoded`, tag 1
-/// (stored) `u64 live, u64 deleted, u64 listpack_bytes, id last, u64
-/// segment, u64 offset, u64 len`; then its consumer groups: `u32 ngroups`,
-/// per group `bytes name, id last, i64 entries_read (-1: unknown), u32
-/// nconsumers` with per consumer `bytes name, u64 seen_ms`, then `u64
-/// npending` with per entry `id, u32 consumer index, u64 delivery_ms, u64
-/// delivery_count`; then `u32 n` rebuild commands encoded like batch
-/// commands, replayed after the keys load: the CONFIG SET of the block
-/// limits in force at the snapshot. IDs are two u64s.
+/// Checkpoint body v4: `u64 next_stream_id, u32 ndb`; per db `u32 index,
+/// u64 nkeys`; per key `bytes key, u64 expires_at_ms (0: no expiry), u8
+/// kind` then the value in its type's own form: kind 0 (string) `bytes
+/// value`, kind 1 (stream) as `ferrite_streams::snapshot` writes it; then
+/// `u32 n` rebuild commands encoded like batch commands, replayed after the
+/// keys load (the CONFIG SET of the block limits in force at the snapshot);
+/// then `u32 nsections`, per section `bytes subsystem name, bytes state`
+/// ([`Subsystem::snapshot`]). Lengths are u32, integers little-endian.
 ///
-/// Version 2 (still read) has no `next_stream_id`, `disordered`,
-/// `storage_id` nor block tags: every block is `id master, bytes encoded`.
+/// Version 3 (still read) has no expiry and no sections; version 2 also
+/// has no `next_stream_id` and the older stream form.
 ///
-/// Full blocks not stored yet are returned as [`SealJob`]s: their `tag 1`
-/// records are written with a zero location that [`Snapshot::patch`] fills
+/// Full blocks not stored yet are returned as [`SealJob`]s: their
+/// locations are written as zeros that [`Snapshot::store_blocks`] patches
 /// once the block is in its stream's segment file.
-pub fn encode_snapshot(store: &mut Store, rebuild: &[(usize, Vec<Bytes>)]) -> Snapshot {
+pub fn encode_snapshot(
+    store: &mut Store,
+    rebuild: &[(usize, Vec<Bytes>)],
+    sections: &[(String, Vec<u8>)],
+) -> Snapshot {
     let mut out = Vec::new();
     let mut st = SnapshotState {
         cache: store.block_cache.clone(),
@@ -226,8 +231,12 @@ pub fn encode_snapshot(store: &mut Store, rebuild: &[(usize, Vec<Bytes>)]) -> Sn
         }
         put_u32(&mut out, i);
         out.extend_from_slice(&(db.len() as u64).to_le_bytes());
+        let expiries: HashMap<Bytes, u64> =
+            db.expires().iter().map(|(k, w)| (k.clone(), w)).collect();
         for (k, v) in db.iter_mut() {
             put_bytes(&mut out, k);
+            let when = expiries.get(k).copied().unwrap_or(0);
+            out.extend_from_slice(&when.to_le_bytes());
             match v {
                 Value::String(s) => {
                     out.push(0);
@@ -243,6 +252,11 @@ pub fn encode_snapshot(store: &mut Store, rebuild: &[(usize, Vec<Bytes>)]) -> Sn
     put_u32(&mut out, rebuild.len());
     for (db, argv) in rebuild {
         put_cmd(&mut out, *db, argv);
+    }
+    put_u32(&mut out, sections.len());
+    for (name, state) in sections {
+        put_bytes(&mut out, name.as_bytes());
+        put_bytes(&mut out, state);
     }
     store.next_stream_id = st.next_storage_id;
     out[..8].copy_from_slice(&st.next_storage_id.to_le_bytes());
@@ -294,12 +308,17 @@ impl Snapshot {
     }
 }
 
-/// Load a checkpoint body into an empty store; returns the rebuild commands.
-pub fn decode_snapshot(
-    version: u8,
-    body: &[u8],
-    store: &mut Store,
-) -> Result<Vec<(usize, Vec<Bytes>)>, String> {
+/// What a checkpoint body holds besides the keys it loads.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Commands to replay after the keys load.
+    pub rebuild: Vec<(usize, Vec<Bytes>)>,
+    /// Each subsystem's state: `(name, bytes)`.
+    pub sections: Vec<(String, Bytes)>,
+}
+
+/// Load a checkpoint body into an empty store.
+pub fn decode_snapshot(version: u8, body: &[u8], store: &mut Store) -> Result<Decoded, String> {
     let mut r = Reader::new(body);
     if version >= 3 {
         store.next_stream_id = store.next_stream_id.max(r.u64()?);
@@ -316,6 +335,7 @@ pub fn decode_snapshot(
         }
         for _ in 0..nkeys {
             let key = Bytes::copy_from_slice(r.bytes()?);
+            let when = if version >= 4 { r.u64()? } else { 0 };
             let value = match r.u8()? {
                 0 => Value::String(Bytes::copy_from_slice(r.bytes()?)),
                 1 => {
@@ -331,18 +351,39 @@ pub fn decode_snapshot(
                 }
                 k => return Err(format!("unknown value kind {k}")),
             };
-            store.dbs[idx].insert(key, value);
+            if store.dbs[idx].contains(&key) {
+                return Err(format!("key {key:?} twice in db {idx}"));
+            }
+            store.dbs[idx].insert(key.clone(), value);
+            if when != 0 {
+                store.dbs[idx].set_expiry(&key, when);
+            }
         }
     }
+    let mut out = Decoded::default();
     let n = r.u32()?;
-    let mut rebuild = Vec::new();
     for _ in 0..n {
-        rebuild.push(read_cmd(&mut r, body.len())?);
+        out.rebuild.push(read_cmd(&mut r, body.len())?);
+    }
+    if version >= 4 {
+        let n = r.u32()?;
+        for _ in 0..n {
+            let name = String::from_utf8(r.bytes()?.to_vec())
+                .map_err(|_| "a section name that is not UTF-8".to_string())?;
+            let state = Bytes::copy_from_slice(r.bytes()?);
+            if out.sections.iter().any(|(n, _)| *n == name) {
+                return Err(format!("section '{name}' twice"));
+            }
+            out.sections.push((name, state));
+        }
     }
     if !r.done() {
-        return Err("trailing bytes in checkpoint".into());
+        return Err(format!(
+            "trailing bytes in checkpoint at byte {}",
+            r.position()
+        ));
     }
-    Ok(rebuild)
+    Ok(out)
 }
 
 /// What start-up recovery found, for the start-up log line.
@@ -484,13 +525,25 @@ impl Persistence {
                     cp.body_version
                 ));
             }
-            let rebuild = {
+            let decoded = {
                 let mut store = shared.store.lock();
                 decode_snapshot(cp.body_version, &cp.body, &mut store)
                     .map_err(|e| format!("checkpoint {}: {e}", cp.file.display()))?
             };
             rec.checkpoint_seq = cp.covered_seq;
-            replay(&mut session, rebuild, 0, skip, &mut rec)?;
+            replay(&mut session, decoded.rebuild, 0, skip, &mut rec)?;
+            for (name, state) in decoded.sections {
+                let sub = shared.subsystem(&name).ok_or_else(|| {
+                    format!(
+                        "checkpoint {} has state of subsystem '{name}', which this build does not have",
+                        cp.file.display()
+                    )
+                })?;
+                let mut store = shared.store.lock();
+                sub.restore(&mut store, &state).map_err(|e| {
+                    format!("checkpoint {}: subsystem '{name}': {e}", cp.file.display())
+                })?;
+            }
         }
         while let Some(r) = recovery.next_record().map_err(fail)? {
             let cmds = decode_batch(&r.payload)
@@ -683,6 +736,7 @@ impl Persistence {
     /// line (those are put back after replay).
     pub fn begin_checkpoint(
         &self,
+        shared: &Shared,
         store: &mut Store,
         cfg: &crate::config::Config,
     ) -> Option<(u64, Snapshot)> {
@@ -691,7 +745,8 @@ impl Persistence {
         }
         let covered = self.log.next_seq().saturating_sub(1);
         let rebuild = vec![(0, data_config_command(cfg))];
-        let snap = encode_snapshot(store, &rebuild);
+        let sections = shared.subsystem_snapshots(store);
+        let snap = encode_snapshot(store, &rebuild, &sections);
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
         Some((covered, snap))
     }
@@ -958,7 +1013,7 @@ fn commit_effects(shared: &Arc<Shared>, store: &mut Store) -> Commit {
         logged >= shared.config.read().auto_checkpoint_min_size
     };
     if due && !p.checkpoint_running() {
-        let snap = p.begin_checkpoint(store, &shared.config.read());
+        let snap = p.begin_checkpoint(shared, store, &shared.config.read());
         if let Some((covered, body)) = snap {
             let p = p.clone();
             let cache = store.block_cache.clone();
@@ -995,7 +1050,7 @@ pub fn shutdown(shared: &Arc<Shared>) {
         snap = {
             let mut store = shared.store.lock();
             let cfg = shared.config.read();
-            p.begin_checkpoint(&mut store, &cfg)
+            p.begin_checkpoint(shared, &mut store, &cfg)
         };
         if snap.is_some() || !p.wait_checkpoint_idle(std::time::Duration::from_secs(120)) {
             break;
@@ -1092,9 +1147,16 @@ mod tests {
             ],
         );
         call(&mut s, &["SET", "k", "v"]);
+        call(&mut s, &["SET", "t", "v"]);
+        call(&mut s, &["PEXPIREAT", "t", "99999999999999"]);
+        let sections = vec![("pipelines".to_string(), b"state".to_vec())];
         let mut snap = {
             let mut store = shared.store.lock();
-            encode_snapshot(&mut store, &[(0, data_config_command(&Config::default()))])
+            encode_snapshot(
+                &mut store,
+                &[(0, data_config_command(&Config::default()))],
+                &sections,
+            )
         };
         assert_eq!(snap.jobs.len(), 3, "three full blocks to store");
         // Give the stored blocks made-up locations (nothing reads them here).
@@ -1118,12 +1180,17 @@ mod tests {
         // if this gives back the very bytes it read.
         let reencode = |b: &[u8]| -> Option<Vec<u8>> {
             let mut st = fresh();
-            let rebuild = decode_snapshot(3, b, &mut st).ok()?;
-            Some(encode_snapshot(&mut st, &rebuild).body)
+            let d = decode_snapshot(SNAPSHOT_VERSION, b, &mut st).ok()?;
+            let sections: Vec<(String, Vec<u8>)> = d
+                .sections
+                .iter()
+                .map(|(n, b)| (n.clone(), b.to_vec()))
+                .collect();
+            Some(encode_snapshot(&mut st, &d.rebuild, &sections).body)
         };
         assert_eq!(reencode(&snap.body).as_deref(), Some(&snap.body[..]));
         for cut in 0..snap.body.len() {
-            assert!(decode_snapshot(3, &snap.body[..cut], &mut fresh()).is_err());
+            assert!(decode_snapshot(SNAPSHOT_VERSION, &snap.body[..cut], &mut fresh()).is_err());
         }
         // A changed byte is refused, or read as exactly what it says:
         // never a state that differs from the bytes (something dropped,
@@ -1173,7 +1240,7 @@ mod tests {
         let snap = {
             let mut store = shared.store.lock();
             let cfg = shared.config.read();
-            p.begin_checkpoint(&mut store, &cfg)
+            p.begin_checkpoint(&shared, &mut store, &cfg)
         };
         let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
         p.finish_checkpoint(covered, body, None)
@@ -1212,7 +1279,7 @@ mod tests {
         let snap = {
             let mut store = shared.store.lock();
             let cfg = shared.config.read();
-            p.begin_checkpoint(&mut store, &cfg)
+            p.begin_checkpoint(&shared, &mut store, &cfg)
         };
         let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
         call(&mut s, &["XADD", "s", "2-1", "f", "v"]);

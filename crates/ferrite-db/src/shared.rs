@@ -149,6 +149,18 @@ impl Shared {
         list.iter().find_map(|e| e.clone().downcast::<T>().ok())
     }
 
+    /// Every subsystem's checkpoint state, by name (call with the store
+    /// locked, at the instant the keyspace is snapshotted).
+    pub fn subsystem_snapshots(&self, store: &crate::store::Store) -> Vec<(String, Vec<u8>)> {
+        let list: Vec<_> = self.subsystems.read().clone();
+        list.into_iter()
+            .map(|(name, sub)| {
+                let state = sub.snapshot(store);
+                (name, state)
+            })
+            .collect()
+    }
+
     /// Stop accepting writes for good (the first reason is kept).
     pub fn set_fatal(&self, what: String) {
         let _ = self.fatal.set(what);
