@@ -279,6 +279,10 @@ pub fn encode_snapshot(store: &mut Store, rebuild: &[(usize, Vec<Bytes>)]) -> Sn
                     out.push(0);
                     put_bytes(&mut out, s);
                 }
+                Value::Hash(h) => {
+                    out.push(2);
+                    h.encode(&mut out);
+                }
                 Value::Stream(s) => {
                     out.push(1);
                     let m = s.meta();
@@ -576,6 +580,12 @@ pub fn decode_snapshot(
                     };
                     decode_groups(&mut r, &mut s)?;
                     Value::Stream(Box::new(s))
+                }
+                2 => {
+                    let mut rest = &r.b[r.pos..];
+                    let h = crate::types::hash::Hash::decode(&mut rest)?;
+                    r.pos = r.b.len() - rest.len();
+                    Value::Hash(Box::new(h))
                 }
                 k => return Err(format!("unknown value kind {k}")),
             };
