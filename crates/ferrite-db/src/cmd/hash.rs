@@ -261,7 +261,7 @@ fn hrandfield(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         Some(n) if n != i64::MIN => n,
         Some(_) => {
             return Err(CmdError::err(format!(
-                "value is out of range, must be between {} and {}",
+                "value is out of range, value must between {} and {}",
                 -i64::MAX,
                 i64::MAX
             )))
