@@ -73,7 +73,8 @@ fn write<'a>(ctx: &'a mut Ctx, key: &Bytes) -> &'a mut Hash {
 
 /// HSET and HMSET: field/value pairs; the count of new fields.
 fn set_pairs(ctx: &mut Ctx, a: &mut Args, name: &str) -> Result<usize, CmdError> {
-    if a.remaining() % 2 == 0 {
+    // An even count: a key and an odd number of pair halves.
+    if a.remaining() & 1 == 0 {
         return Err(CmdError::WrongArity(name.into()));
     }
     let key = a.next_bytes()?;
@@ -234,7 +235,7 @@ fn hincrbyfloat(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         None => Ld::from_i64(0),
         Some(v) => Ld::parse(v).ok_or_else(|| CmdError::err("hash value is not a float"))?,
     };
-    let sum = old.add(incr);
+    let sum = old + incr;
     if !sum.is_finite() {
         return Err(CmdError::err("increment would produce NaN or Infinity"));
     }

@@ -55,9 +55,13 @@ impl Ld {
         }
         strtold(s)
     }
+}
+
+impl std::ops::Add for Ld {
+    type Output = Ld;
 
     /// `a + b` rounded to extended precision.
-    pub fn add(self, other: Ld) -> Ld {
+    fn add(self, other: Ld) -> Ld {
         let (a, b) = match (self, other) {
             (Ld::Nan, _) | (_, Ld::Nan) => return Ld::Nan,
             (Ld::Inf { neg: x }, Ld::Inf { neg: y }) => {
@@ -114,7 +118,9 @@ impl Ld {
             }
         }
     }
+}
 
+impl Ld {
     /// Redis's `ld2string(.., LD_STR_HUMAN)`: `%.17Lf` without trailing
     /// zeros (nor a trailing point), `-0` as `0`, infinities as `inf`/`-inf`.
     pub fn to_human(&self) -> String {
@@ -180,7 +186,7 @@ fn round(neg: bool, mag: u128, exp: i64, sticky: bool) -> Ld {
         let half = drop <= 128 && (mag >> (drop - 1)) & 1 == 1;
         let rest = sticky
             || (drop >= 2
-                && if drop - 1 >= 128 {
+                && if drop > 128 {
                     mag != 0
                 } else {
                     mag & ((1u128 << (drop - 1)) - 1) != 0
@@ -518,10 +524,11 @@ mod tests {
     use super::*;
 
     fn incr(a: &str, b: &str) -> String {
-        Ld::parse(a.as_bytes())
-            .unwrap()
-            .add(Ld::parse(b.as_bytes()).unwrap())
-            .to_human()
+        let (a, b) = (
+            Ld::parse(a.as_bytes()).unwrap(),
+            Ld::parse(b.as_bytes()).unwrap(),
+        );
+        (a + b).to_human()
     }
 
     #[test]
