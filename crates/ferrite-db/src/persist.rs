@@ -242,6 +242,10 @@ pub fn encode_snapshot(
                     out.push(0);
                     put_bytes(&mut out, s);
                 }
+                Value::Hash(h) => {
+                    out.push(2);
+                    h.encode(&mut out);
+                }
                 Value::Stream(s) => {
                     out.push(1);
                     s.write_snapshot(&mut out, &mut st);
@@ -348,6 +352,12 @@ pub fn decode_snapshot(version: u8, body: &[u8], store: &mut Store) -> Result<De
                         store.next_stream_id,
                     )?;
                     Value::Stream(Box::new(s))
+                }
+                2 => {
+                    let mut rest = &r.b[r.pos..];
+                    let h = crate::types::hash::Hash::decode(&mut rest)?;
+                    r.pos = r.b.len() - rest.len();
+                    Value::Hash(Box::new(h))
                 }
                 k => return Err(format!("unknown value kind {k}")),
             };

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 pub enum Value {
     Stream(Box<Stream>),
     String(Bytes),
+    Hash(Box<crate::types::hash::Hash>),
 }
 
 impl Value {
@@ -28,6 +29,7 @@ impl Value {
         match self {
             Value::Stream(_) => "stream",
             Value::String(_) => "string",
+            Value::Hash(_) => "hash",
         }
     }
 }

@@ -253,6 +253,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                                 s.memory_usage() + s.groups().map_or(0, |g| g.memory_usage())
                             }
                             Value::String(b) => b.len(),
+                            Value::Hash(h) => h.memory_usage(),
                         }
                 })
                 .sum();

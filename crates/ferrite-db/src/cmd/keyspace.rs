@@ -100,7 +100,7 @@ fn keys(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 
 /// SCAN's cursor as Redis reads it (`strtoul`): optional sign, decimal
 /// digits, no leading space, no overflow; `-1` wraps to u64::MAX.
-fn parse_cursor(b: &[u8]) -> Result<u64, CmdError> {
+pub(crate) fn parse_cursor(b: &[u8]) -> Result<u64, CmdError> {
     let bad = || CmdError::err("invalid cursor");
     let (neg, digits) = match b.first() {
         Some(b'-') => (true, &b[1..]),

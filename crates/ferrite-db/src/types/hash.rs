@@ -1,20 +1,426 @@
 //! The hash type: field → value. Small hashes are a flat vector in
 //! insertion order (Redis's listpack: `OBJECT ENCODING` says `listpack`,
-//! and HGETALL returns insertion order); larger ones a hash table.
+//! and HGETALL returns insertion order); larger ones a table.
+//!
+//! Conversion follows Redis 7.0: a hash becomes a table as soon as it holds
+//! more than [`MAX_LISTPACK_ENTRIES`] fields or a field or value longer than
+//! [`MAX_LISTPACK_VALUE`] bytes is written, and never converts back.
+//!
+//! The table keeps its pairs in slots that never move while the field
+//! exists (as [`crate::store::Db`] keeps keys), so an HSCAN cursor (a slot
+//! index) returns every field present for the whole scan.
+//!
+//! Snapshot form (checkpoint tag 2), written by [`Hash::encode`]: one byte
+//! for the encoding (0 listpack, 1 table), the number of pairs as a LEB128
+//! varint, then each pair as field length (varint), field bytes, value
+//! length (varint), value bytes. A listpack's pairs are in insertion order.
+//! [`Hash::decode`] checks every length against the bytes left, refuses
+//! duplicate fields and re-applies the conversion rule, so a snapshot can
+//! never produce a listpack Redis would not have.
+
+pub mod long_double;
 
 use bytes::Bytes;
 use std::collections::HashMap;
 
+/// Redis's `hash-max-listpack-entries` default.
+pub const MAX_LISTPACK_ENTRIES: usize = 128;
+/// Redis's `hash-max-listpack-value` default.
+pub const MAX_LISTPACK_VALUE: usize = 64;
+
 #[derive(Debug, Clone)]
 pub enum Hash {
     /// At most `hash-max-listpack-entries` fields, each field and value at
-    /// most `hash-max-listpack-value` bytes.
+    /// most `hash-max-listpack-value` bytes, in insertion order.
     Listpack(Vec<(Bytes, Bytes)>),
-    Table(HashMap<Bytes, Bytes>),
+    Table(Table),
 }
 
 impl Default for Hash {
     fn default() -> Self {
         Hash::Listpack(Vec::new())
+    }
+}
+
+/// A hash table whose pairs stay in their slot while they exist.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    index: HashMap<Bytes, usize>,
+    slots: Vec<Option<(Bytes, Bytes)>>,
+    free: Vec<usize>,
+}
+
+impl Table {
+    fn get(&self, field: &[u8]) -> Option<&Bytes> {
+        let &i = self.index.get(field)?;
+        self.slots[i].as_ref().map(|(_, v)| v)
+    }
+
+    /// Insert or replace; true if the field is new.
+    fn set(&mut self, field: Bytes, value: Bytes) -> bool {
+        if let Some(&i) = self.index.get(&field) {
+            if let Some((_, v)) = self.slots[i].as_mut() {
+                *v = value;
+            }
+            return false;
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[i] = Some((field.clone(), value));
+        self.index.insert(field, i);
+        true
+    }
+
+    fn remove(&mut self, field: &[u8]) -> bool {
+        let Some(i) = self.index.remove(field) else {
+            return false;
+        };
+        self.slots[i] = None;
+        self.free.push(i);
+        if self.index.is_empty() {
+            self.slots.clear();
+            self.free.clear();
+        }
+        true
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.slots.iter().flatten().map(|(f, v)| (f, v))
+    }
+}
+
+/// A copy that owns its bytes: a field or value taken from a command's
+/// arguments must not keep the connection's whole read buffer alive.
+fn own(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
+
+impl Hash {
+    pub fn len(&self) -> usize {
+        match self {
+            Hash::Listpack(v) => v.len(),
+            Hash::Table(t) => t.index.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name OBJECT ENCODING reports.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Hash::Listpack(_) => "listpack",
+            Hash::Table(_) => "hashtable",
+        }
+    }
+
+    pub fn get(&self, field: &[u8]) -> Option<&Bytes> {
+        match self {
+            Hash::Listpack(v) => v.iter().find(|(f, _)| f == field).map(|(_, v)| v),
+            Hash::Table(t) => t.get(field),
+        }
+    }
+
+    pub fn contains(&self, field: &[u8]) -> bool {
+        self.get(field).is_some()
+    }
+
+    /// Set `field` to `value` (a listpack keeps an existing field in its
+    /// place); true if the field is new. Converts to a table as Redis's
+    /// `hashTypeSet` does: before writing a long field or value, after
+    /// growing past the entry limit.
+    pub fn set(&mut self, field: &Bytes, value: &Bytes) -> bool {
+        if field.len() > MAX_LISTPACK_VALUE || value.len() > MAX_LISTPACK_VALUE {
+            self.convert();
+        }
+        match self {
+            Hash::Listpack(v) => {
+                if let Some((_, old)) = v.iter_mut().find(|(f, _)| f == field) {
+                    *old = own(value);
+                    return false;
+                }
+                v.push((own(field), own(value)));
+                if v.len() > MAX_LISTPACK_ENTRIES {
+                    self.convert();
+                }
+                true
+            }
+            Hash::Table(t) => t.set(own(field), own(value)),
+        }
+    }
+
+    /// Remove `field`; whether it was there. A table stays a table.
+    pub fn remove(&mut self, field: &[u8]) -> bool {
+        match self {
+            Hash::Listpack(v) => match v.iter().position(|(f, _)| f == field) {
+                Some(i) => {
+                    v.remove(i);
+                    true
+                }
+                None => false,
+            },
+            Hash::Table(t) => t.remove(field),
+        }
+    }
+
+    /// Make this hash a table (no-op if it is one).
+    fn convert(&mut self) {
+        if let Hash::Listpack(v) = self {
+            let mut t = Table::default();
+            for (f, val) in v.drain(..) {
+                t.set(f, val);
+            }
+            *self = Hash::Table(t);
+        }
+    }
+
+    /// Every pair: insertion order for a listpack, slot order for a table.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&Bytes, &Bytes)> + '_> {
+        match self {
+            Hash::Listpack(v) => Box::new(v.iter().map(|(f, v)| (f, v))),
+            Hash::Table(t) => Box::new(t.iter()),
+        }
+    }
+
+    /// One pair chosen by `random` (any u64): uniform over the pairs.
+    /// `None` only for an empty hash.
+    pub fn random_pair(&self, random: u64) -> Option<(&Bytes, &Bytes)> {
+        match self {
+            Hash::Listpack(v) => {
+                if v.is_empty() {
+                    return None;
+                }
+                v.get((random % v.len() as u64) as usize)
+                    .map(|(f, v)| (f, v))
+            }
+            Hash::Table(t) => {
+                if t.index.is_empty() {
+                    return None;
+                }
+                // Slots are at least as many as pairs; with few free slots
+                // a probe hits at once. After many deletions, fall back to
+                // the n-th pair (still uniform).
+                let n = t.slots.len() as u64;
+                let mut r = random;
+                for _ in 0..8 {
+                    if let Some((f, v)) = &t.slots[(r % n) as usize] {
+                        return Some((f, v));
+                    }
+                    r = r.rotate_right(17).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                }
+                t.iter().nth((random % t.index.len() as u64) as usize)
+            }
+        }
+    }
+
+    /// HSCAN: from `cursor`, visit up to `count` slots of a table and return
+    /// the next cursor (0 = done). A listpack is visited whole and the
+    /// cursor is 0, whatever `cursor` was (as Redis does).
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&Bytes, &Bytes)) -> u64 {
+        match self {
+            Hash::Listpack(v) => {
+                for (k, val) in v {
+                    f(k, val);
+                }
+                0
+            }
+            Hash::Table(t) => {
+                let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+                if start >= t.slots.len() {
+                    return 0;
+                }
+                let end = start.saturating_add(count.max(1)).min(t.slots.len());
+                for (k, val) in t.slots[start..end].iter().flatten() {
+                    f(k, val);
+                }
+                if end >= t.slots.len() {
+                    0
+                } else {
+                    end as u64
+                }
+            }
+        }
+    }
+
+    /// An estimate of the bytes this hash occupies (INFO memory).
+    pub fn memory_usage(&self) -> usize {
+        let data: usize = self.iter().map(|(f, v)| f.len() + v.len()).sum();
+        match self {
+            // A listpack entry costs a few bytes of header per element.
+            Hash::Listpack(v) => 16 + data + v.len() * 4,
+            // Two Bytes handles per slot plus the index's entry.
+            Hash::Table(t) => 64 + data + t.slots.len() * 64 + t.index.len() * 48,
+        }
+    }
+
+    /// Append the snapshot form (see the module doc).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            Hash::Listpack(_) => 0,
+            Hash::Table(_) => 1,
+        });
+        put_varint(out, self.len() as u64);
+        for (f, v) in self.iter() {
+            put_varint(out, f.len() as u64);
+            out.extend_from_slice(f);
+            put_varint(out, v.len() as u64);
+            out.extend_from_slice(v);
+        }
+    }
+
+    /// Read a snapshot form from the front of `r`, advancing it.
+    pub fn decode(r: &mut &[u8]) -> Result<Hash, String> {
+        let kind = take(r, 1)?[0];
+        let n = get_varint(r)?;
+        let mut h = match kind {
+            0 => Hash::Listpack(Vec::new()),
+            1 => Hash::Table(Table::default()),
+            k => return Err(format!("unknown hash encoding {k}")),
+        };
+        for _ in 0..n {
+            let flen = usize::try_from(get_varint(r)?).map_err(|_| "hash field too long")?;
+            let field = Bytes::copy_from_slice(take(r, flen)?);
+            let vlen = usize::try_from(get_varint(r)?).map_err(|_| "hash value too long")?;
+            let value = Bytes::copy_from_slice(take(r, vlen)?);
+            if !h.set(&field, &value) {
+                return Err("duplicate field in hash".into());
+            }
+        }
+        Ok(h)
+    }
+}
+
+fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if r.len() < n {
+        return Err(format!("hash truncated: need {n} bytes, {} left", r.len()));
+    }
+    let (head, tail) = r.split_at(n);
+    *r = tail;
+    Ok(head)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(r: &mut &[u8]) -> Result<u64, String> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = take(r, 1)?[0];
+        let bits = u64::from(b & 0x7f);
+        if shift == 63 && bits > 1 {
+            return Err("hash varint overflows".into());
+        }
+        v |= bits << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("hash varint too long".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn listpack_keeps_insertion_order_and_converts_at_the_limits() {
+        let mut h = Hash::default();
+        assert!(h.set(&b("b"), &b("1")));
+        assert!(h.set(&b("a"), &b("2")));
+        assert!(!h.set(&b("b"), &b("3")));
+        let pairs: Vec<_> = h.iter().map(|(f, v)| (f.clone(), v.clone())).collect();
+        assert_eq!(pairs, vec![(b("b"), b("3")), (b("a"), b("2"))]);
+        assert_eq!(h.encoding(), "listpack");
+
+        let mut h = Hash::default();
+        for i in 0..MAX_LISTPACK_ENTRIES {
+            h.set(&b(&i.to_string()), &b("v"));
+        }
+        assert_eq!(h.encoding(), "listpack");
+        h.set(&b("one more"), &b("v"));
+        assert_eq!(h.encoding(), "hashtable");
+        for i in 0..MAX_LISTPACK_ENTRIES {
+            assert!(h.remove(i.to_string().as_bytes()));
+        }
+        assert_eq!(h.encoding(), "hashtable", "never converts back");
+        assert_eq!(h.len(), 1);
+
+        let mut h = Hash::default();
+        h.set(&b("f"), &Bytes::from(vec![b'x'; MAX_LISTPACK_VALUE]));
+        assert_eq!(h.encoding(), "listpack");
+        h.set(&b("f"), &Bytes::from(vec![b'x'; MAX_LISTPACK_VALUE + 1]));
+        assert_eq!(h.encoding(), "hashtable");
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_bad_bytes() {
+        for n in [0usize, 3, 200] {
+            let mut h = Hash::default();
+            for i in 0..n {
+                h.set(&b(&format!("f{i}")), &b(&format!("v{i}")));
+            }
+            let mut out = Vec::new();
+            h.encode(&mut out);
+            out.push(9);
+            let mut r = &out[..];
+            let d = Hash::decode(&mut r).unwrap();
+            assert_eq!(r, &[9], "decode stops at its end");
+            assert_eq!(d.encoding(), h.encoding());
+            let a: Vec<_> = h.iter().collect();
+            let c: Vec<_> = d.iter().collect();
+            assert_eq!(a, c);
+            // Every truncation fails cleanly.
+            for cut in 0..out.len() - 1 {
+                let mut r = &out[..cut];
+                assert!(Hash::decode(&mut r).is_err(), "cut at {cut}");
+            }
+        }
+        let mut r: &[u8] = &[0, 2, 1, b'a', 0, 1, b'a', 0];
+        assert!(Hash::decode(&mut r).is_err(), "duplicate field");
+        let mut r: &[u8] = &[
+            0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ];
+        assert!(Hash::decode(&mut r).is_err(), "huge count, no bytes");
+        let mut r: &[u8] = &[7, 0];
+        assert!(Hash::decode(&mut r).is_err(), "unknown encoding");
+    }
+
+    #[test]
+    fn table_scan_visits_every_slot() {
+        let mut h = Hash::default();
+        for i in 0..300 {
+            h.set(&b(&format!("f{i}")), &b("v"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        loop {
+            cursor = h.scan(cursor, 7, |f, _| {
+                seen.insert(f.clone());
+            });
+            if cursor == 0 {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 300);
+        for r in 0..50u64 {
+            assert!(h
+                .random_pair(r.wrapping_mul(0x1234_5678_9abc_def1))
+                .is_some());
+        }
     }
 }
