@@ -353,12 +353,7 @@ pub fn decode_snapshot(version: u8, body: &[u8], store: &mut Store) -> Result<De
                     )?;
                     Value::Stream(Box::new(s))
                 }
-                2 => {
-                    let mut rest = &r.b[r.pos..];
-                    let h = crate::types::hash::Hash::decode(&mut rest)?;
-                    r.pos = r.b.len() - rest.len();
-                    Value::Hash(Box::new(h))
-                }
+                2 => Value::Hash(Box::new(r.with_rest(crate::types::hash::Hash::decode)?)),
                 k => return Err(format!("unknown value kind {k}")),
             };
             if store.dbs[idx].contains(&key) {

@@ -71,6 +71,17 @@ impl<'a> Reader<'a> {
     pub fn id(&mut self) -> Result<StreamId, String> {
         Ok(StreamId::new(self.u64()?, self.u64()?))
     }
+    /// Run a decoder that reads from a byte slice (advancing it) on the
+    /// bytes not read yet, and move past what it consumed.
+    pub fn with_rest<T>(
+        &mut self,
+        f: impl FnOnce(&mut &'a [u8]) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut rest = &self.b[self.pos..];
+        let out = f(&mut rest)?;
+        self.pos = self.b.len() - rest.len();
+        Ok(out)
+    }
     /// Whether every byte was read.
     pub fn done(&self) -> bool {
         self.pos == self.b.len()
