@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+/// Applies a Redis `loglevel` to the process's logger.
+pub type LoglevelHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// State shared by every connection.
 pub struct Shared {
     /// The keyspace and everything commands touch. Held for one command at a
@@ -30,7 +33,7 @@ pub struct Shared {
     fatal: std::sync::OnceLock<String>,
     /// Applies `loglevel` to the process's logger when CONFIG SET changes
     /// it (the logger belongs to whoever embeds the database).
-    pub loglevel_hook: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    pub loglevel_hook: std::sync::OnceLock<LoglevelHook>,
     /// Commands registered by subsystems above the database, by lowercase name.
     ext_commands: RwLock<std::collections::HashMap<String, &'static crate::cmd::Command>>,
     /// State of subsystems above the database, one value per type

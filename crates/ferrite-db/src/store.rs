@@ -201,6 +201,9 @@ pub trait KeyObserver: Send + Sync {
 
 pub type ObserverId = u64;
 
+/// A registered observer: its database, id and callback.
+type Observer = (usize, ObserverId, Arc<dyn KeyObserver>);
+
 struct Waiter {
     client_id: u64,
     db: usize,
@@ -299,7 +302,7 @@ pub struct Store {
     blocked_on: HashMap<(usize, Bytes), VecDeque<WaiterId>>,
     ready: Vec<(usize, Bytes)>,
     /// Per key: who follows its writes ([`Store::observe`]), in every db.
-    observers: HashMap<Bytes, Vec<(usize, ObserverId, Arc<dyn KeyObserver>)>>,
+    observers: HashMap<Bytes, Vec<Observer>>,
     next_observer: ObserverId,
     pub start_ms: u64,
     /// Writes since start (INFO's rdb_changes_since_last_save).

@@ -76,7 +76,7 @@ fn level_filter(level: &str) -> tracing_subscriber::EnvFilter {
 /// Set up the process's logger at `level` (`FERRITE_LOG` overrides it at
 /// start-up); the returned function changes the level at run time
 /// (CONFIG SET loglevel).
-fn init_tracing(level: &str) -> Option<Box<dyn Fn(&str) + Send + Sync>> {
+fn init_tracing(level: &str) -> Option<shared::LoglevelHook> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let env = tracing_subscriber::EnvFilter::try_from_env("FERRITE_LOG")
@@ -133,10 +133,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     run_with(cfg, None).await
 }
 
-async fn run_with(
-    cfg: Config,
-    loglevel_hook: Option<Box<dyn Fn(&str) + Send + Sync>>,
-) -> Result<(), String> {
+async fn run_with(cfg: Config, loglevel_hook: Option<shared::LoglevelHook>) -> Result<(), String> {
     std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("cannot create dir {}: {e}", cfg.dir))?;
     let addr = format!("{}:{}", cfg.bind, cfg.port);
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -136,7 +136,7 @@ impl ExtCommand {
         let info = Reply::Array(vec![
             Reply::bulk_str(self.name),
             Reply::Int(self.arity),
-            Reply::Set(self.flags.iter().map(|f| Reply::simple(*f)).collect()),
+            Reply::Set(self.flags.iter().map(|f| Reply::simple(f)).collect()),
             Reply::Int(0),
             Reply::Int(0),
             Reply::Int(0),
