@@ -28,6 +28,7 @@ pub mod block;
 pub mod group;
 pub mod id;
 pub mod listpack;
+mod pel;
 pub mod sealed;
 pub mod snapshot;
 pub mod stream;
