@@ -1018,8 +1018,10 @@ fn fill(c: &mut RespConn, key: &str, ids: std::ops::RangeInclusive<u64>) {
 }
 
 /// Trimming frees disk: full blocks are stored by checkpoints; after
-/// `XTRIM MAXLEN 0` on one stream and `DEL` of another, the next checkpoint
-/// deletes their segment files, while a third stream's stay readable.
+/// `XTRIM MAXLEN 0` on one stream and `DEL` of another, their segment
+/// files go once no kept checkpoint references them: the checkpoint after
+/// the trim keeps the one before it (two slots), the next one drops it.
+/// A third stream's stay readable.
 #[test]
 fn trimming_and_del_free_stream_segment_files() {
     let dir = TempDir::new("rr-trim-disk").unwrap_or_else(|e| panic!("{e}"));
@@ -1045,6 +1047,12 @@ fn trimming_and_del_free_stream_segment_files() {
         500
     );
     assert_eq!(int(&call_str(&mut c, &["DEL", "deleted"])), 1);
+    shutdown_on(&mut c);
+    s.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let (_, files) = stream_segment_files(dir.path());
+    assert_eq!(files, 3, "the previous checkpoint still references them");
+    let mut s = start(&launch);
+    let mut c = connect(&s);
     shutdown_on(&mut c);
     s.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     let (after, files) = stream_segment_files(dir.path());

@@ -97,6 +97,29 @@ pub struct Persistence {
     idle_lock: parking_lot::Mutex<()>,
     idle: parking_lot::Condvar,
     pub checkpoints_done: AtomicU64,
+    /// Databases a checkpoint may hold (for decoding one to verify it).
+    databases: usize,
+    /// The stream segment files the previous checkpoint references: kept
+    /// with the newest one's, so recovery can fall back to it (two slots).
+    previous_referenced: parking_lot::Mutex<HashMap<u64, BTreeSet<u64>>>,
+}
+
+/// The segment files each stream's stored blocks live in, by storage id.
+fn referenced_segments(store: &Store) -> HashMap<u64, BTreeSet<u64>> {
+    let mut out: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+    for db in &store.dbs {
+        for (_, v) in db.iter() {
+            if let Value::Stream(s) = v {
+                if let Some(st) = s.storage() {
+                    let set = out.entry(st.id).or_default();
+                    s.stored_segments(|seg| {
+                        set.insert(seg);
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Redis's wording for a failed AOF write, which clients and tools know.
@@ -522,19 +545,48 @@ impl Persistence {
         // Nothing expires while the log is replayed (see `crate::expire`).
         shared.store.lock().loading = true;
         let mut recovery = Recovery::open(FsBackend::shared(), &dir, opts).map_err(fail)?;
-        if let Some(cp) = recovery.take_checkpoint() {
-            if !(2..=SNAPSHOT_VERSION).contains(&cp.body_version) {
-                return Err(format!(
-                    "checkpoint {} has body version {} (this build reads 2 to {SNAPSHOT_VERSION})",
-                    cp.file.display(),
-                    cp.body_version
-                ));
-            }
-            let decoded = {
+        let mut previous_referenced = HashMap::new();
+        let mut next_cp = recovery.take_checkpoint();
+        while let Some(cp) = next_cp.take() {
+            let decoded = if (2..=SNAPSHOT_VERSION).contains(&cp.body_version) {
                 let mut store = shared.store.lock();
                 decode_snapshot(cp.body_version, &cp.body, &mut store)
-                    .map_err(|e| format!("checkpoint {}: {e}", cp.file.display()))?
+            } else {
+                Err(format!(
+                    "body version {} (this build reads 2 to {SNAPSHOT_VERSION})",
+                    cp.body_version
+                ))
             };
+            let decoded = match decoded {
+                Ok(d) => d,
+                Err(e) => {
+                    // Two slots: the checkpoint before this one, and the log
+                    // after it, are still there.
+                    let why = format!("checkpoint {}: {e}", cp.file.display());
+                    {
+                        let mut store = shared.store.lock();
+                        for db in store.dbs.iter_mut() {
+                            db.clear();
+                        }
+                    }
+                    match recovery.fall_back(&why).map_err(fail)? {
+                        Some(older) => {
+                            tracing::warn!(
+                                "{why}; set aside as .bad, recovering from the previous checkpoint {} and the log after it",
+                                older.file.display()
+                            );
+                            next_cp = Some(older);
+                            continue;
+                        }
+                        None => {
+                            return Err(format!(
+                                "{why}, and there is no previous checkpoint to fall back to"
+                            ))
+                        }
+                    }
+                }
+            };
+            previous_referenced = referenced_segments(&shared.store.lock());
             rec.checkpoint_seq = cp.covered_seq;
             replay(&mut session, decoded.rebuild, 0, skip, &mut rec)?;
             for (name, state) in decoded.sections {
@@ -587,6 +639,8 @@ impl Persistence {
             idle_lock: parking_lot::Mutex::new(()),
             idle: parking_lot::Condvar::new(),
             checkpoints_done: AtomicU64::new(0),
+            databases: startup_cfg.databases,
+            previous_referenced: parking_lot::Mutex::new(previous_referenced),
         });
         // Replay after this point must use the block settings in force now.
         let cfg_cmd = data_config_command(&shared.config.read());
@@ -772,17 +826,39 @@ impl Persistence {
         mut snap: Snapshot,
         cache: Option<&BlockCache>,
     ) -> Result<(), StorageError> {
+        // The file is read back and decoded (into a scratch store with its
+        // own block cache, which reads nothing) before the checkpoint
+        // before it, and what only that one needed, may go.
+        let verify = |cp: &ferrite_storage::Checkpoint| -> Result<(), String> {
+            let mut scratch = Store::new(self.databases, 0);
+            scratch.block_cache = Some(BlockCache::new(Arc::new(SegmentSource(
+                self.streams.clone(),
+            ))));
+            decode_snapshot(cp.body_version, &cp.body, &mut scratch).map(|_| ())
+        };
         let r = snap
             .store_blocks(&self.streams)
             .and_then(|_| self.streams.sync())
-            .and_then(|_| self.log.checkpoint(covered, SNAPSHOT_VERSION, &snap.body));
+            .and_then(|_| {
+                self.log
+                    .checkpoint_verified(covered, SNAPSHOT_VERSION, &snap.body, &verify)
+            });
         if r.is_ok() {
             self.checkpoints_done.fetch_add(1, Ordering::Relaxed);
             let bytes = snap.publish();
             if let Some(c) = cache {
                 c.add_grown(bytes);
             }
-            if let Err(e) = self.collect_garbage(&snap.referenced) {
+            // Two slots: keep what this checkpoint and the previous one use.
+            let previous = std::mem::replace(
+                &mut *self.previous_referenced.lock(),
+                snap.referenced.clone(),
+            );
+            let mut keep = snap.referenced.clone();
+            for (sid, segs) in previous {
+                keep.entry(sid).or_default().extend(segs);
+            }
+            if let Err(e) = self.collect_garbage(&keep) {
                 tracing::warn!("deleting unreferenced stream segments failed: {e}");
             }
         }
@@ -792,9 +868,10 @@ impl Persistence {
         r.map(|_| ())
     }
 
-    /// Delete the stream segment files that the checkpoint just written
-    /// does not reference (trimmed or rewritten blocks, deleted
-    /// streams, blocks of a checkpoint that failed half-way).
+    /// Delete the stream segment files that neither the checkpoint just
+    /// written nor the one before it references (trimmed or rewritten
+    /// blocks, deleted streams, blocks of a checkpoint that failed
+    /// half-way).
     fn collect_garbage(
         &self,
         referenced: &HashMap<u64, BTreeSet<u64>>,

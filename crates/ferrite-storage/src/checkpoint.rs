@@ -281,6 +281,27 @@ impl CommitLog {
         body_version: u8,
         body: &[u8],
     ) -> Result<CheckpointReport> {
+        self.checkpoint_verified(covered_seq, body_version, body, &|_| Ok(()))
+    }
+
+    /// [`CommitLog::checkpoint`], with the new file read back from disk and
+    /// handed to `verify` (the caller decodes the body) before anything
+    /// older is deleted. If reading or `verify` fails, the new file is
+    /// removed, nothing else is touched, and the error says why: the
+    /// previous checkpoint stays in force.
+    ///
+    /// Two slots (redb's idea): after a verified checkpoint, the one before
+    /// it is kept too, with every log segment after it, so that recovery
+    /// can fall back to it if the newest one later proves unreadable
+    /// ([`crate::Recovery::fall_back`]). What only older checkpoints needed
+    /// is deleted.
+    pub fn checkpoint_verified(
+        &self,
+        covered_seq: u64,
+        body_version: u8,
+        body: &[u8],
+        verify: &dyn Fn(&Checkpoint) -> std::result::Result<(), String>,
+    ) -> Result<CheckpointReport> {
         let shared = &self.shared;
         let mut last = shared.checkpoint.lock();
         if let Some(e) = self.failure() {
@@ -311,31 +332,55 @@ impl CommitLog {
                 Err(CheckpointWriteError::BeforeRename(e)) => return Err(e),
                 Err(CheckpointWriteError::Directory(e)) => return Err(shared.poison(e)),
             };
+        // IMPORTANT: read the file back and let the caller decode it before
+        // anything older goes: an encoder/decoder mismatch must cost this
+        // checkpoint, never the data.
+        let checked = read_checkpoint(backend, &file)
+            .map_err(|e| e.to_string())
+            .and_then(|cp| verify(&cp));
+        if let Err(why) = checked {
+            let _ = backend.remove_file(&file);
+            backend
+                .sync_dir(&shared.dir)
+                .map_err(|e| shared.poison(StorageError::io("fsync dir", &shared.dir, e)))?;
+            return Err(StorageError::Corrupt {
+                file,
+                offset: 0,
+                reason: format!(
+                    "the checkpoint did not read back ({why}); it was removed and the previous one stays in force"
+                ),
+            });
+        }
         *last = covered_seq;
 
-        // Clean up. The new checkpoint is already durable, so a crash from
-        // here on only leaves files that the next open deletes.
+        // Clean up: keep this checkpoint and the one before it (and the log
+        // after that one); delete the rest. Both are durable, so a crash
+        // from here on only leaves files that the next open deletes.
         let mut removed_checkpoints = Vec::new();
         let entries = backend
             .list_dir(&shared.dir)
             .map_err(|e| StorageError::io("list dir", &shared.dir, e))?;
-        for entry in entries {
-            if let Some(seq) = parse_checkpoint_name(&entry.name) {
-                if seq < covered_seq {
-                    let p = shared.dir.join(&entry.name);
-                    backend
-                        .remove_file(&p)
-                        .map_err(|e| StorageError::io("remove", &p, e))?;
-                    removed_checkpoints.push(p);
-                }
-            }
+        let mut older: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| parse_checkpoint_name(&e.name))
+            .filter(|&seq| seq < covered_seq)
+            .collect();
+        older.sort_unstable();
+        let previous = older.pop();
+        for seq in older {
+            let p = shared.dir.join(checkpoint_file_name(seq));
+            backend
+                .remove_file(&p)
+                .map_err(|e| StorageError::io("remove", &p, e))?;
+            removed_checkpoints.push(p);
         }
+        let keep_after = previous.unwrap_or(covered_seq);
         let victims: Vec<SegmentInfo> = {
             let mut segs = shared.segments.lock();
             let mut n = 0;
             // Segment n is wholly covered if the next one starts at or
-            // before covered_seq + 1. The last (active) one always stays.
-            while n + 1 < segs.len() && segs[n + 1].base <= covered_seq.saturating_add(1) {
+            // before keep_after + 1. The last (active) one always stays.
+            while n + 1 < segs.len() && segs[n + 1].base <= keep_after.saturating_add(1) {
                 n += 1;
             }
             segs.drain(..n).collect()

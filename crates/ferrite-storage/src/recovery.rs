@@ -111,6 +111,10 @@ pub struct RecoveryReport {
     pub removed_obsolete_segments: Vec<PathBuf>,
     /// Files in the log directory that are none of the above (left alone).
     pub ignored_files: Vec<String>,
+    /// Checkpoints that could not be used (unreadable, or refused by the
+    /// caller's decoder through [`Recovery::fall_back`]): renamed to
+    /// `<name>.bad`, with why; recovery used the one before.
+    pub set_aside: Vec<(PathBuf, String)>,
 }
 
 struct Plan {
@@ -135,6 +139,13 @@ pub struct Recovery {
     dir: PathBuf,
     options: LogOptions,
     checkpoint: Option<Checkpoint>,
+    /// The loaded checkpoint's file.
+    loaded: Option<PathBuf>,
+    /// The checkpoint before it (the second slot): kept, with the log
+    /// after it, so that recovery can fall back to it.
+    previous: Option<(u64, PathBuf)>,
+    /// Checkpoints found unusable, to rename to `.bad` at `finish`.
+    set_aside: Vec<(PathBuf, String)>,
     covered: u64,
     segments: Vec<SegmentInfo>,
     temps: Vec<PathBuf>,
@@ -207,18 +218,34 @@ impl Recovery {
         checkpoints.sort_by_key(|c| c.0);
         ignored.sort();
 
-        let checkpoint = match checkpoints.pop() {
-            Some((_, path)) => Some(read_checkpoint(&backend, &path)?),
-            None => None,
-        };
+        // Two slots: the newest checkpoint that reads back is loaded; one
+        // that does not (checksum, truncation) while an older one exists is
+        // set aside and the older one used, with the longer log after it.
+        let mut checkpoint = None;
+        let mut loaded = None;
+        let mut set_aside = Vec::new();
+        while let Some((_, path)) = checkpoints.pop() {
+            match read_checkpoint(&backend, &path) {
+                Ok(cp) => {
+                    checkpoint = Some(cp);
+                    loaded = Some(path);
+                    break;
+                }
+                Err(e) if !checkpoints.is_empty() => set_aside.push((path, e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        let previous = checkpoints.pop();
         let old_checkpoints = checkpoints.into_iter().map(|c| c.1).collect();
         let covered = checkpoint.as_ref().map_or(0, |c| c.covered_seq);
+        // The log is kept from the previous checkpoint on (its fallback).
+        let keep_after = previous.as_ref().map_or(covered, |p| p.0.min(covered));
 
-        // Keep from the last segment that starts at or before covered + 1:
-        // everything before it holds only records <= covered.
+        // Keep from the last segment that starts at or before keep_after +
+        // 1: everything before it holds only records <= keep_after.
         let k = segments
             .iter()
-            .rposition(|s| s.base <= covered.saturating_add(1))
+            .rposition(|s| s.base <= keep_after.saturating_add(1))
             .unwrap_or(0);
         let obsolete = segments.drain(..k).map(|s| s.path).collect();
 
@@ -227,6 +254,9 @@ impl Recovery {
             dir,
             options,
             checkpoint,
+            loaded,
+            previous,
+            set_aside,
             covered,
             segments,
             temps,
@@ -250,6 +280,31 @@ impl Recovery {
     /// Take the loaded checkpoint (avoids copying a large body).
     pub fn take_checkpoint(&mut self) -> Option<Checkpoint> {
         self.checkpoint.take()
+    }
+
+    /// The loaded checkpoint could not be used (`why`: the caller's decoder
+    /// refused its body): set it aside (renamed to `<name>.bad` at
+    /// [`Recovery::finish`]) and load the one before it, whose log is kept.
+    /// `Ok(None)` if there is none: the caller must stop. Only before the
+    /// first [`Recovery::next_record`].
+    pub fn fall_back(&mut self, why: &str) -> Result<Option<Checkpoint>> {
+        if self.cur != 0 || self.reader.is_some() || self.expected != 0 {
+            return Err(StorageError::InvalidArgument(
+                "fall_back after records were read".into(),
+            ));
+        }
+        let Some(bad) = self.loaded.take() else {
+            return Ok(None);
+        };
+        self.set_aside.push((bad, why.to_string()));
+        self.checkpoint = None;
+        let Some((_, path)) = self.previous.take() else {
+            return Ok(None);
+        };
+        let cp = read_checkpoint(&self.backend, &path)?;
+        self.covered = cp.covered_seq;
+        self.loaded = Some(path);
+        Ok(Some(cp))
     }
 
     /// The sequence number the checkpoint covers (0 = none).
@@ -459,6 +514,15 @@ impl Recovery {
         for p in std::mem::take(&mut self.old_checkpoints) {
             remove(&p)?;
             report.removed_old_checkpoints.push(p);
+            dir_changed = true;
+        }
+        for (p, why) in std::mem::take(&mut self.set_aside) {
+            let mut to = p.clone().into_os_string();
+            to.push(".bad");
+            backend
+                .rename(&p, Path::new(&to))
+                .map_err(|e| StorageError::io("rename", &p, e))?;
+            report.set_aside.push((p, why));
             dir_changed = true;
         }
         for p in std::mem::take(&mut self.obsolete) {

@@ -90,21 +90,35 @@ fn checkpoint_then_replay_only_what_follows_and_delete_old_segments() {
     assert_eq!(o.report.records_replayed, 60);
     assert_eq!(rebuilt(&o), records(1..=120));
 
-    // A second checkpoint replaces the first.
+    // A second checkpoint keeps the first (its fallback, two slots) and
+    // the log after it; a third removes the first.
+    let ckpts = |disk: &SimBackend| -> Vec<String> {
+        disk.list_files(&log_dir())
+            .into_iter()
+            .filter(|n| n.ends_with(".ckpt"))
+            .collect()
+    };
     let rep = o.log.checkpoint(110, 1, &body_for(110)).unwrap();
-    assert_eq!(rep.removed_checkpoints.len(), 1);
-    let ckpts: Vec<String> = disk
-        .list_files(&log_dir())
-        .into_iter()
-        .filter(|n| n.ends_with(".ckpt"))
-        .collect();
+    assert!(rep.removed_checkpoints.is_empty());
     assert_eq!(
-        ckpts,
-        vec!["checkpoint-00000000000000000110.ckpt".to_string()]
+        ckpts(&disk),
+        vec![
+            "checkpoint-00000000000000000060.ckpt".to_string(),
+            "checkpoint-00000000000000000110.ckpt".to_string()
+        ]
+    );
+    let rep = o.log.checkpoint(115, 1, &body_for(115)).unwrap();
+    assert_eq!(rep.removed_checkpoints.len(), 1);
+    assert_eq!(
+        ckpts(&disk),
+        vec![
+            "checkpoint-00000000000000000110.ckpt".to_string(),
+            "checkpoint-00000000000000000115.ckpt".to_string()
+        ]
     );
     drop(o);
     let o = open_sim(&disk, opts()).unwrap();
-    assert_eq!(o.records, records(111..=120));
+    assert_eq!(o.records, records(116..=120));
     assert_eq!(rebuilt(&o), records(1..=120));
 }
 
@@ -269,4 +283,92 @@ fn checkpoints_while_producers_append() {
     drop(log);
     let o = open_sim(&disk, opts()).unwrap();
     assert_eq!(rebuilt(&o), records(1..=300));
+}
+
+/// Two slots: a checkpoint that does not read back as the caller's decoder
+/// expects is removed and the previous one stays in force, with its log.
+#[test]
+fn a_checkpoint_refused_by_its_verifier_leaves_the_previous_in_force() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts()).unwrap();
+    append_range(&o.log, 1..=100);
+    o.log.checkpoint(40, 1, &body_for(40)).unwrap();
+    append_range(&o.log, 101..=120);
+    let err = o
+        .log
+        .checkpoint_verified(110, 1, &body_for(110), &|cp| {
+            // The decoder finds what it wrote unreadable (a codec bug).
+            Err(format!("cannot decode {} bytes", cp.body.len()))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Corrupt { reason, .. } if reason.contains("cannot decode")),
+        "{err}"
+    );
+    assert_eq!(o.log.checkpoint_seq(), 40);
+    assert!(
+        o.log.failure().is_none(),
+        "a refused checkpoint poisons nothing"
+    );
+    let names = disk.list_files(&log_dir());
+    assert!(!names.iter().any(|n| n.contains("00000000000000000110")));
+    drop(o);
+    let o = open_sim(&disk, opts()).unwrap();
+    assert_eq!(o.report.checkpoint_seq, 40);
+    assert_eq!(rebuilt(&o), records(1..=120));
+}
+
+/// The newest checkpoint unreadable at open (its checksum fails): recovery
+/// falls back to the one before and replays the longer log; the bad file
+/// is set aside, not deleted.
+#[test]
+fn an_unreadable_newest_checkpoint_falls_back_to_the_previous_one() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts()).unwrap();
+    append_range(&o.log, 1..=100);
+    o.log.checkpoint(40, 1, &body_for(40)).unwrap();
+    append_range(&o.log, 101..=120);
+    o.log.checkpoint(110, 1, &body_for(110)).unwrap();
+    o.log.close().unwrap();
+    drop(o);
+    let newest = log_dir().join("checkpoint-00000000000000000110.ckpt");
+    let mut bytes = disk.read_file(&newest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    disk.write_file_durable(&newest, &bytes).unwrap();
+
+    let o = open_sim(&disk, opts()).unwrap();
+    assert_eq!(o.report.checkpoint_seq, 40);
+    assert_eq!(o.report.set_aside.len(), 1);
+    assert_eq!(rebuilt(&o), records(1..=120));
+    let names = disk.list_files(&log_dir());
+    assert!(names.contains(&"checkpoint-00000000000000000110.ckpt.bad".to_string()));
+}
+
+/// The caller's decoder refuses the newest checkpoint at open:
+/// `Recovery::fall_back` loads the previous one, and replay starts after it.
+#[test]
+fn recovery_falls_back_when_the_caller_cannot_decode_the_newest() {
+    let disk = SimBackend::new();
+    let o = open_sim(&disk, opts()).unwrap();
+    append_range(&o.log, 1..=100);
+    o.log.checkpoint(40, 1, &body_for(40)).unwrap();
+    append_range(&o.log, 101..=120);
+    o.log.checkpoint(110, 1, &body_for(110)).unwrap();
+    o.log.close().unwrap();
+    drop(o);
+
+    let mut rec = ferrite_storage::Recovery::open(disk.shared(), log_dir(), opts()).unwrap();
+    assert_eq!(rec.take_checkpoint().map(|c| c.covered_seq), Some(110));
+    let older = rec.fall_back("decoder refused it").unwrap().unwrap();
+    assert_eq!(older.covered_seq, 40);
+    let mut state: State = decode_versioned(1, &older.body).unwrap();
+    while let Some(r) = rec.next_record().unwrap() {
+        state.push((r.seq, r.payload));
+    }
+    assert_eq!(state, records(1..=120));
+    // No third slot: nothing more to fall back to.
+    let (_log, report) = rec.finish().unwrap();
+    assert_eq!(report.set_aside.len(), 1);
+    assert!(report.set_aside[0].1.contains("decoder refused it"));
 }

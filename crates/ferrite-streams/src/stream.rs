@@ -362,6 +362,15 @@ impl Stream {
     }
 
     /// Resident bytes of stored (evictable) blocks, with each one's last access.
+    /// The segment files (numbers) its stored blocks live in.
+    pub fn stored_segments(&self, mut f: impl FnMut(u64)) {
+        for node in self.blocks.values() {
+            if let Some(loc) = node.location() {
+                f(loc.segment);
+            }
+        }
+    }
+
     pub fn evictable(&self, mut f: impl FnMut(u64, usize)) {
         for node in self.blocks.values() {
             if node.is_resident() && node.location().is_some() {
