@@ -591,6 +591,7 @@ mod replay {
                 in_exec: false,
                 block: None,
                 propagate: None,
+                parsed: None,
             };
             let d = cmd::dispatch(&mut ctx, argv);
             store.serve_ready(now);

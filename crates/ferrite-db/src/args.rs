@@ -3,23 +3,38 @@
 
 use crate::error::CmdError;
 use bytes::Bytes;
+use std::borrow::Cow;
 
-pub struct Args {
-    argv: Vec<Bytes>,
+pub struct Args<'a> {
+    argv: Cow<'a, [Bytes]>,
     pos: usize,
 }
 
-impl Args {
+impl Args<'static> {
     /// `argv[0]` is the command name; the cursor starts after it (or after
     /// the subcommand, see [`Args::skip`]).
-    pub fn new(argv: Vec<Bytes>) -> Args {
-        Args { argv, pos: 1 }
+    pub fn new(argv: Vec<Bytes>) -> Args<'static> {
+        Args {
+            argv: Cow::Owned(argv),
+            pos: 1,
+        }
+    }
+}
+
+impl<'a> Args<'a> {
+    /// A cursor over arguments the caller keeps (parsing ahead of running,
+    /// without copying them: `cmd::parsed`).
+    pub fn borrowed(argv: &'a [Bytes]) -> Args<'a> {
+        Args {
+            argv: Cow::Borrowed(argv),
+            pos: 1,
+        }
     }
     pub fn all(&self) -> &[Bytes] {
         &self.argv
     }
     pub fn into_vec(self) -> Vec<Bytes> {
-        self.argv
+        self.argv.into_owned()
     }
     pub fn remaining(&self) -> usize {
         self.argv.len().saturating_sub(self.pos)

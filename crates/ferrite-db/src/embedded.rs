@@ -100,8 +100,15 @@ impl Session {
         }
         let shared = self.shared.clone();
         let mut store = shared.store.lock();
-        let (done, commit) =
-            cmd::execute(&shared, &mut store, &mut self.client, argv, now_ms(), false);
+        let (done, commit) = cmd::execute(
+            &shared,
+            &mut store,
+            &mut self.client,
+            argv,
+            None,
+            now_ms(),
+            false,
+        );
         drop(store);
         crate::persist::kick(&shared);
         let seq = match commit {
@@ -140,6 +147,7 @@ impl Atomic<'_> {
             in_exec: false,
             block: None,
             propagate: None,
+            parsed: None,
         };
         let reply = match cmd::dispatch(&mut ctx, argv) {
             cmd::Dispatch::Reply(r) | cmd::Dispatch::Block(_, r) => r,

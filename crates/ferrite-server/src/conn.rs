@@ -260,17 +260,21 @@ impl Conn {
         // are read here, on a blocking thread and without the store lock
         // (the command then finds them read), so that neither the async
         // workers nor the other clients wait for the disk (§13.8).
-        let plan = if self.client.multi.is_none()
-            && cmd::may_prefetch(&argv)
+        // The command is parsed ahead only then (its handler takes the
+        // parsed value instead of parsing again).
+        let parsed = if self.client.multi.is_none()
             && shared
                 .persist
                 .get()
                 .is_some_and(|p| p.blocks_may_be_absent())
         {
-            cmd::prefetch_plan(&shared.store.lock(), self.client.db, &argv)
+            cmd::parsed::Parsed::parse(&argv)
         } else {
             None
         };
+        let plan = parsed
+            .as_ref()
+            .and_then(|p| cmd::prefetch_plan(&shared.store.lock(), self.client.db, p));
         if let Some((cache, blocks)) = &plan {
             let (c, b) = (cache.clone(), blocks.clone());
             // A failed or panicked read is left to the command, which reads
@@ -285,8 +289,15 @@ impl Conn {
         let now = now_ms();
         let (outcome, mut commit, mut barrier) = {
             let mut store = shared.store.lock();
-            let (outcome, commit) =
-                cmd::execute(&shared, &mut store, &mut self.client, argv, now, true);
+            let (outcome, commit) = cmd::execute(
+                &shared,
+                &mut store,
+                &mut self.client,
+                argv,
+                parsed,
+                now,
+                true,
+            );
             // IMPORTANT: a reply without a record of its own may still show
             // effects of records not yet written/fsynced (another client's
             // XADD it read): it waits for them too, as Redis sends replies

@@ -16,6 +16,7 @@ pub mod keyspace;
 pub mod keyspec;
 pub mod list;
 pub mod meta;
+pub mod parsed;
 pub mod pubsub;
 pub mod read;
 pub mod server;
@@ -37,7 +38,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Runs one command with the store locked. Must not block or await.
-pub type Handler = fn(&mut Ctx, &mut Args) -> Result<Reply, CmdError>;
+pub type Handler = fn(&mut Ctx, &mut Args<'_>) -> Result<Reply, CmdError>;
 
 /// Every command this server implements, by Redis full name.
 fn registry() -> Vec<(&'static str, Handler)> {
@@ -248,6 +249,9 @@ pub struct Ctx<'a> {
     /// command that succeeded is logged as typed; `Some(list)`: exactly these
     /// (empty: nothing), e.g. XADD with `*` rewritten to the generated ID.
     pub propagate: Option<Vec<Vec<Bytes>>>,
+    /// The command parsed ahead of running (`parsed::Parsed`, for the
+    /// read-ahead plan): its handler takes it instead of parsing again.
+    pub parsed: Option<parsed::Parsed>,
 }
 
 impl Ctx<'_> {
@@ -310,44 +314,22 @@ pub type Prefetch = Vec<(u64, ferrite_streams::StreamId, ferrite_streams::BlockL
 /// the rest itself, on the worker, as before (docs/storage.md §13.8).
 pub const PREFETCH_MAX_BLOCKS: usize = 1024;
 
-/// Whether `argv` is a command [`prefetch_plan`] knows (checked before
-/// taking the store lock: every other command skips the plan).
-pub fn may_prefetch(argv: &[Bytes]) -> bool {
-    argv.first().is_some_and(|n| {
-        n.eq_ignore_ascii_case(b"xrange")
-            || n.eq_ignore_ascii_case(b"xrevrange")
-            || n.eq_ignore_ascii_case(b"xread")
-            || n.eq_ignore_ascii_case(b"xreadgroup")
-    })
-}
-
-/// The evicted blocks that `argv` (XRANGE, XREVRANGE, XREAD, XREADGROUP) will read in
-/// `db`, from the index alone, with the cache to read them into. The
-/// caller reads them off the store lock and off the async workers
-/// (`BlockCache::read_ahead` on a blocking thread), then runs the command,
-/// which finds them read; a block the plan missed (or evicted meanwhile)
-/// the command reads itself. The plan only reads ahead: the command runs,
-/// and logs its effects, exactly as without it. Not planned yet: XCLAIM,
-/// XAUTOCLAIM, XDEL, XINFO STREAM FULL, and commands inside MULTI.
+/// The evicted blocks the parsed command will read in `db`, from the
+/// index alone, with the cache to read them into. The caller reads them
+/// off the store lock and off the async workers (`BlockCache::read_ahead`
+/// on a blocking thread), then runs the command (handing it the parsed
+/// value), which finds them read; a block the plan missed (or evicted
+/// meanwhile) the command reads itself. The plan only reads ahead: the
+/// command runs, and logs its effects, exactly as without it. Not planned
+/// yet: XCLAIM, XAUTOCLAIM, XDEL, XINFO STREAM FULL, and commands inside
+/// MULTI.
 pub fn prefetch_plan(
     store: &Store,
     db: usize,
-    argv: &[Bytes],
+    parsed: &parsed::Parsed,
 ) -> Option<(std::sync::Arc<ferrite_streams::BlockCache>, Prefetch)> {
     let cache = store.block_cache.as_ref()?;
-    let db = store.dbs.get(db)?;
-    let name = argv.first()?;
-    let plan = if name.eq_ignore_ascii_case(b"xrange") {
-        stream::xrange_prefetch(db, argv, false)
-    } else if name.eq_ignore_ascii_case(b"xrevrange") {
-        stream::xrange_prefetch(db, argv, true)
-    } else if name.eq_ignore_ascii_case(b"xread") {
-        read::read_prefetch(db, argv, false)
-    } else if name.eq_ignore_ascii_case(b"xreadgroup") {
-        read::read_prefetch(db, argv, true)
-    } else {
-        Vec::new()
-    };
+    let plan = parsed.prefetch(store.dbs.get(db)?);
     (!plan.is_empty()).then(|| (cache.clone(), plan))
 }
 
@@ -361,6 +343,7 @@ pub fn execute(
     store: &mut Store,
     client: &mut ClientState,
     argv: Vec<Bytes>,
+    parsed: Option<parsed::Parsed>,
     now_ms: u64,
     may_block: bool,
 ) -> (Executed, crate::persist::Commit) {
@@ -373,6 +356,7 @@ pub fn execute(
             in_exec: false,
             block: None,
             propagate: None,
+            parsed,
         };
         let done = match dispatch(&mut ctx, argv) {
             Dispatch::Block(req, _) if may_block => {

@@ -51,21 +51,44 @@ pub fn keyed_reply(pairs: Vec<(Bytes, Reply)>) -> Reply {
     )
 }
 
-/// XREAD / XREADGROUP options, parsed as Redis's `xreadCommand` does.
-struct ReadArgs {
+/// A parsed XREAD or XREADGROUP, as Redis's `xreadCommand` reads it.
+#[derive(Debug, Clone)]
+pub struct ReadArgs {
+    /// XREADGROUP (else XREAD).
+    pub readgroup: bool,
     /// BLOCK: `Some(None)` = forever.
-    timeout: Option<Option<Duration>>,
+    pub timeout: Option<Option<Duration>>,
     /// COUNT (0 = no limit).
-    count: usize,
-    noack: bool,
+    pub count: usize,
+    pub noack: bool,
     /// GROUP `<group> <consumer>`.
-    group: Option<(Bytes, Bytes)>,
-    keys: Vec<Bytes>,
-    ids: Vec<Bytes>,
+    pub group: Option<(Bytes, Bytes)>,
+    pub keys: Vec<Bytes>,
+    pub ids: Vec<Bytes>,
+}
+
+impl ReadArgs {
+    pub fn parse(a: &mut Args, readgroup: bool) -> Result<ReadArgs, CmdError> {
+        parse_read(a, readgroup)
+    }
+
+    /// The evicted blocks it will read in `db` (see `cmd::parsed`).
+    pub fn prefetch(&self, db: &Db) -> super::Prefetch {
+        read_prefetch(db, self)
+    }
+}
+
+/// The handler's arguments: the planner's parse if it made one.
+fn take_parsed(ctx: &mut Ctx, a: &mut Args, readgroup: bool) -> Result<ReadArgs, CmdError> {
+    match ctx.parsed.take() {
+        Some(super::parsed::Parsed::XRead(r)) if r.readgroup == readgroup => Ok(r),
+        _ => parse_read(a, readgroup),
+    }
 }
 
 fn parse_read(a: &mut Args, readgroup: bool) -> Result<ReadArgs, CmdError> {
     let mut r = ReadArgs {
+        readgroup,
         timeout: None,
         count: 0,
         noack: false,
@@ -123,20 +146,17 @@ fn parse_read(a: &mut Args, readgroup: bool) -> Result<ReadArgs, CmdError> {
     Ok(r)
 }
 
-/// The evicted blocks XREAD (`group` false) or XREADGROUP `argv` will read
-/// in `db` (see [`super::prefetch_plan`]), none if the arguments are bad.
+/// The evicted blocks an XREAD or XREADGROUP will read in `db`.
 /// Per stream: XREAD with an ID, and XREADGROUP with `>`, read the last
 /// entry (is there anything new?) and then the entries after the ID (or
 /// the group's last ID), up to COUNT; XREADGROUP with an ID reads the
 /// consumer's pending entries after it, up to COUNT. Only the plan looks
 /// at the group here: the command runs (and logs) exactly as without it.
-pub fn read_prefetch(db: &Db, argv: &[Bytes], group: bool) -> super::Prefetch {
+fn read_prefetch(db: &Db, r: &ReadArgs) -> super::Prefetch {
     /// Pending entries looked at at most, per stream (the plan runs under
     /// the store lock).
     const MAX_PENDING: usize = 65_536;
-    let Ok(r) = parse_read(&mut Args::new(argv.to_vec()), group) else {
-        return Vec::new();
-    };
+    let group = r.readgroup;
     let count = if r.count == 0 { None } else { Some(r.count) };
     let mut out = Vec::new();
     for (key, arg) in r.keys.iter().zip(&r.ids) {
@@ -213,7 +233,7 @@ fn push_new(out: &mut super::Prefetch, more: super::Prefetch) {
 }
 
 fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
-    let r = parse_read(a, false)?;
+    let r = take_parsed(ctx, a, false)?;
     let (keys, id_args) = (&r.keys, &r.ids);
     let mut ids = Vec::with_capacity(keys.len());
     for (key, arg) in keys.iter().zip(id_args) {
@@ -323,7 +343,7 @@ fn serve_new(
 }
 
 fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
-    let r = parse_read(a, true)?;
+    let r = take_parsed(ctx, a, true)?;
     let Some((group, consumer)) = r.group.clone() else {
         return Err(CmdError::err("Missing GROUP option for XREADGROUP"));
     };

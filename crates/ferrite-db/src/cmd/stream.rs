@@ -316,66 +316,87 @@ fn range_error(e: ferrite_streams::id::RangeIdError) -> CmdError {
     }
 }
 
-/// XRANGE / XREVRANGE arguments: key, start, end, COUNT (-1: none).
-fn parse_xrange(a: &mut Args, rev: bool) -> Result<(Bytes, StreamId, StreamId, i64), CmdError> {
-    let key = a.next_bytes()?;
-    let first = a.next_bytes()?;
-    let second = a.next_bytes()?;
-    let (start_arg, end_arg) = if rev {
-        (second, first)
-    } else {
-        (first, second)
-    };
-    let start = parse_range_start(&start_arg).map_err(range_error)?;
-    let end = parse_range_end(&end_arg).map_err(range_error)?;
-    let mut count: i64 = -1;
-    while a.remaining() > 0 {
-        if a.remaining() >= 2 && a.eat("COUNT") {
-            count = a.next_i64()?.max(0);
+/// A parsed XRANGE or XREVRANGE.
+#[derive(Debug, Clone)]
+pub struct XRangeArgs {
+    pub key: Bytes,
+    pub start: StreamId,
+    pub end: StreamId,
+    /// COUNT; -1: none.
+    pub count: i64,
+    pub rev: bool,
+}
+
+impl XRangeArgs {
+    pub fn parse(a: &mut Args, rev: bool) -> Result<XRangeArgs, CmdError> {
+        let key = a.next_bytes()?;
+        let first = a.next_bytes()?;
+        let second = a.next_bytes()?;
+        let (start_arg, end_arg) = if rev {
+            (second, first)
         } else {
-            return Err(CmdError::Syntax);
+            (first, second)
+        };
+        let start = parse_range_start(&start_arg).map_err(range_error)?;
+        let end = parse_range_end(&end_arg).map_err(range_error)?;
+        let mut count: i64 = -1;
+        while a.remaining() > 0 {
+            if a.remaining() >= 2 && a.eat("COUNT") {
+                count = a.next_i64()?.max(0);
+            } else {
+                return Err(CmdError::Syntax);
+            }
+        }
+        Ok(XRangeArgs {
+            key,
+            start,
+            end,
+            count,
+            rev,
+        })
+    }
+
+    /// The evicted blocks it will read in `db` (see `cmd::parsed`).
+    pub fn prefetch(&self, db: &crate::store::Db) -> super::Prefetch {
+        // COUNT 0 reads nothing; no COUNT (-1) reads the whole range.
+        let count = match self.count {
+            0 => return Vec::new(),
+            n => usize::try_from(n).ok(),
+        };
+        match db.get(&self.key) {
+            Some(Value::Stream(s)) => s.evicted_in_range(
+                self.start,
+                self.end,
+                self.rev,
+                count,
+                super::PREFETCH_MAX_BLOCKS,
+            ),
+            _ => Vec::new(),
         }
     }
-    Ok((key, start, end, count))
 }
 
 fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdError> {
-    let (key, start, end, count) = parse_xrange(a, rev)?;
-    let Some(s) = stream_ref(ctx, &key)? else {
+    // Parsed already if the read-ahead planner looked at it.
+    let r = match ctx.parsed.take() {
+        Some(super::parsed::Parsed::XRange(r)) if r.rev == rev => r,
+        _ => XRangeArgs::parse(a, rev)?,
+    };
+    let Some(s) = stream_ref(ctx, &r.key)? else {
         return Ok(Reply::Array(vec![]));
     };
-    if count == 0 {
+    if r.count == 0 {
         return Ok(Reply::NullArray);
     }
-    let limit = if count < 0 {
+    let limit = if r.count < 0 {
         None
     } else {
-        Some(count as usize)
+        Some(r.count as usize)
     };
     let it = s
-        .iter_range(start, end, rev)
+        .iter_range(r.start, r.end, r.rev)
         .take(limit.unwrap_or(usize::MAX));
     Ok(crate::reply::encode_entries(it))
-}
-
-/// The evicted blocks XRANGE / XREVRANGE `argv` will read in `db` (see
-/// [`super::prefetch_plan`]); none if the arguments are bad (the command
-/// replies its error).
-pub fn xrange_prefetch(db: &crate::store::Db, argv: &[Bytes], rev: bool) -> super::Prefetch {
-    let Ok((key, start, end, count)) = parse_xrange(&mut Args::new(argv.to_vec()), rev) else {
-        return Vec::new();
-    };
-    // COUNT 0 reads nothing; no COUNT (-1) reads the whole range.
-    let count = match count {
-        0 => return Vec::new(),
-        n => usize::try_from(n).ok(),
-    };
-    match db.get(&key) {
-        Some(Value::Stream(s)) => {
-            s.evicted_in_range(start, end, rev, count, super::PREFETCH_MAX_BLOCKS)
-        }
-        _ => Vec::new(),
-    }
 }
 
 fn xrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
