@@ -160,6 +160,16 @@ const PARAMS: &[Param] = &[
         doc: "bytes of stored (sealed) stream blocks kept in memory; least recently used ones beyond it are evicted and read back from disk on demand (0 = no limit)",
     },
     Param {
+        name: "max-reply-size",
+        default: "1073741824",
+        kind: Kind::Mem {
+            min: 1048576,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "largest reply a stream read builds: XRANGE/XREVRANGE past it reply an error (read the range in parts with COUNT); XREAD and XREADGROUP return a shorter batch (read on from its last ID)",
+    },
+    Param {
         name: "replay-errors",
         default: "stop",
         kind: Kind::Enum(&["stop", "skip"]),
@@ -199,6 +209,8 @@ pub struct Config {
     pub stream_node_max_entries: u64,
     pub stream_node_max_bytes: u64,
     pub loglevel: String,
+    /// `max-reply-size`: the byte bound of a stream read's reply.
+    pub max_reply_size: u64,
     /// `replay-errors skip`: a failed command on replay is counted, not fatal.
     pub replay_skip_errors: bool,
     /// `log-repair yes`: drop a corrupt commit-log tail at start-up.
@@ -318,6 +330,7 @@ impl Default for Config {
             stream_node_max_entries: 0,
             stream_node_max_bytes: 0,
             loglevel: String::new(),
+            max_reply_size: 0,
             replay_skip_errors: false,
             log_repair: false,
             appendonly: true,
@@ -353,6 +366,7 @@ impl Config {
         self.stream_node_max_entries = self.num("stream-node-max-entries") as u64;
         self.stream_node_max_bytes = self.num("stream-node-max-bytes") as u64;
         self.loglevel = self.values["loglevel"].clone();
+        self.max_reply_size = self.num("max-reply-size") as u64;
         self.replay_skip_errors = self.values["replay-errors"] == "skip";
         self.log_repair = self.values["log-repair"] == "yes";
         self.appendonly = self.values["appendonly"] == "yes";

@@ -163,6 +163,53 @@ fn line(out: &mut BytesMut, tag: u8, s: &[u8]) {
 
 /// Encode `entries` (`[id, [field, value, ...]]` each) as one array, straight
 /// from the blocks: no per-entry allocation. The same bytes serve RESP2 and RESP3.
+/// About how many bytes an entry takes in a reply (ID, field and value
+/// headers and bytes): what `max-reply-size` counts.
+pub fn entry_reply_size(e: &ferrite_streams::block::EntryRef<'_>) -> usize {
+    48 + e
+        .pairs()
+        .map(|(f, v)| f.len() + v.len() + 16)
+        .sum::<usize>()
+}
+
+/// The entries of `it` while their reply stays within `max_bytes`: `Err`
+/// with the size reached if one more would pass it.
+pub fn entries_within<'a, I>(
+    it: I,
+    max_bytes: u64,
+) -> Result<Vec<ferrite_streams::block::EntryRef<'a>>, u64>
+where
+    I: IntoIterator<Item = ferrite_streams::block::EntryRef<'a>>,
+{
+    let mut out = Vec::new();
+    let mut size = 0u64;
+    for e in it {
+        size += entry_reply_size(&e) as u64;
+        if size > max_bytes {
+            return Err(size);
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The entries of `it` while their reply stays within `max_bytes` (at
+/// least one): a shorter batch instead of an error, for readers that read
+/// on from the last ID they got (XREAD, XREADGROUP).
+pub fn entries_up_to<'a, I>(it: I, max_bytes: u64) -> Vec<ferrite_streams::block::EntryRef<'a>>
+where
+    I: IntoIterator<Item = ferrite_streams::block::EntryRef<'a>>,
+{
+    let mut size = 0u64;
+    it.into_iter()
+        .take_while(|e| {
+            let first = size == 0;
+            size += entry_reply_size(e) as u64;
+            first || size <= max_bytes
+        })
+        .collect()
+}
+
 pub fn encode_entries<'a>(
     entries: impl IntoIterator<Item = ferrite_streams::block::EntryRef<'a>>,
 ) -> Reply {

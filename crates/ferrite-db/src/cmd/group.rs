@@ -138,6 +138,60 @@ pub fn xclaim_effect(
     ]
 }
 
+/// IDs per logged XCLAIM when deliveries are logged in batches.
+const XCLAIM_BATCH: usize = 1024;
+
+/// The deliveries `pending` (in order) as XCLAIMs of up to 1,024 IDs each,
+/// one per run of entries with the same consumer, delivery time and count:
+/// replayed, they build the same PEL as one XCLAIM per entry (Redis's
+/// propagation), in a record about 20 bytes per delivered entry instead of
+/// about 120. `last_id`: each XCLAIM's LASTID (`None`: its last ID).
+pub fn xclaim_batch_effects(
+    key: &Bytes,
+    group: &Bytes,
+    g: &Group,
+    pending: &[PendingEntry],
+    last_id: Option<StreamId>,
+) -> Vec<Vec<Bytes>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pending.len() {
+        let p0 = &pending[i];
+        let mut j = i + 1;
+        while j < pending.len()
+            && j - i < XCLAIM_BATCH
+            && pending[j].consumer == p0.consumer
+            && pending[j].delivery_time == p0.delivery_time
+            && pending[j].delivery_count == p0.delivery_count
+        {
+            j += 1;
+        }
+        let run = &pending[i..j];
+        let mut argv = vec![
+            b("XCLAIM"),
+            key.clone(),
+            group.clone(),
+            g.consumer_name(p0.consumer).clone(),
+            b("0"),
+        ];
+        argv.extend(run.iter().map(|p| id_bytes(p.id)));
+        let last = last_id.unwrap_or(run[run.len() - 1].id);
+        argv.extend([
+            b("TIME"),
+            num(p0.delivery_time),
+            b("RETRYCOUNT"),
+            num(p0.delivery_count),
+            b("FORCE"),
+            b("JUSTID"),
+            b("LASTID"),
+            id_bytes(last),
+        ]);
+        out.push(argv);
+        i = j;
+    }
+    out
+}
+
 /// `XGROUP SETID key group <last-id> ENTRIESREAD <n>`.
 pub fn setid_effect(key: &Bytes, group: &Bytes, g: &Group) -> Vec<Bytes> {
     vec![

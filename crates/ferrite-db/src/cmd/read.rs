@@ -4,12 +4,13 @@
 //! the writing command (or EXEC).
 //!
 //! XREADGROUP logs what it changed as commands that replay exactly (see
-//! `group`): `XGROUP CREATECONSUMER` for a consumer it created, one XCLAIM
-//! per PEL entry it created or updated, and `XGROUP SETID ... ENTRIESREAD`
+//! `group`): `XGROUP CREATECONSUMER` for a consumer it created, XCLAIMs
+//! of up to 1,024 IDs for the PEL entries it created or updated
+//! (`xclaim_batch_effects`), and `XGROUP SETID ... ENTRIESREAD`
 //! when the group's last ID moved. A blocked XREADGROUP logs the same when
 //! it is served.
 
-use super::group::{createconsumer_effect, setid_effect, xclaim_effect};
+use super::group::{createconsumer_effect, setid_effect, xclaim_batch_effects};
 use super::stream::{entry_reply, id_reply, stream_ref};
 use super::{BlockRequest, Ctx, Handler};
 use crate::args::{parse_i64, Args};
@@ -250,9 +251,10 @@ fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         ids.push(id);
     }
     let limit = if r.count == 0 { None } else { Some(r.count) };
+    let max_bytes = ctx.shared.config.read().max_reply_size;
     let mut out = Vec::new();
     for (key, &after) in keys.iter().zip(&ids) {
-        if let Some(r) = read_after(ctx.db(), key, after, limit) {
+        if let Some(r) = read_after(ctx.db(), key, after, limit, max_bytes) {
             out.push((key.clone(), r));
         }
     }
@@ -267,6 +269,7 @@ fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 keys: keys.to_vec(),
                 after: ids,
                 count: limit.unwrap_or(BLOCKED_DEFAULT_COUNT),
+                max_bytes,
             }),
         });
     }
@@ -305,6 +308,8 @@ struct Reader<'a> {
     consumer: &'a Bytes,
     count: Option<usize>,
     noack: bool,
+    /// `max-reply-size`.
+    max_bytes: u64,
 }
 
 /// Serves `>` for one stream: the new entries for the consumer (created if
@@ -326,15 +331,30 @@ fn serve_new(
             effects.push(createconsumer_effect(key, group, consumer));
         }
         let before = (g.last_id(), g.entries_read_raw());
+        // Bounded by `max-reply-size` as well as COUNT: what would pass it
+        // is left for the next call (a shorter batch, never an error after
+        // entries were delivered).
+        let count = match (count, g.last_id().incr()) {
+            (Some(n), _) if n <= 1000 => Some(n),
+            (_, None) => count,
+            (_, Some(start)) => {
+                let it = s
+                    .iter_range(start, StreamId::MAX, false)
+                    .take(count.unwrap_or(usize::MAX));
+                Some(crate::reply::entries_up_to(it, rd.max_bytes).len().max(1))
+            }
+        };
         let delivered = g.deliver_new(s, cid, count, noack, now);
         let mut out = Vec::with_capacity(delivered.len());
+        let mut pending = Vec::with_capacity(if noack { 0 } else { delivered.len() });
         for d in delivered {
-            if let Some(p) = &d.pending {
-                // LASTID: the group's last ID right after this entry.
-                effects.push(xclaim_effect(key, group, g, p, p.id));
+            if let Some(p) = d.pending {
+                pending.push(p);
             }
             out.push(entry_reply(d.entry));
         }
+        // LASTID: the group's last ID right after each batch.
+        effects.extend(xclaim_batch_effects(key, group, g, &pending, None));
         if (g.last_id(), g.entries_read_raw()) != before {
             effects.push(setid_effect(key, group, g));
         }
@@ -372,6 +392,7 @@ fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     }
     let limit = if r.count == 0 { None } else { Some(r.count) };
     let now = ctx.now_ms;
+    let max_bytes = ctx.shared.config.read().max_reply_size;
     let mut effects = Vec::new();
     let mut out = Vec::new();
     for (key, id) in r.keys.iter().zip(&ids) {
@@ -389,11 +410,15 @@ fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 }
                 let start = after.incr().unwrap_or(StreamId::MIN);
                 let hist = g.read_history(s, cid, start, limit, now);
-                for h in &hist {
-                    if let Some(p) = &h.pending {
-                        effects.push(xclaim_effect(key, &group, g, p, g.last_id()));
-                    }
-                }
+                let pending: Vec<ferrite_streams::PendingEntry> =
+                    hist.iter().filter_map(|h| h.pending).collect();
+                effects.extend(xclaim_batch_effects(
+                    key,
+                    &group,
+                    g,
+                    &pending,
+                    Some(g.last_id()),
+                ));
                 Reply::Array(hist.into_iter().map(history_reply).collect())
             }),
             None => {
@@ -408,6 +433,7 @@ fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                     consumer: &consumer,
                     count: limit,
                     noack: r.noack,
+                    max_bytes,
                 };
                 serve_new(s, key, &rd, now, &mut effects)
             }
@@ -432,6 +458,7 @@ fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 consumer,
                 noack: r.noack,
                 count: limit.unwrap_or(BLOCKED_DEFAULT_COUNT),
+                max_bytes,
                 effects: Vec::new(),
             }),
         });
@@ -441,7 +468,13 @@ fn xreadgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 
 /// Entries of `key` after `after`, if the stream has any (Redis serves a
 /// stream when its last valid entry is greater than `after`).
-fn read_after(db: &mut Db, key: &[u8], after: StreamId, count: Option<usize>) -> Option<Reply> {
+fn read_after(
+    db: &mut Db,
+    key: &[u8],
+    after: StreamId,
+    count: Option<usize>,
+    max_bytes: u64,
+) -> Option<Reply> {
     let Some(Value::Stream(s)) = db.get(key) else {
         return None;
     };
@@ -452,7 +485,8 @@ fn read_after(db: &mut Db, key: &[u8], after: StreamId, count: Option<usize>) ->
     let it = s
         .iter_range(start, StreamId::MAX, false)
         .take(count.unwrap_or(usize::MAX));
-    Some(crate::reply::encode_entries(it))
+    let entries = crate::reply::entries_up_to(it, max_bytes);
+    Some(crate::reply::encode_entries(entries))
 }
 
 /// A blocked XREAD.
@@ -460,6 +494,8 @@ struct StreamWaiter {
     keys: Vec<Bytes>,
     after: Vec<StreamId>,
     count: usize,
+    /// `max-reply-size` when it blocked.
+    max_bytes: u64,
 }
 
 impl BlockedCommand for StreamWaiter {
@@ -476,7 +512,7 @@ impl BlockedCommand for StreamWaiter {
         }
         let start = after.incr()?;
         let it = s.iter_range(start, StreamId::MAX, false).take(self.count);
-        let entries = crate::reply::encode_entries(it);
+        let entries = crate::reply::encode_entries(crate::reply::entries_up_to(it, self.max_bytes));
         Some(keyed_reply(vec![(key.clone(), entries)]))
     }
     fn timeout_reply(&self) -> Reply {
@@ -494,6 +530,8 @@ struct GroupWaiter {
     consumer: Bytes,
     noack: bool,
     count: usize,
+    /// `max-reply-size` when it blocked.
+    max_bytes: u64,
     /// What serving changed, for the commit log.
     effects: Vec<Vec<Bytes>>,
 }
@@ -522,6 +560,7 @@ impl BlockedCommand for GroupWaiter {
             consumer: &self.consumer,
             count: Some(self.count),
             noack: self.noack,
+            max_bytes: self.max_bytes,
         };
         let entries = serve_new(s, key, &rd, now_ms, &mut self.effects);
         Some(keyed_reply(vec![(key.clone(), entries)]))

@@ -382,6 +382,9 @@ fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdEr
         Some(super::parsed::Parsed::XRange(r)) if r.rev == rev => r,
         _ => XRangeArgs::parse(a, rev)?,
     };
+    // Bounded: the reply is built in memory, under the store lock, and a
+    // range over a stream far larger than RAM must not take the server down.
+    let max = ctx.shared.config.read().max_reply_size;
     let Some(s) = stream_ref(ctx, &r.key)? else {
         return Ok(Reply::Array(vec![]));
     };
@@ -396,7 +399,12 @@ fn xrange_generic(ctx: &mut Ctx, a: &mut Args, rev: bool) -> Result<Reply, CmdEr
     let it = s
         .iter_range(r.start, r.end, r.rev)
         .take(limit.unwrap_or(usize::MAX));
-    Ok(crate::reply::encode_entries(it))
+    match crate::reply::entries_within(it, max) {
+        Ok(entries) => Ok(crate::reply::encode_entries(entries)),
+        Err(_) => Err(CmdError::Other(format!(
+            "ERR the reply would be larger than max-reply-size ({max} bytes): read the range in parts with COUNT"
+        ))),
+    }
 }
 
 fn xrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
