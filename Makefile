@@ -10,7 +10,9 @@ build:
 run:
 	cargo run --release --
 
-test:
+# One command on a fresh machine: installs what the tests need
+# (redis-server 7.0 for the differential tests), then runs them all.
+test: setup
 	cargo test --workspace --release
 
 bench:

@@ -610,9 +610,13 @@ fn start(dir: &TempDir, extra: &[String], rng: &mut StdRng, iter: usize, seed: u
     s
 }
 
-fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
+fn crash_loop(tag: &str, test: &str, policies: &[&str], iterations: usize) {
     let seed = seed();
-    println!("{tag}: FERRITE_CRASH_SEED={seed} iterations={iterations}");
+    println!(
+        "{tag}: FERRITE_CRASH_SEED={seed} iterations={iterations} (to replay: \
+         FERRITE_CRASH_SEED={seed} FERRITE_CRASH_ITERATIONS={iterations} \
+         cargo test --release --test crash_loop {test} -- --nocapture)"
+    );
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = TempDir::new(tag).unwrap_or_else(|e| panic!("{e}"));
@@ -778,13 +782,19 @@ fn crash_loop(tag: &str, policies: &[&str], iterations: usize) {
 
 #[test]
 fn kill9_loses_nothing_acknowledged_under_always() {
-    crash_loop("crash-always", &["always"], iterations(30));
+    crash_loop(
+        "crash-always",
+        "kill9_loses_nothing_acknowledged_under_always",
+        &["always"],
+        iterations(30),
+    );
 }
 
 #[test]
 fn kill9_loses_nothing_acknowledged_under_everysec_and_no() {
     crash_loop(
         "crash-everysec",
+        "kill9_loses_nothing_acknowledged_under_everysec_and_no",
         &["everysec", "everysec", "no"],
         iterations(30).div_ceil(3),
     );

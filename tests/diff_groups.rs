@@ -12,7 +12,7 @@ mod common;
 use common::conn::{Reply, RespConn};
 use common::resp::Node;
 use common::script::split_args;
-use common::server::{redis_server_path, skip_diff, Pair};
+use common::server::{redis_server_path, Pair};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -96,10 +96,6 @@ struct Side {
 
 /// Plays a timed script (see the module docs) on redis-server and Ferrite.
 fn run_timed(name: &str) {
-    if skip_diff() {
-        eprintln!("FERRITE_SKIP_DIFF=1: skipping timed script {name}");
-        return;
-    }
     if let Err(e) = redis_server_path() {
         panic!("{e}");
     }
@@ -264,6 +260,7 @@ macro_rules! timed_tests {
     ($($name:ident => $file:expr),* $(,)?) => {
         $(
             #[test]
+            #[cfg_attr(skip_diff, ignore = "FERRITE_SKIP_DIFF=1: needs redis-server 7.0")]
             fn $name() {
                 run_timed($file);
             }
@@ -422,10 +419,8 @@ fn field_lines(info: &str, prefix: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(skip_diff, ignore = "FERRITE_SKIP_DIFF=1: needs redis-server 7.0")]
 fn info_stats_count_group_commands_and_errors() {
-    if skip_diff() {
-        return;
-    }
     if let Err(e) = redis_server_path() {
         panic!("{e}");
     }
@@ -800,6 +795,7 @@ fn random_command(r: &mut Rng, next_ms: &mut u64) -> (String, bool) {
 /// logged, replayed into a fresh server, rebuild the same groups, PELs
 /// (delivery times and counts), last-delivered-ids, entries-read and lags.
 #[test]
+#[cfg_attr(skip_diff, ignore = "FERRITE_SKIP_DIFF=1: needs redis-server 7.0")]
 fn propagated_effects_replay_to_the_same_state() {
     let mut cases = 0;
     for seed in 1..=120u64 {
@@ -897,6 +893,7 @@ fn propagated_effects_replay_to_the_same_state() {
 /// A blocked XREADGROUP served later logs its effects (consumer creation,
 /// one XCLAIM per entry, the group's new last ID) like a direct call.
 #[test]
+#[cfg_attr(skip_diff, ignore = "FERRITE_SKIP_DIFF=1: needs redis-server 7.0")]
 fn served_blocked_reader_logs_its_effects() {
     let mut a = replay::Node::new();
     a.call(argv("XGROUP CREATE s g $ MKSTREAM"));
@@ -990,6 +987,7 @@ fn words(s: &str) -> Vec<Vec<u8>> {
 ///
 /// `cargo test --release --test diff_groups scale -- --ignored --nocapture`
 #[test]
+#[cfg_attr(skip_diff, ignore = "FERRITE_SKIP_DIFF=1: needs redis-server 7.0")]
 #[ignore = "measurement: run with --ignored --nocapture (release)"]
 fn scale_vs_redis() {
     if let Err(e) = redis_server_path() {

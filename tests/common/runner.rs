@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::conn::{Reply, RespConn};
 use super::resp::{encode_command, escape, escape_short, Node};
 use super::script::{parse, Action, Mask, Modifiers, Step, Word};
-use super::server::{redis_server_path, self_test_mode, skip_diff, Pair, Server};
+use super::server::{redis_server_path, self_test_mode, Pair, Server};
 
 /// Bound on every reply read (and on waiting for blocked clients).
 pub fn read_timeout() -> Duration {
@@ -36,10 +36,6 @@ pub fn run_script(name: &str) {
 
 /// [`run_script`] with extra command-line arguments for Ferrite and for both.
 pub fn run_script_with(name: &str, ferrite_extra: &[&str], both: &[&str]) {
-    if skip_diff() {
-        eprintln!("FERRITE_SKIP_DIFF=1: skipping differential script {name}");
-        return;
-    }
     if let Err(e) = redis_server_path() {
         panic!("{e}");
     }

@@ -82,14 +82,38 @@ pub fn self_test_mode() -> bool {
         .unwrap_or(false)
 }
 
-/// `FERRITE_SKIP_DIFF=1`: differential tests pass without running.
-pub fn skip_diff() -> bool {
-    std::env::var("FERRITE_SKIP_DIFF")
-        .map(|v| v == "1")
-        .unwrap_or(false)
+/// The reference redis-server (REDIS_SERVER, else the first in PATH),
+/// checked to be Redis 7.0: the differential tests compare against 7.0's
+/// replies, and another version (Ubuntu 22.04 ships 6.0) would fail them
+/// for its own differences, or pass where 7.0 would not.
+pub fn redis_server_path() -> Result<PathBuf, String> {
+    static CHECKED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let p = find_redis_server()?;
+            let out = std::process::Command::new(&p)
+                .arg("--version")
+                .output()
+                .map_err(|e| format!("cannot run {} --version: {e}", p.display()))?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let version = text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v="))
+                .unwrap_or("unknown");
+            if !version.starts_with("7.0.") {
+                return Err(format!(
+                    "{} is Redis {version}; the differential tests compare against Redis 7.0 \
+                     (./scripts/setup.sh installs Debian bookworm's 7.0.15; or point REDIS_SERVER \
+                     at a 7.0 binary, or build with FERRITE_SKIP_DIFF=1 to mark them ignored)",
+                    p.display()
+                ));
+            }
+            Ok(p)
+        })
+        .clone()
 }
 
-pub fn redis_server_path() -> Result<PathBuf, String> {
+fn find_redis_server() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("REDIS_SERVER") {
         let p = PathBuf::from(p);
         if p.is_file() {
@@ -97,7 +121,7 @@ pub fn redis_server_path() -> Result<PathBuf, String> {
         }
         return Err(format!(
             "REDIS_SERVER={} is not a file (differential tests need redis-server 7.0; \
-             set FERRITE_SKIP_DIFF=1 to skip them)",
+             build with FERRITE_SKIP_DIFF=1 to mark them ignored)",
             p.display()
         ));
     }
@@ -111,7 +135,8 @@ pub fn redis_server_path() -> Result<PathBuf, String> {
     Err(
         "redis-server was not found in PATH (differential tests need it). Install it with \
          `apt-get install redis-server redis-tools` (CI installs it the same way), point \
-         REDIS_SERVER at a binary, or set FERRITE_SKIP_DIFF=1 to skip the differential tests."
+         REDIS_SERVER at a binary, or run with FERRITE_SKIP_DIFF=1 to mark the differential \
+         tests ignored."
             .to_string(),
     )
 }
