@@ -18,6 +18,8 @@
 //! Each load prints one `RESULT k=v ...` line; it measures, never asserts a
 //! time.
 
+#![forbid(unsafe_code)]
+
 mod closed;
 mod e2e;
 mod error;

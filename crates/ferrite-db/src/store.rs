@@ -705,6 +705,7 @@ impl Store {
 /// is trimmed on its own), so without this the process's RSS would not
 /// shrink after an eviction sweep.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // one FFI call, SAFETY below
 fn release_free_memory() {
     extern "C" {
         fn malloc_trim(pad: usize) -> std::ffi::c_int;

@@ -10,6 +10,8 @@
 //! - [`protocol`]: request parsing with Redis's limits and error wording.
 //! - [`ferrite_db`]: everything a command does once parsed.
 
+#![forbid(unsafe_code)]
+
 pub mod conn;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -181,6 +181,7 @@ impl BackendFile for FsFile {
         self.file.sync_data()
     }
 
+    #[allow(unsafe_code)] // the SAFETY comments below
     fn map_writable(&self, offset: u64, len: usize) -> io::Result<Option<Box<dyn FileMap>>> {
         // SAFETY: the mapping is of a file this process created and owns
         // (a commit-log segment); the log never shrinks it below the mapped
@@ -279,6 +280,7 @@ impl Backend for FsBackend {
     /// file systems) allocate on every overwrite, so a store into the map
     /// could fault with SIGBUS on a full disk (docs/storage.md §3.6).
     #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)] // the SAFETY comments below
     fn maps_files(&self, dir: &Path) -> bool {
         use std::os::unix::ffi::OsStrExt;
         const EXT4: i64 = 0xEF53;
@@ -320,6 +322,7 @@ struct FsSyncer {
 
 #[cfg(target_os = "linux")]
 impl FsSync for FsSyncer {
+    #[allow(unsafe_code)] // the SAFETY comments below
     fn sync(&self) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         // SAFETY: `syncfs` takes a file descriptor, which `self.dir` keeps

@@ -24,6 +24,8 @@
 //! Errors are plain enums; the server owns the Redis error wording (each
 //! variant's doc quotes the Redis reply it stands for).
 
+#![forbid(unsafe_code)]
+
 pub mod block;
 pub mod group;
 pub mod id;

@@ -9,6 +9,9 @@
 //! The figures are recorded in docs/consumer-groups.md. The small test that
 //! always runs guards the memory layout (bytes per pending entry).
 
+// NOTE: a counting global allocator needs `unsafe impl GlobalAlloc`.
+#![allow(unsafe_code)]
+
 use bytes::Bytes;
 use ferrite_streams::group::{ClaimOptions, ConsumerId, Group, ENTRIES_READ_INVALID};
 use ferrite_streams::{Stream, StreamConfig, StreamId, XaddId};

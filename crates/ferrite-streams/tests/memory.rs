@@ -3,6 +3,9 @@
 //! config, and checks it against `Stream::memory_usage`'s estimate.
 //! Run with `--nocapture` to see the numbers.
 
+// NOTE: a counting global allocator needs `unsafe impl GlobalAlloc`.
+#![allow(unsafe_code)]
+
 use bytes::Bytes;
 use ferrite_streams::{Stream, StreamConfig, XaddId};
 use std::alloc::{GlobalAlloc, Layout, System};
