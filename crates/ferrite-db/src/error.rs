@@ -103,6 +103,53 @@ impl From<CmdError> for Reply {
     }
 }
 
+// ---- the stream type's typed errors, in Redis's words ----
+
+impl From<ferrite_streams::stream::AddError> for CmdError {
+    fn from(e: ferrite_streams::stream::AddError) -> CmdError {
+        use ferrite_streams::stream::AddError;
+        match e {
+            AddError::IdTooSmall => CmdError::err(
+                "The ID specified in XADD is equal or smaller than the target stream top item",
+            ),
+            AddError::IdZero => CmdError::err("The ID specified in XADD must be greater than 0-0"),
+            AddError::Exhausted => CmdError::err(
+                "The stream has exhausted the last possible ID, unable to add more items",
+            ),
+            AddError::TooLarge => CmdError::err("Elements are too large to be stored"),
+            AddError::BadFieldCount => CmdError::WrongArity("xadd".into()),
+        }
+    }
+}
+
+impl From<ferrite_streams::id::RangeIdError> for CmdError {
+    fn from(e: ferrite_streams::id::RangeIdError) -> CmdError {
+        use ferrite_streams::id::RangeIdError;
+        match e {
+            RangeIdError::Invalid => CmdError::InvalidStreamId,
+            RangeIdError::InvalidStart => CmdError::err("invalid start ID for the interval"),
+            RangeIdError::InvalidEnd => CmdError::err("invalid end ID for the interval"),
+        }
+    }
+}
+
+impl From<ferrite_streams::stream::SetIdError> for CmdError {
+    fn from(e: ferrite_streams::stream::SetIdError) -> CmdError {
+        use ferrite_streams::stream::SetIdError;
+        CmdError::err(match e {
+            SetIdError::MaxDeletedGreaterThanId => {
+                "The ID specified in XSETID is smaller than the provided max_deleted_entry_id"
+            }
+            SetIdError::IdSmallerThanTop => {
+                "The ID specified in XSETID is smaller than the target stream top item"
+            }
+            SetIdError::EntriesAddedSmallerThanLength => {
+                "The entries_added specified in XSETID is smaller than the target stream length"
+            }
+        })
+    }
+}
+
 /// A client-supplied string as Redis's `%.128s` shows it in an error: at most
 /// 128 bytes, cut at a NUL byte (CR/LF become spaces when the reply is encoded).
 pub fn sanitize_arg(b: &[u8]) -> String {

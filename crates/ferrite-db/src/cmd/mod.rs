@@ -1,6 +1,10 @@
-//! Commands: one file per family, each command a `parse` + `apply` pair behind
-//! a [`Handler`]; this module owns the table and the rules every command
-//! shares (arity, authentication, MULTI queueing, statistics).
+//! Commands: one file per family behind [`Handler`]s; each command parses
+//! its arguments with the [`Args`] cursor (into a typed value, such as
+//! `expire::Expire` or `stream::XRangeArgs`, where it has options or where
+//! other code must understand it before it runs: [`parsed`]) and then
+//! applies it. This module owns the table and the rules every command shares
+//! (arity, authentication, MULTI queueing, expiry of its keys, statistics,
+//! the panic guard).
 //!
 //! Families: [`conn`] (PING, HELLO, AUTH, SELECT, CLIENT...), [`keyspace`]
 //! (DEL, TYPE, SCAN...), [`txn`] (MULTI/EXEC/WATCH), [`admin`] (CONFIG, INFO,

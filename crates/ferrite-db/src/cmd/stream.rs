@@ -239,18 +239,7 @@ fn exact_trim_args(s: &Stream, trim: Option<&TrimSpec>) -> Option<Vec<Bytes>> {
 }
 
 pub fn add_error(e: ferrite_streams::stream::AddError) -> CmdError {
-    use ferrite_streams::stream::AddError;
-    match e {
-        AddError::IdTooSmall => CmdError::err(
-            "The ID specified in XADD is equal or smaller than the target stream top item",
-        ),
-        AddError::IdZero => CmdError::err("The ID specified in XADD must be greater than 0-0"),
-        AddError::Exhausted => {
-            CmdError::err("The stream has exhausted the last possible ID, unable to add more items")
-        }
-        AddError::TooLarge => CmdError::err("Elements are too large to be stored"),
-        AddError::BadFieldCount => CmdError::WrongArity("xadd".into()),
-    }
+    CmdError::from(e)
 }
 
 fn xtrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
@@ -308,12 +297,7 @@ fn xlen(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 }
 
 fn range_error(e: ferrite_streams::id::RangeIdError) -> CmdError {
-    use ferrite_streams::id::RangeIdError;
-    match e {
-        RangeIdError::Invalid => invalid_id(),
-        RangeIdError::InvalidStart => CmdError::err("invalid start ID for the interval"),
-        RangeIdError::InvalidEnd => CmdError::err("invalid end ID for the interval"),
-    }
+    CmdError::from(e)
 }
 
 /// A parsed XRANGE or XREVRANGE.
@@ -452,16 +436,5 @@ fn xsetid(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 }
 
 fn setid_error(e: ferrite_streams::stream::SetIdError) -> CmdError {
-    use ferrite_streams::stream::SetIdError;
-    CmdError::err(match e {
-        SetIdError::MaxDeletedGreaterThanId => {
-            "The ID specified in XSETID is smaller than the provided max_deleted_entry_id"
-        }
-        SetIdError::IdSmallerThanTop => {
-            "The ID specified in XSETID is smaller than the target stream top item"
-        }
-        SetIdError::EntriesAddedSmallerThanLength => {
-            "The entries_added specified in XSETID is smaller than the target stream length"
-        }
-    })
+    CmdError::from(e)
 }
