@@ -161,8 +161,7 @@ pub fn decode_cmds(b: &[u8], n: usize) -> Vec<(usize, Vec<Bytes>)> {
 /// (~4 GiB), not the storage crate's 512 MiB default, so that no command a
 /// client can send is refused by the log after it was applied in memory
 /// (`cmd::dispatch` refuses larger ones before they run).
-pub const LOG_RECORD_MAX: usize =
-    ferrite_storage::frame::MAX_BODY_LEN - ferrite_storage::frame::LOG_BODY_MIN;
+pub const LOG_RECORD_MAX: usize = ferrite_storage::MAX_RECORD_LEN;
 
 /// An upper bound of the record that logging `cmds` (as given by clients)
 /// takes, for commands whose logged effects are their arguments (XADD's

@@ -73,4 +73,4 @@ pub use stream_segments::{
     BlockLocation, EntryId, ScannedBlock, SegmentScan, StoredBlock, StreamKeyId, StreamSegment,
     StreamStore, StreamStoreOptions,
 };
-pub use writer::{AppendHandle, CommitLog, Completion, LogStats};
+pub use writer::{AppendHandle, CommitLog, Completion, LogStats, MAX_RECORD_LEN};

@@ -84,6 +84,11 @@ use acks::{Acks, Waiter};
 use queue::{call, push_pending, push_record, Pending, Put, Queue, Window};
 use thread::{run_fsync_thread, stop_fsync_thread, Writer};
 
+/// The largest record payload the commit log's frame format can hold
+/// (a `u32` body length, less the sequence number): what
+/// `LogOptions::max_record_bytes` may be raised to.
+pub const MAX_RECORD_LEN: usize = crate::frame::MAX_BODY_LEN - crate::frame::LOG_BODY_MIN;
+
 /// A completion callback: called exactly once with the record's sequence
 /// number once it is as durable as the policy promises, or with the error
 /// that prevented it. Runs on the writer thread.
