@@ -17,16 +17,10 @@
 //! 30      body_len body      opaque
 //! ```
 //!
-//! The file length must be exactly `30 + body_len`. Also here: the small
-//! bincode helpers [`encode_versioned`] / [`decode_versioned`] that put a
-//! serde value behind a version byte, for snapshot bodies only (never for
-//! log frames).
+//! The file length must be exactly `30 + body_len`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::backend::{Backend, OpenMode};
 use crate::error::{Result, StorageError};
@@ -409,45 +403,6 @@ impl CommitLog {
     }
 }
 
-/// Encode `value` with bincode behind a version byte: `[version] ++
-/// bincode(value)`. Uses bincode's fixed-width little-endian integers.
-/// For snapshot bodies only.
-pub fn encode_versioned<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>> {
-    use bincode::Options;
-    let mut out = vec![version];
-    bincode_options()
-        .serialize_into(&mut out, value)
-        .map_err(|e| StorageError::Codec(e.to_string()))?;
-    Ok(out)
-}
-
-/// Decode bytes made by [`encode_versioned`], checking the version byte.
-/// Corrupt input yields [`StorageError::Codec`], never a panic, and
-/// bincode's allocations are bounded by the input length.
-pub fn decode_versioned<T: DeserializeOwned>(expected_version: u8, bytes: &[u8]) -> Result<T> {
-    use bincode::Options;
-    let Some((&version, rest)) = bytes.split_first() else {
-        return Err(StorageError::Codec("empty body (no version byte)".into()));
-    };
-    if version != expected_version {
-        return Err(StorageError::Codec(format!(
-            "body version {version}, expected {expected_version}"
-        )));
-    }
-    bincode_options()
-        .with_limit(rest.len() as u64)
-        .deserialize(rest)
-        .map_err(|e| StorageError::Codec(e.to_string()))
-}
-
-fn bincode_options() -> impl bincode::Options {
-    use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_little_endian()
-        .with_fixint_encoding()
-        .reject_trailing_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,30 +429,5 @@ mod tests {
             Some(7)
         );
         assert!(is_temp_name("checkpoint-00000000000000000007.ckpt.tmp"));
-    }
-
-    #[test]
-    fn versioned_bincode() {
-        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
-        struct S {
-            a: u64,
-            b: Vec<String>,
-        }
-        let s = S {
-            a: 5,
-            b: vec!["x".into()],
-        };
-        let bytes = encode_versioned(2, &s).unwrap();
-        assert_eq!(bytes[0], 2);
-        assert_eq!(decode_versioned::<S>(2, &bytes).unwrap(), s);
-        assert!(decode_versioned::<S>(1, &bytes).is_err());
-        assert!(decode_versioned::<S>(2, &[]).is_err());
-        // A huge length prefix must not allocate or panic.
-        let mut evil = vec![2u8, 5, 0, 0, 0, 0, 0, 0, 0];
-        evil.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(decode_versioned::<S>(2, &evil).is_err());
-        for cut in 1..bytes.len() {
-            assert!(decode_versioned::<S>(2, &bytes[..cut]).is_err());
-        }
     }
 }

@@ -74,9 +74,6 @@ pub enum StorageError {
     /// The caller passed an argument that cannot be honoured (documented on
     /// each function that returns it).
     InvalidArgument(String),
-    /// Encoding or decoding a checkpoint body with bincode failed, or the
-    /// body's version byte is not the expected one.
-    Codec(String),
 }
 
 impl StorageError {
@@ -168,7 +165,6 @@ impl fmt::Display for StorageError {
             }
             StorageError::Closed => write!(f, "storage is closed"),
             StorageError::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
-            StorageError::Codec(msg) => write!(f, "checkpoint body codec error: {msg}"),
         }
     }
 }

@@ -19,8 +19,6 @@
 //!   trimmed or no longer referenced by a checkpoint.
 //! - [`Backend`]: the file-system trait; [`FsBackend`] is the real one,
 //!   [`sim::SimBackend`] injects I/O errors, ENOSPC and power loss.
-//! - [`encode_versioned`] / [`decode_versioned`]: bincode behind a version
-//!   byte, for checkpoint bodies.
 //!
 //! Modules by job: [`frame`] (record codec), [`block_codec`] (the body of
 //! a stream-block frame: IDs, codec, LZ4), [`segment`] (segment naming and
@@ -65,7 +63,7 @@ pub mod stream_segments;
 pub mod writer;
 
 pub use backend::{Backend, BackendFile, DirEntry, FileMap, FsBackend, FsSync, OpenMode};
-pub use checkpoint::{decode_versioned, encode_versioned, Checkpoint, CheckpointReport};
+pub use checkpoint::{Checkpoint, CheckpointReport};
 pub use config::{AppendFsync, Clock, LogOptions, ManualClock, SystemClock};
 pub use error::StorageError;
 pub use recovery::{Record, Recovery, RecoveryReport, Truncation, TruncationKind};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use ferrite_storage::sim::{FaultKind, SimBackend, SimOp};
-use ferrite_storage::{decode_versioned, encode_versioned, AppendFsync, LogOptions, StorageError};
+use ferrite_storage::{AppendFsync, LogOptions, StorageError};
 
 type State = Vec<(u64, Vec<u8>)>;
 

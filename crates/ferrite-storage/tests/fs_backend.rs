@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use common::*;
 use ferrite_storage::{
-    decode_versioned, encode_versioned, AppendFsync, EntryId, FsBackend, LogOptions, StreamKeyId,
-    StreamStore, StreamStoreOptions, TruncationKind,
+    AppendFsync, EntryId, FsBackend, LogOptions, StreamKeyId, StreamStore, StreamStoreOptions,
+    TruncationKind,
 };
 
 #[test]

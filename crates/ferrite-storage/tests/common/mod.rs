@@ -141,3 +141,87 @@ pub fn sim_segments(disk: &SimBackend) -> Vec<String> {
         .filter(|n| n.ends_with(".log"))
         .collect()
 }
+
+/// A test's checkpoint body: a version byte, then the state hand-encoded
+/// (u32 count; per item its fields, byte strings as u32 length + bytes).
+pub trait Body: Sized {
+    fn put(&self, out: &mut Vec<u8>);
+    fn get(b: &mut &[u8]) -> Option<Self>;
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if b.len() < n {
+        return None;
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Some(head)
+}
+
+fn get_u32(b: &mut &[u8]) -> Option<usize> {
+    Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize)
+}
+
+fn get_bytes(b: &mut &[u8]) -> Option<Vec<u8>> {
+    let n = get_u32(b)?;
+    Some(take(b, n)?.to_vec())
+}
+
+fn put_bytes(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    out.extend_from_slice(v);
+}
+
+impl Body for Vec<(u64, Vec<u8>)> {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        for (seq, p) in self {
+            out.extend_from_slice(&seq.to_le_bytes());
+            put_bytes(out, p);
+        }
+    }
+    fn get(b: &mut &[u8]) -> Option<Self> {
+        let n = get_u32(b)?;
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let seq = u64::from_le_bytes(take(b, 8)?.try_into().ok()?);
+            v.push((seq, get_bytes(b)?));
+        }
+        Some(v)
+    }
+}
+
+impl Body for Vec<Vec<u8>> {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        for p in self {
+            put_bytes(out, p);
+        }
+    }
+    fn get(b: &mut &[u8]) -> Option<Self> {
+        let n = get_u32(b)?;
+        (0..n).map(|_| get_bytes(b)).collect()
+    }
+}
+
+/// `[version] ++ body` of `value`.
+pub fn encode_versioned<T: Body>(version: u8, value: &T) -> Result<Vec<u8>, String> {
+    let mut out = vec![version];
+    value.put(&mut out);
+    Ok(out)
+}
+
+/// The value of a body made by [`encode_versioned`], its version checked.
+pub fn decode_versioned<T: Body>(version: u8, bytes: &[u8]) -> Result<T, String> {
+    let Some((&v, mut rest)) = bytes.split_first() else {
+        return Err("empty body".into());
+    };
+    if v != version {
+        return Err(format!("body version {v}, expected {version}"));
+    }
+    let value = T::get(&mut rest).ok_or("truncated body")?;
+    if !rest.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(value)
+}
