@@ -1,0 +1,122 @@
+//! Checkpoints: the snapshot taken under the store lock, then stored
+//! blocks, the file (read back and verified, two slots) and the garbage
+//! collection of stream segment files, on the checkpoint thread.
+
+use super::*;
+
+impl Persistence {
+    pub fn checkpoint_running(&self) -> bool {
+        self.checkpoint_running.load(Ordering::Relaxed)
+    }
+
+    /// Snapshot the store now (call with it locked): returns what to write
+    /// and the last sequence number the snapshot covers, or `None` if a
+    /// checkpoint is already running.
+    ///
+    /// `cfg` is the configuration in force (read under the same store lock):
+    /// its block limits go first in the rebuild commands, so the records
+    /// replayed after this checkpoint build their blocks with the limits
+    /// they were written under, not the limits of the next start's command
+    /// line (those are put back after replay).
+    pub fn begin_checkpoint(
+        &self,
+        shared: &Shared,
+        store: &mut Store,
+        cfg: &crate::config::Config,
+    ) -> Option<(u64, Snapshot)> {
+        if self.checkpoint_running.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let covered = self.log.next_seq().saturating_sub(1);
+        let rebuild = vec![(0, data_config_command(cfg))];
+        let sections = shared.subsystem_snapshots(store);
+        let snap = encode_snapshot(store, &rebuild, &sections);
+        self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
+        Some((covered, snap))
+    }
+
+    /// Write a snapshot taken by [`Persistence::begin_checkpoint`]. Blocking
+    /// file I/O: call from a blocking thread, without the store lock.
+    ///
+    /// IMPORTANT, the order that keeps every checkpoint loadable: (1) append
+    /// the sealed blocks to their segment files and fsync them (and their
+    /// directories); (2) write the checkpoint (temp, fsync, rename, dir
+    /// fsync), which references them; (3) only then let their nodes drop
+    /// their bytes, and delete the segment files this checkpoint does not
+    /// reference (no later start can need them:
+    /// it loads this checkpoint or a newer one).
+    pub fn finish_checkpoint(
+        &self,
+        covered: u64,
+        mut snap: Snapshot,
+        cache: Option<&BlockCache>,
+    ) -> Result<(), StorageError> {
+        // The file is read back and decoded (into a scratch store with its
+        // own block cache, which reads nothing) before the checkpoint
+        // before it, and what only that one needed, may go.
+        let verify = |cp: &ferrite_storage::Checkpoint| -> Result<(), String> {
+            let mut scratch = Store::new(self.databases, 0);
+            scratch.block_cache = Some(BlockCache::new(Arc::new(SegmentSource(
+                self.streams.clone(),
+            ))));
+            decode_snapshot(cp.body_version, &cp.body, &mut scratch).map(|_| ())
+        };
+        let r = snap
+            .store_blocks(&self.streams)
+            .and_then(|_| self.streams.sync())
+            .and_then(|_| {
+                self.log
+                    .checkpoint_verified(covered, SNAPSHOT_VERSION, &snap.body, &verify)
+            });
+        if r.is_ok() {
+            self.checkpoints_done.fetch_add(1, Ordering::Relaxed);
+            let bytes = snap.publish();
+            if let Some(c) = cache {
+                c.add_grown(bytes);
+            }
+            // Two slots: keep what this checkpoint and the previous one use.
+            let previous = std::mem::replace(
+                &mut *self.previous_referenced.lock(),
+                snap.referenced.clone(),
+            );
+            let mut keep = snap.referenced.clone();
+            for (sid, segs) in previous {
+                keep.entry(sid).or_default().extend(segs);
+            }
+            if let Err(e) = self.collect_garbage(&keep) {
+                tracing::warn!("deleting unreferenced stream segments failed: {e}");
+            }
+        }
+        self.checkpoint_running.store(false, Ordering::Release);
+        let _g = self.idle_lock.lock();
+        self.idle.notify_all();
+        r.map(|_| ())
+    }
+
+    /// Delete the stream segment files that neither the checkpoint just
+    /// written nor the one before it references (trimmed or rewritten
+    /// blocks, deleted streams, blocks of a checkpoint that failed
+    /// half-way).
+    fn collect_garbage(
+        &self,
+        referenced: &HashMap<u64, BTreeSet<u64>>,
+    ) -> Result<(), StorageError> {
+        for sid in self.streams.list_streams()? {
+            let Some(keep) = referenced.get(&sid.0) else {
+                self.streams.delete_stream(sid)?;
+                continue;
+            };
+            let dead: Vec<u64> = self
+                .streams
+                .segments(sid)?
+                .iter()
+                .map(|s| s.number)
+                .filter(|n| !keep.contains(n))
+                .collect();
+            if !dead.is_empty() {
+                self.streams.delete_segments(sid, &dead)?;
+            }
+        }
+        self.streams.sync()
+    }
+}

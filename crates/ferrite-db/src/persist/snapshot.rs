@@ -1,0 +1,192 @@
+//! The checkpoint body: the keyspace framing (databases, keys, expiry,
+//! type tag) around each value's own persisted form, the rebuild commands
+//! and the subsystems' sections (docs/storage.md §13.4).
+
+use super::*;
+
+/// Checkpoint body v4: `u64 next_stream_id, u32 ndb`; per db `u32 index,
+/// u64 nkeys`; per key `bytes key, u64 expires_at_ms (0: no expiry), u8
+/// kind` then the value in its type's own form: kind 0 (string) `bytes
+/// value`, kind 1 (stream) as `ferrite_streams::snapshot` writes it; then
+/// `u32 n` rebuild commands encoded like batch commands, replayed after the
+/// keys load (the CONFIG SET of the block limits in force at the snapshot);
+/// then `u32 nsections`, per section `bytes subsystem name, bytes state`
+/// ([`Subsystem::snapshot`]). Lengths are u32, integers little-endian.
+///
+/// Version 3 (still read) has no expiry and no sections; version 2 also
+/// has no `next_stream_id` and the older stream form.
+///
+/// Full blocks not stored yet are returned as [`SealJob`]s: their
+/// locations are written as zeros that [`Snapshot::store_blocks`] patches
+/// once the block is in its stream's segment file.
+pub fn encode_snapshot(
+    store: &mut Store,
+    rebuild: &[(usize, Vec<Bytes>)],
+    sections: &[(String, Vec<u8>)],
+) -> Snapshot {
+    let mut out = Vec::new();
+    let mut st = SnapshotState {
+        cache: store.block_cache.clone(),
+        next_storage_id: store.next_stream_id,
+        ..SnapshotState::default()
+    };
+    out.extend_from_slice(&st.next_storage_id.to_le_bytes());
+    let ndb = store.dbs.iter().filter(|d| !d.is_empty()).count();
+    put_u32(&mut out, ndb);
+    for (i, db) in store.dbs.iter_mut().enumerate() {
+        if db.is_empty() {
+            continue;
+        }
+        put_u32(&mut out, i);
+        out.extend_from_slice(&(db.len() as u64).to_le_bytes());
+        let expiries: HashMap<Bytes, u64> =
+            db.expires().iter().map(|(k, w)| (k.clone(), w)).collect();
+        for (k, v) in db.iter_mut() {
+            put_bytes(&mut out, k);
+            let when = expiries.get(k).copied().unwrap_or(0);
+            out.extend_from_slice(&when.to_le_bytes());
+            v.write_snapshot(&mut out, &mut st);
+        }
+    }
+    put_u32(&mut out, rebuild.len());
+    for (db, argv) in rebuild {
+        put_cmd(&mut out, *db, argv);
+    }
+    put_u32(&mut out, sections.len());
+    for (name, state) in sections {
+        put_bytes(&mut out, name.as_bytes());
+        put_bytes(&mut out, state);
+    }
+    store.next_stream_id = st.next_storage_id;
+    out[..8].copy_from_slice(&st.next_storage_id.to_le_bytes());
+    Snapshot {
+        body: out,
+        jobs: st.jobs,
+        referenced: st.referenced,
+    }
+}
+
+/// A checkpoint body and the blocks to store before writing it.
+pub struct Snapshot {
+    pub body: Vec<u8>,
+    pub jobs: Vec<SealJob>,
+    /// Segment files (by stream id) that the body's stored blocks live in.
+    pub referenced: HashMap<u64, BTreeSet<u64>>,
+}
+
+impl Snapshot {
+    /// Store every sealed block (appending to the streams' segment files),
+    /// and write their locations into the body. Not durable until
+    /// `streams.sync()`.
+    pub(crate) fn store_blocks(&mut self, streams: &StreamStore) -> Result<(), StorageError> {
+        for job in &self.jobs {
+            let l = streams.append_block(
+                StreamKeyId(job.stream),
+                EntryId::new(job.master.ms, job.master.seq),
+                EntryId::new(job.last.ms, job.last.seq),
+                &job.bytes,
+            )?;
+            let loc = BlockLoc {
+                segment: l.segment,
+                offset: l.offset,
+                len: l.len,
+            };
+            job.patch(&mut self.body, loc);
+            self.referenced
+                .entry(job.stream)
+                .or_default()
+                .insert(loc.segment);
+        }
+        Ok(())
+    }
+
+    /// After the checkpoint is durable: the stored blocks' nodes may now
+    /// drop their bytes. Returns the bytes made evictable.
+    pub(crate) fn publish(&self) -> u64 {
+        self.jobs.iter().map(|job| job.publish(&self.body)).sum()
+    }
+}
+
+/// What a checkpoint body holds besides the keys it loads.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Commands to replay after the keys load.
+    pub rebuild: Vec<(usize, Vec<Bytes>)>,
+    /// Each subsystem's state: `(name, bytes)`.
+    pub sections: Vec<(String, Bytes)>,
+}
+
+/// Load a checkpoint body into an empty store.
+pub fn decode_snapshot(version: u8, body: &[u8], store: &mut Store) -> Result<Decoded, String> {
+    let mut r = Reader::new(body);
+    if version >= 3 {
+        store.next_stream_id = store.next_stream_id.max(r.u64()?);
+    }
+    let ndb = r.u32()?;
+    for _ in 0..ndb {
+        let idx = r.u32()?;
+        let nkeys = r.u64()?;
+        if idx >= store.dbs.len() {
+            return Err(format!(
+                "checkpoint has db {idx}, server has {} databases",
+                store.dbs.len()
+            ));
+        }
+        for _ in 0..nkeys {
+            let key = Bytes::copy_from_slice(r.bytes()?);
+            let when = if version >= 4 { r.u64()? } else { 0 };
+            let cache = store.block_cache.clone();
+            let value =
+                Value::read_snapshot(&mut r, version, &key, cache.as_ref(), store.next_stream_id)?;
+            if store.dbs[idx].contains(&key) {
+                return Err(format!("key {key:?} twice in db {idx}"));
+            }
+            store.dbs[idx].insert(key.clone(), value);
+            if when != 0 {
+                store.dbs[idx].set_expiry(&key, when);
+            }
+        }
+    }
+    let mut out = Decoded::default();
+    let n = r.u32()?;
+    for _ in 0..n {
+        out.rebuild.push(read_cmd(&mut r, body.len())?);
+    }
+    if version >= 4 {
+        let n = r.u32()?;
+        for _ in 0..n {
+            let name = String::from_utf8(r.bytes()?.to_vec())
+                .map_err(|_| "a section name that is not UTF-8".to_string())?;
+            let state = Bytes::copy_from_slice(r.bytes()?);
+            if out.sections.iter().any(|(n, _)| *n == name) {
+                return Err(format!("section '{name}' twice"));
+            }
+            out.sections.push((name, state));
+        }
+    }
+    if !r.done() {
+        return Err(format!(
+            "trailing bytes in checkpoint at byte {}",
+            r.position()
+        ));
+    }
+    Ok(out)
+}
+
+/// The segment files each stream's stored blocks live in, by storage id.
+pub(crate) fn referenced_segments(store: &Store) -> HashMap<u64, BTreeSet<u64>> {
+    let mut out: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+    for db in &store.dbs {
+        for (_, v) in db.iter() {
+            if let Value::Stream(s) = v {
+                if let Some(st) = s.storage() {
+                    let set = out.entry(st.id).or_default();
+                    s.stored_segments(|seg| {
+                        set.insert(seg);
+                    });
+                }
+            }
+        }
+    }
+    out
+}

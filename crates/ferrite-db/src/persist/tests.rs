@@ -1,0 +1,244 @@
+use super::*;
+use crate::config::Config;
+use crate::embedded::Session;
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("ferrite-persist-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    d
+}
+
+/// A server state on `dir` with its commit log open (recovered).
+fn open(dir: &std::path::Path, node_entries: &str) -> Arc<Shared> {
+    let mut cfg = Config::default();
+    cfg.set_startup("dir", &dir.to_string_lossy())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    cfg.set_startup("stream-node-max-entries", node_entries)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let shared = Shared::new(cfg);
+    let (p, _) = Persistence::open(&shared, false).unwrap_or_else(|e| panic!("{e}"));
+    assert!(install(&shared, p));
+    shared
+}
+
+fn call(s: &mut Session, parts: &[&str]) -> Reply {
+    let r = s.call(
+        parts
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect(),
+    );
+    assert!(!r.is_error(), "{parts:?}: {r:?}");
+    r
+}
+
+fn blocks(shared: &Shared, key: &[u8]) -> (usize, u64) {
+    match shared.store.lock().dbs[0].get(key) {
+        Some(Value::Stream(s)) => (s.block_count(), s.len()),
+        _ => panic!("no stream {key:?}"),
+    }
+}
+
+/// A damaged checkpoint body (the file's CRC would catch it first; this
+/// is defence in depth) is an error or a state, never a panic: every
+/// truncation and every single-byte change of a v3 body with stored
+/// blocks, inline blocks, strings and consumer groups.
+#[test]
+fn damaged_v3_bodies_are_refused_or_read_faithfully() {
+    let dir = temp_dir("damaged-body");
+    let shared = open(&dir, "3");
+    let mut s = Session::internal(shared.clone());
+    for i in 1..=10 {
+        call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
+    }
+    call(&mut s, &["XGROUP", "CREATE", "s", "g", "0"]);
+    call(
+        &mut s,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "4",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+    );
+    call(&mut s, &["SET", "k", "v"]);
+    call(&mut s, &["SET", "t", "v"]);
+    call(&mut s, &["PEXPIREAT", "t", "99999999999999"]);
+    let sections = vec![("pipelines".to_string(), b"state".to_vec())];
+    let mut snap = {
+        let mut store = shared.store.lock();
+        encode_snapshot(
+            &mut store,
+            &[(0, data_config_command(&Config::default()))],
+            &sections,
+        )
+    };
+    assert_eq!(snap.jobs.len(), 3, "three full blocks to store");
+    // Give the stored blocks made-up locations (nothing reads them here).
+    for (n, job) in snap.jobs.iter().enumerate() {
+        job.patch(
+            &mut snap.body,
+            BlockLoc {
+                segment: 1,
+                offset: n as u64 * 100,
+                len: 100,
+            },
+        );
+    }
+    let cache = shared.store.lock().block_cache.clone();
+    let fresh = || {
+        let mut st = Store::new(16, 0);
+        st.block_cache = cache.clone();
+        st
+    };
+    // What a decoded body holds, encoded again: decoding is faithful
+    // if this gives back the very bytes it read.
+    let reencode = |b: &[u8]| -> Option<Vec<u8>> {
+        let mut st = fresh();
+        let d = decode_snapshot(SNAPSHOT_VERSION, b, &mut st).ok()?;
+        let sections: Vec<(String, Vec<u8>)> = d
+            .sections
+            .iter()
+            .map(|(n, b)| (n.clone(), b.to_vec()))
+            .collect();
+        Some(encode_snapshot(&mut st, &d.rebuild, &sections).body)
+    };
+    assert_eq!(reencode(&snap.body).as_deref(), Some(&snap.body[..]));
+    for cut in 0..snap.body.len() {
+        assert!(decode_snapshot(SNAPSHOT_VERSION, &snap.body[..cut], &mut fresh()).is_err());
+    }
+    // A changed byte is refused, or read as exactly what it says:
+    // never a state that differs from the bytes (something dropped,
+    // defaulted or invented).
+    let (mut refused, mut read) = (0, 0);
+    for i in 0..snap.body.len() {
+        for v in [0x01, 0x7f, 0xff] {
+            let mut b = snap.body.clone();
+            b[i] ^= v;
+            match reencode(&b) {
+                None => refused += 1,
+                Some(again) => {
+                    read += 1;
+                    let at = again.iter().zip(&b).position(|(x, y)| x != y);
+                    assert_eq!(
+                        again, b,
+                        "byte {i} ^ {v:#x} decoded to another state (first difference at {at:?}: {:?} vs {:?})",
+                        &again[i.saturating_sub(20)..(i + 20).min(again.len())],
+                        &b[i.saturating_sub(20)..(i + 20).min(b.len())]
+                    );
+                }
+            }
+        }
+    }
+    assert!(refused > 0 && read > 0, "refused {refused}, read {read}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression: records replayed after a checkpoint used the block limits
+/// of the new start's command line instead of those in force when they
+/// were written, so a stream came back with other blocks (XINFO
+/// radix-tree-keys) after a crash.
+#[test]
+fn replay_after_a_checkpoint_uses_the_block_limits_of_its_time() {
+    let dir = temp_dir("ckpt-cfg");
+    let shared = open(&dir, "100");
+    let mut s = Session::attach(shared.clone());
+    call(&mut s, &["CONFIG", "SET", "stream-node-max-entries", "3"]);
+    for i in 1..=5 {
+        call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
+    }
+    let p = shared
+        .persist
+        .get()
+        .cloned()
+        .unwrap_or_else(|| panic!("no log"));
+    let snap = {
+        let mut store = shared.store.lock();
+        let cfg = shared.config.read();
+        p.begin_checkpoint(&shared, &mut store, &cfg)
+    };
+    let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+    p.finish_checkpoint(covered, body, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 6..=10 {
+        call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
+    }
+    let before = blocks(&shared, b"s");
+    assert_eq!(before, (4, 10));
+    // A crash: everything written is in the log, no final checkpoint.
+    p.sync().unwrap_or_else(|e| panic!("{e}"));
+    p.close().unwrap_or_else(|e| panic!("{e}"));
+    drop(s);
+    drop(shared);
+    let again = open(&dir, "100");
+    assert_eq!(blocks(&again, b"s"), before);
+    // The command line's limit is in force afterwards.
+    assert_eq!(again.config.read().stream_node_max_entries, 100);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression: a clean shutdown while a background checkpoint was
+/// running wrote no checkpoint of its own (and the background one could
+/// fail on the closed log), so the next start replayed the log.
+#[test]
+fn shutdown_waits_for_a_running_checkpoint_then_writes_its_own() {
+    let dir = temp_dir("ckpt-shutdown");
+    let shared = open(&dir, "100");
+    let mut s = Session::attach(shared.clone());
+    call(&mut s, &["XADD", "s", "1-1", "f", "v"]);
+    let p = shared
+        .persist
+        .get()
+        .cloned()
+        .unwrap_or_else(|| panic!("no log"));
+    let snap = {
+        let mut store = shared.store.lock();
+        let cfg = shared.config.read();
+        p.begin_checkpoint(&shared, &mut store, &cfg)
+    };
+    let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+    call(&mut s, &["XADD", "s", "2-1", "f", "v"]);
+    let sh = shared.clone();
+    let stopper = std::thread::spawn(move || shutdown(&sh));
+    // The background checkpoint finishes while shutdown waits for it.
+    p.finish_checkpoint(covered, body, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    stopper
+        .join()
+        .unwrap_or_else(|_| panic!("shutdown panicked"));
+    drop(s);
+    drop(p);
+    drop(shared);
+    let mut cfg = Config::default();
+    cfg.set_startup("dir", &dir.to_string_lossy())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let again = Shared::new(cfg);
+    let (_p, rec) = Persistence::open(&again, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rec.records, 0, "{rec:?}");
+    assert_eq!(blocks(&again, b"s"), (1, 2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn batch_round_trip_and_garbage() {
+    let cmds = vec![(
+        3usize,
+        vec![Bytes::from("XADD"), Bytes::from("k"), Bytes::new()],
+    )];
+    let enc = encode_batch(&cmds);
+    assert_eq!(decode_batch(&enc), Ok(cmds));
+    for cut in 0..enc.len() {
+        assert!(decode_batch(&enc[..cut]).is_err());
+    }
+    let mut huge = vec![KIND_BATCH];
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(decode_batch(&huge).is_err());
+}
