@@ -939,8 +939,11 @@ fn restarts_with_frequent_checkpoints_mixed_stops() {
             Stop::Term,
         ],
     );
+    // The two clean stops each write one; background ones (every KiB of
+    // log) run beside the workload and take longer under load (each is read
+    // back and decoded before it counts), so only "some" is certain.
     let n = r.total_checkpoints();
-    assert!(n >= 5, "expected several checkpoints, saw {n}");
+    assert!(n >= 3, "expected background checkpoints besides the two clean stops, saw {n}");
 }
 
 /// Small blocks, a checkpoint every KiB and a block cache of one byte: full
