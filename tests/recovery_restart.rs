@@ -943,7 +943,10 @@ fn restarts_with_frequent_checkpoints_mixed_stops() {
     // log) run beside the workload and take longer under load (each is read
     // back and decoded before it counts), so only "some" is certain.
     let n = r.total_checkpoints();
-    assert!(n >= 3, "expected background checkpoints besides the two clean stops, saw {n}");
+    assert!(
+        n >= 3,
+        "expected background checkpoints besides the two clean stops, saw {n}"
+    );
 }
 
 /// Small blocks, a checkpoint every KiB and a block cache of one byte: full
