@@ -1153,6 +1153,14 @@ impl<'s> Compiler<'s> {
     }
 
     fn function(&mut self, f: &Function, d: usize) -> Result<C, PlanError> {
+        // `user` and friends parse as niladic functions; here they are fields.
+        if matches!(f.args, FunctionArguments::None) && f.over.is_none() {
+            if let [part] = f.name.0.as_slice() {
+                if let Some(i) = part.as_ident() {
+                    return self.field(&i.value);
+                }
+            }
+        }
         let name = f.name.to_string().to_ascii_lowercase();
         if AGGREGATES.contains(&name.as_str()) {
             return Err(PlanError::WindowsAndAggregates);
