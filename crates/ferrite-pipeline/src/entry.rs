@@ -57,6 +57,21 @@ impl<A: AsRef<[u8]>, B: AsRef<[u8]>> Fields for [(A, B)] {
     }
 }
 
+impl<A: AsRef<[u8]>, B: AsRef<[u8]>, const N: usize> Fields for [(A, B); N] {
+    #[inline]
+    fn len(&self) -> usize {
+        N
+    }
+    #[inline]
+    fn name(&self, i: usize) -> &[u8] {
+        self.as_slice().name(i)
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &[u8] {
+        self.as_slice().value(i)
+    }
+}
+
 impl<A: AsRef<[u8]>, B: AsRef<[u8]>> Fields for Vec<(A, B)> {
     #[inline]
     fn len(&self) -> usize {

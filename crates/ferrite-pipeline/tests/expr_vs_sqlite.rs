@@ -207,13 +207,14 @@ fn random_row(r: &mut Rng) -> RowVals {
 }
 
 fn fields(row: &RowVals) -> Vec<(String, String)> {
-    let mut f = Vec::new();
-    // Field order varies with the row, as in real streams.
-    f.push(("t2".into(), row.t2.clone()));
-    f.push(("i1".into(), row.i1.map(|v| v.to_string())));
-    f.push(("f1".into(), row.f1.map(|v| v.to_string())));
-    f.push(("t1".into(), row.t1.clone()));
-    f.push(("i2".into(), row.i2.map(|v| v.to_string())));
+    // A field order that is not the SQL column order, as in real streams.
+    let f: Vec<(String, Option<String>)> = vec![
+        ("t2".into(), row.t2.clone()),
+        ("i1".into(), row.i1.map(|v| v.to_string())),
+        ("f1".into(), row.f1.map(|v| v.to_string())),
+        ("t1".into(), row.t1.clone()),
+        ("i2".into(), row.i2.map(|v| v.to_string())),
+    ];
     f.into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect()
