@@ -228,7 +228,9 @@ impl SlotTable {
         idx.fill(MISSING);
         let mut left = self.names.len();
         for i in 0..fields.len() {
-            if left == 0 {
+            // NOTE: slot indices are u32; an entry with 4G fields keeps
+            // the rest of its fields out of reach (they read as missing).
+            if left == 0 || i >= MISSING as usize {
                 break;
             }
             let name = fields.name(i);
