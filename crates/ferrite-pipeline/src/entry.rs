@@ -1,0 +1,252 @@
+//! What flows through a plan: entry IDs, input entries, output records, and
+//! the per-event row that compiled expressions read.
+
+use crate::value::{parse_bool, Num};
+use bytes::Bytes;
+use std::fmt;
+
+/// A stream entry ID: milliseconds and sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EntryId {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+impl EntryId {
+    /// An ID from its two parts.
+    pub const fn new(ms: u64, seq: u64) -> Self {
+        EntryId { ms, seq }
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// An entry's field/value pairs, in order. Implemented for slices and
+/// vectors of pairs of anything that is bytes (`&[u8]`, `Vec<u8>`, `Bytes`).
+pub trait Fields {
+    /// Number of pairs.
+    fn len(&self) -> usize;
+    /// Whether there are no pairs.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The `i`th field name; `i < len()`.
+    fn name(&self, i: usize) -> &[u8];
+    /// The `i`th value; `i < len()`.
+    fn value(&self, i: usize) -> &[u8];
+}
+
+impl<A: AsRef<[u8]>, B: AsRef<[u8]>> Fields for [(A, B)] {
+    #[inline]
+    fn len(&self) -> usize {
+        <[(A, B)]>::len(self)
+    }
+    #[inline]
+    fn name(&self, i: usize) -> &[u8] {
+        self.get(i).map_or(&[][..], |p| p.0.as_ref())
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &[u8] {
+        self.get(i).map_or(&[][..], |p| p.1.as_ref())
+    }
+}
+
+impl<A: AsRef<[u8]>, B: AsRef<[u8]>, const N: usize> Fields for [(A, B); N] {
+    #[inline]
+    fn len(&self) -> usize {
+        N
+    }
+    #[inline]
+    fn name(&self, i: usize) -> &[u8] {
+        self.as_slice().name(i)
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &[u8] {
+        self.as_slice().value(i)
+    }
+}
+
+impl<A: AsRef<[u8]>, B: AsRef<[u8]>> Fields for Vec<(A, B)> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    #[inline]
+    fn name(&self, i: usize) -> &[u8] {
+        self.as_slice().name(i)
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &[u8] {
+        self.as_slice().value(i)
+    }
+}
+
+impl<T: Fields + ?Sized> Fields for &T {
+    #[inline]
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    #[inline]
+    fn name(&self, i: usize) -> &[u8] {
+        (**self).name(i)
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &[u8] {
+        (**self).value(i)
+    }
+}
+
+/// One input entry, borrowed from the caller.
+#[derive(Clone, Copy)]
+pub struct Entry<'a> {
+    /// The entry's ID in the source stream.
+    pub id: EntryId,
+    /// Its fields.
+    pub fields: &'a dyn Fields,
+}
+
+impl<'a> Entry<'a> {
+    /// An entry from its ID and fields.
+    pub fn new(id: EntryId, fields: &'a dyn Fields) -> Self {
+        Entry { id, fields }
+    }
+
+    /// The value of the first field named `name` (XADD allows repeats).
+    pub fn get(&self, name: &[u8]) -> Option<&'a [u8]> {
+        (0..self.fields.len())
+            .find(|&i| self.fields.name(i) == name)
+            .map(|i| self.fields.value(i))
+    }
+}
+
+impl fmt::Debug for Entry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut l = f.debug_map();
+        for i in 0..self.fields.len() {
+            l.entry(
+                &String::from_utf8_lossy(self.fields.name(i)),
+                &String::from_utf8_lossy(self.fields.value(i)),
+            );
+        }
+        l.finish()
+    }
+}
+
+/// An output record for the sink: the source entry's ID (the sink's XADD
+/// assigns its own) and the fields in output order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// ID of the source entry this record came from.
+    pub source_id: EntryId,
+    /// Field/value pairs in SELECT order, NULLs left out.
+    pub fields: Vec<(Bytes, Bytes)>,
+}
+
+impl Record {
+    /// The value of the first field named `name`.
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+/// Marks a slot whose field the entry does not have.
+pub(crate) const MISSING: u32 = u32::MAX;
+
+/// The row a compiled expression reads: the entry plus its referenced fields
+/// resolved to slots (indices into the entry, and numbers parsed once).
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    pub(crate) id: EntryId,
+    pub(crate) fields: &'a dyn Fields,
+    pub(crate) slot_idx: &'a [u32],
+    pub(crate) slot_num: &'a [Num],
+}
+
+impl<'a> Row<'a> {
+    /// The entry ID.
+    #[inline]
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    /// The raw bytes of slot `s`, or `None` when the entry lacks the field.
+    #[inline]
+    pub(crate) fn text(&self, s: usize) -> Option<&'a [u8]> {
+        match self.slot_idx.get(s) {
+            Some(&i) if i != MISSING => Some(self.fields.value(i as usize)),
+            _ => None,
+        }
+    }
+
+    /// Slot `s` read as a number (parsed when the row was built).
+    #[inline]
+    pub(crate) fn num(&self, s: usize) -> Num {
+        self.slot_num.get(s).copied().unwrap_or(Num::Null)
+    }
+
+    /// Slot `s` read as a boolean.
+    #[inline]
+    pub(crate) fn boolean(&self, s: usize) -> Option<bool> {
+        self.text(s).and_then(parse_bool)
+    }
+}
+
+/// Field names referenced by expressions, resolved to slots at compile time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SlotTable {
+    pub(crate) names: Vec<Vec<u8>>,
+    /// Whether the slot is read as a number (parsed once per entry).
+    pub(crate) numeric: Vec<bool>,
+}
+
+impl SlotTable {
+    pub(crate) fn slot(&mut self, name: &[u8]) -> usize {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i;
+        }
+        self.names.push(name.to_vec());
+        self.numeric.push(false);
+        self.names.len() - 1
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Resolves one entry into `idx`/`num` (each `len()` long): the first
+    /// field of each name wins, as in `Entry::get`.
+    pub(crate) fn resolve(&self, fields: &dyn Fields, idx: &mut [u32], num: &mut [Num]) {
+        idx.fill(MISSING);
+        let mut left = self.names.len();
+        for i in 0..fields.len() {
+            // NOTE: slot indices are u32; an entry with 4G fields keeps
+            // the rest of its fields out of reach (they read as missing).
+            if left == 0 || i >= MISSING as usize {
+                break;
+            }
+            let name = fields.name(i);
+            for (s, n) in self.names.iter().enumerate() {
+                if idx[s] == MISSING && n.as_slice() == name {
+                    idx[s] = i as u32;
+                    left -= 1;
+                }
+            }
+        }
+        for s in 0..self.names.len() {
+            num[s] = if self.numeric[s] && idx[s] != MISSING {
+                crate::value::parse_num(fields.value(idx[s] as usize))
+            } else {
+                Num::Null
+            };
+        }
+    }
+}

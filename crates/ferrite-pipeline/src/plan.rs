@@ -1,0 +1,343 @@
+//! [`Plan`]: a compiled pipeline, and [`PipelineBuilder`] for plans made of
+//! Rust closures.
+
+use crate::entry::{Entry, EntryId, Fields, Record, SlotTable};
+use crate::error::{EvalError, PlanError};
+use crate::ops::{Batch, BatchStats, ClosureOp, Event, FnOp, Operator, Sink, Source};
+use crate::value::Num;
+use bytes::Bytes;
+use std::fmt::Write as _;
+
+/// One output field of a plan's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputField {
+    /// Field name; `*` for "every field of the source entry".
+    pub name: String,
+    /// Static type: `number`, `text`, `boolean`, `field` (the source
+    /// bytes as they are), `null`, or `fields` for `*`.
+    pub ty: &'static str,
+}
+
+/// The output schema: fields in SELECT order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    /// The fields.
+    pub fields: Vec<OutputField>,
+}
+
+/// A compiled pipeline: a chain of operators from a source stream to a sink
+/// stream. Compile once with [`Plan::compile`] (or build with
+/// [`PipelineBuilder`]), then feed entries with [`Plan::process_batch`].
+pub struct Plan {
+    source: String,
+    sink: String,
+    schema: Schema,
+    sql: Option<String>,
+    ops: Vec<Box<dyn Operator>>,
+    // Reused between batches.
+    scratch_idx: Vec<u32>,
+    scratch_num: Vec<Num>,
+    scratch_sel: Vec<u32>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("source", &self.source)
+            .field("sink", &self.sink)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Version byte of [`Plan::snapshot`]'s encoding.
+const SNAPSHOT_V1: u8 = 1;
+
+impl Plan {
+    /// Compiles `INSERT INTO sink SELECT ... FROM source [WHERE ...]`.
+    pub fn compile(sql: &str) -> Result<Plan, PlanError> {
+        let c = crate::sql::compile(sql)?;
+        let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Source {
+            stream: c.source.clone(),
+            slots: c.slots,
+        })];
+        if let Some(f) = c.filter {
+            ops.push(Box::new(f));
+        }
+        if let Some(p) = c.project {
+            ops.push(Box::new(p));
+        }
+        ops.push(Box::new(Sink {
+            stream: c.sink.clone(),
+        }));
+        Ok(Plan::from_ops(
+            c.source,
+            c.sink,
+            c.schema,
+            Some(sql.to_string()),
+            ops,
+        ))
+    }
+
+    fn from_ops(
+        source: String,
+        sink: String,
+        schema: Schema,
+        sql: Option<String>,
+        ops: Vec<Box<dyn Operator>>,
+    ) -> Plan {
+        Plan {
+            source,
+            sink,
+            schema,
+            sql,
+            ops,
+            scratch_idx: Vec::new(),
+            scratch_num: Vec::new(),
+            scratch_sel: Vec::new(),
+        }
+    }
+
+    /// The source stream's name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The sink stream's name.
+    pub fn sink(&self) -> &str {
+        &self.sink
+    }
+
+    /// The output schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The SQL the plan was compiled from (`None` for builder plans).
+    pub fn sql(&self) -> Option<&str> {
+        self.sql.as_deref()
+    }
+
+    /// The operators, source first.
+    pub fn operators(&self) -> impl Iterator<Item = &dyn Operator> {
+        self.ops.iter().map(|o| o.as_ref())
+    }
+
+    /// A human-readable plan for PIPELINE.EXPLAIN: one operator a line.
+    pub fn explain(&self) -> String {
+        let mut s = format!("Pipeline {} -> {}\n", self.source, self.sink);
+        for op in &self.ops {
+            let _ = writeln!(s, "  {}", op.describe());
+        }
+        let cols: Vec<String> = self
+            .schema
+            .fields
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.ty))
+            .collect();
+        let _ = write!(s, "  Output ({})", cols.join(", "));
+        s
+    }
+
+    /// Runs a batch of entries through the chain, appending the sink's
+    /// records to `out` in input order. Never fails as a whole: an event
+    /// whose expression fails is counted in `failed` and skipped.
+    pub fn process_batch(&mut self, entries: &[Entry<'_>], out: &mut Vec<Record>) -> BatchStats {
+        let mut b = Batch {
+            entries,
+            width: 0,
+            slot_idx: std::mem::take(&mut self.scratch_idx),
+            slot_num: std::mem::take(&mut self.scratch_num),
+            sel: std::mem::take(&mut self.scratch_sel),
+            records: std::mem::take(out),
+            mapped: false,
+            stats: BatchStats::default(),
+        };
+        // Records already in `out` stay first.
+        let keep = std::mem::take(&mut b.records);
+        for op in &mut self.ops {
+            op.process(&mut b);
+        }
+        let mut records = keep;
+        records.append(&mut b.records);
+        *out = records;
+        self.scratch_idx = b.slot_idx;
+        self.scratch_num = b.slot_num;
+        self.scratch_sel = b.sel;
+        b.stats
+    }
+
+    /// Runs one entry; each output record goes to `out`.
+    pub fn process<F: Fields>(
+        &mut self,
+        id: EntryId,
+        fields: &F,
+        out: &mut impl FnMut(Record),
+    ) -> BatchStats {
+        let mut recs = Vec::new();
+        let stats = self.process_batch(&[Entry::new(id, fields)], &mut recs);
+        recs.into_iter().for_each(out);
+        stats
+    }
+
+    /// Every operator's state, framed: a version byte, then per operator a
+    /// little-endian u32 length and the bytes. Stateless operators write
+    /// empty frames.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut v = vec![SNAPSHOT_V1];
+        v.extend_from_slice(&(self.ops.len() as u32).to_le_bytes());
+        for op in &self.ops {
+            let s = op.snapshot();
+            v.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            v.extend_from_slice(&s);
+        }
+        v
+    }
+
+    /// Restores what [`Plan::snapshot`] wrote, for the same plan.
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), PlanError> {
+        let bad = |m: &str| PlanError::State(m.to_string());
+        let (&ver, mut rest) = state.split_first().ok_or_else(|| bad("empty snapshot"))?;
+        if ver != SNAPSHOT_V1 {
+            return Err(bad(&format!("unknown snapshot version {ver}")));
+        }
+        let u32_at = |rest: &mut &[u8]| -> Result<usize, PlanError> {
+            let (h, t) = rest
+                .split_at_checked(4)
+                .ok_or_else(|| bad("truncated snapshot"))?;
+            *rest = t;
+            let mut b = [0u8; 4];
+            b.copy_from_slice(h);
+            Ok(u32::from_le_bytes(b) as usize)
+        };
+        let n = u32_at(&mut rest)?;
+        if n != self.ops.len() {
+            return Err(bad(&format!(
+                "snapshot has {n} operators, plan has {}",
+                self.ops.len()
+            )));
+        }
+        let mut frames = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = u32_at(&mut rest)?;
+            let (f, t) = rest
+                .split_at_checked(len)
+                .ok_or_else(|| bad("truncated snapshot"))?;
+            frames.push(f);
+            rest = t;
+        }
+        if !rest.is_empty() {
+            return Err(bad("trailing bytes after snapshot"));
+        }
+        for (op, f) in self.ops.iter_mut().zip(frames) {
+            op.restore(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Plan`] from Rust closures:
+///
+/// ```
+/// use ferrite_pipeline::{PipelineBuilder, Event};
+/// use bytes::Bytes;
+/// let plan = PipelineBuilder::new()
+///     .source("clicks")
+///     .filter(|e: &Event<'_>| e.get(b"user").is_some())
+///     .map(|e: &Event<'_>| Ok(vec![(Bytes::from_static(b"user"), Bytes::copy_from_slice(e.get(b"user").unwrap_or_default()))]))
+///     .sink("users")
+///     .build()
+///     .unwrap();
+/// assert_eq!(plan.source(), "clicks");
+/// ```
+#[derive(Default)]
+pub struct PipelineBuilder {
+    source: Option<String>,
+    sink: Option<String>,
+    ops: Vec<ClosureOp>,
+}
+
+impl PipelineBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The source stream.
+    pub fn source(mut self, stream: impl Into<String>) -> Self {
+        self.source = Some(stream.into());
+        self
+    }
+
+    /// The sink stream.
+    pub fn sink(mut self, stream: impl Into<String>) -> Self {
+        self.sink = Some(stream.into());
+        self
+    }
+
+    /// Keeps events for which `f` is true.
+    pub fn filter(mut self, f: impl Fn(&Event<'_>) -> bool + Send + Sync + 'static) -> Self {
+        let n = self.ops.len();
+        self.ops.push(ClosureOp {
+            label: format!("<closure #{n}>"),
+            f: FnOp::Filter(Box::new(f)),
+        });
+        self
+    }
+
+    /// Turns each event into one record; an `Err` counts the event failed.
+    pub fn map(
+        mut self,
+        f: impl Fn(&Event<'_>) -> Result<Vec<(Bytes, Bytes)>, EvalError> + Send + Sync + 'static,
+    ) -> Self {
+        let n = self.ops.len();
+        self.ops.push(ClosureOp {
+            label: format!("<closure #{n}>"),
+            f: FnOp::Map(Box::new(f)),
+        });
+        self
+    }
+
+    /// Turns each event into 0..N records.
+    pub fn flat_map(
+        mut self,
+        f: impl Fn(&Event<'_>) -> Result<Vec<Vec<(Bytes, Bytes)>>, EvalError> + Send + Sync + 'static,
+    ) -> Self {
+        let n = self.ops.len();
+        self.ops.push(ClosureOp {
+            label: format!("<closure #{n}>"),
+            f: FnOp::FlatMap(Box::new(f)),
+        });
+        self
+    }
+
+    /// The plan: `Source → your operators in order → Sink`.
+    pub fn build(self) -> Result<Plan, PlanError> {
+        let source = self
+            .source
+            .ok_or_else(|| PlanError::Invalid("the builder needs .source(stream)".into()))?;
+        let sink = self
+            .sink
+            .ok_or_else(|| PlanError::Invalid("the builder needs .sink(stream)".into()))?;
+        if source == sink {
+            return Err(PlanError::SinkIsSource(source));
+        }
+        let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Source {
+            stream: source.clone(),
+            slots: SlotTable::default(),
+        })];
+        for op in self.ops {
+            ops.push(Box::new(op));
+        }
+        ops.push(Box::new(Sink {
+            stream: sink.clone(),
+        }));
+        let schema = Schema {
+            fields: vec![OutputField {
+                name: "*".into(),
+                ty: "fields",
+            }],
+        };
+        Ok(Plan::from_ops(source, sink, schema, None, ops))
+    }
+}
