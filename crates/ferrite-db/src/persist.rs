@@ -360,8 +360,21 @@ pub fn encode_snapshot(store: &mut Store, rebuild: &[(usize, Vec<Bytes>)]) -> Sn
             }
         }
     }
-    put_u32(&mut out, rebuild.len());
-    for (db, argv) in rebuild {
+    // Times to live ride as rebuild commands (`PEXPIREAT key ms`, replayed
+    // after the keys while nothing expires), so the body format is unchanged.
+    let expiries: Vec<(usize, Vec<Bytes>)> = store
+        .dbs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, db)| {
+            db.expires().iter().map(move |(k, when)| {
+                let when = Bytes::from(when.to_string());
+                (i, vec![Bytes::from_static(b"PEXPIREAT"), k.clone(), when])
+            })
+        })
+        .collect();
+    put_u32(&mut out, rebuild.len() + expiries.len());
+    for (db, argv) in rebuild.iter().chain(&expiries) {
         put_cmd(&mut out, *db, argv);
     }
     store.next_stream_id = next_stream_id;
