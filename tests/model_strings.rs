@@ -209,12 +209,20 @@ impl Model {
                 };
                 let found = self.keys.contains_key(k);
                 if (*nx && found) || (*xx && !found) {
-                    let r = if *get { Model::opt_bulk(old) } else { Reply::Null };
+                    let r = if *get {
+                        Model::opt_bulk(old)
+                    } else {
+                        Reply::Null
+                    };
                     return (argv, Some(r));
                 }
                 let keep = matches!(ttl, Ttl::KeepTtl) && self.keys.get(k).is_some_and(|e| e.ttl);
                 self.set(*k, v.clone(), matches!(ttl, Ttl::Ex) || keep);
-                let r = if *get { Model::opt_bulk(old) } else { Reply::ok() };
+                let r = if *get {
+                    Model::opt_bulk(old)
+                } else {
+                    Reply::ok()
+                };
                 (argv, Some(r))
             }
             Op::SetEx(k, v) => {
