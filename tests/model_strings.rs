@@ -27,10 +27,10 @@ const VALUES: &[&str] = &[
 ];
 
 #[derive(Clone, Debug)]
-enum Ttl {
-    None,
+enum TtlOpt {
+    Plain,
     Ex,
-    KeepTtl,
+    Keep,
 }
 
 #[derive(Clone, Debug)]
@@ -41,7 +41,7 @@ enum Op {
         nx: bool,
         xx: bool,
         get: bool,
-        ttl: Ttl,
+        ttl: TtlOpt,
     },
     SetEx(usize, Vec<u8>),
     SetNx(usize, Vec<u8>),
@@ -89,7 +89,7 @@ fn key() -> impl Strategy<Value = usize> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let ttl = prop_oneof![Just(Ttl::None), Just(Ttl::Ex), Just(Ttl::KeepTtl)];
+    let ttl = prop_oneof![Just(TtlOpt::Plain), Just(TtlOpt::Ex), Just(TtlOpt::Keep)];
     let pairs = || prop::collection::vec((key(), value()), 1..4);
     prop_oneof![
         4 => (key(), value(), any::<bool>(), any::<bool>(), any::<bool>(), ttl)
@@ -192,9 +192,9 @@ impl Model {
                     argv.push(b("GET"));
                 }
                 match ttl {
-                    Ttl::None => {}
-                    Ttl::Ex => argv.extend([b("EX"), b("1000")]),
-                    Ttl::KeepTtl => argv.push(b("KEEPTTL")),
+                    TtlOpt::Plain => {}
+                    TtlOpt::Ex => argv.extend([b("EX"), b("1000")]),
+                    TtlOpt::Keep => argv.push(b("KEEPTTL")),
                 }
                 if *nx && *xx {
                     return (argv, Some(Reply::error("ERR syntax error")));
@@ -216,8 +216,8 @@ impl Model {
                     };
                     return (argv, Some(r));
                 }
-                let keep = matches!(ttl, Ttl::KeepTtl) && self.keys.get(k).is_some_and(|e| e.ttl);
-                self.set(*k, v.clone(), matches!(ttl, Ttl::Ex) || keep);
+                let keep = matches!(ttl, TtlOpt::Keep) && self.keys.get(k).is_some_and(|e| e.ttl);
+                self.set(*k, v.clone(), matches!(ttl, TtlOpt::Ex) || keep);
                 let r = if *get {
                     Model::opt_bulk(old)
                 } else {
@@ -554,7 +554,7 @@ fn a_fixed_sequence() {
             nx: false,
             xx: false,
             get: false,
-            ttl: Ttl::Ex,
+            ttl: TtlOpt::Ex,
         },
         Op::IncrByFloat(0, 2),
         Op::Append(0, b"5".to_vec()),
