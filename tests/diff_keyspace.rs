@@ -14,4 +14,5 @@ diff_tests! {
     config => "keyspace/config.txt",
     errors => "keyspace/errors.txt",
     expire => "keyspace/expire.txt",
+    server => "keyspace/server.txt",
 }

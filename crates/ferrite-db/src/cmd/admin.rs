@@ -135,6 +135,7 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// Redis 7.0's default INFO sections, in its order.
 const DEFAULT_SECTIONS: &[&str] = &[
     "server",
     "clients",
@@ -143,7 +144,9 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "modules",
     "errorstats",
+    "cluster",
     "keyspace",
 ];
 const ALL_SECTIONS: &[&str] = &[
@@ -154,8 +157,10 @@ const ALL_SECTIONS: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "modules",
     "commandstats",
     "errorstats",
+    "cluster",
     "keyspace",
 ];
 
@@ -375,6 +380,22 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
             out.push_str("# Replication\r\n");
             kv(out, "role", &"master");
             kv(out, "connected_slaves", &0);
+            kv(out, "master_failover_state", &"no-failover");
+            kv(out, "master_replid", &ctx.shared.run_id);
+            kv(out, "master_replid2", &"0".repeat(40));
+            kv(out, "master_repl_offset", &0);
+            kv(out, "second_repl_offset", &-1);
+            kv(out, "repl_backlog_active", &0);
+            kv(out, "repl_backlog_size", &1048576);
+            kv(out, "repl_backlog_first_byte_offset", &0);
+            kv(out, "repl_backlog_histlen", &0);
+        }
+        // No modules can be loaded; client libraries look for the section.
+        "modules" => out.push_str("# Modules\r\n"),
+        // Client libraries and harnesses read `cluster_enabled` at start-up.
+        "cluster" => {
+            out.push_str("# Cluster\r\n");
+            kv(out, "cluster_enabled", &0);
         }
         "cpu" => {
             out.push_str("# CPU\r\n");
