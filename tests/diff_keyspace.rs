@@ -15,4 +15,5 @@ diff_tests! {
     errors => "keyspace/errors.txt",
     expire => "keyspace/expire.txt",
     server => "keyspace/server.txt",
+    object => "keyspace/object.txt",
 }

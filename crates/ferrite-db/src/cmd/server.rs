@@ -2,16 +2,21 @@
 //! start-up, answered as a standalone Redis 7.0 master without scripting
 //! or cluster support answers them: ROLE, CLUSTER (every subcommand:
 //! "cluster support disabled"), FUNCTION LIST and FUNCTION FLUSH (no
-//! functions can exist: there is no scripting). INFO's `# Modules`,
+//! functions can exist: there is no scripting), OBJECT ENCODING, REFCOUNT
+//! and FREQ (IDLETIME needs access tracking, not kept yet). INFO's `# Modules`,
 //! `# Cluster` and replication fields are in `admin.rs`.
 
 use super::{Ctx, Handler};
 use crate::args::Args;
 use crate::error::CmdError;
 use crate::reply::Reply;
+use crate::store::Value;
 
 pub const COMMANDS: &[(&str, Handler)] = &[
     ("role", role),
+    ("object|encoding", object_encoding),
+    ("object|refcount", object_refcount),
+    ("object|freq", object_freq),
     ("function|list", function_list),
     ("function|flush", function_flush),
     ("cluster|addslots", cluster),
@@ -50,6 +55,45 @@ fn role(_ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
         Reply::Int(0),
         Reply::Array(Vec::new()),
     ]))
+}
+
+/// OBJECT ENCODING: the encoding Redis 7.0 would report for the value.
+fn object_encoding(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    Ok(match ctx.db().get(&key) {
+        None => Reply::Null,
+        Some(Value::String(s)) => Reply::bulk_str(super::string::string_encoding(s)),
+        Some(Value::Hash(h)) => Reply::bulk_str(h.encoding()),
+        Some(Value::Stream(_)) => Reply::bulk_str("stream"),
+    })
+}
+
+/// OBJECT REFCOUNT: 1, except Redis's shared small integers (0 to 9999
+/// stored as `int`), which report `INT_MAX`.
+fn object_refcount(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    Ok(match ctx.db().get(&key) {
+        None => Reply::Null,
+        Some(Value::String(s)) if super::string::string_encoding(s) == "int" => {
+            match crate::args::parse_i64(s) {
+                Some(n) if (0..10_000).contains(&n) => Reply::Int(i32::MAX as i64),
+                _ => Reply::Int(1),
+            }
+        }
+        Some(_) => Reply::Int(1),
+    })
+}
+
+/// OBJECT FREQ: only tracked under an LFU `maxmemory-policy`, which
+/// Ferrite does not have: Redis's own refusal.
+fn object_freq(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    if !ctx.db().contains(&key) {
+        return Ok(Reply::Null);
+    }
+    Err(CmdError::err(
+        "An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+    ))
 }
 
 /// Redis 7.0 with `cluster-enabled no` refuses every CLUSTER subcommand.
