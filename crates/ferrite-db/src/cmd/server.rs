@@ -3,7 +3,8 @@
 //! or cluster support answers them: ROLE, CLUSTER (every subcommand:
 //! "cluster support disabled"), FUNCTION LIST and FUNCTION FLUSH (no
 //! functions can exist: there is no scripting), OBJECT ENCODING, REFCOUNT
-//! and FREQ (IDLETIME needs access tracking, not kept yet). INFO's `# Modules`,
+//! and FREQ (IDLETIME needs access tracking, not kept yet), SAVE, BGSAVE and
+//! BGREWRITEAOF (a checkpoint, which also compacts the commit log). INFO's `# Modules`,
 //! `# Cluster` and replication fields are in `admin.rs`.
 
 use super::{Ctx, Handler};
@@ -14,6 +15,9 @@ use crate::store::Value;
 
 pub const COMMANDS: &[(&str, Handler)] = &[
     ("role", role),
+    ("save", save),
+    ("bgsave", bgsave),
+    ("bgrewriteaof", bgrewriteaof),
     ("object|encoding", object_encoding),
     ("object|refcount", object_refcount),
     ("object|freq", object_freq),
@@ -55,6 +59,61 @@ fn role(_ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
         Reply::Int(0),
         Reply::Array(Vec::new()),
     ]))
+}
+
+/// The commit log, or Redis's kind of refusal when persistence is off.
+fn persistence(ctx: &Ctx) -> Result<std::sync::Arc<crate::persist::Persistence>, CmdError> {
+    ctx.shared.persist.get().cloned().ok_or_else(|| {
+        CmdError::err("persistence is off (appendonly no): there is nothing to save to")
+    })
+}
+
+/// SAVE: a checkpoint written now, before the reply. Like Redis's SAVE it
+/// holds up every other client until it is done (the store stays locked);
+/// BGSAVE is the one to use.
+fn save(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+    let p = persistence(ctx)?;
+    let cfg = ctx.shared.config.read().clone();
+    let Some((covered, body)) = p.begin_checkpoint(ctx.shared, ctx.store, &cfg) else {
+        return Err(CmdError::err("Background save already in progress"));
+    };
+    let cache = ctx.store.block_cache.clone();
+    p.finish_checkpoint(covered, body, cache.as_deref())
+        .map_err(|e| CmdError::err(format!("checkpoint failed: {e}")))?;
+    ctx.propagate_nothing();
+    Ok(Reply::ok())
+}
+
+/// BGSAVE: a checkpoint on its own thread. (SCHEDULE is accepted but
+/// schedules nothing: while one runs, the reply is the error, as without it.)
+fn bgsave(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    match a.rest() {
+        [] => {}
+        [s] if s.eq_ignore_ascii_case(b"schedule") => {}
+        _ => return Err(CmdError::Syntax),
+    }
+    let p = persistence(ctx)?;
+    ctx.propagate_nothing();
+    if p.start_checkpoint(ctx.shared, ctx.store) {
+        return Ok(Reply::simple("Background saving started"));
+    }
+    Err(CmdError::err("Background save already in progress"))
+}
+
+/// BGREWRITEAOF: Ferrite's log is compacted by a checkpoint (the records it
+/// covers are deleted).
+fn bgrewriteaof(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+    let p = persistence(ctx)?;
+    ctx.propagate_nothing();
+    if p.start_checkpoint(ctx.shared, ctx.store) {
+        Ok(Reply::simple(
+            "Background append only file rewriting started",
+        ))
+    } else {
+        Err(CmdError::err(
+            "Background append only file rewriting already in progress",
+        ))
+    }
 }
 
 /// OBJECT ENCODING: the encoding Redis 7.0 would report for the value.

@@ -119,4 +119,32 @@ impl Persistence {
         }
         self.streams.sync()
     }
+
+    /// Snapshot now (the caller holds the store lock) and write the
+    /// checkpoint on its own thread (BGSAVE, and the automatic one after
+    /// `auto-checkpoint-min-size` of log). False if one is already running.
+    pub fn start_checkpoint(self: &Arc<Self>, shared: &Shared, store: &mut Store) -> bool {
+        let Some((covered, body)) = self.begin_checkpoint(shared, store, &shared.config.read())
+        else {
+            return false;
+        };
+        let p = self.clone();
+        let cache = store.block_cache.clone();
+        // IMPORTANT: checkpoint file I/O runs on its own thread, never on
+        // a tokio worker and never under the store lock.
+        let spawned = std::thread::Builder::new()
+            .name("ferrite-checkpoint".into())
+            .spawn(move || {
+                if let Err(e) = p.finish_checkpoint(covered, body, cache.as_deref()) {
+                    tracing::error!("checkpoint failed: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the checkpoint thread: {e}");
+            // Nothing runs: the next one may start.
+            self.checkpoint_running.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
 }

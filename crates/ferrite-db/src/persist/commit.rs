@@ -161,23 +161,7 @@ pub(crate) fn commit_effects(shared: &Arc<Shared>, store: &mut Store) -> Commit 
         logged >= shared.config.read().auto_checkpoint_min_size
     };
     if due && !p.checkpoint_running() {
-        let snap = p.begin_checkpoint(shared, store, &shared.config.read());
-        if let Some((covered, body)) = snap {
-            let p = p.clone();
-            let cache = store.block_cache.clone();
-            // IMPORTANT: checkpoint file I/O runs on its own thread, never on
-            // a tokio worker and never under the store lock.
-            let spawned = std::thread::Builder::new()
-                .name("ferrite-checkpoint".into())
-                .spawn(move || {
-                    if let Err(e) = p.finish_checkpoint(covered, body, cache.as_deref()) {
-                        tracing::error!("checkpoint failed: {e}");
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!("cannot start the checkpoint thread: {e}");
-            }
-        }
+        p.start_checkpoint(shared, store);
     }
     result
 }
