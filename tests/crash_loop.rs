@@ -60,11 +60,20 @@ const MAX_ACKS_BEFORE_KILL: u64 = 1500;
 const MAX_OPS_PER_CLIENT: usize = 20_000;
 const KILL_WAIT: Duration = Duration::from_secs(60);
 
-fn iterations(default: usize) -> usize {
+/// The crash loops' default iteration count under `always`.
+const DEFAULT_ITERATIONS: usize = 30;
+
+/// FERRITE_CRASH_ITERATIONS, or the default.
+fn iterations_setting() -> usize {
     std::env::var("FERRITE_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(DEFAULT_ITERATIONS)
+}
+
+fn iterations(default: usize) -> usize {
+    debug_assert_eq!(default, DEFAULT_ITERATIONS);
+    iterations_setting()
 }
 
 fn seed() -> u64 {
@@ -612,9 +621,13 @@ fn start(dir: &TempDir, extra: &[String], rng: &mut StdRng, iter: usize, seed: u
 
 fn crash_loop(tag: &str, test: &str, policies: &[&str], iterations: usize) {
     let seed = seed();
+    // NOTE: the replay command gives FERRITE_CRASH_ITERATIONS as it was
+    // set (or defaulted), not this loop's share of it: the everysec/no test
+    // runs a third of it, and the same value must give the same loop.
+    let requested = iterations_setting();
     println!(
         "{tag}: FERRITE_CRASH_SEED={seed} iterations={iterations} (to replay: \
-         FERRITE_CRASH_SEED={seed} FERRITE_CRASH_ITERATIONS={iterations} \
+         FERRITE_CRASH_SEED={seed} FERRITE_CRASH_ITERATIONS={requested} \
          cargo test --release --test crash_loop {test} -- --nocapture)"
     );
     let started = Instant::now();
