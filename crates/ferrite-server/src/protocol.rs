@@ -38,7 +38,15 @@ pub struct RequestParser {
     /// handle each. Counted with the unparsed input against
     /// `client-query-buffer-limit`, as Redis counts `argv_len_sum`.
     argv_bytes: usize,
+    /// `argv[..owned]` no longer share the input's buffers (see
+    /// [`RequestParser::own_small_args`]).
+    owned: usize,
 }
+
+/// Arguments below this size are copied out of the input buffer when a
+/// command has to wait for more data; larger ones keep sharing it (they
+/// are most of their buffer anyway, and copying them would cost).
+const OWN_BELOW: usize = 32 * 1024;
 
 /// Limits in force for the next parse; read from config per connection.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +64,20 @@ impl RequestParser {
     /// True when no command is half-read.
     pub fn is_idle(&self) -> bool {
         self.multibulk_left == 0 && self.argv.is_empty()
+    }
+
+    /// While a command waits for more input, its small parsed arguments are
+    /// copied out of the input buffer: each shares the whole allocation it
+    /// was cut from, so a client dripping one small argument per read would
+    /// otherwise pin a read buffer (16 KiB or more) per argument, far more
+    /// than `parsed_bytes` counts.
+    fn own_small_args(&mut self) {
+        for a in &mut self.argv[self.owned..] {
+            if a.len() < OWN_BELOW {
+                *a = Bytes::copy_from_slice(a);
+            }
+        }
+        self.owned = self.argv.len();
     }
 
     /// Bytes held by the parsed arguments of the command being read.
@@ -116,6 +138,7 @@ impl RequestParser {
             self.multibulk_left = n as usize;
             // NOTE: capacity is capped: the count is client-controlled.
             self.argv = Vec::with_capacity(self.multibulk_left.min(1024));
+            self.owned = 0;
             self.argv_bytes = cr + 2;
         }
         while self.multibulk_left > 0 {
@@ -126,9 +149,11 @@ impl RequestParser {
                         if buf.len() > INLINE_MAX {
                             return Err(perr("too big bulk count string"));
                         }
+                        self.own_small_args();
                         return Ok(None);
                     };
                     if cr + 2 > buf.len() {
+                        self.own_small_args();
                         return Ok(None);
                     }
                     if buf[0] != b'$' {
@@ -157,6 +182,7 @@ impl RequestParser {
                 }
             };
             if buf.len() < len + 2 {
+                self.own_small_args();
                 return Ok(None);
             }
             // NOTE: like Redis, the two bytes after the data are skipped, not checked.
@@ -168,6 +194,7 @@ impl RequestParser {
             self.multibulk_left -= 1;
         }
         self.argv_bytes = 0;
+        self.owned = 0;
         Ok(Some(std::mem::take(&mut self.argv)))
     }
 }
@@ -463,6 +490,34 @@ mod tests {
         buf.extend_from_slice(&[b'y'; 90]);
         assert_eq!(p.parse(&mut buf, limits), Ok(None));
         assert_eq!(p.read_hint(&buf, 0), 12);
+    }
+
+    #[test]
+    fn small_arguments_of_a_waiting_command_do_not_pin_the_input_buffer() {
+        let limits = Limits {
+            max_bulk_len: 512 << 20,
+            unauthenticated: false,
+        };
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        buf.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n");
+        let start = buf.as_ptr() as usize;
+        let range = start..start + buf.capacity();
+        // The value has not arrived: the command waits.
+        assert_eq!(p.parse(&mut buf, limits), Ok(None));
+        assert_eq!(p.argv.len(), 2);
+        for a in &p.argv {
+            assert!(
+                !range.contains(&(a.as_ptr() as usize)),
+                "a parsed argument still shares the read buffer"
+            );
+        }
+        buf.extend_from_slice(b"$1\r\nv\r\n");
+        let argv = p.parse(&mut buf, limits).ok().flatten().unwrap_or_default();
+        assert_eq!(
+            argv,
+            vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")]
+        );
     }
 
     #[test]
