@@ -135,20 +135,7 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// Redis 7.0's default INFO sections, in its order.
-const DEFAULT_SECTIONS: &[&str] = &[
-    "server",
-    "clients",
-    "memory",
-    "persistence",
-    "stats",
-    "replication",
-    "cpu",
-    "modules",
-    "errorstats",
-    "cluster",
-    "keyspace",
-];
+/// Every INFO section Ferrite has, in Redis 7.0's order.
 const ALL_SECTIONS: &[&str] = &[
     "server",
     "clients",
@@ -164,6 +151,11 @@ const ALL_SECTIONS: &[&str] = &[
     "keyspace",
 ];
 
+/// Redis's default sections: all of them but commandstats.
+fn default_sections() -> impl Iterator<Item = &'static &'static str> {
+    ALL_SECTIONS.iter().filter(|s| **s != "commandstats")
+}
+
 fn info(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let mut wanted: Vec<&str> = Vec::new();
     let args: Vec<String> = a
@@ -172,12 +164,12 @@ fn info(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         .map(|b| String::from_utf8_lossy(b).to_ascii_lowercase())
         .collect();
     if args.is_empty() {
-        wanted.extend(DEFAULT_SECTIONS);
+        wanted.extend(default_sections());
     }
     for s in &args {
         match s.as_str() {
             "all" | "everything" => wanted.extend(ALL_SECTIONS),
-            "default" => wanted.extend(DEFAULT_SECTIONS),
+            "default" => wanted.extend(default_sections()),
             other => {
                 if let Some(x) = ALL_SECTIONS.iter().find(|x| **x == other) {
                     wanted.push(x);
