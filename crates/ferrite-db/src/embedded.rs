@@ -75,6 +75,11 @@ impl Session {
         self.client.resp
     }
 
+    /// Run the following commands in database `db` (SELECT).
+    pub fn select(&mut self, db: usize) {
+        self.client.db = db;
+    }
+
     /// Run one command line in database `db`.
     pub fn call_in_db(&mut self, db: usize, argv: Vec<Bytes>) -> Reply {
         self.client.db = db;
@@ -160,6 +165,11 @@ impl Atomic<'_> {
     /// ([`crate::store::Store::log_subsystem`]).
     pub fn log_subsystem(&mut self, name: &str, effect: &[u8]) {
         self.store.log_subsystem(name, effect);
+    }
+
+    /// Run the following commands in database `db` (SELECT).
+    pub fn select(&mut self, db: usize) {
+        self.client.db = db;
     }
 
     /// The locked store, for reads (and a subsystem's own bookkeeping).

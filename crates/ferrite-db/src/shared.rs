@@ -12,6 +12,11 @@ use tokio::sync::watch;
 /// Applies a Redis `loglevel` to the process's logger.
 pub type LoglevelHook = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Writes an INFO section registered by a subsystem
+/// ([`Shared::register_info_section`]): its `# Title` line and its
+/// `field:value\r\n` lines, with the store locked.
+pub type InfoSection = Box<dyn Fn(&crate::store::Store, u64, &mut String) + Send + Sync>;
+
 /// State shared by every connection.
 pub struct Shared {
     /// The keyspace and everything commands touch. Held for one command at a
@@ -41,6 +46,9 @@ pub struct Shared {
     extensions: RwLock<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
     /// State outside the keyspace that logs its changes beside commands.
     subsystems: RwLock<Vec<(String, Arc<dyn crate::persist::Subsystem>)>>,
+    /// INFO sections of subsystems, by lowercase name, printed after
+    /// Redis's own ones.
+    info_sections: RwLock<Vec<(String, Arc<InfoSection>)>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -80,6 +88,7 @@ impl Shared {
             ext_commands: RwLock::new(std::collections::HashMap::new()),
             extensions: RwLock::new(Vec::new()),
             subsystems: RwLock::new(Vec::new()),
+            info_sections: RwLock::new(Vec::new()),
         })
     }
 
@@ -107,6 +116,21 @@ impl Shared {
         let mut list = self.subsystems.write();
         list.retain(|(n, _)| n != name);
         list.push((name.to_string(), sub));
+    }
+
+    /// Add a section to INFO (printed by `INFO`, `INFO all`, `INFO
+    /// everything` and `INFO <name>`, after Redis's sections). A second
+    /// registration of a name replaces the first.
+    pub fn register_info_section(&self, name: &str, f: InfoSection) {
+        let name = name.to_ascii_lowercase();
+        let mut list = self.info_sections.write();
+        list.retain(|(n, _)| *n != name);
+        list.push((name, Arc::new(f)));
+    }
+
+    /// The registered INFO sections, in registration order.
+    pub fn info_sections(&self) -> Vec<(String, Arc<InfoSection>)> {
+        self.info_sections.read().clone()
     }
 
     /// The subsystem registered under `name`.

@@ -451,6 +451,24 @@ impl Group {
         self.last_id = id;
     }
 
+    /// What `entries_read` becomes once the entries `ids` (ascending, all
+    /// after `last_id`) are delivered as XREADGROUP `>` delivers them
+    /// (Redis's `streamReplyWithRange` bookkeeping), without delivering
+    /// them: a subsystem that consumes the stream itself logs its progress
+    /// as `XGROUP SETID key group <last> ENTRIESREAD <this>`, as Redis
+    /// propagates XREADGROUP.
+    pub fn entries_read_after(&self, s: &Stream, ids: impl IntoIterator<Item = StreamId>) -> i64 {
+        let mut read = self.entries_read;
+        for id in ids {
+            if read != ENTRIES_READ_INVALID && !range_has_tombstones(s, Some(id), None) {
+                read = read.wrapping_add(1);
+            } else if s.entries_added() != 0 {
+                read = estimate_distance_from_first_ever_entry(s, id);
+            }
+        }
+        read
+    }
+
     // ---- reads and claims ----
 
     /// XREADGROUP `>`: delivers up to `count` (`None` = all) entries after

@@ -187,6 +187,19 @@ fn info(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         }
         info_section(ctx, section, &mut out);
     }
+    // Subsystems' sections (pipelines): with the defaults and by name.
+    let defaults = args.is_empty()
+        || args
+            .iter()
+            .any(|a| matches!(a.as_str(), "all" | "everything" | "default"));
+    for (name, write) in ctx.shared.info_sections() {
+        if defaults || args.contains(&name) {
+            if !out.is_empty() {
+                out.push_str("\r\n");
+            }
+            write(ctx.store, ctx.now_ms, &mut out);
+        }
+    }
     Ok(Reply::Verbatim(Bytes::from(out)))
 }
 

@@ -259,6 +259,32 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Run another command from inside a handler, as Redis modules'
+    /// `RM_Call` does: same client, same lock hold, no MULTI queueing, no
+    /// blocking. The nested command logs its own effects as it runs, in
+    /// order; a handler whose whole effect is its nested calls says
+    /// [`Ctx::propagate_nothing`] so that its own line is not logged too.
+    pub fn call(&mut self, argv: Vec<Bytes>) -> Reply {
+        let saved_multi = self.client.multi.take();
+        let reply = {
+            let mut sub = Ctx {
+                store: &mut *self.store,
+                client: &mut *self.client,
+                shared: self.shared,
+                now_ms: self.now_ms,
+                in_exec: true,
+                block: None,
+                propagate: None,
+                parsed: None,
+            };
+            match dispatch(&mut sub, argv) {
+                Dispatch::Reply(r) | Dispatch::Block(_, r) => r,
+            }
+        };
+        self.client.multi = saved_multi;
+        reply
+    }
+
     /// Log `argv` (instead of the command as typed) when this command's
     /// effect is not deterministic on replay. Call once per logged command.
     /// Whether effects are being collected; handlers skip building them if not.
