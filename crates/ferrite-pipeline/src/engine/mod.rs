@@ -1,0 +1,325 @@
+//! The pipeline engine inside a Ferrite database: PIPELINE.* commands,
+//! the runner thread, and exactly-once epochs (docs/pipelines.md,
+//! "Running inside the server").
+//!
+//! It stands on ferrite-db's seams, not on its internals:
+//! - commands are [`ExtCommand`]s ([`commands`]);
+//! - a pipeline's position is a consumer group named after it on the
+//!   source stream (XINFO GROUPS shows entries-read and lag), created and
+//!   moved with XGROUP commands, so it is part of the keyspace, its log
+//!   and its checkpoints;
+//! - definitions, pause state and counters are this subsystem's own
+//!   effects (`persist::Subsystem` "pipeline", [`durable`]) and checkpoint
+//!   section;
+//! - an epoch (the sink XADDs, the group's SETID and the counters) is one
+//!   `Session::atomically` unit: one hold of the store lock and one
+//!   commit-log record ([`runner`]);
+//! - a source's writes wake the runner through a `KeyObserver`.
+//!
+//! Lock order: the store lock, then the engine's state lock, never the
+//! reverse; a plan's own lock is taken only by the runner, with neither held.
+
+pub mod commands;
+pub mod def;
+mod durable;
+mod runner;
+
+use crate::plan::Plan;
+use def::Definition;
+use ferrite_db::shared::Shared;
+use ferrite_db::store::{KeyObserver, ObserverId, Store};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use runner::Runner;
+
+/// The subsystem name of the engine's effects and checkpoint section.
+pub const SUBSYSTEM: &str = "pipeline";
+
+/// A pipeline's run state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Epochs run as entries arrive.
+    Running,
+    /// PIPELINE.PAUSE: nothing runs; the source keeps its entries.
+    Paused,
+    /// Stopped by an error (source deleted, sink of another type...);
+    /// PIPELINE.RESUME or RESET retries.
+    Failed(String),
+}
+
+impl Status {
+    /// The word PIPELINE.INFO and INFO print.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Counters of a pipeline, kept across restarts (each epoch logs them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Epochs committed.
+    pub epoch: u64,
+    /// Source entries read.
+    pub entries_in: u64,
+    /// Records written to the sink.
+    pub entries_out: u64,
+    /// Entries the WHERE clause dropped.
+    pub entries_filtered: u64,
+    /// Entries whose evaluation failed (skipped).
+    pub entries_failed: u64,
+    /// Source entries trimmed or deleted before the pipeline read them.
+    pub entries_lost: u64,
+    /// Wall-clock time of the last commit (ms).
+    pub last_commit_ms: u64,
+    /// Time spent evaluating and committing, for ns per event.
+    pub busy_ns: u64,
+}
+
+impl Counters {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        for v in [
+            self.epoch,
+            self.entries_in,
+            self.entries_out,
+            self.entries_filtered,
+            self.entries_failed,
+            self.entries_lost,
+            self.last_commit_ms,
+            self.busy_ns,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    pub(crate) fn decode(r: &mut def::Cursor<'_>) -> Result<Counters, String> {
+        Ok(Counters {
+            epoch: r.u64()?,
+            entries_in: r.u64()?,
+            entries_out: r.u64()?,
+            entries_filtered: r.u64()?,
+            entries_failed: r.u64()?,
+            entries_lost: r.u64()?,
+            last_commit_ms: r.u64()?,
+            busy_ns: r.u64()?,
+        })
+    }
+}
+
+/// One registered pipeline.
+pub(crate) struct Pipe {
+    pub def: Definition,
+    pub source: String,
+    pub sink: String,
+    /// Bumped by CREATE/REPLACE/RESET: an epoch read under an older
+    /// generation is discarded at commit.
+    pub gen: u64,
+    /// `None`: the SQL no longer compiles (the pipeline is failed).
+    pub plan: Option<Arc<Mutex<Plan>>>,
+    pub status: Status,
+    pub counters: Counters,
+    /// The last evaluation error (the pipeline goes on).
+    pub last_error: Option<String>,
+    /// Set by the source's observer, cleared by the runner before it reads.
+    pub dirty: Arc<AtomicBool>,
+    pub observer: Option<ObserverId>,
+    /// The sink existed at the last epoch (a later absence means another
+    /// client deleted it).
+    pub sink_seen: bool,
+    /// Defined from Rust ([`Engine::create_with_plan`]): not persisted.
+    pub ephemeral: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub pipes: BTreeMap<String, Pipe>,
+    pub next_gen: u64,
+}
+
+/// Wakes the runner: a flag and a condition variable.
+#[derive(Default)]
+pub(crate) struct Wake {
+    flag: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Wake {
+    pub fn notify(&self) {
+        if let Ok(mut f) = self.flag.lock() {
+            *f = true;
+        }
+        self.cv.notify_one();
+    }
+    /// Waits until notified or `timeout`; clears the flag.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        let Ok(mut f) = self.flag.lock() else { return };
+        if !*f {
+            f = match self.cv.wait_timeout(f, timeout) {
+                Ok((g, _)) => g,
+                Err(_) => return,
+            };
+        }
+        *f = false;
+    }
+}
+
+/// Marks its pipeline dirty and wakes the runner (called under the store
+/// lock: it only takes note).
+struct SourceObserver {
+    dirty: Arc<AtomicBool>,
+    wake: Arc<Wake>,
+}
+
+impl KeyObserver for SourceObserver {
+    fn changed(&self, _db: usize, _key: &[u8]) {
+        self.dirty.store(true, Ordering::Release);
+        self.wake.notify();
+    }
+}
+
+/// The engine: every pipeline of one database server.
+pub struct Engine {
+    pub(crate) state: Mutex<State>,
+    pub(crate) wake: Arc<Wake>,
+    pub(crate) stop: AtomicBool,
+}
+
+impl Engine {
+    fn new() -> Engine {
+        Engine {
+            state: Mutex::new(State::default()),
+            wake: Arc::new(Wake::default()),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// The engine installed in `shared`.
+    pub fn get(shared: &Shared) -> Option<Arc<Engine>> {
+        shared.extension::<Engine>()
+    }
+
+    /// Registers (or replaces) a pipeline in the state and follows its
+    /// source. Called with the store locked (commands, replay, restore).
+    pub(crate) fn insert(
+        &self,
+        store: &mut Store,
+        def: Definition,
+        status: Status,
+        counters: Counters,
+        ephemeral_plan: Option<Plan>,
+    ) {
+        let (plan, status) = match ephemeral_plan {
+            Some(p) => (Ok(p), status),
+            None => (Plan::compile(&def.sql).map_err(|e| e.to_string()), status),
+        };
+        let (source, sink, plan, status) = match plan {
+            Ok(p) => (
+                p.source().to_string(),
+                p.sink().to_string(),
+                Some(Arc::new(Mutex::new(p))),
+                status,
+            ),
+            // A definition that compiled when it was created but not now
+            // (a newer version refusing it): kept, failed, visible.
+            Err(e) => (
+                String::new(),
+                String::new(),
+                None,
+                Status::Failed(format!("the statement no longer compiles: {e}")),
+            ),
+        };
+        let ephemeral = def.sql.is_empty();
+        let mut st = self.state.lock();
+        if let Some(old) = st.pipes.remove(&def.name) {
+            if let Some(id) = old.observer {
+                store.unobserve(id);
+            }
+        }
+        let dirty = Arc::new(AtomicBool::new(true));
+        let observer = (!source.is_empty()).then(|| {
+            store.observe(
+                def.db,
+                bytes::Bytes::copy_from_slice(source.as_bytes()),
+                Arc::new(SourceObserver {
+                    dirty: dirty.clone(),
+                    wake: self.wake.clone(),
+                }),
+            )
+        });
+        st.next_gen += 1;
+        let gen = st.next_gen;
+        st.pipes.insert(
+            def.name.clone(),
+            Pipe {
+                def,
+                source,
+                sink,
+                gen,
+                plan,
+                status,
+                counters,
+                last_error: None,
+                dirty,
+                observer,
+                sink_seen: false,
+                ephemeral,
+            },
+        );
+        drop(st);
+        self.wake.notify();
+    }
+
+    /// Removes a pipeline from the state (its group is the caller's).
+    pub(crate) fn remove(&self, store: &mut Store, name: &str) -> Option<Definition> {
+        let old = self.state.lock().pipes.remove(name)?;
+        if let Some(id) = old.observer {
+            store.unobserve(id);
+        }
+        Some(old.def)
+    }
+
+    /// Names of the pipelines, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.state.lock().pipes.keys().cloned().collect()
+    }
+
+    /// A pipeline's state word and error, if it exists.
+    pub fn status(&self, name: &str) -> Option<Status> {
+        self.state.lock().pipes.get(name).map(|p| p.status.clone())
+    }
+
+    /// A pipeline's counters, if it exists.
+    pub fn counters(&self, name: &str) -> Option<Counters> {
+        self.state
+            .lock()
+            .pipes
+            .get(name)
+            .map(|p| p.counters.clone())
+    }
+}
+
+/// Installs the engine in a database before recovery: its commands, its
+/// subsystem (effects and checkpoint section), its INFO section. Start the
+/// runner with [`Runner::start`] once recovery is done.
+pub fn install(shared: &Arc<Shared>) -> Arc<Engine> {
+    if let Some(e) = Engine::get(shared) {
+        return e;
+    }
+    let engine = Arc::new(Engine::new());
+    shared.set_extension(engine.clone());
+    shared.register_subsystem(SUBSYSTEM, Arc::new(durable::Durable(engine.clone())));
+    for c in commands::commands() {
+        shared.register_command(c);
+    }
+    let e2 = engine.clone();
+    shared.register_info_section(
+        "pipelines",
+        Box::new(move |store, now, out| commands::info_section(&e2, store, now, out)),
+    );
+    engine
+}

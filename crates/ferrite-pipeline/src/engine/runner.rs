@@ -1,0 +1,617 @@
+//! The runner: one thread that runs every pipeline's epochs, off the
+//! threads that serve connections.
+//!
+//! An epoch of one pipeline:
+//! 1. with the store lock: find the position (the last-delivered ID of the
+//!    pipeline's group on the source) and copy up to [`BATCH`] entries
+//!    after it (at most [`BATCH_BYTES`]) into an arena; evicted blocks are
+//!    read ahead first, without the lock;
+//! 2. without any lock: evaluate the plan on the batch;
+//! 3. with the store lock, as one `Session::atomically` unit (one lock
+//!    hold, one commit-log record): check that nothing moved (same
+//!    pipeline generation, same position, source and sink still streams),
+//!    XADD the results to the sink, move the group with `XGROUP SETID ...
+//!    ENTRIESREAD n` (what XREADGROUP would have made it), log the
+//!    counters;
+//! 4. under `appendfsync always`, wait until the record is durable before
+//!    the next epoch of any pipeline.
+//!
+//! Exactly once: the results of the entries up to the position and the
+//! position itself are applied and logged together, so a crash recovers
+//! both or neither, and the next epoch starts where the recovered position
+//! says. Plans of this engine are deterministic functions of the entry, so
+//! an epoch lost in a crash is recomputed to the same results.
+
+use super::{Engine, Status};
+use crate::entry::{Entry, EntryId, Fields, Record};
+use crate::plan::Plan;
+use bytes::Bytes;
+use ferrite_db::embedded::Session;
+use ferrite_db::shared::{now_ms, Shared};
+use ferrite_db::store::{Store, Value};
+use ferrite_streams::StreamId;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most entries read per epoch.
+pub const BATCH: usize = 1024;
+/// Most bytes of entries copied per epoch (one entry may exceed it alone).
+pub const BATCH_BYTES: usize = 8 << 20;
+/// Most bytes of results committed per epoch: the record stays far below
+/// the commit log's limit, and the lock hold short. The results past it
+/// are computed again by the next epoch (plans are deterministic).
+pub const EPOCH_OUT_BYTES: usize = 4 << 20;
+/// How long the runner sleeps when nothing wakes it (a safety net: the
+/// sources' observers wake it).
+const IDLE: Duration = Duration::from_millis(250);
+
+/// The runner thread of an engine; stops (and joins) when dropped.
+pub struct Runner {
+    engine: Arc<Engine>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Runner {
+    /// Starts running the pipelines of the engine installed in `shared`
+    /// (after recovery). `None` if no engine is installed.
+    pub fn start(shared: &Arc<Shared>) -> Option<Runner> {
+        let engine = Engine::get(shared)?;
+        engine.stop.store(false, Ordering::Release);
+        let (e2, s2) = (engine.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("pipelines".into())
+            .spawn(move || run(e2, s2))
+            .ok()?;
+        Some(Runner {
+            engine,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread after its current epoch.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.engine.stop.store(true, Ordering::Release);
+        self.engine.wake.notify();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// One pipeline's work, copied out of the engine's state.
+struct Job {
+    name: String,
+    gen: u64,
+    db: usize,
+    source: Bytes,
+    sink: Bytes,
+    interval: Duration,
+    sink_maxlen: Option<(bool, u64)>,
+    plan: Arc<Mutex<Plan>>,
+    dirty: Arc<std::sync::atomic::AtomicBool>,
+}
+
+enum Outcome {
+    /// Nothing to read.
+    Idle,
+    /// Committed a full batch: more may be waiting.
+    More,
+    /// Committed (or discarded) a partial batch.
+    Done,
+}
+
+fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
+    let mut session = Session::internal(shared.clone());
+    let mut last_epoch: HashMap<String, Instant> = HashMap::new();
+    let mut scratch = Scratch::default();
+    while !engine.stop.load(Ordering::Acquire) {
+        let jobs = jobs(&engine);
+        let mut wait = IDLE;
+        let mut more = false;
+        let now = Instant::now();
+        for job in jobs {
+            if engine.stop.load(Ordering::Acquire) {
+                break;
+            }
+            if !job.dirty.load(Ordering::Acquire) {
+                continue;
+            }
+            // At most one epoch per COMMIT_INTERVAL: entries arriving
+            // sooner wait and go into the next, larger epoch.
+            if let Some(t) = last_epoch.get(&job.name) {
+                let due = *t + job.interval;
+                if due > now {
+                    wait = wait.min(due - now);
+                    continue;
+                }
+            }
+            match epoch(&engine, &shared, &mut session, &job, &mut scratch) {
+                Outcome::Idle => {}
+                Outcome::Done => {
+                    last_epoch.insert(job.name.clone(), Instant::now());
+                }
+                Outcome::More => {
+                    last_epoch.insert(job.name.clone(), Instant::now());
+                    job.dirty.store(true, Ordering::Release);
+                    more = true;
+                }
+            }
+        }
+        last_epoch.retain(|n, _| engine.state.lock().pipes.contains_key(n));
+        if more {
+            wait = wait.min(
+                engine
+                    .state
+                    .lock()
+                    .pipes
+                    .values()
+                    .map(|p| Duration::from_millis(p.def.commit_interval_ms))
+                    .min()
+                    .unwrap_or(IDLE),
+            );
+        }
+        engine.wake.wait(wait);
+    }
+}
+
+fn jobs(engine: &Engine) -> Vec<Job> {
+    let st = engine.state.lock();
+    st.pipes
+        .values()
+        .filter(|p| p.status == Status::Running)
+        .filter_map(|p| {
+            Some(Job {
+                name: p.def.name.clone(),
+                gen: p.gen,
+                db: p.def.db,
+                source: Bytes::copy_from_slice(p.source.as_bytes()),
+                sink: Bytes::copy_from_slice(p.sink.as_bytes()),
+                interval: Duration::from_millis(p.def.commit_interval_ms),
+                sink_maxlen: p.def.sink_maxlen,
+                plan: p.plan.clone()?,
+                dirty: p.dirty.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Entries copied out of the store: one byte arena, a span per field name
+/// and value.
+#[derive(Default)]
+struct Scratch {
+    bytes: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+    /// Per entry: its ID, first span, pair count.
+    entries: Vec<(StreamId, usize, usize)>,
+    out: Vec<Record>,
+}
+
+struct ArenaFields<'a> {
+    bytes: &'a [u8],
+    spans: &'a [(u32, u32)],
+}
+
+impl Fields for ArenaFields<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.spans.len() / 2
+    }
+    #[inline]
+    fn name(&self, i: usize) -> &[u8] {
+        self.span(2 * i)
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &[u8] {
+        self.span(2 * i + 1)
+    }
+}
+
+impl ArenaFields<'_> {
+    #[inline]
+    fn span(&self, i: usize) -> &[u8] {
+        self.spans
+            .get(i)
+            .and_then(|&(s, e)| self.bytes.get(s as usize..e as usize))
+            .unwrap_or(&[])
+    }
+}
+
+/// What the read step found.
+enum Read {
+    /// Entries after `cursor` are in the scratch arena; `full`: the batch
+    /// limit stopped the read.
+    Batch { cursor: StreamId, full: bool },
+    /// The pipeline cannot go on: why.
+    Fail(String),
+}
+
+fn source_stream<'s>(
+    store: &'s Store,
+    db: usize,
+    source: &[u8],
+    name: &str,
+) -> Result<&'s ferrite_streams::Stream, String> {
+    let src = String::from_utf8_lossy(source);
+    match store.dbs.get(db).and_then(|d| d.get(source)) {
+        Some(Value::Stream(s)) if s.group(name.as_bytes()).is_some() => Ok(s),
+        Some(Value::Stream(_)) => Err(format!(
+            "the consumer group '{name}' on '{src}' that holds this pipeline's position is gone (destroyed, or the source was deleted and created again); PIPELINE.RESET {name} starts it again"
+        )),
+        Some(v) => Err(format!(
+            "the source '{src}' now holds a {}, not a stream",
+            v.type_name()
+        )),
+        None => Err(format!("the source stream '{src}' was deleted")),
+    }
+}
+
+fn read(shared: &Shared, job: &Job, sc: &mut Scratch) -> Read {
+    sc.bytes.clear();
+    sc.spans.clear();
+    sc.entries.clear();
+    // Blocks evicted from memory are read ahead without the lock.
+    let ahead = {
+        let store = shared.store.lock();
+        let s = match source_stream(&store, job.db, &job.source, &job.name) {
+            Ok(s) => s,
+            Err(m) => return Read::Fail(m),
+        };
+        let after = s
+            .group(job.name.as_bytes())
+            .map_or(StreamId::MAX, |g| g.last_id());
+        match (after.incr(), &store.block_cache) {
+            (Some(start), Some(cache)) => {
+                let blocks = s.evicted_in_range(start, StreamId::MAX, false, Some(BATCH), 64);
+                (!blocks.is_empty()).then(|| (cache.clone(), blocks))
+            }
+            _ => None,
+        }
+    };
+    if let Some((cache, blocks)) = &ahead {
+        cache.stage(cache.read_ahead(blocks));
+    }
+    let store = shared.store.lock();
+    let result = (|| {
+        let s = source_stream(&store, job.db, &job.source, &job.name)?;
+        let cursor = s
+            .group(job.name.as_bytes())
+            .map_or(StreamId::MAX, |g| g.last_id());
+        let Some(start) = cursor.incr() else {
+            return Ok(Read::Batch {
+                cursor,
+                full: false,
+            });
+        };
+        let mut full = false;
+        for e in s.iter_range(start, StreamId::MAX, false) {
+            if sc.entries.len() >= BATCH || sc.bytes.len() >= BATCH_BYTES {
+                full = true;
+                break;
+            }
+            let first = sc.spans.len();
+            let mut n = 0;
+            for (f, v) in e.pairs() {
+                for part in [f, v] {
+                    let s0 = sc.bytes.len();
+                    sc.bytes.extend_from_slice(part);
+                    sc.spans.push((s0 as u32, sc.bytes.len() as u32));
+                }
+                n += 1;
+            }
+            sc.entries.push((e.id(), first, n));
+        }
+        Ok(Read::Batch { cursor, full })
+    })();
+    drop(store);
+    if let Some((cache, blocks)) = &ahead {
+        cache.unstage(blocks);
+    }
+    result.unwrap_or_else(Read::Fail)
+}
+
+fn fail(engine: &Engine, job: &Job, msg: String) {
+    let mut st = engine.state.lock();
+    if let Some(p) = st.pipes.get_mut(&job.name) {
+        if p.gen == job.gen {
+            tracing::warn!(pipeline = %job.name, "pipeline failed: {msg}");
+            p.status = Status::Failed(msg);
+        }
+    }
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn epoch(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    job: &Job,
+    sc: &mut Scratch,
+) -> Outcome {
+    job.dirty.store(false, Ordering::Release);
+    let started = Instant::now();
+    let (cursor, full) = match read(shared, job, sc) {
+        Read::Fail(m) => {
+            fail(engine, job, m);
+            return Outcome::Idle;
+        }
+        Read::Batch { cursor, full } => (cursor, full),
+    };
+    if sc.entries.is_empty() {
+        return Outcome::Idle;
+    }
+    // Evaluate, without any lock.
+    let fields: Vec<ArenaFields<'_>> = sc
+        .entries
+        .iter()
+        .map(|&(_, first, n)| ArenaFields {
+            bytes: &sc.bytes,
+            spans: sc.spans.get(first..first + 2 * n).unwrap_or(&[]),
+        })
+        .collect();
+    let entries: Vec<Entry<'_>> = sc
+        .entries
+        .iter()
+        .zip(&fields)
+        .map(|(&(id, _, _), f)| Entry::new(EntryId::new(id.ms, id.seq), f))
+        .collect();
+    sc.out.clear();
+    let mut plan = job.plan.lock();
+    let mut stats = plan.process_batch(&entries, &mut sc.out);
+    // The epoch takes the entries whose results fit in EPOCH_OUT_BYTES;
+    // the rest are evaluated again by the next epoch. A first entry whose
+    // results alone exceed it is skipped and counted as failed.
+    let mut taken = entries.len();
+    let mut too_big = false;
+    if let Some(cut) = cut_point(&sc.out, &entries) {
+        sc.out.clear();
+        if cut == 0 {
+            taken = 1;
+            too_big = true;
+            stats = crate::ops::BatchStats {
+                input: 1,
+                failed: 1,
+                ..Default::default()
+            };
+        } else {
+            taken = cut;
+            stats = plan.process_batch(&entries[..cut], &mut sc.out);
+        }
+    }
+    drop(plan);
+    drop(entries);
+    drop(fields);
+    let ids: Vec<StreamId> = sc.entries[..taken].iter().map(|&(id, _, _)| id).collect();
+    let Some(&last) = ids.last() else {
+        return Outcome::Idle;
+    };
+    let eval_ns = started.elapsed().as_nanos() as u64;
+    session.select(job.db);
+    let out = &sc.out;
+    let committed = session.atomically(|a| {
+        commit(
+            engine, a, job, cursor, &ids, last, out, &stats, too_big, eval_ns,
+        )
+    });
+    match committed {
+        Ok((Ok(()), seq)) => {
+            if let (Some(seq), Some(p)) = (seq, shared.persist.get()) {
+                if p.fsync_policy() == ferrite_storage::AppendFsync::Always {
+                    let _ = p.wait_blocking(seq, Duration::from_secs(30));
+                }
+            }
+            if full || taken < sc.entries.len() {
+                Outcome::More
+            } else {
+                Outcome::Done
+            }
+        }
+        Ok((Err(Skip::Stale), _)) => {
+            job.dirty.store(true, Ordering::Release);
+            Outcome::Done
+        }
+        Ok((Err(Skip::Fail(m)), _)) => {
+            fail(engine, job, m);
+            Outcome::Idle
+        }
+        Err(reply) => {
+            let m = match reply {
+                ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+                r => format!("{r:?}"),
+            };
+            fail(engine, job, format!("the epoch could not commit: {m}"));
+            Outcome::Idle
+        }
+    }
+}
+
+enum Skip {
+    /// Something moved between the read and the commit (RESET, a new
+    /// definition, PAUSE, the group's position): the batch is dropped
+    /// unapplied and read again.
+    Stale,
+    /// The pipeline cannot go on.
+    Fail(String),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn commit(
+    engine: &Engine,
+    a: &mut ferrite_db::embedded::Atomic<'_>,
+    job: &Job,
+    cursor: StreamId,
+    ids: &[StreamId],
+    last: StreamId,
+    out: &[Record],
+    stats: &crate::ops::BatchStats,
+    too_big: bool,
+    eval_ns: u64,
+) -> Result<(), Skip> {
+    let t0 = Instant::now();
+    let sink_seen = {
+        let st = engine.state.lock();
+        match st.pipes.get(&job.name) {
+            Some(p) if p.gen == job.gen && p.status == Status::Running => p.sink_seen,
+            _ => return Err(Skip::Stale),
+        }
+    };
+    // Nothing moved since the read?
+    let (entries_read, before) = {
+        let store = a.store();
+        let s = source_stream(store, job.db, &job.source, &job.name).map_err(Skip::Fail)?;
+        let g = s.group(job.name.as_bytes()).ok_or(Skip::Stale)?;
+        if g.last_id() != cursor {
+            return Err(Skip::Stale);
+        }
+        (
+            g.entries_read_after(s, ids.iter().copied()),
+            g.entries_read(),
+        )
+    };
+    let sink = String::from_utf8_lossy(&job.sink).into_owned();
+    match a.store().dbs.get(job.db).and_then(|d| d.get(&job.sink)) {
+        Some(Value::Stream(_)) => {}
+        Some(v) => {
+            return Err(Skip::Fail(format!(
+                "the sink '{sink}' holds a {}, not a stream",
+                v.type_name()
+            )))
+        }
+        None if sink_seen => {
+            return Err(Skip::Fail(format!(
+                "the sink stream '{sink}' was deleted by another client"
+            )))
+        }
+        None => {}
+    }
+    let mut failed = stats.failed;
+    let mut written = 0u64;
+    let mut first_error = stats
+        .first_error
+        .as_ref()
+        .map(|(id, e)| format!("entry {id}: {e}"));
+    if too_big {
+        first_error = Some(format!(
+            "one entry's results exceed {EPOCH_OUT_BYTES} bytes: skipped"
+        ));
+    }
+    for r in out {
+        if r.fields.is_empty() {
+            // Every value was NULL: XADD cannot write an entry with no fields.
+            failed += 1;
+            first_error
+                .get_or_insert_with(|| "a result has no fields (every value was NULL)".into());
+            continue;
+        }
+        let mut argv = Vec::with_capacity(5 + 2 * r.fields.len());
+        argv.push(b("XADD"));
+        argv.push(job.sink.clone());
+        if let Some((approx, n)) = job.sink_maxlen {
+            argv.push(b("MAXLEN"));
+            argv.push(b(if approx { "~" } else { "=" }));
+            argv.push(b(&n.to_string()));
+        }
+        argv.push(b("*"));
+        for (f, v) in &r.fields {
+            argv.push(f.clone());
+            argv.push(v.clone());
+        }
+        let reply = a.call(argv);
+        if let ferrite_db::reply::Reply::Error(e) = reply {
+            // Checked above, so only a sink whose IDs are exhausted gets
+            // here; the writes so far stay with the position not moved.
+            return Err(Skip::Fail(format!(
+                "XADD to the sink '{sink}' failed: {}",
+                String::from_utf8_lossy(&e)
+            )));
+        }
+        written += 1;
+    }
+    let reply = a.call(vec![
+        b("XGROUP"),
+        b("SETID"),
+        job.source.clone(),
+        b(&job.name),
+        b(&last.to_string()),
+        b("ENTRIESREAD"),
+        b(&entries_read.to_string()),
+    ]);
+    if let ferrite_db::reply::Reply::Error(e) = reply {
+        return Err(Skip::Fail(format!(
+            "moving the position failed: {}",
+            String::from_utf8_lossy(&e)
+        )));
+    }
+    // Entries between the position and the first one read were trimmed or
+    // deleted before the pipeline saw them.
+    let lost = match before {
+        Some(b) if entries_read >= 0 => (entries_read - b - ids.len() as i64).max(0) as u64,
+        _ => 0,
+    };
+    let sink_exists = matches!(
+        a.store().dbs.get(job.db).and_then(|d| d.get(&job.sink)),
+        Some(Value::Stream(_))
+    );
+    let counters = {
+        let mut st = engine.state.lock();
+        let Some(p) = st.pipes.get_mut(&job.name) else {
+            return Err(Skip::Stale);
+        };
+        let c = &mut p.counters;
+        c.epoch += 1;
+        c.entries_in += ids.len() as u64;
+        c.entries_out += written;
+        c.entries_filtered += stats.filtered;
+        c.entries_failed += failed;
+        c.entries_lost += lost;
+        c.last_commit_ms = now_ms();
+        c.busy_ns += eval_ns + t0.elapsed().as_nanos() as u64;
+        if first_error.is_some() {
+            p.last_error = first_error;
+        }
+        p.sink_seen |= sink_exists;
+        p.counters.clone()
+    };
+    a.log_subsystem(
+        super::SUBSYSTEM,
+        &super::durable::effect_epoch(&job.name, &counters),
+    );
+    Ok(())
+}
+
+/// The index of the first entry whose results do not fit in
+/// [`EPOCH_OUT_BYTES`] (results come in input order), if one does not.
+fn cut_point(out: &[Record], entries: &[Entry<'_>]) -> Option<usize> {
+    let mut bytes = 0usize;
+    for r in out {
+        bytes += r
+            .fields
+            .iter()
+            .map(|(f, v)| f.len() + v.len() + 8)
+            .sum::<usize>();
+        if bytes > EPOCH_OUT_BYTES {
+            return Some(
+                entries
+                    .iter()
+                    .position(|e| e.id == r.source_id)
+                    .unwrap_or(0),
+            );
+        }
+    }
+    None
+}
