@@ -158,6 +158,8 @@ async fn run_with(cfg: Config, loglevel_hook: Option<shared::LoglevelHook>) -> R
     shared
         .tcp_port
         .store(local.port() as u64, std::sync::atomic::Ordering::Relaxed);
+    // Before recovery: replay hands the engine its logged effects.
+    ferrite_pipeline::engine::install(&shared);
     if appendonly {
         let s2 = shared.clone();
         // Recovery reads files: a blocking thread, before any client is served.
@@ -176,6 +178,7 @@ async fn run_with(cfg: Config, loglevel_hook: Option<shared::LoglevelHook>) -> R
         );
         persist::install(&shared, p);
     }
+    let runner = ferrite_pipeline::engine::Runner::start(&shared);
     // NOTE: tests and scripts wait for this exact phrase, as they do for Redis.
     tracing::info!("Ready to accept connections tcp on {local}");
     let signals = {
@@ -191,6 +194,10 @@ async fn run_with(cfg: Config, loglevel_hook: Option<shared::LoglevelHook>) -> R
     server::serve(listener, shared.clone()).await;
     sig.abort();
     cron.abort();
+    // The runner's last epoch commits before the log closes.
+    if let Some(r) = runner {
+        let _ = tokio::task::spawn_blocking(move || r.stop()).await;
+    }
     let s2 = shared.clone();
     let _ = tokio::task::spawn_blocking(move || persist::shutdown(&s2)).await;
     tracing::info!("Ferrite is now ready to exit, bye bye...");
