@@ -221,6 +221,31 @@ fn path(e: &Engine, db: usize, from: &str, to: &str, except: &str) -> Option<Vec
     None
 }
 
+/// `XGROUP CREATE source name from MKSTREAM`, with the group's read
+/// counter given where it is known (`0` and `$`), so that its lag is known
+/// from the start (Redis leaves it unknown for `$` on a stream with
+/// entries, and XINFO shows a nil lag until a read fixes it).
+fn group_create(store: &Store, db: usize, source: &str, name: &str, from: Bytes) -> Vec<Bytes> {
+    let mut v = vec![
+        b("XGROUP"),
+        b("CREATE"),
+        b(source),
+        b(name),
+        from.clone(),
+        b("MKSTREAM"),
+    ];
+    let added = match store.dbs.get(db).and_then(|d| d.get(source.as_bytes())) {
+        Some(Value::Stream(s)) => s.entries_added(),
+        _ => 0,
+    };
+    match &from[..] {
+        b"0" => v.extend([b("ENTRIESREAD"), b("0")]),
+        b"$" => v.extend([b("ENTRIESREAD"), b(&added.to_string())]),
+        _ => {}
+    }
+    v
+}
+
 fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     let e = engine(ctx)?;
     let c = CreateArgs::parse(a)?;
@@ -286,14 +311,7 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     );
     if !has_group {
         let from = c.from.clone().unwrap_or_else(|| b("$"));
-        let r = ctx.call(vec![
-            b("XGROUP"),
-            b("CREATE"),
-            b(&source),
-            b(&c.name),
-            from,
-            b("MKSTREAM"),
-        ]);
+        let r = ctx.call(group_create(ctx.store, db, &source, &c.name, from));
         if r.is_error() {
             return Ok(r);
         }
@@ -361,6 +379,11 @@ fn set_paused(ctx: &mut Ctx, a: &mut Args<'_>, paused: bool) -> Result<Reply, Cm
         } else {
             Status::Running
         };
+        if !paused {
+            // RESUME after a failure accepts the sink as it is now (a
+            // deleted sink is created again by the next result).
+            p.sink_seen = false;
+        }
         p.dirty.store(true, std::sync::atomic::Ordering::Release);
     }
     ctx.store
@@ -412,14 +435,7 @@ fn reset(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
             }
             v
         }
-        _ => vec![
-            b("XGROUP"),
-            b("CREATE"),
-            b(&source),
-            b(&name),
-            from,
-            b("MKSTREAM"),
-        ],
+        _ => group_create(ctx.store, db, &source, &name, from),
     };
     let r = ctx.call(argv);
     ctx.client.db = saved;

@@ -471,17 +471,14 @@ fn commit(
         }
     };
     // Nothing moved since the read?
-    let (entries_read, before) = {
+    let (entries_read, lost) = {
         let store = a.store();
         let s = source_stream(store, job.db, &job.source, &job.name).map_err(Skip::Fail)?;
         let g = s.group(job.name.as_bytes()).ok_or(Skip::Stale)?;
         if g.last_id() != cursor {
             return Err(Skip::Stale);
         }
-        (
-            g.entries_read_after(s, ids.iter().copied()),
-            g.entries_read(),
-        )
+        progress(s, g, ids)
     };
     let sink = String::from_utf8_lossy(&job.sink).into_owned();
     match a.store().dbs.get(job.db).and_then(|d| d.get(&job.sink)) {
@@ -557,12 +554,6 @@ fn commit(
             String::from_utf8_lossy(&e)
         )));
     }
-    // Entries between the position and the first one read were trimmed or
-    // deleted before the pipeline saw them.
-    let lost = match before {
-        Some(b) if entries_read >= 0 => (entries_read - b - ids.len() as i64).max(0) as u64,
-        _ => 0,
-    };
     let sink_exists = matches!(
         a.store().dbs.get(job.db).and_then(|d| d.get(&job.sink)),
         Some(Value::Stream(_))
@@ -614,4 +605,32 @@ fn cut_point(out: &[Record], entries: &[Entry<'_>]) -> Option<usize> {
         }
     }
     None
+}
+
+/// The group's `entries_read` once `ids` are consumed, and how many
+/// entries between the position and the first of them were trimmed before
+/// the pipeline read them.
+///
+/// Redis's own bookkeeping (XREADGROUP's, [`Group::entries_read_after`])
+/// counts one per delivered entry, so after an XTRIM of unread entries its
+/// counter stays behind `entries-added` for good and the group shows a lag
+/// that never goes away. When the first entry's logical number is known
+/// (no XDEL tombstones from it on: the stream's first entry, or an
+/// untouched stream) it is used instead, which counts the trimmed entries
+/// as read and lost.
+fn progress(
+    s: &ferrite_streams::Stream,
+    g: &ferrite_streams::Group,
+    ids: &[StreamId],
+) -> (i64, u64) {
+    use ferrite_streams::group::{estimate_distance_from_first_ever_entry, range_has_tombstones};
+    let (Some(&first), Some(before)) = (ids.first(), g.entries_read()) else {
+        return (g.entries_read_after(s, ids.iter().copied()), 0);
+    };
+    let at_first = estimate_distance_from_first_ever_entry(s, first);
+    if at_first < 1 || range_has_tombstones(s, Some(first), None) {
+        return (g.entries_read_after(s, ids.iter().copied()), 0);
+    }
+    let lost = (at_first - 1 - before).max(0) as u64;
+    (at_first - 1 + ids.len() as i64, lost)
 }
