@@ -31,4 +31,4 @@ lint:
 # FERRITE_CRASH_ITERATIONS=N changes the count; FERRITE_CRASH_SEED=S replays a run.
 .PHONY: crashtest
 crashtest:
-	FERRITE_CRASH_ITERATIONS=$${FERRITE_CRASH_ITERATIONS:-300} cargo test --release --test crash_loop -- --nocapture
+	FERRITE_CRASH_ITERATIONS=$${FERRITE_CRASH_ITERATIONS:-300} cargo test --release --test crash_loop --test crash_loop_pipelines -- --nocapture

@@ -170,13 +170,13 @@ impl CreateArgs {
 }
 
 /// What a key holds, for the checks.
-enum Kind {
+pub(crate) enum Kind {
     Missing,
     Stream { has_group: bool },
     Other,
 }
 
-fn kind(store: &Store, db: usize, key: &str, group: &str) -> Kind {
+pub(crate) fn kind(store: &Store, db: usize, key: &str, group: &str) -> Kind {
     match store.dbs.get(db).and_then(|d| d.get(key.as_bytes())) {
         None => Kind::Missing,
         Some(Value::Stream(s)) => Kind::Stream {
@@ -188,7 +188,13 @@ fn kind(store: &Store, db: usize, key: &str, group: &str) -> Kind {
 
 /// The path `from -> ... -> to` along pipelines' source -> sink edges in
 /// `db`, ignoring `except`, if there is one.
-fn path(e: &Engine, db: usize, from: &str, to: &str, except: &str) -> Option<Vec<String>> {
+pub(crate) fn path(
+    e: &Engine,
+    db: usize,
+    from: &str,
+    to: &str,
+    except: &str,
+) -> Option<Vec<String>> {
     let st = e.state.lock();
     let edges: Vec<(&str, &str)> = st
         .pipes
@@ -225,7 +231,13 @@ fn path(e: &Engine, db: usize, from: &str, to: &str, except: &str) -> Option<Vec
 /// counter given where it is known (`0` and `$`), so that its lag is known
 /// from the start (Redis leaves it unknown for `$` on a stream with
 /// entries, and XINFO shows a nil lag until a read fixes it).
-fn group_create(store: &Store, db: usize, source: &str, name: &str, from: Bytes) -> Vec<Bytes> {
+pub(crate) fn group_create(
+    store: &Store,
+    db: usize,
+    source: &str,
+    name: &str,
+    from: Bytes,
+) -> Vec<Bytes> {
     let mut v = vec![
         b("XGROUP"),
         b("CREATE"),

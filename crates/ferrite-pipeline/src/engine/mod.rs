@@ -303,6 +303,113 @@ impl Engine {
     }
 }
 
+/// How a pipeline defined in Rust runs ([`Engine::create_with_plan`]).
+#[derive(Debug, Clone)]
+pub struct BuilderOptions {
+    /// Where a new pipeline starts: `0`, `$` (default) or an ID. A
+    /// pipeline whose group already exists continues from it.
+    pub from: String,
+    /// At most one epoch per this many milliseconds (default 10).
+    pub commit_interval_ms: u64,
+    /// Trim the sink like `XADD MAXLEN [~] n`: `(approximate, n)`.
+    pub sink_maxlen: Option<(bool, u64)>,
+    /// The database of the source and the sink.
+    pub db: usize,
+}
+
+impl Default for BuilderOptions {
+    fn default() -> Self {
+        BuilderOptions {
+            from: "$".into(),
+            commit_interval_ms: def::DEFAULT_COMMIT_INTERVAL_MS,
+            sink_maxlen: None,
+            db: 0,
+        }
+    }
+}
+
+impl Engine {
+    /// Runs a plan built in Rust ([`crate::PipelineBuilder`]) with the same
+    /// epochs as a SQL pipeline. Its definition is not persisted (closures
+    /// are code): define it again at start-up under the same name and it
+    /// continues from its consumer group's position, exactly once. A
+    /// pipeline of that name is replaced.
+    pub fn create_with_plan(
+        &self,
+        session: &mut ferrite_db::embedded::Session,
+        name: &str,
+        plan: Plan,
+        opts: &BuilderOptions,
+    ) -> Result<(), String> {
+        if !def::valid_name(name.as_bytes()) {
+            return Err(format!("invalid pipeline name '{name}'"));
+        }
+        if !(1..=def::MAX_COMMIT_INTERVAL_MS).contains(&opts.commit_interval_ms) {
+            return Err("commit interval out of range".into());
+        }
+        let (source, sink) = (plan.source().to_string(), plan.sink().to_string());
+        if source == sink {
+            return Err(format!(
+                "the sink stream must differ from the source stream ({source})"
+            ));
+        }
+        if let Some(p) = commands::path(self, opts.db, &sink, &source, name) {
+            return Err(format!(
+                "pipeline '{name}' would close a cycle: {source} -> {}",
+                p.join(" -> ")
+            ));
+        }
+        session.select(opts.db);
+        let out = session.atomically(|a| -> Result<(), String> {
+            let store = a.store();
+            for key in [&source, &sink] {
+                if let commands::Kind::Other = commands::kind(store, opts.db, key, name) {
+                    return Err(format!("WRONGTYPE '{key}' holds another type"));
+                }
+            }
+            if !matches!(
+                commands::kind(a.store(), opts.db, &source, name),
+                commands::Kind::Stream { has_group: true }
+            ) {
+                let argv = commands::group_create(
+                    a.store(),
+                    opts.db,
+                    &source,
+                    name,
+                    bytes::Bytes::copy_from_slice(opts.from.as_bytes()),
+                );
+                if let ferrite_db::reply::Reply::Error(e) = a.call(argv) {
+                    return Err(String::from_utf8_lossy(&e).into_owned());
+                }
+            }
+            let def = Definition {
+                name: name.to_string(),
+                sql: String::new(),
+                db: opts.db,
+                commit_interval_ms: opts.commit_interval_ms,
+                sink_maxlen: opts.sink_maxlen,
+                paused: false,
+                created_ms: ferrite_db::shared::now_ms(),
+            };
+            self.insert(
+                a.store(),
+                def,
+                Status::Running,
+                Counters::default(),
+                Some(plan),
+            );
+            Ok(())
+        });
+        match out {
+            Ok((r, _)) => r,
+            Err(ferrite_db::reply::Reply::Error(e)) => {
+                Err(String::from_utf8_lossy(&e).into_owned())
+            }
+            Err(r) => Err(format!("{r:?}")),
+        }
+    }
+}
+
 /// Installs the engine in a database before recovery: its commands, its
 /// subsystem (effects and checkpoint section), its INFO section. Start the
 /// runner with [`Runner::start`] once recovery is done.
