@@ -23,6 +23,7 @@
 mod closed;
 mod e2e;
 mod error;
+mod pipe;
 mod report;
 mod resp;
 mod stats;
@@ -60,6 +61,14 @@ enum Cmd {
     Fanout(e2e::FanoutArgs),
     /// Producers + one consumer group (XREADGROUP + XACK) (row 5).
     Workqueue(e2e::WorkqueueArgs),
+    /// Append a seeded `symbol/price/volume` stream (pipeline rows).
+    TradesFill(pipe::TradesArgs),
+    /// Ferrite: a pipeline over the whole stream, timed until it has read it.
+    Backfill(pipe::BackfillArgs),
+    /// The same job as a consumer program (XREADGROUP, compute, XADD, XACK).
+    Consumer(pipe::ConsumerArgs),
+    /// Ferrite: XADD-to-result-visible latency through a pipeline.
+    PipeLatency(pipe::LatencyArgs),
     /// Wait until a server answers PING (or XLEN == N); bounded.
     Ready(tools::ReadyArgs),
     /// Print free TCP ports on 127.0.0.1.
@@ -108,6 +117,10 @@ fn run(cli: Cli) -> Result<Option<ResultLine>> {
             Cmd::Fanout(a) => e2e::fanout(a).await?,
             Cmd::Workqueue(a) => e2e::workqueue(a).await?,
             Cmd::Ready(a) => tools::ready(a).await?,
+            Cmd::TradesFill(a) => pipe::trades_fill(a).await?,
+            Cmd::Backfill(a) => pipe::backfill(a).await?,
+            Cmd::Consumer(a) => pipe::consumer(a).await?,
+            Cmd::PipeLatency(a) => pipe::latency(a).await?,
             Cmd::Del(a) => tools::del(a).await?,
             Cmd::FreePort(_) | Cmd::FsyncProbe(_) | Cmd::Report(_) => {
                 unreachable!("handled without a runtime")

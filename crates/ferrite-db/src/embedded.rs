@@ -161,6 +161,47 @@ impl Atomic<'_> {
         reply
     }
 
+    /// Append an entry to the stream `key` in the selected database as
+    /// `XADD key [MAXLEN [~|=] n] * f1 v1 ...` would, without the command
+    /// path (no parsing, no reply, no command statistics): `fields` is
+    /// `[f1, v1, ...]`. The new ID's text, or the error XADD would reply
+    /// (WRONGTYPE, an odd or empty field list, an exhausted stream).
+    pub fn xadd(
+        &mut self,
+        key: &Bytes,
+        fields: &[Bytes],
+        maxlen: Option<(bool, u64)>,
+    ) -> Result<Bytes, Reply> {
+        if fields.len() < 2 || fields.len() % 2 == 1 {
+            return Err(crate::error::CmdError::WrongArity("xadd".into()).to_reply());
+        }
+        let trim = maxlen.map(|(approx, n)| ferrite_streams::stream::TrimSpec {
+            strategy: ferrite_streams::stream::Trim::MaxLen(n),
+            approx,
+            limit: None,
+        });
+        let mut ctx = cmd::Ctx {
+            store: &mut *self.store,
+            client: &mut *self.client,
+            shared: self.shared,
+            now_ms: self.now_ms,
+            in_exec: false,
+            block: None,
+            propagate: None,
+            parsed: None,
+        };
+        let r = cmd::stream::append(
+            &mut ctx,
+            key,
+            ferrite_streams::XaddId::Auto,
+            fields,
+            trim.as_ref(),
+        )
+        .map_err(|e| e.to_reply());
+        self.store.serve_ready(self.now_ms);
+        r
+    }
+
     /// Log a subsystem's effect in the same record as these commands
     /// ([`crate::store::Store::log_subsystem`]).
     pub fn log_subsystem(&mut self, name: &str, effect: &[u8]) {

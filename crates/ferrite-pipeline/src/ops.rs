@@ -14,8 +14,8 @@
 use crate::entry::{Entry, EntryId, Record, Row, SlotTable};
 use crate::error::{EvalError, PlanError};
 use crate::expr::{ArrayEval, BoolSrc, Eval};
-use crate::value::{Num, Value};
-use bytes::Bytes;
+use crate::value::Num;
+use bytes::{Bytes, BytesMut};
 
 /// Counts of one batch (or, summed, of a pipeline's life).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -278,46 +278,53 @@ pub struct Project {
     pub(crate) text: String,
     pub(crate) cols: Vec<OutCol>,
     pub(crate) unnest: Option<ArrayEval>,
+    /// Where output values are written (see [`Project::one`]).
+    pub(crate) arena: BytesMut,
+    /// Fields per record last seen (`SELECT *` makes it vary): the next
+    /// record's field list is allocated once at this size.
+    pub(crate) width: usize,
 }
 
 impl Project {
+    /// One output record's fields. Values are written into `arena` and
+    /// split off it: one allocation per many values instead of one each.
     fn one(
         &self,
         row: &Row<'_>,
         elem: Option<&[u8]>,
+        arena: &mut BytesMut,
         out: &mut Vec<(Bytes, Bytes)>,
     ) -> Result<(), EvalError> {
+        fn put(arena: &mut BytesMut, v: &[u8]) -> Bytes {
+            reserve(arena, v.len());
+            arena.extend_from_slice(v);
+            arena.split().freeze()
+        }
         for c in &self.cols {
             match c {
                 OutCol::Star => {
                     for i in 0..row.fields.len() {
-                        out.push((
-                            Bytes::copy_from_slice(row.fields.name(i)),
-                            Bytes::copy_from_slice(row.fields.value(i)),
-                        ));
+                        let n = put(arena, row.fields.name(i));
+                        let v = put(arena, row.fields.value(i));
+                        out.push((n, v));
                     }
                 }
                 OutCol::Field { name, slot } => {
                     if let Some(v) = row.text(*slot) {
-                        out.push((name.clone(), Bytes::copy_from_slice(v)));
+                        out.push((name.clone(), put(arena, v)));
                     }
                 }
                 OutCol::Expr { name, eval } => {
                     let v = eval(row)?;
-                    let bytes = match v {
-                        Value::Null => continue,
-                        Value::Text(t) => Bytes::from(t.into_owned()),
-                        Value::Int(i) => Bytes::from(i.to_string()),
-                        v => match v.to_bytes() {
-                            Some(b) => Bytes::from(b),
-                            None => continue,
-                        },
-                    };
-                    out.push((name.clone(), bytes));
+                    reserve(arena, 32);
+                    if !crate::value::write_value(&v, arena) {
+                        continue;
+                    }
+                    out.push((name.clone(), arena.split().freeze()));
                 }
                 OutCol::Unnest { name } => {
                     if let Some(e) = elem {
-                        out.push((name.clone(), Bytes::copy_from_slice(e)));
+                        out.push((name.clone(), put(arena, e)));
                     }
                 }
             }
@@ -325,6 +332,18 @@ impl Project {
         Ok(())
     }
 }
+
+/// Makes room for `n` more bytes, starting a new chunk of at least
+/// [`ARENA_CHUNK`] when the current one is full (the values split off the
+/// old chunk keep it alive until they are dropped).
+#[inline]
+fn reserve(arena: &mut BytesMut, n: usize) {
+    if arena.capacity() - arena.len() < n {
+        *arena = BytesMut::with_capacity(n.max(ARENA_CHUNK));
+    }
+}
+
+const ARENA_CHUNK: usize = 64 << 10;
 
 impl Operator for Project {
     fn kind(&self) -> &'static str {
@@ -341,13 +360,16 @@ impl Operator for Project {
         let sel = std::mem::take(&mut b.sel);
         let mut records = std::mem::take(&mut b.records);
         let mut failed = Vec::new();
+        let mut arena = std::mem::take(&mut self.arena);
+        let mut width = self.width;
         for &i in &sel {
             let row = b.row(i as usize);
             let res = (|| -> Result<(), EvalError> {
                 match &self.unnest {
                     None => {
-                        let mut fields = Vec::with_capacity(self.cols.len());
-                        self.one(&row, None, &mut fields)?;
+                        let mut fields = Vec::with_capacity(width);
+                        self.one(&row, None, &mut arena, &mut fields)?;
+                        width = fields.len().max(1);
                         records.push(Record {
                             source_id: row.id,
                             fields,
@@ -357,8 +379,9 @@ impl Operator for Project {
                         // All of an event's records, or none if one fails.
                         let mut made = Vec::new();
                         for elem in arr(&row)?.unwrap_or_default() {
-                            let mut fields = Vec::with_capacity(self.cols.len());
-                            self.one(&row, elem.as_deref(), &mut fields)?;
+                            let mut fields = Vec::with_capacity(width);
+                            self.one(&row, elem.as_deref(), &mut arena, &mut fields)?;
+                            width = fields.len().max(1);
                             made.push(Record {
                                 source_id: row.id,
                                 fields,
@@ -373,6 +396,8 @@ impl Operator for Project {
                 failed.push((row.id, e));
             }
         }
+        self.arena = arena;
+        self.width = width;
         for (id, e) in failed {
             b.fail(id, e);
         }

@@ -312,7 +312,13 @@ fn compile_query(q: &Query, sink: String) -> Result<Compiled, PlanError> {
     let project = if identity && unnest.is_none() {
         None
     } else {
-        Some(Project { text, cols, unnest })
+        Some(Project {
+            width: cols.len().max(1),
+            text,
+            cols,
+            unnest,
+            arena: bytes::BytesMut::new(),
+        })
     };
     Ok(Compiled {
         source,

@@ -125,6 +125,38 @@ pub fn parse_bool(b: &[u8]) -> Option<bool> {
     }
 }
 
+/// Writes the value's text output (as [`Value::to_bytes`]) at the end of
+/// `out`; false for NULL (nothing written).
+pub fn write_value(v: &Value<'_>, out: &mut bytes::BytesMut) -> bool {
+    use std::fmt::Write as _;
+    match v {
+        Value::Null => return false,
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) => write_float(*f, out),
+        Value::Text(t) => out.extend_from_slice(t),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+    }
+    true
+}
+
+fn write_float(f: f64, out: &mut bytes::BytesMut) {
+    use std::fmt::Write as _;
+    if f.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if f.is_infinite() {
+        out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" });
+    } else {
+        let a = f.abs();
+        let _ = if a == 0.0 || (1e-5..1e16).contains(&a) {
+            write!(out, "{f}")
+        } else {
+            write!(out, "{f:e}")
+        };
+    }
+}
+
 /// Shortest round-trip text of a double; PostgreSQL spellings for the
 /// non-finite values.
 pub fn format_float(f: f64) -> String {

@@ -153,7 +153,7 @@ pub fn parse_add_trim(a: &mut Args, xadd: bool) -> Result<AddTrimArgs, CmdError>
 fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     let opts = parse_add_trim(a, true)?;
-    let fields = a.rest().to_vec();
+    let fields = a.rest();
     if fields.len() < 2 || fields.len() % 2 == 1 {
         return Err(CmdError::WrongArity("xadd".into()));
     }
@@ -165,18 +165,34 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             "The ID specified in XADD must be greater than 0-0",
         ));
     }
-    let cfg = ctx.shared.config.read().stream_config();
-    let now = ctx.now_ms;
     let exists = ctx.db().contains(&key);
     if !exists && opts.nomkstream {
         ctx.propagate_nothing();
         return Ok(Reply::Null);
     }
-    if !exists {
+    let fields = fields.to_vec();
+    append(ctx, &key, id_spec, &fields, opts.trim.as_ref()).map(Reply::Bulk)
+}
+
+/// XADD's effect once its arguments are checked: creates the stream if
+/// needed, appends `fields` (`[f1, v1, ...]`, at least one pair), trims,
+/// logs the entry with its generated ID (and the trim as the exact one it
+/// amounted to), touches the key. Returns the new ID's text. Subsystems
+/// append through this too (`embedded::Atomic::xadd`).
+pub fn append(
+    ctx: &mut Ctx,
+    key: &Bytes,
+    id_spec: XaddId,
+    fields: &[Bytes],
+    trim: Option<&TrimSpec>,
+) -> Result<Bytes, CmdError> {
+    let cfg = ctx.shared.config.read().stream_config();
+    let now = ctx.now_ms;
+    if !ctx.db().contains(key) {
         ctx.db()
             .insert(key.clone(), Value::Stream(Box::new(Stream::new())));
     }
-    let Some(s) = stream_ref(ctx, &key)? else {
+    let Some(s) = stream_ref(ctx, key)? else {
         return Err(CmdError::WrongType);
     };
     if s.last_id() == StreamId::MAX {
@@ -191,9 +207,9 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             return Err(CmdError::err("Elements are too large to be stored"));
         }
     }
-    let id = s.add(id_spec, &fields, now, &cfg).map_err(add_error)?;
-    let trimmed = opts.trim.as_ref().map_or(0, |t| s.trim(t, &cfg));
-    let exact_trim = (trimmed > 0).then(|| exact_trim_args(s, opts.trim.as_ref()));
+    let id = s.add(id_spec, fields, now, &cfg).map_err(add_error)?;
+    let trimmed = trim.map_or(0, |t| s.trim(t, &cfg));
+    let exact_trim = (trimmed > 0).then(|| exact_trim_args(s, trim));
     // The ID's text once, for the reply and the log (a clone is a refcount):
     // formatted on the stack (41 bytes hold any `<u64>-<u64>`), then one
     // allocation of its exact size (a `Bytes` of a full `Vec` needs no
@@ -208,16 +224,14 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         // amounted to; encoded straight into the record (no argv list).
         let db = ctx.client.db;
         ctx.store
-            .log_effect_parts(db, &[b"XADD", &key, &id_text], &fields);
+            .log_effect_parts(db, &[b"XADD", key, &id_text], fields);
         if let Some(Some(t)) = exact_trim {
-            ctx.store.log_effect_parts(db, &[b"XTRIM", &key], &t);
+            ctx.store.log_effect_parts(db, &[b"XTRIM", key], &t);
         }
-        ctx.propagate_nothing();
-    } else {
-        ctx.propagate_nothing();
     }
-    ctx.touch(&key);
-    Ok(Reply::Bulk(id_text))
+    ctx.propagate_nothing();
+    ctx.touch(key);
+    Ok(id_text)
 }
 
 /// A trim as Redis propagates it: `MAXLEN = <len>` or `MINID = <first id>`,

@@ -116,6 +116,7 @@ enum Outcome {
 fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
     let mut session = Session::internal(shared.clone());
     let mut last_epoch: HashMap<String, Instant> = HashMap::new();
+    let mut behind: std::collections::HashSet<String> = Default::default();
     let mut scratch = Scratch::default();
     while !engine.stop.load(Ordering::Acquire) {
         let jobs = jobs(&engine);
@@ -129,41 +130,41 @@ fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
             if !job.dirty.load(Ordering::Acquire) {
                 continue;
             }
-            // At most one epoch per COMMIT_INTERVAL: entries arriving
-            // sooner wait and go into the next, larger epoch.
+            // A pipeline that is caught up runs at most one epoch per
+            // COMMIT_INTERVAL: entries arriving sooner wait and go into the
+            // next, larger epoch. One that is behind (its last batch was
+            // full) runs again at once.
             if let Some(t) = last_epoch.get(&job.name) {
                 let due = *t + job.interval;
-                if due > now {
+                if due > now && !behind.contains(&job.name) {
                     wait = wait.min(due - now);
                     continue;
                 }
             }
             match epoch(&engine, &shared, &mut session, &job, &mut scratch) {
-                Outcome::Idle => {}
+                Outcome::Idle => {
+                    behind.remove(&job.name);
+                }
                 Outcome::Done => {
+                    behind.remove(&job.name);
                     last_epoch.insert(job.name.clone(), Instant::now());
                 }
                 Outcome::More => {
+                    behind.insert(job.name.clone());
                     last_epoch.insert(job.name.clone(), Instant::now());
                     job.dirty.store(true, Ordering::Release);
                     more = true;
                 }
             }
         }
-        last_epoch.retain(|n, _| engine.state.lock().pipes.contains_key(n));
-        if more {
-            wait = wait.min(
-                engine
-                    .state
-                    .lock()
-                    .pipes
-                    .values()
-                    .map(|p| Duration::from_millis(p.def.commit_interval_ms))
-                    .min()
-                    .unwrap_or(IDLE),
-            );
+        {
+            let st = engine.state.lock();
+            last_epoch.retain(|n, _| st.pipes.contains_key(n));
+            behind.retain(|n| st.pipes.contains_key(n));
         }
-        engine.wake.wait(wait);
+        if !more {
+            engine.wake.wait(wait);
+        }
     }
 }
 
@@ -507,6 +508,7 @@ fn commit(
             "one entry's results exceed {EPOCH_OUT_BYTES} bytes: skipped"
         ));
     }
+    let mut flat: Vec<Bytes> = Vec::new();
     for r in out {
         if r.fields.is_empty() {
             // Every value was NULL: XADD cannot write an entry with no fields.
@@ -515,27 +517,19 @@ fn commit(
                 .get_or_insert_with(|| "a result has no fields (every value was NULL)".into());
             continue;
         }
-        let mut argv = Vec::with_capacity(5 + 2 * r.fields.len());
-        argv.push(b("XADD"));
-        argv.push(job.sink.clone());
-        if let Some((approx, n)) = job.sink_maxlen {
-            argv.push(b("MAXLEN"));
-            argv.push(b(if approx { "~" } else { "=" }));
-            argv.push(b(&n.to_string()));
-        }
-        argv.push(b("*"));
+        flat.clear();
         for (f, v) in &r.fields {
-            argv.push(f.clone());
-            argv.push(v.clone());
+            flat.push(f.clone());
+            flat.push(v.clone());
         }
-        let reply = a.call(argv);
-        if let ferrite_db::reply::Reply::Error(e) = reply {
+        if let Err(reply) = a.xadd(&job.sink, &flat, job.sink_maxlen) {
             // Checked above, so only a sink whose IDs are exhausted gets
             // here; the writes so far stay with the position not moved.
-            return Err(Skip::Fail(format!(
-                "XADD to the sink '{sink}' failed: {}",
-                String::from_utf8_lossy(&e)
-            )));
+            let e = match reply {
+                ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+                r => format!("{r:?}"),
+            };
+            return Err(Skip::Fail(format!("XADD to the sink '{sink}' failed: {e}")));
         }
         written += 1;
     }
