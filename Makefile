@@ -1,5 +1,5 @@
 # Ferrite developer entry points. README.md documents the same commands.
-.PHONY: setup build run test bench bench-quick fmt lint
+.PHONY: setup build run test bench bench-quick bench-pipelines bench-pipelines-quick fmt lint
 
 setup:
 	./scripts/setup.sh
@@ -17,9 +17,17 @@ test: setup
 
 bench:
 	./scripts/bench.sh full
+	./scripts/bench-pipelines.sh full
 
 bench-quick:
 	./scripts/bench.sh quick
+
+# The pipeline rows alone (docs/benchmarks.md, "Pipelines").
+bench-pipelines:
+	./scripts/bench-pipelines.sh full
+
+bench-pipelines-quick:
+	./scripts/bench-pipelines.sh quick
 
 fmt:
 	cargo fmt --all

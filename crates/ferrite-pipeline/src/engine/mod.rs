@@ -177,8 +177,11 @@ struct SourceObserver {
 
 impl KeyObserver for SourceObserver {
     fn changed(&self, _db: usize, _key: &[u8]) {
-        self.dirty.store(true, Ordering::Release);
-        self.wake.notify();
+        // Only the first write after the runner's read wakes it: a busy
+        // source must not cost a futex wake per XADD.
+        if !self.dirty.swap(true, Ordering::AcqRel) {
+            self.wake.notify();
+        }
     }
 }
 

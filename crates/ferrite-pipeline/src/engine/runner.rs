@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most entries read per epoch.
-pub const BATCH: usize = 1024;
+pub const BATCH: usize = 4096;
 /// Most bytes of entries copied per epoch (one entry may exceed it alone).
 pub const BATCH_BYTES: usize = 8 << 20;
 /// Most bytes of results committed per epoch: the record stays far below
