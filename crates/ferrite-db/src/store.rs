@@ -21,6 +21,7 @@ pub enum Value {
     Stream(Box<Stream>),
     String(Bytes),
     Hash(Box<crate::types::hash::Hash>),
+    Set(Box<crate::types::set::Set>),
 }
 
 impl Value {
@@ -30,6 +31,7 @@ impl Value {
             Value::Stream(_) => "stream",
             Value::String(_) => "string",
             Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
         }
     }
 }
