@@ -22,6 +22,7 @@ pub enum Value {
     String(Bytes),
     Hash(Box<crate::types::hash::Hash>),
     Set(Box<crate::types::set::Set>),
+    ZSet(Box<crate::types::zset::ZSet>),
 }
 
 impl Value {
@@ -32,6 +33,7 @@ impl Value {
             Value::String(_) => "string",
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
         }
     }
 }

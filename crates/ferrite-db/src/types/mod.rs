@@ -22,6 +22,7 @@ mod tag {
     pub const STREAM: u8 = 1;
     pub const HASH: u8 = 2;
     pub const SET: u8 = 4;
+    pub const ZSET: u8 = 5;
 }
 
 impl Value {
@@ -44,6 +45,10 @@ impl Value {
             Value::Set(v) => {
                 out.push(tag::SET);
                 v.encode(out);
+            }
+            Value::ZSet(z) => {
+                out.push(tag::ZSET);
+                z.encode(out);
             }
         }
     }
@@ -68,6 +73,7 @@ impl Value {
             )?)),
             tag::HASH => Value::Hash(Box::new(r.with_rest(hash::Hash::decode)?)),
             tag::SET => Value::Set(Box::new(r.with_rest(set::Set::decode)?)),
+            tag::ZSET => Value::ZSet(Box::new(r.with_rest(zset::ZSet::decode)?)),
             k => return Err(format!("unknown value kind {k} for key {key:?}")),
         })
     }
