@@ -287,7 +287,9 @@ fn bulk(out: &mut BytesMut, b: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// Format a double the way Redis does for replies (`%.17g` then trimmed).
+/// Format a double the way Redis 7.0 does for replies: C's `%.17g`
+/// (17 significant digits, fixed or scientific by the exponent, trailing
+/// zeros trimmed), `inf`/`-inf`, `-0` for negative zero.
 pub fn format_double(d: f64) -> String {
     if d.is_infinite() {
         return if d > 0.0 { "inf".into() } else { "-inf".into() };
@@ -295,10 +297,32 @@ pub fn format_double(d: f64) -> String {
     if d.is_nan() {
         return "nan".into();
     }
-    if d == d.trunc() && d.abs() < 1e17 {
-        return format!("{}", d as i64);
+    if d == 0.0 {
+        return if d.is_sign_negative() { "-0" } else { "0" }.into();
     }
-    format!("{}", d)
+    let sci = format!("{d:.16e}");
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let x: i32 = exp.parse().unwrap_or(0);
+    if (-4..17).contains(&x) {
+        let prec = usize::try_from(16 - x).unwrap_or(0);
+        trim_fraction(format!("{d:.prec$}"))
+    } else {
+        let sign = if x < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim_fraction(mant.to_string()), x.abs())
+    }
+}
+
+/// `%g`'s trimming: no trailing zeros after a decimal point, no bare point.
+fn trim_fraction(mut s: String) -> String {
+    if s.contains('.') {
+        while s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -309,6 +333,28 @@ mod tests {
         let mut b = BytesMut::new();
         r.encode(v, &mut b);
         b.to_vec()
+    }
+
+    #[test]
+    fn doubles_print_as_percent_17g() {
+        for (d, want) in [
+            (0.1, "0.10000000000000001"),
+            (1e20, "1e+20"),
+            (1e17, "1e+17"),
+            (1e16, "10000000000000000"),
+            (-1.5e-7, "-1.4999999999999999e-07"),
+            (4.9e-324, "4.9406564584124654e-324"),
+            (1e-5, "1.0000000000000001e-05"),
+            (1e-4, "0.0001"),
+            (123456789012345678.0, "1.2345678901234568e+17"),
+            (3.0, "3"),
+            (-2.5, "-2.5"),
+            (-0.0, "-0"),
+            (4.4, "4.4000000000000004"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(format_double(d), want, "{d:e}");
+        }
     }
 
     #[test]

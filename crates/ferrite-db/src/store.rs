@@ -21,6 +21,8 @@ pub enum Value {
     Stream(Box<Stream>),
     String(Bytes),
     Hash(Box<crate::types::hash::Hash>),
+    Set(Box<crate::types::set::Set>),
+    ZSet(Box<crate::types::zset::ZSet>),
 }
 
 impl Value {
@@ -30,6 +32,8 @@ impl Value {
             Value::Stream(_) => "stream",
             Value::String(_) => "string",
             Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
         }
     }
 }

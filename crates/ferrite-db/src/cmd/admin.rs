@@ -264,6 +264,8 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                             }
                             Value::String(b) => b.len(),
                             Value::Hash(h) => h.memory_usage(),
+                            Value::Set(v) => v.memory_usage(),
+                            Value::ZSet(z) => z.memory_usage(),
                         }
                 })
                 .sum();

@@ -14,7 +14,6 @@
 use super::{Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
-use crate::glob::glob_match;
 use crate::reply::Reply;
 use crate::store::Value;
 use crate::types::hash::long_double::Ld;
@@ -339,30 +338,13 @@ fn hscan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     if read(ctx, &key)?.is_none() {
         return Ok(empty());
     }
-    let mut count: usize = 10;
-    let mut pattern: Option<Bytes> = None;
-    while a.remaining() > 0 {
-        if a.remaining() < 2 {
-            return Err(CmdError::Syntax);
-        }
-        if a.eat("COUNT") {
-            let n = a.next_i64()?;
-            if n < 1 {
-                return Err(CmdError::Syntax);
-            }
-            count = usize::try_from(n).unwrap_or(usize::MAX);
-        } else if a.eat("MATCH") {
-            pattern = Some(a.next_bytes()?).filter(|p| p.as_ref() != b"*");
-        } else {
-            return Err(CmdError::Syntax);
-        }
-    }
+    let opts = super::keyspace::ScanOpts::parse(a, false)?;
     let Some(h) = read(ctx, &key)? else {
         return Ok(empty());
     };
     let mut found = Vec::new();
-    let next = h.scan(cursor, count, |f, v| {
-        if pattern.as_ref().is_some_and(|p| !glob_match(p, f, false)) {
+    let next = h.scan(cursor, opts.count, |f, v| {
+        if !opts.matches(f) {
             return;
         }
         found.push(Reply::Bulk(f.clone()));

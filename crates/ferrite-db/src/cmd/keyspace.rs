@@ -120,32 +120,60 @@ pub(crate) fn parse_cursor(b: &[u8]) -> Result<u64, CmdError> {
     Ok(if neg { v.wrapping_neg() } else { v })
 }
 
-fn scan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
-    let cursor = parse_cursor(&a.next_bytes()?)?;
-    let mut count: usize = 10;
-    let mut pattern: Option<Bytes> = None;
-    let mut typ: Option<Bytes> = None;
-    while a.remaining() > 0 {
-        if a.remaining() < 2 {
-            return Err(CmdError::Syntax);
-        }
-        if a.eat("COUNT") {
-            let n = a.next_i64()?;
-            if n < 1 {
+/// The options of SCAN, HSCAN, SSCAN and ZSCAN, read as Redis's
+/// `scanGenericCommand` reads them: `COUNT n` (an integer, at least 1),
+/// `MATCH pattern` (`*` matches everything), `TYPE name` (SCAN only; a
+/// syntax error for the others), each followed by its value, in any order,
+/// the last one winning.
+pub(crate) struct ScanOpts {
+    pub count: usize,
+    pub pattern: Option<Bytes>,
+    pub typ: Option<Bytes>,
+}
+
+impl ScanOpts {
+    pub(crate) fn parse(a: &mut Args, allow_type: bool) -> Result<ScanOpts, CmdError> {
+        let mut o = ScanOpts {
+            count: 10,
+            pattern: None,
+            typ: None,
+        };
+        while a.remaining() > 0 {
+            if a.remaining() < 2 {
                 return Err(CmdError::Syntax);
             }
-            count = usize::try_from(n).unwrap_or(usize::MAX);
-        } else if a.eat("MATCH") {
-            pattern = Some(a.next_bytes()?);
-        } else if a.eat("TYPE") {
-            typ = Some(a.next_bytes()?);
-        } else {
-            return Err(CmdError::Syntax);
+            if a.eat("COUNT") {
+                let n = a.next_i64()?;
+                if n < 1 {
+                    return Err(CmdError::Syntax);
+                }
+                o.count = usize::try_from(n).unwrap_or(usize::MAX);
+            } else if a.eat("MATCH") {
+                o.pattern = Some(a.next_bytes()?).filter(|p| p.as_ref() != b"*");
+            } else if allow_type && a.eat("TYPE") {
+                o.typ = Some(a.next_bytes()?);
+            } else {
+                return Err(CmdError::Syntax);
+            }
         }
+        Ok(o)
     }
+
+    /// Whether `item` passes MATCH.
+    pub(crate) fn matches(&self, item: &[u8]) -> bool {
+        self.pattern
+            .as_ref()
+            .is_none_or(|p| glob_match(p, item, false))
+    }
+}
+
+fn scan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let cursor = parse_cursor(&a.next_bytes()?)?;
+    let opts = ScanOpts::parse(a, true)?;
+    let (count, typ) = (opts.count, opts.typ.clone());
     let mut seen = Vec::new();
     let next = ctx.db().scan(cursor, count, |k, v| {
-        if pattern.as_ref().is_some_and(|p| !glob_match(p, k, false)) {
+        if !opts.matches(k) {
             return;
         }
         if typ

@@ -21,6 +21,8 @@ mod tag {
     pub const STRING: u8 = 0;
     pub const STREAM: u8 = 1;
     pub const HASH: u8 = 2;
+    pub const SET: u8 = 4;
+    pub const ZSET: u8 = 5;
 }
 
 impl Value {
@@ -39,6 +41,14 @@ impl Value {
             Value::Hash(h) => {
                 out.push(tag::HASH);
                 h.encode(out);
+            }
+            Value::Set(v) => {
+                out.push(tag::SET);
+                v.encode(out);
+            }
+            Value::ZSet(z) => {
+                out.push(tag::ZSET);
+                z.encode(out);
             }
         }
     }
@@ -62,6 +72,8 @@ impl Value {
                 next_storage_id,
             )?)),
             tag::HASH => Value::Hash(Box::new(r.with_rest(hash::Hash::decode)?)),
+            tag::SET => Value::Set(Box::new(r.with_rest(set::Set::decode)?)),
+            tag::ZSET => Value::ZSet(Box::new(r.with_rest(zset::ZSet::decode)?)),
             k => return Err(format!("unknown value kind {k} for key {key:?}")),
         })
     }
