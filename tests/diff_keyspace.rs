@@ -16,4 +16,15 @@ diff_tests! {
     expire => "keyspace/expire.txt",
     server => "keyspace/server.txt",
     object => "keyspace/object.txt",
+    generic => "keyspace/generic.txt",
+}
+
+/// DEBUG where it is allowed (both servers started with it enabled).
+#[test]
+fn debug_enabled() {
+    common::runner::run_script_with(
+        "keyspace/debug.txt",
+        &[],
+        &["--enable-debug-command", "yes"],
+    );
 }

@@ -170,6 +170,33 @@ const PARAMS: &[Param] = &[
         doc: "largest reply a stream read builds: XRANGE/XREVRANGE past it reply an error (read the range in parts with COUNT); XREAD and XREADGROUP return a shorter batch (read on from its last ID)",
     },
     Param {
+        name: "slowlog-log-slower-than",
+        default: "10000",
+        kind: Kind::Int {
+            min: -1,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "SLOWLOG records commands that ran at least this many microseconds (0: every command; -1: none)",
+    },
+    Param {
+        name: "slowlog-max-len",
+        default: "128",
+        kind: Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "most entries SLOWLOG keeps (the oldest go first)",
+    },
+    Param {
+        name: "enable-debug-command",
+        default: "no",
+        kind: Kind::Enum(&["no", "yes", "local"]),
+        mutable: false,
+        doc: "DEBUG is refused (no, Redis's default), allowed (yes), or allowed from loopback connections only (local)",
+    },
+    Param {
         name: "replay-errors",
         default: "stop",
         kind: Kind::Enum(&["stop", "skip"]),
@@ -211,6 +238,12 @@ pub struct Config {
     pub loglevel: String,
     /// `max-reply-size`: the byte bound of a stream read's reply.
     pub max_reply_size: u64,
+    /// `slowlog-log-slower-than` in microseconds (-1: off).
+    pub slowlog_slower_than: i64,
+    /// `slowlog-max-len`.
+    pub slowlog_max_len: u64,
+    /// `enable-debug-command`: no, yes or local.
+    pub enable_debug_command: String,
     /// `replay-errors skip`: a failed command on replay is counted, not fatal.
     pub replay_skip_errors: bool,
     /// `log-repair yes`: drop a corrupt commit-log tail at start-up.
@@ -331,6 +364,9 @@ impl Default for Config {
             stream_node_max_bytes: 0,
             loglevel: String::new(),
             max_reply_size: 0,
+            slowlog_slower_than: 0,
+            slowlog_max_len: 0,
+            enable_debug_command: String::new(),
             replay_skip_errors: false,
             log_repair: false,
             appendonly: true,
@@ -367,6 +403,9 @@ impl Config {
         self.stream_node_max_bytes = self.num("stream-node-max-bytes") as u64;
         self.loglevel = self.values["loglevel"].clone();
         self.max_reply_size = self.num("max-reply-size") as u64;
+        self.slowlog_slower_than = self.num("slowlog-log-slower-than");
+        self.slowlog_max_len = self.num("slowlog-max-len") as u64;
+        self.enable_debug_command = self.values["enable-debug-command"].clone();
         self.replay_skip_errors = self.values["replay-errors"] == "skip";
         self.log_repair = self.values["log-repair"] == "yes";
         self.appendonly = self.values["appendonly"] == "yes";

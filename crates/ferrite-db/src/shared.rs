@@ -49,6 +49,9 @@ pub struct Shared {
     /// INFO sections of subsystems, by lowercase name, printed after
     /// Redis's own ones.
     info_sections: RwLock<Vec<(String, Arc<InfoSection>)>>,
+    /// Whether the cron deletes expired keys in the background (DEBUG
+    /// SET-ACTIVE-EXPIRE; lazy expiry on access always runs).
+    pub active_expire: std::sync::atomic::AtomicBool,
 }
 
 pub fn now_ms() -> u64 {
@@ -72,7 +75,12 @@ impl Shared {
             })
             .collect();
         Arc::new(Shared {
-            store: Mutex::new(Store::new(config.databases, now_ms())),
+            store: Mutex::new({
+                let mut st = Store::new(config.databases, now_ms());
+                st.slowlog.configure(&config);
+                st
+            }),
+            active_expire: std::sync::atomic::AtomicBool::new(true),
             config: RwLock::new(config),
             // NOTE: Redis 7.0 gives IDs 1 and 2 to internal clients (scripting),
             // so the first connection is client 3 there; tools that print IDs match.

@@ -340,6 +340,8 @@ pub struct Store {
     pub active_expire: bool,
     /// State of the generator behind sampling (active expiry, RANDOMKEY).
     rng: u64,
+    /// SLOWLOG's entries and settings.
+    pub slowlog: crate::cmd::generic::SlowLog,
 }
 
 impl Store {
@@ -364,6 +366,7 @@ impl Store {
             block_cache: None,
             next_stream_id: 1,
             cache_budget: 0,
+            slowlog: Default::default(),
             cache_counted: 0,
             cache_evicted_bytes: 0,
             loading: false,

@@ -45,6 +45,11 @@ pub async fn cron(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        ferrite_db::expire::run_active(&shared, std::time::Duration::from_millis(1));
+        if shared
+            .active_expire
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            ferrite_db::expire::run_active(&shared, std::time::Duration::from_millis(1));
+        }
     }
 }

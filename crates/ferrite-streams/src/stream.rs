@@ -612,6 +612,30 @@ impl Stream {
         RangeIter::new(self, start, end, rev)
     }
 
+    /// A copy with the same entries and IDs, metadata and consumer groups
+    /// (COPY): every live entry is read (evicted blocks are read back) and
+    /// appended to new blocks of the copy, which has no storage of its own
+    /// until a checkpoint stores it.
+    pub fn deep_copy(&self, cfg: &StreamConfig) -> Stream {
+        let mut s = Stream::new();
+        let mut fields: Vec<bytes::Bytes> = Vec::new();
+        for e in self.iter_range(StreamId::MIN, StreamId::MAX, false) {
+            fields.clear();
+            for (f, v) in e.pairs() {
+                fields.push(bytes::Bytes::copy_from_slice(f));
+                fields.push(bytes::Bytes::copy_from_slice(v));
+            }
+            // Ascending IDs into an empty stream: never refused.
+            let _ = s.add(XaddId::Explicit(e.id()), &fields, 0, cfg);
+        }
+        s.last_id = self.last_id;
+        s.first_id = self.first_id;
+        s.max_deleted = self.max_deleted;
+        s.entries_added = self.entries_added;
+        s.groups = self.groups.clone();
+        s
+    }
+
     /// XADD. `fields` is the flat `[f1, v1, ...]` list; `now_ms` is the
     /// server's clock for `*`. Checks run in Redis's order: `0-0`, exhausted
     /// stream, ID generation/monotonicity, size.

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod conn;
 pub mod expire;
+pub mod generic;
 pub mod group;
 pub mod hash;
 pub mod info;
@@ -63,6 +64,7 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(zset::COMMANDS);
     v.extend_from_slice(pubsub::COMMANDS);
     v.extend_from_slice(server::COMMANDS);
+    v.extend_from_slice(generic::COMMANDS);
     v
 }
 
@@ -566,6 +568,17 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
         Ok(r) => r,
         Err(e) => e.to_reply(),
     };
+    let usec = started.elapsed().as_micros() as u64;
+    if ctx.store.slowlog.wants(usec) && !ctx.store.loading {
+        let (peer, cname) = ctx
+            .store
+            .clients
+            .get(&ctx.client.id)
+            .map(|c| (c.addr.clone(), c.name.clone()))
+            .unwrap_or_default();
+        let now = ctx.now_ms;
+        ctx.store.slowlog.push(args.all(), usec, now, peer, cname);
+    }
     let logged = match ctx.propagate.take() {
         Some(list) => list,
         None if ctx.store.logging && cmd.meta.has_flag("write") && !reply.is_error() => {
@@ -576,7 +589,6 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     for argv in logged {
         ctx.store.log_effect(ctx.client.db, &argv);
     }
-    let usec = started.elapsed().as_micros() as u64;
     let stats = &mut ctx.store.stats;
     let cs = stats.commands.entry(cmd.meta.name.as_str()).or_default();
     cs.calls += 1;
