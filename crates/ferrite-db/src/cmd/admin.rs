@@ -251,6 +251,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                             }
                             Value::String(b) => b.len(),
                             Value::Hash(h) => h.memory_usage(),
+                            Value::List(l) => l.memory_usage(),
                         }
                 })
                 .sum();

@@ -123,6 +123,7 @@ fn object_encoding(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         None => Reply::Null,
         Some(Value::String(s)) => Reply::bulk_str(super::string::string_encoding(s)),
         Some(Value::Hash(h)) => Reply::bulk_str(h.encoding()),
+        Some(Value::List(l)) => Reply::bulk_str(l.encoding()),
         Some(Value::Stream(_)) => Reply::bulk_str("stream"),
     })
 }

@@ -21,6 +21,7 @@ mod tag {
     pub const STRING: u8 = 0;
     pub const STREAM: u8 = 1;
     pub const HASH: u8 = 2;
+    pub const LIST: u8 = 3;
 }
 
 impl Value {
@@ -39,6 +40,10 @@ impl Value {
             Value::Hash(h) => {
                 out.push(tag::HASH);
                 h.encode(out);
+            }
+            Value::List(l) => {
+                out.push(tag::LIST);
+                l.encode(out);
             }
         }
     }
@@ -62,6 +67,7 @@ impl Value {
                 next_storage_id,
             )?)),
             tag::HASH => Value::Hash(Box::new(r.with_rest(hash::Hash::decode)?)),
+            tag::LIST => Value::List(Box::new(r.with_rest(list::List::decode)?)),
             k => return Err(format!("unknown value kind {k} for key {key:?}")),
         })
     }
