@@ -309,11 +309,13 @@ fn lpos(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 
 fn lset(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
-    let index = next_long(a)?;
-    let value = a.next_bytes()?;
+    // NOTE: Redis 7.0 looks the key up (and checks its type) before it
+    // parses the index.
     let Some(l) = read_mut(ctx.db(), &key)? else {
         return Err(CmdError::NoSuchKey);
     };
+    let index = next_long(a)?;
+    let value = a.next_bytes()?;
     let i = l
         .resolve(index)
         .ok_or_else(|| CmdError::err("index out of range"))?;
