@@ -23,6 +23,7 @@ pub enum Value {
     Hash(Box<crate::types::hash::Hash>),
     Set(Box<crate::types::set::Set>),
     ZSet(Box<crate::types::zset::ZSet>),
+    List(Box<crate::types::list::List>),
 }
 
 impl Value {
@@ -34,6 +35,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::List(_) => "list",
         }
     }
 }
@@ -186,6 +188,12 @@ pub trait BlockedCommand: Send {
     /// After a successful `try_serve`: the effects serving had, for the
     /// commit log (as [`Store::log_effect`] argv lists, in the waiter's db).
     fn take_effects(&mut self) -> Vec<Vec<Bytes>> {
+        Vec::new()
+    }
+    /// After a successful `try_serve`: the keys serving wrote (a blocked
+    /// pop's source, BLMOVE's destination), touched and signalled ready as
+    /// the command's own writes would be.
+    fn take_touched(&mut self) -> Vec<Bytes> {
         Vec::new()
     }
 }
@@ -687,6 +695,11 @@ impl Store {
                         self.forget_waiter(id, &w);
                         for argv in w.cmd.take_effects() {
                             self.log_effect(db, &argv);
+                        }
+                        for k in w.cmd.take_touched() {
+                            self.touch(db, &k);
+                            self.dirty += 1;
+                            self.signal_ready(db, &k);
                         }
                         // An error ends the blocked call as a failed one
                         // (Redis's updateStatsOnUnblock).

@@ -267,6 +267,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                             Value::Hash(h) => h.memory_usage(),
                             Value::Set(v) => v.memory_usage(),
                             Value::ZSet(z) => z.memory_usage(),
+                            Value::List(l) => l.memory_usage(),
                         }
                 })
                 .sum();

@@ -50,6 +50,7 @@ fn copy_value(cfg: &ferrite_streams::stream::StreamConfig, v: &Value) -> Value {
         Value::Hash(h) => Value::Hash(h.clone()),
         Value::Set(s) => Value::Set(s.clone()),
         Value::ZSet(z) => Value::ZSet(z.clone()),
+        Value::List(l) => Value::List(l.clone()),
         Value::Stream(s) => Value::Stream(Box::new(s.deep_copy(cfg))),
     }
 }
@@ -192,6 +193,7 @@ fn memory_usage(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         Value::Hash(h) => h.memory_usage(),
         Value::Set(s) => s.memory_usage(),
         Value::ZSet(z) => z.memory_usage(),
+        Value::List(l) => l.memory_usage(),
     };
     // dictEntry (24) + robj (16) + the key's sds header and bytes.
     Ok(Reply::Int((value + key.len() + 24 + 16 + 3) as i64))

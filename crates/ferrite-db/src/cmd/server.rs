@@ -125,6 +125,7 @@ fn object_encoding(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         Some(Value::Hash(h)) => Reply::bulk_str(h.encoding()),
         Some(Value::Set(v)) => Reply::bulk_str(v.encoding()),
         Some(Value::ZSet(z)) => Reply::bulk_str(z.encoding()),
+        Some(Value::List(l)) => Reply::bulk_str(l.encoding()),
         Some(Value::Stream(_)) => Reply::bulk_str("stream"),
     })
 }

@@ -744,6 +744,7 @@ fn bzpop_generic(ctx: &mut Ctx, a: &mut Args, max: bool) -> Result<Reply, CmdErr
         cmd: Box::new(ZPopWaiter {
             max,
             effects: Vec::new(),
+            touched: Vec::new(),
         }),
     });
     Ok(Reply::NullArray)
@@ -776,6 +777,7 @@ fn bzpopmax(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 struct ZPopWaiter {
     max: bool,
     effects: Vec<Vec<Bytes>>,
+    touched: Vec<Bytes>,
 }
 
 impl BlockedCommand for ZPopWaiter {
@@ -785,6 +787,7 @@ impl BlockedCommand for ZPopWaiter {
         }
         let popped = pop_n(db, key, self.max, 1);
         self.effects.push(vec![pop_name(self.max), key.clone()]);
+        self.touched.push(key.clone());
         Some(bzpop_reply(key, popped))
     }
     fn timeout_reply(&self) -> Reply {
@@ -799,5 +802,9 @@ impl BlockedCommand for ZPopWaiter {
     }
     fn take_effects(&mut self) -> Vec<Vec<Bytes>> {
         std::mem::take(&mut self.effects)
+    }
+    /// The popped key: touched (WATCH breaks) as the pop's own write.
+    fn take_touched(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.touched)
     }
 }

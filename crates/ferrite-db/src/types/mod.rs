@@ -23,6 +23,7 @@ mod tag {
     pub const HASH: u8 = 2;
     pub const SET: u8 = 4;
     pub const ZSET: u8 = 5;
+    pub const LIST: u8 = 3;
 }
 
 impl Value {
@@ -50,6 +51,10 @@ impl Value {
                 out.push(tag::ZSET);
                 z.encode(out);
             }
+            Value::List(l) => {
+                out.push(tag::LIST);
+                l.encode(out);
+            }
         }
     }
 
@@ -74,6 +79,7 @@ impl Value {
             tag::HASH => Value::Hash(Box::new(r.with_rest(hash::Hash::decode)?)),
             tag::SET => Value::Set(Box::new(r.with_rest(set::Set::decode)?)),
             tag::ZSET => Value::ZSet(Box::new(r.with_rest(zset::ZSet::decode)?)),
+            tag::LIST => Value::List(Box::new(r.with_rest(list::List::decode)?)),
             k => return Err(format!("unknown value kind {k} for key {key:?}")),
         })
     }
