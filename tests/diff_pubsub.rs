@@ -9,4 +9,5 @@ diff_tests! {
     resp3 => "pubsub/resp3.txt",
     multi => "pubsub/multi.txt",
     client => "pubsub/client.txt",
+    config => "pubsub/config.txt",
 }

@@ -63,8 +63,11 @@ impl Shared {
                 char::from_digit(d as u32, 16).unwrap_or('0')
             })
             .collect();
+        let mut store = Store::new(config.databases, now_ms());
+        store.notify_flags = config.notify_keyspace_events;
+        store.pubsub.limit = Some(config.pubsub_output_limit);
         Arc::new(Shared {
-            store: Mutex::new(Store::new(config.databases, now_ms())),
+            store: Mutex::new(store),
             config: RwLock::new(config),
             // NOTE: Redis 7.0 gives IDs 1 and 2 to internal clients (scripting),
             // so the first connection is client 3 there; tools that print IDs match.
