@@ -10,4 +10,10 @@ diff_tests! {
     multi => "pubsub/multi.txt",
     client => "pubsub/client.txt",
     config => "pubsub/config.txt",
+    notify_generic => "pubsub/notify_generic.txt",
+    notify_expired => "pubsub/notify_expired.txt",
+    notify_string => "pubsub/notify_string.txt",
+    notify_hash => "pubsub/notify_hash.txt",
+    notify_stream => "pubsub/notify_stream.txt",
+    notify_resp3 => "pubsub/notify_resp3.txt",
 }
