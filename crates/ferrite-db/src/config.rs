@@ -319,7 +319,7 @@ const CLIENT_CLASSES: [&str; 3] = ["normal", "slave", "pubsub"];
 /// in bytes (Redis's `setConfigClientOutputBufferLimitOption`).
 fn output_buffer_limit(current: &str, raw: &str) -> Result<String, String> {
     let words: Vec<&str> = raw.split_ascii_whitespace().collect();
-    if words.len() % 4 != 0 {
+    if !words.len().is_multiple_of(4) {
         return Err("Wrong number of arguments in buffer limit configuration.".into());
     }
     let mut classes: Vec<(&str, u64, u64, i64)> = CLIENT_CLASSES

@@ -14,6 +14,11 @@
 //! their commands and append too), then wakes the writer for all of them
 //! and waits once, for its last record: much as Redis writes its AOF buffer
 //! once per event-loop turn and then sends the replies.
+//!
+//! Pub/sub: messages for this client wait in its `Outbox` (filled by other
+//! clients' commands, bounded by `client-output-buffer-limit pubsub`); they
+//! are taken when the outbox wakes an idle connection and after each of its
+//! own commands, under the store lock, so they precede that command's reply.
 
 use crate::protocol::{Limits, RequestParser};
 use bytes::BytesMut;
