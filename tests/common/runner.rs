@@ -491,19 +491,22 @@ impl Runner {
                     started.push(Instant::now());
                     all_args.push(args);
                 }
-                let mut replies = Vec::new();
+                let frames = step.mods.replies.unwrap_or(1);
                 let mut extra = Vec::new();
-                for (i, side) in self.sides().into_iter().enumerate() {
-                    let c = side.conn(conn)?;
-                    let r = c.read_reply(t);
-                    track_protocol(c, &all_args[i], &r);
-                    replies.push((r, started[i].elapsed()));
-                    let left = c.buffered().to_vec();
-                    if !left.is_empty() {
-                        extra.push((side.server.label.clone(), left));
+                for k in 0..frames {
+                    let mut replies = Vec::new();
+                    for (i, side) in self.sides().into_iter().enumerate() {
+                        let c = side.conn(conn)?;
+                        let r = c.read_reply(t);
+                        track_protocol(c, &all_args[i], &r);
+                        replies.push((r, started[i].elapsed()));
+                        let left = c.buffered().to_vec();
+                        if k + 1 == frames && !left.is_empty() {
+                            extra.push((side.server.label.clone(), left));
+                        }
                     }
+                    self.compare(step, conn, &step.mods, replies)?;
                 }
-                self.compare(step, conn, &step.mods, replies)?;
                 // One command, one reply: more bytes already received are a bug
                 // (or a script that left replies unread).
                 if let Some((label, bytes)) = extra.first() {

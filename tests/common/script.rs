@@ -85,6 +85,9 @@ pub struct Modifiers {
     pub expect: Option<Vec<u8>>,
     /// `!min-ms N`: the reply takes at least N ms to arrive on both sides.
     pub min_ms: Option<u64>,
+    /// `!replies N`: the next command answers N frames (SUBSCRIBE a b c),
+    /// each read and compared.
+    pub replies: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -369,6 +372,14 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                     .and_then(|w| word_str(w).parse().ok())
                     .ok_or_else(|| err("!min-ms N"))?;
                 mods.min_ms = Some(n);
+                continue;
+            }
+            "!replies" => {
+                let n = words
+                    .get(1)
+                    .and_then(|w| word_str(w).parse().ok())
+                    .ok_or_else(|| err("!replies N"))?;
+                mods.replies = Some(n);
                 continue;
             }
             "!pipeline" => {

@@ -21,6 +21,9 @@ enum Kind {
     },
     Str,
     Enum(&'static [&'static str]),
+    /// Parsed by a function of (current value, new value) that returns the
+    /// value as CONFIG GET prints it back, or CONFIG SET's reason.
+    Special(fn(&str, &str) -> Result<String, String>),
 }
 
 struct Param {
@@ -211,6 +214,20 @@ const PARAMS: &[Param] = &[
         doc: "at start-up, drop the commit log from a corrupt record on instead of refusing to start (an operator decision: valid records after it are lost)",
     },
     Param {
+        name: "notify-keyspace-events",
+        default: "",
+        kind: Kind::Special(notify_events),
+        mutable: true,
+        doc: "keyspace notifications to publish, as Redis's class letters (K E g $ l s h z x e t m d n A; empty: none)",
+    },
+    Param {
+        name: "client-output-buffer-limit",
+        default: "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
+        kind: Kind::Special(output_buffer_limit),
+        mutable: true,
+        doc: "per client class: hard limit, soft limit, soft seconds; a pub/sub client whose unsent messages pass the hard limit, or stay over the soft one for longer than the seconds, is disconnected (only the pubsub class is enforced)",
+    },
+    Param {
         name: "loglevel",
         default: "notice",
         kind: Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
@@ -252,6 +269,10 @@ pub struct Config {
     pub appendfsync: ferrite_storage::AppendFsync,
     pub auto_checkpoint_min_size: u64,
     pub block_cache_size: u64,
+    /// `notify-keyspace-events` as `crate::pubsub::NOTIFY_*` flags.
+    pub notify_keyspace_events: u32,
+    /// The `pubsub` class of `client-output-buffer-limit`.
+    pub pubsub_output_limit: crate::pubsub::OutputLimit,
     /// Path of the config file, if one was given.
     pub config_file: Option<String>,
 }
@@ -317,8 +338,78 @@ pub fn parse_memory(s: &str) -> Option<i64> {
     n.checked_mul(mul)
 }
 
-fn check(p: &Param, raw: &str) -> Result<String, String> {
+/// `notify-keyspace-events`: Redis's letters, printed back normalised.
+fn notify_events(_current: &str, raw: &str) -> Result<String, String> {
+    crate::pubsub::events_from_str(raw)
+        .map(crate::pubsub::events_to_string)
+        .ok_or_else(|| "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.".to_string())
+}
+
+const CLIENT_CLASSES: [&str; 3] = ["normal", "slave", "pubsub"];
+
+/// `client-output-buffer-limit`: groups of `<class> <hard> <soft>
+/// <seconds>` change those classes; the value printed back lists all three
+/// in bytes (Redis's `setConfigClientOutputBufferLimitOption`).
+fn output_buffer_limit(current: &str, raw: &str) -> Result<String, String> {
+    let words: Vec<&str> = raw.split_ascii_whitespace().collect();
+    if !words.len().is_multiple_of(4) {
+        return Err("Wrong number of arguments in buffer limit configuration.".into());
+    }
+    let mut classes: Vec<(&str, u64, u64, i64)> = CLIENT_CLASSES
+        .iter()
+        .map(|c| {
+            let l = class_limit(current, c).unwrap_or(crate::pubsub::OutputLimit {
+                hard: 0,
+                soft: 0,
+                soft_seconds: 0,
+            });
+            (*c, l.hard, l.soft, l.soft_seconds as i64)
+        })
+        .collect();
+    let mut staged = Vec::new();
+    for g in words.chunks(4) {
+        let class = match g[0].to_ascii_lowercase().as_str() {
+            "normal" => "normal",
+            "slave" | "replica" => "slave",
+            "pubsub" => "pubsub",
+            _ => {
+                return Err("Invalid client class specified in buffer limit configuration.".into())
+            }
+        };
+        let bad = || "Error in hard, soft or soft_seconds setting in buffer limit configuration.";
+        let hard = parse_memory(g[1]).filter(|v| *v >= 0).ok_or_else(bad)?;
+        let soft = parse_memory(g[2]).filter(|v| *v >= 0).ok_or_else(bad)?;
+        let secs = crate::args::parse_i64(g[3].as_bytes())
+            .filter(|v| *v >= 0)
+            .ok_or_else(bad)?;
+        staged.push((class, hard as u64, soft as u64, secs));
+    }
+    for (class, h, s, secs) in staged {
+        if let Some(c) = classes.iter_mut().find(|c| c.0 == class) {
+            *c = (class, h, s, secs);
+        }
+    }
+    Ok(classes
+        .iter()
+        .map(|(c, h, s, secs)| format!("{c} {h} {s} {secs}"))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// One class of a normalised `client-output-buffer-limit` value.
+fn class_limit(value: &str, class: &str) -> Option<crate::pubsub::OutputLimit> {
+    let words: Vec<&str> = value.split_ascii_whitespace().collect();
+    let g = words.chunks(4).find(|g| g.len() == 4 && g[0] == class)?;
+    Some(crate::pubsub::OutputLimit {
+        hard: g[1].parse().ok()?,
+        soft: g[2].parse().ok()?,
+        soft_seconds: g[3].parse().ok()?,
+    })
+}
+
+fn check(p: &Param, raw: &str, current: &str) -> Result<String, String> {
     match p.kind {
+        Kind::Special(f) => f(current, raw),
         Kind::Int { min, max } | Kind::Mem { min, max } => {
             let v = match p.kind {
                 Kind::Mem { .. } => parse_memory(raw).ok_or("argument must be a memory value")?,
@@ -373,6 +464,8 @@ impl Default for Config {
             appendfsync: ferrite_storage::AppendFsync::EverySec,
             auto_checkpoint_min_size: 0,
             block_cache_size: 0,
+            notify_keyspace_events: 0,
+            pubsub_output_limit: crate::pubsub::OutputLimit::PUBSUB_DEFAULT,
             config_file: None,
         };
         c.refresh();
@@ -416,6 +509,11 @@ impl Config {
         };
         self.auto_checkpoint_min_size = self.num("auto-checkpoint-min-size") as u64;
         self.block_cache_size = self.num("block-cache-size") as u64;
+        self.notify_keyspace_events =
+            crate::pubsub::events_from_str(&self.values["notify-keyspace-events"]).unwrap_or(0);
+        self.pubsub_output_limit =
+            class_limit(&self.values["client-output-buffer-limit"], "pubsub")
+                .unwrap_or(crate::pubsub::OutputLimit::PUBSUB_DEFAULT);
     }
 
     /// Put back the block-shaping parameters of `other` (after replay).
@@ -429,7 +527,7 @@ impl Config {
     /// Set at start-up (file or command line): immutable parameters allowed.
     pub fn set_startup(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
         let p = find(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
-        let v = check(p, raw).map_err(|why| ConfigError::Invalid {
+        let v = check(p, raw, &self.values[p.name]).map_err(|why| ConfigError::Invalid {
             name: p.name.into(),
             why,
         })?;
@@ -454,7 +552,7 @@ impl Config {
             if !p.mutable {
                 return Err(ConfigError::Immutable(p.name.into()));
             }
-            let v = check(p, raw).map_err(|why| ConfigError::Invalid {
+            let v = check(p, raw, &self.values[p.name]).map_err(|why| ConfigError::Invalid {
                 name: p.name.into(),
                 why,
             })?;

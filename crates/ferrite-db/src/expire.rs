@@ -100,6 +100,7 @@ fn delete_expired(store: &mut Store, db: usize, key: &[u8]) {
     store.touch(db, key);
     store.log_effect_parts(db, &[b"DEL", key], &[]);
     store.stats.expired_keys += 1;
+    store.notify(crate::pubsub::NOTIFY_EXPIRED, "expired", key, db);
 }
 
 /// Keys sampled per database per round of the active cycle (Redis's

@@ -29,6 +29,7 @@ pub mod error;
 pub mod expire;
 pub mod glob;
 pub mod persist;
+pub mod pubsub;
 pub mod reply;
 pub mod shared;
 pub mod store;

@@ -74,12 +74,12 @@ impl Shared {
                 char::from_digit(d as u32, 16).unwrap_or('0')
             })
             .collect();
+        let mut store = Store::new(config.databases, now_ms());
+        store.notify_flags = config.notify_keyspace_events;
+        store.pubsub.limit = Some(config.pubsub_output_limit);
+        store.slowlog.configure(&config);
         Arc::new(Shared {
-            store: Mutex::new({
-                let mut st = Store::new(config.databases, now_ms());
-                st.slowlog.configure(&config);
-                st
-            }),
+            store: Mutex::new(store),
             active_expire: std::sync::atomic::AtomicBool::new(true),
             config: RwLock::new(config),
             // NOTE: Redis 7.0 gives IDs 1 and 2 to internal clients (scripting),

@@ -275,6 +275,9 @@ pub struct ClientInfo {
     pub multi: i64,
     pub blocked: bool,
     pub kill: std::sync::Arc<tokio::sync::Notify>,
+    /// Where published messages for this client go (set by the network
+    /// layer; `None`: messages to it are counted but dropped).
+    pub outbox: Option<Arc<crate::pubsub::Outbox>>,
 }
 
 impl ClientInfo {
@@ -299,6 +302,7 @@ impl ClientInfo {
             multi: -1,
             blocked: false,
             kill,
+            outbox: None,
         }
     }
 }
@@ -350,6 +354,12 @@ pub struct Store {
     rng: u64,
     /// SLOWLOG's entries and settings.
     pub slowlog: crate::cmd::generic::SlowLog,
+    /// Channel and pattern subscriptions (`crate::pubsub`).
+    pub pubsub: crate::pubsub::PubSub,
+    /// `notify-keyspace-events` as `crate::pubsub::NOTIFY_*` flags (kept
+    /// here so a write checks it without the config lock; CONFIG SET
+    /// updates it).
+    pub notify_flags: u32,
 }
 
 impl Store {
@@ -380,6 +390,29 @@ impl Store {
             loading: false,
             active_expire: true,
             rng: now_ms | 1,
+            pubsub: crate::pubsub::PubSub::default(),
+            notify_flags: 0,
+        }
+    }
+
+    /// Redis's `notifyKeyspaceEvent`: publish `event` on `key` in `db` to
+    /// `__keyspace@<db>__:<key>` and `key` to `__keyevent@<db>__:<event>`,
+    /// if `notify-keyspace-events` enables `class` (a `NOTIFY_*` flag).
+    /// Costs one test when notifications are off.
+    pub fn notify(&mut self, class: u32, event: &str, key: &[u8], db: usize) {
+        use crate::pubsub::{NOTIFY_KEYEVENT, NOTIFY_KEYSPACE};
+        let flags = self.notify_flags;
+        if flags & class == 0 || self.pubsub.is_empty() {
+            return;
+        }
+        if flags & NOTIFY_KEYSPACE != 0 {
+            let mut chan = format!("__keyspace@{db}__:").into_bytes();
+            chan.extend_from_slice(key);
+            self.pubsub.publish(&chan, event.as_bytes());
+        }
+        if flags & NOTIFY_KEYEVENT != 0 {
+            let chan = format!("__keyevent@{db}__:{event}");
+            self.pubsub.publish(chan.as_bytes(), key);
         }
     }
 

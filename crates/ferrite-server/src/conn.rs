@@ -14,11 +14,17 @@
 //! their commands and append too), then wakes the writer for all of them
 //! and waits once, for its last record: much as Redis writes its AOF buffer
 //! once per event-loop turn and then sends the replies.
+//!
+//! Pub/sub: messages for this client wait in its `Outbox` (filled by other
+//! clients' commands, bounded by `client-output-buffer-limit pubsub`); they
+//! are taken when the outbox wakes an idle connection and after each of its
+//! own commands, under the store lock, so they precede that command's reply.
 
 use crate::protocol::{Limits, RequestParser};
 use bytes::BytesMut;
 use ferrite_db::cmd::{self, ClientState, Executed};
 use ferrite_db::persist;
+use ferrite_db::pubsub::Outbox;
 use ferrite_db::reply::Reply;
 use ferrite_db::shared::{now_ms, Shared};
 use ferrite_db::store::ClientInfo;
@@ -69,6 +75,12 @@ struct Conn {
     held: Vec<Held>,
     parser: RequestParser,
     kill: Arc<tokio::sync::Notify>,
+    /// Messages published to this client (pub/sub, keyspace events),
+    /// queued by other clients' commands without waiting for this socket.
+    outbox: Arc<Outbox>,
+    /// Bytes of drained messages in `output`, released from the outbox's
+    /// count once written.
+    msg_bytes: u64,
 }
 
 pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
@@ -78,14 +90,14 @@ pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let kill = Arc::new(tokio::sync::Notify::new());
     let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let authenticated = shared.config.read().requirepass.is_empty();
+    let outbox = Arc::new(Outbox::new(kill.clone()));
     {
         let mut store = shared.store.lock();
         store.stats.total_connections += 1;
         let now = now_ms();
-        store.clients.insert(
-            id,
-            ClientInfo::new(id, addr.to_string(), laddr, now, kill.clone()),
-        );
+        let mut info = ClientInfo::new(id, addr.to_string(), laddr, now, kill.clone());
+        info.outbox = Some(outbox.clone());
+        store.clients.insert(id, info);
     }
     let mut conn = Conn {
         sock,
@@ -96,6 +108,8 @@ pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         held: Vec::new(),
         parser: RequestParser::new(),
         kill,
+        outbox,
+        msg_bytes: 0,
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(client = id, "connection closed: {e}");
@@ -103,6 +117,7 @@ pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let mut store = shared.store.lock();
     let watched = std::mem::take(&mut conn.client.watched);
     store.unwatch_all(id, &watched);
+    store.pubsub.remove_client(id);
     store.clients.remove(&id);
     drop(store);
     shared.connected.fetch_sub(1, Ordering::Relaxed);
@@ -143,8 +158,26 @@ impl Conn {
                 }
                 _ = self.kill.notified() => return Ok(()),
                 _ = shutdown.changed() => return Ok(()),
+                _ = self.outbox.wake.notified() => self.take_messages(),
             }
         }
+    }
+
+    /// Queue the published messages waiting for this client behind the
+    /// replies already pending.
+    fn take_messages(&mut self) {
+        let start = self.output.len();
+        let n = self.outbox.drain_into(&mut self.output);
+        if n > 0 && !self.held.is_empty() {
+            // Behind held replies: they leave together, in order.
+            self.held.push(Held {
+                commit: None,
+                others: false,
+                start,
+                resp: self.client.resp,
+            });
+        }
+        self.msg_bytes += n;
     }
 
     /// Write every pending reply. Held replies first wait for their
@@ -180,8 +213,17 @@ impl Conn {
         }
         self.held.clear();
         if !self.output.is_empty() {
-            self.sock.write_all(&self.output).await?;
+            // A client that does not read must not keep this task (and its
+            // buffers) forever: CLIENT KILL, or a pub/sub client passing its
+            // output buffer limit, closes it even mid-write.
+            tokio::select! {
+                r = self.sock.write_all(&self.output) => r?,
+                _ = self.kill.notified() => {
+                    return Err(std::io::Error::other("closed while writing"));
+                }
+            }
             self.output.clear();
+            self.outbox.written(std::mem::take(&mut self.msg_bytes));
         }
         Ok(())
     }
@@ -306,8 +348,14 @@ impl Conn {
                 persist::Commit::Done => persist::barrier(&shared),
                 _ => None,
             };
+            // Messages published before this command ended (by others, or
+            // to itself, such as its own keyspace events) go before its
+            // reply, as in Redis. Taken under the store lock, where every
+            // publish happens: none can slip in between.
+            self.take_messages();
             (outcome, commit, barrier)
         };
+        self.outbox.set_resp(self.client.resp);
         if let Some((cache, blocks)) = &plan {
             cache.unstage(blocks);
         }

@@ -63,6 +63,8 @@ fn config_set(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     }
     ctx.store.cache_budget = cfg.block_cache_size;
     ctx.store.slowlog.configure(&cfg);
+    ctx.store.notify_flags = cfg.notify_keyspace_events;
+    ctx.store.pubsub.limit = Some(cfg.pubsub_output_limit);
     if pairs
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("loglevel"))

@@ -27,7 +27,18 @@ pub const COMMANDS: &[(&str, Handler)] = &[
 /// The version Ferrite reports where clients check Redis's version.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
 
-fn ping(_ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+fn ping(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    // Redis: a subscribed RESP2 client gets ["pong", message-or-""].
+    if ctx.client.resp == 2 && a.remaining() <= 1 && ctx.store.pubsub.count(ctx.client.id) > 0 {
+        let msg = match a.remaining() {
+            0 => Bytes::new(),
+            _ => a.next_bytes()?,
+        };
+        return Ok(Reply::Array(vec![
+            Reply::bulk_str("pong"),
+            Reply::Bulk(msg),
+        ]));
+    }
     match a.remaining() {
         0 => Ok(Reply::simple("PONG")),
         1 => Ok(Reply::Bulk(a.next_bytes()?)),
@@ -158,6 +169,7 @@ fn reset(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
     ctx.store.unwatch_all(ctx.client.id, &watched);
     ctx.client.multi = None;
     ctx.client.multi_error = false;
+    ctx.store.pubsub.remove_client(ctx.client.id);
     ctx.client.db = 0;
     ctx.client.resp = 2;
     ctx.client.authenticated = ctx.shared.config.read().requirepass.is_empty();
@@ -196,8 +208,11 @@ fn client_getname(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
 }
 
 /// One CLIENT LIST line in Redis 7.0's field order.
-fn describe(c: &ClientInfo, now_ms: u64, in_multi: bool) -> String {
+fn describe(c: &ClientInfo, now_ms: u64, in_multi: bool, subs: (usize, usize)) -> String {
     let mut flags = String::new();
+    if subs.0 + subs.1 > 0 {
+        flags.push('P');
+    }
     if c.blocked {
         flags.push('b');
     }
@@ -208,7 +223,7 @@ fn describe(c: &ClientInfo, now_ms: u64, in_multi: bool) -> String {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+        "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
         c.id,
         c.addr,
         c.laddr,
@@ -217,6 +232,8 @@ fn describe(c: &ClientInfo, now_ms: u64, in_multi: bool) -> String {
         now_ms.saturating_sub(c.last_cmd_ms) / 1000,
         flags,
         c.db,
+        subs.0,
+        subs.1,
         c.multi,
         c.last_cmd,
         c.resp,
@@ -226,7 +243,12 @@ fn describe(c: &ClientInfo, now_ms: u64, in_multi: bool) -> String {
 fn client_info(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
     let in_multi = ctx.client.multi.is_some();
     let line = match ctx.store.clients.get(&ctx.client.id) {
-        Some(c) => describe(c, ctx.now_ms, in_multi),
+        Some(c) => describe(
+            c,
+            ctx.now_ms,
+            in_multi,
+            ctx.store.pubsub.counts(ctx.client.id),
+        ),
         None => String::new(),
     };
     Ok(Reply::Verbatim(Bytes::from(line + "\n")))
@@ -273,7 +295,12 @@ fn client_list(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             continue;
         }
         let in_multi = c.id == ctx.client.id && ctx.client.multi.is_some();
-        out.push_str(&describe(c, ctx.now_ms, in_multi));
+        out.push_str(&describe(
+            c,
+            ctx.now_ms,
+            in_multi,
+            ctx.store.pubsub.counts(c.id),
+        ));
         out.push('\n');
     }
     Ok(Reply::Verbatim(Bytes::from(out)))

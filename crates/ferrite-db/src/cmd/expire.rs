@@ -9,6 +9,7 @@
 use super::{Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
+use crate::pubsub::NOTIFY_GENERIC;
 use crate::reply::Reply;
 use bytes::Bytes;
 
@@ -118,12 +119,14 @@ impl Expire {
         if self.when <= ctx.now_ms as i64 && !ctx.store.loading {
             ctx.db().remove(&self.key);
             ctx.touch(&self.key);
+            ctx.notify(NOTIFY_GENERIC, "del", &self.key);
             ctx.propagate(vec![Bytes::from_static(b"DEL"), self.key]);
             return Ok(Reply::Int(1));
         }
         let when = self.when.max(0) as u64;
         ctx.db().set_expiry(&self.key, when);
         ctx.touch_watch_only(&self.key);
+        ctx.notify(NOTIFY_GENERIC, "expire", &self.key);
         ctx.propagate(vec![
             Bytes::from_static(b"PEXPIREAT"),
             self.key,
@@ -202,6 +205,7 @@ fn persist(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     if ctx.db().persist(&key) {
         ctx.touch_watch_only(&key);
+        ctx.notify(NOTIFY_GENERIC, "persist", &key);
         Ok(Reply::Int(1))
     } else {
         ctx.propagate_nothing();

@@ -18,6 +18,7 @@ use super::stream::{entry_reply, id_reply, stream_ref};
 use super::{Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::{sanitize_arg, CmdError};
+use crate::pubsub::NOTIFY_STREAM;
 use crate::reply::Reply;
 use crate::store::Value;
 use bytes::Bytes;
@@ -329,6 +330,7 @@ fn xgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             }
             ctx.propagate(log);
             ctx.store.dirty += 1;
+            ctx.notify(NOTIFY_STREAM, "xgroup-create", &key);
             Ok(Reply::ok())
         }
         b"SETID" if argc == 5 || argc == 7 => {
@@ -352,6 +354,7 @@ fn xgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             };
             ctx.propagate(log);
             ctx.store.dirty += 1;
+            ctx.notify(NOTIFY_STREAM, "xgroup-setid", &key);
             Ok(Reply::ok())
         }
         b"DESTROY" if argc == 4 => {
@@ -367,6 +370,7 @@ fn xgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             // Blocked XREADGROUP clients get -NOGROUP; WATCH is not touched.
             let db = ctx.client.db;
             ctx.store.signal_ready(db, &key);
+            ctx.notify(NOTIFY_STREAM, "xgroup-destroy", &key);
             Ok(Reply::Int(1))
         }
         b"CREATECONSUMER" if argc == 5 => {
@@ -382,6 +386,7 @@ fn xgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             match created {
                 Some(true) => {
                     ctx.store.dirty += 1;
+                    ctx.notify(NOTIFY_STREAM, "xgroup-createconsumer", &key);
                     Ok(Reply::Int(1))
                 }
                 Some(false) => {
@@ -401,6 +406,7 @@ fn xgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             match deleted {
                 Some(Some(n)) => {
                     ctx.store.dirty += 1;
+                    ctx.notify(NOTIFY_STREAM, "xgroup-delconsumer", &key);
                     Ok(Reply::Int(n as i64))
                 }
                 Some(None) => {

@@ -14,6 +14,7 @@
 use super::{Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
+use crate::pubsub::{NOTIFY_GENERIC, NOTIFY_HASH};
 use crate::reply::Reply;
 use crate::store::Value;
 use crate::types::hash::long_double::Ld;
@@ -85,6 +86,7 @@ fn set_pairs(ctx: &mut Ctx, a: &mut Args, name: &str) -> Result<usize, CmdError>
         .filter(|p| h.set(&p[0], &p[1]))
         .count();
     ctx.touch(&key);
+    ctx.notify(NOTIFY_HASH, "hset", &key);
     Ok(created)
 }
 
@@ -105,6 +107,7 @@ fn hsetnx(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     }
     write(ctx, &key).set(&field, &value);
     ctx.touch(&key);
+    ctx.notify(NOTIFY_HASH, "hset", &key);
     Ok(Reply::Int(1))
 }
 
@@ -168,18 +171,24 @@ fn hdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         Some(_) => return Err(CmdError::WrongType),
     };
     let mut deleted = 0;
+    let mut emptied = false;
     for f in &fields {
         if h.remove(f) {
             deleted += 1;
             if h.is_empty() {
                 // Redis stops at the emptied hash and deletes the key.
                 db.remove(&key);
+                emptied = true;
                 break;
             }
         }
     }
     if deleted > 0 {
         ctx.touch(&key);
+        ctx.notify(NOTIFY_HASH, "hdel", &key);
+        if emptied {
+            ctx.notify(NOTIFY_GENERIC, "del", &key);
+        }
     }
     Ok(Reply::Int(deleted))
 }
@@ -219,6 +228,7 @@ fn hincrby(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         .ok_or_else(|| CmdError::err("increment or decrement would overflow"))?;
     write(ctx, &key).set(&field, &Bytes::from(new.to_string()));
     ctx.touch(&key);
+    ctx.notify(NOTIFY_HASH, "hincrby", &key);
     Ok(Reply::Int(new))
 }
 
@@ -241,6 +251,7 @@ fn hincrbyfloat(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let new = Bytes::from(sum.to_human());
     write(ctx, &key).set(&field, &new);
     ctx.touch(&key);
+    ctx.notify(NOTIFY_HASH, "hincrbyfloat", &key);
     if ctx.logging() {
         ctx.propagate(vec![Bytes::from_static(b"HSET"), key, field, new.clone()]);
     }

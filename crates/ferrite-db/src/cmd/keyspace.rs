@@ -5,6 +5,7 @@ use super::{Ctx, Handler};
 use crate::args::Args;
 use crate::error::CmdError;
 use crate::glob::glob_match;
+use crate::pubsub::NOTIFY_GENERIC;
 use crate::reply::Reply;
 use bytes::Bytes;
 
@@ -28,6 +29,7 @@ fn del(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     for k in a.rest().to_vec() {
         if ctx.db().remove(&k).is_some() {
             ctx.touch(&k);
+            ctx.notify(NOTIFY_GENERIC, "del", &k);
             n += 1;
         }
     }
@@ -73,6 +75,8 @@ fn rename_generic(ctx: &mut Ctx, a: &mut Args, nx: bool) -> Result<Reply, CmdErr
     }
     ctx.touch(&src);
     ctx.touch(&dst);
+    ctx.notify(NOTIFY_GENERIC, "rename_from", &src);
+    ctx.notify(NOTIFY_GENERIC, "rename_to", &dst);
     Ok(if nx { Reply::Int(1) } else { Reply::ok() })
 }
 

@@ -318,6 +318,13 @@ impl Ctx<'_> {
         self.store.touch(self.client.db, key);
         self.store.dirty += 1;
     }
+
+    /// A keyspace notification for `key` in the current db: `class` is a
+    /// `crate::pubsub::NOTIFY_*` flag, `event` Redis's event name (`set`,
+    /// `hdel`, `xadd`...). See [`Store::notify`].
+    pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
+        self.store.notify(class, event, key, self.client.db);
+    }
 }
 
 /// Outcome of dispatching one command line.
@@ -480,6 +487,26 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
             );
             return reject(ctx, first, Some(name), Reply::error(msg));
         }
+    }
+    // Redis 7.0: a RESP2 client with subscriptions may only (un)subscribe,
+    // PING, QUIT and RESET; RESP3 clients get pushes and may run anything.
+    if ctx.client.resp == 2
+        && !matches!(
+            name,
+            "ping"
+                | "subscribe"
+                | "ssubscribe"
+                | "unsubscribe"
+                | "sunsubscribe"
+                | "psubscribe"
+                | "punsubscribe"
+                | "quit"
+                | "reset"
+        )
+        && ctx.store.pubsub.count(ctx.client.id) > 0
+    {
+        let msg = format!("ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context");
+        return reject(ctx, first, Some(name), Reply::error(msg));
     }
     if let Some(queue) = ctx.client.multi.as_mut() {
         let top = first.to_ascii_lowercase();

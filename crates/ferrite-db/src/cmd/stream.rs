@@ -5,6 +5,7 @@
 use super::{Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
+use crate::pubsub::NOTIFY_STREAM;
 use crate::reply::Reply;
 use crate::store::Value;
 use bytes::Bytes;
@@ -231,6 +232,10 @@ pub fn append(
     }
     ctx.propagate_nothing();
     ctx.touch(key);
+    ctx.notify(NOTIFY_STREAM, "xadd", key);
+    if trimmed > 0 {
+        ctx.notify(NOTIFY_STREAM, "xtrim", key);
+    }
     Ok(id_text)
 }
 
@@ -279,6 +284,7 @@ fn xtrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     }
     if n > 0 {
         ctx.touch_watch_only(&key);
+        ctx.notify(NOTIFY_STREAM, "xtrim", &key);
     }
     Ok(Reply::Int(n as i64))
 }
@@ -299,6 +305,7 @@ fn xdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let n = s.delete(&ids);
     if n > 0 {
         ctx.touch_watch_only(&key);
+        ctx.notify(NOTIFY_STREAM, "xdel", &key);
     }
     Ok(Reply::Int(n as i64))
 }
@@ -446,6 +453,7 @@ fn xsetid(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         .map_err(setid_error)?;
     // NOTE: Redis 7.0 neither invalidates WATCH nor wakes readers on XSETID.
     ctx.store.dirty += 1;
+    ctx.notify(NOTIFY_STREAM, "xsetid", &key);
     Ok(Reply::ok())
 }
 

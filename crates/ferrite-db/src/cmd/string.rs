@@ -15,6 +15,7 @@ mod longdouble;
 use super::{Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
+use crate::pubsub::{NOTIFY_GENERIC, NOTIFY_STRING};
 use crate::reply::Reply;
 use crate::store::Value;
 use bytes::{Bytes, BytesMut};
@@ -80,6 +81,7 @@ fn set_key(ctx: &mut Ctx, key: &Bytes, val: Bytes, keep_ttl: bool) {
         ctx.db().persist(key);
     }
     ctx.touch(key);
+    ctx.notify(NOTIFY_STRING, "set", key);
 }
 
 /// How an expiry option states its time.
@@ -195,6 +197,7 @@ fn set_generic(
         // NOTE: a time already past is stored as it is, as Redis 7.0 does:
         // the next command to touch the key deletes it (logged as DEL).
         ctx.db().set_expiry(&key, when);
+        ctx.notify(NOTIFY_GENERIC, "expire", &key);
         logged.push(Bytes::from_static(b"PXAT"));
         logged.push(Bytes::from(when.to_string()));
     } else if o.keep_ttl {
@@ -269,11 +272,13 @@ fn getex(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         {
             ctx.db().remove(&key);
             ctx.touch(&key);
+            ctx.notify(NOTIFY_GENERIC, "del", &key);
             ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
         }
         Some((_, when)) => {
             ctx.db().set_expiry(&key, when);
             ctx.touch(&key);
+            ctx.notify(NOTIFY_GENERIC, "expire", &key);
             ctx.propagate(vec![
                 Bytes::from_static(b"PEXPIREAT"),
                 key,
@@ -282,6 +287,7 @@ fn getex(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         }
         None if o.persist && ctx.db().persist(&key) => {
             ctx.touch(&key);
+            ctx.notify(NOTIFY_GENERIC, "persist", &key);
             ctx.propagate(vec![Bytes::from_static(b"PERSIST"), key]);
         }
         None => {}
@@ -297,6 +303,7 @@ fn getdel(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     };
     ctx.db().remove(&key);
     ctx.touch(&key);
+    ctx.notify(NOTIFY_GENERIC, "del", &key);
     ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
     Ok(Reply::Bulk(val))
 }
@@ -359,6 +366,7 @@ fn incr_by(ctx: &mut Ctx, key: Bytes, by: i64) -> Result<Reply, CmdError> {
     ctx.db()
         .insert(key.clone(), Value::String(Bytes::from(n.to_string())));
     ctx.touch(&key);
+    ctx.notify(NOTIFY_STRING, "incrby", &key);
     Ok(Reply::Int(n))
 }
 
@@ -402,6 +410,7 @@ fn incrbyfloat(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let val = Bytes::from(sum.to_human_string());
     ctx.db().insert(key.clone(), Value::String(val.clone()));
     ctx.touch(&key);
+    ctx.notify(NOTIFY_STRING, "incrbyfloat", &key);
     ctx.propagate(vec![
         Bytes::from_static(b"SET"),
         key,
@@ -446,6 +455,7 @@ fn append(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         let len = tail.len();
         ctx.db().insert(key.clone(), Value::String(tail));
         ctx.touch(&key);
+        ctx.notify(NOTIFY_STRING, "append", &key);
         return Ok(Reply::Int(len as i64));
     };
     check_length(ctx, cur.len() as u64, tail.len() as u64)?;
@@ -455,6 +465,7 @@ fn append(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let len = buf.len();
     ctx.db().insert(key.clone(), Value::String(buf.freeze()));
     ctx.touch(&key);
+    ctx.notify(NOTIFY_STRING, "append", &key);
     Ok(Reply::Int(len as i64))
 }
 
@@ -519,6 +530,7 @@ fn setrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let len = buf.len();
     ctx.db().insert(key.clone(), Value::String(buf.freeze()));
     ctx.touch(&key);
+    ctx.notify(NOTIFY_STRING, "setrange", &key);
     Ok(Reply::Int(len as i64))
 }
 
