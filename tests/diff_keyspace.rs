@@ -17,6 +17,7 @@ diff_tests! {
     server => "keyspace/server.txt",
     object => "keyspace/object.txt",
     generic => "keyspace/generic.txt",
+    client_reply => "keyspace/client_reply.txt",
 }
 
 /// DEBUG where it is allowed (both servers started with it enabled).

@@ -8,6 +8,10 @@ use std::process::Command;
 use common::server::{Launch, TempDir};
 
 #[test]
+#[cfg_attr(
+    skip_diff,
+    ignore = "FERRITE_SKIP_DIFF=1: needs ./scripts/setup.sh (redis-py)"
+)]
 fn pipelines_work_through_redis_py() {
     let dir = TempDir::new("redis-py").unwrap_or_else(|e| panic!("{e}"));
     let s = Launch::ferrite("redis-py")

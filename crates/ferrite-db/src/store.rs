@@ -360,6 +360,8 @@ pub struct Store {
     /// here so a write checks it without the config lock; CONFIG SET
     /// updates it).
     pub notify_flags: u32,
+    /// MONITOR clients and their outboxes.
+    pub monitors: Vec<(u64, std::sync::Arc<crate::pubsub::Outbox>)>,
 }
 
 impl Store {
@@ -385,6 +387,7 @@ impl Store {
             next_stream_id: 1,
             cache_budget: 0,
             slowlog: Default::default(),
+            monitors: Vec::new(),
             cache_counted: 0,
             cache_evicted_bytes: 0,
             loading: false,

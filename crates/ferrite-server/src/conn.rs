@@ -118,6 +118,7 @@ pub async fn handle(sock: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let watched = std::mem::take(&mut conn.client.watched);
     store.unwatch_all(id, &watched);
     store.pubsub.remove_client(id);
+    store.monitors.retain(|(c, _)| *c != id);
     store.clients.remove(&id);
     drop(store);
     shared.connected.fetch_sub(1, Ordering::Relaxed);
@@ -398,6 +399,13 @@ impl Conn {
         };
         // NOTE: a successful SHUTDOWN closes the connection without a reply.
         if self.client.shutdown {
+            return Ok(());
+        }
+        // CLIENT REPLY OFF / SKIP: this reply is left out; a SKIP covers
+        // exactly the next command.
+        let suppressed = self.client.reply_off || self.client.reply_skip;
+        self.client.reply_skip = std::mem::take(&mut self.client.reply_skip_next);
+        if suppressed {
             return Ok(());
         }
         self.push_reply(reply, wait, others);

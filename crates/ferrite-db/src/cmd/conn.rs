@@ -22,7 +22,52 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("client|list", client_list),
     ("client|kill", client_kill),
     ("client|help", client_help),
+    ("client|reply", client_reply),
+    ("monitor", monitor),
 ];
+
+/// `CLIENT REPLY ON|OFF|SKIP` (the connection leaves out the replies).
+fn client_reply(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let v = a.next_bytes()?;
+    if v.eq_ignore_ascii_case(b"on") {
+        ctx.client.reply_off = false;
+        ctx.client.reply_skip = false;
+        ctx.client.reply_skip_next = false;
+    } else if v.eq_ignore_ascii_case(b"off") {
+        ctx.client.reply_off = true;
+    } else if v.eq_ignore_ascii_case(b"skip") {
+        // Its own reply is not sent either (Redis adds none).
+        ctx.client.reply_skip = true;
+        if !ctx.client.reply_off {
+            ctx.client.reply_skip_next = true;
+        }
+    } else {
+        return Err(CmdError::Syntax);
+    }
+    Ok(Reply::ok())
+}
+
+/// `MONITOR`: from now on the connection receives every command the
+/// server runs (but admin commands and AUTH-like ones, as Redis).
+fn monitor(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+    if ctx.in_exec {
+        // Inside EXEC a client expects one reply per command.
+        return Err(CmdError::err(
+            "MONITOR isn't allowed for DENY BLOCKING client",
+        ));
+    }
+    let id = ctx.client.id;
+    if ctx.store.monitors.iter().any(|(c, _)| *c == id) {
+        // Redis ignores a second MONITOR without a reply.
+        ctx.client.reply_skip = true;
+        return Ok(Reply::ok());
+    }
+    let Some(outbox) = ctx.store.clients.get(&id).and_then(|c| c.outbox.clone()) else {
+        return Err(CmdError::err("MONITOR needs a network connection"));
+    };
+    ctx.store.monitors.push((id, outbox));
+    Ok(Reply::ok())
+}
 
 /// The version Ferrite reports where clients check Redis's version.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
@@ -170,6 +215,10 @@ fn reset(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
     ctx.client.multi = None;
     ctx.client.multi_error = false;
     ctx.store.pubsub.remove_client(ctx.client.id);
+    let id = ctx.client.id;
+    ctx.store.monitors.retain(|(c, _)| *c != id);
+    ctx.client.reply_off = false;
+    ctx.client.reply_skip_next = false;
     ctx.client.db = 0;
     ctx.client.resp = 2;
     ctx.client.authenticated = ctx.shared.config.read().requirepass.is_empty();

@@ -211,6 +211,12 @@ pub struct ClientState {
     pub close_after_reply: bool,
     /// Set by SHUTDOWN.
     pub shutdown: bool,
+    /// CLIENT REPLY OFF: no replies until CLIENT REPLY ON.
+    pub reply_off: bool,
+    /// CLIENT REPLY SKIP: the next command's reply is not sent.
+    pub reply_skip_next: bool,
+    /// The current command's reply is not sent (it follows CLIENT REPLY SKIP).
+    pub reply_skip: bool,
 }
 
 impl ClientState {
@@ -226,6 +232,9 @@ impl ClientState {
             watched: Vec::new(),
             close_after_reply: false,
             shutdown: false,
+            reply_off: false,
+            reply_skip_next: false,
+            reply_skip: false,
         }
     }
 }
@@ -606,6 +615,12 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
         let now = ctx.now_ms;
         ctx.store.slowlog.push(args.all(), usec, now, peer, cname);
     }
+    if !ctx.store.monitors.is_empty()
+        && !cmd.meta.has_flag("admin")
+        && !cmd.meta.has_flag("skip_monitor")
+    {
+        feed_monitors(ctx, args.all());
+    }
     let logged = match ctx.propagate.take() {
         Some(list) => list,
         None if ctx.store.logging && cmd.meta.has_flag("write") && !reply.is_error() => {
@@ -775,5 +790,43 @@ mod tests {
                 "{name} has no Redis metadata"
             );
         }
+    }
+}
+
+/// MONITOR: the command line as Redis's `replicationFeedMonitors` prints
+/// it, `+<unix time with µs> [<db> <client addr>] "arg" ...`, pushed to
+/// every monitoring client (their outboxes are bounded like subscribers').
+fn feed_monitors(ctx: &mut Ctx, argv: &[Bytes]) {
+    let addr = ctx
+        .store
+        .clients
+        .get(&ctx.client.id)
+        .map_or_else(|| "lua".to_string(), |c| c.addr.clone());
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let mut line = format!(
+        "+{}.{:06} [{} {}]",
+        micros / 1_000_000,
+        micros % 1_000_000,
+        ctx.client.db,
+        addr
+    )
+    .into_bytes();
+    for a in argv {
+        line.push(b' ');
+        crate::reply::repr(a, &mut line);
+    }
+    line.extend_from_slice(b"\r\n");
+    let msg = Bytes::from(line);
+    // Redis gives monitors the replica class: `replica 256mb 64mb 60`.
+    let limit = crate::pubsub::OutputLimit {
+        hard: 256 << 20,
+        soft: 64 << 20,
+        soft_seconds: 60,
+    };
+    ctx.store.monitors.retain(|(_, o)| !o.is_closed());
+    for (_, o) in &ctx.store.monitors {
+        o.push(msg.clone(), &limit);
     }
 }
