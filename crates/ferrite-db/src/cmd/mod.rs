@@ -723,6 +723,44 @@ fn unknown_command(argv: &[Bytes]) -> CmdError {
     CmdError::Raw(Bytes::from(msg))
 }
 
+/// MONITOR: the command line as Redis's `replicationFeedMonitors` prints
+/// it, `+<unix time with µs> [<db> <client addr>] "arg" ...`, pushed to
+/// every monitoring client (their outboxes are bounded like subscribers').
+fn feed_monitors(ctx: &mut Ctx, argv: &[Bytes]) {
+    let addr = ctx
+        .store
+        .clients
+        .get(&ctx.client.id)
+        .map_or_else(|| "lua".to_string(), |c| c.addr.clone());
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let mut line = format!(
+        "+{}.{:06} [{} {}]",
+        micros / 1_000_000,
+        micros % 1_000_000,
+        ctx.client.db,
+        addr
+    )
+    .into_bytes();
+    for a in argv {
+        line.push(b' ');
+        crate::reply::repr(a, &mut line);
+    }
+    line.extend_from_slice(b"\r\n");
+    let msg = Bytes::from(line);
+    // Redis gives monitors the replica class: `replica 256mb 64mb 60`.
+    let limit = crate::pubsub::OutputLimit {
+        hard: 256 << 20,
+        soft: 64 << 20,
+        soft_seconds: 60,
+    };
+    ctx.store.monitors.retain(|(_, o)| !o.is_closed());
+    for (_, o) in &ctx.store.monitors {
+        o.push(msg.clone(), &limit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,43 +828,5 @@ mod tests {
                 "{name} has no Redis metadata"
             );
         }
-    }
-}
-
-/// MONITOR: the command line as Redis's `replicationFeedMonitors` prints
-/// it, `+<unix time with µs> [<db> <client addr>] "arg" ...`, pushed to
-/// every monitoring client (their outboxes are bounded like subscribers').
-fn feed_monitors(ctx: &mut Ctx, argv: &[Bytes]) {
-    let addr = ctx
-        .store
-        .clients
-        .get(&ctx.client.id)
-        .map_or_else(|| "lua".to_string(), |c| c.addr.clone());
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    let mut line = format!(
-        "+{}.{:06} [{} {}]",
-        micros / 1_000_000,
-        micros % 1_000_000,
-        ctx.client.db,
-        addr
-    )
-    .into_bytes();
-    for a in argv {
-        line.push(b' ');
-        crate::reply::repr(a, &mut line);
-    }
-    line.extend_from_slice(b"\r\n");
-    let msg = Bytes::from(line);
-    // Redis gives monitors the replica class: `replica 256mb 64mb 60`.
-    let limit = crate::pubsub::OutputLimit {
-        hard: 256 << 20,
-        soft: 64 << 20,
-        soft_seconds: 60,
-    };
-    ctx.store.monitors.retain(|(_, o)| !o.is_closed());
-    for (_, o) in &ctx.store.monitors {
-        o.push(msg.clone(), &limit);
     }
 }
