@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::conn::{Reply, RespConn};
+use common::conn::Reply;
 use common::server::{Kind, Server};
 use common::state::{argv, call_str};
 
