@@ -52,6 +52,12 @@ pub struct Shared {
     /// Whether the cron deletes expired keys in the background (DEBUG
     /// SET-ACTIVE-EXPIRE; lazy expiry on access always runs).
     pub active_expire: std::sync::atomic::AtomicBool,
+    /// CLIENT PAUSE: until when (ms; 0: not paused) and whether every
+    /// command waits (ALL) or only writes (WRITE).
+    pub pause_until: AtomicU64,
+    pub pause_all: std::sync::atomic::AtomicBool,
+    /// Wakes paused connections (CLIENT UNPAUSE).
+    pub unpause: tokio::sync::Notify,
 }
 
 pub fn now_ms() -> u64 {
@@ -81,6 +87,9 @@ impl Shared {
         Arc::new(Shared {
             store: Mutex::new(store),
             active_expire: std::sync::atomic::AtomicBool::new(true),
+            pause_until: AtomicU64::new(0),
+            pause_all: std::sync::atomic::AtomicBool::new(false),
+            unpause: tokio::sync::Notify::new(),
             config: RwLock::new(config),
             // NOTE: Redis 7.0 gives IDs 1 and 2 to internal clients (scripting),
             // so the first connection is client 3 there; tools that print IDs match.
@@ -139,6 +148,13 @@ impl Shared {
     /// The registered INFO sections, in registration order.
     pub fn info_sections(&self) -> Vec<(String, Arc<InfoSection>)> {
         self.info_sections.read().clone()
+    }
+
+    /// CLIENT PAUSE in force at `now` (ms): `Some(all)` until it ends.
+    pub fn paused(&self, now: u64) -> Option<bool> {
+        use std::sync::atomic::Ordering;
+        let until = self.pause_until.load(Ordering::Acquire);
+        (until > now).then(|| self.pause_all.load(Ordering::Acquire))
     }
 
     /// The subsystem registered under `name`.

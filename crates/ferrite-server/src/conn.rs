@@ -299,6 +299,9 @@ impl Conn {
 
     async fn execute(&mut self, argv: Vec<bytes::Bytes>) -> std::io::Result<()> {
         let shared = self.shared.clone();
+        if shared.paused(now_ms()).is_some() {
+            self.wait_unpaused(&argv).await?;
+        }
         // IMPORTANT: stored blocks a read will need that are not in memory
         // are read here, on a blocking thread and without the store lock
         // (the command then finds them read), so that neither the async
@@ -410,6 +413,54 @@ impl Conn {
         }
         self.push_reply(reply, wait, others);
         Ok(())
+    }
+
+    /// CLIENT PAUSE: hold this command while a pause that covers it is in
+    /// force (every command under ALL; under WRITE, those that write or
+    /// may publish, and an EXEC whose queue holds one). Replies to earlier
+    /// pipelined commands go out first.
+    async fn wait_unpaused(&mut self, argv: &[bytes::Bytes]) -> std::io::Result<()> {
+        let shared = self.shared.clone();
+        let writes = |a: &[bytes::Bytes]| {
+            cmd::lookup(&shared, a)
+                .is_ok_and(|c| c.meta.has_flag("write") || c.meta.has_flag("may_replicate"))
+        };
+        let is_exec = argv
+            .first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"exec"));
+        let a_write = if is_exec {
+            self.client
+                .multi
+                .as_ref()
+                .is_some_and(|q| q.iter().any(|c| writes(c)))
+        } else {
+            self.client.multi.is_none() && writes(argv)
+        };
+        let mut flushed = false;
+        loop {
+            let now = now_ms();
+            let Some(all) = self.shared.paused(now) else {
+                return Ok(());
+            };
+            if !(all || a_write) {
+                return Ok(());
+            }
+            if !flushed {
+                self.flush().await?;
+                flushed = true;
+            }
+            let left = self
+                .shared
+                .pause_until
+                .load(Ordering::Acquire)
+                .saturating_sub(now);
+            let mut shutdown = self.shared.shutdown_tx.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(left.clamp(1, 100))) => {}
+                _ = self.shared.unpause.notified() => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
     }
 
     /// Queue a reply behind the earlier ones. IMPORTANT: a reply with a

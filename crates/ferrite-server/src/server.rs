@@ -45,9 +45,12 @@ pub async fn cron(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Keys do not expire actively during DEBUG SET-ACTIVE-EXPIRE 0 or
+        // a CLIENT PAUSE (Redis pauses expiry with writes).
         if shared
             .active_expire
             .load(std::sync::atomic::Ordering::Relaxed)
+            && shared.paused(ferrite_db::shared::now_ms()).is_none()
         {
             ferrite_db::expire::run_active(&shared, std::time::Duration::from_millis(1));
         }

@@ -23,6 +23,8 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("client|kill", client_kill),
     ("client|help", client_help),
     ("client|reply", client_reply),
+    ("client|pause", client_pause),
+    ("client|unpause", client_unpause),
     ("monitor", monitor),
 ];
 
@@ -44,6 +46,49 @@ fn client_reply(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     } else {
         return Err(CmdError::Syntax);
     }
+    Ok(Reply::ok())
+}
+
+/// `CLIENT PAUSE timeout [WRITE|ALL]`: connections hold their commands
+/// (all of them, or those that write) until the timeout or CLIENT UNPAUSE;
+/// a pause in force is only extended or made stricter, as Redis does.
+fn client_pause(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let ms = crate::args::parse_i64(&a.next_bytes()?).ok_or(CmdError::TimeoutNotInteger)?;
+    if ms < 0 {
+        return Err(CmdError::TimeoutNegative);
+    }
+    let all = match a.remaining() {
+        0 => true,
+        _ => {
+            let m = a.next_bytes()?;
+            if m.eq_ignore_ascii_case(b"all") {
+                true
+            } else if m.eq_ignore_ascii_case(b"write") {
+                false
+            } else {
+                return Err(CmdError::err("CLIENT PAUSE mode must be WRITE or ALL"));
+            }
+        }
+    };
+    a.finish()?;
+    use std::sync::atomic::Ordering;
+    let until = ctx.now_ms.saturating_add(ms as u64);
+    let sh = ctx.shared;
+    let active = sh.paused(ctx.now_ms);
+    if active.is_none() {
+        sh.pause_all.store(all, Ordering::Release);
+    } else if all {
+        sh.pause_all.store(true, Ordering::Release);
+    }
+    sh.pause_until.fetch_max(until, Ordering::AcqRel);
+    Ok(Reply::ok())
+}
+
+fn client_unpause(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+    ctx.shared
+        .pause_until
+        .store(0, std::sync::atomic::Ordering::Release);
+    ctx.shared.unpause.notify_waiters();
     Ok(Reply::ok())
 }
 
