@@ -594,3 +594,58 @@ fn definitions_positions_and_counters_survive_restarts_without_duplicates() {
     let l = call_str(&mut c, &["PIPELINE.LIST"]);
     assert_eq!(items(&l).iter().map(text).collect::<Vec<_>>(), ["big"]);
 }
+
+#[test]
+fn the_number_of_pipelines_is_bounded() {
+    let dir = TempDir::new("pipe-bound").unwrap_or_else(|e| panic!("{e}"));
+    let (_s, mut c) = start(&dir, &[]);
+    let mut cmds = Vec::new();
+    for i in 0..1024 {
+        let sql = format!("INSERT INTO out{i} SELECT * FROM src");
+        cmds.push(common::state::argv(&[
+            "PIPELINE.CREATE",
+            &format!("p{i}"),
+            "AS",
+            &sql,
+        ]));
+    }
+    let (replies, failure) = common::state::pipeline(&mut c, &cmds);
+    assert!(failure.is_none());
+    assert!(replies.iter().all(|r| r.text() == Some(b"OK")));
+    let e = err(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "one_more",
+            "AS",
+            "INSERT INTO x SELECT * FROM src",
+        ],
+    );
+    assert_eq!(e, "ERR too many pipelines (at most 1024)");
+    // Replacing one is still allowed; dropping one makes room.
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "p0",
+            "REPLACE",
+            "AS",
+            "INSERT INTO y SELECT * FROM src",
+        ],
+    );
+    ok(&mut c, &["PIPELINE.DROP", "p1"]);
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "one_more",
+            "AS",
+            "INSERT INTO x SELECT * FROM src",
+        ],
+    );
+    // Each is a consumer group on `src`.
+    assert_eq!(
+        items(&call_str(&mut c, &["XINFO", "GROUPS", "src"])).len(),
+        1024
+    );
+}

@@ -15,6 +15,10 @@ use ferrite_db::store::{Store, Value};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+/// The most pipelines a server runs (each costs an observer, a group and a
+/// plan; a client must not be able to create them without bound).
+pub const MAX_PIPELINES: usize = 1024;
+
 /// The commands the engine registers.
 pub fn commands() -> Vec<ExtCommand> {
     vec![
@@ -270,6 +274,11 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
             .get(&c.name)
             .map(|p| (p.def.db, p.source.clone(), p.ephemeral))
     };
+    if old.is_none() && e.state.lock().pipes.len() >= MAX_PIPELINES {
+        return Err(CmdError::err(format!(
+            "too many pipelines (at most {MAX_PIPELINES})"
+        )));
+    }
     if old.is_some() && !c.replace {
         return Err(CmdError::err(format!(
             "pipeline '{}' already exists (PIPELINE.CREATE ... REPLACE replaces it)",

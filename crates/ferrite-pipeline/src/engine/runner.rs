@@ -141,7 +141,27 @@ fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
                     continue;
                 }
             }
-            match epoch(&engine, &shared, &mut session, &job, &mut scratch) {
+            // A panic in an operator (a bug) fails its pipeline, not the
+            // runner: the others go on. Its epoch was not committed (a panic
+            // inside the commit is caught by `cmd::guarded`, which stops
+            // writes, as for any command).
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                epoch(&engine, &shared, &mut session, &job, &mut scratch)
+            }));
+            let outcome = match ran {
+                Ok(o) => o,
+                Err(p) => {
+                    let what = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    fail(&engine, &job, format!("internal error (a panic: {what})"));
+                    scratch = Scratch::default();
+                    Outcome::Idle
+                }
+            };
+            match outcome {
                 Outcome::Idle => {
                     behind.remove(&job.name);
                 }
