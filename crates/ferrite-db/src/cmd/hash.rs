@@ -116,7 +116,7 @@ fn hget(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     a.finish()?;
     Ok(read(ctx, &key)?
         .and_then(|h| h.get(&field))
-        .map_or(Reply::Null, |v| Reply::Bulk(v.clone())))
+        .map_or(Reply::Null, |v| Reply::Bulk(Bytes::copy_from_slice(v))))
 }
 
 fn hmget(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
@@ -128,7 +128,7 @@ fn hmget(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             .iter()
             .map(|f| {
                 h.and_then(|h| h.get(f))
-                    .map_or(Reply::Null, |v| Reply::Bulk(v.clone()))
+                    .map_or(Reply::Null, |v| Reply::Bulk(Bytes::copy_from_slice(v)))
             })
             .collect(),
     ))
@@ -139,7 +139,12 @@ fn hgetall(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     a.finish()?;
     let pairs = read(ctx, &key)?.map_or_else(Vec::new, |h| {
         h.iter()
-            .map(|(f, v)| (Reply::Bulk(f.clone()), Reply::Bulk(v.clone())))
+            .map(|(f, v)| {
+                (
+                    Reply::Bulk(Bytes::copy_from_slice(f)),
+                    Reply::Bulk(Bytes::copy_from_slice(v)),
+                )
+            })
             .collect()
     });
     Ok(Reply::Map(pairs))
@@ -149,7 +154,9 @@ fn hkeys(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     a.finish()?;
     Ok(Reply::Array(read(ctx, &key)?.map_or_else(Vec::new, |h| {
-        h.iter().map(|(f, _)| Reply::Bulk(f.clone())).collect()
+        h.iter()
+            .map(|(f, _)| Reply::Bulk(Bytes::copy_from_slice(f)))
+            .collect()
     })))
 }
 
@@ -157,7 +164,9 @@ fn hvals(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     a.finish()?;
     Ok(Reply::Array(read(ctx, &key)?.map_or_else(Vec::new, |h| {
-        h.iter().map(|(_, v)| Reply::Bulk(v.clone())).collect()
+        h.iter()
+            .map(|(_, v)| Reply::Bulk(Bytes::copy_from_slice(v)))
+            .collect()
     })))
 }
 
@@ -265,7 +274,7 @@ fn hrandfield(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         let r = ctx.store.next_random();
         return Ok(read(ctx, &key)?
             .and_then(|h| h.random_pair(r))
-            .map_or(Reply::Null, |(f, _)| Reply::Bulk(f.clone())));
+            .map_or(Reply::Null, |(f, _)| Reply::Bulk(Bytes::copy_from_slice(f))));
     }
     let count = a.next_bytes()?;
     let count = match parse_i64(&count) {
@@ -317,7 +326,7 @@ fn hrandfield(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let Some(h) = read(ctx, &key)? else {
         return Ok(Reply::Array(Vec::new()));
     };
-    let pairs: Vec<(&Bytes, &Bytes)> = if !draws.is_empty() {
+    let pairs: Vec<(&[u8], &[u8])> = if !draws.is_empty() {
         draws.iter().filter_map(|&r| h.random_pair(r)).collect()
     } else {
         let all: Vec<_> = h.iter().collect();
@@ -331,7 +340,10 @@ fn hrandfield(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     };
     let mut out = Vec::with_capacity(pairs.len() * 2);
     for (f, v) in pairs {
-        let (f, v) = (Reply::Bulk(f.clone()), Reply::Bulk(v.clone()));
+        let (f, v) = (
+            Reply::Bulk(Bytes::copy_from_slice(f)),
+            Reply::Bulk(Bytes::copy_from_slice(v)),
+        );
         match (withvalues, resp3) {
             (false, _) => out.push(f),
             (true, false) => out.extend([f, v]),
@@ -358,8 +370,8 @@ fn hscan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         if !opts.matches(f) {
             return;
         }
-        found.push(Reply::Bulk(f.clone()));
-        found.push(Reply::Bulk(v.clone()));
+        found.push(Reply::Bulk(Bytes::copy_from_slice(f)));
+        found.push(Reply::Bulk(Bytes::copy_from_slice(v)));
     });
     Ok(Reply::Array(vec![
         Reply::bulk_str(&next.to_string()),

@@ -1,6 +1,8 @@
-//! The hash type: field → value. Small hashes are a flat vector in
-//! insertion order (Redis's listpack: `OBJECT ENCODING` says `listpack`,
-//! and HGETALL returns insertion order); larger ones a table.
+//! The hash type: field → value. Small hashes are one flat byte buffer in
+//! insertion order, `[len][field][len][value]...` with one length byte each
+//! (fields and values of a listpack are at most 64 bytes), as Redis's
+//! listpack (`OBJECT ENCODING` says `listpack`, and HGETALL returns
+//! insertion order); larger ones a table.
 //!
 //! Conversion follows Redis 7.0: a hash becomes a table as soon as it holds
 //! more than [`MAX_LISTPACK_ENTRIES`] fields or a field or value longer than
@@ -32,13 +34,90 @@ pub const MAX_LISTPACK_VALUE: usize = 64;
 pub enum Hash {
     /// At most `hash-max-listpack-entries` fields, each field and value at
     /// most `hash-max-listpack-value` bytes, in insertion order.
-    Listpack(Vec<(Bytes, Bytes)>),
+    Listpack(Listpack),
     Table(Table),
 }
 
 impl Default for Hash {
     fn default() -> Self {
-        Hash::Listpack(Vec::new())
+        Hash::Listpack(Listpack::default())
+    }
+}
+
+/// A small hash's pairs in one buffer: per pair a length byte, the field, a
+/// length byte, the value (each at most [`MAX_LISTPACK_VALUE`] bytes, so a
+/// byte holds the length). About 2 bytes of overhead per pair, against two
+/// allocations and 64 bytes of handles for a pair of `Bytes`.
+#[derive(Debug, Clone, Default)]
+pub struct Listpack {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Listpack {
+    /// The pairs, in insertion order, with each pair's offset.
+    fn entries(&self) -> impl Iterator<Item = (usize, &[u8], &[u8])> + '_ {
+        let b = &self.buf;
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            let start = at;
+            let flen = *b.get(at)? as usize;
+            let f = b.get(at + 1..at + 1 + flen)?;
+            let vlen = *b.get(at + 1 + flen)? as usize;
+            let v0 = at + 2 + flen;
+            let v = b.get(v0..v0 + vlen)?;
+            at = v0 + vlen;
+            Some((start, f, v))
+        })
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.entries().map(|(_, f, v)| (f, v))
+    }
+
+    fn find(&self, field: &[u8]) -> Option<(usize, &[u8])> {
+        self.entries()
+            .find(|(_, f, _)| *f == field)
+            .map(|(at, _, v)| (at, v))
+    }
+
+    fn push(&mut self, field: &[u8], value: &[u8]) {
+        self.buf.push(field.len() as u8);
+        self.buf.extend_from_slice(field);
+        self.buf.push(value.len() as u8);
+        self.buf.extend_from_slice(value);
+        self.len += 1;
+    }
+
+    /// Insert or replace (in place); true if the field is new. Both are at
+    /// most [`MAX_LISTPACK_VALUE`] bytes (the caller converts first).
+    fn set(&mut self, field: &[u8], value: &[u8]) -> bool {
+        match self.find(field) {
+            Some((at, old)) => {
+                let v0 = at + 2 + field.len();
+                let v1 = v0 + old.len();
+                self.buf[v0 - 1] = value.len() as u8;
+                self.buf.splice(v0..v1, value.iter().copied());
+                false
+            }
+            None => {
+                self.push(field, value);
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, field: &[u8]) -> bool {
+        let Some((at, v)) = self.find(field) else {
+            return false;
+        };
+        let end = at + 2 + field.len() + v.len();
+        self.buf.drain(at..end);
+        self.len -= 1;
+        if self.len == 0 {
+            self.buf = Vec::new();
+        }
+        true
     }
 }
 
@@ -51,9 +130,9 @@ pub struct Table {
 }
 
 impl Table {
-    fn get(&self, field: &[u8]) -> Option<&Bytes> {
+    fn get(&self, field: &[u8]) -> Option<&[u8]> {
         let &i = self.index.get(field)?;
-        self.slots[i].as_ref().map(|(_, v)| v)
+        self.slots[i].as_ref().map(|(_, v)| v.as_ref())
     }
 
     /// Insert or replace; true if the field is new.
@@ -89,8 +168,11 @@ impl Table {
         true
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
-        self.slots.iter().flatten().map(|(f, v)| (f, v))
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|(f, v)| (f.as_ref(), v.as_ref()))
     }
 }
 
@@ -103,7 +185,7 @@ fn own(b: &Bytes) -> Bytes {
 impl Hash {
     pub fn len(&self) -> usize {
         match self {
-            Hash::Listpack(v) => v.len(),
+            Hash::Listpack(v) => v.len,
             Hash::Table(t) => t.index.len(),
         }
     }
@@ -120,9 +202,9 @@ impl Hash {
         }
     }
 
-    pub fn get(&self, field: &[u8]) -> Option<&Bytes> {
+    pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
         match self {
-            Hash::Listpack(v) => v.iter().find(|(f, _)| f == field).map(|(_, v)| v),
+            Hash::Listpack(v) => v.find(field).map(|(_, v)| v),
             Hash::Table(t) => t.get(field),
         }
     }
@@ -141,12 +223,10 @@ impl Hash {
         }
         match self {
             Hash::Listpack(v) => {
-                if let Some((_, old)) = v.iter_mut().find(|(f, _)| f == field) {
-                    *old = own(value);
+                if !v.set(field, value) {
                     return false;
                 }
-                v.push((own(field), own(value)));
-                if v.len() > MAX_LISTPACK_ENTRIES {
+                if v.len > MAX_LISTPACK_ENTRIES {
                     self.convert();
                 }
                 true
@@ -158,13 +238,7 @@ impl Hash {
     /// Remove `field`; whether it was there. A table stays a table.
     pub fn remove(&mut self, field: &[u8]) -> bool {
         match self {
-            Hash::Listpack(v) => match v.iter().position(|(f, _)| f == field) {
-                Some(i) => {
-                    v.remove(i);
-                    true
-                }
-                None => false,
-            },
+            Hash::Listpack(v) => v.remove(field),
             Hash::Table(t) => t.remove(field),
         }
     }
@@ -173,31 +247,30 @@ impl Hash {
     fn convert(&mut self) {
         if let Hash::Listpack(v) = self {
             let mut t = Table::default();
-            for (f, val) in v.drain(..) {
-                t.set(f, val);
+            for (f, val) in v.iter() {
+                t.set(Bytes::copy_from_slice(f), Bytes::copy_from_slice(val));
             }
             *self = Hash::Table(t);
         }
     }
 
     /// Every pair: insertion order for a listpack, slot order for a table.
-    pub fn iter(&self) -> Box<dyn Iterator<Item = (&Bytes, &Bytes)> + '_> {
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
         match self {
-            Hash::Listpack(v) => Box::new(v.iter().map(|(f, v)| (f, v))),
+            Hash::Listpack(v) => Box::new(v.iter()),
             Hash::Table(t) => Box::new(t.iter()),
         }
     }
 
     /// One pair chosen by `random` (any u64): uniform over the pairs.
     /// `None` only for an empty hash.
-    pub fn random_pair(&self, random: u64) -> Option<(&Bytes, &Bytes)> {
+    pub fn random_pair(&self, random: u64) -> Option<(&[u8], &[u8])> {
         match self {
             Hash::Listpack(v) => {
-                if v.is_empty() {
+                if v.len == 0 {
                     return None;
                 }
-                v.get((random % v.len() as u64) as usize)
-                    .map(|(f, v)| (f, v))
+                v.iter().nth((random % v.len as u64) as usize)
             }
             Hash::Table(t) => {
                 if t.index.is_empty() {
@@ -210,7 +283,7 @@ impl Hash {
                 let mut r = random;
                 for _ in 0..8 {
                     if let Some((f, v)) = &t.slots[(r % n) as usize] {
-                        return Some((f, v));
+                        return Some((f.as_ref(), v.as_ref()));
                     }
                     r = r.rotate_right(17).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
                 }
@@ -222,10 +295,10 @@ impl Hash {
     /// HSCAN: from `cursor`, visit up to `count` slots of a table and return
     /// the next cursor (0 = done). A listpack is visited whole and the
     /// cursor is 0, whatever `cursor` was (as Redis does).
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&Bytes, &Bytes)) -> u64 {
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &[u8])) -> u64 {
         match self {
             Hash::Listpack(v) => {
-                for (k, val) in v {
+                for (k, val) in v.iter() {
                     f(k, val);
                 }
                 0
@@ -252,8 +325,8 @@ impl Hash {
     pub fn memory_usage(&self) -> usize {
         let data: usize = self.iter().map(|(f, v)| f.len() + v.len()).sum();
         match self {
-            // A listpack entry costs a few bytes of header per element.
-            Hash::Listpack(v) => 16 + data + v.len() * 4,
+            // A length byte per field and value, and the buffer's slack.
+            Hash::Listpack(v) => 32 + v.buf.capacity(),
             // Two Bytes handles per slot plus the index's entry.
             Hash::Table(t) => 64 + data + t.slots.len() * 64 + t.index.len() * 48,
         }
@@ -279,7 +352,7 @@ impl Hash {
         let kind = take(r, 1)?[0];
         let n = get_varint(r)?;
         let mut h = match kind {
-            0 => Hash::Listpack(Vec::new()),
+            0 => Hash::Listpack(Listpack::default()),
             1 => Hash::Table(Table::default()),
             k => return Err(format!("unknown hash encoding {k}")),
         };
@@ -343,7 +416,10 @@ mod tests {
         assert!(h.set(&b("b"), &b("1")));
         assert!(h.set(&b("a"), &b("2")));
         assert!(!h.set(&b("b"), &b("3")));
-        let pairs: Vec<_> = h.iter().map(|(f, v)| (f.clone(), v.clone())).collect();
+        let pairs: Vec<_> = h
+            .iter()
+            .map(|(f, v)| (Bytes::copy_from_slice(f), Bytes::copy_from_slice(v)))
+            .collect();
         assert_eq!(pairs, vec![(b("b"), b("3")), (b("a"), b("2"))]);
         assert_eq!(h.encoding(), "listpack");
 
@@ -410,7 +486,7 @@ mod tests {
         let mut cursor = 0;
         loop {
             cursor = h.scan(cursor, 7, |f, _| {
-                seen.insert(f.clone());
+                seen.insert(f.to_vec());
             });
             if cursor == 0 {
                 break;
@@ -422,5 +498,35 @@ mod tests {
                 .random_pair(r.wrapping_mul(0x1234_5678_9abc_def1))
                 .is_some());
         }
+    }
+
+    #[test]
+    fn flat_listpack_replaces_and_removes_in_place() {
+        let mut h = Hash::default();
+        for (f, v) in [("a", "1"), ("bb", "22"), ("c", "333")] {
+            assert!(h.set(&b(f), &b(v)));
+        }
+        // A longer and a shorter value, and an empty one, keep their place.
+        assert!(!h.set(&b("bb"), &b("a much longer value")));
+        assert!(!h.set(&b("a"), &b("")));
+        assert_eq!(h.get(b"bb"), Some(&b"a much longer value"[..]));
+        assert_eq!(h.get(b"a"), Some(&b""[..]));
+        assert!(h.remove(b"bb"));
+        assert!(!h.remove(b"bb"));
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+            h.iter().map(|(f, v)| (f.to_vec(), v.to_vec())).collect();
+        assert_eq!(
+            pairs,
+            vec![(b"a".to_vec(), vec![]), (b"c".to_vec(), b"333".to_vec())]
+        );
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.random_pair(1), Some((&b"c"[..], &b"333"[..])));
+        // A 64-byte value stays in the listpack; 65 converts.
+        assert!(h.set(&b("x"), &Bytes::from(vec![b'v'; 64])));
+        assert_eq!(h.encoding(), "listpack");
+        assert!(h.set(&b("y"), &Bytes::from(vec![b'v'; 65])));
+        assert_eq!(h.encoding(), "hashtable");
+        assert_eq!(h.get(b"c"), Some(&b"333"[..]));
+        assert_eq!(h.len(), 4);
     }
 }
