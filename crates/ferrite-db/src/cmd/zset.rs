@@ -103,13 +103,13 @@ fn lex_range(min: &[u8], max: &[u8]) -> Result<LexRange, CmdError> {
 
 /// Members (with scores if `withscores`): RESP2 flat, RESP3 `[member, score]` pairs.
 fn members_reply<'a>(
-    it: impl Iterator<Item = (f64, &'a Bytes)>,
+    it: impl Iterator<Item = (f64, &'a [u8])>,
     withscores: bool,
     resp3: bool,
 ) -> Reply {
     let mut out = Vec::new();
     for (s, m) in it {
-        let m = Reply::Bulk(m.clone());
+        let m = Reply::Bulk(Bytes::copy_from_slice(m));
         match (withscores, resp3) {
             (false, _) => out.push(m),
             (true, false) => out.extend([m, Reply::Double(s)]),
@@ -517,7 +517,7 @@ fn zremrangebyscore(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     read(ctx, &key)?;
     Ok(zremrange(ctx, key, |z| {
         z.range_by_score(&r, false)
-            .map(|(_, m)| m.clone())
+            .map(|(_, m)| Bytes::copy_from_slice(m))
             .collect()
     }))
 }
@@ -527,7 +527,9 @@ fn zremrangebylex(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let r = lex_range(&a.next_bytes()?, &a.next_bytes()?)?;
     read(ctx, &key)?;
     Ok(zremrange(ctx, key, |z| {
-        z.range_by_lex(&r, false).map(|(_, m)| m.clone()).collect()
+        z.range_by_lex(&r, false)
+            .map(|(_, m)| Bytes::copy_from_slice(m))
+            .collect()
     }))
 }
 
@@ -541,7 +543,7 @@ fn zremrangebyrank(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 .iter()
                 .skip(s)
                 .take(e - s + 1)
-                .map(|(_, m)| m.clone())
+                .map(|(_, m)| Bytes::copy_from_slice(m))
                 .collect(),
             None => Vec::new(),
         }
@@ -608,7 +610,7 @@ fn zrandmember(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         let r = ctx.store.next_random();
         return Ok(read(ctx, &key)?
             .and_then(|z| z.random(r))
-            .map_or(Reply::Null, |(_, m)| Reply::Bulk(m.clone())));
+            .map_or(Reply::Null, |(_, m)| Reply::Bulk(Bytes::copy_from_slice(m))));
     }
     let count = match parse_i64(&a.next_bytes()?) {
         Some(n) if n != i64::MIN => n,
@@ -662,7 +664,7 @@ fn zrandmember(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let Some(z) = read(ctx, &key)? else {
         return Ok(Reply::Array(Vec::new()));
     };
-    let all: Vec<(f64, &Bytes)> = z.iter().collect();
+    let all: Vec<(f64, &[u8])> = z.iter().collect();
     Ok(members_reply(
         idx.into_iter().filter_map(|i| all.get(i).copied()),
         withscores,
@@ -685,7 +687,7 @@ fn zscan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let mut found = Vec::new();
     let next = z.scan(cursor, opts.count, |m, s| {
         if opts.matches(m) {
-            found.push(Reply::Bulk(m.clone()));
+            found.push(Reply::Bulk(Bytes::copy_from_slice(m)));
             found.push(Reply::bulk_str(&format_double(s)));
         }
     });

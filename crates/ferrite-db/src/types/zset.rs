@@ -52,7 +52,7 @@ impl Ord for Score {
 pub enum ZSet {
     /// Sorted by (score, member); at most `zset-max-listpack-entries`
     /// members of at most `zset-max-listpack-value` bytes.
-    Listpack(Vec<(Score, Bytes)>),
+    Listpack(Listpack),
     Skiplist {
         scores: Slots<Score>,
         order: BTreeSet<(Score, Bytes)>,
@@ -61,7 +61,108 @@ pub enum ZSet {
 
 impl Default for ZSet {
     fn default() -> Self {
-        ZSet::Listpack(Vec::new())
+        ZSet::Listpack(Listpack::default())
+    }
+}
+
+/// A small sorted set's entries in (score, member) order in one buffer,
+/// each `score (8 bytes LE) | len | member | len` (members are at most
+/// [`MAX_LISTPACK_VALUE`] bytes, so a byte holds the length; the trailing
+/// copy lets the buffer be walked backwards, as Redis's listpack `backlen`).
+#[derive(Debug, Clone, Default)]
+pub struct Listpack {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// Walks a [`Listpack`] from both ends.
+pub struct LpIter<'a> {
+    buf: &'a [u8],
+    front: usize,
+    back: usize,
+}
+
+impl<'a> Iterator for LpIter<'a> {
+    type Item = (f64, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.front >= self.back {
+            return None;
+        }
+        let p = self.front;
+        let mut bits = [0u8; 8];
+        bits.copy_from_slice(self.buf.get(p..p + 8)?);
+        let n = *self.buf.get(p + 8)? as usize;
+        let m = self.buf.get(p + 9..p + 9 + n)?;
+        self.front = p + 10 + n;
+        Some((f64::from_bits(u64::from_le_bytes(bits)), m))
+    }
+}
+
+impl DoubleEndedIterator for LpIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.back <= self.front {
+            return None;
+        }
+        let e = self.back;
+        let n = *self.buf.get(e.checked_sub(1)?)? as usize;
+        let p = e.checked_sub(10 + n)?;
+        let mut bits = [0u8; 8];
+        bits.copy_from_slice(self.buf.get(p..p + 8)?);
+        let m = self.buf.get(p + 9..p + 9 + n)?;
+        self.back = p;
+        Some((f64::from_bits(u64::from_le_bytes(bits)), m))
+    }
+}
+
+impl Listpack {
+    fn iter(&self) -> LpIter<'_> {
+        LpIter {
+            buf: &self.buf,
+            front: 0,
+            back: self.buf.len(),
+        }
+    }
+
+    /// Entries with their offsets, in order.
+    fn offsets(&self) -> impl Iterator<Item = (usize, f64, &[u8])> + '_ {
+        let mut at = 0usize;
+        let mut it = self.iter();
+        std::iter::from_fn(move || {
+            let (s, m) = it.next()?;
+            let start = at;
+            at += 10 + m.len();
+            Some((start, s, m))
+        })
+    }
+
+    fn find(&self, member: &[u8]) -> Option<(usize, usize, f64)> {
+        self.offsets()
+            .enumerate()
+            .find(|(_, (_, _, m))| *m == member)
+            .map(|(i, (at, s, _))| (i, at, s))
+    }
+
+    fn remove_at(&mut self, at: usize, mlen: usize) {
+        self.buf.drain(at..at + 10 + mlen);
+        self.len -= 1;
+        if self.len == 0 {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Inserts in (score, member) order (the member is not present).
+    fn insert(&mut self, score: f64, member: &[u8]) {
+        let at = self
+            .offsets()
+            .find(|(_, s, m)| (Score(*s), *m) >= (Score(score), member))
+            .map_or(self.buf.len(), |(at, _, _)| at);
+        let mut e = Vec::with_capacity(10 + member.len());
+        e.extend_from_slice(&score.to_bits().to_le_bytes());
+        e.push(member.len() as u8);
+        e.extend_from_slice(member);
+        e.push(member.len() as u8);
+        self.buf.splice(at..at, e);
+        self.len += 1;
     }
 }
 
@@ -163,13 +264,13 @@ impl ZSet {
                 order: BTreeSet::new(),
             }
         } else {
-            ZSet::Listpack(Vec::new())
+            ZSet::Listpack(Listpack::default())
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
-            ZSet::Listpack(v) => v.len(),
+            ZSet::Listpack(v) => v.len,
             ZSet::Skiplist { scores, .. } => scores.len(),
         }
     }
@@ -188,7 +289,7 @@ impl ZSet {
 
     pub fn score(&self, member: &[u8]) -> Option<f64> {
         match self {
-            ZSet::Listpack(v) => v.iter().find(|(_, m)| m == member).map(|(s, _)| s.0),
+            ZSet::Listpack(v) => v.find(member).map(|(_, _, s)| s),
             ZSet::Skiplist { scores, .. } => scores.get(member).map(|s| s.0),
         }
     }
@@ -198,16 +299,14 @@ impl ZSet {
     pub fn set(&mut self, member: &[u8], score: f64) -> bool {
         if let ZSet::Listpack(v) = self {
             // A listpack keeps the score's text: -0 reads back as 0.
-            let score = Score(score + 0.0);
-            if let Some(i) = v.iter().position(|(_, m)| m == member) {
-                let (_, m) = v.remove(i);
-                let at = v.partition_point(|e| (e.0, &e.1[..]) < (score, member));
-                v.insert(at, (score, m));
+            let score = score + 0.0;
+            if let Some((_, at, _)) = v.find(member) {
+                v.remove_at(at, member.len());
+                v.insert(score, member);
                 return false;
             }
-            if v.len() < MAX_LISTPACK_ENTRIES && member.len() <= MAX_LISTPACK_VALUE {
-                let at = v.partition_point(|e| (e.0, &e.1[..]) < (score, member));
-                v.insert(at, (score, own(member)));
+            if v.len < MAX_LISTPACK_ENTRIES && member.len() <= MAX_LISTPACK_VALUE {
+                v.insert(score, member);
                 return true;
             }
             self.convert();
@@ -234,9 +333,9 @@ impl ZSet {
 
     pub fn remove(&mut self, member: &[u8]) -> bool {
         match self {
-            ZSet::Listpack(v) => match v.iter().position(|(_, m)| m == member) {
-                Some(i) => {
-                    v.remove(i);
+            ZSet::Listpack(v) => match v.find(member) {
+                Some((_, at, _)) => {
+                    v.remove_at(at, member.len());
                     true
                 }
                 None => false,
@@ -255,26 +354,27 @@ impl ZSet {
         if let ZSet::Listpack(v) = self {
             let mut scores = Slots::default();
             let mut order = BTreeSet::new();
-            for (s, m) in v.drain(..) {
-                scores.insert(m.clone(), s);
-                order.insert((s, m));
+            for (s, m) in v.iter() {
+                let m = own(m);
+                scores.insert(m.clone(), Score(s));
+                order.insert((Score(s), m));
             }
             *self = ZSet::Skiplist { scores, order };
         }
     }
 
     /// Members in (score, member) order; `.rev()` for descending.
-    pub fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = (f64, &Bytes)> + '_> {
+    pub fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = (f64, &[u8])> + '_> {
         match self {
-            ZSet::Listpack(v) => Box::new(v.iter().map(|(s, m)| (s.0, m))),
-            ZSet::Skiplist { order, .. } => Box::new(order.iter().map(|(s, m)| (s.0, m))),
+            ZSet::Listpack(v) => Box::new(v.iter()),
+            ZSet::Skiplist { order, .. } => Box::new(order.iter().map(|(s, m)| (s.0, m.as_ref()))),
         }
     }
 
     /// `member`'s 0-based rank in ascending order.
     pub fn rank(&self, member: &[u8]) -> Option<usize> {
         match self {
-            ZSet::Listpack(v) => v.iter().position(|(_, m)| m == member),
+            ZSet::Listpack(v) => v.find(member).map(|(i, _, _)| i),
             ZSet::Skiplist { scores, order } => {
                 let s = *scores.get(member)?;
                 Some(order.range(..(s, own(member))).count())
@@ -287,7 +387,7 @@ impl ZSet {
         &'a self,
         r: &ScoreRange,
         rev: bool,
-    ) -> Box<dyn Iterator<Item = (f64, &'a Bytes)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (f64, &'a [u8])> + 'a> {
         if !r.possible() {
             return Box::new(std::iter::empty());
         }
@@ -315,7 +415,7 @@ impl ZSet {
         &'a self,
         r: &'a LexRange,
         rev: bool,
-    ) -> Box<dyn Iterator<Item = (f64, &'a Bytes)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (f64, &'a [u8])> + 'a> {
         if rev {
             Box::new(
                 self.iter()
@@ -336,11 +436,15 @@ impl ZSet {
     pub fn pop(&mut self, max: bool) -> Option<(f64, Bytes)> {
         match self {
             ZSet::Listpack(v) => {
-                if v.is_empty() {
-                    return None;
-                }
-                let (s, m) = if max { v.pop()? } else { v.remove(0) };
-                Some((s.0, m))
+                let (s, m) = if max {
+                    v.iter().next_back()?
+                } else {
+                    v.iter().next()?
+                };
+                let (s, m) = (s, Bytes::copy_from_slice(m));
+                let at = if max { v.buf.len() - 10 - m.len() } else { 0 };
+                v.remove_at(at, m.len());
+                Some((s, m))
             }
             ZSet::Skiplist { scores, order } => {
                 let (s, m) = if max {
@@ -355,22 +459,20 @@ impl ZSet {
     }
 
     /// One member chosen by `random` (any u64), uniformly.
-    pub fn random(&self, random: u64) -> Option<(f64, &Bytes)> {
+    pub fn random(&self, random: u64) -> Option<(f64, &[u8])> {
         match self {
-            ZSet::Listpack(v) if v.is_empty() => None,
-            ZSet::Listpack(v) => v
-                .get((random % v.len() as u64) as usize)
-                .map(|(s, m)| (s.0, m)),
-            ZSet::Skiplist { scores, .. } => scores.random(random).map(|(m, s)| (s.0, m)),
+            ZSet::Listpack(v) if v.len == 0 => None,
+            ZSet::Listpack(v) => v.iter().nth((random % v.len as u64) as usize),
+            ZSet::Skiplist { scores, .. } => scores.random(random).map(|(m, s)| (s.0, m.as_ref())),
         }
     }
 
     /// ZSCAN: a listpack is visited whole and the cursor is 0 (as Redis).
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&Bytes, f64)) -> u64 {
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], f64)) -> u64 {
         match self {
             ZSet::Listpack(v) => {
-                for (s, m) in v {
-                    f(m, s.0);
+                for (s, m) in v.iter() {
+                    f(m, s);
                 }
                 0
             }
@@ -380,9 +482,12 @@ impl ZSet {
 
     /// An estimate of the bytes this sorted set occupies (INFO memory).
     pub fn memory_usage(&self) -> usize {
+        if let ZSet::Listpack(v) = self {
+            return 32 + v.buf.capacity();
+        }
         let data: usize = self.iter().map(|(_, m)| m.len()).sum();
         match self {
-            ZSet::Listpack(v) => 16 + data + v.len() * 12,
+            ZSet::Listpack(_) => 0,
             ZSet::Skiplist { scores, .. } => 96 + data + scores.capacity() * 48 + self.len() * 96,
         }
     }
@@ -406,7 +511,7 @@ impl ZSet {
         let kind = take(r, 1)?[0];
         let n = get_varint(r)?;
         let mut z = match kind {
-            0 => ZSet::Listpack(Vec::new()),
+            0 => ZSet::Listpack(Listpack::default()),
             1 => ZSet::new_for(&[0u8; MAX_LISTPACK_VALUE + 1]),
             k => return Err(format!("unknown sorted set encoding {k}")),
         };
@@ -666,11 +771,11 @@ mod tests {
             assert!(z.set(format!("m{i}").as_bytes(), (i % 7) as f64));
         }
         assert_eq!(z.encoding(), "listpack");
-        let before: Vec<_> = z.iter().map(|(s, m)| (s, m.clone())).collect();
+        let before: Vec<_> = z.iter().map(|(s, m)| (s, m.to_vec())).collect();
         assert!(z.set(b"x", 1.0));
         assert_eq!(z.encoding(), "skiplist");
         assert!(z.remove(b"x"));
-        let after: Vec<_> = z.iter().map(|(s, m)| (s, m.clone())).collect();
+        let after: Vec<_> = z.iter().map(|(s, m)| (s, m.to_vec())).collect();
         assert_eq!(before, after);
         assert_eq!(z.rank(b"m0"), Some(0));
         let mut z = ZSet::new_for(b"a");
@@ -693,8 +798,8 @@ mod tests {
             let d = ZSet::decode(&mut r).unwrap();
             assert_eq!(r, &[9]);
             assert_eq!(d.encoding(), z.encoding());
-            let a: Vec<_> = z.iter().map(|(s, m)| (s.to_bits(), m.clone())).collect();
-            let b: Vec<_> = d.iter().map(|(s, m)| (s.to_bits(), m.clone())).collect();
+            let a: Vec<_> = z.iter().map(|(s, m)| (s.to_bits(), m.to_vec())).collect();
+            let b: Vec<_> = d.iter().map(|(s, m)| (s.to_bits(), m.to_vec())).collect();
             assert_eq!(a, b);
             for cut in 0..out.len() - 1 {
                 let mut r = &out[..cut];
@@ -705,5 +810,38 @@ mod tests {
         nan.extend_from_slice(&f64::NAN.to_bits().to_le_bytes());
         nan.extend_from_slice(&[1, b'a']);
         assert!(ZSet::decode(&mut &nan[..]).is_err());
+    }
+
+    #[test]
+    fn flat_listpack_orders_walks_both_ways_and_pops() {
+        let mut z = ZSet::default();
+        for (m, sc) in [("b", 2.0), ("a", 2.0), ("c", 1.0), ("zz", -0.0), ("d", 3.5)] {
+            assert!(z.set(m.as_bytes(), sc));
+        }
+        let fwd: Vec<(f64, Vec<u8>)> = z.iter().map(|(s, m)| (s, m.to_vec())).collect();
+        let want: Vec<(f64, Vec<u8>)> =
+            [(0.0, "zz"), (1.0, "c"), (2.0, "a"), (2.0, "b"), (3.5, "d")]
+                .iter()
+                .map(|(s, m)| (*s, m.as_bytes().to_vec()))
+                .collect();
+        assert_eq!(fwd, want);
+        // -0 is stored as 0 in a listpack (Redis keeps the score's text).
+        assert!(z
+            .score(b"zz")
+            .is_some_and(|s| s.to_bits() == 0f64.to_bits()));
+        let rev: Vec<(f64, Vec<u8>)> = z.iter().rev().map(|(s, m)| (s, m.to_vec())).collect();
+        assert_eq!(rev, want.iter().rev().cloned().collect::<Vec<_>>());
+        // A score change moves the member; rank follows.
+        assert!(!z.set(b"c", 9.0));
+        assert_eq!(z.rank(b"c"), Some(4));
+        assert_eq!(z.pop(true), Some((9.0, Bytes::from_static(b"c"))));
+        assert_eq!(z.pop(false), Some((0.0, Bytes::from_static(b"zz"))));
+        assert!(z.remove(b"a"));
+        assert_eq!(z.len(), 2);
+        assert_eq!(
+            z.random(1).map(|(s, m)| (s, m.to_vec())),
+            Some((3.5, b"d".to_vec()))
+        );
+        assert_eq!(z.encoding(), "listpack");
     }
 }
