@@ -139,12 +139,10 @@ pub struct Atomic<'a> {
 }
 
 impl Atomic<'_> {
-    /// Run one command line (blocking commands reply as inside MULTI).
-    pub fn call(&mut self, argv: Vec<Bytes>) -> Reply {
-        if argv.is_empty() {
-            return Reply::Null;
-        }
-        let mut ctx = cmd::Ctx {
+    /// A command context on the locked store, as a command of this
+    /// session's client would see it.
+    fn ctx(&mut self) -> cmd::Ctx<'_> {
+        cmd::Ctx {
             store: &mut *self.store,
             client: &mut *self.client,
             shared: self.shared,
@@ -153,7 +151,15 @@ impl Atomic<'_> {
             block: None,
             propagate: None,
             parsed: None,
-        };
+        }
+    }
+
+    /// Run one command line (blocking commands reply as inside MULTI).
+    pub fn call(&mut self, argv: Vec<Bytes>) -> Reply {
+        if argv.is_empty() {
+            return Reply::Null;
+        }
+        let mut ctx = self.ctx();
         let reply = match cmd::dispatch(&mut ctx, argv) {
             cmd::Dispatch::Reply(r) | cmd::Dispatch::Block(_, r) => r,
         };
@@ -180,16 +186,7 @@ impl Atomic<'_> {
             approx,
             limit: None,
         });
-        let mut ctx = cmd::Ctx {
-            store: &mut *self.store,
-            client: &mut *self.client,
-            shared: self.shared,
-            now_ms: self.now_ms,
-            in_exec: false,
-            block: None,
-            propagate: None,
-            parsed: None,
-        };
+        let mut ctx = self.ctx();
         let r = cmd::stream::append(
             &mut ctx,
             key,

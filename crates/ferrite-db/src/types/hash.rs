@@ -22,6 +22,7 @@
 
 pub mod long_double;
 
+use super::codec::{get_varint, put_varint, take};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -367,39 +368,6 @@ impl Hash {
         }
         Ok(h)
     }
-}
-
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-    if r.len() < n {
-        return Err(format!("hash truncated: need {n} bytes, {} left", r.len()));
-    }
-    let (head, tail) = r.split_at(n);
-    *r = tail;
-    Ok(head)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(r: &mut &[u8]) -> Result<u64, String> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = take(r, 1)?[0];
-        let bits = u64::from(b & 0x7f);
-        if shift == 63 && bits > 1 {
-            return Err("hash varint overflows".into());
-        }
-        v |= bits << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("hash varint too long".into())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! length (varint) and its bytes. [`List::decode`] checks every length
 //! against the bytes left and never allocates more than they can hold.
 
+use super::codec::{get_varint, put_varint, take};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -209,35 +210,6 @@ impl List {
         }
         Ok(List { items })
     }
-}
-
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-    if r.len() < n {
-        return Err(format!("list truncated: need {n} bytes, {} left", r.len()));
-    }
-    let (head, tail) = r.split_at(n);
-    *r = tail;
-    Ok(head)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(r: &mut &[u8]) -> Result<u64, String> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = take(r, 1)?[0];
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("list varint too long".into())
 }
 
 #[cfg(test)]

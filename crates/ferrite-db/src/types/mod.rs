@@ -9,6 +9,7 @@ use ferrite_streams::snapshot::{put_bytes, Reader, SnapshotState};
 use ferrite_streams::{BlockCache, Stream};
 use std::sync::Arc;
 
+mod codec;
 pub mod hash;
 pub mod list;
 pub mod set;

@@ -19,6 +19,7 @@
 //! re-applies the conversion rule (an intset snapshot holding a non-integer
 //! or too many members becomes a table).
 
+use super::codec::{get_varint, put_varint, take};
 use crate::args::parse_i64;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -305,39 +306,6 @@ impl Set {
         }
         Ok(s)
     }
-}
-
-pub(crate) fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-    if r.len() < n {
-        return Err(format!("value truncated: need {n} bytes, {} left", r.len()));
-    }
-    let (head, tail) = r.split_at(n);
-    *r = tail;
-    Ok(head)
-}
-
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-pub(crate) fn get_varint(r: &mut &[u8]) -> Result<u64, String> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = take(r, 1)?[0];
-        let bits = u64::from(b & 0x7f);
-        if shift == 63 && bits > 1 {
-            return Err("varint overflows".into());
-        }
-        v |= bits << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("varint too long".into())
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@
 //! length, refuses NaN scores and duplicates, and re-applies the
 //! conversion rule.
 
-use super::set::{get_varint, put_varint, take, Slots};
+use super::codec::{get_varint, put_varint, take};
+use super::set::Slots;
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
