@@ -276,26 +276,7 @@ fn hrandfield(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             .and_then(|h| h.random_pair(r))
             .map_or(Reply::Null, |(f, _)| Reply::Bulk(Bytes::copy_from_slice(f))));
     }
-    let count = a.next_bytes()?;
-    let count = match parse_i64(&count) {
-        Some(n) if n != i64::MIN => n,
-        Some(_) => {
-            return Err(CmdError::err(format!(
-                "value is out of range, value must between {} and {}",
-                -i64::MAX,
-                i64::MAX
-            )))
-        }
-        None => return Err(CmdError::NotInteger),
-    };
-    let withvalues = match a.remaining() {
-        0 => false,
-        1 if a.eat("WITHVALUES") => true,
-        _ => return Err(CmdError::Syntax),
-    };
-    if withvalues && !(-i64::MAX / 2..=i64::MAX / 2).contains(&count) {
-        return Err(CmdError::err("value is out of range"));
-    }
+    let (count, withvalues) = random_count(a, "WITHVALUES")?;
     let resp3 = ctx.client.resp >= 3;
     let Some(len) = read(ctx, &key)?.map(|h| h.len() as u64) else {
         return Ok(Reply::Array(Vec::new()));
@@ -377,4 +358,30 @@ fn hscan(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         Reply::bulk_str(&next.to_string()),
         Reply::Array(found),
     ]))
+}
+
+/// HRANDFIELD's and ZRANDMEMBER's `count [WITH...]`, checked in Redis's
+/// order: the count (not i64::MIN), the option, then a count that the
+/// doubled reply could not hold.
+pub(crate) fn random_count(a: &mut Args, with: &str) -> Result<(i64, bool), CmdError> {
+    let count = match parse_i64(&a.next_bytes()?) {
+        Some(n) if n != i64::MIN => n,
+        Some(_) => {
+            return Err(CmdError::err(format!(
+                "value is out of range, value must between {} and {}",
+                -i64::MAX,
+                i64::MAX
+            )))
+        }
+        None => return Err(CmdError::NotInteger),
+    };
+    let with = match a.remaining() {
+        0 => false,
+        1 if a.eat(with) => true,
+        _ => return Err(CmdError::Syntax),
+    };
+    if with && !(-i64::MAX / 2..=i64::MAX / 2).contains(&count) {
+        return Err(CmdError::err("value is out of range"));
+    }
+    Ok((count, with))
 }

@@ -612,25 +612,7 @@ fn zrandmember(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             .and_then(|z| z.random(r))
             .map_or(Reply::Null, |(_, m)| Reply::Bulk(Bytes::copy_from_slice(m))));
     }
-    let count = match parse_i64(&a.next_bytes()?) {
-        Some(n) if n != i64::MIN => n,
-        Some(_) => {
-            return Err(CmdError::err(format!(
-                "value is out of range, value must between {} and {}",
-                -i64::MAX,
-                i64::MAX
-            )))
-        }
-        None => return Err(CmdError::NotInteger),
-    };
-    let withscores = match a.remaining() {
-        0 => false,
-        1 if a.eat("WITHSCORES") => true,
-        _ => return Err(CmdError::Syntax),
-    };
-    if withscores && !(-i64::MAX / 2..=i64::MAX / 2).contains(&count) {
-        return Err(CmdError::err("value is out of range"));
-    }
+    let (count, withscores) = super::hash::random_count(a, "WITHSCORES")?;
     let resp3 = ctx.client.resp >= 3;
     let Some(len) = read(ctx, &key)?.map(|z| z.len() as u64) else {
         return Ok(Reply::Array(Vec::new()));
