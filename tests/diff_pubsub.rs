@@ -14,6 +14,7 @@ diff_tests! {
     notify_expired => "pubsub/notify_expired.txt",
     notify_string => "pubsub/notify_string.txt",
     notify_hash => "pubsub/notify_hash.txt",
+    notify_list => "pubsub/notify_list.txt",
     notify_stream => "pubsub/notify_stream.txt",
     notify_resp3 => "pubsub/notify_resp3.txt",
 }

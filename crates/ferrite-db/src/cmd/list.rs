@@ -22,6 +22,7 @@
 use super::{BlockRequest, Ctx, Handler};
 use crate::args::Args;
 use crate::error::CmdError;
+use crate::pubsub::{NOTIFY_GENERIC, NOTIFY_LIST};
 use crate::reply::Reply;
 use crate::store::{BlockedCommand, Db, Value};
 use crate::types::hash::long_double::Ld;
@@ -133,6 +134,7 @@ fn push(ctx: &mut Ctx, a: &mut Args, end: End, only_existing: bool) -> Result<Re
     }
     let len = l.len();
     ctx.touch(&key);
+    ctx.notify(NOTIFY_LIST, push_event(end), &key);
     Ok(Reply::Int(len as i64))
 }
 
@@ -150,6 +152,26 @@ fn lpushx(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 
 fn rpushx(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     push(ctx, a, End::Right, true)
+}
+
+/// The pop event of `end` and, if the pop emptied the key (it is gone),
+/// `del` (Redis's order).
+fn notify_pop(ctx: &mut Ctx, end: End, key: &Bytes) {
+    let ev = match end {
+        End::Left => "lpop",
+        End::Right => "rpop",
+    };
+    ctx.notify(NOTIFY_LIST, ev, key);
+    if !ctx.db().contains(key) {
+        ctx.notify(NOTIFY_GENERIC, "del", key);
+    }
+}
+
+fn push_event(end: End) -> &'static str {
+    match end {
+        End::Left => "lpush",
+        End::Right => "rpush",
+    }
 }
 
 // ---- pops ----
@@ -187,6 +209,7 @@ fn pop(ctx: &mut Ctx, a: &mut Args, end: End, name: &str) -> Result<Reply, CmdEr
     };
     drop_if_empty(db, &key);
     ctx.touch(&key);
+    notify_pop(ctx, end, &key);
     Ok(reply)
 }
 
@@ -321,6 +344,7 @@ fn lset(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         .ok_or_else(|| CmdError::err("index out of range"))?;
     l.items[i] = value;
     ctx.touch(&key);
+    ctx.notify(NOTIFY_LIST, "lset", &key);
     Ok(Reply::ok())
 }
 
@@ -339,6 +363,10 @@ fn lrem(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     } else {
         drop_if_empty(db, &key);
         ctx.touch(&key);
+        ctx.notify(NOTIFY_LIST, "lrem", &key);
+        if !ctx.db().contains(&key) {
+            ctx.notify(NOTIFY_GENERIC, "del", &key);
+        }
     }
     Ok(Reply::Int(removed as i64))
 }
@@ -356,6 +384,10 @@ fn ltrim(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     drop_if_empty(db, &key);
     // Redis signals the key even when nothing was removed.
     ctx.touch(&key);
+    ctx.notify(NOTIFY_LIST, "ltrim", &key);
+    if !ctx.db().contains(&key) {
+        ctx.notify(NOTIFY_GENERIC, "del", &key);
+    }
     Ok(Reply::ok())
 }
 
@@ -380,6 +412,7 @@ fn linsert(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     }
     let len = l.len();
     ctx.touch(&key);
+    ctx.notify(NOTIFY_LIST, "linsert", &key);
     Ok(Reply::Int(len as i64))
 }
 
@@ -433,6 +466,10 @@ fn do_move(ctx: &mut Ctx, src: Bytes, dst: Bytes, from: End, to: End) -> Result<
         Some(v) => {
             ctx.touch(&src);
             ctx.touch(&dst);
+            // Redis: the push on the destination, then the pop (and a
+            // `del` if it emptied the source).
+            ctx.notify(NOTIFY_LIST, push_event(to), &dst);
+            notify_pop(ctx, from, &src);
             Ok(Reply::Bulk(v))
         }
     }
@@ -509,6 +546,7 @@ fn lmpop(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     };
     let (reply, effect) = mpop_from(ctx.db(), &key, end, count);
     ctx.touch(&key);
+    notify_pop(ctx, end, &key);
     ctx.propagate(effect);
     Ok(reply)
 }
@@ -683,6 +721,7 @@ fn bpop(ctx: &mut Ctx, a: &mut Args, end: End, name: &'static str) -> Result<Rep
     };
     drop_if_empty(ctx.db(), &key);
     ctx.touch(&key);
+    notify_pop(ctx, end, &key);
     ctx.propagate(vec![pop_name(end), key.clone()]);
     Ok(Reply::Array(vec![Reply::Bulk(key), Reply::Bulk(v)]))
 }
@@ -747,6 +786,7 @@ fn blmpop(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     };
     let (reply, effect) = mpop_from(ctx.db(), &key, end, count);
     ctx.touch(&key);
+    notify_pop(ctx, end, &key);
     ctx.propagate(effect);
     Ok(reply)
 }
