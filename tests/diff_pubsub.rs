@@ -15,6 +15,7 @@ diff_tests! {
     notify_string => "pubsub/notify_string.txt",
     notify_hash => "pubsub/notify_hash.txt",
     notify_list => "pubsub/notify_list.txt",
+    notify_zset => "pubsub/notify_zset.txt",
     notify_stream => "pubsub/notify_stream.txt",
     notify_resp3 => "pubsub/notify_resp3.txt",
 }

@@ -18,6 +18,7 @@ use super::keyspace::{parse_cursor, ScanOpts};
 use super::{BlockRequest, Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
+use crate::pubsub::{NOTIFY_GENERIC, NOTIFY_ZSET};
 use crate::reply::{format_double, Reply};
 use crate::store::{BlockedCommand, Db, Value};
 use crate::types::zset::{
@@ -185,6 +186,7 @@ fn zadd_generic(
                         if score.is_nan() {
                             if added + updated > 0 {
                                 ctx.touch(&key);
+                                ctx.notify(NOTIFY_ZSET, "zincr", &key);
                             }
                             return Err(CmdError::err(NAN_ERR));
                         }
@@ -211,6 +213,7 @@ fn zadd_generic(
         }
         if added + updated > 0 {
             ctx.touch(&key);
+            ctx.notify(NOTIFY_ZSET, if f.incr { "zincr" } else { "zadd" }, &key);
         }
     }
     Ok(if f.incr {
@@ -273,11 +276,16 @@ fn zrem(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             }
         }
     }
-    if z.is_empty() {
+    let emptied = z.is_empty();
+    if emptied {
         ctx.db().remove(&key);
     }
     if removed > 0 {
         ctx.touch(&key);
+        ctx.notify(NOTIFY_ZSET, "zrem", &key);
+        if emptied {
+            ctx.notify(NOTIFY_GENERIC, "del", &key);
+        }
     }
     Ok(Reply::Int(removed))
 }
@@ -494,7 +502,7 @@ fn zrevrangebylex(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 }
 
 /// ZREMRANGEBY*: the members to remove are collected, then removed.
-fn zremrange(ctx: &mut Ctx, key: Bytes, pick: impl Fn(&ZSet) -> Vec<Bytes>) -> Reply {
+fn zremrange(ctx: &mut Ctx, key: Bytes, event: &str, pick: impl Fn(&ZSet) -> Vec<Bytes>) -> Reply {
     let Ok(Some(z)) = read_mut(ctx, &key) else {
         return Reply::Int(0);
     };
@@ -502,11 +510,16 @@ fn zremrange(ctx: &mut Ctx, key: Bytes, pick: impl Fn(&ZSet) -> Vec<Bytes>) -> R
     for m in &gone {
         z.remove(m);
     }
-    if z.is_empty() {
+    let emptied = z.is_empty();
+    if emptied {
         ctx.db().remove(&key);
     }
     if !gone.is_empty() {
         ctx.touch(&key);
+        ctx.notify(NOTIFY_ZSET, event, &key);
+        if emptied {
+            ctx.notify(NOTIFY_GENERIC, "del", &key);
+        }
     }
     Reply::Int(gone.len() as i64)
 }
@@ -515,7 +528,7 @@ fn zremrangebyscore(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     let r = score_range(&a.next_bytes()?, &a.next_bytes()?)?;
     read(ctx, &key)?;
-    Ok(zremrange(ctx, key, |z| {
+    Ok(zremrange(ctx, key, "zremrangebyscore", |z| {
         z.range_by_score(&r, false)
             .map(|(_, m)| Bytes::copy_from_slice(m))
             .collect()
@@ -526,7 +539,7 @@ fn zremrangebylex(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     let r = lex_range(&a.next_bytes()?, &a.next_bytes()?)?;
     read(ctx, &key)?;
-    Ok(zremrange(ctx, key, |z| {
+    Ok(zremrange(ctx, key, "zremrangebylex", |z| {
         z.range_by_lex(&r, false)
             .map(|(_, m)| Bytes::copy_from_slice(m))
             .collect()
@@ -537,8 +550,11 @@ fn zremrangebyrank(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     let (start, end) = (a.next_i64()?, a.next_i64()?);
     read(ctx, &key)?;
-    Ok(zremrange(ctx, key, |z| {
-        match rank_bounds(start, end, z.len()) {
+    Ok(zremrange(
+        ctx,
+        key,
+        "zremrangebyrank",
+        |z| match rank_bounds(start, end, z.len()) {
             Some((s, e)) => z
                 .iter()
                 .skip(s)
@@ -546,8 +562,8 @@ fn zremrangebyrank(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 .map(|(_, m)| Bytes::copy_from_slice(m))
                 .collect(),
             None => Vec::new(),
-        }
-    }))
+        },
+    ))
 }
 
 /// Pop up to `count` members from `key`'s sorted set; deletes it when emptied.
@@ -568,6 +584,14 @@ fn pop_n(db: &mut Db, key: &[u8], max: bool, count: u64) -> Vec<(f64, Bytes)> {
     out
 }
 
+/// The pop's event, then `del` if it emptied the key (it is gone).
+fn notify_zpop(ctx: &mut Ctx, max: bool, key: &Bytes) {
+    ctx.notify(NOTIFY_ZSET, if max { "zpopmax" } else { "zpopmin" }, key);
+    if !ctx.db().contains(key) {
+        ctx.notify(NOTIFY_GENERIC, "del", key);
+    }
+}
+
 fn zpop_generic(ctx: &mut Ctx, a: &mut Args, max: bool) -> Result<Reply, CmdError> {
     let key = a.next_bytes()?;
     let count = match a.remaining() {
@@ -583,6 +607,7 @@ fn zpop_generic(ctx: &mut Ctx, a: &mut Args, max: bool) -> Result<Reply, CmdErro
     }
     let popped = pop_n(ctx.db(), &key, max, count.unwrap_or(1));
     ctx.touch(&key);
+    notify_zpop(ctx, max, &key);
     let nested = count.is_some() && ctx.client.resp >= 3;
     let mut out = Vec::new();
     for (s, m) in popped {
@@ -714,6 +739,7 @@ fn bzpop_generic(ctx: &mut Ctx, a: &mut Args, max: bool) -> Result<Reply, CmdErr
         if read(ctx, key)?.is_some() {
             let popped = pop_n(ctx.db(), key, max, 1);
             ctx.touch(key);
+            notify_zpop(ctx, max, key);
             ctx.propagate_nothing();
             if ctx.logging() {
                 ctx.propagate(vec![pop_name(max), key.clone()]);
