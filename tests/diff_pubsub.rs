@@ -16,6 +16,8 @@ diff_tests! {
     notify_hash => "pubsub/notify_hash.txt",
     notify_list => "pubsub/notify_list.txt",
     notify_zset => "pubsub/notify_zset.txt",
+    notify_set => "pubsub/notify_set.txt",
+    notify_copy_move => "pubsub/notify_copy_move.txt",
     notify_stream => "pubsub/notify_stream.txt",
     notify_resp3 => "pubsub/notify_resp3.txt",
 }

@@ -102,6 +102,8 @@ fn copy(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         target.set_expiry(&dst, when);
     }
     touch_in(ctx, dst_db, &dst);
+    ctx.store
+        .notify(crate::pubsub::NOTIFY_GENERIC, "copy_to", &dst, dst_db);
     Ok(Reply::Int(1))
 }
 
@@ -132,6 +134,11 @@ fn move_(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     }
     ctx.touch(&key);
     touch_in(ctx, dst_db, &key);
+    let src_db = ctx.client.db;
+    ctx.store
+        .notify(crate::pubsub::NOTIFY_GENERIC, "move_from", &key, src_db);
+    ctx.store
+        .notify(crate::pubsub::NOTIFY_GENERIC, "move_to", &key, dst_db);
     Ok(Reply::Int(1))
 }
 

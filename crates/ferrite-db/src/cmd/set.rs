@@ -16,6 +16,7 @@ use super::keyspace::{parse_cursor, ScanOpts};
 use super::{Ctx, Handler};
 use crate::args::{parse_i64, Args};
 use crate::error::CmdError;
+use crate::pubsub::{NOTIFY_GENERIC, NOTIFY_SET};
 use crate::reply::Reply;
 use crate::store::{Db, Value};
 use crate::types::set::Set;
@@ -93,6 +94,7 @@ fn sadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let added = members.iter().filter(|m| s.add(m)).count();
     if added > 0 {
         ctx.touch(&key);
+        ctx.notify(NOTIFY_SET, "sadd", &key);
     }
     Ok(Reply::Int(added as i64))
 }
@@ -118,6 +120,10 @@ fn srem(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     }
     if removed > 0 {
         ctx.touch(&key);
+        ctx.notify(NOTIFY_SET, "srem", &key);
+        if empty {
+            ctx.notify(NOTIFY_GENERIC, "del", &key);
+        }
     }
     Ok(Reply::Int(removed))
 }
@@ -193,10 +199,15 @@ fn spop(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         return Ok(Reply::Null);
     };
     s.remove(&m);
-    if s.is_empty() {
+    let empty = s.is_empty();
+    if empty {
         ctx.db().remove(&key);
     }
     ctx.touch(&key);
+    ctx.notify(NOTIFY_SET, "spop", &key);
+    if empty {
+        ctx.notify(NOTIFY_GENERIC, "del", &key);
+    }
     log_srem(ctx, &key, std::slice::from_ref(&m));
     Ok(Reply::Bulk(m))
 }
@@ -216,6 +227,8 @@ fn spop_count(ctx: &mut Ctx, key: Bytes, count: &[u8]) -> Result<Reply, CmdError
         let out = read(ctx, &key)?.map_or_else(Vec::new, bulk_members);
         ctx.db().remove(&key);
         ctx.touch(&key);
+        ctx.notify(NOTIFY_SET, "spop", &key);
+        ctx.notify(NOTIFY_GENERIC, "del", &key);
         if ctx.logging() {
             ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
         }
@@ -233,6 +246,7 @@ fn spop_count(ctx: &mut Ctx, key: Bytes, count: &[u8]) -> Result<Reply, CmdError
         }
     }
     ctx.touch(&key);
+    ctx.notify(NOTIFY_SET, "spop", &key);
     log_srem(ctx, &key, &popped);
     Ok(Reply::Set(popped.into_iter().map(Reply::Bulk).collect()))
 }
@@ -315,7 +329,8 @@ fn smove(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     if !s.remove(&m) {
         return Ok(Reply::Int(0));
     }
-    if s.is_empty() {
+    let src_gone = s.is_empty();
+    if src_gone {
         db.remove(&src);
     }
     if !db.contains(&dst) {
@@ -324,11 +339,20 @@ fn smove(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             Value::Set(Box::new(Set::new_for(&m))),
         );
     }
-    if let Some(Value::Set(d)) = db.get_mut(&dst) {
-        d.add(&m);
-    }
+    let added = match db.get_mut(&dst) {
+        Some(Value::Set(d)) => d.add(&m),
+        _ => false,
+    };
     ctx.touch(&src);
     ctx.touch(&dst);
+    // Redis: srem (and del) on the source, then sadd if the member was new there.
+    ctx.notify(NOTIFY_SET, "srem", &src);
+    if src_gone {
+        ctx.notify(NOTIFY_GENERIC, "del", &src);
+    }
+    if added {
+        ctx.notify(NOTIFY_SET, "sadd", &dst);
+    }
     Ok(Reply::Int(1))
 }
 
@@ -408,6 +432,16 @@ fn set_op_store(ctx: &mut Ctx, a: &mut Args, op: Op) -> Result<Reply, CmdError> 
     }
     if n > 0 || existed {
         ctx.touch(&dst);
+    }
+    if n > 0 {
+        let ev = match op {
+            Op::Inter => "sinterstore",
+            Op::Union => "sunionstore",
+            Op::Diff => "sdiffstore",
+        };
+        ctx.notify(NOTIFY_SET, ev, &dst);
+    } else if existed {
+        ctx.notify(NOTIFY_GENERIC, "del", &dst);
     }
     Ok(Reply::Int(n as i64))
 }
