@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine with a Rust toolchain:
 # installs redis-server and redis-tools (the differential tests and benchmarks
-# run the real Redis beside Ferrite). Safe to run again.
+# run the real Redis beside Ferrite) and redis-py (tests/redis_py.rs). Safe
+# to run again.
 set -euo pipefail
 
 need=()
