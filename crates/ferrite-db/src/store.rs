@@ -196,6 +196,12 @@ pub trait BlockedCommand: Send {
     fn take_touched(&mut self) -> Vec<Bytes> {
         Vec::new()
     }
+    /// After a successful `try_serve`: the keyspace events serving fired,
+    /// `(class, event, key)` in order (a served BLPOP's `lpop`, and `del`
+    /// if it emptied the list), as the non-blocking command would fire them.
+    fn take_events(&mut self) -> Vec<(u32, &'static str, Bytes)> {
+        Vec::new()
+    }
 }
 
 pub type WaiterId = u64;
@@ -736,6 +742,9 @@ impl Store {
                             self.touch(db, &k);
                             self.dirty += 1;
                             self.signal_ready(db, &k);
+                        }
+                        for (class, event, k) in w.cmd.take_events() {
+                            self.notify(class, event, &k, db);
                         }
                         // An error ends the blocked call as a failed one
                         // (Redis's updateStatsOnUnblock).

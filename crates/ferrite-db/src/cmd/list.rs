@@ -607,6 +607,8 @@ struct ListWaiter {
     name: &'static str,
     effects: Vec<Vec<Bytes>>,
     touched: Vec<Bytes>,
+    /// Keyspace events of the serving, fired by `Store::serve_ready`.
+    events: Vec<(u32, &'static str, Bytes)>,
 }
 
 impl BlockedCommand for ListWaiter {
@@ -654,6 +656,24 @@ impl BlockedCommand for ListWaiter {
             }
         };
         self.touched.insert(0, key.clone());
+        // The events the immediate command fires (see `notify_pop` and
+        // `do_move`): a move's push first, then the pop, then `del`.
+        if let Op::Move { dst, to, .. } = &self.op {
+            self.events
+                .push((NOTIFY_LIST, push_event(*to), dst.clone()));
+        }
+        let end = match &self.op {
+            Op::Pop(e) | Op::MPop(e, _) => *e,
+            Op::Move { from, .. } => *from,
+        };
+        let ev = match end {
+            End::Left => "lpop",
+            End::Right => "rpop",
+        };
+        self.events.push((NOTIFY_LIST, ev, key.clone()));
+        if !db.contains(key) {
+            self.events.push((NOTIFY_GENERIC, "del", key.clone()));
+        }
         Some(reply)
     }
 
@@ -671,6 +691,10 @@ impl BlockedCommand for ListWaiter {
 
     fn take_touched(&mut self) -> Vec<Bytes> {
         std::mem::take(&mut self.touched)
+    }
+
+    fn take_events(&mut self) -> Vec<(u32, &'static str, Bytes)> {
+        std::mem::take(&mut self.events)
     }
 }
 
@@ -693,6 +717,7 @@ fn block(
             name,
             effects: Vec::new(),
             touched: Vec::new(),
+            events: Vec::new(),
         }),
     });
     Ok(null)

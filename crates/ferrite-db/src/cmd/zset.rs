@@ -755,6 +755,7 @@ fn bzpop_generic(ctx: &mut Ctx, a: &mut Args, max: bool) -> Result<Reply, CmdErr
             max,
             effects: Vec::new(),
             touched: Vec::new(),
+            events: Vec::new(),
         }),
     });
     Ok(Reply::NullArray)
@@ -788,6 +789,7 @@ struct ZPopWaiter {
     max: bool,
     effects: Vec<Vec<Bytes>>,
     touched: Vec<Bytes>,
+    events: Vec<(u32, &'static str, Bytes)>,
 }
 
 impl BlockedCommand for ZPopWaiter {
@@ -798,6 +800,11 @@ impl BlockedCommand for ZPopWaiter {
         let popped = pop_n(db, key, self.max, 1);
         self.effects.push(vec![pop_name(self.max), key.clone()]);
         self.touched.push(key.clone());
+        let ev = if self.max { "zpopmax" } else { "zpopmin" };
+        self.events.push((NOTIFY_ZSET, ev, key.clone()));
+        if !db.contains(key) {
+            self.events.push((NOTIFY_GENERIC, "del", key.clone()));
+        }
         Some(bzpop_reply(key, popped))
     }
     fn timeout_reply(&self) -> Reply {
@@ -816,5 +823,8 @@ impl BlockedCommand for ZPopWaiter {
     /// The popped key: touched (WATCH breaks) as the pop's own write.
     fn take_touched(&mut self) -> Vec<Bytes> {
         std::mem::take(&mut self.touched)
+    }
+    fn take_events(&mut self) -> Vec<(u32, &'static str, Bytes)> {
+        std::mem::take(&mut self.events)
     }
 }
