@@ -30,6 +30,9 @@ pub enum Mask {
     /// `!mask clientinfo`: CLIENT INFO/LIST text compared by field names and
     /// the values of stable fields only.
     ClientInfo,
+    /// `!mask debugobject`: DEBUG OBJECT's line compared by field names and
+    /// the values of `refcount` and `encoding`.
+    DebugObject,
     /// `!mask approx NAME TOL`: integer field NAME within ±TOL.
     Approx(Vec<u8>, i64),
     /// `!mask int TOL`: an integer reply within ±TOL (TTLs).
@@ -341,6 +344,7 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                     "sort" => Mask::Sort,
                     "sortpairs" => Mask::SortPairs,
                     "clientinfo" => Mask::ClientInfo,
+                    "debugobject" => Mask::DebugObject,
                     "all" => Mask::All,
                     "int" if words.len() == 3 => {
                         let tol = word_str(&words[2]).parse().map_err(|_| err("bad tolerance"))?;
@@ -350,7 +354,7 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                         let tol = word_str(&words[3]).parse().map_err(|_| err("bad tolerance"))?;
                         Mask::Approx(words[2].clone(), tol)
                     }
-                    _ => return Err(err("unknown mask (field NAME.., ids, shape, sort, sortpairs, clientinfo, approx NAME TOL, int TOL, all)")),
+                    _ => return Err(err("unknown mask (field NAME.., ids, shape, sort, sortpairs, clientinfo, debugobject, approx NAME TOL, int TOL, all)")),
                 };
                 mods.masks.push(m);
                 continue;

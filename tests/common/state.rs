@@ -177,7 +177,9 @@ pub type Dump = Vec<(String, Vec<u8>)>;
 
 /// The whole observable state of a server, one labelled raw reply per line:
 /// per non-empty database DBSIZE and the sorted KEYS, and per key TYPE, then
-/// GET for strings, or XRANGE - +, XINFO STREAM, XINFO STREAM FULL COUNT 0
+/// GET for strings; for lists, hashes, sets and sorted sets OBJECT
+/// ENCODING, the elements (hashes and sets sorted) and whether a TTL is set;
+/// or XRANGE - +, XINFO STREAM, XINFO STREAM FULL COUNT 0
 /// (groups with their PELs and consumers) and XINFO GROUPS for streams, and
 /// per group XINFO CONSUMERS, the XPENDING summary and XPENDING - + (every
 /// pending entry). Equal dumps = byte-identical replies to all of these,
@@ -287,6 +289,53 @@ pub fn dump(server: &Server, databases: usize) -> Dump {
                             );
                         }
                     }
+                }
+                Some(t @ (b"list" | b"hash" | b"set" | b"zset")) => {
+                    let t = t.to_vec();
+                    raw(
+                        &mut out,
+                        &mut c,
+                        format!("db{db} OBJECT ENCODING {name}"),
+                        vec![b"OBJECT".to_vec(), b"ENCODING".to_vec(), k.clone()],
+                    );
+                    let read: &[&str] = match &t[..] {
+                        b"list" => &["LRANGE", "0", "-1"],
+                        b"hash" => &["HGETALL"],
+                        b"set" => &["SMEMBERS"],
+                        _ => &["ZRANGE", "0", "-1", "WITHSCORES"],
+                    };
+                    let mut a = vec![read[0].as_bytes().to_vec(), k.clone()];
+                    a.extend(read[1..].iter().map(|s| s.as_bytes().to_vec()));
+                    let label = format!("db{db} {} {name}", read[0]);
+                    let n = call(&mut c, &a);
+                    // Hash and set iteration order is the table's: compared
+                    // as sorted pairs / members.
+                    let mut parts: Vec<Vec<u8>> = match &t[..] {
+                        b"hash" => items(&n)
+                            .chunks(2)
+                            .map(|p| {
+                                let mut v = p[0].text().unwrap_or_default().to_vec();
+                                v.push(b'=');
+                                v.extend_from_slice(
+                                    p.get(1).and_then(|x| x.text()).unwrap_or_default(),
+                                );
+                                v
+                            })
+                            .collect(),
+                        _ => items(&n)
+                            .iter()
+                            .map(|x| x.text().unwrap_or_default().to_vec())
+                            .collect(),
+                    };
+                    if matches!(&t[..], b"hash" | b"set") {
+                        parts.sort();
+                    }
+                    out.push((label, parts.join(&b'\n')));
+                    let ttl = call(&mut c, &[b"PTTL".to_vec(), k.clone()]);
+                    out.push((
+                        format!("db{db} has a TTL {name}"),
+                        vec![u8::from(int(&ttl) > 0)],
+                    ));
                 }
                 other => panic!("dump: key {name} has unexpected type {other:?}"),
             }

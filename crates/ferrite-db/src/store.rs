@@ -46,6 +46,9 @@ impl Value {
 pub struct Db {
     index: HashMap<Bytes, usize>,
     slots: Vec<Option<(Bytes, Value)>>,
+    /// Last access of each slot's key, in LRU clock seconds ([`lru_clock`]):
+    /// OBJECT IDLETIME, DEBUG OBJECT. Parallel to `slots` (4 bytes a key).
+    atime: Vec<u32>,
     free: Vec<usize>,
     /// Keys with a time to live (absolute ms); removing a key removes it.
     expires: crate::expire::Expires,
@@ -71,7 +74,9 @@ impl Db {
     }
     /// Insert or replace; returns the previous value.
     pub fn insert(&mut self, key: Bytes, value: Value) -> Option<Value> {
+        let now = lru_clock();
         if let Some(&i) = self.index.get(&key) {
+            self.atime[i] = now;
             let slot = self.slots[i].as_mut().map(|(_, v)| v);
             return slot.map(|v| std::mem::replace(v, value));
         }
@@ -79,10 +84,12 @@ impl Db {
             Some(i) => i,
             None => {
                 self.slots.push(None);
+                self.atime.push(0);
                 self.slots.len() - 1
             }
         };
         self.slots[i] = Some((key.clone(), value));
+        self.atime[i] = now;
         self.index.insert(key, i);
         None
     }
@@ -95,9 +102,27 @@ impl Db {
         self.free.push(i);
         if self.index.is_empty() {
             self.slots.clear();
+            self.atime.clear();
             self.free.clear();
         }
         v
+    }
+    /// Record an access to `key` now (Redis's `lookupKey` updating the
+    /// object's LRU field). Nothing if there is no such key.
+    pub fn touch_access(&mut self, key: &[u8], clock: u32) {
+        if let Some(&i) = self.index.get(key) {
+            self.atime[i] = clock;
+        }
+    }
+    /// Seconds since `key` was last accessed (OBJECT IDLETIME).
+    pub fn idle_secs(&self, key: &[u8]) -> Option<u64> {
+        let &i = self.index.get(key)?;
+        Some(u64::from(lru_clock().saturating_sub(self.atime[i])))
+    }
+    /// The LRU clock value stored for `key` (DEBUG OBJECT's `lru`).
+    pub fn access_clock(&self, key: &[u8]) -> Option<u32> {
+        let &i = self.index.get(key)?;
+        Some(self.atime[i])
     }
     /// When `key` expires (absolute ms), if it exists and has an expiry.
     pub fn expiry(&self, key: &[u8]) -> Option<u64> {
@@ -174,6 +199,31 @@ impl Db {
     pub fn clear(&mut self) {
         *self = Db::default();
     }
+}
+
+/// Seconds since the Unix epoch as of the last command (set by
+/// [`set_lru_clock`] once per command): keys' access times are stamped
+/// with it without reading the system clock per key.
+static LRU_CLOCK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The access clock, in seconds (Redis's LRU clock at its default
+/// 1-second resolution).
+pub fn lru_clock() -> u32 {
+    let c = LRU_CLOCK.load(std::sync::atomic::Ordering::Relaxed);
+    if c != 0 {
+        return c;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    set_lru_clock(now);
+    LRU_CLOCK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Advance the access clock to `now_ms` (called per command with its time).
+pub fn set_lru_clock(now_ms: u64) {
+    let secs = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX).max(1);
+    LRU_CLOCK.store(secs, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Something a blocked client is waiting to do once one of its keys changes.
@@ -284,6 +334,11 @@ pub struct ClientInfo {
     /// Where published messages for this client go (set by the network
     /// layer; `None`: messages to it are counted but dropped).
     pub outbox: Option<Arc<crate::pubsub::Outbox>>,
+    /// CLIENT SETINFO LIB-NAME / LIB-VER (empty: not set).
+    pub lib_name: Bytes,
+    pub lib_ver: Bytes,
+    /// CLIENT NO-TOUCH ON (the `T` flag).
+    pub no_touch: bool,
 }
 
 impl ClientInfo {
@@ -309,6 +364,9 @@ impl ClientInfo {
             blocked: false,
             kill,
             outbox: None,
+            lib_name: Bytes::new(),
+            lib_ver: Bytes::new(),
+            no_touch: false,
         }
     }
 }

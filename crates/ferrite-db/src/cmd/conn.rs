@@ -25,6 +25,8 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("client|reply", client_reply),
     ("client|pause", client_pause),
     ("client|unpause", client_unpause),
+    ("client|setinfo", client_setinfo),
+    ("client|no-touch", client_no_touch),
     ("monitor", monitor),
 ];
 
@@ -264,6 +266,7 @@ fn reset(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
     ctx.store.monitors.retain(|(c, _)| *c != id);
     ctx.client.reply_off = false;
     ctx.client.reply_skip_next = false;
+    ctx.client.no_touch = false;
     ctx.client.db = 0;
     ctx.client.resp = 2;
     ctx.client.authenticated = ctx.shared.config.read().requirepass.is_empty();
@@ -271,6 +274,7 @@ fn reset(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
     if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
         c.resp = 2;
         c.multi = -1;
+        c.no_touch = false;
     }
     Ok(Reply::simple("RESET"))
 }
@@ -313,6 +317,9 @@ fn describe(c: &ClientInfo, now_ms: u64, in_multi: bool, subs: (usize, usize)) -
     if in_multi {
         flags.push('x');
     }
+    if c.no_touch {
+        flags.push('T');
+    }
     if flags.is_empty() {
         flags.push('N');
     }
@@ -331,7 +338,66 @@ fn describe(c: &ClientInfo, now_ms: u64, in_multi: bool, subs: (usize, usize)) -
         c.multi,
         c.last_cmd,
         c.resp,
+    ) + &lib_fields(c)
+}
+
+/// Redis 7.2's `lib-name=... lib-ver=...`, once a client set either with
+/// CLIENT SETINFO (before that, the line is Redis 7.0's).
+fn lib_fields(c: &ClientInfo) -> String {
+    if c.lib_name.is_empty() && c.lib_ver.is_empty() {
+        return String::new();
+    }
+    format!(
+        " lib-name={} lib-ver={}",
+        String::from_utf8_lossy(&c.lib_name),
+        String::from_utf8_lossy(&c.lib_ver)
     )
+}
+
+/// CLIENT SETINFO LIB-NAME name | LIB-VER version (Redis 7.2; redis-py
+/// and go-redis send it on connect).
+fn client_setinfo(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let attr = a.next_bytes()?;
+    let val = a.next_bytes()?;
+    let lib_name = attr.eq_ignore_ascii_case(b"lib-name");
+    if !lib_name && !attr.eq_ignore_ascii_case(b"lib-ver") {
+        return Err(CmdError::err(format!(
+            "Unrecognized option '{}'",
+            String::from_utf8_lossy(&attr)
+        )));
+    }
+    if !val.iter().all(|&c| (b'!'..=b'~').contains(&c)) {
+        return Err(CmdError::err(format!(
+            "{} cannot contain spaces, newlines or special characters.",
+            String::from_utf8_lossy(&attr)
+        )));
+    }
+    if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
+        if lib_name {
+            c.lib_name = val;
+        } else {
+            c.lib_ver = val;
+        }
+    }
+    Ok(Reply::ok())
+}
+
+/// CLIENT NO-TOUCH ON|OFF (Redis 7.2): whether this client's commands
+/// count as accesses to their keys (OBJECT IDLETIME); TOUCH always does.
+fn client_no_touch(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let v = a.next_bytes()?;
+    let on = if v.eq_ignore_ascii_case(b"on") {
+        true
+    } else if v.eq_ignore_ascii_case(b"off") {
+        false
+    } else {
+        return Err(CmdError::Syntax);
+    };
+    ctx.client.no_touch = on;
+    if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
+        c.no_touch = on;
+    }
+    Ok(Reply::ok())
 }
 
 fn client_info(ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {

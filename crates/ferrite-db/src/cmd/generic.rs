@@ -424,6 +424,26 @@ fn debug(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             std::thread::sleep(std::time::Duration::from_secs_f64(secs.min(3600.0)));
         }
         Ok(Reply::ok())
+    } else if sub.eq_ignore_ascii_case(b"OBJECT") && argc == 1 {
+        debug_object(ctx, &a.next_bytes()?)
+    } else if sub.eq_ignore_ascii_case(b"RELOAD") {
+        // The options that reload without saving, or merge into the
+        // current keyspace, would leave memory unlike what the commit log
+        // replays to: refused rather than half done.
+        if argc > 0 {
+            return Err(CmdError::err(
+                "DEBUG RELOAD options (MERGE, NOFLUSH, NOSAVE) are not supported: Ferrite reloads only a checkpoint it has just written",
+            ));
+        }
+        let Some(p) = ctx.shared.persist.get().cloned() else {
+            return Err(CmdError::err(
+                "Error trying to save the DB: persistence is off (appendonly no)",
+            ));
+        };
+        p.reload(ctx.shared, ctx.store)
+            .map_err(|e| CmdError::err(format!("Error trying to load the checkpoint: {e}")))?;
+        ctx.propagate_nothing();
+        Ok(Reply::ok())
     } else if sub.eq_ignore_ascii_case(b"SET-ACTIVE-EXPIRE") && argc == 1 {
         let on = parse_i64(&a.next_bytes()?).unwrap_or(0) != 0;
         ctx.shared
@@ -433,6 +453,51 @@ fn debug(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     } else {
         Err(unknown())
     }
+}
+
+/// DEBUG OBJECT key: Redis's status line. `serializedlength` is the
+/// value's length in Ferrite's checkpoint form (for streams and values
+/// over 64 MiB, the memory estimate: encoding those would copy them);
+/// `lru` is the access clock in seconds, as Redis's 24-bit LRU field.
+fn debug_object(ctx: &mut Ctx, key: &[u8]) -> Result<Reply, CmdError> {
+    let db = ctx.db();
+    let (Some(v), Some(clock), Some(idle)) = (db.get(key), db.access_clock(key), db.idle_secs(key))
+    else {
+        return Err(CmdError::NoSuchKey);
+    };
+    let estimate = match v {
+        Value::String(s) => s.len(),
+        Value::Stream(s) => s.memory_usage(),
+        Value::Hash(h) => h.memory_usage(),
+        Value::Set(s) => s.memory_usage(),
+        Value::ZSet(z) => z.memory_usage(),
+        Value::List(l) => l.memory_usage(),
+    };
+    let big = estimate > 64 << 20;
+    let (encoding, serialized) = match v {
+        Value::String(s) => (super::string::string_encoding(s), s.len() + 5),
+        Value::Stream(_) => ("stream", estimate),
+        Value::Hash(h) => (h.encoding(), encoded_len(big, estimate, |o| h.encode(o))),
+        Value::Set(s) => (s.encoding(), encoded_len(big, estimate, |o| s.encode(o))),
+        Value::ZSet(z) => (z.encoding(), encoded_len(big, estimate, |o| z.encode(o))),
+        Value::List(l) => (l.encoding(), encoded_len(big, estimate, |o| l.encode(o))),
+    };
+    let line = format!(
+        "Value at:0x{:x} refcount:1 encoding:{encoding} serializedlength:{serialized} lru:{} lru_seconds_idle:{idle}",
+        v as *const Value as usize,
+        clock & 0xFF_FFFF,
+    );
+    Ok(Reply::Simple(Bytes::from(line)))
+}
+
+/// The length `encode` writes, or `estimate` for a value too big to copy.
+fn encoded_len(big: bool, estimate: usize, encode: impl FnOnce(&mut Vec<u8>)) -> usize {
+    if big {
+        return estimate;
+    }
+    let mut out = Vec::new();
+    encode(&mut out);
+    out.len()
 }
 
 /// `CLIENT NO-EVICT on|off`: there is no client eviction (no

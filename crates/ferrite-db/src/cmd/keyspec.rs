@@ -100,6 +100,19 @@ fn parse_one(spec: &Reply) -> Option<KeySpec> {
     Some(KeySpec { begin, find })
 }
 
+/// The one key's index when `specs` name exactly one key at a fixed index
+/// that `argv` (of `argc` arguments) has: the common case, answered without
+/// building a list. `None`: use [`key_positions`].
+pub fn single_key_position(specs: &[KeySpec], argc: usize) -> Option<usize> {
+    match specs {
+        [KeySpec {
+            begin: Begin::Index(i),
+            find: Find::Range { lastkey: 0, .. },
+        }] if *i >= 1 && *i < argc => Some(*i),
+        _ => None,
+    }
+}
+
 /// The argument indexes that are keys of `argv` under `specs`, in spec
 /// order (a key named by two specs appears twice). Arguments that do not
 /// fit a spec (a bad key count) end that spec's keys: the command itself

@@ -72,7 +72,114 @@ fn registry() -> Vec<(&'static str, Handler)> {
 pub struct Command {
     pub meta: Meta,
     pub handler: Option<Handler>,
+    /// Whether running it counts as an access to its keys (OBJECT
+    /// IDLETIME). False for the commands Redis looks keys up in with
+    /// `LOOKUP_NOTOUCH` or not at all: TYPE, EXISTS, TTL and friends,
+    /// OBJECT, MEMORY USAGE, DEBUG.
+    pub touches: bool,
 }
+
+/// Subcommands newer than Redis 7.0 (whose table `redis_commands.resp3`
+/// is) that client libraries send at connect time: redis-py and go-redis
+/// send CLIENT SETINFO. Their metadata as Redis 7.2 gives it.
+struct LaterSubcommand {
+    name: &'static str,
+    arity: i64,
+    summary: &'static str,
+    since: &'static str,
+}
+
+const LATER_SUBCOMMANDS: &[LaterSubcommand] = &[
+    LaterSubcommand {
+        name: "client|setinfo",
+        arity: 4,
+        summary: "Sets information specific to the client or connection.",
+        since: "7.2.0",
+    },
+    LaterSubcommand {
+        name: "client|no-touch",
+        arity: 3,
+        summary:
+            "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
+        since: "7.2.0",
+    },
+];
+
+impl LaterSubcommand {
+    /// Add the subcommand's entry, and list it under its container (COMMAND
+    /// INFO's subcommand array, COMMAND DOCS).
+    fn add_to(&self, metas: &mut HashMap<String, Meta>) {
+        let Some((parent, sub)) = self.name.split_once('|') else {
+            return;
+        };
+        let flags = ["noscript", "loading", "stale"];
+        let info = Reply::Array(vec![
+            Reply::bulk_str(self.name),
+            Reply::Int(self.arity),
+            Reply::Set(flags.iter().map(|f| Reply::simple(f)).collect()),
+            Reply::Int(0),
+            Reply::Int(0),
+            Reply::Int(0),
+            Reply::Set(vec![Reply::simple("@slow"), Reply::simple("@connection")]),
+            Reply::Array(Vec::new()),
+            Reply::Array(Vec::new()),
+            Reply::Array(Vec::new()),
+        ]);
+        let docs = Reply::Map(vec![
+            (Reply::bulk_str("summary"), Reply::bulk_str(self.summary)),
+            (Reply::bulk_str("since"), Reply::bulk_str(self.since)),
+            (Reply::bulk_str("group"), Reply::bulk_str("connection")),
+            (Reply::bulk_str("complexity"), Reply::bulk_str("O(1)")),
+        ]);
+        if let Some(p) = metas.get_mut(parent) {
+            if !p.subcommands.iter().any(|s| s == sub) {
+                p.subcommands.push(sub.to_string());
+                if let Reply::Array(fields) = &mut p.info {
+                    if let Some(Reply::Array(subs)) = fields.get_mut(9) {
+                        subs.push(info.clone());
+                    }
+                }
+                if let Reply::Map(pairs) = &mut p.docs {
+                    for (k, v) in pairs.iter_mut() {
+                        if matches!(k, Reply::Bulk(b) if &b[..] == b"subcommands") {
+                            if let Reply::Map(subdocs) = v {
+                                subdocs.push((Reply::bulk_str(self.name), docs.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        metas.insert(
+            self.name.to_string(),
+            Meta {
+                name: self.name.to_string(),
+                arity: self.arity,
+                flags: flags.iter().map(|f| f.to_string()).collect(),
+                info,
+                docs,
+                subcommands: Vec::new(),
+                key_specs: Vec::new(),
+            },
+        );
+    }
+}
+
+/// Commands that read their keys without counting as an access.
+const NO_TOUCH: &[&str] = &[
+    "type",
+    "exists",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "object|encoding",
+    "object|refcount",
+    "object|idletime",
+    "object|freq",
+    "memory|usage",
+    "debug",
+];
 
 pub struct Table {
     pub commands: HashMap<String, Command>,
@@ -84,12 +191,25 @@ impl Table {
         let implemented = |n: &str| {
             handlers.contains_key(n) || handlers.keys().any(|k| k.starts_with(&format!("{n}|")))
         };
-        let metas = meta::load(&implemented);
+        let mut metas = meta::load(&implemented);
+        for later in LATER_SUBCOMMANDS {
+            if handlers.contains_key(later.name) {
+                later.add_to(&mut metas);
+            }
+        }
         let commands = metas
             .into_iter()
             .map(|(name, meta)| {
                 let handler = handlers.get(name.as_str()).copied();
-                (name, Command { meta, handler })
+                let touches = !NO_TOUCH.contains(&name.as_str());
+                (
+                    name,
+                    Command {
+                        meta,
+                        handler,
+                        touches,
+                    },
+                )
             })
             .collect();
         Table { commands }
@@ -169,6 +289,7 @@ impl ExtCommand {
                 key_specs: Vec::new(),
             },
             handler: Some(self.handler),
+            touches: true,
         }))
     }
 }
@@ -217,6 +338,9 @@ pub struct ClientState {
     pub reply_skip_next: bool,
     /// The current command's reply is not sent (it follows CLIENT REPLY SKIP).
     pub reply_skip: bool,
+    /// CLIENT NO-TOUCH ON: this client's commands do not count as accesses
+    /// to their keys (OBJECT IDLETIME), except TOUCH.
+    pub no_touch: bool,
 }
 
 impl ClientState {
@@ -235,6 +359,7 @@ impl ClientState {
             reply_off: false,
             reply_skip_next: false,
             reply_skip: false,
+            no_touch: false,
         }
     }
 }
@@ -580,16 +705,32 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     }
     // Keys whose time has passed are deleted (and the deletion logged)
     // before the command sees them: no handler has to know about expiry.
+    // The keys that remain count as accessed (OBJECT IDLETIME), unless the
+    // command only inspects them or the client asked for NO-TOUCH.
     let db = ctx.client.db;
-    if !ctx.store.loading
-        && ctx
-            .store
-            .dbs
-            .get(db)
-            .is_some_and(|d| !d.expires().is_empty())
-    {
-        for i in keyspec::key_positions(&cmd.meta.key_specs, &argv) {
-            crate::expire::expire_if_needed(ctx.store, db, &argv[i], ctx.now_ms);
+    crate::store::set_lru_clock(ctx.now_ms);
+    if !ctx.store.loading && !cmd.meta.key_specs.is_empty() && db < ctx.store.dbs.len() {
+        let expiring = !ctx.store.dbs[db].expires().is_empty();
+        let touch = cmd.touches && (!ctx.client.no_touch || cmd.meta.name == "touch");
+        if expiring || touch {
+            let clock = crate::store::lru_clock();
+            let visit = |store: &mut Store, i: usize| {
+                if expiring {
+                    crate::expire::expire_if_needed(store, db, &argv[i], ctx.now_ms);
+                }
+                if touch {
+                    store.dbs[db].touch_access(&argv[i], clock);
+                }
+            };
+            // Most commands name one key, at a fixed index: no list.
+            match keyspec::single_key_position(&cmd.meta.key_specs, argv.len()) {
+                Some(i) => visit(ctx.store, i),
+                None => {
+                    for i in keyspec::key_positions(&cmd.meta.key_specs, &argv) {
+                        visit(ctx.store, i);
+                    }
+                }
+            }
         }
     }
     let mut args = Args::new(argv);

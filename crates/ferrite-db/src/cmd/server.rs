@@ -3,7 +3,7 @@
 //! or cluster support answers them: ROLE, CLUSTER (every subcommand:
 //! "cluster support disabled"), FUNCTION LIST and FUNCTION FLUSH (no
 //! functions can exist: there is no scripting), OBJECT ENCODING, REFCOUNT
-//! and FREQ (IDLETIME needs access tracking, not kept yet), SAVE, BGSAVE and
+//! FREQ and IDLETIME, SAVE, BGSAVE and
 //! BGREWRITEAOF (a checkpoint, which also compacts the commit log). INFO's `# Modules`,
 //! `# Cluster` and replication fields are in `admin.rs`.
 
@@ -21,6 +21,7 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("object|encoding", object_encoding),
     ("object|refcount", object_refcount),
     ("object|freq", object_freq),
+    ("object|idletime", object_idletime),
     ("function|list", function_list),
     ("function|flush", function_flush),
     ("cluster|addslots", cluster),
@@ -143,6 +144,16 @@ fn object_refcount(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             }
         }
         Some(_) => Reply::Int(1),
+    })
+}
+
+/// OBJECT IDLETIME: seconds since the key was last read or written (the
+/// commands that only inspect a key, like this one, do not count).
+fn object_idletime(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let key = a.next_bytes()?;
+    Ok(match ctx.db().idle_secs(&key) {
+        Some(s) => Reply::Int(i64::try_from(s).unwrap_or(i64::MAX)),
+        None => Reply::Null,
     })
 }
 

@@ -48,18 +48,36 @@ impl Persistence {
     pub fn finish_checkpoint(
         &self,
         covered: u64,
+        snap: Snapshot,
+        cache: Option<&BlockCache>,
+    ) -> Result<(), StorageError> {
+        self.finish_checkpoint_keeping(covered, snap, cache, None)
+    }
+
+    /// [`Persistence::finish_checkpoint`]; with `keep`, the store decoded
+    /// from the file read back is kept there (DEBUG RELOAD), its streams
+    /// on `keep`'s block cache.
+    fn finish_checkpoint_keeping(
+        &self,
+        covered: u64,
         mut snap: Snapshot,
         cache: Option<&BlockCache>,
+        keep: Option<(&parking_lot::Mutex<Option<Store>>, Arc<BlockCache>)>,
     ) -> Result<(), StorageError> {
         // The file is read back and decoded (into a scratch store with its
         // own block cache, which reads nothing) before the checkpoint
         // before it, and what only that one needed, may go.
         let verify = |cp: &ferrite_storage::Checkpoint| -> Result<(), String> {
             let mut scratch = Store::new(self.databases, 0);
-            scratch.block_cache = Some(BlockCache::new(Arc::new(SegmentSource(
-                self.streams.clone(),
-            ))));
-            decode_snapshot(cp.body_version, &cp.body, &mut scratch).map(|_| ())
+            scratch.block_cache = Some(match &keep {
+                Some((_, live)) => live.clone(),
+                None => BlockCache::new(Arc::new(SegmentSource(self.streams.clone()))),
+            });
+            decode_snapshot(cp.body_version, &cp.body, &mut scratch)?;
+            if let Some((slot, _)) = &keep {
+                *slot.lock() = Some(scratch);
+            }
+            Ok(())
         };
         let r = snap
             .store_blocks(&self.streams)
@@ -91,6 +109,36 @@ impl Persistence {
         let _g = self.idle_lock.lock();
         self.idle.notify_all();
         r.map(|_| ())
+    }
+
+    /// DEBUG RELOAD: a checkpoint written now, as SAVE writes it (the
+    /// caller holds the store lock), then every database replaced by what
+    /// that file, read back from disk, decodes to. The state after is the
+    /// state a restart from this checkpoint would load; the subsystems'
+    /// sections are not reloaded (they were just written from the same
+    /// memory). Watched keys are touched, as FLUSHALL would.
+    pub fn reload(&self, shared: &Shared, store: &mut Store) -> Result<(), String> {
+        let cfg = shared.config.read().clone();
+        let Some(live) = store.block_cache.clone() else {
+            return Err("no block cache: persistence is not open".into());
+        };
+        let Some((covered, snap)) = self.begin_checkpoint(shared, store, &cfg) else {
+            return Err("Background save already in progress".into());
+        };
+        let slot = parking_lot::Mutex::new(None);
+        self.finish_checkpoint_keeping(covered, snap, Some(&live), Some((&slot, live.clone())))
+            .map_err(|e| format!("checkpoint failed: {e}"))?;
+        let Some(loaded) = slot.into_inner() else {
+            return Err("the checkpoint was written but not read back".into());
+        };
+        if loaded.dbs.len() != store.dbs.len() {
+            return Err("the checkpoint read back has another number of databases".into());
+        }
+        for (db, fresh) in loaded.dbs.into_iter().enumerate() {
+            store.dbs[db] = fresh;
+        }
+        store.touch_all_in(None);
+        Ok(())
     }
 
     /// Delete the stream segment files that neither the checkpoint just
