@@ -28,6 +28,7 @@ pub mod embedded;
 pub mod error;
 pub mod expire;
 pub mod glob;
+pub mod metrics;
 pub mod persist;
 pub mod pubsub;
 pub mod reply;

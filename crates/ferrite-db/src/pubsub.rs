@@ -435,6 +435,11 @@ impl PubSub {
         self.channels.get(channel).map_or(0, Vec::len)
     }
 
+    /// Channels with at least one subscriber (INFO `pubsub_channels`).
+    pub fn numchannels(&self) -> usize {
+        self.channels.len()
+    }
+
     /// Distinct patterns subscribed to (PUBSUB NUMPAT).
     pub fn numpat(&self) -> usize {
         self.patterns.len()

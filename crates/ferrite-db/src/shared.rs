@@ -58,6 +58,8 @@ pub struct Shared {
     pub pause_all: std::sync::atomic::AtomicBool,
     /// Wakes paused connections (CLIENT UNPAUSE).
     pub unpause: tokio::sync::Notify,
+    /// Network counters and instantaneous rates (INFO stats).
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn now_ms() -> u64 {
@@ -90,6 +92,7 @@ impl Shared {
             pause_until: AtomicU64::new(0),
             pause_all: std::sync::atomic::AtomicBool::new(false),
             unpause: tokio::sync::Notify::new(),
+            metrics: crate::metrics::Metrics::default(),
             config: RwLock::new(config),
             // NOTE: Redis 7.0 gives IDs 1 and 2 to internal clients (scripting),
             // so the first connection is client 3 there; tools that print IDs match.

@@ -285,6 +285,8 @@ struct Waiter {
 pub struct CommandStats {
     pub calls: u64,
     pub usec: u64,
+    /// INFO latencystats.
+    pub latency: crate::metrics::LatencyHistogram,
     pub rejected_calls: u64,
     pub failed_calls: u64,
 }

@@ -153,9 +153,11 @@ impl Conn {
                 .reserve(self.parser.read_hint(&self.input, 16 * 1024));
             tokio::select! {
                 n = self.sock.read_buf(&mut self.input) => {
-                    if n? == 0 {
+                    let n = n?;
+                    if n == 0 {
                         return Ok(());
                     }
+                    self.shared.metrics.count_input(n);
                 }
                 _ = self.kill.notified() => return Ok(()),
                 _ = shutdown.changed() => return Ok(()),
@@ -223,6 +225,7 @@ impl Conn {
                     return Err(std::io::Error::other("closed while writing"));
                 }
             }
+            self.shared.metrics.count_output(self.output.len());
             self.output.clear();
             self.outbox.written(std::mem::take(&mut self.msg_bytes));
         }
@@ -510,6 +513,9 @@ impl Conn {
                 }
                 n = self.sock.read_buf(&mut self.input) => {
                     let closed = !matches!(n, Ok(k) if k > 0);
+                    if let Ok(k) = n {
+                        self.shared.metrics.count_input(k);
+                    }
                     let limit = self.shared.config.read().client_query_buffer_limit as usize;
                     if closed || self.input.len() >= limit {
                         self.shared.store.lock().unblock(waiter);

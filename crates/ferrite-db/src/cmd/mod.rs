@@ -25,6 +25,7 @@ pub mod parsed;
 pub mod pubsub;
 pub mod read;
 pub mod server;
+pub mod server_info;
 pub mod set;
 pub mod stream;
 pub mod string;
@@ -53,6 +54,7 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(expire::COMMANDS);
     v.extend_from_slice(txn::COMMANDS);
     v.extend_from_slice(admin::COMMANDS);
+    v.extend_from_slice(server_info::COMMANDS);
     v.extend_from_slice(stream::COMMANDS);
     v.extend_from_slice(read::COMMANDS);
     v.extend_from_slice(info::COMMANDS);
@@ -745,7 +747,8 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
         Ok(r) => r,
         Err(e) => e.to_reply(),
     };
-    let usec = started.elapsed().as_micros() as u64;
+    let nanos = started.elapsed().as_nanos() as u64;
+    let usec = nanos / 1000;
     if ctx.store.slowlog.wants(usec) && !ctx.store.loading {
         let (peer, cname) = ctx
             .store
@@ -776,6 +779,7 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     let cs = stats.commands.entry(cmd.meta.name.as_str()).or_default();
     cs.calls += 1;
     cs.usec += usec;
+    cs.latency.record(nanos);
     if reply.is_error() {
         cs.failed_calls += 1;
     }

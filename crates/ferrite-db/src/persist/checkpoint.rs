@@ -27,6 +27,7 @@ impl Persistence {
         if self.checkpoint_running.swap(true, Ordering::AcqRel) {
             return None;
         }
+        self.checkpoint_stats.lock().started = Some(std::time::Instant::now());
         let covered = self.log.next_seq().saturating_sub(1);
         let rebuild = vec![(0, data_config_command(cfg))];
         let sections = shared.subsystem_snapshots(store);
@@ -103,6 +104,17 @@ impl Persistence {
             }
             if let Err(e) = self.collect_garbage(&keep) {
                 tracing::warn!("deleting unreferenced stream segments failed: {e}");
+            }
+        }
+        {
+            let mut st = self.checkpoint_stats.lock();
+            st.last_secs = st.started.take().map(|t| t.elapsed().as_secs());
+            st.last_failed = r.is_err();
+            if r.is_ok() {
+                st.last_success_unix = Some(crate::shared::now_ms() / 1000);
+                st.consecutive_failures = 0;
+            } else {
+                st.consecutive_failures += 1;
             }
         }
         self.checkpoint_running.store(false, Ordering::Release);
@@ -189,6 +201,7 @@ impl Persistence {
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start the checkpoint thread: {e}");
+            self.checkpoint_stats.lock().started = None;
             // Nothing runs: the next one may start.
             self.checkpoint_running.store(false, Ordering::Release);
             return false;

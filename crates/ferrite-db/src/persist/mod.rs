@@ -92,6 +92,23 @@ impl BlockSource for SegmentSource {
 }
 
 /// The open commit log and checkpoint bookkeeping.
+/// What INFO persistence and LASTSAVE say of checkpoints (Redis's
+/// `rdb_*`/`aof_*` fields: a checkpoint is both Ferrite's SAVE and its
+/// AOF rewrite).
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointStats {
+    /// The running one's start.
+    pub started: Option<std::time::Instant>,
+    /// Unix seconds at the end of the last one that succeeded.
+    pub last_success_unix: Option<u64>,
+    /// Whole seconds the last one took.
+    pub last_secs: Option<u64>,
+    /// Whether the last one failed.
+    pub last_failed: bool,
+    /// Failures in a row.
+    pub consecutive_failures: u64,
+}
+
 pub struct Persistence {
     log: CommitLog,
     /// The store's block cache (also `Store::block_cache`), here for reads
@@ -113,6 +130,8 @@ pub struct Persistence {
     idle_lock: parking_lot::Mutex<()>,
     idle: parking_lot::Condvar,
     pub checkpoints_done: AtomicU64,
+    /// When and how the checkpoints went (INFO persistence, LASTSAVE).
+    checkpoint_stats: parking_lot::Mutex<CheckpointStats>,
     /// Databases a checkpoint may hold (for decoding one to verify it).
     databases: usize,
     /// The stream segment files the previous checkpoint references: kept
@@ -259,6 +278,7 @@ impl Persistence {
             idle_lock: parking_lot::Mutex::new(()),
             idle: parking_lot::Condvar::new(),
             checkpoints_done: AtomicU64::new(0),
+            checkpoint_stats: parking_lot::Mutex::new(CheckpointStats::default()),
             databases: startup_cfg.databases,
             previous_referenced: parking_lot::Mutex::new(previous_referenced),
         });
@@ -393,6 +413,11 @@ impl Persistence {
     /// The commit log's counters (INFO persistence).
     pub fn log_stats(&self) -> ferrite_storage::LogStats {
         self.log.stats()
+    }
+
+    /// When and how the checkpoints went.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        self.checkpoint_stats.lock().clone()
     }
 
     /// Bytes logged since the last checkpoint.
