@@ -20,4 +20,5 @@ diff_tests! {
     notify_copy_move => "pubsub/notify_copy_move.txt",
     notify_stream => "pubsub/notify_stream.txt",
     notify_resp3 => "pubsub/notify_resp3.txt",
+    notify_new_miss => "pubsub/notify_new_miss.txt",
 }

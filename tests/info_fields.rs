@@ -114,6 +114,13 @@ fn counters_move() {
         lastsave as f64,
         num(&mut c, "persistence", "rdb_last_save_time")
     );
+    // Read commands count keyspace hits and misses; writes do not.
+    let hits = num(&mut c, "stats", "keyspace_hits");
+    let misses = num(&mut c, "stats", "keyspace_misses");
+    call_str(&mut c, &["SET", "hit", "1"]);
+    call_str(&mut c, &["MGET", "hit", "nosuch", "hit"]);
+    assert_eq!(num(&mut c, "stats", "keyspace_hits"), hits + 2.0);
+    assert_eq!(num(&mut c, "stats", "keyspace_misses"), misses + 1.0);
     // Pub/sub counts are the real ones.
     let mut sub = connect(&s);
     call_str(&mut sub, &["SUBSCRIBE", "a"]);

@@ -338,11 +338,19 @@ pub fn parse_memory(s: &str) -> Option<i64> {
     n.checked_mul(mul)
 }
 
-/// `notify-keyspace-events`: Redis's letters, printed back normalised.
+/// `notify-keyspace-events`: Redis's letters, normalised. Kept with every
+/// class (`AKEn` stays `AKEn`); CONFIG GET prints it as Redis does, which
+/// leaves `n` out beside `A` while still firing `new` events.
 fn notify_events(_current: &str, raw: &str) -> Result<String, String> {
-    crate::pubsub::events_from_str(raw)
-        .map(crate::pubsub::events_to_string)
-        .ok_or_else(|| "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.".to_string())
+    let flags = crate::pubsub::events_from_str(raw)
+        .ok_or_else(|| "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.".to_string())?;
+    let mut s = crate::pubsub::events_to_string(flags);
+    if flags & crate::pubsub::NOTIFY_ALL == crate::pubsub::NOTIFY_ALL
+        && flags & crate::pubsub::NOTIFY_NEW != 0
+    {
+        s.push('n');
+    }
+    Ok(s)
 }
 
 const CLIENT_CLASSES: [&str; 3] = ["normal", "slave", "pubsub"];
@@ -580,7 +588,14 @@ impl Config {
                 } else {
                     p.name.to_string()
                 };
-                out.push((shown, self.values[p.name].clone()));
+                let value = if p.name == "notify-keyspace-events" {
+                    crate::pubsub::events_from_str(&self.values[p.name])
+                        .map(crate::pubsub::events_to_string)
+                        .unwrap_or_default()
+                } else {
+                    self.values[p.name].clone()
+                };
+                out.push((shown, value));
             }
         }
         out

@@ -52,6 +52,10 @@ pub struct Db {
     free: Vec<usize>,
     /// Keys with a time to live (absolute ms); removing a key removes it.
     expires: crate::expire::Expires,
+    /// While a command runs with `n` keyspace events on: the keys it added,
+    /// announced as `new` before its next event (Redis fires `new` from
+    /// `dbAdd`). `None` otherwise.
+    pub(crate) new_keys: Option<Vec<Bytes>>,
 }
 
 impl Db {
@@ -88,6 +92,9 @@ impl Db {
                 self.slots.len() - 1
             }
         };
+        if let Some(v) = &mut self.new_keys {
+            v.push(key.clone());
+        }
         self.slots[i] = Some((key.clone(), value));
         self.atime[i] = now;
         self.index.insert(key, i);
@@ -108,10 +115,14 @@ impl Db {
         v
     }
     /// Record an access to `key` now (Redis's `lookupKey` updating the
-    /// object's LRU field). Nothing if there is no such key.
-    pub fn touch_access(&mut self, key: &[u8], clock: u32) {
-        if let Some(&i) = self.index.get(key) {
-            self.atime[i] = clock;
+    /// object's LRU field). Whether there is such a key.
+    pub fn touch_access(&mut self, key: &[u8], clock: u32) -> bool {
+        match self.index.get(key) {
+            Some(&i) => {
+                self.atime[i] = clock;
+                true
+            }
+            None => false,
         }
     }
     /// Seconds since `key` was last accessed (OBJECT IDLETIME).
@@ -197,7 +208,11 @@ impl Db {
         (0..n).find_map(|d| self.slots[(start + d) % n].as_ref().map(|(k, _)| k))
     }
     pub fn clear(&mut self) {
+        let tracking = self.new_keys.is_some();
         *self = Db::default();
+        if tracking {
+            self.new_keys = Some(Vec::new());
+        }
     }
 }
 
@@ -469,6 +484,44 @@ impl Store {
     /// if `notify-keyspace-events` enables `class` (a `NOTIFY_*` flag).
     /// Costs one test when notifications are off.
     pub fn notify(&mut self, class: u32, event: &str, key: &[u8], db: usize) {
+        if self.notify_flags & crate::pubsub::NOTIFY_NEW != 0 {
+            self.announce_new_keys();
+        }
+        self.publish_event(class, event, key, db);
+    }
+
+    /// Start (`on`) or stop collecting the keys commands add, for `new`
+    /// events; stopping announces the ones not announced yet.
+    pub(crate) fn track_new_keys(&mut self, on: bool) {
+        if on {
+            for db in &mut self.dbs {
+                db.new_keys = Some(Vec::new());
+            }
+        } else {
+            self.announce_new_keys();
+            for db in &mut self.dbs {
+                db.new_keys = None;
+            }
+        }
+    }
+
+    /// `new` events for the keys added since the last announcement.
+    fn announce_new_keys(&mut self) {
+        for db in 0..self.dbs.len() {
+            let added = match &mut self.dbs[db].new_keys {
+                Some(v) if !v.is_empty() => std::mem::take(v),
+                _ => continue,
+            };
+            for key in added {
+                // Added and deleted again by the same command: no event.
+                if self.dbs[db].contains(&key) {
+                    self.publish_event(crate::pubsub::NOTIFY_NEW, "new", &key, db);
+                }
+            }
+        }
+    }
+
+    fn publish_event(&mut self, class: u32, event: &str, key: &[u8], db: usize) {
         use crate::pubsub::{NOTIFY_KEYEVENT, NOTIFY_KEYSPACE};
         let flags = self.notify_flags;
         if flags & class == 0 || self.pubsub.is_empty() {

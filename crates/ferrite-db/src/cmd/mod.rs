@@ -79,6 +79,9 @@ pub struct Command {
     /// `LOOKUP_NOTOUCH` or not at all: TYPE, EXISTS, TTL and friends,
     /// OBJECT, MEMORY USAGE, DEBUG.
     pub touches: bool,
+    /// Whether its keys count as keyspace hits and misses: read-only
+    /// commands (Redis counts `lookupKeyRead`), except MEMORY USAGE.
+    pub reads_keys: bool,
 }
 
 /// Subcommands newer than Redis 7.0 (whose table `redis_commands.resp3`
@@ -204,12 +207,14 @@ impl Table {
             .map(|(name, meta)| {
                 let handler = handlers.get(name.as_str()).copied();
                 let touches = !NO_TOUCH.contains(&name.as_str());
+                let reads_keys = meta.has_flag("readonly") && name != "memory|usage";
                 (
                     name,
                     Command {
                         meta,
                         handler,
                         touches,
+                        reads_keys,
                     },
                 )
             })
@@ -292,6 +297,7 @@ impl ExtCommand {
             },
             handler: Some(self.handler),
             touches: true,
+            reads_keys: false,
         }))
     }
 }
@@ -709,19 +715,37 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     // before the command sees them: no handler has to know about expiry.
     // The keys that remain count as accessed (OBJECT IDLETIME), unless the
     // command only inspects them or the client asked for NO-TOUCH.
+    // A read command's keys count as keyspace hits or misses (INFO), and a
+    // miss is a `keymiss` event (Redis's `lookupKeyRead`).
     let db = ctx.client.db;
     crate::store::set_lru_clock(ctx.now_ms);
     if !ctx.store.loading && !cmd.meta.key_specs.is_empty() && db < ctx.store.dbs.len() {
         let expiring = !ctx.store.dbs[db].expires().is_empty();
         let touch = cmd.touches && (!ctx.client.no_touch || cmd.meta.name == "touch");
-        if expiring || touch {
+        let stats = cmd.reads_keys;
+        if expiring || touch || stats {
             let clock = crate::store::lru_clock();
+            let miss_event = stats
+                && !cmd.meta.name.starts_with("object|")
+                && ctx.store.notify_flags & crate::pubsub::NOTIFY_KEY_MISS != 0;
             let visit = |store: &mut Store, i: usize| {
                 if expiring {
                     crate::expire::expire_if_needed(store, db, &argv[i], ctx.now_ms);
                 }
-                if touch {
-                    store.dbs[db].touch_access(&argv[i], clock);
+                let found = if touch {
+                    store.dbs[db].touch_access(&argv[i], clock)
+                } else {
+                    store.dbs[db].contains(&argv[i])
+                };
+                if stats {
+                    if found {
+                        store.stats.keyspace_hits += 1;
+                    } else {
+                        store.stats.keyspace_misses += 1;
+                        if miss_event {
+                            store.notify(crate::pubsub::NOTIFY_KEY_MISS, "keymiss", &argv[i], db);
+                        }
+                    }
                 }
             };
             // Most commands name one key, at a fixed index: no list.
@@ -739,10 +763,19 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     if cmd.meta.name.contains('|') {
         args.skip(1);
     }
+    // `new` events: the keys the command adds are announced before its
+    // next event, or after it.
+    let track_new = ctx.store.notify_flags & crate::pubsub::NOTIFY_NEW != 0;
+    if track_new {
+        ctx.store.track_new_keys(true);
+    }
     let result = match cmd.handler {
         Some(h) => h(ctx, &mut args),
         None => Err(CmdError::err("command not implemented")),
     };
+    if track_new {
+        ctx.store.track_new_keys(false);
+    }
     let reply = match result {
         Ok(r) => r,
         Err(e) => e.to_reply(),
