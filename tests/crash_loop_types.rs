@@ -1,12 +1,16 @@
 //! Crash loop for the data types beside streams, against the real binary.
 //! Concurrent clients pipeline acknowledged writes on their own keys:
 //!
-//! - strings: `SET`, `APPEND`, `INCRBY`;
+//! - strings: `SET`, `APPEND`, `INCRBY`, and `INCRBYFLOAT` (logged as
+//!   `SET key value KEEPTTL`; its key sometimes has an expiry to keep);
 //! - expiry as absolute time: `SET k v PX ms` (short ones that expire while
 //!   the server is down, and hour-long ones) and `PEXPIREAT` (in the past:
 //!   the key is gone; in the future), also on the container keys;
-//! - hashes `HSET/HDEL/HINCRBY`, lists `RPUSH/LPOP/LMOVE`, sets
-//!   `SADD/SREM/SMOVE`, sorted sets `ZADD/ZINCRBY/ZREM/ZPOPMIN`, with members
+//! - hashes `HSET/HDEL/HINCRBY/HINCRBYFLOAT`, lists `RPUSH/LPOP/LMOVE`,
+//!   sets `SADD/SREM/SMOVE` and `SPOP` (random: logged as the SREM or DEL
+//!   of what it took; checked against its reply, or, when the reply never
+//!   came, against what the server holds), sorted sets
+//!   `ZADD/ZINCRBY/ZREM/ZPOPMIN`, with members
 //!   that cross the compact encodings (intset beyond 512 members, long hash
 //!   values, zsets beyond 128 members or with 65-byte members);
 //! - some of them grouped in MULTI/EXEC.
@@ -28,7 +32,8 @@
 //!   absolute expiry passed (also while the server was down) is gone, one
 //!   whose expiry is ahead is there with exactly that expiry (`PEXPIRETIME`
 //!   within the send/acknowledge window: `PX` is logged as absolute time);
-//!   no key exists that no client wrote; replay reports no errors.
+//!   no key exists that no client wrote; OBJECT ENCODING is a compact one
+//!   only while the value fits it; replay reports no errors.
 //!
 //! The next iteration's clients start from what was recovered.
 //!
@@ -183,7 +188,8 @@ fn num(parts: &[Vec<u8>], i: usize) -> i64 {
 fn apply(st: &mut State, argv: &[Vec<u8>], lo: u64, hi: u64) -> Exp {
     let name = String::from_utf8_lossy(&argv[0]).to_ascii_uppercase();
     // Keys whose expiry certainly passed are gone before the command runs.
-    for i in 1..argv.len().min(3) {
+    let two_keys = name == "LMOVE" || name == "SMOVE";
+    for i in 1..if two_keys { 3 } else { 2 } {
         let k = text(argv, i);
         if st.get(&k).is_some_and(|e| dead_at(e, lo)) {
             st.remove(&k);
@@ -233,6 +239,12 @@ fn apply(st: &mut State, argv: &[Vec<u8>], lo: u64, hi: u64) -> Exp {
             *s = n.to_string().into_bytes();
             Exp::Int(n)
         }
+        "INCRBYFLOAT" => {
+            let s = container!(Str, b"0".to_vec());
+            let v = parse_f64(s).unwrap_or(0.0) + parse_f64(&argv[2]).unwrap_or(0.0);
+            *s = format!("{v}").into_bytes();
+            Exp::Bulk(s.clone())
+        }
         "PEXPIREAT" => match st.get_mut(&key) {
             Some(e) => {
                 let at = num(argv, 2) as u64;
@@ -266,6 +278,13 @@ fn apply(st: &mut State, argv: &[Vec<u8>], lo: u64, hi: u64) -> Exp {
             let n = old + num(argv, 3);
             h.insert(argv[2].clone(), n.to_string().into_bytes());
             Exp::Int(n)
+        }
+        "HINCRBYFLOAT" => {
+            let h = container!(Hash, BTreeMap::new());
+            let old = h.get(&argv[2]).and_then(|v| parse_f64(v)).unwrap_or(0.0);
+            let v = format!("{}", old + parse_f64(&argv[3]).unwrap_or(0.0)).into_bytes();
+            h.insert(argv[2].clone(), v.clone());
+            Exp::Bulk(v)
         }
         "RPUSH" => {
             let l = container!(List, VecDeque::new());
@@ -428,6 +447,9 @@ fn skey(c: usize) -> String {
 fn nkey(c: usize) -> String {
     format!("n:{c}")
 }
+fn fkey(c: usize) -> String {
+    format!("f:{c}")
+}
 fn exkey(c: usize, j: usize) -> String {
     format!("ex:{c}:{j}")
 }
@@ -448,6 +470,7 @@ fn all_keys(c: usize) -> Vec<String> {
     let mut v = vec![
         skey(c),
         nkey(c),
+        fkey(c),
         hkey(c),
         lkey(c, false),
         lkey(c, true),
@@ -487,7 +510,21 @@ fn gen_cmd(rng: &mut StdRng, c: usize, st: &State, tag: &str, now: u64) -> Vec<V
                 argv(&["APPEND", &skey(c), &value(rng, tag)])
             }
         }
-        4..=6 => {
+        4..=5 => {
+            // INCRBYFLOAT is logged as `SET key value KEEPTTL`: the key
+            // sometimes has an expiry that must survive that.
+            let f = fkey(c);
+            match rng.gen_range(0..10) {
+                0 => argv(&["SET", &f, &rng.gen_range(-100i64..100).to_string()]),
+                1 if st.contains_key(&f) => argv(&["PEXPIREAT", &f, &(now + LONG_MS).to_string()]),
+                _ => argv(&[
+                    "INCRBYFLOAT",
+                    &f,
+                    &format!("{}", f64::from(rng.gen_range(-20i32..20)) / 2.0),
+                ]),
+            }
+        }
+        6 => {
             if rng.gen_bool(0.1) {
                 argv(&["SET", &nkey(c), &rng.gen_range(-1000i64..1000).to_string()])
             } else {
@@ -542,6 +579,12 @@ fn gen_cmd(rng: &mut StdRng, c: usize, st: &State, tag: &str, now: u64) -> Vec<V
                     }
                     a
                 }
+                9 if rng.gen_bool(0.5) => argv(&[
+                    "HINCRBYFLOAT",
+                    &h,
+                    "fl",
+                    &format!("{}", f64::from(rng.gen_range(-20i32..20)) / 4.0),
+                ]),
                 8 if st.contains_key(&h) => argv(&["PEXPIREAT", &h, &(now + LONG_MS).to_string()]),
                 _ => argv(&[
                     "HINCRBY",
@@ -673,6 +716,9 @@ struct Unit {
     /// server died.
     done_ms: u64,
     acked: bool,
+    /// SPOP (always alone, last in its batch): the members its
+    /// acknowledged reply gave.
+    popped: Option<Vec<Vec<u8>>>,
 }
 
 impl Unit {
@@ -685,8 +731,50 @@ impl Unit {
         v.push(argv(&["EXEC"]));
         v
     }
-    /// Applies the unit to `st` with its times; the reply it must get.
-    fn apply(&self, st: &mut State) -> Exp {
+    fn is_spop(&self) -> bool {
+        self.cmds[0][0] == b"SPOP"
+    }
+
+    /// Applies the unit to `st` with its times; the reply it must get
+    /// (not for SPOP). An acknowledged SPOP removes what it replied; one
+    /// whose reply never came is read off `seen` (what the server has
+    /// now): if the set there is the set here less as many members as it
+    /// would pop, that is what it did; otherwise it did not run.
+    fn apply(&self, st: &mut State, seen: Option<&State>) -> Exp {
+        if self.is_spop() {
+            let key = text(&self.cmds[0], 1);
+            let Some(Entry {
+                val: MVal::Set(pre),
+                ..
+            }) = st.get_mut(&key)
+            else {
+                return Exp::Nil;
+            };
+            match (&self.popped, seen) {
+                (Some(popped), _) => {
+                    for m in popped {
+                        pre.remove(m);
+                    }
+                }
+                (None, Some(seen)) => {
+                    let count = self.cmds[0]
+                        .get(2)
+                        .map_or(1, |_| num(&self.cmds[0], 2) as usize);
+                    let after = match seen.get(&key).map(|e| &e.val) {
+                        Some(MVal::Set(x)) => x.clone(),
+                        _ => BTreeSet::new(),
+                    };
+                    if after.is_subset(pre) && pre.len() - after.len() == count.min(pre.len()) {
+                        *pre = after;
+                    }
+                }
+                (None, None) => {}
+            }
+            if pre.is_empty() {
+                st.remove(&key);
+            }
+            return Exp::Nil;
+        }
         let replies: Vec<Exp> = self
             .cmds
             .iter()
@@ -762,6 +850,26 @@ fn client(
                 sent_ms: now,
                 done_ms: provisional,
                 acked: false,
+                popped: None,
+            });
+        }
+        // SPOP picks at random and is logged as what it took (SREM, or DEL
+        // of the whole set): last in its batch, so that when its reply
+        // never comes nothing of this client ran after it.
+        if rng.gen_bool(0.1) {
+            let count = rng.gen_range(0..=4usize);
+            let mut cmd = argv(&["SPOP", &setkey(c, true)]);
+            if count > 0 {
+                cmd.push(count.to_string().into_bytes());
+            }
+            expected.push(Exp::Nil);
+            batch.push(Unit {
+                cmds: vec![cmd],
+                txn: false,
+                sent_ms: now,
+                done_ms: now + KILL_WAIT.as_millis() as u64,
+                acked: false,
+                popped: None,
             });
         }
         let wire: Vec<Vec<Vec<u8>>> = batch.iter().flat_map(|u| u.wire()).collect();
@@ -789,7 +897,43 @@ fn client(
                     }
                 }
             }
-            if !exp_matches(got, e) {
+            if u.is_spop() {
+                // The members it took: distinct members of the set, as
+                // many as asked (or all).
+                let key = text(&u.cmds[0], 1);
+                let pre = match st.get(&key).map(|e| &e.val) {
+                    Some(MVal::Set(x)) => x.clone(),
+                    _ => BTreeSet::new(),
+                };
+                let count = u.cmds[0].get(2).map(|_| num(&u.cmds[0], 2) as usize);
+                let got_members: Vec<Vec<u8>> = match (got, count) {
+                    (Node::Agg { items, .. }, Some(_)) => items
+                        .iter()
+                        .map(|x| x.text().unwrap_or_default().to_vec())
+                        .collect(),
+                    (Node::Blob { data, .. }, None) => vec![data.clone()],
+                    (Node::Line { kind: b'$', .. }, None) => Vec::new(),
+                    _ => vec![b"<bad reply>".to_vec()],
+                };
+                let distinct: BTreeSet<&Vec<u8>> = got_members.iter().collect();
+                let want = count.unwrap_or(1).min(pre.len());
+                if got_members.len() != want
+                    || distinct.len() != want
+                    || !got_members.iter().all(|m| pre.contains(m))
+                {
+                    run.errors.push(format!(
+                        "client {c} iteration {iter}: {} -> {} from {} members {:?}",
+                        show_argv(&u.cmds[0]),
+                        got.render(),
+                        pre.len(),
+                        pre.iter()
+                            .map(|m| String::from_utf8_lossy(m))
+                            .collect::<Vec<_>>()
+                    ));
+                }
+                u.popped = Some(got_members);
+                u.apply(&mut st, None);
+            } else if !exp_matches(got, e) {
                 run.errors.push(format!(
                     "client {c} iteration {iter}: {} -> {}, the model says {e:?}",
                     u.cmds
@@ -825,6 +969,32 @@ fn client(
 
 // ---------------------------------------------------------------------------
 // Verification.
+
+/// Whether a compact encoding holds only what it may (Redis 7.0's
+/// defaults: intset up to 512 integers; listpack hashes and zsets up to
+/// 128 entries of at most 64 bytes) and the name is one of the type's.
+fn encoding_fits(v: &MVal, enc: &str) -> bool {
+    fn small<'a>(mut it: impl Iterator<Item = &'a Vec<u8>>, n: usize) -> bool {
+        n <= 128 && it.all(|x| x.len() <= 64)
+    }
+    let is_int = |m: &Vec<u8>| {
+        std::str::from_utf8(m)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .is_some_and(|n| n.to_string().as_bytes() == m.as_slice())
+    };
+    match (v, enc) {
+        (MVal::Str(_), "int" | "embstr" | "raw") => true,
+        (MVal::Hash(_), "hashtable")
+        | (MVal::Set(_), "hashtable")
+        | (MVal::ZSet(_), "skiplist") => true,
+        (MVal::Hash(h), "listpack") => small(h.iter().flat_map(|(f, v)| [f, v]), h.len()),
+        (MVal::List(_), "listpack" | "quicklist") => true,
+        (MVal::Set(s), "intset") => s.len() <= 512 && s.iter().all(is_int),
+        (MVal::ZSet(z), "listpack") => small(z.keys(), z.len()),
+        _ => false,
+    }
+}
 
 /// Reads client `c`'s keys: value and exact expiry (as a one-point window).
 fn observe(conn: &mut RespConn, c: usize) -> State {
@@ -875,6 +1045,18 @@ fn observe(conn: &mut RespConn, c: usize) -> State {
                 other.map(String::from_utf8_lossy)
             ),
         };
+        let enc = call(conn, &argv(&["OBJECT", "ENCODING", &k]));
+        if let Some(enc) = enc.text().filter(|_| !enc.is_error()) {
+            assert!(
+                encoding_fits(&val, &String::from_utf8_lossy(enc)),
+                "{k}: OBJECT ENCODING {} for {}",
+                String::from_utf8_lossy(enc),
+                show(Some(&Entry {
+                    val: val.clone(),
+                    exp: None
+                }))
+            );
+        }
         let e = int(&call(conn, &argv(&["PEXPIRETIME", &k])));
         let exp = match e {
             -2 => continue,
@@ -984,7 +1166,7 @@ fn verify_client(
             at_acked = Some(st.clone());
         }
         if i < p.units.len() {
-            p.units[i].apply(&mut st);
+            p.units[i].apply(&mut st, Some(&seen));
         }
     }
     let Some((recovered, model)) = best else {
