@@ -41,6 +41,8 @@ enum Op {
     Scan(usize, u8),
     DelKey(usize),
     SetString(usize),
+    /// PEXPIRE: which writes keep a TTL and which drop it.
+    Expire(usize),
 }
 
 /// Members: canonical integers (intset material), non-canonical numbers,
@@ -82,6 +84,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), prop::collection::vec(m, 1..5)).prop_map(|(k, v)| Op::MisMember(k, v)),
         1 => (k.clone(), 1u8..40).prop_map(|(k, c)| Op::Scan(k, c)),
         1 => k.clone().prop_map(Op::DelKey),
+        1 => k.clone().prop_map(Op::Expire),
         1 => k.prop_map(Op::SetString),
     ]
 }
@@ -120,6 +123,8 @@ fn add(members: &mut BTreeSet<Vec<u8>>, table: &mut bool, m: Vec<u8>) -> bool {
 type Effects = Vec<(usize, Vec<Bytes>)>;
 
 thread_local! {
+    /// Keys of the model that have a TTL.
+    static TTL: std::cell::RefCell<BTreeSet<usize>> = const { std::cell::RefCell::new(BTreeSet::new()) };
     static LOG: std::cell::RefCell<Effects> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -175,6 +180,18 @@ fn is_str(m: &Model, k: usize) -> bool {
 fn drop_empty(m: &mut Model, k: usize) {
     if members_of(m, k).is_some_and(|s| s.is_empty()) {
         m.remove(&k);
+    }
+}
+
+/// The key has a TTL exactly when the model says so.
+fn check_ttl(s: &mut Session, k: usize, m: &Model) {
+    let r = cmd(s, &[b"PTTL".to_vec(), key(k)]);
+    let want = TTL.with(|t| t.borrow().contains(&k));
+    match r {
+        Reply::Int(-2) => assert!(!m.contains_key(&k), "{} is gone", KEYS[k]),
+        Reply::Int(-1) => assert!(!want, "{} lost its TTL", KEYS[k]),
+        Reply::Int(n) if n > 0 => assert!(want, "{} has a TTL it should not have", KEYS[k]),
+        other => panic!("PTTL {}: {other:?}", KEYS[k]),
     }
 }
 
@@ -372,6 +389,8 @@ fn step(s: &mut Session, m: &mut Model, op: Op) {
                 None => assert!(wrongtype(&r), "{r:?}"),
                 Some(out) => {
                     assert_eq!(r, Reply::Int(out.len() as i64));
+                    // The destination is a new key: no TTL.
+                    TTL.with(|t| t.borrow_mut().remove(&d));
                     if out.is_empty() {
                         m.remove(&d);
                     } else {
@@ -499,7 +518,16 @@ fn step(s: &mut Session, m: &mut Model, op: Op) {
                 Reply::Int(i64::from(existed))
             );
         }
+        Op::Expire(k) => {
+            let r = cmd(s, &[b"PEXPIRE".to_vec(), key(k), b"1000000".to_vec()]);
+            assert_eq!(r, Reply::Int(i64::from(m.contains_key(&k))));
+            if m.contains_key(&k) {
+                TTL.with(|t| t.borrow_mut().insert(k));
+            }
+        }
         Op::SetString(k) => {
+            // SET without KEEPTTL drops the TTL.
+            TTL.with(|t| t.borrow_mut().remove(&k));
             assert_eq!(
                 cmd(s, &args(&[b"SET", KEYS[k].as_bytes(), b"x"])),
                 Reply::ok()
@@ -511,12 +539,16 @@ fn step(s: &mut Session, m: &mut Model, op: Op) {
 
 fn run(ops: Vec<Op>) {
     LOG.with(|l| l.borrow_mut().clear());
+    TTL.with(|t| t.borrow_mut().clear());
     let mut s = Session::with_config(Config::default());
     let mut m = Model::new();
     for op in ops {
         step(&mut s, &mut m, op);
+        // A deleted key (emptied, DEL, an empty STORE) loses its TTL.
+        TTL.with(|t| t.borrow_mut().retain(|k| m.contains_key(k)));
         for k in 0..KEYS.len() {
             check_key(&mut s, k, &m);
+            check_ttl(&mut s, k, &m);
         }
     }
     // The logged effects rebuild the same sets, encodings included.
@@ -528,6 +560,7 @@ fn run(ops: Vec<Op>) {
     }
     for k in 0..KEYS.len() {
         check_key(&mut replay, k, &m);
+        check_ttl(&mut replay, k, &m);
     }
 }
 

@@ -21,7 +21,7 @@ use ferrite_db::reply::Reply;
 use ferrite_db::store::Value;
 use proptest::prelude::*;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `z1`, `z2` hold any scores; `z3` only 0 (lex ranges); `str` may be a string.
 const KEYS: [&str; 4] = ["z1", "z2", "z3", "str"];
@@ -52,6 +52,8 @@ enum Op {
     Scan(usize, u8),
     DelKey(usize),
     SetString(usize),
+    /// PEXPIRE: which writes keep a TTL and which drop it.
+    Expire(usize),
 }
 
 /// A score bound: value (quarters; ±127/128 = ±inf) and exclusive.
@@ -176,6 +178,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), -12i16..12, any::<bool>()).prop_map(|(k, n, w)| Op::RandMember(k, n, w)),
         1 => (k.clone(), 1u8..40).prop_map(|(k, c)| Op::Scan(k, c)),
         1 => k.clone().prop_map(Op::DelKey),
+        1 => k.clone().prop_map(Op::Expire),
         1 => k.prop_map(Op::SetString),
     ]
 }
@@ -224,6 +227,8 @@ type Model = BTreeMap<usize, Val>;
 type Effects = Vec<(usize, Vec<Bytes>)>;
 
 thread_local! {
+    /// Keys of the model that have a TTL.
+    static TTL: std::cell::RefCell<BTreeSet<usize>> = const { std::cell::RefCell::new(BTreeSet::new()) };
     static LOG: std::cell::RefCell<Effects> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -366,6 +371,18 @@ fn in_lex(x: &[u8], min: &[u8], max: &[u8]) -> bool {
         _ => x < &max[1..],
     };
     lo && hi
+}
+
+/// The key has a TTL exactly when the model says so.
+fn check_ttl(s: &mut Session, k: usize, m: &Model) {
+    let r = cmd(s, &[b"PTTL".to_vec(), key(k)]);
+    let want = TTL.with(|t| t.borrow().contains(&k));
+    match r {
+        Reply::Int(-2) => assert!(!m.contains_key(&k), "{} is gone", KEYS[k]),
+        Reply::Int(-1) => assert!(!want, "{} lost its TTL", KEYS[k]),
+        Reply::Int(n) if n > 0 => assert!(want, "{} has a TTL it should not have", KEYS[k]),
+        other => panic!("PTTL {}: {other:?}", KEYS[k]),
+    }
 }
 
 fn check_key(s: &mut Session, k: usize, m: &Model) {
@@ -891,7 +908,7 @@ fn step(s: &mut Session, m: &mut Model, op: Op) {
                 n.unsigned_abs() as usize
             };
             assert_eq!(got.len(), want, "{argv:?}");
-            let mut seen = std::collections::BTreeSet::new();
+            let mut seen = BTreeSet::new();
             for (mb, sc) in got {
                 let v = z
                     .scores
@@ -941,7 +958,16 @@ fn step(s: &mut Session, m: &mut Model, op: Op) {
                 Reply::Int(i64::from(existed))
             );
         }
+        Op::Expire(k) => {
+            let r = cmd(s, &[b"PEXPIRE".to_vec(), key(k), b"1000000".to_vec()]);
+            assert_eq!(r, Reply::Int(i64::from(m.contains_key(&k))));
+            if m.contains_key(&k) {
+                TTL.with(|t| t.borrow_mut().insert(k));
+            }
+        }
         Op::SetString(k) => {
+            // SET without KEEPTTL drops the TTL.
+            TTL.with(|t| t.borrow_mut().remove(&k));
             assert_eq!(cmd(s, &a(&[b"SET", KEYS[k].as_bytes(), b"x"])), Reply::ok());
             m.insert(k, Val::Str);
         }
@@ -950,12 +976,16 @@ fn step(s: &mut Session, m: &mut Model, op: Op) {
 
 fn run(ops: Vec<Op>) {
     LOG.with(|l| l.borrow_mut().clear());
+    TTL.with(|t| t.borrow_mut().clear());
     let mut s = Session::with_config(Config::default());
     let mut m = Model::new();
     for op in ops {
         step(&mut s, &mut m, op);
+        // A deleted key (emptied, DEL, an empty STORE) loses its TTL.
+        TTL.with(|t| t.borrow_mut().retain(|k| m.contains_key(k)));
         for k in 0..KEYS.len() {
             check_key(&mut s, k, &m);
+            check_ttl(&mut s, k, &m);
         }
     }
     let effects = LOG.with(|l| std::mem::take(&mut *l.borrow_mut()));
@@ -966,6 +996,7 @@ fn run(ops: Vec<Op>) {
     }
     for k in 0..KEYS.len() {
         check_key(&mut replay, k, &m);
+        check_ttl(&mut replay, k, &m);
     }
 }
 
