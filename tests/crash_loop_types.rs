@@ -495,6 +495,25 @@ fn value(rng: &mut StdRng, tag: &str) -> String {
     }
 }
 
+/// A ZADD score: mostly integers, also fractions that are not exact in
+/// binary and infinities (never -0 nor NaN: Redis orders -0 as 0).
+fn zscore(rng: &mut StdRng) -> String {
+    match rng.gen_range(0..20) {
+        0 => "inf".into(),
+        1 => "-inf".into(),
+        2..=4 => format!("{}.{}", rng.gen_range(-50i64..50), rng.gen_range(1..1000)),
+        _ => rng.gen_range(-100i64..100).to_string(),
+    }
+}
+
+/// A finite ZINCRBY increment (the sums are bit-exact in the model too).
+fn zincr(rng: &mut StdRng) -> String {
+    match rng.gen_range(0..4) {
+        0 => ["0.1", "-0.3", "2.5", "1e-5", "-7.75"][rng.gen_range(0..5)].into(),
+        _ => rng.gen_range(-10i64..10).to_string(),
+    }
+}
+
 /// One command for client `c`, chosen against its current model `st`.
 fn gen_cmd(rng: &mut StdRng, c: usize, st: &State, tag: &str, now: u64) -> Vec<Vec<u8>> {
     let len_of = |k: &str| match st.get(k).map(|e| &e.val) {
@@ -680,17 +699,12 @@ fn gen_cmd(rng: &mut StdRng, c: usize, st: &State, tag: &str, now: u64) -> Vec<V
                 0..=4 => {
                     let mut v = argv(&["ZADD", &z]);
                     for _ in 0..rng.gen_range(1..5) {
-                        v.push(rng.gen_range(-100i64..100).to_string().into_bytes());
+                        v.push(zscore(rng).into_bytes());
                         v.push(member(rng).into_bytes());
                     }
                     v
                 }
-                5..=6 => argv(&[
-                    "ZINCRBY",
-                    &z,
-                    &rng.gen_range(-10i64..10).to_string(),
-                    &member(rng),
-                ]),
+                5..=6 => argv(&["ZINCRBY", &z, &zincr(rng), &member(rng)]),
                 7..=8 => {
                     let mut v = argv(&["ZREM", &z]);
                     for _ in 0..rng.gen_range(1..3) {
