@@ -48,6 +48,8 @@ enum Op {
     RemRank(usize, i8, i8),
     RemLex(usize, u16, u16, u8),
     Pop(usize, bool, Option<i8>),
+    /// BZPOPMIN/BZPOPMAX (a session never blocks: as inside MULTI).
+    BPop(Vec<usize>, bool),
     RandMember(usize, i16, bool),
     Scan(usize, u8),
     DelKey(usize),
@@ -176,6 +178,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (lex_key(), m.clone(), m, any::<u8>()).prop_map(|(k, a, b, kinds)| Op::RemLex(k, a, b, kinds)),
         2 => (k.clone(), any::<bool>(), prop::option::of(-1i8..6)).prop_map(|(k, x, c)| Op::Pop(k, x, c)),
         1 => (k.clone(), -12i16..12, any::<bool>()).prop_map(|(k, n, w)| Op::RandMember(k, n, w)),
+        1 => (prop::collection::vec(k.clone(), 1..3), any::<bool>()).prop_map(|(ks, x)| Op::BPop(ks, x)),
         1 => (k.clone(), 1u8..40).prop_map(|(k, c)| Op::Scan(k, c)),
         1 => k.clone().prop_map(Op::DelKey),
         1 => k.clone().prop_map(Op::Expire),
@@ -412,6 +415,10 @@ fn check_key(s: &mut Session, k: usize, m: &Model) {
             };
             let want = if z.table { "skiplist" } else { "listpack" };
             assert_eq!(enc, want, "{name} encoding ({} members)", z.scores.len());
+            assert_eq!(
+                cmd(s, &a(&[b"OBJECT", b"ENCODING", name.as_bytes()])),
+                Reply::Bulk(Bytes::from_static(want.as_bytes()))
+            );
         }
     }
 }
@@ -692,6 +699,15 @@ fn step(s: &mut Session, m: &mut Model, op: Op) {
             let count = all.len();
             let want = apply_limit(all, limit);
             assert_eq!(pairs(&r, false), want_pairs(&want, false), "{argv:?}");
+            // ZRANGEBYLEX / ZREVRANGEBYLEX: the same.
+            argv[0] = if rev {
+                b"ZREVRANGEBYLEX".to_vec()
+            } else {
+                b"ZRANGEBYLEX".to_vec()
+            };
+            argv.retain(|x| x != b"BYLEX" && x != b"REV");
+            let old = cmd(s, &argv);
+            assert_eq!(pairs(&old, false), want_pairs(&want, false), "{argv:?}");
             let n = cmd(s, &[b"ZLEXCOUNT".to_vec(), key(k), min, max]);
             assert_eq!(n, Reply::Int(count as i64));
         }
@@ -887,6 +903,45 @@ fn step(s: &mut Session, m: &mut Model, op: Op) {
                     drop_empty(m, k);
                 }
             }
+        }
+        Op::BPop(ks, max) => {
+            let mut argv = vec![if max {
+                b"BZPOPMAX".to_vec()
+            } else {
+                b"BZPOPMIN".to_vec()
+            }];
+            argv.extend(ks.iter().map(|k| key(*k)));
+            argv.push(b"0".to_vec());
+            let r = cmd(s, &argv);
+            // Redis serves the first key that is a non-empty zset; a
+            // string before it is WRONGTYPE.
+            for &k in &ks {
+                match m.get_mut(&k) {
+                    None => continue,
+                    Some(Val::Str) => {
+                        assert!(is_err(&r, "WRONGTYPE"), "{argv:?}: {r:?}");
+                        return;
+                    }
+                    Some(Val::Z(z)) => {
+                        let mut sorted = z.sorted();
+                        if max {
+                            sorted.reverse();
+                        }
+                        let (sc, mb) = sorted[0].clone();
+                        let got = arr(&r);
+                        assert_eq!(got.len(), 3, "{argv:?}: {r:?}");
+                        assert_eq!(bulk(&got[0]), key(k));
+                        assert_eq!((bulk(&got[1]), num(&got[2])), (mb.clone(), sc));
+                        z.scores.remove(&mb);
+                        drop_empty(m, k);
+                        return;
+                    }
+                }
+            }
+            assert!(
+                matches!(r, Reply::NullArray | Reply::Null),
+                "{argv:?}: {r:?}"
+            );
         }
         Op::RandMember(k, n, with) => {
             let mut argv = vec![b"ZRANDMEMBER".to_vec(), key(k), n.to_string().into_bytes()];
