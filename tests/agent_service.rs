@@ -93,6 +93,7 @@ struct Reads {
     latest: BTreeMap<String, String>,
     keys: BTreeSet<String>,
     stream_keys: BTreeSet<String>,
+    latest_keys: BTreeSet<String>,
     count: i64,
 }
 
@@ -103,6 +104,7 @@ fn read_all(con: &mut redis::Connection) -> (Reads, BTreeMap<String, i64>) {
         latest: BTreeMap::new(),
         keys: BTreeSet::new(),
         stream_keys: BTreeSet::new(),
+        latest_keys: BTreeSet::new(),
         count: 0,
     };
     let mut ttls = BTreeMap::new();
@@ -138,6 +140,12 @@ fn read_all(con: &mut redis::Connection) -> (Reads, BTreeMap<String, i64>) {
         .map(|k| k.unwrap_or_else(|e| panic!("SCAN page: {e}")))
         .collect();
     r.stream_keys = found.into_iter().collect();
+    let it: redis::Iter<String> =
+        redis::Commands::scan_match(con, "latest:*").unwrap_or_else(|e| panic!("SCAN: {e}"));
+    r.latest_keys = it
+        .take(10_000)
+        .map(|k| k.unwrap_or_else(|e| panic!("SCAN page: {e}")))
+        .collect();
     r.count = q(con, redis::cmd("GET").arg("agent:count"));
     (r, ttls)
 }
@@ -157,6 +165,11 @@ fn check(r: &Reads, ttls: &BTreeMap<String, i64>, max_ttl: i64, what: &str) {
         r.stream_keys, want_streams,
         "{what}: SCAN MATCH agent:* TYPE stream"
     );
+    let want_latest: BTreeSet<String> = AGENTS
+        .iter()
+        .map(|(id, _, _)| format!("latest:{id}"))
+        .collect();
+    assert_eq!(r.latest_keys, want_latest, "{what}: SCAN MATCH latest:*");
     let total: usize = AGENTS.iter().map(|(_, n, _)| n).sum();
     assert_eq!(r.count, total as i64, "{what}: agent:count");
     for (id, n, _) in AGENTS {
