@@ -1290,7 +1290,7 @@ fn crash_loop(tag: &str, test: &str, policies: &[&str], iterations: usize) {
         .collect();
     let (mut total_acked, mut total_units, mut total_recovered) = (0u64, 0usize, 0usize);
     let (mut saves, mut checkpoint_starts, mut lost_units) = (0usize, 0usize, 0usize);
-    let mut expired_while_down = 0usize;
+    let (mut expired_while_down, mut inflight_recovered) = (0usize, 0usize);
     let mut saved = false;
     for iter in 0..=iterations {
         let ctx = |msg: String| format!("iteration {iter} (FERRITE_CRASH_SEED={seed}): {msg}");
@@ -1325,6 +1325,7 @@ fn crash_loop(tag: &str, test: &str, policies: &[&str], iterations: usize) {
         for (c, p) in pending.iter().enumerate() {
             let f = verify_client(&mut conn, c, p, &ctx);
             lost_units += f.acked.saturating_sub(f.recovered);
+            inflight_recovered += f.recovered.saturating_sub(f.acked);
             total_recovered += f.recovered;
             expired_while_down += f.expired_while_down;
             bases.push(f.state);
@@ -1431,8 +1432,8 @@ fn crash_loop(tag: &str, test: &str, policies: &[&str], iterations: usize) {
     }
     println!(
         "{tag}: {iterations} kills, {total_acked} acknowledged commands in {total_units} units, \
-         {total_recovered} units recovered ({lost_units} acknowledged units lost, allowed only \
-         under everysec/no), {expired_while_down} keys expired while the server was down, \
+         {total_recovered} units recovered ({inflight_recovered} of them never acknowledged; \
+         {lost_units} acknowledged units lost, allowed only under everysec/no), {expired_while_down} keys expired while the server was down, \
          {saves} SAVE/BGSAVE, {checkpoint_starts} starts from a checkpoint, {:.1}s",
         started.elapsed().as_secs_f64()
     );
