@@ -1,5 +1,6 @@
 //! Crash loop for the data types beside streams, against the real binary.
-//! Concurrent clients pipeline acknowledged writes on their own keys:
+//! Concurrent clients (half of them in database 1) pipeline acknowledged
+//! writes on their own keys:
 //!
 //! - strings: `SET`, `APPEND`, `INCRBY`, and `INCRBYFLOAT` (logged as
 //!   `SET key value KEEPTTL`; its key sometimes has an expiry to keep);
@@ -32,7 +33,7 @@
 //!   absolute expiry passed (also while the server was down) is gone, one
 //!   whose expiry is ahead is there with exactly that expiry (`PEXPIRETIME`
 //!   within the send/acknowledge window: `PX` is logged as absolute time);
-//!   no key exists that no client wrote; OBJECT ENCODING is a compact one
+//!   no key exists that no client wrote (in that database); OBJECT ENCODING is a compact one
 //!   only while the value fits it; replay reports no errors.
 //!
 //! The next iteration's clients start from what was recovered.
@@ -56,6 +57,9 @@ use common::server::{Launch, Server, TempDir};
 use common::state::{call, int, items, loaded_line, pipeline, show_argv};
 
 const CLIENTS: usize = 4;
+/// Client `c` works in database `c % DATABASES` (checkpoints and log
+/// records carry the database).
+const DATABASES: usize = 2;
 /// Expiring string keys per client.
 const EX_KEYS: usize = 5;
 /// Upper bound of the random number of acknowledged commands before a kill.
@@ -1165,6 +1169,8 @@ fn verify_client(
     ctx: &dyn Fn(String) -> String,
 ) -> Found {
     let t0 = now_ms();
+    let sel = call(conn, &argv(&["SELECT", &(c % DATABASES).to_string()]));
+    assert!(!sel.is_error(), "SELECT: {}", sel.render());
     let seen = observe(conn, c);
     let t1 = now_ms();
     let acked = p.units.iter().take_while(|u| u.acked).count();
@@ -1330,11 +1336,21 @@ fn crash_loop(tag: &str, test: &str, policies: &[&str], iterations: usize) {
             expired_while_down += f.expired_while_down;
             bases.push(f.state);
         }
-        // No key that no client wrote.
-        let known: BTreeSet<String> = (0..CLIENTS).flat_map(all_keys).collect();
-        for k in items(&call(&mut conn, &argv(&["KEYS", "*"]))) {
-            let k = String::from_utf8_lossy(k.text().unwrap_or_default()).into_owned();
-            assert!(known.contains(&k), "{}", ctx(format!("unknown key {k:?}")));
+        // No key that no client wrote, in any database.
+        for db in 0..DATABASES {
+            call(&mut conn, &argv(&["SELECT", &db.to_string()]));
+            let known: BTreeSet<String> = (0..CLIENTS)
+                .filter(|c| c % DATABASES == db)
+                .flat_map(all_keys)
+                .collect();
+            for k in items(&call(&mut conn, &argv(&["KEYS", "*"]))) {
+                let k = String::from_utf8_lossy(k.text().unwrap_or_default()).into_owned();
+                assert!(
+                    known.contains(&k),
+                    "{}",
+                    ctx(format!("unknown key {k:?} in db {db}"))
+                );
+            }
         }
         if iter == iterations {
             let _ = server.kill9();
@@ -1355,7 +1371,9 @@ fn crash_loop(tag: &str, test: &str, policies: &[&str], iterations: usize) {
             .enumerate()
             .map(|(c, base)| {
                 let (p, s) = (progress.clone(), stop.clone());
-                let conn = server.connect().unwrap_or_else(|e| panic!("{e}"));
+                let mut conn = server.connect().unwrap_or_else(|e| panic!("{e}"));
+                let sel = call(&mut conn, &argv(&["SELECT", &(c % DATABASES).to_string()]));
+                assert!(!sel.is_error(), "SELECT: {}", sel.render());
                 let cseed = rng.gen();
                 std::thread::spawn(move || client(conn, c, iter, cseed, base, p, s))
             })
