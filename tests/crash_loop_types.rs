@@ -33,8 +33,9 @@
 //!   absolute expiry passed (also while the server was down) is gone, one
 //!   whose expiry is ahead is there with exactly that expiry (`PEXPIRETIME`
 //!   within the send/acknowledge window: `PX` is logged as absolute time);
-//!   no key exists that no client wrote (in that database); OBJECT ENCODING is a compact one
-//!   only while the value fits it; replay reports no errors.
+//!   no key exists that no client wrote (in that database); OBJECT
+//!   ENCODING is a compact one only while the value fits it; replay
+//!   reports no errors.
 //!
 //! The next iteration's clients start from what was recovered.
 //!
