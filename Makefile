@@ -35,8 +35,9 @@ fmt:
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Crash loop: hundreds of SIGKILLs at seeded random moments (tests/crash_loop.rs).
+# Crash loops: hundreds of SIGKILLs at seeded random moments (tests/crash_loop.rs,
+# crash_loop_pipelines.rs, crash_loop_types.rs).
 # FERRITE_CRASH_ITERATIONS=N changes the count; FERRITE_CRASH_SEED=S replays a run.
 .PHONY: crashtest
 crashtest:
-	FERRITE_CRASH_ITERATIONS=$${FERRITE_CRASH_ITERATIONS:-300} cargo test --release --test crash_loop --test crash_loop_pipelines -- --nocapture
+	FERRITE_CRASH_ITERATIONS=$${FERRITE_CRASH_ITERATIONS:-300} cargo test --release --test crash_loop --test crash_loop_pipelines --test crash_loop_types -- --nocapture
