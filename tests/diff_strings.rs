@@ -8,4 +8,5 @@ diff_tests! {
     counters => "strings/incr.txt",
     floats => "strings/incrbyfloat.txt",
     ranges => "strings/range.txt",
+    bits => "strings/bits.txt",
 }

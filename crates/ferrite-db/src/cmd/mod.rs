@@ -11,6 +11,7 @@
 //! COMMAND, TIME, SHUTDOWN); streams live in `stream`, `read`, `info` and `group`.
 
 pub mod admin;
+pub mod bits;
 pub mod conn;
 pub mod expire;
 pub mod generic;
@@ -60,6 +61,7 @@ fn registry() -> Vec<(&'static str, Handler)> {
     v.extend_from_slice(info::COMMANDS);
     v.extend_from_slice(group::COMMANDS);
     v.extend_from_slice(string::COMMANDS);
+    v.extend_from_slice(bits::COMMANDS);
     v.extend_from_slice(hash::COMMANDS);
     v.extend_from_slice(list::COMMANDS);
     v.extend_from_slice(set::COMMANDS);

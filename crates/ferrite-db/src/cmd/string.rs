@@ -75,7 +75,7 @@ fn bulk_or_null(v: Option<Bytes>) -> Reply {
 
 /// Store `val` at `key` as Redis's `setKey` does: any previous value (of
 /// any type) is replaced and its time to live dropped unless `keep_ttl`.
-fn set_key(ctx: &mut Ctx, key: &Bytes, val: Bytes, keep_ttl: bool) {
+pub(super) fn set_key(ctx: &mut Ctx, key: &Bytes, val: Bytes, keep_ttl: bool) {
     ctx.db().insert(key.clone(), Value::String(val));
     if !keep_ttl {
         ctx.db().persist(key);
