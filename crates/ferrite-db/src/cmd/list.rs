@@ -74,9 +74,11 @@ fn read_mut<'a>(db: &'a mut Db, key: &[u8]) -> Result<Option<&'a mut List>, CmdE
 }
 
 /// The list at `key`, created empty if missing. The caller checked the type.
+/// The key is copied: a slice of the command's arguments would keep the
+/// connection's whole read buffer alive as long as the key exists.
 fn create<'a>(db: &'a mut Db, key: &Bytes) -> Result<&'a mut List, CmdError> {
     if !db.contains(key) {
-        db.insert(key.clone(), Value::List(Box::default()));
+        db.insert(Bytes::copy_from_slice(key), Value::List(Box::default()));
     }
     read_mut(db, key)?.ok_or(CmdError::WrongType)
 }

@@ -266,12 +266,18 @@ impl Chunk {
         }
     }
 
-    /// Room for `extra` more bytes, growing by an eighth (a listpack grows
-    /// by exactly what it needs; this keeps pushes amortised O(1)).
+    /// Room for `extra` more bytes. A listpack grows by exactly what it
+    /// needs; a small chunk grows to the allocator's next 16-byte step
+    /// (nothing wasted), a larger one by an eighth, so pushes stay
+    /// amortised O(1) with at most 1/8 slack in the two end chunks.
     fn reserve(&mut self, extra: usize) {
         let need = self.buf.len() + extra;
         if need > self.buf.capacity() {
-            let want = (need + need / 8).min(CHUNK_BYTES.max(need));
+            let want = if need < 1024 {
+                need.next_multiple_of(16)
+            } else {
+                (need + need / 8).min(CHUNK_BYTES.max(need))
+            };
             self.buf.reserve_exact(want - self.buf.len());
         }
     }
