@@ -11,4 +11,5 @@ diff_tests! {
     fifo => "lists/fifo.txt",
     multi => "lists/multi.txt",
     key_changes => "lists/key_changes.txt",
+    chunks => "lists/chunks.txt",
 }

@@ -10,4 +10,5 @@ diff_tests! {
     encoding => "sets/encoding.txt",
     resp3 => "sets/resp3.txt",
     watch => "sets/watch.txt",
+    compact => "sets/compact.txt",
 }

@@ -134,6 +134,32 @@ fn workload_one(s: &Server, c: &mut RespConn) {
         ok(&call_str(c, &["RPUSH", "big", &format!("v{i}")]));
     }
     ok(&call_str(c, &["LTRIM", "big", "10", "-11"]));
+    // A list over many 8 KiB chunks, with integers of every width and
+    // writes in the middle.
+    let pad = "p".repeat(100);
+    for batch in 0..8 {
+        let mut cmd = vec!["RPUSH".to_string(), "chunks".to_string()];
+        for i in 0..50 {
+            let n = batch * 50 + i;
+            cmd.push(match n % 4 {
+                0 => format!("{pad}{n}"),
+                1 => (n as i64 * 1_000_003 - 200_000).to_string(),
+                2 => (i64::MIN + n as i64).to_string(),
+                _ => format!("-0{n}"),
+            });
+        }
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        ok(&call_str(c, &args));
+    }
+    run(
+        c,
+        &[
+            &["LSET", "chunks", "150", "9223372036854775807"],
+            &["LINSERT", "chunks", "BEFORE", "-0203", "inserted"],
+            &["LREM", "chunks", "0", "-0103"],
+            &["LPUSH", "chunks", "head", "-1"],
+        ],
+    );
 
     // Blocked pops served later: BLMOVE into a key a BLPOP waits on, a
     // BLMPOP with COUNT, and a BRPOPLPUSH.
@@ -241,6 +267,7 @@ fn lists_survive_sigkill_and_shutdown() {
     );
     assert_eq!(list(&one, "mp").as_deref(), Some(&["m3".to_string()][..]));
     assert_eq!(list(&one, "big").map(|l| l.len()), Some(280));
+    assert_eq!(list(&one, "chunks").map(|l| l.len()), Some(402));
 
     let (mut s2, mut c2) = restart(&mut s, &mut c, &launch, true);
     same("after SIGKILL (log replay)", &state(&mut c2), &one);

@@ -86,6 +86,15 @@ fn workload_one(c: &mut RespConn) -> Vec<(String, String)> {
         &[
             &["SADD", "ints", "3", "1", "2", "10", "-7"],
             &["SADD", "strs", "a", "b", "c", "d", "e", "f"],
+            &[
+                "SADD",
+                "wide",
+                "5",
+                "-9223372036854775808",
+                "9223372036854775807",
+            ],
+            &["SADD", "wide", "70000", "-32769"],
+            &["SADD", "longm", "s", &"y".repeat(65)],
             &["SADD", "gone", "x"],
             &["SREM", "gone", "x"],
             &["SADD", "ttl", "a"],
@@ -110,6 +119,10 @@ fn workload_one(c: &mut RespConn) -> Vec<(String, String)> {
     }
     for i in 0..600 {
         ok(&call_str(c, &["SADD", "bigset", &i.to_string()]));
+    }
+    // Past the 128-member listpack limit.
+    for i in 0..130 {
+        ok(&call_str(c, &["SADD", "many", &format!("s{i}")]));
     }
     for i in 0..200 {
         let (s, m) = (format!("{}", i as f64 / 3.0), format!("m{i}"));

@@ -26,7 +26,7 @@ use crate::pubsub::{NOTIFY_GENERIC, NOTIFY_LIST};
 use crate::reply::Reply;
 use crate::store::{BlockedCommand, Db, Value};
 use crate::types::hash::long_double::Ld;
-use crate::types::list::{End, List};
+use crate::types::list::{Elem, End, List, Probe};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -74,9 +74,11 @@ fn read_mut<'a>(db: &'a mut Db, key: &[u8]) -> Result<Option<&'a mut List>, CmdE
 }
 
 /// The list at `key`, created empty if missing. The caller checked the type.
+/// The key is copied: a slice of the command's arguments would keep the
+/// connection's whole read buffer alive as long as the key exists.
 fn create<'a>(db: &'a mut Db, key: &Bytes) -> Result<&'a mut List, CmdError> {
     if !db.contains(key) {
-        db.insert(key.clone(), Value::List(Box::default()));
+        db.insert(Bytes::copy_from_slice(key), Value::List(Box::default()));
     }
     read_mut(db, key)?.ok_or(CmdError::WrongType)
 }
@@ -129,7 +131,7 @@ fn push(ctx: &mut Ctx, a: &mut Args, end: End, only_existing: bool) -> Result<Re
         return Ok(Reply::Int(0));
     }
     let l = create(db, &key)?;
-    for v in values {
+    for v in &values {
         l.push(end, v);
     }
     let len = l.len();
@@ -241,9 +243,9 @@ fn lrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     Ok(match l.clamp_range(start, stop) {
         None => Reply::Array(Vec::new()),
         Some((s, e)) => Reply::Array(
-            l.items
-                .range(s..=e)
-                .map(|b| Reply::Bulk(b.clone()))
+            l.iter_from(s)
+                .take(e - s + 1)
+                .map(|v| Reply::Bulk(v.to_bytes()))
                 .collect(),
         ),
     })
@@ -257,7 +259,7 @@ fn lindex(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         return Ok(Reply::Null);
     };
     let index = next_long(a)?;
-    Ok(l.get(index).map_or(Reply::Null, |b| Reply::Bulk(b.clone())))
+    Ok(l.get(index).map_or(Reply::Null, Reply::Bulk))
 }
 
 fn lpos(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
@@ -295,11 +297,12 @@ fn lpos(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         rank = rank.wrapping_neg();
     }
     let len = l.len();
-    let order: Box<dyn Iterator<Item = (usize, &Bytes)>> = if from_tail {
-        Box::new(l.items.iter().enumerate().rev())
+    let order: Box<dyn Iterator<Item = (usize, Elem<'_>)>> = if from_tail {
+        Box::new(l.iter_rev().enumerate().map(move |(k, v)| (len - 1 - k, v)))
     } else {
-        Box::new(l.items.iter().enumerate())
+        Box::new(l.iter().enumerate())
     };
+    let probe = Probe::new(&element);
     let scan = if maxlen == 0 {
         len
     } else {
@@ -308,7 +311,7 @@ fn lpos(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let mut matches: i64 = 0;
     let mut found = Vec::new();
     for (i, v) in order.take(scan) {
-        if v != &element {
+        if !v.matches(&probe) {
             continue;
         }
         matches += 1;
@@ -342,7 +345,7 @@ fn lset(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let i = l
         .resolve(index)
         .ok_or_else(|| CmdError::err("index out of range"))?;
-    l.items[i] = value;
+    l.set(i, &value);
     ctx.touch(&key);
     ctx.notify(NOTIFY_LIST, "lset", &key);
     Ok(Reply::ok())
@@ -406,7 +409,7 @@ fn linsert(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         ctx.propagate_nothing();
         return Ok(Reply::Int(0));
     };
-    if !l.insert(&pivot, value, after) {
+    if !l.insert(&pivot, &value, after) {
         ctx.propagate_nothing();
         return Ok(Reply::Int(-1));
     }
@@ -437,7 +440,7 @@ fn move_one(
     let Some(v) = read_mut(db, src)?.and_then(|l| l.pop(from)) else {
         return Ok(None);
     };
-    create(db, dst)?.push(to, v.clone());
+    create(db, dst)?.push(to, &v);
     drop_if_empty(db, src);
     Ok(Some(v))
 }
