@@ -84,6 +84,10 @@ impl Db {
             let slot = self.slots[i].as_mut().map(|(_, v)| v);
             return slot.map(|v| std::mem::replace(v, value));
         }
+        // IMPORTANT: a key from a command's arguments is a slice of the
+        // connection's read buffer; stored as is, it would keep that whole
+        // buffer alive. A new key gets its own allocation.
+        let key = Bytes::copy_from_slice(&key);
         let i = match self.free.pop() {
             Some(i) => i,
             None => {

@@ -76,7 +76,9 @@ fn bulk_or_null(v: Option<Bytes>) -> Reply {
 /// Store `val` at `key` as Redis's `setKey` does: any previous value (of
 /// any type) is replaced and its time to live dropped unless `keep_ttl`.
 pub(super) fn set_key(ctx: &mut Ctx, key: &Bytes, val: Bytes, keep_ttl: bool) {
-    ctx.db().insert(key.clone(), Value::String(val));
+    // Its own allocation: not a slice pinning the connection's read buffer.
+    ctx.db()
+        .insert(key.clone(), Value::String(Bytes::copy_from_slice(&val)));
     if !keep_ttl {
         ctx.db().persist(key);
     }
@@ -453,7 +455,8 @@ fn append(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     let tail = a.next_bytes()?;
     let Some(cur) = get_string(ctx, &key)? else {
         let len = tail.len();
-        ctx.db().insert(key.clone(), Value::String(tail));
+        ctx.db()
+            .insert(key.clone(), Value::String(Bytes::copy_from_slice(&tail)));
         ctx.touch(&key);
         ctx.notify(NOTIFY_STRING, "append", &key);
         return Ok(Reply::Int(len as i64));
