@@ -42,9 +42,13 @@ impl Value {
 
 /// One database. Keys live in slots that never move while the key exists, so
 /// a SCAN cursor (a slot index) returns every key present for the whole scan.
+/// The index holds slot numbers hashed by their slot's key: each key is
+/// stored once, in its slot (8 bytes of index a key, not a second key).
 #[derive(Debug, Default)]
 pub struct Db {
-    index: HashMap<Bytes, usize>,
+    index: hashbrown::HashTable<usize>,
+    /// SipHash with a random key: keys come from clients.
+    hasher: std::hash::RandomState,
     slots: Vec<Option<(Bytes, Value)>>,
     /// Last access of each slot's key, in LRU clock seconds ([`lru_clock`]):
     /// OBJECT IDLETIME, DEBUG OBJECT. Parallel to `slots` (4 bytes a key).
@@ -59,6 +63,18 @@ pub struct Db {
 }
 
 impl Db {
+    fn hash(&self, key: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+    /// The slot of `key`.
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hash(key), |&i| {
+                slots[i].as_ref().is_some_and(|(k, _)| k[..] == *key)
+            })
+            .copied()
+    }
     pub fn len(&self) -> usize {
         self.index.len()
     }
@@ -66,20 +82,20 @@ impl Db {
         self.index.is_empty()
     }
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.index.contains_key(key)
+        self.find(key).is_some()
     }
     pub fn get(&self, key: &[u8]) -> Option<&Value> {
-        let &i = self.index.get(key)?;
+        let i = self.find(key)?;
         self.slots[i].as_ref().map(|(_, v)| v)
     }
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
-        let &i = self.index.get(key)?;
+        let i = self.find(key)?;
         self.slots[i].as_mut().map(|(_, v)| v)
     }
     /// Insert or replace; returns the previous value.
     pub fn insert(&mut self, key: Bytes, value: Value) -> Option<Value> {
         let now = lru_clock();
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(i) = self.find(&key) {
             self.atime[i] = now;
             let slot = self.slots[i].as_mut().map(|(_, v)| v);
             return slot.map(|v| std::mem::replace(v, value));
@@ -99,13 +115,31 @@ impl Db {
         if let Some(v) = &mut self.new_keys {
             v.push(key.clone());
         }
-        self.slots[i] = Some((key.clone(), value));
+        let h = self.hash(&key);
+        self.slots[i] = Some((key, value));
         self.atime[i] = now;
-        self.index.insert(key, i);
+        let Db {
+            index,
+            slots,
+            hasher,
+            ..
+        } = self;
+        index.insert_unique(h, i, |&j| match &slots[j] {
+            Some((k, _)) => std::hash::BuildHasher::hash_one(&*hasher, &k[..]),
+            None => 0,
+        });
         None
     }
     pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
-        let i = self.index.remove(key)?;
+        let h = self.hash(key);
+        let slots = &self.slots;
+        let entry = self
+            .index
+            .find_entry(h, |&i| {
+                slots[i].as_ref().is_some_and(|(k, _)| k[..] == *key)
+            })
+            .ok()?;
+        let (i, _) = entry.remove();
         if !self.expires.is_empty() {
             self.expires.remove(key);
         }
@@ -121,8 +155,8 @@ impl Db {
     /// Record an access to `key` now (Redis's `lookupKey` updating the
     /// object's LRU field). Whether there is such a key.
     pub fn touch_access(&mut self, key: &[u8], clock: u32) -> bool {
-        match self.index.get(key) {
-            Some(&i) => {
+        match self.find(key) {
+            Some(i) => {
                 self.atime[i] = clock;
                 true
             }
@@ -131,12 +165,12 @@ impl Db {
     }
     /// Seconds since `key` was last accessed (OBJECT IDLETIME).
     pub fn idle_secs(&self, key: &[u8]) -> Option<u64> {
-        let &i = self.index.get(key)?;
+        let i = self.find(key)?;
         Some(u64::from(lru_clock().saturating_sub(self.atime[i])))
     }
     /// The LRU clock value stored for `key` (DEBUG OBJECT's `lru`).
     pub fn access_clock(&self, key: &[u8]) -> Option<u32> {
-        let &i = self.index.get(key)?;
+        let i = self.find(key)?;
         Some(self.atime[i])
     }
     /// When `key` expires (absolute ms), if it exists and has an expiry.
@@ -148,7 +182,7 @@ impl Db {
     }
     /// Give an existing key an expiry; false if there is no such key.
     pub fn set_expiry(&mut self, key: &[u8], when: u64) -> bool {
-        let Some(&i) = self.index.get(key) else {
+        let Some(i) = self.find(key) else {
             return false;
         };
         match &self.slots[i] {
