@@ -9,6 +9,7 @@
 //! ready, in FIFO order, as Redis's `handleClientsBlockedOnKeys` does.
 
 use crate::reply::Reply;
+use crate::types::slots::Slots;
 use bytes::Bytes;
 use ferrite_streams::{BlockCache, Stream};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -40,20 +41,16 @@ impl Value {
     }
 }
 
-/// One database. Keys live in slots that never move while the key exists, so
-/// a SCAN cursor (a slot index) returns every key present for the whole scan.
-/// The index holds slot numbers hashed by their slot's key: each key is
-/// stored once, in its slot (8 bytes of index a key, not a second key).
+/// One database: its keys and values in a [`Slots`] table (slots never move
+/// while the key exists, so a SCAN cursor, a slot number, returns every
+/// key present for the whole scan; each key is stored once), each key's
+/// last access, and the keys' expiry times.
 #[derive(Debug, Default)]
 pub struct Db {
-    index: hashbrown::HashTable<usize>,
-    /// SipHash with a random key: keys come from clients.
-    hasher: std::hash::RandomState,
-    slots: Vec<Option<(Bytes, Value)>>,
+    slots: Slots<Value>,
     /// Last access of each slot's key, in LRU clock seconds ([`lru_clock`]):
-    /// OBJECT IDLETIME, DEBUG OBJECT. Parallel to `slots` (4 bytes a key).
+    /// OBJECT IDLETIME, DEBUG OBJECT. By slot number (4 bytes a key).
     atime: Vec<u32>,
-    free: Vec<usize>,
     /// Keys with a time to live (absolute ms); removing a key removes it.
     expires: crate::expire::Expires,
     /// While a command runs with `n` keyspace events on: the keys it added,
@@ -63,99 +60,56 @@ pub struct Db {
 }
 
 impl Db {
-    fn hash(&self, key: &[u8]) -> u64 {
-        std::hash::BuildHasher::hash_one(&self.hasher, key)
-    }
-    /// The slot of `key`.
-    fn find(&self, key: &[u8]) -> Option<usize> {
-        let slots = &self.slots;
-        self.index
-            .find(self.hash(key), |&i| {
-                slots[i].as_ref().is_some_and(|(k, _)| k[..] == *key)
-            })
-            .copied()
-    }
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.slots.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.slots.is_empty()
     }
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.find(key).is_some()
+        self.slots.contains(key)
     }
     pub fn get(&self, key: &[u8]) -> Option<&Value> {
-        let i = self.find(key)?;
-        self.slots[i].as_ref().map(|(_, v)| v)
+        self.slots.get(key)
     }
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
-        let i = self.find(key)?;
-        self.slots[i].as_mut().map(|(_, v)| v)
+        self.slots.get_mut(key)
     }
     /// Insert or replace; returns the previous value.
     pub fn insert(&mut self, key: Bytes, value: Value) -> Option<Value> {
         let now = lru_clock();
-        if let Some(i) = self.find(&key) {
+        if let Some(i) = self.slots.find(&key) {
             self.atime[i] = now;
-            let slot = self.slots[i].as_mut().map(|(_, v)| v);
-            return slot.map(|v| std::mem::replace(v, value));
+            return self.slots.insert_slot(key, value).1;
         }
         // IMPORTANT: a key from a command's arguments is a slice of the
         // connection's read buffer; stored as is, it would keep that whole
         // buffer alive. A new key gets its own allocation.
         let key = Bytes::copy_from_slice(&key);
-        let i = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(None);
-                self.atime.push(0);
-                self.slots.len() - 1
-            }
-        };
         if let Some(v) = &mut self.new_keys {
             v.push(key.clone());
         }
-        let h = self.hash(&key);
-        self.slots[i] = Some((key, value));
+        let (i, _) = self.slots.insert_slot(key, value);
+        if self.atime.len() <= i {
+            self.atime.resize(i + 1, 0);
+        }
         self.atime[i] = now;
-        let Db {
-            index,
-            slots,
-            hasher,
-            ..
-        } = self;
-        index.insert_unique(h, i, |&j| match &slots[j] {
-            Some((k, _)) => std::hash::BuildHasher::hash_one(&*hasher, &k[..]),
-            None => 0,
-        });
         None
     }
     pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
-        let h = self.hash(key);
-        let slots = &self.slots;
-        let entry = self
-            .index
-            .find_entry(h, |&i| {
-                slots[i].as_ref().is_some_and(|(k, _)| k[..] == *key)
-            })
-            .ok()?;
-        let (i, _) = entry.remove();
+        let (_, v) = self.slots.remove_slot(key)?;
         if !self.expires.is_empty() {
             self.expires.remove(key);
         }
-        let v = self.slots[i].take().map(|(_, v)| v);
-        self.free.push(i);
-        if self.index.is_empty() {
-            self.slots.clear();
-            self.atime.clear();
-            self.free.clear();
+        if self.slots.capacity() == 0 {
+            self.atime = Vec::new();
         }
-        v
+        Some(v)
     }
     /// Record an access to `key` now (Redis's `lookupKey` updating the
     /// object's LRU field). Whether there is such a key.
     pub fn touch_access(&mut self, key: &[u8], clock: u32) -> bool {
-        match self.find(key) {
+        match self.slots.find(key) {
             Some(i) => {
                 self.atime[i] = clock;
                 true
@@ -165,12 +119,12 @@ impl Db {
     }
     /// Seconds since `key` was last accessed (OBJECT IDLETIME).
     pub fn idle_secs(&self, key: &[u8]) -> Option<u64> {
-        let i = self.find(key)?;
+        let i = self.slots.find(key)?;
         Some(u64::from(lru_clock().saturating_sub(self.atime[i])))
     }
     /// The LRU clock value stored for `key` (DEBUG OBJECT's `lru`).
     pub fn access_clock(&self, key: &[u8]) -> Option<u32> {
-        let i = self.find(key)?;
+        let i = self.slots.find(key)?;
         Some(self.atime[i])
     }
     /// When `key` expires (absolute ms), if it exists and has an expiry.
@@ -182,10 +136,10 @@ impl Db {
     }
     /// Give an existing key an expiry; false if there is no such key.
     pub fn set_expiry(&mut self, key: &[u8], when: u64) -> bool {
-        let Some(i) = self.find(key) else {
+        let Some(i) = self.slots.find(key) else {
             return false;
         };
-        match &self.slots[i] {
+        match self.slots.at(i) {
             Some((k, _)) => {
                 self.expires.set(k.clone(), when);
                 true
@@ -207,43 +161,24 @@ impl Db {
         &self.expires
     }
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
-        self.slots.iter().filter_map(|s| s.as_ref().map(|(k, _)| k))
+        self.slots.keys()
     }
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Bytes, &mut Value)> {
-        self.slots.iter_mut().flatten().map(|(k, v)| (&*k, v))
+        self.slots.iter_mut()
     }
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
-        self.slots.iter_mut().flatten().map(|(_, v)| v)
+        self.slots.iter_mut().map(|(_, v)| v)
     }
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
+        self.slots.iter()
     }
     /// Visit up to `count` slots from `cursor`; returns the next cursor (0 = done).
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&Bytes, &Value)) -> u64 {
-        let start = cursor as usize;
-        if start >= self.slots.len() {
-            return 0;
-        }
-        let end = start.saturating_add(count.max(1)).min(self.slots.len());
-        for (k, v) in self.slots[start..end].iter().flatten() {
-            f(k, v);
-        }
-        if end >= self.slots.len() {
-            0
-        } else {
-            end as u64
-        }
+    pub fn scan(&self, cursor: u64, count: usize, f: impl FnMut(&Bytes, &Value)) -> u64 {
+        self.slots.scan(cursor, count, f)
     }
-    /// A key chosen at random (RANDOMKEY), `seed` picks the starting slot.
+    /// A key chosen at random (RANDOMKEY) by `seed`.
     pub fn random_key(&self, seed: u64) -> Option<&Bytes> {
-        if self.slots.is_empty() || self.index.is_empty() {
-            return None;
-        }
-        let n = self.slots.len();
-        let start = (seed % n as u64) as usize;
-        (0..n).find_map(|d| self.slots[(start + d) % n].as_ref().map(|(k, _)| k))
+        self.slots.random(seed).map(|(k, _)| k)
     }
     pub fn clear(&mut self) {
         let tracking = self.new_keys.is_some();

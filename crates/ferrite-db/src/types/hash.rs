@@ -23,8 +23,8 @@
 pub mod long_double;
 
 use super::codec::{get_varint, put_varint, take};
+use super::slots::Slots;
 use bytes::Bytes;
-use std::collections::HashMap;
 
 /// Redis's `hash-max-listpack-entries` default.
 pub const MAX_LISTPACK_ENTRIES: usize = 128;
@@ -122,58 +122,31 @@ impl Listpack {
     }
 }
 
-/// A hash table whose pairs stay in their slot while they exist.
+/// A hash table whose pairs stay in their slot while they exist
+/// ([`Slots`]: each field stored once).
 #[derive(Debug, Clone, Default)]
-pub struct Table {
-    index: HashMap<Bytes, usize>,
-    slots: Vec<Option<(Bytes, Bytes)>>,
-    free: Vec<usize>,
-}
+pub struct Table(Slots<Bytes>);
 
 impl Table {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
     fn get(&self, field: &[u8]) -> Option<&[u8]> {
-        let &i = self.index.get(field)?;
-        self.slots[i].as_ref().map(|(_, v)| v.as_ref())
+        self.0.get(field).map(|v| v.as_ref())
     }
 
     /// Insert or replace; true if the field is new.
     fn set(&mut self, field: Bytes, value: Bytes) -> bool {
-        if let Some(&i) = self.index.get(&field) {
-            if let Some((_, v)) = self.slots[i].as_mut() {
-                *v = value;
-            }
-            return false;
-        }
-        let i = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-        };
-        self.slots[i] = Some((field.clone(), value));
-        self.index.insert(field, i);
-        true
+        self.0.insert(field, value).is_none()
     }
 
     fn remove(&mut self, field: &[u8]) -> bool {
-        let Some(i) = self.index.remove(field) else {
-            return false;
-        };
-        self.slots[i] = None;
-        self.free.push(i);
-        if self.index.is_empty() {
-            self.slots.clear();
-            self.free.clear();
-        }
-        true
+        self.0.remove(field).is_some()
     }
 
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.slots
-            .iter()
-            .flatten()
-            .map(|(f, v)| (f.as_ref(), v.as_ref()))
+        self.0.iter().map(|(f, v)| (f.as_ref(), v.as_ref()))
     }
 }
 
@@ -187,7 +160,7 @@ impl Hash {
     pub fn len(&self) -> usize {
         match self {
             Hash::Listpack(v) => v.len,
-            Hash::Table(t) => t.index.len(),
+            Hash::Table(t) => t.len(),
         }
     }
 
@@ -273,23 +246,7 @@ impl Hash {
                 }
                 v.iter().nth((random % v.len as u64) as usize)
             }
-            Hash::Table(t) => {
-                if t.index.is_empty() {
-                    return None;
-                }
-                // Slots are at least as many as pairs; with few free slots
-                // a probe hits at once. After many deletions, fall back to
-                // the n-th pair (still uniform).
-                let n = t.slots.len() as u64;
-                let mut r = random;
-                for _ in 0..8 {
-                    if let Some((f, v)) = &t.slots[(r % n) as usize] {
-                        return Some((f.as_ref(), v.as_ref()));
-                    }
-                    r = r.rotate_right(17).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                }
-                t.iter().nth((random % t.index.len() as u64) as usize)
-            }
+            Hash::Table(t) => t.0.random(random).map(|(f, v)| (f.as_ref(), v.as_ref())),
         }
     }
 
@@ -304,21 +261,7 @@ impl Hash {
                 }
                 0
             }
-            Hash::Table(t) => {
-                let start = usize::try_from(cursor).unwrap_or(usize::MAX);
-                if start >= t.slots.len() {
-                    return 0;
-                }
-                let end = start.saturating_add(count.max(1)).min(t.slots.len());
-                for (k, val) in t.slots[start..end].iter().flatten() {
-                    f(k, val);
-                }
-                if end >= t.slots.len() {
-                    0
-                } else {
-                    end as u64
-                }
-            }
+            Hash::Table(t) => t.0.scan(cursor, count, |k, v| f(k, v)),
         }
     }
 
@@ -329,7 +272,9 @@ impl Hash {
             // A length byte per field and value, and the buffer's slack.
             Hash::Listpack(v) => 32 + v.buf.capacity(),
             // Two Bytes handles per slot plus the index's entry.
-            Hash::Table(t) => 64 + data + t.slots.len() * 64 + t.index.len() * 48,
+            // A slot (two `Bytes`) per slot; per pair its index entry and
+            // the two allocations' overhead.
+            Hash::Table(t) => 64 + data + t.0.capacity() * 64 + t.len() * 42,
         }
     }
 

@@ -13,6 +13,7 @@ mod codec;
 pub mod hash;
 pub mod list;
 pub mod set;
+pub mod slots;
 pub mod zset;
 
 /// A value's type tag in a checkpoint body. A new type adds its tag here

@@ -34,7 +34,6 @@
 use super::codec::{get_varint, put_varint, take};
 use crate::args::parse_i64;
 use bytes::Bytes;
-use std::collections::HashMap;
 
 /// Redis's `set-max-intset-entries` default.
 pub const MAX_INTSET_ENTRIES: usize = 512;
@@ -43,104 +42,7 @@ pub const MAX_LISTPACK_ENTRIES: usize = 128;
 /// Redis 7.2's `set-max-listpack-value` default.
 pub const MAX_LISTPACK_VALUE: usize = 64;
 
-/// Values keyed by member in slots that stay put while the member exists.
-#[derive(Debug, Clone)]
-pub struct Slots<V> {
-    index: HashMap<Bytes, usize>,
-    slots: Vec<Option<(Bytes, V)>>,
-    free: Vec<usize>,
-}
-
-impl<V> Default for Slots<V> {
-    fn default() -> Self {
-        Slots {
-            index: HashMap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-        }
-    }
-}
-
-impl<V> Slots<V> {
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-    pub fn get(&self, member: &[u8]) -> Option<&V> {
-        let &i = self.index.get(member)?;
-        self.slots[i].as_ref().map(|(_, v)| v)
-    }
-    /// Insert or replace; the previous value.
-    pub fn insert(&mut self, member: Bytes, value: V) -> Option<V> {
-        if let Some(&i) = self.index.get(&member) {
-            return self.slots[i]
-                .as_mut()
-                .map(|(_, v)| std::mem::replace(v, value));
-        }
-        let i = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-        };
-        self.slots[i] = Some((member.clone(), value));
-        self.index.insert(member, i);
-        None
-    }
-    pub fn remove(&mut self, member: &[u8]) -> Option<V> {
-        let i = self.index.remove(member)?;
-        let v = self.slots[i].take().map(|(_, v)| v);
-        self.free.push(i);
-        if self.index.is_empty() {
-            self.slots.clear();
-            self.free.clear();
-        }
-        v
-    }
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
-        self.slots.iter().flatten().map(|(k, v)| (k, v))
-    }
-    /// One member chosen by `random` (any u64), uniformly; `None` if empty.
-    pub fn random(&self, random: u64) -> Option<(&Bytes, &V)> {
-        if self.index.is_empty() {
-            return None;
-        }
-        // Slots are at least as many as members; with few free slots a
-        // probe hits at once. After many deletions, fall back to the n-th.
-        let n = self.slots.len() as u64;
-        let mut r = random;
-        for _ in 0..8 {
-            if let Some((k, v)) = &self.slots[(r % n) as usize] {
-                return Some((k, v));
-            }
-            r = r.rotate_right(17).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        }
-        self.iter().nth((random % self.index.len() as u64) as usize)
-    }
-    /// From `cursor`, visit up to `count` slots; the next cursor (0 = done).
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&Bytes, &V)) -> u64 {
-        let start = usize::try_from(cursor).unwrap_or(usize::MAX);
-        if start >= self.slots.len() {
-            return 0;
-        }
-        let end = start.saturating_add(count.max(1)).min(self.slots.len());
-        for (k, v) in self.slots[start..end].iter().flatten() {
-            f(k, v);
-        }
-        if end >= self.slots.len() {
-            0
-        } else {
-            end as u64
-        }
-    }
-    /// Slots allocated (memory estimates).
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-}
+pub use super::slots::Slots;
 
 /// What the allocator spends per allocation beyond the bytes asked for.
 const MALLOC_OVERHEAD: usize = 16;
@@ -512,7 +414,7 @@ impl Set {
             Set::Listpack(l) => l.buf.capacity() + MALLOC_OVERHEAD,
             Set::Table(t) => {
                 let data: usize = t.iter().map(|(k, _)| k.len()).sum();
-                std::mem::size_of::<Slots<()>>() + data + t.capacity() * 40 + t.len() * 48
+                std::mem::size_of::<Slots<()>>() + data + t.capacity() * 32 + t.len() * 26
             }
         }
     }
