@@ -142,6 +142,9 @@ pub struct Outbox {
     kill: Arc<tokio::sync::Notify>,
     /// The protocol messages are encoded for (HELLO may change it).
     resp: AtomicU8,
+    /// Whether `state.queue` may hold messages: checked before taking the
+    /// lock, which the connection would otherwise take after every command.
+    queued: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -171,6 +174,7 @@ impl Outbox {
             wake: tokio::sync::Notify::new(),
             kill,
             resp: AtomicU8::new(2),
+            queued: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -192,6 +196,7 @@ impl Outbox {
         }
         st.used += msg.len() as u64;
         st.queue.push_back(msg);
+        self.queued.store(true, Ordering::Release);
         let hard = limit.hard > 0 && st.used >= limit.hard;
         let mut soft = limit.soft > 0 && st.used >= limit.soft;
         if soft {
@@ -219,7 +224,11 @@ impl Outbox {
     /// Move every queued message to `out`; returns how many bytes (still
     /// counted until [`Outbox::written`]).
     pub fn drain_into(&self, out: &mut BytesMut) -> u64 {
+        if !self.queued.load(Ordering::Acquire) {
+            return 0;
+        }
         let mut st = self.state.lock();
+        self.queued.store(false, Ordering::Release);
         let mut n = 0u64;
         while let Some(m) = st.queue.pop_front() {
             n += m.len() as u64;

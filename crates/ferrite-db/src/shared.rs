@@ -154,6 +154,23 @@ impl Shared {
     }
 
     /// CLIENT PAUSE in force at `now` (ms): `Some(all)` until it ends.
+    /// [`Shared::paused`] now, reading the clock only if a pause was set.
+    pub fn paused_now(&self) -> Option<bool> {
+        use std::sync::atomic::Ordering;
+        let until = self.pause_until.load(Ordering::Acquire);
+        if until == 0 {
+            return None;
+        }
+        let now = now_ms();
+        if until <= now {
+            // Over: back to the fast path (unless a new pause came in).
+            let _ =
+                self.pause_until
+                    .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        self.paused(now)
+    }
+
     pub fn paused(&self, now: u64) -> Option<bool> {
         use std::sync::atomic::Ordering;
         let until = self.pause_until.load(Ordering::Acquire);

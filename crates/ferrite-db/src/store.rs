@@ -50,7 +50,12 @@ pub struct Db {
     slots: Slots<Value>,
     /// Last access of each slot's key, in LRU clock seconds ([`lru_clock`]):
     /// OBJECT IDLETIME, DEBUG OBJECT. By slot number (4 bytes a key).
-    atime: Vec<u32>,
+    /// Cells: a read through `get` stamps it.
+    atime: Vec<std::cell::Cell<u32>>,
+    /// While a command that counts as an access runs: the clock that
+    /// `get`/`get_mut` stamp on the keys they find (0: none), so that an
+    /// access costs no lookup of its own.
+    touching: std::cell::Cell<u32>,
     /// Keys with a time to live (absolute ms); removing a key removes it.
     expires: crate::expire::Expires,
     /// While a command runs with `n` keyspace events on: the keys it added,
@@ -70,16 +75,33 @@ impl Db {
         self.slots.contains(key)
     }
     pub fn get(&self, key: &[u8]) -> Option<&Value> {
-        self.slots.get(key)
+        let i = self.slots.find(key)?;
+        self.stamp(i);
+        self.slots.at(i).map(|(_, v)| v)
     }
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
-        self.slots.get_mut(key)
+        let i = self.slots.find(key)?;
+        self.stamp(i);
+        self.slots.at_mut(i)
+    }
+    fn stamp(&self, i: usize) {
+        let c = self.touching.get();
+        if c != 0 {
+            if let Some(a) = self.atime.get(i) {
+                a.set(c);
+            }
+        }
+    }
+    /// From now on (until `touching(0)`), keys found by `get`/`get_mut`
+    /// count as accessed at `clock`.
+    pub fn touching(&self, clock: u32) {
+        self.touching.set(clock);
     }
     /// Insert or replace; returns the previous value.
     pub fn insert(&mut self, key: Bytes, value: Value) -> Option<Value> {
         let now = lru_clock();
         if let Some(i) = self.slots.find(&key) {
-            self.atime[i] = now;
+            self.atime[i].set(now);
             return self.slots.insert_slot(key, value).1;
         }
         // IMPORTANT: a key from a command's arguments is a slice of the
@@ -91,9 +113,9 @@ impl Db {
         }
         let (i, _) = self.slots.insert_slot(key, value);
         if self.atime.len() <= i {
-            self.atime.resize(i + 1, 0);
+            self.atime.resize(i + 1, std::cell::Cell::new(0));
         }
-        self.atime[i] = now;
+        self.atime[i].set(now);
         None
     }
     pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
@@ -111,7 +133,7 @@ impl Db {
     pub fn touch_access(&mut self, key: &[u8], clock: u32) -> bool {
         match self.slots.find(key) {
             Some(i) => {
-                self.atime[i] = clock;
+                self.atime[i].set(clock);
                 true
             }
             None => false,
@@ -120,12 +142,12 @@ impl Db {
     /// Seconds since `key` was last accessed (OBJECT IDLETIME).
     pub fn idle_secs(&self, key: &[u8]) -> Option<u64> {
         let i = self.slots.find(key)?;
-        Some(u64::from(lru_clock().saturating_sub(self.atime[i])))
+        Some(u64::from(lru_clock().saturating_sub(self.atime[i].get())))
     }
     /// The LRU clock value stored for `key` (DEBUG OBJECT's `lru`).
     pub fn access_clock(&self, key: &[u8]) -> Option<u32> {
         let i = self.slots.find(key)?;
-        Some(self.atime[i])
+        Some(self.atime[i].get())
     }
     /// When `key` expires (absolute ms), if it exists and has an expiry.
     pub fn expiry(&self, key: &[u8]) -> Option<u64> {

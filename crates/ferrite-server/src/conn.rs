@@ -302,7 +302,7 @@ impl Conn {
 
     async fn execute(&mut self, argv: Vec<bytes::Bytes>) -> std::io::Result<()> {
         let shared = self.shared.clone();
-        if shared.paused(now_ms()).is_some() {
+        if shared.paused_now().is_some() {
             self.wait_unpaused(&argv).await?;
         }
         // IMPORTANT: stored blocks a read will need that are not in memory

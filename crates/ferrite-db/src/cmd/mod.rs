@@ -723,7 +723,9 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     crate::store::set_lru_clock(ctx.now_ms);
     if !ctx.store.loading && !cmd.meta.key_specs.is_empty() && db < ctx.store.dbs.len() {
         let expiring = !ctx.store.dbs[db].expires().is_empty();
-        let touch = cmd.touches && (!ctx.client.no_touch || cmd.meta.name == "touch");
+        // Accesses are stamped by the lookups the command makes itself
+        // (`Db::touching`); TOUCH, which only looks, stamps its keys here.
+        let touch = cmd.meta.name == "touch";
         let stats = cmd.reads_keys;
         if expiring || touch || stats {
             let clock = crate::store::lru_clock();
@@ -771,10 +773,21 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
     if track_new {
         ctx.store.track_new_keys(true);
     }
+    let touching = cmd.touches && !ctx.client.no_touch && !ctx.store.loading;
+    if touching {
+        if let Some(d) = ctx.store.dbs.get(db) {
+            d.touching(crate::store::lru_clock());
+        }
+    }
     let result = match cmd.handler {
         Some(h) => h(ctx, &mut args),
         None => Err(CmdError::err("command not implemented")),
     };
+    if touching {
+        if let Some(d) = ctx.store.dbs.get(db) {
+            d.touching(0);
+        }
+    }
     if track_new {
         ctx.store.track_new_keys(false);
     }

@@ -74,6 +74,11 @@ impl<V> Slots<V> {
         self.slots.get(i)?.as_ref().map(|(k, v)| (k, v))
     }
 
+    /// The value in slot `i`, if it holds one.
+    pub fn at_mut(&mut self, i: usize) -> Option<&mut V> {
+        self.slots.get_mut(i)?.as_mut().map(|(_, v)| v)
+    }
+
     /// Insert or replace; the previous value.
     pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
         self.insert_slot(key, value).1
