@@ -9,4 +9,5 @@ diff_tests! {
     floats => "strings/incrbyfloat.txt",
     ranges => "strings/range.txt",
     bits => "strings/bits.txt",
+    lcs => "strings/lcs.txt",
 }

@@ -42,6 +42,7 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("getrange", getrange),
     ("substr", getrange),
     ("setrange", setrange),
+    ("lcs", lcs),
 ];
 
 /// The encoding OBJECT ENCODING reports for a string, as Redis 7.0's
@@ -535,6 +536,136 @@ fn setrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     ctx.touch(&key);
     ctx.notify(NOTIFY_STRING, "setrange", &key);
     Ok(Reply::Int(len as i64))
+}
+
+/// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN]: the longest
+/// common subsequence by Redis's dynamic programme (a table of
+/// `(len1+1)*(len2+1)` u32s, refused past `proto-max-bulk-len` bytes as in
+/// Redis), and its ranges walked back from the end exactly as Redis walks
+/// them.
+fn lcs(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let k1 = a.next_bytes()?;
+    let k2 = a.next_bytes()?;
+    let not_string = || CmdError::err("The specified keys must contain string values");
+    let x = match ctx.db().get(&k1) {
+        None => Bytes::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(not_string()),
+    };
+    let y = match ctx.db().get(&k2) {
+        None => Bytes::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(not_string()),
+    };
+    let (mut get_idx, mut get_len, mut with_len) = (false, false, false);
+    let mut min_len: i64 = 0;
+    while let Some(opt) = a.peek().cloned() {
+        a.skip(1);
+        if opt.eq_ignore_ascii_case(b"IDX") {
+            get_idx = true;
+        } else if opt.eq_ignore_ascii_case(b"LEN") {
+            get_len = true;
+        } else if opt.eq_ignore_ascii_case(b"WITHMATCHLEN") {
+            with_len = true;
+        } else if opt.eq_ignore_ascii_case(b"MINMATCHLEN") && a.remaining() > 0 {
+            min_len = a.next_i64()?.max(0);
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    if get_len && get_idx {
+        return Err(CmdError::err(
+            "If you want both the length and indexes, please just use IDX.",
+        ));
+    }
+    if x.len() >= u32::MAX as usize - 1 || y.len() >= u32::MAX as usize - 1 {
+        return Err(CmdError::err("String too long for LCS"));
+    }
+    let (alen, blen) = (x.len(), y.len());
+    let cells = (alen as u64 + 1) * (blen as u64 + 1);
+    let max = ctx.shared.config.read().proto_max_bulk_len;
+    if cells.saturating_mul(4) > max {
+        return Err(CmdError::err(
+            "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        ));
+    }
+    let mut dp: Vec<u32> = Vec::new();
+    if dp.try_reserve_exact(cells as usize).is_err() {
+        return Err(CmdError::err(
+            "Insufficient memory, failed allocating transient memory for LCS",
+        ));
+    }
+    dp.resize(cells as usize, 0);
+    let w = blen + 1;
+    for i in 1..=alen {
+        for j in 1..=blen {
+            dp[i * w + j] = if x[i - 1] == y[j - 1] {
+                dp[(i - 1) * w + j - 1] + 1
+            } else {
+                dp[(i - 1) * w + j].max(dp[i * w + j - 1])
+            };
+        }
+    }
+    let total = dp[alen * w + blen];
+    if get_len {
+        return Ok(Reply::Int(i64::from(total)));
+    }
+    let mut result = vec![0u8; total as usize];
+    let mut idx = total as usize;
+    let mut ranges: Vec<Reply> = Vec::new();
+    // `a_start == alen`: no range is open.
+    let (mut a_start, mut a_end, mut b_start, mut b_end) = (alen, 0usize, 0usize, 0usize);
+    let (mut i, mut j) = (alen, blen);
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if x[i - 1] == y[j - 1] {
+            result[idx - 1] = x[i - 1];
+            if a_start == alen {
+                (a_start, a_end, b_start, b_end) = (i - 1, i - 1, j - 1, j - 1);
+            } else if a_start == i && b_start == j {
+                a_start -= 1;
+                b_start -= 1;
+            } else {
+                emit = true;
+            }
+            if a_start == 0 || b_start == 0 {
+                emit = true;
+            }
+            idx -= 1;
+            i -= 1;
+            j -= 1;
+        } else {
+            if dp[(i - 1) * w + j] > dp[i * w + j - 1] {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            if a_start != alen {
+                emit = true;
+            }
+        }
+        if emit {
+            let match_len = a_end - a_start + 1;
+            if get_idx && (min_len == 0 || match_len as i64 >= min_len) {
+                let mut item = vec![
+                    Reply::Array(vec![Reply::Int(a_start as i64), Reply::Int(a_end as i64)]),
+                    Reply::Array(vec![Reply::Int(b_start as i64), Reply::Int(b_end as i64)]),
+                ];
+                if with_len {
+                    item.push(Reply::Int(match_len as i64));
+                }
+                ranges.push(Reply::Array(item));
+            }
+            a_start = alen;
+        }
+    }
+    if get_idx {
+        return Ok(Reply::Map(vec![
+            (Reply::bulk_str("matches"), Reply::Array(ranges)),
+            (Reply::bulk_str("len"), Reply::Int(i64::from(total))),
+        ]));
+    }
+    Ok(Reply::Bulk(Bytes::from(result)))
 }
 
 #[cfg(test)]
