@@ -18,6 +18,7 @@ diff_tests! {
     object => "keyspace/object.txt",
     generic => "keyspace/generic.txt",
     client_reply => "keyspace/client_reply.txt",
+    getkeys => "keyspace/getkeys.txt",
 }
 
 /// DEBUG where it is allowed (both servers started with it enabled).

@@ -19,6 +19,8 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("command|docs", command_docs),
     ("command|list", command_list),
     ("command|help", command_help),
+    ("command|getkeys", command_getkeys),
+    ("command|getkeysandflags", command_getkeysandflags),
     ("time", time),
     ("shutdown", shutdown),
     ("lastsave", lastsave),
@@ -138,6 +140,121 @@ fn command_info(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             .map(|n| find(ctx, n).map_or(Reply::NullArray, |c| c.meta.info.clone()))
             .collect(),
     ))
+}
+
+fn command_getkeys(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    get_keys(ctx, a, false)
+}
+
+fn command_getkeysandflags(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    get_keys(ctx, a, true)
+}
+
+/// COMMAND GETKEYS / GETKEYSANDFLAGS command [arg...]: the keys the command
+/// would touch, found from its key specs as Redis 7.0 does
+/// (`getKeysSubcommandImpl`); SET and BITFIELD, whose keys' flags depend on
+/// their options, get them as Redis's `setGetKeys`/`bitfieldGetKeys` say.
+fn get_keys(ctx: &mut Ctx, a: &mut Args, with_flags: bool) -> Result<Reply, CmdError> {
+    let argv: Vec<Bytes> = a.rest().to_vec();
+    let Some(base) = argv.first().and_then(|n| find(ctx, n)) else {
+        return Err(CmdError::err("Invalid command specified"));
+    };
+    // A container with a subcommand is the subcommand (Redis's lookupCommand).
+    let cmd = if base.meta.subcommands.is_empty() || argv.len() < 2 {
+        base
+    } else {
+        let full = format!(
+            "{}|{}",
+            base.meta.name,
+            String::from_utf8_lossy(&argv[1]).to_ascii_lowercase()
+        );
+        table()
+            .commands
+            .get(&full)
+            .ok_or_else(|| CmdError::err("Invalid command specified"))?
+    };
+    let specs = &cmd.meta.key_specs;
+    if !specs
+        .iter()
+        .any(|s| !s.flags.iter().any(|f| f == "not_key"))
+    {
+        return Err(CmdError::err("The command has no key arguments"));
+    }
+    let argc = argv.len() as i64;
+    let arity = cmd.meta.arity;
+    if (arity > 0 && arity != argc) || argc < -arity {
+        return Err(CmdError::err(
+            "Invalid number of arguments specified for command",
+        ));
+    }
+    let Some(keys) = super::keyspec::get_keys(specs, &argv) else {
+        if cmd.meta.has_flag("no_mandatory_keys") {
+            return Ok(Reply::Array(Vec::new()));
+        }
+        return Err(CmdError::err("Invalid arguments specified for command"));
+    };
+    let variable = |spec: usize| -> Option<&'static [&'static str]> {
+        let flagged = specs[spec].flags.iter().any(|f| f == "variable_flags");
+        match cmd.meta.name.as_str() {
+            "set" if flagged => Some(
+                if argv[3.min(argv.len())..]
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(b"get"))
+                {
+                    &["RW", "access", "update"]
+                } else {
+                    &["OW", "update"]
+                },
+            ),
+            "bitfield" if flagged => Some(if bitfield_read_only(&argv) {
+                &["RO", "access"]
+            } else {
+                &["RW", "access", "update"]
+            }),
+            _ => None,
+        }
+    };
+    Ok(Reply::Array(
+        keys.into_iter()
+            .map(|(pos, spec)| {
+                let key = Reply::Bulk(argv[pos].clone());
+                if !with_flags {
+                    return key;
+                }
+                let flags: Vec<Reply> = match variable(spec) {
+                    Some(f) => f.iter().map(|x| Reply::simple(x)).collect(),
+                    None => specs[spec]
+                        .flags
+                        .iter()
+                        .map(|x| Reply::Simple(Bytes::from(x.clone())))
+                        .collect(),
+                };
+                Reply::Array(vec![key, Reply::Set(flags)])
+            })
+            .collect(),
+    ))
+}
+
+/// Redis's `bitfieldGetKeys`: whether a BITFIELD only reads.
+fn bitfield_read_only(argv: &[Bytes]) -> bool {
+    let mut i = 2;
+    while i < argv.len() {
+        let rem = argv.len() - i - 1;
+        let arg = &argv[i];
+        if arg.eq_ignore_ascii_case(b"get") && rem >= 2 {
+            i += 2;
+        } else if (arg.eq_ignore_ascii_case(b"set") || arg.eq_ignore_ascii_case(b"incrby"))
+            && rem >= 3
+        {
+            return false;
+        } else if arg.eq_ignore_ascii_case(b"overflow") && rem >= 1 {
+            i += 1;
+        } else {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 fn command_docs(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {

@@ -35,6 +35,8 @@ pub enum Find {
 pub struct KeySpec {
     pub begin: Begin,
     pub find: Find,
+    /// Redis's key-spec flags (`RW`, `access`, `not_key`...), as listed.
+    pub flags: Vec<String>,
 }
 
 fn field<'a>(map: &'a Reply, name: &str) -> Option<&'a Reply> {
@@ -97,7 +99,13 @@ fn parse_one(spec: &Reply) -> Option<KeySpec> {
         },
         _ => return None,
     };
-    Some(KeySpec { begin, find })
+    let flags = match field(spec, "flags") {
+        Some(Reply::Array(f)) | Some(Reply::Set(f)) => {
+            f.iter().filter_map(|x| text(Some(x))).collect()
+        }
+        _ => Vec::new(),
+    };
+    Some(KeySpec { begin, find, flags })
 }
 
 /// The one key's index when `specs` name exactly one key at a fixed index
@@ -108,6 +116,7 @@ pub fn single_key_position(specs: &[KeySpec], argc: usize) -> Option<usize> {
         [KeySpec {
             begin: Begin::Index(i),
             find: Find::Range { lastkey: 0, .. },
+            ..
         }] if *i >= 1 && *i < argc => Some(*i),
         _ => None,
     }
@@ -195,6 +204,87 @@ pub fn key_positions(specs: &[KeySpec], argv: &[bytes::Bytes]) -> Vec<usize> {
         }
     }
     out
+}
+
+/// COMMAND GETKEYS: the keys of `argv` (`argv[0]` the command name) and
+/// the spec each comes from, exactly as Redis 7.0's
+/// `getKeysUsingKeySpecs` finds them, specs marked `not_key` left out.
+/// `None`: the arguments do not fit a spec ("Invalid arguments specified
+/// for command").
+pub fn get_keys(specs: &[KeySpec], argv: &[bytes::Bytes]) -> Option<Vec<(usize, usize)>> {
+    let argc = argv.len() as i64;
+    let mut out = Vec::new();
+    for (n, spec) in specs.iter().enumerate() {
+        if spec.flags.iter().any(|f| f == "not_key") {
+            continue;
+        }
+        let mut first = match &spec.begin {
+            Begin::Index(i) => *i as i64,
+            Begin::Keyword { keyword, startfrom } => {
+                let (start, end) = if *startfrom > 0 {
+                    (*startfrom, argc - 1)
+                } else {
+                    (argc + startfrom, 1)
+                };
+                let mut i = start;
+                let mut found = 0;
+                while i != end {
+                    if i >= argc || i < 1 {
+                        break;
+                    }
+                    if argv[i as usize].eq_ignore_ascii_case(keyword.as_bytes()) {
+                        found = i + 1;
+                        break;
+                    }
+                    i += if start <= end { 1 } else { -1 };
+                }
+                if found == 0 {
+                    continue;
+                }
+                found
+            }
+        };
+        let (last, step) = match &spec.find {
+            Find::Range {
+                lastkey,
+                step,
+                limit,
+            } => {
+                let last = if *lastkey >= 0 {
+                    first + lastkey
+                } else if *limit == 0 {
+                    argc + lastkey
+                } else {
+                    first + ((argc - first) / limit + lastkey)
+                };
+                (last, *step)
+            }
+            Find::KeyNum {
+                keynumidx,
+                firstkey,
+                step,
+            } => {
+                if *keynumidx >= argc {
+                    return None;
+                }
+                let numkeys = argv
+                    .get((first + keynumidx) as usize)
+                    .and_then(|a| crate::args::parse_i64(a))
+                    .filter(|n| *n >= 0)?;
+                first += firstkey;
+                (first.saturating_add(numkeys) - 1, *step)
+            }
+        };
+        if last >= argc || last < first || first >= argc || step <= 0 {
+            return None;
+        }
+        let mut i = first;
+        while i <= last {
+            out.push((i as usize, n));
+            i += step;
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
