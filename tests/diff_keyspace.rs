@@ -19,6 +19,7 @@ diff_tests! {
     generic => "keyspace/generic.txt",
     client_reply => "keyspace/client_reply.txt",
     getkeys => "keyspace/getkeys.txt",
+    client_unblock => "keyspace/client_unblock.txt",
 }
 
 /// DEBUG where it is allowed (both servers started with it enabled).

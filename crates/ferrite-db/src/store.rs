@@ -795,6 +795,32 @@ impl Store {
         }
     }
 
+    /// CLIENT UNBLOCK: answer `client_id`'s blocked command now, with its
+    /// timeout reply or (`error`) Redis's UNBLOCKED error. False if that
+    /// client is not blocked.
+    pub fn unblock_client(&mut self, client_id: u64, error: bool) -> bool {
+        let Some(id) = self
+            .waiters
+            .iter()
+            .find(|(_, w)| w.client_id == client_id)
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        let Some(w) = self.waiters.remove(&id) else {
+            return false;
+        };
+        self.forget_waiter(id, &w);
+        let reply = if error {
+            Reply::error("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+        } else {
+            w.cmd.timeout_reply()
+        };
+        // The connection may be gone already: then nobody waits for it.
+        let _ = w.tx.send(reply);
+        true
+    }
+
     pub fn blocked_clients(&self) -> usize {
         self.waiters.len()
     }

@@ -26,6 +26,7 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("client|pause", client_pause),
     ("client|unpause", client_unpause),
     ("client|setinfo", client_setinfo),
+    ("client|unblock", client_unblock),
     ("client|no-touch", client_no_touch),
     ("monitor", monitor),
 ];
@@ -380,6 +381,33 @@ fn client_setinfo(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         }
     }
     Ok(Reply::ok())
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: a client blocked in BLPOP, XREAD
+/// BLOCK, ... gets its timeout reply (or the UNBLOCKED error) now.
+fn client_unblock(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let id_arg = a.next_bytes()?;
+    // Redis checks the reason before the id.
+    let error = match a.rest() {
+        [] => false,
+        [r] if r.eq_ignore_ascii_case(b"timeout") => false,
+        [r] if r.eq_ignore_ascii_case(b"error") => true,
+        [_] => {
+            return Err(CmdError::err(
+                "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ))
+        }
+        _ => {
+            let sub = a.all().get(1).cloned().unwrap_or_default();
+            return Err(CmdError::err(format!(
+                "unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                crate::error::sanitize_arg(&sub)
+            )));
+        }
+    };
+    let id = crate::args::parse_i64(&id_arg).ok_or(CmdError::NotInteger)?;
+    let done = u64::try_from(id).is_ok_and(|id| ctx.store.unblock_client(id, error));
+    Ok(Reply::Int(i64::from(done)))
 }
 
 /// CLIENT NO-TOUCH ON|OFF (Redis 7.2): whether this client's commands
