@@ -22,6 +22,7 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("object|refcount", object_refcount),
     ("object|freq", object_freq),
     ("object|idletime", object_idletime),
+    ("object|help", object_help),
     ("function|list", function_list),
     ("function|flush", function_flush),
     ("cluster|addslots", cluster),
@@ -145,6 +146,26 @@ fn object_refcount(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         }
         Some(_) => Reply::Int(1),
     })
+}
+
+fn object_help(_ctx: &mut Ctx, _a: &mut Args) -> Result<Reply, CmdError> {
+    Ok(super::conn::help(
+        "OBJECT",
+        &[
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Return the access frequency index of the <key>. The returned integer is",
+            "    proportional to the logarithm of the recent access frequency of the key.",
+            "IDLETIME <key>",
+            "    Return the idle time of the <key>, that is the approximated number of",
+            "    seconds elapsed since the last access to the key.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>.",
+        ],
+    ))
 }
 
 /// OBJECT IDLETIME: seconds since the key was last read or written (the
