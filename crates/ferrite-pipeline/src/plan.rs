@@ -165,6 +165,53 @@ impl Plan {
             .unwrap_or_default()
     }
 
+    /// Starts an epoch of a stateful plan: the state changes of the
+    /// batches that follow can be taken back ([`Plan::rollback_epoch`]) and
+    /// are described by [`Plan::epoch_delta`]. [`Plan::snapshot`] gives the
+    /// state before the epoch until [`Plan::end_epoch`].
+    pub fn begin_epoch(&mut self) {
+        if let Some(w) = self.window_op_mut() {
+            w.begin_epoch();
+        }
+    }
+
+    /// The epoch committed: its state changes stay.
+    pub fn end_epoch(&mut self) {
+        if let Some(w) = self.window_op_mut() {
+            w.end_epoch();
+        }
+    }
+
+    /// The epoch did not commit: the state goes back to its start.
+    pub fn rollback_epoch(&mut self) {
+        if let Some(w) = self.window_op_mut() {
+            w.rollback_epoch();
+        }
+    }
+
+    /// The state changes of the current epoch, to log with its results
+    /// (`None` for a stateless plan or outside an epoch).
+    pub fn epoch_delta(&self) -> Option<Vec<u8>> {
+        self.window_op().and_then(|w| w.epoch_delta())
+    }
+
+    /// Applies an epoch's [`Plan::epoch_delta`] (recovery).
+    pub fn apply_delta(&mut self, delta: &[u8]) -> Result<(), PlanError> {
+        match self.window_op_mut() {
+            Some(w) => w.apply_delta(delta).map_err(PlanError::State),
+            None => Err(PlanError::State(
+                "a state change for a plan without state".into(),
+            )),
+        }
+    }
+
+    /// Forgets the state (PIPELINE.RESET).
+    pub fn clear_state(&mut self) {
+        if let Some(w) = self.window_op_mut() {
+            w.clear_state();
+        }
+    }
+
     /// Set when the plan cannot go on (its state exceeds STATE_LIMIT).
     pub fn fatal(&self) -> Option<&str> {
         self.window_op().and_then(|w| w.fatal.as_deref())

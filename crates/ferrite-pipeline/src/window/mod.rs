@@ -150,6 +150,30 @@ struct State {
     touched: Vec<u32>,
 }
 
+/// A key's state before an epoch touched it: its bytes and rows (`None`:
+/// the key did not exist).
+type PreImage = Option<(Box<[u8]>, Vec<u64>)>;
+
+/// Pre-images of what the current epoch changed, to take it back (an
+/// epoch that does not commit) or to checkpoint the committed state while
+/// an epoch is being evaluated.
+#[derive(Default)]
+struct Undo {
+    active: bool,
+    /// Stamp of the current epoch; `stamp[k] == epoch` marks key `k` saved.
+    epoch: u32,
+    stamp: Vec<u32>,
+    /// Keys in first-touch order with their state before the epoch
+    /// (`None`: the key did not exist).
+    keys: Vec<(u32, PreImage)>,
+    max_ts: Option<i64>,
+    late_dropped: u64,
+    late_written: u64,
+    revs: Option<HashMap<(u32, i64), u32>>,
+    /// Key slots freed during the epoch: reusable once it commits.
+    freed: Vec<u32>,
+}
+
 /// The output stage: each result is first an internal record (`__k<i>`
 /// keys, `window_start`, `window_end`, `__a<j>` aggregates), then HAVING
 /// and the SELECT list, compiled by the expression compiler against it.
@@ -181,6 +205,7 @@ pub struct WindowOp {
     pub(crate) out: Output,
     pub(crate) text: String,
     st: State,
+    undo: Undo,
     // Scratch, reused.
     key_buf: Vec<u8>,
     nums: Vec<(Num, Num, bool)>,
@@ -224,6 +249,7 @@ impl WindowOp {
             out,
             text,
             st: State::default(),
+            undo: Undo::default(),
             key_buf: Vec::new(),
             nums: Vec::new(),
             merged: Vec::new(),
@@ -265,6 +291,7 @@ impl WindowOp {
 
     fn key_id(&mut self) -> u32 {
         if let Some(&id) = self.st.index.get(self.key_buf.as_slice()) {
+            self.touch(id);
             return id;
         }
         let key: Box<[u8]> = self.key_buf.as_slice().into();
@@ -273,7 +300,14 @@ impl WindowOp {
             key: key.clone(),
             rows: Vec::new(),
         };
-        let id = match self.st.free.pop() {
+        // During an epoch, slots are not reused: a rollback restores
+        // the keys that were there.
+        let reuse = if self.undo.active {
+            None
+        } else {
+            self.st.free.pop()
+        };
+        let id = match reuse {
             Some(id) => {
                 self.st.keys[id as usize] = Some(ks);
                 id
@@ -284,7 +318,37 @@ impl WindowOp {
             }
         };
         self.st.index.insert(key, id);
+        if self.undo.active {
+            self.mark(id, None);
+        }
         id
+    }
+
+    /// Saves key `k`'s state before the epoch changes it (once per epoch).
+    #[inline]
+    fn touch(&mut self, k: u32) {
+        if !self.undo.active || self.undo.stamp.get(k as usize) == Some(&self.undo.epoch) {
+            return;
+        }
+        let pre = self.st.keys[k as usize]
+            .as_ref()
+            .map(|ks| (ks.key.clone(), ks.rows.clone()));
+        self.mark(k, pre);
+    }
+
+    fn mark(&mut self, k: u32, pre: PreImage) {
+        let i = k as usize;
+        if self.undo.stamp.len() <= i {
+            self.undo.stamp.resize(i + 1, 0);
+        }
+        self.undo.stamp[i] = self.undo.epoch;
+        self.undo.keys.push((k, pre));
+    }
+
+    fn touch_revs(&mut self) {
+        if self.undo.active && self.undo.revs.is_none() {
+            self.undo.revs = Some(self.st.revs.clone());
+        }
     }
 
     fn drop_key_if_empty(&mut self, k: u32) {
@@ -296,7 +360,11 @@ impl WindowOp {
                     .bytes
                     .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD);
                 self.st.index.remove(&ks.key);
-                self.st.free.push(k);
+                if self.undo.active {
+                    self.undo.freed.push(k);
+                } else {
+                    self.st.free.push(k);
+                }
             }
         }
     }
@@ -440,6 +508,7 @@ impl WindowOp {
             let mut s = (t - size).div_euclid(slide) * slide + slide;
             while s <= s_last && s + size <= wm {
                 if s + size + l > wm {
+                    self.touch_revs();
                     let rev = self.st.revs.entry((k, s)).or_insert(0);
                     *rev += 1;
                     let rev = *rev;
@@ -614,6 +683,7 @@ impl WindowOp {
                         .as_ref()
                         .and_then(|ks| ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e));
                     if let Some(r) = r {
+                        self.touch(k);
                         self.emit_session(k, r, id, out);
                     }
                 }
@@ -626,6 +696,7 @@ impl WindowOp {
                 break;
             }
             self.st.clean.pop_first();
+            self.touch(k);
             let s = self.stride();
             // The time after which a row may go.
             let expiry = |row: &[u64]| -> i64 {
@@ -651,7 +722,13 @@ impl WindowOp {
             self.st.rows -= gone;
             self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
             if let WindowKind::Hop { size, .. } = self.kind {
-                if !self.st.revs.is_empty() {
+                if self
+                    .st
+                    .revs
+                    .keys()
+                    .any(|&(kk, s0)| kk == k && s0 + size + l <= wm)
+                {
+                    self.touch_revs();
                     self.st
                         .revs
                         .retain(|&(kk, s0), _| kk != k || s0 + size + l > wm);
@@ -927,34 +1004,55 @@ impl WindowOp {
     /// `u32 len, bytes, u32 rows, rows × stride × u64`, `u32 revs`, per
     /// revision `u32 key index (in the order above), i64 start, u32 rev`.
     /// Little-endian throughout.
+    ///
+    /// While an epoch is being evaluated this is the state before it (the
+    /// committed one): a checkpoint taken then must not hold changes whose
+    /// entries the position has not passed.
     pub fn encode_state(&self) -> Vec<u8> {
-        let mut v = vec![STATE_V1];
-        v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
-        v.push(self.st.max_ts.is_some() as u8);
-        v.extend_from_slice(&self.st.max_ts.unwrap_or(0).to_le_bytes());
-        v.extend_from_slice(&self.st.late_dropped.to_le_bytes());
-        v.extend_from_slice(&self.st.late_written.to_le_bytes());
-        let live: Vec<(u32, &KeyState)> = self
-            .st
-            .keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| k.as_ref().map(|k| (i as u32, k)))
-            .collect();
-        v.extend_from_slice(&(live.len() as u32).to_le_bytes());
-        let mut pos = HashMap::new();
-        for (n, (id, ks)) in live.iter().enumerate() {
-            pos.insert(*id, n as u32);
-            v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
-            v.extend_from_slice(&ks.key);
-            v.extend_from_slice(&((ks.rows.len() / self.stride()) as u32).to_le_bytes());
-            for w in &ks.rows {
-                v.extend_from_slice(&w.to_le_bytes());
+        let u = &self.undo;
+        let saved: HashMap<u32, &PreImage> = if u.active {
+            u.keys.iter().map(|(k, p)| (*k, p)).collect()
+        } else {
+            HashMap::new()
+        };
+        let (max_ts, dropped, written, revs) = if u.active {
+            (
+                u.max_ts,
+                u.late_dropped,
+                u.late_written,
+                u.revs.as_ref().unwrap_or(&self.st.revs),
+            )
+        } else {
+            (
+                self.st.max_ts,
+                self.st.late_dropped,
+                self.st.late_written,
+                &self.st.revs,
+            )
+        };
+        let mut live: Vec<(u32, &[u8], &[u64])> = Vec::with_capacity(self.st.index.len());
+        for (i, k) in self.st.keys.iter().enumerate() {
+            let id = i as u32;
+            match saved.get(&id) {
+                Some(Some((key, rows))) => live.push((id, key, rows)),
+                Some(None) => {}
+                None => {
+                    if let Some(ks) = k {
+                        live.push((id, &ks.key, &ks.rows));
+                    }
+                }
             }
         }
-        let mut revs: Vec<_> = self
-            .st
-            .revs
+        let mut v = vec![STATE_V1];
+        v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
+        put_globals(&mut v, max_ts, dropped, written);
+        v.extend_from_slice(&(live.len() as u32).to_le_bytes());
+        let mut pos = HashMap::new();
+        for (n, (id, key, rows)) in live.iter().enumerate() {
+            pos.insert(*id, n as u32);
+            put_key_rows(&mut v, key, rows, self.stride());
+        }
+        let mut revs: Vec<_> = revs
             .iter()
             .filter_map(|(&(k, s), &r)| pos.get(&k).map(|&p| (p, s, r)))
             .collect();
@@ -966,6 +1064,271 @@ impl WindowOp {
             v.extend_from_slice(&r.to_le_bytes());
         }
         v
+    }
+
+    /// Starts an epoch: changes from here on can be taken back
+    /// ([`WindowOp::rollback_epoch`]) or described ([`WindowOp::epoch_delta`]).
+    pub fn begin_epoch(&mut self) {
+        if self.undo.active {
+            self.rollback_epoch();
+        }
+        let u = &mut self.undo;
+        u.epoch = u.epoch.wrapping_add(1);
+        if u.epoch == 0 {
+            u.epoch = 1;
+            u.stamp.fill(0);
+        }
+        u.active = true;
+        u.keys.clear();
+        u.freed.clear();
+        u.revs = None;
+        u.max_ts = self.st.max_ts;
+        u.late_dropped = self.st.late_dropped;
+        u.late_written = self.st.late_written;
+    }
+
+    /// The epoch committed: its changes stay.
+    pub fn end_epoch(&mut self) {
+        let u = &mut self.undo;
+        u.active = false;
+        self.st.free.append(&mut u.freed);
+        u.keys.clear();
+        u.revs = None;
+    }
+
+    /// The epoch did not commit: the state goes back to where it began.
+    pub fn rollback_epoch(&mut self) {
+        if !self.undo.active {
+            return;
+        }
+        let keys = std::mem::take(&mut self.undo.keys);
+        // First out with every touched key as it is now (a key dropped and
+        // created again in the epoch has two slots), then back as it was.
+        for (k, _) in &keys {
+            if let Some(ks) = self.st.keys[*k as usize].take() {
+                self.st.index.remove(&ks.key);
+            }
+        }
+        for (k, pre) in keys {
+            match pre {
+                None => self.st.free.push(k),
+                Some((key, rows)) => {
+                    self.st.index.insert(key.clone(), k);
+                    self.st.keys[k as usize] = Some(KeyState { key, rows });
+                }
+            }
+        }
+        let u = &mut self.undo;
+        u.active = false;
+        u.freed.clear();
+        self.st.max_ts = u.max_ts;
+        self.st.late_dropped = u.late_dropped;
+        self.st.late_written = u.late_written;
+        if let Some(r) = u.revs.take() {
+            self.st.revs = r;
+        }
+        self.late_out.clear();
+        self.fatal = None;
+        self.recount();
+        self.rebuild_timers();
+    }
+
+    fn recount(&mut self) {
+        let s = self.stride();
+        let (mut bytes, mut rows) = (0u64, 0u64);
+        for ks in self.st.keys.iter().flatten() {
+            bytes += ks.key.len() as u64 + KEY_OVERHEAD + (ks.rows.len() * 8) as u64;
+            rows += (ks.rows.len() / s) as u64;
+        }
+        self.st.bytes = bytes;
+        self.st.rows = rows;
+    }
+
+    /// What the current epoch changed, to log with its results: the
+    /// watermark's source and the late counters, the revisions when they
+    /// changed, and the whole state of each key it touched.
+    ///
+    /// `u8 version (1)`, `u32 stride`, globals as in the state, `u8
+    /// revs_changed` (then `u32 n`, per revision `u32 len, key, i64 start,
+    /// u32 rev`), `u32 keys`, per key `u32 len, key, u8 present` (then `u32
+    /// rows` and the words).
+    pub fn epoch_delta(&self) -> Option<Vec<u8>> {
+        let u = &self.undo;
+        if !u.active {
+            return None;
+        }
+        let mut v = vec![STATE_V1];
+        v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
+        put_globals(
+            &mut v,
+            self.st.max_ts,
+            self.st.late_dropped,
+            self.st.late_written,
+        );
+        match &u.revs {
+            None => v.push(0),
+            Some(_) => {
+                v.push(1);
+                let revs: Vec<_> = self
+                    .st
+                    .revs
+                    .iter()
+                    .filter_map(|(&(k, s), &r)| {
+                        self.st.keys[k as usize].as_ref().map(|ks| (&ks.key, s, r))
+                    })
+                    .collect();
+                v.extend_from_slice(&(revs.len() as u32).to_le_bytes());
+                for (key, s, r) in revs {
+                    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                    v.extend_from_slice(key);
+                    v.extend_from_slice(&s.to_le_bytes());
+                    v.extend_from_slice(&r.to_le_bytes());
+                }
+            }
+        }
+        let n_at = v.len();
+        v.extend_from_slice(&0u32.to_le_bytes());
+        let mut n = 0u32;
+        for (k, pre) in &u.keys {
+            match (&self.st.keys[*k as usize], pre) {
+                (Some(ks), _) => {
+                    v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
+                    v.extend_from_slice(&ks.key);
+                    v.push(1);
+                    v.extend_from_slice(&((ks.rows.len() / self.stride()) as u32).to_le_bytes());
+                    for w in &ks.rows {
+                        v.extend_from_slice(&w.to_le_bytes());
+                    }
+                }
+                (None, Some((key, _))) => {
+                    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                    v.extend_from_slice(key);
+                    v.push(0);
+                }
+                (None, None) => continue,
+            }
+            n += 1;
+        }
+        v[n_at..n_at + 4].copy_from_slice(&n.to_le_bytes());
+        Some(v)
+    }
+
+    /// Applies what [`WindowOp::epoch_delta`] wrote (recovery replays the
+    /// epochs after the checkpoint). Checked like the state; a failure
+    /// leaves the state as it was.
+    pub fn apply_delta(&mut self, delta: &[u8]) -> Result<(), String> {
+        let mut r = crate::engine::def::Cursor::new(delta);
+        let ver = r.u8()?;
+        if ver != STATE_V1 {
+            return Err(format!(
+                "unknown window state version {ver} (this build reads version {STATE_V1})"
+            ));
+        }
+        let stride = r.u32()? as usize;
+        if stride != self.stride() {
+            return Err(format!(
+                "window state rows are {stride} words, this plan's are {}",
+                self.stride()
+            ));
+        }
+        let (max_ts, dropped, written) = get_globals(&mut r)?;
+        let revs = match r.u8()? {
+            0 => None,
+            1 => {
+                let n = r.u32()? as usize;
+                let mut v = Vec::with_capacity(n.min(r.remaining() / 16));
+                for _ in 0..n {
+                    let key = r.bytes()?;
+                    let s = r.u64()? as i64;
+                    let rev = r.u32()?;
+                    v.push((key, s, rev));
+                }
+                Some(v)
+            }
+            b => return Err(format!("bad flag {b}")),
+        };
+        let n = r.u32()? as usize;
+        let mut keys = Vec::with_capacity(n.min(r.remaining() / 5));
+        for _ in 0..n {
+            let key = r.bytes()?;
+            let rows = match r.u8()? {
+                0 => None,
+                1 => Some(get_rows(&mut r, stride)?),
+                b => return Err(format!("bad flag {b}")),
+            };
+            keys.push((key, rows));
+        }
+        if !r.is_empty() {
+            return Err("trailing bytes after a window state change".into());
+        }
+        // Checked: apply.
+        if self.undo.active {
+            self.rollback_epoch();
+        }
+        self.st.max_ts = max_ts;
+        self.st.late_dropped = dropped;
+        self.st.late_written = written;
+        let mut touched = Vec::with_capacity(keys.len());
+        for (key, rows) in keys {
+            let id = self.st.index.get(key).copied();
+            match (id, rows) {
+                (Some(k), Some(rows)) => {
+                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
+                        ks.rows = rows;
+                    }
+                    touched.push(k);
+                }
+                (None, Some(rows)) => {
+                    self.key_buf.clear();
+                    self.key_buf.extend_from_slice(key);
+                    let k = self.key_id();
+                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
+                        ks.rows = rows;
+                    }
+                    touched.push(k);
+                }
+                (Some(k), None) => {
+                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
+                        ks.rows.clear();
+                    }
+                    self.drop_key_if_empty(k);
+                }
+                (None, None) => {}
+            }
+        }
+        if let Some(revs) = revs {
+            self.st.revs.clear();
+            for (key, s, rev) in revs {
+                if let Some(&k) = self.st.index.get(key) {
+                    self.st.revs.insert((k, s), rev);
+                }
+            }
+        }
+        self.recount();
+        let wm = self.wm();
+        for k in touched {
+            self.timers_of(k);
+        }
+        // Windows whose end the watermark passed fired in the epochs
+        // replayed: their timers must not fire them again.
+        // Their keys' next windows are found again from the rows (firing
+        // a window does not change a key, so it is not in the change).
+        if wm != i64::MIN {
+            let later = self.st.fire.split_off(&(wm.saturating_add(1), 0));
+            let fired = std::mem::replace(&mut self.st.fire, later);
+            for (_, k) in fired {
+                self.timers_of(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets everything (PIPELINE.RESET).
+    pub fn clear_state(&mut self) {
+        self.st = State::default();
+        self.undo = Undo::default();
+        self.late_out.clear();
+        self.fatal = None;
     }
 
     /// Restores [`WindowOp::encode_state`]'s bytes: every length is checked
@@ -990,30 +1353,19 @@ impl WindowOp {
                 self.stride()
             ));
         }
-        let has = r.u8()?;
-        let max_ts = r.u64()? as i64;
+        let (max_ts, late_dropped, late_written) = get_globals(&mut r)?;
         let mut st = State {
-            max_ts: match has {
-                0 => None,
-                1 => Some(max_ts),
-                b => return Err(format!("bad flag {b}")),
-            },
-            late_dropped: r.u64()?,
-            late_written: r.u64()?,
+            max_ts,
+            late_dropped,
+            late_written,
             ..State::default()
         };
         let nkeys = r.u32()? as usize;
         for _ in 0..nkeys {
             let key: Box<[u8]> = r.bytes()?.into();
-            let nrows = r.u32()? as usize;
-            let words = nrows
-                .checked_mul(stride)
-                .filter(|w| w.checked_mul(8).is_some_and(|b| b <= r.remaining()))
-                .ok_or_else(|| "truncated window state".to_string())?;
-            let mut rows = Vec::with_capacity(words);
-            for _ in 0..words {
-                rows.push(r.u64()?);
-            }
+            let rows = get_rows(&mut r, stride)?;
+            let words = rows.len();
+            let nrows = words / stride;
             if st.index.contains_key(&key) {
                 return Err("a key appears twice in the window state".into());
             }
@@ -1037,46 +1389,106 @@ impl WindowOp {
             return Err("trailing bytes after the window state".into());
         }
         self.st = st;
+        self.undo = Undo::default();
         self.rebuild_timers();
         Ok(())
     }
 
     fn rebuild_timers(&mut self) {
+        self.st.fire.clear();
+        self.st.clean.clear();
+        for k in 0..self.st.keys.len() as u32 {
+            self.timers_of(k);
+        }
+    }
+
+    /// Sets the timers of key `k`'s rows.
+    fn timers_of(&mut self, k: u32) {
         let wm = self.wm();
         let l = self.lateness();
         let s = self.stride();
-        let mut fire = BTreeSet::new();
-        let mut clean = BTreeSet::new();
-        for (k, ks) in self.st.keys.iter().enumerate() {
-            let Some(ks) = ks else { continue };
-            let k = k as u32;
-            for row in ks.rows.chunks_exact(s) {
-                let (start, end) = (row[0] as i64, row[1] as i64);
-                match self.kind {
-                    WindowKind::Hop { size, slide, .. } => {
-                        let s_first = (start - size).div_euclid(slide) * slide + slide;
-                        let s_last = start.div_euclid(slide) * slide;
-                        let s_unfired = if wm == i64::MIN {
-                            s_first
-                        } else {
-                            s_first.max((wm - size).div_euclid(slide) * slide + slide)
-                        };
-                        if s_unfired <= s_last {
-                            fire.insert((s_unfired + size, k));
-                        }
-                        clean.insert((s_last + size + l, k));
+        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+            return;
+        };
+        for row in ks.rows.chunks_exact(s) {
+            let (start, end) = (row[0] as i64, row[1] as i64);
+            match self.kind {
+                WindowKind::Hop { size, slide, .. } => {
+                    let s_first = (start - size).div_euclid(slide) * slide + slide;
+                    let s_last = start.div_euclid(slide) * slide;
+                    let s_unfired = if wm == i64::MIN {
+                        s_first
+                    } else {
+                        s_first.max((wm - size).div_euclid(slide) * slide + slide)
+                    };
+                    if s_unfired <= s_last {
+                        self.st.fire.insert((s_unfired + size, k));
                     }
-                    WindowKind::Session { .. } => {
-                        if end > wm {
-                            fire.insert((end, k));
-                        }
-                        clean.insert((end + l, k));
-                    }
-                    WindowKind::Running => {}
+                    self.st.clean.insert((s_last + size + l, k));
                 }
+                WindowKind::Session { .. } => {
+                    if end > wm {
+                        self.st.fire.insert((end, k));
+                    }
+                    self.st.clean.insert((end + l, k));
+                }
+                WindowKind::Running => {}
             }
         }
-        self.st.fire = fire;
-        self.st.clean = clean;
     }
+}
+
+fn put_globals(v: &mut Vec<u8>, max_ts: Option<i64>, dropped: u64, written: u64) {
+    v.push(max_ts.is_some() as u8);
+    v.extend_from_slice(&max_ts.unwrap_or(0).to_le_bytes());
+    v.extend_from_slice(&dropped.to_le_bytes());
+    v.extend_from_slice(&written.to_le_bytes());
+}
+
+type Globals = (Option<i64>, u64, u64);
+
+fn get_globals(r: &mut crate::engine::def::Cursor<'_>) -> Result<Globals, String> {
+    let has = r.u8()?;
+    let t = r.u64()? as i64;
+    let max_ts = match has {
+        0 => None,
+        1 if (0..=MAX_EVENT_TIME).contains(&t) => Some(t),
+        1 => return Err(format!("event time {t} out of range")),
+        b => return Err(format!("bad flag {b}")),
+    };
+    Ok((max_ts, r.u64()?, r.u64()?))
+}
+
+fn put_key_rows(v: &mut Vec<u8>, key: &[u8], rows: &[u64], stride: usize) {
+    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    v.extend_from_slice(key);
+    v.extend_from_slice(&((rows.len() / stride) as u32).to_le_bytes());
+    for w in rows {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// `u32 rows` then the words, sorted by start and with sane times.
+fn get_rows(r: &mut crate::engine::def::Cursor<'_>, stride: usize) -> Result<Vec<u64>, String> {
+    let nrows = r.u32()? as usize;
+    let words = nrows
+        .checked_mul(stride)
+        .filter(|w| w.checked_mul(8).is_some_and(|b| b <= r.remaining()))
+        .ok_or_else(|| "truncated window state".to_string())?;
+    let mut rows = Vec::with_capacity(words);
+    for _ in 0..words {
+        rows.push(r.u64()?);
+    }
+    let mut prev = i64::MIN;
+    for row in rows.chunks_exact(stride) {
+        let (s, e) = (row[0] as i64, row[1] as i64);
+        if !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&s)
+            || !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&e)
+            || s < prev
+        {
+            return Err("window state rows out of order or out of range".into());
+        }
+        prev = s;
+    }
+    Ok(rows)
 }
