@@ -9,7 +9,8 @@ pub enum PlanError {
     Syntax(String),
     /// Valid SQL that pipelines do not support (yet).
     Unsupported(String),
-    /// GROUP BY, aggregates, window functions, HAVING.
+    /// Window functions (OVER), QUALIFY, named windows, or an aggregate
+    /// where none can be (WHERE, GROUP BY, inside another aggregate).
     WindowsAndAggregates,
     /// A function name that is not in the function table.
     UnknownFunction(String),
@@ -43,7 +44,7 @@ impl fmt::Display for PlanError {
             PlanError::Syntax(m) => write!(f, "syntax error: {m}"),
             PlanError::Unsupported(m) => write!(f, "not supported: {m}"),
             PlanError::WindowsAndAggregates => f.write_str(
-                "not supported yet: windows and aggregates come with the windowing engine",
+                "not supported: window functions (OVER) and aggregates outside SELECT and HAVING; group with GROUP BY keys[, TUMBLE|HOP|SESSION(time, ...)]",
             ),
             PlanError::UnknownFunction(n) => write!(f, "unknown function: {n}"),
             PlanError::WrongArity {

@@ -55,9 +55,11 @@ pub mod ops;
 pub mod plan;
 pub mod sql;
 pub mod value;
+pub mod window;
 
 pub use entry::{Entry, EntryId, Fields, Record, Row};
 pub use error::{EvalError, PlanError};
 pub use ops::{Batch, BatchStats, Event, Operator};
 pub use plan::{OutputField, PipelineBuilder, Plan, Schema};
 pub use value::{Num, Value};
+pub use window::{WindowOptions, WindowStats};

@@ -150,6 +150,14 @@ pub trait Operator: Send {
     fn snapshot(&self) -> Vec<u8> {
         Vec::new()
     }
+    /// The window operator, when this is one.
+    fn as_window(&self) -> Option<&crate::window::WindowOp> {
+        None
+    }
+    /// The window operator, when this is one.
+    fn as_window_mut(&mut self) -> Option<&mut crate::window::WindowOp> {
+        None
+    }
     /// Restores state written by [`Operator::snapshot`].
     fn restore(&mut self, state: &[u8]) -> Result<(), PlanError> {
         if state.is_empty() {
@@ -288,7 +296,7 @@ pub struct Project {
 impl Project {
     /// One output record's fields. Values are written into `arena` and
     /// split off it: one allocation per many values instead of one each.
-    fn one(
+    pub(crate) fn one(
         &self,
         row: &Row<'_>,
         elem: Option<&[u8]>,

@@ -5,6 +5,7 @@ use crate::entry::{Entry, EntryId, Fields, Record, SlotTable};
 use crate::error::{EvalError, PlanError};
 use crate::ops::{Batch, BatchStats, ClosureOp, Event, FnOp, Operator, Sink, Source};
 use crate::value::Num;
+use crate::window::{WindowOp, WindowOptions, WindowStats};
 use bytes::Bytes;
 use std::fmt::Write as _;
 
@@ -38,6 +39,9 @@ pub struct Plan {
     scratch_idx: Vec<u32>,
     scratch_num: Vec<Num>,
     scratch_sel: Vec<u32>,
+    /// The index of the window operator in `ops`, if the plan is grouped.
+    window: Option<usize>,
+    late_stream: Option<String>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -56,7 +60,26 @@ const SNAPSHOT_V1: u8 = 1;
 impl Plan {
     /// Compiles `INSERT INTO sink SELECT ... FROM source [WHERE ...]`.
     pub fn compile(sql: &str) -> Result<Plan, PlanError> {
-        let c = crate::sql::compile(sql)?;
+        Plan::compile_inner(sql, None)
+    }
+
+    /// Compiles a statement with the time options of PIPELINE.CREATE
+    /// (WATERMARK, LATENESS, LATE, STATE_LIMIT); they apply to grouped
+    /// statements only (an error otherwise, unless they are the defaults).
+    pub fn compile_with(sql: &str, opts: &WindowOptions) -> Result<Plan, PlanError> {
+        Plan::compile_inner(sql, Some(opts))
+    }
+
+    fn compile_inner(sql: &str, opts: Option<&WindowOptions>) -> Result<Plan, PlanError> {
+        let c = crate::sql::compile(sql, opts)?;
+        let late_stream = c.window.as_ref().and_then(|w| w.opts.late_stream.clone());
+        if let Some(l) = &late_stream {
+            if *l == c.source || *l == c.sink {
+                return Err(PlanError::Invalid(format!(
+                    "the LATE stream {l} must differ from the source and the sink"
+                )));
+            }
+        }
         let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Source {
             stream: c.source.clone(),
             slots: c.slots,
@@ -64,19 +87,21 @@ impl Plan {
         if let Some(f) = c.filter {
             ops.push(Box::new(f));
         }
+        let mut window = None;
+        if let Some(w) = c.window {
+            window = Some(ops.len());
+            ops.push(Box::new(w));
+        }
         if let Some(p) = c.project {
             ops.push(Box::new(p));
         }
         ops.push(Box::new(Sink {
             stream: c.sink.clone(),
         }));
-        Ok(Plan::from_ops(
-            c.source,
-            c.sink,
-            c.schema,
-            Some(sql.to_string()),
-            ops,
-        ))
+        let mut plan = Plan::from_ops(c.source, c.sink, c.schema, Some(sql.to_string()), ops);
+        plan.window = window;
+        plan.late_stream = late_stream;
+        Ok(plan)
     }
 
     fn from_ops(
@@ -95,7 +120,101 @@ impl Plan {
             scratch_idx: Vec::new(),
             scratch_num: Vec::new(),
             scratch_sel: Vec::new(),
+            window: None,
+            late_stream: None,
         }
+    }
+
+    /// Whether the plan keeps state (windows, aggregates): its results
+    /// depend on what it saw before, so its state must be saved with its
+    /// epochs.
+    pub fn is_stateful(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// The LATE stream of a windowed plan.
+    pub fn late_stream(&self) -> Option<&str> {
+        self.late_stream.as_deref()
+    }
+
+    fn window_op(&self) -> Option<&WindowOp> {
+        let i = self.window?;
+        self.window_ops_ref(i)
+    }
+
+    fn window_ops_ref(&self, i: usize) -> Option<&WindowOp> {
+        let op: &dyn Operator = self.ops.get(i)?.as_ref();
+        op.as_window()
+    }
+
+    fn window_op_mut(&mut self) -> Option<&mut WindowOp> {
+        let i = self.window?;
+        self.ops.get_mut(i)?.as_window_mut()
+    }
+
+    /// Keys, open windows, state bytes and late counts of a grouped plan.
+    pub fn window_stats(&self) -> Option<WindowStats> {
+        self.window_op().map(|w| w.stats())
+    }
+
+    /// Takes the entries that the last batches found too late for their
+    /// window, for the LATE stream (each with a `_reason` field).
+    pub fn take_late(&mut self) -> Vec<Record> {
+        self.window_op_mut()
+            .map(|w| std::mem::take(&mut w.late_out))
+            .unwrap_or_default()
+    }
+
+    /// Starts an epoch of a stateful plan: the state changes of the
+    /// batches that follow can be taken back ([`Plan::rollback_epoch`]) and
+    /// are described by [`Plan::epoch_delta`]. [`Plan::snapshot`] gives the
+    /// state before the epoch until [`Plan::end_epoch`].
+    pub fn begin_epoch(&mut self) {
+        if let Some(w) = self.window_op_mut() {
+            w.begin_epoch();
+        }
+    }
+
+    /// The epoch committed: its state changes stay.
+    pub fn end_epoch(&mut self) {
+        if let Some(w) = self.window_op_mut() {
+            w.end_epoch();
+        }
+    }
+
+    /// The epoch did not commit: the state goes back to its start.
+    pub fn rollback_epoch(&mut self) {
+        if let Some(w) = self.window_op_mut() {
+            w.rollback_epoch();
+        }
+    }
+
+    /// The state changes of the current epoch, to log with its results
+    /// (`None` for a stateless plan or outside an epoch).
+    pub fn epoch_delta(&self) -> Option<Vec<u8>> {
+        self.window_op().and_then(|w| w.epoch_delta())
+    }
+
+    /// Applies an epoch's [`Plan::epoch_delta`] (recovery).
+    pub fn apply_delta(&mut self, delta: &[u8]) -> Result<(), PlanError> {
+        match self.window_op_mut() {
+            Some(w) => w.apply_delta(delta).map_err(PlanError::State),
+            None => Err(PlanError::State(
+                "a state change for a plan without state".into(),
+            )),
+        }
+    }
+
+    /// Forgets the state (PIPELINE.RESET).
+    pub fn clear_state(&mut self) {
+        if let Some(w) = self.window_op_mut() {
+            w.clear_state();
+        }
+    }
+
+    /// Set when the plan cannot go on (its state exceeds STATE_LIMIT).
+    pub fn fatal(&self) -> Option<&str> {
+        self.window_op().and_then(|w| w.fatal.as_deref())
     }
 
     /// The source stream's name.

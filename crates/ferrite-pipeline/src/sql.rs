@@ -7,9 +7,7 @@ use crate::funcs;
 use crate::ops::{Filter, OutCol, Project};
 use crate::plan::{OutputField, Schema};
 use bytes::Bytes;
-use sqlparser::ast::{
-    Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject,
-};
+use sqlparser::ast::{Expr, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -25,6 +23,7 @@ pub(crate) struct Compiled {
     pub slots: SlotTable,
     pub filter: Option<Filter>,
     pub project: Option<Project>,
+    pub window: Option<crate::window::WindowOp>,
     pub schema: Schema,
 }
 
@@ -57,7 +56,10 @@ fn parse(sql: &str) -> Result<Statement, PlanError> {
     }
 }
 
-pub(crate) fn compile(sql: &str) -> Result<Compiled, PlanError> {
+pub(crate) fn compile(
+    sql: &str,
+    opts: Option<&crate::window::WindowOptions>,
+) -> Result<Compiled, PlanError> {
     let stmt = parse(sql)?;
     let Statement::Insert(ins) = stmt else {
         return Err(PlanError::Unsupported(
@@ -84,7 +86,7 @@ pub(crate) fn compile(sql: &str) -> Result<Compiled, PlanError> {
     let Some(query) = &ins.source else {
         return Err(PlanError::Unsupported("INSERT without SELECT".into()));
     };
-    compile_query(query, sink)
+    compile_query(query, sink, opts)
 }
 
 fn object_name(n: &sqlparser::ast::ObjectName) -> Result<String, PlanError> {
@@ -97,7 +99,11 @@ fn object_name(n: &sqlparser::ast::ObjectName) -> Result<String, PlanError> {
     }
 }
 
-fn compile_query(q: &Query, sink: String) -> Result<Compiled, PlanError> {
+fn compile_query(
+    q: &Query,
+    sink: String,
+    opts: Option<&crate::window::WindowOptions>,
+) -> Result<Compiled, PlanError> {
     if q.with.is_some() {
         return Err(PlanError::Unsupported(
             "WITH (common table expressions)".into(),
@@ -130,16 +136,18 @@ fn compile_query(q: &Query, sink: String) -> Result<Compiled, PlanError> {
             ))
         }
     };
-    let grouped = match &sel.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(e, m) => !e.is_empty() || !m.is_empty(),
-    };
-    if grouped || sel.having.is_some() || !sel.named_window.is_empty() || sel.qualify.is_some() {
+    let grouped = crate::window::compile::is_grouped(sel);
+    if !sel.named_window.is_empty() || sel.qualify.is_some() {
         return Err(agg_err());
+    }
+    if !grouped && opts.is_some_and(|o| *o != crate::window::WindowOptions::default()) {
+        return Err(PlanError::Invalid(
+            "WATERMARK, LATENESS, LATE and STATE_LIMIT apply to grouped statements (GROUP BY, aggregates)".into(),
+        ));
     }
     if sel.distinct.is_some() {
         return Err(PlanError::Unsupported(
-            "DISTINCT (it needs state: it comes with the windowing engine)".into(),
+            "SELECT DISTINCT on an unbounded stream: group with GROUP BY".into(),
         ));
     }
     if sel.top.is_some()
@@ -208,6 +216,20 @@ fn compile_query(q: &Query, sink: String) -> Result<Compiled, PlanError> {
         }
     };
 
+    if grouped {
+        let g =
+            crate::window::compile::compile(sel, &mut comp, &opts.cloned().unwrap_or_default())?;
+        drop(comp);
+        return Ok(Compiled {
+            source,
+            sink,
+            slots,
+            filter,
+            project: None,
+            window: Some(g.op),
+            schema: Schema { fields: g.schema },
+        });
+    }
     if sel.projection.len() > MAX_LIST {
         return Err(PlanError::TooLarge(format!(
             "more than {MAX_LIST} output columns"
@@ -326,6 +348,7 @@ fn compile_query(q: &Query, sink: String) -> Result<Compiled, PlanError> {
         slots,
         filter,
         project,
+        window: None,
         schema: Schema { fields: schema },
     })
 }

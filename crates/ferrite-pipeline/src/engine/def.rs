@@ -118,6 +118,10 @@ impl<'a> Cursor<'a> {
     pub fn new(b: &'a [u8]) -> Self {
         Cursor { rest: b }
     }
+    /// Bytes left.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
     /// Whether everything was read.
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty()

@@ -1,0 +1,1494 @@
+//! Keyed windows and aggregates: `GROUP BY keys, TUMBLE|HOP|SESSION(...)`
+//! (or keys alone: a running aggregate per key), event time, watermark,
+//! lateness (docs/pipelines.md, "Windows and time").
+//!
+//! The [`WindowOp`] operator runs after the source and the filter. Per
+//! event it reads the event time, the key (hashed once into the key
+//! dictionary) and the aggregate arguments (numbers parsed once by the
+//! source), and updates one row of `u64` words in place:
+//! - TUMBLE and HOP keep one row per pane (`gcd(size, slide)` wide): an event
+//!   updates one pane whatever the window's size and slide, and a window's
+//!   result merges its panes when it fires;
+//! - SESSION keeps one row per session; an event that bridges sessions
+//!   merges them;
+//! - without a window, one row per key, emitted after each batch that
+//!   touched it.
+//!
+//! Time: the watermark is the largest event time seen minus WATERMARK. A
+//! window `[start, end)` fires once the watermark reaches `end` (its result
+//! is emitted once); its row stays until the watermark reaches `end +
+//! LATENESS`, and an event arriving in between updates it and emits the
+//! result again with `_rev` = 1, 2, .... An event later than that is
+//! dropped and counted, or written to the LATE stream with a `_reason`.
+//!
+//! State is flat: per key one `Vec<u64>` of rows `[start, end, rev,
+//! aggregate words...]` sorted by start; timers are ordered sets of
+//! `(time, key)`. [`WindowOp::snapshot`] encodes it (versioned); restore
+//! checks every length and rebuilds the timers.
+
+pub mod agg;
+pub(crate) mod compile;
+
+use crate::entry::{EntryId, Record, Row, SlotTable, MISSING};
+use crate::error::PlanError;
+use crate::expr::{BoolSrc, NumSrc, TextSrc};
+use crate::ops::{Batch, Operator, Project};
+use crate::value::{write_value, Num};
+use agg::{Agg, Order};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeSet, HashMap};
+
+/// Most state bytes of one windowed pipeline unless STATE_LIMIT says.
+pub const DEFAULT_STATE_LIMIT: u64 = 256 << 20;
+
+/// When results are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Emit {
+    /// Once per window, when the watermark passes its end (and again, with
+    /// `_rev`, per late update within LATENESS).
+    #[default]
+    Final,
+}
+
+/// PIPELINE.CREATE's time options of a grouped statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowOptions {
+    /// WATERMARK: how far behind the largest event time seen the watermark
+    /// runs (the out-of-orderness tolerated without lateness), ms.
+    pub watermark_ms: u64,
+    /// LATENESS: how long after it fired a window still takes late entries, ms.
+    pub lateness_ms: u64,
+    /// LATE: the stream that receives entries too late for their window.
+    pub late_stream: Option<String>,
+    /// EMIT.
+    pub emit: Emit,
+    /// STATE_LIMIT: the pipeline fails when its state grows beyond this.
+    pub state_limit: u64,
+}
+
+impl Default for WindowOptions {
+    fn default() -> Self {
+        WindowOptions {
+            watermark_ms: 0,
+            lateness_ms: 0,
+            late_stream: None,
+            emit: Emit::Final,
+            state_limit: DEFAULT_STATE_LIMIT,
+        }
+    }
+}
+
+/// The window of a GROUP BY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// No window: a running aggregate per key.
+    Running,
+    /// TUMBLE (slide = size) or HOP; `pane` = gcd(size, slide).
+    Hop {
+        /// Window length, ms.
+        size: i64,
+        /// Distance between window starts, ms.
+        slide: i64,
+        /// Pane length, ms.
+        pane: i64,
+    },
+    /// SESSION(time, gap).
+    Session {
+        /// Inactivity that closes a session, ms.
+        gap: i64,
+    },
+}
+
+/// Largest event time accepted (ms): far beyond any date, and far enough
+/// from `i64::MAX` that window arithmetic cannot overflow.
+pub const MAX_EVENT_TIME: i64 = 1 << 52;
+
+/// Bytes counted per key beyond its own bytes (dictionary entry, vectors).
+const KEY_OVERHEAD: u64 = 72;
+/// Words of a row before the aggregates: start, end, rev.
+const HDR: usize = 3;
+
+/// Counters and sizes for PIPELINE.INFO.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// Keys with state.
+    pub keys: u64,
+    /// Open rows: panes (TUMBLE/HOP), sessions, or running keys.
+    pub open_windows: u64,
+    /// Approximate bytes of state.
+    pub state_bytes: u64,
+    /// The watermark (`None` before the first event).
+    pub watermark: Option<i64>,
+    /// Entries dropped as too late (without a LATE stream).
+    pub late_dropped: u64,
+    /// Entries written to the LATE stream.
+    pub late_written: u64,
+}
+
+struct KeyState {
+    key: Box<[u8]>,
+    rows: Vec<u64>,
+}
+
+/// The operator's state: everything that snapshot encodes.
+#[derive(Default)]
+struct State {
+    index: HashMap<Box<[u8]>, u32>,
+    keys: Vec<Option<KeyState>>,
+    free: Vec<u32>,
+    max_ts: Option<i64>,
+    /// Timers: windows to fire, rows to drop.
+    fire: BTreeSet<(i64, u32)>,
+    clean: BTreeSet<(i64, u32)>,
+    /// TUMBLE/HOP windows emitted again: (key, window start) → revisions.
+    revs: HashMap<(u32, i64), u32>,
+    bytes: u64,
+    rows: u64,
+    late_dropped: u64,
+    late_written: u64,
+    /// Running aggregates touched by the current batch.
+    touched: Vec<u32>,
+}
+
+/// A key's state before an epoch touched it: its bytes and rows (`None`:
+/// the key did not exist).
+type PreImage = Option<(Box<[u8]>, Vec<u64>)>;
+
+/// Pre-images of what the current epoch changed, to take it back (an
+/// epoch that does not commit) or to checkpoint the committed state while
+/// an epoch is being evaluated.
+#[derive(Default)]
+struct Undo {
+    active: bool,
+    /// Stamp of the current epoch; `stamp[k] == epoch` marks key `k` saved.
+    epoch: u32,
+    stamp: Vec<u32>,
+    /// Keys in first-touch order with their state before the epoch
+    /// (`None`: the key did not exist).
+    keys: Vec<(u32, PreImage)>,
+    max_ts: Option<i64>,
+    late_dropped: u64,
+    late_written: u64,
+    revs: Option<HashMap<(u32, i64), u32>>,
+    /// Key slots freed during the epoch: reusable once it commits.
+    freed: Vec<u32>,
+}
+
+/// The output stage: each result is first an internal record (`__k<i>`
+/// keys, `window_start`, `window_end`, `__a<j>` aggregates), then HAVING
+/// and the SELECT list, compiled by the expression compiler against it.
+pub(crate) struct Output {
+    pub slots: SlotTable,
+    pub having: Option<BoolSrc>,
+    pub project: Project,
+}
+
+/// Per-aggregate argument readers.
+pub(crate) struct AggArgs {
+    pub a: Option<NumSrc>,
+    pub b: Option<NumSrc>,
+    /// `count(x)`: whether `x` is not NULL.
+    pub present: Option<TextSrc>,
+}
+
+/// GROUP BY with windows and aggregates.
+pub struct WindowOp {
+    pub(crate) kind: WindowKind,
+    pub(crate) opts: WindowOptions,
+    /// `None`: the entry ID's milliseconds (`_ms`).
+    pub(crate) time: Option<NumSrc>,
+    pub(crate) keys: Vec<TextSrc>,
+    pub(crate) aggs: Vec<Agg>,
+    pub(crate) args: Vec<AggArgs>,
+    /// Words of all aggregates.
+    pub(crate) width: usize,
+    pub(crate) out: Output,
+    pub(crate) text: String,
+    st: State,
+    undo: Undo,
+    // Scratch, reused.
+    key_buf: Vec<u8>,
+    nums: Vec<(Num, Num, bool)>,
+    merged: Vec<u64>,
+    idx: Vec<u32>,
+    num: Vec<Num>,
+    arena: BytesMut,
+    /// Entries too late for the LATE stream, from the current batch.
+    pub(crate) late_out: Vec<Record>,
+    /// Set when the state exceeds its limit: the pipeline must fail.
+    pub(crate) fatal: Option<String>,
+}
+
+/// Why an event could not be placed.
+enum Placed {
+    Ok,
+    TooLate,
+}
+
+impl WindowOp {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        kind: WindowKind,
+        opts: WindowOptions,
+        time: Option<NumSrc>,
+        keys: Vec<TextSrc>,
+        aggs: Vec<Agg>,
+        args: Vec<AggArgs>,
+        width: usize,
+        out: Output,
+        text: String,
+    ) -> WindowOp {
+        WindowOp {
+            kind,
+            opts,
+            time,
+            keys,
+            aggs,
+            args,
+            width,
+            out,
+            text,
+            st: State::default(),
+            undo: Undo::default(),
+            key_buf: Vec::new(),
+            nums: Vec::new(),
+            merged: Vec::new(),
+            idx: Vec::new(),
+            num: Vec::new(),
+            arena: BytesMut::new(),
+            late_out: Vec::new(),
+            fatal: None,
+        }
+    }
+
+    fn stride(&self) -> usize {
+        HDR + self.width
+    }
+
+    /// The watermark (`i64::MIN` before the first event).
+    fn wm(&self) -> i64 {
+        match self.st.max_ts {
+            Some(t) => t - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64,
+            None => i64::MIN,
+        }
+    }
+
+    fn lateness(&self) -> i64 {
+        self.opts.lateness_ms.min(MAX_EVENT_TIME as u64) as i64
+    }
+
+    /// Sizes and counters.
+    pub fn stats(&self) -> WindowStats {
+        WindowStats {
+            keys: self.st.index.len() as u64,
+            open_windows: self.st.rows,
+            state_bytes: self.st.bytes,
+            watermark: self.st.max_ts.map(|_| self.wm()),
+            late_dropped: self.st.late_dropped,
+            late_written: self.st.late_written,
+        }
+    }
+
+    fn key_id(&mut self) -> u32 {
+        if let Some(&id) = self.st.index.get(self.key_buf.as_slice()) {
+            self.touch(id);
+            return id;
+        }
+        let key: Box<[u8]> = self.key_buf.as_slice().into();
+        self.st.bytes += key.len() as u64 + KEY_OVERHEAD;
+        let ks = KeyState {
+            key: key.clone(),
+            rows: Vec::new(),
+        };
+        // During an epoch, slots are not reused: a rollback restores
+        // the keys that were there.
+        let reuse = if self.undo.active {
+            None
+        } else {
+            self.st.free.pop()
+        };
+        let id = match reuse {
+            Some(id) => {
+                self.st.keys[id as usize] = Some(ks);
+                id
+            }
+            None => {
+                self.st.keys.push(Some(ks));
+                (self.st.keys.len() - 1) as u32
+            }
+        };
+        self.st.index.insert(key, id);
+        if self.undo.active {
+            self.mark(id, None);
+        }
+        id
+    }
+
+    /// Saves key `k`'s state before the epoch changes it (once per epoch).
+    #[inline]
+    fn touch(&mut self, k: u32) {
+        if !self.undo.active || self.undo.stamp.get(k as usize) == Some(&self.undo.epoch) {
+            return;
+        }
+        let pre = self.st.keys[k as usize]
+            .as_ref()
+            .map(|ks| (ks.key.clone(), ks.rows.clone()));
+        self.mark(k, pre);
+    }
+
+    fn mark(&mut self, k: u32, pre: PreImage) {
+        let i = k as usize;
+        if self.undo.stamp.len() <= i {
+            self.undo.stamp.resize(i + 1, 0);
+        }
+        self.undo.stamp[i] = self.undo.epoch;
+        self.undo.keys.push((k, pre));
+    }
+
+    fn touch_revs(&mut self) {
+        if self.undo.active && self.undo.revs.is_none() {
+            self.undo.revs = Some(self.st.revs.clone());
+        }
+    }
+
+    fn drop_key_if_empty(&mut self, k: u32) {
+        let empty = matches!(&self.st.keys[k as usize], Some(ks) if ks.rows.is_empty());
+        if empty {
+            if let Some(ks) = self.st.keys[k as usize].take() {
+                self.st.bytes = self
+                    .st
+                    .bytes
+                    .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD);
+                self.st.index.remove(&ks.key);
+                if self.undo.active {
+                    self.undo.freed.push(k);
+                } else {
+                    self.st.free.push(k);
+                }
+            }
+        }
+    }
+
+    /// The row index of `start` in key `k`, inserting an empty row.
+    fn row_at(&mut self, k: u32, start: i64, end: i64) -> (usize, bool) {
+        let s = self.stride();
+        let aggs = &self.aggs;
+        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            return (0, false);
+        };
+        let n = ks.rows.len() / s;
+        // Rows are sorted by start; the newest is usually last.
+        let mut lo = 0;
+        let mut hi = n;
+        if n > 0 && ks.rows[(n - 1) * s] as i64 <= start {
+            lo = n - 1;
+        }
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let v = ks.rows[mid * s] as i64;
+            if v == start {
+                return (mid, false);
+            }
+            if v < start {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let at = lo * s;
+        ks.rows.splice(at..at, std::iter::repeat_n(0u64, s));
+        ks.rows[at] = start as u64;
+        ks.rows[at + 1] = end as u64;
+        for a in aggs {
+            a.init(&mut ks.rows[at + HDR..at + s]);
+        }
+        self.st.bytes += (s * 8) as u64;
+        self.st.rows += 1;
+        (lo, true)
+    }
+
+    fn check_limit(&mut self) {
+        if self.st.bytes > self.opts.state_limit && self.fatal.is_none() {
+            self.fatal = Some(format!(
+                "window state exceeds STATE_LIMIT ({} bytes > {}; {} keys, {} open windows): raise STATE_LIMIT, shorten the windows or lower the key cardinality",
+                self.st.bytes,
+                self.opts.state_limit,
+                self.st.index.len(),
+                self.st.rows
+            ));
+        }
+    }
+
+    /// Reads the event's arguments into `nums`.
+    fn read_args(&mut self, row: &Row<'_>) -> Result<(), crate::error::EvalError> {
+        self.nums.clear();
+        for a in &self.args {
+            let x = match &a.a {
+                Some(s) => s.get(row)?,
+                None => Num::Null,
+            };
+            let y = match &a.b {
+                Some(s) => s.get(row)?,
+                None => Num::Null,
+            };
+            let p = match &a.present {
+                Some(s) => s.get(row)?.is_some(),
+                None => false,
+            };
+            self.nums.push((x, y, p));
+        }
+        Ok(())
+    }
+
+    fn key_of(&mut self, row: &Row<'_>) -> Result<(), crate::error::EvalError> {
+        self.key_buf.clear();
+        for k in &self.keys {
+            match k.get(row)? {
+                None => self.key_buf.push(0),
+                Some(v) => {
+                    self.key_buf.push(1);
+                    self.key_buf
+                        .extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    self.key_buf.extend_from_slice(&v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn update_row(&mut self, k: u32, r: usize, at: Order) {
+        let s = self.stride();
+        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            return;
+        };
+        let row = &mut ks.rows[r * s + HDR..(r + 1) * s];
+        for (a, &(x, y, p)) in self.aggs.iter().zip(&self.nums) {
+            a.update(row, x, y, p, at);
+        }
+    }
+
+    // ---- TUMBLE / HOP ---------------------------------------------------
+
+    fn place_hop(
+        &mut self,
+        k: u32,
+        t: i64,
+        at: Order,
+        id: EntryId,
+        out: &mut Vec<Record>,
+    ) -> Placed {
+        let WindowKind::Hop { size, slide, pane } = self.kind else {
+            return Placed::Ok;
+        };
+        let wm = self.wm();
+        let l = self.lateness();
+        let ps = t.div_euclid(pane) * pane;
+        let s_last = t.div_euclid(slide) * slide;
+        let e_last = s_last + size;
+        if e_last + l <= wm {
+            return Placed::TooLate;
+        }
+        let (r, new) = self.row_at(k, ps, ps + pane);
+        if new {
+            // The first covering window that has not fired yet.
+            let s_first = (t - size).div_euclid(slide) * slide + slide;
+            let s_unfired = if wm == i64::MIN {
+                s_first
+            } else {
+                s_first.max((wm - size).div_euclid(slide) * slide + slide)
+            };
+            if s_unfired <= s_last {
+                self.st.fire.insert((s_unfired + size, k));
+            }
+            self.st.clean.insert((e_last + l, k));
+        }
+        self.update_row(k, r, at);
+        // Windows that already fired and are within lateness: again.
+        if wm != i64::MIN && (t - size).div_euclid(slide) * slide + slide + size <= wm {
+            let mut s = (t - size).div_euclid(slide) * slide + slide;
+            while s <= s_last && s + size <= wm {
+                if s + size + l > wm {
+                    self.touch_revs();
+                    let rev = self.st.revs.entry((k, s)).or_insert(0);
+                    *rev += 1;
+                    let rev = *rev;
+                    self.emit_hop(k, s, s + size, Some(rev), id, out);
+                }
+                s += slide;
+            }
+        }
+        Placed::Ok
+    }
+
+    /// Merges the panes of `[s, e)` of key `k` and emits the result.
+    fn emit_hop(
+        &mut self,
+        k: u32,
+        s: i64,
+        e: i64,
+        rev: Option<u32>,
+        id: EntryId,
+        out: &mut Vec<Record>,
+    ) {
+        let st = self.stride();
+        let mut merged = std::mem::take(&mut self.merged);
+        merged.clear();
+        merged.resize(self.width, 0);
+        for a in &self.aggs {
+            a.init(&mut merged);
+        }
+        let mut any = false;
+        if let Some(ks) = self.st.keys[k as usize].as_ref() {
+            for row in ks.rows.chunks_exact(st) {
+                let start = row[0] as i64;
+                if start >= s && start < e {
+                    any = true;
+                    for a in &self.aggs {
+                        a.merge(&mut merged, &row[HDR..]);
+                    }
+                }
+            }
+        }
+        if any {
+            self.result(k, Some((s, e)), rev, &merged, id, out);
+        }
+        self.merged = merged;
+    }
+
+    // ---- SESSION --------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn place_session(
+        &mut self,
+        k: u32,
+        t: i64,
+        at: Order,
+        id: EntryId,
+        gap: i64,
+        out: &mut Vec<Record>,
+    ) -> Placed {
+        let wm = self.wm();
+        let l = self.lateness();
+        let s = self.stride();
+        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+            return Placed::Ok;
+        };
+        let (mut start, mut end) = (t, t + gap);
+        // Rows overlapping or touching [t, t+gap) are contiguous.
+        let n = ks.rows.len() / s;
+        let mut first = n;
+        let mut last = n;
+        for i in 0..n {
+            let (rs, re) = (ks.rows[i * s] as i64, ks.rows[i * s + 1] as i64);
+            if rs <= t + gap && re >= t {
+                if first == n {
+                    first = i;
+                }
+                last = i;
+                start = start.min(rs);
+                end = end.max(re);
+            }
+        }
+        if end + l <= wm {
+            return Placed::TooLate;
+        }
+        let r = if first == n {
+            let (r, _) = self.row_at(k, start, end);
+            r
+        } else {
+            // Merge rows first..=last into `first`.
+            let aggs = &self.aggs;
+            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+                return Placed::Ok;
+            };
+            let mut rev = ks.rows[first * s + 2];
+            for j in first + 1..=last {
+                rev = rev.max(ks.rows[j * s + 2]);
+                let (a, b) = ks.rows.split_at_mut(j * s);
+                for ag in aggs {
+                    ag.merge(&mut a[first * s + HDR..(first + 1) * s], &b[HDR..s]);
+                }
+            }
+            ks.rows.drain((first + 1) * s..(last + 1) * s);
+            ks.rows[first * s] = start as u64;
+            ks.rows[first * s + 1] = end as u64;
+            ks.rows[first * s + 2] = rev;
+            let gone = (last - first) as u64;
+            self.st.rows -= gone;
+            self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
+            first
+        };
+        self.update_row(k, r, at);
+        self.st.clean.insert((end + l, k));
+        if end <= wm {
+            // A late entry within lateness: the session's result again.
+            self.emit_session(k, r, id, out);
+        } else {
+            self.st.fire.insert((end, k));
+        }
+        Placed::Ok
+    }
+
+    fn emit_session(&mut self, k: u32, r: usize, id: EntryId, out: &mut Vec<Record>) {
+        let s = self.stride();
+        let mut merged = std::mem::take(&mut self.merged);
+        let (start, end, rev) = {
+            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+                return;
+            };
+            let row = &mut ks.rows[r * s..(r + 1) * s];
+            merged.clear();
+            merged.extend_from_slice(&row[HDR..]);
+            let rev = row[2];
+            row[2] += 1;
+            (row[0] as i64, row[1] as i64, rev)
+        };
+        let rev = (rev > 0).then_some(rev.min(u32::MAX as u64) as u32);
+        self.result(k, Some((start, end)), rev, &merged, id, out);
+        self.merged = merged;
+    }
+
+    // ---- time -----------------------------------------------------------
+
+    /// Fires the windows whose end the watermark reached, then drops the
+    /// rows beyond lateness.
+    fn advance(&mut self, id: EntryId, out: &mut Vec<Record>) {
+        let wm = self.wm();
+        while let Some(&(e, k)) = self.st.fire.first() {
+            if e > wm {
+                break;
+            }
+            self.st.fire.pop_first();
+            match self.kind {
+                WindowKind::Hop { size, slide, .. } => {
+                    self.emit_hop(k, e - size, e, None, id, out);
+                    // The key's next window that holds a pane.
+                    let s = self.stride();
+                    let next_start = e - size + slide;
+                    if let Some(ks) = self.st.keys[k as usize].as_ref() {
+                        let p = ks
+                            .rows
+                            .chunks_exact(s)
+                            .map(|r| r[0] as i64)
+                            .find(|&p| p >= next_start);
+                        if let Some(p) = p {
+                            let s_first = (p - size).div_euclid(slide) * slide + slide;
+                            self.st.fire.insert((s_first.max(next_start) + size, k));
+                        }
+                    }
+                }
+                WindowKind::Session { .. } => {
+                    let s = self.stride();
+                    let r = self.st.keys[k as usize]
+                        .as_ref()
+                        .and_then(|ks| ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e));
+                    if let Some(r) = r {
+                        self.touch(k);
+                        self.emit_session(k, r, id, out);
+                    }
+                }
+                WindowKind::Running => {}
+            }
+        }
+        let l = self.lateness();
+        while let Some(&(c, k)) = self.st.clean.first() {
+            if c > wm {
+                break;
+            }
+            self.st.clean.pop_first();
+            self.touch(k);
+            let s = self.stride();
+            // The time after which a row may go.
+            let expiry = |row: &[u64]| -> i64 {
+                match self.kind {
+                    WindowKind::Hop { size, slide, .. } => {
+                        (row[0] as i64).div_euclid(slide) * slide + size + l
+                    }
+                    _ => row[1] as i64 + l,
+                }
+            };
+            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+                continue;
+            };
+            let before = ks.rows.len() / s;
+            let mut kept = Vec::with_capacity(ks.rows.len());
+            for row in ks.rows.chunks_exact(s) {
+                if expiry(row) > wm {
+                    kept.extend_from_slice(row);
+                }
+            }
+            ks.rows = kept;
+            let gone = (before - ks.rows.len() / s) as u64;
+            self.st.rows -= gone;
+            self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
+            if let WindowKind::Hop { size, .. } = self.kind {
+                if self
+                    .st
+                    .revs
+                    .keys()
+                    .any(|&(kk, s0)| kk == k && s0 + size + l <= wm)
+                {
+                    self.touch_revs();
+                    self.st
+                        .revs
+                        .retain(|&(kk, s0), _| kk != k || s0 + size + l > wm);
+                }
+            }
+            self.drop_key_if_empty(k);
+        }
+    }
+
+    // ---- results --------------------------------------------------------
+
+    /// Builds the internal record of one result, applies HAVING and the
+    /// SELECT list, and appends the output (plus `_rev`) to `out`.
+    fn result(
+        &mut self,
+        k: u32,
+        window: Option<(i64, i64)>,
+        rev: Option<u32>,
+        words: &[u64],
+        id: EntryId,
+        out: &mut Vec<Record>,
+    ) {
+        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+            return;
+        };
+        let mut fields: Vec<(Bytes, Bytes)> =
+            Vec::with_capacity(self.keys.len() + self.aggs.len() + 2);
+        let mut arena = std::mem::take(&mut self.arena);
+        let put = |arena: &mut BytesMut, v: &[u8]| -> Bytes {
+            if arena.capacity() - arena.len() < v.len() {
+                *arena = BytesMut::with_capacity(v.len().max(64 << 10));
+            }
+            arena.extend_from_slice(v);
+            arena.split().freeze()
+        };
+        let mut kb: &[u8] = &ks.key;
+        for i in 0..self.keys.len() {
+            let Some((&tag, rest)) = kb.split_first() else {
+                break;
+            };
+            kb = rest;
+            if tag == 1 && kb.len() >= 4 {
+                let n = u32::from_le_bytes([kb[0], kb[1], kb[2], kb[3]]) as usize;
+                let v = &kb[4..4 + n.min(kb.len() - 4)];
+                kb = &kb[4 + v.len()..];
+                fields.push((key_col(i), put(&mut arena, v)));
+            }
+        }
+        if let Some((s, e)) = window {
+            fields.push((
+                Bytes::from_static(b"window_start"),
+                put(&mut arena, s.to_string().as_bytes()),
+            ));
+            fields.push((
+                Bytes::from_static(b"window_end"),
+                put(&mut arena, e.to_string().as_bytes()),
+            ));
+        }
+        let mut tmp = BytesMut::new();
+        for (j, a) in self.aggs.iter().enumerate() {
+            tmp.clear();
+            if write_value(&a.result(words), &mut tmp) {
+                fields.push((agg_col(j), put(&mut arena, &tmp)));
+            }
+        }
+        let w = self.out.slots.len();
+        self.idx.clear();
+        self.idx.resize(w, MISSING);
+        self.num.clear();
+        self.num.resize(w, Num::Null);
+        self.out
+            .slots
+            .resolve(&fields, &mut self.idx, &mut self.num);
+        let row = Row {
+            id,
+            fields: &fields,
+            slot_idx: &self.idx,
+            slot_num: &self.num,
+        };
+        let keep = match &self.out.having {
+            None => true,
+            Some(h) => matches!(h.get(&row), Ok(Some(true))),
+        };
+        if keep {
+            let mut outf = Vec::with_capacity(self.out.project.cols.len() + 1);
+            if self
+                .out
+                .project
+                .one(&row, None, &mut arena, &mut outf)
+                .is_ok()
+            {
+                if let Some(r) = rev {
+                    outf.push((
+                        Bytes::from_static(b"_rev"),
+                        put(&mut arena, r.to_string().as_bytes()),
+                    ));
+                }
+                out.push(Record {
+                    source_id: id,
+                    fields: outf,
+                });
+            }
+        }
+        self.arena = arena;
+    }
+
+    fn late(&mut self, e: &crate::entry::Entry<'_>, reason: String) {
+        if self.opts.late_stream.is_none() {
+            self.st.late_dropped += 1;
+            return;
+        }
+        self.st.late_written += 1;
+        let mut fields = Vec::with_capacity(e.fields.len() + 1);
+        for i in 0..e.fields.len() {
+            fields.push((
+                Bytes::copy_from_slice(e.fields.name(i)),
+                Bytes::copy_from_slice(e.fields.value(i)),
+            ));
+        }
+        fields.push((Bytes::from_static(b"_reason"), Bytes::from(reason)));
+        self.late_out.push(Record {
+            source_id: e.id,
+            fields,
+        });
+    }
+}
+
+pub(crate) fn key_col(i: usize) -> Bytes {
+    Bytes::from(format!("__k{i}"))
+}
+
+pub(crate) fn agg_col(j: usize) -> Bytes {
+    Bytes::from(format!("__a{j}"))
+}
+
+impl Operator for WindowOp {
+    fn kind(&self) -> &'static str {
+        "Window"
+    }
+
+    fn describe(&self) -> String {
+        self.text.clone()
+    }
+
+    fn as_window(&self) -> Option<&WindowOp> {
+        Some(self)
+    }
+
+    fn as_window_mut(&mut self) -> Option<&mut WindowOp> {
+        Some(self)
+    }
+
+    fn process(&mut self, b: &mut Batch<'_>) {
+        let sel = std::mem::take(&mut b.sel);
+        let mut records = std::mem::take(&mut b.records);
+        records.clear();
+        let mut failed = Vec::new();
+        for &i in &sel {
+            if self.fatal.is_some() {
+                break;
+            }
+            let row = b.row(i as usize);
+            let id = row.id;
+            let t = match &self.time {
+                None => i64::try_from(id.ms).unwrap_or(i64::MAX),
+                Some(src) => match src.get(&row) {
+                    Ok(Num::Int(t)) => t,
+                    Ok(Num::Float(x)) if x.fract() == 0.0 && x.abs() < MAX_EVENT_TIME as f64 => {
+                        x as i64
+                    }
+                    Ok(_) => {
+                        failed.push((
+                            id,
+                            crate::error::EvalError::InvalidArgument(
+                                "event time is NULL or not an integer (epoch milliseconds)".into(),
+                            ),
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        failed.push((id, e));
+                        continue;
+                    }
+                },
+            };
+            if !(0..=MAX_EVENT_TIME).contains(&t) {
+                failed.push((id, crate::error::EvalError::OutOfRange("event time")));
+                continue;
+            }
+            if let Err(e) = self.key_of(&row).and_then(|_| self.read_args(&row)) {
+                failed.push((id, e));
+                continue;
+            }
+            let at = Order {
+                ts: t,
+                ms: id.ms,
+                seq: id.seq,
+            };
+            let k = self.key_id();
+            let placed = match self.kind {
+                WindowKind::Running => {
+                    let (r, _) = self.row_at(k, 0, 0);
+                    self.update_row(k, r, at);
+                    if !self.st.touched.contains(&k) {
+                        self.st.touched.push(k);
+                    }
+                    Placed::Ok
+                }
+                WindowKind::Hop { .. } => self.place_hop(k, t, at, id, &mut records),
+                WindowKind::Session { gap } => self.place_session(k, t, at, id, gap, &mut records),
+            };
+            if let Placed::TooLate = placed {
+                self.drop_key_if_empty(k);
+                let entry = b.entries[i as usize];
+                self.late(
+                    &entry,
+                    format!(
+                        "late: event time {t} is behind watermark {} beyond LATENESS {}",
+                        self.wm(),
+                        self.opts.lateness_ms
+                    ),
+                );
+                continue;
+            }
+            if self.kind != WindowKind::Running && self.st.max_ts.is_none_or(|m| t > m) {
+                self.st.max_ts = Some(t);
+                self.advance(id, &mut records);
+            }
+            self.check_limit();
+        }
+        if self.kind == WindowKind::Running {
+            let touched = std::mem::take(&mut self.st.touched);
+            let s = self.stride();
+            let id = sel
+                .last()
+                .map_or(EntryId::default(), |&i| b.entries[i as usize].id);
+            for &k in &touched {
+                let words = match self.st.keys[k as usize].as_ref() {
+                    Some(ks) if ks.rows.len() >= s => ks.rows[HDR..s].to_vec(),
+                    _ => continue,
+                };
+                self.result(k, None, None, &words, id, &mut records);
+            }
+            self.st.touched = touched;
+            self.st.touched.clear();
+        }
+        for (id, e) in failed {
+            b.fail(id, e);
+        }
+        b.sel = sel;
+        b.sel.clear();
+        b.records = records;
+        b.mapped = true;
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.encode_state()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), PlanError> {
+        self.decode_state(state).map_err(PlanError::State)
+    }
+}
+
+// ---- persisted state ----------------------------------------------------
+
+/// Version byte of the window state encoding.
+const STATE_V1: u8 = 1;
+
+impl WindowOp {
+    /// The state: `u8 version (1)`, `u32 stride`, `u8 has_max_ts`, `i64
+    /// max_ts`, `u64 late_dropped`, `u64 late_written`, `u32 keys`, per key
+    /// `u32 len, bytes, u32 rows, rows × stride × u64`, `u32 revs`, per
+    /// revision `u32 key index (in the order above), i64 start, u32 rev`.
+    /// Little-endian throughout.
+    ///
+    /// While an epoch is being evaluated this is the state before it (the
+    /// committed one): a checkpoint taken then must not hold changes whose
+    /// entries the position has not passed.
+    pub fn encode_state(&self) -> Vec<u8> {
+        let u = &self.undo;
+        let saved: HashMap<u32, &PreImage> = if u.active {
+            u.keys.iter().map(|(k, p)| (*k, p)).collect()
+        } else {
+            HashMap::new()
+        };
+        let (max_ts, dropped, written, revs) = if u.active {
+            (
+                u.max_ts,
+                u.late_dropped,
+                u.late_written,
+                u.revs.as_ref().unwrap_or(&self.st.revs),
+            )
+        } else {
+            (
+                self.st.max_ts,
+                self.st.late_dropped,
+                self.st.late_written,
+                &self.st.revs,
+            )
+        };
+        let mut live: Vec<(u32, &[u8], &[u64])> = Vec::with_capacity(self.st.index.len());
+        for (i, k) in self.st.keys.iter().enumerate() {
+            let id = i as u32;
+            match saved.get(&id) {
+                Some(Some((key, rows))) => live.push((id, key, rows)),
+                Some(None) => {}
+                None => {
+                    if let Some(ks) = k {
+                        live.push((id, &ks.key, &ks.rows));
+                    }
+                }
+            }
+        }
+        let mut v = vec![STATE_V1];
+        v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
+        put_globals(&mut v, max_ts, dropped, written);
+        v.extend_from_slice(&(live.len() as u32).to_le_bytes());
+        let mut pos = HashMap::new();
+        for (n, (id, key, rows)) in live.iter().enumerate() {
+            pos.insert(*id, n as u32);
+            put_key_rows(&mut v, key, rows, self.stride());
+        }
+        let mut revs: Vec<_> = revs
+            .iter()
+            .filter_map(|(&(k, s), &r)| pos.get(&k).map(|&p| (p, s, r)))
+            .collect();
+        revs.sort_unstable();
+        v.extend_from_slice(&(revs.len() as u32).to_le_bytes());
+        for (p, s, r) in revs {
+            v.extend_from_slice(&p.to_le_bytes());
+            v.extend_from_slice(&s.to_le_bytes());
+            v.extend_from_slice(&r.to_le_bytes());
+        }
+        v
+    }
+
+    /// Starts an epoch: changes from here on can be taken back
+    /// ([`WindowOp::rollback_epoch`]) or described ([`WindowOp::epoch_delta`]).
+    pub fn begin_epoch(&mut self) {
+        if self.undo.active {
+            self.rollback_epoch();
+        }
+        let u = &mut self.undo;
+        u.epoch = u.epoch.wrapping_add(1);
+        if u.epoch == 0 {
+            u.epoch = 1;
+            u.stamp.fill(0);
+        }
+        u.active = true;
+        u.keys.clear();
+        u.freed.clear();
+        u.revs = None;
+        u.max_ts = self.st.max_ts;
+        u.late_dropped = self.st.late_dropped;
+        u.late_written = self.st.late_written;
+    }
+
+    /// The epoch committed: its changes stay.
+    pub fn end_epoch(&mut self) {
+        let u = &mut self.undo;
+        u.active = false;
+        self.st.free.append(&mut u.freed);
+        u.keys.clear();
+        u.revs = None;
+    }
+
+    /// The epoch did not commit: the state goes back to where it began.
+    pub fn rollback_epoch(&mut self) {
+        if !self.undo.active {
+            return;
+        }
+        let keys = std::mem::take(&mut self.undo.keys);
+        // First out with every touched key as it is now (a key dropped and
+        // created again in the epoch has two slots), then back as it was.
+        for (k, _) in &keys {
+            if let Some(ks) = self.st.keys[*k as usize].take() {
+                self.st.index.remove(&ks.key);
+            }
+        }
+        for (k, pre) in keys {
+            match pre {
+                None => self.st.free.push(k),
+                Some((key, rows)) => {
+                    self.st.index.insert(key.clone(), k);
+                    self.st.keys[k as usize] = Some(KeyState { key, rows });
+                }
+            }
+        }
+        let u = &mut self.undo;
+        u.active = false;
+        u.freed.clear();
+        self.st.max_ts = u.max_ts;
+        self.st.late_dropped = u.late_dropped;
+        self.st.late_written = u.late_written;
+        if let Some(r) = u.revs.take() {
+            self.st.revs = r;
+        }
+        self.late_out.clear();
+        self.fatal = None;
+        self.recount();
+        self.rebuild_timers();
+    }
+
+    fn recount(&mut self) {
+        let s = self.stride();
+        let (mut bytes, mut rows) = (0u64, 0u64);
+        for ks in self.st.keys.iter().flatten() {
+            bytes += ks.key.len() as u64 + KEY_OVERHEAD + (ks.rows.len() * 8) as u64;
+            rows += (ks.rows.len() / s) as u64;
+        }
+        self.st.bytes = bytes;
+        self.st.rows = rows;
+    }
+
+    /// What the current epoch changed, to log with its results: the
+    /// watermark's source and the late counters, the revisions when they
+    /// changed, and the whole state of each key it touched.
+    ///
+    /// `u8 version (1)`, `u32 stride`, globals as in the state, `u8
+    /// revs_changed` (then `u32 n`, per revision `u32 len, key, i64 start,
+    /// u32 rev`), `u32 keys`, per key `u32 len, key, u8 present` (then `u32
+    /// rows` and the words).
+    pub fn epoch_delta(&self) -> Option<Vec<u8>> {
+        let u = &self.undo;
+        if !u.active {
+            return None;
+        }
+        let mut v = vec![STATE_V1];
+        v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
+        put_globals(
+            &mut v,
+            self.st.max_ts,
+            self.st.late_dropped,
+            self.st.late_written,
+        );
+        match &u.revs {
+            None => v.push(0),
+            Some(_) => {
+                v.push(1);
+                let revs: Vec<_> = self
+                    .st
+                    .revs
+                    .iter()
+                    .filter_map(|(&(k, s), &r)| {
+                        self.st.keys[k as usize].as_ref().map(|ks| (&ks.key, s, r))
+                    })
+                    .collect();
+                v.extend_from_slice(&(revs.len() as u32).to_le_bytes());
+                for (key, s, r) in revs {
+                    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                    v.extend_from_slice(key);
+                    v.extend_from_slice(&s.to_le_bytes());
+                    v.extend_from_slice(&r.to_le_bytes());
+                }
+            }
+        }
+        let n_at = v.len();
+        v.extend_from_slice(&0u32.to_le_bytes());
+        let mut n = 0u32;
+        for (k, pre) in &u.keys {
+            match (&self.st.keys[*k as usize], pre) {
+                (Some(ks), _) => {
+                    v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
+                    v.extend_from_slice(&ks.key);
+                    v.push(1);
+                    v.extend_from_slice(&((ks.rows.len() / self.stride()) as u32).to_le_bytes());
+                    for w in &ks.rows {
+                        v.extend_from_slice(&w.to_le_bytes());
+                    }
+                }
+                (None, Some((key, _))) => {
+                    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                    v.extend_from_slice(key);
+                    v.push(0);
+                }
+                (None, None) => continue,
+            }
+            n += 1;
+        }
+        v[n_at..n_at + 4].copy_from_slice(&n.to_le_bytes());
+        Some(v)
+    }
+
+    /// Applies what [`WindowOp::epoch_delta`] wrote (recovery replays the
+    /// epochs after the checkpoint). Checked like the state; a failure
+    /// leaves the state as it was.
+    pub fn apply_delta(&mut self, delta: &[u8]) -> Result<(), String> {
+        let mut r = crate::engine::def::Cursor::new(delta);
+        let ver = r.u8()?;
+        if ver != STATE_V1 {
+            return Err(format!(
+                "unknown window state version {ver} (this build reads version {STATE_V1})"
+            ));
+        }
+        let stride = r.u32()? as usize;
+        if stride != self.stride() {
+            return Err(format!(
+                "window state rows are {stride} words, this plan's are {}",
+                self.stride()
+            ));
+        }
+        let (max_ts, dropped, written) = get_globals(&mut r)?;
+        let revs = match r.u8()? {
+            0 => None,
+            1 => {
+                let n = r.u32()? as usize;
+                let mut v = Vec::with_capacity(n.min(r.remaining() / 16));
+                for _ in 0..n {
+                    let key = r.bytes()?;
+                    let s = r.u64()? as i64;
+                    let rev = r.u32()?;
+                    v.push((key, s, rev));
+                }
+                Some(v)
+            }
+            b => return Err(format!("bad flag {b}")),
+        };
+        let n = r.u32()? as usize;
+        let mut keys = Vec::with_capacity(n.min(r.remaining() / 5));
+        for _ in 0..n {
+            let key = r.bytes()?;
+            let rows = match r.u8()? {
+                0 => None,
+                1 => Some(get_rows(&mut r, stride)?),
+                b => return Err(format!("bad flag {b}")),
+            };
+            keys.push((key, rows));
+        }
+        if !r.is_empty() {
+            return Err("trailing bytes after a window state change".into());
+        }
+        // Checked: apply.
+        if self.undo.active {
+            self.rollback_epoch();
+        }
+        self.st.max_ts = max_ts;
+        self.st.late_dropped = dropped;
+        self.st.late_written = written;
+        let mut touched = Vec::with_capacity(keys.len());
+        for (key, rows) in keys {
+            let id = self.st.index.get(key).copied();
+            match (id, rows) {
+                (Some(k), Some(rows)) => {
+                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
+                        ks.rows = rows;
+                    }
+                    touched.push(k);
+                }
+                (None, Some(rows)) => {
+                    self.key_buf.clear();
+                    self.key_buf.extend_from_slice(key);
+                    let k = self.key_id();
+                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
+                        ks.rows = rows;
+                    }
+                    touched.push(k);
+                }
+                (Some(k), None) => {
+                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
+                        ks.rows.clear();
+                    }
+                    self.drop_key_if_empty(k);
+                }
+                (None, None) => {}
+            }
+        }
+        if let Some(revs) = revs {
+            self.st.revs.clear();
+            for (key, s, rev) in revs {
+                if let Some(&k) = self.st.index.get(key) {
+                    self.st.revs.insert((k, s), rev);
+                }
+            }
+        }
+        self.recount();
+        let wm = self.wm();
+        for k in touched {
+            self.timers_of(k);
+        }
+        // Windows whose end the watermark passed fired in the epochs
+        // replayed: their timers must not fire them again.
+        // Their keys' next windows are found again from the rows (firing
+        // a window does not change a key, so it is not in the change).
+        if wm != i64::MIN {
+            let later = self.st.fire.split_off(&(wm.saturating_add(1), 0));
+            let fired = std::mem::replace(&mut self.st.fire, later);
+            for (_, k) in fired {
+                self.timers_of(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets everything (PIPELINE.RESET).
+    pub fn clear_state(&mut self) {
+        self.st = State::default();
+        self.undo = Undo::default();
+        self.late_out.clear();
+        self.fatal = None;
+    }
+
+    /// Restores [`WindowOp::encode_state`]'s bytes: every length is checked
+    /// against what is left; an unknown version or a shape that does not
+    /// match this plan is an error, never a panic.
+    pub fn decode_state(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.is_empty() {
+            self.st = State::default();
+            return Ok(());
+        }
+        let mut r = crate::engine::def::Cursor::new(state);
+        let ver = r.u8()?;
+        if ver != STATE_V1 {
+            return Err(format!(
+                "unknown window state version {ver} (this build reads version {STATE_V1})"
+            ));
+        }
+        let stride = r.u32()? as usize;
+        if stride != self.stride() {
+            return Err(format!(
+                "window state rows are {stride} words, this plan's are {}",
+                self.stride()
+            ));
+        }
+        let (max_ts, late_dropped, late_written) = get_globals(&mut r)?;
+        let mut st = State {
+            max_ts,
+            late_dropped,
+            late_written,
+            ..State::default()
+        };
+        let nkeys = r.u32()? as usize;
+        for _ in 0..nkeys {
+            let key: Box<[u8]> = r.bytes()?.into();
+            let rows = get_rows(&mut r, stride)?;
+            let words = rows.len();
+            let nrows = words / stride;
+            if st.index.contains_key(&key) {
+                return Err("a key appears twice in the window state".into());
+            }
+            let id = st.keys.len() as u32;
+            st.bytes += key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64;
+            st.rows += nrows as u64;
+            st.index.insert(key.clone(), id);
+            st.keys.push(Some(KeyState { key, rows }));
+        }
+        let nrevs = r.u32()? as usize;
+        for _ in 0..nrevs {
+            let p = r.u32()?;
+            let s = r.u64()? as i64;
+            let rev = r.u32()?;
+            if p as usize >= st.keys.len() {
+                return Err("a revision names an unknown key".into());
+            }
+            st.revs.insert((p, s), rev);
+        }
+        if !r.is_empty() {
+            return Err("trailing bytes after the window state".into());
+        }
+        self.st = st;
+        self.undo = Undo::default();
+        self.rebuild_timers();
+        Ok(())
+    }
+
+    fn rebuild_timers(&mut self) {
+        self.st.fire.clear();
+        self.st.clean.clear();
+        for k in 0..self.st.keys.len() as u32 {
+            self.timers_of(k);
+        }
+    }
+
+    /// Sets the timers of key `k`'s rows.
+    fn timers_of(&mut self, k: u32) {
+        let wm = self.wm();
+        let l = self.lateness();
+        let s = self.stride();
+        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+            return;
+        };
+        for row in ks.rows.chunks_exact(s) {
+            let (start, end) = (row[0] as i64, row[1] as i64);
+            match self.kind {
+                WindowKind::Hop { size, slide, .. } => {
+                    let s_first = (start - size).div_euclid(slide) * slide + slide;
+                    let s_last = start.div_euclid(slide) * slide;
+                    let s_unfired = if wm == i64::MIN {
+                        s_first
+                    } else {
+                        s_first.max((wm - size).div_euclid(slide) * slide + slide)
+                    };
+                    if s_unfired <= s_last {
+                        self.st.fire.insert((s_unfired + size, k));
+                    }
+                    self.st.clean.insert((s_last + size + l, k));
+                }
+                WindowKind::Session { .. } => {
+                    if end > wm {
+                        self.st.fire.insert((end, k));
+                    }
+                    self.st.clean.insert((end + l, k));
+                }
+                WindowKind::Running => {}
+            }
+        }
+    }
+}
+
+fn put_globals(v: &mut Vec<u8>, max_ts: Option<i64>, dropped: u64, written: u64) {
+    v.push(max_ts.is_some() as u8);
+    v.extend_from_slice(&max_ts.unwrap_or(0).to_le_bytes());
+    v.extend_from_slice(&dropped.to_le_bytes());
+    v.extend_from_slice(&written.to_le_bytes());
+}
+
+type Globals = (Option<i64>, u64, u64);
+
+fn get_globals(r: &mut crate::engine::def::Cursor<'_>) -> Result<Globals, String> {
+    let has = r.u8()?;
+    let t = r.u64()? as i64;
+    let max_ts = match has {
+        0 => None,
+        1 if (0..=MAX_EVENT_TIME).contains(&t) => Some(t),
+        1 => return Err(format!("event time {t} out of range")),
+        b => return Err(format!("bad flag {b}")),
+    };
+    Ok((max_ts, r.u64()?, r.u64()?))
+}
+
+fn put_key_rows(v: &mut Vec<u8>, key: &[u8], rows: &[u64], stride: usize) {
+    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    v.extend_from_slice(key);
+    v.extend_from_slice(&((rows.len() / stride) as u32).to_le_bytes());
+    for w in rows {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// `u32 rows` then the words, sorted by start and with sane times.
+fn get_rows(r: &mut crate::engine::def::Cursor<'_>, stride: usize) -> Result<Vec<u64>, String> {
+    let nrows = r.u32()? as usize;
+    let words = nrows
+        .checked_mul(stride)
+        .filter(|w| w.checked_mul(8).is_some_and(|b| b <= r.remaining()))
+        .ok_or_else(|| "truncated window state".to_string())?;
+    let mut rows = Vec::with_capacity(words);
+    for _ in 0..words {
+        rows.push(r.u64()?);
+    }
+    let mut prev = i64::MIN;
+    for row in rows.chunks_exact(stride) {
+        let (s, e) = (row[0] as i64, row[1] as i64);
+        if !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&s)
+            || !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&e)
+            || s < prev
+        {
+            return Err("window state rows out of order or out of range".into());
+        }
+        prev = s;
+    }
+    Ok(rows)
+}

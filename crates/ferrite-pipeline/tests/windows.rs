@@ -1,0 +1,462 @@
+//! Windows and aggregates: exact results of small cases, each aggregate's
+//! edge cases (NULLs, one element, equal timestamps, zero volume), what
+//! the compiler refuses, and EXPLAIN.
+
+use ferrite_pipeline::{Entry, EntryId, Plan, PlanError, Record, WindowOptions};
+
+type Ev<'a> = (u64, &'a [(&'a str, &'a str)]);
+
+fn lines(out: &[Record]) -> Vec<String> {
+    out.iter()
+        .map(|r| {
+            r.fields
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        String::from_utf8_lossy(k),
+                        String::from_utf8_lossy(v)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Runs `evs` (entry ms, fields) one batch each; the results of all.
+fn run(sql: &str, opts: &WindowOptions, evs: &[Ev<'_>]) -> Vec<String> {
+    let mut plan = Plan::compile_with(sql, opts).expect("compiles");
+    let mut out = Vec::new();
+    for (i, (ms, f)) in evs.iter().enumerate() {
+        let e = [Entry::new(EntryId::new(*ms, i as u64), f)];
+        let st = plan.process_batch(&e, &mut out);
+        assert_eq!(st.failed, 0, "{:?}", st.first_error);
+    }
+    lines(&out)
+}
+
+fn tumble(aggs: &str) -> String {
+    format!("INSERT INTO o SELECT window_start, {aggs} FROM s GROUP BY TUMBLE(_ms, 1000)")
+}
+
+/// The single result of one window holding `evs` (at ms 0..999), closed by
+/// an event at 5000.
+fn one_window(aggs: &str, evs: &[Ev<'_>]) -> String {
+    let mut all = evs.to_vec();
+    all.push((5000, &[]));
+    let out = run(&tumble(aggs), &WindowOptions::default(), &all);
+    assert_eq!(out.len(), 1, "{out:?}");
+    out[0].clone()
+}
+
+#[test]
+fn tumbling_page_views_per_minute() {
+    let sql = "INSERT INTO views SELECT page, window_start, window_end, count(*) AS views \
+               FROM clicks GROUP BY page, TUMBLE(_ms, INTERVAL '1' MINUTE)";
+    let out = run(
+        sql,
+        &WindowOptions::default(),
+        &[
+            (1_000, &[("page", "/a")]),
+            (2_000, &[("page", "/b")]),
+            (59_999, &[("page", "/a")]),
+            (60_000, &[("page", "/a")]),
+            (130_000, &[("page", "/b")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "page=/a window_start=0 window_end=60000 views=2",
+            "page=/b window_start=0 window_end=60000 views=1",
+            "page=/a window_start=60000 window_end=120000 views=1",
+        ]
+    );
+}
+
+#[test]
+fn watermark_delays_and_lateness_revises() {
+    let opts = WindowOptions {
+        watermark_ms: 500,
+        lateness_ms: 1000,
+        ..Default::default()
+    };
+    let sql = "INSERT INTO o SELECT window_start, count(*) AS n, sum(v) AS s FROM t GROUP BY TUMBLE(_ms, 1000)";
+    let out = run(
+        sql,
+        &opts,
+        &[
+            (100, &[("v", "1")]),
+            (1_200, &[("v", "2")]), // wm 700: [0,1000) still open
+            (1_500, &[("v", "3")]), // wm 1000: [0,1000) fires
+            (900, &[("v", "10")]),  // late, within lateness: revision 1
+            (2_600, &[("v", "4")]), // wm 2100: [1000,2000) fires; [0,1000) kept until 2000 passed
+            (950, &[("v", "20")]),  // wm 2100 >= 1000 + 1000: too late, dropped
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "window_start=0 n=1 s=1",
+            "window_start=0 n=2 s=11 _rev=1",
+            "window_start=1000 n=2 s=5",
+        ]
+    );
+}
+
+#[test]
+fn event_time_from_a_field_and_having() {
+    let sql = "INSERT INTO o SELECT k, window_end, max(x) AS m FROM t \
+               GROUP BY k, TUMBLE(ts, INTERVAL '10' SECOND) HAVING count(*) >= 2";
+    let out = run(
+        sql,
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("ts", "1000"), ("x", "5")]),
+            (2, &[("k", "a"), ("ts", "2000"), ("x", "7")]),
+            (3, &[("k", "b"), ("ts", "3000"), ("x", "9")]),
+            (4, &[("k", "b"), ("ts", "20000"), ("x", "1")]),
+        ],
+    );
+    assert_eq!(out, vec!["k=a window_end=10000 m=7"]);
+}
+
+#[test]
+fn hop_panes_and_session_merges() {
+    let hop =
+        "INSERT INTO o SELECT window_start, count(*) AS n FROM t GROUP BY HOP(_ms, 500, 1000)";
+    let out = run(
+        hop,
+        &WindowOptions::default(),
+        &[(100, &[]), (600, &[]), (700, &[]), (3000, &[])],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "window_start=-500 n=1",
+            "window_start=0 n=3",
+            "window_start=500 n=2"
+        ]
+    );
+    let sess = "INSERT INTO o SELECT k, window_start, window_end, count(*) AS n FROM t GROUP BY k, SESSION(_ms, 100)";
+    let out = run(
+        sess,
+        &WindowOptions::default(),
+        &[
+            (0, &[("k", "a")]),
+            (250, &[("k", "a")]),
+            // [120,220) would bridge nothing, and its end is behind the
+            // watermark (250): too late without LATENESS, dropped.
+            (120, &[("k", "a")]),
+            (1000, &[("k", "a")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "k=a window_start=0 window_end=100 n=1",
+            "k=a window_start=250 window_end=350 n=1",
+        ]
+    );
+}
+
+#[test]
+fn running_aggregate_without_window_emits_updates() {
+    let sql = "INSERT INTO o SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k";
+    let out = run(
+        sql,
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("v", "1")]),
+            (2, &[("k", "b"), ("v", "2")]),
+            (3, &[("k", "a"), ("v", "3")]),
+        ],
+    );
+    assert_eq!(out, vec!["k=a n=1 s=1", "k=b n=1 s=2", "k=a n=2 s=4"]);
+    let sql = "INSERT INTO o SELECT count(*) AS n FROM t";
+    let out = run(sql, &WindowOptions::default(), &[(1, &[]), (2, &[])]);
+    assert_eq!(out, vec!["n=1", "n=2"]);
+}
+
+#[test]
+fn aggregates_skip_nulls_as_postgres() {
+    let none: &[Ev<'_>] = &[(1, &[("x", "")]), (2, &[("y", "1")])];
+    assert_eq!(
+        one_window(
+            "count(*) AS c, count(x) AS cx, sum(x) AS s, avg(x) AS a, min(x) AS lo, max(x) AS hi, first(x) AS f, last(x) AS l, stddev(x) AS sd, var_pop(x) AS vp",
+            none
+        ),
+        // count(x) counts the present (empty) field; the numeric ones see NULL.
+        "window_start=0 c=2 cx=1"
+    );
+}
+
+#[test]
+fn aggregates_of_one_element() {
+    let one: &[Ev<'_>] = &[(7, &[("x", "4"), ("v", "2")])];
+    assert_eq!(
+        one_window(
+            "sum(x) AS s, avg(x) AS a, min(x) AS lo, max(x) AS hi, first(x) AS f, last(x) AS l, stddev_samp(x) AS sd, stddev_pop(x) AS sp, var_samp(x) AS vs, vwap(x, v) AS w",
+            one
+        ),
+        "window_start=0 s=4 a=4 lo=4 hi=4 f=4 l=4 sp=0 w=4"
+    );
+}
+
+#[test]
+fn first_and_last_break_time_ties_by_entry_id() {
+    // Equal event times (a field), entries in ID order 1, 2, 3.
+    let evs: &[Ev<'_>] = &[
+        (1, &[("ts", "500"), ("x", "10")]),
+        (2, &[("ts", "500"), ("x", "20")]),
+        (3, &[("ts", "400"), ("x", "30")]),
+        (4, &[("ts", "5000")]),
+    ];
+    let sql = "INSERT INTO o SELECT first(x) AS f, last(x) AS l FROM s GROUP BY TUMBLE(ts, 1000)";
+    assert_eq!(run(sql, &WindowOptions::default(), evs), vec!["f=30 l=20"]);
+}
+
+#[test]
+fn vwap_with_zero_volume_is_null() {
+    let evs: &[Ev<'_>] = &[
+        (1, &[("p", "10"), ("v", "0")]),
+        (2, &[("p", "12"), ("v", "0")]),
+    ];
+    assert_eq!(
+        one_window("vwap(p, v) AS w, count(*) AS n", evs),
+        "window_start=0 n=2"
+    );
+    let evs: &[Ev<'_>] = &[
+        (1, &[("p", "10"), ("v", "1")]),
+        (2, &[("p", "13"), ("v", "2")]),
+        (3, &[("p", "99")]),
+    ];
+    assert_eq!(one_window("vwap(p, v) AS w", evs), "window_start=0 w=12");
+}
+
+#[test]
+fn variance_matches_the_textbook() {
+    let evs: &[Ev<'_>] = &[
+        (1, &[("x", "2")]),
+        (2, &[("x", "4")]),
+        (3, &[("x", "4")]),
+        (4, &[("x", "4")]),
+        (5, &[("x", "5")]),
+        (6, &[("x", "5")]),
+        (7, &[("x", "7")]),
+        (8, &[("x", "9")]),
+    ];
+    assert_eq!(
+        one_window(
+            "var_pop(x) AS vp, stddev_pop(x) AS sp, var_samp(x) AS vs",
+            evs
+        ),
+        "window_start=0 vp=4 sp=2 vs=4.571428571428571"
+    );
+}
+
+#[test]
+fn sum_of_integers_stays_integer_and_doubles_make_it_double() {
+    let evs: &[Ev<'_>] = &[(1, &[("x", "1")]), (2, &[("x", "2.5")])];
+    assert_eq!(one_window("sum(x) AS s", evs), "window_start=0 s=3.5");
+    let evs: &[Ev<'_>] = &[(1, &[("x", "9223372036854775807")]), (2, &[("x", "1")])];
+    // Past i64 the sum goes on as a double.
+    assert_eq!(
+        one_window("sum(x) AS s", evs),
+        "window_start=0 s=9.223372036854776e18"
+    );
+}
+
+#[test]
+fn expressions_over_aggregates_and_keys() {
+    let sql = "INSERT INTO o SELECT upper(k) AS key, round(sum(v) * 1.0 / count(*), 2) AS mean, \
+               CASE WHEN max(v) > 5 THEN 'big' ELSE 'small' END AS size \
+               FROM t GROUP BY k, TUMBLE(_ms, 100)";
+    let out = run(
+        sql,
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("v", "1")]),
+            (2, &[("k", "a"), ("v", "9")]),
+            (3, &[("k", "a"), ("v", "1")]),
+            (500, &[("k", "z")]),
+        ],
+    );
+    assert_eq!(out, vec!["key=A mean=3.67 size=big"]);
+}
+
+#[test]
+fn bad_event_times_fail_the_event_only() {
+    let mut plan =
+        Plan::compile("INSERT INTO o SELECT count(*) AS n FROM t GROUP BY TUMBLE(ts, 10)")
+            .expect("compiles");
+    let evs: [&[(&str, &str)]; 3] = [&[("ts", "x")], &[("ts", "-5")], &[("ts", "1.5")]];
+    let entries: Vec<_> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(i as u64, 0), f))
+        .collect();
+    let st = plan.process_batch(&entries, &mut Vec::new());
+    assert_eq!(st.failed, 3);
+}
+
+#[test]
+fn state_limit_fails_the_plan() {
+    let opts = WindowOptions {
+        state_limit: 10_000,
+        ..Default::default()
+    };
+    let mut plan = Plan::compile_with(
+        "INSERT INTO o SELECT k, count(*) AS n FROM t GROUP BY k, TUMBLE(_ms, 1000)",
+        &opts,
+    )
+    .expect("compiles");
+    let keys: Vec<String> = (0..1000).map(|i| format!("key{i}")).collect();
+    let rows: Vec<Vec<(&str, &str)>> = keys.iter().map(|k| vec![("k", k.as_str())]).collect();
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(1, i as u64), f))
+        .collect();
+    plan.process_batch(&entries, &mut Vec::new());
+    let msg = plan.fatal().expect("over the limit");
+    assert!(msg.contains("STATE_LIMIT"), "{msg}");
+}
+
+#[test]
+fn compact_state_per_key_and_window() {
+    let mut plan = Plan::compile(
+        "INSERT INTO o SELECT k, count(*) AS n, sum(v) AS s, vwap(p, v) AS w FROM t GROUP BY k, TUMBLE(_ms, 60000)",
+    )
+    .expect("compiles");
+    let keys: Vec<String> = (0..10_000).map(|i| format!("SYM{i}")).collect();
+    let rows: Vec<Vec<(&str, &str)>> = keys
+        .iter()
+        .map(|k| vec![("k", k.as_str()), ("p", "10.5"), ("v", "3")])
+        .collect();
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(1, i as u64), f))
+        .collect();
+    plan.process_batch(&entries, &mut Vec::new());
+    let st = plan.window_stats().expect("windowed");
+    assert_eq!((st.keys, st.open_windows), (10_000, 10_000));
+    let per = st.state_bytes / st.open_windows;
+    assert!(per <= 160, "{per} bytes per key and window");
+}
+
+fn err(sql: &str) -> PlanError {
+    Plan::compile(sql).expect_err(sql)
+}
+
+#[test]
+fn refusals_name_the_reason() {
+    use PlanError::*;
+    type Check = fn(&PlanError) -> bool;
+    let cases: &[(&str, Check)] = &[
+        ("INSERT INTO o SELECT x, count(*) AS n FROM s GROUP BY y", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT * FROM s GROUP BY x", |e| matches!(e, Unsupported(_))),
+        ("INSERT INTO o SELECT count(DISTINCT x) AS n FROM s", |e| matches!(e, Unsupported(_))),
+        ("INSERT INTO o SELECT sum(sum(x)) AS n FROM s", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT count(*) AS n FROM s GROUP BY TUMBLE(_ms, 0)", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT count(*) AS n FROM s GROUP BY TUMBLE(_ms, INTERVAL '1' YEAR)", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT count(*) AS n FROM s GROUP BY HOP(_ms, 1000)", |e| matches!(e, WrongArity { .. })),
+        ("INSERT INTO o SELECT count(*) AS n FROM s GROUP BY TUMBLE(_ms, 10), SESSION(_ms, 5)", |e| matches!(e, Unsupported(_))),
+        ("INSERT INTO o SELECT window_start, count(*) AS n FROM s GROUP BY k", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT TUMBLE(_ms, 10) AS w, count(*) AS n FROM s GROUP BY TUMBLE(_ms, 10)", |e| matches!(e, Unsupported(_))),
+        ("INSERT INTO o SELECT nope(k) AS n FROM s GROUP BY k", |e| matches!(e, UnknownFunction(_))),
+        ("INSERT INTO o SELECT vwap(x) AS n FROM s", |e| matches!(e, WrongArity { .. })),
+        ("INSERT INTO o SELECT k FROM s WHERE count(*) > 1 GROUP BY k", |e| matches!(e, WindowsAndAggregates)),
+        ("INSERT INTO o SELECT count(*) + 1 FROM s", |e| matches!(e, NeedsAlias(_))),
+        ("INSERT INTO o SELECT count(*) AS _rev FROM s", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT sum(x) OVER () AS c FROM s", |e| matches!(e, WindowsAndAggregates)),
+    ];
+    for (sql, ok) in cases {
+        let e = err(sql);
+        assert!(ok(&e), "{sql}: {e:?}");
+    }
+    // Time options need a window; LATE must be another stream.
+    let late = WindowOptions {
+        late_stream: Some("s".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        Plan::compile_with(
+            "INSERT INTO o SELECT count(*) AS n FROM s GROUP BY TUMBLE(_ms, 10)",
+            &late
+        ),
+        Err(Invalid(_))
+    ));
+    let wm = WindowOptions {
+        watermark_ms: 5,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Plan::compile_with("INSERT INTO o SELECT * FROM s", &wm),
+        Err(Invalid(_))
+    ));
+    assert!(matches!(
+        Plan::compile_with(
+            "INSERT INTO o SELECT k, count(*) AS n FROM s GROUP BY k",
+            &wm
+        ),
+        Err(Invalid(_))
+    ));
+}
+
+#[test]
+fn explain_shows_the_window_plan() {
+    let opts = WindowOptions {
+        watermark_ms: 2000,
+        lateness_ms: 5000,
+        late_stream: Some("trades_late".into()),
+        ..Default::default()
+    };
+    let plan = Plan::compile_with(
+        "INSERT INTO vwap_1m SELECT symbol, window_start, window_end, vwap(price, volume) AS vwap, \
+         sum(volume) AS volume, first(price) AS open, max(price) AS high, min(price) AS low, \
+         last(price) AS close, count(*) AS trades FROM trades GROUP BY symbol, TUMBLE(ts, INTERVAL '1' MINUTE)",
+        &opts,
+    )
+    .expect("compiles");
+    let x = plan.explain();
+    assert!(
+        x.contains("Window TUMBLE(size 60000 ms) time ts keys [symbol]"),
+        "{x}"
+    );
+    assert!(
+        x.contains("watermark 2000 ms lateness 5000 ms emit final late -> trades_late"),
+        "{x}"
+    );
+    assert_eq!(plan.late_stream(), Some("trades_late"));
+    assert!(plan.is_stateful());
+}
+
+#[test]
+fn corrupt_state_is_an_error_not_a_panic() {
+    let sql = "INSERT INTO o SELECT k, count(*) AS n FROM t GROUP BY k, SESSION(_ms, 10)";
+    let mut plan = Plan::compile(sql).expect("compiles");
+    let rows: [&[(&str, &str)]; 2] = [&[("k", "a")], &[("k", "b")]];
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(i as u64, 0), f))
+        .collect();
+    plan.process_batch(&entries, &mut Vec::new());
+    let snap = plan.snapshot();
+    for cut in 0..snap.len() {
+        let mut p = Plan::compile(sql).expect("compiles");
+        assert!(p.restore(&snap[..cut]).is_err() || cut == 0 && snap.is_empty());
+    }
+    let mut bytes = snap.clone();
+    for i in 0..bytes.len() {
+        let mut p = Plan::compile(sql).expect("compiles");
+        bytes[i] ^= 0xff;
+        let _ = p.restore(&bytes);
+        bytes[i] ^= 0xff;
+    }
+    let mut p = Plan::compile(sql).expect("compiles");
+    p.restore(&snap).expect("restores");
+}

@@ -1,0 +1,466 @@
+//! Windows against a reference written here: random out-of-order inputs
+//! with several keys and late entries, fed in random batch sizes; the
+//! reference keeps every accepted event and computes each result from
+//! scratch (collect, bucket, aggregate), the operator keeps flat state.
+//! Their outputs must be the same multiset, including revisions (`_rev`)
+//! and the LATE stream.
+
+use ferrite_pipeline::{Entry, EntryId, Plan, Record, WindowOptions};
+use std::collections::{BTreeMap, HashMap};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Ev {
+    id: EntryId,
+    sym: String,
+    ts: i64,
+    price: Option<i64>,
+    vol: Option<i64>,
+}
+
+fn gen(seed: u64, n: usize) -> Vec<Ev> {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let syms = ["A", "B", "C", "D"];
+    (0..n)
+        .map(|i| {
+            let mut ts = 10_000 + i as i64 * 10 + r.below(300) as i64 - 150;
+            if r.below(20) == 0 {
+                ts -= 200 + r.below(1500) as i64; // late, maybe too late
+            }
+            Ev {
+                id: EntryId::new(1_000 + i as u64, r.below(2)),
+                sym: syms[r.below(syms.len() as u64) as usize].to_string(),
+                ts,
+                price: (r.below(10) != 0).then(|| 90 + r.below(20) as i64),
+                vol: (r.below(12) != 0).then(|| r.below(5) as i64),
+            }
+        })
+        .collect()
+}
+
+const AGGS: &str = "count(*) AS n, count(price) AS np, sum(price) AS s, min(price) AS lo, \
+    max(price) AS hi, first(price) AS open, last(price) AS close, avg(price) AS mean, \
+    vwap(price, vol) AS vwap";
+
+/// The aggregates of `evs`, as the operator prints them (NULL: absent).
+fn aggregate(evs: &[&Ev]) -> Vec<(String, Option<String>)> {
+    let ps: Vec<i64> = evs.iter().filter_map(|e| e.price).collect();
+    let f = |x: f64| ferrite_pipeline::value::format_float(x);
+    let with_price: Vec<&Ev> = evs.iter().copied().filter(|e| e.price.is_some()).collect();
+    let first = with_price
+        .iter()
+        .min_by_key(|e| (e.ts, e.id))
+        .and_then(|e| e.price);
+    let last = with_price
+        .iter()
+        .max_by_key(|e| (e.ts, e.id))
+        .and_then(|e| e.price);
+    let (pv, v) = evs
+        .iter()
+        .filter_map(|e| Some((e.price? as f64, e.vol? as f64)))
+        .fold((0.0, 0.0), |(a, b), (p, v)| (a + p * v, b + v));
+    vec![
+        ("n".into(), Some(evs.len().to_string())),
+        ("np".into(), Some(ps.len().to_string())),
+        (
+            "s".into(),
+            (!ps.is_empty()).then(|| ps.iter().sum::<i64>().to_string()),
+        ),
+        ("lo".into(), ps.iter().min().map(|x| x.to_string())),
+        ("hi".into(), ps.iter().max().map(|x| x.to_string())),
+        ("open".into(), first.map(|x| x.to_string())),
+        ("close".into(), last.map(|x| x.to_string())),
+        (
+            "mean".into(),
+            (!ps.is_empty()).then(|| f(ps.iter().sum::<i64>() as f64 / ps.len() as f64)),
+        ),
+        ("vwap".into(), (v != 0.0).then(|| f(pv / v))),
+    ]
+}
+
+fn line(sym: &str, s: i64, e: i64, rev: u32, aggs: Vec<(String, Option<String>)>) -> String {
+    let mut l = format!("sym={sym} window_start={s} window_end={e}");
+    for (k, v) in aggs {
+        if let Some(v) = v {
+            l.push_str(&format!(" {k}={v}"));
+        }
+    }
+    if rev > 0 {
+        l.push_str(&format!(" _rev={rev}"));
+    }
+    l
+}
+
+fn record_line(r: &Record) -> String {
+    r.fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(k),
+                String::from_utf8_lossy(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Hop { size: i64, slide: i64 },
+    Session { gap: i64 },
+}
+
+/// A reference session: start, end, emissions so far, its events.
+type Session = (i64, i64, u32, Vec<Ev>);
+
+/// The reference: every accepted event kept; results computed from them.
+struct Reference {
+    kind: Kind,
+    wm_delay: i64,
+    lateness: i64,
+    max_ts: Option<i64>,
+    accepted: Vec<Ev>,
+    out: Vec<String>,
+    late: Vec<EntryId>,
+    /// TUMBLE/HOP: revisions per (sym, start). SESSION: sessions per key as
+    /// (start, end, emissions, events).
+    revs: HashMap<(String, i64), u32>,
+    sessions: BTreeMap<String, Vec<Session>>,
+}
+
+impl Reference {
+    fn wm(&self) -> i64 {
+        self.max_ts.map_or(i64::MIN, |m| m - self.wm_delay)
+    }
+
+    fn windows_of(&self, ts: i64) -> Vec<(i64, i64)> {
+        let Kind::Hop { size, slide } = self.kind else {
+            return vec![];
+        };
+        let mut v = vec![];
+        let mut s = ts.div_euclid(slide) * slide;
+        while s + size > ts {
+            v.push((s, s + size));
+            s -= slide;
+        }
+        v
+    }
+
+    fn hop_result(&self, sym: &str, s: i64, e: i64) -> Option<Vec<(String, Option<String>)>> {
+        let evs: Vec<&Ev> = self
+            .accepted
+            .iter()
+            .filter(|x| x.sym == sym && x.ts >= s && x.ts < e)
+            .collect();
+        (!evs.is_empty()).then(|| aggregate(&evs))
+    }
+
+    fn push(&mut self, ev: Ev) {
+        let wm = self.wm();
+        match self.kind {
+            Kind::Hop { .. } => {
+                let ws = self.windows_of(ev.ts);
+                let e_max = ws.iter().map(|w| w.1).max().unwrap_or(i64::MIN);
+                if wm != i64::MIN && e_max + self.lateness <= wm {
+                    self.late.push(ev.id);
+                    return;
+                }
+                self.accepted.push(ev.clone());
+                let mut ws = ws;
+                ws.sort();
+                for (s, e) in ws {
+                    if wm != i64::MIN && e <= wm && e + self.lateness > wm {
+                        let rev = self.revs.entry((ev.sym.clone(), s)).or_insert(0);
+                        *rev += 1;
+                        let rev = *rev;
+                        let r = self.hop_result(&ev.sym, s, e).unwrap_or_default();
+                        self.out.push(line(&ev.sym, s, e, rev, r));
+                    }
+                }
+            }
+            Kind::Session { gap } => {
+                let list = self.sessions.entry(ev.sym.clone()).or_default();
+                let (mut s, mut e) = (ev.ts, ev.ts + gap);
+                let mut rev = 0;
+                let mut evs = vec![ev.clone()];
+                let mut keep = vec![];
+                let mut merged = vec![];
+                for sess in list.drain(..) {
+                    if sess.0 <= ev.ts + gap && sess.1 >= ev.ts {
+                        merged.push(sess);
+                    } else {
+                        keep.push(sess);
+                    }
+                }
+                for m in &merged {
+                    s = s.min(m.0);
+                    e = e.max(m.1);
+                }
+                if wm != i64::MIN && e + self.lateness <= wm {
+                    keep.extend(merged);
+                    keep.sort_by_key(|x| x.0);
+                    *list = keep;
+                    self.late.push(ev.id);
+                    return;
+                }
+                for m in merged {
+                    rev = rev.max(m.2);
+                    evs.extend(m.3);
+                }
+                if wm != i64::MIN && e <= wm {
+                    let r = aggregate(&evs.iter().collect::<Vec<_>>());
+                    self.out.push(line(&ev.sym, s, e, rev, r));
+                    rev += 1;
+                }
+                keep.push((s, e, rev, evs));
+                keep.sort_by_key(|x| x.0);
+                *list = keep;
+                self.accepted.push(ev.clone());
+            }
+        }
+        // The watermark moves: windows whose end it passed fire.
+        if self.max_ts.is_none_or(|m| ev.ts > m) {
+            let old = wm;
+            self.max_ts = Some(ev.ts);
+            let new = self.wm();
+            match self.kind {
+                Kind::Hop { .. } => {
+                    let mut fired = std::collections::BTreeSet::new();
+                    for a in &self.accepted {
+                        for (s, e) in self.windows_of(a.ts) {
+                            if e > old && e <= new {
+                                fired.insert((a.sym.clone(), s, e));
+                            }
+                        }
+                    }
+                    for (sym, s, e) in fired {
+                        if let Some(r) = self.hop_result(&sym, s, e) {
+                            self.out.push(line(&sym, s, e, 0, r));
+                        }
+                    }
+                }
+                Kind::Session { .. } => {
+                    for (sym, list) in &mut self.sessions {
+                        for sess in list.iter_mut() {
+                            if sess.1 > old && sess.1 <= new {
+                                let r = aggregate(&sess.3.iter().collect::<Vec<_>>());
+                                self.out.push(line(sym, sess.0, sess.1, sess.2, r));
+                                sess.2 += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            // Drop what is beyond lateness (only sessions need it: the hop
+            // reference recomputes from accepted events, whose windows
+            // beyond lateness are never asked for again).
+            if let Kind::Session { .. } = self.kind {
+                let l = self.lateness;
+                for list in self.sessions.values_mut() {
+                    list.retain(|s| s.1 + l > new);
+                }
+            }
+        }
+    }
+}
+
+fn run_case(seed: u64, kind: Kind, wm_delay: i64, lateness: i64, late_stream: bool) {
+    let evs = gen(seed, 600);
+    let window = match kind {
+        Kind::Hop { size, slide } if size == slide => format!("TUMBLE(ts, {size})"),
+        Kind::Hop { size, slide } => format!("HOP(ts, {slide}, {size})"),
+        Kind::Session { gap } => format!("SESSION(ts, {gap})"),
+    };
+    let sql = format!(
+        "INSERT INTO out SELECT sym, window_start, window_end, {AGGS} FROM trades GROUP BY sym, {window}"
+    );
+    let opts = WindowOptions {
+        watermark_ms: wm_delay as u64,
+        lateness_ms: lateness as u64,
+        late_stream: late_stream.then(|| "late".to_string()),
+        ..Default::default()
+    };
+    let mut plan = Plan::compile_with(&sql, &opts).expect("compiles");
+    // Built only from the epochs' state changes, as recovery does.
+    let mut replica = Plan::compile_with(&sql, &opts).expect("compiles");
+    let mut reference = Reference {
+        kind,
+        wm_delay,
+        lateness,
+        max_ts: None,
+        accepted: vec![],
+        out: vec![],
+        late: vec![],
+        revs: HashMap::new(),
+        sessions: BTreeMap::new(),
+    };
+    let rows: Vec<Vec<(String, String)>> = evs
+        .iter()
+        .map(|e| {
+            let mut f = vec![
+                ("sym".to_string(), e.sym.clone()),
+                ("ts".into(), e.ts.to_string()),
+            ];
+            if let Some(p) = e.price {
+                f.push(("price".into(), p.to_string()));
+            }
+            if let Some(v) = e.vol {
+                f.push(("vol".into(), v.to_string()));
+            }
+            f
+        })
+        .collect();
+    let mut rng = Rng(seed + 17);
+    let mut got = vec![];
+    let mut late = vec![];
+    let mut i = 0;
+    while i < evs.len() {
+        let n = (1 + rng.below(40) as usize).min(evs.len() - i);
+        let entries: Vec<Entry<'_>> = (i..i + n)
+            .map(|j| Entry::new(evs[j].id, &rows[j]))
+            .collect();
+        let before = plan.snapshot();
+        let mut out = vec![];
+        plan.begin_epoch();
+        let stats = plan.process_batch(&entries, &mut out);
+        assert_eq!(stats.failed, 0, "{:?}", stats.first_error);
+        // A checkpoint during the epoch holds the state before it.
+        assert!(
+            plan.snapshot() == before,
+            "a checkpoint during an epoch must hold the state before it (batch at {i})"
+        );
+        if rng.below(5) == 0 {
+            // The epoch does not commit: taken back, evaluated again.
+            plan.rollback_epoch();
+            let _ = plan.take_late();
+            assert_eq!(plan.snapshot(), before);
+            out.clear();
+            plan.begin_epoch();
+            plan.process_batch(&entries, &mut out);
+        }
+        let delta = plan.epoch_delta().expect("in an epoch");
+        plan.end_epoch();
+        replica.apply_delta(&delta).expect("applies");
+        got.extend(out.iter().map(record_line));
+        late.extend(plan.take_late());
+        i += n;
+        if rng.below(6) == 0 {
+            // Go on with the state rebuilt from the changes.
+            std::mem::swap(&mut plan, &mut replica);
+        }
+        // Now and then the plan goes through its checkpoint form.
+        if rng.below(4) == 0 {
+            let snap = plan.snapshot();
+            plan = Plan::compile_with(&sql, &opts).expect("compiles");
+            plan.restore(&snap).expect("restores");
+            assert_eq!(plan.snapshot(), snap);
+        }
+    }
+    for e in &evs {
+        reference.push(e.clone());
+    }
+    let mut want = reference.out.clone();
+    want.sort();
+    got.sort();
+    assert!(want.len() > 20, "too few results to mean anything");
+    if got != want {
+        let extra: Vec<_> = got.iter().filter(|l| !want.contains(l)).collect();
+        let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).collect();
+        panic!(
+            "seed {seed} {kind:?}: {} results, {} expected\nunexpected: {extra:#?}\nmissing: {missing:#?}",
+            got.len(),
+            want.len()
+        );
+    }
+    let revs = got.iter().filter(|l| l.contains("_rev=")).count();
+    if lateness > 0 {
+        assert!(revs > 0, "no revision exercised");
+    }
+    assert!(!reference.late.is_empty(), "no late entry exercised");
+    let stats = plan.window_stats().expect("windowed");
+    if late_stream {
+        let ids: Vec<EntryId> = late.iter().map(|r| r.source_id).collect();
+        assert_eq!(ids, reference.late, "late entries, seed {seed}");
+        for r in &late {
+            assert!(r.get(b"_reason").is_some());
+            assert!(r.get(b"sym").is_some() && r.get(b"ts").is_some());
+        }
+        assert_eq!(stats.late_written, reference.late.len() as u64);
+    } else {
+        assert!(late.is_empty());
+        assert_eq!(stats.late_dropped, reference.late.len() as u64);
+    }
+}
+
+#[test]
+fn tumble_matches_reference() {
+    for seed in 1..6 {
+        run_case(
+            seed,
+            Kind::Hop {
+                size: 100,
+                slide: 100,
+            },
+            50,
+            300,
+            seed % 2 == 0,
+        );
+        run_case(
+            seed,
+            Kind::Hop {
+                size: 100,
+                slide: 100,
+            },
+            0,
+            0,
+            true,
+        );
+    }
+}
+
+#[test]
+fn hop_matches_reference() {
+    for seed in 1..6 {
+        run_case(
+            seed,
+            Kind::Hop {
+                size: 150,
+                slide: 50,
+            },
+            50,
+            300,
+            seed % 2 == 1,
+        );
+        run_case(
+            seed,
+            Kind::Hop {
+                size: 100,
+                slide: 40,
+            },
+            20,
+            100,
+            true,
+        );
+    }
+}
+
+#[test]
+fn session_matches_reference() {
+    for seed in 1..6 {
+        run_case(seed, Kind::Session { gap: 25 }, 50, 300, seed % 2 == 0);
+        run_case(seed, Kind::Session { gap: 60 }, 0, 0, true);
+    }
+}
