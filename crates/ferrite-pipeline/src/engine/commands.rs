@@ -106,7 +106,24 @@ struct CreateArgs {
     from: Option<Bytes>,
     commit_interval_ms: u64,
     sink_maxlen: Option<(bool, u64)>,
+    window: crate::window::WindowOptions,
     sql: String,
+}
+
+/// A duration option: milliseconds, or a number with `ms`, `s`, `m`, `h`
+/// or `d`.
+fn duration_arg(a: &mut Args<'_>, what: &str) -> Result<u64, CmdError> {
+    let raw = a.next_bytes()?;
+    std::str::from_utf8(&raw)
+        .ok()
+        .and_then(crate::window::compile::parse_duration)
+        .filter(|&ms| (0..=crate::window::MAX_EVENT_TIME / 4).contains(&ms))
+        .map(|ms| ms as u64)
+        .ok_or_else(|| {
+            CmdError::err(format!(
+                "{what} must be a duration: milliseconds, or a number with ms, s, m, h or d"
+            ))
+        })
 }
 
 impl CreateArgs {
@@ -126,6 +143,7 @@ impl CreateArgs {
             from: None,
             commit_interval_ms: def::DEFAULT_COMMIT_INTERVAL_MS,
             sink_maxlen: None,
+            window: crate::window::WindowOptions::default(),
             sql: String::new(),
         };
         loop {
@@ -162,9 +180,32 @@ impl CreateArgs {
                     return Err(CmdError::err("SINK_MAXLEN can't be negative"));
                 }
                 c.sink_maxlen = Some((approx, n as u64));
+            } else if a.eat("WATERMARK") {
+                c.window.watermark_ms = duration_arg(a, "WATERMARK")?;
+            } else if a.eat("LATENESS") {
+                c.window.lateness_ms = duration_arg(a, "LATENESS")?;
+            } else if a.eat("LATE") {
+                let l = a.next_bytes()?;
+                c.window.late_stream = Some(
+                    String::from_utf8(l.to_vec())
+                        .map_err(|_| CmdError::err("the LATE stream name is not valid UTF-8"))?,
+                );
+            } else if a.eat("EMIT") {
+                if !a.eat("FINAL") {
+                    return Err(CmdError::err(
+                        "EMIT FINAL is the only emit policy (EMIT UPDATES is not supported yet)",
+                    ));
+                }
+                c.window.emit = crate::window::Emit::Final;
+            } else if a.eat("STATE_LIMIT") {
+                let n = a.next_i64()?;
+                if n < 1 {
+                    return Err(CmdError::err("STATE_LIMIT must be positive (bytes)"));
+                }
+                c.window.state_limit = n as u64;
             } else if a.remaining() == 0 {
                 return Err(CmdError::err(
-                    "syntax error: PIPELINE.CREATE name [REPLACE] [PAUSED] [FROM 0|$|id] [COMMIT_INTERVAL ms] [SINK_MAXLEN [~] n] AS sql",
+                    "syntax error: PIPELINE.CREATE name [REPLACE] [PAUSED] [FROM 0|$|id] [COMMIT_INTERVAL ms] [SINK_MAXLEN [~] n] [WATERMARK d] [LATENESS d] [LATE stream] [EMIT FINAL] [STATE_LIMIT bytes] AS sql",
                 ));
             } else {
                 return Err(CmdError::Syntax);
@@ -265,13 +306,14 @@ pub(crate) fn group_create(
 fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     let e = engine(ctx)?;
     let c = CreateArgs::parse(a)?;
-    let plan = Plan::compile(&c.sql).map_err(|err| CmdError::err(format!("{err}")))?;
-    if plan.is_stateful() {
-        return Err(CmdError::err(
-            "grouped statements (GROUP BY, aggregates, windows) do not run in the server yet: their state is not yet part of the pipeline's epochs",
-        ));
-    }
+    let plan =
+        Plan::compile_with(&c.sql, &c.window).map_err(|err| CmdError::err(format!("{err}")))?;
     let db = ctx.client.db;
+    if let Some(l) = plan.late_stream() {
+        if let Kind::Other = kind(ctx.store, db, l, &c.name) {
+            return Err(CmdError::WrongType);
+        }
+    }
     let (source, sink) = (plan.source().to_string(), plan.sink().to_string());
     let old = {
         let st = e.state.lock();
@@ -350,6 +392,7 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         sink_maxlen: c.sink_maxlen,
         paused: c.paused,
         created_ms: ctx.now_ms,
+        window: c.window,
     };
     ctx.store
         .log_subsystem(super::SUBSYSTEM, &durable::effect_define(&def));
@@ -477,6 +520,9 @@ fn reset(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         let gen = st.next_gen;
         if let Some(p) = st.pipes.get_mut(&name) {
             p.gen = gen;
+            if let Some(plan) = &p.plan {
+                plan.lock().clear_state();
+            }
             p.counters = Counters::default();
             p.last_error = None;
             p.sink_seen = false;
@@ -587,6 +633,22 @@ fn info(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         ("ns_per_event", i(ns_per_event(c))),
         ("last_error", opt(p.last_error.clone())),
     ];
+    let mut fields = fields;
+    if let Some(w) = p.plan.as_ref().and_then(|pl| pl.lock().window_stats()) {
+        fields.extend([
+            ("watermark_ms", i(p.def.window.watermark_ms)),
+            ("lateness_ms", i(p.def.window.lateness_ms)),
+            ("late_stream", opt(p.def.window.late_stream.clone())),
+            ("emit", s("final")),
+            ("state_limit", i(p.def.window.state_limit)),
+            ("keys", i(w.keys)),
+            ("open_windows", i(w.open_windows)),
+            ("state_bytes", i(w.state_bytes)),
+            ("watermark", w.watermark.map_or(Reply::Null, Reply::Int)),
+            ("late_dropped", i(w.late_dropped)),
+            ("late_written", i(w.late_written)),
+        ]);
+    }
     Ok(Reply::Map(
         fields
             .into_iter()

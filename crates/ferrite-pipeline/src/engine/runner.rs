@@ -100,6 +100,7 @@ struct Job {
     sink: Bytes,
     interval: Duration,
     sink_maxlen: Option<(bool, u64)>,
+    late: Option<Bytes>,
     plan: Arc<Mutex<Plan>>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -157,6 +158,7 @@ fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
                         .or_else(|| p.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
                     fail(&engine, &job, format!("internal error (a panic: {what})"));
+                    job.plan.lock().rollback_epoch();
                     scratch = Scratch::default();
                     Outcome::Idle
                 }
@@ -202,6 +204,12 @@ fn jobs(engine: &Engine) -> Vec<Job> {
                 sink: Bytes::copy_from_slice(p.sink.as_bytes()),
                 interval: Duration::from_millis(p.def.commit_interval_ms),
                 sink_maxlen: p.def.sink_maxlen,
+                late: p
+                    .def
+                    .window
+                    .late_stream
+                    .as_deref()
+                    .map(|l| Bytes::copy_from_slice(l.as_bytes())),
                 plan: p.plan.clone()?,
                 dirty: p.dirty.clone(),
             })
@@ -218,6 +226,27 @@ struct Scratch {
     /// Per entry: its ID, first span, pair count.
     entries: Vec<(StreamId, usize, usize)>,
     out: Vec<Record>,
+    /// A stateful plan's epoch: entries for the LATE stream and the state
+    /// change to log.
+    late: Vec<Record>,
+    delta: Option<Vec<u8>>,
+}
+
+/// What a stateful plan's epoch commits besides its results.
+struct EpochState<'a> {
+    delta: &'a [u8],
+    late: &'a [Record],
+}
+
+fn out_bytes(out: &[Record]) -> usize {
+    out.iter()
+        .map(|r| {
+            r.fields
+                .iter()
+                .map(|(f, v)| f.len() + v.len() + 8)
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 struct ArenaFields<'a> {
@@ -393,13 +422,38 @@ fn epoch(
         .collect();
     sc.out.clear();
     let mut plan = job.plan.lock();
+    let stateful = plan.is_stateful();
+    if stateful {
+        plan.begin_epoch();
+    }
     let mut stats = plan.process_batch(&entries, &mut sc.out);
-    // The epoch takes the entries whose results fit in EPOCH_OUT_BYTES;
-    // the rest are evaluated again by the next epoch. A first entry whose
-    // results alone exceed it is skipped and counted as failed.
     let mut taken = entries.len();
     let mut too_big = false;
-    if let Some(cut) = cut_point(&sc.out, &entries) {
+    if stateful {
+        // A stateful plan cannot skip an entry's results, nor evaluate an
+        // entry twice on the same state: the epoch is evaluated again on
+        // half the entries (state taken back) until its results fit. One
+        // entry whose results alone exceed the bound (a watermark jump that
+        // closes many windows) is taken whole.
+        while taken > 1 && out_bytes(&sc.out) > EPOCH_OUT_BYTES {
+            plan.rollback_epoch();
+            taken /= 2;
+            plan.begin_epoch();
+            sc.out.clear();
+            stats = plan.process_batch(&entries[..taken], &mut sc.out);
+        }
+        if let Some(msg) = plan.fatal().map(str::to_string) {
+            plan.rollback_epoch();
+            drop(plan);
+            fail(engine, job, msg);
+            return Outcome::Idle;
+        }
+        sc.late = plan.take_late();
+        sc.delta = plan.epoch_delta();
+    } else if let Some(cut) = cut_point(&sc.out, &entries) {
+        // The epoch takes the entries whose results fit in EPOCH_OUT_BYTES;
+        // the rest are evaluated again by the next epoch. A first entry
+        // whose results alone exceed it is skipped and counted as failed.
         sc.out.clear();
         if cut == 0 {
             taken = 1;
@@ -419,16 +473,27 @@ fn epoch(
     drop(fields);
     let ids: Vec<StreamId> = sc.entries[..taken].iter().map(|&(id, _, _)| id).collect();
     let Some(&last) = ids.last() else {
+        if stateful {
+            job.plan.lock().rollback_epoch();
+        }
         return Outcome::Idle;
     };
     let eval_ns = started.elapsed().as_nanos() as u64;
     session.select(job.db);
     let out = &sc.out;
+    let state = stateful.then_some(EpochState {
+        delta: sc.delta.as_deref().unwrap_or_default(),
+        late: &sc.late,
+    });
     let committed = session.atomically(|a| {
         commit(
-            engine, a, job, cursor, &ids, last, out, &stats, too_big, eval_ns,
+            engine, a, job, cursor, &ids, last, out, &stats, too_big, eval_ns, state,
         )
     });
+    if stateful && !matches!(committed, Ok((Ok(()), _))) {
+        // Not committed: the state goes back with the position.
+        job.plan.lock().rollback_epoch();
+    }
     match committed {
         Ok((Ok(()), seq)) => {
             if let (Some(seq), Some(p)) = (seq, shared.persist.get()) {
@@ -482,6 +547,7 @@ fn commit(
     stats: &crate::ops::BatchStats,
     too_big: bool,
     eval_ns: u64,
+    state: Option<EpochState<'_>>,
 ) -> Result<(), Skip> {
     let t0 = Instant::now();
     let sink_seen = {
@@ -516,6 +582,18 @@ fn commit(
             )))
         }
         None => {}
+    }
+    let late_stream = job.late.as_ref();
+    if let Some(l) = late_stream {
+        if let Some(v) = a.store().dbs.get(job.db).and_then(|d| d.get(l)) {
+            if !matches!(v, Value::Stream(_)) {
+                return Err(Skip::Fail(format!(
+                    "the LATE stream '{}' holds a {}, not a stream",
+                    String::from_utf8_lossy(l),
+                    v.type_name()
+                )));
+            }
+        }
     }
     let mut failed = stats.failed;
     let mut written = 0u64;
@@ -552,6 +630,25 @@ fn commit(
             return Err(Skip::Fail(format!("XADD to the sink '{sink}' failed: {e}")));
         }
         written += 1;
+    }
+    if let (Some(st), Some(l)) = (&state, late_stream) {
+        for r in st.late {
+            flat.clear();
+            for (f, v) in &r.fields {
+                flat.push(f.clone());
+                flat.push(v.clone());
+            }
+            if let Err(reply) = a.xadd(l, &flat, None) {
+                let e = match reply {
+                    ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+                    r => format!("{r:?}"),
+                };
+                return Err(Skip::Fail(format!(
+                    "XADD to the LATE stream '{}' failed: {e}",
+                    String::from_utf8_lossy(l)
+                )));
+            }
+        }
     }
     let reply = a.call(vec![
         b("XGROUP"),
@@ -596,6 +693,15 @@ fn commit(
         super::SUBSYSTEM,
         &super::durable::effect_epoch(&job.name, &counters),
     );
+    if let Some(st) = state {
+        a.log_subsystem(
+            super::SUBSYSTEM,
+            &super::durable::effect_state(&job.name, st.delta),
+        );
+        // IMPORTANT: under the store lock, in the record's unit: a
+        // checkpoint never sees the position moved without the state.
+        job.plan.lock().end_epoch();
+    }
     Ok(())
 }
 

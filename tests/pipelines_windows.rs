@@ -1,0 +1,403 @@
+//! Windowed pipelines through the real binary: page views per minute with
+//! TUMBLE, restarts (SHUTDOWN and SIGKILL, with and without checkpoints)
+//! in the middle, and each window's result exactly once; the LATE stream;
+//! the time options of PIPELINE.CREATE and what PIPELINE.INFO shows.
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::conn::RespConn;
+use common::resp::Node;
+use common::server::{Launch, Server, TempDir};
+use common::state::{call_str, field, int, text, xrange_all, Entry};
+
+const WAIT: Duration = Duration::from_secs(30);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const VIEWS: &str = "INSERT INTO views SELECT page, window_start, window_end, count(*) AS views \
+                     FROM clicks GROUP BY page, TUMBLE(_ms, INTERVAL '1' MINUTE)";
+const MINUTE: u64 = 60_000;
+
+fn start(dir: &TempDir, extra: &[&str]) -> (Server, RespConn) {
+    let s = Launch::ferrite("pipelines-windows")
+        .dir(dir.path())
+        .args(extra)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = s
+        .connect()
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.log_tail(20)));
+    (s, c)
+}
+
+fn ok(c: &mut RespConn, parts: &[&str]) {
+    let r = call_str(c, parts);
+    assert!(
+        r.text() == Some(b"OK"),
+        "{parts:?} -> {} (want OK)",
+        r.render()
+    );
+}
+
+fn err(c: &mut RespConn, parts: &[&str]) -> String {
+    let r = call_str(c, parts);
+    assert!(r.is_error(), "{parts:?} -> {} (want an error)", r.render());
+    String::from_utf8_lossy(r.text().unwrap_or_default()).into_owned()
+}
+
+fn info(c: &mut RespConn, name: &str) -> Node {
+    let r = call_str(c, &["PIPELINE.INFO", name]);
+    assert!(!r.is_error(), "PIPELINE.INFO {name}: {}", r.render());
+    r
+}
+
+/// Polls PIPELINE.INFO (bounded) until the pipeline read all its source.
+fn caught_up(c: &mut RespConn, name: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let i = info(c, name);
+        let state = text(field(&i, "state"));
+        assert!(state != "failed", "{name} failed: {}", i.render());
+        if state == "running" && field(&i, "lag_entries").as_int() == Some(0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not caught up: {}",
+            i.render()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn st(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn get(e: &Entry, k: &str) -> Option<String> {
+    e.1.iter()
+        .find(|(n, _)| n == k.as_bytes())
+        .map(|(_, v)| st(v))
+}
+
+/// Clicks of minutes `from..to`: 40 a minute over 3 pages, explicit IDs.
+fn add_clicks(c: &mut RespConn, from: u64, to: u64) {
+    let pages = ["/", "/docs", "/pricing"];
+    for m in from..to {
+        for i in 0..40u64 {
+            let id = format!("{}-0", m * MINUTE + i * 1_000 + 1);
+            let page = pages[((m * 7 + i * i) % 3) as usize];
+            let r = call_str(c, &["XADD", "clicks", &id, "page", page]);
+            assert!(!r.is_error(), "XADD: {}", r.render());
+        }
+    }
+}
+
+/// The results the source implies: one per page and closed minute (the
+/// watermark is the last click's time: a minute closes when a later one
+/// starts).
+fn reference(src: &[Entry]) -> BTreeMap<(String, u64), u64> {
+    let last = src.last().map_or(0, |e| e.0 .0);
+    let mut m = BTreeMap::new();
+    for e in src {
+        let start = e.0 .0 / MINUTE * MINUTE;
+        if start + MINUTE <= last {
+            *m.entry((get(e, "page").unwrap_or_default(), start))
+                .or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// The sink's results; every window exactly once.
+fn results(sink: &[Entry]) -> BTreeMap<(String, u64), u64> {
+    let mut m = BTreeMap::new();
+    for e in sink {
+        let page = get(e, "page").unwrap_or_default();
+        let start: u64 = get(e, "window_start")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX);
+        let end: u64 = get(e, "window_end")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(end, start + MINUTE, "{e:?}");
+        assert!(
+            get(e, "_rev").is_none(),
+            "no revisions without lateness: {e:?}"
+        );
+        let views: u64 = get(e, "views").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let dup = m.insert((page.clone(), start), views);
+        assert!(dup.is_none(), "window ({page}, {start}) written twice");
+    }
+    m
+}
+
+fn restart(
+    server: &mut Server,
+    c: &mut RespConn,
+    dir: &TempDir,
+    kill: bool,
+    extra: &[&str],
+) -> (Server, RespConn) {
+    if kill {
+        server.kill9().unwrap_or_else(|e| panic!("{e}"));
+    } else {
+        c.send_command(&common::state::argv(&["SHUTDOWN"]))
+            .unwrap_or_else(|e| panic!("send SHUTDOWN: {e}"));
+        server
+            .wait_exit(EXIT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    start(dir, extra)
+}
+
+#[test]
+fn page_views_per_minute_exactly_once_across_restarts() {
+    let dir = TempDir::new("pipe-windows").unwrap_or_else(|e| panic!("{e}"));
+    // Small checkpoints: the window state goes through checkpoint sections
+    // as well as through the epochs' records.
+    let ckpt: &[&str] = &["--auto-checkpoint-min-size", "1024"];
+    let (mut s, mut c) = start(&dir, &[]);
+    add_clicks(&mut c, 0, 3);
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "views",
+            "FROM",
+            "0",
+            "COMMIT_INTERVAL",
+            "2",
+            "AS",
+            VIEWS,
+        ],
+    );
+    caught_up(&mut c, "views");
+    let mut minute = 3;
+    for (round, kill, extra) in [
+        (1, true, &[][..]),
+        (2, false, ckpt),
+        (3, true, ckpt),
+        (4, false, &[][..]),
+        (5, true, &[][..]),
+    ] {
+        // Clicks arrive while the pipeline runs; the restart comes in the
+        // middle of its epochs.
+        add_clicks(&mut c, minute, minute + 2);
+        minute += 2;
+        let (s2, c2) = restart(&mut s, &mut c, &dir, kill, extra);
+        s = s2;
+        c = c2;
+        caught_up(&mut c, "views");
+        let src = xrange_all(&mut c, "clicks");
+        let want = reference(&src);
+        assert!(!want.is_empty());
+        assert_eq!(
+            results(&xrange_all(&mut c, "views")),
+            want,
+            "round {round} (kill: {kill})"
+        );
+    }
+    let i = info(&mut c, "views");
+    // Open: the last minute's window of each page clicked in it.
+    let src = xrange_all(&mut c, "clicks");
+    let last_start = src.last().map_or(0, |e| e.0 .0 / MINUTE * MINUTE);
+    let open: std::collections::BTreeSet<String> = src
+        .iter()
+        .filter(|e| e.0 .0 >= last_start)
+        .filter_map(|e| get(e, "page"))
+        .collect();
+    assert_eq!(int(field(&i, "keys")), open.len() as i64, "{}", i.render());
+    assert_eq!(
+        int(field(&i, "open_windows")),
+        open.len() as i64,
+        "{}",
+        i.render()
+    );
+    assert!(int(field(&i, "state_bytes")) > 0);
+    let last = xrange_all(&mut c, "clicks").last().map_or(0, |e| e.0 .0);
+    assert_eq!(int(field(&i, "watermark")), last as i64);
+    assert_eq!(text(field(&i, "emit")), "final");
+    // RESET forgets the state with the position: everything again (the
+    // results already in the sink stay, so each window appears twice).
+    let before = xrange_all(&mut c, "views").len();
+    ok(&mut c, &["PIPELINE.RESET", "views"]);
+    caught_up(&mut c, "views");
+    assert_eq!(xrange_all(&mut c, "views").len(), 2 * before);
+}
+
+#[test]
+fn late_entries_go_to_the_late_stream_and_revisions_within_lateness() {
+    let dir = TempDir::new("pipe-windows-late").unwrap_or_else(|e| panic!("{e}"));
+    let (mut s, mut c) = start(&dir, &[]);
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "w",
+            "FROM",
+            "0",
+            "WATERMARK",
+            "1s",
+            "LATENESS",
+            "5000",
+            "LATE",
+            "trades_late",
+            "EMIT",
+            "FINAL",
+            "AS",
+            "INSERT INTO vwap_1s SELECT symbol, window_start, vwap(price, volume) AS vwap, count(*) AS n \
+             FROM trades GROUP BY symbol, TUMBLE(ts, INTERVAL '1' SECOND)",
+        ],
+    );
+    let add = |c: &mut RespConn, ts: u64, price: &str, vol: &str| {
+        let r = call_str(
+            c,
+            &[
+                "XADD",
+                "trades",
+                "*",
+                "symbol",
+                "BTC",
+                "ts",
+                &ts.to_string(),
+                "price",
+                price,
+                "volume",
+                vol,
+            ],
+        );
+        assert!(!r.is_error(), "{}", r.render());
+    };
+    add(&mut c, 100, "10", "1");
+    add(&mut c, 900, "20", "1");
+    add(&mut c, 2_100, "30", "1"); // watermark 1100: [0,1000) fires
+    caught_up(&mut c, "w");
+    add(&mut c, 500, "40", "2"); // late, within LATENESS: revision 1
+    add(&mut c, 20_000, "50", "1"); // watermark 19000: [2000,3000) fires
+    add(&mut c, 700, "60", "1"); // beyond LATENESS: the LATE stream
+    caught_up(&mut c, "w");
+    let out: Vec<String> = xrange_all(&mut c, "vwap_1s")
+        .iter()
+        .map(|e| {
+            e.1.iter()
+                .map(|(k, v)| format!("{}={}", st(k), st(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [
+            "symbol=BTC window_start=0 vwap=15 n=2",
+            "symbol=BTC window_start=0 vwap=27.5 n=3 _rev=1",
+            "symbol=BTC window_start=2000 vwap=30 n=1",
+        ]
+    );
+    let late = xrange_all(&mut c, "trades_late");
+    assert_eq!(late.len(), 1);
+    assert_eq!(get(&late[0], "ts").as_deref(), Some("700"));
+    assert!(get(&late[0], "_reason").is_some_and(|r| r.contains("late")));
+    let i = info(&mut c, "w");
+    assert_eq!(int(field(&i, "late_written")), 1, "{}", i.render());
+    assert_eq!(int(field(&i, "lateness_ms")), 5000);
+    assert_eq!(int(field(&i, "watermark_ms")), 1000);
+    // The options survive a restart, and so does the state: the open
+    // window [20000,21000) fires after it, and a late entry for it within
+    // LATENESS is a revision of that result.
+    let (s2, mut c) = restart(&mut s, &mut c, &dir, true, &[]);
+    s = s2;
+    add(&mut c, 22_100, "80", "1"); // watermark 21100: [20000,21000) fires
+    add(&mut c, 20_500, "70", "3"); // late, within LATENESS: revision 1
+    add(&mut c, 2_500, "90", "1"); // far beyond LATENESS: the LATE stream
+    caught_up(&mut c, "w");
+    let tail: Vec<_> = xrange_all(&mut c, "vwap_1s")
+        .iter()
+        .skip(3)
+        .map(|e| {
+            (
+                get(e, "window_start"),
+                get(e, "n"),
+                get(e, "vwap"),
+                get(e, "_rev"),
+            )
+        })
+        .collect();
+    let o = |x: &str| Some(x.to_string());
+    assert_eq!(
+        tail,
+        [
+            (o("20000"), o("1"), o("50"), None),
+            (o("20000"), o("2"), o("65"), o("1")),
+        ]
+    );
+    assert_eq!(xrange_all(&mut c, "trades_late").len(), 2);
+    let x = call_str(&mut c, &["PIPELINE.EXPLAIN", "w"]);
+    let x = st(x.text().unwrap_or_default());
+    assert!(x.contains("Window TUMBLE(size 1000 ms) time ts"), "{x}");
+    drop(s);
+}
+
+#[test]
+fn time_options_are_checked() {
+    let dir = TempDir::new("pipe-windows-opts").unwrap_or_else(|e| panic!("{e}"));
+    let (_s, mut c) = start(&dir, &[]);
+    let grouped = "INSERT INTO o SELECT count(*) AS n FROM src GROUP BY TUMBLE(_ms, 1000)";
+    let e = err(
+        &mut c,
+        &["PIPELINE.CREATE", "p", "WATERMARK", "soon", "AS", grouped],
+    );
+    assert!(e.contains("WATERMARK must be a duration"), "{e}");
+    let e = err(
+        &mut c,
+        &["PIPELINE.CREATE", "p", "EMIT", "UPDATES", "AS", grouped],
+    );
+    assert!(e.contains("EMIT FINAL"), "{e}");
+    let e = err(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "p",
+            "LATENESS",
+            "5s",
+            "AS",
+            "INSERT INTO o SELECT * FROM src",
+        ],
+    );
+    assert!(e.contains("grouped"), "{e}");
+    let e = err(
+        &mut c,
+        &["PIPELINE.CREATE", "p", "LATE", "src", "AS", grouped],
+    );
+    assert!(e.contains("LATE stream"), "{e}");
+    ok(&mut c, &["SET", "str", "x"]);
+    let e = err(
+        &mut c,
+        &["PIPELINE.CREATE", "p", "LATE", "str", "AS", grouped],
+    );
+    assert!(e.starts_with("WRONGTYPE"), "{e}");
+    let e = err(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "p",
+            "AS",
+            "INSERT INTO o SELECT x, count(*) AS n FROM src GROUP BY y",
+        ],
+    );
+    assert!(e.contains("must appear in GROUP BY"), "{e}");
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "p",
+            "STATE_LIMIT",
+            "1000000",
+            "AS",
+            grouped,
+        ],
+    );
+    let i = info(&mut c, "p");
+    assert_eq!(int(field(&i, "state_limit")), 1_000_000);
+}
