@@ -401,3 +401,173 @@ fn time_options_are_checked() {
     let i = info(&mut c, "p");
     assert_eq!(int(field(&i, "state_limit")), 1_000_000);
 }
+
+fn hgetall(c: &mut RespConn, key: &str) -> BTreeMap<String, String> {
+    let r = call_str(c, &["HGETALL", key]);
+    let items: Vec<String> = common::state::items(&r).iter().map(text).collect();
+    items
+        .chunks(2)
+        .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn hash_sink_keeps_the_latest_result_per_key() {
+    let dir = TempDir::new("pipe-windows-hash").unwrap_or_else(|e| panic!("{e}"));
+    let (mut s, mut c) = start(&dir, &[]);
+    // The latest price per symbol, for a dashboard (a running aggregate).
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "latest",
+            "FROM",
+            "0",
+            "AS",
+            "INSERT INTO HASH latest TTL 1h SELECT symbol, last(price) AS price, count(*) AS trades \
+             FROM trades GROUP BY symbol",
+        ],
+    );
+    // 1-second candles per symbol into hashes candle:<symbol>.
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "candles",
+            "FROM",
+            "0",
+            "AS",
+            "INSERT INTO HASH \"candle\" SELECT symbol, window_start, first(price) AS open, \
+             max(price) AS high, min(price) AS low, last(price) AS close \
+             FROM trades GROUP BY symbol, TUMBLE(_ms, INTERVAL '1' SECOND)",
+        ],
+    );
+    for (id, sym, price) in [
+        ("1000-1", "BTC", "100"),
+        ("1200-1", "ETH", "10"),
+        ("1500-1", "BTC", "103"),
+        ("1700-1", "BTC", "99"),
+        ("2100-1", "BTC", "101"),
+        ("2200-1", "ETH", "11"),
+    ] {
+        let r = call_str(
+            &mut c,
+            &["XADD", "trades", id, "symbol", sym, "price", price],
+        );
+        assert!(!r.is_error(), "{}", r.render());
+    }
+    caught_up(&mut c, "latest");
+    caught_up(&mut c, "candles");
+    let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        hgetall(&mut c, "latest:BTC"),
+        m(&[("symbol", "BTC"), ("price", "101"), ("trades", "4")])
+    );
+    assert_eq!(
+        hgetall(&mut c, "latest:ETH"),
+        m(&[("symbol", "ETH"), ("price", "11"), ("trades", "2")])
+    );
+    let ttl = int(&call_str(&mut c, &["PTTL", "latest:BTC"]));
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "PTTL {ttl}");
+    // Only [1000,2000) closed (the watermark is 2200).
+    assert_eq!(
+        hgetall(&mut c, "candle:BTC"),
+        m(&[
+            ("symbol", "BTC"),
+            ("window_start", "1000"),
+            ("open", "100"),
+            ("high", "103"),
+            ("low", "99"),
+            ("close", "99")
+        ])
+    );
+    assert_eq!(int(&call_str(&mut c, &["PTTL", "candle:BTC"])), -1);
+    assert_eq!(int(&call_str(&mut c, &["EXISTS", "candle"])), 0);
+    let i = info(&mut c, "latest");
+    assert_eq!(text(field(&i, "sink")), "HASH latest TTL 3600000");
+    // After a SIGKILL the hashes and the state are still there: the next
+    // window replaces the candle.
+    let (s2, mut c) = restart(&mut s, &mut c, &dir, true, &[]);
+    s = s2;
+    let r = call_str(
+        &mut c,
+        &["XADD", "trades", "3000-1", "symbol", "BTC", "price", "120"],
+    );
+    assert!(!r.is_error(), "{}", r.render());
+    caught_up(&mut c, "latest");
+    caught_up(&mut c, "candles");
+    assert_eq!(
+        hgetall(&mut c, "candle:BTC"),
+        m(&[
+            ("symbol", "BTC"),
+            ("window_start", "2000"),
+            ("open", "101"),
+            ("high", "101"),
+            ("low", "101"),
+            ("close", "101")
+        ])
+    );
+    assert_eq!(
+        hgetall(&mut c, "latest:BTC")
+            .get("trades")
+            .map(String::as_str),
+        Some("5")
+    );
+    // A key of another type fails the pipeline with a clear error.
+    ok(&mut c, &["SET", "latest:SOL", "x"]);
+    let r = call_str(
+        &mut c,
+        &["XADD", "trades", "3001-1", "symbol", "SOL", "price", "1"],
+    );
+    assert!(!r.is_error(), "{}", r.render());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let i = info(&mut c, "latest");
+        if text(field(&i, "state")) == "failed" {
+            let e = text(field(&i, "error"));
+            assert!(e.contains("latest:SOL") && e.contains("not a hash"), "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", i.render());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // What the statement must have.
+    let e = err(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "h",
+            "AS",
+            "INSERT INTO HASH h SELECT symbol FROM trades",
+        ],
+    );
+    assert!(e.contains("GROUP BY"), "{e}");
+    let e = err(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "h",
+            "SINK_MAXLEN",
+            "10",
+            "AS",
+            "INSERT INTO HASH h SELECT symbol, count(*) AS n FROM trades GROUP BY symbol",
+        ],
+    );
+    assert!(e.contains("SINK_MAXLEN"), "{e}");
+    let e = err(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "h",
+            "AS",
+            "INSERT INTO HASH h TTL soon SELECT symbol, count(*) AS n FROM trades GROUP BY symbol",
+        ],
+    );
+    assert!(e.contains("TTL"), "{e}");
+    drop(s);
+}

@@ -244,7 +244,9 @@ pub(crate) fn path(
     let edges: Vec<(&str, &str)> = st
         .pipes
         .values()
-        .filter(|p| p.def.db == db && p.def.name != except && !p.source.is_empty())
+        .filter(|p| {
+            p.def.db == db && p.def.name != except && !p.source.is_empty() && p.hash.is_none()
+        })
         .map(|p| (p.source.as_str(), p.sink.as_str()))
         .collect();
     // Breadth-first with parents; the graph is as small as the pipeline count.
@@ -315,6 +317,12 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         }
     }
     let (source, sink) = (plan.source().to_string(), plan.sink().to_string());
+    let hash_sink = plan.hash_sink().is_some();
+    if hash_sink && c.sink_maxlen.is_some() {
+        return Err(CmdError::err(
+            "SINK_MAXLEN trims a sink stream: INSERT INTO HASH writes hashes",
+        ));
+    }
     let old = {
         let st = e.state.lock();
         st.pipes
@@ -334,7 +342,10 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     }
     // The compiler refuses sink == source; a cycle through other pipelines
     // is refused here: it would feed its own output back forever.
-    if let Some(p) = path(&e, db, &sink, &source, &c.name) {
+    if let Some(p) = (!hash_sink)
+        .then(|| path(&e, db, &sink, &source, &c.name))
+        .flatten()
+    {
         return Err(CmdError::err(format!(
             "pipeline '{}' would close a cycle: {} -> {}",
             c.name,
@@ -355,8 +366,10 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         }
         _ => {}
     }
-    if let Kind::Other = kind(ctx.store, db, &sink, &c.name) {
-        return Err(CmdError::WrongType);
+    if !hash_sink {
+        if let Kind::Other = kind(ctx.store, db, &sink, &c.name) {
+            return Err(CmdError::WrongType);
+        }
     }
     // Checks done: apply. The old group goes unless it is kept.
     if let Some((odb, osrc, _)) = &old {
@@ -597,7 +610,16 @@ fn info(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         ("state", s(p.status.word())),
         ("error", opt(error)),
         ("source", s(&p.source)),
-        ("sink", s(&p.sink)),
+        (
+            "sink",
+            match &p.hash {
+                None => s(&p.sink),
+                Some(h) => s(&match h.ttl_ms {
+                    None => format!("HASH {}", h.prefix),
+                    Some(t) => format!("HASH {} TTL {t}", h.prefix),
+                }),
+            },
+        ),
         ("db", i(p.def.db as u64)),
         (
             "sql",

@@ -119,7 +119,10 @@ impl Counters {
 pub(crate) struct Pipe {
     pub def: Definition,
     pub source: String,
+    /// The sink stream, or the key prefix of a HASH sink.
     pub sink: String,
+    /// `INSERT INTO HASH prefix [TTL d]`.
+    pub hash: Option<crate::sql::HashSink>,
     /// Bumped by CREATE/REPLACE/RESET: an epoch read under an older
     /// generation is discarded at commit.
     pub gen: u64,
@@ -227,10 +230,11 @@ impl Engine {
                 status,
             ),
         };
-        let (source, sink, plan, status) = match plan {
+        let (source, sink, hash, plan, status) = match plan {
             Ok(p) => (
                 p.source().to_string(),
                 p.sink().to_string(),
+                p.hash_sink().cloned(),
                 Some(Arc::new(Mutex::new(p))),
                 status,
             ),
@@ -239,6 +243,7 @@ impl Engine {
             Err(e) => (
                 String::new(),
                 String::new(),
+                None,
                 None,
                 Status::Failed(format!("the statement no longer compiles: {e}")),
             ),
@@ -269,6 +274,7 @@ impl Engine {
                 def,
                 source,
                 sink,
+                hash,
                 gen,
                 plan,
                 status,

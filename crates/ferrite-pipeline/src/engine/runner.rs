@@ -101,6 +101,7 @@ struct Job {
     interval: Duration,
     sink_maxlen: Option<(bool, u64)>,
     late: Option<Bytes>,
+    hash: Option<crate::sql::HashSink>,
     plan: Arc<Mutex<Plan>>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -210,6 +211,7 @@ fn jobs(engine: &Engine) -> Vec<Job> {
                     .late_stream
                     .as_deref()
                     .map(|l| Bytes::copy_from_slice(l.as_bytes())),
+                hash: p.hash.clone(),
                 plan: p.plan.clone()?,
                 dirty: p.dirty.clone(),
             })
@@ -569,6 +571,7 @@ fn commit(
     };
     let sink = String::from_utf8_lossy(&job.sink).into_owned();
     match a.store().dbs.get(job.db).and_then(|d| d.get(&job.sink)) {
+        _ if job.hash.is_some() => {}
         Some(Value::Stream(_)) => {}
         Some(v) => {
             return Err(Skip::Fail(format!(
@@ -607,7 +610,16 @@ fn commit(
         ));
     }
     let mut flat: Vec<Bytes> = Vec::new();
-    for r in out {
+    if let Some(h) = &job.hash {
+        let (w, f) = write_hashes(a, job, h, out).map_err(Skip::Fail)?;
+        written += w;
+        failed += f;
+        if f > 0 {
+            first_error
+                .get_or_insert_with(|| "a result has no fields (every value was NULL)".into());
+        }
+    }
+    for r in out.iter().filter(|_| job.hash.is_none()) {
         if r.fields.is_empty() {
             // Every value was NULL: XADD cannot write an entry with no fields.
             failed += 1;
@@ -703,6 +715,63 @@ fn commit(
         job.plan.lock().end_epoch();
     }
     Ok(())
+}
+
+/// Writes each result to the hash `prefix:<key>`, replacing what was there
+/// (the hash is the key's latest result: a field a result leaves NULL must
+/// not keep an older value), then PEXPIRE with the TTL. A key holding
+/// another type fails the pipeline, as a sink of another type does.
+/// Gives (written, failed).
+fn write_hashes(
+    a: &mut ferrite_db::embedded::Atomic<'_>,
+    job: &Job,
+    h: &crate::sql::HashSink,
+    out: &[Record],
+) -> Result<(u64, u64), String> {
+    let (mut written, mut failed) = (0u64, 0u64);
+    let mut key = Vec::with_capacity(h.prefix.len() + 32);
+    for r in out {
+        if r.fields.is_empty() {
+            failed += 1;
+            continue;
+        }
+        key.clear();
+        key.extend_from_slice(h.prefix.as_bytes());
+        key.push(b':');
+        key.extend_from_slice(r.key.as_deref().unwrap_or_default());
+        if let Some(v) = a.store().dbs.get(job.db).and_then(|d| d.get(&key)) {
+            if !matches!(v, Value::Hash(_)) {
+                return Err(format!(
+                    "the HASH sink key '{}' holds a {}, not a hash",
+                    String::from_utf8_lossy(&key),
+                    v.type_name()
+                ));
+            }
+        }
+        let k = Bytes::copy_from_slice(&key);
+        let mut run = |argv: Vec<Bytes>| match a.call(argv) {
+            ferrite_db::reply::Reply::Error(e) => Err(format!(
+                "writing the HASH sink key '{}' failed: {}",
+                String::from_utf8_lossy(&key),
+                String::from_utf8_lossy(&e)
+            )),
+            _ => Ok(()),
+        };
+        run(vec![b("DEL"), k.clone()])?;
+        let mut argv = Vec::with_capacity(2 + 2 * r.fields.len());
+        argv.push(b("HSET"));
+        argv.push(k.clone());
+        for (f, v) in &r.fields {
+            argv.push(f.clone());
+            argv.push(v.clone());
+        }
+        run(argv)?;
+        if let Some(ttl) = h.ttl_ms {
+            run(vec![b("PEXPIRE"), k, b(&ttl.to_string())])?;
+        }
+        written += 1;
+    }
+    Ok((written, failed))
 }
 
 /// The index of the first entry whose results do not fit in
