@@ -31,7 +31,7 @@ pub struct HashSink {
 /// prefix as an ordinary (quoted) target. `INSERT INTO hash SELECT ...`
 /// (a stream named hash) is left alone.
 pub(crate) fn split_hash_sink(sql: &str) -> Result<(Option<HashSink>, String), PlanError> {
-    fn word<'a>(s: &'a str) -> (&'a str, &'a str) {
+    fn word(s: &str) -> (&str, &str) {
         let s = s.trim_start();
         let end = s
             .find(|c: char| c.is_whitespace() || c == '(')
