@@ -400,6 +400,41 @@ fn time_options_are_checked() {
     );
     let i = info(&mut c, "p");
     assert_eq!(int(field(&i, "state_limit")), 1_000_000);
+    // REPLACE keeps the position, so the state must fit the new statement.
+    let other = "INSERT INTO o SELECT count(*) AS n FROM src GROUP BY TUMBLE(_ms, 2000)";
+    let e = err(&mut c, &["PIPELINE.CREATE", "p", "REPLACE", "AS", other]);
+    assert!(e.contains("FROM"), "{e}");
+    let e = err(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "p",
+            "REPLACE",
+            "WATERMARK",
+            "5",
+            "AS",
+            grouped,
+        ],
+    );
+    assert!(e.contains("FROM"), "{e}");
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "p",
+            "REPLACE",
+            "STATE_LIMIT",
+            "1000000",
+            "COMMIT_INTERVAL",
+            "5",
+            "AS",
+            grouped,
+        ],
+    );
+    ok(
+        &mut c,
+        &["PIPELINE.CREATE", "p", "REPLACE", "FROM", "0", "AS", other],
+    );
 }
 
 fn hgetall(c: &mut RespConn, key: &str) -> BTreeMap<String, String> {

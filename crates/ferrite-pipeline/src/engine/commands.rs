@@ -329,6 +329,12 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
             .get(&c.name)
             .map(|p| (p.def.db, p.source.clone(), p.ephemeral))
     };
+    let old_def = {
+        let st = e.state.lock();
+        st.pipes
+            .get(&c.name)
+            .map(|p| (p.def.sql.clone(), p.def.window.clone(), p.plan.clone()))
+    };
     if old.is_none() && e.state.lock().pipes.len() >= MAX_PIPELINES {
         return Err(CmdError::err(format!(
             "too many pipelines (at most {MAX_PIPELINES})"
@@ -356,6 +362,21 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     // The same group is kept only when REPLACE keeps the source and no FROM.
     let keep_group =
         matches!(&old, Some((odb, osrc, _)) if *odb == db && *osrc == source) && c.from.is_none();
+    // A grouped statement's state goes with its position: REPLACE keeping
+    // the position keeps the state, which only the same statement and time
+    // options can read.
+    let carry = match &old_def {
+        Some((osql, owin, oplan)) if keep_group && plan.is_stateful() => {
+            if *osql != c.sql || *owin != c.window {
+                return Err(CmdError::err(format!(
+                    "REPLACE keeps pipeline '{}''s position, and its window state cannot carry over to a different statement or time options: give FROM (0, $ or an ID) to start again",
+                    c.name
+                )));
+            }
+            oplan.clone()
+        }
+        _ => None,
+    };
     match kind(ctx.store, db, &source, &c.name) {
         Kind::Other => return Err(CmdError::WrongType),
         Kind::Stream { has_group: true } if !keep_group && old.is_none() => {
@@ -415,7 +436,21 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     } else {
         Status::Running
     };
+    let name = def.name.clone();
     e.insert(ctx.store, def, status, Counters::default(), None);
+    if let Some(old_plan) = carry {
+        // The old plan's committed state (an epoch it is evaluating now
+        // is of the old generation: its commit will be refused as stale).
+        let state = old_plan.lock().snapshot();
+        let new_plan = e.state.lock().pipes.get(&name).and_then(|p| p.plan.clone());
+        if let Some(np) = new_plan {
+            np.lock()
+                .restore(&state)
+                .map_err(|err| CmdError::err(format!("carrying the window state over: {err}")))?;
+            ctx.store
+                .log_subsystem(super::SUBSYSTEM, &durable::effect_restore(&name, &state));
+        }
+    }
     Ok(Reply::ok())
 }
 

@@ -10,7 +10,9 @@
 //!   group's XGROUP SETID are in the same record);
 //! - `R` name: RESET (counters and window state cleared);
 //! - `W` name, bytes: the window state changes of an epoch (after its `E`,
-//!   in the same record), in `WindowOp::epoch_delta`'s encoding.
+//!   in the same record), in `WindowOp::epoch_delta`'s encoding;
+//! - `S` name, bytes: the whole state (`Plan::snapshot`), after the `D` of
+//!   a REPLACE that keeps a grouped pipeline's position and state.
 //!
 //! The checkpoint section: `u8 version (2)`, `u32 count`, then per pipeline
 //! its definition, `u8 paused`, its counters, and (version 2) `u32 len` and
@@ -61,6 +63,12 @@ pub(crate) fn effect_state(name: &str, delta: &[u8]) -> Vec<u8> {
     put_str(&mut v, name);
     v.extend_from_slice(&(delta.len() as u32).to_le_bytes());
     v.extend_from_slice(delta);
+    v
+}
+
+pub(crate) fn effect_restore(name: &str, state: &[u8]) -> Vec<u8> {
+    let mut v = effect_state(name, state);
+    v[0] = b'S';
     v
 }
 
@@ -144,7 +152,7 @@ impl ferrite_db::persist::Subsystem for Durable {
                     p.status = Status::Running;
                 }
             }
-            b'W' => {
+            tag @ (b'W' | b'S') => {
                 let name = r.string()?;
                 let delta = r.bytes()?;
                 done(&r)?;
@@ -159,9 +167,13 @@ impl ferrite_db::persist::Subsystem for Durable {
                 // NOTE: a pipeline whose statement no longer compiles has no
                 // plan to hold the state; it is failed and says why.
                 if let Some(plan) = plan {
-                    plan.lock()
-                        .apply_delta(delta)
-                        .map_err(|err| format!("pipeline '{name}': {err}"))?;
+                    let mut plan = plan.lock();
+                    let r = if tag == b'W' {
+                        plan.apply_delta(delta)
+                    } else {
+                        plan.restore(delta)
+                    };
+                    r.map_err(|err| format!("pipeline '{name}': {err}"))?;
                 }
             }
             t => return Err(format!("unknown pipeline effect tag {t}")),
