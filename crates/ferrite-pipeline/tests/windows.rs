@@ -460,3 +460,136 @@ fn corrupt_state_is_an_error_not_a_panic() {
     let mut p = Plan::compile(sql).expect("compiles");
     p.restore(&snap).expect("restores");
 }
+
+/// Feeds `(wall-clock ms, entry ms, fields)`; `None` fields: a tick.
+fn run_clocked(
+    sql: &str,
+    opts: &WindowOptions,
+    steps: &[(i64, Option<(u64, &[(&str, &str)])>)],
+) -> Vec<String> {
+    let mut plan = Plan::compile_with(sql, opts).expect("compiles");
+    let mut out = Vec::new();
+    for (i, (now, ev)) in steps.iter().enumerate() {
+        plan.set_clock(*now);
+        plan.begin_epoch();
+        match ev {
+            Some((ms, f)) => {
+                let e = [Entry::new(EntryId::new(*ms, i as u64), f)];
+                let st = plan.process_batch(&e, &mut out);
+                assert_eq!(st.failed, 0, "{:?}", st.first_error);
+            }
+            None => plan.tick(&mut out),
+        }
+        let delta = plan.epoch_delta().expect("in an epoch");
+        plan.end_epoch();
+        // The state goes through its checkpoint form and its delta.
+        let snap = plan.snapshot();
+        let mut again = Plan::compile_with(sql, opts).expect("compiles");
+        again.restore(&snap).expect("restores");
+        assert_eq!(again.snapshot(), snap);
+        assert!(!delta.is_empty());
+        plan = again;
+        plan.set_clock(*now);
+    }
+    lines(&out)
+}
+
+#[test]
+fn emit_updates_throttles_and_skips_an_unchanged_final() {
+    let opts = WindowOptions {
+        emit: ferrite_pipeline::Emit::Updates { every_ms: 100 },
+        ..Default::default()
+    };
+    let sql = "INSERT INTO o SELECT window_start, count(*) AS n FROM t GROUP BY TUMBLE(_ms, 1000)";
+    let out = run_clocked(
+        sql,
+        &opts,
+        &[
+            (0, Some((10, &[]))),   // first flush: n=1
+            (50, Some((20, &[]))),  // within EVERY: held
+            (60, None),             // still held
+            (100, None),            // due: n=2
+            (150, None),            // nothing changed
+            (160, Some((30, &[]))), // due (last flush 100): n=3
+            // [0,1000) closes unchanged since n=3: no final; [1000,2000)
+            // opens, its update held until 260.
+            (170, Some((1500, &[]))),
+            (400, Some((1600, &[]))), // due: n=2
+            (410, Some((1700, &[]))), // held
+            // Closes [1000,2000), changed since its last update: final n=3.
+            // [2000,3000)'s update is held until 500.
+            (420, Some((2500, &[]))),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "window_start=0 n=1",
+            "window_start=0 n=2",
+            "window_start=0 n=3",
+            "window_start=1000 n=2",
+            "window_start=1000 n=3",
+        ]
+    );
+}
+
+#[test]
+fn emit_updates_for_running_aggregates() {
+    let opts = WindowOptions {
+        emit: ferrite_pipeline::Emit::Updates { every_ms: 1000 },
+        ..Default::default()
+    };
+    let sql = "INSERT INTO o SELECT k, count(*) AS n FROM t GROUP BY k";
+    let out = run_clocked(
+        sql,
+        &opts,
+        &[
+            (0, Some((1, &[("k", "a")]))),
+            (10, Some((2, &[("k", "a")]))),
+            (20, Some((3, &[("k", "b")]))),
+            (999, None),
+            (1000, None),
+        ],
+    );
+    assert_eq!(out, vec!["k=a n=1", "k=a n=2", "k=b n=1"]);
+}
+
+#[test]
+fn idle_advances_the_watermark_with_the_clock() {
+    let opts = WindowOptions {
+        watermark_ms: 100,
+        idle_ms: 5000,
+        ..Default::default()
+    };
+    let sql =
+        "INSERT INTO o SELECT k, window_start, count(*) AS n FROM t GROUP BY k, TUMBLE(_ms, 1000)";
+    let mut plan = Plan::compile_with(sql, &opts).expect("compiles");
+    let mut out = Vec::new();
+    plan.set_clock(1_000_000);
+    let f: &[(&str, &str)] = &[("k", "a")];
+    plan.process_batch(&[Entry::new(EntryId::new(500, 0), &f)], &mut out);
+    assert!(out.is_empty());
+    // The watermark (400) must reach 1000: idle from 1_005_000, and
+    // 400 + (T - 1_000_000) >= 1000 at T = 1_000_600, so 1_005_000.
+    assert_eq!(plan.next_tick_ms(), Some(1_005_000));
+    plan.set_clock(1_004_999);
+    plan.tick(&mut out);
+    assert!(out.is_empty());
+    plan.set_clock(1_005_000);
+    plan.begin_epoch();
+    plan.tick(&mut out);
+    let delta = plan.epoch_delta().expect("epoch");
+    plan.end_epoch();
+    assert_eq!(lines(&out), vec!["k=a window_start=0 n=1"]);
+    assert_eq!(plan.window_stats().and_then(|s| s.watermark), Some(5400));
+    // The advance is in the delta: a replica built from it agrees.
+    let mut replica = Plan::compile_with(sql, &opts).expect("compiles");
+    replica.apply_delta(&delta).expect("applies");
+    assert_eq!(replica.window_stats().and_then(|s| s.watermark), Some(5400));
+    // An entry behind the advanced watermark is late.
+    out.clear();
+    plan.process_batch(&[Entry::new(EntryId::new(900, 0), &f)], &mut out);
+    assert!(out.is_empty());
+    assert_eq!(plan.window_stats().map(|s| s.late_dropped), Some(1));
+    assert_eq!(plan.next_tick_ms(), None);
+}

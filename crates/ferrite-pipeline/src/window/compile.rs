@@ -346,9 +346,14 @@ pub(crate) fn compile(
         };
     }
     let windowed = kind != WindowKind::Running;
-    if !windowed && (opts.lateness_ms > 0 || opts.watermark_ms > 0 || opts.late_stream.is_some()) {
+    if !windowed
+        && (opts.lateness_ms > 0
+            || opts.watermark_ms > 0
+            || opts.late_stream.is_some()
+            || opts.idle_ms > 0)
+    {
         return Err(PlanError::Invalid(
-            "WATERMARK, LATENESS and LATE apply to windows: GROUP BY ..., TUMBLE|HOP|SESSION(time, ...)".into(),
+            "WATERMARK, LATENESS, LATE and IDLE apply to windows: GROUP BY ..., TUMBLE|HOP|SESSION(time, ...)".into(),
         ));
     }
     // Event time.
@@ -531,9 +536,15 @@ pub(crate) fn compile(
     if let Some(h) = &sel.having {
         text.push_str(&format!(" having {h}"));
     }
+    let emit = match opts.emit {
+        super::Emit::Final if windowed => "emit final".to_string(),
+        super::Emit::Final => "emit updates per batch".to_string(),
+        super::Emit::Updates { every_ms: 0 } => "emit updates per batch".to_string(),
+        super::Emit::Updates { every_ms } => format!("emit updates every {every_ms} ms"),
+    };
     if windowed {
         text.push_str(&format!(
-            " watermark {} ms lateness {} ms emit final{}",
+            " watermark {} ms lateness {} ms {emit}{}",
             opts.watermark_ms,
             opts.lateness_ms,
             match &opts.late_stream {
@@ -541,8 +552,11 @@ pub(crate) fn compile(
                 None => " late: dropped and counted".into(),
             }
         ));
+        if opts.idle_ms > 0 {
+            text.push_str(&format!(" idle {} ms", opts.idle_ms));
+        }
     } else {
-        text.push_str(" emit updates per batch");
+        text.push_str(&format!(" {emit}"));
     }
     text.push_str(&format!(
         " state {} bytes per row, limit {} bytes",

@@ -21,6 +21,25 @@
 //! result again with `_rev` = 1, 2, .... An event later than that is
 //! dropped and counted, or written to the LATE stream with a `_reason`.
 //!
+//! EMIT UPDATES [EVERY ms] follows Flink's early firing: a row changed by
+//! an event is marked [`DIRTY`]; when the wall clock says a flush is due
+//! (`now >= last flush + EVERY`, one flush time for the whole operator),
+//! every open window holding a dirty row writes its current result. When
+//! the watermark passes a window's end its final result is written once,
+//! unless no row of it changed since the flush that last wrote it (the
+//! consumer already has that value); revisions within LATENESS as with
+//! EMIT FINAL. Running aggregates write their dirty rows per batch (EMIT
+//! FINAL, the default) or at most once per EVERY.
+//!
+//! IDLE: once no event arrived for `idle_ms` of wall-clock time, the
+//! watermark is `max event time - WATERMARK + (now - last arrival)` (it
+//! jumps by `idle_ms` when idleness starts, then follows the clock, and
+//! never goes back when events come again), so the last windows close
+//! without new events. The wall clock is only what the runner passes to
+//! [`WindowOp::set_clock`]: results depend on the inputs and those times.
+//! [`WindowOp::tick`] emits what the clock made due between batches;
+//! [`WindowOp::next_tick_ms`] says when that is.
+//!
 //! State is flat: per key one `Vec<u64>` of rows `[start, end, rev,
 //! aggregate words...]` sorted by start; timers are ordered sets of
 //! `(time, key)`. [`WindowOp::snapshot`] encodes it (versioned); restore
@@ -45,9 +64,21 @@ pub const DEFAULT_STATE_LIMIT: u64 = 256 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Emit {
     /// Once per window, when the watermark passes its end (and again, with
-    /// `_rev`, per late update within LATENESS).
+    /// `_rev`, per late update within LATENESS). A running aggregate (no
+    /// window) writes its changed rows after each batch.
     #[default]
     Final,
+    /// EMIT UPDATES [EVERY ms] (Flink's early firing): while a window is
+    /// open its changed result is written at most once per `every_ms` of
+    /// wall-clock time ([`WindowOp::set_clock`]; 0: after each batch that
+    /// changed it); when the watermark passes its end the final result is
+    /// written once, unless it is the same as the last update; revisions
+    /// within LATENESS as with `Final`. A running aggregate writes its
+    /// changed rows at most once per `every_ms`.
+    Updates {
+        /// The least wall-clock time between two flushes, ms.
+        every_ms: u64,
+    },
 }
 
 /// PIPELINE.CREATE's time options of a grouped statement.
@@ -64,6 +95,10 @@ pub struct WindowOptions {
     pub emit: Emit,
     /// STATE_LIMIT: the pipeline fails when its state grows beyond this.
     pub state_limit: u64,
+    /// IDLE: after this much wall-clock time without an event (0: never)
+    /// the watermark advances with the clock, so the last windows close
+    /// without new events (see [`WindowOp::tick`]).
+    pub idle_ms: u64,
 }
 
 impl Default for WindowOptions {
@@ -74,6 +109,7 @@ impl Default for WindowOptions {
             late_stream: None,
             emit: Emit::Final,
             state_limit: DEFAULT_STATE_LIMIT,
+            idle_ms: 0,
         }
     }
 }
@@ -105,8 +141,13 @@ pub const MAX_EVENT_TIME: i64 = 1 << 52;
 
 /// Bytes counted per key beyond its own bytes (dictionary entry, vectors).
 const KEY_OVERHEAD: u64 = 72;
-/// Words of a row before the aggregates: start, end, rev.
+/// Words of a row before the aggregates: start, end, rev (with [`DIRTY`]).
 const HDR: usize = 3;
+/// In a row's rev word: the row changed since the last EMIT UPDATES flush
+/// (or, for a running aggregate, since its last result).
+const DIRTY: u64 = 1 << 63;
+/// Largest watermark: beyond every window's end and lateness.
+const MAX_WATERMARK: i64 = 3 * MAX_EVENT_TIME;
 
 /// Counters and sizes for PIPELINE.INFO.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -130,13 +171,27 @@ struct KeyState {
     rows: Vec<u64>,
 }
 
+/// Event time and wall-clock time: the watermark's sources, and when
+/// EMIT UPDATES last flushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Clock {
+    /// The largest event time accepted.
+    max_ts: Option<i64>,
+    /// The watermark reached by IDLE advances (it never goes back).
+    idle_wm: Option<i64>,
+    /// Wall-clock time of the last batch with events (IDLE).
+    last_arrival: Option<i64>,
+    /// Wall-clock time of the last EMIT UPDATES flush.
+    last_flush: Option<i64>,
+}
+
 /// The operator's state: everything that snapshot encodes.
 #[derive(Default)]
 struct State {
     index: HashMap<Box<[u8]>, u32>,
     keys: Vec<Option<KeyState>>,
     free: Vec<u32>,
-    max_ts: Option<i64>,
+    clock: Clock,
     /// Timers: windows to fire, rows to drop.
     fire: BTreeSet<(i64, u32)>,
     clean: BTreeSet<(i64, u32)>,
@@ -146,8 +201,8 @@ struct State {
     rows: u64,
     late_dropped: u64,
     late_written: u64,
-    /// Running aggregates touched by the current batch.
-    touched: Vec<u32>,
+    /// Keys with a [`DIRTY`] row (derived from the rows).
+    dirty: BTreeSet<u32>,
 }
 
 /// A key's state before an epoch touched it: its bytes and rows (`None`:
@@ -166,7 +221,7 @@ struct Undo {
     /// Keys in first-touch order with their state before the epoch
     /// (`None`: the key did not exist).
     keys: Vec<(u32, PreImage)>,
-    max_ts: Option<i64>,
+    clock: Clock,
     late_dropped: u64,
     late_written: u64,
     revs: Option<HashMap<(u32, i64), u32>>,
@@ -217,6 +272,9 @@ pub struct WindowOp {
     pub(crate) late_out: Vec<Record>,
     /// Set when the state exceeds its limit: the pipeline must fail.
     pub(crate) fatal: Option<String>,
+    /// Wall-clock time, ms, as the runner last set it (never read from the
+    /// system: results depend only on the inputs and this).
+    now: i64,
 }
 
 /// Why an event could not be placed.
@@ -258,6 +316,7 @@ impl WindowOp {
             arena: BytesMut::new(),
             late_out: Vec::new(),
             fatal: None,
+            now: 0,
         }
     }
 
@@ -265,12 +324,21 @@ impl WindowOp {
         HDR + self.width
     }
 
-    /// The watermark (`i64::MIN` before the first event).
+    /// The watermark (`i64::MIN` before the first event): the largest
+    /// event time minus WATERMARK, or what IDLE advanced it to.
     fn wm(&self) -> i64 {
-        match self.st.max_ts {
-            Some(t) => t - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64,
+        match self.st.clock.max_ts {
+            Some(t) => {
+                let w = t - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64;
+                self.st.clock.idle_wm.map_or(w, |i| i.max(w))
+            }
             None => i64::MIN,
         }
+    }
+
+    /// Whether rows carry [`DIRTY`]: EMIT UPDATES, and running aggregates.
+    fn tracks_dirty(&self) -> bool {
+        self.kind == WindowKind::Running || matches!(self.opts.emit, Emit::Updates { .. })
     }
 
     fn lateness(&self) -> i64 {
@@ -283,7 +351,7 @@ impl WindowOp {
             keys: self.st.index.len() as u64,
             open_windows: self.st.rows,
             state_bytes: self.st.bytes,
-            watermark: self.st.max_ts.map(|_| self.wm()),
+            watermark: self.st.clock.max_ts.map(|_| self.wm()),
             late_dropped: self.st.late_dropped,
             late_written: self.st.late_written,
         }
@@ -360,6 +428,7 @@ impl WindowOp {
                     .bytes
                     .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD);
                 self.st.index.remove(&ks.key);
+                self.st.dirty.remove(&k);
                 if self.undo.active {
                     self.undo.freed.push(k);
                 } else {
@@ -458,9 +527,14 @@ impl WindowOp {
 
     fn update_row(&mut self, k: u32, r: usize, at: Order) {
         let s = self.stride();
+        let dirty = self.tracks_dirty();
         let Some(ks) = self.st.keys[k as usize].as_mut() else {
             return;
         };
+        if dirty {
+            ks.rows[r * s + 2] |= DIRTY;
+            self.st.dirty.insert(k);
+        }
         let row = &mut ks.rows[r * s + HDR..(r + 1) * s];
         for (a, &(x, y, p)) in self.aggs.iter().zip(&self.nums) {
             a.update(row, x, y, p, at);
@@ -512,7 +586,7 @@ impl WindowOp {
                     let rev = self.st.revs.entry((k, s)).or_insert(0);
                     *rev += 1;
                     let rev = *rev;
-                    self.emit_hop(k, s, s + size, Some(rev), id, out);
+                    self.emit_hop(k, s, s + size, Some(rev), false, id, out);
                 }
                 s += slide;
             }
@@ -520,17 +594,32 @@ impl WindowOp {
         Placed::Ok
     }
 
-    /// Merges the panes of `[s, e)` of key `k` and emits the result.
+    /// Merges the panes of `[s, e)` of key `k` and emits the result. With
+    /// `fire` under EMIT UPDATES, only when a pane changed since the last
+    /// flush (which wrote this window's result, as it was open then).
+    #[allow(clippy::too_many_arguments)]
     fn emit_hop(
         &mut self,
         k: u32,
         s: i64,
         e: i64,
         rev: Option<u32>,
+        fire: bool,
         id: EntryId,
         out: &mut Vec<Record>,
     ) {
         let st = self.stride();
+        if fire && matches!(self.opts.emit, Emit::Updates { .. }) {
+            let changed = self.st.keys[k as usize].as_ref().is_some_and(|ks| {
+                ks.rows.chunks_exact(st).any(|row| {
+                    let p = row[0] as i64;
+                    p >= s && p < e && row[2] & DIRTY != 0
+                })
+            });
+            if !changed {
+                return;
+            }
+        }
         let mut merged = std::mem::take(&mut self.merged);
         merged.clear();
         merged.resize(self.width, 0);
@@ -601,9 +690,11 @@ impl WindowOp {
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
                 return Placed::Ok;
             };
-            let mut rev = ks.rows[first * s + 2];
+            let mut rev = ks.rows[first * s + 2] & !DIRTY;
+            let mut dirty = ks.rows[first * s + 2] & DIRTY;
             for j in first + 1..=last {
-                rev = rev.max(ks.rows[j * s + 2]);
+                rev = rev.max(ks.rows[j * s + 2] & !DIRTY);
+                dirty |= ks.rows[j * s + 2] & DIRTY;
                 let (a, b) = ks.rows.split_at_mut(j * s);
                 for ag in aggs {
                     ag.merge(&mut a[first * s + HDR..(first + 1) * s], &b[HDR..s]);
@@ -612,7 +703,7 @@ impl WindowOp {
             ks.rows.drain((first + 1) * s..(last + 1) * s);
             ks.rows[first * s] = start as u64;
             ks.rows[first * s + 1] = end as u64;
-            ks.rows[first * s + 2] = rev;
+            ks.rows[first * s + 2] = rev | dirty;
             let gone = (last - first) as u64;
             self.st.rows -= gone;
             self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
@@ -622,29 +713,36 @@ impl WindowOp {
         self.st.clean.insert((end + l, k));
         if end <= wm {
             // A late entry within lateness: the session's result again.
-            self.emit_session(k, r, id, out);
+            self.emit_session(k, r, false, id, out);
         } else {
             self.st.fire.insert((end, k));
         }
         Placed::Ok
     }
 
-    fn emit_session(&mut self, k: u32, r: usize, id: EntryId, out: &mut Vec<Record>) {
+    /// Emits session `r` of key `k` (its final result when `fire`, else a
+    /// revision) and counts the emission. Under EMIT UPDATES a final result
+    /// equal to the last update is not written again.
+    fn emit_session(&mut self, k: u32, r: usize, fire: bool, id: EntryId, out: &mut Vec<Record>) {
         let s = self.stride();
+        let updates = matches!(self.opts.emit, Emit::Updates { .. });
         let mut merged = std::mem::take(&mut self.merged);
-        let (start, end, rev) = {
+        let (start, end, rev, write) = {
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
                 return;
             };
             let row = &mut ks.rows[r * s..(r + 1) * s];
             merged.clear();
             merged.extend_from_slice(&row[HDR..]);
-            let rev = row[2];
-            row[2] += 1;
-            (row[0] as i64, row[1] as i64, rev)
+            let rev = row[2] & !DIRTY;
+            let write = !(fire && updates && row[2] & DIRTY == 0);
+            row[2] = (rev + 1) & !DIRTY;
+            (row[0] as i64, row[1] as i64, rev, write)
         };
-        let rev = (rev > 0).then_some(rev.min(u32::MAX as u64) as u32);
-        self.result(k, Some((start, end)), rev, &merged, id, out);
+        if write {
+            let rev = (rev > 0).then_some(rev.min(u32::MAX as u64) as u32);
+            self.result(k, Some((start, end)), rev, &merged, id, out);
+        }
         self.merged = merged;
     }
 
@@ -661,7 +759,7 @@ impl WindowOp {
             self.st.fire.pop_first();
             match self.kind {
                 WindowKind::Hop { size, slide, .. } => {
-                    self.emit_hop(k, e - size, e, None, id, out);
+                    self.emit_hop(k, e - size, e, None, true, id, out);
                     // The key's next window that holds a pane.
                     let s = self.stride();
                     let next_start = e - size + slide;
@@ -684,7 +782,7 @@ impl WindowOp {
                         .and_then(|ks| ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e));
                     if let Some(r) = r {
                         self.touch(k);
-                        self.emit_session(k, r, id, out);
+                        self.emit_session(k, r, true, id, out);
                     }
                 }
                 WindowKind::Running => {}
@@ -735,6 +833,211 @@ impl WindowOp {
                 }
             }
             self.drop_key_if_empty(k);
+        }
+    }
+
+    // ---- wall clock -----------------------------------------------------
+
+    /// Sets the wall-clock time (ms) that IDLE and EMIT UPDATES EVERY go
+    /// by; the runner calls it before each batch and each tick. The
+    /// operator never reads the system clock.
+    pub fn set_clock(&mut self, now_ms: i64) {
+        self.now = now_ms;
+    }
+
+    /// Emits what the clock made due without new entries: windows closed
+    /// by the IDLE watermark advance, then the EMIT UPDATES flush. Call it
+    /// inside an epoch ([`WindowOp::begin_epoch`]) like a batch: its state
+    /// changes go into the epoch's delta. Its records have no source
+    /// entry: their `source_id` is `0-0`.
+    pub fn tick(&mut self, out: &mut Vec<Record>) {
+        let id = EntryId::default();
+        self.idle_advance(id, out);
+        self.maybe_flush(id, out);
+    }
+
+    /// The wall-clock time at which [`WindowOp::tick`] would next produce
+    /// something (a flush of changed rows, or a window or row that the IDLE
+    /// watermark reaches), or `None`.
+    pub fn next_tick_ms(&self) -> Option<i64> {
+        let mut next: Option<i64> = None;
+        if let Emit::Updates { every_ms } = self.opts.emit {
+            if !self.st.dirty.is_empty() {
+                let every = every_ms.min(i64::MAX as u64) as i64;
+                next = Some(
+                    self.st
+                        .clock
+                        .last_flush
+                        .map_or(self.now, |l| l.saturating_add(every)),
+                );
+            }
+        }
+        if let Some(t) = self.idle_due() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next
+    }
+
+    fn idle_ms(&self) -> Option<i64> {
+        match self.kind {
+            WindowKind::Hop { .. } | WindowKind::Session { .. } if self.opts.idle_ms > 0 => {
+                Some(self.opts.idle_ms.min(MAX_EVENT_TIME as u64) as i64)
+            }
+            _ => None,
+        }
+    }
+
+    /// When the IDLE watermark reaches the next timer.
+    fn idle_due(&self) -> Option<i64> {
+        let idle = self.idle_ms()?;
+        let c = &self.st.clock;
+        let (max_ts, last) = (c.max_ts?, c.last_arrival?);
+        let timer = match (self.st.fire.first(), self.st.clean.first()) {
+            (Some(&(f, _)), Some(&(c, _))) => f.min(c),
+            (Some(&(f, _)), None) => f,
+            (None, Some(&(c, _))) => c,
+            (None, None) => return None,
+        };
+        // The IDLE watermark at wall-clock time T >= last + idle is
+        // max_ts - WATERMARK + (T - last).
+        let base = max_ts - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64;
+        let reach = last.saturating_add(timer.saturating_sub(base));
+        Some(reach.max(last.saturating_add(idle)))
+    }
+
+    /// IDLE: once no event arrived for `idle_ms` of wall-clock time, the
+    /// watermark is `max_ts - WATERMARK + (now - last arrival)` (it never
+    /// goes back), and the windows it passes close.
+    fn idle_advance(&mut self, id: EntryId, out: &mut Vec<Record>) {
+        let Some(idle) = self.idle_ms() else {
+            return;
+        };
+        let c = self.st.clock;
+        let (Some(max_ts), Some(last)) = (c.max_ts, c.last_arrival) else {
+            return;
+        };
+        let quiet = self.now.saturating_sub(last);
+        if quiet < idle {
+            return;
+        }
+        let base = max_ts - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64;
+        let w = base.saturating_add(quiet).min(MAX_WATERMARK);
+        if w > self.wm() {
+            self.st.clock.idle_wm = Some(w);
+            self.advance(id, out);
+        }
+    }
+
+    /// Writes the changed rows when due: a running aggregate's after each
+    /// batch (EMIT FINAL) or at most once per EVERY (EMIT UPDATES); open
+    /// windows' results at most once per EVERY.
+    fn maybe_flush(&mut self, id: EntryId, out: &mut Vec<Record>) {
+        if self.st.dirty.is_empty() {
+            return;
+        }
+        let due = match self.opts.emit {
+            Emit::Final => self.kind == WindowKind::Running,
+            Emit::Updates { every_ms } => {
+                let every = every_ms.min(i64::MAX as u64) as i64;
+                self.st
+                    .clock
+                    .last_flush
+                    .is_none_or(|l| self.now >= l.saturating_add(every))
+            }
+        };
+        if !due {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.st.dirty);
+        let wm = self.wm();
+        let s = self.stride();
+        let mut starts = BTreeSet::new();
+        for &k in &dirty {
+            self.touch(k);
+            starts.clear();
+            let mut sessions = Vec::new();
+            let mut running = None;
+            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+                continue;
+            };
+            for (r, row) in ks.rows.chunks_exact_mut(s).enumerate() {
+                if row[2] & DIRTY == 0 {
+                    continue;
+                }
+                row[2] &= !DIRTY;
+                let (start, end) = (row[0] as i64, row[1] as i64);
+                match self.kind {
+                    WindowKind::Running => running = Some(row[HDR..].to_vec()),
+                    WindowKind::Hop { size, slide, .. } => {
+                        // The open windows that hold this pane.
+                        let mut w = (start - size).div_euclid(slide) * slide + slide;
+                        while w <= start {
+                            if w + size > wm {
+                                starts.insert(w);
+                            }
+                            w += slide;
+                        }
+                    }
+                    WindowKind::Session { .. } => {
+                        if end > wm {
+                            sessions.push(r);
+                        }
+                    }
+                }
+            }
+            if let Some(words) = running {
+                self.result(k, None, None, &words, id, out);
+            }
+            if let WindowKind::Hop { size, .. } = self.kind {
+                let ws: Vec<i64> = starts.iter().copied().collect();
+                for w in ws {
+                    self.emit_hop(k, w, w + size, None, false, id, out);
+                }
+            }
+            for r in sessions {
+                let words = match self.st.keys[k as usize].as_ref() {
+                    Some(ks) => ks.rows[r * s..(r + 1) * s].to_vec(),
+                    None => continue,
+                };
+                let rev = words[2] & !DIRTY;
+                let rev = (rev > 0).then_some(rev.min(u32::MAX as u64) as u32);
+                self.result(
+                    k,
+                    Some((words[0] as i64, words[1] as i64)),
+                    rev,
+                    &words[HDR..],
+                    id,
+                    out,
+                );
+            }
+        }
+        if matches!(self.opts.emit, Emit::Updates { .. }) {
+            self.st.clock.last_flush = Some(self.now);
+        }
+    }
+
+    /// Rebuilds the set of keys with a [`DIRTY`] row.
+    fn rebuild_dirty(&mut self) {
+        let s = self.stride();
+        self.st.dirty.clear();
+        for (k, ks) in self.st.keys.iter().enumerate() {
+            if let Some(ks) = ks {
+                if ks.rows.chunks_exact(s).any(|r| r[2] & DIRTY != 0) {
+                    self.st.dirty.insert(k as u32);
+                }
+            }
+        }
+    }
+
+    fn refresh_dirty(&mut self, k: u32) {
+        let s = self.stride();
+        let d = self.st.keys[k as usize]
+            .as_ref()
+            .is_some_and(|ks| ks.rows.chunks_exact(s).any(|r| r[2] & DIRTY != 0));
+        if d {
+            self.st.dirty.insert(k);
+        } else {
+            self.st.dirty.remove(&k);
         }
     }
 
@@ -886,6 +1189,14 @@ impl Operator for WindowOp {
         let mut records = std::mem::take(&mut b.records);
         records.clear();
         let mut failed = Vec::new();
+        // A batch after a long pause first closes what IDLE made due.
+        let first_id = sel
+            .first()
+            .map_or(EntryId::default(), |&i| b.entries[i as usize].id);
+        self.idle_advance(first_id, &mut records);
+        if !sel.is_empty() {
+            self.st.clock.last_arrival = Some(self.now);
+        }
         for &i in &sel {
             if self.fatal.is_some() {
                 break;
@@ -932,9 +1243,6 @@ impl Operator for WindowOp {
                 WindowKind::Running => {
                     let (r, _) = self.row_at(k, 0, 0);
                     self.update_row(k, r, at);
-                    if !self.st.touched.contains(&k) {
-                        self.st.touched.push(k);
-                    }
                     Placed::Ok
                 }
                 WindowKind::Hop { .. } => self.place_hop(k, t, at, id, &mut records),
@@ -953,28 +1261,16 @@ impl Operator for WindowOp {
                 );
                 continue;
             }
-            if self.kind != WindowKind::Running && self.st.max_ts.is_none_or(|m| t > m) {
-                self.st.max_ts = Some(t);
+            if self.kind != WindowKind::Running && self.st.clock.max_ts.is_none_or(|m| t > m) {
+                self.st.clock.max_ts = Some(t);
                 self.advance(id, &mut records);
             }
             self.check_limit();
         }
-        if self.kind == WindowKind::Running {
-            let touched = std::mem::take(&mut self.st.touched);
-            let s = self.stride();
-            let id = sel
-                .last()
-                .map_or(EntryId::default(), |&i| b.entries[i as usize].id);
-            for &k in &touched {
-                let words = match self.st.keys[k as usize].as_ref() {
-                    Some(ks) if ks.rows.len() >= s => ks.rows[HDR..s].to_vec(),
-                    _ => continue,
-                };
-                self.result(k, None, None, &words, id, &mut records);
-            }
-            self.st.touched = touched;
-            self.st.touched.clear();
-        }
+        let last_id = sel
+            .last()
+            .map_or(EntryId::default(), |&i| b.entries[i as usize].id);
+        self.maybe_flush(last_id, &mut records);
         for (id, e) in failed {
             b.fail(id, e);
         }
@@ -995,8 +1291,10 @@ impl Operator for WindowOp {
 
 // ---- persisted state ----------------------------------------------------
 
-/// Version byte of the window state encoding.
+/// Version bytes of the window state encoding: 1 (before the clock), 2
+/// (the clock's fields in the globals); this build writes 2 and reads both.
 const STATE_V1: u8 = 1;
+const STATE_V2: u8 = 2;
 
 impl WindowOp {
     /// The state: `u8 version (1)`, `u32 stride`, `u8 has_max_ts`, `i64
@@ -1015,16 +1313,16 @@ impl WindowOp {
         } else {
             HashMap::new()
         };
-        let (max_ts, dropped, written, revs) = if u.active {
+        let (clock, dropped, written, revs) = if u.active {
             (
-                u.max_ts,
+                u.clock,
                 u.late_dropped,
                 u.late_written,
                 u.revs.as_ref().unwrap_or(&self.st.revs),
             )
         } else {
             (
-                self.st.max_ts,
+                self.st.clock,
                 self.st.late_dropped,
                 self.st.late_written,
                 &self.st.revs,
@@ -1043,9 +1341,9 @@ impl WindowOp {
                 }
             }
         }
-        let mut v = vec![STATE_V1];
+        let mut v = vec![STATE_V2];
         v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
-        put_globals(&mut v, max_ts, dropped, written);
+        put_globals(&mut v, &clock, dropped, written);
         v.extend_from_slice(&(live.len() as u32).to_le_bytes());
         let mut pos = HashMap::new();
         for (n, (id, key, rows)) in live.iter().enumerate() {
@@ -1082,7 +1380,7 @@ impl WindowOp {
         u.keys.clear();
         u.freed.clear();
         u.revs = None;
-        u.max_ts = self.st.max_ts;
+        u.clock = self.st.clock;
         u.late_dropped = self.st.late_dropped;
         u.late_written = self.st.late_written;
     }
@@ -1121,7 +1419,7 @@ impl WindowOp {
         let u = &mut self.undo;
         u.active = false;
         u.freed.clear();
-        self.st.max_ts = u.max_ts;
+        self.st.clock = u.clock;
         self.st.late_dropped = u.late_dropped;
         self.st.late_written = u.late_written;
         if let Some(r) = u.revs.take() {
@@ -1131,6 +1429,7 @@ impl WindowOp {
         self.fatal = None;
         self.recount();
         self.rebuild_timers();
+        self.rebuild_dirty();
     }
 
     fn recount(&mut self) {
@@ -1157,11 +1456,11 @@ impl WindowOp {
         if !u.active {
             return None;
         }
-        let mut v = vec![STATE_V1];
+        let mut v = vec![STATE_V2];
         v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
         put_globals(
             &mut v,
-            self.st.max_ts,
+            &self.st.clock,
             self.st.late_dropped,
             self.st.late_written,
         );
@@ -1219,9 +1518,9 @@ impl WindowOp {
     pub fn apply_delta(&mut self, delta: &[u8]) -> Result<(), String> {
         let mut r = crate::engine::def::Cursor::new(delta);
         let ver = r.u8()?;
-        if ver != STATE_V1 {
+        if ver != STATE_V1 && ver != STATE_V2 {
             return Err(format!(
-                "unknown window state version {ver} (this build reads version {STATE_V1})"
+                "unknown window state version {ver} (this build reads versions {STATE_V1} and {STATE_V2})"
             ));
         }
         let stride = r.u32()? as usize;
@@ -1231,7 +1530,7 @@ impl WindowOp {
                 self.stride()
             ));
         }
-        let (max_ts, dropped, written) = get_globals(&mut r)?;
+        let (clock, dropped, written) = get_globals(&mut r, ver)?;
         let revs = match r.u8()? {
             0 => None,
             1 => {
@@ -1265,7 +1564,7 @@ impl WindowOp {
         if self.undo.active {
             self.rollback_epoch();
         }
-        self.st.max_ts = max_ts;
+        self.st.clock = clock;
         self.st.late_dropped = dropped;
         self.st.late_written = written;
         let mut touched = Vec::with_capacity(keys.len());
@@ -1308,6 +1607,7 @@ impl WindowOp {
         let wm = self.wm();
         for k in touched {
             self.timers_of(k);
+            self.refresh_dirty(k);
         }
         // Windows whose end the watermark passed fired in the epochs
         // replayed: their timers must not fire them again.
@@ -1341,9 +1641,9 @@ impl WindowOp {
         }
         let mut r = crate::engine::def::Cursor::new(state);
         let ver = r.u8()?;
-        if ver != STATE_V1 {
+        if ver != STATE_V1 && ver != STATE_V2 {
             return Err(format!(
-                "unknown window state version {ver} (this build reads version {STATE_V1})"
+                "unknown window state version {ver} (this build reads versions {STATE_V1} and {STATE_V2})"
             ));
         }
         let stride = r.u32()? as usize;
@@ -1353,9 +1653,9 @@ impl WindowOp {
                 self.stride()
             ));
         }
-        let (max_ts, late_dropped, late_written) = get_globals(&mut r)?;
+        let (clock, late_dropped, late_written) = get_globals(&mut r, ver)?;
         let mut st = State {
-            max_ts,
+            clock,
             late_dropped,
             late_written,
             ..State::default()
@@ -1391,6 +1691,7 @@ impl WindowOp {
         self.st = st;
         self.undo = Undo::default();
         self.rebuild_timers();
+        self.rebuild_dirty();
         Ok(())
     }
 
@@ -1438,25 +1739,53 @@ impl WindowOp {
     }
 }
 
-fn put_globals(v: &mut Vec<u8>, max_ts: Option<i64>, dropped: u64, written: u64) {
-    v.push(max_ts.is_some() as u8);
-    v.extend_from_slice(&max_ts.unwrap_or(0).to_le_bytes());
-    v.extend_from_slice(&dropped.to_le_bytes());
-    v.extend_from_slice(&written.to_le_bytes());
+fn put_opt(v: &mut Vec<u8>, x: Option<i64>) {
+    v.push(x.is_some() as u8);
+    v.extend_from_slice(&x.unwrap_or(0).to_le_bytes());
 }
 
-type Globals = (Option<i64>, u64, u64);
-
-fn get_globals(r: &mut crate::engine::def::Cursor<'_>) -> Result<Globals, String> {
+fn get_opt(
+    r: &mut crate::engine::def::Cursor<'_>,
+    range: std::ops::RangeInclusive<i64>,
+    what: &str,
+) -> Result<Option<i64>, String> {
     let has = r.u8()?;
     let t = r.u64()? as i64;
-    let max_ts = match has {
-        0 => None,
-        1 if (0..=MAX_EVENT_TIME).contains(&t) => Some(t),
-        1 => return Err(format!("event time {t} out of range")),
-        b => return Err(format!("bad flag {b}")),
+    match has {
+        0 => Ok(None),
+        1 if range.contains(&t) => Ok(Some(t)),
+        1 => Err(format!("{what} {t} out of range")),
+        b => Err(format!("bad flag {b}")),
+    }
+}
+
+/// Version 1: `max_ts` (u8 flag, i64), `u64 late_dropped`, `u64
+/// late_written`. Version 2 adds, each as a u8 flag and an i64, the IDLE
+/// watermark, the last arrival's and the last flush's wall-clock times.
+fn put_globals(v: &mut Vec<u8>, c: &Clock, dropped: u64, written: u64) {
+    put_opt(v, c.max_ts);
+    v.extend_from_slice(&dropped.to_le_bytes());
+    v.extend_from_slice(&written.to_le_bytes());
+    put_opt(v, c.idle_wm);
+    put_opt(v, c.last_arrival);
+    put_opt(v, c.last_flush);
+}
+
+type Globals = (Clock, u64, u64);
+
+fn get_globals(r: &mut crate::engine::def::Cursor<'_>, ver: u8) -> Result<Globals, String> {
+    let max_ts = get_opt(r, 0..=MAX_EVENT_TIME, "event time")?;
+    let (dropped, written) = (r.u64()?, r.u64()?);
+    let mut c = Clock {
+        max_ts,
+        ..Clock::default()
     };
-    Ok((max_ts, r.u64()?, r.u64()?))
+    if ver >= STATE_V2 {
+        c.idle_wm = get_opt(r, -MAX_EVENT_TIME..=MAX_WATERMARK, "IDLE watermark")?;
+        c.last_arrival = get_opt(r, i64::MIN..=i64::MAX, "arrival time")?;
+        c.last_flush = get_opt(r, i64::MIN..=i64::MAX, "flush time")?;
+    }
+    Ok((c, dropped, written))
 }
 
 fn put_key_rows(v: &mut Vec<u8>, key: &[u8], rows: &[u64], stride: usize) {
