@@ -461,12 +461,11 @@ fn corrupt_state_is_an_error_not_a_panic() {
     p.restore(&snap).expect("restores");
 }
 
-/// Feeds `(wall-clock ms, entry ms, fields)`; `None` fields: a tick.
-fn run_clocked(
-    sql: &str,
-    opts: &WindowOptions,
-    steps: &[(i64, Option<(u64, &[(&str, &str)])>)],
-) -> Vec<String> {
+/// A wall-clock time and an entry (`None`: a tick).
+type Step<'a> = (i64, Option<Ev<'a>>);
+
+/// Feeds the steps, each in its own epoch, through a snapshot and restore.
+fn run_clocked(sql: &str, opts: &WindowOptions, steps: &[Step<'_>]) -> Vec<String> {
     let mut plan = Plan::compile_with(sql, opts).expect("compiles");
     let mut out = Vec::new();
     for (i, (now, ev)) in steps.iter().enumerate() {
