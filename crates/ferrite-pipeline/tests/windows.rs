@@ -358,7 +358,12 @@ fn refusals_name_the_reason() {
     let cases: &[(&str, Check)] = &[
         ("INSERT INTO o SELECT x, count(*) AS n FROM s GROUP BY y", |e| matches!(e, Invalid(_))),
         ("INSERT INTO o SELECT * FROM s GROUP BY x", |e| matches!(e, Unsupported(_))),
-        ("INSERT INTO o SELECT count(DISTINCT x) AS n FROM s", |e| matches!(e, Unsupported(_))),
+        ("INSERT INTO o SELECT sum(DISTINCT x) AS n FROM s", |e| matches!(e, Unsupported(_))),
+        ("INSERT INTO o SELECT twap(x) AS n FROM s GROUP BY k", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY x) AS n FROM s", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT percentile_cont(0.5) AS n FROM s", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT percentile(x, y) AS n FROM s", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT max(x) WITHIN GROUP (ORDER BY x) AS n FROM s", |e| matches!(e, Unsupported(_))),
         ("INSERT INTO o SELECT sum(sum(x)) AS n FROM s", |e| matches!(e, Invalid(_))),
         ("INSERT INTO o SELECT count(*) AS n FROM s GROUP BY TUMBLE(_ms, 0)", |e| matches!(e, Invalid(_))),
         ("INSERT INTO o SELECT count(*) AS n FROM s GROUP BY TUMBLE(_ms, INTERVAL '1' YEAR)", |e| matches!(e, Invalid(_))),
@@ -591,4 +596,169 @@ fn idle_advances_the_watermark_with_the_clock() {
     assert!(out.is_empty());
     assert_eq!(plan.window_stats().map(|s| s.late_dropped), Some(1));
     assert_eq!(plan.next_tick_ms(), None);
+}
+
+#[test]
+fn count_distinct_compares_bytes_and_skips_nulls() {
+    let evs: &[Ev<'_>] = &[
+        (1, &[("x", "a")]),
+        (2, &[("x", "b")]),
+        (3, &[("x", "a")]),
+        (4, &[("y", "1")]),
+        (5, &[("x", "1")]),
+        (6, &[("x", "1.0")]),
+    ];
+    assert_eq!(
+        one_window("count(DISTINCT x) AS d, count(x) AS n", evs),
+        "window_start=0 d=4 n=5"
+    );
+    assert_eq!(
+        one_window("count(DISTINCT x) AS d", &[(1, &[("y", "1")])]),
+        "window_start=0 d=0"
+    );
+}
+
+#[test]
+fn percentiles_interpolate_as_postgres() {
+    // PostgreSQL: percentile_cont(0.5) of 1,2,3,4 = 2.5; 0.25 → 1.75.
+    let evs: &[Ev<'_>] = &[
+        (1, &[("x", "4")]),
+        (2, &[("x", "1")]),
+        (3, &[("x", "3")]),
+        (4, &[("x", "2")]),
+        (5, &[("y", "9")]),
+    ];
+    assert_eq!(
+        one_window(
+            "median(x) AS m, percentile_cont(0.25) WITHIN GROUP (ORDER BY x) AS q, percentile(x, 1) AS hi, percentile_cont(0) WITHIN GROUP (ORDER BY x ASC) AS lo",
+            evs
+        ),
+        "window_start=0 m=2.5 q=1.75 hi=4 lo=1"
+    );
+    assert_eq!(
+        one_window("median(x) AS m", &[(1, &[("x", "7")])]),
+        "window_start=0 m=7"
+    );
+    assert_eq!(
+        one_window("median(x) AS m, count(*) AS n", &[(1, &[("y", "7")])]),
+        "window_start=0 n=1"
+    );
+    // Huge and tiny values keep their magnitude.
+    assert_eq!(
+        one_window(
+            "median(x) AS m",
+            &[
+                (1, &[("x", "1e300")]),
+                (2, &[("x", "1e-300")]),
+                (3, &[("x", "-1e300")])
+            ]
+        ),
+        "window_start=0 m=1e-300"
+    );
+}
+
+#[test]
+fn percentile_beyond_the_exact_bound_is_within_one_percent() {
+    let sql = "INSERT INTO o SELECT median(x) AS m, percentile_cont(0.9) WITHIN GROUP (ORDER BY x) AS p9 FROM s GROUP BY TUMBLE(_ms, 100000)";
+    let mut plan = Plan::compile(sql).expect("compiles");
+    let n = 5000u64;
+    let vals: Vec<String> = (0..n).map(|i| ((i * 7919) % n + 1).to_string()).collect();
+    let rows: Vec<Vec<(&str, &str)>> = vals.iter().map(|v| vec![("x", v.as_str())]).collect();
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(i as u64, 0), f))
+        .collect();
+    let mut out = Vec::new();
+    plan.process_batch(&entries, &mut out);
+    let end: &[(&str, &str)] = &[];
+    plan.process_batch(&[Entry::new(EntryId::new(200_000, 0), &end)], &mut out);
+    assert_eq!(out.len(), 1);
+    let get = |k: &[u8]| -> f64 {
+        std::str::from_utf8(out[0].get(k).expect("field"))
+            .expect("utf8")
+            .parse()
+            .expect("number")
+    };
+    // Exact: 1..=5000, median 2500.5, p90 4500.1.
+    let (m, p9) = (get(b"m"), get(b"p9"));
+    assert!((m - 2500.5).abs() / 2500.5 <= 0.01, "{m}");
+    assert!((p9 - 4500.1).abs() / 4500.1 <= 0.01, "{p9}");
+}
+
+#[test]
+fn twap_weights_prices_by_time() {
+    let sql = |aggs: &str| {
+        format!("INSERT INTO o SELECT k, window_start, {aggs} FROM s GROUP BY k, TUMBLE(ts, 1000)")
+    };
+    // One price: that price.
+    let out = run(
+        &sql("twap(p) AS t"),
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("ts", "500"), ("p", "10")]),
+            (2, &[("k", "z"), ("ts", "5000")]),
+        ],
+    );
+    assert_eq!(out, vec!["k=a window_start=0 t=10"]);
+    // 10 from 200 to 600, 20 from 600 to 1000: no carry, starts at 200:
+    // (10*400 + 20*400) / 800 = 15. Equal times: the later entry holds.
+    // Next window: 20 carries in from 1000 to 1500, then 40 to 2000: 30.
+    let out = run(
+        &sql("twap(p) AS t"),
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("ts", "200"), ("p", "10")]),
+            (2, &[("k", "a"), ("ts", "600"), ("p", "99")]),
+            (3, &[("k", "a"), ("ts", "600"), ("p", "20")]),
+            (4, &[("k", "a"), ("ts", "700")]),
+            (5, &[("k", "a"), ("ts", "1500"), ("p", "40")]),
+            (6, &[("k", "z"), ("ts", "2500")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec!["k=a window_start=0 t=15", "k=a window_start=1000 t=30"]
+    );
+    // Huge and tiny prices.
+    let out = run(
+        &sql("twap(p) AS t"),
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("ts", "0"), ("p", "1e308")]),
+            (2, &[("k", "a"), ("ts", "500"), ("p", "1e308")]),
+            (3, &[("k", "b"), ("ts", "0"), ("p", "1e-300")]),
+            (4, &[("k", "z"), ("ts", "5000")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec!["k=a window_start=0 t=1e308", "k=b window_start=0 t=1e-300"]
+    );
+}
+
+#[test]
+fn twap_carries_across_hop_panes_and_dropped_windows() {
+    // HOP(500, 1000): window [500,1500) holds 30 at 1200; the price before
+    // 500 (10 at 100, in pane [0,500)) carries in: (10*700 + 30*300)/1000.
+    let sql = "INSERT INTO o SELECT window_start, twap(p) AS t FROM s GROUP BY HOP(ts, 500, 1000)";
+    let out = run(
+        sql,
+        &WindowOptions::default(),
+        &[
+            (1, &[("ts", "100"), ("p", "10")]),
+            (2, &[("ts", "1200"), ("p", "30")]),
+            (3, &[("ts", "9000")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "window_start=-500 t=10",
+            "window_start=0 t=10",
+            "window_start=500 t=16",
+            // 10 still carries in: (10*200 + 30*800)/1000.
+            "window_start=1000 t=26",
+        ]
+    );
 }

@@ -373,7 +373,7 @@ pub(crate) fn compile(
         keys.push(comp.text_src(c, "a GROUP BY key", true)?);
     }
     // The SELECT list and HAVING over the result record.
-    let mut aggs: Vec<(AggKind, String, Vec<Expr>)> = Vec::new();
+    let mut aggs: Vec<(AggKind, String, Vec<Expr>, f64)> = Vec::new();
     let mut replace = |x: &Expr| -> Result<Option<Expr>, PlanError> {
         let t = x.to_string();
         if let Some(i) = key_text.iter().position(|k| *k == t) {
@@ -384,14 +384,19 @@ pub(crate) fn compile(
                 "{x} outside GROUP BY: select window_start and window_end"
             ))),
             Expr::Function(f) if agg_name(f).is_some() => {
-                let (kind, args) = agg_call(f)?;
-                let j = match aggs.iter().position(|(_, text, _)| *text == t) {
+                let (kind, args, p) = agg_call(f)?;
+                if kind == AggKind::Twap && !windowed {
+                    return Err(PlanError::Invalid(
+                        "twap needs a window: GROUP BY ..., TUMBLE|HOP|SESSION(time, ...)".into(),
+                    ));
+                }
+                let j = match aggs.iter().position(|(_, text, _, _)| *text == t) {
                     Some(j) => j,
                     None => {
                         if aggs.len() >= MAX_LIST {
                             return Err(PlanError::TooLarge("too many aggregates".into()));
                         }
-                        aggs.push((kind, t, args));
+                        aggs.push((kind, t, args, p));
                         aggs.len() - 1
                     }
                 };
@@ -445,11 +450,15 @@ pub(crate) fn compile(
     let mut width = 0;
     let mut ops = Vec::with_capacity(aggs.len());
     let mut args = Vec::with_capacity(aggs.len());
-    for (kind, _, a) in &aggs {
-        ops.push(Agg {
-            kind: *kind,
-            off: width,
-        });
+    let mut nvar = 0;
+    for (kind, _, a, p) in &aggs {
+        let mut agg = Agg::new(*kind, width);
+        agg.p = *p;
+        if kind.has_ext() {
+            agg.ext = nvar;
+            nvar += 1;
+        }
+        ops.push(agg);
         width += kind.width();
         let mut aa = AggArgs {
             a: None,
@@ -458,7 +467,7 @@ pub(crate) fn compile(
         };
         match kind {
             AggKind::CountStar => {}
-            AggKind::Count => {
+            AggKind::Count | AggKind::CountDistinct => {
                 let c = comp.expr(&a[0], 0)?;
                 aa.present = Some(comp.text_src(c, "count", true)?);
             }
@@ -529,7 +538,7 @@ pub(crate) fn compile(
         "Window {window_text} time {time_text} keys [{}] aggregates [{}]",
         key_text.join(", "),
         aggs.iter()
-            .map(|(_, t, _)| t.as_str())
+            .map(|(_, t, _, _)| t.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -581,23 +590,94 @@ pub(crate) fn compile(
     Ok(Grouped { op, schema })
 }
 
-fn agg_call(f: &Function) -> Result<(AggKind, Vec<Expr>), PlanError> {
+/// A percentile's fraction: a constant in [0, 1].
+fn fraction(e: &Expr, f: &Function) -> Result<f64, PlanError> {
+    let bad = || {
+        PlanError::Invalid(format!(
+            "{f}: the percentile must be a constant between 0 and 1"
+        ))
+    };
+    let text = match e {
+        Expr::Value(v) => match &v.value {
+            SqlValue::Number(n, _) => n.clone(),
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    let p: f64 = text.parse().map_err(|_| bad())?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(bad());
+    }
+    Ok(p)
+}
+
+/// An aggregate call: its kind, its arguments over the input row, and a
+/// percentile's fraction.
+fn agg_call(f: &Function) -> Result<(AggKind, Vec<Expr>, f64), PlanError> {
     let name = fn_name(f);
     if f.over.is_some() {
         return Err(PlanError::WindowsAndAggregates);
     }
-    if f.filter.is_some() || !f.within_group.is_empty() {
-        return Err(PlanError::Unsupported(format!(
-            "{f}: FILTER and WITHIN GROUP on aggregates"
-        )));
+    if f.filter.is_some() {
+        return Err(PlanError::Unsupported(format!("{f}: FILTER on aggregates")));
     }
     let FunctionArguments::List(l) = &f.args else {
         return Err(PlanError::Unsupported(format!("{f}")));
     };
-    if matches!(l.duplicate_treatment, Some(DuplicateTreatment::Distinct)) {
+    if name == "percentile_cont" {
+        // percentile_cont(p) WITHIN GROUP (ORDER BY x), as PostgreSQL.
+        let ([FunctionArg::Unnamed(FunctionArgExpr::Expr(p))], [o]) =
+            (l.args.as_slice(), f.within_group.as_slice())
+        else {
+            return Err(PlanError::Invalid(format!(
+                "{f}: write percentile_cont(p) WITHIN GROUP (ORDER BY x)"
+            )));
+        };
+        if !matches!(
+            o.options.sort,
+            None | Some(sqlparser::ast::OrderBySort::Asc)
+        ) || l.duplicate_treatment.is_some()
+            || !l.clauses.is_empty()
+        {
+            return Err(PlanError::Unsupported(format!(
+                "{f}: DESC, DISTINCT or clauses in a percentile"
+            )));
+        }
+        if mentions_aggregate(&o.expr) {
+            return Err(PlanError::Invalid(format!(
+                "aggregate calls cannot be nested: {f}"
+            )));
+        }
+        return Ok((AggKind::Percentile, vec![o.expr.clone()], fraction(p, f)?));
+    }
+    if !f.within_group.is_empty() {
         return Err(PlanError::Unsupported(format!(
-            "{name}(DISTINCT ...): not supported yet"
+            "{f}: WITHIN GROUP belongs to percentile_cont"
         )));
+    }
+    if matches!(l.duplicate_treatment, Some(DuplicateTreatment::Distinct)) {
+        if name != "count" {
+            return Err(PlanError::Unsupported(format!(
+                "{name}(DISTINCT ...): only count(DISTINCT x)"
+            )));
+        }
+        match l.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] if l.clauses.is_empty() => {
+                if mentions_aggregate(e) {
+                    return Err(PlanError::Invalid(format!(
+                        "aggregate calls cannot be nested: {f}"
+                    )));
+                }
+                return Ok((AggKind::CountDistinct, vec![e.clone()], 0.5));
+            }
+            _ => {
+                return Err(PlanError::WrongArity {
+                    function: "count(DISTINCT ...)".into(),
+                    expected: "1",
+                    got: l.args.len(),
+                })
+            }
+        }
     }
     if !l.clauses.is_empty() {
         return Err(PlanError::Unsupported(format!("{f}")));
@@ -627,6 +707,19 @@ fn agg_call(f: &Function) -> Result<(AggKind, Vec<Expr>), PlanError> {
             }
         }
     }
+    let mut p = 0.5;
+    if name == "percentile" {
+        // percentile(x, p).
+        if args.len() != 2 {
+            return Err(PlanError::WrongArity {
+                function: name,
+                expected: "2",
+                got: args.len(),
+            });
+        }
+        p = fraction(&args[1], f)?;
+        args.truncate(1);
+    }
     if args.len() != kind.arity() {
         return Err(PlanError::WrongArity {
             function: name,
@@ -638,7 +731,7 @@ fn agg_call(f: &Function) -> Result<(AggKind, Vec<Expr>), PlanError> {
             got: args.len(),
         });
     }
-    Ok((kind, args))
+    Ok((kind, args, p))
 }
 
 #[cfg(test)]

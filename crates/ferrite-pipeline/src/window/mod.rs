@@ -53,7 +53,7 @@ use crate::error::PlanError;
 use crate::expr::{BoolSrc, NumSrc, TextSrc};
 use crate::ops::{Batch, Operator, Project};
 use crate::value::{write_value, Num};
-use agg::{Agg, Order};
+use agg::{Agg, Ext, Order, Point};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeSet, HashMap};
 
@@ -166,10 +166,24 @@ pub struct WindowStats {
     pub late_written: u64,
 }
 
+#[derive(Clone)]
 struct KeyState {
     key: Box<[u8]>,
     rows: Vec<u64>,
+    /// With `nvar` aggregates keeping an [`Ext`]: first one carried slot
+    /// per such aggregate (twap: the key's last price from rows already
+    /// dropped), then `nvar` per row, in row order. Empty otherwise.
+    ext: Vec<Ext>,
 }
+
+impl KeyState {
+    fn ext_bytes(&self) -> u64 {
+        self.ext.iter().map(|e| e.bytes() + EXT_OVERHEAD).sum()
+    }
+}
+
+/// Bytes counted per [`Ext`] slot beyond its contents.
+const EXT_OVERHEAD: u64 = 32;
 
 /// Event time and wall-clock time: the watermark's sources, and when
 /// EMIT UPDATES last flushed.
@@ -205,9 +219,9 @@ struct State {
     dirty: BTreeSet<u32>,
 }
 
-/// A key's state before an epoch touched it: its bytes and rows (`None`:
-/// the key did not exist).
-type PreImage = Option<(Box<[u8]>, Vec<u64>)>;
+/// A key's state before an epoch touched it (`None`: the key did not
+/// exist).
+type PreImage = Option<KeyState>;
 
 /// Pre-images of what the current epoch changed, to take it back (an
 /// epoch that does not commit) or to checkpoint the committed state while
@@ -257,6 +271,8 @@ pub struct WindowOp {
     pub(crate) args: Vec<AggArgs>,
     /// Words of all aggregates.
     pub(crate) width: usize,
+    /// Aggregates that keep an [`Ext`].
+    nvar: usize,
     pub(crate) out: Output,
     pub(crate) text: String,
     st: State,
@@ -264,6 +280,9 @@ pub struct WindowOp {
     // Scratch, reused.
     key_buf: Vec<u8>,
     nums: Vec<(Num, Num, bool)>,
+    /// count(DISTINCT x)'s value bytes per aggregate, for the event.
+    texts: Vec<Option<Vec<u8>>>,
+    merged_ext: Vec<Ext>,
     merged: Vec<u64>,
     idx: Vec<u32>,
     num: Vec<Num>,
@@ -296,7 +315,11 @@ impl WindowOp {
         out: Output,
         text: String,
     ) -> WindowOp {
+        let nvar = aggs.iter().filter(|a| a.kind.has_ext()).count();
         WindowOp {
+            nvar,
+            texts: Vec::new(),
+            merged_ext: Vec::new(),
             kind,
             opts,
             time,
@@ -367,7 +390,9 @@ impl WindowOp {
         let ks = KeyState {
             key: key.clone(),
             rows: Vec::new(),
+            ext: vec![Ext::None; self.nvar],
         };
+        self.st.bytes += self.nvar as u64 * EXT_OVERHEAD;
         // During an epoch, slots are not reused: a rollback restores
         // the keys that were there.
         let reuse = if self.undo.active {
@@ -398,9 +423,7 @@ impl WindowOp {
         if !self.undo.active || self.undo.stamp.get(k as usize) == Some(&self.undo.epoch) {
             return;
         }
-        let pre = self.st.keys[k as usize]
-            .as_ref()
-            .map(|ks| (ks.key.clone(), ks.rows.clone()));
+        let pre = self.st.keys[k as usize].clone();
         self.mark(k, pre);
     }
 
@@ -420,13 +443,14 @@ impl WindowOp {
     }
 
     fn drop_key_if_empty(&mut self, k: u32) {
-        let empty = matches!(&self.st.keys[k as usize], Some(ks) if ks.rows.is_empty());
+        // A key keeps its carried twap prices.
+        let empty = matches!(&self.st.keys[k as usize], Some(ks) if ks.rows.is_empty() && ks.ext.iter().all(|e| *e == Ext::None));
         if empty {
             if let Some(ks) = self.st.keys[k as usize].take() {
                 self.st.bytes = self
                     .st
                     .bytes
-                    .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD);
+                    .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD + ks.ext_bytes());
                 self.st.index.remove(&ks.key);
                 self.st.dirty.remove(&k);
                 if self.undo.active {
@@ -466,6 +490,12 @@ impl WindowOp {
         }
         let at = lo * s;
         ks.rows.splice(at..at, std::iter::repeat_n(0u64, s));
+        let nv = self.nvar;
+        if nv > 0 {
+            let e = nv + lo * nv;
+            ks.ext.splice(e..e, std::iter::repeat_n(Ext::None, nv));
+            self.st.bytes += nv as u64 * EXT_OVERHEAD;
+        }
         ks.rows[at] = start as u64;
         ks.rows[at + 1] = end as u64;
         for a in aggs {
@@ -491,6 +521,16 @@ impl WindowOp {
     /// Reads the event's arguments into `nums`.
     fn read_args(&mut self, row: &Row<'_>) -> Result<(), crate::error::EvalError> {
         self.nums.clear();
+        if self.nvar > 0 {
+            self.texts.clear();
+            for (ag, a) in self.aggs.iter().zip(&self.args) {
+                let t = match (&a.present, ag.kind) {
+                    (Some(s), agg::AggKind::CountDistinct) => s.get(row)?.map(|c| c.into_owned()),
+                    _ => None,
+                };
+                self.texts.push(t);
+            }
+        }
         for a in &self.args {
             let x = match &a.a {
                 Some(s) => s.get(row)?,
@@ -536,8 +576,15 @@ impl WindowOp {
             self.st.dirty.insert(k);
         }
         let row = &mut ks.rows[r * s + HDR..(r + 1) * s];
-        for (a, &(x, y, p)) in self.aggs.iter().zip(&self.nums) {
-            a.update(row, x, y, p, at);
+        let nv = self.nvar;
+        for (j, (a, &(x, y, p))) in self.aggs.iter().zip(&self.nums).enumerate() {
+            if a.kind.has_ext() {
+                let e = &mut ks.ext[nv + r * nv + a.ext];
+                let t = self.texts.get(j).and_then(|t| t.as_deref());
+                self.st.bytes += a.ext_update(e, x, t, at);
+            } else {
+                a.update(row, x, y, p, at);
+            }
         }
     }
 
@@ -626,22 +673,31 @@ impl WindowOp {
         for a in &self.aggs {
             a.init(&mut merged);
         }
+        let mut mext = std::mem::take(&mut self.merged_ext);
+        mext.clear();
+        mext.resize(self.nvar, Ext::None);
+        let nv = self.nvar;
         let mut any = false;
         if let Some(ks) = self.st.keys[k as usize].as_ref() {
-            for row in ks.rows.chunks_exact(st) {
+            for (r, row) in ks.rows.chunks_exact(st).enumerate() {
                 let start = row[0] as i64;
                 if start >= s && start < e {
                     any = true;
                     for a in &self.aggs {
-                        a.merge(&mut merged, &row[HDR..]);
+                        if a.kind.has_ext() {
+                            a.ext_merge(&mut mext[a.ext], &ks.ext[nv + r * nv + a.ext]);
+                        } else {
+                            a.merge(&mut merged, &row[HDR..]);
+                        }
                     }
                 }
             }
         }
         if any {
-            self.result(k, Some((s, e)), rev, &merged, id, out);
+            self.result(k, Some((s, e)), rev, &merged, &mext, id, out);
         }
         self.merged = merged;
+        self.merged_ext = mext;
     }
 
     // ---- SESSION --------------------------------------------------------
@@ -692,15 +748,27 @@ impl WindowOp {
             };
             let mut rev = ks.rows[first * s + 2] & !DIRTY;
             let mut dirty = ks.rows[first * s + 2] & DIRTY;
+            let nv = self.nvar;
+            let before = ks.ext_bytes();
             for j in first + 1..=last {
                 rev = rev.max(ks.rows[j * s + 2] & !DIRTY);
                 dirty |= ks.rows[j * s + 2] & DIRTY;
                 let (a, b) = ks.rows.split_at_mut(j * s);
+                let (ea, eb) = ks.ext.split_at_mut(nv + j * nv);
                 for ag in aggs {
-                    ag.merge(&mut a[first * s + HDR..(first + 1) * s], &b[HDR..s]);
+                    if ag.kind.has_ext() {
+                        ag.ext_merge(&mut ea[nv + first * nv + ag.ext], &eb[ag.ext]);
+                    } else {
+                        ag.merge(&mut a[first * s + HDR..(first + 1) * s], &b[HDR..s]);
+                    }
                 }
             }
             ks.rows.drain((first + 1) * s..(last + 1) * s);
+            if nv > 0 {
+                ks.ext.drain(nv + (first + 1) * nv..nv + (last + 1) * nv);
+                let after = ks.ext_bytes();
+                self.st.bytes = (self.st.bytes + after).saturating_sub(before);
+            }
             ks.rows[first * s] = start as u64;
             ks.rows[first * s + 1] = end as u64;
             ks.rows[first * s + 2] = rev | dirty;
@@ -727,21 +795,23 @@ impl WindowOp {
         let s = self.stride();
         let updates = matches!(self.opts.emit, Emit::Updates { .. });
         let mut merged = std::mem::take(&mut self.merged);
-        let (start, end, rev, write) = {
+        let nv = self.nvar;
+        let (start, end, rev, write, ext) = {
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
                 return;
             };
+            let ext = ks.ext[nv + r * nv..nv + (r + 1) * nv].to_vec();
             let row = &mut ks.rows[r * s..(r + 1) * s];
             merged.clear();
             merged.extend_from_slice(&row[HDR..]);
             let rev = row[2] & !DIRTY;
             let write = !(fire && updates && row[2] & DIRTY == 0);
             row[2] = (rev + 1) & !DIRTY;
-            (row[0] as i64, row[1] as i64, rev, write)
+            (row[0] as i64, row[1] as i64, rev, write, ext)
         };
         if write {
             let rev = (rev > 0).then_some(rev.min(u32::MAX as u64) as u32);
-            self.result(k, Some((start, end)), rev, &merged, id, out);
+            self.result(k, Some((start, end)), rev, &merged, &ext, id, out);
         }
         self.merged = merged;
     }
@@ -809,13 +879,35 @@ impl WindowOp {
                 continue;
             };
             let before = ks.rows.len() / s;
+            let nv = self.nvar;
+            let bytes_before = ks.ext_bytes();
             let mut kept = Vec::with_capacity(ks.rows.len());
+            let mut kept_ext = Vec::with_capacity(ks.ext.len());
+            kept_ext.extend(ks.ext.drain(..nv));
+            let mut ext = std::mem::take(&mut ks.ext).into_iter();
             for row in ks.rows.chunks_exact(s) {
+                let row_ext: Vec<Ext> = ext.by_ref().take(nv).collect();
                 if expiry(row) > wm {
                     kept.extend_from_slice(row);
+                    kept_ext.extend(row_ext);
+                } else {
+                    // twap: the key's last price carries on.
+                    for (v, e) in row_ext.iter().enumerate() {
+                        if let Some(p) = e.last_point() {
+                            let newer = kept_ext[v].last_point().is_none_or(|c| c.at < p.at);
+                            if newer {
+                                kept_ext[v] = Ext::Points(vec![p]);
+                            }
+                        }
+                    }
                 }
             }
             ks.rows = kept;
+            ks.ext = kept_ext;
+            if nv > 0 {
+                let after = ks.ext_bytes();
+                self.st.bytes = (self.st.bytes + after).saturating_sub(bytes_before);
+            }
             let gone = (before - ks.rows.len() / s) as u64;
             self.st.rows -= gone;
             self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
@@ -957,6 +1049,7 @@ impl WindowOp {
             starts.clear();
             let mut sessions = Vec::new();
             let mut running = None;
+            let nv = self.nvar;
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
                 continue;
             };
@@ -967,7 +1060,9 @@ impl WindowOp {
                 row[2] &= !DIRTY;
                 let (start, end) = (row[0] as i64, row[1] as i64);
                 match self.kind {
-                    WindowKind::Running => running = Some(row[HDR..].to_vec()),
+                    WindowKind::Running => {
+                        running = Some((row[HDR..].to_vec(), ks.ext[nv..nv + nv].to_vec()))
+                    }
                     WindowKind::Hop { size, slide, .. } => {
                         // The open windows that hold this pane.
                         let mut w = (start - size).div_euclid(slide) * slide + slide;
@@ -985,8 +1080,8 @@ impl WindowOp {
                     }
                 }
             }
-            if let Some(words) = running {
-                self.result(k, None, None, &words, id, out);
+            if let Some((words, ext)) = running {
+                self.result(k, None, None, &words, &ext, id, out);
             }
             if let WindowKind::Hop { size, .. } = self.kind {
                 let ws: Vec<i64> = starts.iter().copied().collect();
@@ -995,8 +1090,11 @@ impl WindowOp {
                 }
             }
             for r in sessions {
-                let words = match self.st.keys[k as usize].as_ref() {
-                    Some(ks) => ks.rows[r * s..(r + 1) * s].to_vec(),
+                let (words, ext) = match self.st.keys[k as usize].as_ref() {
+                    Some(ks) => (
+                        ks.rows[r * s..(r + 1) * s].to_vec(),
+                        ks.ext[nv + r * nv..nv + (r + 1) * nv].to_vec(),
+                    ),
                     None => continue,
                 };
                 let rev = words[2] & !DIRTY;
@@ -1006,6 +1104,7 @@ impl WindowOp {
                     Some((words[0] as i64, words[1] as i64)),
                     rev,
                     &words[HDR..],
+                    &ext,
                     id,
                     out,
                 );
@@ -1045,12 +1144,14 @@ impl WindowOp {
 
     /// Builds the internal record of one result, applies HAVING and the
     /// SELECT list, and appends the output (plus `_rev`) to `out`.
+    #[allow(clippy::too_many_arguments)]
     fn result(
         &mut self,
         k: u32,
         window: Option<(i64, i64)>,
         rev: Option<u32>,
         words: &[u64],
+        ext: &[Ext],
         id: EntryId,
         out: &mut Vec<Record>,
     ) {
@@ -1093,7 +1194,16 @@ impl WindowOp {
         let mut tmp = BytesMut::new();
         for (j, a) in self.aggs.iter().enumerate() {
             tmp.clear();
-            if write_value(&a.result(words), &mut tmp) {
+            let v = if a.kind.has_ext() {
+                let carry = match (a.kind, window) {
+                    (agg::AggKind::Twap, Some((ws, _))) => carry_in(ks, self.nvar, a.ext, ws),
+                    _ => None,
+                };
+                a.ext_result(&ext[a.ext], window, carry)
+            } else {
+                a.result(words)
+            };
+            if write_value(&v, &mut tmp) {
                 fields.push((agg_col(j), put(&mut arena, &tmp)));
             }
         }
@@ -1157,6 +1267,32 @@ impl WindowOp {
             fields,
         });
     }
+}
+
+/// twap's carried price for a window starting at `ws`: the key's latest
+/// price before `ws`, from its rows and its carried slot.
+fn carry_in(ks: &KeyState, nvar: usize, v: usize, ws: i64) -> Option<Point> {
+    let mut best: Option<Point> = None;
+    let mut consider = |e: &Ext| {
+        if let Ext::Points(ps) = e {
+            let i = ps.partition_point(|p| p.at.ts < ws);
+            if let Some(p) = i.checked_sub(1).map(|i| ps[i]) {
+                if best.is_none_or(|b| b.at < p.at) {
+                    best = Some(p);
+                }
+            }
+        }
+    };
+    for (i, e) in ks.ext.iter().enumerate() {
+        if i < nvar {
+            if i == v {
+                consider(e);
+            }
+        } else if (i - nvar) % nvar == v {
+            consider(e);
+        }
+    }
+    best
 }
 
 pub(crate) fn key_col(i: usize) -> Bytes {
@@ -1328,15 +1464,15 @@ impl WindowOp {
                 &self.st.revs,
             )
         };
-        let mut live: Vec<(u32, &[u8], &[u64])> = Vec::with_capacity(self.st.index.len());
+        let mut live: Vec<(u32, &KeyState)> = Vec::with_capacity(self.st.index.len());
         for (i, k) in self.st.keys.iter().enumerate() {
             let id = i as u32;
             match saved.get(&id) {
-                Some(Some((key, rows))) => live.push((id, key, rows)),
+                Some(Some(ks)) => live.push((id, ks)),
                 Some(None) => {}
                 None => {
                     if let Some(ks) = k {
-                        live.push((id, &ks.key, &ks.rows));
+                        live.push((id, ks));
                     }
                 }
             }
@@ -1346,9 +1482,11 @@ impl WindowOp {
         put_globals(&mut v, &clock, dropped, written);
         v.extend_from_slice(&(live.len() as u32).to_le_bytes());
         let mut pos = HashMap::new();
-        for (n, (id, key, rows)) in live.iter().enumerate() {
+        for (n, (id, ks)) in live.iter().enumerate() {
             pos.insert(*id, n as u32);
-            put_key_rows(&mut v, key, rows, self.stride());
+            v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
+            v.extend_from_slice(&ks.key);
+            put_rows(&mut v, ks, self.stride());
         }
         let mut revs: Vec<_> = revs
             .iter()
@@ -1410,9 +1548,9 @@ impl WindowOp {
         for (k, pre) in keys {
             match pre {
                 None => self.st.free.push(k),
-                Some((key, rows)) => {
-                    self.st.index.insert(key.clone(), k);
-                    self.st.keys[k as usize] = Some(KeyState { key, rows });
+                Some(ks) => {
+                    self.st.index.insert(ks.key.clone(), k);
+                    self.st.keys[k as usize] = Some(ks);
                 }
             }
         }
@@ -1436,7 +1574,8 @@ impl WindowOp {
         let s = self.stride();
         let (mut bytes, mut rows) = (0u64, 0u64);
         for ks in self.st.keys.iter().flatten() {
-            bytes += ks.key.len() as u64 + KEY_OVERHEAD + (ks.rows.len() * 8) as u64;
+            bytes +=
+                ks.key.len() as u64 + KEY_OVERHEAD + (ks.rows.len() * 8) as u64 + ks.ext_bytes();
             rows += (ks.rows.len() / s) as u64;
         }
         self.st.bytes = bytes;
@@ -1494,14 +1633,11 @@ impl WindowOp {
                     v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
                     v.extend_from_slice(&ks.key);
                     v.push(1);
-                    v.extend_from_slice(&((ks.rows.len() / self.stride()) as u32).to_le_bytes());
-                    for w in &ks.rows {
-                        v.extend_from_slice(&w.to_le_bytes());
-                    }
+                    put_rows(&mut v, ks, self.stride());
                 }
-                (None, Some((key, _))) => {
-                    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                    v.extend_from_slice(key);
+                (None, Some(ks)) => {
+                    v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
+                    v.extend_from_slice(&ks.key);
                     v.push(0);
                 }
                 (None, None) => continue,
@@ -1552,7 +1688,7 @@ impl WindowOp {
             let key = r.bytes()?;
             let rows = match r.u8()? {
                 0 => None,
-                1 => Some(get_rows(&mut r, stride)?),
+                1 => Some(self.get_rows_ext(&mut r, ver)?),
                 b => return Err(format!("bad flag {b}")),
             };
             keys.push((key, rows));
@@ -1571,24 +1707,27 @@ impl WindowOp {
         for (key, rows) in keys {
             let id = self.st.index.get(key).copied();
             match (id, rows) {
-                (Some(k), Some(rows)) => {
+                (Some(k), Some((rows, ext))) => {
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows = rows;
+                        ks.ext = ext;
                     }
                     touched.push(k);
                 }
-                (None, Some(rows)) => {
+                (None, Some((rows, ext))) => {
                     self.key_buf.clear();
                     self.key_buf.extend_from_slice(key);
                     let k = self.key_id();
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows = rows;
+                        ks.ext = ext;
                     }
                     touched.push(k);
                 }
                 (Some(k), None) => {
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows.clear();
+                        ks.ext.clear();
                     }
                     self.drop_key_if_empty(k);
                 }
@@ -1663,17 +1802,18 @@ impl WindowOp {
         let nkeys = r.u32()? as usize;
         for _ in 0..nkeys {
             let key: Box<[u8]> = r.bytes()?.into();
-            let rows = get_rows(&mut r, stride)?;
+            let (rows, ext) = self.get_rows_ext(&mut r, ver)?;
             let words = rows.len();
             let nrows = words / stride;
             if st.index.contains_key(&key) {
                 return Err("a key appears twice in the window state".into());
             }
             let id = st.keys.len() as u32;
-            st.bytes += key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64;
+            let ks = KeyState { key, rows, ext };
+            st.bytes += ks.key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64 + ks.ext_bytes();
             st.rows += nrows as u64;
-            st.index.insert(key.clone(), id);
-            st.keys.push(Some(KeyState { key, rows }));
+            st.index.insert(ks.key.clone(), id);
+            st.keys.push(Some(ks));
         }
         let nrevs = r.u32()? as usize;
         for _ in 0..nrevs {
@@ -1788,12 +1928,43 @@ fn get_globals(r: &mut crate::engine::def::Cursor<'_>, ver: u8) -> Result<Global
     Ok((c, dropped, written))
 }
 
-fn put_key_rows(v: &mut Vec<u8>, key: &[u8], rows: &[u64], stride: usize) {
-    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    v.extend_from_slice(key);
-    v.extend_from_slice(&((rows.len() / stride) as u32).to_le_bytes());
-    for w in rows {
+/// `u32 rows`, the words, then (version 2, with aggregates that keep an
+/// [`Ext`]) the key's ext slots ([`agg::Ext::encode`]).
+fn put_rows(v: &mut Vec<u8>, ks: &KeyState, stride: usize) {
+    v.extend_from_slice(&((ks.rows.len() / stride) as u32).to_le_bytes());
+    for w in &ks.rows {
         v.extend_from_slice(&w.to_le_bytes());
+    }
+    for e in &ks.ext {
+        e.encode(v);
+    }
+}
+
+impl WindowOp {
+    /// Reads [`put_rows`]'s bytes.
+    fn get_rows_ext(
+        &self,
+        r: &mut crate::engine::def::Cursor<'_>,
+        ver: u8,
+    ) -> Result<(Vec<u64>, Vec<Ext>), String> {
+        let rows = get_rows(r, self.stride())?;
+        let nv = self.nvar;
+        let slots = nv * (1 + rows.len() / self.stride());
+        let mut ext = Vec::with_capacity(slots.min(r.remaining()));
+        if ver >= STATE_V2 {
+            let kinds: Vec<agg::AggKind> = self
+                .aggs
+                .iter()
+                .filter(|a| a.kind.has_ext())
+                .map(|a| a.kind)
+                .collect();
+            for i in 0..slots {
+                ext.push(Ext::decode(r, Some(kinds[i % nv]))?);
+            }
+        } else {
+            ext.resize(slots, Ext::None);
+        }
+        Ok((rows, ext))
     }
 }
 
