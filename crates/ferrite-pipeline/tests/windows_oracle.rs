@@ -52,10 +52,66 @@ fn gen(seed: u64, n: usize) -> Vec<Ev> {
 
 const AGGS: &str = "count(*) AS n, count(price) AS np, sum(price) AS s, min(price) AS lo, \
     max(price) AS hi, first(price) AS open, last(price) AS close, avg(price) AS mean, \
-    vwap(price, vol) AS vwap";
+    vwap(price, vol) AS vwap, count(DISTINCT price) AS d, median(price) AS med, \
+    percentile_cont(0.9) WITHIN GROUP (ORDER BY vol) AS p9, twap(price) AS tw";
 
-/// The aggregates of `evs`, as the operator prints them (NULL: absent).
-fn aggregate(evs: &[&Ev]) -> Vec<(String, Option<String>)> {
+/// A price of the key before a window: event time, entry ID, price.
+type Carry = Option<(i64, EntryId, i64)>;
+
+/// The key's latest accepted price before `s`.
+fn carry_of(accepted: &[Ev], sym: &str, s: i64) -> Carry {
+    accepted
+        .iter()
+        .filter(|x| x.sym == sym && x.ts < s)
+        .filter_map(|x| Some((x.ts, x.id, x.price?)))
+        .max()
+}
+
+/// PostgreSQL's percentile_cont over `xs`.
+fn percentile(xs: &[i64], p: f64) -> Option<f64> {
+    let mut v: Vec<f64> = xs.iter().map(|&x| x as f64).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = p * (v.len() - 1) as f64;
+    let lo = pos.floor();
+    let frac = pos - lo;
+    let a = v[lo as usize];
+    if frac == 0.0 {
+        return Some(a);
+    }
+    let b = v[(lo as usize + 1).min(v.len() - 1)];
+    Some(a + (b - a) * frac)
+}
+
+/// The time-weighted average over `[s, e)`, computed as the operator
+/// documents it (weights first).
+fn twap(evs: &[&Ev], s: i64, e: i64, carry: Carry) -> Option<f64> {
+    let mut pts: Vec<(i64, EntryId, i64)> = evs
+        .iter()
+        .filter_map(|x| Some((x.ts, x.id, x.price?)))
+        .collect();
+    pts.sort();
+    let (start, mut t, mut price) = match (carry, pts.first()) {
+        (Some(c), _) => (s, s, c.2 as f64),
+        (None, Some(f)) => (f.0, f.0, f.2 as f64),
+        (None, None) => return None,
+    };
+    let total = (e - start) as f64;
+    let mut avg = 0.0;
+    for p in &pts {
+        avg += price * ((p.0 - t) as f64 / total);
+        t = p.0;
+        price = p.2 as f64;
+    }
+    avg += price * ((e - t) as f64 / total);
+    Some(avg)
+}
+
+/// The aggregates of `evs` in window `[s, e)`, as the operator prints
+/// them (NULL: absent).
+fn aggregate(evs: &[&Ev], (s, e): (i64, i64), carry: Carry) -> Vec<(String, Option<String>)> {
     let ps: Vec<i64> = evs.iter().filter_map(|e| e.price).collect();
     let f = |x: f64| ferrite_pipeline::value::format_float(x);
     let with_price: Vec<&Ev> = evs.iter().copied().filter(|e| e.price.is_some()).collect();
@@ -87,6 +143,18 @@ fn aggregate(evs: &[&Ev]) -> Vec<(String, Option<String>)> {
             (!ps.is_empty()).then(|| f(ps.iter().sum::<i64>() as f64 / ps.len() as f64)),
         ),
         ("vwap".into(), (v != 0.0).then(|| f(pv / v))),
+        ("d".into(), {
+            let mut d = ps.clone();
+            d.sort();
+            d.dedup();
+            Some(d.len().to_string())
+        }),
+        ("med".into(), percentile(&ps, 0.5).map(f)),
+        (
+            "p9".into(),
+            percentile(&evs.iter().filter_map(|e| e.vol).collect::<Vec<_>>(), 0.9).map(f),
+        ),
+        ("tw".into(), twap(evs, s, e, carry).map(f)),
     ]
 }
 
@@ -165,7 +233,11 @@ impl Reference {
             .iter()
             .filter(|x| x.sym == sym && x.ts >= s && x.ts < e)
             .collect();
-        (!evs.is_empty()).then(|| aggregate(&evs))
+        (!evs.is_empty()).then(|| aggregate(&evs, (s, e), self.carry(sym, s)))
+    }
+
+    fn carry(&self, sym: &str, s: i64) -> Carry {
+        carry_of(&self.accepted, sym, s)
     }
 
     fn push(&mut self, ev: Ev) {
@@ -221,7 +293,8 @@ impl Reference {
                     evs.extend(m.3);
                 }
                 if wm != i64::MIN && e <= wm {
-                    let r = aggregate(&evs.iter().collect::<Vec<_>>());
+                    let carry = carry_of(&self.accepted, &ev.sym, s);
+                    let r = aggregate(&evs.iter().collect::<Vec<_>>(), (s, e), carry);
                     self.out.push(line(&ev.sym, s, e, rev, r));
                     rev += 1;
                 }
@@ -253,10 +326,21 @@ impl Reference {
                     }
                 }
                 Kind::Session { .. } => {
+                    let mut carries = HashMap::new();
+                    for (sym, list) in &self.sessions {
+                        for sess in list {
+                            carries.insert((sym.clone(), sess.0), self.carry(sym, sess.0));
+                        }
+                    }
                     for (sym, list) in &mut self.sessions {
                         for sess in list.iter_mut() {
                             if sess.1 > old && sess.1 <= new {
-                                let r = aggregate(&sess.3.iter().collect::<Vec<_>>());
+                                let carry = carries.get(&(sym.clone(), sess.0)).copied().flatten();
+                                let r = aggregate(
+                                    &sess.3.iter().collect::<Vec<_>>(),
+                                    (sess.0, sess.1),
+                                    carry,
+                                );
                                 self.out.push(line(sym, sess.0, sess.1, sess.2, r));
                                 sess.2 += 1;
                             }
