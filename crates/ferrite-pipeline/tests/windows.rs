@@ -762,3 +762,86 @@ fn twap_carries_across_hop_panes_and_dropped_windows() {
         ]
     );
 }
+
+#[test]
+fn count_windows_tumble_and_slide_per_key() {
+    let sql = "INSERT INTO o SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s FROM t GROUP BY k, COUNT_WINDOW(2)";
+    let out = run(
+        sql,
+        &WindowOptions::default(),
+        &[
+            (10, &[("k", "a"), ("v", "1")]),
+            (20, &[("k", "b"), ("v", "5")]),
+            (15, &[("k", "a"), ("v", "2")]), // out of order: window_start is the least time
+            (30, &[("k", "a"), ("v", "3")]),
+            (40, &[("k", "b"), ("v", "6")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "k=a window_start=10 window_end=16 n=2 s=3",
+            "k=b window_start=20 window_end=41 n=2 s=11",
+        ]
+    );
+    let sql = "INSERT INTO o SELECT window_start, count(*) AS n, sum(v) AS s, twap(v) AS tw FROM t GROUP BY COUNT_WINDOW(3, 2)";
+    let evs: Vec<(u64, Vec<(&str, String)>)> = (1..=7u64)
+        .map(|i| (i * 10, vec![("v", i.to_string())]))
+        .collect();
+    let rows: Vec<Vec<(&str, &str)>> = evs
+        .iter()
+        .map(|(_, f)| f.iter().map(|(k, v)| (*k, v.as_str())).collect())
+        .collect();
+    let evs: Vec<Ev<'_>> = evs
+        .iter()
+        .zip(&rows)
+        .map(|((ms, _), r)| (*ms, r.as_slice()))
+        .collect();
+    let out = run(sql, &WindowOptions::default(), &evs);
+    // Entries 1-3, 3-5, 5-7. twap of [10, 31) with 1,2,3 at 10,20,30:
+    // (1*10 + 2*10 + 3*1)/21; then 2 carries in at 30 for [30, 51).
+    assert_eq!(
+        out,
+        vec![
+            format!(
+                "window_start=10 n=3 s=6 tw={}",
+                ferrite_pipeline::value::format_float(
+                    1.0 * (10.0 / 21.0) + 2.0 * (10.0 / 21.0) + 3.0 * (1.0 / 21.0)
+                )
+            ),
+            format!(
+                "window_start=30 n=3 s=12 tw={}",
+                ferrite_pipeline::value::format_float(
+                    2.0 * 0.0 + 3.0 * (10.0 / 21.0) + 4.0 * (10.0 / 21.0) + 5.0 * (1.0 / 21.0)
+                )
+            ),
+            format!(
+                "window_start=50 n=3 s=18 tw={}",
+                ferrite_pipeline::value::format_float(
+                    5.0 * (10.0 / 21.0) + 6.0 * (10.0 / 21.0) + 7.0 * (1.0 / 21.0)
+                )
+            ),
+        ]
+    );
+    for bad in [
+        "INSERT INTO o SELECT count(*) AS n FROM t GROUP BY COUNT_WINDOW(0)",
+        "INSERT INTO o SELECT count(*) AS n FROM t GROUP BY COUNT_WINDOW(2, 3)",
+        "INSERT INTO o SELECT count(*) AS n FROM t GROUP BY COUNT_WINDOW(x)",
+    ] {
+        assert!(
+            matches!(Plan::compile(bad), Err(PlanError::Invalid(_))),
+            "{bad}"
+        );
+    }
+    let wm = WindowOptions {
+        watermark_ms: 5,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Plan::compile_with(
+            "INSERT INTO o SELECT count(*) AS n FROM t GROUP BY COUNT_WINDOW(2)",
+            &wm
+        ),
+        Err(PlanError::Invalid(_))
+    ));
+}

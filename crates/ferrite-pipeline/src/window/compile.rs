@@ -60,7 +60,10 @@ fn agg_name(f: &Function) -> Option<String> {
 }
 
 fn is_window_fn(f: &Function) -> bool {
-    matches!(fn_name(f).as_str(), "tumble" | "hop" | "session")
+    matches!(
+        fn_name(f).as_str(),
+        "tumble" | "hop" | "session" | "count_window"
+    )
 }
 
 /// Copies `e`, replacing the nodes for which `f` returns a replacement;
@@ -232,6 +235,23 @@ fn duration(e: &Expr, what: &str) -> Result<i64, PlanError> {
     Ok(ms)
 }
 
+/// A number of entries: a positive integer up to 1,000,000.
+fn entries(e: &Expr, what: &str) -> Result<i64, PlanError> {
+    let n = match e {
+        Expr::Value(v) => match &v.value {
+            SqlValue::Number(n, _) => n.parse::<i64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(PlanError::Invalid(format!(
+            "{what} must be a number of entries from 1 to 1000000, got {e}"
+        ))),
+    }
+}
+
 /// `500`, `500ms`, `2s`, `1m`, `1h`, `1d`, `30 seconds`, `1 minute`, ...:
 /// milliseconds.
 pub fn parse_duration(s: &str) -> Option<i64> {
@@ -306,6 +326,35 @@ pub(crate) fn compile(
         }
         let args = crate::expr::function_args(f)?;
         let name = fn_name(f);
+        if name == "count_window" {
+            if args.is_empty() || args.len() > 2 {
+                return Err(PlanError::WrongArity {
+                    function: name,
+                    expected: "1 or 2",
+                    got: args.len(),
+                });
+            }
+            let n = entries(args[0], "COUNT_WINDOW's size")?;
+            let slide = match args.get(1) {
+                Some(a) => entries(a, "COUNT_WINDOW's slide")?,
+                None => n,
+            };
+            if slide > n {
+                return Err(PlanError::Invalid(format!(
+                    "COUNT_WINDOW({n}, {slide}): the slide must not exceed the size"
+                )));
+            }
+            let pane = gcd(n, slide);
+            if n / pane > 100_000 {
+                return Err(PlanError::Invalid(format!(
+                    "COUNT_WINDOW({n}, {slide}) needs {} panes per window (at most 100000): choose a size that is a multiple of the slide",
+                    n / pane
+                )));
+            }
+            window_text = format!("COUNT_WINDOW(size {n} entries, slide {slide}, panes of {pane})");
+            kind = WindowKind::Count { n, slide, pane };
+            continue;
+        }
         let want = if name == "hop" { 3 } else { 2 };
         if args.len() != want {
             return Err(PlanError::WrongArity {
@@ -346,6 +395,18 @@ pub(crate) fn compile(
         };
     }
     let windowed = kind != WindowKind::Running;
+    let counted = matches!(kind, WindowKind::Count { .. });
+    if counted
+        && (opts.lateness_ms > 0
+            || opts.watermark_ms > 0
+            || opts.late_stream.is_some()
+            || opts.idle_ms > 0
+            || opts.emit != super::Emit::Final)
+    {
+        return Err(PlanError::Invalid(
+            "WATERMARK, LATENESS, LATE, IDLE and EMIT UPDATES do not apply to COUNT_WINDOW (a window closes when it is full)".into(),
+        ));
+    }
     if !windowed
         && (opts.lateness_ms > 0
             || opts.watermark_ms > 0
@@ -545,13 +606,19 @@ pub(crate) fn compile(
     if let Some(h) = &sel.having {
         text.push_str(&format!(" having {h}"));
     }
+    if counted {
+        // The window's first and last event times.
+        width += 2;
+    }
     let emit = match opts.emit {
         super::Emit::Final if windowed => "emit final".to_string(),
         super::Emit::Final => "emit updates per batch".to_string(),
         super::Emit::Updates { every_ms: 0 } => "emit updates per batch".to_string(),
         super::Emit::Updates { every_ms } => format!("emit updates every {every_ms} ms"),
     };
-    if windowed {
+    if counted {
+        text.push_str(" emit when full");
+    } else if windowed {
         text.push_str(&format!(
             " watermark {} ms lateness {} ms {emit}{}",
             opts.watermark_ms,

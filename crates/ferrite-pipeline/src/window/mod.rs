@@ -133,6 +133,16 @@ pub enum WindowKind {
         /// Inactivity that closes a session, ms.
         gap: i64,
     },
+    /// COUNT_WINDOW(n[, slide]): every `n` entries of a key in arrival
+    /// order, a window starting every `slide` entries (default `n`).
+    Count {
+        /// Entries per window.
+        n: i64,
+        /// Entries between window starts (1..=n).
+        slide: i64,
+        /// Entries per pane: gcd(n, slide).
+        pane: i64,
+    },
 }
 
 /// Largest event time accepted (ms): far beyond any date, and far enough
@@ -816,6 +826,93 @@ impl WindowOp {
         self.merged = merged;
     }
 
+    // ---- COUNT_WINDOW ---------------------------------------------------
+
+    /// Adds an entry to key `k`'s last pane (a row `[pane number, entries,
+    /// rev]` with the trailer words `[min time, max time + 1]` after the
+    /// aggregates); when the pane fills and a window ends there, emits the
+    /// window and drops the panes no later window needs.
+    fn place_count(
+        &mut self,
+        k: u32,
+        t: i64,
+        at: Order,
+        (n, slide, pane): (i64, i64, i64),
+        id: EntryId,
+        out: &mut Vec<Record>,
+    ) -> Placed {
+        let s = self.stride();
+        let tr = s - 2;
+        let last = self.st.keys[k as usize].as_ref().and_then(|ks| {
+            let m = ks.rows.len() / s;
+            (m > 0).then(|| (ks.rows[(m - 1) * s] as i64, ks.rows[(m - 1) * s + 1] as i64))
+        });
+        let p = match last {
+            Some((p, c)) if c < pane => p,
+            Some((p, _)) => p + 1,
+            None => 0,
+        };
+        let (r, new) = self.row_at(k, p, 0);
+        self.update_row(k, r, at);
+        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            return Placed::Ok;
+        };
+        let row = &mut ks.rows[r * s..(r + 1) * s];
+        row[1] += 1;
+        if new {
+            row[tr] = t as u64;
+            row[tr + 1] = (t + 1) as u64;
+        } else {
+            row[tr] = (row[tr] as i64).min(t) as u64;
+            row[tr + 1] = (row[tr + 1] as i64).max(t + 1) as u64;
+        }
+        if row[1] as i64 == pane {
+            let total = (p + 1) * pane;
+            if total >= n && (total - n) % slide == 0 {
+                self.emit_count(k, (total - n) / pane, p, id, out);
+                let keep_from = (total - n + slide) / pane;
+                self.retain_rows(k, |row| row[0] as i64 >= keep_from);
+            }
+        }
+        Placed::Ok
+    }
+
+    /// Merges key `k`'s panes `lo..=hi` and emits the window.
+    fn emit_count(&mut self, k: u32, lo: i64, hi: i64, id: EntryId, out: &mut Vec<Record>) {
+        let st = self.stride();
+        let tr = st - 2;
+        let nv = self.nvar;
+        let mut merged = std::mem::take(&mut self.merged);
+        merged.clear();
+        merged.resize(self.width, 0);
+        let mut mext = std::mem::take(&mut self.merged_ext);
+        mext.clear();
+        mext.resize(nv, Ext::None);
+        let (mut ws, mut we) = (i64::MAX, i64::MIN);
+        if let Some(ks) = self.st.keys[k as usize].as_ref() {
+            for (r, row) in ks.rows.chunks_exact(st).enumerate() {
+                let p = row[0] as i64;
+                if p < lo || p > hi {
+                    continue;
+                }
+                ws = ws.min(row[tr] as i64);
+                we = we.max(row[tr + 1] as i64);
+                for a in &self.aggs {
+                    if a.kind.has_ext() {
+                        a.ext_merge(&mut mext[a.ext], &ks.ext[nv + r * nv + a.ext]);
+                    } else {
+                        a.merge(&mut merged, &row[HDR..]);
+                    }
+                }
+            }
+        }
+        if ws <= we {
+            self.result(k, Some((ws, we)), None, &merged[..tr - HDR], &mext, id, out);
+        }
+        self.merged = merged;
+        self.merged_ext = mext;
+    }
+
     // ---- time -----------------------------------------------------------
 
     /// Fires the windows whose end the watermark reached, then drops the
@@ -855,7 +952,7 @@ impl WindowOp {
                         self.emit_session(k, r, true, id, out);
                     }
                 }
-                WindowKind::Running => {}
+                WindowKind::Running | WindowKind::Count { .. } => {}
             }
         }
         let l = self.lateness();
@@ -865,18 +962,41 @@ impl WindowOp {
             }
             self.st.clean.pop_first();
             self.touch(k);
-            let s = self.stride();
             // The time after which a row may go.
-            let expiry = |row: &[u64]| -> i64 {
-                match self.kind {
+            let kind = self.kind;
+            let expiry = move |row: &[u64]| -> i64 {
+                match kind {
                     WindowKind::Hop { size, slide, .. } => {
                         (row[0] as i64).div_euclid(slide) * slide + size + l
                     }
                     _ => row[1] as i64 + l,
                 }
             };
+            self.retain_rows(k, |row| expiry(row) > wm);
+            if let WindowKind::Hop { size, .. } = self.kind {
+                if self
+                    .st
+                    .revs
+                    .keys()
+                    .any(|&(kk, s0)| kk == k && s0 + size + l <= wm)
+                {
+                    self.touch_revs();
+                    self.st
+                        .revs
+                        .retain(|&(kk, s0), _| kk != k || s0 + size + l > wm);
+                }
+            }
+            self.drop_key_if_empty(k);
+        }
+    }
+
+    /// Keeps key `k`'s rows for which `keep` holds (the key must be
+    /// touched); twap's last price of a dropped row carries on in the key.
+    fn retain_rows(&mut self, k: u32, keep: impl Fn(&[u64]) -> bool) {
+        let s = self.stride();
+        {
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
-                continue;
+                return;
             };
             let before = ks.rows.len() / s;
             let nv = self.nvar;
@@ -887,7 +1007,7 @@ impl WindowOp {
             let mut ext = std::mem::take(&mut ks.ext).into_iter();
             for row in ks.rows.chunks_exact(s) {
                 let row_ext: Vec<Ext> = ext.by_ref().take(nv).collect();
-                if expiry(row) > wm {
+                if keep(row) {
                     kept.extend_from_slice(row);
                     kept_ext.extend(row_ext);
                 } else {
@@ -911,20 +1031,6 @@ impl WindowOp {
             let gone = (before - ks.rows.len() / s) as u64;
             self.st.rows -= gone;
             self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
-            if let WindowKind::Hop { size, .. } = self.kind {
-                if self
-                    .st
-                    .revs
-                    .keys()
-                    .any(|&(kk, s0)| kk == k && s0 + size + l <= wm)
-                {
-                    self.touch_revs();
-                    self.st
-                        .revs
-                        .retain(|&(kk, s0), _| kk != k || s0 + size + l > wm);
-                }
-            }
-            self.drop_key_if_empty(k);
         }
     }
 
@@ -1078,6 +1184,8 @@ impl WindowOp {
                             sessions.push(r);
                         }
                     }
+                    // EMIT UPDATES is refused for count windows.
+                    WindowKind::Count { .. } => {}
                 }
             }
             if let Some((words, ext)) = running {
@@ -1383,6 +1491,9 @@ impl Operator for WindowOp {
                 }
                 WindowKind::Hop { .. } => self.place_hop(k, t, at, id, &mut records),
                 WindowKind::Session { gap } => self.place_session(k, t, at, id, gap, &mut records),
+                WindowKind::Count { n, slide, pane } => {
+                    self.place_count(k, t, at, (n, slide, pane), id, &mut records)
+                }
             };
             if let Placed::TooLate = placed {
                 self.drop_key_if_empty(k);
@@ -1397,7 +1508,11 @@ impl Operator for WindowOp {
                 );
                 continue;
             }
-            if self.kind != WindowKind::Running && self.st.clock.max_ts.is_none_or(|m| t > m) {
+            let timed = matches!(
+                self.kind,
+                WindowKind::Hop { .. } | WindowKind::Session { .. }
+            );
+            if timed && self.st.clock.max_ts.is_none_or(|m| t > m) {
                 self.st.clock.max_ts = Some(t);
                 self.advance(id, &mut records);
             }
@@ -1873,7 +1988,7 @@ impl WindowOp {
                     }
                     self.st.clean.insert((end + l, k));
                 }
-                WindowKind::Running => {}
+                WindowKind::Running | WindowKind::Count { .. } => {}
             }
         }
     }
