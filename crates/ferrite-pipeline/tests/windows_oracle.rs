@@ -5,7 +5,7 @@
 //! Their outputs must be the same multiset, including revisions (`_rev`)
 //! and the LATE stream.
 
-use ferrite_pipeline::{Entry, EntryId, Plan, Record, WindowOptions};
+use ferrite_pipeline::{Emit, Entry, EntryId, Plan, Record, WindowOptions};
 use std::collections::{BTreeMap, HashMap};
 
 struct Rng(u64);
@@ -58,6 +58,20 @@ const AGGS: &str = "count(*) AS n, count(price) AS np, sum(price) AS s, min(pric
 /// A price of the key before a window: event time, entry ID, price.
 type Carry = Option<(i64, EntryId, i64)>;
 
+/// Whether two lines of a window come from the same entries: equal but
+/// for twap, which also depends on the price carried in from before the
+/// window (a late entry there changes it without entering the window; the
+/// operator counts a window changed when an entry entered it).
+fn same_entries(a: &str, b: &str) -> bool {
+    let strip = |l: &str| {
+        l.split(' ')
+            .filter(|f| !f.starts_with("tw="))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    strip(a) == strip(b)
+}
+
 /// The key's latest accepted price before `s`.
 fn carry_of(accepted: &[Ev], sym: &str, s: i64) -> Carry {
     accepted
@@ -65,6 +79,23 @@ fn carry_of(accepted: &[Ev], sym: &str, s: i64) -> Carry {
         .filter(|x| x.sym == sym && x.ts < s)
         .filter_map(|x| Some((x.ts, x.id, x.price?)))
         .max()
+}
+
+/// A session's carried price, as the operator keeps it: the latest price
+/// before `s` in the key's live sessions, or the last price of its dropped
+/// sessions when that is before `s`.
+fn session_carry(live: &[Session], dropped: Carry, s: i64) -> Carry {
+    let mut best = dropped.filter(|d| d.0 < s);
+    for sess in live {
+        for x in &sess.3 {
+            if let Some(p) = x.price {
+                if x.ts < s && best.is_none_or(|b| b < (x.ts, x.id, p)) {
+                    best = Some((x.ts, x.id, p));
+                }
+            }
+        }
+    }
+    best
 }
 
 /// PostgreSQL's percentile_cont over `xs`.
@@ -207,11 +238,131 @@ struct Reference {
     /// (start, end, emissions, events).
     revs: HashMap<(String, i64), u32>,
     sessions: BTreeMap<String, Vec<Session>>,
+    /// EMIT UPDATES EVERY (None: EMIT FINAL).
+    every: Option<i64>,
+    /// IDLE (0: off), the watermark it reached, the last batch's time.
+    idle: i64,
+    idle_wm: Option<i64>,
+    last_arrival: Option<i64>,
+    last_flush: Option<i64>,
+    /// The last line written per (sym, window start), without `_rev`.
+    last_line: HashMap<(String, i64), String>,
+    /// SESSION: the last price of each key's dropped sessions.
+    dropped: HashMap<String, Carry>,
 }
 
 impl Reference {
+    fn new(kind: Kind, wm_delay: i64, lateness: i64, every: Option<i64>, idle: i64) -> Reference {
+        Reference {
+            kind,
+            wm_delay,
+            lateness,
+            max_ts: None,
+            accepted: vec![],
+            out: vec![],
+            late: vec![],
+            revs: HashMap::new(),
+            sessions: BTreeMap::new(),
+            every,
+            idle,
+            idle_wm: None,
+            last_arrival: None,
+            last_flush: None,
+            last_line: HashMap::new(),
+            dropped: HashMap::new(),
+        }
+    }
+
     fn wm(&self) -> i64 {
-        self.max_ts.map_or(i64::MIN, |m| m - self.wm_delay)
+        match self.max_ts {
+            None => i64::MIN,
+            Some(m) => (m - self.wm_delay).max(self.idle_wm.unwrap_or(i64::MIN)),
+        }
+    }
+
+    /// A window's result when the watermark passes its end: under EMIT
+    /// UPDATES only when it differs from the last line written for it
+    /// (count(*) is among the aggregates, so any new event changes it).
+    fn final_line(&mut self, sym: &str, s: i64, l: String) {
+        let same = self
+            .last_line
+            .get(&(sym.to_string(), s))
+            .is_some_and(|x| same_entries(x, &l));
+        if self.every.is_none() || !same {
+            self.out.push(l.clone());
+        }
+        self.last_line.insert((sym.to_string(), s), l);
+    }
+
+    /// One batch (or a tick, with no events) at wall-clock time `now`.
+    fn step(&mut self, now: i64, evs: &[Ev]) {
+        if let (true, Some(m), Some(last)) = (self.idle > 0, self.max_ts, self.last_arrival) {
+            if now - last >= self.idle {
+                let w = m - self.wm_delay + (now - last);
+                let old = self.wm();
+                if w > old {
+                    self.idle_wm = Some(w);
+                    self.fire(old, w);
+                }
+            }
+        }
+        for e in evs {
+            self.push(e.clone());
+        }
+        if !evs.is_empty() {
+            self.last_arrival = Some(now);
+        }
+        let Some(every) = self.every else {
+            return;
+        };
+        if self.last_flush.is_some_and(|l| now < l + every) {
+            return;
+        }
+        let wm = self.wm();
+        let mut open: Vec<(String, i64, String)> = vec![];
+        match self.kind {
+            Kind::Hop { .. } => {
+                let mut ws = std::collections::BTreeSet::new();
+                for a in &self.accepted {
+                    for (s, e) in self.windows_of(a.ts) {
+                        if e > wm {
+                            ws.insert((a.sym.clone(), s, e));
+                        }
+                    }
+                }
+                for (sym, s, e) in ws {
+                    if let Some(r) = self.hop_result(&sym, s, e) {
+                        open.push((sym.clone(), s, line(&sym, s, e, 0, r)));
+                    }
+                }
+            }
+            Kind::Session { .. } => {
+                for (sym, list) in &self.sessions {
+                    for sess in list.iter().filter(|x| x.1 > wm) {
+                        let d = self.dropped.get(sym).copied().flatten();
+                        let carry = session_carry(list, d, sess.0);
+                        let r =
+                            aggregate(&sess.3.iter().collect::<Vec<_>>(), (sess.0, sess.1), carry);
+                        open.push((sym.clone(), sess.0, line(sym, sess.0, sess.1, sess.2, r)));
+                    }
+                }
+            }
+        }
+        let mut wrote = false;
+        for (sym, s, l) in open {
+            if !self
+                .last_line
+                .get(&(sym.clone(), s))
+                .is_some_and(|x| same_entries(x, &l))
+            {
+                self.out.push(l.clone());
+                self.last_line.insert((sym, s), l);
+                wrote = true;
+            }
+        }
+        if wrote {
+            self.last_flush = Some(now);
+        }
     }
 
     fn windows_of(&self, ts: i64) -> Vec<(i64, i64)> {
@@ -293,7 +444,8 @@ impl Reference {
                     evs.extend(m.3);
                 }
                 if wm != i64::MIN && e <= wm {
-                    let carry = carry_of(&self.accepted, &ev.sym, s);
+                    let d = self.dropped.get(&ev.sym).copied().flatten();
+                    let carry = session_carry(&keep, d, s);
                     let r = aggregate(&evs.iter().collect::<Vec<_>>(), (s, e), carry);
                     self.out.push(line(&ev.sym, s, e, rev, r));
                     rev += 1;
@@ -309,6 +461,12 @@ impl Reference {
             let old = wm;
             self.max_ts = Some(ev.ts);
             let new = self.wm();
+            self.fire(old, new);
+        }
+    }
+
+    fn fire(&mut self, old: i64, new: i64) {
+        {
             match self.kind {
                 Kind::Hop { .. } => {
                     let mut fired = std::collections::BTreeSet::new();
@@ -321,7 +479,7 @@ impl Reference {
                     }
                     for (sym, s, e) in fired {
                         if let Some(r) = self.hop_result(&sym, s, e) {
-                            self.out.push(line(&sym, s, e, 0, r));
+                            self.final_line(&sym, s, line(&sym, s, e, 0, r));
                         }
                     }
                 }
@@ -329,9 +487,11 @@ impl Reference {
                     let mut carries = HashMap::new();
                     for (sym, list) in &self.sessions {
                         for sess in list {
-                            carries.insert((sym.clone(), sess.0), self.carry(sym, sess.0));
+                            let d = self.dropped.get(sym).copied().flatten();
+                            carries.insert((sym.clone(), sess.0), session_carry(list, d, sess.0));
                         }
                     }
+                    let mut lines = vec![];
                     for (sym, list) in &mut self.sessions {
                         for sess in list.iter_mut() {
                             if sess.1 > old && sess.1 <= new {
@@ -341,10 +501,17 @@ impl Reference {
                                     (sess.0, sess.1),
                                     carry,
                                 );
-                                self.out.push(line(sym, sess.0, sess.1, sess.2, r));
+                                lines.push((
+                                    sym.clone(),
+                                    sess.0,
+                                    line(sym, sess.0, sess.1, sess.2, r),
+                                ));
                                 sess.2 += 1;
                             }
                         }
+                    }
+                    for (sym, s, l) in lines {
+                        self.final_line(&sym, s, l);
                     }
                 }
             }
@@ -353,7 +520,17 @@ impl Reference {
             // beyond lateness are never asked for again).
             if let Kind::Session { .. } = self.kind {
                 let l = self.lateness;
-                for list in self.sessions.values_mut() {
+                for (sym, list) in self.sessions.iter_mut() {
+                    for sess in list.iter().filter(|s| s.1 + l <= new) {
+                        for x in &sess.3 {
+                            if let Some(p) = x.price {
+                                let d = self.dropped.entry(sym.clone()).or_default();
+                                if d.is_none_or(|b| b < (x.ts, x.id, p)) {
+                                    *d = Some((x.ts, x.id, p));
+                                }
+                            }
+                        }
+                    }
                     list.retain(|s| s.1 + l > new);
                 }
             }
@@ -362,6 +539,21 @@ impl Reference {
 }
 
 fn run_case(seed: u64, kind: Kind, wm_delay: i64, lateness: i64, late_stream: bool) {
+    run_case_with(seed, kind, wm_delay, lateness, late_stream, None, 0);
+}
+
+/// As [`run_case`], under EMIT UPDATES EVERY `every` (None: FINAL) and
+/// IDLE `idle`, with a wall clock that moves between batches and ticks
+/// between them.
+fn run_case_with(
+    seed: u64,
+    kind: Kind,
+    wm_delay: i64,
+    lateness: i64,
+    late_stream: bool,
+    every: Option<u64>,
+    idle: u64,
+) {
     let evs = gen(seed, 600);
     let window = match kind {
         Kind::Hop { size, slide } if size == slide => format!("TUMBLE(ts, {size})"),
@@ -375,22 +567,23 @@ fn run_case(seed: u64, kind: Kind, wm_delay: i64, lateness: i64, late_stream: bo
         watermark_ms: wm_delay as u64,
         lateness_ms: lateness as u64,
         late_stream: late_stream.then(|| "late".to_string()),
+        emit: match every {
+            Some(every_ms) => Emit::Updates { every_ms },
+            None => Emit::Final,
+        },
+        idle_ms: idle,
         ..Default::default()
     };
     let mut plan = Plan::compile_with(&sql, &opts).expect("compiles");
     // Built only from the epochs' state changes, as recovery does.
     let mut replica = Plan::compile_with(&sql, &opts).expect("compiles");
-    let mut reference = Reference {
+    let mut reference = Reference::new(
         kind,
         wm_delay,
         lateness,
-        max_ts: None,
-        accepted: vec![],
-        out: vec![],
-        late: vec![],
-        revs: HashMap::new(),
-        sessions: BTreeMap::new(),
-    };
+        every.map(|e| e as i64),
+        idle as i64,
+    );
     let rows: Vec<Vec<(String, String)>> = evs
         .iter()
         .map(|e| {
@@ -411,16 +604,39 @@ fn run_case(seed: u64, kind: Kind, wm_delay: i64, lateness: i64, late_stream: bo
     let mut got = vec![];
     let mut late = vec![];
     let mut i = 0;
+    let mut now = 1_000_000i64;
+    let clocked = every.is_some() || idle > 0;
     while i < evs.len() {
-        let n = (1 + rng.below(40) as usize).min(evs.len() - i);
+        let tick = clocked && rng.below(4) == 0;
+        now += if tick {
+            rng.below(2 * idle.max(100)) as i64
+        } else if clocked {
+            rng.below(40) as i64
+        } else {
+            0
+        };
+        let n = if tick {
+            0
+        } else {
+            (1 + rng.below(40) as usize).min(evs.len() - i)
+        };
         let entries: Vec<Entry<'_>> = (i..i + n)
             .map(|j| Entry::new(evs[j].id, &rows[j]))
             .collect();
+        reference.step(now, &evs[i..i + n]);
+        plan.set_clock(now);
         let before = plan.snapshot();
         let mut out = vec![];
         plan.begin_epoch();
-        let stats = plan.process_batch(&entries, &mut out);
-        assert_eq!(stats.failed, 0, "{:?}", stats.first_error);
+        let run = |plan: &mut Plan, out: &mut Vec<Record>| {
+            if tick {
+                plan.tick(out);
+            } else {
+                let stats = plan.process_batch(&entries, out);
+                assert_eq!(stats.failed, 0, "{:?}", stats.first_error);
+            }
+        };
+        run(&mut plan, &mut out);
         // A checkpoint during the epoch holds the state before it.
         assert!(
             plan.snapshot() == before,
@@ -433,7 +649,7 @@ fn run_case(seed: u64, kind: Kind, wm_delay: i64, lateness: i64, late_stream: bo
             assert_eq!(plan.snapshot(), before);
             out.clear();
             plan.begin_epoch();
-            plan.process_batch(&entries, &mut out);
+            run(&mut plan, &mut out);
         }
         let delta = plan.epoch_delta().expect("in an epoch");
         plan.end_epoch();
@@ -452,9 +668,6 @@ fn run_case(seed: u64, kind: Kind, wm_delay: i64, lateness: i64, late_stream: bo
             plan.restore(&snap).expect("restores");
             assert_eq!(plan.snapshot(), snap);
         }
-    }
-    for e in &evs {
-        reference.push(e.clone());
     }
     let mut want = reference.out.clone();
     want.sort();
@@ -546,5 +759,43 @@ fn session_matches_reference() {
     for seed in 1..6 {
         run_case(seed, Kind::Session { gap: 25 }, 50, 300, seed % 2 == 0);
         run_case(seed, Kind::Session { gap: 60 }, 0, 0, true);
+    }
+}
+
+#[test]
+fn emit_updates_matches_reference() {
+    for seed in 1..5 {
+        let tumble = Kind::Hop {
+            size: 100,
+            slide: 100,
+        };
+        let hop = Kind::Hop {
+            size: 150,
+            slide: 50,
+        };
+        run_case_with(seed, tumble, 50, 300, true, Some(0), 0);
+        run_case_with(seed, tumble, 20, 0, false, Some(30), 0);
+        run_case_with(seed, hop, 50, 300, true, Some(25), 0);
+        run_case_with(seed, Kind::Session { gap: 25 }, 50, 300, true, Some(30), 0);
+        run_case_with(seed, Kind::Session { gap: 60 }, 0, 0, true, Some(0), 0);
+    }
+}
+
+#[test]
+fn idle_matches_reference() {
+    for seed in 1..5 {
+        let tumble = Kind::Hop {
+            size: 100,
+            slide: 100,
+        };
+        let hop = Kind::Hop {
+            size: 100,
+            slide: 40,
+        };
+        run_case_with(seed, tumble, 50, 300, true, None, 100);
+        run_case_with(seed, hop, 20, 100, seed % 2 == 0, None, 60);
+        run_case_with(seed, Kind::Session { gap: 25 }, 50, 300, true, None, 80);
+        run_case_with(seed, tumble, 50, 200, true, Some(20), 100);
+        run_case_with(seed, Kind::Session { gap: 40 }, 10, 100, true, Some(10), 50);
     }
 }

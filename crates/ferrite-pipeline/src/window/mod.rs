@@ -28,7 +28,10 @@
 //! the watermark passes a window's end its final result is written once,
 //! unless no row of it changed since the flush that last wrote it (the
 //! consumer already has that value); revisions within LATENESS as with
-//! EMIT FINAL. Running aggregates write their dirty rows per batch (EMIT
+//! EMIT FINAL. "Changed" means an entry entered the window: a late entry
+//! before a window changes its twap's carried-in price without making it
+//! changed. A flush that writes nothing (its rows' windows had all closed)
+//! does not start a new interval. Running aggregates write their dirty rows per batch (EMIT
 //! FINAL, the default) or at most once per EVERY.
 //!
 //! IDLE: once no event arrived for `idle_ms` of wall-clock time, the
@@ -304,6 +307,8 @@ pub struct WindowOp {
     /// Wall-clock time, ms, as the runner last set it (never read from the
     /// system: results depend only on the inputs and this).
     now: i64,
+    /// Results computed (before HAVING), to see whether a flush wrote any.
+    results: u64,
 }
 
 /// Why an event could not be placed.
@@ -350,6 +355,7 @@ impl WindowOp {
             late_out: Vec::new(),
             fatal: None,
             now: 0,
+            results: 0,
         }
     }
 
@@ -1149,6 +1155,7 @@ impl WindowOp {
         let dirty = std::mem::take(&mut self.st.dirty);
         let wm = self.wm();
         let s = self.stride();
+        let results = self.results;
         let mut starts = BTreeSet::new();
         for &k in &dirty {
             self.touch(k);
@@ -1218,7 +1225,9 @@ impl WindowOp {
                 );
             }
         }
-        if matches!(self.opts.emit, Emit::Updates { .. }) {
+        // The interval starts at a flush that wrote something (rows whose
+        // windows had all closed write nothing).
+        if matches!(self.opts.emit, Emit::Updates { .. }) && self.results != results {
             self.st.clock.last_flush = Some(self.now);
         }
     }
@@ -1266,6 +1275,7 @@ impl WindowOp {
         let Some(ks) = self.st.keys[k as usize].as_ref() else {
             return;
         };
+        self.results += 1;
         let mut fields: Vec<(Bytes, Bytes)> =
             Vec::with_capacity(self.keys.len() + self.aggs.len() + 2);
         let mut arena = std::mem::take(&mut self.arena);
