@@ -820,7 +820,7 @@ fn run_count_case(seed: u64, n: usize, slide: usize) {
         let (all, first, dropped) = keys.entry(ev.sym.clone()).or_default();
         all.push(ev.clone());
         let c = all.len();
-        if c >= n && (c - n) % slide == 0 {
+        if c >= n && (c - n).is_multiple_of(slide) {
             let w: Vec<&Ev> = all[c - n..c].iter().collect();
             let ws = w.iter().map(|e| e.ts).min().unwrap_or(0);
             let we = w.iter().map(|e| e.ts).max().unwrap_or(0) + 1;
