@@ -845,3 +845,102 @@ fn count_windows_tumble_and_slide_per_key() {
         Err(PlanError::Invalid(_))
     ));
 }
+
+/// A version-2 window state (or delta) rewritten as version 1: the clock's
+/// 27 bytes after the first globals go.
+fn to_v1(v2: &[u8]) -> Vec<u8> {
+    assert_eq!(v2[0], 2);
+    let at = 1 + 4 + 9 + 16;
+    let mut v = vec![1u8];
+    v.extend_from_slice(&v2[1..at]);
+    v.extend_from_slice(&v2[at + 27..]);
+    v
+}
+
+/// The window operator's frame of a plan snapshot, and the frame's place.
+fn window_frame(snap: &[u8]) -> (usize, usize) {
+    let n = u32::from_le_bytes([snap[1], snap[2], snap[3], snap[4]]) as usize;
+    let mut at = 5;
+    for _ in 0..n {
+        let len = u32::from_le_bytes([snap[at], snap[at + 1], snap[at + 2], snap[at + 3]]) as usize;
+        if len > 0 {
+            return (at + 4, len);
+        }
+        at += 4 + len;
+    }
+    panic!("no window state");
+}
+
+#[test]
+fn version_1_state_and_deltas_are_still_read() {
+    let sql = "INSERT INTO o SELECT k, window_start, count(*) AS n, sum(v) AS s FROM t GROUP BY k, TUMBLE(_ms, 1000)";
+    let opts = WindowOptions {
+        watermark_ms: 10,
+        ..Default::default()
+    };
+    let mut plan = Plan::compile_with(sql, &opts).expect("compiles");
+    let f: &[(&str, &str)] = &[("k", "a"), ("v", "2")];
+    plan.begin_epoch();
+    plan.process_batch(&[Entry::new(EntryId::new(100, 0), &f)], &mut Vec::new());
+    let delta = plan.epoch_delta().expect("epoch");
+    plan.end_epoch();
+    let snap = plan.snapshot();
+    let (at, len) = window_frame(&snap);
+    let v1 = to_v1(&snap[at..at + len]);
+    let mut old = snap[..at - 4].to_vec();
+    old.extend_from_slice(&(v1.len() as u32).to_le_bytes());
+    old.extend_from_slice(&v1);
+    old.extend_from_slice(&snap[at + len..]);
+    let mut restored = Plan::compile_with(sql, &opts).expect("compiles");
+    restored.restore(&old).expect("a version 1 state restores");
+    let mut replayed = Plan::compile_with(sql, &opts).expect("compiles");
+    replayed
+        .apply_delta(&to_v1(&delta))
+        .expect("a version 1 delta applies");
+    for p in [&mut restored, &mut replayed] {
+        let mut out = Vec::new();
+        let g: &[(&str, &str)] = &[("k", "a"), ("v", "3")];
+        p.process_batch(&[Entry::new(EntryId::new(500, 0), &g)], &mut out);
+        p.process_batch(&[Entry::new(EntryId::new(2000, 0), &g)], &mut out);
+        assert_eq!(lines(&out), vec!["k=a window_start=0 n=2 s=5"]);
+    }
+}
+
+#[test]
+fn state_bytes_per_key_and_window() {
+    // count, sum and vwap on TUMBLE with 10,000 keys.
+    let mut plan = Plan::compile(
+        "INSERT INTO o SELECT k, count(*) AS n, sum(v) AS s, vwap(p, v) AS w FROM t GROUP BY k, TUMBLE(_ms, 60000)",
+    )
+    .expect("compiles");
+    let keys: Vec<String> = (0..10_000).map(|i| format!("SYM{i}")).collect();
+    let rows: Vec<Vec<(&str, &str)>> = keys
+        .iter()
+        .map(|k| vec![("k", k.as_str()), ("p", "10.5"), ("v", "3")])
+        .collect();
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(1, i as u64), f))
+        .collect();
+    plan.process_batch(&entries, &mut Vec::new());
+    let st = plan.window_stats().expect("windowed");
+    let per = st.state_bytes / st.open_windows;
+    eprintln!("state bytes per key and window (count, sum, vwap; TUMBLE; 10,000 keys): {per}");
+    assert!(per <= 160, "{per}");
+    // count(DISTINCT) counts what it keeps.
+    let mut plan = Plan::compile(
+        "INSERT INTO o SELECT count(DISTINCT v) AS d FROM t GROUP BY TUMBLE(_ms, 60000)",
+    )
+    .expect("compiles");
+    let vals: Vec<String> = (0..1000).map(|i| format!("value-{i:06}")).collect();
+    let rows: Vec<Vec<(&str, &str)>> = vals.iter().map(|v| vec![("v", v.as_str())]).collect();
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(1, i as u64), f))
+        .collect();
+    plan.process_batch(&entries, &mut Vec::new());
+    let st = plan.window_stats().expect("windowed");
+    assert!(st.state_bytes >= 1000 * 12, "{}", st.state_bytes);
+}
