@@ -22,7 +22,7 @@
 //! dropped and counted, or written to the LATE stream with a `_reason`.
 //!
 //! EMIT UPDATES [EVERY ms] follows Flink's early firing: a row changed by
-//! an event is marked [`DIRTY`]; when the wall clock says a flush is due
+//! an event is marked dirty (a bit of its rev word); when the wall clock says a flush is due
 //! (`now >= last flush + EVERY`, one flush time for the whole operator),
 //! every open window holding a dirty row writes its current result. When
 //! the watermark passes a window's end its final result is written once,
@@ -1558,11 +1558,13 @@ const STATE_V1: u8 = 1;
 const STATE_V2: u8 = 2;
 
 impl WindowOp {
-    /// The state: `u8 version (1)`, `u32 stride`, `u8 has_max_ts`, `i64
-    /// max_ts`, `u64 late_dropped`, `u64 late_written`, `u32 keys`, per key
-    /// `u32 len, bytes, u32 rows, rows × stride × u64`, `u32 revs`, per
-    /// revision `u32 key index (in the order above), i64 start, u32 rev`.
-    /// Little-endian throughout.
+    /// The state: `u8 version (2)`, `u32 stride`, the globals
+    /// (`put_globals`: event time, late counters, then the clock), `u32
+    /// keys`, per key `u32 len, bytes, u32 rows, rows × stride × u64`, then
+    /// its [`Ext`] slots when the plan has such aggregates (`put_rows`),
+    /// `u32 revs`, per revision `u32 key index (in the order above), i64
+    /// start, u32 rev`. Little-endian throughout. Version 1 (no clock, no
+    /// Ext) is still read.
     ///
     /// While an epoch is being evaluated this is the state before it (the
     /// committed one): a checkpoint taken then must not hold changes whose
@@ -1711,10 +1713,10 @@ impl WindowOp {
     /// watermark's source and the late counters, the revisions when they
     /// changed, and the whole state of each key it touched.
     ///
-    /// `u8 version (1)`, `u32 stride`, globals as in the state, `u8
+    /// `u8 version (2)`, `u32 stride`, globals as in the state, `u8
     /// revs_changed` (then `u32 n`, per revision `u32 len, key, i64 start,
     /// u32 rev`), `u32 keys`, per key `u32 len, key, u8 present` (then `u32
-    /// rows` and the words).
+    /// rows`, the words and the Ext slots, as in the state).
     pub fn epoch_delta(&self) -> Option<Vec<u8>> {
         let u = &self.undo;
         if !u.active {
