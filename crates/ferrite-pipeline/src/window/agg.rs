@@ -1013,4 +1013,100 @@ mod tests {
             }
         }
     }
+
+    fn quant(xs: &[f64]) -> Quant {
+        let mut q = Quant::default();
+        for &x in xs {
+            q.add(x);
+        }
+        q
+    }
+
+    fn exact(xs: &[f64], p: f64) -> f64 {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        let pos = p * (v.len() - 1) as f64;
+        let lo = pos.floor();
+        let a = v[lo as usize];
+        let b = v[(lo as usize + 1).min(v.len() - 1)];
+        a + (b - a) * (pos - lo)
+    }
+
+    #[test]
+    fn sketch_is_within_one_percent_and_merges() {
+        // Log-uniform over nine decades, one sign, then both signs.
+        let mut r = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            (r >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let xs: Vec<f64> = (0..20_000)
+            .map(|_| 10f64.powf(next() * 9.0 - 3.0))
+            .collect();
+        let whole = quant(&xs);
+        assert!(whole.sketch.is_some());
+        // Merged from parts, some still exact.
+        let mut merged = quant(&xs[..500]);
+        merged.merge(&quant(&xs[500..9000]));
+        merged.merge(&quant(&xs[9000..]));
+        for p in [0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0] {
+            let want = exact(&xs, p);
+            for q in [&whole, &merged] {
+                let got = q.percentile(p).expect("values");
+                assert!(
+                    (got - want).abs() <= SKETCH_ALPHA * want.abs() * 1.000_001,
+                    "p {p}: {got} vs {want}"
+                );
+            }
+        }
+        let neg: Vec<f64> = xs.iter().map(|x| -x).collect();
+        let q = quant(&neg);
+        let want = exact(&neg, 0.3);
+        let got = q.percentile(0.3).expect("values");
+        assert!((got - want).abs() <= SKETCH_ALPHA * want.abs() * 1.000_001);
+        // Up to the bound it is exact.
+        let small = &xs[..EXACT_MAX];
+        assert_eq!(quant(small).percentile(0.5), Some(exact(small, 0.5)));
+        // Zeros and the encoding round trip.
+        let mut with_zero = xs[..3000].to_vec();
+        with_zero.extend(std::iter::repeat_n(0.0, 3000));
+        let q = Ext::Quant(quant(&with_zero));
+        let mut v = Vec::new();
+        q.encode(&mut v);
+        let mut c = crate::engine::def::Cursor::new(&v);
+        let back = Ext::decode(&mut c, Some(AggKind::Percentile)).expect("decodes");
+        assert!(c.is_empty());
+        assert_eq!(back, q);
+        if let Ext::Quant(b) = &back {
+            assert_eq!(b.percentile(0.25), Some(0.0));
+        }
+    }
+
+    #[test]
+    fn ext_merge_equals_sequential() {
+        let at = |i: i64| Order {
+            ts: i * 10,
+            ms: i as u64,
+            seq: 0,
+        };
+        for kind in [AggKind::CountDistinct, AggKind::Percentile, AggKind::Twap] {
+            let a = Agg::new(kind, 0);
+            let (mut whole, mut left, mut right) = (Ext::None, Ext::None, Ext::None);
+            for i in 0..50i64 {
+                let x = Num::Int((i * 7) % 13);
+                let t = ((i * 7) % 13).to_string();
+                a.ext_update(&mut whole, x, Some(t.as_bytes()), at(i));
+                let part = if i < 20 { &mut left } else { &mut right };
+                a.ext_update(part, x, Some(t.as_bytes()), at(i));
+            }
+            a.ext_merge(&mut left, &right);
+            assert_eq!(
+                a.ext_result(&whole, Some((0, 1000)), None),
+                a.ext_result(&left, Some((0, 1000)), None),
+                "{kind:?}"
+            );
+        }
+    }
 }
