@@ -944,3 +944,49 @@ fn state_bytes_per_key_and_window() {
     let st = plan.window_stats().expect("windowed");
     assert!(st.state_bytes >= 1000 * 12, "{}", st.state_bytes);
 }
+
+#[test]
+fn explain_shows_emit_idle_and_count_windows() {
+    let opts = WindowOptions {
+        emit: ferrite_pipeline::Emit::Updates { every_ms: 500 },
+        idle_ms: 3000,
+        ..Default::default()
+    };
+    let plan = Plan::compile_with(
+        "INSERT INTO o SELECT k, twap(p) AS t, median(p) AS m, count(DISTINCT u) AS d FROM s GROUP BY k, TUMBLE(_ms, 1000)",
+        &opts,
+    )
+    .expect("compiles");
+    let x = plan.explain();
+    assert!(x.contains("emit updates every 500 ms"), "{x}");
+    assert!(x.contains("idle 3000 ms"), "{x}");
+    let plan = Plan::compile(
+        "INSERT INTO o SELECT k, count(*) AS n FROM s GROUP BY k, COUNT_WINDOW(10, 5)",
+    )
+    .expect("compiles");
+    let x = plan.explain();
+    assert!(
+        x.contains("COUNT_WINDOW(size 10 entries, slide 5, panes of 5)")
+            && x.contains("emit when full"),
+        "{x}"
+    );
+    // IDLE needs a time window.
+    let idle = WindowOptions {
+        idle_ms: 5,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Plan::compile_with(
+            "INSERT INTO o SELECT k, count(*) AS n FROM s GROUP BY k",
+            &idle
+        ),
+        Err(PlanError::Invalid(_))
+    ));
+    // A stateless plan ignores the clock.
+    let mut plain = Plan::compile("INSERT INTO o SELECT * FROM s").expect("compiles");
+    plain.set_clock(5);
+    let mut out = Vec::new();
+    plain.tick(&mut out);
+    assert!(out.is_empty());
+    assert_eq!(plain.next_tick_ms(), None);
+}
