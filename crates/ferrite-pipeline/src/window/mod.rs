@@ -1,6 +1,7 @@
-//! Keyed windows and aggregates: `GROUP BY keys, TUMBLE|HOP|SESSION(...)`
-//! (or keys alone: a running aggregate per key), event time, watermark,
-//! lateness (docs/pipelines.md, "Windows and time").
+//! Keyed windows and aggregates: `GROUP BY keys,
+//! TUMBLE|HOP|SESSION|COUNT_WINDOW(...)` (or keys alone: a running
+//! aggregate per key), event time, watermark, lateness, EMIT UPDATES, IDLE
+//! (docs/pipelines.md, "Windows and time").
 //!
 //! The [`WindowOp`] operator runs after the source and the filter. Per
 //! event it reads the event time, the key (hashed once into the key
@@ -11,6 +12,11 @@
 //!   result merges its panes when it fires;
 //! - SESSION keeps one row per session; an event that bridges sessions
 //!   merges them;
+//! - COUNT_WINDOW(n, slide) keeps one row per pane of `gcd(n, slide)`
+//!   entries of the key in arrival order (`[pane number, entries, rev]`,
+//!   the aggregates, then the least event time and the greatest plus one);
+//!   a window is emitted when its last pane fills, and the panes no later
+//!   window needs go. No watermark is involved;
 //! - without a window, one row per key, emitted after each batch that
 //!   touched it.
 //!
@@ -44,8 +50,10 @@
 //! [`WindowOp::next_tick_ms`] says when that is.
 //!
 //! State is flat: per key one `Vec<u64>` of rows `[start, end, rev,
-//! aggregate words...]` sorted by start; timers are ordered sets of
-//! `(time, key)`. [`WindowOp::snapshot`] encodes it (versioned); restore
+//! aggregate words...]` sorted by start, and, for `count(DISTINCT)`,
+//! percentiles and twap, an [`Ext`] per row and aggregate (plus one
+//! carried slot per aggregate: twap's last price of dropped rows); timers
+//! are ordered sets of `(time, key)`. [`WindowOp::snapshot`] encodes it (versioned); restore
 //! checks every length and rebuilds the timers.
 
 pub mod agg;
