@@ -28,17 +28,18 @@
 //! dropped and counted, or written to the LATE stream with a `_reason`.
 //!
 //! EMIT UPDATES [EVERY ms] follows Flink's early firing: a row changed by
-//! an event is marked dirty (a bit of its rev word); when the wall clock says a flush is due
-//! (`now >= last flush + EVERY`, one flush time for the whole operator),
-//! every open window holding a dirty row writes its current result. When
-//! the watermark passes a window's end its final result is written once,
-//! unless no row of it changed since the flush that last wrote it (the
-//! consumer already has that value); revisions within LATENESS as with
-//! EMIT FINAL. "Changed" means an entry entered the window: a late entry
-//! before a window changes its twap's carried-in price without making it
-//! changed. A flush that writes nothing (its rows' windows had all closed)
-//! does not start a new interval. Running aggregates write their dirty rows per batch (EMIT
-//! FINAL, the default) or at most once per EVERY.
+//! an event is marked dirty (a bit of its rev word); when the wall clock
+//! says a flush is due (`now >= last flush + EVERY`, one flush time for
+//! the whole operator), every open window holding a dirty row writes its
+//! current result. When the watermark passes a window's end its final
+//! result is written once, unless no row of it changed since the flush
+//! that last wrote it (the consumer already has that value); revisions
+//! within LATENESS as with EMIT FINAL. "Changed" means an entry entered
+//! the window: a late entry before a window changes its twap's carried-in
+//! price without making it changed. A flush that writes nothing (its rows'
+//! windows had all closed) does not start a new interval. Running
+//! aggregates write their dirty rows per batch (EMIT FINAL, the default)
+//! or at most once per EVERY.
 //!
 //! IDLE: once no event arrived for `idle_ms` of wall-clock time, the
 //! watermark is `max event time - WATERMARK + (now - last arrival)` (it
