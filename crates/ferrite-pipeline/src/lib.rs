@@ -62,4 +62,4 @@ pub use error::{EvalError, PlanError};
 pub use ops::{Batch, BatchStats, Event, Operator};
 pub use plan::{OutputField, PipelineBuilder, Plan, Schema};
 pub use value::{Num, Value};
-pub use window::{WindowOptions, WindowStats};
+pub use window::{Emit, WindowOptions, WindowStats};

@@ -208,6 +208,34 @@ impl Plan {
         }
     }
 
+    /// Sets the wall-clock time (ms since the epoch) for IDLE and EMIT
+    /// UPDATES EVERY; the runner calls it before each
+    /// [`Plan::process_batch`] and each [`Plan::tick`]. No-op for a
+    /// stateless plan.
+    pub fn set_clock(&mut self, now_ms: i64) {
+        if let Some(w) = self.window_op_mut() {
+            w.set_clock(now_ms);
+        }
+    }
+
+    /// Emits what the clock made due without new entries (windows closed
+    /// by IDLE, EMIT UPDATES flushes) into `out`. Call it inside an epoch
+    /// (between [`Plan::begin_epoch`] and [`Plan::end_epoch`]): its state
+    /// changes are part of [`Plan::epoch_delta`]. Its records' `source_id`
+    /// is `0-0`. No-op for a stateless plan.
+    pub fn tick(&mut self, out: &mut Vec<Record>) {
+        if let Some(w) = self.window_op_mut() {
+            w.tick(out);
+        }
+    }
+
+    /// The wall-clock time at which [`Plan::tick`] would next produce
+    /// something, or `None` (nothing pending, or a stateless plan): the
+    /// runner may sleep until then.
+    pub fn next_tick_ms(&self) -> Option<i64> {
+        self.window_op().and_then(|w| w.next_tick_ms())
+    }
+
     /// Forgets the state (PIPELINE.RESET).
     pub fn clear_state(&mut self) {
         if let Some(w) = self.window_op_mut() {

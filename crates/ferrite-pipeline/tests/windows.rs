@@ -358,7 +358,12 @@ fn refusals_name_the_reason() {
     let cases: &[(&str, Check)] = &[
         ("INSERT INTO o SELECT x, count(*) AS n FROM s GROUP BY y", |e| matches!(e, Invalid(_))),
         ("INSERT INTO o SELECT * FROM s GROUP BY x", |e| matches!(e, Unsupported(_))),
-        ("INSERT INTO o SELECT count(DISTINCT x) AS n FROM s", |e| matches!(e, Unsupported(_))),
+        ("INSERT INTO o SELECT sum(DISTINCT x) AS n FROM s", |e| matches!(e, Unsupported(_))),
+        ("INSERT INTO o SELECT twap(x) AS n FROM s GROUP BY k", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY x) AS n FROM s", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT percentile_cont(0.5) AS n FROM s", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT percentile(x, y) AS n FROM s", |e| matches!(e, Invalid(_))),
+        ("INSERT INTO o SELECT max(x) WITHIN GROUP (ORDER BY x) AS n FROM s", |e| matches!(e, Unsupported(_))),
         ("INSERT INTO o SELECT sum(sum(x)) AS n FROM s", |e| matches!(e, Invalid(_))),
         ("INSERT INTO o SELECT count(*) AS n FROM s GROUP BY TUMBLE(_ms, 0)", |e| matches!(e, Invalid(_))),
         ("INSERT INTO o SELECT count(*) AS n FROM s GROUP BY TUMBLE(_ms, INTERVAL '1' YEAR)", |e| matches!(e, Invalid(_))),
@@ -459,4 +464,529 @@ fn corrupt_state_is_an_error_not_a_panic() {
     }
     let mut p = Plan::compile(sql).expect("compiles");
     p.restore(&snap).expect("restores");
+}
+
+/// A wall-clock time and an entry (`None`: a tick).
+type Step<'a> = (i64, Option<Ev<'a>>);
+
+/// Feeds the steps, each in its own epoch, through a snapshot and restore.
+fn run_clocked(sql: &str, opts: &WindowOptions, steps: &[Step<'_>]) -> Vec<String> {
+    let mut plan = Plan::compile_with(sql, opts).expect("compiles");
+    let mut out = Vec::new();
+    for (i, (now, ev)) in steps.iter().enumerate() {
+        plan.set_clock(*now);
+        plan.begin_epoch();
+        match ev {
+            Some((ms, f)) => {
+                let e = [Entry::new(EntryId::new(*ms, i as u64), f)];
+                let st = plan.process_batch(&e, &mut out);
+                assert_eq!(st.failed, 0, "{:?}", st.first_error);
+            }
+            None => plan.tick(&mut out),
+        }
+        let delta = plan.epoch_delta().expect("in an epoch");
+        plan.end_epoch();
+        // The state goes through its checkpoint form and its delta.
+        let snap = plan.snapshot();
+        let mut again = Plan::compile_with(sql, opts).expect("compiles");
+        again.restore(&snap).expect("restores");
+        assert_eq!(again.snapshot(), snap);
+        assert!(!delta.is_empty());
+        plan = again;
+        plan.set_clock(*now);
+    }
+    lines(&out)
+}
+
+#[test]
+fn emit_updates_throttles_and_skips_an_unchanged_final() {
+    let opts = WindowOptions {
+        emit: ferrite_pipeline::Emit::Updates { every_ms: 100 },
+        ..Default::default()
+    };
+    let sql = "INSERT INTO o SELECT window_start, count(*) AS n FROM t GROUP BY TUMBLE(_ms, 1000)";
+    let out = run_clocked(
+        sql,
+        &opts,
+        &[
+            (0, Some((10, &[]))),   // first flush: n=1
+            (50, Some((20, &[]))),  // within EVERY: held
+            (60, None),             // still held
+            (100, None),            // due: n=2
+            (150, None),            // nothing changed
+            (160, Some((30, &[]))), // due (last flush 100): n=3
+            // [0,1000) closes unchanged since n=3: no final; [1000,2000)
+            // opens, its update held until 260.
+            (170, Some((1500, &[]))),
+            (400, Some((1600, &[]))), // due: n=2
+            (410, Some((1700, &[]))), // held
+            // Closes [1000,2000), changed since its last update: final n=3.
+            // [2000,3000)'s update is held until 500.
+            (420, Some((2500, &[]))),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "window_start=0 n=1",
+            "window_start=0 n=2",
+            "window_start=0 n=3",
+            "window_start=1000 n=2",
+            "window_start=1000 n=3",
+        ]
+    );
+}
+
+#[test]
+fn emit_updates_for_running_aggregates() {
+    let opts = WindowOptions {
+        emit: ferrite_pipeline::Emit::Updates { every_ms: 1000 },
+        ..Default::default()
+    };
+    let sql = "INSERT INTO o SELECT k, count(*) AS n FROM t GROUP BY k";
+    let out = run_clocked(
+        sql,
+        &opts,
+        &[
+            (0, Some((1, &[("k", "a")]))),
+            (10, Some((2, &[("k", "a")]))),
+            (20, Some((3, &[("k", "b")]))),
+            (999, None),
+            (1000, None),
+        ],
+    );
+    assert_eq!(out, vec!["k=a n=1", "k=a n=2", "k=b n=1"]);
+}
+
+#[test]
+fn idle_advances_the_watermark_with_the_clock() {
+    let opts = WindowOptions {
+        watermark_ms: 100,
+        idle_ms: 5000,
+        ..Default::default()
+    };
+    let sql =
+        "INSERT INTO o SELECT k, window_start, count(*) AS n FROM t GROUP BY k, TUMBLE(_ms, 1000)";
+    let mut plan = Plan::compile_with(sql, &opts).expect("compiles");
+    let mut out = Vec::new();
+    plan.set_clock(1_000_000);
+    let f: &[(&str, &str)] = &[("k", "a")];
+    plan.process_batch(&[Entry::new(EntryId::new(500, 0), &f)], &mut out);
+    assert!(out.is_empty());
+    // The watermark (400) must reach 1000: idle from 1_005_000, and
+    // 400 + (T - 1_000_000) >= 1000 at T = 1_000_600, so 1_005_000.
+    assert_eq!(plan.next_tick_ms(), Some(1_005_000));
+    plan.set_clock(1_004_999);
+    plan.tick(&mut out);
+    assert!(out.is_empty());
+    plan.set_clock(1_005_000);
+    plan.begin_epoch();
+    plan.tick(&mut out);
+    let delta = plan.epoch_delta().expect("epoch");
+    plan.end_epoch();
+    assert_eq!(lines(&out), vec!["k=a window_start=0 n=1"]);
+    assert_eq!(plan.window_stats().and_then(|s| s.watermark), Some(5400));
+    // The advance is in the delta: a replica built from it agrees.
+    let mut replica = Plan::compile_with(sql, &opts).expect("compiles");
+    replica.apply_delta(&delta).expect("applies");
+    assert_eq!(replica.window_stats().and_then(|s| s.watermark), Some(5400));
+    // An entry behind the advanced watermark is late.
+    out.clear();
+    plan.process_batch(&[Entry::new(EntryId::new(900, 0), &f)], &mut out);
+    assert!(out.is_empty());
+    assert_eq!(plan.window_stats().map(|s| s.late_dropped), Some(1));
+    assert_eq!(plan.next_tick_ms(), None);
+}
+
+#[test]
+fn count_distinct_compares_bytes_and_skips_nulls() {
+    let evs: &[Ev<'_>] = &[
+        (1, &[("x", "a")]),
+        (2, &[("x", "b")]),
+        (3, &[("x", "a")]),
+        (4, &[("y", "1")]),
+        (5, &[("x", "1")]),
+        (6, &[("x", "1.0")]),
+    ];
+    assert_eq!(
+        one_window("count(DISTINCT x) AS d, count(x) AS n", evs),
+        "window_start=0 d=4 n=5"
+    );
+    assert_eq!(
+        one_window("count(DISTINCT x) AS d", &[(1, &[("y", "1")])]),
+        "window_start=0 d=0"
+    );
+}
+
+#[test]
+fn percentiles_interpolate_as_postgres() {
+    // PostgreSQL: percentile_cont(0.5) of 1,2,3,4 = 2.5; 0.25 → 1.75.
+    let evs: &[Ev<'_>] = &[
+        (1, &[("x", "4")]),
+        (2, &[("x", "1")]),
+        (3, &[("x", "3")]),
+        (4, &[("x", "2")]),
+        (5, &[("y", "9")]),
+    ];
+    assert_eq!(
+        one_window(
+            "median(x) AS m, percentile_cont(0.25) WITHIN GROUP (ORDER BY x) AS q, percentile(x, 1) AS hi, percentile_cont(0) WITHIN GROUP (ORDER BY x ASC) AS lo",
+            evs
+        ),
+        "window_start=0 m=2.5 q=1.75 hi=4 lo=1"
+    );
+    assert_eq!(
+        one_window("median(x) AS m", &[(1, &[("x", "7")])]),
+        "window_start=0 m=7"
+    );
+    assert_eq!(
+        one_window("median(x) AS m, count(*) AS n", &[(1, &[("y", "7")])]),
+        "window_start=0 n=1"
+    );
+    // Huge and tiny values keep their magnitude.
+    assert_eq!(
+        one_window(
+            "median(x) AS m",
+            &[
+                (1, &[("x", "1e300")]),
+                (2, &[("x", "1e-300")]),
+                (3, &[("x", "-1e300")])
+            ]
+        ),
+        "window_start=0 m=1e-300"
+    );
+}
+
+#[test]
+fn percentile_beyond_the_exact_bound_is_within_one_percent() {
+    let sql = "INSERT INTO o SELECT median(x) AS m, percentile_cont(0.9) WITHIN GROUP (ORDER BY x) AS p9 FROM s GROUP BY TUMBLE(_ms, 100000)";
+    let mut plan = Plan::compile(sql).expect("compiles");
+    let n = 5000u64;
+    let vals: Vec<String> = (0..n).map(|i| ((i * 7919) % n + 1).to_string()).collect();
+    let rows: Vec<Vec<(&str, &str)>> = vals.iter().map(|v| vec![("x", v.as_str())]).collect();
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(i as u64, 0), f))
+        .collect();
+    let mut out = Vec::new();
+    plan.process_batch(&entries, &mut out);
+    let end: &[(&str, &str)] = &[];
+    plan.process_batch(&[Entry::new(EntryId::new(200_000, 0), &end)], &mut out);
+    assert_eq!(out.len(), 1);
+    let get = |k: &[u8]| -> f64 {
+        std::str::from_utf8(out[0].get(k).expect("field"))
+            .expect("utf8")
+            .parse()
+            .expect("number")
+    };
+    // Exact: 1..=5000, median 2500.5, p90 4500.1.
+    let (m, p9) = (get(b"m"), get(b"p9"));
+    assert!((m - 2500.5).abs() / 2500.5 <= 0.01, "{m}");
+    assert!((p9 - 4500.1).abs() / 4500.1 <= 0.01, "{p9}");
+}
+
+#[test]
+fn twap_weights_prices_by_time() {
+    let sql = |aggs: &str| {
+        format!("INSERT INTO o SELECT k, window_start, {aggs} FROM s GROUP BY k, TUMBLE(ts, 1000)")
+    };
+    // One price: that price.
+    let out = run(
+        &sql("twap(p) AS t"),
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("ts", "500"), ("p", "10")]),
+            (2, &[("k", "z"), ("ts", "5000")]),
+        ],
+    );
+    assert_eq!(out, vec!["k=a window_start=0 t=10"]);
+    // 10 from 200 to 600, 20 from 600 to 1000: no carry, starts at 200:
+    // (10*400 + 20*400) / 800 = 15. Equal times: the later entry holds.
+    // Next window: 20 carries in from 1000 to 1500, then 40 to 2000: 30.
+    let out = run(
+        &sql("twap(p) AS t"),
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("ts", "200"), ("p", "10")]),
+            (2, &[("k", "a"), ("ts", "600"), ("p", "99")]),
+            (3, &[("k", "a"), ("ts", "600"), ("p", "20")]),
+            (4, &[("k", "a"), ("ts", "700")]),
+            (5, &[("k", "a"), ("ts", "1500"), ("p", "40")]),
+            (6, &[("k", "z"), ("ts", "2500")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec!["k=a window_start=0 t=15", "k=a window_start=1000 t=30"]
+    );
+    // Huge and tiny prices.
+    let out = run(
+        &sql("twap(p) AS t"),
+        &WindowOptions::default(),
+        &[
+            (1, &[("k", "a"), ("ts", "0"), ("p", "1e308")]),
+            (2, &[("k", "a"), ("ts", "500"), ("p", "1e308")]),
+            (3, &[("k", "b"), ("ts", "0"), ("p", "1e-300")]),
+            (4, &[("k", "z"), ("ts", "5000")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec!["k=a window_start=0 t=1e308", "k=b window_start=0 t=1e-300"]
+    );
+}
+
+#[test]
+fn twap_carries_across_hop_panes_and_dropped_windows() {
+    // HOP(500, 1000): window [500,1500) holds 30 at 1200; the price before
+    // 500 (10 at 100, in pane [0,500)) carries in: (10*700 + 30*300)/1000.
+    let sql = "INSERT INTO o SELECT window_start, twap(p) AS t FROM s GROUP BY HOP(ts, 500, 1000)";
+    let out = run(
+        sql,
+        &WindowOptions::default(),
+        &[
+            (1, &[("ts", "100"), ("p", "10")]),
+            (2, &[("ts", "1200"), ("p", "30")]),
+            (3, &[("ts", "9000")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "window_start=-500 t=10",
+            "window_start=0 t=10",
+            "window_start=500 t=16",
+            // 10 still carries in: (10*200 + 30*800)/1000.
+            "window_start=1000 t=26",
+        ]
+    );
+}
+
+#[test]
+fn count_windows_tumble_and_slide_per_key() {
+    let sql = "INSERT INTO o SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s FROM t GROUP BY k, COUNT_WINDOW(2)";
+    let out = run(
+        sql,
+        &WindowOptions::default(),
+        &[
+            (10, &[("k", "a"), ("v", "1")]),
+            (20, &[("k", "b"), ("v", "5")]),
+            (15, &[("k", "a"), ("v", "2")]), // out of order: window_start is the least time
+            (30, &[("k", "a"), ("v", "3")]),
+            (40, &[("k", "b"), ("v", "6")]),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            "k=a window_start=10 window_end=16 n=2 s=3",
+            "k=b window_start=20 window_end=41 n=2 s=11",
+        ]
+    );
+    let sql = "INSERT INTO o SELECT window_start, count(*) AS n, sum(v) AS s, twap(v) AS tw FROM t GROUP BY COUNT_WINDOW(3, 2)";
+    let evs: Vec<(u64, Vec<(&str, String)>)> = (1..=7u64)
+        .map(|i| (i * 10, vec![("v", i.to_string())]))
+        .collect();
+    let rows: Vec<Vec<(&str, &str)>> = evs
+        .iter()
+        .map(|(_, f)| f.iter().map(|(k, v)| (*k, v.as_str())).collect())
+        .collect();
+    let evs: Vec<Ev<'_>> = evs
+        .iter()
+        .zip(&rows)
+        .map(|((ms, _), r)| (*ms, r.as_slice()))
+        .collect();
+    let out = run(sql, &WindowOptions::default(), &evs);
+    // Entries 1-3, 3-5, 5-7. twap of [10, 31) with 1,2,3 at 10,20,30:
+    // (1*10 + 2*10 + 3*1)/21; then 2 carries in at 30 for [30, 51).
+    assert_eq!(
+        out,
+        vec![
+            format!(
+                "window_start=10 n=3 s=6 tw={}",
+                ferrite_pipeline::value::format_float(
+                    1.0 * (10.0 / 21.0) + 2.0 * (10.0 / 21.0) + 3.0 * (1.0 / 21.0)
+                )
+            ),
+            format!(
+                "window_start=30 n=3 s=12 tw={}",
+                ferrite_pipeline::value::format_float(
+                    2.0 * 0.0 + 3.0 * (10.0 / 21.0) + 4.0 * (10.0 / 21.0) + 5.0 * (1.0 / 21.0)
+                )
+            ),
+            format!(
+                "window_start=50 n=3 s=18 tw={}",
+                ferrite_pipeline::value::format_float(
+                    5.0 * (10.0 / 21.0) + 6.0 * (10.0 / 21.0) + 7.0 * (1.0 / 21.0)
+                )
+            ),
+        ]
+    );
+    for bad in [
+        "INSERT INTO o SELECT count(*) AS n FROM t GROUP BY COUNT_WINDOW(0)",
+        "INSERT INTO o SELECT count(*) AS n FROM t GROUP BY COUNT_WINDOW(2, 3)",
+        "INSERT INTO o SELECT count(*) AS n FROM t GROUP BY COUNT_WINDOW(x)",
+    ] {
+        assert!(
+            matches!(Plan::compile(bad), Err(PlanError::Invalid(_))),
+            "{bad}"
+        );
+    }
+    let wm = WindowOptions {
+        watermark_ms: 5,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Plan::compile_with(
+            "INSERT INTO o SELECT count(*) AS n FROM t GROUP BY COUNT_WINDOW(2)",
+            &wm
+        ),
+        Err(PlanError::Invalid(_))
+    ));
+}
+
+/// A version-2 window state (or delta) rewritten as version 1: the clock's
+/// 27 bytes after the first globals go.
+fn to_v1(v2: &[u8]) -> Vec<u8> {
+    assert_eq!(v2[0], 2);
+    let at = 1 + 4 + 9 + 16;
+    let mut v = vec![1u8];
+    v.extend_from_slice(&v2[1..at]);
+    v.extend_from_slice(&v2[at + 27..]);
+    v
+}
+
+/// The window operator's frame of a plan snapshot, and the frame's place.
+fn window_frame(snap: &[u8]) -> (usize, usize) {
+    let n = u32::from_le_bytes([snap[1], snap[2], snap[3], snap[4]]) as usize;
+    let mut at = 5;
+    for _ in 0..n {
+        let len = u32::from_le_bytes([snap[at], snap[at + 1], snap[at + 2], snap[at + 3]]) as usize;
+        if len > 0 {
+            return (at + 4, len);
+        }
+        at += 4 + len;
+    }
+    panic!("no window state");
+}
+
+#[test]
+fn version_1_state_and_deltas_are_still_read() {
+    let sql = "INSERT INTO o SELECT k, window_start, count(*) AS n, sum(v) AS s FROM t GROUP BY k, TUMBLE(_ms, 1000)";
+    let opts = WindowOptions {
+        watermark_ms: 10,
+        ..Default::default()
+    };
+    let mut plan = Plan::compile_with(sql, &opts).expect("compiles");
+    let f: &[(&str, &str)] = &[("k", "a"), ("v", "2")];
+    plan.begin_epoch();
+    plan.process_batch(&[Entry::new(EntryId::new(100, 0), &f)], &mut Vec::new());
+    let delta = plan.epoch_delta().expect("epoch");
+    plan.end_epoch();
+    let snap = plan.snapshot();
+    let (at, len) = window_frame(&snap);
+    let v1 = to_v1(&snap[at..at + len]);
+    let mut old = snap[..at - 4].to_vec();
+    old.extend_from_slice(&(v1.len() as u32).to_le_bytes());
+    old.extend_from_slice(&v1);
+    old.extend_from_slice(&snap[at + len..]);
+    let mut restored = Plan::compile_with(sql, &opts).expect("compiles");
+    restored.restore(&old).expect("a version 1 state restores");
+    let mut replayed = Plan::compile_with(sql, &opts).expect("compiles");
+    replayed
+        .apply_delta(&to_v1(&delta))
+        .expect("a version 1 delta applies");
+    for p in [&mut restored, &mut replayed] {
+        let mut out = Vec::new();
+        let g: &[(&str, &str)] = &[("k", "a"), ("v", "3")];
+        p.process_batch(&[Entry::new(EntryId::new(500, 0), &g)], &mut out);
+        p.process_batch(&[Entry::new(EntryId::new(2000, 0), &g)], &mut out);
+        assert_eq!(lines(&out), vec!["k=a window_start=0 n=2 s=5"]);
+    }
+}
+
+#[test]
+fn state_bytes_per_key_and_window() {
+    // count, sum and vwap on TUMBLE with 10,000 keys.
+    let mut plan = Plan::compile(
+        "INSERT INTO o SELECT k, count(*) AS n, sum(v) AS s, vwap(p, v) AS w FROM t GROUP BY k, TUMBLE(_ms, 60000)",
+    )
+    .expect("compiles");
+    let keys: Vec<String> = (0..10_000).map(|i| format!("SYM{i}")).collect();
+    let rows: Vec<Vec<(&str, &str)>> = keys
+        .iter()
+        .map(|k| vec![("k", k.as_str()), ("p", "10.5"), ("v", "3")])
+        .collect();
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(1, i as u64), f))
+        .collect();
+    plan.process_batch(&entries, &mut Vec::new());
+    let st = plan.window_stats().expect("windowed");
+    let per = st.state_bytes / st.open_windows;
+    eprintln!("state bytes per key and window (count, sum, vwap; TUMBLE; 10,000 keys): {per}");
+    assert!(per <= 160, "{per}");
+    // count(DISTINCT) counts what it keeps.
+    let mut plan = Plan::compile(
+        "INSERT INTO o SELECT count(DISTINCT v) AS d FROM t GROUP BY TUMBLE(_ms, 60000)",
+    )
+    .expect("compiles");
+    let vals: Vec<String> = (0..1000).map(|i| format!("value-{i:06}")).collect();
+    let rows: Vec<Vec<(&str, &str)>> = vals.iter().map(|v| vec![("v", v.as_str())]).collect();
+    let entries: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry::new(EntryId::new(1, i as u64), f))
+        .collect();
+    plan.process_batch(&entries, &mut Vec::new());
+    let st = plan.window_stats().expect("windowed");
+    assert!(st.state_bytes >= 1000 * 12, "{}", st.state_bytes);
+}
+
+#[test]
+fn explain_shows_emit_idle_and_count_windows() {
+    let opts = WindowOptions {
+        emit: ferrite_pipeline::Emit::Updates { every_ms: 500 },
+        idle_ms: 3000,
+        ..Default::default()
+    };
+    let plan = Plan::compile_with(
+        "INSERT INTO o SELECT k, twap(p) AS t, median(p) AS m, count(DISTINCT u) AS d FROM s GROUP BY k, TUMBLE(_ms, 1000)",
+        &opts,
+    )
+    .expect("compiles");
+    let x = plan.explain();
+    assert!(x.contains("emit updates every 500 ms"), "{x}");
+    assert!(x.contains("idle 3000 ms"), "{x}");
+    let plan = Plan::compile(
+        "INSERT INTO o SELECT k, count(*) AS n FROM s GROUP BY k, COUNT_WINDOW(10, 5)",
+    )
+    .expect("compiles");
+    let x = plan.explain();
+    assert!(
+        x.contains("COUNT_WINDOW(size 10 entries, slide 5, panes of 5)")
+            && x.contains("emit when full"),
+        "{x}"
+    );
+    // IDLE needs a time window.
+    let idle = WindowOptions {
+        idle_ms: 5,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Plan::compile_with(
+            "INSERT INTO o SELECT k, count(*) AS n FROM s GROUP BY k",
+            &idle
+        ),
+        Err(PlanError::Invalid(_))
+    ));
+    // A stateless plan ignores the clock.
+    let mut plain = Plan::compile("INSERT INTO o SELECT * FROM s").expect("compiles");
+    plain.set_clock(5);
+    let mut out = Vec::new();
+    plain.tick(&mut out);
+    assert!(out.is_empty());
+    assert_eq!(plain.next_tick_ms(), None);
 }

@@ -60,7 +60,10 @@ fn agg_name(f: &Function) -> Option<String> {
 }
 
 fn is_window_fn(f: &Function) -> bool {
-    matches!(fn_name(f).as_str(), "tumble" | "hop" | "session")
+    matches!(
+        fn_name(f).as_str(),
+        "tumble" | "hop" | "session" | "count_window"
+    )
 }
 
 /// Copies `e`, replacing the nodes for which `f` returns a replacement;
@@ -232,6 +235,23 @@ fn duration(e: &Expr, what: &str) -> Result<i64, PlanError> {
     Ok(ms)
 }
 
+/// A number of entries: a positive integer up to 1,000,000.
+fn entries(e: &Expr, what: &str) -> Result<i64, PlanError> {
+    let n = match e {
+        Expr::Value(v) => match &v.value {
+            SqlValue::Number(n, _) => n.parse::<i64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(PlanError::Invalid(format!(
+            "{what} must be a number of entries from 1 to 1000000, got {e}"
+        ))),
+    }
+}
+
 /// `500`, `500ms`, `2s`, `1m`, `1h`, `1d`, `30 seconds`, `1 minute`, ...:
 /// milliseconds.
 pub fn parse_duration(s: &str) -> Option<i64> {
@@ -306,6 +326,35 @@ pub(crate) fn compile(
         }
         let args = crate::expr::function_args(f)?;
         let name = fn_name(f);
+        if name == "count_window" {
+            if args.is_empty() || args.len() > 2 {
+                return Err(PlanError::WrongArity {
+                    function: name,
+                    expected: "1 or 2",
+                    got: args.len(),
+                });
+            }
+            let n = entries(args[0], "COUNT_WINDOW's size")?;
+            let slide = match args.get(1) {
+                Some(a) => entries(a, "COUNT_WINDOW's slide")?,
+                None => n,
+            };
+            if slide > n {
+                return Err(PlanError::Invalid(format!(
+                    "COUNT_WINDOW({n}, {slide}): the slide must not exceed the size"
+                )));
+            }
+            let pane = gcd(n, slide);
+            if n / pane > 100_000 {
+                return Err(PlanError::Invalid(format!(
+                    "COUNT_WINDOW({n}, {slide}) needs {} panes per window (at most 100000): choose a size that is a multiple of the slide",
+                    n / pane
+                )));
+            }
+            window_text = format!("COUNT_WINDOW(size {n} entries, slide {slide}, panes of {pane})");
+            kind = WindowKind::Count { n, slide, pane };
+            continue;
+        }
         let want = if name == "hop" { 3 } else { 2 };
         if args.len() != want {
             return Err(PlanError::WrongArity {
@@ -346,9 +395,26 @@ pub(crate) fn compile(
         };
     }
     let windowed = kind != WindowKind::Running;
-    if !windowed && (opts.lateness_ms > 0 || opts.watermark_ms > 0 || opts.late_stream.is_some()) {
+    let counted = matches!(kind, WindowKind::Count { .. });
+    if counted
+        && (opts.lateness_ms > 0
+            || opts.watermark_ms > 0
+            || opts.late_stream.is_some()
+            || opts.idle_ms > 0
+            || opts.emit != super::Emit::Final)
+    {
         return Err(PlanError::Invalid(
-            "WATERMARK, LATENESS and LATE apply to windows: GROUP BY ..., TUMBLE|HOP|SESSION(time, ...)".into(),
+            "WATERMARK, LATENESS, LATE, IDLE and EMIT UPDATES do not apply to COUNT_WINDOW (a window closes when it is full)".into(),
+        ));
+    }
+    if !windowed
+        && (opts.lateness_ms > 0
+            || opts.watermark_ms > 0
+            || opts.late_stream.is_some()
+            || opts.idle_ms > 0)
+    {
+        return Err(PlanError::Invalid(
+            "WATERMARK, LATENESS, LATE and IDLE apply to windows: GROUP BY ..., TUMBLE|HOP|SESSION(time, ...)".into(),
         ));
     }
     // Event time.
@@ -368,7 +434,7 @@ pub(crate) fn compile(
         keys.push(comp.text_src(c, "a GROUP BY key", true)?);
     }
     // The SELECT list and HAVING over the result record.
-    let mut aggs: Vec<(AggKind, String, Vec<Expr>)> = Vec::new();
+    let mut aggs: Vec<(AggKind, String, Vec<Expr>, f64)> = Vec::new();
     let mut replace = |x: &Expr| -> Result<Option<Expr>, PlanError> {
         let t = x.to_string();
         if let Some(i) = key_text.iter().position(|k| *k == t) {
@@ -379,14 +445,19 @@ pub(crate) fn compile(
                 "{x} outside GROUP BY: select window_start and window_end"
             ))),
             Expr::Function(f) if agg_name(f).is_some() => {
-                let (kind, args) = agg_call(f)?;
-                let j = match aggs.iter().position(|(_, text, _)| *text == t) {
+                let (kind, args, p) = agg_call(f)?;
+                if kind == AggKind::Twap && !windowed {
+                    return Err(PlanError::Invalid(
+                        "twap needs a window: GROUP BY ..., TUMBLE|HOP|SESSION(time, ...)".into(),
+                    ));
+                }
+                let j = match aggs.iter().position(|(_, text, _, _)| *text == t) {
                     Some(j) => j,
                     None => {
                         if aggs.len() >= MAX_LIST {
                             return Err(PlanError::TooLarge("too many aggregates".into()));
                         }
-                        aggs.push((kind, t, args));
+                        aggs.push((kind, t, args, p));
                         aggs.len() - 1
                     }
                 };
@@ -440,11 +511,15 @@ pub(crate) fn compile(
     let mut width = 0;
     let mut ops = Vec::with_capacity(aggs.len());
     let mut args = Vec::with_capacity(aggs.len());
-    for (kind, _, a) in &aggs {
-        ops.push(Agg {
-            kind: *kind,
-            off: width,
-        });
+    let mut nvar = 0;
+    for (kind, _, a, p) in &aggs {
+        let mut agg = Agg::new(*kind, width);
+        agg.p = *p;
+        if kind.has_ext() {
+            agg.ext = nvar;
+            nvar += 1;
+        }
+        ops.push(agg);
         width += kind.width();
         let mut aa = AggArgs {
             a: None,
@@ -453,7 +528,7 @@ pub(crate) fn compile(
         };
         match kind {
             AggKind::CountStar => {}
-            AggKind::Count => {
+            AggKind::Count | AggKind::CountDistinct => {
                 let c = comp.expr(&a[0], 0)?;
                 aa.present = Some(comp.text_src(c, "count", true)?);
             }
@@ -524,16 +599,28 @@ pub(crate) fn compile(
         "Window {window_text} time {time_text} keys [{}] aggregates [{}]",
         key_text.join(", "),
         aggs.iter()
-            .map(|(_, t, _)| t.as_str())
+            .map(|(_, t, _, _)| t.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     );
     if let Some(h) = &sel.having {
         text.push_str(&format!(" having {h}"));
     }
-    if windowed {
+    if counted {
+        // The window's first and last event times.
+        width += 2;
+    }
+    let emit = match opts.emit {
+        super::Emit::Final if windowed => "emit final".to_string(),
+        super::Emit::Final => "emit updates per batch".to_string(),
+        super::Emit::Updates { every_ms: 0 } => "emit updates per batch".to_string(),
+        super::Emit::Updates { every_ms } => format!("emit updates every {every_ms} ms"),
+    };
+    if counted {
+        text.push_str(" emit when full");
+    } else if windowed {
         text.push_str(&format!(
-            " watermark {} ms lateness {} ms emit final{}",
+            " watermark {} ms lateness {} ms {emit}{}",
             opts.watermark_ms,
             opts.lateness_ms,
             match &opts.late_stream {
@@ -541,8 +628,11 @@ pub(crate) fn compile(
                 None => " late: dropped and counted".into(),
             }
         ));
+        if opts.idle_ms > 0 {
+            text.push_str(&format!(" idle {} ms", opts.idle_ms));
+        }
     } else {
-        text.push_str(" emit updates per batch");
+        text.push_str(&format!(" {emit}"));
     }
     text.push_str(&format!(
         " state {} bytes per row, limit {} bytes",
@@ -567,23 +657,94 @@ pub(crate) fn compile(
     Ok(Grouped { op, schema })
 }
 
-fn agg_call(f: &Function) -> Result<(AggKind, Vec<Expr>), PlanError> {
+/// A percentile's fraction: a constant in [0, 1].
+fn fraction(e: &Expr, f: &Function) -> Result<f64, PlanError> {
+    let bad = || {
+        PlanError::Invalid(format!(
+            "{f}: the percentile must be a constant between 0 and 1"
+        ))
+    };
+    let text = match e {
+        Expr::Value(v) => match &v.value {
+            SqlValue::Number(n, _) => n.clone(),
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    let p: f64 = text.parse().map_err(|_| bad())?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(bad());
+    }
+    Ok(p)
+}
+
+/// An aggregate call: its kind, its arguments over the input row, and a
+/// percentile's fraction.
+fn agg_call(f: &Function) -> Result<(AggKind, Vec<Expr>, f64), PlanError> {
     let name = fn_name(f);
     if f.over.is_some() {
         return Err(PlanError::WindowsAndAggregates);
     }
-    if f.filter.is_some() || !f.within_group.is_empty() {
-        return Err(PlanError::Unsupported(format!(
-            "{f}: FILTER and WITHIN GROUP on aggregates"
-        )));
+    if f.filter.is_some() {
+        return Err(PlanError::Unsupported(format!("{f}: FILTER on aggregates")));
     }
     let FunctionArguments::List(l) = &f.args else {
         return Err(PlanError::Unsupported(format!("{f}")));
     };
-    if matches!(l.duplicate_treatment, Some(DuplicateTreatment::Distinct)) {
+    if name == "percentile_cont" {
+        // percentile_cont(p) WITHIN GROUP (ORDER BY x), as PostgreSQL.
+        let ([FunctionArg::Unnamed(FunctionArgExpr::Expr(p))], [o]) =
+            (l.args.as_slice(), f.within_group.as_slice())
+        else {
+            return Err(PlanError::Invalid(format!(
+                "{f}: write percentile_cont(p) WITHIN GROUP (ORDER BY x)"
+            )));
+        };
+        if !matches!(
+            o.options.sort,
+            None | Some(sqlparser::ast::OrderBySort::Asc)
+        ) || l.duplicate_treatment.is_some()
+            || !l.clauses.is_empty()
+        {
+            return Err(PlanError::Unsupported(format!(
+                "{f}: DESC, DISTINCT or clauses in a percentile"
+            )));
+        }
+        if mentions_aggregate(&o.expr) {
+            return Err(PlanError::Invalid(format!(
+                "aggregate calls cannot be nested: {f}"
+            )));
+        }
+        return Ok((AggKind::Percentile, vec![o.expr.clone()], fraction(p, f)?));
+    }
+    if !f.within_group.is_empty() {
         return Err(PlanError::Unsupported(format!(
-            "{name}(DISTINCT ...): not supported yet"
+            "{f}: WITHIN GROUP belongs to percentile_cont"
         )));
+    }
+    if matches!(l.duplicate_treatment, Some(DuplicateTreatment::Distinct)) {
+        if name != "count" {
+            return Err(PlanError::Unsupported(format!(
+                "{name}(DISTINCT ...): only count(DISTINCT x)"
+            )));
+        }
+        match l.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] if l.clauses.is_empty() => {
+                if mentions_aggregate(e) {
+                    return Err(PlanError::Invalid(format!(
+                        "aggregate calls cannot be nested: {f}"
+                    )));
+                }
+                return Ok((AggKind::CountDistinct, vec![e.clone()], 0.5));
+            }
+            _ => {
+                return Err(PlanError::WrongArity {
+                    function: "count(DISTINCT ...)".into(),
+                    expected: "1",
+                    got: l.args.len(),
+                })
+            }
+        }
     }
     if !l.clauses.is_empty() {
         return Err(PlanError::Unsupported(format!("{f}")));
@@ -613,6 +774,19 @@ fn agg_call(f: &Function) -> Result<(AggKind, Vec<Expr>), PlanError> {
             }
         }
     }
+    let mut p = 0.5;
+    if name == "percentile" {
+        // percentile(x, p).
+        if args.len() != 2 {
+            return Err(PlanError::WrongArity {
+                function: name,
+                expected: "2",
+                got: args.len(),
+            });
+        }
+        p = fraction(&args[1], f)?;
+        args.truncate(1);
+    }
     if args.len() != kind.arity() {
         return Err(PlanError::WrongArity {
             function: name,
@@ -624,7 +798,7 @@ fn agg_call(f: &Function) -> Result<(AggKind, Vec<Expr>), PlanError> {
             got: args.len(),
         });
     }
-    Ok((kind, args))
+    Ok((kind, args, p))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Keyed windows and aggregates: `GROUP BY keys, TUMBLE|HOP|SESSION(...)`
-//! (or keys alone: a running aggregate per key), event time, watermark,
-//! lateness (docs/pipelines.md, "Windows and time").
+//! Keyed windows and aggregates: `GROUP BY keys,
+//! TUMBLE|HOP|SESSION|COUNT_WINDOW(...)` (or keys alone: a running
+//! aggregate per key), event time, watermark, lateness, EMIT UPDATES, IDLE
+//! (docs/pipelines.md, "Windows and time").
 //!
 //! The [`WindowOp`] operator runs after the source and the filter. Per
 //! event it reads the event time, the key (hashed once into the key
@@ -11,6 +12,11 @@
 //!   result merges its panes when it fires;
 //! - SESSION keeps one row per session; an event that bridges sessions
 //!   merges them;
+//! - COUNT_WINDOW(n, slide) keeps one row per pane of `gcd(n, slide)`
+//!   entries of the key in arrival order (`[pane number, entries, rev]`,
+//!   the aggregates, then the least event time and the greatest plus one);
+//!   a window is emitted when its last pane fills, and the panes no later
+//!   window needs go. No watermark is involved;
 //! - without a window, one row per key, emitted after each batch that
 //!   touched it.
 //!
@@ -21,9 +27,34 @@
 //! result again with `_rev` = 1, 2, .... An event later than that is
 //! dropped and counted, or written to the LATE stream with a `_reason`.
 //!
+//! EMIT UPDATES [EVERY ms] follows Flink's early firing: a row changed by
+//! an event is marked dirty (a bit of its rev word); when the wall clock
+//! says a flush is due (`now >= last flush + EVERY`, one flush time for
+//! the whole operator), every open window holding a dirty row writes its
+//! current result. When the watermark passes a window's end its final
+//! result is written once, unless no row of it changed since the flush
+//! that last wrote it (the consumer already has that value); revisions
+//! within LATENESS as with EMIT FINAL. "Changed" means an entry entered
+//! the window: a late entry before a window changes its twap's carried-in
+//! price without making it changed. A flush that writes nothing (its rows'
+//! windows had all closed) does not start a new interval. Running
+//! aggregates write their dirty rows per batch (EMIT FINAL, the default)
+//! or at most once per EVERY.
+//!
+//! IDLE: once no event arrived for `idle_ms` of wall-clock time, the
+//! watermark is `max event time - WATERMARK + (now - last arrival)` (it
+//! jumps by `idle_ms` when idleness starts, then follows the clock, and
+//! never goes back when events come again), so the last windows close
+//! without new events. The wall clock is only what the runner passes to
+//! [`WindowOp::set_clock`]: results depend on the inputs and those times.
+//! [`WindowOp::tick`] emits what the clock made due between batches;
+//! [`WindowOp::next_tick_ms`] says when that is.
+//!
 //! State is flat: per key one `Vec<u64>` of rows `[start, end, rev,
-//! aggregate words...]` sorted by start; timers are ordered sets of
-//! `(time, key)`. [`WindowOp::snapshot`] encodes it (versioned); restore
+//! aggregate words...]` sorted by start, and, for `count(DISTINCT)`,
+//! percentiles and twap, an [`Ext`] per row and aggregate (plus one
+//! carried slot per aggregate: twap's last price of dropped rows); timers
+//! are ordered sets of `(time, key)`. [`WindowOp::snapshot`] encodes it (versioned); restore
 //! checks every length and rebuilds the timers.
 
 pub mod agg;
@@ -34,7 +65,7 @@ use crate::error::PlanError;
 use crate::expr::{BoolSrc, NumSrc, TextSrc};
 use crate::ops::{Batch, Operator, Project};
 use crate::value::{write_value, Num};
-use agg::{Agg, Order};
+use agg::{Agg, Ext, Order, Point};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeSet, HashMap};
 
@@ -45,9 +76,21 @@ pub const DEFAULT_STATE_LIMIT: u64 = 256 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Emit {
     /// Once per window, when the watermark passes its end (and again, with
-    /// `_rev`, per late update within LATENESS).
+    /// `_rev`, per late update within LATENESS). A running aggregate (no
+    /// window) writes its changed rows after each batch.
     #[default]
     Final,
+    /// EMIT UPDATES [EVERY ms] (Flink's early firing): while a window is
+    /// open its changed result is written at most once per `every_ms` of
+    /// wall-clock time ([`WindowOp::set_clock`]; 0: after each batch that
+    /// changed it); when the watermark passes its end the final result is
+    /// written once, unless it is the same as the last update; revisions
+    /// within LATENESS as with `Final`. A running aggregate writes its
+    /// changed rows at most once per `every_ms`.
+    Updates {
+        /// The least wall-clock time between two flushes, ms.
+        every_ms: u64,
+    },
 }
 
 /// PIPELINE.CREATE's time options of a grouped statement.
@@ -64,6 +107,10 @@ pub struct WindowOptions {
     pub emit: Emit,
     /// STATE_LIMIT: the pipeline fails when its state grows beyond this.
     pub state_limit: u64,
+    /// IDLE: after this much wall-clock time without an event (0: never)
+    /// the watermark advances with the clock, so the last windows close
+    /// without new events (see [`WindowOp::tick`]).
+    pub idle_ms: u64,
 }
 
 impl Default for WindowOptions {
@@ -74,6 +121,7 @@ impl Default for WindowOptions {
             late_stream: None,
             emit: Emit::Final,
             state_limit: DEFAULT_STATE_LIMIT,
+            idle_ms: 0,
         }
     }
 }
@@ -97,6 +145,16 @@ pub enum WindowKind {
         /// Inactivity that closes a session, ms.
         gap: i64,
     },
+    /// COUNT_WINDOW(n[, slide]): every `n` entries of a key in arrival
+    /// order, a window starting every `slide` entries (default `n`).
+    Count {
+        /// Entries per window.
+        n: i64,
+        /// Entries between window starts (1..=n).
+        slide: i64,
+        /// Entries per pane: gcd(n, slide).
+        pane: i64,
+    },
 }
 
 /// Largest event time accepted (ms): far beyond any date, and far enough
@@ -105,8 +163,13 @@ pub const MAX_EVENT_TIME: i64 = 1 << 52;
 
 /// Bytes counted per key beyond its own bytes (dictionary entry, vectors).
 const KEY_OVERHEAD: u64 = 72;
-/// Words of a row before the aggregates: start, end, rev.
+/// Words of a row before the aggregates: start, end, rev (with [`DIRTY`]).
 const HDR: usize = 3;
+/// In a row's rev word: the row changed since the last EMIT UPDATES flush
+/// (or, for a running aggregate, since its last result).
+const DIRTY: u64 = 1 << 63;
+/// Largest watermark: beyond every window's end and lateness.
+const MAX_WATERMARK: i64 = 3 * MAX_EVENT_TIME;
 
 /// Counters and sizes for PIPELINE.INFO.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,9 +188,37 @@ pub struct WindowStats {
     pub late_written: u64,
 }
 
+#[derive(Clone)]
 struct KeyState {
     key: Box<[u8]>,
     rows: Vec<u64>,
+    /// With `nvar` aggregates keeping an [`Ext`]: first one carried slot
+    /// per such aggregate (twap: the key's last price from rows already
+    /// dropped), then `nvar` per row, in row order. Empty otherwise.
+    ext: Vec<Ext>,
+}
+
+impl KeyState {
+    fn ext_bytes(&self) -> u64 {
+        self.ext.iter().map(|e| e.bytes() + EXT_OVERHEAD).sum()
+    }
+}
+
+/// Bytes counted per [`Ext`] slot beyond its contents.
+const EXT_OVERHEAD: u64 = 32;
+
+/// Event time and wall-clock time: the watermark's sources, and when
+/// EMIT UPDATES last flushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Clock {
+    /// The largest event time accepted.
+    max_ts: Option<i64>,
+    /// The watermark reached by IDLE advances (it never goes back).
+    idle_wm: Option<i64>,
+    /// Wall-clock time of the last batch with events (IDLE).
+    last_arrival: Option<i64>,
+    /// Wall-clock time of the last EMIT UPDATES flush.
+    last_flush: Option<i64>,
 }
 
 /// The operator's state: everything that snapshot encodes.
@@ -136,7 +227,7 @@ struct State {
     index: HashMap<Box<[u8]>, u32>,
     keys: Vec<Option<KeyState>>,
     free: Vec<u32>,
-    max_ts: Option<i64>,
+    clock: Clock,
     /// Timers: windows to fire, rows to drop.
     fire: BTreeSet<(i64, u32)>,
     clean: BTreeSet<(i64, u32)>,
@@ -146,13 +237,13 @@ struct State {
     rows: u64,
     late_dropped: u64,
     late_written: u64,
-    /// Running aggregates touched by the current batch.
-    touched: Vec<u32>,
+    /// Keys with a [`DIRTY`] row (derived from the rows).
+    dirty: BTreeSet<u32>,
 }
 
-/// A key's state before an epoch touched it: its bytes and rows (`None`:
-/// the key did not exist).
-type PreImage = Option<(Box<[u8]>, Vec<u64>)>;
+/// A key's state before an epoch touched it (`None`: the key did not
+/// exist).
+type PreImage = Option<KeyState>;
 
 /// Pre-images of what the current epoch changed, to take it back (an
 /// epoch that does not commit) or to checkpoint the committed state while
@@ -166,7 +257,7 @@ struct Undo {
     /// Keys in first-touch order with their state before the epoch
     /// (`None`: the key did not exist).
     keys: Vec<(u32, PreImage)>,
-    max_ts: Option<i64>,
+    clock: Clock,
     late_dropped: u64,
     late_written: u64,
     revs: Option<HashMap<(u32, i64), u32>>,
@@ -202,6 +293,8 @@ pub struct WindowOp {
     pub(crate) args: Vec<AggArgs>,
     /// Words of all aggregates.
     pub(crate) width: usize,
+    /// Aggregates that keep an [`Ext`].
+    nvar: usize,
     pub(crate) out: Output,
     pub(crate) text: String,
     st: State,
@@ -209,6 +302,9 @@ pub struct WindowOp {
     // Scratch, reused.
     key_buf: Vec<u8>,
     nums: Vec<(Num, Num, bool)>,
+    /// count(DISTINCT x)'s value bytes per aggregate, for the event.
+    texts: Vec<Option<Vec<u8>>>,
+    merged_ext: Vec<Ext>,
     merged: Vec<u64>,
     idx: Vec<u32>,
     num: Vec<Num>,
@@ -217,6 +313,11 @@ pub struct WindowOp {
     pub(crate) late_out: Vec<Record>,
     /// Set when the state exceeds its limit: the pipeline must fail.
     pub(crate) fatal: Option<String>,
+    /// Wall-clock time, ms, as the runner last set it (never read from the
+    /// system: results depend only on the inputs and this).
+    now: i64,
+    /// Results computed (before HAVING), to see whether a flush wrote any.
+    results: u64,
 }
 
 /// Why an event could not be placed.
@@ -238,7 +339,11 @@ impl WindowOp {
         out: Output,
         text: String,
     ) -> WindowOp {
+        let nvar = aggs.iter().filter(|a| a.kind.has_ext()).count();
         WindowOp {
+            nvar,
+            texts: Vec::new(),
+            merged_ext: Vec::new(),
             kind,
             opts,
             time,
@@ -258,6 +363,8 @@ impl WindowOp {
             arena: BytesMut::new(),
             late_out: Vec::new(),
             fatal: None,
+            now: 0,
+            results: 0,
         }
     }
 
@@ -265,12 +372,21 @@ impl WindowOp {
         HDR + self.width
     }
 
-    /// The watermark (`i64::MIN` before the first event).
+    /// The watermark (`i64::MIN` before the first event): the largest
+    /// event time minus WATERMARK, or what IDLE advanced it to.
     fn wm(&self) -> i64 {
-        match self.st.max_ts {
-            Some(t) => t - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64,
+        match self.st.clock.max_ts {
+            Some(t) => {
+                let w = t - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64;
+                self.st.clock.idle_wm.map_or(w, |i| i.max(w))
+            }
             None => i64::MIN,
         }
+    }
+
+    /// Whether rows carry [`DIRTY`]: EMIT UPDATES, and running aggregates.
+    fn tracks_dirty(&self) -> bool {
+        self.kind == WindowKind::Running || matches!(self.opts.emit, Emit::Updates { .. })
     }
 
     fn lateness(&self) -> i64 {
@@ -283,7 +399,7 @@ impl WindowOp {
             keys: self.st.index.len() as u64,
             open_windows: self.st.rows,
             state_bytes: self.st.bytes,
-            watermark: self.st.max_ts.map(|_| self.wm()),
+            watermark: self.st.clock.max_ts.map(|_| self.wm()),
             late_dropped: self.st.late_dropped,
             late_written: self.st.late_written,
         }
@@ -299,7 +415,9 @@ impl WindowOp {
         let ks = KeyState {
             key: key.clone(),
             rows: Vec::new(),
+            ext: vec![Ext::None; self.nvar],
         };
+        self.st.bytes += self.nvar as u64 * EXT_OVERHEAD;
         // During an epoch, slots are not reused: a rollback restores
         // the keys that were there.
         let reuse = if self.undo.active {
@@ -330,9 +448,7 @@ impl WindowOp {
         if !self.undo.active || self.undo.stamp.get(k as usize) == Some(&self.undo.epoch) {
             return;
         }
-        let pre = self.st.keys[k as usize]
-            .as_ref()
-            .map(|ks| (ks.key.clone(), ks.rows.clone()));
+        let pre = self.st.keys[k as usize].clone();
         self.mark(k, pre);
     }
 
@@ -352,14 +468,16 @@ impl WindowOp {
     }
 
     fn drop_key_if_empty(&mut self, k: u32) {
-        let empty = matches!(&self.st.keys[k as usize], Some(ks) if ks.rows.is_empty());
+        // A key keeps its carried twap prices.
+        let empty = matches!(&self.st.keys[k as usize], Some(ks) if ks.rows.is_empty() && ks.ext.iter().all(|e| *e == Ext::None));
         if empty {
             if let Some(ks) = self.st.keys[k as usize].take() {
                 self.st.bytes = self
                     .st
                     .bytes
-                    .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD);
+                    .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD + ks.ext_bytes());
                 self.st.index.remove(&ks.key);
+                self.st.dirty.remove(&k);
                 if self.undo.active {
                     self.undo.freed.push(k);
                 } else {
@@ -397,6 +515,12 @@ impl WindowOp {
         }
         let at = lo * s;
         ks.rows.splice(at..at, std::iter::repeat_n(0u64, s));
+        let nv = self.nvar;
+        if nv > 0 {
+            let e = nv + lo * nv;
+            ks.ext.splice(e..e, std::iter::repeat_n(Ext::None, nv));
+            self.st.bytes += nv as u64 * EXT_OVERHEAD;
+        }
         ks.rows[at] = start as u64;
         ks.rows[at + 1] = end as u64;
         for a in aggs {
@@ -422,6 +546,16 @@ impl WindowOp {
     /// Reads the event's arguments into `nums`.
     fn read_args(&mut self, row: &Row<'_>) -> Result<(), crate::error::EvalError> {
         self.nums.clear();
+        if self.nvar > 0 {
+            self.texts.clear();
+            for (ag, a) in self.aggs.iter().zip(&self.args) {
+                let t = match (&a.present, ag.kind) {
+                    (Some(s), agg::AggKind::CountDistinct) => s.get(row)?.map(|c| c.into_owned()),
+                    _ => None,
+                };
+                self.texts.push(t);
+            }
+        }
         for a in &self.args {
             let x = match &a.a {
                 Some(s) => s.get(row)?,
@@ -458,12 +592,24 @@ impl WindowOp {
 
     fn update_row(&mut self, k: u32, r: usize, at: Order) {
         let s = self.stride();
+        let dirty = self.tracks_dirty();
         let Some(ks) = self.st.keys[k as usize].as_mut() else {
             return;
         };
+        if dirty {
+            ks.rows[r * s + 2] |= DIRTY;
+            self.st.dirty.insert(k);
+        }
         let row = &mut ks.rows[r * s + HDR..(r + 1) * s];
-        for (a, &(x, y, p)) in self.aggs.iter().zip(&self.nums) {
-            a.update(row, x, y, p, at);
+        let nv = self.nvar;
+        for (j, (a, &(x, y, p))) in self.aggs.iter().zip(&self.nums).enumerate() {
+            if a.kind.has_ext() {
+                let e = &mut ks.ext[nv + r * nv + a.ext];
+                let t = self.texts.get(j).and_then(|t| t.as_deref());
+                self.st.bytes += a.ext_update(e, x, t, at);
+            } else {
+                a.update(row, x, y, p, at);
+            }
         }
     }
 
@@ -512,7 +658,7 @@ impl WindowOp {
                     let rev = self.st.revs.entry((k, s)).or_insert(0);
                     *rev += 1;
                     let rev = *rev;
-                    self.emit_hop(k, s, s + size, Some(rev), id, out);
+                    self.emit_hop(k, s, s + size, Some(rev), false, id, out);
                 }
                 s += slide;
             }
@@ -520,39 +666,63 @@ impl WindowOp {
         Placed::Ok
     }
 
-    /// Merges the panes of `[s, e)` of key `k` and emits the result.
+    /// Merges the panes of `[s, e)` of key `k` and emits the result. With
+    /// `fire` under EMIT UPDATES, only when a pane changed since the last
+    /// flush (which wrote this window's result, as it was open then).
+    #[allow(clippy::too_many_arguments)]
     fn emit_hop(
         &mut self,
         k: u32,
         s: i64,
         e: i64,
         rev: Option<u32>,
+        fire: bool,
         id: EntryId,
         out: &mut Vec<Record>,
     ) {
         let st = self.stride();
+        if fire && matches!(self.opts.emit, Emit::Updates { .. }) {
+            let changed = self.st.keys[k as usize].as_ref().is_some_and(|ks| {
+                ks.rows.chunks_exact(st).any(|row| {
+                    let p = row[0] as i64;
+                    p >= s && p < e && row[2] & DIRTY != 0
+                })
+            });
+            if !changed {
+                return;
+            }
+        }
         let mut merged = std::mem::take(&mut self.merged);
         merged.clear();
         merged.resize(self.width, 0);
         for a in &self.aggs {
             a.init(&mut merged);
         }
+        let mut mext = std::mem::take(&mut self.merged_ext);
+        mext.clear();
+        mext.resize(self.nvar, Ext::None);
+        let nv = self.nvar;
         let mut any = false;
         if let Some(ks) = self.st.keys[k as usize].as_ref() {
-            for row in ks.rows.chunks_exact(st) {
+            for (r, row) in ks.rows.chunks_exact(st).enumerate() {
                 let start = row[0] as i64;
                 if start >= s && start < e {
                     any = true;
                     for a in &self.aggs {
-                        a.merge(&mut merged, &row[HDR..]);
+                        if a.kind.has_ext() {
+                            a.ext_merge(&mut mext[a.ext], &ks.ext[nv + r * nv + a.ext]);
+                        } else {
+                            a.merge(&mut merged, &row[HDR..]);
+                        }
                     }
                 }
             }
         }
         if any {
-            self.result(k, Some((s, e)), rev, &merged, id, out);
+            self.result(k, Some((s, e)), rev, &merged, &mext, id, out);
         }
         self.merged = merged;
+        self.merged_ext = mext;
     }
 
     // ---- SESSION --------------------------------------------------------
@@ -601,18 +771,32 @@ impl WindowOp {
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
                 return Placed::Ok;
             };
-            let mut rev = ks.rows[first * s + 2];
+            let mut rev = ks.rows[first * s + 2] & !DIRTY;
+            let mut dirty = ks.rows[first * s + 2] & DIRTY;
+            let nv = self.nvar;
+            let before = ks.ext_bytes();
             for j in first + 1..=last {
-                rev = rev.max(ks.rows[j * s + 2]);
+                rev = rev.max(ks.rows[j * s + 2] & !DIRTY);
+                dirty |= ks.rows[j * s + 2] & DIRTY;
                 let (a, b) = ks.rows.split_at_mut(j * s);
+                let (ea, eb) = ks.ext.split_at_mut(nv + j * nv);
                 for ag in aggs {
-                    ag.merge(&mut a[first * s + HDR..(first + 1) * s], &b[HDR..s]);
+                    if ag.kind.has_ext() {
+                        ag.ext_merge(&mut ea[nv + first * nv + ag.ext], &eb[ag.ext]);
+                    } else {
+                        ag.merge(&mut a[first * s + HDR..(first + 1) * s], &b[HDR..s]);
+                    }
                 }
             }
             ks.rows.drain((first + 1) * s..(last + 1) * s);
+            if nv > 0 {
+                ks.ext.drain(nv + (first + 1) * nv..nv + (last + 1) * nv);
+                let after = ks.ext_bytes();
+                self.st.bytes = (self.st.bytes + after).saturating_sub(before);
+            }
             ks.rows[first * s] = start as u64;
             ks.rows[first * s + 1] = end as u64;
-            ks.rows[first * s + 2] = rev;
+            ks.rows[first * s + 2] = rev | dirty;
             let gone = (last - first) as u64;
             self.st.rows -= gone;
             self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
@@ -622,30 +806,126 @@ impl WindowOp {
         self.st.clean.insert((end + l, k));
         if end <= wm {
             // A late entry within lateness: the session's result again.
-            self.emit_session(k, r, id, out);
+            self.emit_session(k, r, false, id, out);
         } else {
             self.st.fire.insert((end, k));
         }
         Placed::Ok
     }
 
-    fn emit_session(&mut self, k: u32, r: usize, id: EntryId, out: &mut Vec<Record>) {
+    /// Emits session `r` of key `k` (its final result when `fire`, else a
+    /// revision) and counts the emission. Under EMIT UPDATES a final result
+    /// equal to the last update is not written again.
+    fn emit_session(&mut self, k: u32, r: usize, fire: bool, id: EntryId, out: &mut Vec<Record>) {
         let s = self.stride();
+        let updates = matches!(self.opts.emit, Emit::Updates { .. });
         let mut merged = std::mem::take(&mut self.merged);
-        let (start, end, rev) = {
+        let nv = self.nvar;
+        let (start, end, rev, write, ext) = {
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
                 return;
             };
+            let ext = ks.ext[nv + r * nv..nv + (r + 1) * nv].to_vec();
             let row = &mut ks.rows[r * s..(r + 1) * s];
             merged.clear();
             merged.extend_from_slice(&row[HDR..]);
-            let rev = row[2];
-            row[2] += 1;
-            (row[0] as i64, row[1] as i64, rev)
+            let rev = row[2] & !DIRTY;
+            let write = !(fire && updates && row[2] & DIRTY == 0);
+            row[2] = (rev + 1) & !DIRTY;
+            (row[0] as i64, row[1] as i64, rev, write, ext)
         };
-        let rev = (rev > 0).then_some(rev.min(u32::MAX as u64) as u32);
-        self.result(k, Some((start, end)), rev, &merged, id, out);
+        if write {
+            let rev = (rev > 0).then_some(rev.min(u32::MAX as u64) as u32);
+            self.result(k, Some((start, end)), rev, &merged, &ext, id, out);
+        }
         self.merged = merged;
+    }
+
+    // ---- COUNT_WINDOW ---------------------------------------------------
+
+    /// Adds an entry to key `k`'s last pane (a row `[pane number, entries,
+    /// rev]` with the trailer words `[min time, max time + 1]` after the
+    /// aggregates); when the pane fills and a window ends there, emits the
+    /// window and drops the panes no later window needs.
+    fn place_count(
+        &mut self,
+        k: u32,
+        t: i64,
+        at: Order,
+        (n, slide, pane): (i64, i64, i64),
+        id: EntryId,
+        out: &mut Vec<Record>,
+    ) -> Placed {
+        let s = self.stride();
+        let tr = s - 2;
+        let last = self.st.keys[k as usize].as_ref().and_then(|ks| {
+            let m = ks.rows.len() / s;
+            (m > 0).then(|| (ks.rows[(m - 1) * s] as i64, ks.rows[(m - 1) * s + 1] as i64))
+        });
+        let p = match last {
+            Some((p, c)) if c < pane => p,
+            Some((p, _)) => p + 1,
+            None => 0,
+        };
+        let (r, new) = self.row_at(k, p, 0);
+        self.update_row(k, r, at);
+        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            return Placed::Ok;
+        };
+        let row = &mut ks.rows[r * s..(r + 1) * s];
+        row[1] += 1;
+        if new {
+            row[tr] = t as u64;
+            row[tr + 1] = (t + 1) as u64;
+        } else {
+            row[tr] = (row[tr] as i64).min(t) as u64;
+            row[tr + 1] = (row[tr + 1] as i64).max(t + 1) as u64;
+        }
+        if row[1] as i64 == pane {
+            let total = (p + 1) * pane;
+            if total >= n && (total - n) % slide == 0 {
+                self.emit_count(k, (total - n) / pane, p, id, out);
+                let keep_from = (total - n + slide) / pane;
+                self.retain_rows(k, |row| row[0] as i64 >= keep_from);
+            }
+        }
+        Placed::Ok
+    }
+
+    /// Merges key `k`'s panes `lo..=hi` and emits the window.
+    fn emit_count(&mut self, k: u32, lo: i64, hi: i64, id: EntryId, out: &mut Vec<Record>) {
+        let st = self.stride();
+        let tr = st - 2;
+        let nv = self.nvar;
+        let mut merged = std::mem::take(&mut self.merged);
+        merged.clear();
+        merged.resize(self.width, 0);
+        let mut mext = std::mem::take(&mut self.merged_ext);
+        mext.clear();
+        mext.resize(nv, Ext::None);
+        let (mut ws, mut we) = (i64::MAX, i64::MIN);
+        if let Some(ks) = self.st.keys[k as usize].as_ref() {
+            for (r, row) in ks.rows.chunks_exact(st).enumerate() {
+                let p = row[0] as i64;
+                if p < lo || p > hi {
+                    continue;
+                }
+                ws = ws.min(row[tr] as i64);
+                we = we.max(row[tr + 1] as i64);
+                for a in &self.aggs {
+                    if a.kind.has_ext() {
+                        a.ext_merge(&mut mext[a.ext], &ks.ext[nv + r * nv + a.ext]);
+                    } else {
+                        a.merge(&mut merged, &row[HDR..]);
+                    }
+                }
+            }
+        }
+        if ws <= we {
+            self.result(k, Some((ws, we)), None, &merged[..tr - HDR], &mext, id, out);
+        }
+        self.merged = merged;
+        self.merged_ext = mext;
     }
 
     // ---- time -----------------------------------------------------------
@@ -661,7 +941,7 @@ impl WindowOp {
             self.st.fire.pop_first();
             match self.kind {
                 WindowKind::Hop { size, slide, .. } => {
-                    self.emit_hop(k, e - size, e, None, id, out);
+                    self.emit_hop(k, e - size, e, None, true, id, out);
                     // The key's next window that holds a pane.
                     let s = self.stride();
                     let next_start = e - size + slide;
@@ -684,10 +964,10 @@ impl WindowOp {
                         .and_then(|ks| ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e));
                     if let Some(r) = r {
                         self.touch(k);
-                        self.emit_session(k, r, id, out);
+                        self.emit_session(k, r, true, id, out);
                     }
                 }
-                WindowKind::Running => {}
+                WindowKind::Running | WindowKind::Count { .. } => {}
             }
         }
         let l = self.lateness();
@@ -697,30 +977,17 @@ impl WindowOp {
             }
             self.st.clean.pop_first();
             self.touch(k);
-            let s = self.stride();
             // The time after which a row may go.
-            let expiry = |row: &[u64]| -> i64 {
-                match self.kind {
+            let kind = self.kind;
+            let expiry = move |row: &[u64]| -> i64 {
+                match kind {
                     WindowKind::Hop { size, slide, .. } => {
                         (row[0] as i64).div_euclid(slide) * slide + size + l
                     }
                     _ => row[1] as i64 + l,
                 }
             };
-            let Some(ks) = self.st.keys[k as usize].as_mut() else {
-                continue;
-            };
-            let before = ks.rows.len() / s;
-            let mut kept = Vec::with_capacity(ks.rows.len());
-            for row in ks.rows.chunks_exact(s) {
-                if expiry(row) > wm {
-                    kept.extend_from_slice(row);
-                }
-            }
-            ks.rows = kept;
-            let gone = (before - ks.rows.len() / s) as u64;
-            self.st.rows -= gone;
-            self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
+            self.retain_rows(k, |row| expiry(row) > wm);
             if let WindowKind::Hop { size, .. } = self.kind {
                 if self
                     .st
@@ -738,22 +1005,286 @@ impl WindowOp {
         }
     }
 
+    /// Keeps key `k`'s rows for which `keep` holds (the key must be
+    /// touched); twap's last price of a dropped row carries on in the key.
+    fn retain_rows(&mut self, k: u32, keep: impl Fn(&[u64]) -> bool) {
+        let s = self.stride();
+        {
+            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+                return;
+            };
+            let before = ks.rows.len() / s;
+            let nv = self.nvar;
+            let bytes_before = ks.ext_bytes();
+            let mut kept = Vec::with_capacity(ks.rows.len());
+            let mut kept_ext = Vec::with_capacity(ks.ext.len());
+            kept_ext.extend(ks.ext.drain(..nv));
+            let mut ext = std::mem::take(&mut ks.ext).into_iter();
+            for row in ks.rows.chunks_exact(s) {
+                let row_ext: Vec<Ext> = ext.by_ref().take(nv).collect();
+                if keep(row) {
+                    kept.extend_from_slice(row);
+                    kept_ext.extend(row_ext);
+                } else {
+                    // twap: the key's last price carries on.
+                    for (v, e) in row_ext.iter().enumerate() {
+                        if let Some(p) = e.last_point() {
+                            let newer = kept_ext[v].last_point().is_none_or(|c| c.at < p.at);
+                            if newer {
+                                kept_ext[v] = Ext::Points(vec![p]);
+                            }
+                        }
+                    }
+                }
+            }
+            ks.rows = kept;
+            ks.ext = kept_ext;
+            if nv > 0 {
+                let after = ks.ext_bytes();
+                self.st.bytes = (self.st.bytes + after).saturating_sub(bytes_before);
+            }
+            let gone = (before - ks.rows.len() / s) as u64;
+            self.st.rows -= gone;
+            self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
+        }
+    }
+
+    // ---- wall clock -----------------------------------------------------
+
+    /// Sets the wall-clock time (ms) that IDLE and EMIT UPDATES EVERY go
+    /// by; the runner calls it before each batch and each tick. The
+    /// operator never reads the system clock.
+    pub fn set_clock(&mut self, now_ms: i64) {
+        self.now = now_ms;
+    }
+
+    /// Emits what the clock made due without new entries: windows closed
+    /// by the IDLE watermark advance, then the EMIT UPDATES flush. Call it
+    /// inside an epoch ([`WindowOp::begin_epoch`]) like a batch: its state
+    /// changes go into the epoch's delta. Its records have no source
+    /// entry: their `source_id` is `0-0`.
+    pub fn tick(&mut self, out: &mut Vec<Record>) {
+        let id = EntryId::default();
+        self.idle_advance(id, out);
+        self.maybe_flush(id, out);
+    }
+
+    /// The wall-clock time at which [`WindowOp::tick`] would next produce
+    /// something (a flush of changed rows, or a window or row that the IDLE
+    /// watermark reaches), or `None`.
+    pub fn next_tick_ms(&self) -> Option<i64> {
+        let mut next: Option<i64> = None;
+        if let Emit::Updates { every_ms } = self.opts.emit {
+            if !self.st.dirty.is_empty() {
+                let every = every_ms.min(i64::MAX as u64) as i64;
+                next = Some(
+                    self.st
+                        .clock
+                        .last_flush
+                        .map_or(self.now, |l| l.saturating_add(every)),
+                );
+            }
+        }
+        if let Some(t) = self.idle_due() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next
+    }
+
+    fn idle_ms(&self) -> Option<i64> {
+        match self.kind {
+            WindowKind::Hop { .. } | WindowKind::Session { .. } if self.opts.idle_ms > 0 => {
+                Some(self.opts.idle_ms.min(MAX_EVENT_TIME as u64) as i64)
+            }
+            _ => None,
+        }
+    }
+
+    /// When the IDLE watermark reaches the next timer.
+    fn idle_due(&self) -> Option<i64> {
+        let idle = self.idle_ms()?;
+        let c = &self.st.clock;
+        let (max_ts, last) = (c.max_ts?, c.last_arrival?);
+        let timer = match (self.st.fire.first(), self.st.clean.first()) {
+            (Some(&(f, _)), Some(&(c, _))) => f.min(c),
+            (Some(&(f, _)), None) => f,
+            (None, Some(&(c, _))) => c,
+            (None, None) => return None,
+        };
+        // The IDLE watermark at wall-clock time T >= last + idle is
+        // max_ts - WATERMARK + (T - last).
+        let base = max_ts - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64;
+        let reach = last.saturating_add(timer.saturating_sub(base));
+        Some(reach.max(last.saturating_add(idle)))
+    }
+
+    /// IDLE: once no event arrived for `idle_ms` of wall-clock time, the
+    /// watermark is `max_ts - WATERMARK + (now - last arrival)` (it never
+    /// goes back), and the windows it passes close.
+    fn idle_advance(&mut self, id: EntryId, out: &mut Vec<Record>) {
+        let Some(idle) = self.idle_ms() else {
+            return;
+        };
+        let c = self.st.clock;
+        let (Some(max_ts), Some(last)) = (c.max_ts, c.last_arrival) else {
+            return;
+        };
+        let quiet = self.now.saturating_sub(last);
+        if quiet < idle {
+            return;
+        }
+        let base = max_ts - self.opts.watermark_ms.min(MAX_EVENT_TIME as u64) as i64;
+        let w = base.saturating_add(quiet).min(MAX_WATERMARK);
+        if w > self.wm() {
+            self.st.clock.idle_wm = Some(w);
+            self.advance(id, out);
+        }
+    }
+
+    /// Writes the changed rows when due: a running aggregate's after each
+    /// batch (EMIT FINAL) or at most once per EVERY (EMIT UPDATES); open
+    /// windows' results at most once per EVERY.
+    fn maybe_flush(&mut self, id: EntryId, out: &mut Vec<Record>) {
+        if self.st.dirty.is_empty() {
+            return;
+        }
+        let due = match self.opts.emit {
+            Emit::Final => self.kind == WindowKind::Running,
+            Emit::Updates { every_ms } => {
+                let every = every_ms.min(i64::MAX as u64) as i64;
+                self.st
+                    .clock
+                    .last_flush
+                    .is_none_or(|l| self.now >= l.saturating_add(every))
+            }
+        };
+        if !due {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.st.dirty);
+        let wm = self.wm();
+        let s = self.stride();
+        let results = self.results;
+        let mut starts = BTreeSet::new();
+        for &k in &dirty {
+            self.touch(k);
+            starts.clear();
+            let mut sessions = Vec::new();
+            let mut running = None;
+            let nv = self.nvar;
+            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+                continue;
+            };
+            for (r, row) in ks.rows.chunks_exact_mut(s).enumerate() {
+                if row[2] & DIRTY == 0 {
+                    continue;
+                }
+                row[2] &= !DIRTY;
+                let (start, end) = (row[0] as i64, row[1] as i64);
+                match self.kind {
+                    WindowKind::Running => {
+                        running = Some((row[HDR..].to_vec(), ks.ext[nv..nv + nv].to_vec()))
+                    }
+                    WindowKind::Hop { size, slide, .. } => {
+                        // The open windows that hold this pane.
+                        let mut w = (start - size).div_euclid(slide) * slide + slide;
+                        while w <= start {
+                            if w + size > wm {
+                                starts.insert(w);
+                            }
+                            w += slide;
+                        }
+                    }
+                    WindowKind::Session { .. } => {
+                        if end > wm {
+                            sessions.push(r);
+                        }
+                    }
+                    // EMIT UPDATES is refused for count windows.
+                    WindowKind::Count { .. } => {}
+                }
+            }
+            if let Some((words, ext)) = running {
+                self.result(k, None, None, &words, &ext, id, out);
+            }
+            if let WindowKind::Hop { size, .. } = self.kind {
+                let ws: Vec<i64> = starts.iter().copied().collect();
+                for w in ws {
+                    self.emit_hop(k, w, w + size, None, false, id, out);
+                }
+            }
+            for r in sessions {
+                let (words, ext) = match self.st.keys[k as usize].as_ref() {
+                    Some(ks) => (
+                        ks.rows[r * s..(r + 1) * s].to_vec(),
+                        ks.ext[nv + r * nv..nv + (r + 1) * nv].to_vec(),
+                    ),
+                    None => continue,
+                };
+                let rev = words[2] & !DIRTY;
+                let rev = (rev > 0).then_some(rev.min(u32::MAX as u64) as u32);
+                self.result(
+                    k,
+                    Some((words[0] as i64, words[1] as i64)),
+                    rev,
+                    &words[HDR..],
+                    &ext,
+                    id,
+                    out,
+                );
+            }
+        }
+        // The interval starts at a flush that wrote something (rows whose
+        // windows had all closed write nothing).
+        if matches!(self.opts.emit, Emit::Updates { .. }) && self.results != results {
+            self.st.clock.last_flush = Some(self.now);
+        }
+    }
+
+    /// Rebuilds the set of keys with a [`DIRTY`] row.
+    fn rebuild_dirty(&mut self) {
+        let s = self.stride();
+        self.st.dirty.clear();
+        for (k, ks) in self.st.keys.iter().enumerate() {
+            if let Some(ks) = ks {
+                if ks.rows.chunks_exact(s).any(|r| r[2] & DIRTY != 0) {
+                    self.st.dirty.insert(k as u32);
+                }
+            }
+        }
+    }
+
+    fn refresh_dirty(&mut self, k: u32) {
+        let s = self.stride();
+        let d = self.st.keys[k as usize]
+            .as_ref()
+            .is_some_and(|ks| ks.rows.chunks_exact(s).any(|r| r[2] & DIRTY != 0));
+        if d {
+            self.st.dirty.insert(k);
+        } else {
+            self.st.dirty.remove(&k);
+        }
+    }
+
     // ---- results --------------------------------------------------------
 
     /// Builds the internal record of one result, applies HAVING and the
     /// SELECT list, and appends the output (plus `_rev`) to `out`.
+    #[allow(clippy::too_many_arguments)]
     fn result(
         &mut self,
         k: u32,
         window: Option<(i64, i64)>,
         rev: Option<u32>,
         words: &[u64],
+        ext: &[Ext],
         id: EntryId,
         out: &mut Vec<Record>,
     ) {
         let Some(ks) = self.st.keys[k as usize].as_ref() else {
             return;
         };
+        self.results += 1;
         let mut fields: Vec<(Bytes, Bytes)> =
             Vec::with_capacity(self.keys.len() + self.aggs.len() + 2);
         let mut arena = std::mem::take(&mut self.arena);
@@ -797,7 +1328,16 @@ impl WindowOp {
         let mut tmp = BytesMut::new();
         for (j, a) in self.aggs.iter().enumerate() {
             tmp.clear();
-            if write_value(&a.result(words), &mut tmp) {
+            let v = if a.kind.has_ext() {
+                let carry = match (a.kind, window) {
+                    (agg::AggKind::Twap, Some((ws, _))) => carry_in(ks, self.nvar, a.ext, ws),
+                    _ => None,
+                };
+                a.ext_result(&ext[a.ext], window, carry)
+            } else {
+                a.result(words)
+            };
+            if write_value(&v, &mut tmp) {
                 fields.push((agg_col(j), put(&mut arena, &tmp)));
             }
         }
@@ -865,6 +1405,32 @@ impl WindowOp {
     }
 }
 
+/// twap's carried price for a window starting at `ws`: the key's latest
+/// price before `ws`, from its rows and its carried slot.
+fn carry_in(ks: &KeyState, nvar: usize, v: usize, ws: i64) -> Option<Point> {
+    let mut best: Option<Point> = None;
+    let mut consider = |e: &Ext| {
+        if let Ext::Points(ps) = e {
+            let i = ps.partition_point(|p| p.at.ts < ws);
+            if let Some(p) = i.checked_sub(1).map(|i| ps[i]) {
+                if best.is_none_or(|b| b.at < p.at) {
+                    best = Some(p);
+                }
+            }
+        }
+    };
+    for (i, e) in ks.ext.iter().enumerate() {
+        if i < nvar {
+            if i == v {
+                consider(e);
+            }
+        } else if (i - nvar) % nvar == v {
+            consider(e);
+        }
+    }
+    best
+}
+
 pub(crate) fn key_col(i: usize) -> Bytes {
     Bytes::from(format!("__k{i}"))
 }
@@ -895,6 +1461,14 @@ impl Operator for WindowOp {
         let mut records = std::mem::take(&mut b.records);
         records.clear();
         let mut failed = Vec::new();
+        // A batch after a long pause first closes what IDLE made due.
+        let first_id = sel
+            .first()
+            .map_or(EntryId::default(), |&i| b.entries[i as usize].id);
+        self.idle_advance(first_id, &mut records);
+        if !sel.is_empty() {
+            self.st.clock.last_arrival = Some(self.now);
+        }
         for &i in &sel {
             if self.fatal.is_some() {
                 break;
@@ -941,13 +1515,13 @@ impl Operator for WindowOp {
                 WindowKind::Running => {
                     let (r, _) = self.row_at(k, 0, 0);
                     self.update_row(k, r, at);
-                    if !self.st.touched.contains(&k) {
-                        self.st.touched.push(k);
-                    }
                     Placed::Ok
                 }
                 WindowKind::Hop { .. } => self.place_hop(k, t, at, id, &mut records),
                 WindowKind::Session { gap } => self.place_session(k, t, at, id, gap, &mut records),
+                WindowKind::Count { n, slide, pane } => {
+                    self.place_count(k, t, at, (n, slide, pane), id, &mut records)
+                }
             };
             if let Placed::TooLate = placed {
                 self.drop_key_if_empty(k);
@@ -962,28 +1536,20 @@ impl Operator for WindowOp {
                 );
                 continue;
             }
-            if self.kind != WindowKind::Running && self.st.max_ts.is_none_or(|m| t > m) {
-                self.st.max_ts = Some(t);
+            let timed = matches!(
+                self.kind,
+                WindowKind::Hop { .. } | WindowKind::Session { .. }
+            );
+            if timed && self.st.clock.max_ts.is_none_or(|m| t > m) {
+                self.st.clock.max_ts = Some(t);
                 self.advance(id, &mut records);
             }
             self.check_limit();
         }
-        if self.kind == WindowKind::Running {
-            let touched = std::mem::take(&mut self.st.touched);
-            let s = self.stride();
-            let id = sel
-                .last()
-                .map_or(EntryId::default(), |&i| b.entries[i as usize].id);
-            for &k in &touched {
-                let words = match self.st.keys[k as usize].as_ref() {
-                    Some(ks) if ks.rows.len() >= s => ks.rows[HDR..s].to_vec(),
-                    _ => continue,
-                };
-                self.result(k, None, None, &words, id, &mut records);
-            }
-            self.st.touched = touched;
-            self.st.touched.clear();
-        }
+        let last_id = sel
+            .last()
+            .map_or(EntryId::default(), |&i| b.entries[i as usize].id);
+        self.maybe_flush(last_id, &mut records);
         for (id, e) in failed {
             b.fail(id, e);
         }
@@ -1004,15 +1570,19 @@ impl Operator for WindowOp {
 
 // ---- persisted state ----------------------------------------------------
 
-/// Version byte of the window state encoding.
+/// Version bytes of the window state encoding: 1 (before the clock), 2
+/// (the clock's fields in the globals); this build writes 2 and reads both.
 const STATE_V1: u8 = 1;
+const STATE_V2: u8 = 2;
 
 impl WindowOp {
-    /// The state: `u8 version (1)`, `u32 stride`, `u8 has_max_ts`, `i64
-    /// max_ts`, `u64 late_dropped`, `u64 late_written`, `u32 keys`, per key
-    /// `u32 len, bytes, u32 rows, rows × stride × u64`, `u32 revs`, per
-    /// revision `u32 key index (in the order above), i64 start, u32 rev`.
-    /// Little-endian throughout.
+    /// The state: `u8 version (2)`, `u32 stride`, the globals
+    /// (`put_globals`: event time, late counters, then the clock), `u32
+    /// keys`, per key `u32 len, bytes, u32 rows, rows × stride × u64`, then
+    /// its [`Ext`] slots when the plan has such aggregates (`put_rows`),
+    /// `u32 revs`, per revision `u32 key index (in the order above), i64
+    /// start, u32 rev`. Little-endian throughout. Version 1 (no clock, no
+    /// Ext) is still read.
     ///
     /// While an epoch is being evaluated this is the state before it (the
     /// committed one): a checkpoint taken then must not hold changes whose
@@ -1024,42 +1594,44 @@ impl WindowOp {
         } else {
             HashMap::new()
         };
-        let (max_ts, dropped, written, revs) = if u.active {
+        let (clock, dropped, written, revs) = if u.active {
             (
-                u.max_ts,
+                u.clock,
                 u.late_dropped,
                 u.late_written,
                 u.revs.as_ref().unwrap_or(&self.st.revs),
             )
         } else {
             (
-                self.st.max_ts,
+                self.st.clock,
                 self.st.late_dropped,
                 self.st.late_written,
                 &self.st.revs,
             )
         };
-        let mut live: Vec<(u32, &[u8], &[u64])> = Vec::with_capacity(self.st.index.len());
+        let mut live: Vec<(u32, &KeyState)> = Vec::with_capacity(self.st.index.len());
         for (i, k) in self.st.keys.iter().enumerate() {
             let id = i as u32;
             match saved.get(&id) {
-                Some(Some((key, rows))) => live.push((id, key, rows)),
+                Some(Some(ks)) => live.push((id, ks)),
                 Some(None) => {}
                 None => {
                     if let Some(ks) = k {
-                        live.push((id, &ks.key, &ks.rows));
+                        live.push((id, ks));
                     }
                 }
             }
         }
-        let mut v = vec![STATE_V1];
+        let mut v = vec![STATE_V2];
         v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
-        put_globals(&mut v, max_ts, dropped, written);
+        put_globals(&mut v, &clock, dropped, written);
         v.extend_from_slice(&(live.len() as u32).to_le_bytes());
         let mut pos = HashMap::new();
-        for (n, (id, key, rows)) in live.iter().enumerate() {
+        for (n, (id, ks)) in live.iter().enumerate() {
             pos.insert(*id, n as u32);
-            put_key_rows(&mut v, key, rows, self.stride());
+            v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
+            v.extend_from_slice(&ks.key);
+            put_rows(&mut v, ks, self.stride());
         }
         let mut revs: Vec<_> = revs
             .iter()
@@ -1091,7 +1663,7 @@ impl WindowOp {
         u.keys.clear();
         u.freed.clear();
         u.revs = None;
-        u.max_ts = self.st.max_ts;
+        u.clock = self.st.clock;
         u.late_dropped = self.st.late_dropped;
         u.late_written = self.st.late_written;
     }
@@ -1121,16 +1693,16 @@ impl WindowOp {
         for (k, pre) in keys {
             match pre {
                 None => self.st.free.push(k),
-                Some((key, rows)) => {
-                    self.st.index.insert(key.clone(), k);
-                    self.st.keys[k as usize] = Some(KeyState { key, rows });
+                Some(ks) => {
+                    self.st.index.insert(ks.key.clone(), k);
+                    self.st.keys[k as usize] = Some(ks);
                 }
             }
         }
         let u = &mut self.undo;
         u.active = false;
         u.freed.clear();
-        self.st.max_ts = u.max_ts;
+        self.st.clock = u.clock;
         self.st.late_dropped = u.late_dropped;
         self.st.late_written = u.late_written;
         if let Some(r) = u.revs.take() {
@@ -1140,13 +1712,15 @@ impl WindowOp {
         self.fatal = None;
         self.recount();
         self.rebuild_timers();
+        self.rebuild_dirty();
     }
 
     fn recount(&mut self) {
         let s = self.stride();
         let (mut bytes, mut rows) = (0u64, 0u64);
         for ks in self.st.keys.iter().flatten() {
-            bytes += ks.key.len() as u64 + KEY_OVERHEAD + (ks.rows.len() * 8) as u64;
+            bytes +=
+                ks.key.len() as u64 + KEY_OVERHEAD + (ks.rows.len() * 8) as u64 + ks.ext_bytes();
             rows += (ks.rows.len() / s) as u64;
         }
         self.st.bytes = bytes;
@@ -1157,20 +1731,20 @@ impl WindowOp {
     /// watermark's source and the late counters, the revisions when they
     /// changed, and the whole state of each key it touched.
     ///
-    /// `u8 version (1)`, `u32 stride`, globals as in the state, `u8
+    /// `u8 version (2)`, `u32 stride`, globals as in the state, `u8
     /// revs_changed` (then `u32 n`, per revision `u32 len, key, i64 start,
     /// u32 rev`), `u32 keys`, per key `u32 len, key, u8 present` (then `u32
-    /// rows` and the words).
+    /// rows`, the words and the Ext slots, as in the state).
     pub fn epoch_delta(&self) -> Option<Vec<u8>> {
         let u = &self.undo;
         if !u.active {
             return None;
         }
-        let mut v = vec![STATE_V1];
+        let mut v = vec![STATE_V2];
         v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
         put_globals(
             &mut v,
-            self.st.max_ts,
+            &self.st.clock,
             self.st.late_dropped,
             self.st.late_written,
         );
@@ -1204,14 +1778,11 @@ impl WindowOp {
                     v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
                     v.extend_from_slice(&ks.key);
                     v.push(1);
-                    v.extend_from_slice(&((ks.rows.len() / self.stride()) as u32).to_le_bytes());
-                    for w in &ks.rows {
-                        v.extend_from_slice(&w.to_le_bytes());
-                    }
+                    put_rows(&mut v, ks, self.stride());
                 }
-                (None, Some((key, _))) => {
-                    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                    v.extend_from_slice(key);
+                (None, Some(ks)) => {
+                    v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
+                    v.extend_from_slice(&ks.key);
                     v.push(0);
                 }
                 (None, None) => continue,
@@ -1228,9 +1799,9 @@ impl WindowOp {
     pub fn apply_delta(&mut self, delta: &[u8]) -> Result<(), String> {
         let mut r = crate::engine::def::Cursor::new(delta);
         let ver = r.u8()?;
-        if ver != STATE_V1 {
+        if ver != STATE_V1 && ver != STATE_V2 {
             return Err(format!(
-                "unknown window state version {ver} (this build reads version {STATE_V1})"
+                "unknown window state version {ver} (this build reads versions {STATE_V1} and {STATE_V2})"
             ));
         }
         let stride = r.u32()? as usize;
@@ -1240,7 +1811,7 @@ impl WindowOp {
                 self.stride()
             ));
         }
-        let (max_ts, dropped, written) = get_globals(&mut r)?;
+        let (clock, dropped, written) = get_globals(&mut r, ver)?;
         let revs = match r.u8()? {
             0 => None,
             1 => {
@@ -1262,7 +1833,7 @@ impl WindowOp {
             let key = r.bytes()?;
             let rows = match r.u8()? {
                 0 => None,
-                1 => Some(get_rows(&mut r, stride)?),
+                1 => Some(self.get_rows_ext(&mut r, ver)?),
                 b => return Err(format!("bad flag {b}")),
             };
             keys.push((key, rows));
@@ -1274,31 +1845,34 @@ impl WindowOp {
         if self.undo.active {
             self.rollback_epoch();
         }
-        self.st.max_ts = max_ts;
+        self.st.clock = clock;
         self.st.late_dropped = dropped;
         self.st.late_written = written;
         let mut touched = Vec::with_capacity(keys.len());
         for (key, rows) in keys {
             let id = self.st.index.get(key).copied();
             match (id, rows) {
-                (Some(k), Some(rows)) => {
+                (Some(k), Some((rows, ext))) => {
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows = rows;
+                        ks.ext = ext;
                     }
                     touched.push(k);
                 }
-                (None, Some(rows)) => {
+                (None, Some((rows, ext))) => {
                     self.key_buf.clear();
                     self.key_buf.extend_from_slice(key);
                     let k = self.key_id();
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows = rows;
+                        ks.ext = ext;
                     }
                     touched.push(k);
                 }
                 (Some(k), None) => {
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows.clear();
+                        ks.ext.clear();
                     }
                     self.drop_key_if_empty(k);
                 }
@@ -1317,6 +1891,7 @@ impl WindowOp {
         let wm = self.wm();
         for k in touched {
             self.timers_of(k);
+            self.refresh_dirty(k);
         }
         // Windows whose end the watermark passed fired in the epochs
         // replayed: their timers must not fire them again.
@@ -1350,9 +1925,9 @@ impl WindowOp {
         }
         let mut r = crate::engine::def::Cursor::new(state);
         let ver = r.u8()?;
-        if ver != STATE_V1 {
+        if ver != STATE_V1 && ver != STATE_V2 {
             return Err(format!(
-                "unknown window state version {ver} (this build reads version {STATE_V1})"
+                "unknown window state version {ver} (this build reads versions {STATE_V1} and {STATE_V2})"
             ));
         }
         let stride = r.u32()? as usize;
@@ -1362,9 +1937,9 @@ impl WindowOp {
                 self.stride()
             ));
         }
-        let (max_ts, late_dropped, late_written) = get_globals(&mut r)?;
+        let (clock, late_dropped, late_written) = get_globals(&mut r, ver)?;
         let mut st = State {
-            max_ts,
+            clock,
             late_dropped,
             late_written,
             ..State::default()
@@ -1372,17 +1947,18 @@ impl WindowOp {
         let nkeys = r.u32()? as usize;
         for _ in 0..nkeys {
             let key: Box<[u8]> = r.bytes()?.into();
-            let rows = get_rows(&mut r, stride)?;
+            let (rows, ext) = self.get_rows_ext(&mut r, ver)?;
             let words = rows.len();
             let nrows = words / stride;
             if st.index.contains_key(&key) {
                 return Err("a key appears twice in the window state".into());
             }
             let id = st.keys.len() as u32;
-            st.bytes += key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64;
+            let ks = KeyState { key, rows, ext };
+            st.bytes += ks.key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64 + ks.ext_bytes();
             st.rows += nrows as u64;
-            st.index.insert(key.clone(), id);
-            st.keys.push(Some(KeyState { key, rows }));
+            st.index.insert(ks.key.clone(), id);
+            st.keys.push(Some(ks));
         }
         let nrevs = r.u32()? as usize;
         for _ in 0..nrevs {
@@ -1400,6 +1976,7 @@ impl WindowOp {
         self.st = st;
         self.undo = Undo::default();
         self.rebuild_timers();
+        self.rebuild_dirty();
         Ok(())
     }
 
@@ -1441,39 +2018,98 @@ impl WindowOp {
                     }
                     self.st.clean.insert((end + l, k));
                 }
-                WindowKind::Running => {}
+                WindowKind::Running | WindowKind::Count { .. } => {}
             }
         }
     }
 }
 
-fn put_globals(v: &mut Vec<u8>, max_ts: Option<i64>, dropped: u64, written: u64) {
-    v.push(max_ts.is_some() as u8);
-    v.extend_from_slice(&max_ts.unwrap_or(0).to_le_bytes());
-    v.extend_from_slice(&dropped.to_le_bytes());
-    v.extend_from_slice(&written.to_le_bytes());
+fn put_opt(v: &mut Vec<u8>, x: Option<i64>) {
+    v.push(x.is_some() as u8);
+    v.extend_from_slice(&x.unwrap_or(0).to_le_bytes());
 }
 
-type Globals = (Option<i64>, u64, u64);
-
-fn get_globals(r: &mut crate::engine::def::Cursor<'_>) -> Result<Globals, String> {
+fn get_opt(
+    r: &mut crate::engine::def::Cursor<'_>,
+    range: std::ops::RangeInclusive<i64>,
+    what: &str,
+) -> Result<Option<i64>, String> {
     let has = r.u8()?;
     let t = r.u64()? as i64;
-    let max_ts = match has {
-        0 => None,
-        1 if (0..=MAX_EVENT_TIME).contains(&t) => Some(t),
-        1 => return Err(format!("event time {t} out of range")),
-        b => return Err(format!("bad flag {b}")),
-    };
-    Ok((max_ts, r.u64()?, r.u64()?))
+    match has {
+        0 => Ok(None),
+        1 if range.contains(&t) => Ok(Some(t)),
+        1 => Err(format!("{what} {t} out of range")),
+        b => Err(format!("bad flag {b}")),
+    }
 }
 
-fn put_key_rows(v: &mut Vec<u8>, key: &[u8], rows: &[u64], stride: usize) {
-    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    v.extend_from_slice(key);
-    v.extend_from_slice(&((rows.len() / stride) as u32).to_le_bytes());
-    for w in rows {
+/// Version 1: `max_ts` (u8 flag, i64), `u64 late_dropped`, `u64
+/// late_written`. Version 2 adds, each as a u8 flag and an i64, the IDLE
+/// watermark, the last arrival's and the last flush's wall-clock times.
+fn put_globals(v: &mut Vec<u8>, c: &Clock, dropped: u64, written: u64) {
+    put_opt(v, c.max_ts);
+    v.extend_from_slice(&dropped.to_le_bytes());
+    v.extend_from_slice(&written.to_le_bytes());
+    put_opt(v, c.idle_wm);
+    put_opt(v, c.last_arrival);
+    put_opt(v, c.last_flush);
+}
+
+type Globals = (Clock, u64, u64);
+
+fn get_globals(r: &mut crate::engine::def::Cursor<'_>, ver: u8) -> Result<Globals, String> {
+    let max_ts = get_opt(r, 0..=MAX_EVENT_TIME, "event time")?;
+    let (dropped, written) = (r.u64()?, r.u64()?);
+    let mut c = Clock {
+        max_ts,
+        ..Clock::default()
+    };
+    if ver >= STATE_V2 {
+        c.idle_wm = get_opt(r, -MAX_EVENT_TIME..=MAX_WATERMARK, "IDLE watermark")?;
+        c.last_arrival = get_opt(r, i64::MIN..=i64::MAX, "arrival time")?;
+        c.last_flush = get_opt(r, i64::MIN..=i64::MAX, "flush time")?;
+    }
+    Ok((c, dropped, written))
+}
+
+/// `u32 rows`, the words, then (version 2, with aggregates that keep an
+/// [`Ext`]) the key's ext slots ([`agg::Ext::encode`]).
+fn put_rows(v: &mut Vec<u8>, ks: &KeyState, stride: usize) {
+    v.extend_from_slice(&((ks.rows.len() / stride) as u32).to_le_bytes());
+    for w in &ks.rows {
         v.extend_from_slice(&w.to_le_bytes());
+    }
+    for e in &ks.ext {
+        e.encode(v);
+    }
+}
+
+impl WindowOp {
+    /// Reads [`put_rows`]'s bytes.
+    fn get_rows_ext(
+        &self,
+        r: &mut crate::engine::def::Cursor<'_>,
+        ver: u8,
+    ) -> Result<(Vec<u64>, Vec<Ext>), String> {
+        let rows = get_rows(r, self.stride())?;
+        let nv = self.nvar;
+        let slots = nv * (1 + rows.len() / self.stride());
+        let mut ext = Vec::with_capacity(slots.min(r.remaining()));
+        if ver >= STATE_V2 {
+            let kinds: Vec<agg::AggKind> = self
+                .aggs
+                .iter()
+                .filter(|a| a.kind.has_ext())
+                .map(|a| a.kind)
+                .collect();
+            for i in 0..slots {
+                ext.push(Ext::decode(r, Some(kinds[i % nv]))?);
+            }
+        } else {
+            ext.resize(slots, Ext::None);
+        }
+        Ok((rows, ext))
     }
 }
 
