@@ -351,9 +351,14 @@ fn time_options_are_checked() {
     assert!(e.contains("WATERMARK must be a duration"), "{e}");
     let e = err(
         &mut c,
-        &["PIPELINE.CREATE", "p", "EMIT", "UPDATES", "AS", grouped],
+        &["PIPELINE.CREATE", "p", "EMIT", "SOMETIMES", "AS", grouped],
     );
-    assert!(e.contains("EMIT FINAL"), "{e}");
+    assert!(e.contains("EMIT takes FINAL or UPDATES"), "{e}");
+    let e = err(
+        &mut c,
+        &["PIPELINE.CREATE", "p", "IDLE", "0", "AS", grouped],
+    );
+    assert!(e.contains("IDLE"), "{e}");
     let e = err(
         &mut c,
         &[
@@ -604,5 +609,94 @@ fn hash_sink_keeps_the_latest_result_per_key() {
         ],
     );
     assert!(e.contains("TTL"), "{e}");
+    drop(s);
+}
+
+#[test]
+fn emit_updates_and_idle_through_the_server() {
+    let dir = TempDir::new("pipe-windows-emit").unwrap_or_else(|e| panic!("{e}"));
+    let (mut s, mut c) = start(&dir, &[]);
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "u",
+            "FROM",
+            "0",
+            "EMIT",
+            "UPDATES",
+            "AS",
+            "INSERT INTO upd SELECT k, window_start, count(*) AS n FROM ev \
+             GROUP BY k, TUMBLE(ts, INTERVAL '1' MINUTE)",
+        ],
+    );
+    let add = |c: &mut RespConn, ts: u64| {
+        let r = call_str(c, &["XADD", "ev", "*", "k", "a", "ts", &ts.to_string()]);
+        assert!(!r.is_error(), "{}", r.render());
+    };
+    let seen = |c: &mut RespConn| -> Vec<(String, String)> {
+        xrange_all(c, "upd")
+            .iter()
+            .map(|e| {
+                (
+                    get(e, "window_start").unwrap_or_default(),
+                    get(e, "n").unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+    add(&mut c, 1_000);
+    caught_up(&mut c, "u");
+    assert_eq!(seen(&mut c), [p("0", "1")]);
+    add(&mut c, 2_000);
+    caught_up(&mut c, "u");
+    assert_eq!(seen(&mut c), [p("0", "1"), p("0", "2")]);
+    // The window closes with nothing new since its last update: no
+    // repeat; the next window starts updating.
+    add(&mut c, 61_000);
+    caught_up(&mut c, "u");
+    assert_eq!(seen(&mut c), [p("0", "1"), p("0", "2"), p("60000", "1")]);
+    let i = info(&mut c, "u");
+    assert_eq!(text(field(&i, "emit")), "updates every 0");
+    // The options survive a restart.
+    let (s2, mut c) = restart(&mut s, &mut c, &dir, true, &[]);
+    s = s2;
+    assert_eq!(text(field(&info(&mut c, "u"), "emit")), "updates every 0");
+
+    // IDLE: the source goes quiet and the last window still closes, by
+    // the clock (event time is the entry IDs' wall-clock time here).
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "idle",
+            "FROM",
+            "0",
+            "IDLE",
+            "200ms",
+            "AS",
+            "INSERT INTO idle_out SELECT k, window_start, count(*) AS n FROM live \
+             GROUP BY k, TUMBLE(_ms, 100)",
+        ],
+    );
+    let r = call_str(&mut c, &["XADD", "live", "*", "k", "a"]);
+    assert!(!r.is_error(), "{}", r.render());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = xrange_all(&mut c, "idle_out");
+        if !out.is_empty() {
+            assert_eq!(out.len(), 1);
+            assert_eq!(get(&out[0], "n").as_deref(), Some("1"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window never closed: {}",
+            info(&mut c, "idle").render()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(int(field(&info(&mut c, "idle"), "idle_ms")), 200);
     drop(s);
 }

@@ -191,12 +191,24 @@ impl CreateArgs {
                         .map_err(|_| CmdError::err("the LATE stream name is not valid UTF-8"))?,
                 );
             } else if a.eat("EMIT") {
-                if !a.eat("FINAL") {
-                    return Err(CmdError::err(
-                        "EMIT FINAL is the only emit policy (EMIT UPDATES is not supported yet)",
-                    ));
+                if a.eat("FINAL") {
+                    c.window.emit = crate::window::Emit::Final;
+                } else if a.eat("UPDATES") {
+                    let every_ms = if a.eat("EVERY") {
+                        duration_arg(a, "EVERY")?
+                    } else {
+                        0
+                    };
+                    c.window.emit = crate::window::Emit::Updates { every_ms };
+                } else {
+                    return Err(CmdError::err("EMIT takes FINAL or UPDATES [EVERY d]"));
                 }
-                c.window.emit = crate::window::Emit::Final;
+            } else if a.eat("IDLE") {
+                let d = duration_arg(a, "IDLE")?;
+                if d == 0 {
+                    return Err(CmdError::err("IDLE must be a positive duration"));
+                }
+                c.window.idle_ms = d;
             } else if a.eat("STATE_LIMIT") {
                 let n = a.next_i64()?;
                 if n < 1 {
@@ -205,7 +217,7 @@ impl CreateArgs {
                 c.window.state_limit = n as u64;
             } else if a.remaining() == 0 {
                 return Err(CmdError::err(
-                    "syntax error: PIPELINE.CREATE name [REPLACE] [PAUSED] [FROM 0|$|id] [COMMIT_INTERVAL ms] [SINK_MAXLEN [~] n] [WATERMARK d] [LATENESS d] [LATE stream] [EMIT FINAL] [STATE_LIMIT bytes] AS sql",
+                    "syntax error: PIPELINE.CREATE name [REPLACE] [PAUSED] [FROM 0|$|id] [COMMIT_INTERVAL ms] [SINK_MAXLEN [~] n] [WATERMARK d] [IDLE d] [LATENESS d] [LATE stream] [EMIT FINAL|UPDATES [EVERY d]] [STATE_LIMIT bytes] AS sql",
                 ));
             } else {
                 return Err(CmdError::Syntax);
@@ -696,7 +708,16 @@ fn info(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
             ("watermark_ms", i(p.def.window.watermark_ms)),
             ("lateness_ms", i(p.def.window.lateness_ms)),
             ("late_stream", opt(p.def.window.late_stream.clone())),
-            ("emit", s("final")),
+            (
+                "emit",
+                match p.def.window.emit {
+                    crate::window::Emit::Final => s("final"),
+                    crate::window::Emit::Updates { every_ms } => {
+                        s(&format!("updates every {every_ms}"))
+                    }
+                },
+            ),
+            ("idle_ms", i(p.def.window.idle_ms)),
             ("state_limit", i(p.def.window.state_limit)),
             ("keys", i(w.keys)),
             ("open_windows", i(w.open_windows)),

@@ -6,8 +6,9 @@
 //! `u8 maxlen_kind (0 none, 1 exact, 2 approximate)`, `u64 maxlen`,
 //! `u8 paused`, `u64 created_ms`; version 2 adds the time options of
 //! grouped statements: `u64 watermark_ms`, `u64 lateness_ms`, `u8 has_late`
-//! (then `str late_stream`), `u8 emit (0 final)`, `u64 state_limit`. `str`
-//! is a `u32` length and the bytes.
+//! (then `str late_stream`), `u8 emit` (0 final; 1 updates, then `u64
+//! every_ms`), `u64 state_limit`, `u64 idle_ms`. `str` is a `u32` length
+//! and the bytes.
 //! Decoding checks every length against what is left and refuses unknown
 //! versions: a definition it does not understand stops recovery (the
 //! caller says where).
@@ -70,10 +71,15 @@ impl Definition {
                 put_str(out, l);
             }
         }
-        out.push(match w.emit {
-            crate::window::Emit::Final => 0,
-        });
+        match w.emit {
+            crate::window::Emit::Final => out.push(0),
+            crate::window::Emit::Updates { every_ms } => {
+                out.push(1);
+                out.extend_from_slice(&every_ms.to_le_bytes());
+            }
+        }
         out.extend_from_slice(&w.state_limit.to_le_bytes());
+        out.extend_from_slice(&w.idle_ms.to_le_bytes());
     }
 
     /// Reads what [`Definition::encode`] wrote from the front of `r`.
@@ -113,9 +119,11 @@ impl Definition {
             };
             window.emit = match r.u8()? {
                 0 => crate::window::Emit::Final,
+                1 => crate::window::Emit::Updates { every_ms: r.u64()? },
                 b => return Err(format!("unknown EMIT policy {b}")),
             };
             window.state_limit = r.u64()?;
+            window.idle_ms = r.u64()?;
         }
         Ok(Definition {
             name,
@@ -218,6 +226,8 @@ mod tests {
                 watermark_ms: 2000,
                 lateness_ms: 5000,
                 late_stream: Some("late".into()),
+                emit: crate::window::Emit::Updates { every_ms: 250 },
+                idle_ms: 3000,
                 ..Default::default()
             },
         };

@@ -129,8 +129,20 @@ fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
             if engine.stop.load(Ordering::Acquire) {
                 break;
             }
+            let mut tick = false;
             if !job.dirty.load(Ordering::Acquire) {
-                continue;
+                // Nothing new to read; a grouped plan may still have
+                // something due by the clock (IDLE, EMIT UPDATES EVERY).
+                let Some(due) = job.plan.lock().next_tick_ms() else {
+                    continue;
+                };
+                let now_wall = now_ms() as i64;
+                if due > now_wall {
+                    let ms = (due - now_wall).min(IDLE.as_millis() as i64) as u64;
+                    wait = wait.min(Duration::from_millis(ms));
+                    continue;
+                }
+                tick = true;
             }
             // A pipeline that is caught up runs at most one epoch per
             // COMMIT_INTERVAL: entries arriving sooner wait and go into the
@@ -148,7 +160,11 @@ fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
             // inside the commit is caught by `cmd::guarded`, which stops
             // writes, as for any command).
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                epoch(&engine, &shared, &mut session, &job, &mut scratch)
+                if tick {
+                    tick_epoch(&engine, &shared, &mut session, &job, &mut scratch)
+                } else {
+                    epoch(&engine, &shared, &mut session, &job, &mut scratch)
+                }
             }));
             let outcome = match ran {
                 Ok(o) => o,
@@ -427,6 +443,7 @@ fn epoch(
     let stateful = plan.is_stateful();
     if stateful {
         plan.begin_epoch();
+        plan.set_clock(now_ms() as i64);
     }
     let mut stats = plan.process_batch(&entries, &mut sc.out);
     let mut taken = entries.len();
@@ -441,6 +458,7 @@ fn epoch(
             plan.rollback_epoch();
             taken /= 2;
             plan.begin_epoch();
+            plan.set_clock(now_ms() as i64);
             sc.out.clear();
             stats = plan.process_batch(&entries[..taken], &mut sc.out);
         }
@@ -537,6 +555,82 @@ enum Skip {
     Fail(String),
 }
 
+/// An epoch without entries: what a grouped plan's clock made due (IDLE
+/// closing windows, EMIT UPDATES flushes), committed like an epoch's
+/// results with its state change, the position unmoved.
+fn tick_epoch(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    job: &Job,
+    sc: &mut Scratch,
+) -> Outcome {
+    let started = Instant::now();
+    sc.out.clear();
+    let mut plan = job.plan.lock();
+    plan.begin_epoch();
+    plan.set_clock(now_ms() as i64);
+    plan.tick(&mut sc.out);
+    if let Some(msg) = plan.fatal().map(str::to_string) {
+        plan.rollback_epoch();
+        drop(plan);
+        fail(engine, job, msg);
+        return Outcome::Idle;
+    }
+    sc.late = plan.take_late();
+    sc.delta = plan.epoch_delta();
+    drop(plan);
+    let eval_ns = started.elapsed().as_nanos() as u64;
+    session.select(job.db);
+    let out = &sc.out;
+    let state = Some(EpochState {
+        delta: sc.delta.as_deref().unwrap_or_default(),
+        late: &sc.late,
+    });
+    let stats = crate::ops::BatchStats::default();
+    let committed = session.atomically(|a| {
+        commit(
+            engine,
+            a,
+            job,
+            StreamId::MAX,
+            &[],
+            StreamId::MAX,
+            out,
+            &stats,
+            false,
+            eval_ns,
+            state,
+        )
+    });
+    if !matches!(committed, Ok((Ok(()), _))) {
+        job.plan.lock().rollback_epoch();
+    }
+    match committed {
+        Ok((Ok(()), seq)) => {
+            if let (Some(seq), Some(p)) = (seq, shared.persist.get()) {
+                if p.fsync_policy() == ferrite_storage::AppendFsync::Always {
+                    let _ = p.wait_blocking(seq, Duration::from_secs(30));
+                }
+            }
+            Outcome::Done
+        }
+        Ok((Err(Skip::Stale), _)) => Outcome::Done,
+        Ok((Err(Skip::Fail(m)), _)) => {
+            fail(engine, job, m);
+            Outcome::Idle
+        }
+        Err(reply) => {
+            let m = match reply {
+                ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+                r => format!("{r:?}"),
+            };
+            fail(engine, job, format!("the epoch could not commit: {m}"));
+            Outcome::Idle
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn commit(
     engine: &Engine,
@@ -559,8 +653,12 @@ fn commit(
             _ => return Err(Skip::Stale),
         }
     };
+    // A tick (no entries) does not move the position.
+    let tick = ids.is_empty();
     // Nothing moved since the read?
-    let (entries_read, lost) = {
+    let (entries_read, lost) = if tick {
+        (0, 0)
+    } else {
         let store = a.store();
         let s = source_stream(store, job.db, &job.source, &job.name).map_err(Skip::Fail)?;
         let g = s.group(job.name.as_bytes()).ok_or(Skip::Stale)?;
@@ -662,15 +760,19 @@ fn commit(
             }
         }
     }
-    let reply = a.call(vec![
-        b("XGROUP"),
-        b("SETID"),
-        job.source.clone(),
-        b(&job.name),
-        b(&last.to_string()),
-        b("ENTRIESREAD"),
-        b(&entries_read.to_string()),
-    ]);
+    let reply = if tick {
+        ferrite_db::reply::Reply::ok()
+    } else {
+        a.call(vec![
+            b("XGROUP"),
+            b("SETID"),
+            job.source.clone(),
+            b(&job.name),
+            b(&last.to_string()),
+            b("ENTRIESREAD"),
+            b(&entries_read.to_string()),
+        ])
+    };
     if let ferrite_db::reply::Reply::Error(e) = reply {
         return Err(Skip::Fail(format!(
             "moving the position failed: {}",
