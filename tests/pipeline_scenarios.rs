@@ -2,7 +2,7 @@
 //! (`examples/pipelines/*.redis`, redis-cli syntax) through the real binary,
 //! each checked against a result computed offline here from the same
 //! seeded input: page views per minute, a fraud alert over an hour sliding
-//! by a minute, 1-minute candles (a stream and a hash per symbol), session
+//! by a minute, 1-minute VWAP/TWAP candles (a stream and a hash per symbol), session
 //! summaries, a price alert.
 //!
 //! Inputs arrive out of order by less than each pipeline's WATERMARK, so
@@ -323,6 +323,15 @@ fn vwap_candles_per_symbol_and_the_price_alert() {
     }
     let got = by_window(&xrange_all(&mut c, "vwap_1m"), "symbol");
     assert_eq!(got.len(), buckets.len());
+    // Every symbol's trades by (event time, arrival), for TWAP's carried-in
+    // price (the last one before the window).
+    let mut timeline: BTreeMap<&str, Vec<&Trade>> = BTreeMap::new();
+    for tr in &trades {
+        timeline.entry(tr.symbol).or_default().push(tr);
+    }
+    for v in timeline.values_mut() {
+        v.sort_by_key(|tr| (tr.ts, arrival[&tr.seq]));
+    }
     let mut latest: BTreeMap<String, i64> = BTreeMap::new();
     for ((sym, start), mut b) in buckets {
         b.sort_by_key(|tr| (tr.ts, arrival[&tr.seq]));
@@ -344,6 +353,32 @@ fn vwap_candles_per_symbol_and_the_price_alert() {
         let last = b.last().map_or(0.0, |tr| tr.price);
         let hi = b.iter().map(|tr| tr.price).fold(f64::MIN, f64::max);
         let lo = b.iter().map(|tr| tr.price).fold(f64::MAX, f64::min);
+        // TWAP: each price holds until the next trade, the last until the
+        // window's end; the price before the window holds from its start.
+        let end = start + MINUTE;
+        let carry = timeline[sym.as_str()]
+            .iter()
+            .take_while(|tr| tr.ts < start)
+            .last()
+            .map(|tr| tr.price);
+        let mut area = 0.0;
+        let mut from = match carry {
+            Some(_) => start,
+            None => b[0].ts,
+        };
+        let mut held = carry.unwrap_or(b[0].price);
+        for tr in &b {
+            area += held * (tr.ts - from) as f64;
+            from = tr.ts;
+            held = tr.price;
+        }
+        area += held * (end - from) as f64;
+        let span = end - if carry.is_some() { start } else { b[0].ts };
+        let twap = area / span as f64;
+        assert!(
+            (num(e, "twap") - twap).abs() <= 1e-9 * twap.abs(),
+            "twap of {e:?}: want {twap}"
+        );
         for (f, v) in [("open", first), ("close", last), ("high", hi), ("low", lo)] {
             assert!(close(num(e, f), v), "{f} of {e:?}: want {v}");
         }
