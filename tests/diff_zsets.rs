@@ -10,4 +10,5 @@ diff_tests! {
     resp3 => "zsets/resp3.txt",
     blocking => "zsets/blocking.txt",
     watch => "zsets/watch.txt",
+    setops => "zsets/setops.txt",
 }

@@ -1,8 +1,10 @@
 //! Sorted set commands: ZADD, ZINCRBY, ZREM, ZSCORE, ZMSCORE, ZCARD, ZCOUNT,
 //! ZLEXCOUNT, ZRANK, ZREVRANK, ZRANGE and its older forms (ZREVRANGE,
 //! ZRANGEBYSCORE, ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX),
-//! ZREMRANGEBYSCORE/RANK/LEX, ZPOPMIN, ZPOPMAX, ZRANDMEMBER, ZSCAN, and the
-//! blocking BZPOPMIN and BZPOPMAX.
+//! ZREMRANGEBYSCORE/RANK/LEX, ZPOPMIN, ZPOPMAX, ZRANDMEMBER, ZSCAN, the
+//! blocking BZPOPMIN and BZPOPMAX, ZRANGESTORE, and the set operations
+//! ZUNION/ZINTER/ZDIFF (sets read as scores of 1), their STORE forms and
+//! ZINTERCARD.
 //!
 //! The value type, its encodings and Redis's score parsing live in
 //! [`crate::types::zset`]; scores are replied with Redis 7.0's `%.17g`
@@ -53,6 +55,14 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("zscan", zscan),
     ("bzpopmin", bzpopmin),
     ("bzpopmax", bzpopmax),
+    ("zunion", zunion),
+    ("zinter", zinter),
+    ("zdiff", zdiff),
+    ("zunionstore", zunionstore),
+    ("zinterstore", zinterstore),
+    ("zdiffstore", zdiffstore),
+    ("zintercard", zintercard),
+    ("zrangestore", zrangestore),
 ];
 
 /// NOTE: as HRANDFIELD: Redis 7.0 has no bound on ZRANDMEMBER's negative
@@ -387,16 +397,29 @@ fn rank_bounds(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
 fn zrange_generic(
     ctx: &mut Ctx,
     a: &mut Args,
-    mut rangetype: RangeType,
+    rangetype: RangeType,
     rev: Option<bool>,
 ) -> Result<Reply, CmdError> {
+    zrange_into(ctx, a, rangetype, rev, None)
+}
+
+/// ZRANGE's work, replying the range, or (ZRANGESTORE, `dst`) storing it
+/// in `dst` and replying its size.
+fn zrange_into(
+    ctx: &mut Ctx,
+    a: &mut Args,
+    mut rangetype: RangeType,
+    rev: Option<bool>,
+    dst: Option<Bytes>,
+) -> Result<Reply, CmdError> {
+    let store = dst.is_some();
     let key = a.next_bytes()?;
     let (arg_min, arg_max) = (a.next_bytes()?, a.next_bytes()?);
     let mut withscores = false;
     let (mut offset, mut limit): (i64, i64) = (0, -1);
     let mut reverse = rev;
     while a.remaining() > 0 {
-        if a.eat("WITHSCORES") {
+        if !store && a.eat("WITHSCORES") {
             withscores = true;
         } else if a.remaining() >= 3 && a.eat("LIMIT") {
             offset = a.next_i64()?;
@@ -431,11 +454,6 @@ fn zrange_generic(
         (arg_min, arg_max)
     };
     let resp3 = ctx.client.resp >= 3;
-    enum Parsed {
-        Rank(i64, i64),
-        Score(ScoreRange),
-        Lex(LexRange),
-    }
     let parsed = match rangetype {
         RangeType::Score => Parsed::Score(score_range(&min, &max)?),
         RangeType::Lex => Parsed::Lex(lex_range(&min, &max)?),
@@ -444,10 +462,42 @@ fn zrange_generic(
             parse_i64(&max).ok_or(CmdError::NotInteger)?,
         ),
     };
+    if let Some(dst) = dst {
+        let mut picked: Vec<(f64, Bytes)> = Vec::new();
+        if let Some(z) = read(ctx, &key)? {
+            pick_range(z, &parsed, reverse, offset, limit, |s, m| {
+                picked.push((s, Bytes::copy_from_slice(m)))
+            });
+        }
+        return Ok(store_result(ctx, dst, picked, "zrangestore"));
+    }
     let Some(z) = read(ctx, &key)? else {
         return Ok(Reply::Array(Vec::new()));
     };
-    // LIMIT: a negative offset returns nothing, a negative count everything.
+    let mut picked: Vec<(f64, &[u8])> = Vec::new();
+    pick_range(z, &parsed, reverse, offset, limit, |s, m| {
+        picked.push((s, m))
+    });
+    let withscores = withscores && !matches!(parsed, Parsed::Lex(_));
+    Ok(members_reply(picked.into_iter(), withscores, resp3))
+}
+
+enum Parsed {
+    Rank(i64, i64),
+    Score(ScoreRange),
+    Lex(LexRange),
+}
+
+/// The members a ZRANGE picks, in reply order. LIMIT: a negative offset
+/// picks nothing, a negative count everything.
+fn pick_range<'a>(
+    z: &'a ZSet,
+    parsed: &'a Parsed,
+    reverse: bool,
+    offset: i64,
+    limit: i64,
+    mut f: impl FnMut(f64, &'a [u8]),
+) {
     let skip = if offset < 0 {
         usize::MAX
     } else {
@@ -458,32 +508,67 @@ fn zrange_generic(
     } else {
         usize::try_from(limit).unwrap_or(usize::MAX)
     };
-    Ok(match parsed {
+    match parsed {
         Parsed::Rank(start, end) => {
-            let Some((s, e)) = rank_bounds(start, end, z.len()) else {
-                return Ok(Reply::Array(Vec::new()));
+            let Some((s, e)) = rank_bounds(*start, *end, z.len()) else {
+                return;
             };
             if reverse {
-                members_reply(z.iter().rev().skip(s).take(e - s + 1), withscores, resp3)
+                z.iter()
+                    .rev()
+                    .skip(s)
+                    .take(e - s + 1)
+                    .for_each(|(sc, m)| f(sc, m));
             } else {
-                members_reply(z.iter().skip(s).take(e - s + 1), withscores, resp3)
+                z.iter()
+                    .skip(s)
+                    .take(e - s + 1)
+                    .for_each(|(sc, m)| f(sc, m));
             }
         }
-        Parsed::Score(r) => members_reply(
-            z.range_by_score(&r, reverse).skip(skip).take(take),
-            withscores,
-            resp3,
-        ),
-        Parsed::Lex(r) => members_reply(
-            z.range_by_lex(&r, reverse).skip(skip).take(take),
-            false,
-            resp3,
-        ),
-    })
+        Parsed::Score(r) => z
+            .range_by_score(r, reverse)
+            .skip(skip)
+            .take(take)
+            .for_each(|(sc, m)| f(sc, m)),
+        Parsed::Lex(r) => z
+            .range_by_lex(r, reverse)
+            .skip(skip)
+            .take(take)
+            .for_each(|(sc, m)| f(sc, m)),
+    }
+}
+
+/// Stores a computed sorted set in `dst` (ZRANGESTORE and the STORE set
+/// operations): replaced, or deleted when empty; replies its size.
+fn store_result(ctx: &mut Ctx, dst: Bytes, items: Vec<(f64, Bytes)>, event: &str) -> Reply {
+    // Converted to a skiplist past the listpack limits as it grows, which
+    // is the encoding Redis gives a stored result.
+    let mut out = ZSet::default();
+    for (sc, m) in &items {
+        out.set(m, *sc);
+    }
+    let n = out.len();
+    let db = ctx.db();
+    if n > 0 {
+        db.remove(&dst);
+        db.insert(dst.clone(), Value::ZSet(Box::new(out)));
+        ctx.touch(&dst);
+        ctx.notify(NOTIFY_ZSET, event, &dst);
+    } else if db.remove(&dst).is_some() {
+        ctx.touch(&dst);
+        ctx.notify(NOTIFY_GENERIC, "del", &dst);
+    }
+    Reply::Int(n as i64)
 }
 
 fn zrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     zrange_generic(ctx, a, RangeType::Auto, None)
+}
+/// ZRANGESTORE dst src min max [BYSCORE|BYLEX] [REV] [LIMIT offset count].
+fn zrangestore(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let dst = a.next_bytes()?;
+    zrange_into(ctx, a, RangeType::Auto, None, Some(dst))
 }
 fn zrevrange(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     zrange_generic(ctx, a, RangeType::Rank, Some(true))
@@ -827,4 +912,270 @@ impl BlockedCommand for ZPopWaiter {
     fn take_events(&mut self) -> Vec<(u32, &'static str, Bytes)> {
         std::mem::take(&mut self.events)
     }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum SetOp {
+    Union,
+    Inter,
+    Diff,
+}
+
+#[derive(Clone, Copy)]
+enum Aggr {
+    Sum,
+    Min,
+    Max,
+}
+
+fn aggregate(target: &mut f64, v: f64, ag: Aggr) {
+    match ag {
+        Aggr::Sum => {
+            *target += v;
+            // Redis: +inf + -inf is NaN, kept as 0.
+            if target.is_nan() {
+                *target = 0.0;
+            }
+        }
+        Aggr::Min => {
+            if v < *target {
+                *target = v
+            }
+        }
+        Aggr::Max => {
+            if v > *target {
+                *target = v
+            }
+        }
+    }
+}
+
+/// One input of ZUNION/ZINTER/ZDIFF: a sorted set, or a set (scores 1).
+enum Src<'a> {
+    Missing,
+    Z(&'a ZSet),
+    S(&'a crate::types::set::Set),
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::Missing => 0,
+            Src::Z(z) => z.len(),
+            Src::S(s) => s.len(),
+        }
+    }
+    fn score(&self, m: &[u8]) -> Option<f64> {
+        match self {
+            Src::Missing => None,
+            Src::Z(z) => z.score(m),
+            Src::S(s) => s.contains(m).then_some(1.0),
+        }
+    }
+    fn each(&self, mut f: impl FnMut(&[u8], f64)) {
+        match self {
+            Src::Missing => {}
+            Src::Z(z) => z.iter().for_each(|(s, m)| f(m, s)),
+            Src::S(s) => s.members().for_each(|m| f(&m, 1.0)),
+        }
+    }
+}
+
+struct SetOpArgs {
+    keys: Vec<Bytes>,
+    weights: Vec<f64>,
+    aggr: Aggr,
+    withscores: bool,
+    limit: usize,
+}
+
+/// Redis's `zunionInterDiffGenericCommand` argument parsing; WRONGTYPE is
+/// checked before the options, as Redis does.
+fn parse_setop(
+    ctx: &mut Ctx,
+    a: &mut Args,
+    name: &str,
+    op: SetOp,
+    store: bool,
+    card: bool,
+) -> Result<SetOpArgs, CmdError> {
+    let n = parse_i64(&a.next_bytes()?).ok_or(CmdError::NotInteger)?;
+    if n < 1 {
+        return Err(CmdError::err(format!(
+            "at least 1 input key is needed for '{name}' command"
+        )));
+    }
+    if n as u64 > a.remaining() as u64 {
+        return Err(CmdError::Syntax);
+    }
+    let keys: Vec<Bytes> = (0..n).map(|_| a.next_bytes()).collect::<Result<_, _>>()?;
+    for k in &keys {
+        match ctx.db().get(k) {
+            None | Some(Value::ZSet(_)) | Some(Value::Set(_)) => {}
+            Some(_) => return Err(CmdError::WrongType),
+        }
+    }
+    let mut o = SetOpArgs {
+        weights: vec![1.0; keys.len()],
+        keys,
+        aggr: Aggr::Sum,
+        withscores: false,
+        limit: 0,
+    };
+    while a.remaining() > 0 {
+        let rem = a.remaining();
+        if op != SetOp::Diff && !card && rem > o.keys.len() && a.eat("WEIGHTS") {
+            for w in o.weights.iter_mut() {
+                let b = a.next_bytes()?;
+                *w = match parse_score(&b) {
+                    Some(v) if !v.is_nan() => v,
+                    _ => return Err(CmdError::err("weight value is not a float")),
+                };
+            }
+        } else if op != SetOp::Diff && !card && rem >= 2 && a.eat("AGGREGATE") {
+            let b = a.next_bytes()?;
+            o.aggr = match b.to_ascii_lowercase().as_slice() {
+                b"sum" => Aggr::Sum,
+                b"min" => Aggr::Min,
+                b"max" => Aggr::Max,
+                _ => return Err(CmdError::Syntax),
+            };
+        } else if !store && !card && a.eat("WITHSCORES") {
+            o.withscores = true;
+        } else if card && rem >= 2 && a.eat("LIMIT") {
+            o.limit = match parse_i64(&a.next_bytes()?) {
+                Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => return Err(CmdError::err("LIMIT can't be negative")),
+            };
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    Ok(o)
+}
+
+/// The result as a sorted set (ordered by score, then member).
+fn compute_setop(db: &Db, o: &SetOpArgs, op: SetOp) -> ZSet {
+    let mut srcs: Vec<(Src, f64)> = o
+        .keys
+        .iter()
+        .zip(o.weights.iter())
+        .map(|(k, w)| {
+            let s = match db.get(k) {
+                Some(Value::ZSet(z)) => Src::Z(z),
+                Some(Value::Set(s)) => Src::S(s),
+                _ => Src::Missing,
+            };
+            (s, *w)
+        })
+        .collect();
+    let mut acc: Vec<(Bytes, f64)> = Vec::new();
+    match op {
+        SetOp::Inter => {
+            srcs.sort_by_key(|(s, _)| s.len());
+            if let Some(((first, w0), rest)) = srcs.split_first() {
+                first.each(|m, sc| {
+                    let mut score = sc * w0;
+                    if score.is_nan() {
+                        score = 0.0;
+                    }
+                    for (s, w) in rest {
+                        match s.score(m) {
+                            Some(v) => {
+                                let mut v = v * w;
+                                if v.is_nan() {
+                                    v = 0.0;
+                                }
+                                aggregate(&mut score, v, o.aggr);
+                            }
+                            None => return,
+                        }
+                    }
+                    acc.push((Bytes::copy_from_slice(m), score));
+                });
+            }
+        }
+        SetOp::Union => {
+            srcs.sort_by_key(|(s, _)| s.len());
+            let mut map: std::collections::HashMap<Bytes, f64> = std::collections::HashMap::new();
+            for (s, w) in &srcs {
+                s.each(|m, sc| {
+                    let mut v = sc * w;
+                    if v.is_nan() {
+                        v = 0.0;
+                    }
+                    match map.get_mut(m) {
+                        Some(t) => aggregate(t, v, o.aggr),
+                        None => {
+                            map.insert(Bytes::copy_from_slice(m), v);
+                        }
+                    }
+                });
+            }
+            acc.extend(map);
+        }
+        SetOp::Diff => {
+            if let Some(((first, _), rest)) = srcs.split_first() {
+                first.each(|m, sc| {
+                    if !rest.iter().any(|(s, _)| s.score(m).is_some()) {
+                        acc.push((Bytes::copy_from_slice(m), sc));
+                    }
+                });
+            }
+        }
+    }
+    let mut out = ZSet::default();
+    for (m, s) in &acc {
+        out.set(m, *s);
+    }
+    out
+}
+
+fn setop_read(ctx: &mut Ctx, a: &mut Args, name: &str, op: SetOp) -> Result<Reply, CmdError> {
+    let o = parse_setop(ctx, a, name, op, false, false)?;
+    let resp3 = ctx.client.resp >= 3;
+    let z = compute_setop(ctx.db(), &o, op);
+    Ok(members_reply(z.iter(), o.withscores, resp3))
+}
+
+fn setop_store(ctx: &mut Ctx, a: &mut Args, name: &str, op: SetOp) -> Result<Reply, CmdError> {
+    let dst = a.next_bytes()?;
+    let o = parse_setop(ctx, a, name, op, true, false)?;
+    let z = compute_setop(ctx.db(), &o, op);
+    let items = z
+        .iter()
+        .map(|(s, m)| (s, Bytes::copy_from_slice(m)))
+        .collect();
+    Ok(store_result(ctx, dst, items, name))
+}
+
+fn zunion(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    setop_read(ctx, a, "zunion", SetOp::Union)
+}
+fn zinter(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    setop_read(ctx, a, "zinter", SetOp::Inter)
+}
+fn zdiff(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    setop_read(ctx, a, "zdiff", SetOp::Diff)
+}
+fn zunionstore(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    setop_store(ctx, a, "zunionstore", SetOp::Union)
+}
+fn zinterstore(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    setop_store(ctx, a, "zinterstore", SetOp::Inter)
+}
+fn zdiffstore(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    setop_store(ctx, a, "zdiffstore", SetOp::Diff)
+}
+
+/// ZINTERCARD numkeys key [key ...] [LIMIT limit].
+fn zintercard(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
+    let o = parse_setop(ctx, a, "zintercard", SetOp::Inter, false, true)?;
+    let z = compute_setop(ctx.db(), &o, SetOp::Inter);
+    let n = if o.limit != 0 {
+        z.len().min(o.limit)
+    } else {
+        z.len()
+    };
+    Ok(Reply::Int(n as i64))
 }
