@@ -15,7 +15,12 @@
 #   3. live: XADD throughput (50 clients, pipeline 1 and 16) into `trades`
 #      with the pipeline attached, against without it;
 #   4. XADD to result visible through a pipeline at 50k XADD/s, COMMIT_INTERVAL
-#      1 and 10 (the default).
+#      1 and 10 (the default);
+#   5. windows (issue "Pipeline engine II"): backfill of N ticks 1 ms apart
+#      over 10,000 symbols through keyed TUMBLE 1 min VWAP, HOP 1 h by
+#      1 min sum, SESSION 30 s; events per CPU-second of the engine thread
+#      against Flink 2.3's figures for the same ticks on this machine; state
+#      bytes per open key and window; window close to result visible.
 # Raw RESULT lines and logs in bench-out/pipelines-<time>/; the table goes
 # to stdout and bench-out/pipelines.md. It measures; it never asserts a time.
 set -euo pipefail
@@ -81,6 +86,16 @@ row backfill ferrite backfill --addr "127.0.0.1:$FP" --entries "$N"
 row consumer redis consumer --addr "127.0.0.1:$RP" --entries "$N"
 row consumer ferrite consumer --addr "127.0.0.1:$FP" --entries "$N"
 
+# Windows: N ticks 1 ms apart, 10,000 symbols (Ferrite only).
+row ticks ferrite ticks-fill --addr "127.0.0.1:$FP" --count "$N" --symbols 10000
+row win_tumble ferrite backfill --addr "127.0.0.1:$FP" --entries "$N" --name w_tumble --sink w_vwap \
+    --sql "INSERT INTO w_vwap SELECT symbol, window_start, vwap(price, volume) AS vwap, sum(volume) AS volume FROM ticks GROUP BY symbol, TUMBLE(_ms, INTERVAL '1' MINUTE)"
+row win_hop ferrite backfill --addr "127.0.0.1:$FP" --entries "$N" --name w_hop --sink w_hop \
+    --sql "INSERT INTO w_hop SELECT symbol, window_start, sum(volume) AS volume FROM ticks GROUP BY symbol, HOP(_ms, INTERVAL '1' MINUTE, INTERVAL '1' HOUR)"
+row win_session ferrite backfill --addr "127.0.0.1:$FP" --entries "$N" --name w_session --sink w_session \
+    --sql "INSERT INTO w_session SELECT symbol, window_start, window_end, count(*) AS n, sum(volume) AS volume FROM ticks GROUP BY symbol, SESSION(_ms, INTERVAL '30' SECOND)"
+redis-cli -p "$FP" DEL ticks w_vwap w_hop w_session >/dev/null
+
 # Live: XADD into the pipeline's source with and without it attached.
 for p in 1 16; do
     row "xadd_p$p" ferrite xadd --addr "127.0.0.1:$FP" --clients 50 --pipeline "$p" --duration "$DUR" --key live
@@ -94,6 +109,7 @@ done
 for ci in 1 10; do
     row "latency_ci$ci" ferrite pipe-latency --addr "127.0.0.1:$FP" --rate 50000 --duration "$DUR" --commit-interval "$ci"
 done
+row latency_window ferrite pipe-latency --addr "127.0.0.1:$FP" --rate 50000 --duration "$DUR" --commit-interval 1 --window-ms 100
 
 # The table.
 get() { # label side key
@@ -121,5 +137,16 @@ k() { awk -v a="$1" 'BEGIN { if (a+0 > 0) printf "%.0f", a; else print "n/a" }';
     for ci in 1 10; do
         echo "| XADD to result visible at 50k/s, COMMIT_INTERVAL $ci: p50 / p99 / p99.9 ms | $(get "latency_ci$ci" ferrite p50_ms) / $(get "latency_ci$ci" ferrite p99_ms) / $(get "latency_ci$ci" ferrite p999_ms) | | |"
     done
+    echo
+    echo "Windows, $N ticks 1 ms apart over 10,000 symbols; the Flink column is Flink 2.3 SQL's events per CPU-second for the same ticks on this machine (generator to blackhole), the ratio is Ferrite's per CPU-second against it."
+    echo
+    echo "| window | events/s (wall) | events per CPU-second | Flink 2.3 per CPU-second | ratio | state bytes per open key and window |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for w in "win_tumble:keyed TUMBLE 1 min, VWAP + sum:180000" "win_hop:keyed HOP 1 h by 1 min, sum:60000" "win_session:keyed SESSION 30 s, count + sum:141000"; do
+        IFS=: read -r label desc flink <<<"$w"
+        cpu=$(get "$label" ferrite events_per_cpu_s)
+        echo "| $desc | $(k "$(get "$label" ferrite events_s)") | $(k "$cpu") | $flink | $(ratio "$cpu" "$flink") | $(k "$(get "$label" ferrite bytes_per_window)") |"
+    done
+    echo "| window close (TUMBLE 100 ms at 50k/s) to result visible: p50 / p99 / p99.9 ms | $(get latency_window ferrite p50_ms) / $(get latency_window ferrite p99_ms) / $(get latency_window ferrite p999_ms) | | | | |"
 } | tee bench-out/pipelines.md
 say "raw results in $RAW"

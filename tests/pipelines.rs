@@ -242,7 +242,7 @@ fn commands_refuse_what_they_cannot_do_with_clear_errors() {
         (&["PIPELINE.CREATE", "q", "AS", "INSERT INTO a SELECT * FROM b"], "ERR pipeline 'q' would close a cycle: b -> a -> b"),
         (&["PIPELINE.CREATE", "q", "AS", "INSERT INTO a SELECT * FROM a"], "ERR the sink stream must differ from the source stream (a)"),
         (&["PIPELINE.CREATE", "q", "AS", "SELECT 1"], "ERR not supported: a pipeline is `INSERT INTO sink SELECT ... FROM source [WHERE ...]`"),
-        (&["PIPELINE.CREATE", "q", "AS", "INSERT INTO o SELECT count(*) FROM i GROUP BY x"], "ERR"),
+        (&["PIPELINE.CREATE", "q", "AS", "INSERT INTO o SELECT y, count(*) FROM i GROUP BY x"], "ERR"),
         (&["PIPELINE.CREATE", "q", "AS", "INSERT INTO o SELECT nosuchfn(x) FROM i"], "ERR"),
         (&["PIPELINE.CREATE", "q", "AS"], "ERR wrong number of arguments for 'pipeline.create' command"),
         (&["PIPELINE.CREATE", "q", "FROM", "0", "INSERT INTO o SELECT * FROM i"], "ERR syntax error"),

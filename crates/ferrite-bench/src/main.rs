@@ -63,6 +63,9 @@ enum Cmd {
     Workqueue(e2e::WorkqueueArgs),
     /// Append a seeded `symbol/price/volume` stream (pipeline rows).
     TradesFill(pipe::TradesArgs),
+    /// Ticks for the window rows: N entries 1 ms apart (explicit IDs), over
+    /// many symbols.
+    TicksFill(pipe::TicksArgs),
     /// Ferrite: a pipeline over the whole stream, timed until it has read it.
     Backfill(pipe::BackfillArgs),
     /// The same job as a consumer program (XREADGROUP, compute, XADD, XACK).
@@ -118,6 +121,7 @@ fn run(cli: Cli) -> Result<Option<ResultLine>> {
             Cmd::Workqueue(a) => e2e::workqueue(a).await?,
             Cmd::Ready(a) => tools::ready(a).await?,
             Cmd::TradesFill(a) => pipe::trades_fill(a).await?,
+            Cmd::TicksFill(a) => pipe::ticks_fill(a).await?,
             Cmd::Backfill(a) => pipe::backfill(a).await?,
             Cmd::Consumer(a) => pipe::consumer(a).await?,
             Cmd::PipeLatency(a) => pipe::latency(a).await?,

@@ -78,6 +78,63 @@ pub async fn trades_fill(a: TradesArgs) -> Result<ResultLine> {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct TicksArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, default_value = "ticks")]
+    pub key: String,
+    #[arg(long)]
+    pub count: u64,
+    #[arg(long, default_value_t = 10_000)]
+    pub symbols: u64,
+    /// The first entry's time (ms); entry i is at `t0 + i`.
+    #[arg(long, default_value_t = 1_700_000_040_000)]
+    pub t0: u64,
+    #[arg(long, default_value_t = 1000)]
+    pub pipeline: usize,
+}
+
+/// Appends `count` ticks with IDs `t0+i-0` (event time 1 ms apart), a
+/// seeded random symbol of `symbols`, a price and a volume each.
+pub async fn ticks_fill(a: TicksArgs) -> Result<ResultLine> {
+    let mut c = a.target.connect().await?;
+    let mut rng = Rng::new(11);
+    let syms: Vec<String> = (0..a.symbols.max(1)).map(|i| format!("S{i:05}")).collect();
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < a.count {
+        let batch = (a.count - done).min(a.pipeline.max(1) as u64);
+        for i in 0..batch {
+            let id = format!("{}-0", a.t0 + done + i);
+            let sym = &syms[rng.below(syms.len() as u64) as usize];
+            let cents = 100 + rng.below(100_000);
+            let price = format!("{}.{:02}", cents / 100, cents % 100);
+            let volume = U64Str::new(1 + rng.below(40));
+            c.push(&[
+                b"XADD",
+                a.key.as_bytes(),
+                id.as_bytes(),
+                b"symbol",
+                sym.as_bytes(),
+                b"price",
+                price.as_bytes(),
+                b"volume",
+                volume.as_bytes(),
+            ]);
+        }
+        c.flush().await?;
+        for _ in 0..batch {
+            expect_id(&c.read().await?, "XADD (ticks-fill)")?;
+        }
+        done += batch;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut r = ResultLine::new();
+    r.int("entries", done).num("secs", secs);
+    Ok(r)
+}
+
+#[derive(clap::Args, Debug)]
 pub struct BackfillArgs {
     #[command(flatten)]
     pub target: Target,
@@ -88,6 +145,12 @@ pub struct BackfillArgs {
     pub name: String,
     #[arg(long, default_value_t = 1800.0)]
     pub max_secs: f64,
+    /// The statement (default: the filter+projection of "Pipeline engine I").
+    #[arg(long, default_value = SQL)]
+    pub sql: String,
+    /// Its sink, deleted before the run.
+    #[arg(long, default_value = "big_trades")]
+    pub sink: String,
 }
 
 fn map_field<'a>(f: &'a Frame, name: &str) -> Option<&'a Frame> {
@@ -154,7 +217,7 @@ pub async fn backfill(a: BackfillArgs) -> Result<ResultLine> {
     let mut c = a.target.connect().await?;
     let pid = server_pid(&mut c).await?;
     let _ = call_any(&mut c, &[b"PIPELINE.DROP", a.name.as_bytes()]).await?;
-    check_not_error(c.call(&[b"DEL", b"big_trades"]).await?, "DEL")?;
+    check_not_error(c.call(&[b"DEL", a.sink.as_bytes()]).await?, "DEL")?;
     let cpu0 = thread_ticks(pid, "pipelines");
     let started = Instant::now();
     check_not_error(
@@ -164,7 +227,7 @@ pub async fn backfill(a: BackfillArgs) -> Result<ResultLine> {
             b"FROM",
             b"0",
             b"AS",
-            SQL.as_bytes(),
+            a.sql.as_bytes(),
         ])
         .await?,
         "PIPELINE.CREATE",
@@ -200,6 +263,15 @@ pub async fn backfill(a: BackfillArgs) -> Result<ResultLine> {
             int_field(&info, "ns_per_event").unwrap_or(0) as u64,
         )
         .int("epochs", int_field(&info, "epoch").unwrap_or(0) as u64);
+    // A grouped statement's state at the end: its open windows.
+    if let (Some(open), Some(bytes)) = (
+        int_field(&info, "open_windows"),
+        int_field(&info, "state_bytes"),
+    ) {
+        r.int("open_windows", open as u64)
+            .int("state_bytes", bytes as u64)
+            .num("bytes_per_window", bytes as f64 / (open.max(1) as f64));
+    }
     if let (Some(t0), Some(t1)) = (cpu0, cpu1) {
         let cpu = (t1.saturating_sub(t0)) as f64 / TICKS;
         r.num("engine_cpu_s", cpu)
@@ -349,6 +421,13 @@ pub struct LatencyArgs {
     /// The pipeline's COMMIT_INTERVAL.
     #[arg(long, default_value_t = 1)]
     pub commit_interval: u64,
+    /// With a value: a tumbling window of this many ms (count per window,
+    /// over the entry IDs' time) instead of the copy, and the latency of
+    /// each result from its window's close: the first entry at or past
+    /// `window_end` closes it, and entries come every 1/rate s, so the
+    /// close is `window_end` on the wall clock (to within that gap).
+    #[arg(long)]
+    pub window_ms: Option<u64>,
 }
 
 /// XADD-to-result-visible latency through a pipeline.
@@ -357,6 +436,13 @@ pub async fn latency(a: LatencyArgs) -> Result<ResultLine> {
     let _ = call_any(&mut c, &[b"PIPELINE.DROP", b"bench_latency"]).await?;
     check_not_error(c.call(&[b"DEL", b"lat_src", b"lat_out"]).await?, "DEL")?;
     let ci = U64Str::new(a.commit_interval);
+    let sql = match a.window_ms {
+        None => "INSERT INTO lat_out SELECT t FROM lat_src WHERE v > 0".to_string(),
+        Some(w) => format!(
+            "INSERT INTO lat_out SELECT window_end, count(*) AS n FROM lat_src GROUP BY TUMBLE(_ms, {})",
+            w.max(1)
+        ),
+    };
     check_not_error(
         c.call(&[
             b"PIPELINE.CREATE",
@@ -364,15 +450,26 @@ pub async fn latency(a: LatencyArgs) -> Result<ResultLine> {
             b"COMMIT_INTERVAL",
             ci.as_bytes(),
             b"AS",
-            b"INSERT INTO lat_out SELECT t FROM lat_src WHERE v > 0",
+            sql.as_bytes(),
         ])
         .await?,
         "PIPELINE.CREATE",
     )?;
     let mut reader = a.target.connect().await?;
     let total = a.warmup + a.duration;
-    let expected = (a.rate as f64 * total) as u64;
+    let window_ms = a.window_ms.map(|w| w.max(1));
+    let expected = match window_ms {
+        None => (a.rate as f64 * total) as u64,
+        // The last window or two never close (no entry after them).
+        Some(w) => ((total * 1000.0) as u64 / w).saturating_sub(2),
+    };
     let warm_ns = now_ns() + (a.warmup * 1e9) as u64;
+    let unix_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
+    let warm_unix_ns = unix_ns() + (a.warmup * 1e9) as u64;
     let read = tokio::spawn(async move {
         let mut samples = Samples::with_cap(expected as usize);
         let mut last = Bytes::from_static(b"$");
@@ -384,12 +481,19 @@ pub async fn latency(a: LatencyArgs) -> Result<ResultLine> {
                     b"XREAD", b"COUNT", b"10000", b"BLOCK", b"1000", b"STREAMS", b"lat_out", &last,
                 ])
                 .await?;
-            let now = now_ns();
+            let (now, warm) = match window_ms {
+                None => (now_ns(), warm_ns),
+                Some(_) => (unix_ns(), warm_unix_ns),
+            };
             let entries = resp::read_entries(&f, "XREAD")?;
             for e in &entries {
                 seen += 1;
-                if let Some(t) = e.field_u64(b"t") {
-                    if t >= warm_ns {
+                let t = match window_ms {
+                    None => e.field_u64(b"t"),
+                    Some(_) => e.field_u64(b"window_end").map(|ms| ms * 1_000_000),
+                };
+                if let Some(t) = t {
+                    if t >= warm {
                         samples.push(now.saturating_sub(t));
                     }
                 }

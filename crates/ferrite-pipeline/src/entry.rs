@@ -146,6 +146,9 @@ pub struct Record {
     pub source_id: EntryId,
     /// Field/value pairs in SELECT order, NULLs left out.
     pub fields: Vec<(Bytes, Bytes)>,
+    /// A grouped statement's result: its GROUP BY key values joined by
+    /// `:` (a HASH sink writes `prefix:<key>`).
+    pub key: Option<Bytes>,
 }
 
 impl Record {

@@ -381,6 +381,7 @@ impl Operator for Project {
                         records.push(Record {
                             source_id: row.id,
                             fields,
+                            key: None,
                         });
                     }
                     Some(arr) => {
@@ -393,6 +394,7 @@ impl Operator for Project {
                             made.push(Record {
                                 source_id: row.id,
                                 fields,
+                                key: None,
                             });
                         }
                         records.extend(made);
@@ -497,6 +499,7 @@ impl Operator for ClosureOp {
                         Ok(recs) => out.extend(recs.into_iter().map(|fields| Record {
                             source_id: id,
                             fields,
+                            key: None,
                         })),
                         Err(e) => failed.push((id, e)),
                     }
@@ -543,6 +546,7 @@ impl Operator for Sink {
                 b.records.push(Record {
                     source_id: e.id,
                     fields,
+                    key: None,
                 });
             }
             b.sel = sel;

@@ -42,6 +42,7 @@ pub struct Plan {
     /// The index of the window operator in `ops`, if the plan is grouped.
     window: Option<usize>,
     late_stream: Option<String>,
+    hash_sink: Option<crate::sql::HashSink>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -101,6 +102,7 @@ impl Plan {
         let mut plan = Plan::from_ops(c.source, c.sink, c.schema, Some(sql.to_string()), ops);
         plan.window = window;
         plan.late_stream = late_stream;
+        plan.hash_sink = c.hash;
         Ok(plan)
     }
 
@@ -122,6 +124,7 @@ impl Plan {
             scratch_sel: Vec::new(),
             window: None,
             late_stream: None,
+            hash_sink: None,
         }
     }
 
@@ -250,7 +253,13 @@ impl Plan {
         &self.source
     }
 
-    /// The sink stream's name.
+    /// `INSERT INTO HASH prefix [TTL d]`: results go to hashes
+    /// `prefix:<key>` ([`Plan::sink`] is the prefix), not to a stream.
+    pub fn hash_sink(&self) -> Option<&crate::sql::HashSink> {
+        self.hash_sink.as_ref()
+    }
+
+    /// The sink stream's name (the key prefix of a HASH sink).
     pub fn sink(&self) -> &str {
         &self.sink
     }

@@ -16,10 +16,103 @@ use sqlparser::parser::Parser;
 /// recursing.
 pub const MAX_SQL_LEN: usize = 16 * 1024;
 
+/// `INSERT INTO HASH prefix [TTL d]`: each result is written to the hash
+/// `prefix:<key>` (the GROUP BY key values joined by `:`), replacing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashSink {
+    /// The key prefix.
+    pub prefix: String,
+    /// TTL: each written hash expires this long after its last result, ms.
+    pub ttl_ms: Option<u64>,
+}
+
+/// Takes `HASH prefix [TTL d]` out of `INSERT INTO HASH prefix [TTL d]
+/// SELECT ...`, which is not SQL, and gives back the statement with the
+/// prefix as an ordinary (quoted) target. `INSERT INTO hash SELECT ...`
+/// (a stream named hash) is left alone.
+pub(crate) fn split_hash_sink(sql: &str) -> Result<(Option<HashSink>, String), PlanError> {
+    fn word(s: &str) -> (&str, &str) {
+        let s = s.trim_start();
+        let end = s
+            .find(|c: char| c.is_whitespace() || c == '(')
+            .unwrap_or(s.len());
+        (&s[..end], &s[end..])
+    }
+    let (insert, rest) = word(sql);
+    let (into, rest) = word(rest);
+    let (hash, rest) = word(rest);
+    if !insert.eq_ignore_ascii_case("INSERT")
+        || !into.eq_ignore_ascii_case("INTO")
+        || !hash.eq_ignore_ascii_case("HASH")
+    {
+        return Ok((None, sql.to_string()));
+    }
+    let after = rest.trim_start();
+    let (next, _) = word(after);
+    if next.is_empty()
+        || next.eq_ignore_ascii_case("SELECT")
+        || next.eq_ignore_ascii_case("WITH")
+        || after.starts_with('(')
+    {
+        return Ok((None, sql.to_string()));
+    }
+    // The prefix: a "quoted" name ("" escapes a quote) or a bare word.
+    let (prefix, mut rest) = if let Some(q) = after.strip_prefix('"') {
+        let mut name = String::new();
+        let mut it = q.char_indices().peekable();
+        let mut end = None;
+        while let Some((i, c)) = it.next() {
+            if c == '"' {
+                if matches!(it.peek(), Some((_, '"'))) {
+                    it.next();
+                    name.push('"');
+                } else {
+                    end = Some(i + 1);
+                    break;
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        let end =
+            end.ok_or_else(|| PlanError::Syntax("unterminated \"quoted\" HASH prefix".into()))?;
+        (name, &q[end..])
+    } else {
+        let (w, r) = word(after);
+        (w.to_string(), r)
+    };
+    if prefix.is_empty() {
+        return Err(PlanError::Syntax(
+            "INSERT INTO HASH needs a key prefix".into(),
+        ));
+    }
+    let mut ttl_ms = None;
+    let (t, r) = word(rest);
+    if t.eq_ignore_ascii_case("TTL") {
+        let (d, r) = word(r);
+        let ms = crate::window::compile::parse_duration(d)
+            .filter(|&ms| ms > 0)
+            .ok_or_else(|| {
+                PlanError::Syntax(format!(
+                    "TTL {d}: a positive duration (milliseconds, or a number with ms, s, m, h or d)"
+                ))
+            })?;
+        ttl_ms = Some(ms as u64);
+        rest = r;
+    }
+    let quoted = prefix.replace('"', "\"\"");
+    Ok((
+        Some(HashSink { prefix, ttl_ms }),
+        format!("INSERT INTO \"{quoted}\" {rest}"),
+    ))
+}
+
 /// What the statement compiles to, before the plan is assembled.
 pub(crate) struct Compiled {
     pub source: String,
     pub sink: String,
+    /// `INSERT INTO HASH prefix`: `sink` is the prefix.
+    pub hash: Option<HashSink>,
     pub slots: SlotTable,
     pub filter: Option<Filter>,
     pub project: Option<Project>,
@@ -60,7 +153,8 @@ pub(crate) fn compile(
     sql: &str,
     opts: Option<&crate::window::WindowOptions>,
 ) -> Result<Compiled, PlanError> {
-    let stmt = parse(sql)?;
+    let (hash, sql) = split_hash_sink(sql)?;
+    let stmt = parse(&sql)?;
     let Statement::Insert(ins) = stmt else {
         return Err(PlanError::Unsupported(
             "a pipeline is `INSERT INTO sink SELECT ... FROM source [WHERE ...]`".into(),
@@ -86,7 +180,18 @@ pub(crate) fn compile(
     let Some(query) = &ins.source else {
         return Err(PlanError::Unsupported("INSERT without SELECT".into()));
     };
-    compile_query(query, sink, opts)
+    let mut c = compile_query(query, sink, opts, hash.is_some())?;
+    if let Some(h) = &hash {
+        let keyed = c.window.as_ref().is_some_and(|w| !w.keys.is_empty());
+        if !keyed {
+            return Err(PlanError::Invalid(format!(
+                "INSERT INTO HASH {} writes one hash per GROUP BY key ({}:<key>): the statement needs GROUP BY with at least one key",
+                h.prefix, h.prefix
+            )));
+        }
+    }
+    c.hash = hash;
+    Ok(c)
 }
 
 fn object_name(n: &sqlparser::ast::ObjectName) -> Result<String, PlanError> {
@@ -103,6 +208,7 @@ fn compile_query(
     q: &Query,
     sink: String,
     opts: Option<&crate::window::WindowOptions>,
+    hash_sink: bool,
 ) -> Result<Compiled, PlanError> {
     if q.with.is_some() {
         return Err(PlanError::Unsupported(
@@ -196,7 +302,7 @@ fn compile_query(
             ))
         }
     };
-    if source == sink {
+    if source == sink && !hash_sink {
         return Err(PlanError::SinkIsSource(source));
     }
     let mut qualifiers = vec![source.clone()];
@@ -223,6 +329,7 @@ fn compile_query(
         return Ok(Compiled {
             source,
             sink,
+            hash: None,
             slots,
             filter,
             project: None,
@@ -345,6 +452,7 @@ fn compile_query(
     Ok(Compiled {
         source,
         sink,
+        hash: None,
         slots,
         filter,
         project,

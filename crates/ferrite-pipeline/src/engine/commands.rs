@@ -106,7 +106,24 @@ struct CreateArgs {
     from: Option<Bytes>,
     commit_interval_ms: u64,
     sink_maxlen: Option<(bool, u64)>,
+    window: crate::window::WindowOptions,
     sql: String,
+}
+
+/// A duration option: milliseconds, or a number with `ms`, `s`, `m`, `h`
+/// or `d`.
+fn duration_arg(a: &mut Args<'_>, what: &str) -> Result<u64, CmdError> {
+    let raw = a.next_bytes()?;
+    std::str::from_utf8(&raw)
+        .ok()
+        .and_then(crate::window::compile::parse_duration)
+        .filter(|&ms| (0..=crate::window::MAX_EVENT_TIME / 4).contains(&ms))
+        .map(|ms| ms as u64)
+        .ok_or_else(|| {
+            CmdError::err(format!(
+                "{what} must be a duration: milliseconds, or a number with ms, s, m, h or d"
+            ))
+        })
 }
 
 impl CreateArgs {
@@ -126,6 +143,7 @@ impl CreateArgs {
             from: None,
             commit_interval_ms: def::DEFAULT_COMMIT_INTERVAL_MS,
             sink_maxlen: None,
+            window: crate::window::WindowOptions::default(),
             sql: String::new(),
         };
         loop {
@@ -162,9 +180,44 @@ impl CreateArgs {
                     return Err(CmdError::err("SINK_MAXLEN can't be negative"));
                 }
                 c.sink_maxlen = Some((approx, n as u64));
+            } else if a.eat("WATERMARK") {
+                c.window.watermark_ms = duration_arg(a, "WATERMARK")?;
+            } else if a.eat("LATENESS") {
+                c.window.lateness_ms = duration_arg(a, "LATENESS")?;
+            } else if a.eat("LATE") {
+                let l = a.next_bytes()?;
+                c.window.late_stream = Some(
+                    String::from_utf8(l.to_vec())
+                        .map_err(|_| CmdError::err("the LATE stream name is not valid UTF-8"))?,
+                );
+            } else if a.eat("EMIT") {
+                if a.eat("FINAL") {
+                    c.window.emit = crate::window::Emit::Final;
+                } else if a.eat("UPDATES") {
+                    let every_ms = if a.eat("EVERY") {
+                        duration_arg(a, "EVERY")?
+                    } else {
+                        0
+                    };
+                    c.window.emit = crate::window::Emit::Updates { every_ms };
+                } else {
+                    return Err(CmdError::err("EMIT takes FINAL or UPDATES [EVERY d]"));
+                }
+            } else if a.eat("IDLE") {
+                let d = duration_arg(a, "IDLE")?;
+                if d == 0 {
+                    return Err(CmdError::err("IDLE must be a positive duration"));
+                }
+                c.window.idle_ms = d;
+            } else if a.eat("STATE_LIMIT") {
+                let n = a.next_i64()?;
+                if n < 1 {
+                    return Err(CmdError::err("STATE_LIMIT must be positive (bytes)"));
+                }
+                c.window.state_limit = n as u64;
             } else if a.remaining() == 0 {
                 return Err(CmdError::err(
-                    "syntax error: PIPELINE.CREATE name [REPLACE] [PAUSED] [FROM 0|$|id] [COMMIT_INTERVAL ms] [SINK_MAXLEN [~] n] AS sql",
+                    "syntax error: PIPELINE.CREATE name [REPLACE] [PAUSED] [FROM 0|$|id] [COMMIT_INTERVAL ms] [SINK_MAXLEN [~] n] [WATERMARK d] [IDLE d] [LATENESS d] [LATE stream] [EMIT FINAL|UPDATES [EVERY d]] [STATE_LIMIT bytes] AS sql",
                 ));
             } else {
                 return Err(CmdError::Syntax);
@@ -203,7 +256,9 @@ pub(crate) fn path(
     let edges: Vec<(&str, &str)> = st
         .pipes
         .values()
-        .filter(|p| p.def.db == db && p.def.name != except && !p.source.is_empty())
+        .filter(|p| {
+            p.def.db == db && p.def.name != except && !p.source.is_empty() && p.hash.is_none()
+        })
         .map(|p| (p.source.as_str(), p.sink.as_str()))
         .collect();
     // Breadth-first with parents; the graph is as small as the pipeline count.
@@ -265,19 +320,32 @@ pub(crate) fn group_create(
 fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     let e = engine(ctx)?;
     let c = CreateArgs::parse(a)?;
-    let plan = Plan::compile(&c.sql).map_err(|err| CmdError::err(format!("{err}")))?;
-    if plan.is_stateful() {
+    let plan =
+        Plan::compile_with(&c.sql, &c.window).map_err(|err| CmdError::err(format!("{err}")))?;
+    let db = ctx.client.db;
+    if let Some(l) = plan.late_stream() {
+        if let Kind::Other = kind(ctx.store, db, l, &c.name) {
+            return Err(CmdError::WrongType);
+        }
+    }
+    let (source, sink) = (plan.source().to_string(), plan.sink().to_string());
+    let hash_sink = plan.hash_sink().is_some();
+    if hash_sink && c.sink_maxlen.is_some() {
         return Err(CmdError::err(
-            "grouped statements (GROUP BY, aggregates, windows) do not run in the server yet: their state is not yet part of the pipeline's epochs",
+            "SINK_MAXLEN trims a sink stream: INSERT INTO HASH writes hashes",
         ));
     }
-    let db = ctx.client.db;
-    let (source, sink) = (plan.source().to_string(), plan.sink().to_string());
     let old = {
         let st = e.state.lock();
         st.pipes
             .get(&c.name)
             .map(|p| (p.def.db, p.source.clone(), p.ephemeral))
+    };
+    let old_def = {
+        let st = e.state.lock();
+        st.pipes
+            .get(&c.name)
+            .map(|p| (p.def.sql.clone(), p.def.window.clone(), p.plan.clone()))
     };
     if old.is_none() && e.state.lock().pipes.len() >= MAX_PIPELINES {
         return Err(CmdError::err(format!(
@@ -292,7 +360,10 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     }
     // The compiler refuses sink == source; a cycle through other pipelines
     // is refused here: it would feed its own output back forever.
-    if let Some(p) = path(&e, db, &sink, &source, &c.name) {
+    if let Some(p) = (!hash_sink)
+        .then(|| path(&e, db, &sink, &source, &c.name))
+        .flatten()
+    {
         return Err(CmdError::err(format!(
             "pipeline '{}' would close a cycle: {} -> {}",
             c.name,
@@ -303,6 +374,21 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     // The same group is kept only when REPLACE keeps the source and no FROM.
     let keep_group =
         matches!(&old, Some((odb, osrc, _)) if *odb == db && *osrc == source) && c.from.is_none();
+    // A grouped statement's state goes with its position: REPLACE keeping
+    // the position keeps the state, which only the same statement and time
+    // options can read.
+    let carry = match &old_def {
+        Some((osql, owin, oplan)) if keep_group && plan.is_stateful() => {
+            if *osql != c.sql || *owin != c.window {
+                return Err(CmdError::err(format!(
+                    "REPLACE keeps pipeline '{}''s position, and its window state cannot carry over to a different statement or time options: give FROM (0, $ or an ID) to start again",
+                    c.name
+                )));
+            }
+            oplan.clone()
+        }
+        _ => None,
+    };
     match kind(ctx.store, db, &source, &c.name) {
         Kind::Other => return Err(CmdError::WrongType),
         Kind::Stream { has_group: true } if !keep_group && old.is_none() => {
@@ -313,8 +399,10 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         }
         _ => {}
     }
-    if let Kind::Other = kind(ctx.store, db, &sink, &c.name) {
-        return Err(CmdError::WrongType);
+    if !hash_sink {
+        if let Kind::Other = kind(ctx.store, db, &sink, &c.name) {
+            return Err(CmdError::WrongType);
+        }
     }
     // Checks done: apply. The old group goes unless it is kept.
     if let Some((odb, osrc, _)) = &old {
@@ -350,6 +438,7 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         sink_maxlen: c.sink_maxlen,
         paused: c.paused,
         created_ms: ctx.now_ms,
+        window: c.window,
     };
     ctx.store
         .log_subsystem(super::SUBSYSTEM, &durable::effect_define(&def));
@@ -359,7 +448,21 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
     } else {
         Status::Running
     };
+    let name = def.name.clone();
     e.insert(ctx.store, def, status, Counters::default(), None);
+    if let Some(old_plan) = carry {
+        // The old plan's committed state (an epoch it is evaluating now
+        // is of the old generation: its commit will be refused as stale).
+        let state = old_plan.lock().snapshot();
+        let new_plan = e.state.lock().pipes.get(&name).and_then(|p| p.plan.clone());
+        if let Some(np) = new_plan {
+            np.lock()
+                .restore(&state)
+                .map_err(|err| CmdError::err(format!("carrying the window state over: {err}")))?;
+            ctx.store
+                .log_subsystem(super::SUBSYSTEM, &durable::effect_restore(&name, &state));
+        }
+    }
     Ok(Reply::ok())
 }
 
@@ -477,6 +580,9 @@ fn reset(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         let gen = st.next_gen;
         if let Some(p) = st.pipes.get_mut(&name) {
             p.gen = gen;
+            if let Some(plan) = &p.plan {
+                plan.lock().clear_state();
+            }
             p.counters = Counters::default();
             p.last_error = None;
             p.sink_seen = false;
@@ -551,7 +657,16 @@ fn info(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         ("state", s(p.status.word())),
         ("error", opt(error)),
         ("source", s(&p.source)),
-        ("sink", s(&p.sink)),
+        (
+            "sink",
+            match &p.hash {
+                None => s(&p.sink),
+                Some(h) => s(&match h.ttl_ms {
+                    None => format!("HASH {}", h.prefix),
+                    Some(t) => format!("HASH {} TTL {t}", h.prefix),
+                }),
+            },
+        ),
         ("db", i(p.def.db as u64)),
         (
             "sql",
@@ -587,6 +702,31 @@ fn info(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         ("ns_per_event", i(ns_per_event(c))),
         ("last_error", opt(p.last_error.clone())),
     ];
+    let mut fields = fields;
+    if let Some(w) = p.plan.as_ref().and_then(|pl| pl.lock().window_stats()) {
+        fields.extend([
+            ("watermark_ms", i(p.def.window.watermark_ms)),
+            ("lateness_ms", i(p.def.window.lateness_ms)),
+            ("late_stream", opt(p.def.window.late_stream.clone())),
+            (
+                "emit",
+                match p.def.window.emit {
+                    crate::window::Emit::Final => s("final"),
+                    crate::window::Emit::Updates { every_ms } => {
+                        s(&format!("updates every {every_ms}"))
+                    }
+                },
+            ),
+            ("idle_ms", i(p.def.window.idle_ms)),
+            ("state_limit", i(p.def.window.state_limit)),
+            ("keys", i(w.keys)),
+            ("open_windows", i(w.open_windows)),
+            ("state_bytes", i(w.state_bytes)),
+            ("watermark", w.watermark.map_or(Reply::Null, Reply::Int)),
+            ("late_dropped", i(w.late_dropped)),
+            ("late_written", i(w.late_written)),
+        ]);
+    }
     Ok(Reply::Map(
         fields
             .into_iter()

@@ -4,7 +4,11 @@
 //! Encoding (little-endian, in subsystem effects and checkpoint sections):
 //! `u8 version (1)`, `str name`, `str sql`, `u32 db`, `u64 commit_interval_ms`,
 //! `u8 maxlen_kind (0 none, 1 exact, 2 approximate)`, `u64 maxlen`,
-//! `u8 paused`, `u64 created_ms`; `str` is a `u32` length and the bytes.
+//! `u8 paused`, `u64 created_ms`; version 2 adds the time options of
+//! grouped statements: `u64 watermark_ms`, `u64 lateness_ms`, `u8 has_late`
+//! (then `str late_stream`), `u8 emit` (0 final; 1 updates, then `u64
+//! every_ms`), `u64 state_limit`, `u64 idle_ms`. `str` is a `u32` length
+//! and the bytes.
 //! Decoding checks every length against what is left and refuses unknown
 //! versions: a definition it does not understand stops recovery (the
 //! caller says where).
@@ -17,6 +21,7 @@ pub const MAX_COMMIT_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 10;
 
 const DEF_V1: u8 = 1;
+const DEF_V2: u8 = 2;
 
 /// What PIPELINE.CREATE defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +40,14 @@ pub struct Definition {
     pub paused: bool,
     /// Wall-clock creation time.
     pub created_ms: u64,
+    /// WATERMARK, LATENESS, LATE, EMIT, STATE_LIMIT (grouped statements).
+    pub window: crate::window::WindowOptions,
 }
 
 impl Definition {
     /// The persisted form.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(DEF_V1);
+        out.push(DEF_V2);
         put_str(out, &self.name);
         put_str(out, &self.sql);
         out.extend_from_slice(&(self.db as u32).to_le_bytes());
@@ -54,13 +61,34 @@ impl Definition {
         out.extend_from_slice(&n.to_le_bytes());
         out.push(self.paused as u8);
         out.extend_from_slice(&self.created_ms.to_le_bytes());
+        let w = &self.window;
+        out.extend_from_slice(&w.watermark_ms.to_le_bytes());
+        out.extend_from_slice(&w.lateness_ms.to_le_bytes());
+        match &w.late_stream {
+            None => out.push(0),
+            Some(l) => {
+                out.push(1);
+                put_str(out, l);
+            }
+        }
+        match w.emit {
+            crate::window::Emit::Final => out.push(0),
+            crate::window::Emit::Updates { every_ms } => {
+                out.push(1);
+                out.extend_from_slice(&every_ms.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&w.state_limit.to_le_bytes());
+        out.extend_from_slice(&w.idle_ms.to_le_bytes());
     }
 
     /// Reads what [`Definition::encode`] wrote from the front of `r`.
     pub fn decode(r: &mut Cursor<'_>) -> Result<Definition, String> {
         let v = r.u8()?;
-        if v != DEF_V1 {
-            return Err(format!("unknown pipeline definition version {v}"));
+        if v != DEF_V1 && v != DEF_V2 {
+            return Err(format!(
+                "unknown pipeline definition version {v} (this build reads 1 and 2)"
+            ));
         }
         let name = r.string()?;
         let sql = r.string()?;
@@ -80,6 +108,23 @@ impl Definition {
             b => return Err(format!("bad paused flag {b}")),
         };
         let created_ms = r.u64()?;
+        let mut window = crate::window::WindowOptions::default();
+        if v >= DEF_V2 {
+            window.watermark_ms = r.u64()?;
+            window.lateness_ms = r.u64()?;
+            window.late_stream = match r.u8()? {
+                0 => None,
+                1 => Some(r.string()?),
+                b => return Err(format!("bad LATE flag {b}")),
+            };
+            window.emit = match r.u8()? {
+                0 => crate::window::Emit::Final,
+                1 => crate::window::Emit::Updates { every_ms: r.u64()? },
+                b => return Err(format!("unknown EMIT policy {b}")),
+            };
+            window.state_limit = r.u64()?;
+            window.idle_ms = r.u64()?;
+        }
         Ok(Definition {
             name,
             sql,
@@ -88,6 +133,7 @@ impl Definition {
             sink_maxlen,
             paused,
             created_ms,
+            window,
         })
     }
 }
@@ -176,6 +222,14 @@ mod tests {
             sink_maxlen: Some((true, 1000)),
             paused: true,
             created_ms: 1_700_000_000_000,
+            window: crate::window::WindowOptions {
+                watermark_ms: 2000,
+                lateness_ms: 5000,
+                late_stream: Some("late".into()),
+                emit: crate::window::Emit::Updates { every_ms: 250 },
+                idle_ms: 3000,
+                ..Default::default()
+            },
         };
         let mut v = Vec::new();
         d.encode(&mut v);

@@ -8,11 +8,18 @@
 //! - `P` name, u8: paused (1) or running (0);
 //! - `E` name, counters: an epoch committed (the sink XADDs and the
 //!   group's XGROUP SETID are in the same record);
-//! - `R` name: RESET (counters cleared).
+//! - `R` name: RESET (counters and window state cleared);
+//! - `W` name, bytes: the window state changes of an epoch (after its `E`,
+//!   in the same record), in `WindowOp::epoch_delta`'s encoding;
+//! - `S` name, bytes: the whole state (`Plan::snapshot`), after the `D` of
+//!   a REPLACE that keeps a grouped pipeline's position and state.
 //!
-//! The checkpoint section: `u8 version (1)`, `u32 count`, then per pipeline
-//! its definition, `u8 paused`, its counters. Builder pipelines (defined in
-//! Rust) are not in it: their program defines them again at start-up.
+//! The checkpoint section: `u8 version (2)`, `u32 count`, then per pipeline
+//! its definition, `u8 paused`, its counters, and (version 2) `u32 len` and
+//! its plan's state (`Plan::snapshot`: the state as of the last committed
+//! epoch). Version 1 sections (no state) are still read. Builder pipelines
+//! (defined in Rust) are not in it: their program defines them again at
+//! start-up.
 
 use super::def::{put_str, Cursor, Definition};
 use super::{Counters, Engine, Status};
@@ -20,6 +27,7 @@ use ferrite_db::store::Store;
 use std::sync::Arc;
 
 const SECTION_V1: u8 = 1;
+const SECTION_V2: u8 = 2;
 
 pub(crate) struct Durable(pub Arc<Engine>);
 
@@ -46,6 +54,21 @@ pub(crate) fn effect_epoch(name: &str, c: &Counters) -> Vec<u8> {
     let mut v = vec![b'E'];
     put_str(&mut v, name);
     c.encode(&mut v);
+    v
+}
+
+pub(crate) fn effect_state(name: &str, delta: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(delta.len() + name.len() + 9);
+    v.push(b'W');
+    put_str(&mut v, name);
+    v.extend_from_slice(&(delta.len() as u32).to_le_bytes());
+    v.extend_from_slice(delta);
+    v
+}
+
+pub(crate) fn effect_restore(name: &str, state: &[u8]) -> Vec<u8> {
+    let mut v = effect_state(name, state);
+    v[0] = b'S';
     v
 }
 
@@ -122,8 +145,35 @@ impl ferrite_db::persist::Subsystem for Durable {
                     .get_mut(&name)
                     .ok_or_else(|| format!("reset of unknown pipeline '{name}'"))?;
                 p.counters = Counters::default();
+                if let Some(plan) = &p.plan {
+                    plan.lock().clear_state();
+                }
                 if !matches!(p.status, Status::Paused) && p.plan.is_some() {
                     p.status = Status::Running;
+                }
+            }
+            tag @ (b'W' | b'S') => {
+                let name = r.string()?;
+                let delta = r.bytes()?;
+                done(&r)?;
+                let plan = {
+                    let st = e.state.lock();
+                    let p = st
+                        .pipes
+                        .get(&name)
+                        .ok_or_else(|| format!("window state of unknown pipeline '{name}'"))?;
+                    p.plan.clone()
+                };
+                // NOTE: a pipeline whose statement no longer compiles has no
+                // plan to hold the state; it is failed and says why.
+                if let Some(plan) = plan {
+                    let mut plan = plan.lock();
+                    let r = if tag == b'W' {
+                        plan.apply_delta(delta)
+                    } else {
+                        plan.restore(delta)
+                    };
+                    r.map_err(|err| format!("pipeline '{name}': {err}"))?;
                 }
             }
             t => return Err(format!("unknown pipeline effect tag {t}")),
@@ -134,12 +184,27 @@ impl ferrite_db::persist::Subsystem for Durable {
     fn snapshot(&self, _store: &Store) -> Vec<u8> {
         let st = self.0.state.lock();
         let kept: Vec<_> = st.pipes.values().filter(|p| !p.ephemeral).collect();
-        let mut v = vec![SECTION_V1];
+        let mut v = vec![SECTION_V2];
         v.extend_from_slice(&(kept.len() as u32).to_le_bytes());
         for p in kept {
             p.def.encode(&mut v);
             v.push(matches!(p.status, Status::Paused) as u8);
             p.counters.encode(&mut v);
+            // The state as of the last committed epoch, even while the
+            // runner evaluates the next one (Plan::snapshot).
+            let state = match &p.plan {
+                Some(plan) => {
+                    let plan = plan.lock();
+                    if plan.is_stateful() {
+                        plan.snapshot()
+                    } else {
+                        Vec::new()
+                    }
+                }
+                None => Vec::new(),
+            };
+            v.extend_from_slice(&(state.len() as u32).to_le_bytes());
+            v.extend_from_slice(&state);
         }
         v
     }
@@ -147,8 +212,10 @@ impl ferrite_db::persist::Subsystem for Durable {
     fn restore(&self, store: &mut Store, state: &[u8]) -> Result<(), String> {
         let mut r = Cursor::new(state);
         let v = r.u8()?;
-        if v != SECTION_V1 {
-            return Err(format!("unknown pipeline section version {v}"));
+        if v != SECTION_V1 && v != SECTION_V2 {
+            return Err(format!(
+                "unknown pipeline section version {v} (this build reads 1 and 2)"
+            ));
         }
         let n = r.u32()?;
         for _ in 0..n {
@@ -159,7 +226,23 @@ impl ferrite_db::persist::Subsystem for Durable {
                 b => return Err(format!("bad paused flag {b}")),
             };
             let counters = Counters::decode(&mut r)?;
+            let state = if v >= SECTION_V2 { r.bytes()? } else { &[] };
+            let name = def.name.clone();
             self.0.insert(store, def, status, counters, None);
+            if !state.is_empty() {
+                let plan = self
+                    .0
+                    .state
+                    .lock()
+                    .pipes
+                    .get(&name)
+                    .and_then(|p| p.plan.clone());
+                if let Some(plan) = plan {
+                    plan.lock()
+                        .restore(state)
+                        .map_err(|err| format!("pipeline '{name}': {err}"))?;
+                }
+            }
         }
         done(&r)
     }
@@ -184,6 +267,7 @@ mod tests {
             sink_maxlen: None,
             paused: false,
             created_ms: 1,
+            window: Default::default(),
         };
         d.replay(&mut store, &effect_define(&def)).unwrap();
         let c = Counters {

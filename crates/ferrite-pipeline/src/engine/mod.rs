@@ -11,13 +11,17 @@
 //! - definitions, pause state and counters are this subsystem's own
 //!   effects (`persist::Subsystem` "pipeline", [`durable`]) and checkpoint
 //!   section;
-//! - an epoch (the sink XADDs, the group's SETID and the counters) is one
+//! - an epoch (the sink XADDs, the group's SETID, the counters and, for a
+//!   grouped statement, its window state changes and LATE entries) is one
 //!   `Session::atomically` unit: one hold of the store lock and one
-//!   commit-log record ([`runner`]);
+//!   commit-log record ([`runner`]); checkpoints hold each plan's state as
+//!   of its last committed epoch;
 //! - a source's writes wake the runner through a `KeyObserver`.
 //!
-//! Lock order: the store lock, then the engine's state lock, never the
-//! reverse; a plan's own lock is taken only by the runner, with neither held.
+//! Lock order: the store lock, then the engine's state lock, then a plan's
+//! lock, never the reverse. The runner evaluates holding only the plan's
+//! lock (released before it takes the store lock to commit); commands,
+//! replay and checkpoints take a plan's lock last, briefly.
 
 pub mod commands;
 pub mod def;
@@ -115,7 +119,10 @@ impl Counters {
 pub(crate) struct Pipe {
     pub def: Definition,
     pub source: String,
+    /// The sink stream, or the key prefix of a HASH sink.
     pub sink: String,
+    /// `INSERT INTO HASH prefix [TTL d]`.
+    pub hash: Option<crate::sql::HashSink>,
     /// Bumped by CREATE/REPLACE/RESET: an epoch read under an older
     /// generation is discarded at commit.
     pub gen: u64,
@@ -218,12 +225,16 @@ impl Engine {
     ) {
         let (plan, status) = match ephemeral_plan {
             Some(p) => (Ok(p), status),
-            None => (Plan::compile(&def.sql).map_err(|e| e.to_string()), status),
+            None => (
+                Plan::compile_with(&def.sql, &def.window).map_err(|e| e.to_string()),
+                status,
+            ),
         };
-        let (source, sink, plan, status) = match plan {
+        let (source, sink, hash, plan, status) = match plan {
             Ok(p) => (
                 p.source().to_string(),
                 p.sink().to_string(),
+                p.hash_sink().cloned(),
                 Some(Arc::new(Mutex::new(p))),
                 status,
             ),
@@ -232,6 +243,7 @@ impl Engine {
             Err(e) => (
                 String::new(),
                 String::new(),
+                None,
                 None,
                 Status::Failed(format!("the statement no longer compiles: {e}")),
             ),
@@ -262,6 +274,7 @@ impl Engine {
                 def,
                 source,
                 sink,
+                hash,
                 gen,
                 plan,
                 status,
@@ -393,6 +406,7 @@ impl Engine {
                 sink_maxlen: opts.sink_maxlen,
                 paused: false,
                 created_ms: ferrite_db::shared::now_ms(),
+                window: Default::default(),
             };
             self.insert(
                 a.store(),

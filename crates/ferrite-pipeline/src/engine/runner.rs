@@ -100,6 +100,8 @@ struct Job {
     sink: Bytes,
     interval: Duration,
     sink_maxlen: Option<(bool, u64)>,
+    late: Option<Bytes>,
+    hash: Option<crate::sql::HashSink>,
     plan: Arc<Mutex<Plan>>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -127,8 +129,20 @@ fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
             if engine.stop.load(Ordering::Acquire) {
                 break;
             }
+            let mut tick = false;
             if !job.dirty.load(Ordering::Acquire) {
-                continue;
+                // Nothing new to read; a grouped plan may still have
+                // something due by the clock (IDLE, EMIT UPDATES EVERY).
+                let Some(due) = job.plan.lock().next_tick_ms() else {
+                    continue;
+                };
+                let now_wall = now_ms() as i64;
+                if due > now_wall {
+                    let ms = (due - now_wall).min(IDLE.as_millis() as i64) as u64;
+                    wait = wait.min(Duration::from_millis(ms));
+                    continue;
+                }
+                tick = true;
             }
             // A pipeline that is caught up runs at most one epoch per
             // COMMIT_INTERVAL: entries arriving sooner wait and go into the
@@ -146,7 +160,11 @@ fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
             // inside the commit is caught by `cmd::guarded`, which stops
             // writes, as for any command).
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                epoch(&engine, &shared, &mut session, &job, &mut scratch)
+                if tick {
+                    tick_epoch(&engine, &shared, &mut session, &job, &mut scratch)
+                } else {
+                    epoch(&engine, &shared, &mut session, &job, &mut scratch)
+                }
             }));
             let outcome = match ran {
                 Ok(o) => o,
@@ -157,6 +175,7 @@ fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
                         .or_else(|| p.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
                     fail(&engine, &job, format!("internal error (a panic: {what})"));
+                    job.plan.lock().rollback_epoch();
                     scratch = Scratch::default();
                     Outcome::Idle
                 }
@@ -202,6 +221,13 @@ fn jobs(engine: &Engine) -> Vec<Job> {
                 sink: Bytes::copy_from_slice(p.sink.as_bytes()),
                 interval: Duration::from_millis(p.def.commit_interval_ms),
                 sink_maxlen: p.def.sink_maxlen,
+                late: p
+                    .def
+                    .window
+                    .late_stream
+                    .as_deref()
+                    .map(|l| Bytes::copy_from_slice(l.as_bytes())),
+                hash: p.hash.clone(),
                 plan: p.plan.clone()?,
                 dirty: p.dirty.clone(),
             })
@@ -218,6 +244,27 @@ struct Scratch {
     /// Per entry: its ID, first span, pair count.
     entries: Vec<(StreamId, usize, usize)>,
     out: Vec<Record>,
+    /// A stateful plan's epoch: entries for the LATE stream and the state
+    /// change to log.
+    late: Vec<Record>,
+    delta: Option<Vec<u8>>,
+}
+
+/// What a stateful plan's epoch commits besides its results.
+struct EpochState<'a> {
+    delta: &'a [u8],
+    late: &'a [Record],
+}
+
+fn out_bytes(out: &[Record]) -> usize {
+    out.iter()
+        .map(|r| {
+            r.fields
+                .iter()
+                .map(|(f, v)| f.len() + v.len() + 8)
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 struct ArenaFields<'a> {
@@ -393,13 +440,40 @@ fn epoch(
         .collect();
     sc.out.clear();
     let mut plan = job.plan.lock();
+    let stateful = plan.is_stateful();
+    if stateful {
+        plan.begin_epoch();
+        plan.set_clock(now_ms() as i64);
+    }
     let mut stats = plan.process_batch(&entries, &mut sc.out);
-    // The epoch takes the entries whose results fit in EPOCH_OUT_BYTES;
-    // the rest are evaluated again by the next epoch. A first entry whose
-    // results alone exceed it is skipped and counted as failed.
     let mut taken = entries.len();
     let mut too_big = false;
-    if let Some(cut) = cut_point(&sc.out, &entries) {
+    if stateful {
+        // A stateful plan cannot skip an entry's results, nor evaluate an
+        // entry twice on the same state: the epoch is evaluated again on
+        // half the entries (state taken back) until its results fit. One
+        // entry whose results alone exceed the bound (a watermark jump that
+        // closes many windows) is taken whole.
+        while taken > 1 && out_bytes(&sc.out) > EPOCH_OUT_BYTES {
+            plan.rollback_epoch();
+            taken /= 2;
+            plan.begin_epoch();
+            plan.set_clock(now_ms() as i64);
+            sc.out.clear();
+            stats = plan.process_batch(&entries[..taken], &mut sc.out);
+        }
+        if let Some(msg) = plan.fatal().map(str::to_string) {
+            plan.rollback_epoch();
+            drop(plan);
+            fail(engine, job, msg);
+            return Outcome::Idle;
+        }
+        sc.late = plan.take_late();
+        sc.delta = plan.epoch_delta();
+    } else if let Some(cut) = cut_point(&sc.out, &entries) {
+        // The epoch takes the entries whose results fit in EPOCH_OUT_BYTES;
+        // the rest are evaluated again by the next epoch. A first entry
+        // whose results alone exceed it is skipped and counted as failed.
         sc.out.clear();
         if cut == 0 {
             taken = 1;
@@ -419,16 +493,27 @@ fn epoch(
     drop(fields);
     let ids: Vec<StreamId> = sc.entries[..taken].iter().map(|&(id, _, _)| id).collect();
     let Some(&last) = ids.last() else {
+        if stateful {
+            job.plan.lock().rollback_epoch();
+        }
         return Outcome::Idle;
     };
     let eval_ns = started.elapsed().as_nanos() as u64;
     session.select(job.db);
     let out = &sc.out;
+    let state = stateful.then_some(EpochState {
+        delta: sc.delta.as_deref().unwrap_or_default(),
+        late: &sc.late,
+    });
     let committed = session.atomically(|a| {
         commit(
-            engine, a, job, cursor, &ids, last, out, &stats, too_big, eval_ns,
+            engine, a, job, cursor, &ids, last, out, &stats, too_big, eval_ns, state,
         )
     });
+    if stateful && !matches!(committed, Ok((Ok(()), _))) {
+        // Not committed: the state goes back with the position.
+        job.plan.lock().rollback_epoch();
+    }
     match committed {
         Ok((Ok(()), seq)) => {
             if let (Some(seq), Some(p)) = (seq, shared.persist.get()) {
@@ -470,6 +555,82 @@ enum Skip {
     Fail(String),
 }
 
+/// An epoch without entries: what a grouped plan's clock made due (IDLE
+/// closing windows, EMIT UPDATES flushes), committed like an epoch's
+/// results with its state change, the position unmoved.
+fn tick_epoch(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    job: &Job,
+    sc: &mut Scratch,
+) -> Outcome {
+    let started = Instant::now();
+    sc.out.clear();
+    let mut plan = job.plan.lock();
+    plan.begin_epoch();
+    plan.set_clock(now_ms() as i64);
+    plan.tick(&mut sc.out);
+    if let Some(msg) = plan.fatal().map(str::to_string) {
+        plan.rollback_epoch();
+        drop(plan);
+        fail(engine, job, msg);
+        return Outcome::Idle;
+    }
+    sc.late = plan.take_late();
+    sc.delta = plan.epoch_delta();
+    drop(plan);
+    let eval_ns = started.elapsed().as_nanos() as u64;
+    session.select(job.db);
+    let out = &sc.out;
+    let state = Some(EpochState {
+        delta: sc.delta.as_deref().unwrap_or_default(),
+        late: &sc.late,
+    });
+    let stats = crate::ops::BatchStats::default();
+    let committed = session.atomically(|a| {
+        commit(
+            engine,
+            a,
+            job,
+            StreamId::MAX,
+            &[],
+            StreamId::MAX,
+            out,
+            &stats,
+            false,
+            eval_ns,
+            state,
+        )
+    });
+    if !matches!(committed, Ok((Ok(()), _))) {
+        job.plan.lock().rollback_epoch();
+    }
+    match committed {
+        Ok((Ok(()), seq)) => {
+            if let (Some(seq), Some(p)) = (seq, shared.persist.get()) {
+                if p.fsync_policy() == ferrite_storage::AppendFsync::Always {
+                    let _ = p.wait_blocking(seq, Duration::from_secs(30));
+                }
+            }
+            Outcome::Done
+        }
+        Ok((Err(Skip::Stale), _)) => Outcome::Done,
+        Ok((Err(Skip::Fail(m)), _)) => {
+            fail(engine, job, m);
+            Outcome::Idle
+        }
+        Err(reply) => {
+            let m = match reply {
+                ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+                r => format!("{r:?}"),
+            };
+            fail(engine, job, format!("the epoch could not commit: {m}"));
+            Outcome::Idle
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn commit(
     engine: &Engine,
@@ -482,6 +643,7 @@ fn commit(
     stats: &crate::ops::BatchStats,
     too_big: bool,
     eval_ns: u64,
+    state: Option<EpochState<'_>>,
 ) -> Result<(), Skip> {
     let t0 = Instant::now();
     let sink_seen = {
@@ -491,8 +653,12 @@ fn commit(
             _ => return Err(Skip::Stale),
         }
     };
+    // A tick (no entries) does not move the position.
+    let tick = ids.is_empty();
     // Nothing moved since the read?
-    let (entries_read, lost) = {
+    let (entries_read, lost) = if tick {
+        (0, 0)
+    } else {
         let store = a.store();
         let s = source_stream(store, job.db, &job.source, &job.name).map_err(Skip::Fail)?;
         let g = s.group(job.name.as_bytes()).ok_or(Skip::Stale)?;
@@ -503,6 +669,7 @@ fn commit(
     };
     let sink = String::from_utf8_lossy(&job.sink).into_owned();
     match a.store().dbs.get(job.db).and_then(|d| d.get(&job.sink)) {
+        _ if job.hash.is_some() => {}
         Some(Value::Stream(_)) => {}
         Some(v) => {
             return Err(Skip::Fail(format!(
@@ -517,6 +684,18 @@ fn commit(
         }
         None => {}
     }
+    let late_stream = job.late.as_ref();
+    if let Some(l) = late_stream {
+        if let Some(v) = a.store().dbs.get(job.db).and_then(|d| d.get(l)) {
+            if !matches!(v, Value::Stream(_)) {
+                return Err(Skip::Fail(format!(
+                    "the LATE stream '{}' holds a {}, not a stream",
+                    String::from_utf8_lossy(l),
+                    v.type_name()
+                )));
+            }
+        }
+    }
     let mut failed = stats.failed;
     let mut written = 0u64;
     let mut first_error = stats
@@ -529,7 +708,16 @@ fn commit(
         ));
     }
     let mut flat: Vec<Bytes> = Vec::new();
-    for r in out {
+    if let Some(h) = &job.hash {
+        let (w, f) = write_hashes(a, job, h, out).map_err(Skip::Fail)?;
+        written += w;
+        failed += f;
+        if f > 0 {
+            first_error
+                .get_or_insert_with(|| "a result has no fields (every value was NULL)".into());
+        }
+    }
+    for r in out.iter().filter(|_| job.hash.is_none()) {
         if r.fields.is_empty() {
             // Every value was NULL: XADD cannot write an entry with no fields.
             failed += 1;
@@ -553,15 +741,38 @@ fn commit(
         }
         written += 1;
     }
-    let reply = a.call(vec![
-        b("XGROUP"),
-        b("SETID"),
-        job.source.clone(),
-        b(&job.name),
-        b(&last.to_string()),
-        b("ENTRIESREAD"),
-        b(&entries_read.to_string()),
-    ]);
+    if let (Some(st), Some(l)) = (&state, late_stream) {
+        for r in st.late {
+            flat.clear();
+            for (f, v) in &r.fields {
+                flat.push(f.clone());
+                flat.push(v.clone());
+            }
+            if let Err(reply) = a.xadd(l, &flat, None) {
+                let e = match reply {
+                    ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+                    r => format!("{r:?}"),
+                };
+                return Err(Skip::Fail(format!(
+                    "XADD to the LATE stream '{}' failed: {e}",
+                    String::from_utf8_lossy(l)
+                )));
+            }
+        }
+    }
+    let reply = if tick {
+        ferrite_db::reply::Reply::ok()
+    } else {
+        a.call(vec![
+            b("XGROUP"),
+            b("SETID"),
+            job.source.clone(),
+            b(&job.name),
+            b(&last.to_string()),
+            b("ENTRIESREAD"),
+            b(&entries_read.to_string()),
+        ])
+    };
     if let ferrite_db::reply::Reply::Error(e) = reply {
         return Err(Skip::Fail(format!(
             "moving the position failed: {}",
@@ -596,7 +807,73 @@ fn commit(
         super::SUBSYSTEM,
         &super::durable::effect_epoch(&job.name, &counters),
     );
+    if let Some(st) = state {
+        a.log_subsystem(
+            super::SUBSYSTEM,
+            &super::durable::effect_state(&job.name, st.delta),
+        );
+        // IMPORTANT: under the store lock, in the record's unit: a
+        // checkpoint never sees the position moved without the state.
+        job.plan.lock().end_epoch();
+    }
     Ok(())
+}
+
+/// Writes each result to the hash `prefix:<key>`, replacing what was there
+/// (the hash is the key's latest result: a field a result leaves NULL must
+/// not keep an older value), then PEXPIRE with the TTL. A key holding
+/// another type fails the pipeline, as a sink of another type does.
+/// Gives (written, failed).
+fn write_hashes(
+    a: &mut ferrite_db::embedded::Atomic<'_>,
+    job: &Job,
+    h: &crate::sql::HashSink,
+    out: &[Record],
+) -> Result<(u64, u64), String> {
+    let (mut written, mut failed) = (0u64, 0u64);
+    let mut key = Vec::with_capacity(h.prefix.len() + 32);
+    for r in out {
+        if r.fields.is_empty() {
+            failed += 1;
+            continue;
+        }
+        key.clear();
+        key.extend_from_slice(h.prefix.as_bytes());
+        key.push(b':');
+        key.extend_from_slice(r.key.as_deref().unwrap_or_default());
+        if let Some(v) = a.store().dbs.get(job.db).and_then(|d| d.get(&key)) {
+            if !matches!(v, Value::Hash(_)) {
+                return Err(format!(
+                    "the HASH sink key '{}' holds a {}, not a hash",
+                    String::from_utf8_lossy(&key),
+                    v.type_name()
+                ));
+            }
+        }
+        let k = Bytes::copy_from_slice(&key);
+        let mut run = |argv: Vec<Bytes>| match a.call(argv) {
+            ferrite_db::reply::Reply::Error(e) => Err(format!(
+                "writing the HASH sink key '{}' failed: {}",
+                String::from_utf8_lossy(&key),
+                String::from_utf8_lossy(&e)
+            )),
+            _ => Ok(()),
+        };
+        run(vec![b("DEL"), k.clone()])?;
+        let mut argv = Vec::with_capacity(2 + 2 * r.fields.len());
+        argv.push(b("HSET"));
+        argv.push(k.clone());
+        for (f, v) in &r.fields {
+            argv.push(f.clone());
+            argv.push(v.clone());
+        }
+        run(argv)?;
+        if let Some(ttl) = h.ttl_ms {
+            run(vec![b("PEXPIRE"), k, b(&ttl.to_string())])?;
+        }
+        written += 1;
+    }
+    Ok((written, failed))
 }
 
 /// The index of the first entry whose results do not fit in

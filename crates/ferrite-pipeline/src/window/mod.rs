@@ -1348,7 +1348,12 @@ impl WindowOp {
             arena.split().freeze()
         };
         let mut kb: &[u8] = &ks.key;
+        // The key values joined by `:` (a NULL key is empty).
+        let mut joined = Vec::with_capacity(ks.key.len());
         for i in 0..self.keys.len() {
+            if i > 0 {
+                joined.push(b':');
+            }
             let Some((&tag, rest)) = kb.split_first() else {
                 break;
             };
@@ -1357,9 +1362,11 @@ impl WindowOp {
                 let n = u32::from_le_bytes([kb[0], kb[1], kb[2], kb[3]]) as usize;
                 let v = &kb[4..4 + n.min(kb.len() - 4)];
                 kb = &kb[4 + v.len()..];
+                joined.extend_from_slice(v);
                 fields.push((key_col(i), put(&mut arena, v)));
             }
         }
+        let key = put(&mut arena, &joined);
         if let Some((s, e)) = window {
             fields.push((
                 Bytes::from_static(b"window_start"),
@@ -1421,6 +1428,7 @@ impl WindowOp {
                 out.push(Record {
                     source_id: id,
                     fields: outf,
+                    key: Some(key),
                 });
             }
         }
@@ -1444,6 +1452,7 @@ impl WindowOp {
         self.late_out.push(Record {
             source_id: e.id,
             fields,
+            key: None,
         });
     }
 }
