@@ -636,7 +636,7 @@ pub(crate) fn compile(
     }
     text.push_str(&format!(
         " state {} bytes per row, limit {} bytes",
-        (super::HDR + width) * 8,
+        (super::hdr_of(kind) + width) * 8,
         opts.state_limit
     ));
     let op = WindowOp::new(

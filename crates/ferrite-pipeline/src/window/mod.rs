@@ -163,7 +163,11 @@ pub const MAX_EVENT_TIME: i64 = 1 << 52;
 
 /// Bytes counted per key beyond its own bytes (dictionary entry, vectors).
 const KEY_OVERHEAD: u64 = 72;
-/// Words of a row before the aggregates: start, end, rev (with [`DIRTY`]).
+/// Words of a SESSION or COUNT_WINDOW row before the aggregates: start
+/// (or pane number), end (or entries), rev (with [`DIRTY`]). A TUMBLE/HOP
+/// row has one word, its start with [`DIRTY`] (a pane's end is its start
+/// plus the pane; its revisions are counted per window, in `revs`); a
+/// running aggregate's row has one word, [`DIRTY`].
 const HDR: usize = 3;
 /// In a row's rev word: the row changed since the last EMIT UPDATES flush
 /// (or, for a running aggregate, since its last result).
@@ -369,7 +373,34 @@ impl WindowOp {
     }
 
     fn stride(&self) -> usize {
-        HDR + self.width
+        self.hdr() + self.width
+    }
+
+    /// The row width that state version `ver` wrote for this plan.
+    fn stride_of(&self, ver: u8) -> usize {
+        if ver < STATE_V3 {
+            HDR + self.width
+        } else {
+            self.stride()
+        }
+    }
+
+    /// Words before the aggregates in a row.
+    fn hdr(&self) -> usize {
+        hdr_of(self.kind)
+    }
+
+    /// The word of a row holding [`DIRTY`].
+    fn rw(&self) -> usize {
+        match self.kind {
+            WindowKind::Hop { .. } | WindowKind::Running => 0,
+            _ => 2,
+        }
+    }
+
+    /// A row's start (a pane's, a session's; a count pane's number).
+    fn start_of(&self, row: &[u64]) -> i64 {
+        start_of(self.kind, row)
     }
 
     /// The watermark (`i64::MIN` before the first event): the largest
@@ -498,12 +529,13 @@ impl WindowOp {
         // Rows are sorted by start; the newest is usually last.
         let mut lo = 0;
         let mut hi = n;
-        if n > 0 && ks.rows[(n - 1) * s] as i64 <= start {
+        let kind = self.kind;
+        if n > 0 && start_of(kind, &ks.rows[(n - 1) * s..]) <= start {
             lo = n - 1;
         }
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let v = ks.rows[mid * s] as i64;
+            let v = start_of(kind, &ks.rows[mid * s..]);
             if v == start {
                 return (mid, false);
             }
@@ -521,10 +553,17 @@ impl WindowOp {
             ks.ext.splice(e..e, std::iter::repeat_n(Ext::None, nv));
             self.st.bytes += nv as u64 * EXT_OVERHEAD;
         }
-        ks.rows[at] = start as u64;
-        ks.rows[at + 1] = end as u64;
+        let hdr = hdr_of(kind);
+        match kind {
+            WindowKind::Running => {}
+            WindowKind::Hop { .. } => ks.rows[at] = start as u64,
+            _ => {
+                ks.rows[at] = start as u64;
+                ks.rows[at + 1] = end as u64;
+            }
+        }
         for a in aggs {
-            a.init(&mut ks.rows[at + HDR..at + s]);
+            a.init(&mut ks.rows[at + hdr..at + s]);
         }
         self.st.bytes += (s * 8) as u64;
         self.st.rows += 1;
@@ -593,14 +632,15 @@ impl WindowOp {
     fn update_row(&mut self, k: u32, r: usize, at: Order) {
         let s = self.stride();
         let dirty = self.tracks_dirty();
+        let (hdr, rw) = (self.hdr(), self.rw());
         let Some(ks) = self.st.keys[k as usize].as_mut() else {
             return;
         };
         if dirty {
-            ks.rows[r * s + 2] |= DIRTY;
+            ks.rows[r * s + rw] |= DIRTY;
             self.st.dirty.insert(k);
         }
-        let row = &mut ks.rows[r * s + HDR..(r + 1) * s];
+        let row = &mut ks.rows[r * s + hdr..(r + 1) * s];
         let nv = self.nvar;
         for (j, (a, &(x, y, p))) in self.aggs.iter().zip(&self.nums).enumerate() {
             if a.kind.has_ext() {
@@ -684,8 +724,8 @@ impl WindowOp {
         if fire && matches!(self.opts.emit, Emit::Updates { .. }) {
             let changed = self.st.keys[k as usize].as_ref().is_some_and(|ks| {
                 ks.rows.chunks_exact(st).any(|row| {
-                    let p = row[0] as i64;
-                    p >= s && p < e && row[2] & DIRTY != 0
+                    let p = start_of(self.kind, row);
+                    p >= s && p < e && row[0] & DIRTY != 0
                 })
             });
             if !changed {
@@ -704,15 +744,16 @@ impl WindowOp {
         let nv = self.nvar;
         let mut any = false;
         if let Some(ks) = self.st.keys[k as usize].as_ref() {
+            let hdr = self.hdr();
             for (r, row) in ks.rows.chunks_exact(st).enumerate() {
-                let start = row[0] as i64;
+                let start = self.start_of(row);
                 if start >= s && start < e {
                     any = true;
                     for a in &self.aggs {
                         if a.kind.has_ext() {
                             a.ext_merge(&mut mext[a.ext], &ks.ext[nv + r * nv + a.ext]);
                         } else {
-                            a.merge(&mut merged, &row[HDR..]);
+                            a.merge(&mut merged, &row[hdr..]);
                         }
                     }
                 }
@@ -949,7 +990,16 @@ impl WindowOp {
                         let p = ks
                             .rows
                             .chunks_exact(s)
-                            .map(|r| r[0] as i64)
+                            .map(|r| {
+                                start_of(
+                                    WindowKind::Hop {
+                                        size,
+                                        slide,
+                                        pane: 1,
+                                    },
+                                    r,
+                                )
+                            })
                             .find(|&p| p >= next_start);
                         if let Some(p) = p {
                             let s_first = (p - size).div_euclid(slide) * slide + slide;
@@ -982,7 +1032,7 @@ impl WindowOp {
             let expiry = move |row: &[u64]| -> i64 {
                 match kind {
                     WindowKind::Hop { size, slide, .. } => {
-                        (row[0] as i64).div_euclid(slide) * slide + size + l
+                        start_of(kind, row).div_euclid(slide) * slide + size + l
                     }
                     _ => row[1] as i64 + l,
                 }
@@ -1172,18 +1222,20 @@ impl WindowOp {
             let mut sessions = Vec::new();
             let mut running = None;
             let nv = self.nvar;
+            let (hdr, rw, kind) = (self.hdr(), self.rw(), self.kind);
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
                 continue;
             };
             for (r, row) in ks.rows.chunks_exact_mut(s).enumerate() {
-                if row[2] & DIRTY == 0 {
+                if row[rw] & DIRTY == 0 {
                     continue;
                 }
-                row[2] &= !DIRTY;
-                let (start, end) = (row[0] as i64, row[1] as i64);
+                row[rw] &= !DIRTY;
+                let start = start_of(kind, row);
+                let end = if hdr == HDR { row[1] as i64 } else { 0 };
                 match self.kind {
                     WindowKind::Running => {
-                        running = Some((row[HDR..].to_vec(), ks.ext[nv..nv + nv].to_vec()))
+                        running = Some((row[hdr..].to_vec(), ks.ext[nv..nv + nv].to_vec()))
                     }
                     WindowKind::Hop { size, slide, .. } => {
                         // The open windows that hold this pane.
@@ -1243,11 +1295,11 @@ impl WindowOp {
 
     /// Rebuilds the set of keys with a [`DIRTY`] row.
     fn rebuild_dirty(&mut self) {
-        let s = self.stride();
+        let (s, rw) = (self.stride(), self.rw());
         self.st.dirty.clear();
         for (k, ks) in self.st.keys.iter().enumerate() {
             if let Some(ks) = ks {
-                if ks.rows.chunks_exact(s).any(|r| r[2] & DIRTY != 0) {
+                if ks.rows.chunks_exact(s).any(|r| r[rw] & DIRTY != 0) {
                     self.st.dirty.insert(k as u32);
                 }
             }
@@ -1255,10 +1307,10 @@ impl WindowOp {
     }
 
     fn refresh_dirty(&mut self, k: u32) {
-        let s = self.stride();
+        let (s, rw) = (self.stride(), self.rw());
         let d = self.st.keys[k as usize]
             .as_ref()
-            .is_some_and(|ks| ks.rows.chunks_exact(s).any(|r| r[2] & DIRTY != 0));
+            .is_some_and(|ks| ks.rows.chunks_exact(s).any(|r| r[rw] & DIRTY != 0));
         if d {
             self.st.dirty.insert(k);
         } else {
@@ -1571,9 +1623,11 @@ impl Operator for WindowOp {
 // ---- persisted state ----------------------------------------------------
 
 /// Version bytes of the window state encoding: 1 (before the clock), 2
-/// (the clock's fields in the globals); this build writes 2 and reads both.
+/// (the clock's fields in the globals, Ext slots), 3 (one header word in
+/// TUMBLE/HOP and running rows); this build writes 3 and reads all.
 const STATE_V1: u8 = 1;
 const STATE_V2: u8 = 2;
+const STATE_V3: u8 = 3;
 
 impl WindowOp {
     /// The state: `u8 version (2)`, `u32 stride`, the globals
@@ -1622,7 +1676,7 @@ impl WindowOp {
                 }
             }
         }
-        let mut v = vec![STATE_V2];
+        let mut v = vec![STATE_V3];
         v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
         put_globals(&mut v, &clock, dropped, written);
         v.extend_from_slice(&(live.len() as u32).to_le_bytes());
@@ -1740,7 +1794,7 @@ impl WindowOp {
         if !u.active {
             return None;
         }
-        let mut v = vec![STATE_V2];
+        let mut v = vec![STATE_V3];
         v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
         put_globals(
             &mut v,
@@ -1799,16 +1853,16 @@ impl WindowOp {
     pub fn apply_delta(&mut self, delta: &[u8]) -> Result<(), String> {
         let mut r = crate::engine::def::Cursor::new(delta);
         let ver = r.u8()?;
-        if ver != STATE_V1 && ver != STATE_V2 {
+        if !(STATE_V1..=STATE_V3).contains(&ver) {
             return Err(format!(
-                "unknown window state version {ver} (this build reads versions {STATE_V1} and {STATE_V2})"
+                "unknown window state version {ver} (this build reads versions {STATE_V1} to {STATE_V3})"
             ));
         }
         let stride = r.u32()? as usize;
-        if stride != self.stride() {
+        if stride != self.stride_of(ver) {
             return Err(format!(
                 "window state rows are {stride} words, this plan's are {}",
-                self.stride()
+                self.stride_of(ver)
             ));
         }
         let (clock, dropped, written) = get_globals(&mut r, ver)?;
@@ -1925,16 +1979,16 @@ impl WindowOp {
         }
         let mut r = crate::engine::def::Cursor::new(state);
         let ver = r.u8()?;
-        if ver != STATE_V1 && ver != STATE_V2 {
+        if !(STATE_V1..=STATE_V3).contains(&ver) {
             return Err(format!(
-                "unknown window state version {ver} (this build reads versions {STATE_V1} and {STATE_V2})"
+                "unknown window state version {ver} (this build reads versions {STATE_V1} to {STATE_V3})"
             ));
         }
         let stride = r.u32()? as usize;
-        if stride != self.stride() {
+        if stride != self.stride_of(ver) {
             return Err(format!(
                 "window state rows are {stride} words, this plan's are {}",
-                self.stride()
+                self.stride_of(ver)
             ));
         }
         let (clock, late_dropped, late_written) = get_globals(&mut r, ver)?;
@@ -1997,7 +2051,8 @@ impl WindowOp {
             return;
         };
         for row in ks.rows.chunks_exact(s) {
-            let (start, end) = (row[0] as i64, row[1] as i64);
+            let start = self.start_of(row);
+            let end = if self.hdr() == HDR { row[1] as i64 } else { 0 };
             match self.kind {
                 WindowKind::Hop { size, slide, .. } => {
                     let s_first = (start - size).div_euclid(slide) * slide + slide;
@@ -2092,7 +2147,7 @@ impl WindowOp {
         r: &mut crate::engine::def::Cursor<'_>,
         ver: u8,
     ) -> Result<(Vec<u64>, Vec<Ext>), String> {
-        let rows = get_rows(r, self.stride())?;
+        let rows = get_rows(r, self.kind, self.stride(), ver)?;
         let nv = self.nvar;
         let slots = nv * (1 + rows.len() / self.stride());
         let mut ext = Vec::with_capacity(slots.min(r.remaining()));
@@ -2113,20 +2168,65 @@ impl WindowOp {
     }
 }
 
-/// `u32 rows` then the words, sorted by start and with sane times.
-fn get_rows(r: &mut crate::engine::def::Cursor<'_>, stride: usize) -> Result<Vec<u64>, String> {
+/// Words before the aggregates in a row of `kind`.
+fn hdr_of(kind: WindowKind) -> usize {
+    match kind {
+        WindowKind::Hop { .. } | WindowKind::Running => 1,
+        _ => HDR,
+    }
+}
+
+/// A row's start (see [`HDR`]).
+fn start_of(kind: WindowKind, row: &[u64]) -> i64 {
+    match kind {
+        WindowKind::Hop { .. } => (row[0] & !DIRTY) as i64,
+        WindowKind::Running => 0,
+        _ => row[0] as i64,
+    }
+}
+
+/// `u32 rows` then the words, sorted by start and with sane times. Rows
+/// of the versions before 3 had three header words whatever the kind:
+/// they are read as such and made into this build's rows.
+fn get_rows(
+    r: &mut crate::engine::def::Cursor<'_>,
+    kind: WindowKind,
+    stride: usize,
+    ver: u8,
+) -> Result<Vec<u64>, String> {
+    let hdr = hdr_of(kind);
+    let (stride_in, old) = if ver < STATE_V3 && hdr != HDR {
+        (stride - hdr + HDR, true)
+    } else {
+        (stride, false)
+    };
     let nrows = r.u32()? as usize;
-    let words = nrows
-        .checked_mul(stride)
+    nrows
+        .checked_mul(stride_in)
         .filter(|w| w.checked_mul(8).is_some_and(|b| b <= r.remaining()))
         .ok_or_else(|| "truncated window state".to_string())?;
-    let mut rows = Vec::with_capacity(words);
-    for _ in 0..words {
-        rows.push(r.u64()?);
+    let mut rows = Vec::with_capacity(nrows * stride);
+    for _ in 0..nrows {
+        if old {
+            let (h0, _, h2) = (r.u64()?, r.u64()?, r.u64()?);
+            // The rev word's DIRTY bit moves to the one header word.
+            rows.push(match kind {
+                WindowKind::Running => h2 & DIRTY,
+                _ => (h0 & !DIRTY) | (h2 & DIRTY),
+            });
+            for _ in HDR..stride_in {
+                rows.push(r.u64()?);
+            }
+        } else {
+            for _ in 0..stride {
+                rows.push(r.u64()?);
+            }
+        }
     }
     let mut prev = i64::MIN;
     for row in rows.chunks_exact(stride) {
-        let (s, e) = (row[0] as i64, row[1] as i64);
+        let s = start_of(kind, row);
+        let e = if hdr == HDR { row[1] as i64 } else { s };
         if !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&s)
             || !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&e)
             || s < prev
