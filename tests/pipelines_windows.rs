@@ -700,3 +700,61 @@ fn emit_updates_and_idle_through_the_server() {
     assert_eq!(int(field(&info(&mut c, "idle"), "idle_ms")), 200);
     drop(s);
 }
+
+/// Polls PIPELINE.INFO (bounded) until the pipeline failed; its error.
+fn failed_with(c: &mut RespConn, name: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let i = info(c, name);
+        if text(field(&i, "state")) == "failed" {
+            return text(field(&i, "error"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never failed: {}",
+            i.render()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn state_limits_fail_the_pipeline_with_a_clear_error() {
+    let dir = TempDir::new("pipe-windows-limits").unwrap_or_else(|e| panic!("{e}"));
+    let (_s, mut c) = start(&dir, &[]);
+    for i in 0..300 {
+        let r = call_str(&mut c, &["XADD", "many", "*", "k", &format!("key{i}")]);
+        assert!(!r.is_error(), "{}", r.render());
+    }
+    let sql = "INSERT INTO o SELECT k, count(*) AS n FROM many GROUP BY k";
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "small",
+            "FROM",
+            "0",
+            "STATE_LIMIT",
+            "2000",
+            "AS",
+            sql,
+        ],
+    );
+    let e = failed_with(&mut c, "small");
+    assert!(e.contains("exceeds STATE_LIMIT"), "{e}");
+    // The server-wide cap, for pipelines without STATE_LIMIT.
+    ok(&mut c, &["CONFIG", "SET", "pipeline-max-state", "4kb"]);
+    let r = call_str(&mut c, &["CONFIG", "GET", "pipeline-max-state"]);
+    assert_eq!(text(&common::state::items(&r)[1]), "4096");
+    ok(
+        &mut c,
+        &["PIPELINE.CREATE", "capped", "FROM", "0", "AS", sql],
+    );
+    let e = failed_with(&mut c, "capped");
+    assert!(e.contains("exceeds pipeline-max-state"), "{e}");
+    // Raised again, RESUME goes on from the position it kept.
+    ok(&mut c, &["CONFIG", "SET", "pipeline-max-state", "256mb"]);
+    ok(&mut c, &["PIPELINE.RESUME", "capped"]);
+    caught_up(&mut c, "capped");
+    assert_eq!(int(field(&info(&mut c, "capped"), "keys")), 300);
+}

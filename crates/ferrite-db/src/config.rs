@@ -163,6 +163,16 @@ const PARAMS: &[Param] = &[
         doc: "bytes of stored (sealed) stream blocks kept in memory; least recently used ones beyond it are evicted and read back from disk on demand (0 = no limit)",
     },
     Param {
+        name: "pipeline-max-state",
+        default: "268435456",
+        kind: Kind::Mem {
+            min: 1024,
+            max: i64::MAX,
+        },
+        mutable: true,
+        doc: "bytes of window state one grouped pipeline may hold (STATE_LIMIT can lower it for one pipeline); past it the pipeline fails with an error instead of exhausting memory",
+    },
+    Param {
         name: "max-reply-size",
         default: "1073741824",
         kind: Kind::Mem {
@@ -269,6 +279,8 @@ pub struct Config {
     pub appendfsync: ferrite_storage::AppendFsync,
     pub auto_checkpoint_min_size: u64,
     pub block_cache_size: u64,
+    /// `pipeline-max-state`: the most window state bytes of one pipeline.
+    pub pipeline_max_state: u64,
     /// `notify-keyspace-events` as `crate::pubsub::NOTIFY_*` flags.
     pub notify_keyspace_events: u32,
     /// The `pubsub` class of `client-output-buffer-limit`.
@@ -472,6 +484,7 @@ impl Default for Config {
             appendfsync: ferrite_storage::AppendFsync::EverySec,
             auto_checkpoint_min_size: 0,
             block_cache_size: 0,
+            pipeline_max_state: 0,
             notify_keyspace_events: 0,
             pubsub_output_limit: crate::pubsub::OutputLimit::PUBSUB_DEFAULT,
             config_file: None,
@@ -517,6 +530,7 @@ impl Config {
         };
         self.auto_checkpoint_min_size = self.num("auto-checkpoint-min-size") as u64;
         self.block_cache_size = self.num("block-cache-size") as u64;
+        self.pipeline_max_state = self.num("pipeline-max-state") as u64;
         self.notify_keyspace_events =
             crate::pubsub::events_from_str(&self.values["notify-keyspace-events"]).unwrap_or(0);
         self.pubsub_output_limit =

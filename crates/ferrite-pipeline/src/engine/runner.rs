@@ -468,6 +468,12 @@ fn epoch(
             fail(engine, job, msg);
             return Outcome::Idle;
         }
+        if let Some(msg) = over_server_limit(shared, &plan) {
+            plan.rollback_epoch();
+            drop(plan);
+            fail(engine, job, msg);
+            return Outcome::Idle;
+        }
         sc.late = plan.take_late();
         sc.delta = plan.epoch_delta();
     } else if let Some(cut) = cut_point(&sc.out, &entries) {
@@ -555,6 +561,19 @@ enum Skip {
     Fail(String),
 }
 
+/// The server-wide cap on one pipeline's window state
+/// (`pipeline-max-state`; STATE_LIMIT, checked by the plan, may be lower).
+fn over_server_limit(shared: &Shared, plan: &Plan) -> Option<String> {
+    let cap = shared.config.read().pipeline_max_state;
+    let w = plan.window_stats()?;
+    (cap > 0 && w.state_bytes > cap).then(|| {
+        format!(
+            "window state exceeds pipeline-max-state ({} bytes > {cap}; {} keys, {} open windows): raise pipeline-max-state, shorten the windows or lower the key cardinality",
+            w.state_bytes, w.keys, w.open_windows
+        )
+    })
+}
+
 /// An epoch without entries: what a grouped plan's clock made due (IDLE
 /// closing windows, EMIT UPDATES flushes), committed like an epoch's
 /// results with its state change, the position unmoved.
@@ -571,7 +590,11 @@ fn tick_epoch(
     plan.begin_epoch();
     plan.set_clock(now_ms() as i64);
     plan.tick(&mut sc.out);
-    if let Some(msg) = plan.fatal().map(str::to_string) {
+    if let Some(msg) = plan
+        .fatal()
+        .map(str::to_string)
+        .or_else(|| over_server_limit(shared, &plan))
+    {
         plan.rollback_epoch();
         drop(plan);
         fail(engine, job, msg);
