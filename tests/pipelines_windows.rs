@@ -758,3 +758,80 @@ fn state_limits_fail_the_pipeline_with_a_clear_error() {
     caught_up(&mut c, "capped");
     assert_eq!(int(field(&info(&mut c, "capped"), "keys")), 300);
 }
+
+#[test]
+fn count_windows_and_the_other_aggregates_through_the_server() {
+    let dir = TempDir::new("pipe-windows-aggs").unwrap_or_else(|e| panic!("{e}"));
+    let (_s, mut c) = start(&dir, &[]);
+    // Every 3 trades of a symbol, sliding by 2.
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "cw",
+            "FROM",
+            "0",
+            "AS",
+            "INSERT INTO cw_out SELECT symbol, window_start, window_end, count(*) AS n, \
+             count(DISTINCT venue) AS venues, median(price) AS med, \
+             percentile_cont(0.25) WITHIN GROUP (ORDER BY price) AS p25, \
+             stddev_pop(price) AS sd FROM t GROUP BY symbol, COUNT_WINDOW(3, 2)",
+        ],
+    );
+    ok(
+        &mut c,
+        &[
+            "PIPELINE.CREATE",
+            "tw",
+            "FROM",
+            "0",
+            "AS",
+            "INSERT INTO tw_out SELECT symbol, window_start, twap(price) AS twap \
+             FROM t GROUP BY symbol, TUMBLE(_ms, 1000)",
+        ],
+    );
+    for (id, venue, price) in [
+        ("1000-1", "X", "10"),
+        ("1250-1", "Y", "20"),
+        ("1500-1", "X", "40"),
+        ("1750-1", "Z", "30"),
+        ("2000-1", "X", "50"),
+        ("3000-1", "X", "60"),
+    ] {
+        let r = call_str(
+            &mut c,
+            &["XADD", "t", id, "symbol", "BTC", "venue", venue, "price", price],
+        );
+        assert!(!r.is_error(), "{}", r.render());
+    }
+    caught_up(&mut c, "cw");
+    caught_up(&mut c, "tw");
+    let rows = |c: &mut RespConn, k: &str| -> Vec<String> {
+        xrange_all(c, k)
+            .iter()
+            .map(|e| {
+                e.1.iter()
+                    .map(|(k, v)| format!("{}={}", st(k), st(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    // Windows of entries 1-3 and 3-5: prices 10 20 40 and 40 30 50.
+    assert_eq!(
+        rows(&mut c, "cw_out"),
+        [
+            "symbol=BTC window_start=1000 window_end=1501 n=3 venues=2 med=20 p25=15 sd=12.472191289246473",
+            "symbol=BTC window_start=1500 window_end=2001 n=3 venues=2 med=40 p25=35 sd=8.16496580927726",
+        ]
+    );
+    // [1000,2000): 10 for 250 ms, 20 for 250, 40 for 250, 30 for 250.
+    // [2000,3000): 50 from the start (its first entry is at 2000).
+    assert_eq!(
+        rows(&mut c, "tw_out"),
+        [
+            "symbol=BTC window_start=1000 twap=25",
+            "symbol=BTC window_start=2000 twap=50",
+        ]
+    );
+}
