@@ -12,16 +12,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use common::conn::RespConn;
-use common::server::{Launch, Server, TempDir};
-use common::state::{call, call_str, field, int, items, pipeline, text, xrange_all, Entry};
+use common::pipes::caught_up;
+use common::server::{Server, TempDir};
+use common::state::{call, call_str, int, items, pipeline, text, xrange_all, Entry};
 
-const WAIT: Duration = Duration::from_secs(60);
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 /// 2023-11-14T22:14:00Z: minute-aligned, far from the epoch.
@@ -29,13 +28,7 @@ const T0: i64 = 1_700_000_040_000;
 
 fn start(label: &str) -> (TempDir, Server, RespConn) {
     let dir = TempDir::new(label).unwrap_or_else(|e| panic!("{e}"));
-    let s = Launch::ferrite(label)
-        .dir(dir.path())
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let c = s
-        .connect()
-        .unwrap_or_else(|e| panic!("{e}\n{}", s.log_tail(20)));
+    let (s, c) = common::pipes::start(label, &dir, &[]);
     (dir, s, c)
 }
 
@@ -75,25 +68,6 @@ fn xadd(key: &str, id: &str, fields: &[(&str, String)]) -> Vec<Vec<u8>> {
         v.push(val.as_bytes().to_vec());
     }
     v
-}
-
-/// Polls PIPELINE.INFO (bounded) until the pipeline read all its source.
-fn caught_up(c: &mut RespConn, name: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let i = call_str(c, &["PIPELINE.INFO", name]);
-        let state = text(field(&i, "state"));
-        assert!(state != "failed", "{name} failed: {}", i.render());
-        if state == "running" && field(&i, "lag_entries").as_int() == Some(0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not caught up: {}",
-            i.render()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 fn get(e: &Entry, k: &str) -> Option<String> {

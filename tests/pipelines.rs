@@ -7,47 +7,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::conn::RespConn;
+use common::pipes::{caught_up, err, info, ok};
 use common::resp::Node;
-use common::server::{Launch, Server, TempDir};
+use common::server::{Server, TempDir};
 use common::state::{call_str, field, int, items, text, xrange_all, Entry};
 
 const WAIT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-const BIG_TRADES: &str = "INSERT INTO big_trades SELECT symbol, price, volume, price * volume AS notional FROM trades WHERE volume > 10 AND symbol IN ('BTC','ETH')";
-
 fn start(dir: &TempDir, extra: &[&str]) -> (Server, RespConn) {
-    let s = Launch::ferrite("pipelines")
-        .dir(dir.path())
-        .args(extra)
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let c = s
-        .connect()
-        .unwrap_or_else(|e| panic!("{e}\n{}", s.log_tail(20)));
-    (s, c)
+    common::pipes::start("pipelines", dir, extra)
 }
 
-fn ok(c: &mut RespConn, parts: &[&str]) {
-    let r = call_str(c, parts);
-    assert!(
-        r.text() == Some(b"OK"),
-        "{parts:?} -> {} (want OK)",
-        r.render()
-    );
-}
-
-fn err(c: &mut RespConn, parts: &[&str]) -> String {
-    let r = call_str(c, parts);
-    assert!(r.is_error(), "{parts:?} -> {} (want an error)", r.render());
-    String::from_utf8_lossy(r.text().unwrap_or_default()).into_owned()
-}
-
-fn info(c: &mut RespConn, name: &str) -> Node {
-    let r = call_str(c, &["PIPELINE.INFO", name]);
-    assert!(!r.is_error(), "PIPELINE.INFO {name}: {}", r.render());
-    r
-}
+const BIG_TRADES: &str = "INSERT INTO big_trades SELECT symbol, price, volume, price * volume AS notional FROM trades WHERE volume > 10 AND symbol IN ('BTC','ETH')";
 
 fn info_int(c: &mut RespConn, name: &str, f: &str) -> i64 {
     int(field(&info(c, name), f))
@@ -55,27 +27,6 @@ fn info_int(c: &mut RespConn, name: &str, f: &str) -> i64 {
 
 fn info_text(c: &mut RespConn, name: &str, f: &str) -> String {
     text(field(&info(c, name), f))
-}
-
-/// Polls PIPELINE.INFO (bounded) until the pipeline has read everything
-/// its source holds: its sink then holds every result (they commit with
-/// the position).
-fn caught_up(c: &mut RespConn, name: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let i = info(c, name);
-        let state = text(field(&i, "state"));
-        assert!(state != "failed", "{name} failed: {}", i.render());
-        if state == "running" && field(&i, "lag_entries").as_int() == Some(0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not caught up: {}",
-            i.render()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// Polls (bounded) until the pipeline's state is `want`.

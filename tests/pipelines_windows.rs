@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::conn::RespConn;
-use common::resp::Node;
-use common::server::{Launch, Server, TempDir};
+use common::pipes::{caught_up, err, failed_with, info, ok};
+use common::server::{Server, TempDir};
 use common::state::{call_str, field, int, text, xrange_all, Entry};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -20,55 +20,7 @@ const VIEWS: &str = "INSERT INTO views SELECT page, window_start, window_end, co
 const MINUTE: u64 = 60_000;
 
 fn start(dir: &TempDir, extra: &[&str]) -> (Server, RespConn) {
-    let s = Launch::ferrite("pipelines-windows")
-        .dir(dir.path())
-        .args(extra)
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let c = s
-        .connect()
-        .unwrap_or_else(|e| panic!("{e}\n{}", s.log_tail(20)));
-    (s, c)
-}
-
-fn ok(c: &mut RespConn, parts: &[&str]) {
-    let r = call_str(c, parts);
-    assert!(
-        r.text() == Some(b"OK"),
-        "{parts:?} -> {} (want OK)",
-        r.render()
-    );
-}
-
-fn err(c: &mut RespConn, parts: &[&str]) -> String {
-    let r = call_str(c, parts);
-    assert!(r.is_error(), "{parts:?} -> {} (want an error)", r.render());
-    String::from_utf8_lossy(r.text().unwrap_or_default()).into_owned()
-}
-
-fn info(c: &mut RespConn, name: &str) -> Node {
-    let r = call_str(c, &["PIPELINE.INFO", name]);
-    assert!(!r.is_error(), "PIPELINE.INFO {name}: {}", r.render());
-    r
-}
-
-/// Polls PIPELINE.INFO (bounded) until the pipeline read all its source.
-fn caught_up(c: &mut RespConn, name: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let i = info(c, name);
-        let state = text(field(&i, "state"));
-        assert!(state != "failed", "{name} failed: {}", i.render());
-        if state == "running" && field(&i, "lag_entries").as_int() == Some(0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not caught up: {}",
-            i.render()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    common::pipes::start("pipelines-windows", dir, extra)
 }
 
 fn st(b: &[u8]) -> String {
@@ -701,23 +653,6 @@ fn emit_updates_and_idle_through_the_server() {
     drop(s);
 }
 
-/// Polls PIPELINE.INFO (bounded) until the pipeline failed; its error.
-fn failed_with(c: &mut RespConn, name: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let i = info(c, name);
-        if text(field(&i, "state")) == "failed" {
-            return text(field(&i, "error"));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never failed: {}",
-            i.render()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 #[test]
 fn state_limits_fail_the_pipeline_with_a_clear_error() {
     let dir = TempDir::new("pipe-windows-limits").unwrap_or_else(|e| panic!("{e}"));
@@ -800,7 +735,9 @@ fn count_windows_and_the_other_aggregates_through_the_server() {
     ] {
         let r = call_str(
             &mut c,
-            &["XADD", "t", id, "symbol", "BTC", "venue", venue, "price", price],
+            &[
+                "XADD", "t", id, "symbol", "BTC", "venue", venue, "price", price,
+            ],
         );
         assert!(!r.is_error(), "{}", r.render());
     }

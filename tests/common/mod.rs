@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod conn;
+pub mod pipes;
 pub mod resp;
 pub mod runner;
 pub mod script;

@@ -520,35 +520,14 @@ fn epoch(
         // Not committed: the state goes back with the position.
         job.plan.lock().rollback_epoch();
     }
-    match committed {
-        Ok((Ok(()), seq)) => {
-            if let (Some(seq), Some(p)) = (seq, shared.persist.get()) {
-                if p.fsync_policy() == ferrite_storage::AppendFsync::Always {
-                    let _ = p.wait_blocking(seq, Duration::from_secs(30));
-                }
-            }
-            if full || taken < sc.entries.len() {
-                Outcome::More
-            } else {
-                Outcome::Done
-            }
-        }
-        Ok((Err(Skip::Stale), _)) => {
+    match settle(engine, shared, job, committed) {
+        Some(true) if full || taken < sc.entries.len() => Outcome::More,
+        Some(true) => Outcome::Done,
+        Some(false) => {
             job.dirty.store(true, Ordering::Release);
             Outcome::Done
         }
-        Ok((Err(Skip::Fail(m)), _)) => {
-            fail(engine, job, m);
-            Outcome::Idle
-        }
-        Err(reply) => {
-            let m = match reply {
-                ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
-                r => format!("{r:?}"),
-            };
-            fail(engine, job, format!("the epoch could not commit: {m}"));
-            Outcome::Idle
-        }
+        None => Outcome::Idle,
     }
 }
 
@@ -629,6 +608,21 @@ fn tick_epoch(
     if !matches!(committed, Ok((Ok(()), _))) {
         job.plan.lock().rollback_epoch();
     }
+    match settle(engine, shared, job, committed) {
+        Some(_) => Outcome::Done,
+        None => Outcome::Idle,
+    }
+}
+
+/// After an epoch's commit: under `appendfsync always`, wait until its
+/// record is durable. `Some(true)` committed, `Some(false)` stale (dropped
+/// unapplied), `None` failed (the pipeline is marked failed).
+fn settle(
+    engine: &Engine,
+    shared: &Shared,
+    job: &Job,
+    committed: Result<(Result<(), Skip>, Option<u64>), ferrite_db::reply::Reply>,
+) -> Option<bool> {
     match committed {
         Ok((Ok(()), seq)) => {
             if let (Some(seq), Some(p)) = (seq, shared.persist.get()) {
@@ -636,12 +630,12 @@ fn tick_epoch(
                     let _ = p.wait_blocking(seq, Duration::from_secs(30));
                 }
             }
-            Outcome::Done
+            Some(true)
         }
-        Ok((Err(Skip::Stale), _)) => Outcome::Done,
+        Ok((Err(Skip::Stale), _)) => Some(false),
         Ok((Err(Skip::Fail(m)), _)) => {
             fail(engine, job, m);
-            Outcome::Idle
+            None
         }
         Err(reply) => {
             let m = match reply {
@@ -649,7 +643,7 @@ fn tick_epoch(
                 r => format!("{r:?}"),
             };
             fail(engine, job, format!("the epoch could not commit: {m}"));
-            Outcome::Idle
+            None
         }
     }
 }
