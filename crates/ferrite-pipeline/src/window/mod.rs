@@ -68,6 +68,7 @@ use crate::value::{write_value, Num};
 use agg::{Agg, Ext, Order, Point};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 /// Most state bytes of one windowed pipeline unless STATE_LIMIT says.
 pub const DEFAULT_STATE_LIMIT: u64 = 256 << 20;
@@ -228,7 +229,10 @@ struct Clock {
 /// The operator's state: everything that snapshot encodes.
 #[derive(Default)]
 struct State {
-    index: HashMap<Box<[u8]>, u32>,
+    /// Key ids, hashed by the key bytes their [`KeyState`] holds (the key
+    /// is stored once).
+    index: hashbrown::HashTable<u32>,
+    hasher: std::collections::hash_map::RandomState,
     keys: Vec<Option<KeyState>>,
     free: Vec<u32>,
     clock: Clock,
@@ -243,6 +247,39 @@ struct State {
     late_written: u64,
     /// Keys with a [`DIRTY`] row (derived from the rows).
     dirty: BTreeSet<u32>,
+}
+
+impl State {
+    fn key_bytes(keys: &[Option<KeyState>], id: u32) -> &[u8] {
+        keys.get(id as usize)
+            .and_then(Option::as_ref)
+            .map_or(&[][..], |ks| &ks.key)
+    }
+
+    /// The id of `key`.
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let h = self.hasher.hash_one(key);
+        let keys = &self.keys;
+        self.index
+            .find(h, |&id| Self::key_bytes(keys, id) == key)
+            .copied()
+    }
+
+    /// Indexes key `id` (already in `keys`).
+    fn index_insert(&mut self, id: u32) {
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        let h = hasher.hash_one(Self::key_bytes(keys, id));
+        self.index
+            .insert_unique(h, id, |&i| hasher.hash_one(Self::key_bytes(keys, i)));
+    }
+
+    /// Unindexes key `id`, whose bytes are `key` (its slot may be empty).
+    fn index_remove(&mut self, key: &[u8], id: u32) {
+        let h = self.hasher.hash_one(key);
+        if let Ok(e) = self.index.find_entry(h, |&i| i == id) {
+            e.remove();
+        }
+    }
 }
 
 /// A key's state before an epoch touched it (`None`: the key did not
@@ -437,14 +474,14 @@ impl WindowOp {
     }
 
     fn key_id(&mut self) -> u32 {
-        if let Some(&id) = self.st.index.get(self.key_buf.as_slice()) {
+        if let Some(id) = self.st.find(&self.key_buf) {
             self.touch(id);
             return id;
         }
         let key: Box<[u8]> = self.key_buf.as_slice().into();
         self.st.bytes += key.len() as u64 + KEY_OVERHEAD;
         let ks = KeyState {
-            key: key.clone(),
+            key,
             rows: Vec::new(),
             ext: vec![Ext::None; self.nvar],
         };
@@ -466,7 +503,7 @@ impl WindowOp {
                 (self.st.keys.len() - 1) as u32
             }
         };
-        self.st.index.insert(key, id);
+        self.st.index_insert(id);
         if self.undo.active {
             self.mark(id, None);
         }
@@ -507,7 +544,7 @@ impl WindowOp {
                     .st
                     .bytes
                     .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD + ks.ext_bytes());
-                self.st.index.remove(&ks.key);
+                self.st.index_remove(&ks.key, k);
                 self.st.dirty.remove(&k);
                 if self.undo.active {
                     self.undo.freed.push(k);
@@ -1741,15 +1778,15 @@ impl WindowOp {
         // created again in the epoch has two slots), then back as it was.
         for (k, _) in &keys {
             if let Some(ks) = self.st.keys[*k as usize].take() {
-                self.st.index.remove(&ks.key);
+                self.st.index_remove(&ks.key, *k);
             }
         }
         for (k, pre) in keys {
             match pre {
                 None => self.st.free.push(k),
                 Some(ks) => {
-                    self.st.index.insert(ks.key.clone(), k);
                     self.st.keys[k as usize] = Some(ks);
+                    self.st.index_insert(k);
                 }
             }
         }
@@ -1904,7 +1941,7 @@ impl WindowOp {
         self.st.late_written = written;
         let mut touched = Vec::with_capacity(keys.len());
         for (key, rows) in keys {
-            let id = self.st.index.get(key).copied();
+            let id = self.st.find(key);
             match (id, rows) {
                 (Some(k), Some((rows, ext))) => {
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
@@ -1936,7 +1973,7 @@ impl WindowOp {
         if let Some(revs) = revs {
             self.st.revs.clear();
             for (key, s, rev) in revs {
-                if let Some(&k) = self.st.index.get(key) {
+                if let Some(k) = self.st.find(key) {
                     self.st.revs.insert((k, s), rev);
                 }
             }
@@ -2004,15 +2041,15 @@ impl WindowOp {
             let (rows, ext) = self.get_rows_ext(&mut r, ver)?;
             let words = rows.len();
             let nrows = words / stride;
-            if st.index.contains_key(&key) {
+            if st.find(&key).is_some() {
                 return Err("a key appears twice in the window state".into());
             }
             let id = st.keys.len() as u32;
             let ks = KeyState { key, rows, ext };
             st.bytes += ks.key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64 + ks.ext_bytes();
             st.rows += nrows as u64;
-            st.index.insert(ks.key.clone(), id);
             st.keys.push(Some(ks));
+            st.index_insert(id);
         }
         let nrevs = r.u32()? as usize;
         for _ in 0..nrevs {
