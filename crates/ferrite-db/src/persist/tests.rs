@@ -297,3 +297,51 @@ fn snapshot_lock_hold_with_a_large_index() {
     drop(shared);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Measurement, not a check (`-- --ignored --nocapture`): the lock hold of
+/// a checkpoint whose keyspace holds one large hash (every non-stream
+/// value is encoded whole under the store lock at every checkpoint).
+#[test]
+#[ignore]
+fn snapshot_lock_hold_with_a_large_hash() {
+    let dir = temp_dir("lock-hold-hash");
+    let shared = open(&dir, "100");
+    let mut s = Session::attach(shared.clone());
+    call(
+        &mut s,
+        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
+    );
+    let p = shared
+        .persist
+        .get()
+        .cloned()
+        .unwrap_or_else(|| panic!("no log"));
+    for batch in 0..1000 {
+        let mut args = vec!["HSET".to_string(), "h".to_string()];
+        for i in 0..1000 {
+            args.push(format!("field:{batch}:{i}"));
+            args.push(format!("value:{i}"));
+        }
+        let refs: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        call(&mut s, &refs);
+    }
+    for round in 0..3 {
+        let snap = {
+            let mut store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&shared, &mut store, &cfg)
+        };
+        let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        let len = body.body.len();
+        p.finish_checkpoint(covered, body, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "round {round}: 1M-field hash, body {len} bytes, lock held {} us",
+            p.checkpoint_stats().lock_us_last
+        );
+    }
+    drop(s);
+    drop(p);
+    drop(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+}
