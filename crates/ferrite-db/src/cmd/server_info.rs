@@ -365,6 +365,10 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
                 );
             }
             kv(out, "checkpoints_written", &saves);
+            // How long the last and the longest checkpoint snapshot held
+            // the store lock (every command waits that long).
+            kv(out, "checkpoint_lock_usec_last", &cs.lock_us_last);
+            kv(out, "checkpoint_lock_usec_max", &cs.lock_us_max);
             // Stream blocks: all, resident (open, not yet stored, or cached),
             // and the cache of stored blocks (see docs/storage.md).
             let (mut blocks, mut resident, mut resident_bytes) = (0usize, 0usize, 0usize);

@@ -27,12 +27,17 @@ impl Persistence {
         if self.checkpoint_running.swap(true, Ordering::AcqRel) {
             return None;
         }
-        self.checkpoint_stats.lock().started = Some(std::time::Instant::now());
+        let t0 = std::time::Instant::now();
         let covered = self.log.next_seq().saturating_sub(1);
         let rebuild = vec![(0, data_config_command(cfg))];
         let sections = shared.subsystem_snapshots(store);
         let snap = encode_snapshot(store, &rebuild, &sections);
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
+        let held = t0.elapsed().as_micros() as u64;
+        let mut st = self.checkpoint_stats.lock();
+        st.started = Some(t0);
+        st.lock_us_last = held;
+        st.lock_us_max = st.lock_us_max.max(held);
         Some((covered, snap))
     }
 

@@ -242,3 +242,106 @@ fn batch_round_trip_and_garbage() {
     huge.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(decode_batch(&huge).is_err());
 }
+
+/// Measurement, not a check (`cargo test --release -p ferrite-db --lib
+/// snapshot_lock_hold -- --ignored --nocapture`): how long a checkpoint's
+/// snapshot holds the store lock as the index of stored blocks grows.
+/// 1,000 streams of 10-entry blocks; each round adds 6 blocks per stream
+/// (about what 64 MB of XADD log seals in the benchmark) and takes one
+/// checkpoint. docs/storage.md §15.5 has the figures.
+#[test]
+#[ignore]
+fn snapshot_lock_hold_with_a_large_index() {
+    let dir = temp_dir("lock-hold");
+    let shared = open(&dir, "10");
+    let mut s = Session::attach(shared.clone());
+    call(
+        &mut s,
+        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
+    );
+    let p = shared
+        .persist
+        .get()
+        .cloned()
+        .unwrap_or_else(|| panic!("no log"));
+    let mut next = 1u64;
+    for round in 0..16 {
+        let per_stream = if round == 0 { 600 } else { 60 };
+        for _ in 0..per_stream {
+            for k in 0..1000 {
+                call(
+                    &mut s,
+                    &["XADD", &format!("s{k}"), &format!("{next}-1"), "f", "v"],
+                );
+            }
+            next += 1;
+        }
+        let snap = {
+            let mut store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&shared, &mut store, &cfg)
+        };
+        let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        let len = body.body.len();
+        let sealed = body.jobs.len();
+        p.finish_checkpoint(covered, body, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cs = p.checkpoint_stats();
+        println!(
+            "round {round}: body {len} bytes, {sealed} blocks sealed, lock held {} us",
+            cs.lock_us_last
+        );
+    }
+    drop(s);
+    drop(p);
+    drop(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Measurement, not a check (`-- --ignored --nocapture`): the lock hold of
+/// a checkpoint whose keyspace holds one large hash (every non-stream
+/// value is encoded whole under the store lock at every checkpoint).
+#[test]
+#[ignore]
+fn snapshot_lock_hold_with_a_large_hash() {
+    let dir = temp_dir("lock-hold-hash");
+    let shared = open(&dir, "100");
+    let mut s = Session::attach(shared.clone());
+    call(
+        &mut s,
+        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
+    );
+    let p = shared
+        .persist
+        .get()
+        .cloned()
+        .unwrap_or_else(|| panic!("no log"));
+    for batch in 0..1000 {
+        let mut args = vec!["HSET".to_string(), "h".to_string()];
+        for i in 0..1000 {
+            args.push(format!("field:{batch}:{i}"));
+            args.push(format!("value:{i}"));
+        }
+        let refs: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        call(&mut s, &refs);
+    }
+    for round in 0..3 {
+        let snap = {
+            let mut store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&shared, &mut store, &cfg)
+        };
+        let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        let len = body.body.len();
+        p.finish_checkpoint(covered, body, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "round {round}: 1M-field hash, body {len} bytes, lock held {} us",
+            p.checkpoint_stats().lock_us_last
+        );
+    }
+    drop(s);
+    drop(p);
+    drop(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+}
