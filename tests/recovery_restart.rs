@@ -1200,6 +1200,37 @@ fn evicted_blocks_are_read_before_the_command_runs() {
             "{cmd:?}: a block was read by the command itself"
         );
     }
+    // XCLAIM reads each claimed entry (does it still exist?), XDEL the
+    // block of each entry it deletes: read ahead too.
+    let claim: &[&str] = &[
+        "XCLAIM", "s", "g", "c2", "0", "310-1", "320-1", "999-1", "IDLE", "5",
+    ];
+    let xdel: &[&str] = &["XDEL", "s", "2-1", "500-1", "777-1", "5000-1"];
+    for cmd in [claim, xdel] {
+        let before = counter(&mut c, "block_cache_loads");
+        let reply = call_str(&mut c, cmd);
+        if cmd[0] == "XCLAIM" {
+            // 999-1 was never delivered: only the two pending ones.
+            assert_eq!(entry_ms(&reply), vec![310, 320], "{cmd:?}");
+        } else {
+            assert_eq!(int(&reply), 3, "{cmd:?}");
+        }
+        let loads = counter(&mut c, "block_cache_loads");
+        let prefetched = counter(&mut c, "block_cache_prefetched_loads");
+        assert!(loads > before, "{cmd:?} read no stored block");
+        assert_eq!(
+            prefetched, loads,
+            "{cmd:?}: a block was read by the command itself"
+        );
+    }
+    assert_eq!(
+        entry_ms(&call_str(&mut c, &["XRANGE", "s", "1-1", "3-1"])),
+        vec![1, 3]
+    );
+    assert_eq!(
+        entry_ms(&call_str(&mut c, &["XRANGE", "s", "499-1", "501-1"])),
+        vec![499, 501]
+    );
 }
 
 /// A checkpoint is taken while non-default block limits are in force, more
