@@ -27,6 +27,12 @@ pub enum Parsed {
         key: Bytes,
         ids: Vec<StreamId>,
     },
+    /// XINFO STREAM: the first live entry (and the last without FULL), or
+    /// with FULL the first COUNT entries (`None`: all of them).
+    XInfoStream {
+        key: Bytes,
+        full: Option<Option<usize>>,
+    },
 }
 
 impl Parsed {
@@ -65,6 +71,20 @@ impl Parsed {
                 key: argv[1].clone(),
                 ids,
             })
+        } else if is(b"xinfo") && argv.len() >= 3 && argv[1].eq_ignore_ascii_case(b"stream") {
+            let key = argv[2].clone();
+            let full = match &argv[3..] {
+                [] => None,
+                [f] if f.eq_ignore_ascii_case(b"full") => Some(Some(10)),
+                [f, c, n]
+                    if f.eq_ignore_ascii_case(b"full") && c.eq_ignore_ascii_case(b"count") =>
+                {
+                    let n = crate::args::parse_i64(n)?;
+                    Some((n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX)))
+                }
+                _ => return None,
+            };
+            Some(Parsed::XInfoStream { key, full })
         } else {
             None
         }
@@ -76,6 +96,7 @@ impl Parsed {
             Parsed::XRange(r) => r.prefetch(db),
             Parsed::XRead(r) => r.prefetch(db),
             Parsed::Ids { key, ids } => ids_prefetch(db, key, ids),
+            Parsed::XInfoStream { key, full } => xinfo_prefetch(db, key, *full),
         }
     }
 }
@@ -97,6 +118,26 @@ fn ids_prefetch(db: &Db, key: &Bytes, ids: &[StreamId]) -> Prefetch {
             if seen.insert((b.0, b.1)) {
                 out.push(b);
             }
+        }
+    }
+    out
+}
+
+/// The evicted blocks XINFO STREAM reads: the first entry's, then the last
+/// entry's (without FULL) or the first `count` entries' (FULL).
+fn xinfo_prefetch(db: &Db, key: &Bytes, full: Option<Option<usize>>) -> Prefetch {
+    let Some(Value::Stream(s)) = db.get(key) else {
+        return Vec::new();
+    };
+    let max = super::PREFETCH_MAX_BLOCKS;
+    let mut out = s.evicted_in_range(StreamId::MIN, StreamId::MAX, false, Some(1), 1);
+    let more = match full {
+        None => s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), 1),
+        Some(count) => s.evicted_in_range(StreamId::MIN, StreamId::MAX, false, count, max),
+    };
+    for b in more {
+        if out.len() < max && !out.contains(&b) {
+            out.push(b);
         }
     }
     out
