@@ -504,9 +504,9 @@ pub const PREFETCH_MAX_BLOCKS: usize = 1024;
 /// value), which finds them read; a block the plan missed (or evicted
 /// meanwhile) the command reads itself. The plan only reads ahead: the
 /// command runs, and logs its effects, exactly as without it. Planned:
-/// XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM. Not planned yet:
-/// XAUTOCLAIM, trims inside a block, XINFO STREAM FULL, commands inside
-/// MULTI (docs/storage.md §13.7).
+/// XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM, XINFO STREAM. Not
+/// planned yet: XAUTOCLAIM, trims inside a block, commands inside MULTI
+/// (docs/storage.md §13.7).
 pub fn prefetch_plan(
     store: &Store,
     db: usize,
