@@ -1200,6 +1200,79 @@ fn evicted_blocks_are_read_before_the_command_runs() {
             "{cmd:?}: a block was read by the command itself"
         );
     }
+    // XINFO STREAM reads the first and last entries; FULL the first COUNT
+    // entries (and the first, for recorded-first-entry-id).
+    let field = |reply: &Node, name: &str| -> Node {
+        let Node::Agg { items, .. } = reply else {
+            panic!("not a map: {reply:?}");
+        };
+        let at = items
+            .iter()
+            .position(|n| matches!(n, Node::Blob { data, .. } if data == name.as_bytes()))
+            .unwrap_or_else(|| panic!("no {name} in {reply:?}"));
+        items[at + 1].clone()
+    };
+    let single = |n: Node| Node::Agg {
+        kind: b'*',
+        items: vec![n],
+    };
+    let xinfo: [(&[&str], Vec<u64>); 2] = [
+        (&["XINFO", "STREAM", "s"], vec![1, 1000]),
+        (
+            &["XINFO", "STREAM", "s", "FULL", "COUNT", "25"],
+            range(1, 25),
+        ),
+    ];
+    for (cmd, want) in xinfo {
+        let before = counter(&mut c, "block_cache_loads");
+        let reply = call_str(&mut c, cmd);
+        let got = if cmd.len() == 3 {
+            let mut v = entry_ms(&single(field(&reply, "first-entry")));
+            v.extend(entry_ms(&single(field(&reply, "last-entry"))));
+            v
+        } else {
+            entry_ms(&field(&reply, "entries"))
+        };
+        assert_eq!(got, want, "{cmd:?}");
+        let loads = counter(&mut c, "block_cache_loads");
+        let prefetched = counter(&mut c, "block_cache_prefetched_loads");
+        assert!(loads > before, "{cmd:?} read no stored block");
+        assert_eq!(
+            prefetched, loads,
+            "{cmd:?}: a block was read by the command itself"
+        );
+    }
+    // XCLAIM reads each claimed entry (does it still exist?), XDEL the
+    // block of each entry it deletes: read ahead too.
+    let claim: &[&str] = &[
+        "XCLAIM", "s", "g", "c2", "0", "310-1", "320-1", "999-1", "IDLE", "5",
+    ];
+    let xdel: &[&str] = &["XDEL", "s", "2-1", "500-1", "777-1", "5000-1"];
+    for cmd in [claim, xdel] {
+        let before = counter(&mut c, "block_cache_loads");
+        let reply = call_str(&mut c, cmd);
+        if cmd[0] == "XCLAIM" {
+            // 999-1 was never delivered: only the two pending ones.
+            assert_eq!(entry_ms(&reply), vec![310, 320], "{cmd:?}");
+        } else {
+            assert_eq!(int(&reply), 3, "{cmd:?}");
+        }
+        let loads = counter(&mut c, "block_cache_loads");
+        let prefetched = counter(&mut c, "block_cache_prefetched_loads");
+        assert!(loads > before, "{cmd:?} read no stored block");
+        assert_eq!(
+            prefetched, loads,
+            "{cmd:?}: a block was read by the command itself"
+        );
+    }
+    assert_eq!(
+        entry_ms(&call_str(&mut c, &["XRANGE", "s", "1-1", "3-1"])),
+        vec![1, 3]
+    );
+    assert_eq!(
+        entry_ms(&call_str(&mut c, &["XRANGE", "s", "499-1", "501-1"])),
+        vec![499, 501]
+    );
 }
 
 /// A checkpoint is taken while non-default block limits are in force, more

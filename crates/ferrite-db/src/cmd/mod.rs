@@ -503,9 +503,10 @@ pub const PREFETCH_MAX_BLOCKS: usize = 1024;
 /// on a blocking thread), then runs the command (handing it the parsed
 /// value), which finds them read; a block the plan missed (or evicted
 /// meanwhile) the command reads itself. The plan only reads ahead: the
-/// command runs, and logs its effects, exactly as without it. Not planned
-/// yet: XCLAIM, XAUTOCLAIM, XDEL, XINFO STREAM FULL, and commands inside
-/// MULTI.
+/// command runs, and logs its effects, exactly as without it. Planned:
+/// XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM, XINFO STREAM. Not
+/// planned yet: XAUTOCLAIM, trims inside a block, commands inside MULTI
+/// (docs/storage.md §13.7).
 pub fn prefetch_plan(
     store: &Store,
     db: usize,

@@ -1,6 +1,7 @@
 //! Commands that code outside their handler must understand before they
 //! run, in parsed form: the read-ahead planner today (which evicted blocks
-//! will XRANGE, XREVRANGE, XREAD or XREADGROUP read?), pipelines tomorrow.
+//! will XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL or XCLAIM read?),
+//! pipelines tomorrow.
 //! Each is parsed once, by the same function its handler uses; the plan
 //! works on the typed value, and the value is handed to the handler
 //! (`Ctx::parsed`), which then does not parse again.
@@ -10,12 +11,28 @@ use super::stream::XRangeArgs;
 use super::Prefetch;
 use crate::args::Args;
 use crate::store::Db;
+use crate::store::Value;
 use bytes::Bytes;
+use ferrite_streams::id::parse_strict_id;
+use ferrite_streams::StreamId;
 
 #[derive(Debug, Clone)]
 pub enum Parsed {
     XRange(XRangeArgs),
     XRead(ReadArgs),
+    /// XDEL and XCLAIM: the entries named by ID, each read (to delete it,
+    /// or to see that it still exists and reply it). Only planned: their
+    /// handlers parse their arguments themselves.
+    Ids {
+        key: Bytes,
+        ids: Vec<StreamId>,
+    },
+    /// XINFO STREAM: the first live entry (and the last without FULL), or
+    /// with FULL the first COUNT entries (`None`: all of them).
+    XInfoStream {
+        key: Bytes,
+        full: Option<Option<usize>>,
+    },
 }
 
 impl Parsed {
@@ -34,6 +51,40 @@ impl Parsed {
             ReadArgs::parse(a, is(b"xreadgroup"))
                 .ok()
                 .map(Parsed::XRead)
+        } else if is(b"xdel") && argv.len() >= 3 {
+            // Any bad ID fails the whole command: nothing to plan.
+            let ids = argv[2..]
+                .iter()
+                .map(|b| parse_strict_id(b, 0).ok())
+                .collect::<Option<Vec<_>>>()?;
+            Some(Parsed::Ids {
+                key: argv[1].clone(),
+                ids,
+            })
+        } else if is(b"xclaim") && argv.len() >= 6 {
+            // The IDs end at the first argument that is not one.
+            let ids = argv[5..]
+                .iter()
+                .map_while(|b| parse_strict_id(b, 0).ok())
+                .collect();
+            Some(Parsed::Ids {
+                key: argv[1].clone(),
+                ids,
+            })
+        } else if is(b"xinfo") && argv.len() >= 3 && argv[1].eq_ignore_ascii_case(b"stream") {
+            let key = argv[2].clone();
+            let full = match &argv[3..] {
+                [] => None,
+                [f] if f.eq_ignore_ascii_case(b"full") => Some(Some(10)),
+                [f, c, n]
+                    if f.eq_ignore_ascii_case(b"full") && c.eq_ignore_ascii_case(b"count") =>
+                {
+                    let n = crate::args::parse_i64(n)?;
+                    Some((n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX)))
+                }
+                _ => return None,
+            };
+            Some(Parsed::XInfoStream { key, full })
         } else {
             None
         }
@@ -44,6 +95,50 @@ impl Parsed {
         match self {
             Parsed::XRange(r) => r.prefetch(db),
             Parsed::XRead(r) => r.prefetch(db),
+            Parsed::Ids { key, ids } => ids_prefetch(db, key, ids),
+            Parsed::XInfoStream { key, full } => xinfo_prefetch(db, key, *full),
         }
     }
+}
+
+/// The evicted blocks holding the entries `ids` of the stream at `key`: one
+/// block per ID at most (the one whose range covers it), each once, up to
+/// `PREFETCH_MAX_BLOCKS`.
+fn ids_prefetch(db: &Db, key: &Bytes, ids: &[StreamId]) -> Prefetch {
+    let Some(Value::Stream(s)) = db.get(key) else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for &id in ids {
+        if out.len() >= super::PREFETCH_MAX_BLOCKS {
+            break;
+        }
+        for b in s.evicted_in_range(id, id, false, Some(1), 1) {
+            if seen.insert((b.0, b.1)) {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// The evicted blocks XINFO STREAM reads: the first entry's, then the last
+/// entry's (without FULL) or the first `count` entries' (FULL).
+fn xinfo_prefetch(db: &Db, key: &Bytes, full: Option<Option<usize>>) -> Prefetch {
+    let Some(Value::Stream(s)) = db.get(key) else {
+        return Vec::new();
+    };
+    let max = super::PREFETCH_MAX_BLOCKS;
+    let mut out = s.evicted_in_range(StreamId::MIN, StreamId::MAX, false, Some(1), 1);
+    let more = match full {
+        None => s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), 1),
+        Some(count) => s.evicted_in_range(StreamId::MIN, StreamId::MAX, false, count, max),
+    };
+    for b in more {
+        if out.len() < max && !out.contains(&b) {
+            out.push(b);
+        }
+    }
+    out
 }
