@@ -1248,12 +1248,17 @@ fn evicted_blocks_are_read_before_the_command_runs() {
         "XCLAIM", "s", "g", "c2", "0", "310-1", "320-1", "999-1", "IDLE", "5",
     ];
     let xdel: &[&str] = &["XDEL", "s", "2-1", "500-1", "777-1", "5000-1"];
-    for cmd in [claim, xdel] {
+    // XAUTOCLAIM reads the pending entries it examines.
+    let autoclaim: &[&str] = &["XAUTOCLAIM", "s", "g", "c3", "0", "0-0", "COUNT", "5"];
+    for cmd in [claim, autoclaim, xdel] {
         let before = counter(&mut c, "block_cache_loads");
         let reply = call_str(&mut c, cmd);
         if cmd[0] == "XCLAIM" {
             // 999-1 was never delivered: only the two pending ones.
             assert_eq!(entry_ms(&reply), vec![310, 320], "{cmd:?}");
+        } else if cmd[0] == "XAUTOCLAIM" {
+            let parts = common::state::items(&reply);
+            assert_eq!(entry_ms(&parts[1]).len(), 5, "{cmd:?}: {}", reply.render());
         } else {
             assert_eq!(int(&reply), 3, "{cmd:?}");
         }

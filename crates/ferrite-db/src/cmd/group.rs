@@ -475,7 +475,7 @@ fn xack(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 
 // ---- XPENDING ---------------------------------------------------------------
 
-fn range_start(arg: &[u8]) -> Result<StreamId, CmdError> {
+pub(crate) fn range_start(arg: &[u8]) -> Result<StreamId, CmdError> {
     let (id, exclusive) = parse_interval_id(arg, 0).map_err(|_| invalid_id())?;
     if exclusive {
         id.incr()

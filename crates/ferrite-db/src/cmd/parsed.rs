@@ -1,6 +1,7 @@
 //! Commands that code outside their handler must understand before they
 //! run, in parsed form: the read-ahead planner today (which evicted blocks
-//! will XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL or XCLAIM read?),
+//! will XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM, XAUTOCLAIM or
+//! XINFO STREAM read?),
 //! pipelines tomorrow.
 //! Each is parsed once, by the same function its handler uses; the plan
 //! works on the typed value, and the value is handed to the handler
@@ -26,6 +27,14 @@ pub enum Parsed {
     Ids {
         key: Bytes,
         ids: Vec<StreamId>,
+    },
+    /// XAUTOCLAIM: the group's pending entries from `start`, as many as it
+    /// may examine (COUNT × 10 attempts), each read to see that it exists.
+    AutoClaim {
+        key: Bytes,
+        group: Bytes,
+        start: StreamId,
+        attempts: usize,
     },
     /// XINFO STREAM: the first live entry (and the last without FULL), or
     /// with FULL the first COUNT entries (`None`: all of them).
@@ -71,6 +80,20 @@ impl Parsed {
                 key: argv[1].clone(),
                 ids,
             })
+        } else if is(b"xautoclaim") && argv.len() >= 6 {
+            let start = super::group::range_start(&argv[5]).ok()?;
+            let mut count = 100usize;
+            if let [c, n, ..] = &argv[6..] {
+                if c.eq_ignore_ascii_case(b"count") {
+                    count = usize::try_from(crate::args::parse_i64(n)?).ok()?;
+                }
+            }
+            Some(Parsed::AutoClaim {
+                key: argv[1].clone(),
+                group: argv[2].clone(),
+                start,
+                attempts: count.saturating_mul(10),
+            })
         } else if is(b"xinfo") && argv.len() >= 3 && argv[1].eq_ignore_ascii_case(b"stream") {
             let key = argv[2].clone();
             let full = match &argv[3..] {
@@ -97,6 +120,12 @@ impl Parsed {
             Parsed::XRead(r) => r.prefetch(db),
             Parsed::Ids { key, ids } => ids_prefetch(db, key, ids),
             Parsed::XInfoStream { key, full } => xinfo_prefetch(db, key, *full),
+            Parsed::AutoClaim {
+                key,
+                group,
+                start,
+                attempts,
+            } => autoclaim_prefetch(db, key, group, *start, *attempts),
         }
     }
 }
@@ -121,6 +150,30 @@ fn ids_prefetch(db: &Db, key: &Bytes, ids: &[StreamId]) -> Prefetch {
         }
     }
     out
+}
+
+/// The evicted blocks holding the pending entries XAUTOCLAIM may examine:
+/// the group's, from `start`, at most `attempts` of them (it may stop
+/// sooner: what it does not read is dropped after it).
+fn autoclaim_prefetch(
+    db: &Db,
+    key: &Bytes,
+    group: &[u8],
+    start: StreamId,
+    attempts: usize,
+) -> Prefetch {
+    let Some(Value::Stream(s)) = db.get(key) else {
+        return Vec::new();
+    };
+    let Some(g) = s.group(group) else {
+        return Vec::new();
+    };
+    let ids: Vec<StreamId> = g
+        .pending_range(start, StreamId::MAX)
+        .take(attempts.min(64 * super::PREFETCH_MAX_BLOCKS))
+        .map(|p| p.id)
+        .collect();
+    ids_prefetch(db, key, &ids)
 }
 
 /// The evicted blocks XINFO STREAM reads: the first entry's, then the last
