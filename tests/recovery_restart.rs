@@ -30,7 +30,7 @@ use common::conn::RespConn;
 use common::resp::Node;
 use common::server::{Launch, Server, TempDir};
 use common::state::{
-    argv, assert_same_dump, assert_same_dump_times, call, call_str, dump, info_field, int,
+    argv, assert_same_dump, assert_same_dump_times, call, call_str, dump, info_field, int, items,
     loaded_line, show_argv, text, Dump, Id, Times,
 };
 
@@ -1257,7 +1257,7 @@ fn evicted_blocks_are_read_before_the_command_runs() {
             // 999-1 was never delivered: only the two pending ones.
             assert_eq!(entry_ms(&reply), vec![310, 320], "{cmd:?}");
         } else if cmd[0] == "XAUTOCLAIM" {
-            let parts = common::state::items(&reply);
+            let parts = items(&reply);
             assert_eq!(entry_ms(&parts[1]).len(), 5, "{cmd:?}: {}", reply.render());
         } else {
             assert_eq!(int(&reply), 3, "{cmd:?}");
@@ -1270,6 +1270,31 @@ fn evicted_blocks_are_read_before_the_command_runs() {
             "{cmd:?}: a block was read by the command itself"
         );
     }
+    // Commands queued in MULTI are planned at EXEC.
+    let before = counter(&mut c, "block_cache_loads");
+    ok(&call_str(&mut c, &["MULTI"]));
+    for cmd in [
+        &["XRANGE", "s", "600-1", "610-1"][..],
+        &["SELECT", "0"][..],
+        &["XREVRANGE", "s", "905-1", "900-1"][..],
+    ] {
+        let r = call_str(&mut c, cmd);
+        assert_eq!(r.text(), Some(&b"QUEUED"[..]), "{cmd:?}: {}", r.render());
+    }
+    let exec = call_str(&mut c, &["EXEC"]);
+    let replies = items(&exec);
+    assert_eq!(entry_ms(&replies[0]), (600..=610).collect::<Vec<u64>>());
+    assert_eq!(
+        entry_ms(&replies[2]),
+        (900..=905).rev().collect::<Vec<u64>>()
+    );
+    let loads = counter(&mut c, "block_cache_loads");
+    let prefetched = counter(&mut c, "block_cache_prefetched_loads");
+    assert!(loads > before, "EXEC read no stored block");
+    assert_eq!(
+        prefetched, loads,
+        "EXEC: a block was read by a queued command itself"
+    );
     assert_eq!(
         entry_ms(&call_str(&mut c, &["XRANGE", "s", "1-1", "3-1"])),
         vec![1, 3]

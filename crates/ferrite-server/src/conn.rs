@@ -311,19 +311,28 @@ impl Conn {
         // workers nor the other clients wait for the disk (§13.8).
         // The command is parsed ahead only then (its handler takes the
         // parsed value instead of parsing again).
-        let parsed = if self.client.multi.is_none()
-            && shared
-                .persist
-                .get()
-                .is_some_and(|p| p.blocks_may_be_absent())
-        {
+        let absent = shared
+            .persist
+            .get()
+            .is_some_and(|p| p.blocks_may_be_absent());
+        let parsed = if absent && self.client.multi.is_none() {
             cmd::parsed::Parsed::parse(&argv)
         } else {
             None
         };
-        let plan = parsed
-            .as_ref()
-            .and_then(|p| cmd::prefetch_plan(&shared.store.lock(), self.client.db, p));
+        let plan = match (&parsed, &self.client.multi) {
+            (Some(p), _) => cmd::prefetch_plan(&shared.store.lock(), self.client.db, p),
+            // EXEC: what the queued commands will read.
+            (None, Some(queued))
+                if absent
+                    && argv
+                        .first()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(b"exec")) =>
+            {
+                cmd::prefetch_plan_exec(&shared.store.lock(), self.client.db, queued)
+            }
+            _ => None,
+        };
         if let Some((cache, blocks)) = &plan {
             let (c, b) = (cache.clone(), blocks.clone());
             // A failed or panicked read is left to the command, which reads

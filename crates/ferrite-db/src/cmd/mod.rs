@@ -504,9 +504,9 @@ pub const PREFETCH_MAX_BLOCKS: usize = 1024;
 /// value), which finds them read; a block the plan missed (or evicted
 /// meanwhile) the command reads itself. The plan only reads ahead: the
 /// command runs, and logs its effects, exactly as without it. Planned:
-/// XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM, XINFO STREAM. Not
-/// planned yet: XAUTOCLAIM, trims inside a block, commands inside MULTI
-/// (docs/storage.md §13.7).
+/// XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM, XAUTOCLAIM, XINFO
+/// STREAM, and those queued in MULTI ([`prefetch_plan_exec`]). Not planned
+/// yet: trims inside a block (docs/storage.md §13.7).
 pub fn prefetch_plan(
     store: &Store,
     db: usize,
@@ -514,6 +514,42 @@ pub fn prefetch_plan(
 ) -> Option<(std::sync::Arc<ferrite_streams::BlockCache>, Prefetch)> {
     let cache = store.block_cache.as_ref()?;
     let plan = parsed.prefetch(store.dbs.get(db)?);
+    (!plan.is_empty()).then(|| (cache.clone(), plan))
+}
+
+/// [`prefetch_plan`] for an EXEC: the blocks its queued commands will read,
+/// each planned in the database it will run in (SELECT followed), joined
+/// and capped at [`PREFETCH_MAX_BLOCKS`]. Commands after one that changes
+/// the planned ranges (a write in the same transaction) may find a block
+/// the plan did not foresee: they read it themselves, as without a plan.
+pub fn prefetch_plan_exec(
+    store: &Store,
+    mut db: usize,
+    queued: &[Vec<Bytes>],
+) -> Option<(std::sync::Arc<ferrite_streams::BlockCache>, Prefetch)> {
+    let cache = store.block_cache.as_ref()?;
+    let mut plan: Prefetch = Vec::new();
+    for argv in queued {
+        if plan.len() >= PREFETCH_MAX_BLOCKS {
+            break;
+        }
+        let Some(name) = argv.first() else { continue };
+        if name.eq_ignore_ascii_case(b"select") {
+            match argv.get(1).and_then(|a| crate::args::parse_i64(a)) {
+                Some(n) if n >= 0 && (n as usize) < store.dbs.len() => db = n as usize,
+                _ => {}
+            }
+            continue;
+        }
+        let (Some(p), Some(d)) = (parsed::Parsed::parse(argv), store.dbs.get(db)) else {
+            continue;
+        };
+        for b in p.prefetch(d) {
+            if plan.len() < PREFETCH_MAX_BLOCKS && !plan.contains(&b) {
+                plan.push(b);
+            }
+        }
+    }
     (!plan.is_empty()).then(|| (cache.clone(), plan))
 }
 
