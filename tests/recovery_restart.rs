@@ -1303,6 +1303,40 @@ fn evicted_blocks_are_read_before_the_command_runs() {
         entry_ms(&call_str(&mut c, &["XRANGE", "s", "499-1", "501-1"])),
         vec![499, 501]
     );
+    // Exact trims read the block they cut inside (flagging its head
+    // entries): XTRIM MINID, and XADD's MAXLEN after its append.
+    let xlen = |c: &mut RespConn| int(&call_str(c, &["XLEN", "s"]));
+    let len0 = xlen(&mut c);
+    for cmd in [
+        &["XTRIM", "s", "MINID", "105-1"][..],
+        &["XADD", "s", "MAXLEN", "=", "803", "2000-1", "f", "x"][..],
+    ] {
+        let before = counter(&mut c, "block_cache_loads");
+        let r = call_str(&mut c, cmd);
+        assert!(!r.is_error(), "{cmd:?}: {}", r.render());
+        let loads = counter(&mut c, "block_cache_loads");
+        let prefetched = counter(&mut c, "block_cache_prefetched_loads");
+        assert!(loads > before, "{cmd:?} read no stored block");
+        assert_eq!(
+            prefetched, loads,
+            "{cmd:?}: a block was read by the command itself"
+        );
+    }
+    // 1..=104 gone except 2 (deleted before), then 803 kept.
+    assert!(len0 > 803);
+    assert_eq!(xlen(&mut c), 803);
+    let first = entry_ms(&call_str(&mut c, &["XRANGE", "s", "-", "+", "COUNT", "1"]));
+    let last = entry_ms(&call_str(
+        &mut c,
+        &["XREVRANGE", "s", "+", "-", "COUNT", "1"],
+    ));
+    assert_eq!(last, vec![2000]);
+    // 1000 entries, 3 deleted (2, 500, 777), 2000 added: the 803 newest.
+    let kept: Vec<u64> = (1..=1000u64)
+        .filter(|i| ![2, 500, 777].contains(i))
+        .chain([2000])
+        .collect();
+    assert_eq!(first, vec![kept[kept.len() - 803]]);
 }
 
 /// A checkpoint is taken while non-default block limits are in force, more

@@ -544,6 +544,40 @@ impl Stream {
     /// nothing; the server reads these off the store lock and the async
     /// workers before it runs the command ([`BlockCache::read_ahead`]). An
     /// estimate: a block it misses is read by the command as before.
+    /// The evicted block an exact trim with `spec` will read (the first
+    /// block it does not remove whole, whose head entries it flags), from
+    /// the summaries alone; `added` entries are appended before the trim
+    /// (XADD trims after its append). `None` when it reads no evicted
+    /// block (an approximate trim never reads one).
+    pub fn trim_reads(&self, spec: &TrimSpec, added: u64) -> Option<(u64, StreamId, BlockLoc)> {
+        if spec.approx || self.disordered {
+            return None;
+        }
+        let storage = self.storage.as_ref()?;
+        let mut len = self.len.saturating_add(added);
+        for (&master, node) in &self.blocks {
+            let entries = node.sum.live;
+            let remove = match spec.strategy {
+                Trim::MaxLen(max) => {
+                    if len <= max {
+                        return None;
+                    }
+                    len.saturating_sub(entries) >= max
+                }
+                Trim::MinId(min) => node.sum.last_id < min,
+            };
+            if remove {
+                len = len.saturating_sub(entries);
+                continue;
+            }
+            if node.is_resident() {
+                return None;
+            }
+            return node.location().map(|loc| (storage.id, master, loc));
+        }
+        None
+    }
+
     pub fn evicted_in_range(
         &self,
         start: StreamId,

@@ -505,8 +505,9 @@ pub const PREFETCH_MAX_BLOCKS: usize = 1024;
 /// meanwhile) the command reads itself. The plan only reads ahead: the
 /// command runs, and logs its effects, exactly as without it. Planned:
 /// XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM, XAUTOCLAIM, XINFO
-/// STREAM, and those queued in MULTI ([`prefetch_plan_exec`]). Not planned
-/// yet: trims inside a block (docs/storage.md §13.7).
+/// STREAM, exact trims (XTRIM, XADD MAXLEN/MINID), and those queued in
+/// MULTI ([`prefetch_plan_exec`]). Past [`PREFETCH_MAX_BLOCKS`] a command
+/// reads the rest itself (docs/storage.md §13.7).
 pub fn prefetch_plan(
     store: &Store,
     db: usize,

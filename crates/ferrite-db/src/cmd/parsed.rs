@@ -1,7 +1,7 @@
 //! Commands that code outside their handler must understand before they
 //! run, in parsed form: the read-ahead planner today (which evicted blocks
-//! will XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM, XAUTOCLAIM or
-//! XINFO STREAM read?),
+//! will XRANGE, XREVRANGE, XREAD, XREADGROUP, XDEL, XCLAIM, XAUTOCLAIM,
+//! XINFO STREAM and exact trims (XTRIM, XADD) read?),
 //! pipelines tomorrow.
 //! Each is parsed once, by the same function its handler uses; the plan
 //! works on the typed value, and the value is handed to the handler
@@ -35,6 +35,13 @@ pub enum Parsed {
         group: Bytes,
         start: StreamId,
         attempts: usize,
+    },
+    /// XTRIM, and XADD with a trim: an exact trim reads the first block it
+    /// does not remove whole (XADD's after appending one entry).
+    Trim {
+        key: Bytes,
+        spec: ferrite_streams::TrimSpec,
+        added: u64,
     },
     /// XINFO STREAM: the first live entry (and the last without FULL), or
     /// with FULL the first COUNT entries (`None`: all of them).
@@ -79,6 +86,19 @@ impl Parsed {
             Some(Parsed::Ids {
                 key: argv[1].clone(),
                 ids,
+            })
+        } else if (is(b"xtrim") || is(b"xadd")) && argv.len() >= 4 {
+            let xadd = is(b"xadd");
+            // Positioned after the key (a cursor starts past its first item).
+            let a = &mut Args::borrowed(&argv[1..]);
+            let spec = super::stream::parse_add_trim(a, xadd).ok()?.trim?;
+            if spec.approx {
+                return None;
+            }
+            Some(Parsed::Trim {
+                key: argv[1].clone(),
+                spec,
+                added: xadd as u64,
             })
         } else if is(b"xautoclaim") && argv.len() >= 6 {
             let start = super::group::range_start(&argv[5]).ok()?;
@@ -126,6 +146,10 @@ impl Parsed {
                 start,
                 attempts,
             } => autoclaim_prefetch(db, key, group, *start, *attempts),
+            Parsed::Trim { key, spec, added } => match db.get(key) {
+                Some(Value::Stream(s)) => s.trim_reads(spec, *added).into_iter().collect(),
+                _ => Vec::new(),
+            },
         }
     }
 }
