@@ -4,12 +4,12 @@
 //! operator processes a whole [`Batch`] at a time. Until the first map the
 //! batch is the caller's borrowed entries plus a selection vector of the
 //! live ones (filters only shrink it; nothing is copied); a map turns the
-//! live entries into owned [`Record`]s, which later operators (and, with
-//! the windowing engine, KeyBy/Window/Aggregate) consume.
+//! live entries into owned [`Record`]s, which later operators consume.
 //!
 //! Operator state is bytes: [`Operator::snapshot`] and
-//! [`Operator::restore`]. Every operator today is stateless (empty state);
-//! windows and aggregates will checkpoint theirs through the same calls.
+//! [`Operator::restore`]. Every operator here is stateless (empty state);
+//! the window operator (`crate::window`) checkpoints its state through the
+//! same calls.
 
 use crate::entry::{Entry, EntryId, Record, Row, SlotTable};
 use crate::error::{EvalError, PlanError};

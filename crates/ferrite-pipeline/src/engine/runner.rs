@@ -19,8 +19,11 @@
 //! Exactly once: the results of the entries up to the position and the
 //! position itself are applied and logged together, so a crash recovers
 //! both or neither, and the next epoch starts where the recovered position
-//! says. Plans of this engine are deterministic functions of the entry, so
-//! an epoch lost in a crash is recomputed to the same results.
+//! says. Stateless plans are deterministic functions of the entry, and a
+//! grouped plan's state changes commit in the same record (`W`), so an
+//! epoch lost in a crash is recomputed from the recovered state to the
+//! same results (what the wall clock decides, IDLE and EMIT UPDATES EVERY,
+//! by the clock of the new evaluation).
 
 use super::{Engine, Status};
 use crate::entry::{Entry, EntryId, Fields, Record};
