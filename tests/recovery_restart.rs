@@ -1125,6 +1125,17 @@ fn evicted_blocks_are_read_before_the_command_runs() {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("INFO has no {name}"))
     };
+    // The command `what` loaded stored blocks since `before` loads, and
+    // every one of them was read ahead.
+    let all_read_ahead = |c: &mut RespConn, what: &str, before: u64| {
+        let loads = counter(c, "block_cache_loads");
+        let prefetched = counter(c, "block_cache_prefetched_loads");
+        assert!(loads > before, "{what} read no stored block");
+        assert_eq!(
+            prefetched, loads,
+            "{what}: a block was read by the command itself"
+        );
+    };
     ok(&call_str(&mut c, &["XGROUP", "CREATE", "s", "g", "300-1"]));
     let range = |from: u64, to: u64| (from..=to).collect::<Vec<u64>>();
     let cases: [(&[&str], Vec<u64>); 9] = [
@@ -1192,13 +1203,7 @@ fn evicted_blocks_are_read_before_the_command_runs() {
             entry_ms(&reply)
         };
         assert_eq!(got, want, "{cmd:?}");
-        let loads = counter(&mut c, "block_cache_loads");
-        let prefetched = counter(&mut c, "block_cache_prefetched_loads");
-        assert!(loads > before, "{cmd:?} read no stored block");
-        assert_eq!(
-            prefetched, loads,
-            "{cmd:?}: a block was read by the command itself"
-        );
+        all_read_ahead(&mut c, &format!("{cmd:?}"), before);
     }
     // XINFO STREAM reads the first and last entries; FULL the first COUNT
     // entries (and the first, for recorded-first-entry-id).
@@ -1234,13 +1239,7 @@ fn evicted_blocks_are_read_before_the_command_runs() {
             entry_ms(&field(&reply, "entries"))
         };
         assert_eq!(got, want, "{cmd:?}");
-        let loads = counter(&mut c, "block_cache_loads");
-        let prefetched = counter(&mut c, "block_cache_prefetched_loads");
-        assert!(loads > before, "{cmd:?} read no stored block");
-        assert_eq!(
-            prefetched, loads,
-            "{cmd:?}: a block was read by the command itself"
-        );
+        all_read_ahead(&mut c, &format!("{cmd:?}"), before);
     }
     // XCLAIM reads each claimed entry (does it still exist?), XDEL the
     // block of each entry it deletes: read ahead too.
@@ -1262,13 +1261,7 @@ fn evicted_blocks_are_read_before_the_command_runs() {
         } else {
             assert_eq!(int(&reply), 3, "{cmd:?}");
         }
-        let loads = counter(&mut c, "block_cache_loads");
-        let prefetched = counter(&mut c, "block_cache_prefetched_loads");
-        assert!(loads > before, "{cmd:?} read no stored block");
-        assert_eq!(
-            prefetched, loads,
-            "{cmd:?}: a block was read by the command itself"
-        );
+        all_read_ahead(&mut c, &format!("{cmd:?}"), before);
     }
     // Commands queued in MULTI are planned at EXEC.
     let before = counter(&mut c, "block_cache_loads");
@@ -1288,13 +1281,7 @@ fn evicted_blocks_are_read_before_the_command_runs() {
         entry_ms(&replies[2]),
         (900..=905).rev().collect::<Vec<u64>>()
     );
-    let loads = counter(&mut c, "block_cache_loads");
-    let prefetched = counter(&mut c, "block_cache_prefetched_loads");
-    assert!(loads > before, "EXEC read no stored block");
-    assert_eq!(
-        prefetched, loads,
-        "EXEC: a block was read by a queued command itself"
-    );
+    all_read_ahead(&mut c, "EXEC", before);
     assert_eq!(
         entry_ms(&call_str(&mut c, &["XRANGE", "s", "1-1", "3-1"])),
         vec![1, 3]
@@ -1314,13 +1301,7 @@ fn evicted_blocks_are_read_before_the_command_runs() {
         let before = counter(&mut c, "block_cache_loads");
         let r = call_str(&mut c, cmd);
         assert!(!r.is_error(), "{cmd:?}: {}", r.render());
-        let loads = counter(&mut c, "block_cache_loads");
-        let prefetched = counter(&mut c, "block_cache_prefetched_loads");
-        assert!(loads > before, "{cmd:?} read no stored block");
-        assert_eq!(
-            prefetched, loads,
-            "{cmd:?}: a block was read by the command itself"
-        );
+        all_read_ahead(&mut c, &format!("{cmd:?}"), before);
     }
     // 1..=104 gone except 2 (deleted before), then 803 kept.
     assert!(len0 > 803);
