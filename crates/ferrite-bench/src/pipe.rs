@@ -44,21 +44,44 @@ pub struct TradesArgs {
 pub async fn trades_fill(a: TradesArgs) -> Result<ResultLine> {
     let mut c = a.target.connect().await?;
     let mut rng = Rng::new(7);
+    fill_trades(&mut c, &a.key, a.count, a.pipeline, "trades-fill", |_| {
+        let sym = SYMBOLS[rng.below(SYMBOLS.len() as u64) as usize];
+        (
+            b"*".to_vec(),
+            sym.as_bytes().to_vec(),
+            rng.below(100_000),
+            rng.below(40),
+        )
+    })
+    .await
+}
+
+/// Appends `count` entries `symbol/price/volume` pipelined by `pipeline`;
+/// `next(i)` gives entry `i`'s ID, symbol, price in cents above 1.00 and
+/// volume above 1.
+async fn fill_trades(
+    c: &mut resp::Conn,
+    key: &str,
+    count: u64,
+    pipeline: usize,
+    what: &str,
+    mut next: impl FnMut(u64) -> (Vec<u8>, Vec<u8>, u64, u64),
+) -> Result<ResultLine> {
     let started = Instant::now();
     let mut done = 0u64;
-    while done < a.count {
-        let batch = (a.count - done).min(a.pipeline.max(1) as u64);
-        for _ in 0..batch {
-            let sym = SYMBOLS[rng.below(SYMBOLS.len() as u64) as usize];
-            let cents = 100 + rng.below(100_000);
+    while done < count {
+        let batch = (count - done).min(pipeline.max(1) as u64);
+        for i in 0..batch {
+            let (id, sym, cents, vol) = next(done + i);
+            let cents = 100 + cents;
             let price = format!("{}.{:02}", cents / 100, cents % 100);
-            let volume = U64Str::new(1 + rng.below(40));
+            let volume = U64Str::new(1 + vol);
             c.push(&[
                 b"XADD",
-                a.key.as_bytes(),
-                b"*",
+                key.as_bytes(),
+                &id,
                 b"symbol",
-                sym.as_bytes(),
+                &sym,
                 b"price",
                 price.as_bytes(),
                 b"volume",
@@ -67,7 +90,7 @@ pub async fn trades_fill(a: TradesArgs) -> Result<ResultLine> {
         }
         c.flush().await?;
         for _ in 0..batch {
-            expect_id(&c.read().await?, "XADD (trades-fill)")?;
+            expect_id(&c.read().await?, what)?;
         }
         done += batch;
     }
@@ -100,38 +123,17 @@ pub async fn ticks_fill(a: TicksArgs) -> Result<ResultLine> {
     let mut c = a.target.connect().await?;
     let mut rng = Rng::new(11);
     let syms: Vec<String> = (0..a.symbols.max(1)).map(|i| format!("S{i:05}")).collect();
-    let started = Instant::now();
-    let mut done = 0u64;
-    while done < a.count {
-        let batch = (a.count - done).min(a.pipeline.max(1) as u64);
-        for i in 0..batch {
-            let id = format!("{}-0", a.t0 + done + i);
-            let sym = &syms[rng.below(syms.len() as u64) as usize];
-            let cents = 100 + rng.below(100_000);
-            let price = format!("{}.{:02}", cents / 100, cents % 100);
-            let volume = U64Str::new(1 + rng.below(40));
-            c.push(&[
-                b"XADD",
-                a.key.as_bytes(),
-                id.as_bytes(),
-                b"symbol",
-                sym.as_bytes(),
-                b"price",
-                price.as_bytes(),
-                b"volume",
-                volume.as_bytes(),
-            ]);
-        }
-        c.flush().await?;
-        for _ in 0..batch {
-            expect_id(&c.read().await?, "XADD (ticks-fill)")?;
-        }
-        done += batch;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let mut r = ResultLine::new();
-    r.int("entries", done).num("secs", secs);
-    Ok(r)
+    let t0 = a.t0;
+    fill_trades(&mut c, &a.key, a.count, a.pipeline, "ticks-fill", |i| {
+        let sym = &syms[rng.below(syms.len() as u64) as usize];
+        (
+            format!("{}-0", t0 + i).into_bytes(),
+            sym.as_bytes().to_vec(),
+            rng.below(100_000),
+            rng.below(40),
+        )
+    })
+    .await
 }
 
 #[derive(clap::Args, Debug)]
