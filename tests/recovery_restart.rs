@@ -1320,6 +1320,39 @@ fn evicted_blocks_are_read_before_the_command_runs() {
     assert_eq!(first, vec![kept[kept.len() - 803]]);
 }
 
+/// A read over more than 1,024 evicted blocks is read ahead whole (up to
+/// 8,192 blocks and 32 MiB per command): after a restart with a one-byte
+/// cache, `XRANGE - +` over 1,500 blocks loads every one of them ahead.
+#[test]
+fn long_reads_are_read_ahead_past_a_thousand_blocks() {
+    let dir = TempDir::new("rr-prefetch-long").unwrap_or_else(|e| panic!("{e}"));
+    let launch = small_blocks("prefetch-long", &dir);
+    let mut s = start(&launch);
+    let mut c = connect(&s);
+    fill(&mut c, "s", 1..=15_000);
+    shutdown_on(&mut c);
+    s.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+
+    let _s = start(&launch);
+    let mut c = connect(&_s);
+    let counter = |c: &mut RespConn, name: &str| {
+        info_field(c, "persistence", name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("INFO has no {name}"))
+    };
+    let before = counter(&mut c, "block_cache_loads");
+    let all = entry_ms(&call_str(&mut c, &["XRANGE", "s", "-", "+"]));
+    assert_eq!(all, (1..=15_000).collect::<Vec<u64>>());
+    let loads = counter(&mut c, "block_cache_loads");
+    let prefetched = counter(&mut c, "block_cache_prefetched_loads");
+    assert!(
+        loads - before > 1_024,
+        "only {} blocks loaded",
+        loads - before
+    );
+    assert_eq!(prefetched, loads, "a block was read by the command itself");
+}
+
 /// A checkpoint is taken while non-default block limits are in force, more
 /// entries follow, then SIGKILL: replay after the checkpoint must build the
 /// blocks with the limits of that time, not the command line's.

@@ -492,10 +492,56 @@ pub enum Executed {
 /// storage id, master, location)`, see `Stream::evicted_in_range`.
 pub type Prefetch = Vec<(u64, ferrite_streams::StreamId, ferrite_streams::BlockLoc)>;
 
-/// At most this many blocks (a few MiB) are read ahead for one command; a
+/// At most this many blocks, and [`PREFETCH_MAX_BYTES`] of them, are read
+/// ahead for one command (what is read is held until the command ran); a
 /// longer read (`XRANGE key - +` over a stream far larger than RAM) reads
 /// the rest itself, on the worker, as before (docs/storage.md §13.8).
-pub const PREFETCH_MAX_BLOCKS: usize = 1024;
+pub const PREFETCH_MAX_BLOCKS: usize = 8192;
+/// At most this many stored bytes (frame lengths) are read ahead for one
+/// command.
+pub const PREFETCH_MAX_BYTES: u64 = 32 << 20;
+
+/// A read-ahead plan being built: blocks in reading order, each once,
+/// within [`PREFETCH_MAX_BLOCKS`] and [`PREFETCH_MAX_BYTES`].
+#[derive(Default)]
+pub struct PlanBuilder {
+    out: Prefetch,
+    seen: std::collections::HashSet<(u64, ferrite_streams::BlockLoc)>,
+    bytes: u64,
+}
+
+impl PlanBuilder {
+    /// Whether the plan takes no more blocks.
+    pub fn full(&self) -> bool {
+        self.out.len() >= PREFETCH_MAX_BLOCKS || self.bytes >= PREFETCH_MAX_BYTES
+    }
+
+    /// How many more blocks it may take.
+    pub fn room(&self) -> usize {
+        if self.full() {
+            0
+        } else {
+            PREFETCH_MAX_BLOCKS - self.out.len()
+        }
+    }
+
+    /// Adds the blocks of `more` it does not hold yet, while it has room.
+    pub fn extend(&mut self, more: Prefetch) {
+        for b in more {
+            if self.full() {
+                return;
+            }
+            if self.seen.insert((b.0, b.2)) {
+                self.bytes += b.2.len;
+                self.out.push(b);
+            }
+        }
+    }
+
+    pub fn finish(self) -> Prefetch {
+        self.out
+    }
+}
 
 /// The evicted blocks the parsed command will read in `db`, from the
 /// index alone, with the cache to read them into. The caller reads them
@@ -514,7 +560,10 @@ pub fn prefetch_plan(
     parsed: &parsed::Parsed,
 ) -> Option<(std::sync::Arc<ferrite_streams::BlockCache>, Prefetch)> {
     let cache = store.block_cache.as_ref()?;
-    let plan = parsed.prefetch(store.dbs.get(db)?);
+    // The byte bound (the planners bound the count).
+    let mut plan = PlanBuilder::default();
+    plan.extend(parsed.prefetch(store.dbs.get(db)?));
+    let plan = plan.finish();
     (!plan.is_empty()).then(|| (cache.clone(), plan))
 }
 
@@ -529,9 +578,9 @@ pub fn prefetch_plan_exec(
     queued: &[Vec<Bytes>],
 ) -> Option<(std::sync::Arc<ferrite_streams::BlockCache>, Prefetch)> {
     let cache = store.block_cache.as_ref()?;
-    let mut plan: Prefetch = Vec::new();
+    let mut plan = PlanBuilder::default();
     for argv in queued {
-        if plan.len() >= PREFETCH_MAX_BLOCKS {
+        if plan.full() {
             break;
         }
         let Some(name) = argv.first() else { continue };
@@ -545,12 +594,9 @@ pub fn prefetch_plan_exec(
         let (Some(p), Some(d)) = (parsed::Parsed::parse(argv), store.dbs.get(db)) else {
             continue;
         };
-        for b in p.prefetch(d) {
-            if plan.len() < PREFETCH_MAX_BLOCKS && !plan.contains(&b) {
-                plan.push(b);
-            }
-        }
+        plan.extend(p.prefetch(d));
     }
+    let plan = plan.finish();
     (!plan.is_empty()).then(|| (cache.clone(), plan))
 }
 

@@ -161,19 +161,14 @@ fn ids_prefetch(db: &Db, key: &Bytes, ids: &[StreamId]) -> Prefetch {
     let Some(Value::Stream(s)) = db.get(key) else {
         return Vec::new();
     };
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
+    let mut out = super::PlanBuilder::default();
     for &id in ids {
-        if out.len() >= super::PREFETCH_MAX_BLOCKS {
+        if out.full() {
             break;
         }
-        for b in s.evicted_in_range(id, id, false, Some(1), 1) {
-            if seen.insert((b.0, b.1)) {
-                out.push(b);
-            }
-        }
+        out.extend(s.evicted_in_range(id, id, false, Some(1), 1));
     }
-    out
+    out.finish()
 }
 
 /// The evicted blocks holding the pending entries XAUTOCLAIM may examine:
@@ -194,7 +189,7 @@ fn autoclaim_prefetch(
     };
     let ids: Vec<StreamId> = g
         .pending_range(start, StreamId::MAX)
-        .take(attempts.min(64 * super::PREFETCH_MAX_BLOCKS))
+        .take(attempts.min(65_536))
         .map(|p| p.id)
         .collect();
     ids_prefetch(db, key, &ids)
@@ -206,16 +201,12 @@ fn xinfo_prefetch(db: &Db, key: &Bytes, full: Option<Option<usize>>) -> Prefetch
     let Some(Value::Stream(s)) = db.get(key) else {
         return Vec::new();
     };
-    let max = super::PREFETCH_MAX_BLOCKS;
-    let mut out = s.evicted_in_range(StreamId::MIN, StreamId::MAX, false, Some(1), 1);
-    let more = match full {
+    let mut out = super::PlanBuilder::default();
+    out.extend(s.evicted_in_range(StreamId::MIN, StreamId::MAX, false, Some(1), 1));
+    let room = out.room();
+    out.extend(match full {
         None => s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), 1),
-        Some(count) => s.evicted_in_range(StreamId::MIN, StreamId::MAX, false, count, max),
-    };
-    for b in more {
-        if out.len() < max && !out.contains(&b) {
-            out.push(b);
-        }
-    }
-    out
+        Some(count) => s.evicted_in_range(StreamId::MIN, StreamId::MAX, false, count, room),
+    });
+    out.finish()
 }

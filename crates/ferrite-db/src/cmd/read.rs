@@ -159,9 +159,9 @@ fn read_prefetch(db: &Db, r: &ReadArgs) -> super::Prefetch {
     const MAX_PENDING: usize = 65_536;
     let group = r.readgroup;
     let count = if r.count == 0 { None } else { Some(r.count) };
-    let mut out = Vec::new();
+    let mut out = super::PlanBuilder::default();
     for (key, arg) in r.keys.iter().zip(&r.ids) {
-        if out.len() >= super::PREFETCH_MAX_BLOCKS {
+        if out.full() {
             break;
         }
         let Some(Value::Stream(s)) = db.get(key) else {
@@ -196,41 +196,32 @@ fn read_prefetch(db: &Db, r: &ReadArgs) -> super::Prefetch {
                     .consumer_pending_range(cid, start, StreamId::MAX)
                     .take(count.unwrap_or(usize::MAX).min(MAX_PENDING));
                 for p in pending {
-                    if out.len() >= super::PREFETCH_MAX_BLOCKS {
+                    if out.full() {
                         break;
                     }
-                    push_new(&mut out, s.evicted_in_range(p.id, p.id, false, Some(1), 1));
+                    out.extend(s.evicted_in_range(p.id, p.id, false, Some(1), 1));
                 }
             }
         }
     }
-    out
+    out.finish()
 }
 
 /// The blocks a read of the entries after `after` takes: the stream's last
 /// entry (checked first), then the range, up to `count` entries.
-fn push_new_entries(out: &mut super::Prefetch, s: &Stream, after: StreamId, count: Option<usize>) {
+fn push_new_entries(
+    out: &mut super::PlanBuilder,
+    s: &Stream,
+    after: StreamId,
+    count: Option<usize>,
+) {
     let Some(start) = after.incr() else {
         return;
     };
-    let room = super::PREFETCH_MAX_BLOCKS.saturating_sub(out.len());
-    push_new(
-        out,
-        s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room),
-    );
-    push_new(
-        out,
-        s.evicted_in_range(start, StreamId::MAX, false, count, room),
-    );
-}
-
-/// Append the blocks of `more` not in `out` yet, up to the plan's limit.
-fn push_new(out: &mut super::Prefetch, more: super::Prefetch) {
-    for b in more {
-        if out.len() < super::PREFETCH_MAX_BLOCKS && !out.contains(&b) {
-            out.push(b);
-        }
-    }
+    let room = out.room();
+    out.extend(s.evicted_in_range(StreamId::MIN, StreamId::MAX, true, Some(1), room));
+    let room = out.room();
+    out.extend(s.evicted_in_range(start, StreamId::MAX, false, count, room));
 }
 
 fn xread(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
