@@ -465,13 +465,11 @@ fn epoch(
             sc.out.clear();
             stats = plan.process_batch(&entries[..taken], &mut sc.out);
         }
-        if let Some(msg) = plan.fatal().map(str::to_string) {
-            plan.rollback_epoch();
-            drop(plan);
-            fail(engine, job, msg);
-            return Outcome::Idle;
-        }
-        if let Some(msg) = over_server_limit(shared, &plan) {
+        if let Some(msg) = plan
+            .fatal()
+            .map(str::to_string)
+            .or_else(|| over_server_limit(shared, &plan))
+        {
             plan.rollback_epoch();
             drop(plan);
             fail(engine, job, msg);
