@@ -86,6 +86,39 @@ impl fmt::Display for StreamId {
     }
 }
 
+/// Longest text of an ID: `<u64>-<u64>`.
+pub const ID_TEXT_MAX: usize = 41;
+
+impl StreamId {
+    /// The ID's text (`<ms>-<seq>`, as Display) written at the start of
+    /// `buf`; returns its length. Digits are written directly: XADD
+    /// formats an ID per call, and `fmt`'s machinery cost more than the
+    /// digits.
+    pub fn write_text(&self, buf: &mut [u8; ID_TEXT_MAX]) -> usize {
+        let mut n = push_u64(buf, 0, self.ms);
+        buf[n] = b'-';
+        n += 1;
+        push_u64(buf, n, self.seq)
+    }
+}
+
+/// Decimal digits of `v` at `buf[at..]`; returns the end.
+fn push_u64(buf: &mut [u8; ID_TEXT_MAX], at: usize, mut v: u64) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let digits = &tmp[i..];
+    buf[at..at + digits.len()].copy_from_slice(digits);
+    at + digits.len()
+}
+
 /// The ID argument of XADD.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum XaddId {
@@ -343,6 +376,21 @@ mod tests {
     use super::*;
 
     const MAXU: u64 = u64::MAX;
+
+    #[test]
+    fn write_text_matches_display() {
+        for id in [
+            StreamId::new(0, 0),
+            StreamId::new(9, 10),
+            StreamId::new(1_733_420_000_123, 7),
+            StreamId::new(MAXU, MAXU),
+            StreamId::new(10, MAXU - 1),
+        ] {
+            let mut buf = [0u8; ID_TEXT_MAX];
+            let n = id.write_text(&mut buf);
+            assert_eq!(&buf[..n], id.to_string().as_bytes());
+        }
+    }
 
     fn strict(s: &str) -> Option<StreamId> {
         parse_strict_id(s.as_bytes(), 0).ok()

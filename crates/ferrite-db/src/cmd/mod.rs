@@ -84,6 +84,31 @@ pub struct Command {
     /// Whether its keys count as keyspace hits and misses: read-only
     /// commands (Redis counts `lookupKeyRead`), except MEMORY USAGE.
     pub reads_keys: bool,
+    /// The metadata flags every command checks, looked up once here
+    /// instead of by name per call.
+    pub hot: HotFlags,
+}
+
+/// Flags of [`Meta`] that dispatch checks for every command.
+#[derive(Debug, Clone, Copy)]
+pub struct HotFlags {
+    pub write: bool,
+    pub no_auth: bool,
+    /// Fed to MONITOR: neither `admin` nor `skip_monitor`.
+    pub monitored: bool,
+    /// A subcommand (`config|get`): its handler starts after two words.
+    pub sub: bool,
+}
+
+impl HotFlags {
+    fn of(meta: &Meta) -> HotFlags {
+        HotFlags {
+            write: meta.has_flag("write"),
+            no_auth: meta.has_flag("no_auth"),
+            monitored: !meta.has_flag("admin") && !meta.has_flag("skip_monitor"),
+            sub: meta.name.contains('|'),
+        }
+    }
 }
 
 /// Subcommands newer than Redis 7.0 (whose table `redis_commands.resp3`
@@ -210,6 +235,7 @@ impl Table {
                 let handler = handlers.get(name.as_str()).copied();
                 let touches = !NO_TOUCH.contains(&name.as_str());
                 let reads_keys = meta.has_flag("readonly") && name != "memory|usage";
+                let hot = HotFlags::of(&meta);
                 (
                     name,
                     Command {
@@ -217,6 +243,7 @@ impl Table {
                         handler,
                         touches,
                         reads_keys,
+                        hot,
                     },
                 )
             })
@@ -287,19 +314,22 @@ impl ExtCommand {
             (Reply::bulk_str("group"), Reply::bulk_str("module")),
             (Reply::bulk_str("module"), Reply::bulk_str("ferrite")),
         ]);
+        let meta = Meta {
+            name: self.name.to_string(),
+            arity: self.arity,
+            flags,
+            info,
+            docs,
+            subcommands: Vec::new(),
+            key_specs: Vec::new(),
+        };
+        let hot = HotFlags::of(&meta);
         Box::leak(Box::new(Command {
-            meta: Meta {
-                name: self.name.to_string(),
-                arity: self.arity,
-                flags,
-                info,
-                docs,
-                subcommands: Vec::new(),
-                key_specs: Vec::new(),
-            },
+            meta,
             handler: Some(self.handler),
             touches: true,
             reads_keys: false,
+            hot,
         }))
     }
 }
@@ -692,16 +722,16 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
         Err(e) => return reject(ctx, first, rejected_name(t, &argv), e.to_reply()),
     };
     let name: &'static str = cmd.meta.name.as_str();
-    if !ctx.client.authenticated && !cmd.meta.has_flag("no_auth") {
+    if !ctx.client.authenticated && !cmd.hot.no_auth {
         return reject(ctx, first, Some(name), CmdError::NoAuth.to_reply());
     }
-    if cmd.meta.has_flag("write") || name == "ping" {
+    if cmd.hot.write || name == "ping" {
         // Redis refuses writes (and PING) once the AOF could not be written.
         if let Some(msg) = ctx.shared.write_error() {
             return reject(ctx, first, Some(name), Reply::error(msg));
         }
     }
-    if ctx.logging() && (cmd.meta.has_flag("write") || name == "exec") {
+    if ctx.logging() && (cmd.hot.write || name == "exec") {
         // A command too large for one commit-log record is refused before
         // it runs: applied but not logged, it would vanish at a restart.
         let size = match (&ctx.client.multi, name) {
@@ -848,7 +878,7 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
         }
     }
     let mut args = Args::new(argv);
-    if cmd.meta.name.contains('|') {
+    if cmd.hot.sub {
         args.skip(1);
     }
     // `new` events: the keys the command adds are announced before its
@@ -891,15 +921,12 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
         let now = ctx.now_ms;
         ctx.store.slowlog.push(args.all(), usec, now, peer, cname);
     }
-    if !ctx.store.monitors.is_empty()
-        && !cmd.meta.has_flag("admin")
-        && !cmd.meta.has_flag("skip_monitor")
-    {
+    if !ctx.store.monitors.is_empty() && cmd.hot.monitored {
         feed_monitors(ctx, args.all());
     }
     let logged = match ctx.propagate.take() {
         Some(list) => list,
-        None if ctx.store.logging && cmd.meta.has_flag("write") && !reply.is_error() => {
+        None if ctx.store.logging && cmd.hot.write && !reply.is_error() => {
             vec![args.into_vec()]
         }
         None => Vec::new(),

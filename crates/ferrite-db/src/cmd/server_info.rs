@@ -513,7 +513,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
         }
         "commandstats" => {
             out.push_str("# Commandstats\r\n");
-            for (name, c) in &st.stats.commands {
+            for (name, c) in sorted_stats(&st.stats.commands) {
                 let per = if c.calls > 0 {
                     c.usec as f64 / c.calls as f64
                 } else {
@@ -529,7 +529,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
         // Redis's `latency-tracking-info-percentiles` default: 50 99 99.9.
         "latencystats" => {
             out.push_str("# Latencystats\r\n");
-            for (name, c) in &st.stats.commands {
+            for (name, c) in sorted_stats(&st.stats.commands) {
                 if c.latency.is_empty() {
                     continue;
                 }
@@ -660,4 +660,13 @@ fn cpu_times(path: &str) -> (f64, f64) {
     let tick = 100.0;
     let get = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) / tick;
     (get(11), get(12))
+}
+
+/// Per-command counters by name, as INFO lists them.
+fn sorted_stats(
+    m: &crate::store::NameMap<crate::store::CommandStats>,
+) -> Vec<(&'static str, &crate::store::CommandStats)> {
+    let mut v: Vec<_> = m.iter().map(|(n, c)| (*n, c)).collect();
+    v.sort_unstable_by_key(|(n, _)| *n);
+    v
 }

@@ -152,9 +152,19 @@ pub fn parse_add_trim(a: &mut Args, xadd: bool) -> Result<AddTrimArgs, CmdError>
 }
 
 fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
-    let key = a.next_bytes()?;
+    // The key and fields are borrowed from the arguments, not cloned:
+    // each `Bytes` clone and drop is an atomic reference count, which
+    // this hottest command pays per argument otherwise.
+    let key_at = a.position();
+    if a.remaining() == 0 {
+        return Err(CmdError::Syntax);
+    }
+    a.skip(1);
     let opts = parse_add_trim(a, true)?;
-    let fields = a.rest();
+    let fields_at = a.position();
+    let argv = a.all();
+    let key = &argv[key_at];
+    let fields = &argv[fields_at..];
     if fields.len() < 2 || fields.len() % 2 == 1 {
         return Err(CmdError::WrongArity("xadd".into()));
     }
@@ -166,13 +176,12 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             "The ID specified in XADD must be greater than 0-0",
         ));
     }
-    let exists = ctx.db().contains(&key);
+    let exists = ctx.db().contains(key);
     if !exists && opts.nomkstream {
         ctx.propagate_nothing();
         return Ok(Reply::Null);
     }
-    let fields = fields.to_vec();
-    append(ctx, &key, id_spec, &fields, opts.trim.as_ref()).map(Reply::Bulk)
+    append(ctx, key, id_spec, fields, opts.trim.as_ref()).map(Reply::Bulk)
 }
 
 /// XADD's effect once its arguments are checked: creates the stream if
@@ -215,10 +224,8 @@ pub fn append(
     // formatted on the stack (41 bytes hold any `<u64>-<u64>`), then one
     // allocation of its exact size (a `Bytes` of a full `Vec` needs no
     // second one for its shared header).
-    let mut buf = [0u8; 41];
-    let mut w = &mut buf[..];
-    let _ = std::io::Write::write_fmt(&mut w, format_args!("{id}"));
-    let n = 41 - w.len();
+    let mut buf = [0u8; ferrite_streams::id::ID_TEXT_MAX];
+    let n = id.write_text(&mut buf);
     let id_text = Bytes::copy_from_slice(&buf[..n]);
     if ctx.logging() {
         // Logged with the generated ID, and any trim as the exact trim it
