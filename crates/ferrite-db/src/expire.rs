@@ -98,7 +98,7 @@ pub fn expire_if_needed(store: &mut Store, db: usize, key: &[u8], now: u64) -> b
 fn delete_expired(store: &mut Store, db: usize, key: &[u8]) {
     store.dbs[db].remove(key);
     store.touch(db, key);
-    store.log_effect_parts(db, &[b"DEL", key], &[]);
+    store.log_effect_parts::<&[u8]>(db, &[b"DEL", key], &[]);
     store.stats.expired_keys += 1;
     store.notify(crate::pubsub::NOTIFY_EXPIRED, "expired", key, db);
 }

@@ -630,7 +630,7 @@ impl Store {
 
     /// [`Store::log_effect`] of the command `head ++ tail`, without
     /// building it (XADD: its name, key and generated ID, then the fields).
-    pub fn log_effect_parts(&mut self, db: usize, head: &[&[u8]], tail: &[Bytes]) {
+    pub fn log_effect_parts<F: AsRef<[u8]>>(&mut self, db: usize, head: &[&[u8]], tail: &[F]) {
         if self.logging {
             crate::persist::put_cmd_parts(&mut self.pending_log, db, head, tail);
             self.pending_cmds += 1;
@@ -644,7 +644,7 @@ impl Store {
     /// ([`crate::persist::Subsystem::replay`]), in log order.
     pub fn log_subsystem(&mut self, name: &str, effect: &[u8]) {
         if self.logging {
-            crate::persist::put_cmd_parts(
+            crate::persist::put_cmd_parts::<&[u8]>(
                 &mut self.pending_log,
                 crate::persist::SUBSYSTEM_DB,
                 &[name.as_bytes(), effect],

@@ -44,7 +44,7 @@ fn dir_with_a_failing_record(tag: &str) -> std::path::PathBuf {
     let mut s = Session::attach(shared.clone());
     assert_eq!(s.call(argv(&["SET", "k", "v"])), Reply::ok());
     let mut cmds = Vec::new();
-    persist::put_cmd_parts(&mut cmds, 0, &[b"NOSUCHCOMMAND", b"x"], &[]);
+    persist::put_cmd_parts::<&[u8]>(&mut cmds, 0, &[b"NOSUCHCOMMAND", b"x"], &[]);
     p.append_encoded(&cmds, 1).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.call(argv(&["SET", "k2", "v2"])), Reply::ok());
     drop(s);

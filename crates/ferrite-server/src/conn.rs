@@ -22,6 +22,7 @@
 
 use crate::protocol::{Limits, RequestParser};
 use bytes::BytesMut;
+use ferrite_db::args::Argv;
 use ferrite_db::cmd::{self, ClientState, Executed};
 use ferrite_db::persist;
 use ferrite_db::pubsub::Outbox;
@@ -300,10 +301,10 @@ impl Conn {
         }
     }
 
-    async fn execute(&mut self, argv: Vec<bytes::Bytes>) -> std::io::Result<()> {
+    async fn execute(&mut self, argv: Argv) -> std::io::Result<()> {
         let shared = self.shared.clone();
         if shared.paused_now().is_some() {
-            self.wait_unpaused(&argv).await?;
+            self.wait_unpaused(argv.as_bytes()).await?;
         }
         // IMPORTANT: stored blocks a read will need that are not in memory
         // are read here, on a blocking thread and without the store lock
@@ -316,7 +317,7 @@ impl Conn {
             .get()
             .is_some_and(|p| p.blocks_may_be_absent());
         let parsed = if absent && self.client.multi.is_none() {
-            cmd::parsed::Parsed::parse(&argv)
+            cmd::parsed::Parsed::parse(argv.as_bytes())
         } else {
             None
         };

@@ -156,11 +156,11 @@ pub mod parser {
                 match parser.parse(&mut buf, limits) {
                     Ok(Some(argv)) => {
                         assert!(buf.len() < before, "a command consumed no input");
-                        check_command(&argv, inline, before - buf.len(), limits);
-                        commands.push(argv);
+                        check_command(argv.as_bytes(), inline, before - buf.len(), limits);
+                        commands.push(argv.into_vec());
                     }
                     Ok(None) => {
-                        check_pending(&buf, limits);
+                        check_pending(&buf[parser.read_up_to()..], limits);
                         break;
                     }
                     Err(error) => {
@@ -208,8 +208,9 @@ pub mod parser {
         }
     }
 
-    /// What the parser keeps while waiting for more input: a bulk body (at
-    /// most `max_bulk_len + 1` bytes of it), or a line of at most INLINE_MAX
+    /// What the parser keeps while waiting for more input beyond the
+    /// complete parts of the command being read: a bulk body (at most
+    /// `max_bulk_len + 1` bytes of it), or a line of at most INLINE_MAX
     /// bytes. A line whose `\r` is the last byte received may be longer: the
     /// next byte decides (like Redis, which waits for the `\n` position).
     fn check_pending(buf: &[u8], limits: Limits) {

@@ -9,6 +9,8 @@
 //! `Ok(None)`, not an error.
 
 use bytes::{Buf, Bytes, BytesMut};
+use ferrite_db::args::Argv;
+use std::ops::Range;
 
 /// Redis's PROTO_INLINE_MAX_SIZE: longest inline request or count line.
 pub const INLINE_MAX: usize = 64 * 1024;
@@ -18,35 +20,33 @@ pub const INLINE_MAX: usize = 64 * 1024;
 /// so an idle connection that sent `$536870912` holds 64 KiB, not 512 MB.
 pub const BULK_RESERVE_AHEAD: usize = 64 * 1024;
 
-/// What one parsed argument costs beyond its bytes (the `Bytes` handle in
-/// the argument vector), for the query-buffer accounting.
-const ARG_OVERHEAD: usize = std::mem::size_of::<Bytes>();
+/// What one parsed argument costs beyond its bytes (its span), for the
+/// query-buffer accounting.
+const ARG_OVERHEAD: usize = std::mem::size_of::<Range<usize>>();
 
 /// A protocol violation; the connection replies `-ERR Protocol error: <msg>` and closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
 
+/// Parses requests out of a connection's input buffer.
+///
+/// A multibulk request stays in the buffer until all of it has arrived,
+/// its arguments recorded as spans of it; then it is cut off as one
+/// buffer ([`Argv::from_frame`]): one reference count per command instead
+/// of one per argument. Nothing is cut from a half-read request, so none
+/// of it pins a read buffer, and the buffer's length counts all of it.
 #[derive(Debug, Default)]
 pub struct RequestParser {
     /// Remaining arguments of the multibulk being read (0: between commands).
     multibulk_left: usize,
-    /// Length of the bulk being read, once its `$n` line was consumed.
+    /// Length of the bulk being read, once its `$n` line was read.
     bulk_len: Option<usize>,
-    argv: Vec<Bytes>,
-    /// Memory held by the arguments parsed so far of a half-read command:
-    /// the input they were cut from (their bytes share its buffers) plus a
-    /// handle each. Counted with the unparsed input against
-    /// `client-query-buffer-limit`, as Redis counts `argv_len_sum`.
-    argv_bytes: usize,
-    /// `argv[..owned]` no longer share the input's buffers (see
-    /// [`RequestParser::own_small_args`]).
-    owned: usize,
+    /// Where the arguments read so far lie in the buffer.
+    spans: Vec<Range<usize>>,
+    /// Where reading goes on in the buffer: the request's bytes before it
+    /// are read (they are still in the buffer, at the same place).
+    scan: usize,
 }
-
-/// Arguments below this size are copied out of the input buffer when a
-/// command has to wait for more data; larger ones keep sharing it (they
-/// are most of their buffer anyway, and copying them would cost).
-const OWN_BELOW: usize = 32 * 1024;
 
 /// Limits in force for the next parse; read from config per connection.
 #[derive(Debug, Clone, Copy)]
@@ -63,26 +63,20 @@ impl RequestParser {
 
     /// True when no command is half-read.
     pub fn is_idle(&self) -> bool {
-        self.multibulk_left == 0 && self.argv.is_empty()
+        self.multibulk_left == 0 && self.spans.is_empty()
     }
 
-    /// While a command waits for more input, its small parsed arguments are
-    /// copied out of the input buffer: each shares the whole allocation it
-    /// was cut from, so a client dripping one small argument per read would
-    /// otherwise pin a read buffer (16 KiB or more) per argument, far more
-    /// than `parsed_bytes` counts.
-    fn own_small_args(&mut self) {
-        for a in &mut self.argv[self.owned..] {
-            if a.len() < OWN_BELOW {
-                *a = Bytes::copy_from_slice(a);
-            }
-        }
-        self.owned = self.argv.len();
-    }
-
-    /// Bytes held by the parsed arguments of the command being read.
+    /// Memory held for the half-read command beyond the input buffer (its
+    /// spans; its bytes are in the buffer), counted with it against
+    /// `client-query-buffer-limit`, as Redis counts `argv_len_sum`.
     pub fn parsed_bytes(&self) -> usize {
-        self.argv_bytes
+        self.spans.len() * ARG_OVERHEAD
+    }
+
+    /// Bytes at the start of the buffer that belong to the half-read
+    /// command's complete parts (count line, finished arguments).
+    pub fn read_up_to(&self) -> usize {
+        self.scan
     }
 
     /// How much to reserve in `buf` before the next read: while a bulk is
@@ -91,27 +85,31 @@ impl RequestParser {
     /// doubling, never on a header's word alone), and at least `min`.
     pub fn read_hint(&self, buf: &BytesMut, min: usize) -> usize {
         match self.bulk_len {
-            Some(l) => (l + 2)
-                .saturating_sub(buf.len())
-                .min(buf.len().max(BULK_RESERVE_AHEAD))
-                .max(min),
+            Some(l) => {
+                let received = buf.len().saturating_sub(self.scan);
+                (l + 2)
+                    .saturating_sub(received)
+                    .min(received.max(BULK_RESERVE_AHEAD))
+                    .max(min)
+            }
             None => min,
         }
     }
 
     /// Parse the next command from `buf`, consuming what it uses.
     /// `Ok(Some(argv))` may be an empty argv (an empty line or `*0`): skip it.
+    /// Between calls the caller only appends to `buf`.
     pub fn parse(
         &mut self,
         buf: &mut BytesMut,
         limits: Limits,
-    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    ) -> Result<Option<Argv>, ProtocolError> {
         if self.multibulk_left == 0 {
             if buf.is_empty() {
                 return Ok(None);
             }
             if buf[0] != b'*' {
-                return parse_inline(buf);
+                return Ok(parse_inline(buf)?.map(Argv::from));
             }
             // The count line: `*<n>\r\n`.
             let Some(cr) = memchr(b'\r', buf) else {
@@ -131,44 +129,41 @@ impl RequestParser {
             if n > 10 && limits.unauthenticated {
                 return Err(perr("unauthenticated multibulk length"));
             }
-            buf.advance(cr + 2);
             if n <= 0 {
-                return Ok(Some(Vec::new()));
+                buf.advance(cr + 2);
+                return Ok(Some(Argv::from(Vec::new())));
             }
+            self.scan = cr + 2;
             self.multibulk_left = n as usize;
             // NOTE: capacity is capped: the count is client-controlled.
-            self.argv = Vec::with_capacity(self.multibulk_left.min(1024));
-            self.owned = 0;
-            self.argv_bytes = cr + 2;
+            self.spans = Vec::with_capacity(self.multibulk_left.min(1024));
         }
         while self.multibulk_left > 0 {
             let len = match self.bulk_len {
                 Some(l) => l,
                 None => {
-                    let Some(cr) = memchr(b'\r', buf) else {
-                        if buf.len() > INLINE_MAX {
+                    let rest = &buf[self.scan..];
+                    let Some(cr) = memchr(b'\r', rest) else {
+                        if rest.len() > INLINE_MAX {
                             return Err(perr("too big bulk count string"));
                         }
-                        self.own_small_args();
                         return Ok(None);
                     };
-                    if cr + 2 > buf.len() {
-                        self.own_small_args();
+                    if cr + 2 > rest.len() {
                         return Ok(None);
                     }
-                    if buf[0] != b'$' {
-                        let got = buf[0] as char;
+                    if rest[0] != b'$' {
+                        let got = rest[0] as char;
                         return Err(ProtocolError(format!("expected '$', got '{got}'")));
                     }
-                    let l = match ferrite_db::args::parse_i64(&buf[1..cr]) {
+                    let l = match ferrite_db::args::parse_i64(&rest[1..cr]) {
                         Some(l) if l >= 0 && (l as u64) <= limits.max_bulk_len => l as usize,
                         _ => return Err(perr("invalid bulk length")),
                     };
                     if l > 16384 && limits.unauthenticated {
                         return Err(perr("unauthenticated bulk length"));
                     }
-                    buf.advance(cr + 2);
-                    self.argv_bytes += cr + 2;
+                    self.scan += cr + 2;
                     self.bulk_len = Some(l);
                     // IMPORTANT: never reserve the announced length on the
                     // word of a header: 40 idle clients announcing 512 MB
@@ -181,21 +176,20 @@ impl RequestParser {
                     l
                 }
             };
-            if buf.len() < len + 2 {
-                self.own_small_args();
+            if buf.len() - self.scan < len + 2 {
                 return Ok(None);
             }
             // NOTE: like Redis, the two bytes after the data are skipped, not checked.
-            let arg = buf.split_to(len).freeze();
-            buf.advance(2);
-            self.argv.push(arg);
-            self.argv_bytes += len + 2 + ARG_OVERHEAD;
+            self.spans.push(self.scan..self.scan + len);
+            self.scan += len + 2;
             self.bulk_len = None;
             self.multibulk_left -= 1;
         }
-        self.argv_bytes = 0;
-        self.owned = 0;
-        Ok(Some(std::mem::take(&mut self.argv)))
+        let frame = buf.split_to(std::mem::take(&mut self.scan)).freeze();
+        Ok(Some(Argv::from_frame(
+            frame,
+            std::mem::take(&mut self.spans),
+        )))
     }
 }
 
@@ -347,7 +341,7 @@ mod tests {
         let mut cmds = Vec::new();
         loop {
             match p.parse(&mut buf, L) {
-                Ok(Some(c)) => cmds.push(c),
+                Ok(Some(c)) => cmds.push(c.into_vec()),
                 Ok(None) => return (cmds, None),
                 Err(e) => return (cmds, Some(e)),
             }
@@ -457,7 +451,7 @@ mod tests {
                 buf.extend_from_slice(b"abc");
                 assert_eq!(p.parse(&mut buf, limits), Ok(None));
                 assert!(buf.capacity() <= BULK_RESERVE_AHEAD + 64);
-                assert_eq!(&buf[..], b"abc");
+                assert_eq!(&buf[p.read_up_to()..], b"abc");
                 // The next read may grow it by what is buffered, not more.
                 assert!(p.read_hint(&buf, 16) <= BULK_RESERVE_AHEAD);
             }
@@ -493,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn small_arguments_of_a_waiting_command_do_not_pin_the_input_buffer() {
+    fn a_waiting_command_stays_in_the_buffer_and_is_cut_once() {
         let limits = Limits {
             max_bulk_len: 512 << 20,
             unauthenticated: false,
@@ -501,23 +495,22 @@ mod tests {
         let mut p = RequestParser::new();
         let mut buf = BytesMut::with_capacity(16 * 1024);
         buf.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n");
-        let start = buf.as_ptr() as usize;
-        let range = start..start + buf.capacity();
-        // The value has not arrived: the command waits.
+        let held = buf.len();
+        // The value has not arrived: the command waits, nothing cut from
+        // the buffer (so nothing of it pins a read buffer elsewhere).
         assert_eq!(p.parse(&mut buf, limits), Ok(None));
-        assert_eq!(p.argv.len(), 2);
-        for a in &p.argv {
-            assert!(
-                !range.contains(&(a.as_ptr() as usize)),
-                "a parsed argument still shares the read buffer"
-            );
-        }
-        buf.extend_from_slice(b"$1\r\nv\r\n");
-        let argv = p.parse(&mut buf, limits).ok().flatten().unwrap_or_default();
-        assert_eq!(
-            argv,
-            vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")]
-        );
+        assert_eq!(buf.len(), held);
+        assert_eq!(p.read_up_to(), held);
+        buf.extend_from_slice(b"$1\r\nv\r\n*1\r\n$4\r\nPING\r\n");
+        let argv = p.parse(&mut buf, limits).ok().flatten();
+        let want: Argv = vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")].into();
+        assert_eq!(argv, Some(want));
+        // The next command is left whole, and parses on its own.
+        assert_eq!(&buf[..], b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(p.read_up_to(), 0);
+        let ping: Argv = vec![Bytes::from("PING")].into();
+        assert_eq!(p.parse(&mut buf, limits).ok().flatten(), Some(ping));
+        assert!(buf.is_empty());
     }
 
     #[test]
@@ -532,9 +525,9 @@ mod tests {
             buf.extend_from_slice(b"$1\r\nx\r\n");
         }
         assert_eq!(p.parse(&mut buf, limits), Ok(None));
-        assert!(buf.is_empty());
-        // 7 input bytes and one handle per argument, plus the count line.
-        assert_eq!(p.parsed_bytes(), 13 + 1000 * (7 + ARG_OVERHEAD));
+        // The input stays in the buffer; each argument adds its span.
+        assert_eq!(buf.len(), 13 + 1000 * 7);
+        assert_eq!(p.parsed_bytes(), 1000 * ARG_OVERHEAD);
         // A complete command resets the count.
         let mut p = RequestParser::new();
         let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n"[..]);

@@ -250,7 +250,7 @@ impl fmt::Debug for Block {
 }
 
 /// Listpack bytes of one entry as Redis's `streamAppendItem` writes it.
-fn lp_entry_size(same: bool, ms_delta: u64, seq_delta: u64, fields: &[Bytes]) -> u64 {
+fn lp_entry_size<F: AsRef<[u8]>>(same: bool, ms_delta: u64, seq_delta: u64, fields: &[F]) -> u64 {
     let pairs = (fields.len() / 2) as u64;
     // flags is 0 or 2 here, and later 1 or 3: always a 7-bit uint.
     let mut size = listpack::int_element_size(0)
@@ -263,7 +263,7 @@ fn lp_entry_size(same: bool, ms_delta: u64, seq_delta: u64, fields: &[Bytes]) ->
     }
     for (i, f) in fields.iter().enumerate() {
         if !same || i % 2 == 1 {
-            size += listpack::element_size(f);
+            size += listpack::element_size(f.as_ref());
         }
     }
     size + listpack::int_element_size(as_i64(lp_count))
@@ -273,15 +273,15 @@ impl Block {
     /// A new block whose master entry takes `fields`' names, holding one
     /// entry `id` (always flagged SAMEFIELDS, as in Redis). `fields` is the
     /// flat `[f1, v1, f2, v2, ...]` list (even length, checked by the caller).
-    pub(crate) fn new(id: StreamId, fields: &[Bytes]) -> Block {
+    pub(crate) fn new<F: AsRef<[u8]>>(id: StreamId, fields: &[F]) -> Block {
         let pairs = fields.len() / 2;
         let mut buf = Vec::new();
         put_varint(&mut buf, pairs as u64);
         let mut lp_fixed = listpack::int_element_size(as_i64(pairs as u64)) // num-fields
             + listpack::int_element_size(0); // master terminator
         for f in fields.iter().step_by(2) {
-            put_bytes(&mut buf, f);
-            lp_fixed += listpack::element_size(f);
+            put_bytes(&mut buf, f.as_ref());
+            lp_fixed += listpack::element_size(f.as_ref());
         }
         let entries_start = buf.len();
         let mut block = Block {
@@ -301,13 +301,13 @@ impl Block {
 
     /// Appends an entry (the caller decided this block is not full).
     /// Returns whether it was stored with SAMEFIELDS.
-    pub(crate) fn append(&mut self, id: StreamId, fields: &[Bytes]) -> bool {
+    pub(crate) fn append<F: AsRef<[u8]>>(&mut self, id: StreamId, fields: &[F]) -> bool {
         let same = self.fields_match_master(fields);
         self.push_entry(id, fields, same);
         same
     }
 
-    fn push_entry(&mut self, id: StreamId, fields: &[Bytes], same: bool) {
+    fn push_entry<F: AsRef<[u8]>>(&mut self, id: StreamId, fields: &[F], same: bool) {
         // Deltas wrap exactly like Redis's unsigned subtraction; they are
         // non-negative unless XSETID moved the last ID below this master.
         let ms_delta = id.ms.wrapping_sub(self.master.ms);
@@ -319,12 +319,12 @@ impl Block {
         put_varint(buf, zigzag(seq_delta as i64));
         if same {
             for v in fields.iter().skip(1).step_by(2) {
-                put_bytes(buf, v);
+                put_bytes(buf, v.as_ref());
             }
         } else {
             put_varint(buf, (fields.len() / 2) as u64);
             for f in fields {
-                put_bytes(buf, f);
+                put_bytes(buf, f.as_ref());
             }
         }
         let body_len = (buf.len() - start) as u64;
@@ -335,7 +335,7 @@ impl Block {
         self.last_id = id;
     }
 
-    fn fields_match_master(&self, fields: &[Bytes]) -> bool {
+    fn fields_match_master<F: AsRef<[u8]>>(&self, fields: &[F]) -> bool {
         if fields.len() / 2 != self.master_fields {
             return false;
         }

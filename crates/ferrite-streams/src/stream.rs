@@ -673,10 +673,10 @@ impl Stream {
     /// XADD. `fields` is the flat `[f1, v1, ...]` list; `now_ms` is the
     /// server's clock for `*`. Checks run in Redis's order: `0-0`, exhausted
     /// stream, ID generation/monotonicity, size.
-    pub fn add(
+    pub fn add<F: AsRef<[u8]>>(
         &mut self,
         id: XaddId,
-        fields: &[Bytes],
+        fields: &[F],
         now_ms: u64,
         cfg: &StreamConfig,
     ) -> Result<StreamId, AddError> {
@@ -715,7 +715,7 @@ impl Stream {
         }
         let total: u64 = fields
             .iter()
-            .fold(0u64, |acc, f| acc.saturating_add(f.len() as u64));
+            .fold(0u64, |acc, f| acc.saturating_add(f.as_ref().len() as u64));
         if total > STREAM_LISTPACK_MAX_SIZE {
             return Err(AddError::TooLarge);
         }
@@ -730,7 +730,13 @@ impl Stream {
     }
 
     /// Stores an entry in the tail block, or in a new block if the tail is full.
-    fn append(&mut self, id: StreamId, fields: &[Bytes], total: u64, cfg: &StreamConfig) {
+    fn append<F: AsRef<[u8]>>(
+        &mut self,
+        id: StreamId,
+        fields: &[F],
+        total: u64,
+        cfg: &StreamConfig,
+    ) {
         let max_bytes = cfg.effective_node_max_bytes();
         if let Some(mut tail) = self.blocks.last_entry() {
             let master = *tail.key();
@@ -1198,7 +1204,10 @@ mod tests {
         assert_eq!(s.len(), 8);
         assert_eq!(s.entries_added(), 8);
         assert_eq!(s.first_id(), id(0, 1));
-        assert_eq!(s.add(ex(1, 1), &[], 0, &CFG), Err(AddError::BadFieldCount));
+        assert_eq!(
+            s.add::<Bytes>(ex(1, 1), &[], 0, &CFG),
+            Err(AddError::BadFieldCount)
+        );
         assert_eq!(
             s.add(ex(1, 1), &fv(&["a"]), 0, &CFG),
             Err(AddError::BadFieldCount)

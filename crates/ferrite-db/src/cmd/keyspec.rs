@@ -4,6 +4,7 @@
 //! keys before the command runs (`cmd::run`), so no handler has to think
 //! about expiry, and for COMMAND GETKEYS.
 
+use crate::args::ArgList;
 use crate::reply::Reply;
 
 /// Where the search for keys starts.
@@ -126,8 +127,8 @@ pub fn single_key_position(specs: &[KeySpec], argc: usize) -> Option<usize> {
 /// order (a key named by two specs appears twice). Arguments that do not
 /// fit a spec (a bad key count) end that spec's keys: the command itself
 /// will refuse them.
-pub fn key_positions(specs: &[KeySpec], argv: &[bytes::Bytes]) -> Vec<usize> {
-    let argc = argv.len() as i64;
+pub fn key_positions(specs: &[KeySpec], argv: &(impl ArgList + ?Sized)) -> Vec<usize> {
+    let argc = argv.argc() as i64;
     let mut out = Vec::new();
     for spec in specs {
         let first = match &spec.begin {
@@ -143,7 +144,9 @@ pub fn key_positions(specs: &[KeySpec], argv: &[bytes::Bytes]) -> Vec<usize> {
                 while (dir > 0 && i <= end) || (dir < 0 && i >= end) {
                     if i >= 1
                         && i < argc
-                        && argv[i as usize].eq_ignore_ascii_case(keyword.as_bytes())
+                        && argv
+                            .arg(i as usize)
+                            .eq_ignore_ascii_case(keyword.as_bytes())
                     {
                         found = Some(i + 1);
                         break;
@@ -177,9 +180,9 @@ pub fn key_positions(specs: &[KeySpec], argv: &[bytes::Bytes]) -> Vec<usize> {
                 step,
             } => {
                 let idx = first + keynumidx;
-                let Some(n) = argv
-                    .get(idx as usize)
-                    .and_then(|a| crate::args::parse_i64(a))
+                let Some(n) = (idx >= 0 && idx < argc)
+                    .then(|| argv.arg(idx as usize))
+                    .and_then(crate::args::parse_i64)
                     .filter(|n| *n >= 0 && *n <= argc)
                 else {
                     continue;

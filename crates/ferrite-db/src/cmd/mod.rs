@@ -33,7 +33,7 @@ pub mod string;
 pub mod txn;
 pub mod zset;
 
-use crate::args::Args;
+use crate::args::{ArgList, Args, Argv};
 use crate::error::{sanitize_arg, CmdError};
 use crate::reply::Reply;
 use crate::shared::Shared;
@@ -335,13 +335,19 @@ impl ExtCommand {
 }
 
 /// The command `argv` names: a built-in one, or one registered on `shared`.
-pub fn lookup(shared: &Shared, argv: &[Bytes]) -> Result<&'static Command, CmdError> {
+pub fn lookup(
+    shared: &Shared,
+    argv: &(impl ArgList + ?Sized),
+) -> Result<&'static Command, CmdError> {
     match resolve(table(), argv) {
         Err(e @ CmdError::Raw(_)) => {
-            let Some(cmd) = argv.first().and_then(|n| shared.ext_command(n)) else {
+            let Some(cmd) = (argv.argc() > 0)
+                .then(|| argv.arg(0))
+                .and_then(|n| shared.ext_command(n))
+            else {
                 return Err(e);
             };
-            if !arity_ok(cmd.meta.arity, argv.len()) {
+            if !arity_ok(cmd.meta.arity, argv.argc()) {
                 return Err(CmdError::WrongArity(cmd.meta.name.clone()));
             }
             Ok(cmd)
@@ -639,7 +645,7 @@ pub fn execute(
     shared: &std::sync::Arc<Shared>,
     store: &mut Store,
     client: &mut ClientState,
-    argv: Vec<Bytes>,
+    argv: impl Into<Argv>,
     parsed: Option<parsed::Parsed>,
     now_ms: u64,
     may_block: bool,
@@ -655,7 +661,7 @@ pub fn execute(
             propagate: None,
             parsed,
         };
-        let done = match dispatch(&mut ctx, argv) {
+        let done = match dispatch(&mut ctx, argv.into()) {
             Dispatch::Block(req, _) if may_block => {
                 let (id, rx) = ctx
                     .store
@@ -712,7 +718,8 @@ pub fn guarded<T>(
 
 /// Look up, check and run one command (or queue it inside MULTI).
 /// The store must be locked by the caller; ready keys are served by the caller.
-pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
+pub fn dispatch(ctx: &mut Ctx, argv: impl Into<Argv>) -> Dispatch {
+    let argv: Argv = argv.into();
     let t = table();
     let Some(first) = argv.first() else {
         return Dispatch::Reply(Reply::Null);
@@ -772,7 +779,7 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
             &top[..],
             b"exec" | b"discard" | b"multi" | b"watch" | b"quit" | b"reset"
         ) {
-            queue.push(argv);
+            queue.push(argv.into_vec());
             return Dispatch::Reply(Reply::simple("QUEUED"));
         }
     }
@@ -782,7 +789,7 @@ pub fn dispatch(ctx: &mut Ctx, argv: Vec<Bytes>) -> Dispatch {
 /// Redis's `rejectCommand`: the error is counted (errorstats, and the
 /// command's rejected_calls), a transaction in progress is flagged to fail at
 /// EXEC, and a rejected EXEC itself becomes EXECABORT.
-fn reject(ctx: &mut Ctx, first: &Bytes, name: Option<&'static str>, r: Reply) -> Dispatch {
+fn reject(ctx: &mut Ctx, first: &[u8], name: Option<&'static str>, r: Reply) -> Dispatch {
     if ctx.client.multi.is_some() {
         ctx.client.multi_error = true;
     }
@@ -801,7 +808,7 @@ fn reject(ctx: &mut Ctx, first: &Bytes, name: Option<&'static str>, r: Reply) ->
 
 /// Redis's `rejectCommand`: a rejected EXEC (wrong arity, NOAUTH...) aborts
 /// the transaction and says why, even outside MULTI.
-fn exec_abort_if_exec(ctx: &mut Ctx, name: &Bytes, r: Reply) -> Reply {
+fn exec_abort_if_exec(ctx: &mut Ctx, name: &[u8], r: Reply) -> Reply {
     if !name.eq_ignore_ascii_case(b"exec") {
         return r;
     }
@@ -821,7 +828,8 @@ fn exec_abort_if_exec(ctx: &mut Ctx, name: &Bytes, r: Reply) -> Reply {
 }
 
 /// Run a resolved command (also used by EXEC for queued commands).
-pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
+pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: impl Into<Argv>) -> Dispatch {
+    let argv: Argv = argv.into();
     let started = std::time::Instant::now();
     if let Some(c) = ctx.store.clients.get_mut(&ctx.client.id) {
         c.last_cmd = cmd.meta.name.as_str();
@@ -954,27 +962,27 @@ pub fn run(ctx: &mut Ctx, cmd: &'static Command, argv: Vec<Bytes>) -> Dispatch {
 }
 
 /// Find the command (or subcommand) for `argv`, checking arity.
-pub fn resolve<'t>(t: &'t Table, argv: &[Bytes]) -> Result<&'t Command, CmdError> {
-    let first = &argv[0];
+pub fn resolve<'t>(t: &'t Table, argv: &(impl ArgList + ?Sized)) -> Result<&'t Command, CmdError> {
+    let first = argv.arg(0);
     let Some(cmd) = t.get(first) else {
         return Err(unknown_command(argv));
     };
-    if !arity_ok(cmd.meta.arity, argv.len()) {
+    if !arity_ok(cmd.meta.arity, argv.argc()) {
         return Err(CmdError::WrongArity(cmd.meta.name.clone()));
     }
     // Like Redis's lookupSubcommand: a container alone (bare COMMAND, arity -1)
     // is the container command itself.
-    if cmd.meta.subcommands.is_empty() || argv.len() < 2 {
+    if cmd.meta.subcommands.is_empty() || argv.argc() < 2 {
         return Ok(cmd);
     }
-    let sub = &argv[1];
+    let sub = argv.arg(1);
     let full = format!(
         "{}|{}",
         cmd.meta.name,
         String::from_utf8_lossy(sub).to_ascii_lowercase()
     );
     match t.commands.get(&full) {
-        Some(sc) if arity_ok(sc.meta.arity, argv.len()) => Ok(sc),
+        Some(sc) if arity_ok(sc.meta.arity, argv.argc()) => Ok(sc),
         Some(sc) => Err(CmdError::WrongArity(sc.meta.name.clone())),
         None => Err(CmdError::UnknownSubcommand {
             sub: sanitize_arg(sub),
@@ -983,7 +991,7 @@ pub fn resolve<'t>(t: &'t Table, argv: &[Bytes]) -> Result<&'t Command, CmdError
     }
 }
 
-fn rejected_name(t: &'static Table, argv: &[Bytes]) -> Option<&'static str> {
+fn rejected_name(t: &'static Table, argv: &Argv) -> Option<&'static str> {
     let cmd = t.get(&argv[0])?;
     if cmd.meta.subcommands.is_empty() || argv.len() < 2 {
         return Some(cmd.meta.name.as_str());
@@ -1002,15 +1010,15 @@ fn arity_ok(arity: i64, argc: usize) -> bool {
 }
 
 /// Redis's message: the name and the first arguments, 128 bytes of them at most.
-fn unknown_command(argv: &[Bytes]) -> CmdError {
-    let cstr = |b: &Bytes| -> Vec<u8> {
+fn unknown_command(argv: &(impl ArgList + ?Sized)) -> CmdError {
+    let cstr = |b: &[u8]| -> Vec<u8> {
         // NOTE: Redis formats with %s, which stops at a NUL byte.
         let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
         b[..end].to_vec()
     };
-    let name = cstr(&argv[0]);
+    let name = cstr(argv.arg(0));
     let mut args: Vec<u8> = Vec::new();
-    for a in &argv[1..] {
+    for a in (1..argv.argc()).map(|i| argv.arg(i)) {
         if args.len() >= 128 {
             break;
         }

@@ -68,9 +68,9 @@ pub fn parse_add_trim(a: &mut Args, xadd: bool) -> Result<AddTrimArgs, CmdError>
     let mut limit: Option<i64> = None;
     let mut nomkstream = false;
     let mut id = None;
-    while let Some(opt) = a.peek().cloned() {
+    while let Some(opt) = a.peek_slice() {
         let moreargs = a.remaining() - 1;
-        if xadd && opt.as_ref() == b"*" {
+        if xadd && opt == b"*" {
             a.skip(1);
             id = Some(XaddId::Auto);
             break;
@@ -117,8 +117,9 @@ pub fn parse_add_trim(a: &mut Args, xadd: bool) -> Result<AddTrimArgs, CmdError>
             a.skip(1);
             nomkstream = true;
         } else if xadd {
+            let parsed = parse_xadd_id(opt).map_err(|_| invalid_id());
             a.skip(1);
-            id = Some(parse_xadd_id(&opt).map_err(|_| invalid_id())?);
+            id = Some(parsed?);
             break;
         } else {
             return Err(CmdError::Syntax);
@@ -162,9 +163,10 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
     a.skip(1);
     let opts = parse_add_trim(a, true)?;
     let fields_at = a.position();
-    let argv = a.all();
-    let key = &argv[key_at];
-    let fields = &argv[fields_at..];
+    let argc = fields_at + a.remaining();
+    let key = a.arg(key_at).unwrap_or_default();
+    let fields: smallvec::SmallVec<[&[u8]; 16]> =
+        (fields_at..argc).filter_map(|i| a.arg(i)).collect();
     if fields.len() < 2 || fields.len() % 2 == 1 {
         return Err(CmdError::WrongArity("xadd".into()));
     }
@@ -181,7 +183,7 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
         ctx.propagate_nothing();
         return Ok(Reply::Null);
     }
-    append(ctx, key, id_spec, fields, opts.trim.as_ref()).map(Reply::Bulk)
+    append(ctx, key, id_spec, &fields, opts.trim.as_ref()).map(Reply::Bulk)
 }
 
 /// XADD's effect once its arguments are checked: creates the stream if
@@ -189,18 +191,20 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 /// logs the entry with its generated ID (and the trim as the exact one it
 /// amounted to), touches the key. Returns the new ID's text. Subsystems
 /// append through this too (`embedded::Atomic::xadd`).
-pub fn append(
+pub fn append<F: AsRef<[u8]>>(
     ctx: &mut Ctx,
-    key: &Bytes,
+    key: &[u8],
     id_spec: XaddId,
-    fields: &[Bytes],
+    fields: &[F],
     trim: Option<&TrimSpec>,
 ) -> Result<Bytes, CmdError> {
     let cfg = ctx.shared.config.read().stream_config();
     let now = ctx.now_ms;
     if !ctx.db().contains(key) {
-        ctx.db()
-            .insert(key.clone(), Value::Stream(Box::new(Stream::new())));
+        ctx.db().insert(
+            Bytes::copy_from_slice(key),
+            Value::Stream(Box::new(Stream::new())),
+        );
     }
     let Some(s) = stream_ref(ctx, key)? else {
         return Err(CmdError::WrongType);

@@ -9,10 +9,10 @@ pub(crate) fn put_cmd(out: &mut Vec<u8>, db: usize, argv: &[Bytes]) {
 }
 
 /// [`put_cmd`] of the command `head ++ tail`.
-pub fn put_cmd_parts(out: &mut Vec<u8>, db: usize, head: &[&[u8]], tail: &[Bytes]) {
+pub fn put_cmd_parts<F: AsRef<[u8]>>(out: &mut Vec<u8>, db: usize, head: &[&[u8]], tail: &[F]) {
     let len = 8
         + head.iter().map(|x| 4 + x.len()).sum::<usize>()
-        + tail.iter().map(|x| 4 + x.len()).sum::<usize>();
+        + tail.iter().map(|x| 4 + x.as_ref().len()).sum::<usize>();
     out.reserve(len);
     put_u32(out, db);
     put_u32(out, head.len() + tail.len());
@@ -20,7 +20,7 @@ pub fn put_cmd_parts(out: &mut Vec<u8>, db: usize, head: &[&[u8]], tail: &[Bytes
         put_bytes(out, a);
     }
     for a in tail {
-        put_bytes(out, a);
+        put_bytes(out, a.as_ref());
     }
 }
 
@@ -43,9 +43,12 @@ pub const LOG_RECORD_MAX: usize = ferrite_storage::MAX_RECORD_LEN;
 /// An upper bound of the record that logging `cmds` (as given by clients)
 /// takes, for commands whose logged effects are their arguments (XADD's
 /// `*` becomes an ID, a trim becomes an exact XTRIM: `SLACK` covers them).
-pub fn record_size_bound<'a>(cmds: impl IntoIterator<Item = &'a Vec<Bytes>>) -> usize {
+pub fn record_size_bound<'a, A: crate::args::ArgList + ?Sized + 'a>(
+    cmds: impl IntoIterator<Item = &'a A>,
+) -> usize {
     const SLACK: usize = 256;
-    5 + cmds.into_iter().map(|a| cmd_len(a) + SLACK).sum::<usize>()
+    let len = |a: &A| 8 + (0..a.argc()).map(|i| 4 + a.arg(i).len()).sum::<usize>();
+    5 + cmds.into_iter().map(|a| len(a) + SLACK).sum::<usize>()
 }
 
 /// Encode one command batch record (the server's own records are built in
