@@ -97,6 +97,25 @@ impl Db {
     pub fn touching(&self, clock: u32) {
         self.touching.set(clock);
     }
+    /// The value at `key`, `make()` inserted first if there is none: one
+    /// lookup when the key exists (XADD to an existing stream).
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &[u8],
+        make: impl FnOnce() -> Value,
+    ) -> Option<&mut Value> {
+        let i = match self.slots.find(key) {
+            Some(i) => {
+                self.stamp(i);
+                i
+            }
+            None => {
+                self.insert(Bytes::copy_from_slice(key), make());
+                self.slots.find(key)?
+            }
+        };
+        self.slots.at_mut(i)
+    }
     /// Insert or replace; returns the previous value.
     pub fn insert(&mut self, key: Bytes, value: Value) -> Option<Value> {
         let now = lru_clock();

@@ -214,7 +214,9 @@ const NO_TOUCH: &[&str] = &[
 ];
 
 pub struct Table {
-    pub commands: HashMap<String, Command>,
+    /// By lowercase full name. FNV: looked up for every command with a
+    /// client's bytes, but never grown by them (nothing to flood).
+    pub commands: HashMap<String, Command, std::hash::BuildHasherDefault<crate::store::NameHasher>>,
 }
 
 impl Table {

@@ -178,8 +178,7 @@ fn xadd(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
             "The ID specified in XADD must be greater than 0-0",
         ));
     }
-    let exists = ctx.db().contains(key);
-    if !exists && opts.nomkstream {
+    if opts.nomkstream && !ctx.db().contains(key) {
         ctx.propagate_nothing();
         return Ok(Reply::Null);
     }
@@ -200,14 +199,12 @@ pub fn append<F: AsRef<[u8]>>(
 ) -> Result<Bytes, CmdError> {
     let cfg = ctx.shared.config.read().stream_config();
     let now = ctx.now_ms;
-    if !ctx.db().contains(key) {
-        ctx.db().insert(
-            Bytes::copy_from_slice(key),
-            Value::Stream(Box::new(Stream::new())),
-        );
-    }
-    let Some(s) = stream_ref(ctx, key)? else {
-        return Err(CmdError::WrongType);
+    let s = match ctx
+        .db()
+        .get_or_insert_with(key, || Value::Stream(Box::new(Stream::new())))
+    {
+        Some(Value::Stream(s)) => s,
+        _ => return Err(CmdError::WrongType),
     };
     if s.last_id() == StreamId::MAX {
         return Err(CmdError::err(
