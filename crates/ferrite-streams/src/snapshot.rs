@@ -28,7 +28,7 @@ use crate::stream::{RestoredBlock, Stream, StreamMeta};
 use crate::StreamId;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A bounds-checked cursor over checkpoint bytes (from disk: every read is
 /// checked, every error says at which byte).
@@ -136,6 +136,19 @@ pub(crate) struct StoredRun {
     start: usize,
     end: usize,
     last: StreamId,
+    /// The blocks right after the run that the last snapshot handed out to
+    /// store: their entries come back from the checkpoint thread once they
+    /// are durable ([`publish_runs`]), so the next snapshot appends them
+    /// without visiting the blocks. Dropped by any change at or below its
+    /// last master.
+    pending: Option<PendingRun>,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRun {
+    entries: Arc<OnceLock<Vec<u8>>>,
+    last: StreamId,
+    count: usize,
 }
 
 impl StoredRun {
@@ -163,6 +176,9 @@ impl StoredRun {
     /// Block `master` changed (its bytes, its storage, or a new block with
     /// that master): the run ends before it.
     pub(crate) fn changed(&mut self, master: StreamId) {
+        if self.pending.as_ref().is_some_and(|p| master <= p.last) {
+            self.pending = None;
+        }
         if self.is_empty() || master > self.last {
             return;
         }
@@ -195,6 +211,40 @@ impl StoredRun {
     /// holds the bytes, else into a copy of the live entries. Dead head
     /// entries are dropped once they are half the buffer.
     pub(crate) fn push(&mut self, master: StreamId, sum: &Summary, loc: BlockLoc) {
+        self.make_room();
+        let v = Arc::make_mut(&mut self.bytes);
+        v.truncate(self.end * STORED_LEN);
+        put_stored(v, master, sum);
+        put_loc(v, loc);
+        self.end += 1;
+        self.last = master;
+    }
+
+    /// Append the blocks the last snapshot handed out, if their entries came
+    /// back (else they are visited and handed out again). The entries are
+    /// freed with the snapshot, in `garbage`.
+    fn take_pending(&mut self, garbage: &mut Garbage) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let Some(entries) = p.entries.get() else {
+            return;
+        };
+        if entries.len() != p.count * STORED_LEN || p.count == 0 {
+            return;
+        }
+        self.make_room();
+        let v = Arc::make_mut(&mut self.bytes);
+        v.truncate(self.end * STORED_LEN);
+        v.extend_from_slice(entries);
+        self.end += p.count;
+        self.last = p.last;
+        garbage.1.push(p.entries);
+    }
+
+    /// Make the bytes this stream's own (copying the live entries if a
+    /// snapshot holds them, or if dead head entries are half the buffer).
+    fn make_room(&mut self) {
         let dead = self.start * STORED_LEN;
         if Arc::get_mut(&mut self.bytes).is_none() || (dead > 0 && dead >= self.bytes.len() / 2) {
             let live = &self.bytes[dead..self.end * STORED_LEN];
@@ -204,12 +254,6 @@ impl StoredRun {
             self.end -= self.start;
             self.start = 0;
         }
-        let v = Arc::make_mut(&mut self.bytes);
-        v.truncate(self.end * STORED_LEN);
-        put_stored(v, master, sum);
-        put_loc(v, loc);
-        self.end += 1;
-        self.last = master;
     }
 
     /// The live entries' bytes, shared (for one snapshot).
@@ -292,12 +336,50 @@ pub struct SnapshotState {
     pub inserts: Vec<(usize, Insert)>,
     /// What the snapshot let go of, to free off the store lock.
     pub garbage: Garbage,
+    /// Streams' runs waiting for the entries of blocks in `jobs`
+    /// ([`publish_runs`]).
+    pub fills: Vec<RunFill>,
 }
 
-/// Memory a snapshot let go of (filled seal tickets), freed when it is
-/// dropped: on the checkpoint thread, not under the store lock.
+/// The entries of a stream's blocks handed out in `jobs[jobs]`, to give
+/// back to its run once they are durable.
+pub struct RunFill {
+    entries: Arc<OnceLock<Vec<u8>>>,
+    jobs: std::ops::Range<usize>,
+}
+
+/// Once the checkpoint is durable (after [`SealJob::publish`]): give each
+/// stream the stored form of the blocks it handed out, as `body` has them
+/// (locations patched in), so its next snapshot appends them to its run
+/// without visiting them. Off the store lock. Not calling it only costs
+/// that visit.
+pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) {
+    for f in fills {
+        let Some(js) = jobs.get(f.jobs.clone()) else {
+            continue;
+        };
+        let mut entries = Vec::with_capacity(js.len() * STORED_LEN);
+        for j in js {
+            let end = j.patch_at + LOC_LEN;
+            match end
+                .checked_sub(STORED_LEN)
+                .and_then(|from| body.get(from..end))
+            {
+                Some(e) => entries.extend_from_slice(e),
+                None => break,
+            }
+        }
+        if entries.len() == js.len() * STORED_LEN {
+            let _ = f.entries.set(entries);
+        }
+    }
+}
+
+/// Memory a snapshot let go of (filled seal tickets, entries handed back
+/// to runs), freed when it is dropped: on the checkpoint thread, not under
+/// the store lock.
 #[derive(Default)]
-pub struct Garbage(Vec<Arc<SealTicket>>);
+pub struct Garbage(Vec<Arc<SealTicket>>, Vec<Arc<OnceLock<Vec<u8>>>>);
 
 /// Bytes of a body taken by reference under the store lock and copied or
 /// encoded into it later, by [`assemble`] on the checkpoint thread.
@@ -312,8 +394,11 @@ pub enum Insert {
     },
     /// A value shared copy on write with the keyspace (a later write to it
     /// copies it first), encoded by this function.
-    Encode(Box<dyn FnOnce(&mut Vec<u8>) + Send>),
+    Encode(Encoder),
 }
+
+/// Appends a value's form to a body (see [`Insert::Encode`]).
+pub type Encoder = Box<dyn FnOnce(&mut Vec<u8>) + Send>;
 
 impl std::fmt::Debug for Insert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -444,6 +529,7 @@ impl Stream {
         // The stored blocks at the head are the run kept from the last
         // checkpoint, extended by the blocks stored since; only the blocks
         // after it are visited.
+        self.run.take_pending(&mut st.garbage);
         let tail = self.blocks.keys().next_back().copied();
         let rest = if self.run.is_empty() {
             self.blocks.range_mut(..)
@@ -453,6 +539,10 @@ impl Stream {
         };
         let mut written = 0u64;
         let mut extending = true;
+        // The blocks handed out right after the run: (first job, last
+        // master, count), while no other block came between.
+        let mut handed: Option<(usize, StreamId, usize)> = None;
+        let mut contiguous = true;
         for (&master, node) in rest {
             if let Stored::Pending(t) = &node.stored {
                 if let Some(loc) = t.get() {
@@ -467,6 +557,7 @@ impl Stream {
                 if extending {
                     self.run.push(master, &node.sum, loc);
                 } else {
+                    contiguous = false;
                     put_stored(out, master, &node.sum);
                     put_loc(out, loc);
                     st.referenced.entry(sid).or_default().insert(loc.segment);
@@ -483,6 +574,7 @@ impl Stream {
             written += 1;
             if Some(master) == tail {
                 // The open tail block (still growing): kept in the body.
+                contiguous = false;
                 out.push(0);
                 put_id(out, master);
                 put_bytes(out, block.encoded());
@@ -494,6 +586,10 @@ impl Stream {
             let bytes = block.share();
             let ticket = Arc::new(SealTicket::default());
             node.stored = Stored::Pending(ticket.clone());
+            if contiguous {
+                let (first, _, n) = handed.unwrap_or((st.jobs.len(), master, 0));
+                handed = Some((first, master, n + 1));
+            }
             put_stored(out, master, &node.sum);
             st.jobs.push(SealJob {
                 stream: sid,
@@ -511,6 +607,18 @@ impl Stream {
                     len: 0,
                 },
             );
+        }
+        if let Some((first, last, count)) = handed {
+            let entries = Arc::new(OnceLock::new());
+            st.fills.push(RunFill {
+                entries: entries.clone(),
+                jobs: first..first + count,
+            });
+            self.run.pending = Some(PendingRun {
+                entries,
+                last,
+                count,
+            });
         }
         let total = written + self.run.len() as u64;
         out[count_at..count_at + 8].copy_from_slice(&total.to_le_bytes());
@@ -784,6 +892,7 @@ mod tests {
     struct Taken {
         written: Vec<u8>,
         inserts: Vec<(usize, Insert)>,
+        fills: Vec<RunFill>,
         jobs: Vec<SealJob>,
         reference: Vec<u8>,
         entries: Vec<Entry>,
@@ -800,6 +909,7 @@ mod tests {
         Taken {
             written,
             inserts: st.inserts,
+            fills: st.fills,
             jobs: st.jobs,
             reference: whole(s),
             entries: s.range(StreamId::MIN, StreamId::MAX, None, false),
@@ -829,6 +939,7 @@ mod tests {
         for job in &jobs {
             job.publish(&body);
         }
+        publish_runs(&t.fills, &jobs, &body);
         let mut r = Reader::new(&body);
         let back = Stream::read_snapshot(&mut r, 4, b"k", Some(cache), 8)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -858,7 +969,7 @@ mod tests {
             node_max_bytes: 0,
         };
         let mut s = Stream::new();
-        let (mut next, mut shared) = (1u64, 0);
+        let (mut next, mut shared, mut filled) = (1u64, 0, 0);
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut rand = |n: u64| {
             rng ^= rng << 13;
@@ -872,6 +983,9 @@ mod tests {
                 assert!(s.add(id, &fv(next), 0, &cfg).is_ok());
                 next += 1;
             }
+            // Entries handed back by the last checkpoint, appended unvisited.
+            let handed_back = s.run.pending.as_ref().and_then(|p| p.entries.get());
+            filled += usize::from(handed_back.is_some());
             let t = take(&mut s, &cache);
             shared += usize::from(!t.inserts.is_empty());
             // Changes after the snapshot instant.
@@ -913,6 +1027,10 @@ mod tests {
             s.check_invariants().unwrap_or_else(|e| panic!("{e}"));
         }
         assert!(shared > 30, "only {shared} snapshots shared a run");
+        assert!(
+            filled > 10,
+            "only {filled} snapshots had entries handed back"
+        );
         // The last state, taken with nothing changing after.
         let t = take(&mut s, &cache);
         finish(t, 1000, &mem, &cache);

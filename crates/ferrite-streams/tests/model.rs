@@ -11,7 +11,7 @@
 //! storage gets the same commands: both must keep identical blocks.
 
 use bytes::Bytes;
-use ferrite_streams::snapshot::{assemble, Reader, SnapshotState};
+use ferrite_streams::snapshot::{assemble, publish_runs, Reader, SnapshotState};
 use ferrite_streams::{
     AddError, BlockCache, BlockLoc, BlockSource, Storage, Stream, StreamConfig, StreamId, Trim,
     TrimSpec, XaddId,
@@ -118,6 +118,7 @@ fn seal(s: &mut Stream, src: &MemSource, cache: &Arc<BlockCache>) -> Vec<u8> {
     for job in &st.jobs {
         job.publish(&body);
     }
+    publish_runs(&st.fills, &st.jobs, &body);
     body
 }
 

@@ -21,7 +21,8 @@ use ferrite_storage::{
     StreamKeyId, StreamStore, StreamStoreOptions,
 };
 use ferrite_streams::snapshot::{
-    assemble, put_bytes, put_u32, Garbage, Insert, Reader, SealJob, SnapshotState,
+    assemble, publish_runs, put_bytes, put_u32, Garbage, Insert, Reader, RunFill, SealJob,
+    SnapshotState,
 };
 use ferrite_streams::{BlockCache, BlockLoc, BlockSource, StreamId};
 use std::collections::{BTreeSet, HashMap};

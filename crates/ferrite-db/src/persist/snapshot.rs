@@ -72,6 +72,7 @@ pub fn encode_snapshot(
         body: out,
         inserts: st.inserts,
         _garbage: st.garbage,
+        fills: st.fills,
         jobs: st.jobs,
         referenced: st.referenced,
     }
@@ -86,6 +87,8 @@ pub struct Snapshot {
     pub(crate) inserts: Vec<(usize, Insert)>,
     /// Freed with the snapshot, off the lock.
     _garbage: Garbage,
+    /// Streams' runs to give the entries of their stored blocks.
+    fills: Vec<RunFill>,
     pub jobs: Vec<SealJob>,
     /// Segment files (by stream id) that the body's stored blocks live in.
     pub referenced: HashMap<u64, BTreeSet<u64>>,
@@ -137,7 +140,9 @@ impl Snapshot {
     /// After the checkpoint is durable: the stored blocks' nodes may now
     /// drop their bytes. Returns the bytes made evictable.
     pub(crate) fn publish(&self) -> u64 {
-        self.jobs.iter().map(|job| job.publish(&self.body)).sum()
+        let bytes = self.jobs.iter().map(|job| job.publish(&self.body)).sum();
+        publish_runs(&self.fills, &self.jobs, &self.body);
+        bytes
     }
 }
 
