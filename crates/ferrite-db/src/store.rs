@@ -460,6 +460,10 @@ pub struct Store {
     pub block_cache: Option<Arc<BlockCache>>,
     /// Next numeric id for a stream's segment directory (checkpointed).
     pub next_stream_id: u64,
+    /// Bytes the last checkpoint snapshot wrote under the lock, and the
+    /// blocks it handed out to store: the next one reserves that much at
+    /// once instead of growing its buffers.
+    pub snapshot_hint: (usize, usize),
     /// `block-cache-size` (kept here so the check after every command takes
     /// no config lock; CONFIG SET updates it).
     pub cache_budget: u64,
@@ -507,6 +511,7 @@ impl Store {
             logging: false,
             block_cache: None,
             next_stream_id: 1,
+            snapshot_hint: (0, 0),
             cache_budget: 0,
             slowlog: Default::default(),
             monitors: Vec::new(),

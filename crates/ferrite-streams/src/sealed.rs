@@ -235,7 +235,7 @@ pub struct Storage {
 }
 
 /// Filled by the storage engine with where it stored a sealed block, once
-/// that is durable (see [`crate::Stream::seal_snapshot`]).
+/// that is durable (see [`crate::Stream::write_snapshot`]).
 #[derive(Debug, Default)]
 pub(crate) struct SealTicket(OnceLock<BlockLoc>);
 

@@ -23,11 +23,12 @@
 
 use crate::block::Block;
 use crate::group::Group;
-use crate::sealed::{BlockCache, BlockLoc, SealTicket, Storage, Summary};
-use crate::stream::{RestoredBlock, SnapBlock, Stream, StreamMeta};
+use crate::sealed::{BlockCache, BlockLoc, SealTicket, Storage, Stored, Summary};
+use crate::stream::{RestoredBlock, Stream, StreamMeta};
 use crate::StreamId;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::ops::Bound;
+use std::sync::{Arc, OnceLock};
 
 /// A bounds-checked cursor over checkpoint bytes (from disk: every read is
 /// checked, every error says at which byte).
@@ -113,6 +114,157 @@ fn put_stored(out: &mut Vec<u8>, master: StreamId, s: &Summary) {
 
 const LOC_LEN: usize = 24;
 
+/// Bytes of one stored block in the body: `u8 tag, id master, u64 live,
+/// u64 deleted, u64 listpack_bytes, id last, u64 segment, u64 offset, u64
+/// len`.
+pub(crate) const STORED_LEN: usize = 1 + 16 + 3 * 8 + 16 + LOC_LEN;
+
+/// A stream's stored blocks as the last checkpoint encoded them, kept for
+/// the next one (docs/storage.md, "The snapshot's lock hold").
+///
+/// Invariant: entries `start..end` of `bytes` (each [`STORED_LEN`] bytes)
+/// are exactly the stored form of the stream's first `end - start` blocks,
+/// in key order, each stored at the location it names; `last` is the
+/// master of entry `end - 1`. Every change to one of those blocks goes
+/// through [`StoredRun::changed`] or [`StoredRun::removed`] (which only
+/// move `start` and `end`), so the bytes a snapshot shares are never
+/// written again: they grow in place only while no snapshot holds them
+/// ([`Arc::get_mut`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StoredRun {
+    bytes: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+    last: StreamId,
+    /// The blocks right after the run that the last snapshot handed out to
+    /// store: their entries come back from the checkpoint thread once they
+    /// are durable ([`publish_runs`]), so the next snapshot appends them
+    /// without visiting the blocks. Dropped by any change at or below its
+    /// last master.
+    pending: Option<PendingRun>,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRun {
+    entries: Arc<OnceLock<Vec<u8>>>,
+    last: StreamId,
+    count: usize,
+}
+
+impl StoredRun {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Blocks in the run.
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The master of the run's last block (meaningless when empty).
+    pub(crate) fn last(&self) -> StreamId {
+        self.last
+    }
+
+    fn master_at(&self, i: usize) -> StreamId {
+        let at = i * STORED_LEN + 1;
+        let mut r = Reader::new(self.bytes.get(at..at + 16).unwrap_or(&[]));
+        // Entries are written by `push` only: always 16 bytes here.
+        r.id().unwrap_or(StreamId::MIN)
+    }
+
+    /// Block `master` changed (its bytes, its storage, or a new block with
+    /// that master): the run ends before it.
+    pub(crate) fn changed(&mut self, master: StreamId) {
+        if self.pending.as_ref().is_some_and(|p| master <= p.last) {
+            self.pending = None;
+        }
+        if self.is_empty() || master > self.last {
+            return;
+        }
+        let (mut lo, mut hi) = (self.start, self.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.master_at(mid) < master {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        self.end = lo;
+        if !self.is_empty() {
+            self.last = self.master_at(self.end - 1);
+        }
+    }
+
+    /// Block `master` was removed: a head block (trimming) moves the start,
+    /// any other ends the run before it.
+    pub(crate) fn removed(&mut self, master: StreamId) {
+        if !self.is_empty() && self.master_at(self.start) == master {
+            self.start += 1;
+        } else {
+            self.changed(master);
+        }
+    }
+
+    /// Append the next block (stored at `loc`): in place if no snapshot
+    /// holds the bytes, else into a copy of the live entries. Dead head
+    /// entries are dropped once they are half the buffer.
+    pub(crate) fn push(&mut self, master: StreamId, sum: &Summary, loc: BlockLoc) {
+        self.make_room();
+        let v = Arc::make_mut(&mut self.bytes);
+        v.truncate(self.end * STORED_LEN);
+        put_stored(v, master, sum);
+        put_loc(v, loc);
+        self.end += 1;
+        self.last = master;
+    }
+
+    /// Append the blocks the last snapshot handed out, if their entries came
+    /// back (else they are visited and handed out again). The entries are
+    /// freed with the snapshot, in `garbage`.
+    fn take_pending(&mut self, garbage: &mut Garbage) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let Some(entries) = p.entries.get() else {
+            return;
+        };
+        if entries.len() != p.count * STORED_LEN || p.count == 0 {
+            return;
+        }
+        self.make_room();
+        let v = Arc::make_mut(&mut self.bytes);
+        v.truncate(self.end * STORED_LEN);
+        v.extend_from_slice(entries);
+        self.end += p.count;
+        self.last = p.last;
+        garbage.1.push(p.entries);
+    }
+
+    /// Make the bytes this stream's own (copying the live entries if a
+    /// snapshot holds them, or if dead head entries are half the buffer).
+    fn make_room(&mut self) {
+        let dead = self.start * STORED_LEN;
+        if Arc::get_mut(&mut self.bytes).is_none() || (dead > 0 && dead >= self.bytes.len() / 2) {
+            let live = &self.bytes[dead..self.end * STORED_LEN];
+            let mut fresh = Vec::with_capacity(live.len() * 2 + STORED_LEN);
+            fresh.extend_from_slice(live);
+            self.bytes = Arc::new(fresh);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// The live entries' bytes, shared (for one snapshot).
+    pub(crate) fn share(&self) -> (Arc<Vec<u8>>, std::ops::Range<usize>) {
+        (
+            Arc::clone(&self.bytes),
+            self.start * STORED_LEN..self.end * STORED_LEN,
+        )
+    }
+}
+
 fn put_loc(out: &mut Vec<u8>, loc: BlockLoc) {
     out.extend_from_slice(&loc.segment.to_le_bytes());
     out.extend_from_slice(&loc.offset.to_le_bytes());
@@ -176,14 +328,163 @@ pub struct SnapshotState {
     pub next_storage_id: u64,
     /// Full blocks to store before the body is written.
     pub jobs: Vec<SealJob>,
-    /// Segment files (by storage id) that the body's stored blocks live in.
+    /// Segment files (by storage id) that the body's stored blocks live in
+    /// (those of shared runs are added by [`assemble`]).
     pub referenced: HashMap<u64, BTreeSet<u64>>,
+    /// What goes into the body between the bytes written so far, by
+    /// position in them, in order: see [`Insert`].
+    pub inserts: Vec<(usize, Insert)>,
+    /// What the snapshot let go of, to free off the store lock.
+    pub garbage: Garbage,
+    /// Streams' runs waiting for the entries of blocks in `jobs`
+    /// ([`publish_runs`]).
+    pub fills: Vec<RunFill>,
+}
+
+/// The entries of a stream's blocks handed out in `jobs[jobs]`, to give
+/// back to its run once they are durable.
+pub struct RunFill {
+    entries: Arc<OnceLock<Vec<u8>>>,
+    jobs: std::ops::Range<usize>,
+}
+
+/// Once the checkpoint is durable (after [`SealJob::publish`]): give each
+/// stream the stored form of the blocks it handed out, as `body` has them
+/// (locations patched in), so its next snapshot appends them to its run
+/// without visiting them. Off the store lock. Not calling it only costs
+/// that visit.
+pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) {
+    for f in fills {
+        let Some(js) = jobs.get(f.jobs.clone()) else {
+            continue;
+        };
+        let mut entries = Vec::with_capacity(js.len() * STORED_LEN);
+        for j in js {
+            let end = j.patch_at + LOC_LEN;
+            match end
+                .checked_sub(STORED_LEN)
+                .and_then(|from| body.get(from..end))
+            {
+                Some(e) => entries.extend_from_slice(e),
+                None => break,
+            }
+        }
+        if entries.len() == js.len() * STORED_LEN {
+            let _ = f.entries.set(entries);
+        }
+    }
+}
+
+/// Memory a snapshot let go of (filled seal tickets, entries handed back
+/// to runs), freed when it is dropped: on the checkpoint thread, not under
+/// the store lock.
+#[derive(Default)]
+pub struct Garbage(Vec<Arc<SealTicket>>, Vec<Arc<OnceLock<Vec<u8>>>>);
+
+/// Bytes of a body taken by reference under the store lock and copied or
+/// encoded into it later, by [`assemble`] on the checkpoint thread.
+pub enum Insert {
+    /// A stream's stored blocks as encoded at an earlier checkpoint
+    /// (`range` of `bytes`, whole [`STORED_LEN`] entries); `stream` is its
+    /// storage id.
+    Run {
+        stream: u64,
+        bytes: Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+    },
+    /// A value shared copy on write with the keyspace (a later write to it
+    /// copies it first), encoded by this function.
+    Encode(Encoder),
+}
+
+/// Appends a value's form to a body (see [`Insert::Encode`]).
+pub type Encoder = Box<dyn FnOnce(&mut Vec<u8>) + Send>;
+
+impl std::fmt::Debug for Insert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Insert::Run { stream, range, .. } => write!(f, "Run({stream}, {range:?})"),
+            Insert::Encode(_) => write!(f, "Encode"),
+        }
+    }
+}
+
+impl SnapshotState {
+    /// Put `insert` into the body at `at` (the length written so far).
+    pub fn insert(&mut self, at: usize, insert: Insert) {
+        self.inserts.push((at, insert));
+    }
+}
+
+/// The whole body: `written` (what was encoded under the lock) with each
+/// of `inserts` put in at its position, and each job's location moved to
+/// where it lands. Segments of the runs' stored blocks are added to
+/// `referenced`. Runs off the store lock.
+pub fn assemble(
+    written: Vec<u8>,
+    inserts: Vec<(usize, Insert)>,
+    jobs: &mut [SealJob],
+    referenced: &mut HashMap<u64, BTreeSet<u64>>,
+) -> Vec<u8> {
+    if inserts.is_empty() {
+        return written;
+    }
+    let runs: usize = inserts
+        .iter()
+        .map(|(_, i)| match i {
+            Insert::Run { range, .. } => range.len(),
+            Insert::Encode(_) => 0,
+        })
+        .sum();
+    let mut body = Vec::with_capacity(written.len() + runs);
+    let (mut from, mut shift, mut j) = (0, 0, 0);
+    for (at, insert) in inserts {
+        let at = at.min(written.len()).max(from);
+        while j < jobs.len() && jobs[j].patch_at < at {
+            jobs[j].patch_at += shift;
+            j += 1;
+        }
+        body.extend_from_slice(&written[from..at]);
+        let before = body.len();
+        match insert {
+            Insert::Run {
+                stream,
+                bytes,
+                range,
+            } => {
+                let run = bytes.get(range).unwrap_or(&[]);
+                body.extend_from_slice(run);
+                let set = referenced.entry(stream).or_default();
+                let mut last = None;
+                for e in run.chunks_exact(STORED_LEN) {
+                    let mut r = Reader::new(&e[STORED_LEN - LOC_LEN..]);
+                    if let Ok(seg) = r.u64() {
+                        if last != Some(seg) {
+                            set.insert(seg);
+                            last = Some(seg);
+                        }
+                    }
+                }
+            }
+            Insert::Encode(f) => f(&mut body),
+        }
+        shift += body.len() - before;
+        from = at;
+    }
+    body.extend_from_slice(&written[from..]);
+    for job in &mut jobs[j..] {
+        job.patch_at += shift;
+    }
+    body
 }
 
 impl Stream {
     /// Append this stream's persisted form to `out` (the layout in the
     /// module doc). Full blocks not stored yet become [`SealJob`]s in
-    /// `st`; a stream that stores its first block gets a storage id.
+    /// `st`; a stream that stores its first block gets a storage id. The
+    /// stored blocks kept from the last checkpoint are not copied: they
+    /// are an [`Insert`] in `st`, so the body is whole only after
+    /// [`assemble`]. Visits only the blocks after that run.
     pub fn write_snapshot(&mut self, out: &mut Vec<u8>, st: &mut SnapshotState) {
         let m = self.meta();
         for id in [m.last_id, m.first_id, m.max_deleted_id] {
@@ -192,72 +493,145 @@ impl Stream {
         out.extend_from_slice(&m.entries_added.to_le_bytes());
         out.push(u8::from(self.is_disordered()));
         // Only with persistence on (a cache) are blocks stored.
-        let blocks = match &st.cache {
-            Some(_) => self.seal_snapshot(),
-            None => self
-                .blocks()
-                .map(|b| SnapBlock::Inline {
-                    master: b.master_id(),
-                    bytes: b.encoded().to_vec(),
-                })
-                .collect(),
-        };
-        let needs_storage = blocks
-            .iter()
-            .any(|b| !matches!(b, SnapBlock::Inline { .. }));
-        if needs_storage && self.storage().is_none() {
-            if let Some(cache) = &st.cache {
-                self.set_storage(Storage {
-                    id: st.next_storage_id,
-                    cache: cache.clone(),
-                });
-                st.next_storage_id += 1;
+        let Some(cache) = &st.cache else {
+            out.extend_from_slice(&self.storage().map_or(0, |s| s.id).to_le_bytes());
+            let count_at = out.len();
+            out.extend_from_slice(&0u64.to_le_bytes());
+            let mut n = 0u64;
+            for b in self.blocks() {
+                out.push(0);
+                put_id(out, b.master_id());
+                put_bytes(out, b.encoded());
+                n += 1;
             }
+            out[count_at..count_at + 8].copy_from_slice(&n.to_le_bytes());
+            self.write_groups(out);
+            return;
+        };
+        // Every block but an unstored tail is written as stored.
+        let needs_storage = self.blocks.len() > 1
+            || self
+                .blocks
+                .values()
+                .next()
+                .is_some_and(|n| n.location().is_some());
+        if needs_storage && self.storage.is_none() {
+            self.storage = Some(Storage {
+                id: st.next_storage_id,
+                cache: cache.clone(),
+            });
+            st.next_storage_id += 1;
         }
-        let sid = self.storage().map_or(0, |s| s.id);
+        let sid = self.storage.as_ref().map_or(0, |s| s.id);
         out.extend_from_slice(&sid.to_le_bytes());
-        out.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
-        for b in blocks {
-            match b {
-                SnapBlock::Inline { master, bytes } => {
-                    out.push(0);
-                    put_id(out, master);
-                    put_bytes(out, &bytes);
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        // The stored blocks at the head are the run kept from the last
+        // checkpoint, extended by the blocks stored since; only the blocks
+        // after it are visited.
+        self.run.take_pending(&mut st.garbage);
+        let tail = self.blocks.keys().next_back().copied();
+        let rest = if self.run.is_empty() {
+            self.blocks.range_mut(..)
+        } else {
+            let after = (Bound::Excluded(self.run.last()), Bound::Unbounded);
+            self.blocks.range_mut(after)
+        };
+        let mut written = 0u64;
+        let mut extending = true;
+        // The blocks handed out right after the run: (first job, last
+        // master, count), while no other block came between.
+        let mut handed: Option<(usize, StreamId, usize)> = None;
+        let mut contiguous = true;
+        for (&master, node) in rest {
+            if let Stored::Pending(t) = &node.stored {
+                if let Some(loc) = t.get() {
+                    // The ticket is freed on the checkpoint thread.
+                    let old = std::mem::replace(&mut node.stored, Stored::At(loc));
+                    if let Stored::Pending(t) = old {
+                        st.garbage.0.push(t);
+                    }
                 }
-                SnapBlock::Stored {
-                    master,
-                    summary,
-                    loc,
-                } => {
-                    put_stored(out, master, &summary);
+            }
+            if let Some(loc) = node.location() {
+                if extending {
+                    self.run.push(master, &node.sum, loc);
+                } else {
+                    contiguous = false;
+                    put_stored(out, master, &node.sum);
                     put_loc(out, loc);
                     st.referenced.entry(sid).or_default().insert(loc.segment);
+                    written += 1;
                 }
-                SnapBlock::Seal {
-                    master,
-                    summary,
-                    bytes,
-                    ticket,
-                } => {
-                    put_stored(out, master, &summary);
-                    st.jobs.push(SealJob {
-                        stream: sid,
-                        master,
-                        last: summary.last_id,
-                        bytes,
-                        ticket,
-                        patch_at: out.len(),
-                    });
-                    put_loc(
-                        out,
-                        BlockLoc {
-                            segment: 0,
-                            offset: 0,
-                            len: 0,
-                        },
-                    );
-                }
+                continue;
             }
+            // The run stays a prefix: it ends at the first unstored block.
+            extending = false;
+            // Invariant: a node without a location is resident.
+            let Some(block) = node.resident_block_mut() else {
+                continue;
+            };
+            written += 1;
+            if Some(master) == tail {
+                // The open tail block (still growing): kept in the body.
+                contiguous = false;
+                out.push(0);
+                put_id(out, master);
+                put_bytes(out, block.encoded());
+                continue;
+            }
+            // A full block not stored yet: the checkpoint stores it and
+            // fills the ticket once durable. Its bytes are shared, not
+            // copied (a change to the block copies them first).
+            let bytes = block.share();
+            let ticket = Arc::new(SealTicket::default());
+            node.stored = Stored::Pending(ticket.clone());
+            if contiguous {
+                let (first, _, n) = handed.unwrap_or((st.jobs.len(), master, 0));
+                handed = Some((first, master, n + 1));
+            }
+            put_stored(out, master, &node.sum);
+            st.jobs.push(SealJob {
+                stream: sid,
+                master,
+                last: node.sum.last_id,
+                bytes,
+                ticket,
+                patch_at: out.len(),
+            });
+            put_loc(
+                out,
+                BlockLoc {
+                    segment: 0,
+                    offset: 0,
+                    len: 0,
+                },
+            );
+        }
+        if let Some((first, last, count)) = handed {
+            let entries = Arc::new(OnceLock::new());
+            st.fills.push(RunFill {
+                entries: entries.clone(),
+                jobs: first..first + count,
+            });
+            self.run.pending = Some(PendingRun {
+                entries,
+                last,
+                count,
+            });
+        }
+        let total = written + self.run.len() as u64;
+        out[count_at..count_at + 8].copy_from_slice(&total.to_le_bytes());
+        if !self.run.is_empty() {
+            let (bytes, range) = self.run.share();
+            st.insert(
+                count_at + 8,
+                Insert::Run {
+                    stream: sid,
+                    bytes,
+                    range,
+                },
+            );
         }
         self.write_groups(out);
     }
@@ -449,4 +823,255 @@ fn read_groups(r: &mut Reader<'_>, s: &mut Stream) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sealed::BlockSource;
+    use crate::stream::{Entry, StreamConfig, Trim, TrimSpec};
+    use crate::XaddId;
+    use bytes::Bytes;
+    use std::sync::Mutex;
+
+    /// Stored blocks in memory, by stream and location.
+    #[derive(Default)]
+    struct Mem(Mutex<HashMap<(u64, BlockLoc), Vec<u8>>>);
+
+    impl BlockSource for Mem {
+        fn read(&self, stream: u64, _: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+            let m = self.0.lock().map_err(|e| e.to_string())?;
+            m.get(&(stream, loc))
+                .cloned()
+                .ok_or_else(|| "absent".into())
+        }
+    }
+
+    /// The stream's form as the whole encoding (before runs were kept)
+    /// writes it: every block visited, a stored one with its location, an
+    /// unstored tail inline, any other with the placeholder location.
+    /// Reads only.
+    fn whole(s: &Stream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let m = s.meta();
+        for id in [m.last_id, m.first_id, m.max_deleted_id] {
+            put_id(&mut out, id);
+        }
+        out.extend_from_slice(&m.entries_added.to_le_bytes());
+        out.push(u8::from(s.is_disordered()));
+        out.extend_from_slice(&s.storage().map_or(0, |st| st.id).to_le_bytes());
+        out.extend_from_slice(&(s.blocks.len() as u64).to_le_bytes());
+        let tail = s.blocks.keys().next_back().copied();
+        for (&master, node) in &s.blocks {
+            let loc = node.location();
+            if loc.is_none() && Some(master) == tail {
+                out.push(0);
+                put_id(&mut out, master);
+                let b = node
+                    .resident_block()
+                    .unwrap_or_else(|| panic!("tail absent"));
+                put_bytes(&mut out, b.encoded());
+                continue;
+            }
+            put_stored(&mut out, master, &node.sum);
+            put_loc(
+                &mut out,
+                loc.unwrap_or(BlockLoc {
+                    segment: 0,
+                    offset: 0,
+                    len: 0,
+                }),
+            );
+        }
+        s.write_groups(&mut out);
+        out
+    }
+
+    /// A checkpoint of one stream taken (under the lock, as it were):
+    /// what it wrote, and the whole encoding at that instant.
+    struct Taken {
+        written: Vec<u8>,
+        inserts: Vec<(usize, Insert)>,
+        fills: Vec<RunFill>,
+        jobs: Vec<SealJob>,
+        reference: Vec<u8>,
+        entries: Vec<Entry>,
+    }
+
+    fn take(s: &mut Stream, cache: &Arc<BlockCache>) -> Taken {
+        let mut st = SnapshotState {
+            cache: Some(cache.clone()),
+            next_storage_id: 7,
+            ..SnapshotState::default()
+        };
+        let mut written = Vec::new();
+        s.write_snapshot(&mut written, &mut st);
+        Taken {
+            written,
+            inserts: st.inserts,
+            fills: st.fills,
+            jobs: st.jobs,
+            reference: whole(s),
+            entries: s.range(StreamId::MIN, StreamId::MAX, None, false),
+        }
+    }
+
+    /// The checkpoint thread's part: assemble (checked against the whole
+    /// encoding of the snapshot instant), store the blocks at made-up
+    /// locations in segment `seg`, publish; the body read back must hold
+    /// the entries of that instant.
+    fn finish(t: Taken, seg: u64, mem: &Mem, cache: &Arc<BlockCache>) {
+        let mut jobs = t.jobs;
+        let mut referenced = HashMap::new();
+        let mut body = assemble(t.written, t.inserts, &mut jobs, &mut referenced);
+        assert_eq!(body, t.reference, "the body is not the snapshot instant's");
+        for (i, job) in jobs.iter().enumerate() {
+            let loc = BlockLoc {
+                segment: seg,
+                offset: i as u64,
+                len: job.bytes.len() as u64,
+            };
+            if let Ok(mut m) = mem.0.lock() {
+                m.insert((job.stream, loc), job.bytes.to_vec());
+            }
+            job.patch(&mut body, loc);
+        }
+        for job in &jobs {
+            job.publish(&body);
+        }
+        publish_runs(&t.fills, &jobs, &body);
+        let mut r = Reader::new(&body);
+        let back = Stream::read_snapshot(&mut r, 4, b"k", Some(cache), 8)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.done());
+        assert_eq!(
+            back.range(StreamId::MIN, StreamId::MAX, None, false),
+            t.entries
+        );
+        back.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn fv(i: u64) -> Vec<Bytes> {
+        vec![Bytes::from_static(b"f"), Bytes::from(format!("v{i}"))]
+    }
+
+    /// A snapshot taken, then the stream changed (XADD, XDEL in a stored
+    /// block and of a block's last entry, exact and whole-block trims,
+    /// eviction): the body assembled afterwards is byte for byte the whole
+    /// encoding of the snapshot instant, round after round, as the kept
+    /// run is extended, cut and moved.
+    #[test]
+    fn a_snapshot_holds_its_instant_whatever_changes_after() {
+        let mem = Arc::new(Mem::default());
+        let cache = BlockCache::new(mem.clone());
+        let cfg = StreamConfig {
+            node_max_entries: 4,
+            node_max_bytes: 0,
+        };
+        let mut s = Stream::new();
+        let (mut next, mut shared, mut filled) = (1u64, 0, 0);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..60u64 {
+            for _ in 0..rand(30) {
+                let id = XaddId::Explicit(StreamId::new(next, 0));
+                assert!(s.add(id, &fv(next), 0, &cfg).is_ok());
+                next += 1;
+            }
+            // Entries handed back by the last checkpoint, appended unvisited.
+            let handed_back = s.run.pending.as_ref().and_then(|p| p.entries.get());
+            filled += usize::from(handed_back.is_some());
+            let t = take(&mut s, &cache);
+            shared += usize::from(!t.inserts.is_empty());
+            // Changes after the snapshot instant.
+            for _ in 0..rand(6) {
+                match rand(6) {
+                    0 => {
+                        let id = XaddId::Explicit(StreamId::new(next, 0));
+                        assert!(s.add(id, &fv(next), 0, &cfg).is_ok());
+                        next += 1;
+                    }
+                    1 | 2 => {
+                        let id = StreamId::new(1 + rand(next), 0);
+                        s.delete(&[id]);
+                    }
+                    3 => {
+                        let keep = s.len().saturating_sub(rand(10));
+                        let spec = TrimSpec {
+                            strategy: Trim::MaxLen(keep),
+                            approx: rand(2) == 0,
+                            limit: Some(0),
+                        };
+                        s.trim(&spec, &cfg);
+                    }
+                    4 => {
+                        s.evict_before(u64::MAX);
+                    }
+                    _ => {
+                        let min = StreamId::new(1 + rand(next), 0);
+                        let spec = TrimSpec {
+                            strategy: Trim::MinId(min),
+                            approx: false,
+                            limit: Some(0),
+                        };
+                        s.trim(&spec, &cfg);
+                    }
+                }
+            }
+            finish(t, round + 1, &mem, &cache);
+            s.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(shared > 30, "only {shared} snapshots shared a run");
+        assert!(
+            filled > 10,
+            "only {filled} snapshots had entries handed back"
+        );
+        // The last state, taken with nothing changing after.
+        let t = take(&mut s, &cache);
+        finish(t, 1000, &mem, &cache);
+    }
+
+    /// A run shared with a snapshot is never written again: appending to
+    /// it then copies the live entries; a run no snapshot holds grows in
+    /// place, and drops its dead head once it is half the buffer.
+    #[test]
+    fn a_shared_run_is_copied_before_it_grows() {
+        let sum = Summary {
+            live: 1,
+            deleted: 0,
+            listpack_bytes: 10,
+            last_id: StreamId::new(1, 0),
+        };
+        let loc = |i| BlockLoc {
+            segment: 1,
+            offset: i,
+            len: 1,
+        };
+        let mut run = StoredRun::default();
+        for i in 1..=4 {
+            run.push(StreamId::new(i, 0), &sum, loc(i));
+        }
+        let (held, range) = run.share();
+        let before = held[range.clone()].to_vec();
+        run.removed(StreamId::new(1, 0));
+        run.changed(StreamId::new(3, 0));
+        assert_eq!(run.len(), 1);
+        run.push(StreamId::new(5, 0), &sum, loc(5));
+        assert_eq!(held[range].to_vec(), before, "shared bytes changed");
+        assert!(!Arc::ptr_eq(&held, &run.share().0));
+        drop(held);
+        let (again, r) = run.share();
+        assert_eq!(r.len(), 2 * STORED_LEN);
+        drop(again);
+        let p = Arc::as_ptr(&run.bytes);
+        run.push(StreamId::new(6, 0), &sum, loc(6));
+        assert_eq!(Arc::as_ptr(&run.bytes), p, "grew in place");
+        assert_eq!(run.master_at(run.start), StreamId::new(2, 0));
+        assert_eq!(run.last(), StreamId::new(6, 0));
+    }
 }

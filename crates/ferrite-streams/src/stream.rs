@@ -24,11 +24,11 @@
 
 use crate::block::{Block, EntryRef};
 use crate::id::{StreamId, XaddId};
-use crate::sealed::{BlockLoc, Node, SealTicket, Storage, Stored, Summary};
+use crate::sealed::{BlockLoc, Node, Storage, Summary};
+use crate::snapshot::StoredRun;
 use bytes::Bytes;
 use std::collections::btree_map::{self, BTreeMap};
 use std::fmt;
-use std::sync::Arc;
 
 /// `STREAM_LISTPACK_MAX_SIZE`: hard cap on a node's bytes (and on one
 /// entry's total field+value bytes).
@@ -193,7 +193,7 @@ pub struct StreamMeta {
 #[derive(Clone, Debug, Default)]
 pub struct Stream {
     /// Blocks by master ID (Redis's rax keys); see [`crate::sealed`].
-    blocks: BTreeMap<StreamId, Node>,
+    pub(crate) blocks: BTreeMap<StreamId, Node>,
     /// Live entries (XLEN).
     len: u64,
     /// last-generated-id.
@@ -213,35 +213,17 @@ pub struct Stream {
     /// fallback scan that could only find nothing.
     disordered: bool,
     /// Set once some of its blocks are stored by a storage engine.
-    storage: Option<Storage>,
+    pub(crate) storage: Option<Storage>,
+    /// Its stored blocks as the last checkpoint encoded them (see
+    /// [`StoredRun`]): every change to a block below its end goes through
+    /// it.
+    pub(crate) run: StoredRun,
 }
 
 impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Storage({})", self.id)
     }
-}
-
-/// One block as [`Stream::seal_snapshot`] sees it, for a checkpoint.
-#[derive(Debug)]
-pub(crate) enum SnapBlock {
-    /// Already stored at `loc`: the checkpoint records the location.
-    Stored {
-        master: StreamId,
-        summary: Summary,
-        loc: BlockLoc,
-    },
-    /// A full block not stored yet: the checkpoint stores `bytes` and fills
-    /// `ticket` with the location once it is durable. `bytes` are shared
-    /// with the block (a change to the block copies them first).
-    Seal {
-        master: StreamId,
-        summary: Summary,
-        bytes: Arc<Vec<u8>>,
-        ticket: Arc<SealTicket>,
-    },
-    /// The open tail block (still growing): kept in the checkpoint itself.
-    Inline { master: StreamId, bytes: Vec<u8> },
 }
 
 /// One block for [`Stream::restore_nodes`].
@@ -318,47 +300,6 @@ impl Stream {
     /// Link the stream to a storage engine (before its first seal).
     pub fn set_storage(&mut self, storage: Storage) {
         self.storage = Some(storage);
-    }
-
-    /// For a checkpoint: every block, as a stored location, a full block to
-    /// store now (whose ticket the caller fills once stored durably), or the
-    /// open tail kept inline. Blocks handed out to seal are marked pending.
-    pub(crate) fn seal_snapshot(&mut self) -> Vec<SnapBlock> {
-        let tail = self.blocks.keys().next_back().copied();
-        let mut out = Vec::with_capacity(self.blocks.len());
-        for (&master, node) in self.blocks.iter_mut() {
-            node.resolve();
-            if let Some(loc) = node.location() {
-                out.push(SnapBlock::Stored {
-                    master,
-                    summary: node.sum,
-                    loc,
-                });
-                continue;
-            }
-            // Invariant: a node without a location is resident.
-            let Some(block) = node.resident_block_mut() else {
-                continue;
-            };
-            if Some(master) == tail {
-                let bytes = block.encoded().to_vec();
-                out.push(SnapBlock::Inline { master, bytes });
-            } else {
-                // Shared, not copied: this runs under the store lock, over
-                // every block sealed since the last checkpoint (~11 MB per
-                // 64 MB of log, docs/storage.md §15.5).
-                let bytes = block.share();
-                let ticket = Arc::new(SealTicket::default());
-                node.stored = Stored::Pending(ticket.clone());
-                out.push(SnapBlock::Seal {
-                    master,
-                    summary: node.sum,
-                    bytes,
-                    ticket,
-                });
-            }
-        }
-        out
     }
 
     /// Resident bytes of stored (evictable) blocks, with each one's last access.
@@ -748,6 +689,7 @@ impl Stream {
                     self.disordered = true;
                 }
                 // A stored tail (read back if evicted) stops being stored.
+                self.run.changed(master);
                 if let Some(block) = node.block_mut(master, self.storage.as_ref()) {
                     block.append(id, fields);
                     node.refresh();
@@ -756,6 +698,7 @@ impl Stream {
                 // Its read failed (recorded): start a new block instead.
             } else if node.location().is_none() {
                 // Sealed: give back the growth slack (Redis's lpShrinkToFit).
+                self.run.changed(master);
                 if let Some(block) = node.block_mut(master, None) {
                     block.shrink_to_fit();
                 }
@@ -768,6 +711,7 @@ impl Stream {
         // Redis then overwrites the rax value (leaking the old node and
         // leaving its length counter stale). We drop the old block's entries
         // from `len` instead so our counters stay consistent.
+        self.run.changed(id);
         if let Some(old) = self
             .blocks
             .insert(id, Node::resident(Block::new(id, fields)))
@@ -816,8 +760,10 @@ impl Stream {
             return false;
         };
         if node.sum.live == 1 {
+            self.run.removed(key);
             self.blocks.remove(&key);
         } else if let Some(block) = node.block_mut(key, self.storage.as_ref()) {
+            self.run.changed(key);
             block.mark_deleted(pos);
             node.refresh();
         } else {
@@ -862,6 +808,7 @@ impl Stream {
                 Trim::MinId(min) => node.sum.last_id < min,
             };
             if remove_block {
+                self.run.removed(master);
                 head.remove();
                 self.len = self.len.saturating_sub(entries);
                 deleted += entries;
@@ -873,6 +820,7 @@ impl Stream {
             // Exact: flag entries from the head of this block until done.
             // This may leave a block with no live entry (MINID stopping at a
             // deleted entry); Redis keeps such a block too.
+            self.run.changed(master);
             let Some(block) = node.block_mut(master, self.storage.as_ref()) else {
                 break;
             };

@@ -11,7 +11,7 @@
 //! storage gets the same commands: both must keep identical blocks.
 
 use bytes::Bytes;
-use ferrite_streams::snapshot::{Reader, SnapshotState};
+use ferrite_streams::snapshot::{assemble, publish_runs, Reader, SnapshotState};
 use ferrite_streams::{
     AddError, BlockCache, BlockLoc, BlockSource, Storage, Stream, StreamConfig, StreamId, Trim,
     TrimSpec, XaddId,
@@ -109,6 +109,8 @@ fn seal(s: &mut Stream, src: &MemSource, cache: &Arc<BlockCache>) -> Vec<u8> {
     };
     let mut body = Vec::new();
     s.write_snapshot(&mut body, &mut st);
+    // What was taken by reference (the stream's kept run) goes in now.
+    let mut body = assemble(body, st.inserts, &mut st.jobs, &mut st.referenced);
     for job in &st.jobs {
         let loc = src.put(job.master, job.bytes.to_vec());
         job.patch(&mut body, loc);
@@ -116,6 +118,7 @@ fn seal(s: &mut Stream, src: &MemSource, cache: &Arc<BlockCache>) -> Vec<u8> {
     for job in &st.jobs {
         job.publish(&body);
     }
+    publish_runs(&st.fills, &st.jobs, &body);
     body
 }
 

@@ -85,6 +85,7 @@ impl Persistence {
             }
             Ok(())
         };
+        snap.assemble();
         let r = snap
             .store_blocks(&self.streams)
             .and_then(|_| self.streams.sync())

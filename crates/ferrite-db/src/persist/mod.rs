@@ -20,7 +20,10 @@ use ferrite_storage::{
     AppendFsync, BlockLocation, CommitLog, EntryId, FsBackend, LogOptions, Recovery, StorageError,
     StreamKeyId, StreamStore, StreamStoreOptions,
 };
-use ferrite_streams::snapshot::{put_bytes, put_u32, Reader, SealJob, SnapshotState};
+use ferrite_streams::snapshot::{
+    assemble, publish_runs, put_bytes, put_u32, Garbage, Insert, Reader, RunFill, SealJob,
+    SnapshotState,
+};
 use ferrite_streams::{BlockCache, BlockLoc, BlockSource, StreamId};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -19,13 +19,21 @@ use super::*;
 /// Full blocks not stored yet are returned as [`SealJob`]s: their
 /// locations are written as zeros that [`Snapshot::store_blocks`] patches
 /// once the block is in its stream's segment file.
+///
+/// Called with the store locked, it copies only what changed since the
+/// last checkpoint: each stream's stored blocks encoded then, and large
+/// values, are taken by reference ([`Insert`]) and put into the body by
+/// [`Snapshot::assemble`], off the lock (docs/storage.md, "The snapshot's
+/// lock hold").
 pub fn encode_snapshot(
     store: &mut Store,
     rebuild: &[(usize, Vec<Bytes>)],
     sections: &[(String, Vec<u8>)],
 ) -> Snapshot {
-    let mut out = Vec::new();
+    let (written, sealed) = store.snapshot_hint;
+    let mut out = Vec::with_capacity(written + written / 8);
     let mut st = SnapshotState {
+        jobs: Vec::with_capacity(sealed + sealed / 8),
         cache: store.block_cache.clone(),
         next_storage_id: store.next_stream_id,
         ..SnapshotState::default()
@@ -58,9 +66,13 @@ pub fn encode_snapshot(
         put_bytes(&mut out, state);
     }
     store.next_stream_id = st.next_storage_id;
+    store.snapshot_hint = (out.len(), st.jobs.len());
     out[..8].copy_from_slice(&st.next_storage_id.to_le_bytes());
     Snapshot {
         body: out,
+        inserts: st.inserts,
+        _garbage: st.garbage,
+        fills: st.fills,
         jobs: st.jobs,
         referenced: st.referenced,
     }
@@ -68,13 +80,38 @@ pub fn encode_snapshot(
 
 /// A checkpoint body and the blocks to store before writing it.
 pub struct Snapshot {
+    /// The body once [`Snapshot::assemble`] ran; before, the bytes written
+    /// under the lock, without `inserts`.
     pub body: Vec<u8>,
+    /// What [`Snapshot::assemble`] puts into `body`.
+    pub(crate) inserts: Vec<(usize, Insert)>,
+    /// Freed with the snapshot, off the lock.
+    _garbage: Garbage,
+    /// Streams' runs to give the entries of their stored blocks.
+    fills: Vec<RunFill>,
     pub jobs: Vec<SealJob>,
     /// Segment files (by stream id) that the body's stored blocks live in.
     pub referenced: HashMap<u64, BTreeSet<u64>>,
 }
 
 impl Snapshot {
+    /// Put the body together (the shared runs copied, the shared values
+    /// encoded, the jobs' positions moved): the first step on the
+    /// checkpoint thread, without the store lock. It drops the snapshot's
+    /// references, so the keyspace's next write to a shared value does not
+    /// copy it. Does nothing the second time.
+    pub fn assemble(&mut self) {
+        let inserts = std::mem::take(&mut self.inserts);
+        let written = std::mem::take(&mut self.body);
+        self.body = assemble(written, inserts, &mut self.jobs, &mut self.referenced);
+    }
+
+    /// [`Snapshot::assemble`], by value.
+    pub fn assembled(mut self) -> Snapshot {
+        self.assemble();
+        self
+    }
+
     /// Store every sealed block (appending to the streams' segment files),
     /// and write their locations into the body. Not durable until
     /// `streams.sync()`.
@@ -103,7 +140,9 @@ impl Snapshot {
     /// After the checkpoint is durable: the stored blocks' nodes may now
     /// drop their bytes. Returns the bytes made evictable.
     pub(crate) fn publish(&self) -> u64 {
-        self.jobs.iter().map(|job| job.publish(&self.body)).sum()
+        let bytes = self.jobs.iter().map(|job| job.publish(&self.body)).sum();
+        publish_runs(&self.fills, &self.jobs, &self.body);
+        bytes
     }
 }
 

@@ -25,6 +25,7 @@ pub mod long_double;
 use super::codec::{get_varint, put_varint, take};
 use super::slots::Slots;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// Redis's `hash-max-listpack-entries` default.
 pub const MAX_LISTPACK_ENTRIES: usize = 128;
@@ -123,9 +124,11 @@ impl Listpack {
 }
 
 /// A hash table whose pairs stay in their slot while they exist
-/// ([`Slots`]: each field stored once).
+/// ([`Slots`]: each field stored once). Shared copy on write with a
+/// checkpoint that is encoding it ([`Hash::share`]): a write while one
+/// holds it copies the table first.
 #[derive(Debug, Clone, Default)]
-pub struct Table(Slots<Bytes>);
+pub struct Table(Arc<Slots<Bytes>>);
 
 impl Table {
     fn len(&self) -> usize {
@@ -138,11 +141,15 @@ impl Table {
 
     /// Insert or replace; true if the field is new.
     fn set(&mut self, field: Bytes, value: Bytes) -> bool {
-        self.0.insert(field, value).is_none()
+        Arc::make_mut(&mut self.0).insert(field, value).is_none()
     }
 
     fn remove(&mut self, field: &[u8]) -> bool {
-        self.0.remove(field).is_some()
+        // A miss does not copy a shared table.
+        if !self.0.contains(field) {
+            return false;
+        }
+        Arc::make_mut(&mut self.0).remove(field).is_some()
     }
 
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -275,6 +282,16 @@ impl Hash {
             // A slot (two `Bytes`) per slot; per pair its index entry and
             // the two allocations' overhead.
             Hash::Table(t) => 64 + data + t.0.capacity() * 64 + t.len() * 42,
+        }
+    }
+
+    /// For a checkpoint: a table shared with this hash (no copy; a later
+    /// write to this hash copies it first), to [`Hash::encode`] off the
+    /// store lock. `None` for a listpack (small: encode it in place).
+    pub fn share(&self) -> Option<Hash> {
+        match self {
+            Hash::Listpack(_) => None,
+            Hash::Table(t) => Some(Hash::Table(t.clone())),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use crate::store::Value;
 use bytes::Bytes;
-use ferrite_streams::snapshot::{put_bytes, Reader, SnapshotState};
+use ferrite_streams::snapshot::{put_bytes, Insert, Reader, SnapshotState};
 use ferrite_streams::{BlockCache, Stream};
 use std::sync::Arc;
 
@@ -43,7 +43,13 @@ impl Value {
             }
             Value::Hash(h) => {
                 out.push(tag::HASH);
-                h.encode(out);
+                match h.share() {
+                    Some(shared) => st.insert(
+                        out.len(),
+                        Insert::Encode(Box::new(move |o| shared.encode(o))),
+                    ),
+                    None => h.encode(out),
+                }
             }
             Value::Set(v) => {
                 out.push(tag::SET);
