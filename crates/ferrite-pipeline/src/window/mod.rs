@@ -53,8 +53,10 @@
 //! State is flat: per key one `Vec<u64>` of rows `[start, end, rev,
 //! aggregate words...]` sorted by start, and, for `count(DISTINCT)`,
 //! percentiles and twap, an [`Ext`] per row and aggregate (plus one
-//! carried slot per aggregate: twap's last price of dropped rows); timers
-//! are ordered sets of `(time, key)`. [`WindowOp::snapshot`] encodes it (versioned); restore
+//! carried slot per aggregate: twap's last price of dropped rows); key
+//! slots sit in fixed chunks ([`Slots`]); timers are keys grouped by time
+//! for TUMBLE/HOP (window ends: many keys share one) and ordered sets of
+//! `(time, key)` for SESSION ([`Timers`]). [`WindowOp::snapshot`] encodes it (versioned); restore
 //! checks every length and rebuilds the timers.
 
 pub mod agg;
@@ -162,7 +164,8 @@ pub enum WindowKind {
 /// from `i64::MAX` that window arithmetic cannot overflow.
 pub const MAX_EVENT_TIME: i64 = 1 << 52;
 
-/// Bytes counted per key beyond its own bytes (dictionary entry, vectors).
+/// Bytes counted per key beyond its own bytes: its slot (48), its index
+/// entry, its timers.
 const KEY_OVERHEAD: u64 = 72;
 /// Words of a SESSION or COUNT_WINDOW row before the aggregates: start
 /// (or pane number), end (or entries), rev (with [`DIRTY`]). A TUMBLE/HOP
@@ -204,7 +207,60 @@ struct KeyState {
     /// With `nvar` aggregates keeping an [`Ext`]: first one carried slot
     /// per such aggregate (twap: the key's last price from rows already
     /// dropped), then `nvar` per row, in row order. Empty otherwise.
-    ext: Vec<Ext>,
+    ext: ExtSlots,
+}
+
+/// A key's [`Ext`] slots: no allocation (and 8 bytes in the key's slot)
+/// unless the plan has aggregates that keep one.
+// NOTE: boxed on purpose: 8 bytes in each key's slot instead of a Vec's
+// 24; most plans have no such aggregate and never allocate it.
+#[allow(clippy::box_collection)]
+#[derive(Clone, Default)]
+struct ExtSlots(Option<Box<Vec<Ext>>>);
+
+impl std::ops::Deref for ExtSlots {
+    type Target = [Ext];
+    fn deref(&self) -> &[Ext] {
+        self.0.as_deref().map_or(&[], |v| v)
+    }
+}
+
+impl std::ops::DerefMut for ExtSlots {
+    fn deref_mut(&mut self) -> &mut [Ext] {
+        match &mut self.0 {
+            Some(v) => v,
+            None => &mut [],
+        }
+    }
+}
+
+impl ExtSlots {
+    fn from_vec(v: Vec<Ext>) -> ExtSlots {
+        ExtSlots((!v.is_empty()).then(|| Box::new(v)))
+    }
+
+    fn into_vec(self) -> Vec<Ext> {
+        self.0.map_or_else(Vec::new, |b| *b)
+    }
+
+    /// Replaces `r` with `with` (nothing to do allocates nothing).
+    fn splice(&mut self, r: std::ops::Range<usize>, with: impl IntoIterator<Item = Ext>) {
+        let mut with = with.into_iter().peekable();
+        if r.is_empty() && with.peek().is_none() {
+            return;
+        }
+        self.0.get_or_insert_with(Default::default).splice(r, with);
+    }
+
+    fn drain(&mut self, r: std::ops::Range<usize>) {
+        if let Some(v) = &mut self.0 {
+            v.drain(r);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 impl KeyState {
@@ -237,12 +293,12 @@ struct State {
     /// is stored once).
     index: hashbrown::HashTable<u32>,
     hasher: std::collections::hash_map::RandomState,
-    keys: Vec<Option<KeyState>>,
+    keys: Slots,
     free: Vec<u32>,
     clock: Clock,
     /// Timers: windows to fire, rows to drop.
-    fire: BTreeSet<(i64, u32)>,
-    clean: BTreeSet<(i64, u32)>,
+    fire: Timers,
+    clean: Timers,
     /// TUMBLE/HOP windows emitted again: (key, window start) → revisions.
     revs: HashMap<(u32, i64), u32>,
     bytes: u64,
@@ -254,7 +310,15 @@ struct State {
 }
 
 impl State {
-    fn key_bytes(keys: &[Option<KeyState>], id: u32) -> &[u8] {
+    fn for_kind(kind: WindowKind) -> State {
+        State {
+            fire: Timers::for_kind(kind),
+            clean: Timers::for_kind(kind),
+            ..State::default()
+        }
+    }
+
+    fn key_bytes(keys: &Slots, id: u32) -> &[u8] {
         keys.get(id as usize)
             .and_then(Option::as_ref)
             .map_or(&[][..], |ks| &ks.key)
@@ -282,6 +346,166 @@ impl State {
         let h = self.hasher.hash_one(key);
         if let Ok(e) = self.index.find_entry(h, |&i| i == id) {
             e.remove();
+        }
+    }
+}
+
+/// Key slots by id, in chunks of [`SLOT_CHUNK`]: growing never copies
+/// them, and the slack is under one chunk (a `Vec` doubling would leave up
+/// to half its slots unused: 40 bytes per key at 10,000 keys).
+#[derive(Default)]
+struct Slots {
+    chunks: Vec<Box<[Option<KeyState>]>>,
+    len: usize,
+}
+
+/// Slots per chunk of [`Slots`].
+const SLOT_CHUNK: usize = 256;
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, ks: Option<KeyState>) {
+        if self.len == self.chunks.len() * SLOT_CHUNK {
+            self.chunks
+                .push(std::iter::repeat_with(|| None).take(SLOT_CHUNK).collect());
+        }
+        let i = self.len;
+        self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK] = ks;
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> Option<&Option<KeyState>> {
+        (i < self.len).then(|| &self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<KeyState>> {
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    }
+}
+
+impl std::ops::Index<usize> for Slots {
+    type Output = Option<KeyState>;
+    fn index(&self, i: usize) -> &Option<KeyState> {
+        assert!(i < self.len, "key slot {i} of {}", self.len);
+        &self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots {
+    fn index_mut(&mut self, i: usize) -> &mut Option<KeyState> {
+        assert!(i < self.len, "key slot {i} of {}", self.len);
+        &mut self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK]
+    }
+}
+
+/// Timers: keys due at event times, taken in `(time, key)` order, each
+/// `(time, key)` once.
+enum Timers {
+    /// One entry per `(time, key)`: SESSION's times are any millisecond.
+    Set(BTreeSet<(i64, u32)>),
+    /// TUMBLE/HOP's times are window ends (multiples of the slide, plus
+    /// LATENESS): many keys share one, so keys are grouped by time, 4
+    /// bytes each (repeats are dropped when a time is taken).
+    Grouped(std::collections::BTreeMap<i64, Vec<u32>>),
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers::Set(BTreeSet::new())
+    }
+}
+
+impl Timers {
+    fn for_kind(kind: WindowKind) -> Timers {
+        match kind {
+            WindowKind::Hop { .. } => Timers::Grouped(Default::default()),
+            _ => Timers::Set(BTreeSet::new()),
+        }
+    }
+
+    fn insert(&mut self, t: i64, k: u32) {
+        match self {
+            Timers::Set(s) => {
+                s.insert((t, k));
+            }
+            Timers::Grouped(m) => {
+                let v = m.entry(t).or_default();
+                if v.last() != Some(&k) {
+                    v.push(k);
+                }
+            }
+        }
+    }
+
+    /// The earliest time.
+    fn first(&self) -> Option<i64> {
+        match self {
+            Timers::Set(s) => s.first().map(|&(t, _)| t),
+            Timers::Grouped(m) => m.first_key_value().map(|(&t, _)| t),
+        }
+    }
+
+    /// Takes the earliest time's keys, in key order, each once, if that
+    /// time is at most `upto`.
+    fn pop_due(&mut self, upto: i64, keys: &mut Vec<u32>) -> Option<i64> {
+        keys.clear();
+        let t = self.first().filter(|&t| t <= upto)?;
+        match self {
+            Timers::Set(s) => {
+                while let Some(&(t2, k)) = s.first() {
+                    if t2 != t {
+                        break;
+                    }
+                    s.pop_first();
+                    keys.push(k);
+                }
+            }
+            Timers::Grouped(m) => {
+                if let Some((_, mut v)) = m.pop_first() {
+                    v.sort_unstable();
+                    v.dedup();
+                    *keys = v;
+                }
+            }
+        }
+        Some(t)
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Timers::Set(s) => s.clear(),
+            Timers::Grouped(m) => m.clear(),
+        }
+    }
+
+    /// Takes the timers at or before `upto`: their keys.
+    fn take_upto(&mut self, upto: i64) -> Vec<u32> {
+        let Some(after) = upto.checked_add(1) else {
+            let mut all = Vec::new();
+            let mut keys = Vec::new();
+            while self.pop_due(i64::MAX, &mut keys).is_some() {
+                all.append(&mut keys);
+            }
+            return all;
+        };
+        match self {
+            Timers::Set(s) => {
+                let later = s.split_off(&(after, 0));
+                std::mem::replace(s, later)
+                    .into_iter()
+                    .map(|(_, k)| k)
+                    .collect()
+            }
+            Timers::Grouped(m) => {
+                let later = m.split_off(&after);
+                std::mem::replace(m, later)
+                    .into_values()
+                    .flatten()
+                    .collect()
+            }
         }
     }
 }
@@ -394,6 +618,8 @@ pub struct WindowOp {
     now: i64,
     /// Results computed (before HAVING), to see whether a flush wrote any.
     results: u64,
+    /// Keys of the timers being taken (scratch).
+    due: Vec<u32>,
 }
 
 /// Why an event could not be placed.
@@ -429,7 +655,7 @@ impl WindowOp {
             width,
             out,
             text,
-            st: State::default(),
+            st: State::for_kind(kind),
             undo: Undo::default(),
             key_buf: Vec::new(),
             nums: Vec::new(),
@@ -441,6 +667,7 @@ impl WindowOp {
             fatal: None,
             now: 0,
             results: 0,
+            due: Vec::new(),
         }
     }
 
@@ -518,7 +745,7 @@ impl WindowOp {
         let ks = KeyState {
             key,
             rows: Vec::new(),
-            ext: vec![Ext::None; self.nvar],
+            ext: ExtSlots::from_vec(vec![Ext::None; self.nvar]),
         };
         self.st.bytes += self.nvar as u64 * EXT_OVERHEAD;
         // During an epoch, slots are not reused: a rollback restores
@@ -808,9 +1035,9 @@ impl WindowOp {
                 s_first.max((wm - size).div_euclid(slide) * slide + slide)
             };
             if s_unfired <= s_last {
-                self.st.fire.insert((s_unfired + size, k));
+                self.st.fire.insert(s_unfired + size, k);
             }
-            self.st.clean.insert((e_last + l, k));
+            self.st.clean.insert(e_last + l, k);
         }
         self.update_row(k, r, at);
         // Windows that already fired and are within lateness: again.
@@ -968,12 +1195,12 @@ impl WindowOp {
             first
         };
         self.update_row(k, r, at);
-        self.st.clean.insert((end + l, k));
+        self.st.clean.insert(end + l, k);
         if end <= wm {
             // A late entry within lateness: the session's result again.
             self.emit_session(k, r, false, id, out);
         } else {
-            self.st.fire.insert((end, k));
+            self.st.fire.insert(end, k);
         }
         Placed::Ok
     }
@@ -1099,84 +1326,82 @@ impl WindowOp {
     /// rows beyond lateness.
     fn advance(&mut self, id: EntryId, out: &mut Vec<Record>) {
         let wm = self.wm();
-        while let Some(&(e, k)) = self.st.fire.first() {
-            if e > wm {
-                break;
-            }
-            self.st.fire.pop_first();
-            match self.kind {
-                WindowKind::Hop { size, slide, .. } => {
-                    self.emit_hop(k, e - size, e, None, true, id, out);
-                    // The key's next window that holds a pane.
-                    let s = self.stride();
-                    let next_start = e - size + slide;
-                    if let Some(ks) = self.st.keys[k as usize].as_ref() {
-                        let p = ks
-                            .rows
-                            .chunks_exact(s)
-                            .map(|r| {
-                                start_of(
-                                    WindowKind::Hop {
-                                        size,
-                                        slide,
-                                        pane: 1,
-                                    },
-                                    r,
-                                )
-                            })
-                            .find(|&p| p >= next_start);
-                        if let Some(p) = p {
-                            let s_first = (p - size).div_euclid(slide) * slide + slide;
-                            self.st.fire.insert((s_first.max(next_start) + size, k));
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(e) = self.st.fire.pop_due(wm, &mut due) {
+            for &k in &due {
+                match self.kind {
+                    WindowKind::Hop { size, slide, .. } => {
+                        self.emit_hop(k, e - size, e, None, true, id, out);
+                        // The key's next window that holds a pane.
+                        let s = self.stride();
+                        let next_start = e - size + slide;
+                        if let Some(ks) = self.st.keys[k as usize].as_ref() {
+                            let p = ks
+                                .rows
+                                .chunks_exact(s)
+                                .map(|r| {
+                                    start_of(
+                                        WindowKind::Hop {
+                                            size,
+                                            slide,
+                                            pane: 1,
+                                        },
+                                        r,
+                                    )
+                                })
+                                .find(|&p| p >= next_start);
+                            if let Some(p) = p {
+                                let s_first = (p - size).div_euclid(slide) * slide + slide;
+                                self.st.fire.insert(s_first.max(next_start) + size, k);
+                            }
                         }
                     }
-                }
-                WindowKind::Session { .. } => {
-                    let s = self.stride();
-                    let r = self.st.keys[k as usize]
-                        .as_ref()
-                        .and_then(|ks| ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e));
-                    if let Some(r) = r {
-                        self.touch(k);
-                        self.emit_session(k, r, true, id, out);
+                    WindowKind::Session { .. } => {
+                        let s = self.stride();
+                        let r = self.st.keys[k as usize].as_ref().and_then(|ks| {
+                            ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e)
+                        });
+                        if let Some(r) = r {
+                            self.touch(k);
+                            self.emit_session(k, r, true, id, out);
+                        }
                     }
+                    WindowKind::Running | WindowKind::Count { .. } => {}
                 }
-                WindowKind::Running | WindowKind::Count { .. } => {}
             }
         }
         let l = self.lateness();
-        while let Some(&(c, k)) = self.st.clean.first() {
-            if c > wm {
-                break;
-            }
-            self.st.clean.pop_first();
-            self.touch(k);
-            // The time after which a row may go.
-            let kind = self.kind;
-            let expiry = move |row: &[u64]| -> i64 {
-                match kind {
-                    WindowKind::Hop { size, slide, .. } => {
-                        start_of(kind, row).div_euclid(slide) * slide + size + l
+        while self.st.clean.pop_due(wm, &mut due).is_some() {
+            for &k in &due {
+                self.touch(k);
+                // The time after which a row may go.
+                let kind = self.kind;
+                let expiry = move |row: &[u64]| -> i64 {
+                    match kind {
+                        WindowKind::Hop { size, slide, .. } => {
+                            start_of(kind, row).div_euclid(slide) * slide + size + l
+                        }
+                        _ => row[1] as i64 + l,
                     }
-                    _ => row[1] as i64 + l,
-                }
-            };
-            self.retain_rows(k, |row| expiry(row) > wm);
-            if let WindowKind::Hop { size, .. } = self.kind {
-                if self
-                    .st
-                    .revs
-                    .keys()
-                    .any(|&(kk, s0)| kk == k && s0 + size + l <= wm)
-                {
-                    self.touch_revs();
-                    self.st
+                };
+                self.retain_rows(k, |row| expiry(row) > wm);
+                if let WindowKind::Hop { size, .. } = self.kind {
+                    if self
+                        .st
                         .revs
-                        .retain(|&(kk, s0), _| kk != k || s0 + size + l > wm);
+                        .keys()
+                        .any(|&(kk, s0)| kk == k && s0 + size + l <= wm)
+                    {
+                        self.touch_revs();
+                        self.st
+                            .revs
+                            .retain(|&(kk, s0), _| kk != k || s0 + size + l > wm);
+                    }
                 }
+                self.drop_key_if_empty(k);
             }
-            self.drop_key_if_empty(k);
         }
+        self.due = due;
     }
 
     /// Keeps key `k`'s rows for which `keep` holds (the key must be
@@ -1221,9 +1446,9 @@ impl WindowOp {
             }
             let bytes_before = ks.ext_bytes();
             let mut kept = Vec::with_capacity(ks.rows.len());
-            let mut kept_ext = Vec::with_capacity(ks.ext.len());
-            kept_ext.extend(ks.ext.drain(..nv));
-            let mut ext = std::mem::take(&mut ks.ext).into_iter();
+            let mut ext = std::mem::take(&mut ks.ext).into_vec().into_iter();
+            let mut kept_ext = Vec::with_capacity(ext.len());
+            kept_ext.extend(ext.by_ref().take(nv));
             for row in ks.rows.chunks_exact(s) {
                 let row_ext: Vec<Ext> = ext.by_ref().take(nv).collect();
                 if keep(row) {
@@ -1242,7 +1467,7 @@ impl WindowOp {
                 }
             }
             ks.rows = kept;
-            ks.ext = kept_ext;
+            ks.ext = ExtSlots::from_vec(kept_ext);
             if nv > 0 {
                 let after = ks.ext_bytes();
                 self.st.bytes = (self.st.bytes + after).saturating_sub(bytes_before);
@@ -1310,9 +1535,9 @@ impl WindowOp {
         let c = &self.st.clock;
         let (max_ts, last) = (c.max_ts?, c.last_arrival?);
         let timer = match (self.st.fire.first(), self.st.clean.first()) {
-            (Some(&(f, _)), Some(&(c, _))) => f.min(c),
-            (Some(&(f, _)), None) => f,
-            (None, Some(&(c, _))) => c,
+            (Some(f), Some(c)) => f.min(c),
+            (Some(f), None) => f,
+            (None, Some(c)) => c,
             (None, None) => return None,
         };
         // The IDLE watermark at wall-clock time T >= last + idle is
@@ -1841,7 +2066,7 @@ impl WindowOp {
                         .or_else(|| dropped.get(k).copied());
                     if let Some(ks) = now {
                         let mut ks = ks.clone();
-                        ks.ext.splice(..nv, carried.iter().cloned());
+                        ks.ext.splice(0..nv, carried.iter().cloned());
                         rebuilt.insert(*k, ks);
                     }
                 }
@@ -1995,7 +2220,7 @@ impl WindowOp {
                     let Some(mut ks) = held.remove(&k) else {
                         continue;
                     };
-                    ks.ext.splice(..self.nvar, carried);
+                    ks.ext.splice(0..self.nvar, carried);
                     ks
                 }
             };
@@ -2221,13 +2446,13 @@ impl WindowOp {
                     };
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows = rows;
-                        ks.ext = ext;
+                        ks.ext = ExtSlots::from_vec(ext);
                     }
                     touched.push(k);
                 }
                 (Some(k), KeyChange::Rows(carried, rows)) => {
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
-                        ks.ext.splice(..nv, carried);
+                        ks.ext.splice(0..nv, carried);
                         for (start, row) in &rows {
                             let row = row.as_ref().map(|(w, e)| (&w[..], &e[..]));
                             set_row(kind, s, nv, ks, *start, row);
@@ -2264,9 +2489,7 @@ impl WindowOp {
         // Their keys' next windows are found again from the rows (firing
         // a window does not change a key, so it is not in the change).
         if wm != i64::MIN {
-            let later = self.st.fire.split_off(&(wm.saturating_add(1), 0));
-            let fired = std::mem::replace(&mut self.st.fire, later);
-            for (_, k) in fired {
+            for k in self.st.fire.take_upto(wm) {
                 self.timers_of(k);
             }
         }
@@ -2275,7 +2498,7 @@ impl WindowOp {
 
     /// Forgets everything (PIPELINE.RESET).
     pub fn clear_state(&mut self) {
-        self.st = State::default();
+        self.st = State::for_kind(self.kind);
         self.undo = Undo::default();
         self.late_out.clear();
         self.fatal = None;
@@ -2286,7 +2509,7 @@ impl WindowOp {
     /// match this plan is an error, never a panic.
     pub fn decode_state(&mut self, state: &[u8]) -> Result<(), String> {
         if state.is_empty() {
-            self.st = State::default();
+            self.st = State::for_kind(self.kind);
             return Ok(());
         }
         let mut r = crate::engine::def::Cursor::new(state);
@@ -2308,7 +2531,7 @@ impl WindowOp {
             clock,
             late_dropped,
             late_written,
-            ..State::default()
+            ..State::for_kind(self.kind)
         };
         let nkeys = r.u32()? as usize;
         for _ in 0..nkeys {
@@ -2320,7 +2543,11 @@ impl WindowOp {
                 return Err("a key appears twice in the window state".into());
             }
             let id = st.keys.len() as u32;
-            let ks = KeyState { key, rows, ext };
+            let ks = KeyState {
+                key,
+                rows,
+                ext: ExtSlots::from_vec(ext),
+            };
             st.bytes += ks.key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64 + ks.ext_bytes();
             st.rows += nrows as u64;
             st.keys.push(Some(ks));
@@ -2375,15 +2602,15 @@ impl WindowOp {
                         s_first.max((wm - size).div_euclid(slide) * slide + slide)
                     };
                     if s_unfired <= s_last {
-                        self.st.fire.insert((s_unfired + size, k));
+                        self.st.fire.insert(s_unfired + size, k);
                     }
-                    self.st.clean.insert((s_last + size + l, k));
+                    self.st.clean.insert(s_last + size + l, k);
                 }
                 WindowKind::Session { .. } => {
                     if end > wm {
-                        self.st.fire.insert((end, k));
+                        self.st.fire.insert(end, k);
                     }
-                    self.st.clean.insert((end + l, k));
+                    self.st.clean.insert(end + l, k);
                 }
                 WindowKind::Running | WindowKind::Count { .. } => {}
             }
@@ -2447,7 +2674,7 @@ fn put_rows(v: &mut Vec<u8>, ks: &KeyState, kind: WindowKind, stride: usize) {
     for row in ks.rows.chunks_exact(stride) {
         put_row(v, row, kind);
     }
-    for e in &ks.ext {
+    for e in ks.ext.iter() {
         e.encode(v);
     }
 }
