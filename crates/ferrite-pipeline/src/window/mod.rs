@@ -2278,7 +2278,9 @@ impl WindowOp {
             return None;
         }
         let (kind, s, nv) = (self.kind, self.stride(), self.nvar);
-        let mut v = vec![STATE_V4];
+        // Sized up front: keys with their bytes, changed rows with their words.
+        let mut v = Vec::with_capacity(80 + u.keys.len() * 32 + u.rows.len() * (9 + 8 * s));
+        v.push(STATE_V4);
         v.extend_from_slice(&(s as u32).to_le_bytes());
         put_globals(
             &mut v,
