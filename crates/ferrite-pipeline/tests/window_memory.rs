@@ -3,7 +3,8 @@
 //! binary): `count(*)`, `sum`, `vwap` on TUMBLE with 10,000 keys, one
 //! open window each. The figure is deterministic (allocation sizes, not
 //! time). Issue 15 aims at 100 bytes; the bound below guards today's
-//! layout against regressions until the state is redesigned.
+//! layout (129 bytes: key slot 48 in chunks, row 48, key bytes 11,
+//! timers grouped by time and the index 21) against regressions.
 
 use ferrite_pipeline::{Entry, EntryId, Plan};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -98,5 +99,5 @@ fn real_heap_per_key_and_window() {
     eprintln!(
         "count, sum, vwap; TUMBLE; 10,000 keys: real heap {heap} bytes, state_bytes {counted} bytes per key and window"
     );
-    assert!(heap <= 250, "{heap} bytes of heap per key and window");
+    assert!(heap <= 135, "{heap} bytes of heap per key and window");
 }

@@ -53,8 +53,10 @@
 //! State is flat: per key one `Vec<u64>` of rows `[start, end, rev,
 //! aggregate words...]` sorted by start, and, for `count(DISTINCT)`,
 //! percentiles and twap, an [`Ext`] per row and aggregate (plus one
-//! carried slot per aggregate: twap's last price of dropped rows); timers
-//! are ordered sets of `(time, key)`. [`WindowOp::snapshot`] encodes it (versioned); restore
+//! carried slot per aggregate: twap's last price of dropped rows); key
+//! slots sit in fixed chunks ([`Slots`]); timers are keys grouped by time
+//! for TUMBLE/HOP (window ends: many keys share one) and ordered sets of
+//! `(time, key)` for SESSION ([`Timers`]). [`WindowOp::snapshot`] encodes it (versioned); restore
 //! checks every length and rebuilds the timers.
 
 pub mod agg;
@@ -162,7 +164,8 @@ pub enum WindowKind {
 /// from `i64::MAX` that window arithmetic cannot overflow.
 pub const MAX_EVENT_TIME: i64 = 1 << 52;
 
-/// Bytes counted per key beyond its own bytes (dictionary entry, vectors).
+/// Bytes counted per key beyond its own bytes: its slot (48), its index
+/// entry, its timers.
 const KEY_OVERHEAD: u64 = 72;
 /// Words of a SESSION or COUNT_WINDOW row before the aggregates: start
 /// (or pane number), end (or entries), rev (with [`DIRTY`]). A TUMBLE/HOP
@@ -173,6 +176,10 @@ const HDR: usize = 3;
 /// In a row's rev word: the row changed since the last EMIT UPDATES flush
 /// (or, for a running aggregate, since its last result).
 const DIRTY: u64 = 1 << 63;
+/// In a TUMBLE/HOP row's header word, during an epoch: the row's state
+/// before the epoch is saved in [`Undo`] (cleared when the epoch ends; it
+/// is never encoded).
+const SAVED: u64 = 1 << 62;
 /// Largest watermark: beyond every window's end and lateness.
 const MAX_WATERMARK: i64 = 3 * MAX_EVENT_TIME;
 
@@ -200,7 +207,60 @@ struct KeyState {
     /// With `nvar` aggregates keeping an [`Ext`]: first one carried slot
     /// per such aggregate (twap: the key's last price from rows already
     /// dropped), then `nvar` per row, in row order. Empty otherwise.
-    ext: Vec<Ext>,
+    ext: ExtSlots,
+}
+
+/// A key's [`Ext`] slots: no allocation (and 8 bytes in the key's slot)
+/// unless the plan has aggregates that keep one.
+// NOTE: boxed on purpose: 8 bytes in each key's slot instead of a Vec's
+// 24; most plans have no such aggregate and never allocate it.
+#[allow(clippy::box_collection)]
+#[derive(Clone, Default)]
+struct ExtSlots(Option<Box<Vec<Ext>>>);
+
+impl std::ops::Deref for ExtSlots {
+    type Target = [Ext];
+    fn deref(&self) -> &[Ext] {
+        self.0.as_deref().map_or(&[], |v| v)
+    }
+}
+
+impl std::ops::DerefMut for ExtSlots {
+    fn deref_mut(&mut self) -> &mut [Ext] {
+        match &mut self.0 {
+            Some(v) => v,
+            None => &mut [],
+        }
+    }
+}
+
+impl ExtSlots {
+    fn from_vec(v: Vec<Ext>) -> ExtSlots {
+        ExtSlots((!v.is_empty()).then(|| Box::new(v)))
+    }
+
+    fn into_vec(self) -> Vec<Ext> {
+        self.0.map_or_else(Vec::new, |b| *b)
+    }
+
+    /// Replaces `r` with `with` (nothing to do allocates nothing).
+    fn splice(&mut self, r: std::ops::Range<usize>, with: impl IntoIterator<Item = Ext>) {
+        let mut with = with.into_iter().peekable();
+        if r.is_empty() && with.peek().is_none() {
+            return;
+        }
+        self.0.get_or_insert_with(Default::default).splice(r, with);
+    }
+
+    fn drain(&mut self, r: std::ops::Range<usize>) {
+        if let Some(v) = &mut self.0 {
+            v.drain(r);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 impl KeyState {
@@ -233,12 +293,12 @@ struct State {
     /// is stored once).
     index: hashbrown::HashTable<u32>,
     hasher: std::collections::hash_map::RandomState,
-    keys: Vec<Option<KeyState>>,
+    keys: Slots,
     free: Vec<u32>,
     clock: Clock,
     /// Timers: windows to fire, rows to drop.
-    fire: BTreeSet<(i64, u32)>,
-    clean: BTreeSet<(i64, u32)>,
+    fire: Timers,
+    clean: Timers,
     /// TUMBLE/HOP windows emitted again: (key, window start) → revisions.
     revs: HashMap<(u32, i64), u32>,
     bytes: u64,
@@ -250,7 +310,15 @@ struct State {
 }
 
 impl State {
-    fn key_bytes(keys: &[Option<KeyState>], id: u32) -> &[u8] {
+    fn for_kind(kind: WindowKind) -> State {
+        State {
+            fire: Timers::for_kind(kind),
+            clean: Timers::for_kind(kind),
+            ..State::default()
+        }
+    }
+
+    fn key_bytes(keys: &Slots, id: u32) -> &[u8] {
         keys.get(id as usize)
             .and_then(Option::as_ref)
             .map_or(&[][..], |ks| &ks.key)
@@ -282,22 +350,213 @@ impl State {
     }
 }
 
-/// A key's state before an epoch touched it (`None`: the key did not
-/// exist).
-type PreImage = Option<KeyState>;
+/// Key slots by id, in chunks of [`SLOT_CHUNK`]: growing never copies
+/// them, and the slack is under one chunk (a `Vec` doubling would leave up
+/// to half its slots unused: 40 bytes per key at 10,000 keys).
+#[derive(Default)]
+struct Slots {
+    chunks: Vec<Box<[Option<KeyState>]>>,
+    len: usize,
+}
+
+/// Slots per chunk of [`Slots`].
+const SLOT_CHUNK: usize = 256;
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, ks: Option<KeyState>) {
+        if self.len == self.chunks.len() * SLOT_CHUNK {
+            self.chunks
+                .push(std::iter::repeat_with(|| None).take(SLOT_CHUNK).collect());
+        }
+        let i = self.len;
+        self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK] = ks;
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> Option<&Option<KeyState>> {
+        (i < self.len).then(|| &self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<KeyState>> {
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    }
+}
+
+impl std::ops::Index<usize> for Slots {
+    type Output = Option<KeyState>;
+    fn index(&self, i: usize) -> &Option<KeyState> {
+        assert!(i < self.len, "key slot {i} of {}", self.len);
+        &self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots {
+    fn index_mut(&mut self, i: usize) -> &mut Option<KeyState> {
+        assert!(i < self.len, "key slot {i} of {}", self.len);
+        &mut self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK]
+    }
+}
+
+/// Timers: keys due at event times, taken in `(time, key)` order, each
+/// `(time, key)` once.
+enum Timers {
+    /// One entry per `(time, key)`: SESSION's times are any millisecond.
+    Set(BTreeSet<(i64, u32)>),
+    /// TUMBLE/HOP's times are window ends (multiples of the slide, plus
+    /// LATENESS): many keys share one, so keys are grouped by time, 4
+    /// bytes each (repeats are dropped when a time is taken).
+    Grouped(std::collections::BTreeMap<i64, Vec<u32>>),
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers::Set(BTreeSet::new())
+    }
+}
+
+impl Timers {
+    fn for_kind(kind: WindowKind) -> Timers {
+        match kind {
+            WindowKind::Hop { .. } => Timers::Grouped(Default::default()),
+            _ => Timers::Set(BTreeSet::new()),
+        }
+    }
+
+    fn insert(&mut self, t: i64, k: u32) {
+        match self {
+            Timers::Set(s) => {
+                s.insert((t, k));
+            }
+            Timers::Grouped(m) => {
+                let v = m.entry(t).or_default();
+                if v.last() != Some(&k) {
+                    v.push(k);
+                }
+            }
+        }
+    }
+
+    /// The earliest time.
+    fn first(&self) -> Option<i64> {
+        match self {
+            Timers::Set(s) => s.first().map(|&(t, _)| t),
+            Timers::Grouped(m) => m.first_key_value().map(|(&t, _)| t),
+        }
+    }
+
+    /// Takes the earliest time's keys, in key order, each once, if that
+    /// time is at most `upto`.
+    fn pop_due(&mut self, upto: i64, keys: &mut Vec<u32>) -> Option<i64> {
+        keys.clear();
+        let t = self.first().filter(|&t| t <= upto)?;
+        match self {
+            Timers::Set(s) => {
+                while let Some(&(t2, k)) = s.first() {
+                    if t2 != t {
+                        break;
+                    }
+                    s.pop_first();
+                    keys.push(k);
+                }
+            }
+            Timers::Grouped(m) => {
+                if let Some((_, mut v)) = m.pop_first() {
+                    v.sort_unstable();
+                    v.dedup();
+                    *keys = v;
+                }
+            }
+        }
+        Some(t)
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Timers::Set(s) => s.clear(),
+            Timers::Grouped(m) => m.clear(),
+        }
+    }
+
+    /// Takes the timers at or before `upto`: their keys.
+    fn take_upto(&mut self, upto: i64) -> Vec<u32> {
+        let Some(after) = upto.checked_add(1) else {
+            let mut all = Vec::new();
+            let mut keys = Vec::new();
+            while self.pop_due(i64::MAX, &mut keys).is_some() {
+                all.append(&mut keys);
+            }
+            return all;
+        };
+        match self {
+            Timers::Set(s) => {
+                let later = s.split_off(&(after, 0));
+                std::mem::replace(s, later)
+                    .into_iter()
+                    .map(|(_, k)| k)
+                    .collect()
+            }
+            Timers::Grouped(m) => {
+                let later = m.split_off(&after);
+                std::mem::replace(m, later)
+                    .into_values()
+                    .flatten()
+                    .collect()
+            }
+        }
+    }
+}
+
+/// A key's state before an epoch touched it.
+enum PreImage {
+    /// The key did not exist.
+    Absent,
+    /// Its whole state (SESSION, COUNT_WINDOW, running aggregates: a few
+    /// rows per key).
+    Whole(KeyState),
+    /// TUMBLE/HOP: the key existed; its rows are saved one by one as the
+    /// epoch changes them ([`Undo::rows`]); here its carried [`Ext`] slots.
+    Rows(Vec<Ext>),
+}
+
+/// A TUMBLE/HOP row the current epoch changed: key, start, and where its
+/// state before the epoch is ([`NEW_ROW`]: the epoch inserted it).
+#[derive(Clone, Copy)]
+struct RowUndo {
+    k: u32,
+    start: i64,
+    pre: u32,
+}
+
+/// [`RowUndo::pre`] of a row the epoch inserted.
+const NEW_ROW: u32 = u32::MAX;
 
 /// Pre-images of what the current epoch changed, to take it back (an
-/// epoch that does not commit) or to checkpoint the committed state while
-/// an epoch is being evaluated.
+/// epoch that does not commit), to describe it ([`WindowOp::epoch_delta`])
+/// or to checkpoint the committed state while an epoch is being evaluated.
+/// TUMBLE/HOP keys keep many panes of which an epoch changes a few: their
+/// changed rows are saved one by one (a word log), so an epoch's cost and
+/// its delta follow the rows it changed, not the keys' sizes.
 #[derive(Default)]
 struct Undo {
     active: bool,
     /// Stamp of the current epoch; `stamp[k] == epoch` marks key `k` saved.
     epoch: u32,
     stamp: Vec<u32>,
-    /// Keys in first-touch order with their state before the epoch
-    /// (`None`: the key did not exist).
+    /// Keys in first-touch order with their state before the epoch.
     keys: Vec<(u32, PreImage)>,
+    /// TUMBLE/HOP rows changed, in the order they were first changed
+    /// (each once: its header word carries [`SAVED`] until the epoch ends).
+    rows: Vec<RowUndo>,
+    /// Their pre-images: `stride` words and `nvar` [`Ext`] slots each.
+    words: Vec<u64>,
+    exts: Vec<Ext>,
+    /// TUMBLE/HOP keys dropped during the epoch, as they were when dropped
+    /// (no rows; their key bytes and carried slots).
+    dropped: Vec<(u32, KeyState)>,
     clock: Clock,
     late_dropped: u64,
     late_written: u64,
@@ -359,6 +618,8 @@ pub struct WindowOp {
     now: i64,
     /// Results computed (before HAVING), to see whether a flush wrote any.
     results: u64,
+    /// Keys of the timers being taken (scratch).
+    due: Vec<u32>,
 }
 
 /// Why an event could not be placed.
@@ -394,7 +655,7 @@ impl WindowOp {
             width,
             out,
             text,
-            st: State::default(),
+            st: State::for_kind(kind),
             undo: Undo::default(),
             key_buf: Vec::new(),
             nums: Vec::new(),
@@ -406,6 +667,7 @@ impl WindowOp {
             fatal: None,
             now: 0,
             results: 0,
+            due: Vec::new(),
         }
     }
 
@@ -483,7 +745,7 @@ impl WindowOp {
         let ks = KeyState {
             key,
             rows: Vec::new(),
-            ext: vec![Ext::None; self.nvar],
+            ext: ExtSlots::from_vec(vec![Ext::None; self.nvar]),
         };
         self.st.bytes += self.nvar as u64 * EXT_OVERHEAD;
         // During an epoch, slots are not reused: a rollback restores
@@ -505,9 +767,15 @@ impl WindowOp {
         };
         self.st.index_insert(id);
         if self.undo.active {
-            self.mark(id, None);
+            self.mark(id, PreImage::Absent);
         }
         id
+    }
+
+    /// Whether the epoch saves rows one by one (TUMBLE/HOP) rather than
+    /// whole keys.
+    fn row_undo(&self) -> bool {
+        matches!(self.kind, WindowKind::Hop { .. })
     }
 
     /// Saves key `k`'s state before the epoch changes it (once per epoch).
@@ -516,11 +784,44 @@ impl WindowOp {
         if !self.undo.active || self.undo.stamp.get(k as usize) == Some(&self.undo.epoch) {
             return;
         }
-        let pre = self.st.keys[k as usize].clone();
+        let pre = match &self.st.keys[k as usize] {
+            None => PreImage::Absent,
+            Some(ks) if self.row_undo() => PreImage::Rows(ks.ext[..self.nvar].to_vec()),
+            Some(ks) => PreImage::Whole(ks.clone()),
+        };
         self.mark(k, pre);
     }
 
+    /// Saves row `r` of key `k` (TUMBLE/HOP, touched) before the epoch
+    /// changes it, once per epoch.
+    #[inline]
+    fn save_row(&mut self, k: u32, r: usize) {
+        if !self.undo.active || !self.row_undo() {
+            return;
+        }
+        let (s, nv) = (self.stride(), self.nvar);
+        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            return;
+        };
+        let row = &mut ks.rows[r * s..(r + 1) * s];
+        if row[0] & SAVED != 0 {
+            return;
+        }
+        let u = &mut self.undo;
+        let pre = (u.words.len() / s.max(1)) as u32;
+        u.words.extend_from_slice(row);
+        u.exts
+            .extend_from_slice(&ks.ext[nv + r * nv..nv + (r + 1) * nv]);
+        u.rows.push(RowUndo {
+            k,
+            start: start_of(self.kind, row),
+            pre,
+        });
+        row[0] |= SAVED;
+    }
+
     fn mark(&mut self, k: u32, pre: PreImage) {
+        debug_assert!(self.undo.active);
         let i = k as usize;
         if self.undo.stamp.len() <= i {
             self.undo.stamp.resize(i + 1, 0);
@@ -548,6 +849,10 @@ impl WindowOp {
                 self.st.dirty.remove(&k);
                 if self.undo.active {
                     self.undo.freed.push(k);
+                    if self.row_undo() {
+                        // Its rows are saved; rollback rebuilds it from this.
+                        self.undo.dropped.push((k, ks));
+                    }
                 } else {
                     self.st.free.push(k);
                 }
@@ -601,6 +906,14 @@ impl WindowOp {
         }
         for a in aggs {
             a.init(&mut ks.rows[at + hdr..at + s]);
+        }
+        if self.undo.active && matches!(kind, WindowKind::Hop { .. }) {
+            ks.rows[at] |= SAVED;
+            self.undo.rows.push(RowUndo {
+                k,
+                start,
+                pre: NEW_ROW,
+            });
         }
         self.st.bytes += (s * 8) as u64;
         self.st.rows += 1;
@@ -667,6 +980,7 @@ impl WindowOp {
     }
 
     fn update_row(&mut self, k: u32, r: usize, at: Order) {
+        self.save_row(k, r);
         let s = self.stride();
         let dirty = self.tracks_dirty();
         let (hdr, rw) = (self.hdr(), self.rw());
@@ -721,9 +1035,9 @@ impl WindowOp {
                 s_first.max((wm - size).div_euclid(slide) * slide + slide)
             };
             if s_unfired <= s_last {
-                self.st.fire.insert((s_unfired + size, k));
+                self.st.fire.insert(s_unfired + size, k);
             }
-            self.st.clean.insert((e_last + l, k));
+            self.st.clean.insert(e_last + l, k);
         }
         self.update_row(k, r, at);
         // Windows that already fired and are within lateness: again.
@@ -881,12 +1195,12 @@ impl WindowOp {
             first
         };
         self.update_row(k, r, at);
-        self.st.clean.insert((end + l, k));
+        self.st.clean.insert(end + l, k);
         if end <= wm {
             // A late entry within lateness: the session's result again.
             self.emit_session(k, r, false, id, out);
         } else {
-            self.st.fire.insert((end, k));
+            self.st.fire.insert(end, k);
         }
         Placed::Ok
     }
@@ -1012,101 +1326,129 @@ impl WindowOp {
     /// rows beyond lateness.
     fn advance(&mut self, id: EntryId, out: &mut Vec<Record>) {
         let wm = self.wm();
-        while let Some(&(e, k)) = self.st.fire.first() {
-            if e > wm {
-                break;
-            }
-            self.st.fire.pop_first();
-            match self.kind {
-                WindowKind::Hop { size, slide, .. } => {
-                    self.emit_hop(k, e - size, e, None, true, id, out);
-                    // The key's next window that holds a pane.
-                    let s = self.stride();
-                    let next_start = e - size + slide;
-                    if let Some(ks) = self.st.keys[k as usize].as_ref() {
-                        let p = ks
-                            .rows
-                            .chunks_exact(s)
-                            .map(|r| {
-                                start_of(
-                                    WindowKind::Hop {
-                                        size,
-                                        slide,
-                                        pane: 1,
-                                    },
-                                    r,
-                                )
-                            })
-                            .find(|&p| p >= next_start);
-                        if let Some(p) = p {
-                            let s_first = (p - size).div_euclid(slide) * slide + slide;
-                            self.st.fire.insert((s_first.max(next_start) + size, k));
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(e) = self.st.fire.pop_due(wm, &mut due) {
+            for &k in &due {
+                match self.kind {
+                    WindowKind::Hop { size, slide, .. } => {
+                        self.emit_hop(k, e - size, e, None, true, id, out);
+                        // The key's next window that holds a pane.
+                        let s = self.stride();
+                        let next_start = e - size + slide;
+                        if let Some(ks) = self.st.keys[k as usize].as_ref() {
+                            let p = ks
+                                .rows
+                                .chunks_exact(s)
+                                .map(|r| {
+                                    start_of(
+                                        WindowKind::Hop {
+                                            size,
+                                            slide,
+                                            pane: 1,
+                                        },
+                                        r,
+                                    )
+                                })
+                                .find(|&p| p >= next_start);
+                            if let Some(p) = p {
+                                let s_first = (p - size).div_euclid(slide) * slide + slide;
+                                self.st.fire.insert(s_first.max(next_start) + size, k);
+                            }
                         }
                     }
-                }
-                WindowKind::Session { .. } => {
-                    let s = self.stride();
-                    let r = self.st.keys[k as usize]
-                        .as_ref()
-                        .and_then(|ks| ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e));
-                    if let Some(r) = r {
-                        self.touch(k);
-                        self.emit_session(k, r, true, id, out);
+                    WindowKind::Session { .. } => {
+                        let s = self.stride();
+                        let r = self.st.keys[k as usize].as_ref().and_then(|ks| {
+                            ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e)
+                        });
+                        if let Some(r) = r {
+                            self.touch(k);
+                            self.emit_session(k, r, true, id, out);
+                        }
                     }
+                    WindowKind::Running | WindowKind::Count { .. } => {}
                 }
-                WindowKind::Running | WindowKind::Count { .. } => {}
             }
         }
         let l = self.lateness();
-        while let Some(&(c, k)) = self.st.clean.first() {
-            if c > wm {
-                break;
-            }
-            self.st.clean.pop_first();
-            self.touch(k);
-            // The time after which a row may go.
-            let kind = self.kind;
-            let expiry = move |row: &[u64]| -> i64 {
-                match kind {
-                    WindowKind::Hop { size, slide, .. } => {
-                        start_of(kind, row).div_euclid(slide) * slide + size + l
+        while self.st.clean.pop_due(wm, &mut due).is_some() {
+            for &k in &due {
+                self.touch(k);
+                // The time after which a row may go.
+                let kind = self.kind;
+                let expiry = move |row: &[u64]| -> i64 {
+                    match kind {
+                        WindowKind::Hop { size, slide, .. } => {
+                            start_of(kind, row).div_euclid(slide) * slide + size + l
+                        }
+                        _ => row[1] as i64 + l,
                     }
-                    _ => row[1] as i64 + l,
-                }
-            };
-            self.retain_rows(k, |row| expiry(row) > wm);
-            if let WindowKind::Hop { size, .. } = self.kind {
-                if self
-                    .st
-                    .revs
-                    .keys()
-                    .any(|&(kk, s0)| kk == k && s0 + size + l <= wm)
-                {
-                    self.touch_revs();
-                    self.st
+                };
+                self.retain_rows(k, |row| expiry(row) > wm);
+                if let WindowKind::Hop { size, .. } = self.kind {
+                    if self
+                        .st
                         .revs
-                        .retain(|&(kk, s0), _| kk != k || s0 + size + l > wm);
+                        .keys()
+                        .any(|&(kk, s0)| kk == k && s0 + size + l <= wm)
+                    {
+                        self.touch_revs();
+                        self.st
+                            .revs
+                            .retain(|&(kk, s0), _| kk != k || s0 + size + l > wm);
+                    }
                 }
+                self.drop_key_if_empty(k);
             }
-            self.drop_key_if_empty(k);
         }
+        self.due = due;
     }
 
     /// Keeps key `k`'s rows for which `keep` holds (the key must be
     /// touched); twap's last price of a dropped row carries on in the key.
     fn retain_rows(&mut self, k: u32, keep: impl Fn(&[u64]) -> bool) {
         let s = self.stride();
+        if self.undo.active && self.row_undo() {
+            let n = self.st.keys[k as usize]
+                .as_ref()
+                .map_or(0, |ks| ks.rows.len() / s);
+            for r in 0..n {
+                let gone = self.st.keys[k as usize]
+                    .as_ref()
+                    .is_some_and(|ks| !keep(&ks.rows[r * s..(r + 1) * s]));
+                if gone {
+                    self.save_row(k, r);
+                }
+            }
+        }
         {
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
                 return;
             };
             let before = ks.rows.len() / s;
             let nv = self.nvar;
+            if nv == 0 {
+                // In place: no Ext slots move with the rows.
+                let mut w = 0;
+                for r in 0..before {
+                    if keep(&ks.rows[r * s..(r + 1) * s]) {
+                        if w != r {
+                            ks.rows.copy_within(r * s..(r + 1) * s, w * s);
+                        }
+                        w += 1;
+                    }
+                }
+                ks.rows.truncate(w * s);
+                let gone = (before - w) as u64;
+                self.st.rows -= gone;
+                self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
+                return;
+            }
             let bytes_before = ks.ext_bytes();
             let mut kept = Vec::with_capacity(ks.rows.len());
-            let mut kept_ext = Vec::with_capacity(ks.ext.len());
-            kept_ext.extend(ks.ext.drain(..nv));
-            let mut ext = std::mem::take(&mut ks.ext).into_iter();
+            let mut ext = std::mem::take(&mut ks.ext).into_vec().into_iter();
+            let mut kept_ext = Vec::with_capacity(ext.len());
+            kept_ext.extend(ext.by_ref().take(nv));
             for row in ks.rows.chunks_exact(s) {
                 let row_ext: Vec<Ext> = ext.by_ref().take(nv).collect();
                 if keep(row) {
@@ -1125,7 +1467,7 @@ impl WindowOp {
                 }
             }
             ks.rows = kept;
-            ks.ext = kept_ext;
+            ks.ext = ExtSlots::from_vec(kept_ext);
             if nv > 0 {
                 let after = ks.ext_bytes();
                 self.st.bytes = (self.st.bytes + after).saturating_sub(bytes_before);
@@ -1193,9 +1535,9 @@ impl WindowOp {
         let c = &self.st.clock;
         let (max_ts, last) = (c.max_ts?, c.last_arrival?);
         let timer = match (self.st.fire.first(), self.st.clean.first()) {
-            (Some(&(f, _)), Some(&(c, _))) => f.min(c),
-            (Some(&(f, _)), None) => f,
-            (None, Some(&(c, _))) => c,
+            (Some(f), Some(c)) => f.min(c),
+            (Some(f), None) => f,
+            (None, Some(c)) => c,
             (None, None) => return None,
         };
         // The IDLE watermark at wall-clock time T >= last + idle is
@@ -1255,6 +1597,20 @@ impl WindowOp {
         let mut starts = BTreeSet::new();
         for &k in &dirty {
             self.touch(k);
+            if self.undo.active && self.row_undo() {
+                // Clearing DIRTY changes the rows: save them first.
+                let n = self.st.keys[k as usize]
+                    .as_ref()
+                    .map_or(0, |ks| ks.rows.len() / s);
+                for r in 0..n {
+                    let d = self.st.keys[k as usize]
+                        .as_ref()
+                        .is_some_and(|ks| ks.rows[r * s] & DIRTY != 0);
+                    if d {
+                        self.save_row(k, r);
+                    }
+                }
+            }
             starts.clear();
             let mut sessions = Vec::new();
             let mut running = None;
@@ -1661,10 +2017,27 @@ impl Operator for WindowOp {
 
 /// Version bytes of the window state encoding: 1 (before the clock), 2
 /// (the clock's fields in the globals, Ext slots), 3 (one header word in
-/// TUMBLE/HOP and running rows); this build writes 3 and reads all.
+/// TUMBLE/HOP and running rows), 4 (deltas only: a TUMBLE/HOP key's
+/// change may list just the rows the epoch changed); this build writes 3
+/// (states) and 4 (deltas) and reads all.
 const STATE_V1: u8 = 1;
 const STATE_V2: u8 = 2;
 const STATE_V3: u8 = 3;
+const STATE_V4: u8 = 4;
+
+/// One key's change in an epoch's delta.
+enum KeyChange {
+    /// The key is gone.
+    Gone,
+    /// Its whole state: rows and Ext slots.
+    Whole(Vec<u64>, Vec<Ext>),
+    /// TUMBLE/HOP (version 4): its carried Ext slots, and the rows that
+    /// changed by start (`None`: the row is gone).
+    Rows(Vec<Ext>, Vec<RowChange>),
+}
+
+/// A changed row by start: its words and Ext slots (`None`: it is gone).
+type RowChange = (i64, Option<(Vec<u64>, Vec<Ext>)>);
 
 impl WindowOp {
     /// The state: `u8 version (2)`, `u32 stride`, the globals
@@ -1680,8 +2053,38 @@ impl WindowOp {
     /// entries the position has not passed.
     pub fn encode_state(&self) -> Vec<u8> {
         let u = &self.undo;
-        let saved: HashMap<u32, &PreImage> = if u.active {
-            u.keys.iter().map(|(k, p)| (*k, p)).collect()
+        // TUMBLE/HOP keys the epoch touched, as they were before it.
+        let mut rebuilt: HashMap<u32, KeyState> = HashMap::new();
+        if u.active && self.row_undo() {
+            let nv = self.nvar;
+            let dropped: HashMap<u32, &KeyState> =
+                u.dropped.iter().map(|(k, ks)| (*k, ks)).collect();
+            for (k, pre) in &u.keys {
+                if let PreImage::Rows(carried) = pre {
+                    let now = self.st.keys[*k as usize]
+                        .as_ref()
+                        .or_else(|| dropped.get(k).copied());
+                    if let Some(ks) = now {
+                        let mut ks = ks.clone();
+                        ks.ext.splice(0..nv, carried.iter().cloned());
+                        rebuilt.insert(*k, ks);
+                    }
+                }
+            }
+            undo_rows(u, self.kind, self.stride(), nv, &mut rebuilt);
+        }
+        let saved: HashMap<u32, Option<&KeyState>> = if u.active {
+            u.keys
+                .iter()
+                .map(|(k, p)| {
+                    let ks = match p {
+                        PreImage::Absent => None,
+                        PreImage::Whole(ks) => Some(ks),
+                        PreImage::Rows(_) => rebuilt.get(k),
+                    };
+                    (*k, ks)
+                })
+                .collect()
         } else {
             HashMap::new()
         };
@@ -1722,7 +2125,7 @@ impl WindowOp {
             pos.insert(*id, n as u32);
             v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
             v.extend_from_slice(&ks.key);
-            put_rows(&mut v, ks, self.stride());
+            put_rows(&mut v, ks, self.kind, self.stride());
         }
         let mut revs: Vec<_> = revs
             .iter()
@@ -1752,6 +2155,10 @@ impl WindowOp {
         }
         u.active = true;
         u.keys.clear();
+        u.rows.clear();
+        u.words.clear();
+        u.exts.clear();
+        u.dropped.clear();
         u.freed.clear();
         u.revs = None;
         u.clock = self.st.clock;
@@ -1761,10 +2168,22 @@ impl WindowOp {
 
     /// The epoch committed: its changes stay.
     pub fn end_epoch(&mut self) {
+        let (kind, s) = (self.kind, self.stride());
         let u = &mut self.undo;
         u.active = false;
         self.st.free.append(&mut u.freed);
+        for ru in &u.rows {
+            if let Some(ks) = self.st.keys[ru.k as usize].as_mut() {
+                if let Ok(i) = find_row(kind, ks, s, ru.start) {
+                    ks.rows[i * s] &= !SAVED;
+                }
+            }
+        }
         u.keys.clear();
+        u.rows.clear();
+        u.words.clear();
+        u.exts.clear();
+        u.dropped.clear();
         u.revs = None;
     }
 
@@ -1774,24 +2193,45 @@ impl WindowOp {
             return;
         }
         let keys = std::mem::take(&mut self.undo.keys);
+        let rows = self.row_undo();
         // First out with every touched key as it is now (a key dropped and
         // created again in the epoch has two slots), then back as it was.
+        let mut held: HashMap<u32, KeyState> = HashMap::new();
         for (k, _) in &keys {
             if let Some(ks) = self.st.keys[*k as usize].take() {
                 self.st.index_remove(&ks.key, *k);
-            }
-        }
-        for (k, pre) in keys {
-            match pre {
-                None => self.st.free.push(k),
-                Some(ks) => {
-                    self.st.keys[k as usize] = Some(ks);
-                    self.st.index_insert(k);
+                if rows {
+                    held.insert(*k, ks);
                 }
             }
         }
+        held.extend(self.undo.dropped.drain(..));
+        if rows {
+            undo_rows(&self.undo, self.kind, self.stride(), self.nvar, &mut held);
+        }
+        for (k, pre) in keys {
+            let ks = match pre {
+                PreImage::Absent => {
+                    self.st.free.push(k);
+                    continue;
+                }
+                PreImage::Whole(ks) => ks,
+                PreImage::Rows(carried) => {
+                    let Some(mut ks) = held.remove(&k) else {
+                        continue;
+                    };
+                    ks.ext.splice(0..self.nvar, carried);
+                    ks
+                }
+            };
+            self.st.keys[k as usize] = Some(ks);
+            self.st.index_insert(k);
+        }
         let u = &mut self.undo;
         u.active = false;
+        u.rows.clear();
+        u.words.clear();
+        u.exts.clear();
         u.freed.clear();
         self.st.clock = u.clock;
         self.st.late_dropped = u.late_dropped;
@@ -1820,19 +2260,28 @@ impl WindowOp {
 
     /// What the current epoch changed, to log with its results: the
     /// watermark's source and the late counters, the revisions when they
-    /// changed, and the whole state of each key it touched.
+    /// changed, and per key it touched its change: for TUMBLE/HOP only the
+    /// rows (panes) the epoch changed, for the other kinds the key's whole
+    /// state (a few rows).
     ///
-    /// `u8 version (2)`, `u32 stride`, globals as in the state, `u8
+    /// `u8 version (4)`, `u32 stride`, globals as in the state, `u8
     /// revs_changed` (then `u32 n`, per revision `u32 len, key, i64 start,
-    /// u32 rev`), `u32 keys`, per key `u32 len, key, u8 present` (then `u32
-    /// rows`, the words and the Ext slots, as in the state).
+    /// u32 rev`), `u32 keys`, per key `u32 len, key, u8 change`: 0 the key
+    /// is gone; 1 its whole state (`u32 rows`, the words and the Ext slots,
+    /// as in the state); 2 (TUMBLE/HOP, the key exists) its carried Ext
+    /// slots, `u32 n`, per changed row `i64 start, u8 present` (then the
+    /// row's words and its Ext slots). Versions 1 to 3 had changes 0 and 1
+    /// only, and are still read.
     pub fn epoch_delta(&self) -> Option<Vec<u8>> {
         let u = &self.undo;
         if !u.active {
             return None;
         }
-        let mut v = vec![STATE_V3];
-        v.extend_from_slice(&(self.stride() as u32).to_le_bytes());
+        let (kind, s, nv) = (self.kind, self.stride(), self.nvar);
+        // Sized up front: keys with their bytes, changed rows with their words.
+        let mut v = Vec::with_capacity(80 + u.keys.len() * 32 + u.rows.len() * (9 + 8 * s));
+        v.push(STATE_V4);
+        v.extend_from_slice(&(s as u32).to_le_bytes());
         put_globals(
             &mut v,
             &self.st.clock,
@@ -1860,23 +2309,55 @@ impl WindowOp {
                 }
             }
         }
+        let mut changed: Vec<(u32, i64)> = u.rows.iter().map(|r| (r.k, r.start)).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let dropped: HashMap<u32, &KeyState> = u.dropped.iter().map(|(k, ks)| (*k, ks)).collect();
+        let put_key = |v: &mut Vec<u8>, key: &[u8], change: u8| {
+            v.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            v.extend_from_slice(key);
+            v.push(change);
+        };
         let n_at = v.len();
         v.extend_from_slice(&0u32.to_le_bytes());
         let mut n = 0u32;
         for (k, pre) in &u.keys {
             match (&self.st.keys[*k as usize], pre) {
+                (Some(ks), PreImage::Rows(carried)) => {
+                    let lo = changed.partition_point(|&(kk, _)| kk < *k);
+                    let hi = changed.partition_point(|&(kk, _)| kk <= *k);
+                    if lo == hi && carried[..] == ks.ext[..nv] {
+                        continue;
+                    }
+                    put_key(&mut v, &ks.key, 2);
+                    for e in &ks.ext[..nv] {
+                        e.encode(&mut v);
+                    }
+                    v.extend_from_slice(&((hi - lo) as u32).to_le_bytes());
+                    for &(_, start) in &changed[lo..hi] {
+                        v.extend_from_slice(&start.to_le_bytes());
+                        match find_row(kind, ks, s, start) {
+                            Ok(i) => {
+                                v.push(1);
+                                put_row(&mut v, &ks.rows[i * s..(i + 1) * s], kind);
+                                for e in &ks.ext[nv + i * nv..nv + (i + 1) * nv] {
+                                    e.encode(&mut v);
+                                }
+                            }
+                            Err(_) => v.push(0),
+                        }
+                    }
+                }
                 (Some(ks), _) => {
-                    v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
-                    v.extend_from_slice(&ks.key);
-                    v.push(1);
-                    put_rows(&mut v, ks, self.stride());
+                    put_key(&mut v, &ks.key, 1);
+                    put_rows(&mut v, ks, kind, s);
                 }
-                (None, Some(ks)) => {
-                    v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
-                    v.extend_from_slice(&ks.key);
-                    v.push(0);
-                }
-                (None, None) => continue,
+                (None, PreImage::Whole(ks)) => put_key(&mut v, &ks.key, 0),
+                (None, PreImage::Rows(_)) => match dropped.get(k) {
+                    Some(ks) => put_key(&mut v, &ks.key, 0),
+                    None => continue,
+                },
+                (None, PreImage::Absent) => continue,
             }
             n += 1;
         }
@@ -1890,9 +2371,9 @@ impl WindowOp {
     pub fn apply_delta(&mut self, delta: &[u8]) -> Result<(), String> {
         let mut r = crate::engine::def::Cursor::new(delta);
         let ver = r.u8()?;
-        if !(STATE_V1..=STATE_V3).contains(&ver) {
+        if !(STATE_V1..=STATE_V4).contains(&ver) {
             return Err(format!(
-                "unknown window state version {ver} (this build reads versions {STATE_V1} to {STATE_V3})"
+                "unknown window state change version {ver} (this build reads versions {STATE_V1} to {STATE_V4})"
             ));
         }
         let stride = r.u32()? as usize;
@@ -1922,12 +2403,24 @@ impl WindowOp {
         let mut keys = Vec::with_capacity(n.min(r.remaining() / 5));
         for _ in 0..n {
             let key = r.bytes()?;
-            let rows = match r.u8()? {
-                0 => None,
-                1 => Some(self.get_rows_ext(&mut r, ver)?),
+            let change = match r.u8()? {
+                0 => KeyChange::Gone,
+                1 => {
+                    let (rows, ext) = self.get_rows_ext(&mut r, ver)?;
+                    KeyChange::Whole(rows, ext)
+                }
+                2 if ver >= STATE_V4 && self.row_undo() => {
+                    if self.st.find(key).is_none() {
+                        return Err(
+                            "a window state change updates rows of a key the state does not hold"
+                                .into(),
+                        );
+                    }
+                    self.get_row_changes(&mut r)?
+                }
                 b => return Err(format!("bad flag {b}")),
             };
-            keys.push((key, rows));
+            keys.push((key, change));
         }
         if !r.is_empty() {
             return Err("trailing bytes after a window state change".into());
@@ -1939,35 +2432,44 @@ impl WindowOp {
         self.st.clock = clock;
         self.st.late_dropped = dropped;
         self.st.late_written = written;
+        let (kind, s, nv) = (self.kind, self.stride(), self.nvar);
         let mut touched = Vec::with_capacity(keys.len());
-        for (key, rows) in keys {
+        for (key, change) in keys {
             let id = self.st.find(key);
-            match (id, rows) {
-                (Some(k), Some((rows, ext))) => {
+            match (id, change) {
+                (id, KeyChange::Whole(rows, ext)) => {
+                    let k = match id {
+                        Some(k) => k,
+                        None => {
+                            self.key_buf.clear();
+                            self.key_buf.extend_from_slice(key);
+                            self.key_id()
+                        }
+                    };
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows = rows;
-                        ks.ext = ext;
+                        ks.ext = ExtSlots::from_vec(ext);
                     }
                     touched.push(k);
                 }
-                (None, Some((rows, ext))) => {
-                    self.key_buf.clear();
-                    self.key_buf.extend_from_slice(key);
-                    let k = self.key_id();
+                (Some(k), KeyChange::Rows(carried, rows)) => {
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
-                        ks.rows = rows;
-                        ks.ext = ext;
+                        ks.ext.splice(0..nv, carried);
+                        for (start, row) in &rows {
+                            let row = row.as_ref().map(|(w, e)| (&w[..], &e[..]));
+                            set_row(kind, s, nv, ks, *start, row);
+                        }
                     }
                     touched.push(k);
                 }
-                (Some(k), None) => {
+                (Some(k), KeyChange::Gone) => {
                     if let Some(ks) = self.st.keys[k as usize].as_mut() {
                         ks.rows.clear();
                         ks.ext.clear();
                     }
                     self.drop_key_if_empty(k);
                 }
-                (None, None) => {}
+                (None, _) => {}
             }
         }
         if let Some(revs) = revs {
@@ -1989,9 +2491,7 @@ impl WindowOp {
         // Their keys' next windows are found again from the rows (firing
         // a window does not change a key, so it is not in the change).
         if wm != i64::MIN {
-            let later = self.st.fire.split_off(&(wm.saturating_add(1), 0));
-            let fired = std::mem::replace(&mut self.st.fire, later);
-            for (_, k) in fired {
+            for k in self.st.fire.take_upto(wm) {
                 self.timers_of(k);
             }
         }
@@ -2000,7 +2500,7 @@ impl WindowOp {
 
     /// Forgets everything (PIPELINE.RESET).
     pub fn clear_state(&mut self) {
-        self.st = State::default();
+        self.st = State::for_kind(self.kind);
         self.undo = Undo::default();
         self.late_out.clear();
         self.fatal = None;
@@ -2011,7 +2511,7 @@ impl WindowOp {
     /// match this plan is an error, never a panic.
     pub fn decode_state(&mut self, state: &[u8]) -> Result<(), String> {
         if state.is_empty() {
-            self.st = State::default();
+            self.st = State::for_kind(self.kind);
             return Ok(());
         }
         let mut r = crate::engine::def::Cursor::new(state);
@@ -2033,7 +2533,7 @@ impl WindowOp {
             clock,
             late_dropped,
             late_written,
-            ..State::default()
+            ..State::for_kind(self.kind)
         };
         let nkeys = r.u32()? as usize;
         for _ in 0..nkeys {
@@ -2045,7 +2545,11 @@ impl WindowOp {
                 return Err("a key appears twice in the window state".into());
             }
             let id = st.keys.len() as u32;
-            let ks = KeyState { key, rows, ext };
+            let ks = KeyState {
+                key,
+                rows,
+                ext: ExtSlots::from_vec(ext),
+            };
             st.bytes += ks.key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64 + ks.ext_bytes();
             st.rows += nrows as u64;
             st.keys.push(Some(ks));
@@ -2100,15 +2604,15 @@ impl WindowOp {
                         s_first.max((wm - size).div_euclid(slide) * slide + slide)
                     };
                     if s_unfired <= s_last {
-                        self.st.fire.insert((s_unfired + size, k));
+                        self.st.fire.insert(s_unfired + size, k);
                     }
-                    self.st.clean.insert((s_last + size + l, k));
+                    self.st.clean.insert(s_last + size + l, k);
                 }
                 WindowKind::Session { .. } => {
                     if end > wm {
-                        self.st.fire.insert((end, k));
+                        self.st.fire.insert(end, k);
                     }
-                    self.st.clean.insert((end + l, k));
+                    self.st.clean.insert(end + l, k);
                 }
                 WindowKind::Running | WindowKind::Count { .. } => {}
             }
@@ -2167,17 +2671,150 @@ fn get_globals(r: &mut crate::engine::def::Cursor<'_>, ver: u8) -> Result<Global
 
 /// `u32 rows`, the words, then (version 2, with aggregates that keep an
 /// [`Ext`]) the key's ext slots ([`agg::Ext::encode`]).
-fn put_rows(v: &mut Vec<u8>, ks: &KeyState, stride: usize) {
+fn put_rows(v: &mut Vec<u8>, ks: &KeyState, kind: WindowKind, stride: usize) {
     v.extend_from_slice(&((ks.rows.len() / stride) as u32).to_le_bytes());
-    for w in &ks.rows {
-        v.extend_from_slice(&w.to_le_bytes());
+    for row in ks.rows.chunks_exact(stride) {
+        put_row(v, row, kind);
     }
-    for e in &ks.ext {
+    for e in ks.ext.iter() {
         e.encode(v);
     }
 }
 
+/// One row's words ([`SAVED`] is not part of the state).
+fn put_row(v: &mut Vec<u8>, row: &[u64], kind: WindowKind) {
+    for (i, w) in row.iter().enumerate() {
+        let w = if i == 0 && matches!(kind, WindowKind::Hop { .. }) {
+            w & !SAVED
+        } else {
+            *w
+        };
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// The row of `ks` starting at `start` (`Err`: where it would go).
+fn find_row(kind: WindowKind, ks: &KeyState, s: usize, start: i64) -> Result<usize, usize> {
+    let (mut lo, mut hi) = (0, ks.rows.len() / s);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let v = start_of(kind, &ks.rows[mid * s..]);
+        if v == start {
+            return Ok(mid);
+        }
+        if v < start {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Err(lo)
+}
+
+/// Sets the row of `ks` starting at `start` to `row` (its words and Ext
+/// slots), inserting it in order, or removes it (`None`).
+fn set_row(
+    kind: WindowKind,
+    s: usize,
+    nv: usize,
+    ks: &mut KeyState,
+    start: i64,
+    row: Option<(&[u64], &[Ext])>,
+) {
+    match (find_row(kind, ks, s, start), row) {
+        (Ok(i), Some((w, e))) => {
+            ks.rows[i * s..(i + 1) * s].copy_from_slice(w);
+            ks.ext[nv + i * nv..nv + (i + 1) * nv].clone_from_slice(e);
+        }
+        (Ok(i), None) => {
+            ks.rows.drain(i * s..(i + 1) * s);
+            ks.ext.drain(nv + i * nv..nv + (i + 1) * nv);
+        }
+        (Err(i), Some((w, e))) => {
+            ks.rows.splice(i * s..i * s, w.iter().copied());
+            let at = nv + i * nv;
+            ks.ext.splice(at..at, e.iter().cloned());
+        }
+        (Err(_), None) => {}
+    }
+}
+
+/// Takes the current epoch's row changes back in `held` (TUMBLE/HOP keys'
+/// states by id, as they are now), newest first, and clears [`SAVED`].
+fn undo_rows(u: &Undo, kind: WindowKind, s: usize, nv: usize, held: &mut HashMap<u32, KeyState>) {
+    for ru in u.rows.iter().rev() {
+        let Some(ks) = held.get_mut(&ru.k) else {
+            continue;
+        };
+        let pre = (ru.pre != NEW_ROW).then(|| {
+            let p = ru.pre as usize;
+            (&u.words[p * s..(p + 1) * s], &u.exts[p * nv..(p + 1) * nv])
+        });
+        set_row(kind, s, nv, ks, ru.start, pre);
+    }
+    for ks in held.values_mut() {
+        for row in ks.rows.chunks_exact_mut(s) {
+            row[0] &= !SAVED;
+        }
+    }
+}
+
 impl WindowOp {
+    /// The kinds of the aggregates that keep an [`Ext`], in slot order.
+    fn ext_kinds(&self) -> Vec<agg::AggKind> {
+        self.aggs
+            .iter()
+            .filter(|a| a.kind.has_ext())
+            .map(|a| a.kind)
+            .collect()
+    }
+
+    /// Reads a version 4 row-level change ([`WindowOp::epoch_delta`],
+    /// change 2): every row's start, order and shape checked.
+    fn get_row_changes(&self, r: &mut crate::engine::def::Cursor<'_>) -> Result<KeyChange, String> {
+        let (kind, s, nv) = (self.kind, self.stride(), self.nvar);
+        let kinds = self.ext_kinds();
+        let mut carried = Vec::with_capacity(nv);
+        for kd in &kinds {
+            carried.push(Ext::decode(r, Some(*kd))?);
+        }
+        let n = r.u32()? as usize;
+        let mut rows = Vec::with_capacity(n.min(r.remaining() / 9));
+        let mut prev = None;
+        for _ in 0..n {
+            let start = r.u64()? as i64;
+            if !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&start)
+                || prev.is_some_and(|p| p >= start)
+            {
+                return Err("window state change rows out of order or out of range".into());
+            }
+            prev = Some(start);
+            let row = match r.u8()? {
+                0 => None,
+                1 => {
+                    s.checked_mul(8)
+                        .filter(|b| *b <= r.remaining())
+                        .ok_or_else(|| "truncated window state change".to_string())?;
+                    let mut words = Vec::with_capacity(s);
+                    for _ in 0..s {
+                        words.push(r.u64()?);
+                    }
+                    if words[0] & SAVED != 0 || start_of(kind, &words) != start {
+                        return Err("a window state change row does not match its start".into());
+                    }
+                    let mut ext = Vec::with_capacity(nv);
+                    for kd in &kinds {
+                        ext.push(Ext::decode(r, Some(*kd))?);
+                    }
+                    Some((words, ext))
+                }
+                b => return Err(format!("bad flag {b}")),
+            };
+            rows.push((start, row));
+        }
+        Ok(KeyChange::Rows(carried, rows))
+    }
+
     /// Reads [`put_rows`]'s bytes.
     fn get_rows_ext(
         &self,
@@ -2189,12 +2826,7 @@ impl WindowOp {
         let slots = nv * (1 + rows.len() / self.stride());
         let mut ext = Vec::with_capacity(slots.min(r.remaining()));
         if ver >= STATE_V2 {
-            let kinds: Vec<agg::AggKind> = self
-                .aggs
-                .iter()
-                .filter(|a| a.kind.has_ext())
-                .map(|a| a.kind)
-                .collect();
+            let kinds = self.ext_kinds();
             for i in 0..slots {
                 ext.push(Ext::decode(r, Some(kinds[i % nv]))?);
             }
@@ -2216,7 +2848,7 @@ fn hdr_of(kind: WindowKind) -> usize {
 /// A row's start (see [`HDR`]).
 fn start_of(kind: WindowKind, row: &[u64]) -> i64 {
     match kind {
-        WindowKind::Hop { .. } => (row[0] & !DIRTY) as i64,
+        WindowKind::Hop { .. } => (row[0] & !(DIRTY | SAVED)) as i64,
         WindowKind::Running => 0,
         _ => row[0] as i64,
     }
@@ -2267,6 +2899,7 @@ fn get_rows(
         if !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&s)
             || !(-MAX_EVENT_TIME..=2 * MAX_EVENT_TIME).contains(&e)
             || s < prev
+            || (kind != WindowKind::Running && hdr == 1 && row[0] & SAVED != 0)
         {
             return Err("window state rows out of order or out of range".into());
         }
