@@ -73,7 +73,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::backend::{Backend, BackendFile, FsSync, OpenMode};
-use crate::block_codec::{decode_block_body, encode_block_frame, MAX_BLOCK_PAYLOAD};
+use crate::block_codec::{decode_block_body, encode_block_frame, packed_part, MAX_BLOCK_PAYLOAD};
 use crate::error::{Result, StorageError};
 use crate::frame::{decode_frame_kinds, read_header, BLOCK_KINDS, FRAME_HEADER_LEN, MAX_BODY_LEN};
 use crate::segment::{parse_20_digits, FrameReader};
@@ -417,6 +417,32 @@ impl StreamStore {
         last: EntryId,
         payload: &[u8],
     ) -> Result<BlockLocation> {
+        self.append_block_frame(id, first, last, payload)
+            .map(|(loc, _)| loc)
+    }
+
+    /// [`StreamStore::append_block`], also returning the block's packed
+    /// form ([`crate::block_codec::packed_part`]: the compressed bytes just
+    /// written, to keep in memory instead of the block) when it was stored
+    /// compressed.
+    pub fn append_block_packed(
+        &self,
+        id: StreamKeyId,
+        first: EntryId,
+        last: EntryId,
+        payload: &[u8],
+    ) -> Result<(BlockLocation, Option<Box<[u8]>>)> {
+        let (loc, frame) = self.append_block_frame(id, first, last, payload)?;
+        Ok((loc, packed_part(&frame).map(Box::from)))
+    }
+
+    fn append_block_frame(
+        &self,
+        id: StreamKeyId,
+        first: EntryId,
+        last: EntryId,
+        payload: &[u8],
+    ) -> Result<(BlockLocation, Vec<u8>)> {
         if first > last {
             return Err(StorageError::InvalidArgument(format!(
                 "block first id {}-{} is after its last id {}-{}",
@@ -478,11 +504,12 @@ impl StreamStore {
         inner
             .dirty_files
             .insert(active.path.clone(), Arc::clone(&active.file));
-        Ok(BlockLocation {
+        let loc = BlockLocation {
             segment: active.number,
             offset,
             len: flen,
-        })
+        };
+        Ok((loc, frame))
     }
 
     /// Make every block appended so far, and every segment creation and

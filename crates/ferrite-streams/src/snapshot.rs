@@ -144,6 +144,13 @@ impl SealJob {
         }
     }
 
+    /// Keep `packed`, the compressed bytes stored for this block, in
+    /// memory for its node once [`SealJob::publish`] runs (see
+    /// [`crate::sealed`]; [`crate::BlockSource::unpack`] decodes them).
+    pub fn keep_packed(&self, packed: Box<[u8]>) {
+        self.ticket.keep_packed(packed);
+    }
+
     /// Once the checkpoint is durable: the block may drop its bytes (they
     /// can be read back from where `body` says). Returns the bytes made
     /// evictable (0 if the location was never patched in).

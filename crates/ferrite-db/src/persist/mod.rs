@@ -89,6 +89,10 @@ impl BlockSource for SegmentSource {
         }
         Ok(b.payload)
     }
+
+    fn unpack(&self, packed: &[u8]) -> Result<Vec<u8>, String> {
+        ferrite_storage::block_codec::unpack_block(packed)
+    }
 }
 
 /// The open commit log and checkpoint bookkeeping.
@@ -116,6 +120,9 @@ pub struct CheckpointStats {
 
 pub struct Persistence {
     log: CommitLog,
+    /// The database, for the checkpoint thread to settle the blocks it
+    /// stored (weak: the database holds this).
+    shared: std::sync::Weak<Shared>,
     /// The store's block cache (also `Store::block_cache`), here for reads
     /// without the store lock.
     block_cache: Arc<BlockCache>,
@@ -273,6 +280,7 @@ impl Persistence {
         rec.millis = started.elapsed().as_millis();
         let p = Arc::new(Persistence {
             log,
+            shared: Arc::downgrade(shared),
             block_cache,
             streams,
             read_failure: std::sync::OnceLock::new(),
