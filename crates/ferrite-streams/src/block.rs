@@ -252,19 +252,34 @@ impl fmt::Debug for Block {
 /// Listpack bytes of one entry as Redis's `streamAppendItem` writes it.
 fn lp_entry_size(same: bool, ms_delta: u64, seq_delta: u64, fields: &[Bytes]) -> u64 {
     let pairs = (fields.len() / 2) as u64;
+    let stored = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !same || i % 2 == 1)
+        .map(|(_, f)| f.as_ref());
+    lp_entry_size_of(same, ms_delta, seq_delta, pairs, stored)
+}
+
+/// [`lp_entry_size`] from the strings the entry stores: its values
+/// (SAMEFIELDS), or all its fields and values.
+fn lp_entry_size_of<'a>(
+    same: bool,
+    ms_delta: u64,
+    seq_delta: u64,
+    pairs: u64,
+    stored: impl Iterator<Item = &'a [u8]>,
+) -> u64 {
     // flags is 0 or 2 here, and later 1 or 3: always a 7-bit uint.
     let mut size = listpack::int_element_size(0)
         + listpack::int_element_size(ms_delta as i64)
         + listpack::int_element_size(seq_delta as i64);
-    let mut lp_count = pairs + 3;
+    let mut lp_count = pairs.saturating_add(3);
     if !same {
         size += listpack::int_element_size(as_i64(pairs));
-        lp_count += pairs + 1;
+        lp_count = lp_count.saturating_add(pairs.saturating_add(1));
     }
-    for (i, f) in fields.iter().enumerate() {
-        if !same || i % 2 == 1 {
-            size += listpack::element_size(f);
-        }
+    for f in stored {
+        size += listpack::element_size(f);
     }
     size + listpack::int_element_size(as_i64(lp_count))
 }
@@ -353,11 +368,9 @@ impl Block {
         let n = get_varint(&buf, &mut pos).ok_or(BlockError::BadMaster)?;
         let master_fields = usize::try_from(n).map_err(|_| BlockError::BadMaster)?;
         let mut lp_fixed = listpack::int_element_size(as_i64(n)) + listpack::int_element_size(0);
-        let mut names: Vec<Bytes> = Vec::new();
         for _ in 0..master_fields {
             let f = get_bytes(&buf, &mut pos).ok_or(BlockError::BadMaster)?;
             lp_fixed += listpack::element_size(f);
-            names.push(Bytes::copy_from_slice(f));
         }
         let mut block = Block {
             master,
@@ -370,34 +383,32 @@ impl Block {
             last_id: master,
             buf: Buf::Owned(Vec::new()),
         };
-        let mut fields: Vec<Bytes> = Vec::new();
         while pos < buf.len() {
             let start = pos;
             let bad = BlockError::BadEntry(start);
-            let (id, flags, _, next) = parse_entry(&buf, pos, master, master_fields).ok_or(bad)?;
+            let (id, flags, body, next) =
+                parse_entry(&buf, pos, master, master_fields).ok_or(bad)?;
             if flags & !(FLAG_DELETED | FLAG_SAMEFIELDS) != 0 {
                 return Err(bad);
             }
             let same = flags & FLAG_SAMEFIELDS != 0;
-            // Re-read the values to recompute the listpack size.
-            fields.clear();
-            let mut p = start + 1;
-            get_varint(&buf, &mut p).ok_or(bad)?;
-            get_varint(&buf, &mut p).ok_or(bad)?;
-            if same {
-                for name in &names {
-                    fields.push(name.clone());
-                    fields.push(Bytes::copy_from_slice(get_bytes(&buf, &mut p).ok_or(bad)?));
-                }
+            // The strings parse_entry checked, again (without copying) to
+            // recompute the listpack size.
+            let pairs = if same {
+                master_fields as u64
             } else {
-                let pairs = get_varint(&buf, &mut p).ok_or(bad)?;
-                for _ in 0..pairs.saturating_mul(2) {
-                    fields.push(Bytes::copy_from_slice(get_bytes(&buf, &mut p).ok_or(bad)?));
-                }
-            }
+                // The pair count, just before `body`.
+                let mut q = start + 1;
+                get_varint(&buf, &mut q).ok_or(bad)?;
+                get_varint(&buf, &mut q).ok_or(bad)?;
+                get_varint(&buf, &mut q).ok_or(bad)?
+            };
+            let strings = if same { pairs } else { pairs.saturating_mul(2) };
+            let mut p = body;
+            let stored = (0..strings).map_while(|_| get_bytes(&buf, &mut p));
             let ms_delta = id.ms.wrapping_sub(master.ms);
             let seq_delta = id.seq.wrapping_sub(master.seq);
-            block.lp_fixed += lp_entry_size(same, ms_delta, seq_delta, &fields);
+            block.lp_fixed += lp_entry_size_of(same, ms_delta, seq_delta, pairs, stored);
             if flags & FLAG_DELETED != 0 {
                 block.deleted += 1;
             } else {
