@@ -425,6 +425,61 @@ impl Block {
         Ok(block)
     }
 
+    /// Rebuilds a block whose counts are known (`live`, `deleted`,
+    /// `listpack_bytes` and `last_id` of the block these bytes were taken
+    /// from): O(master fields), not O(entries). Checks the master section
+    /// and the last entry (it must end the buffer and carry `last_id`), not
+    /// every entry: for bytes this process encoded itself (a block's packed
+    /// copy), never for bytes read from disk ([`Block::from_parts`]).
+    pub(crate) fn from_known_parts(
+        master: StreamId,
+        buf: Vec<u8>,
+        live: u64,
+        deleted: u64,
+        listpack_bytes: u64,
+        last_id: StreamId,
+    ) -> Result<Block, BlockError> {
+        let mut pos = 0;
+        let n = get_varint(&buf, &mut pos).ok_or(BlockError::BadMaster)?;
+        let master_fields = usize::try_from(n).map_err(|_| BlockError::BadMaster)?;
+        for _ in 0..master_fields {
+            get_bytes(&buf, &mut pos).ok_or(BlockError::BadMaster)?;
+        }
+        let entries_start = pos;
+        if entries_start >= buf.len() || live.saturating_add(deleted) == 0 {
+            return Err(BlockError::Empty);
+        }
+        let (len, backlen_at) = get_backlen(&buf, buf.len()).ok_or(BlockError::Empty)?;
+        let bad = BlockError::BadEntry(backlen_at);
+        let last_off = usize::try_from(len)
+            .ok()
+            .and_then(|l| backlen_at.checked_sub(l))
+            .filter(|&o| o >= entries_start)
+            .ok_or(bad)?;
+        match parse_entry(&buf, last_off, master, master_fields) {
+            Some((id, _, _, next)) if id == last_id && next == buf.len() => {}
+            _ => return Err(bad),
+        }
+        let lp_fixed = listpack_bytes
+            .checked_sub(
+                listpack::LP_OVERHEAD
+                    + listpack::int_element_size(as_i64(live))
+                    + listpack::int_element_size(as_i64(deleted)),
+            )
+            .ok_or(bad)?;
+        Ok(Block {
+            master,
+            buf: Buf::Owned(buf),
+            entries_start,
+            master_fields,
+            live,
+            deleted,
+            lp_fixed,
+            last_off,
+            last_id,
+        })
+    }
+
     /// The block's key: the ID of its first entry when it was created.
     pub fn master_id(&self) -> StreamId {
         self.master
@@ -1000,6 +1055,43 @@ mod tests {
             Block::from_parts(blk.master_id(), bad_flags),
             Err(BlockError::BadEntry(first))
         );
+    }
+
+    #[test]
+    fn from_known_parts_rebuilds_the_same_block_and_checks_its_ends() {
+        let mut blk = Block::new(StreamId::new(10, 5), &fv(&["symbol", "BTC", "price", "1"]));
+        blk.append(StreamId::new(11, 0), &fv(&["other", "x"]));
+        blk.append(
+            StreamId::new(4000, 9),
+            &fv(&["symbol", "y", "price", &"z".repeat(300)]),
+        );
+        let pos = blk.entries().nth(1).map(|e| e.offset()).unwrap_or(0);
+        blk.mark_deleted(pos);
+        let known = |bytes: Vec<u8>, last: StreamId| {
+            Block::from_known_parts(
+                blk.master_id(),
+                bytes,
+                blk.live_count(),
+                blk.deleted_count(),
+                blk.listpack_bytes(),
+                last,
+            )
+        };
+        let bytes = blk.encoded().to_vec();
+        assert_eq!(known(bytes.clone(), blk.last_id()).as_ref(), Ok(&blk));
+        // Rebuilt from the counts, equal in every field (offsets, listpack
+        // size) to a block that checked every entry.
+        assert_eq!(
+            known(bytes.clone(), blk.last_id()),
+            Block::from_parts(blk.master_id(), bytes.clone())
+        );
+        assert!(known(bytes.clone(), StreamId::new(4000, 8)).is_err());
+        let mut short = bytes.clone();
+        short.pop();
+        assert!(known(short, blk.last_id()).is_err());
+        assert!(known(bytes[..blk.first_pos()].to_vec(), blk.last_id()).is_err());
+        assert!(known(Vec::new(), blk.last_id()).is_err());
+        assert!(Block::from_known_parts(blk.master_id(), bytes, 1, 0, 3, blk.last_id()).is_err());
     }
 
     #[test]

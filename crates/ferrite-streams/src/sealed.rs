@@ -457,16 +457,28 @@ impl Node {
             return None;
         };
         // NOTE: unpacking runs here, under the store lock: LZ4 decodes a
-        // 100-entry block in well under a microsecond, and the check below
-        // walks it once; no read-ahead is planned for packed nodes.
-        let (read, from_source) = match &self.packed {
-            Some(p) => (s.cache.source.unpack(p), false),
+        // 100-entry block in well under a microsecond, and packed bytes are
+        // this process's own encoding of a block whose summary the node
+        // holds, so they are rebuilt without walking every entry
+        // (`from_known_parts`); no read-ahead is planned for packed nodes.
+        // Bytes from the source are checked whole (`from_parts`).
+        let loaded = match &self.packed {
+            Some(p) => s.cache.source.unpack(p).and_then(|bytes| {
+                let m = self.sum;
+                Block::from_known_parts(
+                    master,
+                    bytes,
+                    m.live,
+                    m.deleted,
+                    m.listpack_bytes,
+                    m.last_id,
+                )
+                .map_err(|e| e.to_string())
+            }),
             None => match s.cache.take_staged(s.id, loc) {
-                Some(bytes) => (Ok(bytes), true),
-                None => (s.cache.source.read(s.id, master, loc), true),
-            },
-        };
-        let loaded = read
+                Some(bytes) => Ok(bytes),
+                None => s.cache.source.read(s.id, master, loc),
+            }
             .and_then(|bytes| Block::from_parts(master, bytes).map_err(|e| e.to_string()))
             .and_then(|b| {
                 if Summary::of(&b) == self.sum {
@@ -476,7 +488,9 @@ impl Node {
                         "block {master}: stored counts do not match the index"
                     ))
                 }
-            });
+            }),
+        };
+        let from_source = self.packed.is_none();
         match loaded {
             Ok(b) => {
                 self.tick.set(s.cache.tick());
