@@ -559,6 +559,26 @@ impl StreamStore {
     /// decompresses to the length it records; [`StorageError::Corrupt`] names
     /// the file and offset otherwise. Reads V1 (uncompressed) frames too.
     pub fn read_block(&self, id: StreamKeyId, loc: BlockLocation) -> Result<StoredBlock> {
+        self.read_block_frame(id, loc).map(|(b, _)| b)
+    }
+
+    /// [`StreamStore::read_block`], also returning the block's packed form
+    /// ([`crate::block_codec::packed_part`] of the frame read) when it is
+    /// stored compressed.
+    pub fn read_block_packed(
+        &self,
+        id: StreamKeyId,
+        loc: BlockLocation,
+    ) -> Result<(StoredBlock, Option<Box<[u8]>>)> {
+        let (b, frame) = self.read_block_frame(id, loc)?;
+        Ok((b, packed_part(&frame).map(Box::from)))
+    }
+
+    fn read_block_frame(
+        &self,
+        id: StreamKeyId,
+        loc: BlockLocation,
+    ) -> Result<(StoredBlock, Vec<u8>)> {
         let path = self.segment_path(id, loc.segment);
         let corrupt = |reason: String| StorageError::Corrupt {
             file: path.clone(),
@@ -599,7 +619,8 @@ impl StreamStore {
         }
         let (_, kind, body) =
             decode_frame_kinds(&buf, BLOCK_KINDS).map_err(|e| corrupt(e.to_string()))?;
-        decode_block_body(kind, body).map_err(corrupt)
+        let block = decode_block_body(kind, body).map_err(corrupt)?;
+        Ok((block, buf))
     }
 
     /// Scan a segment file from the start and list its valid blocks

@@ -24,7 +24,7 @@
 //!       (with the packed bytes; a block not read since the seal then
 //!        drops its decoded copy: Stream::settle_stored)
 //!   At(loc): decoded ──demote──▶ packed ──read (unpack)──▶ decoded
-//!   At(loc): decoded/packed ──evict──▶ absent ──read (source)──▶ decoded
+//!   At(loc): decoded/packed ──evict──▶ absent ──read (source)──▶ decoded (+ packed)
 //!   any ──mutation (XDEL, exact trim, append)──▶ Stored::No (dirty, decoded only)
 //! ```
 //!
@@ -56,11 +56,20 @@ pub struct BlockLoc {
     pub len: u64,
 }
 
+/// A block read back by a [`BlockSource`].
+#[derive(Debug)]
+pub struct Fetched {
+    /// Its encoded bytes ([`Block::encoded`]).
+    pub bytes: Vec<u8>,
+    /// Its packed form, if the source has one (the node keeps it, so that
+    /// demoting the block later keeps it in memory).
+    pub packed: Option<Box<[u8]>>,
+}
+
 /// Reads stored blocks back (implemented by the server over its segment files).
 pub trait BlockSource: Send + Sync {
-    /// The encoded bytes ([`Block::encoded`]) of the block with master
-    /// `master` that stream `stream` stored at `loc`.
-    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String>;
+    /// The block with master `master` that stream `stream` stored at `loc`.
+    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Fetched, String>;
     /// The encoded bytes of a block from its packed form (what the storage
     /// engine handed to [`crate::snapshot::SealJob::keep_packed`]). No I/O:
     /// called under the store lock.
@@ -86,7 +95,7 @@ pub struct BlockCache {
     /// Blocks read ahead of a command by [`BlockCache::prefetch`] (off the
     /// store lock), waiting for the command that will make them resident:
     /// `(stream storage id, location)` → the source's bytes.
-    staged: Mutex<HashMap<(u64, BlockLoc), Vec<u8>>>,
+    staged: Mutex<HashMap<(u64, BlockLoc), Fetched>>,
     /// Stored blocks not in memory, an upper bound: blocks evicted or
     /// restored without their bytes, minus blocks loaded (one dropped while
     /// absent, by DEL or a trim, is not taken off). Zero: every stored
@@ -197,7 +206,7 @@ impl BlockCache {
     pub fn read_ahead(
         &self,
         blocks: &[(u64, StreamId, BlockLoc)],
-    ) -> Vec<(u64, BlockLoc, Vec<u8>)> {
+    ) -> Vec<(u64, BlockLoc, Fetched)> {
         blocks
             .iter()
             .filter_map(|&(stream, master, loc)| {
@@ -210,7 +219,7 @@ impl BlockCache {
     /// to run: [`Node`] reads take these bytes instead of reading. Call
     /// [`BlockCache::unstage`] after the command, with no `.await` in
     /// between (a cancelled task must not leave bytes behind).
-    pub fn stage(&self, read: Vec<(u64, BlockLoc, Vec<u8>)>) {
+    pub fn stage(&self, read: Vec<(u64, BlockLoc, Fetched)>) {
         if read.is_empty() {
             return;
         }
@@ -238,7 +247,7 @@ impl BlockCache {
         }
     }
 
-    fn take_staged(&self, stream: u64, loc: BlockLoc) -> Option<Vec<u8>> {
+    fn take_staged(&self, stream: u64, loc: BlockLoc) -> Option<Fetched> {
         if !self.has_staged.load(Ordering::Acquire) {
             return None;
         }
@@ -346,8 +355,9 @@ pub(crate) struct Node {
     pub(crate) stored: Stored,
     /// The decoded tier.
     body: OnceCell<Box<Block>>,
-    /// The packed tier: only while [`Stored::At`].
-    packed: Option<Box<[u8]>>,
+    /// The packed tier: only while [`Stored::At`] (a cell: a load from the
+    /// source may set it through `&self`).
+    packed: OnceCell<Box<[u8]>>,
     /// [`BlockCache::now`] at the last access (0 = never through a cache).
     tick: Cell<u64>,
 }
@@ -371,7 +381,7 @@ impl Node {
             sum: Summary::of(&block),
             stored: Stored::No,
             body: OnceCell::from(Box::new(block)),
-            packed: None,
+            packed: OnceCell::new(),
             tick: Cell::new(0),
         }
     }
@@ -381,7 +391,7 @@ impl Node {
             sum,
             stored: Stored::At(loc),
             body: OnceCell::new(),
-            packed: None,
+            packed: OnceCell::new(),
             tick: Cell::new(0),
         }
     }
@@ -398,7 +408,7 @@ impl Node {
     /// Whether its bytes are in memory, decoded or packed (reading it
     /// needs no I/O).
     pub(crate) fn in_memory(&self) -> bool {
-        self.is_decoded() || self.packed.is_some()
+        self.is_decoded() || self.packed.get().is_some()
     }
 
     pub(crate) fn is_decoded(&self) -> bool {
@@ -431,7 +441,7 @@ impl Node {
                 .body
                 .get()
                 .map_or(0, |b| b.heap_bytes() + std::mem::size_of::<Block>()),
-            packed: self.packed.as_ref().map_or(0, |p| p.len()),
+            packed: self.packed.get().map_or(0, |p| p.len()),
         }
     }
 
@@ -462,7 +472,8 @@ impl Node {
         // holds, so they are rebuilt without walking every entry
         // (`from_known_parts`); no read-ahead is planned for packed nodes.
         // Bytes from the source are checked whole (`from_parts`).
-        let loaded = match &self.packed {
+        let mut packed = None;
+        let loaded = match self.packed.get() {
             Some(p) => s.cache.source.unpack(p).and_then(|bytes| {
                 let m = self.sum;
                 Block::from_known_parts(
@@ -476,10 +487,13 @@ impl Node {
                 .map_err(|e| e.to_string())
             }),
             None => match s.cache.take_staged(s.id, loc) {
-                Some(bytes) => Ok(bytes),
+                Some(f) => Ok(f),
                 None => s.cache.source.read(s.id, master, loc),
             }
-            .and_then(|bytes| Block::from_parts(master, bytes).map_err(|e| e.to_string()))
+            .and_then(|f| {
+                packed = f.packed;
+                Block::from_parts(master, f.bytes).map_err(|e| e.to_string())
+            })
             .and_then(|b| {
                 if Summary::of(&b) == self.sum {
                     Ok(b)
@@ -490,7 +504,7 @@ impl Node {
                 }
             }),
         };
-        let from_source = self.packed.is_none();
+        let from_source = self.packed.get().is_none();
         match loaded {
             Ok(b) => {
                 self.tick.set(s.cache.tick());
@@ -500,10 +514,14 @@ impl Node {
                 } else {
                     s.cache.unpacks.fetch_add(1, Ordering::Relaxed);
                 }
-                s.cache.grown.fetch_add(
-                    (b.heap_bytes() + std::mem::size_of::<Block>()) as u64,
-                    Ordering::Relaxed,
-                );
+                let mut grown = b.heap_bytes() + std::mem::size_of::<Block>();
+                // Kept only while the bytes are stored where it was read
+                // (always, for a node whose location came from `At`).
+                if let (Some(p), Stored::At(_)) = (packed, &self.stored) {
+                    grown += p.len();
+                    let _ = self.packed.set(p);
+                }
+                s.cache.grown.fetch_add(grown as u64, Ordering::Relaxed);
                 let _ = self.body.set(Box::new(b));
                 self.body.get().map(|b| &**b)
             }
@@ -530,7 +548,7 @@ impl Node {
     ) -> Option<&mut Block> {
         self.block(master, storage)?;
         self.stored = Stored::No;
-        self.packed = None;
+        self.packed.take();
         self.body.get_mut().map(|b| &mut **b)
     }
 
@@ -546,9 +564,9 @@ impl Node {
     pub(crate) fn resolve(&mut self) -> usize {
         if let Stored::Pending(t) = &self.stored {
             if let Some(loc) = t.get() {
-                self.packed = t.take_packed();
+                self.packed = t.take_packed().map(OnceCell::from).unwrap_or_default();
                 self.stored = Stored::At(loc);
-                return self.packed.as_ref().map_or(0, |p| p.len());
+                return self.packed.get().map_or(0, |p| p.len());
             }
         }
         0
@@ -564,10 +582,10 @@ impl Node {
             return (TierBytes::default(), false);
         }
         let mut freed = self.tier_bytes();
-        if keep_packed && self.packed.is_some() {
+        if keep_packed && self.packed.get().is_some() {
             freed.packed = 0;
         } else {
-            self.packed = None;
+            self.packed.take();
         }
         self.body.take();
         (freed, !self.in_memory())
@@ -592,12 +610,12 @@ mod tests {
     }
 
     impl BlockSource for Src {
-        fn read(&self, _: u64, _: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+        fn read(&self, _: u64, _: StreamId, loc: BlockLoc) -> Result<Fetched, String> {
             self.reads.fetch_add(1, Ordering::Relaxed);
             let disk = self.disk.lock().map_err(|e| e.to_string())?;
-            disk.get(&loc.segment)
-                .cloned()
-                .ok_or("no such block".into())
+            let bytes = disk.get(&loc.segment).cloned().ok_or("no such block")?;
+            let packed = Some(bytes.iter().rev().copied().collect());
+            Ok(Fetched { bytes, packed })
         }
         fn unpack(&self, packed: &[u8]) -> Result<Vec<u8>, String> {
             Ok(packed.iter().rev().copied().collect())
@@ -780,13 +798,16 @@ mod tests {
         assert_eq!(s.range(id(1), id(45), None, false).len(), 45);
         assert_eq!((cache.loads(), src.reads.load(Ordering::Relaxed)), (1, 1));
         assert_eq!(cache.unpacks(), 1, "block 11, demoted above");
-        // Blocks read back from disk come back decoded only: evicting them
-        // leaves them absent.
+        // A block read back from disk keeps the packed form the source
+        // gave with it: demoting it keeps it in memory.
+        assert_eq!(both(&s, id(1)).packed, packed1);
         let (f, gone) = s
             .blocks
             .get_mut(&id(1))
             .map(|n| n.evict(true))
             .unwrap_or_default();
-        assert!(f.decoded > 0 && gone);
+        assert!(f.decoded > 0 && f.packed == 0 && !gone);
+        assert_eq!(s.range(id(1), id(10), None, false).len(), 10);
+        assert_eq!((cache.loads(), cache.unpacks()), (1, 2));
     }
 }

@@ -15,8 +15,8 @@
 use bytes::Bytes;
 use ferrite_streams::snapshot::{Reader, SnapshotState};
 use ferrite_streams::{
-    AddError, BlockCache, BlockLoc, BlockSource, Storage, Stream, StreamConfig, StreamId, Trim,
-    TrimSpec, XaddId,
+    AddError, BlockCache, BlockLoc, BlockSource, Fetched, Storage, Stream, StreamConfig, StreamId,
+    Trim, TrimSpec, XaddId,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -93,11 +93,16 @@ impl MemSource {
 }
 
 impl BlockSource for MemSource {
-    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Fetched, String> {
         assert_eq!(stream, 7);
         let m = self.blocks.lock().expect("lock");
         match m.get(&loc.segment) {
-            Some((mm, b)) if *mm == master => Ok(b.clone()),
+            // Some reads come with a packed form, as the server's do for
+            // blocks stored compressed.
+            Some((mm, b)) if *mm == master => Ok(Fetched {
+                bytes: b.clone(),
+                packed: loc.segment.is_multiple_of(2).then(|| pack(b)),
+            }),
             _ => Err(format!("no block {master} at {loc:?}")),
         }
     }

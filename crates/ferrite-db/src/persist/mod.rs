@@ -21,7 +21,7 @@ use ferrite_storage::{
     StreamKeyId, StreamStore, StreamStoreOptions,
 };
 use ferrite_streams::snapshot::{put_bytes, put_u32, Reader, SealJob, SnapshotState};
-use ferrite_streams::{BlockCache, BlockLoc, BlockSource, StreamId};
+use ferrite_streams::{BlockCache, BlockLoc, BlockSource, Fetched, StreamId};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -71,15 +71,15 @@ const SNAPSHOT_VERSION: u8 = 4;
 struct SegmentSource(Arc<StreamStore>);
 
 impl BlockSource for SegmentSource {
-    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Fetched, String> {
         let loc = BlockLocation {
             segment: loc.segment,
             offset: loc.offset,
             len: loc.len,
         };
-        let b = self
+        let (b, packed) = self
             .0
-            .read_block(StreamKeyId(stream), loc)
+            .read_block_packed(StreamKeyId(stream), loc)
             .map_err(|e| e.to_string())?;
         if b.first != EntryId::new(master.ms, master.seq) {
             return Err(format!(
@@ -87,7 +87,10 @@ impl BlockSource for SegmentSource {
                 loc.segment, loc.offset, b.first.ms, b.first.seq
             ));
         }
-        Ok(b.payload)
+        Ok(Fetched {
+            bytes: b.payload,
+            packed,
+        })
     }
 
     fn unpack(&self, packed: &[u8]) -> Result<Vec<u8>, String> {
