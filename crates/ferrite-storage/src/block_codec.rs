@@ -42,8 +42,8 @@
 //! writing into a fresh zeroed buffer of exactly `raw_len` bytes.
 
 use crate::frame::{
-    encode_frame, BLOCK_BODY_MIN, BLOCK_V2_BODY_MIN, KIND_STREAM_BLOCK_V1, KIND_STREAM_BLOCK_V2,
-    MAX_BODY_LEN,
+    encode_frame, BLOCK_BODY_MIN, BLOCK_V2_BODY_MIN, FRAME_HEADER_LEN, KIND_STREAM_BLOCK_V1,
+    KIND_STREAM_BLOCK_V2, MAX_BODY_LEN,
 };
 use crate::stream_segments::{EntryId, StoredBlock};
 
@@ -96,6 +96,29 @@ pub fn encode_block_frame(first: EntryId, last: EntryId, payload: &[u8], out: &m
     }
 }
 
+/// The part of a version-2 block frame `encode_block_frame` wrote into
+/// `frame` that a caller may keep in memory instead of the block bytes
+/// (the *packed* form, read back with [`unpack_block`]): the body after
+/// the IDs, when the block was stored LZ4-compressed. `None` for a raw
+/// block (keeping it would save nothing) or anything else.
+pub fn packed_part(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.get(FRAME_HEADER_LEN + BLOCK_BODY_MIN..)?;
+    (frame.get(8) == Some(&KIND_STREAM_BLOCK_V2) && rest.first() == Some(&CODEC_LZ4))
+        .then_some(rest)
+}
+
+/// The block bytes of a packed form ([`packed_part`]): the codec byte,
+/// then `raw_len` and the LZ4 data (or, codec raw, the bytes themselves),
+/// checked exactly as a stored body is.
+pub fn unpack_block(packed: &[u8]) -> Result<Vec<u8>, String> {
+    match packed.split_first() {
+        None => Err("packed block has no codec byte".into()),
+        Some((&CODEC_RAW, raw)) => Ok(raw.to_vec()),
+        Some((&CODEC_LZ4, rest)) => decompress_lz4(rest),
+        Some((codec, _)) => Err(format!("unknown block codec 0x{codec:02x}")),
+    }
+}
+
 /// The IDs and codec of a verified block body, without decompressing.
 /// `Err` names what is wrong (the caller adds file and offset).
 pub fn decode_block_header(kind: u8, body: &[u8]) -> Result<(EntryId, EntryId), String> {
@@ -118,13 +141,10 @@ pub fn decode_block_body(kind: u8, body: &[u8]) -> Result<StoredBlock, String> {
     let rest = &body[BLOCK_BODY_MIN..];
     let payload = if kind == KIND_STREAM_BLOCK_V1 {
         rest.to_vec()
+    } else if rest.is_empty() {
+        return Err("version-2 block body has no codec byte".into());
     } else {
-        match rest.split_first() {
-            None => return Err("version-2 block body has no codec byte".into()),
-            Some((&CODEC_RAW, raw)) => raw.to_vec(),
-            Some((&CODEC_LZ4, rest)) => decompress_lz4(rest)?,
-            Some((codec, _)) => return Err(format!("unknown block codec 0x{codec:02x}")),
-        }
+        unpack_block(rest)?
     };
     Ok(StoredBlock {
         first,
@@ -217,6 +237,29 @@ mod tests {
         );
         let b = decode(&f).unwrap();
         assert_eq!((b.first, b.last, b.payload), (FIRST, LAST, payload));
+    }
+
+    #[test]
+    fn the_packed_part_of_a_compressed_frame_unpacks_to_the_block() {
+        let payload = b"\x02\x00\x00\x03BTC\x0742000.5\x013\x0e".repeat(100);
+        let f = frame(&payload);
+        let packed = packed_part(&f).unwrap();
+        assert_eq!(packed, &f[FRAME_HEADER_LEN + 32..]);
+        assert_eq!(unpack_block(packed).unwrap(), payload);
+        // Checked like a stored body: no codec, an unknown one, a
+        // truncated length or LZ4 data that does not decode to `raw_len`.
+        assert!(unpack_block(b"").is_err());
+        assert!(unpack_block(&[0x07, 1, 2]).is_err());
+        assert!(unpack_block(&packed[..3]).is_err());
+        assert!(unpack_block(&packed[..packed.len() - 1]).is_err());
+        let mut longer = packed.to_vec();
+        longer[1] = longer[1].wrapping_add(1);
+        assert!(unpack_block(&longer).is_err());
+        // A raw block has no packed form worth keeping.
+        let mut x = 7;
+        let noise: Vec<u8> = (0..3000).map(|_| lcg(&mut x) as u8).collect();
+        assert_eq!(packed_part(&frame(&noise)), None);
+        assert_eq!(packed_part(&[]), None);
     }
 
     #[test]

@@ -73,7 +73,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::backend::{Backend, BackendFile, FsSync, OpenMode};
-use crate::block_codec::{decode_block_body, encode_block_frame, MAX_BLOCK_PAYLOAD};
+use crate::block_codec::{decode_block_body, encode_block_frame, packed_part, MAX_BLOCK_PAYLOAD};
 use crate::error::{Result, StorageError};
 use crate::frame::{decode_frame_kinds, read_header, BLOCK_KINDS, FRAME_HEADER_LEN, MAX_BODY_LEN};
 use crate::segment::{parse_20_digits, FrameReader};
@@ -417,6 +417,32 @@ impl StreamStore {
         last: EntryId,
         payload: &[u8],
     ) -> Result<BlockLocation> {
+        self.append_block_frame(id, first, last, payload)
+            .map(|(loc, _)| loc)
+    }
+
+    /// [`StreamStore::append_block`], also returning the block's packed
+    /// form ([`crate::block_codec::packed_part`]: the compressed bytes just
+    /// written, to keep in memory instead of the block) when it was stored
+    /// compressed.
+    pub fn append_block_packed(
+        &self,
+        id: StreamKeyId,
+        first: EntryId,
+        last: EntryId,
+        payload: &[u8],
+    ) -> Result<(BlockLocation, Option<Box<[u8]>>)> {
+        let (loc, frame) = self.append_block_frame(id, first, last, payload)?;
+        Ok((loc, packed_part(&frame).map(Box::from)))
+    }
+
+    fn append_block_frame(
+        &self,
+        id: StreamKeyId,
+        first: EntryId,
+        last: EntryId,
+        payload: &[u8],
+    ) -> Result<(BlockLocation, Vec<u8>)> {
         if first > last {
             return Err(StorageError::InvalidArgument(format!(
                 "block first id {}-{} is after its last id {}-{}",
@@ -478,11 +504,12 @@ impl StreamStore {
         inner
             .dirty_files
             .insert(active.path.clone(), Arc::clone(&active.file));
-        Ok(BlockLocation {
+        let loc = BlockLocation {
             segment: active.number,
             offset,
             len: flen,
-        })
+        };
+        Ok((loc, frame))
     }
 
     /// Make every block appended so far, and every segment creation and
@@ -532,6 +559,26 @@ impl StreamStore {
     /// decompresses to the length it records; [`StorageError::Corrupt`] names
     /// the file and offset otherwise. Reads V1 (uncompressed) frames too.
     pub fn read_block(&self, id: StreamKeyId, loc: BlockLocation) -> Result<StoredBlock> {
+        self.read_block_frame(id, loc).map(|(b, _)| b)
+    }
+
+    /// [`StreamStore::read_block`], also returning the block's packed form
+    /// ([`crate::block_codec::packed_part`] of the frame read) when it is
+    /// stored compressed.
+    pub fn read_block_packed(
+        &self,
+        id: StreamKeyId,
+        loc: BlockLocation,
+    ) -> Result<(StoredBlock, Option<Box<[u8]>>)> {
+        let (b, frame) = self.read_block_frame(id, loc)?;
+        Ok((b, packed_part(&frame).map(Box::from)))
+    }
+
+    fn read_block_frame(
+        &self,
+        id: StreamKeyId,
+        loc: BlockLocation,
+    ) -> Result<(StoredBlock, Vec<u8>)> {
         let path = self.segment_path(id, loc.segment);
         let corrupt = |reason: String| StorageError::Corrupt {
             file: path.clone(),
@@ -572,7 +619,8 @@ impl StreamStore {
         }
         let (_, kind, body) =
             decode_frame_kinds(&buf, BLOCK_KINDS).map_err(|e| corrupt(e.to_string()))?;
-        decode_block_body(kind, body).map_err(corrupt)
+        let block = decode_block_body(kind, body).map_err(corrupt)?;
+        Ok((block, buf))
     }
 
     /// Scan a segment file from the start and list its valid blocks

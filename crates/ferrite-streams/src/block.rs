@@ -252,19 +252,34 @@ impl fmt::Debug for Block {
 /// Listpack bytes of one entry as Redis's `streamAppendItem` writes it.
 fn lp_entry_size<F: AsRef<[u8]>>(same: bool, ms_delta: u64, seq_delta: u64, fields: &[F]) -> u64 {
     let pairs = (fields.len() / 2) as u64;
+    let stored = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !same || i % 2 == 1)
+        .map(|(_, f)| f.as_ref());
+    lp_entry_size_of(same, ms_delta, seq_delta, pairs, stored)
+}
+
+/// [`lp_entry_size`] from the strings the entry stores: its values
+/// (SAMEFIELDS), or all its fields and values.
+fn lp_entry_size_of<'a>(
+    same: bool,
+    ms_delta: u64,
+    seq_delta: u64,
+    pairs: u64,
+    stored: impl Iterator<Item = &'a [u8]>,
+) -> u64 {
     // flags is 0 or 2 here, and later 1 or 3: always a 7-bit uint.
     let mut size = listpack::int_element_size(0)
         + listpack::int_element_size(ms_delta as i64)
         + listpack::int_element_size(seq_delta as i64);
-    let mut lp_count = pairs + 3;
+    let mut lp_count = pairs.saturating_add(3);
     if !same {
         size += listpack::int_element_size(as_i64(pairs));
-        lp_count += pairs + 1;
+        lp_count = lp_count.saturating_add(pairs.saturating_add(1));
     }
-    for (i, f) in fields.iter().enumerate() {
-        if !same || i % 2 == 1 {
-            size += listpack::element_size(f.as_ref());
-        }
+    for f in stored {
+        size += listpack::element_size(f);
     }
     size + listpack::int_element_size(as_i64(lp_count))
 }
@@ -353,11 +368,9 @@ impl Block {
         let n = get_varint(&buf, &mut pos).ok_or(BlockError::BadMaster)?;
         let master_fields = usize::try_from(n).map_err(|_| BlockError::BadMaster)?;
         let mut lp_fixed = listpack::int_element_size(as_i64(n)) + listpack::int_element_size(0);
-        let mut names: Vec<Bytes> = Vec::new();
         for _ in 0..master_fields {
             let f = get_bytes(&buf, &mut pos).ok_or(BlockError::BadMaster)?;
             lp_fixed += listpack::element_size(f);
-            names.push(Bytes::copy_from_slice(f));
         }
         let mut block = Block {
             master,
@@ -370,34 +383,32 @@ impl Block {
             last_id: master,
             buf: Buf::Owned(Vec::new()),
         };
-        let mut fields: Vec<Bytes> = Vec::new();
         while pos < buf.len() {
             let start = pos;
             let bad = BlockError::BadEntry(start);
-            let (id, flags, _, next) = parse_entry(&buf, pos, master, master_fields).ok_or(bad)?;
+            let (id, flags, body, next) =
+                parse_entry(&buf, pos, master, master_fields).ok_or(bad)?;
             if flags & !(FLAG_DELETED | FLAG_SAMEFIELDS) != 0 {
                 return Err(bad);
             }
             let same = flags & FLAG_SAMEFIELDS != 0;
-            // Re-read the values to recompute the listpack size.
-            fields.clear();
-            let mut p = start + 1;
-            get_varint(&buf, &mut p).ok_or(bad)?;
-            get_varint(&buf, &mut p).ok_or(bad)?;
-            if same {
-                for name in &names {
-                    fields.push(name.clone());
-                    fields.push(Bytes::copy_from_slice(get_bytes(&buf, &mut p).ok_or(bad)?));
-                }
+            // The strings parse_entry checked, again (without copying) to
+            // recompute the listpack size.
+            let pairs = if same {
+                master_fields as u64
             } else {
-                let pairs = get_varint(&buf, &mut p).ok_or(bad)?;
-                for _ in 0..pairs.saturating_mul(2) {
-                    fields.push(Bytes::copy_from_slice(get_bytes(&buf, &mut p).ok_or(bad)?));
-                }
-            }
+                // The pair count, just before `body`.
+                let mut q = start + 1;
+                get_varint(&buf, &mut q).ok_or(bad)?;
+                get_varint(&buf, &mut q).ok_or(bad)?;
+                get_varint(&buf, &mut q).ok_or(bad)?
+            };
+            let strings = if same { pairs } else { pairs.saturating_mul(2) };
+            let mut p = body;
+            let stored = (0..strings).map_while(|_| get_bytes(&buf, &mut p));
             let ms_delta = id.ms.wrapping_sub(master.ms);
             let seq_delta = id.seq.wrapping_sub(master.seq);
-            block.lp_fixed += lp_entry_size(same, ms_delta, seq_delta, &fields);
+            block.lp_fixed += lp_entry_size_of(same, ms_delta, seq_delta, pairs, stored);
             if flags & FLAG_DELETED != 0 {
                 block.deleted += 1;
             } else {
@@ -412,6 +423,61 @@ impl Block {
         }
         block.buf = Buf::Owned(buf);
         Ok(block)
+    }
+
+    /// Rebuilds a block whose counts are known (`live`, `deleted`,
+    /// `listpack_bytes` and `last_id` of the block these bytes were taken
+    /// from): O(master fields), not O(entries). Checks the master section
+    /// and the last entry (it must end the buffer and carry `last_id`), not
+    /// every entry: for bytes this process encoded itself (a block's packed
+    /// copy), never for bytes read from disk ([`Block::from_parts`]).
+    pub(crate) fn from_known_parts(
+        master: StreamId,
+        buf: Vec<u8>,
+        live: u64,
+        deleted: u64,
+        listpack_bytes: u64,
+        last_id: StreamId,
+    ) -> Result<Block, BlockError> {
+        let mut pos = 0;
+        let n = get_varint(&buf, &mut pos).ok_or(BlockError::BadMaster)?;
+        let master_fields = usize::try_from(n).map_err(|_| BlockError::BadMaster)?;
+        for _ in 0..master_fields {
+            get_bytes(&buf, &mut pos).ok_or(BlockError::BadMaster)?;
+        }
+        let entries_start = pos;
+        if entries_start >= buf.len() || live.saturating_add(deleted) == 0 {
+            return Err(BlockError::Empty);
+        }
+        let (len, backlen_at) = get_backlen(&buf, buf.len()).ok_or(BlockError::Empty)?;
+        let bad = BlockError::BadEntry(backlen_at);
+        let last_off = usize::try_from(len)
+            .ok()
+            .and_then(|l| backlen_at.checked_sub(l))
+            .filter(|&o| o >= entries_start)
+            .ok_or(bad)?;
+        match parse_entry(&buf, last_off, master, master_fields) {
+            Some((id, _, _, next)) if id == last_id && next == buf.len() => {}
+            _ => return Err(bad),
+        }
+        let lp_fixed = listpack_bytes
+            .checked_sub(
+                listpack::LP_OVERHEAD
+                    + listpack::int_element_size(as_i64(live))
+                    + listpack::int_element_size(as_i64(deleted)),
+            )
+            .ok_or(bad)?;
+        Ok(Block {
+            master,
+            buf: Buf::Owned(buf),
+            entries_start,
+            master_fields,
+            live,
+            deleted,
+            lp_fixed,
+            last_off,
+            last_id,
+        })
     }
 
     /// The block's key: the ID of its first entry when it was created.
@@ -989,6 +1055,43 @@ mod tests {
             Block::from_parts(blk.master_id(), bad_flags),
             Err(BlockError::BadEntry(first))
         );
+    }
+
+    #[test]
+    fn from_known_parts_rebuilds_the_same_block_and_checks_its_ends() {
+        let mut blk = Block::new(StreamId::new(10, 5), &fv(&["symbol", "BTC", "price", "1"]));
+        blk.append(StreamId::new(11, 0), &fv(&["other", "x"]));
+        blk.append(
+            StreamId::new(4000, 9),
+            &fv(&["symbol", "y", "price", &"z".repeat(300)]),
+        );
+        let pos = blk.entries().nth(1).map(|e| e.offset()).unwrap_or(0);
+        blk.mark_deleted(pos);
+        let known = |bytes: Vec<u8>, last: StreamId| {
+            Block::from_known_parts(
+                blk.master_id(),
+                bytes,
+                blk.live_count(),
+                blk.deleted_count(),
+                blk.listpack_bytes(),
+                last,
+            )
+        };
+        let bytes = blk.encoded().to_vec();
+        assert_eq!(known(bytes.clone(), blk.last_id()).as_ref(), Ok(&blk));
+        // Rebuilt from the counts, equal in every field (offsets, listpack
+        // size) to a block that checked every entry.
+        assert_eq!(
+            known(bytes.clone(), blk.last_id()),
+            Block::from_parts(blk.master_id(), bytes.clone())
+        );
+        assert!(known(bytes.clone(), StreamId::new(4000, 8)).is_err());
+        let mut short = bytes.clone();
+        short.pop();
+        assert!(known(short, blk.last_id()).is_err());
+        assert!(known(bytes[..blk.first_pos()].to_vec(), blk.last_id()).is_err());
+        assert!(known(Vec::new(), blk.last_id()).is_err());
+        assert!(Block::from_known_parts(blk.master_id(), bytes, 1, 0, 3, blk.last_id()).is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub mod stream;
 pub use block::{Block, BlockError, EntryRef};
 pub use group::{ConsumerId, Group, Groups, PendingEntry};
 pub use id::{ParseIdError, RangeIdError, StreamId, XaddId};
-pub use sealed::{BlockCache, BlockLoc, BlockSource, Storage};
+pub use sealed::{BlockCache, BlockLoc, BlockSource, Fetched, Storage, TierBytes};
 pub use stream::{
     AddError, Entry, RangeIter, SetIdError, Stream, StreamConfig, StreamMeta, Trim, TrimSpec,
 };

@@ -296,6 +296,13 @@ impl SealJob {
         }
     }
 
+    /// Keep `packed`, the compressed bytes stored for this block, in
+    /// memory for its node once [`SealJob::publish`] runs (see
+    /// [`crate::sealed`]; [`crate::BlockSource::unpack`] decodes them).
+    pub fn keep_packed(&self, packed: Box<[u8]>) {
+        self.ticket.keep_packed(packed);
+    }
+
     /// Once the checkpoint is durable: the block may drop its bytes (they
     /// can be read back from where `body` says). Returns the bytes made
     /// evictable (0 if the location was never patched in).
@@ -586,6 +593,9 @@ impl Stream {
             let bytes = block.share();
             let ticket = Arc::new(SealTicket::default());
             node.stored = Stored::Pending(ticket.clone());
+            // From now on a read stamps it: unread when its ticket is
+            // filled, it keeps only its packed bytes (settle_stored).
+            node.unstamp();
             if contiguous {
                 let (first, _, n) = handed.unwrap_or((st.jobs.len(), master, 0));
                 handed = Some((first, master, n + 1));
@@ -828,7 +838,7 @@ fn read_groups(r: &mut Reader<'_>, s: &mut Stream) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sealed::BlockSource;
+    use crate::sealed::{BlockSource, Fetched};
     use crate::stream::{Entry, StreamConfig, Trim, TrimSpec};
     use crate::XaddId;
     use bytes::Bytes;
@@ -839,11 +849,19 @@ mod tests {
     struct Mem(Mutex<HashMap<(u64, BlockLoc), Vec<u8>>>);
 
     impl BlockSource for Mem {
-        fn read(&self, stream: u64, _: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+        fn read(&self, stream: u64, _: StreamId, loc: BlockLoc) -> Result<Fetched, String> {
             let m = self.0.lock().map_err(|e| e.to_string())?;
-            m.get(&(stream, loc))
+            let bytes = m
+                .get(&(stream, loc))
                 .cloned()
-                .ok_or_else(|| "absent".into())
+                .ok_or_else(|| String::from("absent"))?;
+            Ok(Fetched {
+                bytes,
+                packed: None,
+            })
+        }
+        fn unpack(&self, _: &[u8]) -> Result<Vec<u8>, String> {
+            Err("no packed copies here".into())
         }
     }
 
@@ -1010,7 +1028,7 @@ mod tests {
                         s.trim(&spec, &cfg);
                     }
                     4 => {
-                        s.evict_before(u64::MAX);
+                        s.evict_before(u64::MAX, u64::MAX);
                     }
                     _ => {
                         let min = StreamId::new(1 + rand(next), 0);

@@ -24,7 +24,7 @@
 
 use crate::block::{Block, EntryRef};
 use crate::id::{StreamId, XaddId};
-use crate::sealed::{BlockLoc, Node, Storage, Summary};
+use crate::sealed::{BlockLoc, Node, Storage, Summary, TierBytes};
 use crate::snapshot::StoredRun;
 use bytes::Bytes;
 use std::collections::btree_map::{self, BTreeMap};
@@ -302,7 +302,6 @@ impl Stream {
         self.storage = Some(storage);
     }
 
-    /// Resident bytes of stored (evictable) blocks, with each one's last access.
     /// The segment files (numbers) its stored blocks live in.
     pub fn stored_segments(&self, mut f: impl FnMut(u64)) {
         for node in self.blocks.values() {
@@ -312,38 +311,65 @@ impl Stream {
         }
     }
 
-    pub fn evictable(&self, mut f: impl FnMut(u64, usize)) {
+    /// After a checkpoint stored blocks (filled their tickets): take each
+    /// one's location and packed bytes, and drop the decoded copy of those
+    /// not read since they were sealed (they are history nobody is
+    /// reading; a read decodes them again from memory). Returns the
+    /// decoded bytes freed.
+    pub fn settle_stored(&mut self) -> usize {
+        let mut freed = 0;
+        for n in self.blocks.values_mut() {
+            if n.resolve() > 0 && n.last_access() == 0 {
+                freed += n.evict(true).0.decoded;
+            }
+        }
+        freed
+    }
+
+    /// Each stored block in memory: its last access and the bytes of its
+    /// tiers.
+    pub fn evictable(&self, mut f: impl FnMut(u64, TierBytes)) {
         for node in self.blocks.values() {
-            if node.is_resident() && node.location().is_some() {
-                f(node.last_access(), node.heap_bytes());
+            if node.in_memory() && node.location().is_some() {
+                f(node.last_access(), node.tier_bytes());
             }
         }
     }
 
-    /// Evict the stored blocks last used before `tick`; returns the bytes freed.
-    pub fn evict_before(&mut self, tick: u64) -> usize {
-        let (mut blocks, mut bytes) = (0, 0);
+    #[cfg(test)]
+    pub(crate) fn resolve_for_test(&mut self, master: StreamId) {
+        if let Some(n) = self.blocks.get_mut(&master) {
+            n.resolve();
+        }
+    }
+
+    /// Drop the decoded copy of the stored blocks last used before
+    /// `demote` (those with packed bytes keep them), and both tiers of
+    /// those last used before `drop`. Returns the bytes freed per tier.
+    pub fn evict_before(&mut self, demote: u64, drop: u64) -> TierBytes {
+        let (mut absent, mut freed) = (0, TierBytes::default());
         for n in self.blocks.values_mut() {
-            if n.is_resident() && n.last_access() < tick {
-                let freed = n.evict();
-                if freed > 0 {
-                    blocks += 1;
-                    bytes += freed;
-                }
+            let tick = n.last_access();
+            if tick >= demote.max(drop) || !n.in_memory() {
+                continue;
             }
+            let (f, gone) = n.evict(tick >= drop);
+            freed.decoded += f.decoded;
+            freed.packed += f.packed;
+            absent += u64::from(gone);
         }
         if let Some(s) = &self.storage {
-            s.cache.add_absent(blocks);
+            s.cache.add_absent(absent);
         }
-        bytes
+        freed
     }
 
-    /// Resident blocks and bytes (all of them, stored or not).
+    /// Blocks in memory (decoded or packed, stored or not), and their bytes.
     pub fn resident(&self) -> (usize, usize) {
         self.blocks
             .values()
-            .filter(|n| n.is_resident())
-            .fold((0, 0), |(c, b), n| (c + 1, b + n.heap_bytes()))
+            .filter(|n| n.in_memory())
+            .fold((0, 0), |(c, b), n| (c + 1, b + n.tier_bytes().total()))
     }
 
     /// The metadata to persist beside the blocks.
@@ -413,7 +439,7 @@ impl Stream {
         }
         s.len = s.blocks.values().map(|n| n.sum.live).sum();
         if let Some(st) = &s.storage {
-            let absent = s.blocks.values().filter(|n| !n.is_resident()).count();
+            let absent = s.blocks.values().filter(|n| !n.in_memory()).count();
             st.cache.add_absent(absent as u64);
         }
         s
@@ -511,7 +537,7 @@ impl Stream {
                 len = len.saturating_sub(entries);
                 continue;
             }
-            if node.is_resident() {
+            if node.in_memory() {
                 return None;
             }
             return node.location().map(|loc| (storage.id, master, loc));
@@ -556,7 +582,7 @@ impl Stream {
                 }
                 continue;
             }
-            if !node.is_resident() {
+            if !node.in_memory() {
                 if let Some(loc) = node.location() {
                     out.push((storage.id, master, loc));
                     if out.len() >= max {
@@ -893,7 +919,7 @@ impl Stream {
             + self
                 .blocks
                 .values()
-                .map(|n| per_block + n.heap_bytes())
+                .map(|n| per_block + n.tier_bytes().total())
                 .sum::<usize>()
     }
 

@@ -6,15 +6,17 @@
 //! model follows what was removed.
 //!
 //! The stream under test is linked to an in-memory [`BlockSource`]; `Seal`,
-//! `Evict` and `Reopen` ops store its full blocks, drop their bytes, and
-//! rebuild it from its checkpoint bytes (the real snapshot codec), while a twin stream without
-//! storage gets the same commands: both must keep identical blocks.
+//! `Demote`, `Evict` and `Reopen` ops store its full blocks (most with a
+//! packed copy kept in memory; unread ones then keep only that), drop their
+//! decoded bytes, drop both tiers, and rebuild it from its checkpoint bytes
+//! (the real snapshot codec), while a twin stream without storage gets the
+//! same commands: both must keep identical blocks.
 
 use bytes::Bytes;
 use ferrite_streams::snapshot::{assemble, publish_runs, Reader, SnapshotState};
 use ferrite_streams::{
-    AddError, BlockCache, BlockLoc, BlockSource, Storage, Stream, StreamConfig, StreamId, Trim,
-    TrimSpec, XaddId,
+    AddError, BlockCache, BlockLoc, BlockSource, Fetched, Storage, Stream, StreamConfig, StreamId,
+    Trim, TrimSpec, XaddId,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -62,7 +64,10 @@ enum Op {
     Config(StreamConfig),
     /// Store every full block (a checkpoint's seal step).
     Seal,
-    /// Drop the bytes of every stored block.
+    /// Drop the decoded copy of every stored block (those without a packed
+    /// copy are then absent).
+    Demote,
+    /// Drop the bytes of every stored block, both tiers.
     Evict,
     /// Seal, then rebuild the stream from the resulting index.
     Reopen,
@@ -88,13 +93,37 @@ impl MemSource {
 }
 
 impl BlockSource for MemSource {
-    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Fetched, String> {
         assert_eq!(stream, 7);
         let m = self.blocks.lock().expect("lock");
         match m.get(&loc.segment) {
-            Some((mm, b)) if *mm == master => Ok(b.clone()),
+            // Some reads come with a packed form, as the server's do for
+            // blocks stored compressed.
+            Some((mm, b)) if *mm == master => Ok(Fetched {
+                bytes: b.clone(),
+                packed: loc.segment.is_multiple_of(2).then(|| pack(b)),
+            }),
             _ => Err(format!("no block {master} at {loc:?}")),
         }
+    }
+
+    fn unpack(&self, packed: &[u8]) -> Result<Vec<u8>, String> {
+        unpack(packed)
+    }
+}
+
+/// The packed form of a block in this test: its bytes reversed, after a
+/// marker (opaque to the crate; the server packs with LZ4).
+fn pack(bytes: &[u8]) -> Box<[u8]> {
+    std::iter::once(0xA5)
+        .chain(bytes.iter().rev().copied())
+        .collect()
+}
+
+fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
+    match packed.split_first() {
+        Some((0xA5, rest)) => Ok(rest.iter().rev().copied().collect()),
+        _ => Err("not a packed block".into()),
     }
 }
 
@@ -111,13 +140,17 @@ fn seal(s: &mut Stream, src: &MemSource, cache: &Arc<BlockCache>) -> Vec<u8> {
     s.write_snapshot(&mut body, &mut st);
     // What was taken by reference (the stream's kept run) goes in now.
     let mut body = assemble(body, st.inserts, &mut st.jobs, &mut st.referenced);
-    for job in &st.jobs {
+    for (n, job) in st.jobs.iter().enumerate() {
         let loc = src.put(job.master, job.bytes.to_vec());
         job.patch(&mut body, loc);
+        // Some blocks keep a packed copy in memory (the server keeps one
+        // for every block stored compressed).
+        if n % 3 != 2 {
+            job.keep_packed(pack(&job.bytes));
+        }
     }
-    for job in &st.jobs {
-        job.publish(&body);
-    }
+    let bytes = st.jobs.iter().map(|job| job.publish(&body)).sum();
+    cache.stored(bytes);
     publish_runs(&st.fills, &st.jobs, &body);
     body
 }
@@ -161,6 +194,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (prop_oneof![Just(0u64), 1..6u64, Just(100)], prop_oneof![Just(0u64), 30..400u64, Just(4096)])
             .prop_map(|(e, b)| Op::Config(StreamConfig { node_max_entries: e, node_max_bytes: b })),
         2 => Just(Op::Seal),
+        2 => Just(Op::Demote),
         2 => Just(Op::Evict),
         1 => Just(Op::Reopen),
     ]
@@ -347,9 +381,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Config(c) => cfg = c,
             Op::Seal => {
                 seal(&mut s, &src, &cache);
+                if cache.take_settle() {
+                    s.settle_stored();
+                }
+            }
+            Op::Demote => {
+                s.evict_before(u64::MAX, 0);
             }
             Op::Evict => {
-                s.evict_before(u64::MAX);
+                s.evict_before(u64::MAX, u64::MAX);
             }
             Op::Reopen => {
                 let body = seal(&mut s, &src, &cache);
@@ -467,21 +507,21 @@ fn evicted_blocks_are_read_back() {
     }
     let all = s.range(StreamId::MIN, StreamId::MAX, None, false);
     seal(&mut s, &src, &cache);
-    let freed = s.evict_before(u64::MAX);
-    assert!(freed > 0);
+    let freed = s.evict_before(u64::MAX, u64::MAX);
+    assert!(freed.decoded > 0 && freed.packed > 0);
     // Only the open tail block stays resident.
     assert_eq!(s.resident().0, 1);
     assert_eq!(s.range(StreamId::MIN, StreamId::MAX, None, false), all);
     assert_eq!(cache.loads(), 9);
     assert_eq!(s.delete(&[StreamId::new(5, 0)]), 1);
-    s.evict_before(u64::MAX);
+    s.evict_before(u64::MAX, u64::MAX);
     // The changed block is no longer stored, so it stays resident.
     assert_eq!(s.resident().0, 2);
     assert_eq!(s.len(), 999);
     assert!(cache.take_error().is_none());
     // A block that cannot be read back is reported.
     seal(&mut s, &src, &cache);
-    s.evict_before(u64::MAX);
+    s.evict_before(u64::MAX, u64::MAX);
     src.blocks.lock().expect("lock").clear();
     assert_eq!(
         s.range(StreamId::MIN, StreamId::MAX, None, false).len(),

@@ -97,7 +97,7 @@ impl Persistence {
             self.checkpoints_done.fetch_add(1, Ordering::Relaxed);
             let bytes = snap.publish();
             if let Some(c) = cache {
-                c.add_grown(bytes);
+                c.stored(bytes);
             }
             // Two slots: keep what this checkpoint and the previous one use.
             let previous = std::mem::replace(
@@ -203,6 +203,12 @@ impl Persistence {
             .spawn(move || {
                 if let Err(e) = p.finish_checkpoint(covered, body, cache.as_deref()) {
                     tracing::error!("checkpoint failed: {e}");
+                    return;
+                }
+                // The stored blocks drop their decoded copies now, not at
+                // the next command (an idle server would keep them).
+                if let Some(shared) = p.shared.upgrade() {
+                    shared.store.lock().maybe_evict();
                 }
             });
         if let Err(e) = spawned {

@@ -24,7 +24,7 @@ use ferrite_streams::snapshot::{
     assemble, publish_runs, put_bytes, put_u32, Garbage, Insert, Reader, RunFill, SealJob,
     SnapshotState,
 };
-use ferrite_streams::{BlockCache, BlockLoc, BlockSource, StreamId};
+use ferrite_streams::{BlockCache, BlockLoc, BlockSource, Fetched, StreamId};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,15 +74,15 @@ const SNAPSHOT_VERSION: u8 = 4;
 struct SegmentSource(Arc<StreamStore>);
 
 impl BlockSource for SegmentSource {
-    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Vec<u8>, String> {
+    fn read(&self, stream: u64, master: StreamId, loc: BlockLoc) -> Result<Fetched, String> {
         let loc = BlockLocation {
             segment: loc.segment,
             offset: loc.offset,
             len: loc.len,
         };
-        let b = self
+        let (b, packed) = self
             .0
-            .read_block(StreamKeyId(stream), loc)
+            .read_block_packed(StreamKeyId(stream), loc)
             .map_err(|e| e.to_string())?;
         if b.first != EntryId::new(master.ms, master.seq) {
             return Err(format!(
@@ -90,7 +90,14 @@ impl BlockSource for SegmentSource {
                 loc.segment, loc.offset, b.first.ms, b.first.seq
             ));
         }
-        Ok(b.payload)
+        Ok(Fetched {
+            bytes: b.payload,
+            packed,
+        })
+    }
+
+    fn unpack(&self, packed: &[u8]) -> Result<Vec<u8>, String> {
+        ferrite_storage::block_codec::unpack_block(packed)
     }
 }
 
@@ -119,6 +126,9 @@ pub struct CheckpointStats {
 
 pub struct Persistence {
     log: CommitLog,
+    /// The database, for the checkpoint thread to settle the blocks it
+    /// stored (weak: the database holds this).
+    shared: std::sync::Weak<Shared>,
     /// The store's block cache (also `Store::block_cache`), here for reads
     /// without the store lock.
     block_cache: Arc<BlockCache>,
@@ -276,6 +286,7 @@ impl Persistence {
         rec.millis = started.elapsed().as_millis();
         let p = Arc::new(Persistence {
             log,
+            shared: Arc::downgrade(shared),
             block_cache,
             streams,
             read_failure: std::sync::OnceLock::new(),

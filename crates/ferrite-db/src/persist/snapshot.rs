@@ -117,12 +117,15 @@ impl Snapshot {
     /// `streams.sync()`.
     pub(crate) fn store_blocks(&mut self, streams: &StreamStore) -> Result<(), StorageError> {
         for job in &self.jobs {
-            let l = streams.append_block(
+            let (l, packed) = streams.append_block_packed(
                 StreamKeyId(job.stream),
                 EntryId::new(job.master.ms, job.master.seq),
                 EntryId::new(job.last.ms, job.last.seq),
                 &job.bytes,
             )?;
+            if let Some(p) = packed {
+                job.keep_packed(p);
+            }
             let loc = BlockLoc {
                 segment: l.segment,
                 offset: l.offset,

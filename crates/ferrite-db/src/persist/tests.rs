@@ -338,6 +338,114 @@ fn a_snapshot_is_its_instant_whatever_is_written_after() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The bytes of each tier of `key`'s stored blocks in memory.
+fn tiers(shared: &Shared, key: &[u8]) -> Vec<ferrite_streams::TierBytes> {
+    let mut out = Vec::new();
+    match shared.store.lock().dbs[0].get(key) {
+        Some(Value::Stream(s)) => s.evictable(|_, b| out.push(b)),
+        _ => panic!("no stream {key:?}"),
+    }
+    out
+}
+
+/// Blocks a checkpoint stored keep their LZ4 bytes in memory (the packed
+/// tier) and, unread, nothing else; reads decode them without a load; the
+/// cache demotes decoded blocks to packed ones past its decoded share, and
+/// drops blocks whole only past the whole budget.
+#[test]
+fn stored_blocks_stay_packed_and_the_cache_demotes_before_it_drops() {
+    let dir = temp_dir("packed");
+    let shared = open(&dir, "10");
+    let mut s = Session::attach(shared.clone());
+    call(
+        &mut s,
+        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
+    );
+    for i in 1..=200 {
+        let price = format!("{}.5", 42000 + i % 7);
+        call(
+            &mut s,
+            &[
+                "XADD",
+                "s",
+                &format!("{i}-1"),
+                "symbol",
+                "BTC",
+                "price",
+                &price,
+                "volume",
+                "3",
+            ],
+        );
+    }
+    let all = |s: &mut Session| call(s, &["XRANGE", "s", "-", "+"]);
+    let before = all(&mut s);
+    let p = shared
+        .persist
+        .get()
+        .cloned()
+        .unwrap_or_else(|| panic!("no log"));
+    let cache = shared
+        .store
+        .lock()
+        .block_cache
+        .clone()
+        .unwrap_or_else(|| panic!("no cache"));
+    let snap = {
+        let mut store = shared.store.lock();
+        let cfg = shared.config.read();
+        p.begin_checkpoint(&shared, &mut store, &cfg)
+    };
+    let (covered, body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+    p.finish_checkpoint(covered, body, Some(&cache))
+        .unwrap_or_else(|e| panic!("{e}"));
+    shared.store.lock().maybe_evict();
+    let t = tiers(&shared, b"s");
+    assert_eq!(t.len(), 19, "every full block is stored");
+    for b in &t {
+        // ~10 entries of ~22 bytes each, compressed.
+        assert!(b.decoded == 0 && b.packed > 0 && b.packed < 200, "{b:?}");
+    }
+    assert!(!cache.may_have_absent());
+    assert_eq!(all(&mut s), before);
+    assert_eq!((cache.loads(), cache.unpacks()), (0, 19));
+    let t = tiers(&shared, b"s");
+    let decoded: usize = t.iter().map(|b| b.decoded).sum();
+    let packed: usize = t.iter().map(|b| b.packed).sum();
+    assert!(t.iter().all(|b| b.decoded > 0 && b.packed > 0));
+    // Past the decoded share, within the budget: demoted, none dropped.
+    {
+        let mut store = shared.store.lock();
+        store.cache_budget = 4 * decoded as u64;
+        store.maybe_evict();
+    }
+    let t = tiers(&shared, b"s");
+    assert_eq!(t.len(), 19);
+    assert!(t.iter().all(|b| b.packed > 0));
+    let left: usize = t.iter().map(|b| b.decoded).sum();
+    assert!(
+        left * 8 <= decoded * 3,
+        "{left} of {decoded} decoded bytes left"
+    );
+    assert!(!cache.may_have_absent());
+    // Past the whole budget: the least recently used dropped whole.
+    {
+        let mut store = shared.store.lock();
+        store.cache_budget = (packed / 2) as u64;
+        store.maybe_evict();
+    }
+    let t = tiers(&shared, b"s");
+    assert!(t.len() < 19 && t.iter().map(|b| b.total()).sum::<usize>() * 4 <= packed / 2 * 3);
+    assert!(cache.may_have_absent());
+    shared.store.lock().cache_budget = 0;
+    assert_eq!(all(&mut s), before);
+    assert!(cache.loads() > 0);
+    drop(s);
+    drop(p);
+    drop(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn batch_round_trip_and_garbage() {
     let cmds = vec![(
