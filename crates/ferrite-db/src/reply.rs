@@ -265,20 +265,10 @@ fn header(out: &mut BytesMut, tag: u8, n: i64) {
 /// Decimal digits of `n` without allocating (headers are on the hot path).
 fn put_i64(out: &mut BytesMut, n: i64) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
     if n < 0 {
         out.put_u8(b'-');
     }
-    out.put_slice(&buf[i..]);
+    out.put_slice(ferrite_streams::id::u64_digits(n.unsigned_abs(), &mut buf));
 }
 
 fn bulk(out: &mut BytesMut, b: &[u8]) {

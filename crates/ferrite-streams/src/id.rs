@@ -103,20 +103,26 @@ impl StreamId {
 }
 
 /// Decimal digits of `v` at `buf[at..]`; returns the end.
-fn push_u64(buf: &mut [u8; ID_TEXT_MAX], at: usize, mut v: u64) -> usize {
+fn push_u64(buf: &mut [u8; ID_TEXT_MAX], at: usize, v: u64) -> usize {
     let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
+    let digits = u64_digits(v, &mut tmp);
+    buf[at..at + digits.len()].copy_from_slice(digits);
+    at + digits.len()
+}
+
+/// Decimal digits of `v`, written at the end of `buf` without allocating
+/// (IDs and reply headers are on the hot path).
+pub fn u64_digits(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
+        buf[i] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    let digits = &tmp[i..];
-    buf[at..at + digits.len()].copy_from_slice(digits);
-    at + digits.len()
+    &buf[i..]
 }
 
 /// The ID argument of XADD.
