@@ -86,7 +86,7 @@ pub fn parse_add_trim(a: &mut Args, xadd: bool) -> Result<AddTrimArgs, CmdError>
             }
             approx = false;
             if moreargs >= 2 {
-                match a.peek().map(|b| b.as_ref()) {
+                match a.peek_slice() {
                     Some(b"~") => {
                         approx = true;
                         a.skip(1);

@@ -795,6 +795,22 @@ impl WindowOp {
     /// Saves row `r` of key `k` (TUMBLE/HOP, touched) before the epoch
     /// changes it, once per epoch.
     #[inline]
+    /// Saves (for undo) each of key `k`'s rows for which `pick` holds.
+    fn save_rows_where(&mut self, k: u32, pick: impl Fn(&[u64]) -> bool) {
+        let s = self.stride();
+        let n = self.st.keys[k as usize]
+            .as_ref()
+            .map_or(0, |ks| ks.rows.len() / s);
+        for r in 0..n {
+            let hit = self.st.keys[k as usize]
+                .as_ref()
+                .is_some_and(|ks| pick(&ks.rows[r * s..(r + 1) * s]));
+            if hit {
+                self.save_row(k, r);
+            }
+        }
+    }
+
     fn save_row(&mut self, k: u32, r: usize) {
         if !self.undo.active || !self.row_undo() {
             return;
@@ -1409,17 +1425,7 @@ impl WindowOp {
     fn retain_rows(&mut self, k: u32, keep: impl Fn(&[u64]) -> bool) {
         let s = self.stride();
         if self.undo.active && self.row_undo() {
-            let n = self.st.keys[k as usize]
-                .as_ref()
-                .map_or(0, |ks| ks.rows.len() / s);
-            for r in 0..n {
-                let gone = self.st.keys[k as usize]
-                    .as_ref()
-                    .is_some_and(|ks| !keep(&ks.rows[r * s..(r + 1) * s]));
-                if gone {
-                    self.save_row(k, r);
-                }
-            }
+            self.save_rows_where(k, |row| !keep(row));
         }
         {
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
@@ -1599,17 +1605,7 @@ impl WindowOp {
             self.touch(k);
             if self.undo.active && self.row_undo() {
                 // Clearing DIRTY changes the rows: save them first.
-                let n = self.st.keys[k as usize]
-                    .as_ref()
-                    .map_or(0, |ks| ks.rows.len() / s);
-                for r in 0..n {
-                    let d = self.st.keys[k as usize]
-                        .as_ref()
-                        .is_some_and(|ks| ks.rows[r * s] & DIRTY != 0);
-                    if d {
-                        self.save_row(k, r);
-                    }
-                }
+                self.save_rows_where(k, |row| row[0] & DIRTY != 0);
             }
             starts.clear();
             let mut sessions = Vec::new();
