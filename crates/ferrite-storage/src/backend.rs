@@ -71,6 +71,14 @@ pub trait BackendFile: Send + Sync + Debug {
         let _ = (offset, len);
         Ok(None)
     }
+    /// Start writing `offset..offset + len` back to the disk without
+    /// waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that a
+    /// later `sync_data` finds little left to write. Best effort and never
+    /// a durability step: only `sync_data` makes anything durable, and an
+    /// I/O error of this write-back surfaces there.
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
 
 /// A writable shared mapping of a range of a file (see
@@ -199,6 +207,27 @@ impl BackendFile for FsFile {
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::PopulateWrite);
         Ok(Some(Box::new(FsMap { map })))
+    }
+
+    #[allow(unsafe_code)] // the SAFETY comment below
+    fn start_writeback(&self, offset: u64, len: u64) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (Ok(off), Ok(n)) = (
+                libc::off64_t::try_from(offset),
+                libc::off64_t::try_from(len),
+            ) else {
+                return;
+            };
+            // SAFETY: a plain system call on a descriptor this file owns
+            // (open for the whole call); it takes no pointers.
+            let _ = unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE)
+            };
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
     }
 }
 

@@ -60,6 +60,7 @@ pub mod recovery;
 pub mod segment;
 pub mod sim;
 pub mod stream_segments;
+pub mod thread_priority;
 pub mod writer;
 
 pub use backend::{Backend, BackendFile, DirEntry, FileMap, FsBackend, FsSync, OpenMode};

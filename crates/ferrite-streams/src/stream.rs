@@ -727,6 +727,11 @@ impl Stream {
                 self.run.changed(master);
                 if let Some(block) = node.block_mut(master, None) {
                     block.shrink_to_fit();
+                    // Its bytes go behind an `Arc` now, once, so that the
+                    // checkpoint that hands them out under the store lock
+                    // only counts a reference (a later change copies them
+                    // only while a snapshot still holds them).
+                    let _ = block.share();
                 }
             }
             if id < master {

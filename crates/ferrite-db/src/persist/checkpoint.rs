@@ -201,6 +201,9 @@ impl Persistence {
         let spawned = std::thread::Builder::new()
             .name("ferrite-checkpoint".into())
             .spawn(move || {
+                ferrite_storage::thread_priority::lower_current_thread(
+                    ferrite_storage::thread_priority::BACKGROUND_NICE,
+                );
                 if let Err(e) = p.finish_checkpoint(covered, body, cache.as_deref()) {
                     tracing::error!("checkpoint failed: {e}");
                     return;

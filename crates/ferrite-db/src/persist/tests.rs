@@ -532,6 +532,69 @@ fn snapshot_lock_hold_with_a_large_index() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Measurement, not a check (`cargo test --release -p ferrite-db --lib
+/// snapshot_lock_hold -- --ignored --nocapture`): the benchmark's XADD
+/// load on one stream, 100-entry blocks (the default), 500,000 entries
+/// (5,000 sealed blocks, about what 64 MB of XADD log holds) per
+/// checkpoint, as the stream grows.
+#[test]
+#[ignore]
+fn snapshot_lock_hold_with_one_fast_stream() {
+    let dir = temp_dir("lock-hold-one");
+    let shared = open(&dir, "100");
+    let mut s = Session::attach(shared.clone());
+    call(
+        &mut s,
+        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
+    );
+    let p = shared
+        .persist
+        .get()
+        .cloned()
+        .unwrap_or_else(|| panic!("no log"));
+    let mut next = 1u64;
+    for round in 0..8 {
+        for _ in 0..500_000 {
+            call(
+                &mut s,
+                &[
+                    "XADD",
+                    "s",
+                    &format!("{next}-1"),
+                    "symbol",
+                    "BTC",
+                    "price",
+                    "42000.5",
+                    "volume",
+                    "3",
+                ],
+            );
+            next += 1;
+        }
+        let cpu0 = on_cpu_ns();
+        let snap = {
+            let mut store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&shared, &mut store, &cfg)
+        };
+        let cpu = on_cpu_ns().saturating_sub(cpu0) / 1000;
+        let (covered, mut body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        body.assemble();
+        let sealed = body.jobs.len();
+        p.finish_checkpoint(covered, body, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cs = p.checkpoint_stats();
+        println!(
+            "round {round}: {sealed} blocks sealed, lock held {} us ({cpu} us on CPU)",
+            cs.lock_us_last
+        );
+    }
+    drop(s);
+    drop(p);
+    drop(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Measurement, not a check (`-- --ignored --nocapture`): the lock hold of
 /// a checkpoint whose keyspace holds one large hash (every non-stream
 /// value is encoded whole under the store lock at every checkpoint).

@@ -386,6 +386,9 @@ pub(crate) struct ActiveSegment {
     alloc: u64,
     /// Preallocation failed in this segment: append without it.
     no_prealloc: bool,
+    /// Records before this offset were handed to the kernel's write-back
+    /// (`BackendFile::start_writeback`) as the appenders passed them.
+    pub(crate) wb_from: u64,
 }
 
 impl ActiveSegment {
@@ -397,6 +400,7 @@ impl ActiveSegment {
             len,
             alloc: len,
             no_prealloc: false,
+            wb_from: len,
         }
     }
 }
