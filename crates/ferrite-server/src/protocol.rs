@@ -121,7 +121,7 @@ impl RequestParser {
             if cr + 2 > buf.len() {
                 return Ok(None);
             }
-            let n = ferrite_db::args::parse_i64(&buf[1..cr]);
+            let n = header_number(&buf[1..cr]);
             let n = match n {
                 Some(n) if n <= i32::MAX as i64 => n,
                 _ => return Err(perr("invalid multibulk length")),
@@ -156,7 +156,7 @@ impl RequestParser {
                         let got = rest[0] as char;
                         return Err(ProtocolError(format!("expected '$', got '{got}'")));
                     }
-                    let l = match ferrite_db::args::parse_i64(&rest[1..cr]) {
+                    let l = match header_number(&rest[1..cr]) {
                         Some(l) if l >= 0 && (l as u64) <= limits.max_bulk_len => l as usize,
                         _ => return Err(perr("invalid bulk length")),
                     };
@@ -190,6 +190,19 @@ impl RequestParser {
             frame,
             std::mem::take(&mut self.spans),
         )))
+    }
+}
+
+/// The number of a `*<n>` or `$<n>` line, as Redis's `string2ll` reads
+/// it ([`ferrite_db::args::parse_i64`]). Nearly every header is a few
+/// digits: those are read without overflow checks (18 digits cannot
+/// overflow), anything else goes the general way.
+fn header_number(s: &[u8]) -> Option<i64> {
+    match s {
+        [b'1'..=b'9', rest @ ..] if rest.len() < 18 && rest.iter().all(u8::is_ascii_digit) => {
+            Some(s.iter().fold(0i64, |v, &c| v * 10 + i64::from(c - b'0')))
+        }
+        _ => ferrite_db::args::parse_i64(s),
     }
 }
 
@@ -329,6 +342,42 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_numbers_read_as_string2ll_does() {
+        let cases: &[&[u8]] = &[
+            b"0",
+            b"1",
+            b"9",
+            b"10",
+            b"16",
+            b"512",
+            b"-1",
+            b"-0",
+            b"01",
+            b"",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1a",
+            b"123456789012345678",
+            b"999999999999999999",
+            b"1000000000000000000",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-9223372036854775808",
+            b"99999999999999999999",
+            b"123456789012345678901",
+        ];
+        for c in cases {
+            assert_eq!(
+                header_number(c),
+                ferrite_db::args::parse_i64(c),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
 
     const L: Limits = Limits {
         max_bulk_len: 512 * 1024 * 1024,

@@ -354,11 +354,28 @@ impl Block {
         if fields.len() / 2 != self.master_fields {
             return false;
         }
-        let mut names = self.master_field_names();
-        fields
-            .iter()
-            .step_by(2)
-            .all(|f| names.next() == Some(f.as_ref()))
+        // The master section is `varint(count)` then `varint(len) name`
+        // per field; a name shorter than 128 bytes has a one-byte length,
+        // compared as a byte (every XADD asks this of its stream's tail).
+        let sec = &self.buf.as_slice()[..self.entries_start];
+        let mut pos = 0;
+        if get_varint(sec, &mut pos).is_none() {
+            return false;
+        }
+        fields.iter().step_by(2).all(|f| {
+            let f = f.as_ref();
+            if f.len() < 0x80 {
+                if sec.get(pos) != Some(&(f.len() as u8)) {
+                    return false;
+                }
+                pos += 1;
+            } else if get_varint(sec, &mut pos) != Some(f.len() as u64) {
+                return false;
+            }
+            let same = sec.get(pos..pos + f.len()) == Some(f);
+            pos += f.len();
+            same
+        })
     }
 
     /// Rebuilds a block from persisted parts, validating every byte and

@@ -113,14 +113,26 @@ fn push_u64(buf: &mut [u8; ID_TEXT_MAX], at: usize, v: u64) -> usize {
 /// Decimal digits of `v`, written at the end of `buf` without allocating
 /// (IDs and reply headers are on the hot path).
 pub fn u64_digits(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    // Two digits per division (a millisecond ID has 13): "00" to "99".
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut i = buf.len();
-    loop {
+    while v >= 100 {
+        let p = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    }
+    if v >= 10 {
+        let p = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        buf[i] = b'0' + v as u8;
     }
     &buf[i..]
 }
@@ -382,6 +394,27 @@ mod tests {
     use super::*;
 
     const MAXU: u64 = u64::MAX;
+
+    #[test]
+    fn u64_digits_match_display() {
+        let mut vals = vec![0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, MAXU, MAXU - 1];
+        let mut p = 1u64;
+        while let Some(n) = p.checked_mul(10) {
+            vals.extend([p - 1, p, p + 1, n - 1]);
+            p = n;
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            vals.push(x >> (x % 64));
+        }
+        for v in vals {
+            let mut buf = [0u8; 20];
+            assert_eq!(u64_digits(v, &mut buf), v.to_string().as_bytes(), "{v}");
+        }
+    }
 
     #[test]
     fn write_text_matches_display() {
