@@ -500,6 +500,10 @@ pub struct Store {
 /// entries of the benchmark's trades, 1.6M entries.
 pub const DECODED_SHARE: u64 = 8;
 
+/// Stored blocks settled per [`Store::evict_step`] (a few hundred
+/// microseconds of store lock).
+const SETTLE_BATCH: usize = 256;
+
 impl Store {
     pub fn new(databases: usize, now_ms: u64) -> Store {
         Store {
@@ -617,28 +621,68 @@ impl Store {
     /// `Stream::settle_stored`) or once what was decoded or loaded since
     /// the last sweep may break a limit.
     pub fn maybe_evict(&mut self) {
+        let _ = self.evict_step();
+    }
+
+    /// [`Store::maybe_evict`], settling at most `SETTLE_BATCH` blocks:
+    /// true if settling is not finished (call again, the lock released in
+    /// between). Commands go on settling a batch each after it.
+    pub fn evict_step(&mut self) -> bool {
         let budget = self.cache_budget;
         let Some(cache) = &self.block_cache else {
-            return;
+            return false;
         };
-        let settle = cache.take_settle();
         let decoded_budget = budget / DECODED_SHARE;
+        let mut more = false;
+        if cache.take_settle() {
+            // Each stream visits only the blocks handed out since it last
+            // settled (`Stream::settle_stored`), a batch at a time: 5,000
+            // blocks stored by one checkpoint held the lock 5-20 ms when
+            // all were settled at once (and a count of every stored block
+            // followed). The blocks just stored came into the count
+            // through `grown` (their decoded bytes); settling gives them
+            // their packed bytes and drops the decoded copy of the unread
+            // ones, and the counts move by that.
+            let (mut freed, mut packed) = (0u64, 0u64);
+            let mut left = SETTLE_BATCH;
+            'dbs: for db in &mut self.dbs {
+                for v in db.values_mut() {
+                    if let Value::Stream(s) = v {
+                        let moved = s.settle_stored_bytes(&mut left);
+                        freed += moved.decoded as u64;
+                        packed += moved.packed as u64;
+                        if left == 0 {
+                            more = true;
+                            break 'dbs;
+                        }
+                    }
+                }
+            }
+            if more {
+                cache.rearm_settle();
+            }
+            let grown = cache.grown();
+            cache.reset_grown();
+            self.cache_counted = (self.cache_counted + grown + packed).saturating_sub(freed);
+            self.cache_decoded = (self.cache_decoded + grown).saturating_sub(freed);
+            note_freed(freed);
+        }
         let grown = cache.grown();
         let over = budget != 0
             && (self.cache_counted.saturating_add(grown) > budget
                 || self.cache_decoded.saturating_add(grown) > decoded_budget);
-        if !settle && !over {
-            return;
+        if !over {
+            return more;
         }
-        cache.reset_grown();
+        // NOTE: over budget: a full count and an eviction pass over every
+        // stored block in memory, under the store lock (proportional to
+        // them; it runs once per quarter of the budget grown).
         let mut freed = 0u64;
+        cache.reset_grown();
         let mut items: Vec<(u64, TierBytes)> = Vec::new();
         for db in &mut self.dbs {
             for v in db.values_mut() {
                 if let Value::Stream(s) = v {
-                    if settle {
-                        freed += s.settle_stored() as u64;
-                    }
                     s.evictable(|tick, bytes| items.push((tick, bytes)));
                 }
             }
@@ -685,9 +729,8 @@ impl Store {
             self.cache_evicted_bytes += gone.total() as u64;
             freed += gone.total() as u64;
         }
-        if freed >= 4 << 20 {
-            release_free_memory();
-        }
+        note_freed(freed);
+        more
     }
 
     /// Record a deterministic effect of the running command for the commit log.
@@ -991,6 +1034,41 @@ impl Store {
             }
         }
     }
+}
+
+/// Bytes freed by settling and eviction since memory was last given back
+/// to the system.
+static TRIM_DUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// When memory was last given back (ms, `shared::now_ms`).
+static TRIM_LAST_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn note_freed(bytes: u64) {
+    if bytes > 0 {
+        TRIM_DUE.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Give freed memory back to the system (`malloc_trim`) once 4 MiB were
+/// freed, at most once a second. Called by an async worker about to park
+/// (nothing ready to run, no lock held): `malloc_trim` walks the heap with
+/// the allocator's locks held for milliseconds, which under the store lock
+/// after every checkpoint was a stall for every client.
+pub fn trim_if_due() {
+    use std::sync::atomic::Ordering::Relaxed;
+    if TRIM_DUE.load(Relaxed) < 4 << 20 {
+        return;
+    }
+    let now = crate::shared::now_ms();
+    let last = TRIM_LAST_MS.load(Relaxed);
+    if now.saturating_sub(last) < 1000
+        || TRIM_LAST_MS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    TRIM_DUE.store(0, Relaxed);
+    release_free_memory();
 }
 
 /// Hand freed heap pages back to the OS. Evicted blocks are a few KiB each,

@@ -169,6 +169,12 @@ impl BlockCache {
         self.settle.store(true, Ordering::Release);
     }
 
+    /// Settling is not finished: the next [`BlockCache::take_settle`]
+    /// says so again.
+    pub fn rearm_settle(&self) {
+        self.settle.store(true, Ordering::Release);
+    }
+
     /// Whether blocks were stored since the last call.
     pub fn take_settle(&self) -> bool {
         self.settle.load(Ordering::Acquire) && self.settle.swap(false, Ordering::AcqRel)

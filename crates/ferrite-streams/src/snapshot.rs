@@ -593,6 +593,9 @@ impl Stream {
             let bytes = block.share();
             let ticket = Arc::new(SealTicket::default());
             node.stored = Stored::Pending(ticket.clone());
+            if self.settle_from.is_none_or(|f| master < f) {
+                self.settle_from = Some(master);
+            }
             // From now on a read stamps it: unread when its ticket is
             // filled, it keeps only its packed bytes (settle_stored).
             node.unstamp();

@@ -218,6 +218,12 @@ pub struct Stream {
     /// [`StoredRun`]): every change to a block below its end goes through
     /// it.
     pub(crate) run: StoredRun,
+    /// The first block a snapshot handed out to be stored that
+    /// [`Stream::settle_stored`] has not seen stored yet: settling starts
+    /// there instead of at the first block (it runs under the store lock
+    /// after every checkpoint; a scan of every block of a large stream held
+    /// it for 5-20 ms).
+    pub(crate) settle_from: Option<StreamId>,
 }
 
 impl fmt::Debug for Storage {
@@ -317,13 +323,44 @@ impl Stream {
     /// reading; a read decodes them again from memory). Returns the
     /// decoded bytes freed.
     pub fn settle_stored(&mut self) -> usize {
-        let mut freed = 0;
-        for n in self.blocks.values_mut() {
-            if n.resolve() > 0 && n.last_access() == 0 {
-                freed += n.evict(true).0.decoded;
+        self.settle_stored_bytes(&mut { usize::MAX }).decoded
+    }
+
+    /// [`Stream::settle_stored`] over at most `budget` blocks (counted
+    /// down), returning the decoded bytes it freed and the packed bytes the
+    /// settled blocks took (the block cache's count moves by both without a
+    /// full count). Out of budget, the next call goes on from where this
+    /// one stopped.
+    pub fn settle_stored_bytes(&mut self, budget: &mut usize) -> TierBytes {
+        let Some(from) = self.settle_from.take() else {
+            return TierBytes::default();
+        };
+        let mut moved = TierBytes::default();
+        let mut pending = None;
+        for (&master, n) in self.blocks.range_mut(from..) {
+            if *budget == 0 {
+                // NOTE: a block before this one still waiting for its
+                // checkpoint is not come back to (that could never end);
+                // its snapshot set `settle_from` when it handed it out, so
+                // this only misses one handed out before a settling that
+                // ran out of budget: the next eviction pass settles it.
+                self.settle_from = Some(master);
+                return moved;
+            }
+            *budget -= 1;
+            let packed = n.resolve();
+            moved.packed += packed;
+            if packed > 0 && n.last_access() == 0 {
+                moved.decoded += n.evict(true).0.decoded;
+            }
+            // Not stored yet (its checkpoint failed, or a newer one runs):
+            // the next settling starts here.
+            if pending.is_none() && matches!(n.stored, crate::sealed::Stored::Pending(_)) {
+                pending = Some(master);
             }
         }
-        freed
+        self.settle_from = pending;
+        moved
     }
 
     /// Each stored block in memory: its last access and the bytes of its

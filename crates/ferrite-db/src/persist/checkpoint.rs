@@ -210,8 +210,9 @@ impl Persistence {
                 }
                 // The stored blocks drop their decoded copies now, not at
                 // the next command (an idle server would keep them).
+                // A batch at a time, the lock released in between.
                 if let Some(shared) = p.shared.upgrade() {
-                    shared.store.lock().maybe_evict();
+                    while shared.store.lock().evict_step() {}
                 }
             });
         if let Err(e) = spawned {
