@@ -56,7 +56,7 @@
 //! carried slot per aggregate: twap's last price of dropped rows); key
 //! slots sit in fixed chunks ([`Slots`]); timers are keys grouped by time
 //! for TUMBLE/HOP (window ends: many keys share one) and ordered sets of
-//! `(time, key)` for SESSION ([`Timers`]). [`WindowOp::snapshot`] encodes it (versioned); restore
+//! `(time, key)` for SESSION, set again lazily when due ([`Timers`]). [`WindowOp::snapshot`] encodes it (versioned); restore
 //! checks every length and rebuilds the timers.
 
 pub mod agg;
@@ -69,7 +69,8 @@ use crate::ops::{Batch, Operator, Project};
 use crate::value::{write_value, Num};
 use agg::{Agg, Ext, Order, Point};
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 
 /// Most state bytes of one windowed pipeline unless STATE_LIMIT says.
@@ -404,8 +405,11 @@ impl std::ops::IndexMut<usize> for Slots {
 /// Timers: keys due at event times, taken in `(time, key)` order, each
 /// `(time, key)` once.
 enum Timers {
-    /// One entry per `(time, key)`: SESSION's times are any millisecond.
-    Set(BTreeSet<(i64, u32)>),
+    /// SESSION's times are any millisecond: a min-heap of `(time, key)`
+    /// (repeats are dropped when a time is taken). Most new timers are
+    /// later than all others, which a heap takes in one comparison where a
+    /// B-tree walks its nodes.
+    Heap(BinaryHeap<Reverse<(i64, u32)>>),
     /// TUMBLE/HOP's times are window ends (multiples of the slide, plus
     /// LATENESS): many keys share one, so keys are grouped by time, 4
     /// bytes each (repeats are dropped when a time is taken).
@@ -414,7 +418,7 @@ enum Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers::Set(BTreeSet::new())
+        Timers::Heap(BinaryHeap::new())
     }
 }
 
@@ -422,15 +426,13 @@ impl Timers {
     fn for_kind(kind: WindowKind) -> Timers {
         match kind {
             WindowKind::Hop { .. } => Timers::Grouped(Default::default()),
-            _ => Timers::Set(BTreeSet::new()),
+            _ => Timers::Heap(BinaryHeap::new()),
         }
     }
 
     fn insert(&mut self, t: i64, k: u32) {
         match self {
-            Timers::Set(s) => {
-                s.insert((t, k));
-            }
+            Timers::Heap(h) => h.push(Reverse((t, k))),
             Timers::Grouped(m) => {
                 let v = m.entry(t).or_default();
                 if v.last() != Some(&k) {
@@ -443,7 +445,7 @@ impl Timers {
     /// The earliest time.
     fn first(&self) -> Option<i64> {
         match self {
-            Timers::Set(s) => s.first().map(|&(t, _)| t),
+            Timers::Heap(h) => h.peek().map(|&Reverse((t, _))| t),
             Timers::Grouped(m) => m.first_key_value().map(|(&t, _)| t),
         }
     }
@@ -454,13 +456,16 @@ impl Timers {
         keys.clear();
         let t = self.first().filter(|&t| t <= upto)?;
         match self {
-            Timers::Set(s) => {
-                while let Some(&(t2, k)) = s.first() {
+            Timers::Heap(h) => {
+                // Taken in key order: a repeat follows its first.
+                while let Some(&Reverse((t2, k))) = h.peek() {
                     if t2 != t {
                         break;
                     }
-                    s.pop_first();
-                    keys.push(k);
+                    h.pop();
+                    if keys.last() != Some(&k) {
+                        keys.push(k);
+                    }
                 }
             }
             Timers::Grouped(m) => {
@@ -476,7 +481,7 @@ impl Timers {
 
     fn clear(&mut self) {
         match self {
-            Timers::Set(s) => s.clear(),
+            Timers::Heap(h) => h.clear(),
             Timers::Grouped(m) => m.clear(),
         }
     }
@@ -492,12 +497,16 @@ impl Timers {
             return all;
         };
         match self {
-            Timers::Set(s) => {
-                let later = s.split_off(&(after, 0));
-                std::mem::replace(s, later)
-                    .into_iter()
-                    .map(|(_, k)| k)
-                    .collect()
+            Timers::Heap(h) => {
+                let mut keys = Vec::new();
+                while let Some(&Reverse((t, k))) = h.peek() {
+                    if t >= after {
+                        break;
+                    }
+                    h.pop();
+                    keys.push(k);
+                }
+                keys
             }
             Timers::Grouped(m) => {
                 let later = m.split_off(&after);
