@@ -1,7 +1,7 @@
 //! An epoch's window state delta (the `W` effect of the commit log): a
 //! TUMBLE/HOP epoch logs only the panes it changed, and replaying the
 //! deltas of committed epochs (with epochs taken back in between) rebuilds
-//! the same state as the plan that ran them.
+//! the same state as the plan that ran them (TUMBLE, HOP and SESSION).
 
 use ferrite_pipeline::{Entry, EntryId, Plan, Record, WindowOptions};
 use std::collections::BTreeMap;
@@ -235,6 +235,32 @@ fn replayed_tumble_updates_deltas_rebuild_the_state() {
     };
     for seed in [3, 11] {
         replay_rebuilds(sql, &opts, seed);
+    }
+}
+
+#[test]
+fn replayed_session_deltas_rebuild_the_state() {
+    // Sessions grow, merge when an entry bridges them, reopen late within
+    // LATENESS and expire; their timers are lazy (set again when due), so
+    // the replayed state must match whatever timers each side holds.
+    let sql = "INSERT INTO o SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s \
+               FROM t GROUP BY k, SESSION(_ms, INTERVAL '20' SECOND)";
+    let opts = WindowOptions {
+        watermark_ms: 15_000,
+        lateness_ms: 60_000,
+        ..Default::default()
+    };
+    for seed in [5, 13, 99] {
+        replay_rebuilds(sql, &opts, seed);
+    }
+    let updates = WindowOptions {
+        watermark_ms: 5_000,
+        lateness_ms: 30_000,
+        emit: ferrite_pipeline::Emit::Updates { every_ms: 400 },
+        ..Default::default()
+    };
+    for seed in [2, 21] {
+        replay_rebuilds(sql, &updates, seed);
     }
 }
 

@@ -56,7 +56,7 @@
 //! carried slot per aggregate: twap's last price of dropped rows); key
 //! slots sit in fixed chunks ([`Slots`]); timers are keys grouped by time
 //! for TUMBLE/HOP (window ends: many keys share one) and ordered sets of
-//! `(time, key)` for SESSION ([`Timers`]). [`WindowOp::snapshot`] encodes it (versioned); restore
+//! `(time, key)` for SESSION, set again lazily when due ([`Timers`]). [`WindowOp::snapshot`] encodes it (versioned); restore
 //! checks every length and rebuilds the timers.
 
 pub mod agg;
@@ -69,7 +69,8 @@ use crate::ops::{Batch, Operator, Project};
 use crate::value::{write_value, Num};
 use agg::{Agg, Ext, Order, Point};
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 
 /// Most state bytes of one windowed pipeline unless STATE_LIMIT says.
@@ -404,8 +405,11 @@ impl std::ops::IndexMut<usize> for Slots {
 /// Timers: keys due at event times, taken in `(time, key)` order, each
 /// `(time, key)` once.
 enum Timers {
-    /// One entry per `(time, key)`: SESSION's times are any millisecond.
-    Set(BTreeSet<(i64, u32)>),
+    /// SESSION's times are any millisecond: a min-heap of `(time, key)`
+    /// (repeats are dropped when a time is taken). Most new timers are
+    /// later than all others, which a heap takes in one comparison where a
+    /// B-tree walks its nodes.
+    Heap(BinaryHeap<Reverse<(i64, u32)>>),
     /// TUMBLE/HOP's times are window ends (multiples of the slide, plus
     /// LATENESS): many keys share one, so keys are grouped by time, 4
     /// bytes each (repeats are dropped when a time is taken).
@@ -414,7 +418,7 @@ enum Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers::Set(BTreeSet::new())
+        Timers::Heap(BinaryHeap::new())
     }
 }
 
@@ -422,15 +426,13 @@ impl Timers {
     fn for_kind(kind: WindowKind) -> Timers {
         match kind {
             WindowKind::Hop { .. } => Timers::Grouped(Default::default()),
-            _ => Timers::Set(BTreeSet::new()),
+            _ => Timers::Heap(BinaryHeap::new()),
         }
     }
 
     fn insert(&mut self, t: i64, k: u32) {
         match self {
-            Timers::Set(s) => {
-                s.insert((t, k));
-            }
+            Timers::Heap(h) => h.push(Reverse((t, k))),
             Timers::Grouped(m) => {
                 let v = m.entry(t).or_default();
                 if v.last() != Some(&k) {
@@ -443,7 +445,7 @@ impl Timers {
     /// The earliest time.
     fn first(&self) -> Option<i64> {
         match self {
-            Timers::Set(s) => s.first().map(|&(t, _)| t),
+            Timers::Heap(h) => h.peek().map(|&Reverse((t, _))| t),
             Timers::Grouped(m) => m.first_key_value().map(|(&t, _)| t),
         }
     }
@@ -454,13 +456,16 @@ impl Timers {
         keys.clear();
         let t = self.first().filter(|&t| t <= upto)?;
         match self {
-            Timers::Set(s) => {
-                while let Some(&(t2, k)) = s.first() {
+            Timers::Heap(h) => {
+                // Taken in key order: a repeat follows its first.
+                while let Some(&Reverse((t2, k))) = h.peek() {
                     if t2 != t {
                         break;
                     }
-                    s.pop_first();
-                    keys.push(k);
+                    h.pop();
+                    if keys.last() != Some(&k) {
+                        keys.push(k);
+                    }
                 }
             }
             Timers::Grouped(m) => {
@@ -476,7 +481,7 @@ impl Timers {
 
     fn clear(&mut self) {
         match self {
-            Timers::Set(s) => s.clear(),
+            Timers::Heap(h) => h.clear(),
             Timers::Grouped(m) => m.clear(),
         }
     }
@@ -492,12 +497,16 @@ impl Timers {
             return all;
         };
         match self {
-            Timers::Set(s) => {
-                let later = s.split_off(&(after, 0));
-                std::mem::replace(s, later)
-                    .into_iter()
-                    .map(|(_, k)| k)
-                    .collect()
+            Timers::Heap(h) => {
+                let mut keys = Vec::new();
+                while let Some(&Reverse((t, k))) = h.peek() {
+                    if t >= after {
+                        break;
+                    }
+                    h.pop();
+                    keys.push(k);
+                }
+                keys
             }
             Timers::Grouped(m) => {
                 let later = m.split_off(&after);
@@ -563,6 +572,43 @@ struct Undo {
     revs: Option<HashMap<(u32, i64), u32>>,
     /// Key slots freed during the epoch: reusable once it commits.
     freed: Vec<u32>,
+    /// Whole pre-images of committed epochs, kept to be overwritten by the
+    /// next ones ([`Undo::copy_of`]): a SESSION epoch saves most keys it
+    /// touches, and allocating each copy (and freeing it at the commit)
+    /// cost more than the events themselves.
+    spare: Vec<KeyState>,
+}
+
+/// Most [`Undo::spare`] pre-images kept, and the most row words each may
+/// hold: a bound on what the pool keeps beyond the state.
+const SPARE_KEYS: usize = 16_384;
+const SPARE_WORDS: usize = 64;
+
+impl Undo {
+    /// A copy of `ks`, in a spare pre-image's memory when there is one.
+    fn copy_of(&mut self, ks: &KeyState) -> KeyState {
+        match self.spare.pop() {
+            Some(mut c) => {
+                c.key.clone_from(&ks.key);
+                c.rows.clone_from(&ks.rows);
+                c.ext.clone_from(&ks.ext);
+                c
+            }
+            None => ks.clone(),
+        }
+    }
+
+    /// Forgets the epoch's key pre-images, keeping small whole ones as
+    /// spares.
+    fn recycle_keys(&mut self) {
+        for (_, pre) in self.keys.drain(..) {
+            if let PreImage::Whole(ks) = pre {
+                if self.spare.len() < SPARE_KEYS && ks.rows.capacity() <= SPARE_WORDS {
+                    self.spare.push(ks);
+                }
+            }
+        }
+    }
 }
 
 /// The output stage: each result is first an internal record (`__k<i>`
@@ -784,10 +830,11 @@ impl WindowOp {
         if !self.undo.active || self.undo.stamp.get(k as usize) == Some(&self.undo.epoch) {
             return;
         }
+        let row_undo = self.row_undo();
         let pre = match &self.st.keys[k as usize] {
             None => PreImage::Absent,
-            Some(ks) if self.row_undo() => PreImage::Rows(ks.ext[..self.nvar].to_vec()),
-            Some(ks) => PreImage::Whole(ks.clone()),
+            Some(ks) if row_undo => PreImage::Rows(ks.ext[..self.nvar].to_vec()),
+            Some(ks) => PreImage::Whole(self.undo.copy_of(ks)),
         };
         self.mark(k, pre);
     }
@@ -1170,10 +1217,19 @@ impl WindowOp {
         if end + l <= wm {
             return Placed::TooLate;
         }
+        // Timers are lazy (see `advance`): a session has a fire timer at or
+        // before its end while the watermark is below it, and a clean timer
+        // at or before its end plus LATENESS. Growing a session keeps both
+        // true; only a new session, or one that a late entry reopens, needs
+        // one.
+        let mut arm = true;
         let r = if first == n {
             let (r, _) = self.row_at(k, start, end);
+            self.st.clean.insert(end + l, k);
             r
         } else {
+            // The merged rows' greatest end is the last one's.
+            arm = ks.rows[last * s + 1] as i64 <= wm;
             // Merge rows first..=last into `first`.
             let aggs = &self.aggs;
             let Some(ks) = self.st.keys[k as usize].as_mut() else {
@@ -1211,14 +1267,69 @@ impl WindowOp {
             first
         };
         self.update_row(k, r, at);
-        self.st.clean.insert(end + l, k);
         if end <= wm {
             // A late entry within lateness: the session's result again.
             self.emit_session(k, r, false, id, out);
-        } else {
+        } else if arm {
             self.st.fire.insert(end, k);
         }
         Placed::Ok
+    }
+
+    /// SESSION's lazy fire timer `(e, k)` is due: emits key `k`'s session
+    /// ending at `e` (if one does; sessions grow after their timer is set)
+    /// and sets the timer again at the next end, which every later
+    /// session's end is at or after (sessions are disjoint, sorted by start
+    /// and so by end). A session that grew is thus re-armed once per timer
+    /// that comes due, not once per entry, as Flink's and Arroyo's are.
+    fn fire_session(&mut self, k: u32, e: i64, id: EntryId, out: &mut Vec<Record>) {
+        let s = self.stride();
+        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+            return;
+        };
+        let mut due = None;
+        let mut next = None;
+        for (r, row) in ks.rows.chunks_exact(s).enumerate() {
+            let end = row[1] as i64;
+            if end == e {
+                due = Some(r);
+            } else if end > e {
+                next = Some(end);
+                break;
+            }
+        }
+        if let Some(n) = next {
+            self.st.fire.insert(n, k);
+        }
+        if let Some(r) = due {
+            self.touch(k);
+            self.emit_session(k, r, true, id, out);
+        }
+    }
+
+    /// SESSION's lazy clean timer of key `k` is due at watermark `wm`:
+    /// drops the sessions beyond lateness (touching the key only then) and
+    /// sets the timer again at the first remaining session's end plus
+    /// LATENESS.
+    fn clean_session(&mut self, k: u32, wm: i64) {
+        let l = self.lateness();
+        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+            return;
+        };
+        // Sessions are sorted by end: the first one expires first.
+        let first_end = ks.rows.get(1).map(|&e| e as i64);
+        if first_end.is_none_or(|e| e + l <= wm) {
+            self.touch(k);
+            self.retain_rows(k, |row| row[1] as i64 + l > wm);
+            self.drop_key_if_empty(k);
+        }
+        let next = self.st.keys[k as usize]
+            .as_ref()
+            .and_then(|ks| ks.rows.get(1))
+            .map(|&e| e as i64 + l);
+        if let Some(t) = next {
+            self.st.clean.insert(t, k);
+        }
     }
 
     /// Emits session `r` of key `k` (its final result when `fire`, else a
@@ -1372,16 +1483,7 @@ impl WindowOp {
                             }
                         }
                     }
-                    WindowKind::Session { .. } => {
-                        let s = self.stride();
-                        let r = self.st.keys[k as usize].as_ref().and_then(|ks| {
-                            ks.rows.chunks_exact(s).position(|row| row[1] as i64 == e)
-                        });
-                        if let Some(r) = r {
-                            self.touch(k);
-                            self.emit_session(k, r, true, id, out);
-                        }
-                    }
+                    WindowKind::Session { .. } => self.fire_session(k, e, id, out),
                     WindowKind::Running | WindowKind::Count { .. } => {}
                 }
             }
@@ -1389,6 +1491,10 @@ impl WindowOp {
         let l = self.lateness();
         while self.st.clean.pop_due(wm, &mut due).is_some() {
             for &k in &due {
+                if let WindowKind::Session { .. } = self.kind {
+                    self.clean_session(k, wm);
+                    continue;
+                }
                 self.touch(k);
                 // The time after which a row may go.
                 let kind = self.kind;
@@ -2175,7 +2281,7 @@ impl WindowOp {
                 }
             }
         }
-        u.keys.clear();
+        u.recycle_keys();
         u.rows.clear();
         u.words.clear();
         u.exts.clear();
