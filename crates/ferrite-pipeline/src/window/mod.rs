@@ -369,8 +369,9 @@ enum Timers {
     Set(BTreeSet<(i64, u32)>),
     /// TUMBLE/HOP's times are window ends (multiples of the slide, plus
     /// LATENESS): many keys share one, so keys are grouped by time, 4
-    /// bytes each (repeats are dropped when a time is taken).
-    Grouped(std::collections::BTreeMap<i64, Vec<u32>>),
+    /// bytes each (repeats are dropped when a time is taken). Taken
+    /// lists are kept (a few) for the next times: no allocation per time.
+    Grouped(std::collections::BTreeMap<i64, Vec<u32>>, Vec<Vec<u32>>),
 }
 
 impl Default for Timers {
@@ -382,7 +383,7 @@ impl Default for Timers {
 impl Timers {
     fn for_kind(kind: WindowKind) -> Timers {
         match kind {
-            WindowKind::Hop { .. } => Timers::Grouped(Default::default()),
+            WindowKind::Hop { .. } => Timers::Grouped(Default::default(), Vec::new()),
             _ => Timers::Set(BTreeSet::new()),
         }
     }
@@ -392,8 +393,10 @@ impl Timers {
             Timers::Set(s) => {
                 s.insert((t, k));
             }
-            Timers::Grouped(m) => {
-                let v = m.entry(t).or_default();
+            Timers::Grouped(m, spare) => {
+                let v = m
+                    .entry(t)
+                    .or_insert_with(|| spare.pop().unwrap_or_default());
                 if v.last() != Some(&k) {
                     v.push(k);
                 }
@@ -405,7 +408,7 @@ impl Timers {
     fn first(&self) -> Option<i64> {
         match self {
             Timers::Set(s) => s.first().map(|&(t, _)| t),
-            Timers::Grouped(m) => m.first_key_value().map(|(&t, _)| t),
+            Timers::Grouped(m, _) => m.first_key_value().map(|(&t, _)| t),
         }
     }
 
@@ -424,11 +427,15 @@ impl Timers {
                     keys.push(k);
                 }
             }
-            Timers::Grouped(m) => {
+            Timers::Grouped(m, spare) => {
                 if let Some((_, mut v)) = m.pop_first() {
                     v.sort_unstable();
                     v.dedup();
-                    *keys = v;
+                    std::mem::swap(keys, &mut v);
+                    if spare.len() < 4 {
+                        v.clear();
+                        spare.push(v);
+                    }
                 }
             }
         }
@@ -438,7 +445,7 @@ impl Timers {
     fn clear(&mut self) {
         match self {
             Timers::Set(s) => s.clear(),
-            Timers::Grouped(m) => m.clear(),
+            Timers::Grouped(m, _) => m.clear(),
         }
     }
 
@@ -460,7 +467,7 @@ impl Timers {
                     .map(|(_, k)| k)
                     .collect()
             }
-            Timers::Grouped(m) => {
+            Timers::Grouped(m, _) => {
                 let later = m.split_off(&after);
                 std::mem::replace(m, later)
                     .into_values()
@@ -515,9 +522,10 @@ struct Undo {
     /// Their pre-images: `stride` words and `nvar` [`Ext`] slots each.
     words: Vec<u64>,
     exts: Vec<Ext>,
-    /// TUMBLE/HOP keys dropped during the epoch, as they were when dropped
+    /// TUMBLE/HOP keys dropped during the epoch: their slots are retired
+    /// ([`Slots::retire`], keeping their bytes) until it ends
     /// (no rows; their key bytes and carried slots).
-    dropped: Vec<(u32, KeyState)>,
+    dropped: Vec<u32>,
     clock: Clock,
     late_dropped: u64,
     late_written: u64,
@@ -581,6 +589,12 @@ pub struct WindowOp {
     results: u64,
     /// Keys of the timers being taken (scratch).
     due: Vec<u32>,
+    /// A result's internal record, its joined key, a value (scratch), and
+    /// the record's column names (`__k<i>` then `__a<j>`), made once.
+    fields: Vec<(Bytes, Bytes)>,
+    joined: Vec<u8>,
+    tmp: BytesMut,
+    cols: Vec<Bytes>,
 }
 
 /// Why an event could not be placed.
@@ -629,6 +643,10 @@ impl WindowOp {
             now: 0,
             results: 0,
             due: Vec::new(),
+            fields: Vec::new(),
+            joined: Vec::new(),
+            tmp: BytesMut::new(),
+            cols: Vec::new(),
         }
     }
 
@@ -817,10 +835,11 @@ impl WindowOp {
             if self.undo.active {
                 self.undo.freed.push(k);
                 if self.row_undo() {
-                    // Its rows are saved; rollback rebuilds it from this.
-                    if let Some(ks) = self.st.keys.take(k) {
-                        self.undo.dropped.push((k, ks));
-                    }
+                    // Its rows are saved; rollback rebuilds it from its
+                    // retired slot (not reused before the epoch ends).
+                    self.st.keys.retire(k);
+                    self.undo.dropped.push(k);
+                    return;
                 }
             } else {
                 self.st.free.push(k);
@@ -1676,8 +1695,14 @@ impl WindowOp {
             return;
         };
         self.results += 1;
-        let mut fields: Vec<(Bytes, Bytes)> =
-            Vec::with_capacity(self.keys.len() + self.aggs.len() + 2);
+        if self.cols.is_empty() {
+            self.cols = (0..self.keys.len())
+                .map(key_col)
+                .chain((0..self.aggs.len()).map(agg_col))
+                .collect();
+        }
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
         let mut arena = std::mem::take(&mut self.arena);
         let put = |arena: &mut BytesMut, v: &[u8]| -> Bytes {
             if arena.capacity() - arena.len() < v.len() {
@@ -1688,7 +1713,8 @@ impl WindowOp {
         };
         let mut kb: &[u8] = &ks.key;
         // The key values joined by `:` (a NULL key is empty).
-        let mut joined = Vec::with_capacity(ks.key.len());
+        let mut joined = std::mem::take(&mut self.joined);
+        joined.clear();
         for i in 0..self.keys.len() {
             if i > 0 {
                 joined.push(b':');
@@ -1702,21 +1728,23 @@ impl WindowOp {
                 let v = &kb[4..4 + n.min(kb.len() - 4)];
                 kb = &kb[4 + v.len()..];
                 joined.extend_from_slice(v);
-                fields.push((key_col(i), put(&mut arena, v)));
+                fields.push((self.cols[i].clone(), put(&mut arena, v)));
             }
         }
         let key = put(&mut arena, &joined);
+        self.joined = joined;
+        let mut digits = [0u8; 24];
         if let Some((s, e)) = window {
             fields.push((
                 Bytes::from_static(b"window_start"),
-                put(&mut arena, s.to_string().as_bytes()),
+                put(&mut arena, i64_digits(s, &mut digits)),
             ));
             fields.push((
                 Bytes::from_static(b"window_end"),
-                put(&mut arena, e.to_string().as_bytes()),
+                put(&mut arena, i64_digits(e, &mut digits)),
             ));
         }
-        let mut tmp = BytesMut::new();
+        let mut tmp = std::mem::take(&mut self.tmp);
         for (j, a) in self.aggs.iter().enumerate() {
             tmp.clear();
             let v = if a.kind.has_ext() {
@@ -1729,9 +1757,11 @@ impl WindowOp {
                 a.result(words)
             };
             if write_value(&v, &mut tmp) {
-                fields.push((agg_col(j), put(&mut arena, &tmp)));
+                let col = self.cols[self.keys.len() + j].clone();
+                fields.push((col, put(&mut arena, &tmp)));
             }
         }
+        self.tmp = tmp;
         let w = self.out.slots.len();
         self.idx.clear();
         self.idx.resize(w, MISSING);
@@ -1761,7 +1791,7 @@ impl WindowOp {
                 if let Some(r) = rev {
                     outf.push((
                         Bytes::from_static(b"_rev"),
-                        put(&mut arena, r.to_string().as_bytes()),
+                        put(&mut arena, i64_digits(r.into(), &mut digits)),
                     ));
                 }
                 out.push(Record {
@@ -1772,6 +1802,8 @@ impl WindowOp {
             }
         }
         self.arena = arena;
+        fields.clear();
+        self.fields = fields;
     }
 
     fn late(&mut self, e: &crate::entry::Entry<'_>, reason: String) {
@@ -1820,6 +1852,16 @@ fn carry_in(ext: &[Ext], nvar: usize, v: usize, ws: i64) -> Option<Point> {
         }
     }
     best
+}
+
+/// `x` in decimal, written into `buf`.
+fn i64_digits(x: i64, buf: &mut [u8; 24]) -> &[u8] {
+    use std::io::Write;
+    let mut c = std::io::Cursor::new(&mut buf[..]);
+    // 24 bytes hold any i64.
+    let _ = write!(c, "{x}");
+    let n = c.position() as usize;
+    &buf[..n]
 }
 
 pub(crate) fn key_col(i: usize) -> Bytes {
@@ -2003,13 +2045,13 @@ impl WindowOp {
         let mut rebuilt: HashMap<u32, KeyState> = HashMap::new();
         if u.active && self.row_undo() {
             let nv = self.nvar;
-            let dropped: HashMap<u32, &KeyState> =
-                u.dropped.iter().map(|(k, ks)| (*k, ks)).collect();
+            let dropped: std::collections::HashSet<u32> = u.dropped.iter().copied().collect();
             for (k, pre) in &u.keys {
                 if let PreImage::Rows(carried) = pre {
                     let now = match self.st.keys.get(*k) {
                         Some(ks) => Some(ks.to_owned()),
-                        None => dropped.get(k).map(|ks| (*ks).clone()),
+                        None if dropped.contains(k) => self.st.keys.retired(*k, nv),
+                        None => None,
                     };
                     if let Some(mut ks) = now {
                         ks.ext.splice(0..nv, carried.iter().cloned());
@@ -2125,6 +2167,9 @@ impl WindowOp {
                 }
             }
         }
+        for &k in &u.dropped {
+            self.st.keys.remove(k);
+        }
         u.keys.clear();
         u.rows.clear();
         u.words.clear();
@@ -2157,7 +2202,11 @@ impl WindowOp {
                 }
             }
         }
-        held.extend(self.undo.dropped.drain(..));
+        for k in std::mem::take(&mut self.undo.dropped) {
+            if let Some(ks) = self.st.keys.retired(k, self.nvar) {
+                held.insert(k, ks);
+            }
+        }
         if rows {
             undo_rows(&self.undo, self.kind, self.stride(), self.nvar, &mut held);
         }
@@ -2263,7 +2312,7 @@ impl WindowOp {
         let mut changed: Vec<(u32, i64)> = u.rows.iter().map(|r| (r.k, r.start)).collect();
         changed.sort_unstable();
         changed.dedup();
-        let dropped: HashMap<u32, &KeyState> = u.dropped.iter().map(|(k, ks)| (*k, ks)).collect();
+        let dropped: std::collections::HashSet<u32> = u.dropped.iter().copied().collect();
         let put_key = |v: &mut Vec<u8>, key: &[u8], change: u8| {
             v.extend_from_slice(&(key.len() as u32).to_le_bytes());
             v.extend_from_slice(key);
@@ -2304,9 +2353,9 @@ impl WindowOp {
                     put_rows(&mut v, ks.rows, ks.ext, kind, s);
                 }
                 (None, PreImage::Whole(ks)) => put_key(&mut v, &ks.key, 0),
-                (None, PreImage::Rows(_)) => match dropped.get(k) {
-                    Some(ks) => put_key(&mut v, &ks.key, 0),
-                    None => continue,
+                (None, PreImage::Rows(_)) => match self.st.keys.retired(*k, 0) {
+                    Some(ks) if dropped.contains(k) => put_key(&mut v, &ks.key, 0),
+                    _ => continue,
                 },
                 (None, PreImage::Absent) => continue,
             }

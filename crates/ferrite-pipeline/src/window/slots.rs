@@ -439,9 +439,9 @@ impl Slots {
         k
     }
 
-    /// Frees slot `k`.
+    /// Frees slot `k` (live or retired).
     pub fn remove(&mut self, k: u32) {
-        if self.slot(k).is_none() {
+        if k as usize >= self.len {
             return;
         }
         if let Some(mut m) = self.get_mut(k) {
@@ -457,6 +457,34 @@ impl Slots {
             self.long_free.push(i as u32);
         }
         w.fill(0);
+    }
+
+    /// Retires live key `k`: it has no rows and no Ext contents, and
+    /// is no longer live, but its slot keeps its bytes
+    /// ([`Slots::retired`]) until [`Slots::remove`] frees it (an epoch
+    /// that drops a key needs its bytes until it ends).
+    pub fn retire(&mut self, k: u32) {
+        if let Some(mut m) = self.get_mut(k) {
+            m.rows.clear();
+            *m.ext = ExtSlots::default();
+            *m.rows.meta &= !LIVE;
+        }
+    }
+
+    /// Retired key `k` as an owned state: its bytes, no rows, `nvar` empty
+    /// Ext slots.
+    pub fn retired(&self, k: u32, nvar: usize) -> Option<KeyState> {
+        let k = k as usize;
+        if k >= self.len {
+            return None;
+        }
+        let at = (k % SLOT_CHUNK) * self.words;
+        let w = &self.chunks[k / SLOT_CHUNK][at..at + self.words];
+        (w[0] & LIVE == 0 && w[0] != 0).then(|| KeyState {
+            key: (*self.key_of(w)).into(),
+            rows: Vec::new(),
+            ext: ExtSlots::from_vec(vec![Ext::None; nvar]),
+        })
     }
 
     /// Takes key `k` out as an owned state, freeing its slot.
@@ -545,5 +573,21 @@ mod tests {
         assert_eq!((s.long_bytes, s.key(b).len()), (0, 0));
         let c = s.put(Some(b), b"x", Vec::new(), ExtSlots::default());
         assert_eq!((c, &*s.key(c)), (b, &b"x"[..]));
+        // A retired key keeps its bytes, long or short, until removed.
+        let d = s.put(None, &long, vec![1], ExtSlots::default());
+        s.retire(d);
+        s.retire(a);
+        assert!(s.get(d).is_none() && s.get(a).is_none());
+        assert!(!s.is(d, &Slots::probe(&long)));
+        let ks = s.retired(d, 1).expect("retired");
+        assert_eq!(
+            (&ks.key[..], ks.rows.len(), ks.ext.len()),
+            (&long[..], 0, 1)
+        );
+        assert_eq!(s.retired(a, 0).map(|ks| ks.key), Some(short.clone().into()));
+        assert!(s.retired(c, 0).is_none(), "live");
+        s.remove(d);
+        assert!(s.retired(d, 0).is_none());
+        assert_eq!(s.long_bytes, 0);
     }
 }
