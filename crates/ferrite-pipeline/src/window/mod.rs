@@ -50,11 +50,12 @@
 //! [`WindowOp::tick`] emits what the clock made due between batches;
 //! [`WindowOp::next_tick_ms`] says when that is.
 //!
-//! State is flat: per key one `Vec<u64>` of rows `[start, end, rev,
-//! aggregate words...]` sorted by start, and, for `count(DISTINCT)`,
-//! percentiles and twap, an [`Ext`] per row and aggregate (plus one
-//! carried slot per aggregate: twap's last price of dropped rows); key
-//! slots sit in fixed chunks ([`Slots`]); timers are keys grouped by time
+//! State is flat: per key its rows `[start, end, rev, aggregate
+//! words...]` sorted by start, and, for `count(DISTINCT)`, percentiles
+//! and twap, an [`Ext`] per row and aggregate (plus one carried slot per
+//! aggregate: twap's last price of dropped rows); each key has one fixed
+//! slot holding a short key and its row when it has one, in chunks
+//! ([`Slots`], window/slots.rs); timers are keys grouped by time
 //! for TUMBLE/HOP (window ends: many keys share one) and ordered sets of
 //! `(time, key)` for SESSION ([`Timers`]). [`WindowOp::snapshot`] encodes it (versioned); restore
 //! checks every length and rebuilds the timers.
