@@ -50,17 +50,19 @@
 //! [`WindowOp::tick`] emits what the clock made due between batches;
 //! [`WindowOp::next_tick_ms`] says when that is.
 //!
-//! State is flat: per key one `Vec<u64>` of rows `[start, end, rev,
-//! aggregate words...]` sorted by start, and, for `count(DISTINCT)`,
-//! percentiles and twap, an [`Ext`] per row and aggregate (plus one
-//! carried slot per aggregate: twap's last price of dropped rows); key
-//! slots sit in fixed chunks ([`Slots`]); timers are keys grouped by time
+//! State is flat: per key its rows `[start, end, rev, aggregate
+//! words...]` sorted by start, and, for `count(DISTINCT)`, percentiles
+//! and twap, an [`Ext`] per row and aggregate (plus one carried slot per
+//! aggregate: twap's last price of dropped rows); each key has one fixed
+//! slot holding a short key and its row when it has one, in chunks
+//! ([`Slots`], window/slots.rs); timers are keys grouped by time
 //! for TUMBLE/HOP (window ends: many keys share one) and ordered sets of
 //! `(time, key)` for SESSION, set again lazily when due ([`Timers`]). [`WindowOp::snapshot`] encodes it (versioned); restore
 //! checks every length and rebuilds the timers.
 
 pub mod agg;
 pub(crate) mod compile;
+mod slots;
 
 use crate::entry::{EntryId, Record, Row, SlotTable, MISSING};
 use crate::error::PlanError;
@@ -69,6 +71,7 @@ use crate::ops::{Batch, Operator, Project};
 use crate::value::{write_value, Num};
 use agg::{Agg, Ext, Order, Point};
 use bytes::{Bytes, BytesMut};
+use slots::{KeyRef, Slots};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::BuildHasher;
@@ -165,9 +168,9 @@ pub enum WindowKind {
 /// from `i64::MAX` that window arithmetic cannot overflow.
 pub const MAX_EVENT_TIME: i64 = 1 << 52;
 
-/// Bytes counted per key beyond its own bytes: its slot (48), its index
-/// entry, its timers.
-const KEY_OVERHEAD: u64 = 72;
+/// Bytes counted per key beyond its slot ([`Slots::heap_bytes`]): its
+/// index entry and its timers.
+const KEY_OVERHEAD: u64 = 24;
 /// Words of a SESSION or COUNT_WINDOW row before the aggregates: start
 /// (or pane number), end (or entries), rev (with [`DIRTY`]). A TUMBLE/HOP
 /// row has one word, its start with [`DIRTY`] (a pane's end is its start
@@ -264,10 +267,9 @@ impl ExtSlots {
     }
 }
 
-impl KeyState {
-    fn ext_bytes(&self) -> u64 {
-        self.ext.iter().map(|e| e.bytes() + EXT_OVERHEAD).sum()
-    }
+/// Bytes counted for Ext slots.
+fn ext_bytes(ext: &[Ext]) -> u64 {
+    ext.iter().map(|e| e.bytes() + EXT_OVERHEAD).sum()
 }
 
 /// Bytes counted per [`Ext`] slot beyond its contents.
@@ -288,7 +290,6 @@ struct Clock {
 }
 
 /// The operator's state: everything that snapshot encodes.
-#[derive(Default)]
 struct State {
     /// Key ids, hashed by the key bytes their [`KeyState`] holds (the key
     /// is stored once).
@@ -302,6 +303,8 @@ struct State {
     clean: Timers,
     /// TUMBLE/HOP windows emitted again: (key, window start) → revisions.
     revs: HashMap<(u32, i64), u32>,
+    /// Bytes of the Ext slots' contents ([`ext_bytes`]); the keys' and
+    /// rows' are the slots' ([`State::bytes`]).
     bytes: u64,
     rows: u64,
     late_dropped: u64,
@@ -311,35 +314,45 @@ struct State {
 }
 
 impl State {
-    fn for_kind(kind: WindowKind) -> State {
+    /// An empty state for rows of `stride` words.
+    fn new(kind: WindowKind, stride: usize, nvar: usize) -> State {
         State {
+            index: Default::default(),
+            hasher: Default::default(),
+            keys: Slots::new(stride, nvar > 0),
+            free: Vec::new(),
+            clock: Clock::default(),
             fire: Timers::for_kind(kind),
             clean: Timers::for_kind(kind),
-            ..State::default()
+            revs: HashMap::new(),
+            bytes: 0,
+            rows: 0,
+            late_dropped: 0,
+            late_written: 0,
+            dirty: BTreeSet::new(),
         }
     }
 
-    fn key_bytes(keys: &Slots, id: u32) -> &[u8] {
-        keys.get(id as usize)
-            .and_then(Option::as_ref)
-            .map_or(&[][..], |ks| &ks.key)
+    /// Approximate heap bytes: the slots, the index and timers, the Ext
+    /// slots' contents.
+    fn bytes(&self) -> u64 {
+        self.keys.heap_bytes() + self.index.len() as u64 * KEY_OVERHEAD + self.bytes
     }
 
     /// The id of `key`.
     fn find(&self, key: &[u8]) -> Option<u32> {
         let h = self.hasher.hash_one(key);
         let keys = &self.keys;
-        self.index
-            .find(h, |&id| Self::key_bytes(keys, id) == key)
-            .copied()
+        let p = Slots::probe(key);
+        self.index.find(h, |&id| keys.is(id, &p)).copied()
     }
 
     /// Indexes key `id` (already in `keys`).
     fn index_insert(&mut self, id: u32) {
         let (keys, hasher) = (&self.keys, &self.hasher);
-        let h = hasher.hash_one(Self::key_bytes(keys, id));
+        let h = hasher.hash_one(&*keys.key(id));
         self.index
-            .insert_unique(h, id, |&i| hasher.hash_one(Self::key_bytes(keys, i)));
+            .insert_unique(h, id, |&i| hasher.hash_one(&*keys.key(i)));
     }
 
     /// Unindexes key `id`, whose bytes are `key` (its slot may be empty).
@@ -348,57 +361,6 @@ impl State {
         if let Ok(e) = self.index.find_entry(h, |&i| i == id) {
             e.remove();
         }
-    }
-}
-
-/// Key slots by id, in chunks of [`SLOT_CHUNK`]: growing never copies
-/// them, and the slack is under one chunk (a `Vec` doubling would leave up
-/// to half its slots unused: 40 bytes per key at 10,000 keys).
-#[derive(Default)]
-struct Slots {
-    chunks: Vec<Box<[Option<KeyState>]>>,
-    len: usize,
-}
-
-/// Slots per chunk of [`Slots`].
-const SLOT_CHUNK: usize = 256;
-
-impl Slots {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn push(&mut self, ks: Option<KeyState>) {
-        if self.len == self.chunks.len() * SLOT_CHUNK {
-            self.chunks
-                .push(std::iter::repeat_with(|| None).take(SLOT_CHUNK).collect());
-        }
-        let i = self.len;
-        self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK] = ks;
-        self.len += 1;
-    }
-
-    fn get(&self, i: usize) -> Option<&Option<KeyState>> {
-        (i < self.len).then(|| &self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK])
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Option<KeyState>> {
-        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
-    }
-}
-
-impl std::ops::Index<usize> for Slots {
-    type Output = Option<KeyState>;
-    fn index(&self, i: usize) -> &Option<KeyState> {
-        assert!(i < self.len, "key slot {i} of {}", self.len);
-        &self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK]
-    }
-}
-
-impl std::ops::IndexMut<usize> for Slots {
-    fn index_mut(&mut self, i: usize) -> &mut Option<KeyState> {
-        assert!(i < self.len, "key slot {i} of {}", self.len);
-        &mut self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK]
     }
 }
 
@@ -412,8 +374,9 @@ enum Timers {
     Heap(BinaryHeap<Reverse<(i64, u32)>>),
     /// TUMBLE/HOP's times are window ends (multiples of the slide, plus
     /// LATENESS): many keys share one, so keys are grouped by time, 4
-    /// bytes each (repeats are dropped when a time is taken).
-    Grouped(std::collections::BTreeMap<i64, Vec<u32>>),
+    /// bytes each (repeats are dropped when a time is taken). Taken
+    /// lists are kept (a few) for the next times: no allocation per time.
+    Grouped(std::collections::BTreeMap<i64, Vec<u32>>, Vec<Vec<u32>>),
 }
 
 impl Default for Timers {
@@ -425,7 +388,7 @@ impl Default for Timers {
 impl Timers {
     fn for_kind(kind: WindowKind) -> Timers {
         match kind {
-            WindowKind::Hop { .. } => Timers::Grouped(Default::default()),
+            WindowKind::Hop { .. } => Timers::Grouped(Default::default(), Vec::new()),
             _ => Timers::Heap(BinaryHeap::new()),
         }
     }
@@ -433,8 +396,10 @@ impl Timers {
     fn insert(&mut self, t: i64, k: u32) {
         match self {
             Timers::Heap(h) => h.push(Reverse((t, k))),
-            Timers::Grouped(m) => {
-                let v = m.entry(t).or_default();
+            Timers::Grouped(m, spare) => {
+                let v = m
+                    .entry(t)
+                    .or_insert_with(|| spare.pop().unwrap_or_default());
                 if v.last() != Some(&k) {
                     v.push(k);
                 }
@@ -446,7 +411,7 @@ impl Timers {
     fn first(&self) -> Option<i64> {
         match self {
             Timers::Heap(h) => h.peek().map(|&Reverse((t, _))| t),
-            Timers::Grouped(m) => m.first_key_value().map(|(&t, _)| t),
+            Timers::Grouped(m, _) => m.first_key_value().map(|(&t, _)| t),
         }
     }
 
@@ -468,11 +433,15 @@ impl Timers {
                     }
                 }
             }
-            Timers::Grouped(m) => {
+            Timers::Grouped(m, spare) => {
                 if let Some((_, mut v)) = m.pop_first() {
                     v.sort_unstable();
                     v.dedup();
-                    *keys = v;
+                    std::mem::swap(keys, &mut v);
+                    if spare.len() < 4 {
+                        v.clear();
+                        spare.push(v);
+                    }
                 }
             }
         }
@@ -482,7 +451,7 @@ impl Timers {
     fn clear(&mut self) {
         match self {
             Timers::Heap(h) => h.clear(),
-            Timers::Grouped(m) => m.clear(),
+            Timers::Grouped(m, _) => m.clear(),
         }
     }
 
@@ -508,7 +477,7 @@ impl Timers {
                 }
                 keys
             }
-            Timers::Grouped(m) => {
+            Timers::Grouped(m, _) => {
                 let later = m.split_off(&after);
                 std::mem::replace(m, later)
                     .into_values()
@@ -563,9 +532,10 @@ struct Undo {
     /// Their pre-images: `stride` words and `nvar` [`Ext`] slots each.
     words: Vec<u64>,
     exts: Vec<Ext>,
-    /// TUMBLE/HOP keys dropped during the epoch, as they were when dropped
+    /// TUMBLE/HOP keys dropped during the epoch: their slots are retired
+    /// ([`Slots::retire`], keeping their bytes) until it ends
     /// (no rows; their key bytes and carried slots).
-    dropped: Vec<(u32, KeyState)>,
+    dropped: Vec<u32>,
     clock: Clock,
     late_dropped: u64,
     late_written: u64,
@@ -586,15 +556,26 @@ const SPARE_WORDS: usize = 64;
 
 impl Undo {
     /// A copy of `ks`, in a spare pre-image's memory when there is one.
-    fn copy_of(&mut self, ks: &KeyState) -> KeyState {
+    fn copy_of(&mut self, ks: &KeyRef<'_>) -> KeyState {
         match self.spare.pop() {
             Some(mut c) => {
-                c.key.clone_from(&ks.key);
-                c.rows.clone_from(&ks.rows);
-                c.ext.clone_from(&ks.ext);
+                if c.key.len() == ks.key.len() {
+                    c.key.copy_from_slice(&ks.key);
+                } else {
+                    c.key = (*ks.key).into();
+                }
+                c.rows.clear();
+                c.rows.extend_from_slice(ks.rows);
+                match &mut c.ext.0 {
+                    Some(v) if !ks.ext.is_empty() => {
+                        v.clear();
+                        v.extend_from_slice(ks.ext);
+                    }
+                    _ => c.ext = ExtSlots::from_vec(ks.ext.to_vec()),
+                }
                 c
             }
-            None => ks.clone(),
+            None => ks.to_owned(),
         }
     }
 
@@ -666,6 +647,12 @@ pub struct WindowOp {
     results: u64,
     /// Keys of the timers being taken (scratch).
     due: Vec<u32>,
+    /// A result's internal record, its joined key, a value (scratch), and
+    /// the record's column names (`__k<i>` then `__a<j>`), made once.
+    fields: Vec<(Bytes, Bytes)>,
+    joined: Vec<u8>,
+    tmp: BytesMut,
+    cols: Vec<Bytes>,
 }
 
 /// Why an event could not be placed.
@@ -701,7 +688,7 @@ impl WindowOp {
             width,
             out,
             text,
-            st: State::for_kind(kind),
+            st: State::new(kind, hdr_of(kind) + width, nvar),
             undo: Undo::default(),
             key_buf: Vec::new(),
             nums: Vec::new(),
@@ -714,11 +701,20 @@ impl WindowOp {
             now: 0,
             results: 0,
             due: Vec::new(),
+            fields: Vec::new(),
+            joined: Vec::new(),
+            tmp: BytesMut::new(),
+            cols: Vec::new(),
         }
     }
 
     fn stride(&self) -> usize {
         self.hdr() + self.width
+    }
+
+    /// An empty state for this plan.
+    fn new_state(&self) -> State {
+        State::new(self.kind, self.stride(), self.nvar)
     }
 
     /// The row width that state version `ver` wrote for this plan.
@@ -774,7 +770,7 @@ impl WindowOp {
         WindowStats {
             keys: self.st.index.len() as u64,
             open_windows: self.st.rows,
-            state_bytes: self.st.bytes,
+            state_bytes: self.st.bytes(),
             watermark: self.st.clock.max_ts.map(|_| self.wm()),
             late_dropped: self.st.late_dropped,
             late_written: self.st.late_written,
@@ -786,31 +782,14 @@ impl WindowOp {
             self.touch(id);
             return id;
         }
-        let key: Box<[u8]> = self.key_buf.as_slice().into();
-        self.st.bytes += key.len() as u64 + KEY_OVERHEAD;
-        let ks = KeyState {
-            key,
-            rows: Vec::new(),
-            ext: ExtSlots::from_vec(vec![Ext::None; self.nvar]),
-        };
+        let ext = ExtSlots::from_vec(vec![Ext::None; self.nvar]);
         self.st.bytes += self.nvar as u64 * EXT_OVERHEAD;
-        // During an epoch, slots are not reused: a rollback restores
-        // the keys that were there.
-        let reuse = if self.undo.active {
-            None
-        } else {
-            self.st.free.pop()
-        };
-        let id = match reuse {
-            Some(id) => {
-                self.st.keys[id as usize] = Some(ks);
-                id
-            }
-            None => {
-                self.st.keys.push(Some(ks));
-                (self.st.keys.len() - 1) as u32
-            }
-        };
+        // Slots freed by committed epochs are reused, during an epoch too
+        // (a rollback frees the slot again: the key's pre-image is
+        // Absent); those the current epoch freed wait in `undo.freed`
+        // until it commits, as a rollback puts their keys back.
+        let reuse = self.st.free.pop();
+        let id = self.st.keys.put(reuse, &self.key_buf, Vec::new(), ext);
         self.st.index_insert(id);
         if self.undo.active {
             self.mark(id, PreImage::Absent);
@@ -831,10 +810,10 @@ impl WindowOp {
             return;
         }
         let row_undo = self.row_undo();
-        let pre = match &self.st.keys[k as usize] {
+        let pre = match self.st.keys.get(k) {
             None => PreImage::Absent,
             Some(ks) if row_undo => PreImage::Rows(ks.ext[..self.nvar].to_vec()),
-            Some(ks) => PreImage::Whole(self.undo.copy_of(ks)),
+            Some(ks) => PreImage::Whole(self.undo.copy_of(&ks)),
         };
         self.mark(k, pre);
     }
@@ -845,12 +824,12 @@ impl WindowOp {
     /// Saves (for undo) each of key `k`'s rows for which `pick` holds.
     fn save_rows_where(&mut self, k: u32, pick: impl Fn(&[u64]) -> bool) {
         let s = self.stride();
-        let n = self.st.keys[k as usize]
-            .as_ref()
-            .map_or(0, |ks| ks.rows.len() / s);
+        let n = self.st.keys.get(k).map_or(0, |ks| ks.rows.len() / s);
         for r in 0..n {
-            let hit = self.st.keys[k as usize]
-                .as_ref()
+            let hit = self
+                .st
+                .keys
+                .get(k)
                 .is_some_and(|ks| pick(&ks.rows[r * s..(r + 1) * s]));
             if hit {
                 self.save_row(k, r);
@@ -863,7 +842,7 @@ impl WindowOp {
             return;
         }
         let (s, nv) = (self.stride(), self.nvar);
-        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+        let Some(mut ks) = self.st.keys.get_mut(k) else {
             return;
         };
         let row = &mut ks.rows[r * s..(r + 1) * s];
@@ -901,25 +880,30 @@ impl WindowOp {
 
     fn drop_key_if_empty(&mut self, k: u32) {
         // A key keeps its carried twap prices.
-        let empty = matches!(&self.st.keys[k as usize], Some(ks) if ks.rows.is_empty() && ks.ext.iter().all(|e| *e == Ext::None));
+        let empty = matches!(self.st.keys.get(k), Some(ks) if ks.rows.is_empty() && ks.ext.iter().all(|e| *e == Ext::None));
         if empty {
-            if let Some(ks) = self.st.keys[k as usize].take() {
-                self.st.bytes = self
-                    .st
-                    .bytes
-                    .saturating_sub(ks.key.len() as u64 + KEY_OVERHEAD + ks.ext_bytes());
-                self.st.index_remove(&ks.key, k);
-                self.st.dirty.remove(&k);
-                if self.undo.active {
-                    self.undo.freed.push(k);
-                    if self.row_undo() {
-                        // Its rows are saved; rollback rebuilds it from this.
-                        self.undo.dropped.push((k, ks));
-                    }
-                } else {
-                    self.st.free.push(k);
+            if let Some(ks) = self.st.keys.get(k) {
+                let (key, bytes) = (ks.key, ks.ext_bytes());
+                let h = self.st.hasher.hash_one(&*key);
+                self.st.bytes = self.st.bytes.saturating_sub(bytes);
+                if let Ok(e) = self.st.index.find_entry(h, |&i| i == k) {
+                    e.remove();
                 }
             }
+            self.st.dirty.remove(&k);
+            if self.undo.active {
+                self.undo.freed.push(k);
+                if self.row_undo() {
+                    // Its rows are saved; rollback rebuilds it from its
+                    // retired slot (not reused before the epoch ends).
+                    self.st.keys.retire(k);
+                    self.undo.dropped.push(k);
+                    return;
+                }
+            } else {
+                self.st.free.push(k);
+            }
+            self.st.keys.remove(k);
         }
     }
 
@@ -927,7 +911,7 @@ impl WindowOp {
     fn row_at(&mut self, k: u32, start: i64, end: i64) -> (usize, bool) {
         let s = self.stride();
         let aggs = &self.aggs;
-        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+        let Some(mut ks) = self.st.keys.get_mut(k) else {
             return (0, false);
         };
         let n = ks.rows.len() / s;
@@ -951,7 +935,7 @@ impl WindowOp {
             }
         }
         let at = lo * s;
-        ks.rows.splice(at..at, std::iter::repeat_n(0u64, s));
+        ks.rows.insert_zeroed(at, s);
         let nv = self.nvar;
         if nv > 0 {
             let e = nv + lo * nv;
@@ -978,16 +962,16 @@ impl WindowOp {
                 pre: NEW_ROW,
             });
         }
-        self.st.bytes += (s * 8) as u64;
         self.st.rows += 1;
         (lo, true)
     }
 
     fn check_limit(&mut self) {
-        if self.st.bytes > self.opts.state_limit && self.fatal.is_none() {
+        let bytes = self.st.bytes();
+        if bytes > self.opts.state_limit && self.fatal.is_none() {
             self.fatal = Some(format!(
                 "window state exceeds STATE_LIMIT ({} bytes > {}; {} keys, {} open windows): raise STATE_LIMIT, shorten the windows or lower the key cardinality",
-                self.st.bytes,
+                bytes,
                 self.opts.state_limit,
                 self.st.index.len(),
                 self.st.rows
@@ -1047,7 +1031,7 @@ impl WindowOp {
         let s = self.stride();
         let dirty = self.tracks_dirty();
         let (hdr, rw) = (self.hdr(), self.rw());
-        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+        let Some(mut ks) = self.st.keys.get_mut(k) else {
             return;
         };
         if dirty {
@@ -1136,7 +1120,7 @@ impl WindowOp {
     ) {
         let st = self.stride();
         if fire && matches!(self.opts.emit, Emit::Updates { .. }) {
-            let changed = self.st.keys[k as usize].as_ref().is_some_and(|ks| {
+            let changed = self.st.keys.get(k).is_some_and(|ks| {
                 ks.rows.chunks_exact(st).any(|row| {
                     let p = start_of(self.kind, row);
                     p >= s && p < e && row[0] & DIRTY != 0
@@ -1157,7 +1141,7 @@ impl WindowOp {
         mext.resize(self.nvar, Ext::None);
         let nv = self.nvar;
         let mut any = false;
-        if let Some(ks) = self.st.keys[k as usize].as_ref() {
+        if let Some(ks) = self.st.keys.get(k) {
             let hdr = self.hdr();
             for (r, row) in ks.rows.chunks_exact(st).enumerate() {
                 let start = self.start_of(row);
@@ -1195,7 +1179,7 @@ impl WindowOp {
         let wm = self.wm();
         let l = self.lateness();
         let s = self.stride();
-        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+        let Some(ks) = self.st.keys.get(k) else {
             return Placed::Ok;
         };
         let (mut start, mut end) = (t, t + gap);
@@ -1232,7 +1216,7 @@ impl WindowOp {
             arm = ks.rows[last * s + 1] as i64 <= wm;
             // Merge rows first..=last into `first`.
             let aggs = &self.aggs;
-            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            let Some(mut ks) = self.st.keys.get_mut(k) else {
                 return Placed::Ok;
             };
             let mut rev = ks.rows[first * s + 2] & !DIRTY;
@@ -1261,9 +1245,7 @@ impl WindowOp {
             ks.rows[first * s] = start as u64;
             ks.rows[first * s + 1] = end as u64;
             ks.rows[first * s + 2] = rev | dirty;
-            let gone = (last - first) as u64;
-            self.st.rows -= gone;
-            self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
+            self.st.rows -= (last - first) as u64;
             first
         };
         self.update_row(k, r, at);
@@ -1284,7 +1266,7 @@ impl WindowOp {
     /// that comes due, not once per entry, as Flink's and Arroyo's are.
     fn fire_session(&mut self, k: u32, e: i64, id: EntryId, out: &mut Vec<Record>) {
         let s = self.stride();
-        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+        let Some(ks) = self.st.keys.get(k) else {
             return;
         };
         let mut due = None;
@@ -1313,7 +1295,7 @@ impl WindowOp {
     /// LATENESS.
     fn clean_session(&mut self, k: u32, wm: i64) {
         let l = self.lateness();
-        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+        let Some(ks) = self.st.keys.get(k) else {
             return;
         };
         // Sessions are sorted by end: the first one expires first.
@@ -1323,10 +1305,12 @@ impl WindowOp {
             self.retain_rows(k, |row| row[1] as i64 + l > wm);
             self.drop_key_if_empty(k);
         }
-        let next = self.st.keys[k as usize]
-            .as_ref()
-            .and_then(|ks| ks.rows.get(1))
-            .map(|&e| e as i64 + l);
+        let next = self
+            .st
+            .keys
+            .get(k)
+            .and_then(|ks| ks.rows.get(1).copied())
+            .map(|e| e as i64 + l);
         if let Some(t) = next {
             self.st.clean.insert(t, k);
         }
@@ -1341,7 +1325,7 @@ impl WindowOp {
         let mut merged = std::mem::take(&mut self.merged);
         let nv = self.nvar;
         let (start, end, rev, write, ext) = {
-            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            let Some(mut ks) = self.st.keys.get_mut(k) else {
                 return;
             };
             let ext = ks.ext[nv + r * nv..nv + (r + 1) * nv].to_vec();
@@ -1377,7 +1361,7 @@ impl WindowOp {
     ) -> Placed {
         let s = self.stride();
         let tr = s - 2;
-        let last = self.st.keys[k as usize].as_ref().and_then(|ks| {
+        let last = self.st.keys.get(k).and_then(|ks| {
             let m = ks.rows.len() / s;
             (m > 0).then(|| (ks.rows[(m - 1) * s] as i64, ks.rows[(m - 1) * s + 1] as i64))
         });
@@ -1388,7 +1372,7 @@ impl WindowOp {
         };
         let (r, new) = self.row_at(k, p, 0);
         self.update_row(k, r, at);
-        let Some(ks) = self.st.keys[k as usize].as_mut() else {
+        let Some(mut ks) = self.st.keys.get_mut(k) else {
             return Placed::Ok;
         };
         let row = &mut ks.rows[r * s..(r + 1) * s];
@@ -1423,7 +1407,7 @@ impl WindowOp {
         mext.clear();
         mext.resize(nv, Ext::None);
         let (mut ws, mut we) = (i64::MAX, i64::MIN);
-        if let Some(ks) = self.st.keys[k as usize].as_ref() {
+        if let Some(ks) = self.st.keys.get(k) {
             for (r, row) in ks.rows.chunks_exact(st).enumerate() {
                 let p = row[0] as i64;
                 if p < lo || p > hi {
@@ -1462,7 +1446,7 @@ impl WindowOp {
                         // The key's next window that holds a pane.
                         let s = self.stride();
                         let next_start = e - size + slide;
-                        if let Some(ks) = self.st.keys[k as usize].as_ref() {
+                        if let Some(ks) = self.st.keys.get(k) {
                             let p = ks
                                 .rows
                                 .chunks_exact(s)
@@ -1534,7 +1518,7 @@ impl WindowOp {
             self.save_rows_where(k, |row| !keep(row));
         }
         {
-            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            let Some(mut ks) = self.st.keys.get_mut(k) else {
                 return;
             };
             let before = ks.rows.len() / s;
@@ -1551,14 +1535,12 @@ impl WindowOp {
                     }
                 }
                 ks.rows.truncate(w * s);
-                let gone = (before - w) as u64;
-                self.st.rows -= gone;
-                self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
+                self.st.rows -= (before - w) as u64;
                 return;
             }
             let bytes_before = ks.ext_bytes();
             let mut kept = Vec::with_capacity(ks.rows.len());
-            let mut ext = std::mem::take(&mut ks.ext).into_vec().into_iter();
+            let mut ext = std::mem::take(&mut *ks.ext).into_vec().into_iter();
             let mut kept_ext = Vec::with_capacity(ext.len());
             kept_ext.extend(ext.by_ref().take(nv));
             for row in ks.rows.chunks_exact(s) {
@@ -1578,15 +1560,14 @@ impl WindowOp {
                     }
                 }
             }
-            ks.rows = kept;
-            ks.ext = ExtSlots::from_vec(kept_ext);
+            let gone = (before - kept.len() / s) as u64;
+            ks.rows.set(kept);
+            *ks.ext = ExtSlots::from_vec(kept_ext);
             if nv > 0 {
                 let after = ks.ext_bytes();
                 self.st.bytes = (self.st.bytes + after).saturating_sub(bytes_before);
             }
-            let gone = (before - ks.rows.len() / s) as u64;
             self.st.rows -= gone;
-            self.st.bytes = self.st.bytes.saturating_sub(gone * (s * 8) as u64);
         }
     }
 
@@ -1718,7 +1699,7 @@ impl WindowOp {
             let mut running = None;
             let nv = self.nvar;
             let (hdr, rw, kind) = (self.hdr(), self.rw(), self.kind);
-            let Some(ks) = self.st.keys[k as usize].as_mut() else {
+            let Some(mut ks) = self.st.keys.get_mut(k) else {
                 continue;
             };
             for (r, row) in ks.rows.chunks_exact_mut(s).enumerate() {
@@ -1761,7 +1742,7 @@ impl WindowOp {
                 }
             }
             for r in sessions {
-                let (words, ext) = match self.st.keys[k as usize].as_ref() {
+                let (words, ext) = match self.st.keys.get(k) {
                     Some(ks) => (
                         ks.rows[r * s..(r + 1) * s].to_vec(),
                         ks.ext[nv + r * nv..nv + (r + 1) * nv].to_vec(),
@@ -1803,8 +1784,10 @@ impl WindowOp {
 
     fn refresh_dirty(&mut self, k: u32) {
         let (s, rw) = (self.stride(), self.rw());
-        let d = self.st.keys[k as usize]
-            .as_ref()
+        let d = self
+            .st
+            .keys
+            .get(k)
             .is_some_and(|ks| ks.rows.chunks_exact(s).any(|r| r[rw] & DIRTY != 0));
         if d {
             self.st.dirty.insert(k);
@@ -1828,12 +1811,18 @@ impl WindowOp {
         id: EntryId,
         out: &mut Vec<Record>,
     ) {
-        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+        let Some(ks) = self.st.keys.get(k) else {
             return;
         };
         self.results += 1;
-        let mut fields: Vec<(Bytes, Bytes)> =
-            Vec::with_capacity(self.keys.len() + self.aggs.len() + 2);
+        if self.cols.is_empty() {
+            self.cols = (0..self.keys.len())
+                .map(key_col)
+                .chain((0..self.aggs.len()).map(agg_col))
+                .collect();
+        }
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
         let mut arena = std::mem::take(&mut self.arena);
         let put = |arena: &mut BytesMut, v: &[u8]| -> Bytes {
             if arena.capacity() - arena.len() < v.len() {
@@ -1844,7 +1833,8 @@ impl WindowOp {
         };
         let mut kb: &[u8] = &ks.key;
         // The key values joined by `:` (a NULL key is empty).
-        let mut joined = Vec::with_capacity(ks.key.len());
+        let mut joined = std::mem::take(&mut self.joined);
+        joined.clear();
         for i in 0..self.keys.len() {
             if i > 0 {
                 joined.push(b':');
@@ -1858,26 +1848,28 @@ impl WindowOp {
                 let v = &kb[4..4 + n.min(kb.len() - 4)];
                 kb = &kb[4 + v.len()..];
                 joined.extend_from_slice(v);
-                fields.push((key_col(i), put(&mut arena, v)));
+                fields.push((self.cols[i].clone(), put(&mut arena, v)));
             }
         }
         let key = put(&mut arena, &joined);
+        self.joined = joined;
+        let mut digits = [0u8; 24];
         if let Some((s, e)) = window {
             fields.push((
                 Bytes::from_static(b"window_start"),
-                put(&mut arena, s.to_string().as_bytes()),
+                put(&mut arena, i64_digits(s, &mut digits)),
             ));
             fields.push((
                 Bytes::from_static(b"window_end"),
-                put(&mut arena, e.to_string().as_bytes()),
+                put(&mut arena, i64_digits(e, &mut digits)),
             ));
         }
-        let mut tmp = BytesMut::new();
+        let mut tmp = std::mem::take(&mut self.tmp);
         for (j, a) in self.aggs.iter().enumerate() {
             tmp.clear();
             let v = if a.kind.has_ext() {
                 let carry = match (a.kind, window) {
-                    (agg::AggKind::Twap, Some((ws, _))) => carry_in(ks, self.nvar, a.ext, ws),
+                    (agg::AggKind::Twap, Some((ws, _))) => carry_in(ks.ext, self.nvar, a.ext, ws),
                     _ => None,
                 };
                 a.ext_result(&ext[a.ext], window, carry)
@@ -1885,9 +1877,11 @@ impl WindowOp {
                 a.result(words)
             };
             if write_value(&v, &mut tmp) {
-                fields.push((agg_col(j), put(&mut arena, &tmp)));
+                let col = self.cols[self.keys.len() + j].clone();
+                fields.push((col, put(&mut arena, &tmp)));
             }
         }
+        self.tmp = tmp;
         let w = self.out.slots.len();
         self.idx.clear();
         self.idx.resize(w, MISSING);
@@ -1917,7 +1911,7 @@ impl WindowOp {
                 if let Some(r) = rev {
                     outf.push((
                         Bytes::from_static(b"_rev"),
-                        put(&mut arena, r.to_string().as_bytes()),
+                        put(&mut arena, i64_digits(r.into(), &mut digits)),
                     ));
                 }
                 out.push(Record {
@@ -1928,6 +1922,8 @@ impl WindowOp {
             }
         }
         self.arena = arena;
+        fields.clear();
+        self.fields = fields;
     }
 
     fn late(&mut self, e: &crate::entry::Entry<'_>, reason: String) {
@@ -1954,7 +1950,7 @@ impl WindowOp {
 
 /// twap's carried price for a window starting at `ws`: the key's latest
 /// price before `ws`, from its rows and its carried slot.
-fn carry_in(ks: &KeyState, nvar: usize, v: usize, ws: i64) -> Option<Point> {
+fn carry_in(ext: &[Ext], nvar: usize, v: usize, ws: i64) -> Option<Point> {
     let mut best: Option<Point> = None;
     let mut consider = |e: &Ext| {
         if let Ext::Points(ps) = e {
@@ -1966,7 +1962,7 @@ fn carry_in(ks: &KeyState, nvar: usize, v: usize, ws: i64) -> Option<Point> {
             }
         }
     };
-    for (i, e) in ks.ext.iter().enumerate() {
+    for (i, e) in ext.iter().enumerate() {
         if i < nvar {
             if i == v {
                 consider(e);
@@ -1976,6 +1972,16 @@ fn carry_in(ks: &KeyState, nvar: usize, v: usize, ws: i64) -> Option<Point> {
         }
     }
     best
+}
+
+/// `x` in decimal, written into `buf`.
+fn i64_digits(x: i64, buf: &mut [u8; 24]) -> &[u8] {
+    use std::io::Write;
+    let mut c = std::io::Cursor::new(&mut buf[..]);
+    // 24 bytes hold any i64.
+    let _ = write!(c, "{x}");
+    let n = c.position() as usize;
+    &buf[..n]
 }
 
 pub(crate) fn key_col(i: usize) -> Bytes {
@@ -2159,15 +2165,15 @@ impl WindowOp {
         let mut rebuilt: HashMap<u32, KeyState> = HashMap::new();
         if u.active && self.row_undo() {
             let nv = self.nvar;
-            let dropped: HashMap<u32, &KeyState> =
-                u.dropped.iter().map(|(k, ks)| (*k, ks)).collect();
+            let dropped: std::collections::HashSet<u32> = u.dropped.iter().copied().collect();
             for (k, pre) in &u.keys {
                 if let PreImage::Rows(carried) = pre {
-                    let now = self.st.keys[*k as usize]
-                        .as_ref()
-                        .or_else(|| dropped.get(k).copied());
-                    if let Some(ks) = now {
-                        let mut ks = ks.clone();
+                    let now = match self.st.keys.get(*k) {
+                        Some(ks) => Some(ks.to_owned()),
+                        None if dropped.contains(k) => self.st.keys.retired(*k, nv),
+                        None => None,
+                    };
+                    if let Some(mut ks) = now {
                         ks.ext.splice(0..nv, carried.iter().cloned());
                         rebuilt.insert(*k, ks);
                     }
@@ -2205,11 +2211,11 @@ impl WindowOp {
                 &self.st.revs,
             )
         };
-        let mut live: Vec<(u32, &KeyState)> = Vec::with_capacity(self.st.index.len());
+        let mut live: Vec<(u32, KeyRef<'_>)> = Vec::with_capacity(self.st.index.len());
         for (i, k) in self.st.keys.iter().enumerate() {
             let id = i as u32;
             match saved.get(&id) {
-                Some(Some(ks)) => live.push((id, ks)),
+                Some(Some(ks)) => live.push((id, ks.as_ref())),
                 Some(None) => {}
                 None => {
                     if let Some(ks) = k {
@@ -2227,7 +2233,7 @@ impl WindowOp {
             pos.insert(*id, n as u32);
             v.extend_from_slice(&(ks.key.len() as u32).to_le_bytes());
             v.extend_from_slice(&ks.key);
-            put_rows(&mut v, ks, self.kind, self.stride());
+            put_rows(&mut v, ks.rows, ks.ext, self.kind, self.stride());
         }
         let mut revs: Vec<_> = revs
             .iter()
@@ -2275,11 +2281,14 @@ impl WindowOp {
         u.active = false;
         self.st.free.append(&mut u.freed);
         for ru in &u.rows {
-            if let Some(ks) = self.st.keys[ru.k as usize].as_mut() {
-                if let Ok(i) = find_row(kind, ks, s, ru.start) {
+            if let Some(mut ks) = self.st.keys.get_mut(ru.k) {
+                if let Ok(i) = find_row(kind, &ks.rows, s, ru.start) {
                     ks.rows[i * s] &= !SAVED;
                 }
             }
+        }
+        for &k in &u.dropped {
+            self.st.keys.remove(k);
         }
         u.recycle_keys();
         u.rows.clear();
@@ -2299,22 +2308,34 @@ impl WindowOp {
         // First out with every touched key as it is now (a key dropped and
         // created again in the epoch has two slots), then back as it was.
         let mut held: HashMap<u32, KeyState> = HashMap::new();
+        // Slots of keys the epoch created go back to the free list, each
+        // once: those still live and those it freed again. (A key touched
+        // while its slot was free is Absent too, and its slot is still in
+        // the list.)
+        let mut refree: std::collections::HashSet<u32> = self.undo.freed.iter().copied().collect();
         for (k, _) in &keys {
-            if let Some(ks) = self.st.keys[*k as usize].take() {
+            if let Some(ks) = self.st.keys.take(*k) {
                 self.st.index_remove(&ks.key, *k);
+                refree.insert(*k);
                 if rows {
                     held.insert(*k, ks);
                 }
             }
         }
-        held.extend(self.undo.dropped.drain(..));
+        for k in std::mem::take(&mut self.undo.dropped) {
+            if let Some(ks) = self.st.keys.retired(k, self.nvar) {
+                held.insert(k, ks);
+            }
+        }
         if rows {
             undo_rows(&self.undo, self.kind, self.stride(), self.nvar, &mut held);
         }
         for (k, pre) in keys {
             let ks = match pre {
                 PreImage::Absent => {
-                    self.st.free.push(k);
+                    if refree.remove(&k) {
+                        self.st.free.push(k);
+                    }
                     continue;
                 }
                 PreImage::Whole(ks) => ks,
@@ -2326,7 +2347,7 @@ impl WindowOp {
                     ks
                 }
             };
-            self.st.keys[k as usize] = Some(ks);
+            self.st.keys.put(Some(k), &ks.key, ks.rows, ks.ext);
             self.st.index_insert(k);
         }
         let u = &mut self.undo;
@@ -2352,8 +2373,7 @@ impl WindowOp {
         let s = self.stride();
         let (mut bytes, mut rows) = (0u64, 0u64);
         for ks in self.st.keys.iter().flatten() {
-            bytes +=
-                ks.key.len() as u64 + KEY_OVERHEAD + (ks.rows.len() * 8) as u64 + ks.ext_bytes();
+            bytes += ks.ext_bytes();
             rows += (ks.rows.len() / s) as u64;
         }
         self.st.bytes = bytes;
@@ -2398,14 +2418,12 @@ impl WindowOp {
                     .st
                     .revs
                     .iter()
-                    .filter_map(|(&(k, s), &r)| {
-                        self.st.keys[k as usize].as_ref().map(|ks| (&ks.key, s, r))
-                    })
+                    .filter_map(|(&(k, s), &r)| self.st.keys.get(k).map(|ks| (ks.key, s, r)))
                     .collect();
                 v.extend_from_slice(&(revs.len() as u32).to_le_bytes());
                 for (key, s, r) in revs {
                     v.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                    v.extend_from_slice(key);
+                    v.extend_from_slice(&key);
                     v.extend_from_slice(&s.to_le_bytes());
                     v.extend_from_slice(&r.to_le_bytes());
                 }
@@ -2414,7 +2432,7 @@ impl WindowOp {
         let mut changed: Vec<(u32, i64)> = u.rows.iter().map(|r| (r.k, r.start)).collect();
         changed.sort_unstable();
         changed.dedup();
-        let dropped: HashMap<u32, &KeyState> = u.dropped.iter().map(|(k, ks)| (*k, ks)).collect();
+        let dropped: std::collections::HashSet<u32> = u.dropped.iter().copied().collect();
         let put_key = |v: &mut Vec<u8>, key: &[u8], change: u8| {
             v.extend_from_slice(&(key.len() as u32).to_le_bytes());
             v.extend_from_slice(key);
@@ -2424,7 +2442,7 @@ impl WindowOp {
         v.extend_from_slice(&0u32.to_le_bytes());
         let mut n = 0u32;
         for (k, pre) in &u.keys {
-            match (&self.st.keys[*k as usize], pre) {
+            match (self.st.keys.get(*k), pre) {
                 (Some(ks), PreImage::Rows(carried)) => {
                     let lo = changed.partition_point(|&(kk, _)| kk < *k);
                     let hi = changed.partition_point(|&(kk, _)| kk <= *k);
@@ -2438,7 +2456,7 @@ impl WindowOp {
                     v.extend_from_slice(&((hi - lo) as u32).to_le_bytes());
                     for &(_, start) in &changed[lo..hi] {
                         v.extend_from_slice(&start.to_le_bytes());
-                        match find_row(kind, ks, s, start) {
+                        match find_row(kind, ks.rows, s, start) {
                             Ok(i) => {
                                 v.push(1);
                                 put_row(&mut v, &ks.rows[i * s..(i + 1) * s], kind);
@@ -2452,12 +2470,12 @@ impl WindowOp {
                 }
                 (Some(ks), _) => {
                     put_key(&mut v, &ks.key, 1);
-                    put_rows(&mut v, ks, kind, s);
+                    put_rows(&mut v, ks.rows, ks.ext, kind, s);
                 }
                 (None, PreImage::Whole(ks)) => put_key(&mut v, &ks.key, 0),
-                (None, PreImage::Rows(_)) => match dropped.get(k) {
-                    Some(ks) => put_key(&mut v, &ks.key, 0),
-                    None => continue,
+                (None, PreImage::Rows(_)) => match self.st.keys.retired(*k, 0) {
+                    Some(ks) if dropped.contains(k) => put_key(&mut v, &ks.key, 0),
+                    _ => continue,
                 },
                 (None, PreImage::Absent) => continue,
             }
@@ -2548,24 +2566,25 @@ impl WindowOp {
                             self.key_id()
                         }
                     };
-                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
-                        ks.rows = rows;
-                        ks.ext = ExtSlots::from_vec(ext);
+                    if let Some(mut ks) = self.st.keys.get_mut(k) {
+                        ks.rows.set(rows);
+                        *ks.ext = ExtSlots::from_vec(ext);
                     }
                     touched.push(k);
                 }
                 (Some(k), KeyChange::Rows(carried, rows)) => {
-                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
+                    if let Some(mut ks) = self.st.keys.take(k) {
                         ks.ext.splice(0..nv, carried);
                         for (start, row) in &rows {
                             let row = row.as_ref().map(|(w, e)| (&w[..], &e[..]));
-                            set_row(kind, s, nv, ks, *start, row);
+                            set_row(kind, s, nv, &mut ks, *start, row);
                         }
+                        self.st.keys.put(Some(k), &ks.key, ks.rows, ks.ext);
                     }
                     touched.push(k);
                 }
                 (Some(k), KeyChange::Gone) => {
-                    if let Some(ks) = self.st.keys[k as usize].as_mut() {
+                    if let Some(mut ks) = self.st.keys.get_mut(k) {
                         ks.rows.clear();
                         ks.ext.clear();
                     }
@@ -2602,7 +2621,7 @@ impl WindowOp {
 
     /// Forgets everything (PIPELINE.RESET).
     pub fn clear_state(&mut self) {
-        self.st = State::for_kind(self.kind);
+        self.st = self.new_state();
         self.undo = Undo::default();
         self.late_out.clear();
         self.fatal = None;
@@ -2613,7 +2632,7 @@ impl WindowOp {
     /// match this plan is an error, never a panic.
     pub fn decode_state(&mut self, state: &[u8]) -> Result<(), String> {
         if state.is_empty() {
-            self.st = State::for_kind(self.kind);
+            self.st = self.new_state();
             return Ok(());
         }
         let mut r = crate::engine::def::Cursor::new(state);
@@ -2635,26 +2654,19 @@ impl WindowOp {
             clock,
             late_dropped,
             late_written,
-            ..State::for_kind(self.kind)
+            ..self.new_state()
         };
         let nkeys = r.u32()? as usize;
         for _ in 0..nkeys {
-            let key: Box<[u8]> = r.bytes()?.into();
+            let key = r.bytes()?;
             let (rows, ext) = self.get_rows_ext(&mut r, ver)?;
-            let words = rows.len();
-            let nrows = words / stride;
-            if st.find(&key).is_some() {
+            let nrows = rows.len() / stride;
+            if st.find(key).is_some() {
                 return Err("a key appears twice in the window state".into());
             }
-            let id = st.keys.len() as u32;
-            let ks = KeyState {
-                key,
-                rows,
-                ext: ExtSlots::from_vec(ext),
-            };
-            st.bytes += ks.key.len() as u64 + KEY_OVERHEAD + (words * 8) as u64 + ks.ext_bytes();
+            st.bytes += ext_bytes(&ext);
             st.rows += nrows as u64;
-            st.keys.push(Some(ks));
+            let id = st.keys.put(None, key, rows, ExtSlots::from_vec(ext));
             st.index_insert(id);
         }
         let nrevs = r.u32()? as usize;
@@ -2690,7 +2702,7 @@ impl WindowOp {
         let wm = self.wm();
         let l = self.lateness();
         let s = self.stride();
-        let Some(ks) = self.st.keys[k as usize].as_ref() else {
+        let Some(ks) = self.st.keys.get(k) else {
             return;
         };
         for row in ks.rows.chunks_exact(s) {
@@ -2773,12 +2785,12 @@ fn get_globals(r: &mut crate::engine::def::Cursor<'_>, ver: u8) -> Result<Global
 
 /// `u32 rows`, the words, then (version 2, with aggregates that keep an
 /// [`Ext`]) the key's ext slots ([`agg::Ext::encode`]).
-fn put_rows(v: &mut Vec<u8>, ks: &KeyState, kind: WindowKind, stride: usize) {
-    v.extend_from_slice(&((ks.rows.len() / stride) as u32).to_le_bytes());
-    for row in ks.rows.chunks_exact(stride) {
+fn put_rows(v: &mut Vec<u8>, rows: &[u64], ext: &[Ext], kind: WindowKind, stride: usize) {
+    v.extend_from_slice(&((rows.len() / stride) as u32).to_le_bytes());
+    for row in rows.chunks_exact(stride) {
         put_row(v, row, kind);
     }
-    for e in ks.ext.iter() {
+    for e in ext {
         e.encode(v);
     }
 }
@@ -2796,11 +2808,11 @@ fn put_row(v: &mut Vec<u8>, row: &[u64], kind: WindowKind) {
 }
 
 /// The row of `ks` starting at `start` (`Err`: where it would go).
-fn find_row(kind: WindowKind, ks: &KeyState, s: usize, start: i64) -> Result<usize, usize> {
-    let (mut lo, mut hi) = (0, ks.rows.len() / s);
+fn find_row(kind: WindowKind, rows: &[u64], s: usize, start: i64) -> Result<usize, usize> {
+    let (mut lo, mut hi) = (0, rows.len() / s);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let v = start_of(kind, &ks.rows[mid * s..]);
+        let v = start_of(kind, &rows[mid * s..]);
         if v == start {
             return Ok(mid);
         }
@@ -2823,7 +2835,7 @@ fn set_row(
     start: i64,
     row: Option<(&[u64], &[Ext])>,
 ) {
-    match (find_row(kind, ks, s, start), row) {
+    match (find_row(kind, &ks.rows, s, start), row) {
         (Ok(i), Some((w, e))) => {
             ks.rows[i * s..(i + 1) * s].copy_from_slice(w);
             ks.ext[nv + i * nv..nv + (i + 1) * nv].clone_from_slice(e);
