@@ -474,17 +474,14 @@ fn on_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Measurement, not a check (`cargo test --release -p ferrite-db --lib
-/// snapshot_lock_hold -- --ignored --nocapture`): how long a checkpoint's
-/// snapshot holds the store lock as the index of stored blocks grows.
-/// 1,000 streams of 10-entry blocks; each round adds 6 blocks per stream
-/// (about what 64 MB of XADD log seals in the benchmark) and takes one
-/// checkpoint. docs/storage.md §15.5 has the figures.
-#[test]
-#[ignore]
-fn snapshot_lock_hold_with_a_large_index() {
-    let dir = temp_dir("lock-hold");
-    let shared = open(&dir, "10");
+/// A store with its log and automatic checkpoints off, for the lock-hold
+/// measurements below (they take checkpoints themselves).
+fn lock_hold_setup(
+    name: &str,
+    node_entries: &str,
+) -> (std::path::PathBuf, Arc<Shared>, Session, Arc<Persistence>) {
+    let dir = temp_dir(name);
+    let shared = open(&dir, node_entries);
     let mut s = Session::attach(shared.clone());
     call(
         &mut s,
@@ -495,6 +492,19 @@ fn snapshot_lock_hold_with_a_large_index() {
         .get()
         .cloned()
         .unwrap_or_else(|| panic!("no log"));
+    (dir, shared, s, p)
+}
+
+/// Measurement, not a check (`cargo test --release -p ferrite-db --lib
+/// snapshot_lock_hold -- --ignored --nocapture`): how long a checkpoint's
+/// snapshot holds the store lock as the index of stored blocks grows.
+/// 1,000 streams of 10-entry blocks; each round adds 6 blocks per stream
+/// (about what 64 MB of XADD log seals in the benchmark) and takes one
+/// checkpoint. docs/storage.md §15.5 has the figures.
+#[test]
+#[ignore]
+fn snapshot_lock_hold_with_a_large_index() {
+    let (dir, shared, mut s, p) = lock_hold_setup("lock-hold", "10");
     let mut next = 1u64;
     for round in 0..16 {
         let per_stream = if round == 0 { 600 } else { 60 };
@@ -540,18 +550,7 @@ fn snapshot_lock_hold_with_a_large_index() {
 #[test]
 #[ignore]
 fn snapshot_lock_hold_with_one_fast_stream() {
-    let dir = temp_dir("lock-hold-one");
-    let shared = open(&dir, "100");
-    let mut s = Session::attach(shared.clone());
-    call(
-        &mut s,
-        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
-    );
-    let p = shared
-        .persist
-        .get()
-        .cloned()
-        .unwrap_or_else(|| panic!("no log"));
+    let (dir, shared, mut s, p) = lock_hold_setup("lock-hold-one", "100");
     let mut next = 1u64;
     for round in 0..8 {
         for _ in 0..500_000 {
