@@ -84,6 +84,12 @@ impl Db {
         self.stamp(i);
         self.slots.at_mut(i)
     }
+    /// [`Db::get_mut`] for the server's own upkeep: not an access (OBJECT
+    /// IDLETIME does not move).
+    fn get_mut_unstamped(&mut self, key: &[u8]) -> Option<&mut Value> {
+        let i = self.slots.find(key)?;
+        self.slots.at_mut(i)
+    }
     fn stamp(&self, i: usize) {
         let c = self.touching.get();
         if c != 0 {
@@ -464,6 +470,9 @@ pub struct Store {
     /// blocks it handed out to store: the next one reserves that much at
     /// once instead of growing its buffers.
     pub snapshot_hint: (usize, usize),
+    /// The streams (db, key) the last snapshot handed blocks out for: the
+    /// ones settling visits (not the whole keyspace, per step).
+    pub settle_keys: Vec<(usize, Bytes)>,
     /// `block-cache-size` (kept here so the check after every command takes
     /// no config lock; CONFIG SET updates it).
     pub cache_budget: u64,
@@ -526,6 +535,7 @@ impl Store {
             block_cache: None,
             next_stream_id: 1,
             snapshot_hint: (0, 0),
+            settle_keys: Vec::new(),
             cache_budget: 0,
             slowlog: Default::default(),
             monitors: Vec::new(),
@@ -643,19 +653,26 @@ impl Store {
             // through `grown` (their decoded bytes); settling gives them
             // their packed bytes and drops the decoded copy of the unread
             // ones, and the counts move by that.
+            // A stream renamed or replaced since its snapshot is not found
+            // here: its blocks settle after the next snapshot, or go in an
+            // eviction pass.
             let (mut freed, mut packed) = (0u64, 0u64);
             let mut left = SETTLE_BATCH;
-            'dbs: for db in &mut self.dbs {
-                for v in db.values_mut() {
-                    if let Value::Stream(s) = v {
-                        let moved = s.settle_stored_bytes(&mut left);
-                        freed += moved.decoded as u64;
-                        packed += moved.packed as u64;
-                        if left == 0 {
-                            more = true;
-                            break 'dbs;
-                        }
+            while let Some((db, key)) = self.settle_keys.pop() {
+                let Some(Value::Stream(s)) =
+                    self.dbs.get_mut(db).and_then(|d| d.get_mut_unstamped(&key))
+                else {
+                    continue;
+                };
+                let moved = s.settle_stored_bytes(&mut left);
+                freed += moved.decoded as u64;
+                packed += moved.packed as u64;
+                if left == 0 {
+                    if s.settling() {
+                        self.settle_keys.push((db, key));
                     }
+                    more = !self.settle_keys.is_empty();
+                    break;
                 }
             }
             if more {

@@ -317,6 +317,12 @@ impl Stream {
         }
     }
 
+    /// Whether blocks a snapshot handed out wait to be settled
+    /// ([`Stream::settle_stored`]).
+    pub fn settling(&self) -> bool {
+        self.settle_from.is_some()
+    }
+
     /// After a checkpoint stored blocks (filled their tickets): take each
     /// one's location and packed bytes, and drop the decoded copy of those
     /// not read since they were sealed (they are history nobody is

@@ -41,6 +41,7 @@ pub fn encode_snapshot(
     out.extend_from_slice(&st.next_storage_id.to_le_bytes());
     let ndb = store.dbs.iter().filter(|d| !d.is_empty()).count();
     put_u32(&mut out, ndb);
+    let mut settle_keys = Vec::new();
     for (i, db) in store.dbs.iter_mut().enumerate() {
         if db.is_empty() {
             continue;
@@ -54,8 +55,12 @@ pub fn encode_snapshot(
             let when = expiries.get(k).copied().unwrap_or(0);
             out.extend_from_slice(&when.to_le_bytes());
             v.write_snapshot(&mut out, &mut st);
+            if matches!(v, Value::Stream(s) if s.settling()) {
+                settle_keys.push((i, k.clone()));
+            }
         }
     }
+    store.settle_keys = settle_keys;
     put_u32(&mut out, rebuild.len());
     for (db, argv) in rebuild {
         put_cmd(&mut out, *db, argv);
