@@ -19,7 +19,8 @@
 //! States of a node's bytes:
 //!
 //! ```text
-//!   Stored::No ──seal (checkpoint snapshot)──▶ Pending(ticket)
+//!   Stored::No ──filled up (next block started; a stream with storage)──▶ Sealed(bytes, ticket)
+//!   Stored::No / Sealed ──seal (checkpoint snapshot)──▶ Pending(ticket)
 //!   Pending(ticket) ──ticket filled once the checkpoint is durable──▶ At(loc)
 //!       (with the packed bytes; a block not read since the seal then
 //!        drops its decoded copy: Stream::settle_stored)
@@ -29,8 +30,11 @@
 //! ```
 //!
 //! Invariants:
-//! - a node without a location ([`Stored::No`], or a ticket not yet filled)
-//!   is always decoded-resident: nothing else holds its bytes;
+//! - a node without a location ([`Stored::No`], [`Stored::Sealed`], or a
+//!   ticket not yet filled) is always decoded-resident: nothing else holds
+//!   its bytes;
+//! - a [`Stored::Sealed`] node's shared bytes are its block's bytes: every
+//!   change goes through [`Node::block_mut`], which makes it `No` first;
 //! - a node has packed bytes only while it is [`Stored::At`] (they are a
 //!   copy of what is stored there);
 //! - a node's summary equals its block's counts whenever the block is
@@ -324,10 +328,27 @@ impl SealTicket {
 pub(crate) enum Stored {
     /// Only in memory (new, or changed since it was stored).
     No,
+    /// Full and unchanged since it filled up, not handed to a checkpoint
+    /// yet: its bytes shared and its ticket made then, at the append that
+    /// started the next block, while block and node were in cache, so that
+    /// the snapshot hands it out without touching the block
+    /// ([`crate::Stream::write_snapshot`]). No location, like `No`.
+    Sealed(Presealed),
     /// Handed to a running checkpoint.
     Pending(Arc<SealTicket>),
     /// Stored here.
     At(BlockLoc),
+}
+
+/// What a [`Stored::Sealed`] node hands out: its shared bytes and its
+/// ticket, twice (one for the node, one for the job: no reference count is
+/// touched under the snapshot's lock). Inline: three pointers, no bigger
+/// than a location, so the node does not grow.
+#[derive(Clone, Debug)]
+pub(crate) struct Presealed {
+    pub(crate) bytes: Arc<Vec<u8>>,
+    pub(crate) ticket: Arc<SealTicket>,
+    pub(crate) job_ticket: Arc<SealTicket>,
 }
 
 /// The counts of a block that the stream needs without its bytes.
@@ -405,7 +426,7 @@ impl Node {
     /// Where the node's current bytes are stored, if they are.
     pub(crate) fn location(&self) -> Option<BlockLoc> {
         match &self.stored {
-            Stored::No => None,
+            Stored::No | Stored::Sealed(_) => None,
             Stored::Pending(t) => t.get(),
             Stored::At(loc) => Some(*loc),
         }
@@ -435,6 +456,25 @@ impl Node {
         self.tick.get()
     }
 
+    /// Mark a full block, not stored and unchanged since it filled up, as
+    /// sealed: share its bytes and make its ticket now (see
+    /// [`Stored::Sealed`]). Does nothing to a node that is stored or
+    /// sealed already, or not resident.
+    pub(crate) fn preseal(&mut self) {
+        if !matches!(self.stored, Stored::No) {
+            return;
+        }
+        let Some(block) = self.body.get_mut() else {
+            return;
+        };
+        let ticket = Arc::new(SealTicket::default());
+        self.stored = Stored::Sealed(Presealed {
+            bytes: block.share(),
+            job_ticket: ticket.clone(),
+            ticket,
+        });
+    }
+
     /// Forget the last access (as if never read through a cache).
     pub(crate) fn unstamp(&self) {
         self.tick.set(0);
@@ -461,7 +501,7 @@ impl Node {
     ) -> Option<&'a Block> {
         // Only stored nodes can be evicted, so only they need the LRU clock
         // (a shared atomic): the tail an XADD appends to is never stamped.
-        let stored = !matches!(self.stored, Stored::No);
+        let stored = !matches!(self.stored, Stored::No | Stored::Sealed(_));
         if let Some(b) = self.body.get() {
             if let (true, Some(s)) = (stored, storage) {
                 self.tick.set(s.cache.tick());

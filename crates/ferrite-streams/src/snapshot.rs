@@ -146,9 +146,29 @@ pub(crate) struct StoredRun {
 
 #[derive(Clone, Debug)]
 struct PendingRun {
-    entries: Arc<OnceLock<Vec<u8>>>,
+    entries: Arc<OnceLock<HandedBack>>,
     last: StreamId,
     count: usize,
+}
+
+/// What the checkpoint thread gives back to a stream's run
+/// ([`publish_runs`]).
+#[derive(Debug)]
+enum HandedBack {
+    /// The stored form of the blocks handed out, to append in place.
+    Entries(Vec<u8>),
+    /// The run as the snapshot shared it (buffer `base`, bytes
+    /// `from..shared_end`) followed by those entries, in a new buffer
+    /// with room to grow: built off the lock when appending in place would
+    /// have copied the whole run under it (the buffer was full, or half of
+    /// it dead head entries). A stream's run is its whole index: one
+    /// stream of 10M entries has a run of 8 MB.
+    Whole {
+        bytes: Vec<u8>,
+        base: usize,
+        from: usize,
+        shared_end: usize,
+    },
 }
 
 impl StoredRun {
@@ -227,8 +247,51 @@ impl StoredRun {
         let Some(p) = self.pending.take() else {
             return;
         };
-        let Some(entries) = p.entries.get() else {
-            return;
+        let entries = match p.entries.get() {
+            None => return,
+            Some(HandedBack::Entries(entries)) => entries,
+            Some(HandedBack::Whole {
+                bytes,
+                base,
+                from,
+                shared_end,
+            }) => {
+                // Only onto the buffer and end the snapshot shared (its
+                // start may have moved on: whole head blocks trimmed).
+                let (from, shared_end) = (*from, *shared_end);
+                let start = self.start * STORED_LEN;
+                if Arc::as_ptr(&self.bytes) as usize != *base
+                    || self.end * STORED_LEN != shared_end
+                    || start < from
+                    || bytes.len() != shared_end - from + p.count * STORED_LEN
+                    || p.count == 0
+                {
+                    return;
+                }
+                // The snapshot that built it is gone: the buffer moves
+                // here without a copy (a copy only if something still
+                // holds it).
+                let bytes = match Arc::try_unwrap(p.entries) {
+                    Ok(cell) => match cell.into_inner() {
+                        Some(HandedBack::Whole { bytes, .. }) => bytes,
+                        _ => return,
+                    },
+                    Err(shared) => {
+                        let copy = match shared.get() {
+                            Some(HandedBack::Whole { bytes, .. }) => bytes.clone(),
+                            _ => return,
+                        };
+                        garbage.1.push(shared);
+                        copy
+                    }
+                };
+                let old = std::mem::replace(&mut self.bytes, Arc::new(bytes));
+                garbage.2.push(old);
+                self.start = (start - from) / STORED_LEN;
+                self.end = (shared_end - from) / STORED_LEN + p.count;
+                self.last = p.last;
+                return;
+            }
         };
         if entries.len() != p.count * STORED_LEN || p.count == 0 {
             return;
@@ -351,9 +414,16 @@ pub struct SnapshotState {
 /// The entries of a stream's blocks handed out in `jobs[jobs]`, to give
 /// back to its run once they are durable.
 pub struct RunFill {
-    entries: Arc<OnceLock<Vec<u8>>>,
+    entries: Arc<OnceLock<HandedBack>>,
     jobs: std::ops::Range<usize>,
+    /// The stream's run as this snapshot shared it, if it had one (taken
+    /// by [`publish_runs`], so that nothing holds it once the checkpoint
+    /// is done: the next snapshot appends in place).
+    base: std::sync::Mutex<Option<SharedRun>>,
 }
+
+/// A run's buffer and the bytes of it a snapshot shares.
+type SharedRun = (Arc<Vec<u8>>, std::ops::Range<usize>);
 
 /// Once the checkpoint is durable (after [`SealJob::publish`]): give each
 /// stream the stored form of the blocks it handed out, as `body` has them
@@ -376,9 +446,31 @@ pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) {
                 None => break,
             }
         }
-        if entries.len() == js.len() * STORED_LEN {
-            let _ = f.entries.set(entries);
+        if entries.len() != js.len() * STORED_LEN {
+            continue;
         }
+        let base = f.base.lock().ok().and_then(|mut b| b.take());
+        let handed = match base {
+            // Appending in place would copy: when the buffer has no room,
+            // or when its dead head is half of it (`StoredRun::make_room`).
+            Some((run, range))
+                if run.capacity() < range.end + entries.len()
+                    || (range.start > 0 && range.start >= run.len() / 2) =>
+            {
+                let live = run.get(range.clone()).unwrap_or(&[]);
+                let mut bytes = Vec::with_capacity((live.len() + entries.len()) * 2);
+                bytes.extend_from_slice(live);
+                bytes.extend_from_slice(&entries);
+                HandedBack::Whole {
+                    bytes,
+                    base: Arc::as_ptr(&run) as usize,
+                    from: range.start,
+                    shared_end: range.end,
+                }
+            }
+            _ => HandedBack::Entries(entries),
+        };
+        let _ = f.entries.set(handed);
     }
 }
 
@@ -386,7 +478,11 @@ pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) {
 /// to runs), freed when it is dropped: on the checkpoint thread, not under
 /// the store lock.
 #[derive(Default)]
-pub struct Garbage(Vec<Arc<SealTicket>>, Vec<Arc<OnceLock<Vec<u8>>>>);
+pub struct Garbage(
+    Vec<Arc<SealTicket>>,
+    Vec<Arc<OnceLock<HandedBack>>>,
+    Vec<Arc<Vec<u8>>>,
+);
 
 /// Bytes of a body taken by reference under the store lock and copied or
 /// encoded into it later, by [`assemble`] on the checkpoint thread.
@@ -574,25 +670,37 @@ impl Stream {
             }
             // The run stays a prefix: it ends at the first unstored block.
             extending = false;
-            // Invariant: a node without a location is resident.
-            let Some(block) = node.resident_block_mut() else {
-                continue;
-            };
-            written += 1;
-            if Some(master) == tail {
-                // The open tail block (still growing): kept in the body.
-                contiguous = false;
-                out.push(0);
-                put_id(out, master);
-                put_bytes(out, block.encoded());
-                continue;
-            }
             // A full block not stored yet: the checkpoint stores it and
             // fills the ticket once durable. Its bytes are shared, not
-            // copied (a change to the block copies them first).
-            let bytes = block.share();
-            let ticket = Arc::new(SealTicket::default());
-            node.stored = Stored::Pending(ticket.clone());
+            // copied (a change to the block copies them first). Sealed
+            // when it filled up, it is handed out from the node alone.
+            let (bytes, ticket) = match std::mem::replace(&mut node.stored, Stored::No) {
+                Stored::Sealed(p) if Some(master) != tail => {
+                    written += 1;
+                    node.stored = Stored::Pending(p.ticket);
+                    (p.bytes, p.job_ticket)
+                }
+                other => {
+                    node.stored = other;
+                    // Invariant: a node without a location is resident.
+                    let Some(block) = node.resident_block_mut() else {
+                        continue;
+                    };
+                    written += 1;
+                    if Some(master) == tail {
+                        // The open tail block (still growing): kept in the body.
+                        contiguous = false;
+                        out.push(0);
+                        put_id(out, master);
+                        put_bytes(out, block.encoded());
+                        continue;
+                    }
+                    let bytes = block.share();
+                    let ticket = Arc::new(SealTicket::default());
+                    node.stored = Stored::Pending(ticket.clone());
+                    (bytes, ticket)
+                }
+            };
             if self.settle_from.is_none_or(|f| master < f) {
                 self.settle_from = Some(master);
             }
@@ -623,9 +731,11 @@ impl Stream {
         }
         if let Some((first, last, count)) = handed {
             let entries = Arc::new(OnceLock::new());
+            let base = (!self.run.is_empty()).then(|| self.run.share());
             st.fills.push(RunFill {
                 entries: entries.clone(),
                 jobs: first..first + count,
+                base: std::sync::Mutex::new(base),
             });
             self.run.pending = Some(PendingRun {
                 entries,
@@ -990,7 +1100,8 @@ mod tests {
             node_max_bytes: 0,
         };
         let mut s = Stream::new();
-        let (mut next, mut shared, mut filled) = (1u64, 0, 0);
+        let (mut next, mut shared, mut filled, mut presealed) = (1u64, 0, 0, 0);
+        let mut wholes = 0;
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut rand = |n: u64| {
             rng ^= rng << 13;
@@ -1004,10 +1115,33 @@ mod tests {
                 assert!(s.add(id, &fv(next), 0, &cfg).is_ok());
                 next += 1;
             }
+            // A change to a block sealed since the last snapshot (its bytes
+            // and ticket were made when it filled up): it must be handed out
+            // as it is now.
+            if rand(3) == 0 {
+                let id = StreamId::new(next.saturating_sub(1 + rand(8)).max(1), 0);
+                s.delete(&[id]);
+            }
+            presealed += s
+                .blocks
+                .values()
+                .filter(|n| matches!(n.stored, Stored::Sealed(_)))
+                .count();
             // Entries handed back by the last checkpoint, appended unvisited.
             let handed_back = s.run.pending.as_ref().and_then(|p| p.entries.get());
             filled += usize::from(handed_back.is_some());
+            wholes += usize::from(matches!(handed_back, Some(HandedBack::Whole { .. })));
             let t = take(&mut s, &cache);
+            // Every sealed block was handed out, but one that is the last
+            // block now (the blocks after it emptied): the tail is written
+            // whole.
+            let tail = s.blocks.keys().next_back().copied();
+            assert!(
+                s.blocks
+                    .iter()
+                    .all(|(m, n)| !matches!(n.stored, Stored::Sealed(_)) || Some(*m) == tail),
+                "a sealed block was not handed out"
+            );
             shared += usize::from(!t.inserts.is_empty());
             // Changes after the snapshot instant.
             for _ in 0..rand(6) {
@@ -1048,6 +1182,8 @@ mod tests {
             s.check_invariants().unwrap_or_else(|e| panic!("{e}"));
         }
         assert!(shared > 30, "only {shared} snapshots shared a run");
+        assert!(presealed > 60, "only {presealed} blocks were sealed ahead");
+        assert!(wholes > 0, "no run was rebuilt off the lock");
         assert!(
             filled > 10,
             "only {filled} snapshots had entries handed back"

@@ -776,6 +776,13 @@ impl Stream {
                     // only while a snapshot still holds them).
                     let _ = block.share();
                 }
+                // With storage, the ticket too, while the block is in
+                // cache: the snapshot then hands it out from the node alone
+                // (Stored::Sealed; about 1 µs of cache misses per block
+                // under the store lock otherwise).
+                if self.storage.is_some() {
+                    node.preseal();
+                }
             }
             if id < master {
                 self.disordered = true;
