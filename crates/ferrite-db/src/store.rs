@@ -213,6 +213,16 @@ impl Db {
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Bytes, &mut Value)> {
         self.slots.iter_mut()
     }
+    /// Every key, its value and its expiry (absolute ms, 0: none): the
+    /// checkpoint's walk, one lookup per key only when some key expires.
+    pub fn iter_mut_with_expiry(&mut self) -> impl Iterator<Item = (&Bytes, &mut Value, u64)> {
+        let expires = &self.expires;
+        let any = !expires.is_empty();
+        self.slots.iter_mut().map(move |(k, v)| {
+            let when = if any { expires.get(k).unwrap_or(0) } else { 0 };
+            (k, v, when)
+        })
+    }
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
         self.slots.iter_mut().map(|(_, v)| v)
     }

@@ -48,11 +48,8 @@ pub fn encode_snapshot(
         }
         put_u32(&mut out, i);
         out.extend_from_slice(&(db.len() as u64).to_le_bytes());
-        let expiries: HashMap<Bytes, u64> =
-            db.expires().iter().map(|(k, w)| (k.clone(), w)).collect();
-        for (k, v) in db.iter_mut() {
+        for (k, v, when) in db.iter_mut_with_expiry() {
             put_bytes(&mut out, k);
-            let when = expiries.get(k).copied().unwrap_or(0);
             out.extend_from_slice(&when.to_le_bytes());
             v.write_snapshot(&mut out, &mut st);
             if matches!(v, Value::Stream(s) if s.settling()) {
