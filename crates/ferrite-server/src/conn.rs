@@ -106,6 +106,16 @@ impl Signals {
         }
     }
 
+    /// Ready if one of the bits in `mask` is set; registers nothing (for
+    /// use after `poll` in the same task poll).
+    fn fired_now(&self, mask: u8) -> Poll<()> {
+        if self.fired.load(Ordering::Acquire) & mask != 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Wait until one of the bits in `mask` is set; returns those set.
     async fn wait(&self, mask: u8) -> u8 {
         std::future::poll_fn(|cx| self.poll(cx, mask)).await
@@ -317,22 +327,24 @@ impl Conn {
             }
             self.input
                 .reserve(self.parser.read_hint(&self.input, 16 * 1024));
-            // Signals first: a killed client that keeps sending is closed.
+            // Kill and shutdown first (a killed client that keeps sending
+            // is closed), then input, then messages (a flood of messages
+            // does not starve the client's own commands). The first branch
+            // registers the task for every bit: the last only looks.
+            let signals = &self.watches.signals;
             tokio::select! {
                 biased;
-                fired = self.watches.signals.wait(KILL | SHUTDOWN | MESSAGES) => {
-                    if fired & (KILL | SHUTDOWN) != 0 {
-                        return Ok(());
-                    }
-                    self.watches.rearm_messages();
-                    self.take_messages();
-                }
+                _ = signals.wait(KILL | SHUTDOWN) => return Ok(()),
                 n = self.sock.read_buf(&mut self.input) => {
                     let n = n?;
                     if n == 0 {
                         return Ok(());
                     }
                     self.shared.metrics.count_input(n);
+                }
+                _ = std::future::poll_fn(|_| signals.fired_now(MESSAGES)) => {
+                    self.watches.rearm_messages();
+                    self.take_messages();
                 }
             }
         }
