@@ -740,3 +740,57 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_db::config::Config;
+    use std::time::Duration;
+
+    /// Waits on `signals` for `mask`, at most 5 s.
+    async fn fired(signals: &Signals, mask: u8) -> u8 {
+        tokio::time::timeout(Duration::from_secs(5), signals.wait(mask))
+            .await
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn each_source_sets_its_bit_and_messages_rearm() {
+        let shared = Shared::new(Config::default());
+        let kill = Arc::new(tokio::sync::Notify::new());
+        let outbox = Arc::new(Outbox::new(kill.clone()));
+        let mut w = Watches::new(&kill, &outbox, &shared);
+        assert!(w.signals.fired_now(KILL | SHUTDOWN | MESSAGES).is_pending());
+
+        // Messages: once per wake-up, again after each re-arm.
+        for _ in 0..3 {
+            outbox.wake.notify_one();
+            assert_eq!(fired(&w.signals, MESSAGES).await, MESSAGES);
+            w.rearm_messages();
+            assert!(w.signals.fired_now(MESSAGES).is_pending());
+        }
+        // A wake-up that fired before a re-arm is taken by it (the
+        // caller then takes the messages); the next one fires again.
+        outbox.wake.notify_one();
+        w.rearm_messages();
+        outbox.wake.notify_one();
+        assert_eq!(fired(&w.signals, MESSAGES).await, MESSAGES);
+
+        shared.request_shutdown();
+        assert_eq!(fired(&w.signals, KILL | SHUTDOWN).await, SHUTDOWN);
+        kill.notify_one();
+        assert_eq!(fired(&w.signals, KILL).await, KILL);
+    }
+
+    #[tokio::test]
+    async fn a_kill_before_the_connection_waits_is_seen() {
+        let shared = Shared::new(Config::default());
+        let kill = Arc::new(tokio::sync::Notify::new());
+        let outbox = Arc::new(Outbox::new(kill.clone()));
+        // CLIENT KILL between registering the client and its first read.
+        kill.notify_one();
+        let w = Watches::new(&kill, &outbox, &shared);
+        assert!(w.signals.fired_now(KILL).is_ready());
+        assert!(w.signals.fired_now(SHUTDOWN | MESSAGES).is_pending());
+    }
+}
