@@ -152,7 +152,8 @@ pub struct CheckpointStats {
     pub consecutive_failures: u64,
     /// Microseconds the last checkpoint's snapshot held the store lock
     /// (`Persistence::begin_checkpoint`: encoding the body, subsystem
-    /// sections included), and the longest since start (docs/storage.md §15.5).
+    /// sections included but for [`Section::Deferred`] ones, encoded
+    /// after), and the longest since start (docs/storage.md §15.5).
     pub lock_us_last: u64,
     pub lock_us_max: u64,
 }
