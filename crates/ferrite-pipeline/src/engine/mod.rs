@@ -22,9 +22,9 @@
 //! lock, never the reverse. The runner evaluates holding only the plan's
 //! lock (released before it takes the store lock to commit); commands and
 //! replay take a plan's lock last, briefly. A checkpoint takes no plan's
-//! lock under the store lock: it pins the stateful plans ([`Pin`]) and
+//! lock under the store lock: it pins the stateful plans (`Pin`) and
 //! encodes their state later, on its own thread, taking each plan's lock
-//! alone ([`durable`]). Nobody waits for a pin while holding a plan's lock.
+//! alone (`durable`). Nobody waits for a pin while holding a plan's lock.
 
 pub mod commands;
 pub mod def;
