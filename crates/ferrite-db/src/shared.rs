@@ -222,7 +222,10 @@ impl Shared {
 
     /// Every subsystem's checkpoint state, by name (call with the store
     /// locked, at the instant the keyspace is snapshotted).
-    pub fn subsystem_snapshots(&self, store: &crate::store::Store) -> Vec<(String, Vec<u8>)> {
+    pub fn subsystem_snapshots(
+        &self,
+        store: &crate::store::Store,
+    ) -> Vec<(String, crate::persist::Section)> {
         let list: Vec<_> = self.subsystems.read().clone();
         list.into_iter()
             .map(|(name, sub)| {

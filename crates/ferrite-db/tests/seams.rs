@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use ferrite_db::config::Config;
 use ferrite_db::embedded::Session;
-use ferrite_db::persist::{self, Persistence, Subsystem};
+use ferrite_db::persist::{self, Persistence, Section, Subsystem};
 use ferrite_db::reply::Reply;
 use ferrite_db::shared::Shared;
 use ferrite_db::store::{KeyObserver, Store};
@@ -84,8 +84,8 @@ impl Subsystem for Cursor {
         Ok(())
     }
 
-    fn snapshot(&self, _store: &Store) -> Vec<u8> {
-        self.0.lock().join(&b'\n')
+    fn snapshot(&self, _store: &Store) -> Section {
+        Section::Bytes(self.0.lock().join(&b'\n'))
     }
 
     fn restore(&self, _store: &mut Store, state: &[u8]) -> Result<(), String> {

@@ -31,7 +31,7 @@ impl Persistence {
         let covered = self.log.next_seq().saturating_sub(1);
         let rebuild = vec![(0, data_config_command(cfg))];
         let sections = shared.subsystem_snapshots(store);
-        let snap = encode_snapshot(store, &rebuild, &sections);
+        let snap = encode_snapshot(store, &rebuild, sections);
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
         let held = t0.elapsed().as_micros() as u64;
         let mut st = self.checkpoint_stats.lock();

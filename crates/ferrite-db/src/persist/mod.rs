@@ -20,6 +20,7 @@ use ferrite_storage::{
     AppendFsync, BlockLocation, CommitLog, EntryId, FsBackend, LogOptions, Recovery, StorageError,
     StreamKeyId, StreamStore, StreamStoreOptions,
 };
+pub use ferrite_streams::snapshot::Encoder;
 use ferrite_streams::snapshot::{
     assemble, publish_runs, put_bytes, put_u32, Garbage, Insert, Reader, RunFill, SealJob,
     SnapshotState,
@@ -61,13 +62,45 @@ pub trait Subsystem: Send + Sync {
     /// in log order, with the store locked. An `Err` is a replay error
     /// (fatal unless `replay-errors skip`).
     fn replay(&self, store: &mut Store, effect: &[u8]) -> Result<(), String>;
-    /// Its whole state for a checkpoint, taken with the store locked at the
-    /// same instant as the keyspace (so the two agree).
-    fn snapshot(&self, store: &Store) -> Vec<u8>;
+    /// Its whole state for a checkpoint, as of the instant the keyspace is
+    /// snapshotted (called with the store locked, so the two agree): the
+    /// bytes, or what is needed to encode them later off the lock
+    /// ([`Section::Deferred`]).
+    fn snapshot(&self, store: &Store) -> Section;
     /// Load the state [`Subsystem::snapshot`] wrote (before the log after
     /// the checkpoint is replayed). An `Err` stops the start-up.
     fn restore(&self, store: &mut Store, state: &[u8]) -> Result<(), String>;
 }
+
+/// A subsystem's checkpoint section, as [`Subsystem::snapshot`] hands it
+/// over. Either way the body's bytes are the same (`bytes state`).
+pub enum Section {
+    /// Encoded under the store lock.
+    Bytes(Vec<u8>),
+    /// Appends the state to the body later, in [`Snapshot::assemble`]: on
+    /// the checkpoint thread, off the store lock (or under it, for SAVE,
+    /// DEBUG RELOAD). IMPORTANT: it must write the state as of the
+    /// `snapshot` call, so the subsystem keeps that state from changing
+    /// until the function has run or been dropped; and it must not wait for
+    /// the store lock or for anything its holder may keep while waiting
+    /// (SAVE runs it with the store locked).
+    Deferred(Encoder),
+}
+
+impl Section {
+    /// The state's bytes (a deferred one encoded now).
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Section::Bytes(b) => b,
+            Section::Deferred(f) => {
+                let mut v = Vec::new();
+                f(&mut v);
+                v
+            }
+        }
+    }
+}
+
 const SNAPSHOT_VERSION: u8 = 4;
 
 /// Reads evicted blocks back from the per-stream segment files.
@@ -119,7 +152,8 @@ pub struct CheckpointStats {
     pub consecutive_failures: u64,
     /// Microseconds the last checkpoint's snapshot held the store lock
     /// (`Persistence::begin_checkpoint`: encoding the body, subsystem
-    /// sections included), and the longest since start (docs/storage.md §15.5).
+    /// sections included but for [`Section::Deferred`] ones, encoded
+    /// after), and the longest since start (docs/storage.md §15.5).
     pub lock_us_last: u64,
     pub lock_us_max: u64,
 }

@@ -11,7 +11,8 @@ use super::*;
 /// `u32 n` rebuild commands encoded like batch commands, replayed after the
 /// keys load (the CONFIG SET of the block limits in force at the snapshot);
 /// then `u32 nsections`, per section `bytes subsystem name, bytes state`
-/// ([`Subsystem::snapshot`]). Lengths are u32, integers little-endian.
+/// ([`Subsystem::snapshot`]; a [`Section::Deferred`] one is encoded by
+/// [`Snapshot::assemble`]). Lengths are u32, integers little-endian.
 ///
 /// Version 3 (still read) has no expiry and no sections; version 2 also
 /// has no `next_stream_id` and the older stream form.
@@ -22,13 +23,14 @@ use super::*;
 ///
 /// Called with the store locked, it copies only what changed since the
 /// last checkpoint: each stream's stored blocks encoded then, and large
-/// values, are taken by reference ([`Insert`]) and put into the body by
+/// values, and deferred subsystem sections, are taken by reference
+/// ([`Insert`]) and put into the body by
 /// [`Snapshot::assemble`], off the lock (docs/storage.md, "The snapshot's
 /// lock hold").
 pub fn encode_snapshot(
     store: &mut Store,
     rebuild: &[(usize, Vec<Bytes>)],
-    sections: &[(String, Vec<u8>)],
+    sections: Vec<(String, Section)>,
 ) -> Snapshot {
     let (written, sealed) = store.snapshot_hint;
     let mut out = Vec::with_capacity(written + written / 8);
@@ -65,7 +67,22 @@ pub fn encode_snapshot(
     put_u32(&mut out, sections.len());
     for (name, state) in sections {
         put_bytes(&mut out, name.as_bytes());
-        put_bytes(&mut out, state);
+        match state {
+            Section::Bytes(b) => put_bytes(&mut out, &b),
+            // Framed as `bytes` once encoded: the length is patched in
+            // front of what the encoder appended. (Inserts go in body
+            // order: these come after every key's.)
+            Section::Deferred(f) => st.insert(
+                out.len(),
+                Insert::Encode(Box::new(move |o: &mut Vec<u8>| {
+                    let at = o.len();
+                    o.extend_from_slice(&[0; 4]);
+                    f(o);
+                    let len = (o.len() - at - 4) as u32;
+                    o[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                })),
+            ),
+        }
     }
     store.next_stream_id = st.next_storage_id;
     store.snapshot_hint = (out.len(), st.jobs.len());

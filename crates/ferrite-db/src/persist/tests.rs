@@ -42,6 +42,70 @@ fn blocks(shared: &Shared, key: &[u8]) -> (usize, u64) {
     }
 }
 
+/// A deferred section (encoded in `assemble`) gives the very bytes the same
+/// state encoded under the lock does, between keys with shared values and
+/// an eager section after it; dropped unassembled, its encoder is dropped.
+#[test]
+fn deferred_sections_encode_the_same_bytes() {
+    let dir = temp_dir("deferred-section");
+    let shared = open(&dir, "3");
+    let mut s = Session::internal(shared.clone());
+    for i in 1..=10 {
+        call(&mut s, &["XADD", "s", &format!("{i}-1"), "f", "v"]);
+    }
+    let mut args = vec!["HSET".to_string(), "h".to_string()];
+    for i in 0..1000 {
+        args.push(format!("f{i}"));
+        args.push(format!("v{i}"));
+    }
+    let refs: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+    call(&mut s, &refs);
+    let state: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let rebuild = [(0, data_config_command(&Config::default()))];
+    let encode = |deferred: bool| {
+        let first = if deferred {
+            let st = state.clone();
+            Section::Deferred(Box::new(move |o: &mut Vec<u8>| o.extend_from_slice(&st)))
+        } else {
+            Section::Bytes(state.clone())
+        };
+        let sections = vec![
+            ("a".to_string(), first),
+            ("b".to_string(), Section::Bytes(b"after".to_vec())),
+        ];
+        let mut store = shared.store.lock();
+        encode_snapshot(&mut store, &rebuild, sections)
+    };
+    let eager = encode(false).assembled();
+    let deferred = encode(true);
+    assert!(!deferred.inserts.is_empty());
+    let deferred = deferred.assembled();
+    assert_eq!(deferred.body, eager.body);
+    let mut st = Store::new(16, 0);
+    st.block_cache = shared.store.lock().block_cache.clone();
+    let d = decode_snapshot(SNAPSHOT_VERSION, &deferred.body, &mut st)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.sections.len(), 2);
+    assert_eq!(&d.sections[0].1[..], &state[..]);
+    assert_eq!(&d.sections[1].1[..], b"after");
+    // Dropped without assembling: the encoder (and what it holds) goes.
+    let held = Arc::new(());
+    let h2 = held.clone();
+    let sections = vec![(
+        "a".to_string(),
+        Section::Deferred(Box::new(move |_o: &mut Vec<u8>| drop(h2))),
+    )];
+    drop(encode_snapshot(
+        &mut shared.store.lock(),
+        &rebuild,
+        sections,
+    ));
+    assert_eq!(Arc::strong_count(&held), 1);
+    drop(s);
+    drop(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A damaged checkpoint body (the file's CRC would catch it first; this
 /// is defence in depth) is an error or a state, never a panic: every
 /// truncation and every single-byte change of a v3 body with stored
@@ -72,13 +136,13 @@ fn damaged_v3_bodies_are_refused_or_read_faithfully() {
     call(&mut s, &["SET", "k", "v"]);
     call(&mut s, &["SET", "t", "v"]);
     call(&mut s, &["PEXPIREAT", "t", "99999999999999"]);
-    let sections = vec![("pipelines".to_string(), b"state".to_vec())];
+    let sections = vec![("pipelines".to_string(), Section::Bytes(b"state".to_vec()))];
     let mut snap = {
         let mut store = shared.store.lock();
         encode_snapshot(
             &mut store,
             &[(0, data_config_command(&Config::default()))],
-            &sections,
+            sections,
         )
         .assembled()
     };
@@ -105,13 +169,13 @@ fn damaged_v3_bodies_are_refused_or_read_faithfully() {
     let reencode = |b: &[u8]| -> Option<Vec<u8>> {
         let mut st = fresh();
         let d = decode_snapshot(SNAPSHOT_VERSION, b, &mut st).ok()?;
-        let sections: Vec<(String, Vec<u8>)> = d
+        let sections: Vec<(String, Section)> = d
             .sections
             .iter()
-            .map(|(n, b)| (n.clone(), b.to_vec()))
+            .map(|(n, b)| (n.clone(), Section::Bytes(b.to_vec())))
             .collect();
         Some(
-            encode_snapshot(&mut st, &d.rebuild, &sections)
+            encode_snapshot(&mut st, &d.rebuild, sections)
                 .assembled()
                 .body,
         )
@@ -290,7 +354,7 @@ fn a_snapshot_is_its_instant_whatever_is_written_after() {
         // blocks to store again, with the same placeholder locations).
         let sections = shared.subsystem_snapshots(&store);
         let rebuild = [(0, data_config_command(&cfg))];
-        let reference = encode_snapshot(&mut store, &rebuild, &sections).assembled();
+        let reference = encode_snapshot(&mut store, &rebuild, sections).assembled();
         (covered, taken, reference)
     };
     assert!(!taken.inserts.is_empty(), "nothing was shared");

@@ -539,14 +539,23 @@ fn reset(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         b("0")
     };
     a.finish()?;
-    let (db, source, can_run) = {
+    let (db, source, can_run, pin) = {
         let st = e.state.lock();
         let p = st.pipes.get(&name).ok_or_else(|| no_such(&name))?;
-        (p.def.db, p.source.clone(), p.plan.is_some())
+        (p.def.db, p.source.clone(), p.plan.is_some(), p.pin.clone())
     };
     if !can_run {
         return Err(CmdError::err(format!(
             "pipeline '{name}' cannot run: its statement no longer compiles"
+        )));
+    }
+    // A checkpoint that captured the state before this command has yet to
+    // encode it (off the store lock, taking only the plan's lock): clearing
+    // it now would reach that checkpoint. Waited for with the store locked
+    // (no checkpoint can capture meanwhile), like a SAVE; nothing written yet.
+    if !pin.wait_free(std::time::Duration::from_secs(30)) {
+        return Err(CmdError::err(format!(
+            "pipeline '{name}': a checkpoint is still encoding its state; try again"
         )));
     }
     let saved = ctx.client.db;

@@ -17,12 +17,14 @@
 //! The checkpoint section: `u8 version (2)`, `u32 count`, then per pipeline
 //! its definition, `u8 paused`, its counters, and (version 2) `u32 len` and
 //! its plan's state (`Plan::snapshot`: the state as of the last committed
-//! epoch). Version 1 sections (no state) are still read. Builder pipelines
+//! epoch; encoded off the store lock, see [`Durable::snapshot`]). Version
+//! 1 sections (no state) are still read. Builder pipelines
 //! (defined in Rust) are not in it: their program defines them again at
 //! start-up.
 
 use super::def::{put_str, Cursor, Definition};
 use super::{Counters, Engine, Status};
+use ferrite_db::persist::Section;
 use ferrite_db::store::Store;
 use std::sync::Arc;
 
@@ -181,32 +183,45 @@ impl ferrite_db::persist::Subsystem for Durable {
         Ok(())
     }
 
-    fn snapshot(&self, _store: &Store) -> Vec<u8> {
+    /// Under the store lock only the definitions, pause flags and counters
+    /// are encoded, and each stateful plan is pinned ([`super::Pin`]); the
+    /// plans' states are encoded by the returned function, off the lock
+    /// (docs/pipelines.md, "Checkpoints").
+    fn snapshot(&self, _store: &Store) -> Section {
         let st = self.0.state.lock();
         let kept: Vec<_> = st.pipes.values().filter(|p| !p.ephemeral).collect();
-        let mut v = vec![SECTION_V2];
-        v.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+        let mut head = vec![SECTION_V2];
+        head.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+        let mut pipes = Vec::with_capacity(kept.len());
         for p in kept {
+            let mut v = Vec::new();
             p.def.encode(&mut v);
             v.push(matches!(p.status, Status::Paused) as u8);
             p.counters.encode(&mut v);
-            // The state as of the last committed epoch, even while the
-            // runner evaluates the next one (Plan::snapshot).
-            let state = match &p.plan {
-                Some(plan) => {
-                    let plan = plan.lock();
-                    if plan.is_stateful() {
-                        plan.snapshot()
-                    } else {
-                        Vec::new()
-                    }
-                }
-                None => Vec::new(),
+            let plan = match &p.plan {
+                Some(plan) if p.stateful => Some((plan.clone(), p.pin.hold())),
+                _ => None,
             };
-            v.extend_from_slice(&(state.len() as u32).to_le_bytes());
-            v.extend_from_slice(&state);
+            pipes.push((v, plan));
         }
-        v
+        drop(st);
+        Section::Deferred(Box::new(move |out: &mut Vec<u8>| {
+            out.extend_from_slice(&head);
+            for (v, plan) in pipes {
+                out.extend_from_slice(&v);
+                let Some((plan, hold)) = plan else {
+                    out.extend_from_slice(&0u32.to_le_bytes());
+                    continue;
+                };
+                // The state as of the last committed epoch, even while the
+                // runner evaluates the next one (Plan::snapshot); pinned, no
+                // epoch committed since the capture.
+                let state = plan.lock().snapshot();
+                drop(hold);
+                out.extend_from_slice(&(state.len() as u32).to_le_bytes());
+                out.extend_from_slice(&state);
+            }
+        }))
     }
 
     fn restore(&self, store: &mut Store, state: &[u8]) -> Result<(), String> {
@@ -277,7 +292,7 @@ mod tests {
         };
         d.replay(&mut store, &effect_epoch("p", &c)).unwrap();
         d.replay(&mut store, &effect_paused("p", true)).unwrap();
-        let snap = d.snapshot(&store);
+        let snap = d.snapshot(&store).into_bytes();
         let engine2 = Arc::new(Engine::new());
         let d2 = Durable(engine2.clone());
         d2.restore(&mut store, &snap).unwrap();

@@ -20,8 +20,11 @@
 //!
 //! Lock order: the store lock, then the engine's state lock, then a plan's
 //! lock, never the reverse. The runner evaluates holding only the plan's
-//! lock (released before it takes the store lock to commit); commands,
-//! replay and checkpoints take a plan's lock last, briefly.
+//! lock (released before it takes the store lock to commit); commands and
+//! replay take a plan's lock last, briefly. A checkpoint takes no plan's
+//! lock under the store lock: it pins the stateful plans (`Pin`) and
+//! encodes their state later, on its own thread, taking each plan's lock
+//! alone (`durable`). Nobody waits for a pin while holding a plan's lock.
 
 pub mod commands;
 pub mod def;
@@ -140,6 +143,83 @@ pub(crate) struct Pipe {
     pub sink_seen: bool,
     /// Defined from Rust ([`Engine::create_with_plan`]): not persisted.
     pub ephemeral: bool,
+    /// The plan keeps state (`Plan::is_stateful`, fixed at compile time).
+    pub stateful: bool,
+    /// Held while a checkpoint has yet to encode the plan's state.
+    pub pin: Arc<Pin>,
+}
+
+/// Held by a checkpoint from the instant it captured the engine (under the
+/// store lock, with the keyspace) until it has encoded the plan's state,
+/// off the store lock ([`durable`]). IMPORTANT: while it is held, the
+/// plan's committed state must not change: the runner's commit does not
+/// end an epoch (it waits, without the store lock, and commits again) and
+/// PIPELINE.RESET waits. So the state encoded is the one that goes with
+/// the positions in the keyspace snapshot. Evaluation (begin, batches,
+/// rollback) may go on: the encoding takes the committed state.
+#[derive(Default)]
+pub(crate) struct Pin {
+    holds: Mutex<u32>,
+    cv: parking_lot::Condvar,
+    /// Threads in [`Pin::wait_free`] (tests wait for the runner to get there).
+    waiters: Mutex<u32>,
+}
+
+/// One hold of a [`Pin`], released when dropped (the encoder ran, or the
+/// snapshot was dropped unassembled).
+pub(crate) struct PinHold(Arc<Pin>);
+
+impl Drop for PinHold {
+    fn drop(&mut self) {
+        let mut n = self.0.holds.lock();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.0.cv.notify_all();
+        }
+    }
+}
+
+impl Pin {
+    pub fn hold(self: &Arc<Self>) -> PinHold {
+        *self.holds.lock() += 1;
+        PinHold(self.clone())
+    }
+
+    pub fn held(&self) -> bool {
+        *self.holds.lock() > 0
+    }
+
+    /// Waits until nothing holds it, for at most `timeout`; true if free.
+    pub fn wait_free(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut n = self.holds.lock();
+        if *n == 0 {
+            return true;
+        }
+        *self.waiters.lock() += 1;
+        self.cv.notify_all();
+        while *n > 0 {
+            if self.cv.wait_until(&mut n, deadline).timed_out() {
+                break;
+            }
+        }
+        *self.waiters.lock() -= 1;
+        *n == 0
+    }
+
+    /// Waits until a thread waits in [`Pin::wait_free`] while it is held,
+    /// for at most `timeout` (tests).
+    #[cfg(test)]
+    pub fn wait_for_waiter(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut n = self.holds.lock();
+        while *self.waiters.lock() == 0 {
+            if self.cv.wait_until(&mut n, deadline).timed_out() {
+                return *self.waiters.lock() > 0;
+            }
+        }
+        true
+    }
 }
 
 #[derive(Default)]
@@ -230,6 +310,7 @@ impl Engine {
                 status,
             ),
         };
+        let stateful = plan.as_ref().is_ok_and(|p| p.is_stateful());
         let (source, sink, hash, plan, status) = match plan {
             Ok(p) => (
                 p.source().to_string(),
@@ -284,6 +365,8 @@ impl Engine {
                 observer,
                 sink_seen: false,
                 ephemeral,
+                stateful,
+                pin: Arc::new(Pin::default()),
             },
         );
         drop(st);

@@ -107,6 +107,7 @@ struct Job {
     hash: Option<crate::sql::HashSink>,
     plan: Arc<Mutex<Plan>>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
+    pin: Arc<super::Pin>,
 }
 
 enum Outcome {
@@ -233,6 +234,7 @@ fn jobs(engine: &Engine) -> Vec<Job> {
                 hash: p.hash.clone(),
                 plan: p.plan.clone()?,
                 dirty: p.dirty.clone(),
+                pin: p.pin.clone(),
             })
         })
         .collect()
@@ -254,6 +256,7 @@ struct Scratch {
 }
 
 /// What a stateful plan's epoch commits besides its results.
+#[derive(Clone, Copy)]
 struct EpochState<'a> {
     delta: &'a [u8],
     late: &'a [Record],
@@ -512,7 +515,7 @@ fn epoch(
         delta: sc.delta.as_deref().unwrap_or_default(),
         late: &sc.late,
     });
-    let committed = session.atomically(|a| {
+    let committed = commit_unpinned(engine, session, job, |a| {
         commit(
             engine, a, job, cursor, &ids, last, out, &stats, too_big, eval_ns, state,
         )
@@ -537,6 +540,9 @@ enum Skip {
     /// definition, PAUSE, the group's position): the batch is dropped
     /// unapplied and read again.
     Stale,
+    /// A checkpoint pins the plan's committed state (`Pin`): nothing was
+    /// applied; [`commit_unpinned`] commits again once it is encoded.
+    Busy,
     /// The pipeline cannot go on.
     Fail(String),
 }
@@ -591,7 +597,7 @@ fn tick_epoch(
         late: &sc.late,
     });
     let stats = crate::ops::BatchStats::default();
-    let committed = session.atomically(|a| {
+    let committed = commit_unpinned(engine, session, job, |a| {
         commit(
             engine,
             a,
@@ -615,6 +621,30 @@ fn tick_epoch(
     }
 }
 
+/// Runs an epoch's commit unit; while a checkpoint pins the plan (the
+/// unit returned [`Skip::Busy`], applying nothing), waits for the
+/// checkpoint to encode the state, holding no lock (its encoder takes the
+/// plan's lock), then runs it again: it checks everything again, the
+/// evaluated epoch still open. Gives up (`Busy`) only when the runner stops.
+fn commit_unpinned(
+    engine: &Engine,
+    session: &mut Session,
+    job: &Job,
+    mut unit: impl FnMut(&mut ferrite_db::embedded::Atomic<'_>) -> Result<(), Skip>,
+) -> Result<(Result<(), Skip>, Option<u64>), ferrite_db::reply::Reply> {
+    loop {
+        let r = session.atomically(&mut unit);
+        if !matches!(r, Ok((Err(Skip::Busy), _))) {
+            return r;
+        }
+        while !job.pin.wait_free(Duration::from_millis(100)) {
+            if engine.stop.load(Ordering::Acquire) {
+                return r;
+            }
+        }
+    }
+}
+
 /// After an epoch's commit: under `appendfsync always`, wait until its
 /// record is durable. `Some(true)` committed, `Some(false)` stale (dropped
 /// unapplied), `None` failed (the pipeline is marked failed).
@@ -633,7 +663,7 @@ fn settle(
             }
             Some(true)
         }
-        Ok((Err(Skip::Stale), _)) => Some(false),
+        Ok((Err(Skip::Stale | Skip::Busy), _)) => Some(false),
         Ok((Err(Skip::Fail(m)), _)) => {
             fail(engine, job, m);
             None
@@ -671,6 +701,14 @@ fn commit(
             _ => return Err(Skip::Stale),
         }
     };
+    // IMPORTANT: a checkpoint captured the keyspace with the plan's state
+    // as of its last epoch and has not encoded that state yet: ending an
+    // epoch now would reach it with the position of the keyspace before.
+    // Checked under the store lock, which a checkpoint's capture needs: no
+    // pin can appear before this unit's `end_epoch`.
+    if state.is_some() && job.pin.held() {
+        return Err(Skip::Busy);
+    }
     // A tick (no entries) does not move the position.
     let tick = ids.is_empty();
     // Nothing moved since the read?
@@ -942,4 +980,277 @@ fn progress(
     }
     let lost = (at_first - 1 - before).max(0) as u64;
     (at_first - 1 + ids.len() as i64, lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::durable::Durable;
+    use super::*;
+    use ferrite_db::persist::{Persistence, Subsystem};
+    use ferrite_db::reply::Reply;
+
+    const VIEWS: &str = "INSERT INTO views SELECT page, window_start, count(*) AS n \
+                         FROM clicks GROUP BY page, HOP(_ms, INTERVAL '1' MINUTE, INTERVAL '1' HOUR)";
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let d =
+            std::env::temp_dir().join(format!("ferrite-runner-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    /// A server state on `dir` with the engine installed and the commit
+    /// log open (recovered); no runner (tests run epochs themselves).
+    fn open(dir: &std::path::Path) -> (Arc<Shared>, Arc<Engine>) {
+        let mut cfg = ferrite_db::config::Config::default();
+        cfg.set_startup("dir", &dir.to_string_lossy())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        cfg.set_startup("auto-checkpoint-min-size", "100gb")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let shared = Shared::new(cfg);
+        let engine = crate::engine::install(&shared);
+        let (p, _) = Persistence::open(&shared, false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(ferrite_db::persist::install(&shared, p));
+        (shared, engine)
+    }
+
+    fn call(s: &mut Session, parts: &[&str]) -> Reply {
+        let r = s.call(
+            parts
+                .iter()
+                .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+                .collect(),
+        );
+        assert!(!r.is_error(), "{parts:?}: {r:?}");
+        r
+    }
+
+    fn the_job(engine: &Engine) -> Job {
+        jobs(engine)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no pipeline"))
+    }
+
+    fn section(engine: &Arc<Engine>, shared: &Shared) -> Vec<u8> {
+        Durable(engine.clone())
+            .snapshot(&shared.store.lock())
+            .into_bytes()
+    }
+
+    /// Issue 15: the plan state is encoded after the capture, off the store
+    /// lock, and is still the state of the capture's instant (the one that
+    /// goes with the positions in the keyspace snapshot), although the
+    /// runner evaluated an epoch in between: its commit waits for the
+    /// encoding, then lands in the log after the checkpoint. A restart
+    /// from that checkpoint and the log gives the state of the end (an
+    /// epoch counted twice or lost would differ).
+    #[test]
+    fn a_checkpoint_encodes_the_state_of_its_capture_while_the_runner_waits() {
+        let dir = temp_dir("pin");
+        let (shared, engine) = open(&dir);
+        let mut s = Session::internal(shared.clone());
+        for (i, page) in ["a", "b", "a", "c"].iter().enumerate() {
+            call(
+                &mut s,
+                &["XADD", "clicks", &format!("{}-1", 1000 + i), "page", page],
+            );
+        }
+        call(
+            &mut s,
+            &["PIPELINE.CREATE", "views", "FROM", "0", "AS", VIEWS],
+        );
+        let mut rs = Session::internal(shared.clone());
+        let mut sc = Scratch::default();
+        let job = the_job(&engine);
+        assert!(matches!(
+            epoch(&engine, &shared, &mut rs, &job, &mut sc),
+            Outcome::Done
+        ));
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(1));
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        // The capture; the same instant's section encoded at once, for
+        // reference (nothing can change in between: the store is locked).
+        let (reference, (covered, mut snap)) = {
+            let mut store = shared.store.lock();
+            let reference = Durable(engine.clone()).snapshot(&store).into_bytes();
+            let cfg = shared.config.read().clone();
+            let taken = p.begin_checkpoint(&shared, &mut store, &cfg);
+            (
+                reference,
+                taken.unwrap_or_else(|| panic!("checkpoint running")),
+            )
+        };
+        assert!(job.pin.held(), "the stateful plan is not pinned");
+        for (i, page) in ["a", "d", "b"].iter().enumerate() {
+            call(
+                &mut s,
+                &["XADD", "clicks", &format!("{}-1", 70_000 + i), "page", page],
+            );
+        }
+        let pin = job.pin.clone();
+        let runner = {
+            let (engine, shared) = (engine.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let o = epoch(&engine, &shared, &mut rs, &job, &mut sc);
+                matches!(o, Outcome::Done)
+            })
+        };
+        // The runner evaluated the epoch and waits for the checkpoint,
+        // holding no lock: the store serves commands meanwhile.
+        assert!(pin.wait_for_waiter(Duration::from_secs(60)));
+        call(&mut s, &["SET", "during", "the wait"]);
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(1));
+        snap.assemble();
+        let mut tail = (reference.len() as u32).to_le_bytes().to_vec();
+        tail.extend_from_slice(&reference);
+        assert!(
+            snap.body.ends_with(&tail),
+            "the section is not the state of the capture"
+        );
+        assert!(runner.join().unwrap_or_else(|_| panic!("runner panicked")));
+        assert!(!pin.held());
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(2));
+        let now = section(&engine, &shared);
+        assert_ne!(now, reference, "the second epoch changed nothing");
+        let cache = shared.store.lock().block_cache.clone();
+        p.finish_checkpoint(covered, snap, cache.as_deref())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A crash: the epoch after the checkpoint is in the log only.
+        p.sync().unwrap_or_else(|e| panic!("{e}"));
+        p.close().unwrap_or_else(|e| panic!("{e}"));
+        drop((s, p, engine, shared));
+        let (shared, engine) = open(&dir);
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(2));
+        assert_eq!(section(&engine, &shared), now);
+        drop((engine, shared));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A checkpoint dropped before it was assembled (its thread could not
+    /// start) releases its pins; and a pipeline without state is not
+    /// pinned.
+    #[test]
+    fn dropping_an_unassembled_checkpoint_unpins() {
+        let dir = temp_dir("unpin");
+        let (shared, engine) = open(&dir);
+        let mut s = Session::internal(shared.clone());
+        call(&mut s, &["XADD", "clicks", "1-1", "page", "a"]);
+        call(
+            &mut s,
+            &["PIPELINE.CREATE", "views", "FROM", "0", "AS", VIEWS],
+        );
+        call(
+            &mut s,
+            &[
+                "PIPELINE.CREATE",
+                "copy",
+                "FROM",
+                "0",
+                "AS",
+                "INSERT INTO copied SELECT * FROM clicks",
+            ],
+        );
+        let pins: Vec<(bool, Arc<super::super::Pin>)> = {
+            let st = engine.state.lock();
+            st.pipes
+                .values()
+                .map(|p| (p.stateful, p.pin.clone()))
+                .collect()
+        };
+        assert_eq!(pins.len(), 2);
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        let taken = {
+            let mut store = shared.store.lock();
+            let cfg = shared.config.read().clone();
+            p.begin_checkpoint(&shared, &mut store, &cfg)
+        };
+        for (stateful, pin) in &pins {
+            assert_eq!(pin.held(), *stateful);
+        }
+        drop(taken);
+        assert!(pins.iter().all(|(_, pin)| !pin.held()));
+        drop((s, p, engine, shared));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Measurement, not a check (`cargo test --release -p ferrite-pipeline
+    /// --lib plan_state_lock_hold -- --ignored --nocapture`): the store
+    /// lock hold of `begin_checkpoint` with 10,000 keys x 60 HOP panes of
+    /// window state, and what encoding that state costs (under the lock
+    /// before issue 15, in `assemble` now).
+    #[test]
+    #[ignore]
+    fn plan_state_lock_hold_with_10000_keys_and_60_panes() {
+        let dir = temp_dir("plan-lock-hold");
+        let (shared, engine) = open(&dir);
+        let mut s = Session::internal(shared.clone());
+        call(
+            &mut s,
+            &["PIPELINE.CREATE", "views", "FROM", "0", "AS", VIEWS],
+        );
+        let mut rs = Session::internal(shared.clone());
+        let mut sc = Scratch::default();
+        let job = the_job(&engine);
+        for minute in 0..60u64 {
+            for k in 0..10_000u64 {
+                let ms = minute * 60_000 + k * 5;
+                call(
+                    &mut s,
+                    &[
+                        "XADD",
+                        "clicks",
+                        &format!("{ms}-1"),
+                        "page",
+                        &format!("p{k}"),
+                    ],
+                );
+            }
+            while matches!(
+                epoch(&engine, &shared, &mut rs, &job, &mut sc),
+                Outcome::More
+            ) {}
+        }
+        let w = job.plan.lock().window_stats();
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        for round in 0..3 {
+            let t = Instant::now();
+            let eager = section(&engine, &shared).len();
+            let eager_us = t.elapsed().as_micros();
+            let snap = {
+                let mut store = shared.store.lock();
+                let cfg = shared.config.read().clone();
+                p.begin_checkpoint(&shared, &mut store, &cfg)
+            };
+            let (covered, mut snap) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+            let t = Instant::now();
+            snap.assemble();
+            let assemble_us = t.elapsed().as_micros();
+            let len = snap.body.len();
+            p.finish_checkpoint(covered, snap, None)
+                .unwrap_or_else(|e| panic!("{e}"));
+            println!(
+                "round {round}: {w:?}; section {eager} bytes, encoded in {eager_us} us; \
+                 begin_checkpoint held the store lock {} us; assemble {assemble_us} us (body {len} bytes)",
+                p.checkpoint_stats().lock_us_last
+            );
+        }
+        drop((s, rs, p, engine, shared));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
