@@ -633,20 +633,23 @@ impl Stream {
         // checkpoint, extended by the blocks stored since; only the blocks
         // after it are visited.
         self.run.take_pending(&mut st.garbage);
-        let tail = self.blocks.keys().next_back().copied();
-        let rest = if self.run.is_empty() {
+        // The range runs to the map's end: its last block is the tail (one
+        // descent of the tree, not two).
+        let mut rest = if self.run.is_empty() {
             self.blocks.range_mut(..)
         } else {
             let after = (Bound::Excluded(self.run.last()), Bound::Unbounded);
             self.blocks.range_mut(after)
-        };
+        }
+        .peekable();
         let mut written = 0u64;
         let mut extending = true;
         // The blocks handed out right after the run: (first job, last
         // master, count), while no other block came between.
         let mut handed: Option<(usize, StreamId, usize)> = None;
         let mut contiguous = true;
-        for (&master, node) in rest {
+        while let Some((&master, node)) = rest.next() {
+            let is_tail = rest.peek().is_none();
             if let Stored::Pending(t) = &node.stored {
                 if let Some(loc) = t.get() {
                     // The ticket is freed on the checkpoint thread.
@@ -675,7 +678,7 @@ impl Stream {
             // copied (a change to the block copies them first). Sealed
             // when it filled up, it is handed out from the node alone.
             let (bytes, ticket) = match std::mem::replace(&mut node.stored, Stored::No) {
-                Stored::Sealed(p) if Some(master) != tail => {
+                Stored::Sealed(p) if !is_tail => {
                     written += 1;
                     node.stored = Stored::Pending(p.ticket);
                     (p.bytes, p.job_ticket)
@@ -687,7 +690,7 @@ impl Stream {
                         continue;
                     };
                     written += 1;
-                    if Some(master) == tail {
+                    if is_tail {
                         // The open tail block (still growing): kept in the body.
                         contiguous = false;
                         out.push(0);
