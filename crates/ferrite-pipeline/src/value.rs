@@ -91,6 +91,9 @@ pub fn parse_num(b: &[u8]) -> Num {
     if b.is_empty() || b.len() > 400 {
         return Num::Null;
     }
+    if let Some(n) = parse_plain(b) {
+        return n;
+    }
     let Ok(s) = std::str::from_utf8(b) else {
         return Num::Null;
     };
@@ -102,6 +105,52 @@ pub fn parse_num(b: &[u8]) -> Num {
     match s.parse::<f64>() {
         Ok(f) => Num::Float(f),
         Err(_) => Num::Null,
+    }
+}
+
+/// Exact powers of ten as doubles (10^22 is the largest).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The common spellings, without the general parsers: `[+-]digits` that
+/// fits an i64, and `[+-]digits.digits` with at most 15 digits in all
+/// (so the digits are an integer below 2^53 and the scale an exact power
+/// of ten: one correctly rounded division gives the double `str::parse`
+/// gives). `None`: anything else, for [`parse_num`]'s general path.
+#[inline]
+fn parse_plain(b: &[u8]) -> Option<Num> {
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut m: u64 = 0;
+    let mut frac: Option<usize> = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => m = m * 10 + u64::from(c - b'0'),
+            b'.' if frac.is_none() && i > 0 && i + 1 < digits.len() => {
+                frac = Some(digits.len() - i - 1)
+            }
+            _ => return None,
+        }
+    }
+    // At most 18 digits: m < 10^18, no overflow.
+    match frac {
+        None => {
+            let m = m as i64;
+            Some(Num::Int(if neg { -m } else { m }))
+        }
+        Some(f) if digits.len() - 1 <= 15 => {
+            let x = m as f64 / POW10[f];
+            Some(Num::Float(if neg { -x } else { x }))
+        }
+        Some(_) => None,
     }
 }
 
@@ -128,17 +177,35 @@ pub fn parse_bool(b: &[u8]) -> Option<bool> {
 /// Writes the value's text output (as [`Value::to_bytes`]) at the end of
 /// `out`; false for NULL (nothing written).
 pub fn write_value(v: &Value<'_>, out: &mut bytes::BytesMut) -> bool {
-    use std::fmt::Write as _;
     match v {
         Value::Null => return false,
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Int(i) => out.extend_from_slice(int_digits(*i, &mut [0; 20])),
         Value::Float(f) => write_float(*f, out),
         Value::Text(t) => out.extend_from_slice(t),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
     }
     true
+}
+
+/// `x` in decimal (as `{x}` formats it) in the end of `buf`, without the
+/// formatting machinery: results write several integers each.
+pub(crate) fn int_digits(x: i64, buf: &mut [u8; 20]) -> &[u8] {
+    // 20 bytes hold u64::MAX's digits and i64::MIN's sign and digits.
+    let mut n = x.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if x < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
 }
 
 fn write_float(f: f64, out: &mut bytes::BytesMut) {
@@ -208,6 +275,99 @@ pub fn cmp_num(a: Num, b: Num) -> Option<Ordering> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int_digits_format_as_display() {
+        for x in [
+            0,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            12345,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ] {
+            assert_eq!(int_digits(x, &mut [0; 20]), x.to_string().as_bytes());
+        }
+    }
+
+    /// `parse_plain` agrees bit for bit with the general parsers wherever
+    /// it answers.
+    #[test]
+    fn plain_numbers_parse_as_the_general_path() {
+        let general = |s: &str| match s.parse::<i64>() {
+            Ok(i) => Num::Int(i),
+            Err(_) => s.parse::<f64>().map_or(Num::Null, Num::Float),
+        };
+        let same = |a: Num, b: Num| match (a, b) {
+            (Num::Float(x), Num::Float(y)) => x.to_bits() == y.to_bits(),
+            _ => a == b,
+        };
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "+0",
+            "0.0",
+            "-0.0",
+            "+1.5",
+            "1.",
+            ".5",
+            "-",
+            "+",
+            "1.2.3",
+            "00.5",
+            "123456789012345678",
+            "999999999999999999",
+            "1234567890123.45",
+            "123456789012.3456",
+            "0.000000000000001",
+            "9007199254740993",
+            "0.1",
+            "0.3",
+            "2.675",
+            "1e5",
+            "12a",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // A deterministic spread of prices and sizes.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let int = x % 10u64.pow((x >> 60) as u32 % 16);
+            let f = (x >> 40) % 12;
+            let s = format!("{int}");
+            let s = if f == 0 || s.len() as u64 <= f {
+                s
+            } else {
+                format!(
+                    "{}.{}",
+                    &s[..s.len() - f as usize],
+                    &s[s.len() - f as usize..]
+                )
+            };
+            cases.push(if x & 1 == 0 {
+                s.clone()
+            } else {
+                format!("-{s}")
+            });
+        }
+        let mut answered = 0;
+        for c in &cases {
+            if let Some(n) = parse_plain(c.as_bytes()) {
+                answered += 1;
+                assert!(same(n, general(c)), "{c}: {n:?} vs {:?}", general(c));
+            }
+            assert!(same(parse_num(c.as_bytes()), general(c)), "{c}");
+        }
+        assert!(answered > 10_000);
+    }
 
     #[test]
     fn numbers_parse_once_as_int_or_float() {

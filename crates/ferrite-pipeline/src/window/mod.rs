@@ -294,7 +294,9 @@ struct State {
     /// Key ids, hashed by the key bytes their [`KeyState`] holds (the key
     /// is stored once).
     index: hashbrown::HashTable<u32>,
-    hasher: std::collections::hash_map::RandomState,
+    /// foldhash, randomly seeded (hashbrown's default): keys are client
+    /// data, and SipHash cost several times as much per event.
+    hasher: foldhash::fast::RandomState,
     keys: Slots,
     free: Vec<u32>,
     clock: Clock,
@@ -1853,7 +1855,7 @@ impl WindowOp {
         }
         let key = put(&mut arena, &joined);
         self.joined = joined;
-        let mut digits = [0u8; 24];
+        let mut digits = [0u8; 20];
         if let Some((s, e)) = window {
             fields.push((
                 Bytes::from_static(b"window_start"),
@@ -1975,13 +1977,8 @@ fn carry_in(ext: &[Ext], nvar: usize, v: usize, ws: i64) -> Option<Point> {
 }
 
 /// `x` in decimal, written into `buf`.
-fn i64_digits(x: i64, buf: &mut [u8; 24]) -> &[u8] {
-    use std::io::Write;
-    let mut c = std::io::Cursor::new(&mut buf[..]);
-    // 24 bytes hold any i64.
-    let _ = write!(c, "{x}");
-    let n = c.position() as usize;
-    &buf[..n]
+fn i64_digits(x: i64, buf: &mut [u8; 20]) -> &[u8] {
+    crate::value::int_digits(x, buf)
 }
 
 pub(crate) fn key_col(i: usize) -> Bytes {
@@ -2810,6 +2807,17 @@ fn put_row(v: &mut Vec<u8>, row: &[u64], kind: WindowKind) {
 /// The row of `ks` starting at `start` (`Err`: where it would go).
 fn find_row(kind: WindowKind, rows: &[u64], s: usize, start: i64) -> Result<usize, usize> {
     let (mut lo, mut hi) = (0, rows.len() / s);
+    // Rows are sorted by start and events mostly change the newest.
+    if hi > 0 {
+        let last = start_of(kind, &rows[(hi - 1) * s..]);
+        if last == start {
+            return Ok(hi - 1);
+        }
+        if last < start {
+            return Err(hi);
+        }
+        hi -= 1;
+    }
     while lo < hi {
         let mid = (lo + hi) / 2;
         let v = start_of(kind, &rows[mid * s..]);
