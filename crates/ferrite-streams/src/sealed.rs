@@ -329,10 +329,11 @@ pub(crate) enum Stored {
     /// Only in memory (new, or changed since it was stored).
     No,
     /// Full and unchanged since it filled up, not handed to a checkpoint
-    /// yet: its bytes shared and its ticket made then, at the append that
-    /// started the next block, while block and node were in cache, so that
-    /// the snapshot hands it out without touching the block
-    /// ([`crate::Stream::write_snapshot`]). No location, like `No`.
+    /// yet: its bytes shared (and, for a stream with storage, its ticket
+    /// made) then, at the append that started the next block, while block
+    /// and node were in cache, so that the snapshot hands it out without
+    /// touching the block ([`crate::Stream::write_snapshot`]). No location,
+    /// like `No`.
     Sealed(Presealed),
     /// Handed to a running checkpoint.
     Pending(Arc<SealTicket>),
@@ -342,13 +343,14 @@ pub(crate) enum Stored {
 
 /// What a [`Stored::Sealed`] node hands out: its shared bytes and its
 /// ticket, twice (one for the node, one for the job: no reference count is
-/// touched under the snapshot's lock). Inline: three pointers, no bigger
-/// than a location, so the node does not grow.
+/// touched under the snapshot's lock). The ticket is made only for a
+/// stream that has storage (so without persistence a sealed block costs
+/// nothing more; a stream's first checkpoint makes its tickets). Inline:
+/// three pointers, no bigger than a location, so the node does not grow.
 #[derive(Clone, Debug)]
 pub(crate) struct Presealed {
     pub(crate) bytes: Arc<Vec<u8>>,
-    pub(crate) ticket: Arc<SealTicket>,
-    pub(crate) job_ticket: Arc<SealTicket>,
+    pub(crate) tickets: Option<(Arc<SealTicket>, Arc<SealTicket>)>,
 }
 
 /// The counts of a block that the stream needs without its bytes.
@@ -457,21 +459,23 @@ impl Node {
     }
 
     /// Mark a full block, not stored and unchanged since it filled up, as
-    /// sealed: share its bytes and make its ticket now (see
+    /// sealed: share its bytes, and with `ticket` make its ticket now (see
     /// [`Stored::Sealed`]). Does nothing to a node that is stored or
     /// sealed already, or not resident.
-    pub(crate) fn preseal(&mut self) {
+    pub(crate) fn preseal(&mut self, ticket: bool) {
         if !matches!(self.stored, Stored::No) {
             return;
         }
         let Some(block) = self.body.get_mut() else {
             return;
         };
-        let ticket = Arc::new(SealTicket::default());
+        let tickets = ticket.then(|| {
+            let t = Arc::new(SealTicket::default());
+            (t.clone(), t)
+        });
         self.stored = Stored::Sealed(Presealed {
             bytes: block.share(),
-            job_ticket: ticket.clone(),
-            ticket,
+            tickets,
         });
     }
 

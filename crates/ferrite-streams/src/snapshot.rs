@@ -680,8 +680,12 @@ impl Stream {
             let (bytes, ticket) = match std::mem::replace(&mut node.stored, Stored::No) {
                 Stored::Sealed(p) if !is_tail => {
                     written += 1;
-                    node.stored = Stored::Pending(p.ticket);
-                    (p.bytes, p.job_ticket)
+                    let (ticket, job_ticket) = p.tickets.unwrap_or_else(|| {
+                        let t = Arc::new(SealTicket::default());
+                        (t.clone(), t)
+                    });
+                    node.stored = Stored::Pending(ticket);
+                    (p.bytes, job_ticket)
                 }
                 other => {
                     node.stored = other;

@@ -770,19 +770,16 @@ impl Stream {
                 self.run.changed(master);
                 if let Some(block) = node.block_mut(master, None) {
                     block.shrink_to_fit();
-                    // Its bytes go behind an `Arc` now, once, so that the
-                    // checkpoint that hands them out under the store lock
-                    // only counts a reference (a later change copies them
-                    // only while a snapshot still holds them).
-                    let _ = block.share();
                 }
-                // With storage, the ticket too, while the block is in
-                // cache: the snapshot then hands it out from the node alone
-                // (Stored::Sealed; about 1 µs of cache misses per block
-                // under the store lock otherwise).
-                if self.storage.is_some() {
-                    node.preseal();
-                }
+                // Its bytes go behind an `Arc` now, once, so that the
+                // checkpoint that hands them out under the store lock only
+                // counts a reference (a later change copies them only while
+                // a snapshot still holds them); with storage, its ticket is
+                // made too. Both while the block is in cache: the snapshot
+                // then hands it out from the node alone (Stored::Sealed;
+                // about 1 µs of cache misses per block under the store lock
+                // otherwise).
+                node.preseal(self.storage.is_some());
             }
             if id < master {
                 self.disordered = true;
