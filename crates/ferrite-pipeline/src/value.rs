@@ -188,22 +188,14 @@ pub fn write_value(v: &Value<'_>, out: &mut bytes::BytesMut) -> bool {
 }
 
 /// `x` in decimal (as `{x}` formats it) in the end of `buf`, without the
-/// formatting machinery: results write several integers each.
+/// formatting machinery: results write several integers each. The digits
+/// are the stream IDs' writer's ([`ferrite_streams::id::u64_digits`]).
 pub(crate) fn int_digits(x: i64, buf: &mut [u8; 20]) -> &[u8] {
-    // 20 bytes hold u64::MAX's digits and i64::MIN's sign and digits.
-    let mut n = x.unsigned_abs();
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    // 20 bytes hold i64::MIN's 19 digits and its sign.
+    let at = buf.len() - ferrite_streams::id::u64_digits(x.unsigned_abs(), buf).len();
     if x < 0 {
-        at -= 1;
-        buf[at] = b'-';
+        buf[at - 1] = b'-';
+        return &buf[at - 1..];
     }
     &buf[at..]
 }

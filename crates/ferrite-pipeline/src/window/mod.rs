@@ -1859,11 +1859,11 @@ impl WindowOp {
         if let Some((s, e)) = window {
             fields.push((
                 Bytes::from_static(b"window_start"),
-                put(&mut arena, i64_digits(s, &mut digits)),
+                put(&mut arena, crate::value::int_digits(s, &mut digits)),
             ));
             fields.push((
                 Bytes::from_static(b"window_end"),
-                put(&mut arena, i64_digits(e, &mut digits)),
+                put(&mut arena, crate::value::int_digits(e, &mut digits)),
             ));
         }
         let mut tmp = std::mem::take(&mut self.tmp);
@@ -1913,7 +1913,7 @@ impl WindowOp {
                 if let Some(r) = rev {
                     outf.push((
                         Bytes::from_static(b"_rev"),
-                        put(&mut arena, i64_digits(r.into(), &mut digits)),
+                        put(&mut arena, crate::value::int_digits(r.into(), &mut digits)),
                     ));
                 }
                 out.push(Record {
@@ -1974,11 +1974,6 @@ fn carry_in(ext: &[Ext], nvar: usize, v: usize, ws: i64) -> Option<Point> {
         }
     }
     best
-}
-
-/// `x` in decimal, written into `buf`.
-fn i64_digits(x: i64, buf: &mut [u8; 20]) -> &[u8] {
-    crate::value::int_digits(x, buf)
 }
 
 pub(crate) fn key_col(i: usize) -> Bytes {
