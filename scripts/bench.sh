@@ -149,6 +149,22 @@ cpu_kv() { # ticks-before ticks-after work -> " srv_cpu_s=.. srv_cpu_us=.." or n
         printf " srv_cpu_s=%.2f srv_cpu_us=%.3f", (b - a) / hz, (b - a) / hz * 1e6 / w }'
 }
 
+# The whole machine's CPU ticks: "total steal idle" (from /proc/stat's
+# first line; idle includes iowait). Steal is time the hypervisor ran
+# something else on our virtual CPUs: a round with a large share of it
+# measured the host, not the server.
+machine_ticks() {
+    awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9, $5 + $6; exit }' /proc/stat 2>/dev/null
+}
+
+machine_kv() { # ticks-before ticks-after -> " steal_pct=.. idle_pct=.." or nothing
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        t = y[1] - x[1]
+        if (t <= 0) exit
+        printf " steal_pct=%.1f idle_pct=%.1f", (y[2] - x[2]) * 100 / t, (y[3] - x[3]) * 100 / t }'
+}
+
 alive() { # pid: running and not a zombie
     [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || return 1
     local st
@@ -267,12 +283,14 @@ run_load() {
         record "$mode" "$row" "$label" "$side" "$round" failed "$(errkv "$side server is not running (see $RUN/logs/$side.log)")"
         return 1
     fi
-    local addr=127.0.0.1:${PORT[$side]} out rc errf=$RUN/logs/load.err cpu0 cpu1
+    local addr=127.0.0.1:${PORT[$side]} out rc errf=$RUN/logs/load.err cpu0 cpu1 m0 m1
     log_cmd "$side" "$B" "$@" --addr "$addr"
     cpu0=$(cpu_ticks "${PID[$side]}")
+    m0=$(machine_ticks)
     out=$(timeout -k 5 "$LOAD_TIMEOUT" "$B" "$@" --addr "$addr" 2>"$errf")
     rc=$?
     cpu1=$(cpu_ticks "${PID[$side]}")
+    m1=$(machine_ticks)
     cat "$errf" >>"$RUN/logs/loads.err"
     local line
     line=$(grep '^RESULT ' <<<"$out" | tail -1)
@@ -280,7 +298,7 @@ run_load() {
         # Server CPU (all threads) per unit of work, warm-up included.
         local work
         work=$(sed -nE 's/.* work=([0-9]+).*/\1/p' <<<"$line")
-        record "$mode" "$row" "$label" "$side" "$round" ok "${line#RESULT }$(cpu_kv "$cpu0" "$cpu1" "$work")"
+        record "$mode" "$row" "$label" "$side" "$round" ok "${line#RESULT }$(cpu_kv "$cpu0" "$cpu1" "$work")$(machine_kv "$m0" "$m1")"
         return 0
     fi
     local msg
@@ -366,16 +384,18 @@ run_rb() { # mode row pipeline side round
     local cmd=(redis-benchmark -h 127.0.0.1 -p "${PORT[$side]}" -c "$CLIENTS" -n "$n" -P "$p" --csv
         XADD bench:rb '*' symbol BTC price 42000.5 volume 3)
     log_cmd "$side" "${cmd[@]}"
-    local out rc cpu0 cpu1
+    local out rc cpu0 cpu1 m0 m1
     cpu0=$(cpu_ticks "${PID[$side]}")
+    m0=$(machine_ticks)
     out=$(timeout -k 5 "$LOAD_TIMEOUT" "${cmd[@]}" 2>"$RUN/logs/rb.err")
     rc=$?
     cpu1=$(cpu_ticks "${PID[$side]}")
+    m1=$(machine_ticks)
     # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     local kv
     kv=$(awk -F, 'NR == 2 { gsub(/"/, ""); printf "ops_s=%s p50_ms=%s p99_ms=%s max_ms=%s requests=%s", $2, $5, $7, $8, N }' N="$n" <<<"$out")
     if [ $rc -eq 0 ] && [ -n "$kv" ]; then
-        record "$mode" "$row" "$label" "$side" "$round" ok "$kv$(cpu_kv "$cpu0" "$cpu1" "$n")"
+        record "$mode" "$row" "$label" "$side" "$round" ok "$kv$(cpu_kv "$cpu0" "$cpu1" "$n")$(machine_kv "$m0" "$m1")"
     else
         record "$mode" "$row" "$label" "$side" "$round" failed "$(errkv "rc=$rc $(tail -c 300 "$RUN/logs/rb.err")")"
     fi

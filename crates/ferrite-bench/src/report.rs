@@ -408,6 +408,28 @@ fn failures(runs: &[Run]) -> String {
     s
 }
 
+/// Rounds during which the hypervisor took a visible share of the
+/// machine's CPU (`steal_pct` from /proc/stat, recorded by bench.sh): their
+/// figures measured the host as much as the server.
+fn steal_notes(runs: &[Run]) -> String {
+    let mut s = String::new();
+    for r in runs.iter().filter(|r| r.ok) {
+        let steal = r.kv.get("steal_pct").and_then(|v| v.parse::<f64>().ok());
+        if let Some(steal) = steal.filter(|&v| v >= STEAL_NOTE_PCT) {
+            let idle = r.kv.get("idle_pct").map(String::as_str).unwrap_or("?");
+            let _ = writeln!(
+                s,
+                "- {} / {} / {} / round {}: steal {steal:.1}% of the machine's CPU time, idle {idle}%",
+                r.row, r.mode, r.side, r.round
+            );
+        }
+    }
+    s
+}
+
+/// A round with at least this much steal is listed under the results.
+const STEAL_NOTE_PCT: f64 = 3.0;
+
 const METHOD: &str = "\
 - **Sides.** Each durability mode starts one `redis-server` and one `ferrite` \
 on 127.0.0.1, each on its own free port and its own fresh data directory. \
@@ -417,7 +439,9 @@ vs Ferrite `--appendfsync everysec`; *always* = both `always`.
 - **Rounds.** Every row runs on both sides in each round, alternating which \
 side goes first (R F, F R, ...). Each cell is the median over rounds of that \
 metric; the ratio is Ferrite's median over Redis's (↑ higher is better, \
-↓ lower is better). Keys are deleted after each run.
+↓ lower is better). Keys are deleted after each run. Each run also records \
+the whole machine's stolen (hypervisor) and idle CPU time from /proc/stat; \
+rounds with 3% or more stolen are listed under the results.
 - **Client.** All rows except `redis-benchmark` ones use `ferrite-bench` \
 (crates/ferrite-bench): the same Rust RESP2 client against both servers, one \
 thread, connections opened before the clock starts, a warm-up before the \
@@ -526,6 +550,14 @@ pub fn run(a: ReportArgs) -> Result<()> {
         doc.push_str("\n**Failed runs:**\n\n");
         doc.push_str(&f);
     }
+    let st = steal_notes(&runs);
+    if !st.is_empty() {
+        doc.push_str(
+            "\n**Rounds with CPU stolen by the hypervisor** (at least 3% of the machine's \
+             CPU time; their figures are suspect):\n\n",
+        );
+        doc.push_str(&st);
+    }
     doc.push_str("\n## Machine\n\n");
     for m in all("machine") {
         let _ = writeln!(doc, "- {m}");
@@ -605,6 +637,19 @@ mod tests {
         let n = noise_summary(&read_runs(text).unwrap());
         assert!(n.contains("throughput (rows 1–3, saturated work queue): ratios 0.80–0.80, median 0.80 (over 1 rows)"), "{n}");
         assert!(n.contains("p99 latency: ratios 1.50–1.50"), "{n}");
+    }
+
+    #[test]
+    fn rounds_with_stolen_cpu_are_listed() {
+        let text = "none\tx\tXADD\tredis\t1\tok\tops_s=100 steal_pct=0.4 idle_pct=20.0\n\
+                    none\tx\tXADD\tferrite\t1\tok\tops_s=45 steal_pct=31.5 idle_pct=40.2\n\
+                    none\tx\tXADD\tferrite\t2\tok\tops_s=150\n";
+        let runs = read_runs(text).unwrap();
+        let notes = steal_notes(&runs);
+        assert_eq!(
+            notes,
+            "- x / none / ferrite / round 1: steal 31.5% of the machine's CPU time, idle 40.2%\n"
+        );
     }
 
     #[test]
