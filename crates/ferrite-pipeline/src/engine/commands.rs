@@ -456,9 +456,14 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         let state = old_plan.lock().snapshot();
         let new_plan = e.state.lock().pipes.get(&name).and_then(|p| p.plan.clone());
         if let Some(np) = new_plan {
-            np.lock()
-                .restore(&state)
-                .map_err(|err| CmdError::err(format!("carrying the window state over: {err}")))?;
+            let w = {
+                let mut np = np.lock();
+                np.restore(&state).map_err(|err| {
+                    CmdError::err(format!("carrying the window state over: {err}"))
+                })?;
+                np.window_stats()
+            };
+            e.set_window_stats(&name, w);
             ctx.store
                 .log_subsystem(super::SUBSYSTEM, &durable::effect_restore(&name, &state));
         }
@@ -590,7 +595,9 @@ fn reset(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         if let Some(p) = st.pipes.get_mut(&name) {
             p.gen = gen;
             if let Some(plan) = &p.plan {
-                plan.lock().clear_state();
+                let mut plan = plan.lock();
+                plan.clear_state();
+                p.window_stats = plan.window_stats();
             }
             p.counters = Counters::default();
             p.last_error = None;
@@ -712,7 +719,7 @@ fn info(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         ("last_error", opt(p.last_error.clone())),
     ];
     let mut fields = fields;
-    if let Some(w) = p.plan.as_ref().and_then(|pl| pl.lock().window_stats()) {
+    if let Some(w) = p.window_stats.clone() {
         fields.extend([
             ("watermark_ms", i(p.def.window.watermark_ms)),
             ("lateness_ms", i(p.def.window.lateness_ms)),
@@ -752,10 +759,10 @@ fn explain(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         let st = e.state.lock();
         st.pipes
             .get(&text)
-            .map(|p| (p.plan.clone(), p.status.clone()))
+            .map(|p| (p.explain.clone(), p.status.clone()))
     };
     let out = match named {
-        Some((Some(plan), _)) => plan.lock().explain(),
+        Some((Some(text), _)) => text.to_string(),
         Some((None, status)) => {
             return Err(CmdError::err(match status {
                 Status::Failed(m) => m,

@@ -148,7 +148,9 @@ impl ferrite_db::persist::Subsystem for Durable {
                     .ok_or_else(|| format!("reset of unknown pipeline '{name}'"))?;
                 p.counters = Counters::default();
                 if let Some(plan) = &p.plan {
-                    plan.lock().clear_state();
+                    let mut plan = plan.lock();
+                    plan.clear_state();
+                    p.window_stats = plan.window_stats();
                 }
                 if !matches!(p.status, Status::Paused) && p.plan.is_some() {
                     p.status = Status::Running;
@@ -169,13 +171,17 @@ impl ferrite_db::persist::Subsystem for Durable {
                 // NOTE: a pipeline whose statement no longer compiles has no
                 // plan to hold the state; it is failed and says why.
                 if let Some(plan) = plan {
-                    let mut plan = plan.lock();
-                    let r = if tag == b'W' {
-                        plan.apply_delta(delta)
-                    } else {
-                        plan.restore(delta)
+                    let w = {
+                        let mut plan = plan.lock();
+                        let r = if tag == b'W' {
+                            plan.apply_delta(delta)
+                        } else {
+                            plan.restore(delta)
+                        };
+                        r.map_err(|err| format!("pipeline '{name}': {err}"))?;
+                        plan.window_stats()
                     };
-                    r.map_err(|err| format!("pipeline '{name}': {err}"))?;
+                    e.set_window_stats(&name, w);
                 }
             }
             t => return Err(format!("unknown pipeline effect tag {t}")),
@@ -253,9 +259,13 @@ impl ferrite_db::persist::Subsystem for Durable {
                     .get(&name)
                     .and_then(|p| p.plan.clone());
                 if let Some(plan) = plan {
-                    plan.lock()
-                        .restore(state)
-                        .map_err(|err| format!("pipeline '{name}': {err}"))?;
+                    let w = {
+                        let mut plan = plan.lock();
+                        plan.restore(state)
+                            .map_err(|err| format!("pipeline '{name}': {err}"))?;
+                        plan.window_stats()
+                    };
+                    self.0.set_window_stats(&name, w);
                 }
             }
         }

@@ -147,6 +147,15 @@ pub(crate) struct Pipe {
     pub stateful: bool,
     /// Held while a checkpoint has yet to encode the plan's state.
     pub pin: Arc<Pin>,
+    /// `Plan::explain`, made once with the plan.
+    pub explain: Option<Arc<str>>,
+    /// The window state's figures as of the last committed epoch, set
+    /// with the epoch's counters (under the store lock) and wherever the
+    /// state is replaced. PIPELINE.INFO and EXPLAIN read here: they run
+    /// under the store lock and must not wait for the plan's lock, which
+    /// the runner holds while it evaluates a batch and a checkpoint while
+    /// it encodes the state (every client would wait with them).
+    pub window_stats: Option<crate::window::WindowStats>,
 }
 
 /// Held by a checkpoint from the instant it captured the engine (under the
@@ -311,6 +320,10 @@ impl Engine {
             ),
         };
         let stateful = plan.as_ref().is_ok_and(|p| p.is_stateful());
+        let (explain, window_stats) = match &plan {
+            Ok(p) => (Some(Arc::from(p.explain())), p.window_stats()),
+            Err(_) => (None, None),
+        };
         let (source, sink, hash, plan, status) = match plan {
             Ok(p) => (
                 p.source().to_string(),
@@ -367,10 +380,20 @@ impl Engine {
                 ephemeral,
                 stateful,
                 pin: Arc::new(Pin::default()),
+                explain,
+                window_stats,
             },
         );
         drop(st);
         self.wake.notify();
+    }
+
+    /// Sets a pipeline's published window figures after its state was
+    /// replaced outside an epoch (reset, restore, replay, carry-over).
+    pub(crate) fn set_window_stats(&self, name: &str, w: Option<crate::window::WindowStats>) {
+        if let Some(p) = self.state.lock().pipes.get_mut(name) {
+            p.window_stats = w;
+        }
     }
 
     /// Removes a pipeline from the state (its group is the caller's).

@@ -253,6 +253,8 @@ struct Scratch {
     /// change to log.
     late: Vec<Record>,
     delta: Option<Vec<u8>>,
+    /// The window figures after the epoch, published when it commits.
+    window: Option<crate::window::WindowStats>,
 }
 
 /// What a stateful plan's epoch commits besides its results.
@@ -260,6 +262,7 @@ struct Scratch {
 struct EpochState<'a> {
     delta: &'a [u8],
     late: &'a [Record],
+    window: Option<&'a crate::window::WindowStats>,
 }
 
 fn out_bytes(out: &[Record]) -> usize {
@@ -480,6 +483,7 @@ fn epoch(
         }
         sc.late = plan.take_late();
         sc.delta = plan.epoch_delta();
+        sc.window = plan.window_stats();
     } else if let Some(cut) = cut_point(&sc.out, &entries) {
         // The epoch takes the entries whose results fit in EPOCH_OUT_BYTES;
         // the rest are evaluated again by the next epoch. A first entry
@@ -514,6 +518,7 @@ fn epoch(
     let state = stateful.then_some(EpochState {
         delta: sc.delta.as_deref().unwrap_or_default(),
         late: &sc.late,
+        window: sc.window.as_ref(),
     });
     let committed = commit_unpinned(engine, session, job, |a| {
         commit(
@@ -588,6 +593,7 @@ fn tick_epoch(
     }
     sc.late = plan.take_late();
     sc.delta = plan.epoch_delta();
+    sc.window = plan.window_stats();
     drop(plan);
     let eval_ns = started.elapsed().as_nanos() as u64;
     session.select(job.db);
@@ -595,6 +601,7 @@ fn tick_epoch(
     let state = Some(EpochState {
         delta: sc.delta.as_deref().unwrap_or_default(),
         late: &sc.late,
+        window: sc.window.as_ref(),
     });
     let stats = crate::ops::BatchStats::default();
     let committed = commit_unpinned(engine, session, job, |a| {
@@ -857,6 +864,9 @@ fn commit(
             p.last_error = first_error;
         }
         p.sink_seen |= sink_exists;
+        if let Some(st) = &state {
+            p.window_stats = st.window.cloned();
+        }
         p.counters.clone()
     };
     a.log_subsystem(
@@ -1039,6 +1049,71 @@ mod tests {
         Durable(engine.clone())
             .snapshot(&shared.store.lock())
             .into_bytes()
+    }
+
+    /// PIPELINE.INFO and EXPLAIN run under the store lock: they answer
+    /// while the plan's lock is held (as the runner holds it through a
+    /// batch, and a checkpoint while it encodes the state), and INFO's
+    /// window figures are those of the last committed epoch.
+    #[test]
+    fn info_and_explain_do_not_wait_for_the_plan() {
+        let dir = temp_dir("info");
+        let (shared, engine) = open(&dir);
+        let mut s = Session::internal(shared.clone());
+        for (i, page) in ["a", "b", "a", "c"].iter().enumerate() {
+            call(
+                &mut s,
+                &["XADD", "clicks", &format!("{}-1", 1000 + i), "page", page],
+            );
+        }
+        call(
+            &mut s,
+            &["PIPELINE.CREATE", "views", "FROM", "0", "AS", VIEWS],
+        );
+        let mut rs = Session::internal(shared.clone());
+        let mut sc = Scratch::default();
+        let job = the_job(&engine);
+        assert!(matches!(
+            epoch(&engine, &shared, &mut rs, &job, &mut sc),
+            Outcome::Done
+        ));
+        let live = job.plan.lock().window_stats();
+        assert_eq!(live.as_ref().map(|w| w.keys), Some(3));
+        let held = job.plan.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sh = shared.clone();
+        let asker = std::thread::spawn(move || {
+            let mut s = Session::internal(sh);
+            let info = call(&mut s, &["PIPELINE.INFO", "views"]);
+            let explain = call(&mut s, &["PIPELINE.EXPLAIN", "views"]);
+            let _ = tx.send((info, explain));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(60));
+        drop(held);
+        asker.join().unwrap_or_else(|_| panic!("asker panicked"));
+        let (info, explain) =
+            got.unwrap_or_else(|_| panic!("PIPELINE.INFO or EXPLAIN waited for the plan's lock"));
+        let Reply::Map(fields) = info else {
+            panic!("PIPELINE.INFO: {info:?}")
+        };
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| matches!(k, Reply::Bulk(b) if &b[..] == name.as_bytes()))
+                .map(|(_, v)| v.clone())
+        };
+        let live = live.unwrap_or_else(|| panic!("no window"));
+        assert!(matches!(field("keys"), Some(Reply::Int(3))));
+        assert!(
+            matches!(field("open_windows"), Some(Reply::Int(n)) if n as u64 == live.open_windows)
+        );
+        assert!(
+            matches!(field("state_bytes"), Some(Reply::Int(n)) if n as u64 == live.state_bytes)
+        );
+        assert!(
+            matches!(&explain, Reply::Verbatim(b) if b.starts_with(b"Pipeline clicks -> views")),
+            "{explain:?}"
+        );
     }
 
     /// Issue 15: the plan state is encoded after the capture, off the store
