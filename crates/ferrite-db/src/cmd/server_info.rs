@@ -272,6 +272,11 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
             kv(out, "mem_cluster_links", &0);
             kv(out, "mem_aof_buffer", &0);
             kv(out, "mem_allocator", &"libc");
+            // Freed memory given back to the system (`malloc_trim`).
+            let (trims, trim_last, trim_max) = crate::store::trim_stats();
+            kv(out, "mem_trims", &trims);
+            kv(out, "mem_trim_usec_last", &trim_last);
+            kv(out, "mem_trim_usec_max", &trim_max);
             kv(out, "active_defrag_running", &0);
             kv(out, "lazyfree_pending_objects", &0);
             kv(out, "lazyfreed_objects", &0);
