@@ -1090,28 +1090,22 @@ fn note_freed(bytes: u64) {
 }
 
 /// Give freed memory back to the system (`malloc_trim`) once 4 MiB were
-/// freed, at most once a second, when the server is `idle` (the cron saw
-/// no command for a tick); under load only once 256 MiB were freed, at
-/// most every 10 s. Called by the cron on the async worker, no lock held.
-/// `malloc_trim` walks the heap with the allocator's locks held for 1-3 ms
-/// (measured under the XADD benchmark, about once per checkpoint): under
-/// the store lock that was a stall for every client, and on the worker
-/// that serves them, between two rounds of replies, it still was one.
-/// Under load the freed pages are reused by the next allocations; the
-/// system gets them back once the load stops.
-pub fn trim_if_due(idle: bool) {
+/// freed, at most once a second. Called by an async worker about to park
+/// (nothing ready to run, no lock held): `malloc_trim` walks the heap with
+/// the allocator's locks held for milliseconds, which under the store lock
+/// after every checkpoint was a stall for every client.
+/// NOTE: it still is one for the clients of this worker, 1-3 ms about once
+/// per checkpoint under the XADD benchmark (INFO memory `mem_trim_usec_*`),
+/// but trimming only when idle left 15-25% more RSS after a 10M-entry
+/// fill (docs/storage.md §13.8): the memory row's target weighs more.
+pub fn trim_if_due() {
     use std::sync::atomic::Ordering::Relaxed;
-    let (due, every_ms) = if idle {
-        (4 << 20, 1000)
-    } else {
-        (256 << 20, 10_000)
-    };
-    if TRIM_DUE.load(Relaxed) < due {
+    if TRIM_DUE.load(Relaxed) < 4 << 20 {
         return;
     }
     let now = crate::shared::now_ms();
     let last = TRIM_LAST_MS.load(Relaxed);
-    if now.saturating_sub(last) < every_ms
+    if now.saturating_sub(last) < 1000
         || TRIM_LAST_MS
             .compare_exchange(last, now, Relaxed, Relaxed)
             .is_err()

@@ -39,23 +39,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Background work ten times a second (Redis's `serverCron` at `hz 10`):
-/// the instantaneous rates' samples, giving freed memory back to the
-/// system, and active key expiry, holding the store lock at most 1 ms per
-/// run.
+/// the instantaneous rates' samples, and active key expiry, holding the
+/// store lock at most 1 ms per run.
 pub async fn cron(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_commands = None;
     loop {
         tick.tick().await;
         let commands = shared.store.lock().stats.total_commands;
         shared
             .metrics
             .sample(ferrite_db::shared::now_ms(), commands);
-        // Freed memory goes back to the system when no command ran for a
-        // tick (it stalls the worker for milliseconds).
-        ferrite_db::store::trim_if_due(last_commands == Some(commands));
-        last_commands = Some(commands);
         // Keys do not expire actively during DEBUG SET-ACTIVE-EXPIRE 0 or
         // a CLIENT PAUSE (Redis pauses expiry with writes).
         if shared

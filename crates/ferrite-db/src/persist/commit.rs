@@ -50,6 +50,7 @@ pub(crate) const PARK_SPIN_MAX: std::time::Duration = std::time::Duration::from_
 /// a hint: nothing depends on it for correctness (tokio re-checks its
 /// queues after this hook, before it parks).
 pub fn before_park() {
+    crate::store::trim_if_due();
     if let Some(p) = PARKING.get().and_then(std::sync::Weak::upgrade) {
         p.spin_for_acks();
     }
