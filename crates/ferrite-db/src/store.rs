@@ -1095,9 +1095,9 @@ fn note_freed(bytes: u64) {
 /// the allocator's locks held for milliseconds, which under the store lock
 /// after every checkpoint was a stall for every client.
 /// NOTE: it still is one for the clients of this worker, 1-3 ms about once
-/// per checkpoint under the XADD benchmark (INFO memory `mem_trim_usec_*`),
-/// but trimming only when idle left 15-25% more RSS after a 10M-entry
-/// fill (docs/storage.md §13.8): the memory row's target weighs more.
+/// per checkpoint under the XADD benchmark (INFO memory `mem_trim_usec_*`);
+/// trimming only when idle is not shown to keep the memory row
+/// (docs/storage.md §13.8).
 pub fn trim_if_due() {
     use std::sync::atomic::Ordering::Relaxed;
     if TRIM_DUE.load(Relaxed) < 4 << 20 {
