@@ -378,7 +378,13 @@ enum Timers {
     /// LATENESS): many keys share one, so keys are grouped by time, 4
     /// bytes each (repeats are dropped when a time is taken). Taken
     /// lists are kept (a few) for the next times: no allocation per time.
-    Grouped(std::collections::BTreeMap<i64, Vec<u32>>, Vec<Vec<u32>>),
+    /// The earliest time is kept apart too: most events ask for it (via
+    /// `pop_due`) and find nothing due.
+    Grouped(
+        std::collections::BTreeMap<i64, Vec<u32>>,
+        Vec<Vec<u32>>,
+        Option<i64>,
+    ),
 }
 
 impl Default for Timers {
@@ -390,7 +396,7 @@ impl Default for Timers {
 impl Timers {
     fn for_kind(kind: WindowKind) -> Timers {
         match kind {
-            WindowKind::Hop { .. } => Timers::Grouped(Default::default(), Vec::new()),
+            WindowKind::Hop { .. } => Timers::Grouped(Default::default(), Vec::new(), None),
             _ => Timers::Heap(BinaryHeap::new()),
         }
     }
@@ -398,7 +404,10 @@ impl Timers {
     fn insert(&mut self, t: i64, k: u32) {
         match self {
             Timers::Heap(h) => h.push(Reverse((t, k))),
-            Timers::Grouped(m, spare) => {
+            Timers::Grouped(m, spare, first) => {
+                if first.is_none_or(|f| t < f) {
+                    *first = Some(t);
+                }
                 let v = m
                     .entry(t)
                     .or_insert_with(|| spare.pop().unwrap_or_default());
@@ -410,18 +419,26 @@ impl Timers {
     }
 
     /// The earliest time.
+    #[inline]
     fn first(&self) -> Option<i64> {
         match self {
             Timers::Heap(h) => h.peek().map(|&Reverse((t, _))| t),
-            Timers::Grouped(m, _) => m.first_key_value().map(|(&t, _)| t),
+            Timers::Grouped(_, _, first) => *first,
         }
     }
 
     /// Takes the earliest time's keys, in key order, each once, if that
     /// time is at most `upto`.
+    #[inline]
     fn pop_due(&mut self, upto: i64, keys: &mut Vec<u32>) -> Option<i64> {
         keys.clear();
         let t = self.first().filter(|&t| t <= upto)?;
+        self.take_first(t, keys);
+        Some(t)
+    }
+
+    /// Takes the keys of time `t`, the earliest.
+    fn take_first(&mut self, t: i64, keys: &mut Vec<u32>) {
         match self {
             Timers::Heap(h) => {
                 // Taken in key order: a repeat follows its first.
@@ -435,8 +452,10 @@ impl Timers {
                     }
                 }
             }
-            Timers::Grouped(m, spare) => {
-                if let Some((_, mut v)) = m.pop_first() {
+            Timers::Grouped(m, spare, first) => {
+                let taken = m.pop_first();
+                *first = m.first_key_value().map(|(&t, _)| t);
+                if let Some((_, mut v)) = taken {
                     v.sort_unstable();
                     v.dedup();
                     std::mem::swap(keys, &mut v);
@@ -447,13 +466,15 @@ impl Timers {
                 }
             }
         }
-        Some(t)
     }
 
     fn clear(&mut self) {
         match self {
             Timers::Heap(h) => h.clear(),
-            Timers::Grouped(m, _) => m.clear(),
+            Timers::Grouped(m, _, first) => {
+                m.clear();
+                *first = None;
+            }
         }
     }
 
@@ -479,8 +500,9 @@ impl Timers {
                 }
                 keys
             }
-            Timers::Grouped(m, _) => {
+            Timers::Grouped(m, _, first) => {
                 let later = m.split_off(&after);
+                *first = later.first_key_value().map(|(&t, _)| t);
                 std::mem::replace(m, later)
                     .into_values()
                     .flatten()
@@ -862,6 +884,16 @@ impl WindowOp {
             return;
         }
         let row_undo = self.row_undo();
+        if row_undo && self.nvar == 0 {
+            // No carried Ext slots to save: only whether the key exists.
+            let pre = if self.st.keys.has(k) {
+                PreImage::Rows(Vec::new())
+            } else {
+                PreImage::Absent
+            };
+            self.mark(k, pre);
+            return;
+        }
         let pre = match self.st.keys.get(k) {
             None => PreImage::Absent,
             Some(ks) if row_undo => PreImage::Rows(ks.ext[..self.nvar].to_vec()),
@@ -1083,19 +1115,34 @@ impl WindowOp {
     }
 
     fn update_row(&mut self, k: u32, r: usize, at: Order) {
-        self.save_row(k, r);
         let s = self.stride();
         let dirty = self.tracks_dirty();
         let (hdr, rw) = (self.hdr(), self.rw());
+        let (kind, nv) = (self.kind, self.nvar);
+        let save = self.undo.active && self.row_undo();
         let Some(mut ks) = self.st.keys.get_mut(k) else {
             return;
         };
+        if save && ks.rows[r * s] & SAVED == 0 {
+            // save_row's work, on the slot already at hand.
+            let row = &mut ks.rows[r * s..(r + 1) * s];
+            let u = &mut self.undo;
+            let pre = (u.words.len() / s.max(1)) as u32;
+            u.words.extend_from_slice(row);
+            u.exts
+                .extend_from_slice(&ks.ext[nv + r * nv..nv + (r + 1) * nv]);
+            u.rows.push(RowUndo {
+                k,
+                start: start_of(kind, row),
+                pre,
+            });
+            row[0] |= SAVED;
+        }
         if dirty {
             ks.rows[r * s + rw] |= DIRTY;
             self.st.dirty.insert(k);
         }
         let row = &mut ks.rows[r * s + hdr..(r + 1) * s];
-        let nv = self.nvar;
         for (j, (a, &(x, y, p))) in self.aggs.iter().zip(&self.nums).enumerate() {
             if a.kind.has_ext() {
                 let e = &mut ks.ext[nv + r * nv + a.ext];
@@ -3001,6 +3048,10 @@ fn find_row(kind: WindowKind, rows: &[u64], s: usize, start: i64) -> Result<usiz
             return Err(hi);
         }
         hi -= 1;
+        // Rows dropped by the watermark are the oldest.
+        if start < start_of(kind, rows) {
+            return Err(0);
+        }
     }
     while lo < hi {
         let mid = (lo + hi) / 2;

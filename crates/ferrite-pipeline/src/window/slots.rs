@@ -347,6 +347,12 @@ impl Slots {
         }
     }
 
+    /// Whether slot `k` holds a key.
+    #[inline]
+    pub fn has(&self, k: u32) -> bool {
+        self.slot(k).is_some()
+    }
+
     pub fn get(&self, k: u32) -> Option<KeyRef<'_>> {
         let w = self.slot(k)?;
         let area = &w[KEY_WORDS..];
