@@ -2651,7 +2651,13 @@ impl WindowOp {
                 }
             }
         }
-        let dropped: std::collections::HashSet<u32> = u.dropped.iter().copied().collect();
+        // Which of `u.keys` were dropped during the epoch, by index there.
+        let mut dropped = vec![false; u.keys.len()];
+        for &k in &u.dropped {
+            if let Some(o) = ord_of(k) {
+                dropped[o] = true;
+            }
+        }
         let put_key = |v: &mut Vec<u8>, key: &[u8], change: u8| {
             v.extend_from_slice(&(key.len() as u32).to_le_bytes());
             v.extend_from_slice(key);
@@ -2701,8 +2707,8 @@ impl WindowOp {
                     put_rows(&mut v, ks.rows, ks.ext, kind, s);
                 }
                 (None, PreImage::Whole(ks)) => put_key(&mut v, &ks.key, 0),
-                (None, PreImage::Rows(_)) => match self.st.keys.retired(*k, 0) {
-                    Some(ks) if dropped.contains(k) => put_key(&mut v, &ks.key, 0),
+                (None, PreImage::Rows(_)) => match self.st.keys.retired_key(*k) {
+                    Some(key) if dropped[kn] => put_key(&mut v, &key, 0),
                     _ => continue,
                 },
                 (None, PreImage::Absent) => continue,

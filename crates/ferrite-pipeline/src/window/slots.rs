@@ -477,6 +477,17 @@ impl Slots {
         }
     }
 
+    /// Retired key `k`'s bytes.
+    pub fn retired_key(&self, k: u32) -> Option<KeyBytes<'_>> {
+        let k = k as usize;
+        if k >= self.len {
+            return None;
+        }
+        let at = (k % SLOT_CHUNK) * self.words;
+        let w = &self.chunks[k / SLOT_CHUNK][at..at + self.words];
+        (w[0] & LIVE == 0 && w[0] != 0).then(|| self.key_of(w))
+    }
+
     /// Retired key `k` as an owned state: its bytes, no rows, `nvar` empty
     /// Ext slots.
     pub fn retired(&self, k: u32, nvar: usize) -> Option<KeyState> {
