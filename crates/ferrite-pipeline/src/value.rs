@@ -251,7 +251,7 @@ fn write_float(f: f64, out: &mut bytes::BytesMut) {
         out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" });
     } else {
         let a = f.abs();
-        if a == 0.0 || (a >= 1e-5 && a < RYU_BELOW && !ryu_may_differ(a)) {
+        if a == 0.0 || ((1e-5..RYU_BELOW).contains(&a) && !ryu_may_differ(a)) {
             // ryu's digits are Display's here: both write the shortest
             // digits that read back, the closest to the value when several
             // do (ties and bounds, where the two differ, are left to
