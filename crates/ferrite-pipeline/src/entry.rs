@@ -40,6 +40,18 @@ pub trait Fields {
     fn name(&self, i: usize) -> &[u8];
     /// The `i`th value; `i < len()`.
     fn value(&self, i: usize) -> &[u8];
+    /// An identifier of the field names: entries with the same `Some` have
+    /// the same names in the same order (taken from [`next_layout`]), so a
+    /// reader may resolve them once. `None`: not known.
+    fn layout(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A new [`Fields::layout`] identifier, never given before in this process.
+pub fn next_layout() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<A: AsRef<[u8]>, B: AsRef<[u8]>> Fields for [(A, B)] {
@@ -91,6 +103,10 @@ impl<T: Fields + ?Sized> Fields for &T {
     #[inline]
     fn len(&self) -> usize {
         (**self).len()
+    }
+    #[inline]
+    fn layout(&self) -> Option<u64> {
+        (**self).layout()
     }
     #[inline]
     fn name(&self, i: usize) -> &[u8] {
@@ -225,6 +241,31 @@ impl SlotTable {
         self.names.len()
     }
 
+    /// [`SlotTable::resolve`], the field positions taken from `last` when
+    /// the entry's [`Fields::layout`] is the one resolved last (most
+    /// entries of a stream share their names).
+    pub(crate) fn resolve_cached(
+        &self,
+        fields: &dyn Fields,
+        idx: &mut [u32],
+        num: &mut [Num],
+        last: &mut Option<(u64, Vec<u32>)>,
+    ) {
+        let layout = fields.layout();
+        match (layout, &*last) {
+            (Some(l), Some((c, pos))) if l == *c && pos.len() == idx.len() => {
+                idx.copy_from_slice(pos);
+                self.parse(fields, idx, num);
+            }
+            _ => {
+                self.resolve(fields, idx, num);
+                if let Some(l) = layout {
+                    *last = Some((l, idx.to_vec()));
+                }
+            }
+        }
+    }
+
     /// Resolves one entry into `idx`/`num` (each `len()` long): the first
     /// field of each name wins, as in `Entry::get`.
     pub(crate) fn resolve(&self, fields: &dyn Fields, idx: &mut [u32], num: &mut [Num]) {
@@ -244,6 +285,11 @@ impl SlotTable {
                 }
             }
         }
+        self.parse(fields, idx, num);
+    }
+
+    /// Parses the numeric slots of a resolved entry.
+    fn parse(&self, fields: &dyn Fields, idx: &[u32], num: &mut [Num]) {
         for s in 0..self.names.len() {
             num[s] = if self.numeric[s] && idx[s] != MISSING {
                 crate::value::parse_num(fields.value(idx[s] as usize))

@@ -179,6 +179,8 @@ pub trait Operator: Send {
 pub struct Source {
     pub(crate) stream: String,
     pub(crate) slots: SlotTable,
+    /// The field layout resolved last and its field positions.
+    pub(crate) last: Option<(u64, Vec<u32>)>,
 }
 
 impl Operator for Source {
@@ -214,10 +216,11 @@ impl Operator for Source {
         b.slot_num.resize(n * w, Num::Null);
         if w > 0 {
             for (i, e) in b.entries.iter().enumerate() {
-                self.slots.resolve(
+                self.slots.resolve_cached(
                     e.fields,
                     &mut b.slot_idx[i * w..(i + 1) * w],
                     &mut b.slot_num[i * w..(i + 1) * w],
+                    &mut self.last,
                 );
             }
         }

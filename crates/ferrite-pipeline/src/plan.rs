@@ -84,6 +84,7 @@ impl Plan {
         let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Source {
             stream: c.source.clone(),
             slots: c.slots,
+            last: None,
         })];
         if let Some(f) = c.filter {
             ops.push(Box::new(f));
@@ -481,6 +482,7 @@ impl PipelineBuilder {
         let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Source {
             stream: source.clone(),
             slots: SlotTable::default(),
+            last: None,
         })];
         for op in self.ops {
             ops.push(Box::new(op));

@@ -200,6 +200,49 @@ pub(crate) fn int_digits(x: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[at..]
 }
 
+/// Whether the shortest digits of `a` (positive, normal, below 2^49) might
+/// be a tie or sit on a rounding bound, where ryu and Display may choose
+/// differently: two shortest candidates (16 or 17 digits) are equally
+/// near only when the exact value has 17 or 18 significant digits, and a
+/// candidate is a bound (halfway to the next double) only when that bound
+/// has at most 17. A value with a full mantissa of fraction bits (most
+/// computed results) has far more; integers have at most 15 and their
+/// bounds a full mantissa of fraction bits.
+fn ryu_may_differ(a: f64) -> bool {
+    let bits = a.to_bits();
+    let m = (bits & ((1 << 52) - 1)) | (1 << 52);
+    let e = ((bits >> 52) & 0x7ff) as i32 - 1075;
+    // Significant decimal digits of n * 2^-k, when at most 18 (None: more).
+    let digits = |n: u64, k: i32| -> Option<u32> {
+        if n == 0 {
+            return Some(1);
+        }
+        let tz = n.trailing_zeros() as i32;
+        let (n, k) = (n >> tz, k - tz);
+        if k <= 0 {
+            // An integer below 2^51: at most 16 digits.
+            return Some((n << -k).checked_ilog10().map_or(1, |d| d + 1));
+        }
+        // 5^27 > 10^18: n * 5^k then has at least 19 digits.
+        if k > 26 {
+            return None;
+        }
+        let x = u128::from(n) * 5u128.pow(k as u32);
+        let d = x.checked_ilog10().map_or(1, |d| d + 1);
+        (d <= 18).then_some(d)
+    };
+    if matches!(digits(m, -e), Some(d) if d >= 17) {
+        return true;
+    }
+    // The bounds halfway to the neighbours (the lower one nearer when `a`
+    // is a power of two).
+    let near = |n: u64, k: i32| matches!(digits(n, k), Some(d) if d <= 17);
+    near(2 * m + 1, 1 - e) || near(2 * m - 1, 1 - e) || (m == 1 << 52 && near(4 * m - 1, 2 - e))
+}
+
+/// 2^49: below it [`write_float`] takes ryu's digits.
+const RYU_BELOW: f64 = 562_949_953_421_312.0;
+
 fn write_float(f: f64, out: &mut bytes::BytesMut) {
     use std::fmt::Write as _;
     if f.is_nan() {
@@ -208,11 +251,25 @@ fn write_float(f: f64, out: &mut bytes::BytesMut) {
         out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" });
     } else {
         let a = f.abs();
-        let _ = if a == 0.0 || (1e-5..1e16).contains(&a) {
-            write!(out, "{f}")
+        if a == 0.0 || ((1e-5..RYU_BELOW).contains(&a) && !ryu_may_differ(a)) {
+            // ryu's digits are Display's here: both write the shortest
+            // digits that read back, the closest to the value when several
+            // do (ties and bounds, where the two differ, are left to
+            // Display by ryu_may_differ). In this range ryu writes no
+            // exponent, and an integral value as "3.0" where Display
+            // writes "3".
+            let mut b = ryu::Buffer::new();
+            let t = b.format_finite(f).as_bytes();
+            if t.contains(&b'e') {
+                let _ = write!(out, "{f}");
+            } else {
+                out.extend_from_slice(t.strip_suffix(b".0").unwrap_or(t));
+            }
+        } else if (1e-5..1e16).contains(&a) {
+            let _ = write!(out, "{f}");
         } else {
-            write!(out, "{f:e}")
-        };
+            let _ = write!(out, "{f:e}");
+        }
     }
 }
 
@@ -379,6 +436,64 @@ mod tests {
         assert_eq!(parse_bool(b"off"), Some(false));
         assert_eq!(parse_bool(b"o"), None);
         assert_eq!(parse_bool(b"maybe"), None);
+    }
+
+    #[test]
+    fn written_floats_are_format_float() {
+        // write_float (ryu) against format_float (Display) on edges, on
+        // integral values, on decimals like prices, and on random bits.
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            3.0,
+            0.1,
+            0.5,
+            1e-5,
+            -1e-5,
+            9.99999e-6,
+            1e15,
+            1e16,
+            9999999999999998.0,
+            123456789.125,
+            2f64.powi(52),
+            2f64.powi(53) + 2.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            5e-324,
+            1e-4,
+            0.3,
+            2.0 / 3.0,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..100_000 {
+            let r = next();
+            xs.push(f64::from_bits(r));
+            xs.push((r % 10_000_000) as f64 / 100.0);
+            xs.push((r % 1_000_000_000_000) as f64 * 0.001);
+            xs.push((r >> 11) as f64 / (1u64 << 53) as f64 * 1e6);
+            xs.push((r % 100_000) as f64);
+            xs.push((r % (1 << 60)) as f64 / 64.0);
+            xs.push(RYU_BELOW - (r % 100_000) as f64 / 8.0);
+            // Few fraction bits: exact values of 17 or 18 digits (ties).
+            let k = (r % 30) as i32;
+            xs.push((r >> 14) as f64 * 2f64.powi(-k));
+            xs.push((r >> 30) as f64 * 2f64.powi(-k));
+            xs.push(1.0 + 2f64.powi(-k));
+        }
+        for f in xs {
+            let mut out = bytes::BytesMut::new();
+            write_value(&Value::Float(f), &mut out);
+            assert_eq!(&out[..], format_float(f).as_bytes(), "{f:?}");
+        }
     }
 
     #[test]

@@ -246,8 +246,9 @@ fn jobs(engine: &Engine) -> Vec<Job> {
 struct Scratch {
     bytes: Vec<u8>,
     spans: Vec<(u32, u32)>,
-    /// Per entry: its ID, first span, pair count.
-    entries: Vec<(StreamId, usize, usize)>,
+    /// Per entry: its ID, first span, pair count, and its names' layout
+    /// ([`Fields::layout`]).
+    entries: Vec<(StreamId, usize, usize, u64)>,
     out: Vec<Record>,
     /// A stateful plan's epoch: entries for the LATE stream and the state
     /// change to log.
@@ -279,9 +280,14 @@ fn out_bytes(out: &[Record]) -> usize {
 struct ArenaFields<'a> {
     bytes: &'a [u8],
     spans: &'a [(u32, u32)],
+    layout: u64,
 }
 
 impl Fields for ArenaFields<'_> {
+    #[inline]
+    fn layout(&self) -> Option<u64> {
+        Some(self.layout)
+    }
     #[inline]
     fn len(&self) -> usize {
         self.spans.len() / 2
@@ -373,22 +379,50 @@ fn read(shared: &Shared, job: &Job, sc: &mut Scratch) -> Read {
             });
         };
         let mut full = false;
+        // The entries' bytes (counted as if every name were copied) and
+        // the previous entry's first span, pair count and layout: an entry
+        // whose names are the previous one's shares its name spans and
+        // layout (most entries of a stream have the same names).
+        let mut read = 0usize;
+        let mut prev: Option<(usize, usize, u64)> = None;
         for e in s.iter_range(start, StreamId::MAX, false) {
-            if sc.entries.len() >= BATCH || sc.bytes.len() >= BATCH_BYTES {
+            if sc.entries.len() >= BATCH || read >= BATCH_BYTES {
                 full = true;
                 break;
             }
             let first = sc.spans.len();
             let mut n = 0;
+            let mut same = prev.is_some();
             for (f, v) in e.pairs() {
-                for part in [f, v] {
-                    let s0 = sc.bytes.len();
-                    sc.bytes.extend_from_slice(part);
-                    sc.spans.push((s0 as u32, sc.bytes.len() as u32));
+                read += f.len() + v.len();
+                let shared = match prev {
+                    Some((pf, pn, _)) if same && n < pn => sc
+                        .spans
+                        .get(pf + 2 * n)
+                        .copied()
+                        .filter(|&(a, b)| sc.bytes.get(a as usize..b as usize) == Some(f)),
+                    _ => None,
+                };
+                match shared {
+                    Some(span) => sc.spans.push(span),
+                    None => {
+                        same = false;
+                        let s0 = sc.bytes.len();
+                        sc.bytes.extend_from_slice(f);
+                        sc.spans.push((s0 as u32, sc.bytes.len() as u32));
+                    }
                 }
+                let s0 = sc.bytes.len();
+                sc.bytes.extend_from_slice(v);
+                sc.spans.push((s0 as u32, sc.bytes.len() as u32));
                 n += 1;
             }
-            sc.entries.push((e.id(), first, n));
+            let layout = match prev {
+                Some((_, pn, l)) if same && n == pn => l,
+                _ => crate::entry::next_layout(),
+            };
+            sc.entries.push((e.id(), first, n, layout));
+            prev = Some((first, n, layout));
         }
         Ok(Read::Batch { cursor, full })
     })();
@@ -436,16 +470,17 @@ fn epoch(
     let fields: Vec<ArenaFields<'_>> = sc
         .entries
         .iter()
-        .map(|&(_, first, n)| ArenaFields {
+        .map(|&(_, first, n, layout)| ArenaFields {
             bytes: &sc.bytes,
             spans: sc.spans.get(first..first + 2 * n).unwrap_or(&[]),
+            layout,
         })
         .collect();
     let entries: Vec<Entry<'_>> = sc
         .entries
         .iter()
         .zip(&fields)
-        .map(|(&(id, _, _), f)| Entry::new(EntryId::new(id.ms, id.seq), f))
+        .map(|(&(id, _, _, _), f)| Entry::new(EntryId::new(id.ms, id.seq), f))
         .collect();
     sc.out.clear();
     let mut plan = job.plan.lock();
@@ -505,7 +540,10 @@ fn epoch(
     drop(plan);
     drop(entries);
     drop(fields);
-    let ids: Vec<StreamId> = sc.entries[..taken].iter().map(|&(id, _, _)| id).collect();
+    let ids: Vec<StreamId> = sc.entries[..taken]
+        .iter()
+        .map(|&(id, _, _, _)| id)
+        .collect();
     let Some(&last) = ids.last() else {
         if stateful {
             job.plan.lock().rollback_epoch();

@@ -8,7 +8,7 @@
 //! (`sum(v) / count(*) AS mean`, `HAVING count(*) > 2`).
 
 use super::agg::{Agg, AggKind};
-use super::{AggArgs, Output, WindowKind, WindowOp, WindowOptions};
+use super::{AggArgs, OutSrc, Output, WindowKind, WindowOp, WindowOptions};
 use crate::entry::SlotTable;
 use crate::error::PlanError;
 use crate::expr::{Compiler, Ty, MAX_LIST};
@@ -588,6 +588,27 @@ pub(crate) fn compile(
         }
     }
     drop(oc);
+    // Each column a bare field of the internal record: the output layout is
+    // fixed here (Output::direct).
+    let direct = if having.is_none() {
+        cols.iter()
+            .map(|c| match c {
+                OutCol::Field { name, slot } => out_slots
+                    .names
+                    .get(*slot)
+                    .and_then(|n| OutSrc::of(n))
+                    .filter(|src| match *src {
+                        OutSrc::Key(i) => i < key_exprs.len(),
+                        OutSrc::Agg(j) => j < aggs.len(),
+                        OutSrc::Start | OutSrc::End => true,
+                    })
+                    .map(|src| (name.clone(), src)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+    } else {
+        None
+    };
     let project = Project {
         width: cols.len().max(1),
         text: texts.join(", "),
@@ -651,6 +672,7 @@ pub(crate) fn compile(
             slots: out_slots,
             having,
             project,
+            direct,
         },
         text,
     );

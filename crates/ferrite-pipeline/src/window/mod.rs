@@ -378,7 +378,13 @@ enum Timers {
     /// LATENESS): many keys share one, so keys are grouped by time, 4
     /// bytes each (repeats are dropped when a time is taken). Taken
     /// lists are kept (a few) for the next times: no allocation per time.
-    Grouped(std::collections::BTreeMap<i64, Vec<u32>>, Vec<Vec<u32>>),
+    /// The earliest time is kept apart too: most events ask for it (via
+    /// `pop_due`) and find nothing due.
+    Grouped(
+        std::collections::BTreeMap<i64, Vec<u32>>,
+        Vec<Vec<u32>>,
+        Option<i64>,
+    ),
 }
 
 impl Default for Timers {
@@ -390,7 +396,7 @@ impl Default for Timers {
 impl Timers {
     fn for_kind(kind: WindowKind) -> Timers {
         match kind {
-            WindowKind::Hop { .. } => Timers::Grouped(Default::default(), Vec::new()),
+            WindowKind::Hop { .. } => Timers::Grouped(Default::default(), Vec::new(), None),
             _ => Timers::Heap(BinaryHeap::new()),
         }
     }
@@ -398,7 +404,10 @@ impl Timers {
     fn insert(&mut self, t: i64, k: u32) {
         match self {
             Timers::Heap(h) => h.push(Reverse((t, k))),
-            Timers::Grouped(m, spare) => {
+            Timers::Grouped(m, spare, first) => {
+                if first.is_none_or(|f| t < f) {
+                    *first = Some(t);
+                }
                 let v = m
                     .entry(t)
                     .or_insert_with(|| spare.pop().unwrap_or_default());
@@ -410,18 +419,26 @@ impl Timers {
     }
 
     /// The earliest time.
+    #[inline]
     fn first(&self) -> Option<i64> {
         match self {
             Timers::Heap(h) => h.peek().map(|&Reverse((t, _))| t),
-            Timers::Grouped(m, _) => m.first_key_value().map(|(&t, _)| t),
+            Timers::Grouped(_, _, first) => *first,
         }
     }
 
     /// Takes the earliest time's keys, in key order, each once, if that
     /// time is at most `upto`.
+    #[inline]
     fn pop_due(&mut self, upto: i64, keys: &mut Vec<u32>) -> Option<i64> {
         keys.clear();
         let t = self.first().filter(|&t| t <= upto)?;
+        self.take_first(t, keys);
+        Some(t)
+    }
+
+    /// Takes the keys of time `t`, the earliest.
+    fn take_first(&mut self, t: i64, keys: &mut Vec<u32>) {
         match self {
             Timers::Heap(h) => {
                 // Taken in key order: a repeat follows its first.
@@ -435,8 +452,10 @@ impl Timers {
                     }
                 }
             }
-            Timers::Grouped(m, spare) => {
-                if let Some((_, mut v)) = m.pop_first() {
+            Timers::Grouped(m, spare, first) => {
+                let taken = m.pop_first();
+                *first = m.first_key_value().map(|(&t, _)| t);
+                if let Some((_, mut v)) = taken {
                     v.sort_unstable();
                     v.dedup();
                     std::mem::swap(keys, &mut v);
@@ -447,13 +466,15 @@ impl Timers {
                 }
             }
         }
-        Some(t)
     }
 
     fn clear(&mut self) {
         match self {
             Timers::Heap(h) => h.clear(),
-            Timers::Grouped(m, _) => m.clear(),
+            Timers::Grouped(m, _, first) => {
+                m.clear();
+                *first = None;
+            }
         }
     }
 
@@ -479,8 +500,9 @@ impl Timers {
                 }
                 keys
             }
-            Timers::Grouped(m, _) => {
+            Timers::Grouped(m, _, first) => {
                 let later = m.split_off(&after);
+                *first = later.first_key_value().map(|(&t, _)| t);
                 std::mem::replace(m, later)
                     .into_values()
                     .flatten()
@@ -528,6 +550,8 @@ struct Undo {
     stamp: Vec<u32>,
     /// Keys in first-touch order with their state before the epoch.
     keys: Vec<(u32, PreImage)>,
+    /// `ord[k]`: key `k`'s index in `keys` (when `stamp[k] == epoch`).
+    ord: Vec<u32>,
     /// TUMBLE/HOP rows changed, in the order they were first changed
     /// (each once: its header word carries [`SAVED`] until the epoch ends).
     rows: Vec<RowUndo>,
@@ -601,6 +625,51 @@ pub(crate) struct Output {
     pub slots: SlotTable,
     pub having: Option<BoolSrc>,
     pub project: Project,
+    /// Without HAVING, when every SELECT column is a bare key, aggregate,
+    /// `window_start` or `window_end` (the usual case): each column's name
+    /// and source, resolved at compile time, so a result is written
+    /// straight into its record instead of through the internal record
+    /// and the projection. The same fields and bytes either way.
+    pub direct: Option<Vec<(Bytes, OutSrc)>>,
+}
+
+/// Where a direct output column's value comes from ([`Output::direct`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OutSrc {
+    /// GROUP BY key `i` (`__k<i>`; absent when NULL).
+    Key(usize),
+    /// Aggregate `j` (`__a<j>`; absent when NULL).
+    Agg(usize),
+    /// `window_start`.
+    Start,
+    /// `window_end`.
+    End,
+}
+
+impl OutSrc {
+    /// The source of internal record field `name`, if it is one.
+    pub(crate) fn of(name: &[u8]) -> Option<OutSrc> {
+        let num = |d: &[u8]| -> Option<usize> {
+            // As key_col/agg_col write them: decimal, no leading zero.
+            if d.is_empty() || (d.len() > 1 && d[0] == b'0') || d.len() > 9 {
+                return None;
+            }
+            std::str::from_utf8(d).ok()?.parse().ok()
+        };
+        match name {
+            b"window_start" => Some(OutSrc::Start),
+            b"window_end" => Some(OutSrc::End),
+            _ => {
+                if let Some(d) = name.strip_prefix(b"__k") {
+                    num(d).map(OutSrc::Key)
+                } else if let Some(d) = name.strip_prefix(b"__a") {
+                    num(d).map(OutSrc::Agg)
+                } else {
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// Per-aggregate argument readers.
@@ -655,6 +724,8 @@ pub struct WindowOp {
     joined: Vec<u8>,
     tmp: BytesMut,
     cols: Vec<Bytes>,
+    /// Where each key's value is in `joined` (direct output; scratch).
+    kpos: Vec<Option<(usize, usize)>>,
 }
 
 /// Why an event could not be placed.
@@ -707,6 +778,7 @@ impl WindowOp {
             joined: Vec::new(),
             tmp: BytesMut::new(),
             cols: Vec::new(),
+            kpos: Vec::new(),
         }
     }
 
@@ -812,6 +884,16 @@ impl WindowOp {
             return;
         }
         let row_undo = self.row_undo();
+        if row_undo && self.nvar == 0 {
+            // No carried Ext slots to save: only whether the key exists.
+            let pre = if self.st.keys.has(k) {
+                PreImage::Rows(Vec::new())
+            } else {
+                PreImage::Absent
+            };
+            self.mark(k, pre);
+            return;
+        }
         let pre = match self.st.keys.get(k) {
             None => PreImage::Absent,
             Some(ks) if row_undo => PreImage::Rows(ks.ext[..self.nvar].to_vec()),
@@ -871,6 +953,10 @@ impl WindowOp {
             self.undo.stamp.resize(i + 1, 0);
         }
         self.undo.stamp[i] = self.undo.epoch;
+        if self.undo.ord.len() <= i {
+            self.undo.ord.resize(i + 1, 0);
+        }
+        self.undo.ord[i] = self.undo.keys.len() as u32;
         self.undo.keys.push((k, pre));
     }
 
@@ -1029,19 +1115,34 @@ impl WindowOp {
     }
 
     fn update_row(&mut self, k: u32, r: usize, at: Order) {
-        self.save_row(k, r);
         let s = self.stride();
         let dirty = self.tracks_dirty();
         let (hdr, rw) = (self.hdr(), self.rw());
+        let (kind, nv) = (self.kind, self.nvar);
+        let save = self.undo.active && self.row_undo();
         let Some(mut ks) = self.st.keys.get_mut(k) else {
             return;
         };
+        if save && ks.rows[r * s] & SAVED == 0 {
+            // save_row's work, on the slot already at hand.
+            let row = &mut ks.rows[r * s..(r + 1) * s];
+            let u = &mut self.undo;
+            let pre = (u.words.len() / s.max(1)) as u32;
+            u.words.extend_from_slice(row);
+            u.exts
+                .extend_from_slice(&ks.ext[nv + r * nv..nv + (r + 1) * nv]);
+            u.rows.push(RowUndo {
+                k,
+                start: start_of(kind, row),
+                pre,
+            });
+            row[0] |= SAVED;
+        }
         if dirty {
             ks.rows[r * s + rw] |= DIRTY;
             self.st.dirty.insert(k);
         }
         let row = &mut ks.rows[r * s + hdr..(r + 1) * s];
-        let nv = self.nvar;
         for (j, (a, &(x, y, p))) in self.aggs.iter().zip(&self.nums).enumerate() {
             if a.kind.has_ext() {
                 let e = &mut ks.ext[nv + r * nv + a.ext];
@@ -1817,6 +1918,88 @@ impl WindowOp {
             return;
         };
         self.results += 1;
+        if let Some(direct) = &self.out.direct {
+            let mut arena = std::mem::take(&mut self.arena);
+            // The key values joined by `:` (a NULL key is empty), and where
+            // each non-NULL one is in it: its field is a slice of the key.
+            let mut joined = std::mem::take(&mut self.joined);
+            joined.clear();
+            let kpos = &mut self.kpos;
+            kpos.clear();
+            let mut kb: &[u8] = &ks.key;
+            for i in 0..self.keys.len() {
+                if i > 0 {
+                    joined.push(b':');
+                }
+                let Some((&tag, rest)) = kb.split_first() else {
+                    break;
+                };
+                kb = rest;
+                if tag == 1 && kb.len() >= 4 {
+                    let n = u32::from_le_bytes([kb[0], kb[1], kb[2], kb[3]]) as usize;
+                    let v = &kb[4..4 + n.min(kb.len() - 4)];
+                    kb = &kb[4 + v.len()..];
+                    kpos.resize(i, None);
+                    kpos.push(Some((joined.len(), joined.len() + v.len())));
+                    joined.extend_from_slice(v);
+                }
+            }
+            kpos.resize(self.keys.len(), None);
+            let key = arena_put(&mut arena, &joined);
+            self.joined = joined;
+            let mut digits = [0u8; 20];
+            let mut outf = Vec::with_capacity(direct.len() + usize::from(rev.is_some()));
+            for (name, src) in direct {
+                let v = match *src {
+                    OutSrc::Key(i) => match kpos.get(i).copied().flatten() {
+                        Some((a, b)) => key.slice(a..b),
+                        None => continue,
+                    },
+                    OutSrc::Start | OutSrc::End => match window {
+                        Some((s, e)) => {
+                            let t = if *src == OutSrc::Start { s } else { e };
+                            arena_put(&mut arena, crate::value::int_digits(t, &mut digits))
+                        }
+                        None => continue,
+                    },
+                    OutSrc::Agg(j) => {
+                        let Some(a) = self.aggs.get(j) else {
+                            continue;
+                        };
+                        let v = if a.kind.has_ext() {
+                            let carry = match (a.kind, window) {
+                                (agg::AggKind::Twap, Some((ws, _))) => {
+                                    carry_in(ks.ext, self.nvar, a.ext, ws)
+                                }
+                                _ => None,
+                            };
+                            a.ext_result(&ext[a.ext], window, carry)
+                        } else {
+                            a.result(words)
+                        };
+                        arena_reserve(&mut arena, 32);
+                        if !write_value(&v, &mut arena) {
+                            continue;
+                        }
+                        arena.split().freeze()
+                    }
+                };
+                outf.push((name.clone(), v));
+            }
+            if let Some(r) = rev {
+                outf.push((
+                    Bytes::from_static(b"_rev"),
+                    arena_put(&mut arena, crate::value::int_digits(r.into(), &mut digits)),
+                ));
+            }
+            out.push(Record {
+                source_id: id,
+                fields: outf,
+                key: Some(key),
+            });
+            self.arena = arena;
+            return;
+        }
         if self.cols.is_empty() {
             self.cols = (0..self.keys.len())
                 .map(key_col)
@@ -1948,6 +2131,24 @@ impl WindowOp {
             key: None,
         });
     }
+}
+
+/// Makes room for `n` more bytes in a result arena, starting a new chunk
+/// when the current one is full (the values split off the old chunk keep
+/// it alive until they are dropped).
+#[inline]
+fn arena_reserve(arena: &mut BytesMut, n: usize) {
+    if arena.capacity() - arena.len() < n {
+        *arena = BytesMut::with_capacity(n.max(64 << 10));
+    }
+}
+
+/// `v` copied into the arena, as its own `Bytes`.
+#[inline]
+fn arena_put(arena: &mut BytesMut, v: &[u8]) -> Bytes {
+    arena_reserve(arena, v.len());
+    arena.extend_from_slice(v);
+    arena.split().freeze()
 }
 
 /// twap's carried price for a window starting at `ws`: the key's latest
@@ -2421,10 +2622,42 @@ impl WindowOp {
                 }
             }
         }
-        let mut changed: Vec<(u32, i64)> = u.rows.iter().map(|r| (r.k, r.start)).collect();
-        changed.sort_unstable();
-        changed.dedup();
-        let dropped: std::collections::HashSet<u32> = u.dropped.iter().copied().collect();
+        // The changed rows' starts grouped by key in `u.keys` order (a
+        // counting sort on each key's index there), those of key number
+        // `n` at `changed[first[n]..first[n + 1]]`, sorted below.
+        let ord_of = |k: u32| -> Option<usize> {
+            let i = k as usize;
+            (u.stamp.get(i) == Some(&u.epoch))
+                .then(|| u.ord.get(i).map(|&o| o as usize))
+                .flatten()
+                .filter(|&o| o < u.keys.len())
+        };
+        let mut first = vec![0usize; u.keys.len() + 1];
+        for r in &u.rows {
+            if let Some(o) = ord_of(r.k) {
+                first[o + 1] += 1;
+            }
+        }
+        for n in 1..first.len() {
+            first[n] += first[n - 1];
+        }
+        let mut changed = vec![0i64; first[u.keys.len()]];
+        {
+            let mut at = first.clone();
+            for r in &u.rows {
+                if let Some(o) = ord_of(r.k) {
+                    changed[at[o]] = r.start;
+                    at[o] += 1;
+                }
+            }
+        }
+        // Which of `u.keys` were dropped during the epoch, by index there.
+        let mut dropped = vec![false; u.keys.len()];
+        for &k in &u.dropped {
+            if let Some(o) = ord_of(k) {
+                dropped[o] = true;
+            }
+        }
         let put_key = |v: &mut Vec<u8>, key: &[u8], change: u8| {
             v.extend_from_slice(&(key.len() as u32).to_le_bytes());
             v.extend_from_slice(key);
@@ -2433,20 +2666,29 @@ impl WindowOp {
         let n_at = v.len();
         v.extend_from_slice(&0u32.to_le_bytes());
         let mut n = 0u32;
-        for (k, pre) in &u.keys {
+        for (kn, (k, pre)) in u.keys.iter().enumerate() {
             match (self.st.keys.get(*k), pre) {
                 (Some(ks), PreImage::Rows(carried)) => {
-                    let lo = changed.partition_point(|&(kk, _)| kk < *k);
-                    let hi = changed.partition_point(|&(kk, _)| kk <= *k);
+                    let (lo, hi) = (first[kn], first[kn + 1]);
                     if lo == hi && carried[..] == ks.ext[..nv] {
                         continue;
+                    }
+                    // Its starts in order, each once (a few per key).
+                    let starts = &mut changed[lo..hi];
+                    starts.sort_unstable();
+                    let mut m = 0;
+                    for i in 0..starts.len() {
+                        if i == 0 || starts[i] != starts[m - 1] {
+                            starts[m] = starts[i];
+                            m += 1;
+                        }
                     }
                     put_key(&mut v, &ks.key, 2);
                     for e in &ks.ext[..nv] {
                         e.encode(&mut v);
                     }
-                    v.extend_from_slice(&((hi - lo) as u32).to_le_bytes());
-                    for &(_, start) in &changed[lo..hi] {
+                    v.extend_from_slice(&(m as u32).to_le_bytes());
+                    for &start in &changed[lo..lo + m] {
                         v.extend_from_slice(&start.to_le_bytes());
                         match find_row(kind, ks.rows, s, start) {
                             Ok(i) => {
@@ -2465,8 +2707,8 @@ impl WindowOp {
                     put_rows(&mut v, ks.rows, ks.ext, kind, s);
                 }
                 (None, PreImage::Whole(ks)) => put_key(&mut v, &ks.key, 0),
-                (None, PreImage::Rows(_)) => match self.st.keys.retired(*k, 0) {
-                    Some(ks) if dropped.contains(k) => put_key(&mut v, &ks.key, 0),
+                (None, PreImage::Rows(_)) => match self.st.keys.retired_key(*k) {
+                    Some(key) if dropped[kn] => put_key(&mut v, &key, 0),
                     _ => continue,
                 },
                 (None, PreImage::Absent) => continue,
@@ -2812,6 +3054,10 @@ fn find_row(kind: WindowKind, rows: &[u64], s: usize, start: i64) -> Result<usiz
             return Err(hi);
         }
         hi -= 1;
+        // Rows dropped by the watermark are the oldest.
+        if start < start_of(kind, rows) {
+            return Err(0);
+        }
     }
     while lo < hi {
         let mid = (lo + hi) / 2;

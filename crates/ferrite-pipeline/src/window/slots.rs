@@ -347,6 +347,12 @@ impl Slots {
         }
     }
 
+    /// Whether slot `k` holds a key.
+    #[inline]
+    pub fn has(&self, k: u32) -> bool {
+        self.slot(k).is_some()
+    }
+
     pub fn get(&self, k: u32) -> Option<KeyRef<'_>> {
         let w = self.slot(k)?;
         let area = &w[KEY_WORDS..];
@@ -469,6 +475,17 @@ impl Slots {
             *m.ext = ExtSlots::default();
             *m.rows.meta &= !LIVE;
         }
+    }
+
+    /// Retired key `k`'s bytes.
+    pub fn retired_key(&self, k: u32) -> Option<KeyBytes<'_>> {
+        let k = k as usize;
+        if k >= self.len {
+            return None;
+        }
+        let at = (k % SLOT_CHUNK) * self.words;
+        let w = &self.chunks[k / SLOT_CHUNK][at..at + self.words];
+        (w[0] & LIVE == 0 && w[0] != 0).then(|| self.key_of(w))
     }
 
     /// Retired key `k` as an owned state: its bytes, no rows, `nvar` empty
