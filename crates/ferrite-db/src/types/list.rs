@@ -35,6 +35,7 @@ use super::codec::{get_varint, put_varint, take};
 use crate::args::parse_i64;
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// A chunk's size limit (Redis's `list-max-listpack-size -2`).
 pub const CHUNK_BYTES: usize = 8 * 1024;
@@ -317,17 +318,24 @@ impl Chunk {
         self.buf.len() + extra <= CHUNK_BYTES
     }
 
+    /// Its `Arc` allocation (the counts and the chunk) and its buffer.
     fn bytes(&self) -> usize {
-        self.buf.capacity() + MALLOC_OVERHEAD
+        16 + std::mem::size_of::<Chunk>() + MALLOC_OVERHEAD + self.buf.capacity() + MALLOC_OVERHEAD
     }
 }
 
 /// What the allocator spends per allocation beyond the bytes asked for.
 const MALLOC_OVERHEAD: usize = 16;
 
+/// Shared copy on write at two levels with a checkpoint that is encoding
+/// it ([`List::share`]): the chunk list and each chunk are behind an `Arc`,
+/// and every write goes through `Arc::make_mut` ([`List::chunks_mut`],
+/// [`List::end_mut`], [`List::chunk_mut`]). A write while a snapshot holds
+/// the list copies the chunk list (one pointer per chunk) and only the
+/// chunks it changes (at most 8 KiB each), not the whole list.
 #[derive(Debug, Clone, Default)]
 pub struct List {
-    chunks: VecDeque<Chunk>,
+    chunks: Arc<VecDeque<Arc<Chunk>>>,
     len: usize,
 }
 
@@ -345,38 +353,69 @@ impl List {
         "quicklist"
     }
 
+    /// The chunk list, to change: copied first if a snapshot shares it
+    /// (its chunks stay shared until written through [`Arc::make_mut`]).
+    fn chunks_mut(&mut self) -> &mut VecDeque<Arc<Chunk>> {
+        Arc::make_mut(&mut self.chunks)
+    }
+
+    /// Chunk `ci` (< number of chunks), to change: copied first if shared.
+    fn chunk_mut(&mut self, ci: usize) -> &mut Chunk {
+        Arc::make_mut(&mut self.chunks_mut()[ci])
+    }
+
+    fn end(&self, end: End) -> Option<&Chunk> {
+        match end {
+            End::Left => self.chunks.front(),
+            End::Right => self.chunks.back(),
+        }
+        .map(|c| &**c)
+    }
+
+    /// The chunk at `end`, to change: copied first if shared.
+    fn end_mut(&mut self, end: End) -> Option<&mut Chunk> {
+        let chunks = self.chunks_mut();
+        let c = match end {
+            End::Left => chunks.front_mut()?,
+            End::Right => chunks.back_mut()?,
+        };
+        Some(Arc::make_mut(c))
+    }
+
     pub fn push(&mut self, end: End, v: &[u8]) {
         let size = entry_size(v);
         self.len += 1;
+        let fits = self.end(end).is_some_and(|c| c.fits(size));
+        if fits {
+            if let Some(c) = self.end_mut(end) {
+                match end {
+                    End::Right => c.push_back(v),
+                    End::Left => c.insert_at(0, v),
+                }
+            }
+            return;
+        }
+        // The full end chunk gives back its slack (a shared one was
+        // copied at its length already: no copy for this).
+        if self
+            .end(end)
+            .is_some_and(|c| c.buf.capacity() > c.buf.len())
+        {
+            if let Some(c) = self.end_mut(end) {
+                c.buf.shrink_to_fit();
+            }
+        }
+        let chunks = self.chunks_mut();
+        chunks.reserve_exact(1);
+        let c = Arc::new(Chunk::with_entry(v));
         match end {
-            End::Right => match self.chunks.back_mut() {
-                Some(c) if c.fits(size) => c.push_back(v),
-                _ => {
-                    if let Some(c) = self.chunks.back_mut() {
-                        c.buf.shrink_to_fit();
-                    }
-                    self.chunks.reserve_exact(1);
-                    self.chunks.push_back(Chunk::with_entry(v));
-                }
-            },
-            End::Left => match self.chunks.front_mut() {
-                Some(c) if c.fits(size) => c.insert_at(0, v),
-                _ => {
-                    if let Some(c) = self.chunks.front_mut() {
-                        c.buf.shrink_to_fit();
-                    }
-                    self.chunks.reserve_exact(1);
-                    self.chunks.push_front(Chunk::with_entry(v));
-                }
-            },
+            End::Right => chunks.push_back(c),
+            End::Left => chunks.push_front(c),
         }
     }
 
     pub fn pop(&mut self, end: End) -> Option<Bytes> {
-        let c = match end {
-            End::Left => self.chunks.front_mut()?,
-            End::Right => self.chunks.back_mut()?,
-        };
+        let c = self.end_mut(end)?;
         let v = match end {
             End::Left => {
                 let next = entry_at(&c.buf, 0).1;
@@ -390,9 +429,10 @@ impl List {
         let emptied = c.count == 0;
         self.len -= 1;
         if emptied {
+            let chunks = self.chunks_mut();
             match end {
-                End::Left => self.chunks.pop_front(),
-                End::Right => self.chunks.pop_back(),
+                End::Left => chunks.pop_front(),
+                End::Right => chunks.pop_back(),
             };
         }
         Some(v)
@@ -458,7 +498,7 @@ impl List {
             return;
         }
         let (ci, j) = self.locate(i);
-        let c = &mut self.chunks[ci];
+        let c = self.chunk_mut(ci);
         let (start, end) = c.span(j);
         let mut e = Vec::with_capacity(entry_size(v));
         put_entry(&mut e, v);
@@ -531,19 +571,20 @@ impl List {
     fn drop_end(&mut self, end: End, mut n: usize) {
         self.len -= n;
         while n > 0 {
-            let c = match end {
-                End::Left => self.chunks.front_mut(),
-                End::Right => self.chunks.back_mut(),
+            let Some(count) = self.end(end).map(|c| c.count) else {
+                return;
             };
-            let Some(c) = c else { return };
-            if c.count <= n {
-                n -= c.count;
+            // A chunk dropped whole is not copied first.
+            if count <= n {
+                n -= count;
+                let chunks = self.chunks_mut();
                 match end {
-                    End::Left => self.chunks.pop_front(),
-                    End::Right => self.chunks.pop_back(),
+                    End::Left => chunks.pop_front(),
+                    End::Right => chunks.pop_back(),
                 };
                 continue;
             }
+            let Some(c) = self.end_mut(end) else { return };
             match end {
                 End::Left => {
                     let cut = c.span(n - 1).1;
@@ -565,7 +606,8 @@ impl List {
         let before = self.len;
         match keep {
             None => {
-                self.chunks.clear();
+                // Drops this list's reference: a snapshot keeps its own.
+                self.chunks = Arc::default();
                 self.len = 0;
             }
             Some((start, stop)) => {
@@ -596,8 +638,8 @@ impl List {
             if left == 0 {
                 break;
             }
-            let c = &mut self.chunks[ci];
-            let mut spans: Vec<(usize, usize)> = c
+            // Only a chunk with a match is changed (and copied if shared).
+            let mut spans: Vec<(usize, usize)> = self.chunks[ci]
                 .iter()
                 .filter(|(_, e, _)| e.matches(&probe))
                 .map(|(s, _, e)| (s, e))
@@ -612,6 +654,7 @@ impl List {
                     spans.drain(..spans.len() - left);
                 }
             }
+            let c = self.chunk_mut(ci);
             let mut kept = Vec::with_capacity(c.buf.len());
             let mut at = 0;
             for &(s, e) in &spans {
@@ -627,7 +670,7 @@ impl List {
         }
         if removed > 0 {
             self.len -= removed;
-            self.chunks.retain(|c| c.count > 0);
+            self.chunks_mut().retain(|c| c.count > 0);
             self.merge_all();
         }
         removed
@@ -644,7 +687,7 @@ impl List {
         let Some((ci, at)) = found else {
             return false;
         };
-        self.chunks[ci].insert_at(at, v);
+        self.chunk_mut(ci).insert_at(at, v);
         self.len += 1;
         self.split(ci);
         true
@@ -671,9 +714,10 @@ impl List {
         }
         cur.buf.shrink_to_fit();
         out.push(cur);
-        self.chunks.remove(ci);
+        let chunks = self.chunks_mut();
+        chunks.remove(ci);
         for (k, piece) in out.into_iter().enumerate() {
-            self.chunks.insert(ci + k, piece);
+            chunks.insert(ci + k, Arc::new(piece));
         }
     }
 
@@ -682,8 +726,9 @@ impl List {
         let mut ci = 0;
         while ci + 1 < self.chunks.len() {
             if self.chunks[ci].fits(self.chunks[ci + 1].buf.len()) {
-                if let Some(next) = self.chunks.remove(ci + 1) {
-                    let c = &mut self.chunks[ci];
+                let chunks = self.chunks_mut();
+                if let Some(next) = chunks.remove(ci + 1) {
+                    let c = Arc::make_mut(&mut chunks[ci]);
                     c.buf.extend_from_slice(&next.buf);
                     c.buf.shrink_to_fit();
                     c.count += next.count;
@@ -697,12 +742,24 @@ impl List {
     /// The bytes the list holds, allocator overhead included (MEMORY
     /// USAGE, INFO memory).
     pub fn memory_usage(&self) -> usize {
-        let chunks: usize = self.chunks.iter().map(Chunk::bytes).sum();
+        let chunks: usize = self.chunks.iter().map(|c| c.bytes()).sum();
         std::mem::size_of::<List>()
             + MALLOC_OVERHEAD
-            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+            // The chunk list's `Arc` allocation, then its buffer.
+            + 16
+            + std::mem::size_of::<VecDeque<Arc<Chunk>>>()
+            + MALLOC_OVERHEAD
+            + self.chunks.capacity() * std::mem::size_of::<Arc<Chunk>>()
             + MALLOC_OVERHEAD
             + chunks
+    }
+
+    /// For a checkpoint: a list sharing this one's chunks (no copy; a later
+    /// write to this list copies what it changes first), to
+    /// [`List::encode`] off the store lock. `None` for a list of one chunk
+    /// (at most 8 KiB but for one big element: encode it in place).
+    pub fn share(&self) -> Option<List> {
+        (self.chunks.len() > 1).then(|| self.clone())
     }
 
     /// Append the snapshot form (see the module doc).
@@ -760,11 +817,90 @@ mod tests {
         l.iter().map(Elem::to_bytes).collect()
     }
 
+    /// Every write to a list a snapshot shares leaves the shared copy as it
+    /// was, copies only the chunks it changes, and leaves the list right.
+    #[test]
+    fn a_shared_list_is_copied_on_write_chunk_by_chunk() {
+        type Op = fn(&mut List, &mut VecDeque<Bytes>);
+        let ops: Vec<(&str, Op)> = vec![
+            ("push right", |l, m| {
+                l.push(End::Right, b"r");
+                m.push_back(Bytes::from("r"));
+            }),
+            ("push left", |l, m| {
+                l.push(End::Left, b"-7");
+                m.push_front(Bytes::from("-7"));
+            }),
+            ("pop", |l, m| {
+                assert_eq!(l.pop(End::Left), m.pop_front());
+                assert_eq!(l.pop(End::Right), m.pop_back());
+            }),
+            ("set", |l, m| {
+                let v = Bytes::from(vec![b'v'; 3000]);
+                l.set(1500, &v);
+                m[1500] = v;
+            }),
+            ("insert", |l, m| {
+                assert!(l.insert(b"e700", b"new", true));
+                m.insert(701, Bytes::from("new"));
+            }),
+            ("remove", |l, m| {
+                assert_eq!(l.remove(b"e10", 0), 1);
+                m.remove(10);
+            }),
+            ("trim", |l, m| {
+                let keep = l.clamp_range(100, -100);
+                l.trim(keep);
+                m.drain(..100);
+                m.drain(m.len() - 99..);
+            }),
+            ("trim all", |l, m| {
+                l.trim(None);
+                m.clear();
+            }),
+        ];
+        for (name, op) in ops {
+            let mut model: VecDeque<Bytes> =
+                (0..3000).map(|i| Bytes::from(format!("e{i}"))).collect();
+            let mut l = List::default();
+            for v in &model {
+                l.push(End::Right, v);
+            }
+            let shared = l.share().unwrap_or_else(|| panic!("{name}: not shared"));
+            let mut before = Vec::new();
+            shared.encode(&mut before);
+            op(&mut l, &mut model);
+            let mut after = Vec::new();
+            shared.encode(&mut after);
+            assert!(before == after, "{name}: the write reached the shared list");
+            check(&l, &model);
+            check(
+                &shared,
+                &(0..3000).map(|i| Bytes::from(format!("e{i}"))).collect(),
+            );
+            // Chunks the write did not change are still shared.
+            if name != "trim all" {
+                let same = l
+                    .chunks
+                    .iter()
+                    .filter(|c| shared.chunks.iter().any(|d| Arc::ptr_eq(c, d)))
+                    .count();
+                assert!(same + 3 >= shared.chunks.len(), "{name}: {same} shared");
+            }
+        }
+        // Not shared: writes in place (no copy of the chunk list).
+        let mut l = list(&["a", "b"]);
+        let at = Arc::as_ptr(&l.chunks);
+        l.push(End::Right, b"c");
+        assert_eq!(Arc::as_ptr(&l.chunks), at);
+        assert!(l.share().is_none(), "one chunk: encoded in place");
+    }
+
     /// The invariants of the module doc.
     fn check(l: &List, model: &VecDeque<Bytes>) {
         assert_eq!(l.len(), model.len());
         assert_eq!(l.chunks.iter().map(|c| c.count).sum::<usize>(), l.len);
-        for c in &l.chunks {
+        for c in l.chunks.iter() {
             assert!(c.count > 0, "empty chunk");
             assert!(
                 c.count == 1 || c.buf.len() <= CHUNK_BYTES,
