@@ -840,65 +840,31 @@ fn snapshot_lock_hold_with_one_fast_stream() {
 }
 
 /// Measurement, not a check (`-- --ignored --nocapture`): the lock hold of
-/// a checkpoint whose keyspace holds one large hash (every non-stream
-/// value is encoded whole under the store lock at every checkpoint).
+/// a checkpoint whose keyspace holds one hash of 1M fields.
 #[test]
 #[ignore]
 fn snapshot_lock_hold_with_a_large_hash() {
-    let dir = temp_dir("lock-hold-hash");
-    let shared = open(&dir, "100");
-    let mut s = Session::attach(shared.clone());
-    call(
-        &mut s,
-        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
+    lock_hold_with_one_value(
+        "lock-hold-hash",
+        "1M-field hash",
+        &|s, batch| {
+            fill_batch(s, "HSET", "k", |i| {
+                vec![format!("field:{batch}:{i}"), format!("value:{i}")]
+            })
+        },
+        &|n| vec!["HSET".into(), "k".into(), format!("new {n}"), "v".into()],
     );
-    let p = shared
-        .persist
-        .get()
-        .cloned()
-        .unwrap_or_else(|| panic!("no log"));
-    for batch in 0..1000 {
-        let mut args = vec!["HSET".to_string(), "h".to_string()];
-        for i in 0..1000 {
-            args.push(format!("field:{batch}:{i}"));
-            args.push(format!("value:{i}"));
-        }
-        let refs: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
-        call(&mut s, &refs);
-    }
-    for round in 0..3 {
-        let cpu0 = on_cpu_ns();
-        let snap = {
-            let mut store = shared.store.lock();
-            let cfg = shared.config.read();
-            p.begin_checkpoint(&shared, &mut store, &cfg)
-        };
-        let cpu = on_cpu_ns().saturating_sub(cpu0) / 1000;
-        let (covered, mut body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
-        body.assemble();
-        let len = body.body.len();
-        p.finish_checkpoint(covered, body, None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        println!(
-            "round {round}: 1M-field hash, body {len} bytes, lock held {} us ({cpu} us on CPU)",
-            p.checkpoint_stats().lock_us_last
-        );
-    }
-    drop(s);
-    drop(p);
-    drop(shared);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The lock hold of `rounds` checkpoints of a keyspace that `fill` made
-/// (one large value), printed with the body's size; between rounds,
-/// `write` changes the value (once before the body is assembled, so the
-/// write pays the copy on write).
+/// The lock hold of three checkpoints of a keyspace that `fill` made (one
+/// large value), printed with the body's size and the time `assemble`
+/// takes (off the lock); each round `write` changes the value once before
+/// the body is assembled (paying the copy on write) and once after.
 fn lock_hold_with_one_value(
     tag: &str,
     what: &str,
     fill: &dyn Fn(&mut Session, usize),
-    write: &[&str],
+    write: &dyn Fn(usize) -> Vec<String>,
 ) {
     let dir = temp_dir(tag);
     let shared = open(&dir, "100");
@@ -924,18 +890,24 @@ fn lock_hold_with_one_value(
         };
         let cpu = on_cpu_ns().saturating_sub(cpu0) / 1000;
         let (covered, mut body) = snap.unwrap_or_else(|| panic!("checkpoint running"));
+        let w = write(2 * round);
+        let w: Vec<&str> = w.iter().map(|a| a.as_str()).collect();
         let t = std::time::Instant::now();
-        call(&mut s, write);
+        call(&mut s, &w);
         let first_write = t.elapsed().as_micros();
+        let t = std::time::Instant::now();
         body.assemble();
+        let assembled = t.elapsed().as_micros();
         let len = body.body.len();
         p.finish_checkpoint(covered, body, None)
             .unwrap_or_else(|e| panic!("{e}"));
+        let w2 = write(2 * round + 1);
+        let w2: Vec<&str> = w2.iter().map(|a| a.as_str()).collect();
         let t = std::time::Instant::now();
-        call(&mut s, write);
+        call(&mut s, &w2);
         let next_write = t.elapsed().as_micros();
         println!(
-            "round {round}: {what}, body {len} bytes, lock held {} us ({cpu} us on CPU); {write:?} while the snapshot holds it {first_write} us, after {next_write} us",
+            "round {round}: {what}, body {len} bytes, lock held {} us ({cpu} us on CPU), assembled in {assembled} us; {w:?} while the snapshot holds it {first_write} us, {w2:?} after {next_write} us",
             p.checkpoint_stats().lock_us_last
         );
     }
@@ -963,7 +935,7 @@ fn snapshot_lock_hold_with_a_large_set() {
         "lock-hold-set",
         "1M-member set",
         &|s, batch| fill_batch(s, "SADD", "k", |i| vec![format!("member:{batch}:{i}")]),
-        &["SADD", "k", "one more"],
+        &|n| vec!["SADD".into(), "k".into(), format!("new {n}")],
     );
 }
 
@@ -983,7 +955,14 @@ fn snapshot_lock_hold_with_a_large_zset() {
                 ]
             })
         },
-        &["ZINCRBY", "k", "1", "member:0:0"],
+        &|n| {
+            vec![
+                "ZINCRBY".into(),
+                "k".into(),
+                "1".into(),
+                format!("member:0:{n}"),
+            ]
+        },
     );
 }
 
@@ -996,6 +975,6 @@ fn snapshot_lock_hold_with_a_large_list() {
         "lock-hold-list",
         "1M-element list",
         &|s, batch| fill_batch(s, "RPUSH", "k", |i| vec![format!("element:{batch}:{i}")]),
-        &["RPUSH", "k", "one more"],
+        &|n| vec!["RPUSH".into(), "k".into(), format!("new {n}")],
     );
 }
