@@ -318,24 +318,178 @@ impl Chunk {
         self.buf.len() + extra <= CHUNK_BYTES
     }
 
-    /// Its `Arc` allocation (the counts and the chunk) and its buffer.
     fn bytes(&self) -> usize {
-        16 + std::mem::size_of::<Chunk>() + MALLOC_OVERHEAD + self.buf.capacity() + MALLOC_OVERHEAD
+        self.buf.capacity() + MALLOC_OVERHEAD
+    }
+}
+
+/// A list's chunks. At most one is held inline (a small list pays for no
+/// sharing: [`List::share`] encodes it in place). More are shared copy on
+/// write at two levels with a checkpoint that is encoding them: the chunk
+/// list and each chunk are behind an `Arc`, and every write goes through
+/// `Arc::make_mut` ([`Chunks::get_mut`], [`Chunks::deque`]). A write while
+/// a snapshot holds the list copies the chunk list (one pointer per chunk)
+/// and only the chunks it changes (at most 8 KiB each), not the whole list.
+#[derive(Debug, Clone, Default)]
+enum Chunks {
+    #[default]
+    Empty,
+    One(Chunk),
+    Many(Arc<VecDeque<Arc<Chunk>>>),
+}
+
+impl Chunks {
+    fn len(&self) -> usize {
+        match self {
+            Chunks::Empty => 0,
+            Chunks::One(_) => 1,
+            Chunks::Many(d) => d.len(),
+        }
+    }
+
+    fn get(&self, ci: usize) -> Option<&Chunk> {
+        match self {
+            Chunks::Empty => None,
+            Chunks::One(c) => (ci == 0).then_some(c),
+            Chunks::Many(d) => d.get(ci).map(|c| &**c),
+        }
+    }
+
+    fn front(&self) -> Option<&Chunk> {
+        self.get(0)
+    }
+
+    fn back(&self) -> Option<&Chunk> {
+        self.get(self.len().checked_sub(1)?)
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &Chunk> + ExactSizeIterator + '_ {
+        (0..self.len()).map(move |ci| &self[ci])
+    }
+
+    /// Chunk `ci`, to change: copied first (and the chunk list) if shared.
+    fn get_mut(&mut self, ci: usize) -> Option<&mut Chunk> {
+        match self {
+            Chunks::Empty => None,
+            Chunks::One(c) => (ci == 0).then_some(c),
+            Chunks::Many(d) => Arc::make_mut(d).get_mut(ci).map(Arc::make_mut),
+        }
+    }
+
+    /// The chunk list, to change its shape: copied first if shared (its
+    /// chunks stay shared until written through [`Chunks::get_mut`]). An
+    /// inline chunk moves into it.
+    fn deque(&mut self) -> &mut VecDeque<Arc<Chunk>> {
+        if !matches!(self, Chunks::Many(_)) {
+            let mut d = VecDeque::with_capacity(2);
+            if let Chunks::One(c) = std::mem::take(self) {
+                d.push_back(Arc::new(c));
+            }
+            *self = Chunks::Many(Arc::new(d));
+        }
+        match self {
+            Chunks::Many(d) => Arc::make_mut(d),
+            // Made `Many` just above.
+            Chunks::Empty | Chunks::One(_) => unreachable!("chunks not a deque"),
+        }
+    }
+
+    fn push(&mut self, end: End, c: Chunk) {
+        if let Chunks::Empty = self {
+            *self = Chunks::One(c);
+            return;
+        }
+        let d = self.deque();
+        d.reserve_exact(1);
+        match end {
+            End::Left => d.push_front(Arc::new(c)),
+            End::Right => d.push_back(Arc::new(c)),
+        }
+    }
+
+    /// Drop the chunk at `end` (not copied first).
+    fn pop(&mut self, end: End) {
+        if let Chunks::One(_) = self {
+            *self = Chunks::Empty;
+            return;
+        }
+        if let Chunks::Many(_) = self {
+            let d = self.deque();
+            match end {
+                End::Left => d.pop_front(),
+                End::Right => d.pop_back(),
+            };
+        }
+    }
+
+    /// Remove chunk `ci` and return it (a copy if a snapshot shares it).
+    fn remove(&mut self, ci: usize) -> Option<Chunk> {
+        match self {
+            Chunks::Empty => None,
+            Chunks::One(_) if ci > 0 => None,
+            Chunks::One(_) => match std::mem::take(self) {
+                Chunks::One(c) => Some(c),
+                _ => None,
+            },
+            Chunks::Many(_) => self.deque().remove(ci).map(Arc::unwrap_or_clone),
+        }
+    }
+
+    fn insert(&mut self, ci: usize, c: Chunk) {
+        if ci == 0 && matches!(self, Chunks::Empty) {
+            *self = Chunks::One(c);
+        } else {
+            self.deque().insert(ci, Arc::new(c));
+        }
+    }
+
+    /// Drop the empty chunks (those not dropped are not copied).
+    fn drop_empty(&mut self) {
+        if self.iter().all(|c| c.count > 0) {
+            return;
+        }
+        match self {
+            Chunks::One(_) => *self = Chunks::Empty,
+            _ => self.deque().retain(|c| c.count > 0),
+        }
+    }
+
+    /// The allocations beyond the chunks' buffers: for shared chunks the
+    /// chunk list's `Arc` (counts and header), its buffer and each chunk's
+    /// `Arc` (counts and the chunk).
+    fn overhead(&self) -> usize {
+        match self {
+            Chunks::Empty | Chunks::One(_) => 0,
+            Chunks::Many(d) => {
+                16 + std::mem::size_of::<VecDeque<Arc<Chunk>>>()
+                    + MALLOC_OVERHEAD
+                    + d.capacity() * std::mem::size_of::<Arc<Chunk>>()
+                    + MALLOC_OVERHEAD
+                    + d.len() * (16 + std::mem::size_of::<Chunk>() + MALLOC_OVERHEAD)
+            }
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Chunks {
+    type Output = Chunk;
+
+    fn index(&self, ci: usize) -> &Chunk {
+        match self.get(ci) {
+            Some(c) => c,
+            None => panic!("chunk {ci} of {}", self.len()),
+        }
     }
 }
 
 /// What the allocator spends per allocation beyond the bytes asked for.
 const MALLOC_OVERHEAD: usize = 16;
 
-/// Shared copy on write at two levels with a checkpoint that is encoding
-/// it ([`List::share`]): the chunk list and each chunk are behind an `Arc`,
-/// and every write goes through `Arc::make_mut` ([`List::chunks_mut`],
-/// [`List::end_mut`], [`List::chunk_mut`]). A write while a snapshot holds
-/// the list copies the chunk list (one pointer per chunk) and only the
-/// chunks it changes (at most 8 KiB each), not the whole list.
+/// Shared copy on write with a checkpoint that is encoding it
+/// ([`List::share`]; see [`Chunks`]).
 #[derive(Debug, Clone, Default)]
 pub struct List {
-    chunks: Arc<VecDeque<Arc<Chunk>>>,
+    chunks: Chunks,
     len: usize,
 }
 
@@ -353,33 +507,20 @@ impl List {
         "quicklist"
     }
 
-    /// The chunk list, to change: copied first if a snapshot shares it
-    /// (its chunks stay shared until written through [`Arc::make_mut`]).
-    fn chunks_mut(&mut self) -> &mut VecDeque<Arc<Chunk>> {
-        Arc::make_mut(&mut self.chunks)
-    }
-
-    /// Chunk `ci` (< number of chunks), to change: copied first if shared.
-    fn chunk_mut(&mut self, ci: usize) -> &mut Chunk {
-        Arc::make_mut(&mut self.chunks_mut()[ci])
-    }
-
     fn end(&self, end: End) -> Option<&Chunk> {
         match end {
             End::Left => self.chunks.front(),
             End::Right => self.chunks.back(),
         }
-        .map(|c| &**c)
     }
 
     /// The chunk at `end`, to change: copied first if shared.
     fn end_mut(&mut self, end: End) -> Option<&mut Chunk> {
-        let chunks = self.chunks_mut();
-        let c = match end {
-            End::Left => chunks.front_mut()?,
-            End::Right => chunks.back_mut()?,
+        let ci = match end {
+            End::Left => 0,
+            End::Right => self.chunks.len().checked_sub(1)?,
         };
-        Some(Arc::make_mut(c))
+        self.chunks.get_mut(ci)
     }
 
     pub fn push(&mut self, end: End, v: &[u8]) {
@@ -405,13 +546,7 @@ impl List {
                 c.buf.shrink_to_fit();
             }
         }
-        let chunks = self.chunks_mut();
-        chunks.reserve_exact(1);
-        let c = Arc::new(Chunk::with_entry(v));
-        match end {
-            End::Right => chunks.push_back(c),
-            End::Left => chunks.push_front(c),
-        }
+        self.chunks.push(end, Chunk::with_entry(v));
     }
 
     pub fn pop(&mut self, end: End) -> Option<Bytes> {
@@ -429,11 +564,7 @@ impl List {
         let emptied = c.count == 0;
         self.len -= 1;
         if emptied {
-            let chunks = self.chunks_mut();
-            match end {
-                End::Left => chunks.pop_front(),
-                End::Right => chunks.pop_back(),
-            };
+            self.chunks.pop(end);
         }
         Some(v)
     }
@@ -498,7 +629,9 @@ impl List {
             return;
         }
         let (ci, j) = self.locate(i);
-        let c = self.chunk_mut(ci);
+        let Some(c) = self.chunks.get_mut(ci) else {
+            return;
+        };
         let (start, end) = c.span(j);
         let mut e = Vec::with_capacity(entry_size(v));
         put_entry(&mut e, v);
@@ -577,11 +710,7 @@ impl List {
             // A chunk dropped whole is not copied first.
             if count <= n {
                 n -= count;
-                let chunks = self.chunks_mut();
-                match end {
-                    End::Left => chunks.pop_front(),
-                    End::Right => chunks.pop_back(),
-                };
+                self.chunks.pop(end);
                 continue;
             }
             let Some(c) = self.end_mut(end) else { return };
@@ -607,7 +736,7 @@ impl List {
         match keep {
             None => {
                 // Drops this list's reference: a snapshot keeps its own.
-                self.chunks = Arc::default();
+                self.chunks = Chunks::Empty;
                 self.len = 0;
             }
             Some((start, stop)) => {
@@ -654,7 +783,9 @@ impl List {
                     spans.drain(..spans.len() - left);
                 }
             }
-            let c = self.chunk_mut(ci);
+            let Some(c) = self.chunks.get_mut(ci) else {
+                continue;
+            };
             let mut kept = Vec::with_capacity(c.buf.len());
             let mut at = 0;
             for &(s, e) in &spans {
@@ -670,7 +801,7 @@ impl List {
         }
         if removed > 0 {
             self.len -= removed;
-            self.chunks_mut().retain(|c| c.count > 0);
+            self.chunks.drop_empty();
             self.merge_all();
         }
         removed
@@ -687,7 +818,10 @@ impl List {
         let Some((ci, at)) = found else {
             return false;
         };
-        self.chunk_mut(ci).insert_at(at, v);
+        let Some(c) = self.chunks.get_mut(ci) else {
+            return false;
+        };
+        c.insert_at(at, v);
         self.len += 1;
         self.split(ci);
         true
@@ -714,10 +848,9 @@ impl List {
         }
         cur.buf.shrink_to_fit();
         out.push(cur);
-        let chunks = self.chunks_mut();
-        chunks.remove(ci);
+        self.chunks.remove(ci);
         for (k, piece) in out.into_iter().enumerate() {
-            chunks.insert(ci + k, Arc::new(piece));
+            self.chunks.insert(ci + k, piece);
         }
     }
 
@@ -726,9 +859,8 @@ impl List {
         let mut ci = 0;
         while ci + 1 < self.chunks.len() {
             if self.chunks[ci].fits(self.chunks[ci + 1].buf.len()) {
-                let chunks = self.chunks_mut();
-                if let Some(next) = chunks.remove(ci + 1) {
-                    let c = Arc::make_mut(&mut chunks[ci]);
+                let next = self.chunks.remove(ci + 1);
+                if let (Some(next), Some(c)) = (next, self.chunks.get_mut(ci)) {
                     c.buf.extend_from_slice(&next.buf);
                     c.buf.shrink_to_fit();
                     c.count += next.count;
@@ -743,23 +875,19 @@ impl List {
     /// USAGE, INFO memory).
     pub fn memory_usage(&self) -> usize {
         let chunks: usize = self.chunks.iter().map(|c| c.bytes()).sum();
-        std::mem::size_of::<List>()
-            + MALLOC_OVERHEAD
-            // The chunk list's `Arc` allocation, then its buffer.
-            + 16
-            + std::mem::size_of::<VecDeque<Arc<Chunk>>>()
-            + MALLOC_OVERHEAD
-            + self.chunks.capacity() * std::mem::size_of::<Arc<Chunk>>()
-            + MALLOC_OVERHEAD
-            + chunks
+        std::mem::size_of::<List>() + MALLOC_OVERHEAD + self.chunks.overhead() + chunks
     }
 
     /// For a checkpoint: a list sharing this one's chunks (no copy; a later
     /// write to this list copies what it changes first), to
     /// [`List::encode`] off the store lock. `None` for a list of one chunk
-    /// (at most 8 KiB but for one big element: encode it in place).
+    /// (at most 8 KiB but for one big element: encode it in place; an
+    /// inline chunk is not shared, and cloning it would copy it).
     pub fn share(&self) -> Option<List> {
-        (self.chunks.len() > 1).then(|| self.clone())
+        match &self.chunks {
+            Chunks::Many(d) if d.len() > 1 => Some(self.clone()),
+            _ => None,
+        }
     }
 
     /// Append the snapshot form (see the module doc).
@@ -883,17 +1011,33 @@ mod tests {
                 let same = l
                     .chunks
                     .iter()
-                    .filter(|c| shared.chunks.iter().any(|d| Arc::ptr_eq(c, d)))
+                    .filter(|c| shared.chunks.iter().any(|d| std::ptr::eq(*c, d)))
                     .count();
                 assert!(same + 3 >= shared.chunks.len(), "{name}: {same} shared");
             }
         }
         // Not shared: writes in place (no copy of the chunk list).
         let mut l = list(&["a", "b"]);
-        let at = Arc::as_ptr(&l.chunks);
-        l.push(End::Right, b"c");
-        assert_eq!(Arc::as_ptr(&l.chunks), at);
+        assert!(matches!(l.chunks, Chunks::One(_)), "one chunk: inline");
         assert!(l.share().is_none(), "one chunk: encoded in place");
+        for i in 0..3000 {
+            l.push(End::Right, format!("e{i}").as_bytes());
+        }
+        let deque = |l: &List| match &l.chunks {
+            Chunks::Many(d) => Arc::as_ptr(d),
+            _ => panic!("not shared chunks"),
+        };
+        let (at, first) = (deque(&l), &l.chunks[0] as *const Chunk);
+        l.push(End::Right, b"c");
+        l.set(0, b"z");
+        assert_eq!(deque(&l), at);
+        assert_eq!(&l.chunks[0] as *const Chunk, first);
+        // Back to one chunk, and empty.
+        let keep = l.clamp_range(0, 1);
+        l.trim(keep);
+        assert_eq!(l.len(), 2);
+        assert!(l.pop(End::Left).is_some() && l.pop(End::Left).is_some());
+        assert!(l.is_empty() && l.chunks.len() == 0 && l.pop(End::Right).is_none());
     }
 
     /// The invariants of the module doc.
