@@ -283,15 +283,6 @@ impl Chunk {
         }
     }
 
-    fn with_entry(v: &[u8]) -> Chunk {
-        let mut c = Chunk {
-            buf: Vec::with_capacity(entry_size(v)),
-            count: 0,
-        };
-        c.push_back(v);
-        c
-    }
-
     fn push_back(&mut self, v: &[u8]) {
         self.reserve(entry_size(v));
         put_entry(&mut self.buf, v);
@@ -546,7 +537,15 @@ impl List {
                 c.buf.shrink_to_fit();
             }
         }
-        self.chunks.push(end, Chunk::with_entry(v));
+        // The chunk (for a shared list, its `Arc`) is allocated before its
+        // buffer, so the buffer, allocated last, can grow in place as the
+        // end chunk fills: the other order left a hole behind each chunk
+        // (measured: 18-20 bytes an element of a big list against 11).
+        self.chunks.push(end, Chunk::default());
+        if let Some(c) = self.end_mut(end) {
+            c.buf.reserve_exact(entry_size(v));
+            c.push_back(v);
+        }
     }
 
     pub fn pop(&mut self, end: End) -> Option<Bytes> {
