@@ -527,8 +527,8 @@ impl List {
             }
             return;
         }
-        // The full end chunk gives back its slack (a shared one was
-        // copied at its length already: no copy for this).
+        // The full end chunk gives back its slack (a shared one is copied
+        // for it, into a buffer of its length).
         if self
             .end(end)
             .is_some_and(|c| c.buf.capacity() > c.buf.len())
