@@ -43,7 +43,9 @@ fn check_db(ctx: &Ctx, id: i64) -> Result<usize, CmdError> {
     Ok(id as usize)
 }
 
-/// A deep copy of a value for COPY.
+/// A copy of a value for COPY: strings and streams copied whole; large
+/// hashes, sets, sorted sets and lists shared copy on write (the first
+/// write to either key copies what it changes), small forms copied.
 fn copy_value(cfg: &ferrite_streams::stream::StreamConfig, v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(Bytes::copy_from_slice(s)),

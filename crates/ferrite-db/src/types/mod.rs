@@ -51,17 +51,37 @@ impl Value {
                     None => h.encode(out),
                 }
             }
+            // Large sets, sorted sets and lists as large hashes: shared
+            // copy on write, encoded by `Snapshot::assemble` off the lock.
             Value::Set(v) => {
                 out.push(tag::SET);
-                v.encode(out);
+                match v.share() {
+                    Some(shared) => st.insert(
+                        out.len(),
+                        Insert::Encode(Box::new(move |o| shared.encode(o))),
+                    ),
+                    None => v.encode(out),
+                }
             }
             Value::ZSet(z) => {
                 out.push(tag::ZSET);
-                z.encode(out);
+                match z.share() {
+                    Some(shared) => st.insert(
+                        out.len(),
+                        Insert::Encode(Box::new(move |o| shared.encode(o))),
+                    ),
+                    None => z.encode(out),
+                }
             }
             Value::List(l) => {
                 out.push(tag::LIST);
-                l.encode(out);
+                match l.share() {
+                    Some(shared) => st.insert(
+                        out.len(),
+                        Insert::Encode(Box::new(move |o| shared.encode(o))),
+                    ),
+                    None => l.encode(out),
+                }
             }
         }
     }

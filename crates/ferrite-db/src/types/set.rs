@@ -34,6 +34,7 @@
 use super::codec::{get_varint, put_varint, take};
 use crate::args::parse_i64;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// Redis's `set-max-intset-entries` default.
 pub const MAX_INTSET_ENTRIES: usize = 512;
@@ -238,7 +239,10 @@ impl Listpack {
 pub enum Set {
     Intset(IntSet),
     Listpack(Listpack),
-    Table(Box<Slots<()>>),
+    /// Shared copy on write with a checkpoint that is encoding it
+    /// ([`Set::share`]): every write goes through `Arc::make_mut`, which
+    /// copies the table first while a snapshot holds it.
+    Table(Arc<Slots<()>>),
 }
 
 impl Default for Set {
@@ -266,7 +270,7 @@ impl Set {
         } else if first.len() <= MAX_LISTPACK_VALUE {
             Set::Listpack(Listpack::default())
         } else {
-            Set::Table(Box::default())
+            Set::Table(Arc::default())
         }
     }
 
@@ -333,7 +337,7 @@ impl Set {
                 if t.get(member).is_some() {
                     return false;
                 }
-                t.insert(own(member), ());
+                Arc::make_mut(t).insert(own(member), ());
                 true
             }
             // Converted just above.
@@ -346,7 +350,8 @@ impl Set {
         match self {
             Set::Intset(v) => parse_i64(member).is_some_and(|n| v.remove(n)),
             Set::Listpack(l) => l.remove(member),
-            Set::Table(t) => t.remove(member).is_some(),
+            // A miss does not copy a shared table.
+            Set::Table(t) => t.contains(member) && Arc::make_mut(t).remove(member).is_some(),
         }
     }
 
@@ -360,11 +365,11 @@ impl Set {
             }
             Set::Listpack(l)
         } else {
-            let mut t = Box::<Slots<()>>::default();
+            let mut t = Slots::<()>::default();
             for m in members {
                 t.insert(m, ());
             }
-            Set::Table(t)
+            Set::Table(Arc::new(t))
         };
     }
 
@@ -414,8 +419,19 @@ impl Set {
             Set::Listpack(l) => l.buf.capacity() + MALLOC_OVERHEAD,
             Set::Table(t) => {
                 let data: usize = t.iter().map(|(k, _)| k.len()).sum();
-                std::mem::size_of::<Slots<()>>() + data + t.capacity() * 32 + t.len() * 26
+                // The Arc's counts live beside the table.
+                16 + std::mem::size_of::<Slots<()>>() + data + t.capacity() * 32 + t.len() * 26
             }
+        }
+    }
+
+    /// For a checkpoint: a table shared with this set (no copy; a later
+    /// write to this set copies it first), to [`Set::encode`] off the store
+    /// lock. `None` for an intset or a listpack (small: encode in place).
+    pub fn share(&self) -> Option<Set> {
+        match self {
+            Set::Intset(_) | Set::Listpack(_) => None,
+            Set::Table(t) => Some(Set::Table(Arc::clone(t))),
         }
     }
 
@@ -576,6 +592,33 @@ mod tests {
         let mut seen = Vec::new();
         assert_eq!(s.scan(0, 1, |m| seen.push(m)), 0);
         assert_eq!(seen, vec!["a", "b", "c"]);
+    }
+
+    /// A write to a set a snapshot shares leaves the shared copy as it was;
+    /// a miss does not copy it.
+    #[test]
+    fn a_shared_table_is_copied_on_write() {
+        let mut s = Set::new_for(b"a");
+        for i in 0..300 {
+            s.add(format!("m{i}").as_bytes());
+        }
+        let shared = s.share().unwrap_or_else(|| panic!("not shared"));
+        let mut before = Vec::new();
+        shared.encode(&mut before);
+        let ptr = |s: &Set| match s {
+            Set::Table(t) => Arc::as_ptr(t),
+            _ => panic!("not a table"),
+        };
+        assert!(!s.add(b"m1") && !s.remove(b"absent"));
+        assert_eq!(ptr(&s), ptr(&shared), "a miss copies nothing");
+        assert!(s.add(b"new") && s.remove(b"m2"));
+        assert_ne!(ptr(&s), ptr(&shared));
+        let mut after = Vec::new();
+        shared.encode(&mut after);
+        assert_eq!(before, after);
+        assert_eq!((s.len(), shared.len()), (300, 300));
+        assert!(s.contains(b"new") && !s.contains(b"m2") && shared.contains(b"m2"));
+        assert!(Set::new_for(b"1").share().is_none());
     }
 
     #[test]

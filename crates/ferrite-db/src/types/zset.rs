@@ -25,6 +25,7 @@ use super::set::Slots;
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Redis's `zset-max-listpack-entries` default.
 pub const MAX_LISTPACK_ENTRIES: usize = 128;
@@ -54,10 +55,18 @@ pub enum ZSet {
     /// Sorted by (score, member); at most `zset-max-listpack-entries`
     /// members of at most `zset-max-listpack-value` bytes.
     Listpack(Listpack),
-    Skiplist {
-        scores: Slots<Score>,
-        order: BTreeSet<(Score, Bytes)>,
-    },
+    /// Shared copy on write with a checkpoint that is encoding it
+    /// ([`ZSet::share`]): every write goes through `Arc::make_mut`, which
+    /// copies both halves first while a snapshot holds them.
+    Skiplist(Arc<Skiplist>),
+}
+
+/// A large sorted set: member → score, and the (score, member) order.
+/// Both hold exactly the same members.
+#[derive(Debug, Clone, Default)]
+pub struct Skiplist {
+    scores: Slots<Score>,
+    order: BTreeSet<(Score, Bytes)>,
 }
 
 impl Default for ZSet {
@@ -260,10 +269,7 @@ impl ZSet {
     /// set whose first member is `first`.
     pub fn new_for(first: &[u8]) -> ZSet {
         if first.len() > MAX_LISTPACK_VALUE {
-            ZSet::Skiplist {
-                scores: Slots::default(),
-                order: BTreeSet::new(),
-            }
+            ZSet::Skiplist(Arc::default())
         } else {
             ZSet::Listpack(Listpack::default())
         }
@@ -272,7 +278,7 @@ impl ZSet {
     pub fn len(&self) -> usize {
         match self {
             ZSet::Listpack(v) => v.len,
-            ZSet::Skiplist { scores, .. } => scores.len(),
+            ZSet::Skiplist(z) => z.scores.len(),
         }
     }
 
@@ -284,14 +290,14 @@ impl ZSet {
     pub fn encoding(&self) -> &'static str {
         match self {
             ZSet::Listpack(_) => "listpack",
-            ZSet::Skiplist { .. } => "skiplist",
+            ZSet::Skiplist(_) => "skiplist",
         }
     }
 
     pub fn score(&self, member: &[u8]) -> Option<f64> {
         match self {
             ZSet::Listpack(v) => v.find(member).map(|(_, _, s)| s),
-            ZSet::Skiplist { scores, .. } => scores.get(member).map(|s| s.0),
+            ZSet::Skiplist(z) => z.scores.get(member).map(|s| s.0),
         }
     }
 
@@ -313,7 +319,16 @@ impl ZSet {
             self.convert();
         }
         match self {
-            ZSet::Skiplist { scores, order } => {
+            // The same score, bit for bit, changes nothing: no copy.
+            ZSet::Skiplist(z)
+                if z.scores
+                    .get(member)
+                    .is_some_and(|s| s.0.to_bits() == score.to_bits()) =>
+            {
+                false
+            }
+            ZSet::Skiplist(z) => {
+                let Skiplist { scores, order } = Arc::make_mut(z);
                 let m = own(member);
                 match scores.insert(m.clone(), Score(score)) {
                     Some(old) => {
@@ -341,13 +356,18 @@ impl ZSet {
                 }
                 None => false,
             },
-            ZSet::Skiplist { scores, order } => match scores.remove(member) {
-                Some(s) => {
-                    order.remove(&(s, own(member)));
-                    true
+            // A miss does not copy a shared set.
+            ZSet::Skiplist(z) if !z.scores.contains(member) => false,
+            ZSet::Skiplist(z) => {
+                let Skiplist { scores, order } = Arc::make_mut(z);
+                match scores.remove(member) {
+                    Some(s) => {
+                        order.remove(&(s, own(member)));
+                        true
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
         }
     }
 
@@ -360,7 +380,7 @@ impl ZSet {
                 scores.insert(m.clone(), Score(s));
                 order.insert((Score(s), m));
             }
-            *self = ZSet::Skiplist { scores, order };
+            *self = ZSet::Skiplist(Arc::new(Skiplist { scores, order }));
         }
     }
 
@@ -368,7 +388,7 @@ impl ZSet {
     pub fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = (f64, &[u8])> + '_> {
         match self {
             ZSet::Listpack(v) => Box::new(v.iter()),
-            ZSet::Skiplist { order, .. } => Box::new(order.iter().map(|(s, m)| (s.0, m.as_ref()))),
+            ZSet::Skiplist(z) => Box::new(z.order.iter().map(|(s, m)| (s.0, m.as_ref()))),
         }
     }
 
@@ -376,9 +396,9 @@ impl ZSet {
     pub fn rank(&self, member: &[u8]) -> Option<usize> {
         match self {
             ZSet::Listpack(v) => v.find(member).map(|(i, _, _)| i),
-            ZSet::Skiplist { scores, order } => {
-                let s = *scores.get(member)?;
-                Some(order.range(..(s, own(member))).count())
+            ZSet::Skiplist(z) => {
+                let s = *z.scores.get(member)?;
+                Some(z.order.range(..(s, own(member))).count())
             }
         }
     }
@@ -447,7 +467,10 @@ impl ZSet {
                 v.remove_at(at, m.len());
                 Some((s, m))
             }
-            ZSet::Skiplist { scores, order } => {
+            // An empty set does not copy a shared one.
+            ZSet::Skiplist(z) if z.order.is_empty() => None,
+            ZSet::Skiplist(z) => {
+                let Skiplist { scores, order } = Arc::make_mut(z);
                 let (s, m) = if max {
                     order.pop_last()?
                 } else {
@@ -464,7 +487,7 @@ impl ZSet {
         match self {
             ZSet::Listpack(v) if v.len == 0 => None,
             ZSet::Listpack(v) => v.iter().nth((random % v.len as u64) as usize),
-            ZSet::Skiplist { scores, .. } => scores.random(random).map(|(m, s)| (s.0, m.as_ref())),
+            ZSet::Skiplist(z) => z.scores.random(random).map(|(m, s)| (s.0, m.as_ref())),
         }
     }
 
@@ -477,7 +500,7 @@ impl ZSet {
                 }
                 0
             }
-            ZSet::Skiplist { scores, .. } => scores.scan(cursor, count, |m, s| f(m, s.0)),
+            ZSet::Skiplist(z) => z.scores.scan(cursor, count, |m, s| f(m, s.0)),
         }
     }
 
@@ -489,7 +512,18 @@ impl ZSet {
         let data: usize = self.iter().map(|(_, m)| m.len()).sum();
         match self {
             ZSet::Listpack(_) => 0,
-            ZSet::Skiplist { scores, .. } => 96 + data + scores.capacity() * 48 + self.len() * 96,
+            // The Arc's counts live beside the two halves.
+            ZSet::Skiplist(z) => 112 + data + z.scores.capacity() * 48 + self.len() * 96,
+        }
+    }
+
+    /// For a checkpoint: a skiplist shared with this sorted set (no copy; a
+    /// later write to this set copies it first), to [`ZSet::encode`] off
+    /// the store lock. `None` for a listpack (small: encode it in place).
+    pub fn share(&self) -> Option<ZSet> {
+        match self {
+            ZSet::Listpack(_) => None,
+            ZSet::Skiplist(z) => Some(ZSet::Skiplist(Arc::clone(z))),
         }
     }
 
@@ -497,7 +531,7 @@ impl ZSet {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(match self {
             ZSet::Listpack(_) => 0,
-            ZSet::Skiplist { .. } => 1,
+            ZSet::Skiplist(_) => 1,
         });
         put_varint(out, self.len() as u64);
         for (s, m) in self.iter() {
@@ -734,6 +768,47 @@ pub fn parse_lex_bound(b: &[u8]) -> Option<LexBound> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write to a sorted set a snapshot shares leaves the shared copy as
+    /// it was; a miss or an unchanged score does not copy it.
+    #[test]
+    fn a_shared_skiplist_is_copied_on_write() {
+        let mut z = ZSet::default();
+        for i in 0..300 {
+            z.set(format!("m{i}").as_bytes(), i as f64);
+        }
+        let shared = z.share().unwrap_or_else(|| panic!("not shared"));
+        let mut before = Vec::new();
+        shared.encode(&mut before);
+        let ptr = |z: &ZSet| match z {
+            ZSet::Skiplist(s) => Arc::as_ptr(s),
+            ZSet::Listpack(_) => panic!("not a skiplist"),
+        };
+        assert!(!z.remove(b"absent") && !z.set(b"m1", 1.0));
+        assert_eq!(ptr(&z), ptr(&shared), "no change copies nothing");
+        // -0 is kept as such by a skiplist: a change of bits, so a write.
+        assert!(!z.set(b"m0", -0.0));
+        assert_ne!(ptr(&z), ptr(&shared));
+        for (i, op) in [0, 1, 2, 3].into_iter().enumerate() {
+            let mut z = shared.clone();
+            match op {
+                0 => assert!(z.set(b"new", 7.5)),
+                1 => assert!(!z.set(b"m5", 1000.0)),
+                2 => assert!(z.remove(b"m9")),
+                _ => assert_eq!(z.pop(true), Some((299.0, Bytes::from("m299")))),
+            }
+            assert_ne!(ptr(&z), ptr(&shared), "op {i}");
+        }
+        let mut after = Vec::new();
+        shared.encode(&mut after);
+        assert_eq!(before, after);
+        assert_eq!(z.score(b"m0").map(f64::to_bits), Some((-0.0f64).to_bits()));
+        assert_eq!(
+            shared.score(b"m0").map(f64::to_bits),
+            Some(0.0f64.to_bits())
+        );
+        assert!(ZSet::default().share().is_none());
+    }
 
     #[test]
     fn strtod_like_c() {
