@@ -484,6 +484,19 @@ fn a_snapshot_of_large_sets_zsets_and_lists_is_its_instant() {
     call(&mut s, &["SADD", "small-ints", "1", "2"]);
     call(&mut s, &["ZADD", "small-z", "1", "a", "2", "b"]);
     call(&mut s, &["RPUSH", "small-l", "a", "b", "c"]);
+    // The number of values a snapshot shares now (and the heat counts
+    // start again: `types::cow`).
+    let inserts = |shared: &Shared| {
+        let mut store = shared.store.lock();
+        let cfg = shared.config.read().clone();
+        let rebuild = [(0, data_config_command(&cfg))];
+        encode_snapshot(&mut store, &rebuild, Vec::new())
+            .inserts
+            .len()
+    };
+    // Just built, the 5 large sets and sorted sets were written often:
+    // encoded in place. From the next snapshot on they are shared.
+    let built = inserts(&shared);
     let (mut taken, reference, instant) = {
         let mut store = shared.store.lock();
         let cfg = shared.config.read().clone();
@@ -499,6 +512,7 @@ fn a_snapshot_of_large_sets_zsets_and_lists_is_its_instant() {
         "the large values are shared: {} inserts",
         taken.inserts.len()
     );
+    assert_eq!(built + 5, taken.inserts.len(), "hot ones in place");
     let writes: &[&[&str]] = &[
         &["SADD", "set", "new", "m5"],
         &["SREM", "set", "m1", "m2", "absent"],
@@ -564,6 +578,15 @@ fn a_snapshot_of_large_sets_zsets_and_lists_is_its_instant() {
     );
     assert_eq!(card(&mut s2, &["SISMEMBER", "ints", "m3"]), 1);
     assert_eq!(card(&mut s2, &["EXISTS", "l3"]), 0);
+    // A set written often since the last snapshot is encoded in place,
+    // once; then it is shared again.
+    let _ = inserts(&shared);
+    let cold = inserts(&shared);
+    for i in 0..crate::types::cow::HOT_WRITES {
+        call(&mut s2, &["SADD", "set", &format!("hot{i}")]);
+    }
+    assert_eq!(inserts(&shared), cold - 1, "a hot set is encoded in place");
+    assert_eq!(inserts(&shared), cold, "and shared once cold");
     drop(s);
     drop(s2);
     drop(p);

@@ -23,9 +23,9 @@
 pub mod long_double;
 
 use super::codec::{get_varint, put_varint, take};
+use super::cow::CowBody;
 use super::slots::Slots;
 use bytes::Bytes;
-use std::sync::Arc;
 
 /// Redis's `hash-max-listpack-entries` default.
 pub const MAX_LISTPACK_ENTRIES: usize = 128;
@@ -128,7 +128,7 @@ impl Listpack {
 /// checkpoint that is encoding it ([`Hash::share`]): a write while one
 /// holds it copies the table first.
 #[derive(Debug, Clone, Default)]
-pub struct Table(Arc<Slots<Bytes>>);
+pub struct Table(CowBody<Slots<Bytes>>);
 
 impl Table {
     fn len(&self) -> usize {
@@ -141,7 +141,7 @@ impl Table {
 
     /// Insert or replace; true if the field is new.
     fn set(&mut self, field: Bytes, value: Bytes) -> bool {
-        Arc::make_mut(&mut self.0).insert(field, value).is_none()
+        self.0.make_mut().insert(field, value).is_none()
     }
 
     fn remove(&mut self, field: &[u8]) -> bool {
@@ -149,7 +149,7 @@ impl Table {
         if !self.0.contains(field) {
             return false;
         }
-        Arc::make_mut(&mut self.0).remove(field).is_some()
+        self.0.make_mut().remove(field).is_some()
     }
 
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -293,6 +293,20 @@ impl Hash {
             Hash::Listpack(_) => None,
             Hash::Table(t) => Some(Hash::Table(t.clone())),
         }
+    }
+
+    /// [`Hash::share`] for a snapshot, unless the table was written often
+    /// since the last one ([`CowBody::take_hot`]): then `None`, and it is
+    /// encoded in place.
+    pub fn share_cold(&mut self) -> Option<Hash> {
+        let hot = match self {
+            Hash::Table(t) => t.0.take_hot(),
+            Hash::Listpack(_) => false,
+        };
+        if hot {
+            return None;
+        }
+        self.share()
     }
 
     /// Append the snapshot form (see the module doc).

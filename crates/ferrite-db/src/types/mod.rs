@@ -10,6 +10,7 @@ use ferrite_streams::{BlockCache, Stream};
 use std::sync::Arc;
 
 mod codec;
+pub mod cow;
 pub mod hash;
 pub mod list;
 pub mod set;
@@ -43,7 +44,7 @@ impl Value {
             }
             Value::Hash(h) => {
                 out.push(tag::HASH);
-                match h.share() {
+                match h.share_cold() {
                     Some(shared) => st.insert(
                         out.len(),
                         Insert::Encode(Box::new(move |o| shared.encode(o))),
@@ -52,10 +53,12 @@ impl Value {
                 }
             }
             // Large sets, sorted sets and lists as large hashes: shared
-            // copy on write, encoded by `Snapshot::assemble` off the lock.
+            // copy on write, encoded by `Snapshot::assemble` off the lock
+            // (hashes, sets and sorted sets unless written often since the
+            // last snapshot: `cow::CowBody::take_hot`).
             Value::Set(v) => {
                 out.push(tag::SET);
-                match v.share() {
+                match v.share_cold() {
                     Some(shared) => st.insert(
                         out.len(),
                         Insert::Encode(Box::new(move |o| shared.encode(o))),
@@ -65,7 +68,7 @@ impl Value {
             }
             Value::ZSet(z) => {
                 out.push(tag::ZSET);
-                match z.share() {
+                match z.share_cold() {
                     Some(shared) => st.insert(
                         out.len(),
                         Insert::Encode(Box::new(move |o| shared.encode(o))),

@@ -32,9 +32,9 @@
 //! an intset snapshot holding a non-integer or too many members converts).
 
 use super::codec::{get_varint, put_varint, take};
+use super::cow::CowBody;
 use crate::args::parse_i64;
 use bytes::Bytes;
-use std::sync::Arc;
 
 /// Redis's `set-max-intset-entries` default.
 pub const MAX_INTSET_ENTRIES: usize = 512;
@@ -242,7 +242,7 @@ pub enum Set {
     /// Shared copy on write with a checkpoint that is encoding it
     /// ([`Set::share`]): every write goes through `Arc::make_mut`, which
     /// copies the table first while a snapshot holds it.
-    Table(Arc<Slots<()>>),
+    Table(CowBody<Slots<()>>),
 }
 
 impl Default for Set {
@@ -270,7 +270,7 @@ impl Set {
         } else if first.len() <= MAX_LISTPACK_VALUE {
             Set::Listpack(Listpack::default())
         } else {
-            Set::Table(Arc::default())
+            Set::Table(CowBody::default())
         }
     }
 
@@ -337,7 +337,7 @@ impl Set {
                 if t.get(member).is_some() {
                     return false;
                 }
-                Arc::make_mut(t).insert(own(member), ());
+                t.make_mut().insert(own(member), ());
                 true
             }
             // Converted just above.
@@ -351,7 +351,7 @@ impl Set {
             Set::Intset(v) => parse_i64(member).is_some_and(|n| v.remove(n)),
             Set::Listpack(l) => l.remove(member),
             // A miss does not copy a shared table.
-            Set::Table(t) => t.contains(member) && Arc::make_mut(t).remove(member).is_some(),
+            Set::Table(t) => t.contains(member) && t.make_mut().remove(member).is_some(),
         }
     }
 
@@ -369,7 +369,7 @@ impl Set {
             for m in members {
                 t.insert(m, ());
             }
-            Set::Table(Arc::new(t))
+            Set::Table(CowBody::new(t))
         };
     }
 
@@ -431,8 +431,20 @@ impl Set {
     pub fn share(&self) -> Option<Set> {
         match self {
             Set::Intset(_) | Set::Listpack(_) => None,
-            Set::Table(t) => Some(Set::Table(Arc::clone(t))),
+            Set::Table(t) => Some(Set::Table(t.clone())),
         }
+    }
+
+    /// [`Set::share`] for a snapshot, unless the table was written often
+    /// since the last one ([`CowBody::take_hot`]): then `None`, and it is
+    /// encoded in place.
+    pub fn share_cold(&mut self) -> Option<Set> {
+        if let Set::Table(t) = self {
+            if t.take_hot() {
+                return None;
+            }
+        }
+        self.share()
     }
 
     /// Append the snapshot form (see the module doc).
@@ -606,7 +618,7 @@ mod tests {
         let mut before = Vec::new();
         shared.encode(&mut before);
         let ptr = |s: &Set| match s {
-            Set::Table(t) => Arc::as_ptr(t),
+            Set::Table(t) => t.as_ptr(),
             _ => panic!("not a table"),
         };
         assert!(!s.add(b"m1") && !s.remove(b"absent"));

@@ -21,11 +21,11 @@
 //! conversion rule.
 
 use super::codec::{get_varint, put_varint, take};
+use super::cow::CowBody;
 use super::set::Slots;
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 /// Redis's `zset-max-listpack-entries` default.
 pub const MAX_LISTPACK_ENTRIES: usize = 128;
@@ -58,7 +58,7 @@ pub enum ZSet {
     /// Shared copy on write with a checkpoint that is encoding it
     /// ([`ZSet::share`]): every write goes through `Arc::make_mut`, which
     /// copies both halves first while a snapshot holds them.
-    Skiplist(Arc<Skiplist>),
+    Skiplist(CowBody<Skiplist>),
 }
 
 /// A large sorted set: member → score, and the (score, member) order.
@@ -269,7 +269,7 @@ impl ZSet {
     /// set whose first member is `first`.
     pub fn new_for(first: &[u8]) -> ZSet {
         if first.len() > MAX_LISTPACK_VALUE {
-            ZSet::Skiplist(Arc::default())
+            ZSet::Skiplist(CowBody::default())
         } else {
             ZSet::Listpack(Listpack::default())
         }
@@ -328,7 +328,7 @@ impl ZSet {
                 false
             }
             ZSet::Skiplist(z) => {
-                let Skiplist { scores, order } = Arc::make_mut(z);
+                let Skiplist { scores, order } = z.make_mut();
                 let m = own(member);
                 match scores.insert(m.clone(), Score(score)) {
                     Some(old) => {
@@ -359,7 +359,7 @@ impl ZSet {
             // A miss does not copy a shared set.
             ZSet::Skiplist(z) if !z.scores.contains(member) => false,
             ZSet::Skiplist(z) => {
-                let Skiplist { scores, order } = Arc::make_mut(z);
+                let Skiplist { scores, order } = z.make_mut();
                 match scores.remove(member) {
                     Some(s) => {
                         order.remove(&(s, own(member)));
@@ -380,7 +380,7 @@ impl ZSet {
                 scores.insert(m.clone(), Score(s));
                 order.insert((Score(s), m));
             }
-            *self = ZSet::Skiplist(Arc::new(Skiplist { scores, order }));
+            *self = ZSet::Skiplist(CowBody::new(Skiplist { scores, order }));
         }
     }
 
@@ -470,7 +470,7 @@ impl ZSet {
             // An empty set does not copy a shared one.
             ZSet::Skiplist(z) if z.order.is_empty() => None,
             ZSet::Skiplist(z) => {
-                let Skiplist { scores, order } = Arc::make_mut(z);
+                let Skiplist { scores, order } = z.make_mut();
                 let (s, m) = if max {
                     order.pop_last()?
                 } else {
@@ -523,8 +523,20 @@ impl ZSet {
     pub fn share(&self) -> Option<ZSet> {
         match self {
             ZSet::Listpack(_) => None,
-            ZSet::Skiplist(z) => Some(ZSet::Skiplist(Arc::clone(z))),
+            ZSet::Skiplist(z) => Some(ZSet::Skiplist(z.clone())),
         }
+    }
+
+    /// [`ZSet::share`] for a snapshot, unless the skiplist was written
+    /// often since the last one ([`CowBody::take_hot`]): then `None`, and
+    /// it is encoded in place.
+    pub fn share_cold(&mut self) -> Option<ZSet> {
+        if let ZSet::Skiplist(z) = self {
+            if z.take_hot() {
+                return None;
+            }
+        }
+        self.share()
     }
 
     /// Append the snapshot form (see the module doc).
@@ -781,7 +793,7 @@ mod tests {
         let mut before = Vec::new();
         shared.encode(&mut before);
         let ptr = |z: &ZSet| match z {
-            ZSet::Skiplist(s) => Arc::as_ptr(s),
+            ZSet::Skiplist(s) => s.as_ptr(),
             ZSet::Listpack(_) => panic!("not a skiplist"),
         };
         assert!(!z.remove(b"absent") && !z.set(b"m1", 1.0));
