@@ -1089,13 +1089,20 @@ mod tests {
             .into_bytes()
     }
 
-    /// PIPELINE.INFO and EXPLAIN run under the store lock: they answer
-    /// while the plan's lock is held (as the runner holds it through a
-    /// batch, and a checkpoint while it encodes the state), and INFO's
-    /// window figures are those of the last committed epoch.
-    #[test]
-    fn info_and_explain_do_not_wait_for_the_plan() {
-        let dir = temp_dir("info");
+    /// `clicks` (4 entries over 3 pages) and the `views` pipeline after
+    /// its first epoch, run by `rs` with `sc`.
+    struct Views {
+        dir: std::path::PathBuf,
+        shared: Arc<Shared>,
+        engine: Arc<Engine>,
+        s: Session,
+        rs: Session,
+        sc: Scratch,
+        job: Job,
+    }
+
+    fn views_after_one_epoch(tag: &str) -> Views {
+        let dir = temp_dir(tag);
         let (shared, engine) = open(&dir);
         let mut s = Session::internal(shared.clone());
         for (i, page) in ["a", "b", "a", "c"].iter().enumerate() {
@@ -1115,6 +1122,30 @@ mod tests {
             epoch(&engine, &shared, &mut rs, &job, &mut sc),
             Outcome::Done
         ));
+        Views {
+            dir,
+            shared,
+            engine,
+            s,
+            rs,
+            sc,
+            job,
+        }
+    }
+
+    /// PIPELINE.INFO and EXPLAIN run under the store lock: they answer
+    /// while the plan's lock is held (as the runner holds it through a
+    /// batch, and a checkpoint while it encodes the state), and INFO's
+    /// window figures are those of the last committed epoch.
+    #[test]
+    fn info_and_explain_do_not_wait_for_the_plan() {
+        let Views {
+            dir,
+            shared,
+            engine,
+            job,
+            ..
+        } = views_after_one_epoch("info");
         let live = job.plan.lock().window_stats();
         assert_eq!(live.as_ref().map(|w| w.keys), Some(3));
         let held = job.plan.lock();
@@ -1152,6 +1183,8 @@ mod tests {
             matches!(&explain, Reply::Verbatim(b) if b.starts_with(b"Pipeline clicks -> views")),
             "{explain:?}"
         );
+        drop((job, engine, shared));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Issue 15: the plan state is encoded after the capture, off the store
@@ -1163,26 +1196,15 @@ mod tests {
     /// epoch counted twice or lost would differ).
     #[test]
     fn a_checkpoint_encodes_the_state_of_its_capture_while_the_runner_waits() {
-        let dir = temp_dir("pin");
-        let (shared, engine) = open(&dir);
-        let mut s = Session::internal(shared.clone());
-        for (i, page) in ["a", "b", "a", "c"].iter().enumerate() {
-            call(
-                &mut s,
-                &["XADD", "clicks", &format!("{}-1", 1000 + i), "page", page],
-            );
-        }
-        call(
-            &mut s,
-            &["PIPELINE.CREATE", "views", "FROM", "0", "AS", VIEWS],
-        );
-        let mut rs = Session::internal(shared.clone());
-        let mut sc = Scratch::default();
-        let job = the_job(&engine);
-        assert!(matches!(
-            epoch(&engine, &shared, &mut rs, &job, &mut sc),
-            Outcome::Done
-        ));
+        let Views {
+            dir,
+            shared,
+            engine,
+            mut s,
+            mut rs,
+            mut sc,
+            job,
+        } = views_after_one_epoch("pin");
         assert_eq!(engine.counters("views").map(|c| c.epoch), Some(1));
         let p = shared
             .persist

@@ -1926,24 +1926,10 @@ impl WindowOp {
             joined.clear();
             let kpos = &mut self.kpos;
             kpos.clear();
-            let mut kb: &[u8] = &ks.key;
-            for i in 0..self.keys.len() {
-                if i > 0 {
-                    joined.push(b':');
-                }
-                let Some((&tag, rest)) = kb.split_first() else {
-                    break;
-                };
-                kb = rest;
-                if tag == 1 && kb.len() >= 4 {
-                    let n = u32::from_le_bytes([kb[0], kb[1], kb[2], kb[3]]) as usize;
-                    let v = &kb[4..4 + n.min(kb.len() - 4)];
-                    kb = &kb[4 + v.len()..];
-                    kpos.resize(i, None);
-                    kpos.push(Some((joined.len(), joined.len() + v.len())));
-                    joined.extend_from_slice(v);
-                }
-            }
+            join_key(&ks.key, self.keys.len(), &mut joined, |i, v, at| {
+                kpos.resize(i, None);
+                kpos.push(Some((at, at + v.len())));
+            });
             kpos.resize(self.keys.len(), None);
             let key = arena_put(&mut arena, &joined);
             self.joined = joined;
@@ -2016,26 +2002,13 @@ impl WindowOp {
             arena.extend_from_slice(v);
             arena.split().freeze()
         };
-        let mut kb: &[u8] = &ks.key;
         // The key values joined by `:` (a NULL key is empty).
         let mut joined = std::mem::take(&mut self.joined);
         joined.clear();
-        for i in 0..self.keys.len() {
-            if i > 0 {
-                joined.push(b':');
-            }
-            let Some((&tag, rest)) = kb.split_first() else {
-                break;
-            };
-            kb = rest;
-            if tag == 1 && kb.len() >= 4 {
-                let n = u32::from_le_bytes([kb[0], kb[1], kb[2], kb[3]]) as usize;
-                let v = &kb[4..4 + n.min(kb.len() - 4)];
-                kb = &kb[4 + v.len()..];
-                joined.extend_from_slice(v);
-                fields.push((self.cols[i].clone(), put(&mut arena, v)));
-            }
-        }
+        let cols = &self.cols;
+        join_key(&ks.key, self.keys.len(), &mut joined, |i, v, _| {
+            fields.push((cols[i].clone(), put(&mut arena, v)));
+        });
         let key = put(&mut arena, &joined);
         self.joined = joined;
         let mut digits = [0u8; 20];
@@ -2183,6 +2156,30 @@ pub(crate) fn key_col(i: usize) -> Bytes {
 
 pub(crate) fn agg_col(j: usize) -> Bytes {
     Bytes::from(format!("__a{j}"))
+}
+
+/// Joins a key's values (each `u8 tag` then, for tag 1, `u32 len` and the
+/// bytes; any other tag is a NULL, joined empty) by `:` into `joined`,
+/// calling `each(i, value, at)` for each non-NULL one before it is
+/// appended (`at`: where it starts in `joined`).
+fn join_key(key: &[u8], n: usize, joined: &mut Vec<u8>, mut each: impl FnMut(usize, &[u8], usize)) {
+    let mut kb = key;
+    for i in 0..n {
+        if i > 0 {
+            joined.push(b':');
+        }
+        let Some((&tag, rest)) = kb.split_first() else {
+            break;
+        };
+        kb = rest;
+        if tag == 1 && kb.len() >= 4 {
+            let len = u32::from_le_bytes([kb[0], kb[1], kb[2], kb[3]]) as usize;
+            let v = &kb[4..4 + len.min(kb.len() - 4)];
+            kb = &kb[4 + v.len()..];
+            each(i, v, joined.len());
+            joined.extend_from_slice(v);
+        }
+    }
 }
 
 impl Operator for WindowOp {
