@@ -1972,17 +1972,7 @@ impl WindowOp {
                 };
                 outf.push((name.clone(), v));
             }
-            if let Some(r) = rev {
-                outf.push((
-                    Bytes::from_static(b"_rev"),
-                    arena_put(&mut arena, crate::value::int_digits(r.into(), &mut digits)),
-                ));
-            }
-            out.push(Record {
-                source_id: id,
-                fields: outf,
-                key: Some(key),
-            });
+            push_result(out, id, outf, key, rev, &mut arena);
             self.arena = arena;
             return;
         }
@@ -1995,31 +1985,24 @@ impl WindowOp {
         let mut fields = std::mem::take(&mut self.fields);
         fields.clear();
         let mut arena = std::mem::take(&mut self.arena);
-        let put = |arena: &mut BytesMut, v: &[u8]| -> Bytes {
-            if arena.capacity() - arena.len() < v.len() {
-                *arena = BytesMut::with_capacity(v.len().max(64 << 10));
-            }
-            arena.extend_from_slice(v);
-            arena.split().freeze()
-        };
         // The key values joined by `:` (a NULL key is empty).
         let mut joined = std::mem::take(&mut self.joined);
         joined.clear();
         let cols = &self.cols;
         join_key(&ks.key, self.keys.len(), &mut joined, |i, v, _| {
-            fields.push((cols[i].clone(), put(&mut arena, v)));
+            fields.push((cols[i].clone(), arena_put(&mut arena, v)));
         });
-        let key = put(&mut arena, &joined);
+        let key = arena_put(&mut arena, &joined);
         self.joined = joined;
         let mut digits = [0u8; 20];
         if let Some((s, e)) = window {
             fields.push((
                 Bytes::from_static(b"window_start"),
-                put(&mut arena, crate::value::int_digits(s, &mut digits)),
+                arena_put(&mut arena, crate::value::int_digits(s, &mut digits)),
             ));
             fields.push((
                 Bytes::from_static(b"window_end"),
-                put(&mut arena, crate::value::int_digits(e, &mut digits)),
+                arena_put(&mut arena, crate::value::int_digits(e, &mut digits)),
             ));
         }
         let mut tmp = std::mem::take(&mut self.tmp);
@@ -2036,7 +2019,7 @@ impl WindowOp {
             };
             if write_value(&v, &mut tmp) {
                 let col = self.cols[self.keys.len() + j].clone();
-                fields.push((col, put(&mut arena, &tmp)));
+                fields.push((col, arena_put(&mut arena, &tmp)));
             }
         }
         self.tmp = tmp;
@@ -2066,17 +2049,7 @@ impl WindowOp {
                 .one(&row, None, &mut arena, &mut outf)
                 .is_ok()
             {
-                if let Some(r) = rev {
-                    outf.push((
-                        Bytes::from_static(b"_rev"),
-                        put(&mut arena, crate::value::int_digits(r.into(), &mut digits)),
-                    ));
-                }
-                out.push(Record {
-                    source_id: id,
-                    fields: outf,
-                    key: Some(key),
-                });
+                push_result(out, id, outf, key, rev, &mut arena);
             }
         }
         self.arena = arena;
@@ -2114,6 +2087,29 @@ fn arena_reserve(arena: &mut BytesMut, n: usize) {
     if arena.capacity() - arena.len() < n {
         *arena = BytesMut::with_capacity(n.max(64 << 10));
     }
+}
+
+/// Appends a result's record, with `_rev` when it is a revision.
+fn push_result(
+    out: &mut Vec<Record>,
+    id: EntryId,
+    mut fields: Vec<(Bytes, Bytes)>,
+    key: Bytes,
+    rev: Option<u32>,
+    arena: &mut BytesMut,
+) {
+    if let Some(r) = rev {
+        let mut digits = [0u8; 20];
+        fields.push((
+            Bytes::from_static(b"_rev"),
+            arena_put(arena, crate::value::int_digits(r.into(), &mut digits)),
+        ));
+    }
+    out.push(Record {
+        source_id: id,
+        fields,
+        key: Some(key),
+    });
 }
 
 /// `v` copied into the arena, as its own `Bytes`.
