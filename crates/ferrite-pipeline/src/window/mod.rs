@@ -581,6 +581,21 @@ const SPARE_KEYS: usize = 16_384;
 const SPARE_WORDS: usize = 64;
 
 impl Undo {
+    /// Saves TUMBLE/HOP `row` of key `k` (its `stride` words) and its
+    /// `ext` slots, not saved yet this epoch, and marks it [`SAVED`].
+    #[inline]
+    fn save_row(&mut self, k: u32, kind: WindowKind, row: &mut [u64], ext: &[Ext]) {
+        let pre = (self.words.len() / row.len().max(1)) as u32;
+        self.words.extend_from_slice(row);
+        self.exts.extend_from_slice(ext);
+        self.rows.push(RowUndo {
+            k,
+            start: start_of(kind, row),
+            pre,
+        });
+        row[0] |= SAVED;
+    }
+
     /// A copy of `ks`, in a spare pre-image's memory when there is one.
     fn copy_of(&mut self, ks: &KeyRef<'_>) -> KeyState {
         match self.spare.pop() {
@@ -929,21 +944,15 @@ impl WindowOp {
         let Some(mut ks) = self.st.keys.get_mut(k) else {
             return;
         };
-        let row = &mut ks.rows[r * s..(r + 1) * s];
-        if row[0] & SAVED != 0 {
+        if ks.rows[r * s] & SAVED != 0 {
             return;
         }
-        let u = &mut self.undo;
-        let pre = (u.words.len() / s.max(1)) as u32;
-        u.words.extend_from_slice(row);
-        u.exts
-            .extend_from_slice(&ks.ext[nv + r * nv..nv + (r + 1) * nv]);
-        u.rows.push(RowUndo {
+        self.undo.save_row(
             k,
-            start: start_of(self.kind, row),
-            pre,
-        });
-        row[0] |= SAVED;
+            self.kind,
+            &mut ks.rows[r * s..(r + 1) * s],
+            &ks.ext[nv + r * nv..nv + (r + 1) * nv],
+        );
     }
 
     fn mark(&mut self, k: u32, pre: PreImage) {
@@ -1125,18 +1134,12 @@ impl WindowOp {
         };
         if save && ks.rows[r * s] & SAVED == 0 {
             // save_row's work, on the slot already at hand.
-            let row = &mut ks.rows[r * s..(r + 1) * s];
-            let u = &mut self.undo;
-            let pre = (u.words.len() / s.max(1)) as u32;
-            u.words.extend_from_slice(row);
-            u.exts
-                .extend_from_slice(&ks.ext[nv + r * nv..nv + (r + 1) * nv]);
-            u.rows.push(RowUndo {
+            self.undo.save_row(
                 k,
-                start: start_of(kind, row),
-                pre,
-            });
-            row[0] |= SAVED;
+                kind,
+                &mut ks.rows[r * s..(r + 1) * s],
+                &ks.ext[nv + r * nv..nv + (r + 1) * nv],
+            );
         }
         if dirty {
             ks.rows[r * s + rw] |= DIRTY;
