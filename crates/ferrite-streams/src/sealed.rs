@@ -303,6 +303,12 @@ pub(crate) struct SealTicket {
 }
 
 impl SealTicket {
+    /// A new ticket, twice: the node's handle and the checkpoint job's.
+    pub fn pair() -> (Arc<SealTicket>, Arc<SealTicket>) {
+        let t = Arc::new(SealTicket::default());
+        (t.clone(), t)
+    }
+
     /// Records the location (the first call wins).
     pub fn fill(&self, loc: BlockLoc) {
         let _ = self.loc.set(loc);
@@ -469,10 +475,7 @@ impl Node {
         let Some(block) = self.body.get_mut() else {
             return;
         };
-        let tickets = ticket.then(|| {
-            let t = Arc::new(SealTicket::default());
-            (t.clone(), t)
-        });
+        let tickets = ticket.then(SealTicket::pair);
         self.stored = Stored::Sealed(Presealed {
             bytes: block.share(),
             tickets,

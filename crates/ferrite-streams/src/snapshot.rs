@@ -680,10 +680,7 @@ impl Stream {
             let (bytes, ticket) = match std::mem::replace(&mut node.stored, Stored::No) {
                 Stored::Sealed(p) if !is_tail => {
                     written += 1;
-                    let (ticket, job_ticket) = p.tickets.unwrap_or_else(|| {
-                        let t = Arc::new(SealTicket::default());
-                        (t.clone(), t)
-                    });
+                    let (ticket, job_ticket) = p.tickets.unwrap_or_else(SealTicket::pair);
                     node.stored = Stored::Pending(ticket);
                     (p.bytes, job_ticket)
                 }
@@ -703,9 +700,9 @@ impl Stream {
                         continue;
                     }
                     let bytes = block.share();
-                    let ticket = Arc::new(SealTicket::default());
-                    node.stored = Stored::Pending(ticket.clone());
-                    (bytes, ticket)
+                    let (ticket, job_ticket) = SealTicket::pair();
+                    node.stored = Stored::Pending(ticket);
+                    (bytes, job_ticket)
                 }
             };
             if self.settle_from.is_none_or(|f| master < f) {

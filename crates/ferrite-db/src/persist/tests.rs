@@ -305,18 +305,7 @@ fn shutdown_waits_for_a_running_checkpoint_then_writes_its_own() {
 /// written from it holds the instant's state.
 #[test]
 fn a_snapshot_is_its_instant_whatever_is_written_after() {
-    let dir = temp_dir("snap-instant");
-    let shared = open(&dir, "4");
-    let mut s = Session::attach(shared.clone());
-    call(
-        &mut s,
-        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
-    );
-    let p = shared
-        .persist
-        .get()
-        .cloned()
-        .unwrap_or_else(|| panic!("no log"));
+    let (dir, shared, mut s, p) = manual_checkpoints("snap-instant", "4");
     let mut args = vec!["HSET".to_string(), "h".to_string()];
     for i in 0..1000 {
         args.push(format!("f{i}"));
@@ -442,18 +431,7 @@ fn plain_values(store: &Store) -> Vec<(Bytes, Vec<Vec<u8>>)> {
 /// instant's values.
 #[test]
 fn a_snapshot_of_large_sets_zsets_and_lists_is_its_instant() {
-    let dir = temp_dir("snap-instant-types");
-    let shared = open(&dir, "100");
-    let mut s = Session::attach(shared.clone());
-    call(
-        &mut s,
-        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
-    );
-    let p = shared
-        .persist
-        .get()
-        .cloned()
-        .unwrap_or_else(|| panic!("no log"));
+    let (dir, shared, mut s, p) = manual_checkpoints("snap-instant-types", "100");
     let many = |cmd: &str, key: &str, item: &dyn Fn(usize) -> Vec<String>| {
         let mut args = vec![cmd.to_string(), key.to_string()];
         for i in 0..2000 {
@@ -730,9 +708,9 @@ fn on_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// A store with its log and automatic checkpoints off, for the lock-hold
-/// measurements below (they take checkpoints themselves).
-fn lock_hold_setup(
+/// A store with its log and automatic checkpoints off (the tests take
+/// checkpoints themselves).
+fn manual_checkpoints(
     name: &str,
     node_entries: &str,
 ) -> (std::path::PathBuf, Arc<Shared>, Session, Arc<Persistence>) {
@@ -760,7 +738,7 @@ fn lock_hold_setup(
 #[test]
 #[ignore]
 fn snapshot_lock_hold_with_a_large_index() {
-    let (dir, shared, mut s, p) = lock_hold_setup("lock-hold", "10");
+    let (dir, shared, mut s, p) = manual_checkpoints("lock-hold", "10");
     let mut next = 1u64;
     for round in 0..16 {
         let per_stream = if round == 0 { 600 } else { 60 };
@@ -806,7 +784,7 @@ fn snapshot_lock_hold_with_a_large_index() {
 #[test]
 #[ignore]
 fn snapshot_lock_hold_with_one_fast_stream() {
-    let (dir, shared, mut s, p) = lock_hold_setup("lock-hold-one", "100");
+    let (dir, shared, mut s, p) = manual_checkpoints("lock-hold-one", "100");
     let mut next = 1u64;
     for round in 0..8 {
         for _ in 0..500_000 {
@@ -889,18 +867,7 @@ fn lock_hold_with_one_value(
     fill: &dyn Fn(&mut Session, usize),
     write: &dyn Fn(usize) -> Vec<String>,
 ) {
-    let dir = temp_dir(tag);
-    let shared = open(&dir, "100");
-    let mut s = Session::attach(shared.clone());
-    call(
-        &mut s,
-        &["CONFIG", "SET", "auto-checkpoint-min-size", "100gb"],
-    );
-    let p = shared
-        .persist
-        .get()
-        .cloned()
-        .unwrap_or_else(|| panic!("no log"));
+    let (dir, shared, mut s, p) = manual_checkpoints(tag, "100");
     for batch in 0..1000 {
         fill(&mut s, batch);
     }

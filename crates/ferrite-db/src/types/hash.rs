@@ -299,12 +299,10 @@ impl Hash {
     /// since the last one ([`CowBody::take_hot`]): then `None`, and it is
     /// encoded in place.
     pub fn share_cold(&mut self) -> Option<Hash> {
-        let hot = match self {
-            Hash::Table(t) => t.0.take_hot(),
-            Hash::Listpack(_) => false,
-        };
-        if hot {
-            return None;
+        if let Hash::Table(t) = self {
+            if t.0.take_hot() {
+                return None;
+            }
         }
         self.share()
     }

@@ -29,6 +29,24 @@ mod tag {
     pub const LIST: u8 = 3;
 }
 
+/// Appends `v` in its persisted form, or, given `shared` (a copy on write
+/// of it), leaves a place that `Snapshot::assemble` fills off the lock.
+fn encode_or_defer<T: Send + 'static>(
+    out: &mut Vec<u8>,
+    st: &mut SnapshotState,
+    v: &T,
+    shared: Option<T>,
+    encode: fn(&T, &mut Vec<u8>),
+) {
+    match shared {
+        Some(shared) => st.insert(
+            out.len(),
+            Insert::Encode(Box::new(move |o| encode(&shared, o))),
+        ),
+        None => encode(v, out),
+    }
+}
+
 impl Value {
     /// Append `u8 tag` and the value's own persisted form to a checkpoint
     /// body (`st` collects what streams store beside it).
@@ -42,49 +60,29 @@ impl Value {
                 out.push(tag::STREAM);
                 s.write_snapshot(out, st);
             }
+            // Large hashes, sets, sorted sets and lists: shared copy on
+            // write, encoded by `Snapshot::assemble` off the lock (hashes,
+            // sets and sorted sets unless written often since the last
+            // snapshot: `cow::CowBody::take_hot`).
             Value::Hash(h) => {
                 out.push(tag::HASH);
-                match h.share_cold() {
-                    Some(shared) => st.insert(
-                        out.len(),
-                        Insert::Encode(Box::new(move |o| shared.encode(o))),
-                    ),
-                    None => h.encode(out),
-                }
+                let shared = h.share_cold();
+                encode_or_defer(out, st, &**h, shared, hash::Hash::encode);
             }
-            // Large sets, sorted sets and lists as large hashes: shared
-            // copy on write, encoded by `Snapshot::assemble` off the lock
-            // (hashes, sets and sorted sets unless written often since the
-            // last snapshot: `cow::CowBody::take_hot`).
             Value::Set(v) => {
                 out.push(tag::SET);
-                match v.share_cold() {
-                    Some(shared) => st.insert(
-                        out.len(),
-                        Insert::Encode(Box::new(move |o| shared.encode(o))),
-                    ),
-                    None => v.encode(out),
-                }
+                let shared = v.share_cold();
+                encode_or_defer(out, st, &**v, shared, set::Set::encode);
             }
             Value::ZSet(z) => {
                 out.push(tag::ZSET);
-                match z.share_cold() {
-                    Some(shared) => st.insert(
-                        out.len(),
-                        Insert::Encode(Box::new(move |o| shared.encode(o))),
-                    ),
-                    None => z.encode(out),
-                }
+                let shared = z.share_cold();
+                encode_or_defer(out, st, &**z, shared, zset::ZSet::encode);
             }
             Value::List(l) => {
                 out.push(tag::LIST);
-                match l.share() {
-                    Some(shared) => st.insert(
-                        out.len(),
-                        Insert::Encode(Box::new(move |o| shared.encode(o))),
-                    ),
-                    None => l.encode(out),
-                }
+                let shared = l.share();
+                encode_or_defer(out, st, &**l, shared, list::List::encode);
             }
         }
     }

@@ -240,8 +240,8 @@ pub enum Set {
     Intset(IntSet),
     Listpack(Listpack),
     /// Shared copy on write with a checkpoint that is encoding it
-    /// ([`Set::share`]): every write goes through `Arc::make_mut`, which
-    /// copies the table first while a snapshot holds it.
+    /// ([`Set::share`]): every write goes through `CowBody::make_mut`,
+    /// which copies the table first while a snapshot holds it.
     Table(CowBody<Slots<()>>),
 }
 

@@ -56,8 +56,8 @@ pub enum ZSet {
     /// members of at most `zset-max-listpack-value` bytes.
     Listpack(Listpack),
     /// Shared copy on write with a checkpoint that is encoding it
-    /// ([`ZSet::share`]): every write goes through `Arc::make_mut`, which
-    /// copies both halves first while a snapshot holds them.
+    /// ([`ZSet::share`]): every write goes through `CowBody::make_mut`,
+    /// which copies both halves first while a snapshot holds them.
     Skiplist(CowBody<Skiplist>),
 }
 

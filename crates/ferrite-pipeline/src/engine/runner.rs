@@ -383,10 +383,10 @@ fn read(shared: &Shared, job: &Job, sc: &mut Scratch) -> Read {
         // the previous entry's first span, pair count and layout: an entry
         // whose names are the previous one's shares its name spans and
         // layout (most entries of a stream have the same names).
-        let mut read = 0usize;
+        let mut read_bytes = 0usize;
         let mut prev: Option<(usize, usize, u64)> = None;
         for e in s.iter_range(start, StreamId::MAX, false) {
-            if sc.entries.len() >= BATCH || read >= BATCH_BYTES {
+            if sc.entries.len() >= BATCH || read_bytes >= BATCH_BYTES {
                 full = true;
                 break;
             }
@@ -394,7 +394,7 @@ fn read(shared: &Shared, job: &Job, sc: &mut Scratch) -> Read {
             let mut n = 0;
             let mut same = prev.is_some();
             for (f, v) in e.pairs() {
-                read += f.len() + v.len();
+                read_bytes += f.len() + v.len();
                 let shared = match prev {
                     Some((pf, pn, _)) if same && n < pn => sc
                         .spans
