@@ -77,6 +77,12 @@ pub struct XaddArgs {
     pub streams: u64,
     #[arg(long, default_value = "bench:xadd")]
     pub key: String,
+    /// Offered XADDs per second over all clients (0: closed loop). Paced
+    /// loads send on a fixed schedule in 1 ms ticks and time each XADD
+    /// from when it was due, so a stall is counted for every command it
+    /// delays (no coordinated omission); `--pipeline` is then ignored.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 #[derive(Args, Debug)]
@@ -307,15 +313,123 @@ pub async fn xadd(a: XaddArgs) -> Result<ResultLine> {
             resp::encoded(&args)
         })
         .collect();
-    let mut r = run_closed(
-        Closed::Xadd { templates },
-        &a.target,
-        &a.timing,
-        a.clients,
-        a.pipeline,
-    )
-    .await?;
+    let w = Closed::Xadd { templates };
+    let mut r = if a.rate > 0.0 {
+        run_paced(w, &a.target, &a.timing, a.clients, a.rate).await?
+    } else {
+        run_closed(w, &a.target, &a.timing, a.clients, a.pipeline).await?
+    };
     r.int("streams", a.streams);
+    Ok(r)
+}
+
+/// Most commands one client sends at once when it has fallen behind.
+const MAX_BURST: u64 = 10_000;
+
+/// When command `k` (0-based) of a client paced at `per_sec` from `start`
+/// is due, rounded up to the client's 1 ms tick: the schedule it is timed
+/// from.
+fn due_tick(start: u64, k: u64, per_sec: f64) -> u64 {
+    let due = ((k + 1) as f64 * 1e9 / per_sec).ceil() as u64;
+    start + due.div_ceil(1_000_000) * 1_000_000
+}
+
+/// Runs `w` open-loop at `rate` commands per second over `clients`
+/// connections. Each client wakes on its own 1 ms tick (the clients'
+/// ticks are staggered over the millisecond), sends every command due by
+/// then in one write and reads their replies. A command's latency runs
+/// from when it was due to its reply, except that a client's own timer
+/// waking late is not counted: the clock starts at the later of the due
+/// tick and the client's last wake from sleep. Commands that fell due
+/// while the client waited for replies are timed from their due ticks,
+/// so a server stall counts once for every command it held back.
+async fn run_paced(
+    w: Closed,
+    target: &Target,
+    timing: &Timing,
+    clients: usize,
+    offered: f64,
+) -> Result<ResultLine> {
+    if clients == 0 || !offered.is_finite() {
+        bail!("--clients must be at least 1 and --rate finite");
+    }
+    let per_sec = offered / clients as f64;
+    let w = Arc::new(w);
+    let conns = target.connect_many(clients).await?;
+    let budget = timing.max_ops / clients as u64;
+    let cap = (8_000_000 / clients).max(10_000);
+    let win = Window::starting_now(timing.warmup, timing.duration);
+    // One base for both clocks: tokio's timer and `now_ns`.
+    let (base_tokio, base_ns) = (tokio::time::Instant::now(), now_ns());
+    let at = move |ns: u64| base_tokio + Duration::from_nanos(ns.saturating_sub(base_ns));
+    let mut set = JoinSet::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let w = Arc::clone(&w);
+        let start = base_ns + (i as u64 * 1_000_000) / clients as u64;
+        set.spawn(async move {
+            let mut rng = Rng::new(i as u64 + 1);
+            let mut out = TaskOut {
+                ops: 0,
+                work: 0,
+                last_done: 0,
+                lat: Samples::with_cap(cap),
+            };
+            let mut sent = 0u64;
+            let mut woke = start;
+            while sent < budget {
+                let now = now_ns();
+                if now >= win.end {
+                    break;
+                }
+                let due = (now.saturating_sub(start) as f64 * per_sec / 1e9) as u64;
+                let n = due.saturating_sub(sent).min(MAX_BURST);
+                for _ in 0..n {
+                    w.push(&mut c, &mut rng);
+                }
+                c.flush().await?;
+                for k in sent..sent + n {
+                    w.read_checked(&mut c, k == 0).await?;
+                    let d = now_ns();
+                    let from = due_tick(start, k, per_sec).max(woke);
+                    if win.counts(from) {
+                        out.ops += 1;
+                        out.lat.push(d.saturating_sub(from));
+                        out.last_done = d;
+                    }
+                }
+                sent += n;
+                let next = due_tick(start, sent, per_sec);
+                if next > now_ns() {
+                    tokio::time::sleep_until(at(next)).await;
+                    woke = now_ns();
+                }
+            }
+            out.work = sent;
+            Ok::<_, Error>(out)
+        });
+    }
+    let mut work = 0u64;
+    let mut ops = 0u64;
+    let mut last_done = 0u64;
+    let mut lat = Samples::with_cap(0);
+    while let Some(r) = set.join_next().await {
+        let out = r?.map_err(|e| Error::msg(format!("{} client: {e}", w.name())))?;
+        ops += out.ops;
+        work += out.work;
+        last_done = last_done.max(out.last_done);
+        lat.merge(out.lat);
+    }
+    let span = last_done.saturating_sub(win.measure_start);
+    let mut r = ResultLine::new();
+    r.num("ops_s", rate(ops, span))
+        .int("ops", ops)
+        .num("secs", span as f64 / 1e9)
+        .int("work", work)
+        .num("offered_rate", offered)
+        .int("clients", clients as u64)
+        .text("lat_unit", "request_from_due")
+        .int("lat_dropped", lat.dropped);
+    r.latency(lat.percentiles());
     Ok(r)
 }
 

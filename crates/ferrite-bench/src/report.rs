@@ -453,6 +453,13 @@ Latency is per command (P = 1) or per batch of P (P > 1), send to last reply. \
 XADD payload `symbol BTC price 42000.5 volume 3`, ID `*`; with 1,000 streams \
 each XADD picks one at random. XRANGE reads `COUNT 100` from a random start \
 ID in a stream pre-filled with IDs `1-0 .. N-0` and checks it got 100 entries.
+- **Row 2b (paced XADD).** The load of row 2 offered at a fixed rate below \
+both servers' saturation (none and everysec only): each connection sends, on \
+its own 1 ms tick (the connections' ticks staggered over the millisecond), \
+the XADDs due by then, and each XADD is timed from when it was due (its \
+tick, or the client's late wake from sleep if later) to its reply, so a \
+stall counts once for every command it held back. This is the tail a user \
+sees under a steady load; rows 1–2 at saturation also measure queueing.
 - **Row 4 (fan-out).** One producer XADDs at a fixed rate (1 ms ticks), each \
 entry carrying `ts` = the producer's clock when written; 50 subscribers loop \
 on `XREAD COUNT 1000 BLOCK 500 STREAMS k <last-id>`. Latency = subscriber \
