@@ -12,6 +12,7 @@ use ferrite_db::cmd::{Ctx, ExtCommand};
 use ferrite_db::error::CmdError;
 use ferrite_db::reply::Reply;
 use ferrite_db::store::{Store, Value};
+use parking_lot::Mutex;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -544,25 +545,48 @@ fn reset(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         b("0")
     };
     a.finish()?;
-    let (db, source, can_run, pin) = {
+    let (db, source, can_run, pin, ephemeral, sql, window) = {
         let st = e.state.lock();
         let p = st.pipes.get(&name).ok_or_else(|| no_such(&name))?;
-        (p.def.db, p.source.clone(), p.plan.is_some(), p.pin.clone())
+        (
+            p.def.db,
+            p.source.clone(),
+            p.plan.is_some(),
+            p.pin.clone(),
+            p.ephemeral,
+            p.def.sql.clone(),
+            p.def.window.clone(),
+        )
     };
     if !can_run {
         return Err(CmdError::err(format!(
             "pipeline '{name}' cannot run: its statement no longer compiles"
         )));
     }
-    // A checkpoint that captured the state before this command has yet to
-    // encode it (off the store lock, taking only the plan's lock): clearing
-    // it now would reach that checkpoint. Waited for with the store locked
-    // (no checkpoint can capture meanwhile), like a SAVE; nothing written yet.
-    if !pin.wait_free(std::time::Duration::from_secs(30)) {
-        return Err(CmdError::err(format!(
-            "pipeline '{name}': a checkpoint is still encoding its state; try again"
-        )));
-    }
+    // The state is not cleared in place: the pipeline gets a plan compiled
+    // again, with empty state, and a pin of its own. So neither a batch the
+    // runner is evaluating (it holds the old plan's lock; its epoch is of
+    // the old generation and will be refused) nor a checkpoint that captured
+    // the old plan and has yet to encode its state (it encodes the old plan,
+    // which nothing changes any more) keeps this command, and every client
+    // waiting on the store lock behind it, waiting. Replay clears in place:
+    // the same empty state. A plan defined from Rust has no statement to
+    // compile: it is cleared in place, after the checkpoint's encoding.
+    let fresh = if ephemeral {
+        if !pin.wait_free(std::time::Duration::from_secs(30)) {
+            return Err(CmdError::err(format!(
+                "pipeline '{name}': a checkpoint is still encoding its state; try again"
+            )));
+        }
+        None
+    } else {
+        let plan = Plan::compile_with(&sql, &window).map_err(|err| {
+            CmdError::err(format!(
+                "pipeline '{name}' cannot run: its statement no longer compiles: {err}"
+            ))
+        })?;
+        Some(plan)
+    };
     let saved = ctx.client.db;
     ctx.client.db = db;
     // The group is moved, or created again when the source was recreated.
@@ -594,7 +618,11 @@ fn reset(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         let gen = st.next_gen;
         if let Some(p) = st.pipes.get_mut(&name) {
             p.gen = gen;
-            if let Some(plan) = &p.plan {
+            if let Some(plan) = fresh {
+                p.window_stats = plan.window_stats();
+                p.plan = Some(Arc::new(Mutex::new(plan)));
+                p.pin = Arc::new(super::Pin::default());
+            } else if let Some(plan) = &p.plan {
                 let mut plan = plan.lock();
                 plan.clear_state();
                 p.window_stats = plan.window_stats();

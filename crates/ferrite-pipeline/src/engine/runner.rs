@@ -1187,6 +1187,104 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// PIPELINE.RESET runs under the store lock: it waits neither for the
+    /// plan's lock (held by the runner through a batch) nor for a
+    /// checkpoint that captured the plan and has yet to encode its state.
+    /// That checkpoint still encodes the state of its capture; the old
+    /// generation's epoch is refused; a restart replays the reset.
+    #[test]
+    fn reset_waits_neither_for_the_plan_nor_for_a_checkpoint() {
+        let Views {
+            dir,
+            shared,
+            engine,
+            mut rs,
+            mut sc,
+            job,
+            ..
+        } = views_after_one_epoch("reset");
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        let (reference, (covered, mut snap)) = {
+            let mut store = shared.store.lock();
+            let reference = Durable(engine.clone()).snapshot(&store).into_bytes();
+            let cfg = shared.config.read().clone();
+            let taken = p.begin_checkpoint(&shared, &mut store, &cfg);
+            (
+                reference,
+                taken.unwrap_or_else(|| panic!("checkpoint running")),
+            )
+        };
+        assert!(job.pin.held(), "the stateful plan is not pinned");
+        let held = job.plan.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sh = shared.clone();
+        let resetter = std::thread::spawn(move || {
+            let mut s = Session::internal(sh);
+            let r = call(&mut s, &["PIPELINE.RESET", "views"]);
+            let _ = tx.send(r);
+            s
+        });
+        let got = rx.recv_timeout(Duration::from_secs(60));
+        drop(held);
+        let mut s = resetter
+            .join()
+            .unwrap_or_else(|_| panic!("resetter panicked"));
+        let r = got.unwrap_or_else(|_| panic!("PIPELINE.RESET waited for the plan or the pin"));
+        assert!(matches!(&r, Reply::Simple(ok) if &ok[..] == b"OK"), "{r:?}");
+        assert!(matches!(
+            engine
+                .state
+                .lock()
+                .pipes
+                .get("views")
+                .and_then(|p| p.window_stats.as_ref())
+                .map(|w| w.keys),
+            Some(0)
+        ));
+        // The checkpoint encodes the state it captured, not the reset one.
+        snap.assemble();
+        let mut tail = (reference.len() as u32).to_le_bytes().to_vec();
+        tail.extend_from_slice(&reference);
+        assert!(
+            snap.body.ends_with(&tail),
+            "the section is not the state of the capture"
+        );
+        // The old generation's epoch (new entries, the old plan) is refused.
+        call(&mut s, &["XADD", "clicks", "90000-1", "page", "z"]);
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(0));
+        assert!(matches!(
+            epoch(&engine, &shared, &mut rs, &job, &mut sc),
+            Outcome::Done
+        ));
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(0));
+        let cache = shared.store.lock().block_cache.clone();
+        p.finish_checkpoint(covered, snap, cache.as_deref())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let fresh = the_job(&engine);
+        assert!(
+            !Arc::ptr_eq(&fresh.plan, &job.plan),
+            "the plan was not replaced"
+        );
+        assert!(matches!(
+            epoch(&engine, &shared, &mut rs, &fresh, &mut sc),
+            Outcome::Done
+        ));
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(1));
+        let now = section(&engine, &shared);
+        p.sync().unwrap_or_else(|e| panic!("{e}"));
+        p.close().unwrap_or_else(|e| panic!("{e}"));
+        drop((s, rs, p, job, fresh, engine, shared));
+        // Replayed from the checkpoint: the reset, then the new epoch.
+        let (shared, engine) = open(&dir);
+        assert_eq!(section(&engine, &shared), now);
+        drop((engine, shared));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Issue 15: the plan state is encoded after the capture, off the store
     /// lock, and is still the state of the capture's instant (the one that
     /// goes with the positions in the keyspace snapshot), although the
