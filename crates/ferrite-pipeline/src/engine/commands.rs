@@ -441,33 +441,26 @@ fn create(ctx: &mut Ctx, a: &mut Args<'_>) -> Result<Reply, CmdError> {
         created_ms: ctx.now_ms,
         window: c.window,
     };
-    ctx.store
-        .log_subsystem(super::SUBSYSTEM, &durable::effect_define(&def));
-    ctx.propagate_nothing();
     let status = if c.paused {
         Status::Paused
     } else {
         Status::Running
     };
-    let name = def.name.clone();
-    e.insert(ctx.store, def, status, Counters::default(), None);
-    if let Some(old_plan) = carry {
-        // The old plan's committed state (an epoch it is evaluating now
-        // is of the old generation: its commit will be refused as stale).
-        let state = old_plan.lock().snapshot();
-        let new_plan = e.state.lock().pipes.get(&name).and_then(|p| p.plan.clone());
-        if let Some(np) = new_plan {
-            let w = {
-                let mut np = np.lock();
-                np.restore(&state).map_err(|err| {
-                    CmdError::err(format!("carrying the window state over: {err}"))
-                })?;
-                np.window_stats()
-            };
-            e.set_window_stats(&name, w);
-            ctx.store
-                .log_subsystem(super::SUBSYSTEM, &durable::effect_restore(&name, &state));
-        }
+    if carry.is_some() {
+        // The same statement and time options compile to the same plan:
+        // the pipeline keeps its plan, state and pin, so this waits neither
+        // for a batch being evaluated nor for a checkpoint's encoding (an
+        // epoch of the old generation is refused at its commit and rolled
+        // back, leaving the committed state).
+        ctx.store
+            .log_subsystem(super::SUBSYSTEM, &durable::effect_define_keeping(&def));
+        ctx.propagate_nothing();
+        e.insert_keeping_plan(ctx.store, def, status, Counters::default());
+    } else {
+        ctx.store
+            .log_subsystem(super::SUBSYSTEM, &durable::effect_define(&def));
+        ctx.propagate_nothing();
+        e.insert(ctx.store, def, status, Counters::default(), None);
     }
     Ok(Reply::ok())
 }

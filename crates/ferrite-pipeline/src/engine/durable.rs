@@ -12,7 +12,11 @@
 //! - `W` name, bytes: the window state changes of an epoch (after its `E`,
 //!   in the same record), in `WindowOp::epoch_delta`'s encoding;
 //! - `S` name, bytes: the whole state (`Plan::snapshot`), after the `D` of
-//!   a REPLACE that keeps a grouped pipeline's position and state.
+//!   a REPLACE that keeps a grouped pipeline's position and state (written
+//!   before 2026-12-06; still read);
+//! - `K` definition: a REPLACE that keeps a grouped pipeline's position and
+//!   state (the same statement and time options): as `D`, the pipeline
+//!   keeping its plan and the plan's state.
 //!
 //! The checkpoint section: `u8 version (2)`, `u32 count`, then per pipeline
 //! its definition, `u8 paused`, its counters, and (version 2) `u32 len` and
@@ -35,6 +39,12 @@ pub(crate) struct Durable(pub Arc<Engine>);
 
 pub(crate) fn effect_define(def: &Definition) -> Vec<u8> {
     let mut v = vec![b'D'];
+    def.encode(&mut v);
+    v
+}
+
+pub(crate) fn effect_define_keeping(def: &Definition) -> Vec<u8> {
+    let mut v = vec![b'K'];
     def.encode(&mut v);
     v
 }
@@ -68,6 +78,7 @@ pub(crate) fn effect_state(name: &str, delta: &[u8]) -> Vec<u8> {
     v
 }
 
+#[cfg(test)]
 pub(crate) fn effect_restore(name: &str, state: &[u8]) -> Vec<u8> {
     let mut v = effect_state(name, state);
     v[0] = b'S';
@@ -96,7 +107,7 @@ impl ferrite_db::persist::Subsystem for Durable {
         let mut r = Cursor::new(body);
         let e = &self.0;
         match tag {
-            b'D' => {
+            tag @ (b'D' | b'K') => {
                 let def = Definition::decode(&mut r)?;
                 done(&r)?;
                 let status = if def.paused {
@@ -104,7 +115,11 @@ impl ferrite_db::persist::Subsystem for Durable {
                 } else {
                     Status::Running
                 };
-                e.insert(store, def, status, Counters::default(), None);
+                if tag == b'K' {
+                    e.insert_keeping_plan(store, def, status, Counters::default());
+                } else {
+                    e.insert(store, def, status, Counters::default(), None);
+                }
             }
             b'X' => {
                 let name = r.string()?;

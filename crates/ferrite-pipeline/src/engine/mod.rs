@@ -312,6 +312,35 @@ impl Engine {
         counters: Counters,
         ephemeral_plan: Option<Plan>,
     ) {
+        self.insert_as(store, def, status, counters, ephemeral_plan, false)
+    }
+
+    /// [`Engine::insert`] for a REPLACE that keeps the position of a
+    /// grouped pipeline with the same statement and time options: the new
+    /// definition keeps the old plan (the same compiled form), its state,
+    /// its published figures and its pin (a checkpoint that captured the
+    /// plan still holds back the next commit until it has encoded it).
+    /// Takes no plan lock. Without a plan to keep (a statement that no
+    /// longer compiles) it is [`Engine::insert`]: the pipeline is failed.
+    pub(crate) fn insert_keeping_plan(
+        &self,
+        store: &mut Store,
+        def: Definition,
+        status: Status,
+        counters: Counters,
+    ) {
+        self.insert_as(store, def, status, counters, None, true)
+    }
+
+    fn insert_as(
+        &self,
+        store: &mut Store,
+        def: Definition,
+        status: Status,
+        counters: Counters,
+        ephemeral_plan: Option<Plan>,
+        keep_plan: bool,
+    ) {
         let (plan, status) = match ephemeral_plan {
             Some(p) => (Ok(p), status),
             None => (
@@ -342,11 +371,20 @@ impl Engine {
                 Status::Failed(format!("the statement no longer compiles: {e}")),
             ),
         };
+        let (mut plan, mut window_stats) = (plan, window_stats);
+        let mut pin = Arc::new(Pin::default());
         let ephemeral = def.sql.is_empty();
         let mut st = self.state.lock();
         if let Some(old) = st.pipes.remove(&def.name) {
             if let Some(id) = old.observer {
                 store.unobserve(id);
+            }
+            // Swapped in under this same hold of the state lock: the runner
+            // must never see the new generation with the new, empty plan.
+            if let (true, Some(kept), Some(_)) = (keep_plan, old.plan, &plan) {
+                plan = Some(kept);
+                pin = old.pin;
+                window_stats = old.window_stats;
             }
         }
         let dirty = Arc::new(AtomicBool::new(true));
@@ -379,7 +417,7 @@ impl Engine {
                 sink_seen: false,
                 ephemeral,
                 stateful,
-                pin: Arc::new(Pin::default()),
+                pin,
                 explain,
                 window_stats,
             },

@@ -1187,6 +1187,65 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Runs `cmd` on another session while a checkpoint's capture pins the
+    /// plan and this thread holds the plan's lock (as the runner does
+    /// through a batch): the reply, or a panic if it waited for either.
+    /// Returns the capture's section encoded at its instant (for
+    /// reference), the checkpoint, and the session that ran `cmd`.
+    fn while_the_plan_is_busy(
+        v: &Views,
+        cmd: &'static [&'static str],
+    ) -> (
+        Reply,
+        Vec<u8>,
+        (u64, ferrite_db::persist::Snapshot),
+        Session,
+    ) {
+        let p = v
+            .shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        let (reference, taken) = {
+            let mut store = v.shared.store.lock();
+            let reference = Durable(v.engine.clone()).snapshot(&store).into_bytes();
+            let cfg = v.shared.config.read().clone();
+            let taken = p.begin_checkpoint(&v.shared, &mut store, &cfg);
+            (
+                reference,
+                taken.unwrap_or_else(|| panic!("checkpoint running")),
+            )
+        };
+        assert!(v.job.pin.held(), "the stateful plan is not pinned");
+        let held = v.job.plan.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sh = v.shared.clone();
+        let asker = std::thread::spawn(move || {
+            let mut s = Session::internal(sh);
+            let r = call(&mut s, cmd);
+            let _ = tx.send(r);
+            s
+        });
+        let got = rx.recv_timeout(Duration::from_secs(60));
+        drop(held);
+        let s = asker.join().unwrap_or_else(|_| panic!("{cmd:?} panicked"));
+        let r = got.unwrap_or_else(|_| panic!("{cmd:?} waited for the plan or the pin"));
+        assert!(matches!(&r, Reply::Simple(ok) if &ok[..] == b"OK"), "{r:?}");
+        (r, reference, taken, s)
+    }
+
+    /// `snap`, assembled, holds `reference` as the pipeline's section.
+    fn assemble_holds(snap: &mut ferrite_db::persist::Snapshot, reference: &[u8]) {
+        snap.assemble();
+        let mut tail = (reference.len() as u32).to_le_bytes().to_vec();
+        tail.extend_from_slice(reference);
+        assert!(
+            snap.body.ends_with(&tail),
+            "the section is not the state of the capture"
+        );
+    }
+
     /// PIPELINE.RESET runs under the store lock: it waits neither for the
     /// plan's lock (held by the runner through a batch) nor for a
     /// checkpoint that captured the plan and has yet to encode its state.
@@ -1194,6 +1253,9 @@ mod tests {
     /// generation's epoch is refused; a restart replays the reset.
     #[test]
     fn reset_waits_neither_for_the_plan_nor_for_a_checkpoint() {
+        let v = views_after_one_epoch("reset");
+        let (_, reference, (covered, mut snap), mut s) =
+            while_the_plan_is_busy(&v, &["PIPELINE.RESET", "views"]);
         let Views {
             dir,
             shared,
@@ -1202,39 +1264,7 @@ mod tests {
             mut sc,
             job,
             ..
-        } = views_after_one_epoch("reset");
-        let p = shared
-            .persist
-            .get()
-            .cloned()
-            .unwrap_or_else(|| panic!("no log"));
-        let (reference, (covered, mut snap)) = {
-            let mut store = shared.store.lock();
-            let reference = Durable(engine.clone()).snapshot(&store).into_bytes();
-            let cfg = shared.config.read().clone();
-            let taken = p.begin_checkpoint(&shared, &mut store, &cfg);
-            (
-                reference,
-                taken.unwrap_or_else(|| panic!("checkpoint running")),
-            )
-        };
-        assert!(job.pin.held(), "the stateful plan is not pinned");
-        let held = job.plan.lock();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sh = shared.clone();
-        let resetter = std::thread::spawn(move || {
-            let mut s = Session::internal(sh);
-            let r = call(&mut s, &["PIPELINE.RESET", "views"]);
-            let _ = tx.send(r);
-            s
-        });
-        let got = rx.recv_timeout(Duration::from_secs(60));
-        drop(held);
-        let mut s = resetter
-            .join()
-            .unwrap_or_else(|_| panic!("resetter panicked"));
-        let r = got.unwrap_or_else(|_| panic!("PIPELINE.RESET waited for the plan or the pin"));
-        assert!(matches!(&r, Reply::Simple(ok) if &ok[..] == b"OK"), "{r:?}");
+        } = v;
         assert!(matches!(
             engine
                 .state
@@ -1246,13 +1276,7 @@ mod tests {
             Some(0)
         ));
         // The checkpoint encodes the state it captured, not the reset one.
-        snap.assemble();
-        let mut tail = (reference.len() as u32).to_le_bytes().to_vec();
-        tail.extend_from_slice(&reference);
-        assert!(
-            snap.body.ends_with(&tail),
-            "the section is not the state of the capture"
-        );
+        assemble_holds(&mut snap, &reference);
         // The old generation's epoch (new entries, the old plan) is refused.
         call(&mut s, &["XADD", "clicks", "90000-1", "page", "z"]);
         assert_eq!(engine.counters("views").map(|c| c.epoch), Some(0));
@@ -1261,6 +1285,11 @@ mod tests {
             Outcome::Done
         ));
         assert_eq!(engine.counters("views").map(|c| c.epoch), Some(0));
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
         let cache = shared.store.lock().block_cache.clone();
         p.finish_checkpoint(covered, snap, cache.as_deref())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1281,6 +1310,136 @@ mod tests {
         // Replayed from the checkpoint: the reset, then the new epoch.
         let (shared, engine) = open(&dir);
         assert_eq!(section(&engine, &shared), now);
+        drop((engine, shared));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A REPLACE that keeps the position and the state (the same statement,
+    /// another commit interval) keeps the plan itself: it waits neither for
+    /// the plan's lock nor for a checkpoint's encoding. The checkpoint
+    /// encodes its capture's state; the old generation's open epoch is
+    /// rolled back at its refused commit, and the new generation goes on
+    /// from the committed state; a restart replays the `K` effect.
+    #[test]
+    fn replace_keeping_the_state_waits_neither_for_the_plan_nor_for_a_checkpoint() {
+        let v = views_after_one_epoch("replace");
+        const CMD: &[&str] = &[
+            "PIPELINE.CREATE",
+            "views",
+            "REPLACE",
+            "COMMIT_INTERVAL",
+            "7",
+            "AS",
+            VIEWS,
+        ];
+        let (_, reference, (covered, mut snap), mut s) = while_the_plan_is_busy(&v, CMD);
+        let Views {
+            dir,
+            shared,
+            engine,
+            mut rs,
+            mut sc,
+            job,
+            ..
+        } = v;
+        let kept = the_job(&engine);
+        assert!(Arc::ptr_eq(&kept.plan, &job.plan), "the plan was not kept");
+        assert!(Arc::ptr_eq(&kept.pin, &job.pin), "the pin was not kept");
+        assert!(matches!(
+            engine
+                .state
+                .lock()
+                .pipes
+                .get("views")
+                .and_then(|p| p.window_stats.as_ref())
+                .map(|w| w.keys),
+            Some(3)
+        ));
+        assemble_holds(&mut snap, &reference);
+        call(&mut s, &["XADD", "clicks", "90000-1", "page", "z"]);
+        // The old generation's epoch is refused and its changes rolled back.
+        assert!(matches!(
+            epoch(&engine, &shared, &mut rs, &job, &mut sc),
+            Outcome::Done
+        ));
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(0));
+        assert_eq!(
+            job.plan.lock().window_stats().map(|w| w.keys),
+            Some(3),
+            "the refused epoch's key stayed"
+        );
+        let p = shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"));
+        let cache = shared.store.lock().block_cache.clone();
+        p.finish_checkpoint(covered, snap, cache.as_deref())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            epoch(&engine, &shared, &mut rs, &kept, &mut sc),
+            Outcome::Done
+        ));
+        assert_eq!(engine.counters("views").map(|c| c.epoch), Some(1));
+        assert_eq!(kept.plan.lock().window_stats().map(|w| w.keys), Some(4));
+        let now = section(&engine, &shared);
+        p.sync().unwrap_or_else(|e| panic!("{e}"));
+        p.close().unwrap_or_else(|e| panic!("{e}"));
+        drop((s, rs, p, job, kept, engine, shared));
+        // Replayed from the checkpoint: the REPLACE (`K`), then the epoch.
+        let (shared, engine) = open(&dir);
+        assert_eq!(section(&engine, &shared), now);
+        drop((engine, shared));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Logs written before the `K` effect carried a REPLACE's state as `D`
+    /// then `S` (the whole state): they still replay to the same pipeline.
+    #[test]
+    fn a_replace_logged_as_define_and_state_still_replays() {
+        let v = views_after_one_epoch("replace-ds");
+        let want = section(&v.engine, &v.shared);
+        let (def, state) = {
+            let st = v.engine.state.lock();
+            let p = st.pipes.get("views").unwrap_or_else(|| panic!("no pipe"));
+            let plan = p.plan.clone().unwrap_or_else(|| panic!("no plan"));
+            let state = plan.lock().snapshot();
+            (p.def.clone(), state)
+        };
+        let dir2 = temp_dir("replace-ds2");
+        let (shared2, engine2) = open(&dir2);
+        let mut s2 = Session::internal(shared2.clone());
+        for (i, page) in ["a", "b", "a", "c"].iter().enumerate() {
+            call(
+                &mut s2,
+                &["XADD", "clicks", &format!("{}-1", 1000 + i), "page", page],
+            );
+        }
+        {
+            let d = Durable(engine2.clone());
+            let mut store = shared2.store.lock();
+            for effect in [
+                super::super::durable::effect_define(&def),
+                super::super::durable::effect_define(&def),
+                super::super::durable::effect_restore("views", &state),
+                super::super::durable::effect_epoch(
+                    "views",
+                    &v.engine.counters("views").unwrap_or_default(),
+                ),
+            ] {
+                ferrite_db::persist::Subsystem::replay(&d, &mut store, &effect)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        assert_eq!(section(&engine2, &shared2), want);
+        drop((s2, engine2, shared2));
+        let _ = std::fs::remove_dir_all(&dir2);
+        let Views {
+            dir,
+            engine,
+            shared,
+            ..
+        } = v;
         drop((engine, shared));
         let _ = std::fs::remove_dir_all(&dir);
     }
