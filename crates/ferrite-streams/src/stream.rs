@@ -1617,7 +1617,9 @@ mod tests {
         }
         assert_eq!(flat.meta(), pairs.meta());
         let blocks = |s: &Stream| -> Vec<(StreamId, Vec<u8>)> {
-            s.blocks().map(|b| (b.master_id(), b.encoded().to_vec())).collect()
+            s.blocks()
+                .map(|b| (b.master_id(), b.encoded().to_vec()))
+                .collect()
         };
         assert_eq!(blocks(&flat), blocks(&pairs));
         let none: [(Bytes, Bytes); 0] = [];
@@ -1633,7 +1635,8 @@ mod tests {
             if let Some(p) = prev {
                 if e.same_names_as(&p) {
                     shared += 1;
-                    let names = |e: &EntryRef<'_>| e.pairs().map(|(f, _)| f.to_vec()).collect::<Vec<_>>();
+                    let names =
+                        |e: &EntryRef<'_>| e.pairs().map(|(f, _)| f.to_vec()).collect::<Vec<_>>();
                     assert_eq!(names(&e), names(&p));
                 }
             }

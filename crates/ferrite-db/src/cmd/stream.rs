@@ -287,6 +287,11 @@ where
     // `xadd`); only kept with a trim.
     let mut trimmed_at: Vec<bool> = Vec::new();
     let mut failed = None;
+    // The last logged ID's text, and its milliseconds.
+    let mut id_buf = [0u8; ferrite_streams::id::ID_TEXT_MAX];
+    let mut id_len;
+    let mut ms_end = 0;
+    let mut id_ms: Option<u64> = None;
     for pairs in entries {
         if pairs.is_empty() {
             failed = Some(CmdError::WrongArity("xadd".into()));
@@ -309,9 +314,22 @@ where
         if store.logging {
             // As `append` logs it: the generated ID, then any trim as the
             // exact trim it amounted to.
-            let mut buf = [0u8; ferrite_streams::id::ID_TEXT_MAX];
-            let n = id.write_text(&mut buf);
-            put_xadd_effect(&mut store.pending_log, db, key, &buf[..n], pairs);
+            if id_ms != Some(id.ms) {
+                id_len = id.write_text(&mut id_buf);
+                id_ms = Some(id.ms);
+                ms_end = id_buf[..id_len]
+                    .iter()
+                    .position(|&c| c == b'-')
+                    .map_or(0, |p| p + 1);
+            } else {
+                // The batch's IDs share their milliseconds (`*` within one
+                // clock reading): only the sequence is written again.
+                let mut digits = [0u8; 20];
+                let seq = ferrite_streams::id::u64_digits(id.seq, &mut digits);
+                id_buf[ms_end..ms_end + seq.len()].copy_from_slice(seq);
+                id_len = ms_end + seq.len();
+            }
+            put_xadd_effect(&mut store.pending_log, db, key, &id_buf[..id_len], pairs);
             store.pending_cmds += 1;
             if trimmed > 0 {
                 if let Some(t) = exact_trim_args(s, trim) {
