@@ -271,7 +271,7 @@ where
     // XADD checks its arity before it creates the stream.
     match entries.peek() {
         None => return Ok(0),
-        Some(e) if e.is_empty() => return Err((0, CmdError::WrongArity("xadd".into()))),
+        Some([]) => return Err((0, CmdError::WrongArity("xadd".into()))),
         Some(_) => {}
     }
     let cfg = ctx.shared.config.read().stream_config();
