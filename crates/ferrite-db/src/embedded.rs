@@ -199,6 +199,34 @@ impl Atomic<'_> {
         r
     }
 
+    /// [`Atomic::xadd`] of each of `entries` (each `[(f1, v1), ...]`), in
+    /// order, with one key lookup and one wake of blocked readers
+    /// ([`cmd::stream::append_batch`]): the stream and the log are those
+    /// of that many XADDs. How many were appended, or how many were
+    /// appended before the error XADD would have replied.
+    pub fn xadd_batch<'e, A, B, I>(
+        &mut self,
+        key: &[u8],
+        entries: I,
+        maxlen: Option<(bool, u64)>,
+    ) -> Result<u64, (u64, Reply)>
+    where
+        A: AsRef<[u8]> + 'e,
+        B: AsRef<[u8]> + 'e,
+        I: IntoIterator<Item = &'e [(A, B)]>,
+    {
+        let trim = maxlen.map(|(approx, n)| ferrite_streams::stream::TrimSpec {
+            strategy: ferrite_streams::stream::Trim::MaxLen(n),
+            approx,
+            limit: None,
+        });
+        let mut ctx = self.ctx();
+        let r = cmd::stream::append_batch(&mut ctx, key, entries, trim.as_ref())
+            .map_err(|(n, e)| (n, e.to_reply()));
+        self.store.serve_ready(self.now_ms);
+        r
+    }
+
     /// Log a subsystem's effect in the same record as these commands
     /// ([`crate::store::Store::log_subsystem`]).
     pub fn log_subsystem(&mut self, name: &str, effect: &[u8]) {
@@ -313,5 +341,159 @@ mod tests {
             s.call(argv(&["SELECT", "16"])),
             Reply::error("ERR DB index is out of range")
         );
+    }
+
+    /// The stream `key` in db 0: its blocks' bytes and its metadata.
+    fn stream_state(a: &mut Atomic<'_>, key: &[u8]) -> (Vec<(String, Vec<u8>)>, String, u64) {
+        match a.store().dbs[0].get(key) {
+            Some(crate::store::Value::Stream(s)) => (
+                s.blocks()
+                    .map(|b| (b.master_id().to_string(), b.encoded().to_vec()))
+                    .collect(),
+                format!("{:?}", s.meta()),
+                s.len(),
+            ),
+            _ => panic!("no stream at the key"),
+        }
+    }
+
+    fn results(n: usize) -> Vec<Vec<(Bytes, Bytes)>> {
+        (0..n)
+            .map(|i| {
+                let mut r = vec![
+                    (Bytes::from("symbol"), Bytes::from(format!("S{:05}", i % 7))),
+                    (Bytes::from("n"), Bytes::from(i.to_string())),
+                ];
+                // Every fifth has other names (no SAMEFIELDS); every
+                // seventh a long value.
+                if i % 5 == 4 {
+                    r.push((Bytes::from("extra"), Bytes::from("1.5")));
+                }
+                if i % 7 == 6 {
+                    r[1].1 = Bytes::from(vec![b'x'; 300]);
+                }
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn xadd_batch_is_n_xadds() {
+        for maxlen in [None, Some((false, 7)), Some((true, 5))] {
+            let mut cfg = Config::default();
+            cfg.set_startup("stream-node-max-entries", "4").ok();
+            let entries = results(40);
+            // IDs far ahead of the clock: `*` then increments the sequence,
+            // the same in both sessions.
+            let setup = argv(&["XADD", "s", "99999999999999-0", "a", "b"]);
+            let mut one = Session::with_config(cfg.clone());
+            let mut batch = Session::with_config(cfg.clone());
+            one.call(setup.clone());
+            batch.call(setup);
+            one.shared().store.lock().clear_effects();
+            batch.shared().store.lock().clear_effects();
+            let ((single, single_log), _) = one
+                .atomically(|a| {
+                    for e in &entries {
+                        let flat: Vec<Bytes> =
+                            e.iter().flat_map(|(f, v)| [f.clone(), v.clone()]).collect();
+                        a.xadd(&Bytes::from("s"), &flat, maxlen).unwrap();
+                    }
+                    (stream_state(a, b"s"), a.store().take_effects())
+                })
+                .unwrap();
+            let ((batched, batch_log), _) = batch
+                .atomically(|a| {
+                    let n = a
+                        .xadd_batch(b"s", entries.iter().map(|e| e.as_slice()), maxlen)
+                        .unwrap();
+                    assert_eq!(n, 40);
+                    (stream_state(a, b"s"), a.store().take_effects())
+                })
+                .unwrap();
+            assert_eq!(single, batched, "maxlen {maxlen:?}");
+            assert_eq!(single_log, batch_log, "maxlen {maxlen:?}");
+            assert!(batched.0.len() > 1, "several blocks");
+            if maxlen.is_some() {
+                assert!(batch_log.iter().any(|(_, c)| c[0] == "XTRIM"));
+            }
+            // Replayed, the log gives the same stream.
+            let mut replay = Session::with_config(cfg);
+            replay.call(argv(&["XADD", "s", "99999999999999-0", "a", "b"]));
+            for (db, cmd) in batch_log {
+                assert!(!replay.call_in_db(db, cmd).is_error());
+            }
+            let (replayed, _) = replay.atomically(|a| stream_state(a, b"s")).unwrap();
+            assert_eq!(replayed, batched, "maxlen {maxlen:?}");
+        }
+    }
+
+    #[test]
+    fn xadd_batch_errors() {
+        let mut s = Session::with_config(Config::default());
+        s.call(argv(&["SET", "str", "v"]));
+        let entries = results(3);
+        let (r, _) = s
+            .atomically(|a| a.xadd_batch(b"str", entries.iter().map(|e| e.as_slice()), None))
+            .unwrap();
+        assert_eq!(
+            r,
+            Err((
+                0,
+                Reply::error("WRONGTYPE Operation against a key holding the wrong kind of value")
+            ))
+        );
+        // An entry with no pairs stops the batch; the ones before it stay.
+        let mut with_empty = results(3);
+        with_empty.insert(2, Vec::new());
+        let (r, _) = s
+            .atomically(|a| a.xadd_batch(b"k", with_empty.iter().map(|e| e.as_slice()), None))
+            .unwrap();
+        assert_eq!(
+            r,
+            Err((
+                2,
+                Reply::error("ERR wrong number of arguments for 'xadd' command")
+            ))
+        );
+        assert_eq!(s.call(argv(&["XLEN", "k"])), Reply::Int(2));
+        // Nothing to add, or a first entry with no pairs: no stream.
+        let none: Vec<Vec<(Bytes, Bytes)>> = vec![Vec::new()];
+        let (r, _) = s
+            .atomically(|a| a.xadd_batch(b"e", none.iter().map(|e| e.as_slice()), None))
+            .unwrap();
+        assert!(matches!(r, Err((0, _))));
+        let (r, _) = s
+            .atomically(|a| a.xadd_batch(b"e", none[..0].iter().map(|e| e.as_slice()), None))
+            .unwrap();
+        assert_eq!(r, Ok(0));
+        assert_eq!(s.call(argv(&["EXISTS", "e"])), Reply::Int(0));
+        // An exhausted stream refuses, as XADD does.
+        s.call(argv(&[
+            "XADD",
+            "max",
+            "18446744073709551615-18446744073709551615",
+            "a",
+            "b",
+        ]));
+        let (r, _) = s
+            .atomically(|a| a.xadd_batch(b"max", entries.iter().map(|e| e.as_slice()), None))
+            .unwrap();
+        let want = s.call(argv(&["XADD", "max", "*", "a", "b"]));
+        assert_eq!(r, Err((0, want)));
+    }
+
+    #[test]
+    fn xadd_effect_encoding_is_put_cmd_parts() {
+        let pairs = [
+            (Bytes::from("f"), Bytes::from("v")),
+            (Bytes::from(""), Bytes::from(vec![7u8; 200])),
+        ];
+        let mut ours = vec![9u8];
+        crate::cmd::stream::put_xadd_effect(&mut ours, 3, b"key", b"5-1", &pairs);
+        let mut theirs = vec![9u8];
+        let flat: Vec<&[u8]> = pairs.iter().flat_map(|(f, v)| [&f[..], &v[..]]).collect();
+        crate::persist::put_cmd_parts(&mut theirs, 3, &[b"XADD", b"key", b"5-1"], &flat);
+        assert_eq!(ours, theirs);
     }
 }

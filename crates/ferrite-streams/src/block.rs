@@ -37,6 +37,7 @@ pub const FLAG_SAMEFIELDS: u8 = 2;
 
 /// Appends `v` as LEB128: 7 bits per byte, least significant group first,
 /// high bit set on every byte except the last.
+#[inline]
 pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -53,7 +54,18 @@ pub(crate) const fn varint_len(v: u64) -> usize {
 
 /// Reads a LEB128 varint at `*pos`, advancing it. `None` if truncated or
 /// longer than 10 bytes / 64 bits.
+#[inline]
 pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    // One byte (below 128): lengths, deltas and counts nearly always are.
+    let b = *buf.get(*pos)?;
+    if b < 0x80 {
+        *pos += 1;
+        return Some(u64::from(b));
+    }
+    get_varint_long(buf, pos)
+}
+
+fn get_varint_long(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -87,7 +99,18 @@ pub(crate) fn put_backlen(buf: &mut Vec<u8>, v: u64) {
 
 /// Reads the reverse varint that ends just before `end`. Returns the value
 /// and the offset of its first byte.
+#[inline]
 pub(crate) fn get_backlen(buf: &[u8], end: usize) -> Option<(u64, usize)> {
+    // One byte: an entry shorter than 128 bytes.
+    let last = end.checked_sub(1)?;
+    let b = *buf.get(last)?;
+    if b < 0x80 {
+        return Some((u64::from(b), last));
+    }
+    get_backlen_long(buf, end)
+}
+
+fn get_backlen_long(buf: &[u8], end: usize) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     let mut shift = 0u32;
     let mut pos = end;
@@ -115,6 +138,7 @@ const fn unzigzag(u: u64) -> i64 {
 }
 
 /// Reads a length-prefixed byte string at `*pos`.
+#[inline]
 fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
     let len = usize::try_from(get_varint(buf, pos)?).ok()?;
     let end = pos.checked_add(len)?;
@@ -123,6 +147,7 @@ fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
     Some(s)
 }
 
+#[inline]
 fn put_bytes(buf: &mut Vec<u8>, s: &[u8]) {
     put_varint(buf, s.len() as u64);
     buf.extend_from_slice(s);
@@ -250,14 +275,30 @@ impl fmt::Debug for Block {
 }
 
 /// Listpack bytes of one entry as Redis's `streamAppendItem` writes it.
-fn lp_entry_size<F: AsRef<[u8]>>(same: bool, ms_delta: u64, seq_delta: u64, fields: &[F]) -> u64 {
-    let pairs = (fields.len() / 2) as u64;
-    let stored = fields
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !same || i % 2 == 1)
-        .map(|(_, f)| f.as_ref());
-    lp_entry_size_of(same, ms_delta, seq_delta, pairs, stored)
+fn lp_entry_size<L: FieldList + ?Sized>(
+    same: bool,
+    ms_delta: u64,
+    seq_delta: u64,
+    fields: &L,
+) -> u64 {
+    // As `lp_entry_size_of`, without an iterator of the stored strings
+    // (every append measures its entry).
+    let pairs = fields.pair_count() as u64;
+    let mut size = listpack::int_element_size(0)
+        + listpack::int_element_size(ms_delta as i64)
+        + listpack::int_element_size(seq_delta as i64);
+    let mut lp_count = pairs.saturating_add(3);
+    if !same {
+        size += listpack::int_element_size(as_i64(pairs));
+        lp_count = lp_count.saturating_add(pairs.saturating_add(1));
+    }
+    for i in 0..fields.pair_count() {
+        if !same {
+            size += listpack::element_size(fields.name(i));
+        }
+        size += listpack::element_size(fields.value(i));
+    }
+    size + listpack::int_element_size(as_i64(lp_count))
 }
 
 /// [`lp_entry_size`] from the strings the entry stores: its values
@@ -284,19 +325,75 @@ fn lp_entry_size_of<'a>(
     size + listpack::int_element_size(as_i64(lp_count))
 }
 
+/// An entry's field/value pairs as the block encoder reads them: a flat
+/// `[f1, v1, f2, v2, ...]` list ([`Flat`], what XADD's arguments are) or
+/// a list of `(field, value)` pairs ([`PairList`], what a subsystem's
+/// results are), so neither has to be copied into the other's shape.
+pub trait FieldList {
+    /// Number of pairs.
+    fn pair_count(&self) -> usize;
+    /// The `i`th field name (`i < pair_count()`).
+    fn name(&self, i: usize) -> &[u8];
+    /// The `i`th value (`i < pair_count()`).
+    fn value(&self, i: usize) -> &[u8];
+}
+
+/// A flat `[f1, v1, ...]` list (even length: checked by the callers).
+pub struct Flat<'a, F>(pub &'a [F]);
+
+impl<F: AsRef<[u8]>> FieldList for Flat<'_, F> {
+    #[inline]
+    fn pair_count(&self) -> usize {
+        self.0.len() / 2
+    }
+    #[inline]
+    fn name(&self, i: usize) -> &[u8] {
+        self.0[2 * i].as_ref()
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &[u8] {
+        self.0[2 * i + 1].as_ref()
+    }
+}
+
+/// A list of `(field, value)` pairs.
+pub struct PairList<'a, A, B>(pub &'a [(A, B)]);
+
+impl<A: AsRef<[u8]>, B: AsRef<[u8]>> FieldList for PairList<'_, A, B> {
+    #[inline]
+    fn pair_count(&self) -> usize {
+        self.0.len()
+    }
+    #[inline]
+    fn name(&self, i: usize) -> &[u8] {
+        self.0[i].0.as_ref()
+    }
+    #[inline]
+    fn value(&self, i: usize) -> &[u8] {
+        self.0[i].1.as_ref()
+    }
+}
+
 impl Block {
     /// A new block whose master entry takes `fields`' names, holding one
     /// entry `id` (always flagged SAMEFIELDS, as in Redis). `fields` is the
     /// flat `[f1, v1, f2, v2, ...]` list (even length, checked by the caller).
+    #[cfg(test)]
     pub(crate) fn new<F: AsRef<[u8]>>(id: StreamId, fields: &[F]) -> Block {
-        let pairs = fields.len() / 2;
+        Block::new_list(id, &Flat(fields))
+    }
+
+    /// [`Block::new`] from any [`FieldList`] (at least one pair).
+    pub(crate) fn new_list<L: FieldList + ?Sized>(id: StreamId, fields: &L) -> Block {
+        let pairs = fields.pair_count();
         let mut buf = Vec::new();
         put_varint(&mut buf, pairs as u64);
         let mut lp_fixed = listpack::int_element_size(as_i64(pairs as u64)) // num-fields
             + listpack::int_element_size(0); // master terminator
-        for f in fields.iter().step_by(2) {
-            put_bytes(&mut buf, f.as_ref());
-            lp_fixed += listpack::element_size(f.as_ref());
+        for i in 0..pairs {
+            let f = fields.name(i);
+            put_bytes(&mut buf, f);
+            lp_fixed += listpack::element_size(f);
         }
         let entries_start = buf.len();
         let mut block = Block {
@@ -316,30 +413,38 @@ impl Block {
 
     /// Appends an entry (the caller decided this block is not full).
     /// Returns whether it was stored with SAMEFIELDS.
+    #[cfg(test)]
     pub(crate) fn append<F: AsRef<[u8]>>(&mut self, id: StreamId, fields: &[F]) -> bool {
+        self.append_list(id, &Flat(fields))
+    }
+
+    /// [`Block::append`] from any [`FieldList`].
+    pub(crate) fn append_list<L: FieldList + ?Sized>(&mut self, id: StreamId, fields: &L) -> bool {
         let same = self.fields_match_master(fields);
         self.push_entry(id, fields, same);
         same
     }
 
-    fn push_entry<F: AsRef<[u8]>>(&mut self, id: StreamId, fields: &[F], same: bool) {
+    fn push_entry<L: FieldList + ?Sized>(&mut self, id: StreamId, fields: &L, same: bool) {
         // Deltas wrap exactly like Redis's unsigned subtraction; they are
         // non-negative unless XSETID moved the last ID below this master.
         let ms_delta = id.ms.wrapping_sub(self.master.ms);
         let seq_delta = id.seq.wrapping_sub(self.master.seq);
+        let pairs = fields.pair_count();
         let buf = self.buf.to_mut();
         let start = buf.len();
         buf.push(if same { FLAG_SAMEFIELDS } else { 0 });
         put_varint(buf, ms_delta);
         put_varint(buf, zigzag(seq_delta as i64));
         if same {
-            for v in fields.iter().skip(1).step_by(2) {
-                put_bytes(buf, v.as_ref());
+            for i in 0..pairs {
+                put_bytes(buf, fields.value(i));
             }
         } else {
-            put_varint(buf, (fields.len() / 2) as u64);
-            for f in fields {
-                put_bytes(buf, f.as_ref());
+            put_varint(buf, pairs as u64);
+            for i in 0..pairs {
+                put_bytes(buf, fields.name(i));
+                put_bytes(buf, fields.value(i));
             }
         }
         let body_len = (buf.len() - start) as u64;
@@ -350,8 +455,8 @@ impl Block {
         self.last_id = id;
     }
 
-    fn fields_match_master<F: AsRef<[u8]>>(&self, fields: &[F]) -> bool {
-        if fields.len() / 2 != self.master_fields {
+    fn fields_match_master<L: FieldList + ?Sized>(&self, fields: &L) -> bool {
+        if fields.pair_count() != self.master_fields {
             return false;
         }
         // The master section is `varint(count)` then `varint(len) name`
@@ -362,8 +467,8 @@ impl Block {
         if get_varint(sec, &mut pos).is_none() {
             return false;
         }
-        fields.iter().step_by(2).all(|f| {
-            let f = f.as_ref();
+        (0..self.master_fields).all(|i| {
+            let f = fields.name(i);
             if f.len() < 0x80 {
                 if sec.get(pos) != Some(&(f.len() as u8)) {
                     return false;
@@ -789,6 +894,27 @@ impl<'a> EntryRef<'a> {
         }
     }
 
+    /// The values alone, in insertion order (no field name is decoded).
+    pub fn values(&self) -> Values<'a> {
+        Values {
+            buf: &self.block.buf,
+            pos: self.body,
+            names: !self.same_fields(),
+            remaining: self.pair_count(),
+        }
+    }
+
+    /// Whether this entry's field names are `other`'s, known without
+    /// reading them: both take their names from the master entry of one
+    /// block, or of blocks whose master sections are the same bytes.
+    pub fn same_names_as(&self, other: &EntryRef<'_>) -> bool {
+        self.same_fields()
+            && other.same_fields()
+            && (std::ptr::eq(self.block, other.block)
+                || self.block.buf[..self.block.entries_start]
+                    == other.block.buf[..other.block.entries_start])
+    }
+
     /// Copies the entry out as an owned [`crate::Entry`]. All fields and
     /// values share one allocation (each `Bytes` is a slice of it).
     pub fn to_entry(&self) -> crate::Entry {
@@ -858,6 +984,35 @@ impl<'a> Iterator for Pairs<'a> {
         };
         let value = get_bytes(self.buf, &mut self.pos)?;
         Some((field, value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+/// Iterator over an entry's values ([`EntryRef::values`]).
+#[derive(Clone)]
+pub struct Values<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Whether each value follows its name (an entry without SAMEFIELDS).
+    names: bool,
+    remaining: usize,
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        if self.names {
+            get_bytes(self.buf, &mut self.pos)?;
+        }
+        get_bytes(self.buf, &mut self.pos)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

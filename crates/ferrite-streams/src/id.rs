@@ -228,11 +228,22 @@ pub fn string2ll(s: &[u8]) -> Option<i64> {
         _ => return None,
     }
     let mut v: u64 = 0;
-    for &c in digits {
-        if !c.is_ascii_digit() {
-            return None;
+    if digits.len() <= 19 {
+        // 19 digits are below 2^64: no overflow check per digit.
+        for &c in digits {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
         }
-        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    } else {
+        for &c in digits {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        }
     }
     if negative {
         // Magnitude up to 2^63 is representable as i64::MIN.

@@ -60,6 +60,7 @@ pub const fn int_element_size(v: i64) -> u64 {
 
 /// Total bytes of the element `lpAppend(s)` would write: integer encoding if
 /// the string is a canonical i64, else a string encoding.
+#[inline]
 pub fn element_size(s: &[u8]) -> u64 {
     if let Some(v) = string2ll(s) {
         return int_element_size(v);

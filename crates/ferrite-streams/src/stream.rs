@@ -22,7 +22,7 @@
 //! `last_id` is never below an ID that XADD generated unless XSETID moved it
 //! (legal only over deleted entries); no block is empty of stored entries.
 
-use crate::block::{Block, EntryRef};
+use crate::block::{Block, EntryRef, FieldList, Flat, PairList};
 use crate::id::{StreamId, XaddId};
 use crate::sealed::{BlockLoc, Node, Storage, Summary, TierBytes};
 use crate::snapshot::StoredRun;
@@ -693,6 +693,31 @@ impl Stream {
         if fields.is_empty() || fields.len() & 1 == 1 {
             return Err(AddError::BadFieldCount);
         }
+        self.add_list(id, &Flat(fields), now_ms, cfg)
+    }
+
+    /// [`Stream::add`] of `(field, value)` pairs (no flat copy of them).
+    pub fn add_pairs<A: AsRef<[u8]>, B: AsRef<[u8]>>(
+        &mut self,
+        id: XaddId,
+        pairs: &[(A, B)],
+        now_ms: u64,
+        cfg: &StreamConfig,
+    ) -> Result<StreamId, AddError> {
+        if pairs.is_empty() {
+            return Err(AddError::BadFieldCount);
+        }
+        self.add_list(id, &PairList(pairs), now_ms, cfg)
+    }
+
+    /// [`Stream::add`] once the field count is checked (at least one pair).
+    fn add_list<L: FieldList + ?Sized>(
+        &mut self,
+        id: XaddId,
+        fields: &L,
+        now_ms: u64,
+        cfg: &StreamConfig,
+    ) -> Result<StreamId, AddError> {
         if id == XaddId::Explicit(StreamId::MIN) {
             return Err(AddError::IdZero);
         }
@@ -723,9 +748,10 @@ impl Stream {
         if new_id <= self.last_id {
             return Err(AddError::IdTooSmall);
         }
-        let total: u64 = fields
-            .iter()
-            .fold(0u64, |acc, f| acc.saturating_add(f.as_ref().len() as u64));
+        let total: u64 = (0..fields.pair_count()).fold(0u64, |acc, i| {
+            acc.saturating_add(fields.name(i).len() as u64)
+                .saturating_add(fields.value(i).len() as u64)
+        });
         if total > STREAM_LISTPACK_MAX_SIZE {
             return Err(AddError::TooLarge);
         }
@@ -740,10 +766,10 @@ impl Stream {
     }
 
     /// Stores an entry in the tail block, or in a new block if the tail is full.
-    fn append<F: AsRef<[u8]>>(
+    fn append<L: FieldList + ?Sized>(
         &mut self,
         id: StreamId,
-        fields: &[F],
+        fields: &L,
         total: u64,
         cfg: &StreamConfig,
     ) {
@@ -760,7 +786,7 @@ impl Stream {
                 // A stored tail (read back if evicted) stops being stored.
                 self.run.changed(master);
                 if let Some(block) = node.block_mut(master, self.storage.as_ref()) {
-                    block.append(id, fields);
+                    block.append_list(id, fields);
                     node.refresh();
                     return;
                 }
@@ -792,7 +818,7 @@ impl Stream {
         self.run.changed(id);
         if let Some(old) = self
             .blocks
-            .insert(id, Node::resident(Block::new(id, fields)))
+            .insert(id, Node::resident(Block::new_list(id, fields)))
         {
             self.len = self.len.saturating_sub(old.sum.live);
         }
@@ -1567,5 +1593,55 @@ mod tests {
         }
         let per_entry = s.memory_usage() as f64 / s.len() as f64;
         assert!(per_entry < 11.0 + 20.0, "{per_entry} bytes/entry");
+    }
+
+    #[test]
+    fn add_pairs_is_add() {
+        // The same entries as pairs and as flat lists: the same blocks,
+        // metadata and errors; values and names read back alike.
+        let cfg = StreamConfig {
+            node_max_entries: 3,
+            ..StreamConfig::default()
+        };
+        let mut flat = Stream::new();
+        let mut pairs = Stream::new();
+        for i in 0..20u64 {
+            let mut p = vec![(b("f"), b(&i.to_string())), (b("g"), b("x"))];
+            if i % 4 == 3 {
+                p[1].0 = b("h");
+            }
+            let f: Vec<Bytes> = p.iter().flat_map(|(f, v)| [f.clone(), v.clone()]).collect();
+            let a = flat.add(XaddId::Auto, &f, 1000, &cfg);
+            let b = pairs.add_pairs(XaddId::Auto, &p, 1000, &cfg);
+            assert_eq!(a, b);
+        }
+        assert_eq!(flat.meta(), pairs.meta());
+        let blocks = |s: &Stream| -> Vec<(StreamId, Vec<u8>)> {
+            s.blocks()
+                .map(|b| (b.master_id(), b.encoded().to_vec()))
+                .collect()
+        };
+        assert_eq!(blocks(&flat), blocks(&pairs));
+        let none: [(Bytes, Bytes); 0] = [];
+        assert_eq!(
+            pairs.add_pairs(XaddId::Auto, &none, 1000, &cfg),
+            Err(AddError::BadFieldCount)
+        );
+        let mut prev: Option<EntryRef<'_>> = None;
+        let mut shared = 0;
+        for e in pairs.iter_range(StreamId::MIN, StreamId::MAX, false) {
+            let values: Vec<&[u8]> = e.pairs().map(|(_, v)| v).collect();
+            assert_eq!(e.values().collect::<Vec<_>>(), values);
+            if let Some(p) = prev {
+                if e.same_names_as(&p) {
+                    shared += 1;
+                    let names =
+                        |e: &EntryRef<'_>| e.pairs().map(|(f, _)| f.to_vec()).collect::<Vec<_>>();
+                    assert_eq!(names(&e), names(&p));
+                }
+            }
+            prev = Some(e);
+        }
+        assert!(shared > 5, "{shared}");
     }
 }

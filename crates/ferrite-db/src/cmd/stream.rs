@@ -247,6 +247,151 @@ pub fn append<F: AsRef<[u8]>>(
     Ok(id_text)
 }
 
+/// [`append`] of `*` IDs for each of `entries` (each a list of `(field,
+/// value)` pairs), in order: the same stream, log records, keyspace
+/// events and errors as that many `XADD key [MAXLEN ...] * ...` would give,
+/// but the key is looked up once, no argument list is built per entry, and
+/// the key is touched once (WATCH and blocked readers see one change,
+/// served after the whole batch, as after a MULTI of XADDs). Returns how
+/// many were appended; on an error (WRONGTYPE, an entry with no pairs, an
+/// exhausted stream, an entry too large), how many were appended before
+/// it, which stay.
+pub fn append_batch<'e, A, B, I>(
+    ctx: &mut Ctx,
+    key: &[u8],
+    entries: I,
+    trim: Option<&TrimSpec>,
+) -> Result<u64, (u64, CmdError)>
+where
+    A: AsRef<[u8]> + 'e,
+    B: AsRef<[u8]> + 'e,
+    I: IntoIterator<Item = &'e [(A, B)]>,
+{
+    let mut entries = entries.into_iter().peekable();
+    // XADD checks its arity before it creates the stream.
+    match entries.peek() {
+        None => return Ok(0),
+        Some([]) => return Err((0, CmdError::WrongArity("xadd".into()))),
+        Some(_) => {}
+    }
+    let cfg = ctx.shared.config.read().stream_config();
+    let now = ctx.now_ms;
+    let db = ctx.client.db;
+    let store = &mut *ctx.store;
+    let s = match store.dbs[db].get_or_insert_with(key, || Value::Stream(Box::new(Stream::new()))) {
+        Some(Value::Stream(s)) => s,
+        _ => return Err((0, CmdError::WrongType)),
+    };
+    let mut added = 0u64;
+    // Whether each appended entry trimmed (its `xtrim` event follows its
+    // `xadd`); only kept with a trim.
+    let mut trimmed_at: Vec<bool> = Vec::new();
+    let mut failed = None;
+    // The last logged ID's text, and its milliseconds.
+    let mut id_buf = [0u8; ferrite_streams::id::ID_TEXT_MAX];
+    let mut id_len;
+    let mut ms_end = 0;
+    let mut id_ms: Option<u64> = None;
+    for pairs in entries {
+        if pairs.is_empty() {
+            failed = Some(CmdError::WrongArity("xadd".into()));
+            break;
+        }
+        if s.last_id() == StreamId::MAX {
+            failed = Some(CmdError::err(
+                "The stream has exhausted the last possible ID, unable to add more items",
+            ));
+            break;
+        }
+        let id = match s.add_pairs(XaddId::Auto, pairs, now, &cfg) {
+            Ok(id) => id,
+            Err(e) => {
+                failed = Some(add_error(e));
+                break;
+            }
+        };
+        let trimmed = trim.map_or(0, |t| s.trim(t, &cfg));
+        if store.logging {
+            // As `append` logs it: the generated ID, then any trim as the
+            // exact trim it amounted to.
+            if id_ms != Some(id.ms) {
+                id_len = id.write_text(&mut id_buf);
+                id_ms = Some(id.ms);
+                ms_end = id_buf[..id_len]
+                    .iter()
+                    .position(|&c| c == b'-')
+                    .map_or(0, |p| p + 1);
+            } else {
+                // The batch's IDs share their milliseconds (`*` within one
+                // clock reading): only the sequence is written again.
+                let mut digits = [0u8; 20];
+                let seq = ferrite_streams::id::u64_digits(id.seq, &mut digits);
+                id_buf[ms_end..ms_end + seq.len()].copy_from_slice(seq);
+                id_len = ms_end + seq.len();
+            }
+            put_xadd_effect(&mut store.pending_log, db, key, &id_buf[..id_len], pairs);
+            store.pending_cmds += 1;
+            if trimmed > 0 {
+                if let Some(t) = exact_trim_args(s, trim) {
+                    crate::persist::put_cmd_parts(&mut store.pending_log, db, &[b"XTRIM", key], &t);
+                    store.pending_cmds += 1;
+                }
+            }
+        }
+        if trim.is_some() {
+            trimmed_at.push(trimmed > 0);
+        }
+        added += 1;
+    }
+    if added > 0 {
+        ctx.propagate_nothing();
+        ctx.touch(key);
+        // One per XADD, as `touch` counted one.
+        ctx.store.dirty += added - 1;
+        for i in 0..added as usize {
+            ctx.notify(NOTIFY_STREAM, "xadd", key);
+            if trimmed_at.get(i) == Some(&true) {
+                ctx.notify(NOTIFY_STREAM, "xtrim", key);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err((added, e)),
+        None => Ok(added),
+    }
+}
+
+/// `XADD key id f1 v1 ...` encoded as
+/// `persist::put_cmd_parts(out, db, &[b"XADD", key, id], &[f1, v1, ...])`
+/// encodes it (a test holds them equal), in one pass over the pairs and
+/// with one reservation: a batch append logs one per entry.
+pub(crate) fn put_xadd_effect<A: AsRef<[u8]>, B: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    db: usize,
+    key: &[u8],
+    id: &[u8],
+    pairs: &[(A, B)],
+) {
+    let strings: usize = pairs
+        .iter()
+        .map(|(f, v)| f.as_ref().len() + v.as_ref().len())
+        .sum();
+    out.reserve(8 + 4 * (3 + 2 * pairs.len()) + 4 + key.len() + id.len() + strings);
+    let u32le = |n: usize| (n as u32).to_le_bytes();
+    out.extend_from_slice(&u32le(db));
+    out.extend_from_slice(&u32le(3 + 2 * pairs.len()));
+    for part in [&b"XADD"[..], key, id] {
+        out.extend_from_slice(&u32le(part.len()));
+        out.extend_from_slice(part);
+    }
+    for (f, v) in pairs {
+        for part in [f.as_ref(), v.as_ref()] {
+            out.extend_from_slice(&u32le(part.len()));
+            out.extend_from_slice(part);
+        }
+    }
+}
+
 /// A trim as Redis propagates it: `MAXLEN = <len>` or `MINID = <first id>`,
 /// which replays to the same blocks whatever `~` and LIMIT did.
 fn exact_trim_args(s: &Stream, trim: Option<&TrimSpec>) -> Option<Vec<Bytes>> {

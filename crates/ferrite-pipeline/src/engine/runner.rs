@@ -385,6 +385,7 @@ fn read(shared: &Shared, job: &Job, sc: &mut Scratch) -> Read {
         // layout (most entries of a stream have the same names).
         let mut read_bytes = 0usize;
         let mut prev: Option<(usize, usize, u64)> = None;
+        let mut prev_entry: Option<ferrite_streams::EntryRef<'_>> = None;
         for e in s.iter_range(start, StreamId::MAX, false) {
             if sc.entries.len() >= BATCH || read_bytes >= BATCH_BYTES {
                 full = true;
@@ -392,6 +393,34 @@ fn read(shared: &Shared, job: &Job, sc: &mut Scratch) -> Read {
             }
             let first = sc.spans.len();
             let mut n = 0;
+            match prev {
+                // Names known to be the previous entry's (the master
+                // entry's of its block, or of a block with the same ones):
+                // only the values are read.
+                Some((pf, pn, layout)) if prev_entry.is_some_and(|p| e.same_names_as(&p)) => {
+                    for v in e.values() {
+                        let Some(&name) = sc.spans.get(pf + 2 * n) else {
+                            break;
+                        };
+                        read_bytes += (name.1 - name.0) as usize + v.len();
+                        sc.spans.push(name);
+                        let s0 = sc.bytes.len();
+                        sc.bytes.extend_from_slice(v);
+                        sc.spans.push((s0 as u32, sc.bytes.len() as u32));
+                        n += 1;
+                    }
+                    let layout = if n == pn {
+                        layout
+                    } else {
+                        crate::entry::next_layout()
+                    };
+                    sc.entries.push((e.id(), first, n, layout));
+                    prev = Some((first, n, layout));
+                    prev_entry = Some(e);
+                    continue;
+                }
+                _ => {}
+            }
             let mut same = prev.is_some();
             for (f, v) in e.pairs() {
                 read_bytes += f.len() + v.len();
@@ -423,6 +452,7 @@ fn read(shared: &Shared, job: &Job, sc: &mut Scratch) -> Read {
             };
             sc.entries.push((e.id(), first, n, layout));
             prev = Some((first, n, layout));
+            prev_entry = Some(e);
         }
         Ok(Read::Batch { cursor, full })
     })();
@@ -808,7 +838,6 @@ fn commit(
             "one entry's results exceed {EPOCH_OUT_BYTES} bytes: skipped"
         ));
     }
-    let mut flat: Vec<Bytes> = Vec::new();
     if let Some(h) = &job.hash {
         let (w, f) = write_hashes(a, job, h, out).map_err(Skip::Fail)?;
         written += w;
@@ -818,47 +847,42 @@ fn commit(
                 .get_or_insert_with(|| "a result has no fields (every value was NULL)".into());
         }
     }
-    for r in out.iter().filter(|_| job.hash.is_none()) {
-        if r.fields.is_empty() {
-            // Every value was NULL: XADD cannot write an entry with no fields.
-            failed += 1;
+    if job.hash.is_none() {
+        // Every value was NULL: XADD cannot write an entry with no fields.
+        let empty = out.iter().filter(|r| r.fields.is_empty()).count() as u64;
+        if empty > 0 {
+            failed += empty;
             first_error
                 .get_or_insert_with(|| "a result has no fields (every value was NULL)".into());
-            continue;
         }
-        flat.clear();
-        for (f, v) in &r.fields {
-            flat.push(f.clone());
-            flat.push(v.clone());
-        }
-        if let Err(reply) = a.xadd(&job.sink, &flat, job.sink_maxlen) {
+        let results = out
+            .iter()
+            .filter(|r| !r.fields.is_empty())
+            .map(|r| r.fields.as_slice());
+        match a.xadd_batch(&job.sink, results, job.sink_maxlen) {
+            Ok(n) => written += n,
             // Checked above, so only a sink whose IDs are exhausted gets
             // here; the writes so far stay with the position not moved.
-            let e = match reply {
-                ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
-                r => format!("{r:?}"),
-            };
-            return Err(Skip::Fail(format!("XADD to the sink '{sink}' failed: {e}")));
-        }
-        written += 1;
-    }
-    if let (Some(st), Some(l)) = (&state, late_stream) {
-        for r in st.late {
-            flat.clear();
-            for (f, v) in &r.fields {
-                flat.push(f.clone());
-                flat.push(v.clone());
-            }
-            if let Err(reply) = a.xadd(l, &flat, None) {
+            Err((_, reply)) => {
                 let e = match reply {
                     ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
                     r => format!("{r:?}"),
                 };
-                return Err(Skip::Fail(format!(
-                    "XADD to the LATE stream '{}' failed: {e}",
-                    String::from_utf8_lossy(l)
-                )));
+                return Err(Skip::Fail(format!("XADD to the sink '{sink}' failed: {e}")));
             }
+        }
+    }
+    if let (Some(st), Some(l)) = (&state, late_stream) {
+        let late = st.late.iter().map(|r| r.fields.as_slice());
+        if let Err((_, reply)) = a.xadd_batch(l, late, None) {
+            let e = match reply {
+                ferrite_db::reply::Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+                r => format!("{r:?}"),
+            };
+            return Err(Skip::Fail(format!(
+                "XADD to the LATE stream '{}' failed: {e}",
+                String::from_utf8_lossy(l)
+            )));
         }
     }
     let reply = if tick {
