@@ -480,6 +480,9 @@ pub struct Store {
     /// blocks it handed out to store: the next one reserves that much at
     /// once instead of growing its buffers.
     pub snapshot_hint: (usize, usize),
+    /// The last snapshot's buffers, given back emptied by the checkpoint
+    /// thread for the next one to reuse.
+    pub snapshot_buffers: Arc<parking_lot::Mutex<crate::persist::snapshot::SnapshotBuffers>>,
     /// The streams (db, key) the last snapshot handed blocks out for: the
     /// ones settling visits (not the whole keyspace, per step).
     pub settle_keys: Vec<(usize, Bytes)>,
@@ -545,6 +548,7 @@ impl Store {
             block_cache: None,
             next_stream_id: 1,
             snapshot_hint: (0, 0),
+            snapshot_buffers: Default::default(),
             settle_keys: Vec::new(),
             cache_budget: 0,
             slowlog: Default::default(),

@@ -234,7 +234,13 @@ impl Buf {
         if let Buf::Shared(a) = self {
             let v = match Arc::get_mut(a) {
                 Some(v) => std::mem::take(v),
-                None => a.to_vec(),
+                // With the room it had: a shared open tail block
+                // (the snapshot's) grows on after this copy.
+                None => {
+                    let mut v = Vec::with_capacity(a.capacity());
+                    v.extend_from_slice(a);
+                    v
+                }
             };
             *self = Buf::Owned(v);
         }

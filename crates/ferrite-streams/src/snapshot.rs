@@ -334,6 +334,12 @@ fn put_loc(out: &mut Vec<u8>, loc: BlockLoc) {
     out.extend_from_slice(&loc.len.to_le_bytes());
 }
 
+/// An open tail block of at least this many bytes is shared with the
+/// snapshot instead of copied under the store lock: below it, copying its
+/// few cache lines costs less than the `Arc` and the copy the next XADD
+/// into it may make.
+const SHARE_TAIL_FROM: usize = 256;
+
 /// A full block that the checkpoint must store in its stream's segment
 /// file before the body is written; its location in the body is a
 /// placeholder until [`SealJob::patch`].
@@ -484,6 +490,15 @@ pub struct Garbage(
     Vec<Arc<Vec<u8>>>,
 );
 
+impl Garbage {
+    /// Free what it holds, keeping the lists' room (for the next snapshot).
+    pub fn clear(&mut self) {
+        self.0.clear();
+        self.1.clear();
+        self.2.clear();
+    }
+}
+
 /// Bytes of a body taken by reference under the store lock and copied or
 /// encoded into it later, by [`assemble`] on the checkpoint thread.
 pub enum Insert {
@@ -495,6 +510,9 @@ pub enum Insert {
         bytes: Arc<Vec<u8>>,
         range: std::ops::Range<usize>,
     },
+    /// Bytes shared copy on write with the keyspace, copied whole: an open
+    /// tail block's (after its `u32` length, written under the lock).
+    Bytes(Arc<Vec<u8>>),
     /// A value shared copy on write with the keyspace (a later write to it
     /// copies it first), encoded by this function.
     Encode(Encoder),
@@ -507,6 +525,7 @@ impl std::fmt::Debug for Insert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Insert::Run { stream, range, .. } => write!(f, "Run({stream}, {range:?})"),
+            Insert::Bytes(b) => write!(f, "Bytes({})", b.len()),
             Insert::Encode(_) => write!(f, "Encode"),
         }
     }
@@ -525,23 +544,36 @@ impl SnapshotState {
 /// `referenced`. Runs off the store lock.
 pub fn assemble(
     written: Vec<u8>,
-    inserts: Vec<(usize, Insert)>,
+    mut inserts: Vec<(usize, Insert)>,
     jobs: &mut [SealJob],
     referenced: &mut HashMap<u64, BTreeSet<u64>>,
 ) -> Vec<u8> {
     if inserts.is_empty() {
         return written;
     }
-    let runs: usize = inserts
+    assemble_from(&written, &mut inserts, jobs, referenced)
+}
+
+/// [`assemble`] into a new buffer, leaving `written` as it was and
+/// `inserts` empty (both keep their capacity, for the next snapshot to
+/// reuse: `ferrite_db`'s `SnapshotBuffers`).
+pub fn assemble_from(
+    written: &[u8],
+    inserts: &mut Vec<(usize, Insert)>,
+    jobs: &mut [SealJob],
+    referenced: &mut HashMap<u64, BTreeSet<u64>>,
+) -> Vec<u8> {
+    let more: usize = inserts
         .iter()
         .map(|(_, i)| match i {
             Insert::Run { range, .. } => range.len(),
+            Insert::Bytes(b) => b.len(),
             Insert::Encode(_) => 0,
         })
         .sum();
-    let mut body = Vec::with_capacity(written.len() + runs);
+    let mut body = Vec::with_capacity(written.len() + more);
     let (mut from, mut shift, mut j) = (0, 0, 0);
-    for (at, insert) in inserts {
+    for (at, insert) in inserts.drain(..) {
         let at = at.min(written.len()).max(from);
         while j < jobs.len() && jobs[j].patch_at < at {
             jobs[j].patch_at += shift;
@@ -569,6 +601,7 @@ pub fn assemble(
                     }
                 }
             }
+            Insert::Bytes(b) => body.extend_from_slice(&b),
             Insert::Encode(f) => f(&mut body),
         }
         shift += body.len() - before;
@@ -644,6 +677,8 @@ impl Stream {
         .peekable();
         let mut written = 0u64;
         let mut extending = true;
+        // The open tail's shared bytes and where they go in the body.
+        let mut tail = None;
         // The blocks handed out right after the run: (first job, last
         // master, count), while no other block came between.
         let mut handed: Option<(usize, StreamId, usize)> = None;
@@ -696,7 +731,16 @@ impl Stream {
                         contiguous = false;
                         out.push(0);
                         put_id(out, master);
-                        put_bytes(out, block.encoded());
+                        if block.encoded().len() < SHARE_TAIL_FROM {
+                            put_bytes(out, block.encoded());
+                        } else {
+                            // Shared, not copied: the next XADD into it
+                            // copies it if the snapshot still holds it
+                            // (`Block::share`), off this lock.
+                            let bytes = block.share();
+                            put_u32(out, bytes.len());
+                            tail = Some((out.len(), bytes));
+                        }
                         continue;
                     }
                     let bytes = block.share();
@@ -759,6 +803,10 @@ impl Stream {
                     range,
                 },
             );
+        }
+        // After the run's insert: inserts go in body order.
+        if let Some((at, bytes)) = tail {
+            st.insert(at, Insert::Bytes(bytes));
         }
         self.write_groups(out);
     }
@@ -1087,7 +1135,14 @@ mod tests {
     }
 
     fn fv(i: u64) -> Vec<Bytes> {
-        vec![Bytes::from_static(b"f"), Bytes::from(format!("v{i}"))]
+        // Two entries in three long: a tail of them is shared, not copied
+        // (`SHARE_TAIL_FROM`).
+        let v = if !i.is_multiple_of(3) {
+            format!("v{i}{}", "x".repeat(300))
+        } else {
+            format!("v{i}")
+        };
+        vec![Bytes::from_static(b"f"), Bytes::from(v)]
     }
 
     /// A snapshot taken, then the stream changed (XADD, XDEL in a stored
@@ -1105,7 +1160,7 @@ mod tests {
         };
         let mut s = Stream::new();
         let (mut next, mut shared, mut filled, mut presealed) = (1u64, 0, 0, 0);
-        let mut wholes = 0;
+        let (mut wholes, mut tails) = (0, 0);
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut rand = |n: u64| {
             rng ^= rng << 13;
@@ -1146,8 +1201,21 @@ mod tests {
                     .all(|(m, n)| !matches!(n.stored, Stored::Sealed(_)) || Some(*m) == tail),
                 "a sealed block was not handed out"
             );
-            shared += usize::from(!t.inserts.is_empty());
-            // Changes after the snapshot instant.
+            shared += usize::from(
+                t.inserts
+                    .iter()
+                    .any(|(_, i)| matches!(i, Insert::Run { .. })),
+            );
+            // An open tail shared with the snapshot: the changes below
+            // (XADD into it, XDEL in it, trims) must copy it first.
+            tails += usize::from(t.inserts.iter().any(|(_, i)| matches!(i, Insert::Bytes(_))));
+            // Changes after the snapshot instant: often an XADD into the
+            // tail the snapshot may share first.
+            if rand(2) == 0 {
+                let id = XaddId::Explicit(StreamId::new(next, 0));
+                assert!(s.add(id, &fv(next), 0, &cfg).is_ok());
+                next += 1;
+            }
             for _ in 0..rand(6) {
                 match rand(6) {
                     0 => {
@@ -1188,6 +1256,7 @@ mod tests {
         assert!(shared > 30, "only {shared} snapshots shared a run");
         assert!(presealed > 60, "only {presealed} blocks were sealed ahead");
         assert!(wholes > 0, "no run was rebuilt off the lock");
+        assert!(tails > 10, "only {tails} snapshots shared the open tail");
         assert!(
             filled > 10,
             "only {filled} snapshots had entries handed back"

@@ -22,7 +22,7 @@ use ferrite_storage::{
 };
 pub use ferrite_streams::snapshot::Encoder;
 use ferrite_streams::snapshot::{
-    assemble, publish_runs, put_bytes, put_u32, Garbage, Insert, Reader, RunFill, SealJob,
+    assemble_from, publish_runs, put_bytes, put_u32, Garbage, Insert, Reader, RunFill, SealJob,
     SnapshotState,
 };
 use ferrite_streams::{BlockCache, BlockLoc, BlockSource, Fetched, StreamId};

@@ -33,9 +33,22 @@ pub fn encode_snapshot(
     sections: Vec<(String, Section)>,
 ) -> Snapshot {
     let (written, sealed) = store.snapshot_hint;
-    let mut out = Vec::with_capacity(written + written / 8);
+    // The last snapshot's buffers, emptied on the checkpoint thread: pages
+    // already mapped, and no large allocation under the lock (one was 10%
+    // of the hold: glibc consolidates its free lists first).
+    let spare = std::mem::take(&mut *store.snapshot_buffers.lock());
+    // Half as much again as last time: under a growing load a buffer that
+    // grows under the lock copies itself into fresh pages (a third of one
+    // hold in the server, in page faults).
+    let mut out = spare.written;
+    out.reserve(written + written / 2);
+    let mut jobs = spare.jobs;
+    jobs.reserve(sealed + sealed / 2);
     let mut st = SnapshotState {
-        jobs: Vec::with_capacity(sealed + sealed / 8),
+        jobs,
+        inserts: spare.inserts,
+        fills: spare.fills,
+        garbage: spare.garbage,
         cache: store.block_cache.clone(),
         next_storage_id: store.next_stream_id,
         ..SnapshotState::default()
@@ -43,7 +56,10 @@ pub fn encode_snapshot(
     out.extend_from_slice(&st.next_storage_id.to_le_bytes());
     let ndb = store.dbs.iter().filter(|d| !d.is_empty()).count();
     put_u32(&mut out, ndb);
-    let mut settle_keys = Vec::new();
+    // The last list (empty unless settling was cut short) is emptied with
+    // the snapshot, off the lock, and is the next snapshot's buffer.
+    let old_settle_keys = std::mem::take(&mut store.settle_keys);
+    let mut settle_keys = spare.settle_keys;
     for (i, db) in store.dbs.iter_mut().enumerate() {
         if db.is_empty() {
             continue;
@@ -90,11 +106,30 @@ pub fn encode_snapshot(
     Snapshot {
         body: out,
         inserts: st.inserts,
-        _garbage: st.garbage,
+        _garbage: (st.garbage, old_settle_keys),
         fills: st.fills,
         jobs: st.jobs,
         referenced: st.referenced,
+        buffers: store.snapshot_buffers.clone(),
     }
+}
+
+/// A snapshot's buffers, emptied off the store lock and handed to the next
+/// snapshot (`Store::snapshot_buffers`): the bytes written under the lock
+/// (given back once assembled), the jobs, the inserts, the runs' fills,
+/// the garbage lists and the settle list (given back when the snapshot is
+/// dropped). They keep about the last snapshot's size allocated between
+/// checkpoints. Why: any allocation of a KiB or more under the lock made
+/// glibc consolidate the small chunks the commands had freed first (10%
+/// of the hold with 1,000 streams), and growing a buffer copies it.
+#[derive(Default)]
+pub struct SnapshotBuffers {
+    written: Vec<u8>,
+    jobs: Vec<SealJob>,
+    inserts: Vec<(usize, Insert)>,
+    fills: Vec<RunFill>,
+    garbage: Garbage,
+    settle_keys: Vec<(usize, Bytes)>,
 }
 
 /// A checkpoint body and the blocks to store before writing it.
@@ -105,12 +140,39 @@ pub struct Snapshot {
     /// What [`Snapshot::assemble`] puts into `body`.
     pub(crate) inserts: Vec<(usize, Insert)>,
     /// Freed with the snapshot, off the lock.
-    _garbage: Garbage,
+    _garbage: (Garbage, Vec<(usize, Bytes)>),
     /// Streams' runs to give the entries of their stored blocks.
     fills: Vec<RunFill>,
     pub jobs: Vec<SealJob>,
     /// Segment files (by stream id) that the body's stored blocks live in.
     pub referenced: HashMap<u64, BTreeSet<u64>>,
+    /// Where its buffers go back to, emptied.
+    buffers: Arc<parking_lot::Mutex<SnapshotBuffers>>,
+}
+
+impl Drop for Snapshot {
+    /// Empties the jobs, fills and garbage here (off the lock: the blocks'
+    /// bytes and tickets are freed with them) and hands the buffers to the
+    /// next snapshot.
+    fn drop(&mut self) {
+        let mut jobs = std::mem::take(&mut self.jobs);
+        jobs.clear();
+        let mut fills = std::mem::take(&mut self.fills);
+        fills.clear();
+        let mut inserts = std::mem::take(&mut self.inserts);
+        inserts.clear();
+        let (mut garbage, mut settle_keys) = std::mem::take(&mut self._garbage);
+        garbage.clear();
+        settle_keys.clear();
+        let mut spare = self.buffers.lock();
+        spare.jobs = jobs;
+        spare.fills = fills;
+        spare.garbage = garbage;
+        spare.settle_keys = settle_keys;
+        if spare.inserts.capacity() < inserts.capacity() {
+            spare.inserts = inserts;
+        }
+    }
 }
 
 impl Snapshot {
@@ -120,9 +182,21 @@ impl Snapshot {
     /// references, so the keyspace's next write to a shared value does not
     /// copy it. Does nothing the second time.
     pub fn assemble(&mut self) {
+        if self.inserts.is_empty() {
+            return;
+        }
+        let mut written = std::mem::take(&mut self.body);
+        self.body = assemble_from(
+            &written,
+            &mut self.inserts,
+            &mut self.jobs,
+            &mut self.referenced,
+        );
+        written.clear();
         let inserts = std::mem::take(&mut self.inserts);
-        let written = std::mem::take(&mut self.body);
-        self.body = assemble(written, inserts, &mut self.jobs, &mut self.referenced);
+        let mut spare = self.buffers.lock();
+        spare.written = written;
+        spare.inserts = inserts;
     }
 
     /// [`Snapshot::assemble`], by value.

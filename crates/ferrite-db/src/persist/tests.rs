@@ -174,11 +174,8 @@ fn damaged_v3_bodies_are_refused_or_read_faithfully() {
             .iter()
             .map(|(n, b)| (n.clone(), Section::Bytes(b.to_vec())))
             .collect();
-        Some(
-            encode_snapshot(&mut st, &d.rebuild, sections)
-                .assembled()
-                .body,
-        )
+        let mut snap = encode_snapshot(&mut st, &d.rebuild, sections).assembled();
+        Some(std::mem::take(&mut snap.body))
     };
     assert_eq!(reencode(&snap.body).as_deref(), Some(&snap.body[..]));
     for cut in 0..snap.body.len() {
