@@ -215,6 +215,24 @@ struct TaskOut {
     lat: Samples,
 }
 
+/// Waits for every client and sums what they did.
+async fn join_clients(set: &mut JoinSet<Result<TaskOut>>, name: &str) -> Result<TaskOut> {
+    let mut all = TaskOut {
+        ops: 0,
+        work: 0,
+        last_done: 0,
+        lat: Samples::with_cap(0),
+    };
+    while let Some(r) = set.join_next().await {
+        let out = r?.map_err(|e| Error::msg(format!("{name} client: {e}")))?;
+        all.ops += out.ops;
+        all.work += out.work;
+        all.last_done = all.last_done.max(out.last_done);
+        all.lat.merge(out.lat);
+    }
+    Ok(all)
+}
+
 /// Runs `w` closed-loop and returns ops/s plus per-request latency (per
 /// pipeline batch when `pipeline > 1`).
 async fn run_closed(
@@ -268,17 +286,12 @@ async fn run_closed(
             Ok::<_, Error>(out)
         });
     }
-    let mut work = 0u64;
-    let mut ops = 0u64;
-    let mut last_done = 0u64;
-    let mut lat = Samples::with_cap(0);
-    while let Some(r) = set.join_next().await {
-        let out = r?.map_err(|e| Error::msg(format!("{} client: {e}", w.name())))?;
-        ops += out.ops;
-        work += out.work;
-        last_done = last_done.max(out.last_done);
-        lat.merge(out.lat);
-    }
+    let TaskOut {
+        ops,
+        work,
+        last_done,
+        lat,
+    } = join_clients(&mut set, w.name()).await?;
     let span = last_done.saturating_sub(win.measure_start);
     let ops_s = rate(ops, span);
     let mut r = ResultLine::new();
@@ -408,17 +421,12 @@ async fn run_paced(
             Ok::<_, Error>(out)
         });
     }
-    let mut work = 0u64;
-    let mut ops = 0u64;
-    let mut last_done = 0u64;
-    let mut lat = Samples::with_cap(0);
-    while let Some(r) = set.join_next().await {
-        let out = r?.map_err(|e| Error::msg(format!("{} client: {e}", w.name())))?;
-        ops += out.ops;
-        work += out.work;
-        last_done = last_done.max(out.last_done);
-        lat.merge(out.lat);
-    }
+    let TaskOut {
+        ops,
+        work,
+        last_done,
+        lat,
+    } = join_clients(&mut set, w.name()).await?;
     let span = last_done.saturating_sub(win.measure_start);
     let mut r = ResultLine::new();
     r.num("ops_s", rate(ops, span))

@@ -280,6 +280,23 @@ impl fmt::Debug for Block {
     }
 }
 
+/// The listpack bytes of an entry's flags, ID deltas and (without
+/// SAMEFIELDS) field count, and the entry's element count (the last
+/// element, its `lp-count`, is not in the size).
+#[inline]
+fn lp_entry_head(same: bool, ms_delta: u64, seq_delta: u64, pairs: u64) -> (u64, u64) {
+    // flags is 0 or 2 here, and later 1 or 3: always a 7-bit uint.
+    let mut size = listpack::int_element_size(0)
+        + listpack::int_element_size(ms_delta as i64)
+        + listpack::int_element_size(seq_delta as i64);
+    let mut lp_count = pairs.saturating_add(3);
+    if !same {
+        size += listpack::int_element_size(as_i64(pairs));
+        lp_count = lp_count.saturating_add(pairs.saturating_add(1));
+    }
+    (size, lp_count)
+}
+
 /// Listpack bytes of one entry as Redis's `streamAppendItem` writes it.
 fn lp_entry_size<L: FieldList + ?Sized>(
     same: bool,
@@ -289,15 +306,7 @@ fn lp_entry_size<L: FieldList + ?Sized>(
 ) -> u64 {
     // As `lp_entry_size_of`, without an iterator of the stored strings
     // (every append measures its entry).
-    let pairs = fields.pair_count() as u64;
-    let mut size = listpack::int_element_size(0)
-        + listpack::int_element_size(ms_delta as i64)
-        + listpack::int_element_size(seq_delta as i64);
-    let mut lp_count = pairs.saturating_add(3);
-    if !same {
-        size += listpack::int_element_size(as_i64(pairs));
-        lp_count = lp_count.saturating_add(pairs.saturating_add(1));
-    }
+    let (mut size, lp_count) = lp_entry_head(same, ms_delta, seq_delta, fields.pair_count() as u64);
     for i in 0..fields.pair_count() {
         if !same {
             size += listpack::element_size(fields.name(i));
@@ -316,15 +325,7 @@ fn lp_entry_size_of<'a>(
     pairs: u64,
     stored: impl Iterator<Item = &'a [u8]>,
 ) -> u64 {
-    // flags is 0 or 2 here, and later 1 or 3: always a 7-bit uint.
-    let mut size = listpack::int_element_size(0)
-        + listpack::int_element_size(ms_delta as i64)
-        + listpack::int_element_size(seq_delta as i64);
-    let mut lp_count = pairs.saturating_add(3);
-    if !same {
-        size += listpack::int_element_size(as_i64(pairs));
-        lp_count = lp_count.saturating_add(pairs.saturating_add(1));
-    }
+    let (mut size, lp_count) = lp_entry_head(same, ms_delta, seq_delta, pairs);
     for f in stored {
         size += listpack::element_size(f);
     }

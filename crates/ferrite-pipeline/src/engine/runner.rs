@@ -1270,6 +1270,42 @@ mod tests {
         );
     }
 
+    /// The window keys PIPELINE.INFO shows for `views` (published, not the
+    /// plan's own).
+    fn published_keys(engine: &Engine) -> Option<u64> {
+        engine
+            .state
+            .lock()
+            .pipes
+            .get("views")
+            .and_then(|p| p.window_stats.as_ref())
+            .map(|w| w.keys)
+    }
+
+    fn log_of(shared: &Shared) -> Arc<Persistence> {
+        shared
+            .persist
+            .get()
+            .cloned()
+            .unwrap_or_else(|| panic!("no log"))
+    }
+
+    /// Closes the log (after `rest`, the sessions and handles, are gone)
+    /// and opens `dir` again: the pipeline section recovered there.
+    fn section_after_restart(
+        dir: &std::path::Path,
+        p: Arc<Persistence>,
+        rest: impl Sized,
+    ) -> Vec<u8> {
+        p.sync().unwrap_or_else(|e| panic!("{e}"));
+        p.close().unwrap_or_else(|e| panic!("{e}"));
+        drop((p, rest));
+        let (shared, engine) = open(dir);
+        let got = section(&engine, &shared);
+        drop((engine, shared));
+        got
+    }
+
     /// PIPELINE.RESET runs under the store lock: it waits neither for the
     /// plan's lock (held by the runner through a batch) nor for a
     /// checkpoint that captured the plan and has yet to encode its state.
@@ -1289,16 +1325,7 @@ mod tests {
             job,
             ..
         } = v;
-        assert!(matches!(
-            engine
-                .state
-                .lock()
-                .pipes
-                .get("views")
-                .and_then(|p| p.window_stats.as_ref())
-                .map(|w| w.keys),
-            Some(0)
-        ));
+        assert_eq!(published_keys(&engine), Some(0));
         // The checkpoint encodes the state it captured, not the reset one.
         assemble_holds(&mut snap, &reference);
         // The old generation's epoch (new entries, the old plan) is refused.
@@ -1309,11 +1336,7 @@ mod tests {
             Outcome::Done
         ));
         assert_eq!(engine.counters("views").map(|c| c.epoch), Some(0));
-        let p = shared
-            .persist
-            .get()
-            .cloned()
-            .unwrap_or_else(|| panic!("no log"));
+        let p = log_of(&shared);
         let cache = shared.store.lock().block_cache.clone();
         p.finish_checkpoint(covered, snap, cache.as_deref())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1328,13 +1351,9 @@ mod tests {
         ));
         assert_eq!(engine.counters("views").map(|c| c.epoch), Some(1));
         let now = section(&engine, &shared);
-        p.sync().unwrap_or_else(|e| panic!("{e}"));
-        p.close().unwrap_or_else(|e| panic!("{e}"));
-        drop((s, rs, p, job, fresh, engine, shared));
         // Replayed from the checkpoint: the reset, then the new epoch.
-        let (shared, engine) = open(&dir);
-        assert_eq!(section(&engine, &shared), now);
-        drop((engine, shared));
+        let rest = (s, rs, job, fresh, engine, shared);
+        assert_eq!(section_after_restart(&dir, p, rest), now);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1369,16 +1388,7 @@ mod tests {
         let kept = the_job(&engine);
         assert!(Arc::ptr_eq(&kept.plan, &job.plan), "the plan was not kept");
         assert!(Arc::ptr_eq(&kept.pin, &job.pin), "the pin was not kept");
-        assert!(matches!(
-            engine
-                .state
-                .lock()
-                .pipes
-                .get("views")
-                .and_then(|p| p.window_stats.as_ref())
-                .map(|w| w.keys),
-            Some(3)
-        ));
+        assert_eq!(published_keys(&engine), Some(3));
         assemble_holds(&mut snap, &reference);
         call(&mut s, &["XADD", "clicks", "90000-1", "page", "z"]);
         // The old generation's epoch is refused and its changes rolled back.
@@ -1392,11 +1402,7 @@ mod tests {
             Some(3),
             "the refused epoch's key stayed"
         );
-        let p = shared
-            .persist
-            .get()
-            .cloned()
-            .unwrap_or_else(|| panic!("no log"));
+        let p = log_of(&shared);
         let cache = shared.store.lock().block_cache.clone();
         p.finish_checkpoint(covered, snap, cache.as_deref())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1407,13 +1413,9 @@ mod tests {
         assert_eq!(engine.counters("views").map(|c| c.epoch), Some(1));
         assert_eq!(kept.plan.lock().window_stats().map(|w| w.keys), Some(4));
         let now = section(&engine, &shared);
-        p.sync().unwrap_or_else(|e| panic!("{e}"));
-        p.close().unwrap_or_else(|e| panic!("{e}"));
-        drop((s, rs, p, job, kept, engine, shared));
         // Replayed from the checkpoint: the REPLACE (`K`), then the epoch.
-        let (shared, engine) = open(&dir);
-        assert_eq!(section(&engine, &shared), now);
-        drop((engine, shared));
+        let rest = (s, rs, job, kept, engine, shared);
+        assert_eq!(section_after_restart(&dir, p, rest), now);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
