@@ -232,12 +232,13 @@ impl FlatRecords {
     /// Every field's name and value, in order, for
     /// [`FlatRecords::non_empty`]: one vector for all the results.
     pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
-        let mut v = Vec::with_capacity(self.fields.len());
         let b: &[u8] = &self.bytes;
-        for &((ns, ne), (vs, ve)) in &self.fields {
-            v.push((b.get(ns..ne).unwrap_or(&[]), b.get(vs..ve).unwrap_or(&[])));
-        }
-        v
+        let at = |s: usize, e: usize| b.get(s..e).unwrap_or(&[]);
+        // A mapped slice iterator: one allocation of the exact size.
+        self.fields
+            .iter()
+            .map(|&((ns, ne), (vs, ve))| (at(ns, ne), at(vs, ve)))
+            .collect()
     }
 
     /// Each result with fields, as its slice of `pairs` (what
