@@ -195,6 +195,10 @@ pub struct FlatRecords {
     empty: usize,
 }
 
+/// The largest buffers [`FlatRecords::clear`] keeps (twice the runner's
+/// 4 MiB bound on an epoch's results).
+pub const FLAT_KEEP_BYTES: usize = 8 << 20;
+
 /// `start..end` of [`FlatRecords`]' buffer.
 type Span = (usize, usize);
 
@@ -209,8 +213,18 @@ impl FlatRecords {
         self.results.is_empty()
     }
 
-    /// Forgets every result, keeping the buffers.
+    /// Forgets every result, keeping the buffers unless they grew past
+    /// [`FLAT_KEEP_BYTES`] (one entry's results may exceed an epoch's
+    /// bound: a rare burst does not stay allocated).
     pub fn clear(&mut self) {
+        if self.bytes.capacity() > FLAT_KEEP_BYTES
+            || self.fields.capacity() * std::mem::size_of::<(Span, Span)>() > FLAT_KEEP_BYTES
+            || self.results.capacity() * std::mem::size_of::<(EntryId, Span, usize)>()
+                > FLAT_KEEP_BYTES
+        {
+            *self = FlatRecords::default();
+            return;
+        }
         self.bytes.clear();
         self.fields.clear();
         self.results.clear();
@@ -528,5 +542,52 @@ impl SlotTable {
                 Num::Null
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(f: &mut FlatRecords, id: u64, key: &[u8], fields: &[(&[u8], &[u8])]) {
+        let k = f.begin(key);
+        for (n, v) in fields {
+            let at = f.buf().len();
+            f.buf().extend_from_slice(v);
+            f.field(n, at);
+        }
+        f.end(EntryId::new(id, 0), k);
+    }
+
+    #[test]
+    fn flat_records_append_size_and_clear() {
+        let mut a = FlatRecords::default();
+        result(&mut a, 1, b"k1", &[(b"x", b"10"), (b"y", b"")]);
+        result(&mut a, 2, b"k2", &[]);
+        let mut b = FlatRecords::default();
+        // A key column's value is a span of the key.
+        let k = b.begin(b"s:v");
+        b.field_span(b"sym", (k.0, k.0 + 1));
+        b.end(EntryId::new(3, 0), k);
+        a.append(&mut b);
+        assert!(b.is_empty());
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.empty_results(), 1);
+        assert_eq!(a.size(), (1 + 2 + 8) + (1 + 8) + (3 + 1 + 8));
+        let pairs = a.pairs();
+        let non_empty: Vec<_> = a.non_empty(&pairs).collect();
+        assert_eq!(non_empty.len(), 2);
+        assert_eq!(non_empty[1], &[(&b"sym"[..], &b"s"[..])][..]);
+        let mut out = Vec::new();
+        a.drain_into(&mut out);
+        assert!(a.is_empty() && a.size() == 0 && a.empty_results() == 0);
+        assert_eq!(out[0].fields[0], (Bytes::from("x"), Bytes::from("10")));
+        assert_eq!(out[0].key.as_deref(), Some(&b"k1"[..]));
+        assert!(out[1].fields.is_empty());
+        assert_eq!(out[2].source_id, EntryId::new(3, 0));
+        // A burst past the bound is not kept.
+        result(&mut a, 4, &vec![b'k'; FLAT_KEEP_BYTES + 1], &[]);
+        a.clear();
+        assert!(a.bytes.capacity() <= FLAT_KEEP_BYTES);
     }
 }
