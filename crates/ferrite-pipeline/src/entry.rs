@@ -177,6 +177,251 @@ impl Record {
     }
 }
 
+/// Output records written into one buffer instead of a [`Record`] each
+/// (a grouped plan's direct results, [`crate::Plan::process_batch_flat`]):
+/// no allocation or refcount per result or field. Each result is its
+/// source ID, its key and its fields as spans of one byte buffer (spans may
+/// overlap: a key column's value is a slice of the joined key).
+#[derive(Debug, Default)]
+pub struct FlatRecords {
+    bytes: bytes::BytesMut,
+    /// Per field: its name's and its value's span in `bytes`.
+    fields: Vec<(Span, Span)>,
+    /// Per result: source ID, key span, end of its fields in `fields`.
+    results: Vec<(EntryId, Span, usize)>,
+    /// Sum over the fields of name, value and 8 bytes (as the runner
+    /// bounds an epoch's records), and the results without fields.
+    size: usize,
+    empty: usize,
+}
+
+/// The largest buffers [`FlatRecords::clear`] keeps (twice the runner's
+/// 4 MiB bound on an epoch's results).
+pub const FLAT_KEEP_BYTES: usize = 8 << 20;
+
+/// `start..end` of [`FlatRecords`]' buffer.
+type Span = (usize, usize);
+
+impl FlatRecords {
+    /// Results held.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    /// Whether it holds no result.
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
+    /// Forgets every result, keeping the buffers unless they grew past
+    /// [`FLAT_KEEP_BYTES`] (one entry's results may exceed an epoch's
+    /// bound: a rare burst does not stay allocated).
+    pub fn clear(&mut self) {
+        if self.bytes.capacity() > FLAT_KEEP_BYTES
+            || self.fields.capacity() * std::mem::size_of::<(Span, Span)>() > FLAT_KEEP_BYTES
+            || self.results.capacity() * std::mem::size_of::<(EntryId, Span, usize)>()
+                > FLAT_KEEP_BYTES
+        {
+            *self = FlatRecords::default();
+            return;
+        }
+        self.bytes.clear();
+        self.fields.clear();
+        self.results.clear();
+        self.size = 0;
+        self.empty = 0;
+    }
+
+    /// The results' size as the runner bounds it: per field, its name's
+    /// and value's lengths plus 8.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Results without fields (every value was NULL).
+    pub fn empty_results(&self) -> usize {
+        self.empty
+    }
+
+    /// Every field's name and value, in order, for
+    /// [`FlatRecords::non_empty`]: one vector for all the results.
+    pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
+        let b: &[u8] = &self.bytes;
+        let at = |s: usize, e: usize| b.get(s..e).unwrap_or(&[]);
+        // A mapped slice iterator: one allocation of the exact size.
+        self.fields
+            .iter()
+            .map(|&((ns, ne), (vs, ve))| (at(ns, ne), at(vs, ve)))
+            .collect()
+    }
+
+    /// Each result with fields, as its slice of `pairs` (what
+    /// [`FlatRecords::pairs`] gave).
+    pub fn non_empty<'p, T>(&'p self, pairs: &'p [T]) -> impl Iterator<Item = &'p [T]> + 'p {
+        let mut start = 0;
+        self.results.iter().filter_map(move |&(_, _, end)| {
+            let p = pairs.get(start..end).unwrap_or(&[]);
+            start = end;
+            (!p.is_empty()).then_some(p)
+        })
+    }
+
+    /// Result `i`.
+    pub fn get(&self, i: usize) -> Option<FlatRecord<'_>> {
+        let &(source_id, key, end) = self.results.get(i)?;
+        let start = match i {
+            0 => 0,
+            _ => self.results.get(i - 1).map_or(0, |r| r.2),
+        };
+        Some(FlatRecord {
+            source_id,
+            key: self.span(key),
+            bytes: &self.bytes,
+            fields: self.fields.get(start..end).unwrap_or(&[]),
+        })
+    }
+
+    /// The results in order.
+    pub fn iter(&self) -> impl Iterator<Item = FlatRecord<'_>> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Moves `other`'s results after these.
+    pub fn append(&mut self, other: &mut FlatRecords) {
+        if self.is_empty() && self.bytes.is_empty() {
+            std::mem::swap(self, other);
+            other.clear();
+            return;
+        }
+        let (base, fbase) = (self.bytes.len(), self.fields.len());
+        self.size += other.size;
+        self.empty += other.empty;
+        self.bytes.extend_from_slice(&other.bytes);
+        let sh = |(s, e): Span| (s + base, e + base);
+        self.fields
+            .extend(other.fields.iter().map(|&(n, v)| (sh(n), sh(v))));
+        self.results.extend(
+            other
+                .results
+                .iter()
+                .map(|&(id, k, end)| (id, sh(k), end + fbase)),
+        );
+        other.clear();
+    }
+
+    /// Moves the results out as [`Record`]s (the generic path's shape;
+    /// the same fields and bytes).
+    pub fn drain_into(&mut self, out: &mut Vec<Record>) {
+        out.reserve(self.len());
+        for r in self.iter() {
+            out.push(Record {
+                source_id: r.source_id,
+                fields: (0..r.len())
+                    .map(|i| {
+                        (
+                            Bytes::copy_from_slice(r.name(i)),
+                            Bytes::copy_from_slice(r.value(i)),
+                        )
+                    })
+                    .collect(),
+                key: Some(Bytes::copy_from_slice(r.key)),
+            });
+        }
+        self.clear();
+    }
+
+    /// Starts a result: writes its key and gives its span (for
+    /// [`FlatRecords::field_span`] of key columns).
+    pub(crate) fn begin(&mut self, key: &[u8]) -> Span {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        (at, self.bytes.len())
+    }
+
+    /// The buffer, to write a value at its end ([`FlatRecords::field`]
+    /// then takes it).
+    pub(crate) fn buf(&mut self) -> &mut bytes::BytesMut {
+        &mut self.bytes
+    }
+
+    /// Adds a field of the current result: `name` copied, the value the
+    /// bytes written since `value_at`.
+    pub(crate) fn field(&mut self, name: &[u8], value_at: usize) {
+        let v = (value_at, self.bytes.len());
+        self.field_span(name, v);
+    }
+
+    /// Adds a field of the current result whose value is `v`, a span
+    /// already in the buffer.
+    pub(crate) fn field_span(&mut self, name: &[u8], v: Span) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        self.fields.push(((at, self.bytes.len()), v));
+        self.size += name.len() + (v.1 - v.0) + 8;
+    }
+
+    /// Ends the current result (its fields are those added since the last).
+    pub(crate) fn end(&mut self, source_id: EntryId, key: Span) {
+        let first = self.results.last().map_or(0, |r| r.2);
+        if first == self.fields.len() {
+            self.empty += 1;
+        }
+        self.results.push((source_id, key, self.fields.len()));
+    }
+
+    fn span(&self, (s, e): Span) -> &[u8] {
+        self.bytes.get(s..e).unwrap_or(&[])
+    }
+}
+
+/// One result of [`FlatRecords`].
+#[derive(Clone, Copy, Debug)]
+pub struct FlatRecord<'a> {
+    /// ID of the source entry it came from.
+    pub source_id: EntryId,
+    /// Its GROUP BY key values joined by `:`.
+    pub key: &'a [u8],
+    bytes: &'a [u8],
+    fields: &'a [(Span, Span)],
+}
+
+impl<'a> FlatRecord<'a> {
+    /// Its fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether it has no field (every value was NULL).
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Field `i`'s name.
+    pub fn name(&self, i: usize) -> &'a [u8] {
+        self.fields.get(i).map_or(&[], |&(n, _)| self.at(n))
+    }
+
+    /// Field `i`'s value.
+    pub fn value(&self, i: usize) -> &'a [u8] {
+        self.fields.get(i).map_or(&[], |&(_, v)| self.at(v))
+    }
+
+    /// Its fields as `(name, value)` pairs.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let (bytes, fields) = (self.bytes, self.fields);
+        fields.iter().map(move |&((ns, ne), (vs, ve))| {
+            (
+                bytes.get(ns..ne).unwrap_or(&[]),
+                bytes.get(vs..ve).unwrap_or(&[]),
+            )
+        })
+    }
+
+    fn at(&self, (s, e): Span) -> &'a [u8] {
+        self.bytes.get(s..e).unwrap_or(&[])
+    }
+}
+
 /// Marks a slot whose field the entry does not have.
 pub(crate) const MISSING: u32 = u32::MAX;
 
@@ -297,5 +542,52 @@ impl SlotTable {
                 Num::Null
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(f: &mut FlatRecords, id: u64, key: &[u8], fields: &[(&[u8], &[u8])]) {
+        let k = f.begin(key);
+        for (n, v) in fields {
+            let at = f.buf().len();
+            f.buf().extend_from_slice(v);
+            f.field(n, at);
+        }
+        f.end(EntryId::new(id, 0), k);
+    }
+
+    #[test]
+    fn flat_records_append_size_and_clear() {
+        let mut a = FlatRecords::default();
+        result(&mut a, 1, b"k1", &[(b"x", b"10"), (b"y", b"")]);
+        result(&mut a, 2, b"k2", &[]);
+        let mut b = FlatRecords::default();
+        // A key column's value is a span of the key.
+        let k = b.begin(b"s:v");
+        b.field_span(b"sym", (k.0, k.0 + 1));
+        b.end(EntryId::new(3, 0), k);
+        a.append(&mut b);
+        assert!(b.is_empty());
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.empty_results(), 1);
+        assert_eq!(a.size(), (1 + 2 + 8) + (1 + 8) + (3 + 1 + 8));
+        let pairs = a.pairs();
+        let non_empty: Vec<_> = a.non_empty(&pairs).collect();
+        assert_eq!(non_empty.len(), 2);
+        assert_eq!(non_empty[1], &[(&b"sym"[..], &b"s"[..])][..]);
+        let mut out = Vec::new();
+        a.drain_into(&mut out);
+        assert!(a.is_empty() && a.size() == 0 && a.empty_results() == 0);
+        assert_eq!(out[0].fields[0], (Bytes::from("x"), Bytes::from("10")));
+        assert_eq!(out[0].key.as_deref(), Some(&b"k1"[..]));
+        assert!(out[1].fields.is_empty());
+        assert_eq!(out[2].source_id, EntryId::new(3, 0));
+        // A burst past the bound is not kept.
+        result(&mut a, 4, &vec![b'k'; FLAT_KEEP_BYTES + 1], &[]);
+        a.clear();
+        assert!(a.bytes.capacity() <= FLAT_KEEP_BYTES);
     }
 }

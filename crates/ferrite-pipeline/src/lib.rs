@@ -57,7 +57,7 @@ pub mod sql;
 pub mod value;
 pub mod window;
 
-pub use entry::{Entry, EntryId, Fields, Record, Row};
+pub use entry::{Entry, EntryId, Fields, FlatRecord, FlatRecords, Record, Row};
 pub use error::{EvalError, PlanError};
 pub use ops::{Batch, BatchStats, Event, Operator};
 pub use plan::{OutputField, PipelineBuilder, Plan, Schema};

@@ -1,7 +1,7 @@
 //! [`Plan`]: a compiled pipeline, and [`PipelineBuilder`] for plans made of
 //! Rust closures.
 
-use crate::entry::{Entry, EntryId, Fields, Record, SlotTable};
+use crate::entry::{Entry, EntryId, Fields, FlatRecords, Record, SlotTable};
 use crate::error::{EvalError, PlanError};
 use crate::ops::{Batch, BatchStats, ClosureOp, Event, FnOp, Operator, Sink, Source};
 use crate::value::Num;
@@ -227,6 +227,16 @@ impl Plan {
     pub fn tick(&mut self, out: &mut Vec<Record>) {
         if let Some(w) = self.window_op_mut() {
             w.tick(out);
+            w.flat.drain_into(out);
+        }
+    }
+
+    /// [`Plan::tick`], a grouped plan's direct results going to `flat`
+    /// ([`Plan::process_batch_flat`]).
+    pub fn tick_flat(&mut self, out: &mut Vec<Record>, flat: &mut FlatRecords) {
+        if let Some(w) = self.window_op_mut() {
+            w.tick(out);
+            flat.append(&mut w.flat);
         }
     }
 
@@ -300,6 +310,32 @@ impl Plan {
     /// records to `out` in input order. Never fails as a whole: an event
     /// whose expression fails is counted in `failed` and skipped.
     pub fn process_batch(&mut self, entries: &[Entry<'_>], out: &mut Vec<Record>) -> BatchStats {
+        let stats = self.run_batch(entries, out);
+        if let Some(w) = self.window_op_mut() {
+            w.flat.drain_into(out);
+        }
+        stats
+    }
+
+    /// [`Plan::process_batch`], except that a grouped plan's direct results
+    /// (every SELECT column a key, an aggregate or a window bound, no
+    /// HAVING) go to `flat`, after those already there, instead of a
+    /// [`Record`] each; other records still go to `out`. The same results.
+    pub fn process_batch_flat(
+        &mut self,
+        entries: &[Entry<'_>],
+        out: &mut Vec<Record>,
+        flat: &mut FlatRecords,
+    ) -> BatchStats {
+        let stats = self.run_batch(entries, out);
+        if let Some(w) = self.window_op_mut() {
+            flat.append(&mut w.flat);
+        }
+        stats
+    }
+
+    fn run_batch(&mut self, entries: &[Entry<'_>], out: &mut Vec<Record>) -> BatchStats {
+        let flat_before = self.window_op().map_or(0, |w| w.flat.len());
         let mut b = Batch {
             entries,
             width: 0,
@@ -321,6 +357,9 @@ impl Plan {
         self.scratch_idx = b.slot_idx;
         self.scratch_num = b.slot_num;
         self.scratch_sel = b.sel;
+        // The sink counted the records; the flat results are output too.
+        let flat_after = self.window_op().map_or(0, |w| w.flat.len());
+        b.stats.output += flat_after.saturating_sub(flat_before) as u64;
         b.stats
     }
 

@@ -2,7 +2,7 @@
 //! edge cases (NULLs, one element, equal timestamps, zero volume), what
 //! the compiler refuses, and EXPLAIN.
 
-use ferrite_pipeline::{Entry, EntryId, Plan, PlanError, Record, WindowOptions};
+use ferrite_pipeline::{Entry, EntryId, FlatRecords, Plan, PlanError, Record, WindowOptions};
 
 type Ev<'a> = (u64, &'a [(&'a str, &'a str)]);
 
@@ -1113,4 +1113,46 @@ fn direct_results_match_the_projection() {
     assert!(a.iter().any(|l| !l.contains("venue=")), "no NULL key");
     assert_eq!(a, b);
     assert_eq!(ka, kb);
+
+    // The runner's path: direct results written flat, the batches' results
+    // appended to one another, then read back as records; the same
+    // records (IDs, keys, fields) and output counts as process_batch's.
+    let records_of = |flat_path: bool| -> (Vec<Record>, u64) {
+        let mut plan = Plan::compile_with(&direct, &opts).expect("compiles");
+        let (mut out, mut flat, mut output) = (Vec::new(), FlatRecords::default(), 0);
+        for (i, chunk) in evs.chunks(64).enumerate() {
+            let fields: Vec<Vec<(&str, &str)>> = chunk
+                .iter()
+                .map(|(_, f)| f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect())
+                .collect();
+            let entries: Vec<Entry<'_>> = chunk
+                .iter()
+                .zip(&fields)
+                .enumerate()
+                .map(|(j, ((ms, _), f))| Entry::new(EntryId::new(*ms, (i * 64 + j) as u64), f))
+                .collect();
+            let st = if flat_path {
+                let mut batch = FlatRecords::default();
+                let st = plan.process_batch_flat(&entries, &mut out, &mut batch);
+                flat.append(&mut batch);
+                assert!(batch.is_empty());
+                st
+            } else {
+                plan.process_batch(&entries, &mut out)
+            };
+            output += st.output;
+        }
+        if flat_path {
+            assert!(out.is_empty(), "direct results went to records");
+            assert_eq!(flat.len() as u64, output);
+            flat.drain_into(&mut out);
+            assert!(flat.is_empty());
+        }
+        (out, output)
+    };
+    let (flat, n_flat) = records_of(true);
+    let (recs, n_recs) = records_of(false);
+    assert_eq!(n_flat, n_recs);
+    assert_eq!(flat, recs);
+    assert_eq!(lines(&flat), a);
 }

@@ -26,7 +26,7 @@
 //! by the clock of the new evaluation).
 
 use super::{Engine, Status};
-use crate::entry::{Entry, EntryId, Fields, Record};
+use crate::entry::{Entry, EntryId, Fields, FlatRecords, Record};
 use crate::plan::Plan;
 use bytes::Bytes;
 use ferrite_db::embedded::Session;
@@ -250,6 +250,9 @@ struct Scratch {
     /// ([`Fields::layout`]).
     entries: Vec<(StreamId, usize, usize, u64)>,
     out: Vec<Record>,
+    /// A grouped plan's direct results ([`Plan::process_batch_flat`]),
+    /// after `out`'s.
+    flat: FlatRecords,
     /// A stateful plan's epoch: entries for the LATE stream and the state
     /// change to log.
     late: Vec<Record>,
@@ -266,15 +269,17 @@ struct EpochState<'a> {
     window: Option<&'a crate::window::WindowStats>,
 }
 
-fn out_bytes(out: &[Record]) -> usize {
-    out.iter()
+fn out_bytes(out: &[Record], flat: &FlatRecords) -> usize {
+    let records: usize = out
+        .iter()
         .map(|r| {
             r.fields
                 .iter()
                 .map(|(f, v)| f.len() + v.len() + 8)
                 .sum::<usize>()
         })
-        .sum()
+        .sum();
+    records + flat.size()
 }
 
 struct ArenaFields<'a> {
@@ -513,13 +518,14 @@ fn epoch(
         .map(|(&(id, _, _, _), f)| Entry::new(EntryId::new(id.ms, id.seq), f))
         .collect();
     sc.out.clear();
+    sc.flat.clear();
     let mut plan = job.plan.lock();
     let stateful = plan.is_stateful();
     if stateful {
         plan.begin_epoch();
         plan.set_clock(now_ms() as i64);
     }
-    let mut stats = plan.process_batch(&entries, &mut sc.out);
+    let mut stats = plan.process_batch_flat(&entries, &mut sc.out, &mut sc.flat);
     let mut taken = entries.len();
     let mut too_big = false;
     if stateful {
@@ -528,13 +534,14 @@ fn epoch(
         // half the entries (state taken back) until its results fit. One
         // entry whose results alone exceed the bound (a watermark jump that
         // closes many windows) is taken whole.
-        while taken > 1 && out_bytes(&sc.out) > EPOCH_OUT_BYTES {
+        while taken > 1 && out_bytes(&sc.out, &sc.flat) > EPOCH_OUT_BYTES {
             plan.rollback_epoch();
             taken /= 2;
             plan.begin_epoch();
             plan.set_clock(now_ms() as i64);
             sc.out.clear();
-            stats = plan.process_batch(&entries[..taken], &mut sc.out);
+            sc.flat.clear();
+            stats = plan.process_batch_flat(&entries[..taken], &mut sc.out, &mut sc.flat);
         }
         if let Some(msg) = plan
             .fatal()
@@ -550,6 +557,7 @@ fn epoch(
         sc.delta = plan.epoch_delta();
         sc.window = plan.window_stats();
     } else if let Some(cut) = cut_point(&sc.out, &entries) {
+        // (A stateless plan has no window operator: `sc.flat` is empty.)
         // The epoch takes the entries whose results fit in EPOCH_OUT_BYTES;
         // the rest are evaluated again by the next epoch. A first entry
         // whose results alone exceed it is skipped and counted as failed.
@@ -564,12 +572,16 @@ fn epoch(
             };
         } else {
             taken = cut;
-            stats = plan.process_batch(&entries[..cut], &mut sc.out);
+            stats = plan.process_batch_flat(&entries[..cut], &mut sc.out, &mut sc.flat);
         }
     }
     drop(plan);
     drop(entries);
     drop(fields);
+    if job.hash.is_some() {
+        // The HASH sink writes records (not the hot path).
+        sc.flat.drain_into(&mut sc.out);
+    }
     let ids: Vec<StreamId> = sc.entries[..taken]
         .iter()
         .map(|&(id, _, _, _)| id)
@@ -583,6 +595,7 @@ fn epoch(
     let eval_ns = started.elapsed().as_nanos() as u64;
     session.select(job.db);
     let out = &sc.out;
+    let flat = &sc.flat;
     let state = stateful.then_some(EpochState {
         delta: sc.delta.as_deref().unwrap_or_default(),
         late: &sc.late,
@@ -590,7 +603,7 @@ fn epoch(
     });
     let committed = commit_unpinned(engine, session, job, |a| {
         commit(
-            engine, a, job, cursor, &ids, last, out, &stats, too_big, eval_ns, state,
+            engine, a, job, cursor, &ids, last, out, flat, &stats, too_big, eval_ns, state,
         )
     });
     if stateful && !matches!(committed, Ok((Ok(()), _))) {
@@ -645,10 +658,11 @@ fn tick_epoch(
 ) -> Outcome {
     let started = Instant::now();
     sc.out.clear();
+    sc.flat.clear();
     let mut plan = job.plan.lock();
     plan.begin_epoch();
     plan.set_clock(now_ms() as i64);
-    plan.tick(&mut sc.out);
+    plan.tick_flat(&mut sc.out, &mut sc.flat);
     if let Some(msg) = plan
         .fatal()
         .map(str::to_string)
@@ -663,9 +677,13 @@ fn tick_epoch(
     sc.delta = plan.epoch_delta();
     sc.window = plan.window_stats();
     drop(plan);
+    if job.hash.is_some() {
+        sc.flat.drain_into(&mut sc.out);
+    }
     let eval_ns = started.elapsed().as_nanos() as u64;
     session.select(job.db);
     let out = &sc.out;
+    let flat = &sc.flat;
     let state = Some(EpochState {
         delta: sc.delta.as_deref().unwrap_or_default(),
         late: &sc.late,
@@ -681,6 +699,7 @@ fn tick_epoch(
             &[],
             StreamId::MAX,
             out,
+            flat,
             &stats,
             false,
             eval_ns,
@@ -763,6 +782,7 @@ fn commit(
     ids: &[StreamId],
     last: StreamId,
     out: &[Record],
+    flat: &FlatRecords,
     stats: &crate::ops::BatchStats,
     too_big: bool,
     eval_ns: u64,
@@ -849,7 +869,8 @@ fn commit(
     }
     if job.hash.is_none() {
         // Every value was NULL: XADD cannot write an entry with no fields.
-        let empty = out.iter().filter(|r| r.fields.is_empty()).count() as u64;
+        let empty =
+            out.iter().filter(|r| r.fields.is_empty()).count() as u64 + flat.empty_results() as u64;
         if empty > 0 {
             failed += empty;
             first_error
@@ -859,7 +880,22 @@ fn commit(
             .iter()
             .filter(|r| !r.fields.is_empty())
             .map(|r| r.fields.as_slice());
-        match a.xadd_batch(&job.sink, results, job.sink_maxlen) {
+        // The flat results' fields as slices of their buffer, one vector
+        // for the epoch (they follow `out`'s; a plan fills one or the
+        // other).
+        let pairs = flat.pairs();
+        let flat_results = flat.non_empty(&pairs);
+        let appended = a
+            .xadd_batch(&job.sink, results, job.sink_maxlen)
+            .and_then(|n| {
+                if flat.is_empty() {
+                    return Ok(n);
+                }
+                a.xadd_batch(&job.sink, flat_results, job.sink_maxlen)
+                    .map(|m| n + m)
+                    .map_err(|(m, e)| (n + m, e))
+            });
+        match appended {
             Ok(n) => written += n,
             // Checked above, so only a sink whose IDs are exhausted gets
             // here; the writes so far stay with the position not moved.

@@ -64,7 +64,7 @@ pub mod agg;
 pub(crate) mod compile;
 mod slots;
 
-use crate::entry::{EntryId, Record, Row, SlotTable, MISSING};
+use crate::entry::{EntryId, FlatRecords, Record, Row, SlotTable, MISSING};
 use crate::error::PlanError;
 use crate::expr::{BoolSrc, NumSrc, TextSrc};
 use crate::ops::{Batch, Operator, Project};
@@ -741,6 +741,9 @@ pub struct WindowOp {
     cols: Vec<Bytes>,
     /// Where each key's value is in `joined` (direct output; scratch).
     kpos: Vec<Option<(usize, usize)>>,
+    /// Direct output's results ([`Output::direct`]), taken by the plan
+    /// after each batch or tick (empty in between).
+    pub(crate) flat: FlatRecords,
 }
 
 /// Why an event could not be placed.
@@ -794,6 +797,7 @@ impl WindowOp {
             tmp: BytesMut::new(),
             cols: Vec::new(),
             kpos: Vec::new(),
+            flat: FlatRecords::default(),
         }
     }
 
@@ -1922,9 +1926,11 @@ impl WindowOp {
         };
         self.results += 1;
         if let Some(direct) = &self.out.direct {
-            let mut arena = std::mem::take(&mut self.arena);
+            // Written into the flat output (no record, no `Bytes` per
+            // field); the same fields and bytes as the generic path.
+            let flat = &mut self.flat;
             // The key values joined by `:` (a NULL key is empty), and where
-            // each non-NULL one is in it: its field is a slice of the key.
+            // each non-NULL one is in it: its field is a span of the key.
             let mut joined = std::mem::take(&mut self.joined);
             joined.clear();
             let kpos = &mut self.kpos;
@@ -1934,20 +1940,22 @@ impl WindowOp {
                 kpos.push(Some((at, at + v.len())));
             });
             kpos.resize(self.keys.len(), None);
-            let key = arena_put(&mut arena, &joined);
+            let key = flat.begin(&joined);
             self.joined = joined;
             let mut digits = [0u8; 20];
-            let mut outf = Vec::with_capacity(direct.len() + usize::from(rev.is_some()));
             for (name, src) in direct {
-                let v = match *src {
+                match *src {
                     OutSrc::Key(i) => match kpos.get(i).copied().flatten() {
-                        Some((a, b)) => key.slice(a..b),
+                        Some((a, b)) => flat.field_span(name, (key.0 + a, key.0 + b)),
                         None => continue,
                     },
                     OutSrc::Start | OutSrc::End => match window {
                         Some((s, e)) => {
                             let t = if *src == OutSrc::Start { s } else { e };
-                            arena_put(&mut arena, crate::value::int_digits(t, &mut digits))
+                            let at = flat.buf().len();
+                            flat.buf()
+                                .extend_from_slice(crate::value::int_digits(t, &mut digits));
+                            flat.field(name, at);
                         }
                         None => continue,
                     },
@@ -1966,17 +1974,21 @@ impl WindowOp {
                         } else {
                             a.result(words)
                         };
-                        arena_reserve(&mut arena, 32);
-                        if !write_value(&v, &mut arena) {
-                            continue;
+                        let at = flat.buf().len();
+                        // NULL writes nothing and leaves the column out.
+                        if write_value(&v, flat.buf()) {
+                            flat.field(name, at);
                         }
-                        arena.split().freeze()
                     }
-                };
-                outf.push((name.clone(), v));
+                }
             }
-            push_result(out, id, outf, key, rev, &mut arena);
-            self.arena = arena;
+            if let Some(r) = rev {
+                let at = flat.buf().len();
+                flat.buf()
+                    .extend_from_slice(crate::value::int_digits(r.into(), &mut digits));
+                flat.field(b"_rev", at);
+            }
+            flat.end(id, key);
             return;
         }
         if self.cols.is_empty() {
