@@ -169,14 +169,17 @@ static SNAPSHOT_IDS: AtomicU64 = AtomicU64::new(1);
 pub struct HandBack {
     snapshot: u64,
     entries: Vec<Option<HandedBack>>,
+    bytes: Vec<u8>,
 }
 
 /// What the checkpoint thread gives back to a stream's run
 /// ([`publish_runs`]).
 #[derive(Debug)]
 enum HandedBack {
-    /// The stored form of the blocks handed out, to append in place.
-    Entries(Vec<u8>),
+    /// The stored form of the blocks handed out, to append in place: this
+    /// range of [`HandBack`]'s `bytes` (all streams' entries in one
+    /// buffer, in the order the next snapshot reads them).
+    Entries(std::ops::Range<usize>),
     /// The run as the snapshot shared it (buffer `base`, bytes
     /// `from..shared_end`) followed by those entries, in a new buffer
     /// with room to grow: built off the lock when appending in place would
@@ -276,7 +279,10 @@ impl StoredRun {
         };
         match slot {
             None => {}
-            Some(HandedBack::Entries(entries)) => {
+            Some(HandedBack::Entries(range)) => {
+                let Some(entries) = back.bytes.get(range.clone()) else {
+                    return;
+                };
                 if entries.len() != p.count * STORED_LEN {
                     return;
                 }
@@ -456,29 +462,33 @@ type SharedRun = (Arc<Vec<u8>>, std::ops::Range<usize>);
 /// without visiting them (pass it as [`SnapshotState::handed_back`]). Off
 /// the store lock. Not calling it only costs that visit.
 pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) -> HandBack {
+    let total = fills.iter().map(|f| f.jobs.len()).sum::<usize>();
     let mut back = HandBack {
         snapshot: fills.first().map_or(0, |f| f.snapshot),
         entries: Vec::with_capacity(fills.len()),
+        bytes: Vec::with_capacity(total * STORED_LEN),
     };
     for f in fills {
         back.entries.push(None);
         let Some(js) = jobs.get(f.jobs.clone()) else {
             continue;
         };
-        let mut entries = Vec::with_capacity(js.len() * STORED_LEN);
+        let at = back.bytes.len();
         for j in js {
             let end = j.patch_at + LOC_LEN;
             match end
                 .checked_sub(STORED_LEN)
                 .and_then(|from| body.get(from..end))
             {
-                Some(e) => entries.extend_from_slice(e),
+                Some(e) => back.bytes.extend_from_slice(e),
                 None => break,
             }
         }
-        if entries.len() != js.len() * STORED_LEN {
+        if back.bytes.len() - at != js.len() * STORED_LEN {
+            back.bytes.truncate(at);
             continue;
         }
+        let entries = &back.bytes[at..];
         let base = f.base.lock().ok().and_then(|mut b| b.take());
         let handed = match base {
             // Appending in place would copy: when the buffer has no room,
@@ -490,7 +500,8 @@ pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) -> HandBac
                 let live = run.get(range.clone()).unwrap_or(&[]);
                 let mut bytes = Vec::with_capacity((live.len() + entries.len()) * 2);
                 bytes.extend_from_slice(live);
-                bytes.extend_from_slice(&entries);
+                bytes.extend_from_slice(entries);
+                back.bytes.truncate(at);
                 HandedBack::Whole {
                     bytes,
                     base: Arc::as_ptr(&run) as usize,
@@ -498,7 +509,7 @@ pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) -> HandBac
                     shared_end: range.end,
                 }
             }
-            _ => HandedBack::Entries(entries),
+            _ => HandedBack::Entries(at..back.bytes.len()),
         };
         if let Some(slot) = back.entries.last_mut() {
             *slot = Some(handed);
