@@ -84,12 +84,6 @@ impl Db {
         self.stamp(i);
         self.slots.at_mut(i)
     }
-    /// [`Db::get_mut`] for the server's own upkeep: not an access (OBJECT
-    /// IDLETIME does not move).
-    fn get_mut_unstamped(&mut self, key: &[u8]) -> Option<&mut Value> {
-        let i = self.slots.find(key)?;
-        self.slots.at_mut(i)
-    }
     fn stamp(&self, i: usize) {
         let c = self.touching.get();
         if c != 0 {
@@ -213,15 +207,23 @@ impl Db {
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Bytes, &mut Value)> {
         self.slots.iter_mut()
     }
-    /// Every key, its value and its expiry (absolute ms, 0: none): the
-    /// checkpoint's walk, one lookup per key only when some key expires.
-    pub fn iter_mut_with_expiry(&mut self) -> impl Iterator<Item = (&Bytes, &mut Value, u64)> {
+    /// Every key's slot number, the key, its value and its expiry
+    /// (absolute ms, 0: none): the checkpoint's walk, one lookup per key
+    /// only when some key expires.
+    pub fn iter_mut_with_expiry(
+        &mut self,
+    ) -> impl Iterator<Item = (usize, &Bytes, &mut Value, u64)> {
         let expires = &self.expires;
         let any = !expires.is_empty();
-        self.slots.iter_mut().map(move |(k, v)| {
+        self.slots.iter_mut_slots().map(move |(i, k, v)| {
             let when = if any { expires.get(k).unwrap_or(0) } else { 0 };
-            (k, v, when)
+            (i, k, v, when)
         })
+    }
+    /// The value in slot `i` (see [`Db::iter_mut_with_expiry`]), for the
+    /// server's own upkeep: not an access (OBJECT IDLETIME does not move).
+    fn at_mut_unstamped(&mut self, i: usize) -> Option<&mut Value> {
+        self.slots.at_mut(i)
     }
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
         self.slots.iter_mut().map(|(_, v)| v)
@@ -483,9 +485,13 @@ pub struct Store {
     /// The last snapshot's buffers, given back emptied by the checkpoint
     /// thread for the next one to reuse.
     pub snapshot_buffers: Arc<parking_lot::Mutex<crate::persist::snapshot::SnapshotBuffers>>,
-    /// The streams (db, key) the last snapshot handed blocks out for: the
-    /// ones settling visits (not the whole keyspace, per step).
-    pub settle_keys: Vec<(usize, Bytes)>,
+    /// The streams (db, slot number) the last snapshot handed blocks out
+    /// for: the ones settling visits (not the whole keyspace, per step).
+    /// A slot, not the key: no key clone per stream under the snapshot's
+    /// lock. A slot whose key was deleted since may hold another value or
+    /// none; settling another stream is harmless (it settles only blocks
+    /// whose tickets are filled, and one not settling returns at once).
+    pub settle_keys: Vec<(usize, usize)>,
     /// `block-cache-size` (kept here so the check after every command takes
     /// no config lock; CONFIG SET updates it).
     pub cache_budget: u64,
@@ -672,9 +678,9 @@ impl Store {
             // eviction pass.
             let (mut freed, mut packed) = (0u64, 0u64);
             let mut left = SETTLE_BATCH;
-            while let Some((db, key)) = self.settle_keys.pop() {
+            while let Some((db, slot)) = self.settle_keys.pop() {
                 let Some(Value::Stream(s)) =
-                    self.dbs.get_mut(db).and_then(|d| d.get_mut_unstamped(&key))
+                    self.dbs.get_mut(db).and_then(|d| d.at_mut_unstamped(slot))
                 else {
                     continue;
                 };
@@ -683,7 +689,7 @@ impl Store {
                 packed += moved.packed as u64;
                 if left == 0 {
                     if s.settling() {
-                        self.settle_keys.push((db, key));
+                        self.settle_keys.push((db, slot));
                     }
                     more = !self.settle_keys.is_empty();
                     break;

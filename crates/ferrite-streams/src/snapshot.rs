@@ -28,7 +28,8 @@ use crate::stream::{RestoredBlock, Stream, StreamMeta};
 use crate::StreamId;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A bounds-checked cursor over checkpoint bytes (from disk: every read is
 /// checked, every error says at which byte).
@@ -144,19 +145,41 @@ pub(crate) struct StoredRun {
     pending: Option<PendingRun>,
 }
 
+/// Where the entries of the blocks a snapshot handed out come back: slot
+/// `index` of that snapshot's [`HandBack`] (`snapshot` is its id).
 #[derive(Clone, Debug)]
 struct PendingRun {
-    entries: Arc<OnceLock<HandedBack>>,
+    snapshot: u64,
+    index: usize,
     last: StreamId,
     count: usize,
+}
+
+/// Snapshot ids ([`SnapshotState::id`]): unique in the process, never 0.
+static SNAPSHOT_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// What one checkpoint gives back to the runs of the streams it handed
+/// blocks out for ([`publish_runs`]): one slot per [`RunFill`], by its
+/// index, so a snapshot costs one vector, not an allocation per stream.
+/// The next snapshot takes it ([`SnapshotState::handed_back`]); a stream
+/// uses its slot only if `snapshot` is the id its [`PendingRun`] names
+/// (a checkpoint that failed, or whose hand-back the next snapshot did
+/// not get, gives nothing: the blocks are visited again).
+#[derive(Debug, Default)]
+pub struct HandBack {
+    snapshot: u64,
+    entries: Vec<Option<HandedBack>>,
+    bytes: Vec<u8>,
 }
 
 /// What the checkpoint thread gives back to a stream's run
 /// ([`publish_runs`]).
 #[derive(Debug)]
 enum HandedBack {
-    /// The stored form of the blocks handed out, to append in place.
-    Entries(Vec<u8>),
+    /// The stored form of the blocks handed out, to append in place: this
+    /// range of [`HandBack`]'s `bytes` (all streams' entries in one
+    /// buffer, in the order the next snapshot reads them).
+    Entries(std::ops::Range<usize>),
     /// The run as the snapshot shared it (buffer `base`, bytes
     /// `from..shared_end`) followed by those entries, in a new buffer
     /// with room to grow: built off the lock when appending in place would
@@ -241,15 +264,35 @@ impl StoredRun {
     }
 
     /// Append the blocks the last snapshot handed out, if their entries came
-    /// back (else they are visited and handed out again). The entries are
-    /// freed with the snapshot, in `garbage`.
-    fn take_pending(&mut self, garbage: &mut Garbage) {
+    /// back in `back` (else they are visited and handed out again).
+    /// Entries are read in place (freed with `back`, off the lock); a
+    /// rebuilt run is moved out of its slot.
+    fn take_pending(&mut self, back: &mut HandBack, garbage: &mut Garbage) {
         let Some(p) = self.pending.take() else {
             return;
         };
-        let entries = match p.entries.get() {
-            None => return,
-            Some(HandedBack::Entries(entries)) => entries,
+        if p.snapshot != back.snapshot || p.count == 0 {
+            return;
+        }
+        let Some(slot) = back.entries.get_mut(p.index) else {
+            return;
+        };
+        match slot {
+            None => {}
+            Some(HandedBack::Entries(range)) => {
+                let Some(entries) = back.bytes.get(range.clone()) else {
+                    return;
+                };
+                if entries.len() != p.count * STORED_LEN {
+                    return;
+                }
+                self.make_room();
+                let v = Arc::make_mut(&mut self.bytes);
+                v.truncate(self.end * STORED_LEN);
+                v.extend_from_slice(entries);
+                self.end += p.count;
+                self.last = p.last;
+            }
             Some(HandedBack::Whole {
                 bytes,
                 base,
@@ -264,45 +307,20 @@ impl StoredRun {
                     || self.end * STORED_LEN != shared_end
                     || start < from
                     || bytes.len() != shared_end - from + p.count * STORED_LEN
-                    || p.count == 0
                 {
                     return;
                 }
-                // The snapshot that built it is gone: the buffer moves
-                // here without a copy (a copy only if something still
-                // holds it).
-                let bytes = match Arc::try_unwrap(p.entries) {
-                    Ok(cell) => match cell.into_inner() {
-                        Some(HandedBack::Whole { bytes, .. }) => bytes,
-                        _ => return,
-                    },
-                    Err(shared) => {
-                        let copy = match shared.get() {
-                            Some(HandedBack::Whole { bytes, .. }) => bytes.clone(),
-                            _ => return,
-                        };
-                        garbage.1.push(shared);
-                        copy
-                    }
-                };
+                // Moved here without a copy (the slot is this stream's
+                // alone: a copied stream's run finds it empty).
+                let bytes = std::mem::take(bytes);
+                *slot = None;
                 let old = std::mem::replace(&mut self.bytes, Arc::new(bytes));
                 garbage.2.push(old);
                 self.start = (start - from) / STORED_LEN;
                 self.end = (shared_end - from) / STORED_LEN + p.count;
                 self.last = p.last;
-                return;
             }
-        };
-        if entries.len() != p.count * STORED_LEN || p.count == 0 {
-            return;
         }
-        self.make_room();
-        let v = Arc::make_mut(&mut self.bytes);
-        v.truncate(self.end * STORED_LEN);
-        v.extend_from_slice(entries);
-        self.end += p.count;
-        self.last = p.last;
-        garbage.1.push(p.entries);
     }
 
     /// Make the bytes this stream's own (copying the live entries if a
@@ -415,12 +433,19 @@ pub struct SnapshotState {
     /// Streams' runs waiting for the entries of blocks in `jobs`
     /// ([`publish_runs`]).
     pub fills: Vec<RunFill>,
+    /// What the last durable checkpoint gave back to the runs (its
+    /// [`publish_runs`]); moved to `garbage` by [`SnapshotState::done`].
+    pub handed_back: HandBack,
+    /// This snapshot's id, named by the runs it hands blocks out for (0:
+    /// none yet; taken when the first stream does).
+    pub id: u64,
 }
 
 /// The entries of a stream's blocks handed out in `jobs[jobs]`, to give
-/// back to its run once they are durable.
+/// back to its run once they are durable (in the slot of [`HandBack`] at
+/// this fill's index, for snapshot `snapshot`).
 pub struct RunFill {
-    entries: Arc<OnceLock<HandedBack>>,
+    snapshot: u64,
     jobs: std::ops::Range<usize>,
     /// The stream's run as this snapshot shared it, if it had one (taken
     /// by [`publish_runs`], so that nothing holds it once the checkpoint
@@ -431,30 +456,39 @@ pub struct RunFill {
 /// A run's buffer and the bytes of it a snapshot shares.
 type SharedRun = (Arc<Vec<u8>>, std::ops::Range<usize>);
 
-/// Once the checkpoint is durable (after [`SealJob::publish`]): give each
-/// stream the stored form of the blocks it handed out, as `body` has them
-/// (locations patched in), so its next snapshot appends them to its run
-/// without visiting them. Off the store lock. Not calling it only costs
-/// that visit.
-pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) {
+/// Once the checkpoint is durable (after [`SealJob::publish`]): the stored
+/// form of the blocks each stream handed out, as `body` has them
+/// (locations patched in), for the next snapshot to append to its run
+/// without visiting them (pass it as [`SnapshotState::handed_back`]). Off
+/// the store lock. Not calling it only costs that visit.
+pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) -> HandBack {
+    let total = fills.iter().map(|f| f.jobs.len()).sum::<usize>();
+    let mut back = HandBack {
+        snapshot: fills.first().map_or(0, |f| f.snapshot),
+        entries: Vec::with_capacity(fills.len()),
+        bytes: Vec::with_capacity(total * STORED_LEN),
+    };
     for f in fills {
+        back.entries.push(None);
         let Some(js) = jobs.get(f.jobs.clone()) else {
             continue;
         };
-        let mut entries = Vec::with_capacity(js.len() * STORED_LEN);
+        let at = back.bytes.len();
         for j in js {
             let end = j.patch_at + LOC_LEN;
             match end
                 .checked_sub(STORED_LEN)
                 .and_then(|from| body.get(from..end))
             {
-                Some(e) => entries.extend_from_slice(e),
+                Some(e) => back.bytes.extend_from_slice(e),
                 None => break,
             }
         }
-        if entries.len() != js.len() * STORED_LEN {
+        if back.bytes.len() - at != js.len() * STORED_LEN {
+            back.bytes.truncate(at);
             continue;
         }
+        let entries = &back.bytes[at..];
         let base = f.base.lock().ok().and_then(|mut b| b.take());
         let handed = match base {
             // Appending in place would copy: when the buffer has no room,
@@ -466,7 +500,8 @@ pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) {
                 let live = run.get(range.clone()).unwrap_or(&[]);
                 let mut bytes = Vec::with_capacity((live.len() + entries.len()) * 2);
                 bytes.extend_from_slice(live);
-                bytes.extend_from_slice(&entries);
+                bytes.extend_from_slice(entries);
+                back.bytes.truncate(at);
                 HandedBack::Whole {
                     bytes,
                     base: Arc::as_ptr(&run) as usize,
@@ -474,27 +509,26 @@ pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) {
                     shared_end: range.end,
                 }
             }
-            _ => HandedBack::Entries(entries),
+            _ => HandedBack::Entries(at..back.bytes.len()),
         };
-        let _ = f.entries.set(handed);
+        if let Some(slot) = back.entries.last_mut() {
+            *slot = Some(handed);
+        }
     }
+    back
 }
 
 /// Memory a snapshot let go of (filled seal tickets, entries handed back
-/// to runs), freed when it is dropped: on the checkpoint thread, not under
-/// the store lock.
+/// to runs, runs' old buffers), freed when it is dropped: on the
+/// checkpoint thread, not under the store lock.
 #[derive(Default)]
-pub struct Garbage(
-    Vec<Arc<SealTicket>>,
-    Vec<Arc<OnceLock<HandedBack>>>,
-    Vec<Arc<Vec<u8>>>,
-);
+pub struct Garbage(Vec<Arc<SealTicket>>, HandBack, Vec<Arc<Vec<u8>>>);
 
 impl Garbage {
     /// Free what it holds, keeping the lists' room (for the next snapshot).
     pub fn clear(&mut self) {
         self.0.clear();
-        self.1.clear();
+        self.1 = HandBack::default();
         self.2.clear();
     }
 }
@@ -532,6 +566,12 @@ impl std::fmt::Debug for Insert {
 }
 
 impl SnapshotState {
+    /// After the last value is written: the hand-back the streams took
+    /// from goes to `garbage` (freed off the lock).
+    pub fn done(&mut self) {
+        self.garbage.1 = std::mem::take(&mut self.handed_back);
+    }
+
     /// Put `insert` into the body at `at` (the length written so far).
     pub fn insert(&mut self, at: usize, insert: Insert) {
         self.inserts.push((at, insert));
@@ -665,7 +705,7 @@ impl Stream {
         // The stored blocks at the head are the run kept from the last
         // checkpoint, extended by the blocks stored since; only the blocks
         // after it are visited.
-        self.run.take_pending(&mut st.garbage);
+        self.run.take_pending(&mut st.handed_back, &mut st.garbage);
         // The range runs to the map's end: its last block is the tail (one
         // descent of the tree, not two).
         let mut rest = if self.run.is_empty() {
@@ -778,17 +818,20 @@ impl Stream {
             );
         }
         if let Some((first, last, count)) = handed {
-            let entries = Arc::new(OnceLock::new());
+            if st.id == 0 {
+                st.id = SNAPSHOT_IDS.fetch_add(1, Ordering::Relaxed);
+            }
             let base = (!self.run.is_empty()).then(|| self.run.share());
-            st.fills.push(RunFill {
-                entries: entries.clone(),
-                jobs: first..first + count,
-                base: std::sync::Mutex::new(base),
-            });
             self.run.pending = Some(PendingRun {
-                entries,
+                snapshot: st.id,
+                index: st.fills.len(),
                 last,
                 count,
+            });
+            st.fills.push(RunFill {
+                snapshot: st.id,
+                jobs: first..first + count,
+                base: std::sync::Mutex::new(base),
             });
         }
         let total = written + self.run.len() as u64;
@@ -1081,14 +1124,16 @@ mod tests {
         entries: Vec<Entry>,
     }
 
-    fn take(s: &mut Stream, cache: &Arc<BlockCache>) -> Taken {
+    fn take(s: &mut Stream, cache: &Arc<BlockCache>, handed_back: HandBack) -> Taken {
         let mut st = SnapshotState {
             cache: Some(cache.clone()),
             next_storage_id: 7,
+            handed_back,
             ..SnapshotState::default()
         };
         let mut written = Vec::new();
         s.write_snapshot(&mut written, &mut st);
+        st.done();
         Taken {
             written,
             inserts: st.inserts,
@@ -1102,8 +1147,8 @@ mod tests {
     /// The checkpoint thread's part: assemble (checked against the whole
     /// encoding of the snapshot instant), store the blocks at made-up
     /// locations in segment `seg`, publish; the body read back must hold
-    /// the entries of that instant.
-    fn finish(t: Taken, seg: u64, mem: &Mem, cache: &Arc<BlockCache>) {
+    /// the entries of that instant. Returns what goes back to the runs.
+    fn finish(t: Taken, seg: u64, mem: &Mem, cache: &Arc<BlockCache>) -> HandBack {
         let mut jobs = t.jobs;
         let mut referenced = HashMap::new();
         let mut body = assemble(t.written, t.inserts, &mut jobs, &mut referenced);
@@ -1122,16 +1167,17 @@ mod tests {
         for job in &jobs {
             job.publish(&body);
         }
-        publish_runs(&t.fills, &jobs, &body);
+        let back = publish_runs(&t.fills, &jobs, &body);
         let mut r = Reader::new(&body);
-        let back = Stream::read_snapshot(&mut r, 4, b"k", Some(cache), 8)
+        let read = Stream::read_snapshot(&mut r, 4, b"k", Some(cache), 8)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.done());
         assert_eq!(
-            back.range(StreamId::MIN, StreamId::MAX, None, false),
+            read.range(StreamId::MIN, StreamId::MAX, None, false),
             t.entries
         );
-        back.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+        read.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+        back
     }
 
     fn fv(i: u64) -> Vec<Bytes> {
@@ -1149,7 +1195,9 @@ mod tests {
     /// block and of a block's last entry, exact and whole-block trims,
     /// eviction): the body assembled afterwards is byte for byte the whole
     /// encoding of the snapshot instant, round after round, as the kept
-    /// run is extended, cut and moved.
+    /// run is extended, cut and moved. Some snapshots get no hand-back
+    /// (taken before the last checkpoint published it) or an older one
+    /// (another snapshot's: its slots must not be used).
     #[test]
     fn a_snapshot_holds_its_instant_whatever_changes_after() {
         let mem = Arc::new(Mem::default());
@@ -1160,7 +1208,9 @@ mod tests {
         };
         let mut s = Stream::new();
         let (mut next, mut shared, mut filled, mut presealed) = (1u64, 0, 0, 0);
-        let (mut wholes, mut tails) = (0, 0);
+        let (mut wholes, mut tails, mut missed, mut stale) = (0, 0, 0, 0);
+        // The last checkpoint's hand-back, and the one before.
+        let (mut back, mut older) = (HandBack::default(), HandBack::default());
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut rand = |n: u64| {
             rng ^= rng << 13;
@@ -1168,7 +1218,7 @@ mod tests {
             rng ^= rng << 17;
             rng % n
         };
-        for round in 0..60u64 {
+        for round in 0..90u64 {
             for _ in 0..rand(30) {
                 let id = XaddId::Explicit(StreamId::new(next, 0));
                 assert!(s.add(id, &fv(next), 0, &cfg).is_ok());
@@ -1186,11 +1236,29 @@ mod tests {
                 .values()
                 .filter(|n| matches!(n.stored, Stored::Sealed(_)))
                 .count();
-            // Entries handed back by the last checkpoint, appended unvisited.
-            let handed_back = s.run.pending.as_ref().and_then(|p| p.entries.get());
+            // Entries handed back by the last checkpoint, appended unvisited
+            // (when this snapshot gets them).
+            let given = match rand(6) {
+                0 => {
+                    missed += 1;
+                    HandBack::default()
+                }
+                1 => {
+                    stale += usize::from(!older.entries.is_empty());
+                    std::mem::take(&mut older)
+                }
+                _ => std::mem::take(&mut back),
+            };
+            let handed_back = s
+                .run
+                .pending
+                .as_ref()
+                .filter(|p| p.snapshot == given.snapshot)
+                .and_then(|p| given.entries.get(p.index))
+                .and_then(Option::as_ref);
             filled += usize::from(handed_back.is_some());
             wholes += usize::from(matches!(handed_back, Some(HandedBack::Whole { .. })));
-            let t = take(&mut s, &cache);
+            let t = take(&mut s, &cache, given);
             // Every sealed block was handed out, but one that is the last
             // block now (the blocks after it emptied): the tail is written
             // whole.
@@ -1250,7 +1318,7 @@ mod tests {
                     }
                 }
             }
-            finish(t, round + 1, &mem, &cache);
+            older = std::mem::replace(&mut back, finish(t, round + 1, &mem, &cache));
             s.check_invariants().unwrap_or_else(|e| panic!("{e}"));
         }
         assert!(shared > 30, "only {shared} snapshots shared a run");
@@ -1261,8 +1329,9 @@ mod tests {
             filled > 10,
             "only {filled} snapshots had entries handed back"
         );
+        assert!(missed > 5 && stale > 2, "{missed} missed, {stale} stale");
         // The last state, taken with nothing changing after.
-        let t = take(&mut s, &cache);
+        let t = take(&mut s, &cache, back);
         finish(t, 1000, &mem, &cache);
     }
 

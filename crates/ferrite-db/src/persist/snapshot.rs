@@ -49,6 +49,7 @@ pub fn encode_snapshot(
         inserts: spare.inserts,
         fills: spare.fills,
         garbage: spare.garbage,
+        handed_back: spare.handed_back,
         cache: store.block_cache.clone(),
         next_storage_id: store.next_stream_id,
         ..SnapshotState::default()
@@ -66,16 +67,17 @@ pub fn encode_snapshot(
         }
         put_u32(&mut out, i);
         out.extend_from_slice(&(db.len() as u64).to_le_bytes());
-        for (k, v, when) in db.iter_mut_with_expiry() {
+        for (slot, k, v, when) in db.iter_mut_with_expiry() {
             put_bytes(&mut out, k);
             out.extend_from_slice(&when.to_le_bytes());
             v.write_snapshot(&mut out, &mut st);
             if matches!(v, Value::Stream(s) if s.settling()) {
-                settle_keys.push((i, k.clone()));
+                settle_keys.push((i, slot));
             }
         }
     }
     store.settle_keys = settle_keys;
+    st.done();
     put_u32(&mut out, rebuild.len());
     for (db, argv) in rebuild {
         put_cmd(&mut out, *db, argv);
@@ -118,7 +120,8 @@ pub fn encode_snapshot(
 /// snapshot (`Store::snapshot_buffers`): the bytes written under the lock
 /// (given back once assembled), the jobs, the inserts, the runs' fills,
 /// the garbage lists and the settle list (given back when the snapshot is
-/// dropped). They keep about the last snapshot's size allocated between
+/// dropped), and what the last durable checkpoint hands back to the
+/// streams' runs (put here by [`Snapshot::publish`]). They keep about the last snapshot's size allocated between
 /// checkpoints. Why: any allocation of a KiB or more under the lock made
 /// glibc consolidate the small chunks the commands had freed first (10%
 /// of the hold with 1,000 streams), and growing a buffer copies it.
@@ -129,7 +132,8 @@ pub struct SnapshotBuffers {
     inserts: Vec<(usize, Insert)>,
     fills: Vec<RunFill>,
     garbage: Garbage,
-    settle_keys: Vec<(usize, Bytes)>,
+    settle_keys: Vec<(usize, usize)>,
+    handed_back: HandBack,
 }
 
 /// A checkpoint body and the blocks to store before writing it.
@@ -140,7 +144,7 @@ pub struct Snapshot {
     /// What [`Snapshot::assemble`] puts into `body`.
     pub(crate) inserts: Vec<(usize, Insert)>,
     /// Freed with the snapshot, off the lock.
-    _garbage: (Garbage, Vec<(usize, Bytes)>),
+    _garbage: (Garbage, Vec<(usize, usize)>),
     /// Streams' runs to give the entries of their stored blocks.
     fills: Vec<RunFill>,
     pub jobs: Vec<SealJob>,
@@ -237,7 +241,10 @@ impl Snapshot {
     /// drop their bytes. Returns the bytes made evictable.
     pub(crate) fn publish(&self) -> u64 {
         let bytes = self.jobs.iter().map(|job| job.publish(&self.body)).sum();
-        publish_runs(&self.fills, &self.jobs, &self.body);
+        let back = publish_runs(&self.fills, &self.jobs, &self.body);
+        // The one it replaces (never taken: no snapshot since) is freed
+        // after the buffers' lock is released.
+        let _old = std::mem::replace(&mut self.buffers.lock().handed_back, back);
         bytes
     }
 }

@@ -147,6 +147,14 @@ impl<V> Slots<V> {
         self.slots.iter_mut().flatten().map(|(k, v)| (&*k, v))
     }
 
+    /// [`Slots::iter_mut`] with each key's slot number.
+    pub fn iter_mut_slots(&mut self) -> impl Iterator<Item = (usize, &Bytes, &mut V)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_mut().map(|(k, v)| (i, &*k, v)))
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
         self.iter().map(|(k, _)| k)
     }
