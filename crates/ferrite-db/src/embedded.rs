@@ -484,13 +484,13 @@ mod tests {
     }
 
     #[test]
-    fn xadd_effect_encoding_is_put_cmd_parts() {
+    fn put_cmd_pairs_is_put_cmd_parts() {
         let pairs = [
             (Bytes::from("f"), Bytes::from("v")),
             (Bytes::from(""), Bytes::from(vec![7u8; 200])),
         ];
         let mut ours = vec![9u8];
-        crate::cmd::stream::put_xadd_effect(&mut ours, 3, b"key", b"5-1", &pairs);
+        crate::persist::put_cmd_pairs(&mut ours, 3, &[b"XADD", b"key", b"5-1"], &pairs);
         let mut theirs = vec![9u8];
         let flat: Vec<&[u8]> = pairs.iter().flat_map(|(f, v)| [&f[..], &v[..]]).collect();
         crate::persist::put_cmd_parts(&mut theirs, 3, &[b"XADD", b"key", b"5-1"], &flat);

@@ -1089,20 +1089,10 @@ fn direct_results_match_the_projection() {
     let run_all = |sql: &str| -> (Vec<String>, Vec<Option<bytes::Bytes>>) {
         let mut plan = Plan::compile_with(sql, &opts).expect("compiles");
         let mut out = Vec::new();
-        for (i, chunk) in evs.chunks(64).enumerate() {
-            let fields: Vec<Vec<(&str, &str)>> = chunk
-                .iter()
-                .map(|(_, f)| f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect())
-                .collect();
-            let entries: Vec<Entry<'_>> = chunk
-                .iter()
-                .zip(&fields)
-                .enumerate()
-                .map(|(j, ((ms, _), f))| Entry::new(EntryId::new(*ms, (i * 64 + j) as u64), f))
-                .collect();
-            let st = plan.process_batch(&entries, &mut out);
+        in_batches(&evs, |entries| {
+            let st = plan.process_batch(entries, &mut out);
             assert_eq!(st.failed, 0, "{:?}", st.first_error);
-        }
+        });
         let keys = out.iter().map(|r| r.key.clone()).collect();
         (lines(&out), keys)
     };
@@ -1120,28 +1110,18 @@ fn direct_results_match_the_projection() {
     let records_of = |flat_path: bool| -> (Vec<Record>, u64) {
         let mut plan = Plan::compile_with(&direct, &opts).expect("compiles");
         let (mut out, mut flat, mut output) = (Vec::new(), FlatRecords::default(), 0);
-        for (i, chunk) in evs.chunks(64).enumerate() {
-            let fields: Vec<Vec<(&str, &str)>> = chunk
-                .iter()
-                .map(|(_, f)| f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect())
-                .collect();
-            let entries: Vec<Entry<'_>> = chunk
-                .iter()
-                .zip(&fields)
-                .enumerate()
-                .map(|(j, ((ms, _), f))| Entry::new(EntryId::new(*ms, (i * 64 + j) as u64), f))
-                .collect();
+        in_batches(&evs, |entries| {
             let st = if flat_path {
                 let mut batch = FlatRecords::default();
-                let st = plan.process_batch_flat(&entries, &mut out, &mut batch);
+                let st = plan.process_batch_flat(entries, &mut out, &mut batch);
                 flat.append(&mut batch);
                 assert!(batch.is_empty());
                 st
             } else {
-                plan.process_batch(&entries, &mut out)
+                plan.process_batch(entries, &mut out)
             };
             output += st.output;
-        }
+        });
         if flat_path {
             assert!(out.is_empty(), "direct results went to records");
             assert_eq!(flat.len() as u64, output);
@@ -1155,4 +1135,21 @@ fn direct_results_match_the_projection() {
     assert_eq!(n_flat, n_recs);
     assert_eq!(flat, recs);
     assert_eq!(lines(&flat), a);
+}
+
+/// `evs` (time, fields) as entries in batches of 64, IDs `time-index`.
+fn in_batches(evs: &[(u64, Vec<(String, String)>)], mut f: impl FnMut(&[Entry<'_>])) {
+    for (i, chunk) in evs.chunks(64).enumerate() {
+        let fields: Vec<Vec<(&str, &str)>> = chunk
+            .iter()
+            .map(|(_, f)| f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect())
+            .collect();
+        let entries: Vec<Entry<'_>> = chunk
+            .iter()
+            .zip(&fields)
+            .enumerate()
+            .map(|(j, ((ms, _), f))| Entry::new(EntryId::new(*ms, (i * 64 + j) as u64), f))
+            .collect();
+        f(&entries);
+    }
 }

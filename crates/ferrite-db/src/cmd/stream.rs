@@ -329,7 +329,8 @@ where
                 id_buf[ms_end..ms_end + seq.len()].copy_from_slice(seq);
                 id_len = ms_end + seq.len();
             }
-            put_xadd_effect(&mut store.pending_log, db, key, &id_buf[..id_len], pairs);
+            let head: [&[u8]; 3] = [b"XADD", key, &id_buf[..id_len]];
+            crate::persist::put_cmd_pairs(&mut store.pending_log, db, &head, pairs);
             store.pending_cmds += 1;
             if trimmed > 0 {
                 if let Some(t) = exact_trim_args(s, trim) {
@@ -358,37 +359,6 @@ where
     match failed {
         Some(e) => Err((added, e)),
         None => Ok(added),
-    }
-}
-
-/// `XADD key id f1 v1 ...` encoded as
-/// `persist::put_cmd_parts(out, db, &[b"XADD", key, id], &[f1, v1, ...])`
-/// encodes it (a test holds them equal), in one pass over the pairs and
-/// with one reservation: a batch append logs one per entry.
-pub(crate) fn put_xadd_effect<A: AsRef<[u8]>, B: AsRef<[u8]>>(
-    out: &mut Vec<u8>,
-    db: usize,
-    key: &[u8],
-    id: &[u8],
-    pairs: &[(A, B)],
-) {
-    let strings: usize = pairs
-        .iter()
-        .map(|(f, v)| f.as_ref().len() + v.as_ref().len())
-        .sum();
-    out.reserve(8 + 4 * (3 + 2 * pairs.len()) + 4 + key.len() + id.len() + strings);
-    let u32le = |n: usize| (n as u32).to_le_bytes();
-    out.extend_from_slice(&u32le(db));
-    out.extend_from_slice(&u32le(3 + 2 * pairs.len()));
-    for part in [&b"XADD"[..], key, id] {
-        out.extend_from_slice(&u32le(part.len()));
-        out.extend_from_slice(part);
-    }
-    for (f, v) in pairs {
-        for part in [f.as_ref(), v.as_ref()] {
-            out.extend_from_slice(&u32le(part.len()));
-            out.extend_from_slice(part);
-        }
     }
 }
 

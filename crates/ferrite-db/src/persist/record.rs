@@ -24,6 +24,33 @@ pub fn put_cmd_parts<F: AsRef<[u8]>>(out: &mut Vec<u8>, db: usize, head: &[&[u8]
     }
 }
 
+/// [`put_cmd_parts`] of `head` then the flattened `(field, value)` pairs
+/// (`XADD key id f1 v1 ...` from a subsystem's results), without a flat
+/// list built first.
+pub fn put_cmd_pairs<A: AsRef<[u8]>, B: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    db: usize,
+    head: &[&[u8]],
+    pairs: &[(A, B)],
+) {
+    let len = 8
+        + head.iter().map(|x| 4 + x.len()).sum::<usize>()
+        + pairs
+            .iter()
+            .map(|(f, v)| 8 + f.as_ref().len() + v.as_ref().len())
+            .sum::<usize>();
+    out.reserve(len);
+    put_u32(out, db);
+    put_u32(out, head.len() + 2 * pairs.len());
+    for a in head {
+        put_bytes(out, a);
+    }
+    for (f, v) in pairs {
+        put_bytes(out, f.as_ref());
+        put_bytes(out, v.as_ref());
+    }
+}
+
 /// `n` commands encoded by [`put_cmd`], back as `(db, argv)` (what
 /// `Store::take_effects` returns). Encoded by this process: a malformed
 /// buffer would be a bug, and yields what decodes before it.
