@@ -83,6 +83,15 @@ pub struct XaddArgs {
     /// delays (no coordinated omission); `--pipeline` is then ignored.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// With `--rate`: write every XADD slower than `--slow-ms` to this
+    /// file, one line `<due> <latency>` in nanoseconds, `<due>` on
+    /// `CLOCK_MONOTONIC` (the clock of `perf record -k mono`), so that the
+    /// tail can be lined up with a trace of the server (at most 100,000
+    /// lines per client).
+    #[arg(long)]
+    pub slow_log: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 2.0)]
+    pub slow_ms: f64,
 }
 
 #[derive(Args, Debug)]
@@ -213,7 +222,12 @@ struct TaskOut {
     work: u64,
     last_done: u64,
     lat: Samples,
+    /// (due, latency) of the commands slower than the slow log's bound.
+    slow: Vec<(u64, u64)>,
 }
+
+/// Slow commands kept per client for `--slow-log`.
+const SLOW_CAP: usize = 100_000;
 
 /// Waits for every client and sums what they did.
 async fn join_clients(set: &mut JoinSet<Result<TaskOut>>, name: &str) -> Result<TaskOut> {
@@ -222,6 +236,7 @@ async fn join_clients(set: &mut JoinSet<Result<TaskOut>>, name: &str) -> Result<
         work: 0,
         last_done: 0,
         lat: Samples::with_cap(0),
+        slow: Vec::new(),
     };
     while let Some(r) = set.join_next().await {
         let out = r?.map_err(|e| Error::msg(format!("{name} client: {e}")))?;
@@ -229,6 +244,7 @@ async fn join_clients(set: &mut JoinSet<Result<TaskOut>>, name: &str) -> Result<
         all.work += out.work;
         all.last_done = all.last_done.max(out.last_done);
         all.lat.merge(out.lat);
+        all.slow.extend(out.slow);
     }
     Ok(all)
 }
@@ -260,6 +276,7 @@ async fn run_closed(
                 work: 0,
                 last_done: 0,
                 lat: Samples::with_cap(cap),
+                slow: Vec::new(),
             };
             let mut sent = 0u64;
             while sent < budget {
@@ -291,6 +308,7 @@ async fn run_closed(
         work,
         last_done,
         lat,
+        ..
     } = join_clients(&mut set, w.name()).await?;
     let span = last_done.saturating_sub(win.measure_start);
     let ops_s = rate(ops, span);
@@ -328,7 +346,12 @@ pub async fn xadd(a: XaddArgs) -> Result<ResultLine> {
         .collect();
     let w = Closed::Xadd { templates };
     let mut r = if a.rate > 0.0 {
-        run_paced(w, &a.target, &a.timing, a.clients, a.rate).await?
+        let slow = a.slow_log.as_ref().map(|_| (a.slow_ms * 1e6) as u64);
+        let (r, slow) = run_paced(w, &a.target, &a.timing, a.clients, a.rate, slow).await?;
+        if let Some(path) = &a.slow_log {
+            write_slow_log(path, slow)?;
+        }
+        r
     } else {
         run_closed(w, &a.target, &a.timing, a.clients, a.pipeline).await?
     };
@@ -362,7 +385,9 @@ async fn run_paced(
     timing: &Timing,
     clients: usize,
     offered: f64,
-) -> Result<ResultLine> {
+    slow_ns: Option<u64>,
+) -> Result<(ResultLine, Vec<(u64, u64)>)> {
+    let slow_ns = slow_ns.unwrap_or(u64::MAX);
     if clients == 0 || !offered.is_finite() {
         bail!("--clients must be at least 1 and --rate finite");
     }
@@ -386,6 +411,7 @@ async fn run_paced(
                 work: 0,
                 last_done: 0,
                 lat: Samples::with_cap(cap),
+                slow: Vec::new(),
             };
             let mut sent = 0u64;
             let mut woke = start;
@@ -406,7 +432,11 @@ async fn run_paced(
                     let from = due_tick(start, k, per_sec).max(woke);
                     if win.counts(from) {
                         out.ops += 1;
-                        out.lat.push(d.saturating_sub(from));
+                        let took = d.saturating_sub(from);
+                        if took > slow_ns && out.slow.len() < SLOW_CAP {
+                            out.slow.push((from, took));
+                        }
+                        out.lat.push(took);
                         out.last_done = d;
                     }
                 }
@@ -426,6 +456,7 @@ async fn run_paced(
         work,
         last_done,
         lat,
+        slow,
     } = join_clients(&mut set, w.name()).await?;
     let span = last_done.saturating_sub(win.measure_start);
     let mut r = ResultLine::new();
@@ -438,7 +469,25 @@ async fn run_paced(
         .text("lat_unit", "request_from_due")
         .int("lat_dropped", lat.dropped);
     r.latency(lat.percentiles());
-    Ok(r)
+    Ok((r, slow))
+}
+
+/// Writes `--slow-log`: `<due> <latency>` per line, nanoseconds, `<due>`
+/// on `CLOCK_MONOTONIC`, in order of due time.
+fn write_slow_log(path: &std::path::Path, mut slow: Vec<(u64, u64)>) -> Result<()> {
+    use std::io::Write;
+    slow.sort_unstable();
+    let off = crate::stats::monotonic_offset_ns();
+    let f = std::fs::File::create(path)
+        .map_err(|e| Error::msg(format!("--slow-log {}: {e}", path.display())))?;
+    let mut w = std::io::BufWriter::new(f);
+    for (due, took) in slow {
+        writeln!(w, "{} {took}", due + off)
+            .map_err(|e| Error::msg(format!("--slow-log {}: {e}", path.display())))?;
+    }
+    w.flush()
+        .map_err(|e| Error::msg(format!("--slow-log {}: {e}", path.display())))?;
+    Ok(())
 }
 
 pub async fn xrange(a: XrangeArgs) -> Result<ResultLine> {

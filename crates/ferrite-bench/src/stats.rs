@@ -16,6 +16,24 @@ pub fn now_ns() -> u64 {
     T0.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
+/// `CLOCK_MONOTONIC` minus [`now_ns`], in nanoseconds: add it to a
+/// [`now_ns`] value to line it up with a system trace (`perf record -k
+/// mono`, `perf sched`). Read once; both clocks are monotonic.
+#[allow(unsafe_code)] // one FFI call, SAFETY below
+pub fn monotonic_offset_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let rel = now_ns();
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64).saturating_sub(rel)
+}
+
 /// The measured part of a timed run: operations that *start* in
 /// `[measure_start, end)` count; the warm-up before it does not.
 #[derive(Clone, Copy, Debug)]
