@@ -75,7 +75,8 @@ pub trait BackendFile: Send + Sync + Debug {
     /// waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that a
     /// later `sync_data` finds little left to write. Best effort and never
     /// a durability step: only `sync_data` makes anything durable, and an
-    /// I/O error of this write-back surfaces there.
+    /// I/O error of this write-back surfaces there. `len` 0: to the end of
+    /// the file.
     fn start_writeback(&self, offset: u64, len: u64) {
         let _ = (offset, len);
     }

@@ -523,6 +523,14 @@ impl StreamStore {
         let files = std::mem::take(&mut inner.dirty_files);
         match &self.fs_sync {
             Some(fs) if files.len() >= SYNCFS_MIN_FILES => {
+                // Start each file's write-back on this thread first:
+                // `syncfs` hands the dirty pages to the kernel's flusher
+                // thread, which then competes with the server's workers
+                // at their priority (docs/storage.md §8.2). Not a
+                // durability step: the `syncfs` below is.
+                for f in files.values() {
+                    f.start_writeback(0, 0);
+                }
                 if let Err(e) = fs.sync() {
                     let err = StorageError::io("syncfs", &self.root, e);
                     inner.failed = Some(err.clone().into_poisoned());
