@@ -1100,13 +1100,12 @@ fn note_freed(bytes: u64) {
 }
 
 /// Give freed memory back to the system (`malloc_trim`) once 4 MiB were
-/// freed, at most once a second. Called by an async worker about to park
-/// (nothing ready to run, no lock held): `malloc_trim` walks the heap with
-/// the allocator's locks held for milliseconds, which under the store lock
-/// after every checkpoint was a stall for every client.
-/// NOTE: it still is one for the clients of this worker, 1-3 ms about once
-/// per checkpoint under the XADD benchmark (INFO memory `mem_trim_usec_*`);
-/// trimming only when idle is not shown to keep the memory row
+/// freed, at most once a second. Called by the checkpoint thread after its
+/// eviction steps (what a checkpoint frees, most of it) and by an async
+/// worker about to park (nothing ready to run, no lock held), for the
+/// rest: `malloc_trim` walks the heap with the allocator's locks held for
+/// milliseconds, which under the store lock after every checkpoint was a
+/// stall for every client, and on a worker one for that worker's clients
 /// (docs/storage.md §13.8).
 pub fn trim_if_due() {
     use std::sync::atomic::Ordering::Relaxed;

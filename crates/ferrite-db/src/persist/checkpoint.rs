@@ -214,6 +214,11 @@ impl Persistence {
                 if let Some(shared) = p.shared.upgrade() {
                     while shared.store.lock().evict_step() {}
                 }
+                // The memory the eviction freed goes back to the system
+                // here, not on the next worker to park: `malloc_trim`
+                // holds the allocator's locks for milliseconds, and a
+                // worker doing it made its clients wait that long.
+                crate::store::trim_if_due();
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start the checkpoint thread: {e}");
