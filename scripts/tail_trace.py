@@ -76,15 +76,15 @@ def main():
                 continue
             nc, np = mm.group(4), mm.group(5)
             if cpu in last:
-                s, k = last[cpu]
+                s, k, _ = last[cpu]
                 # The event is the previous task's: its pid is known here.
                 if pid == server and comm.startswith('ferrite-checkpo'):
                     k = 'checkpoint'
                     if tid not in seen_ckpt:
                         seen_ckpt.add(tid)
-                        ckpt_first.append(s)
-                runs.append((s, ts, k))
-            last[cpu] = (ts, klass(nc, np))
+                        ckpt_first.append((s, tid))
+                runs.append((s, ts, k, tid if k == 'checkpoint' else None))
+            last[cpu] = (ts, klass(nc, np), np)
         elif pid == server and ev.startswith('syscalls:sys_enter_'):
             sys_open[(tid, ev[19:])] = ts
         elif pid == server and ev.startswith('syscalls:sys_exit_'):
@@ -101,7 +101,7 @@ def main():
             snap_at.append(ts)
     snaps = []
     for s in snap_at:
-        after = [c for c in ckpt_first if c >= s]
+        after = [c for c, _ in ckpt_first if c >= s]
         snaps.append((s, after[0] if after else s + 0.002))
     runs.sort()
     starts = [r[0] for r in runs]
@@ -110,7 +110,7 @@ def main():
         c = collections.Counter()
         i = bisect.bisect_left(starts, a - 0.5)
         while i < len(runs) and runs[i][0] < b:
-            s, e, k = runs[i]
+            s, e, k, _ = runs[i]
             o = min(e, b) - max(s, a)
             if o > 0:
                 c[k] += o
@@ -120,6 +120,12 @@ def main():
         return any(s < b and e > a for s, e in ivs)
     causes = collections.Counter()
     worst = collections.defaultdict(float)
+    # Whether the checkpoint thread was alive (first run to last run).
+    ck_spans = []
+    for f, t in ckpt_first:
+        ends = [e for s, e, k, tt in runs if tt == t]
+        ck_spans.append((f, max(ends) if ends else f))
+    in_ckpt = collections.Counter()
     for due, lat in slow:
         a, b = due, due + lat
         if overlaps(snaps, a, b):
@@ -138,12 +144,17 @@ def main():
                 k = 'other'
         causes[k] += 1
         worst[k] = max(worst[k], lat)
+        if overlaps(ck_spans, a - 0.005, b):
+            in_ckpt[k] += 1
     n = len(slow)
     print(f"slow XADDs: {n}; snapshots {len(snaps)}, trims {len(trim_iv)}, "
           f"log syscalls {len(sys_iv)}")
     for k in ['snapshot', 'trim', 'writeback', 'checkpoint', 'log', 'other']:
         if n:
-            print(f"  {k:10s} {causes[k]:7d} {100 * causes[k] / n:5.1f}%  worst {1000 * worst[k]:.2f} ms")
+            print(f"  {k:10s} {causes[k]:7d} {100 * causes[k] / n:5.1f}%  worst {1000 * worst[k]:.2f} ms"
+                  f"  ({in_ckpt[k]} while a checkpoint ran)")
+    for s, e in ck_spans:
+        print(f"  checkpoint thread {s:.4f} to {e:.4f}: {1000 * (e - s):.0f} ms")
     for s, e in snaps:
         print(f"  snapshot at {s:.4f}: {1000 * (e - s):.2f} ms to the checkpoint thread")
     for s, e in trim_iv:
