@@ -9,7 +9,9 @@
 //! whenever both are runnable, while the background thread still gets the
 //! idle time (and a share under contention, so it always finishes).
 
-/// Niceness for background work (checkpoints, the `everysec` fsync).
+/// Niceness for background work: the checkpoint thread. Not the log's
+/// fsync thread: it holds the fsync gate that a segment roll, and so every
+/// append, may wait for (docs/storage.md, "The fsync thread").
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// Lower the calling thread's priority to `nice` (Linux: niceness is per
