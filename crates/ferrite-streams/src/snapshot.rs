@@ -268,10 +268,18 @@ impl StoredRun {
     /// Block `master` changed (its bytes, its storage, or a new block with
     /// that master): the run ends before it.
     pub(crate) fn changed(&mut self, master: StreamId) {
-        // The open tail's own changes (every XADD) keep the sealed list.
+        // The open tail's own changes keep the sealed list.
         if self.sealed.valid && master != self.sealed.tail {
             self.sealed.drop_all();
         }
+        self.changed_last(master);
+    }
+
+    /// [`StoredRun::changed`] for the stream's last block (XADD's path:
+    /// the sealed list is not looked at, as its tail is that block by the
+    /// list's invariant, which `Stream::write_listed` checks before it
+    /// uses the list).
+    pub(crate) fn changed_last(&mut self, master: StreamId) {
         if self.pending.as_ref().is_some_and(|p| master <= p.last) {
             self.pending = None;
         }

@@ -791,7 +791,7 @@ impl Stream {
                     self.disordered = true;
                 }
                 // A stored tail (read back if evicted) stops being stored.
-                self.run.changed(master);
+                self.run.changed_last(master);
                 if let Some(block) = node.block_mut(master, self.storage.as_ref()) {
                     block.append_list(id, fields);
                     node.refresh();
@@ -800,7 +800,7 @@ impl Stream {
                 // Its read failed (recorded): start a new block instead.
             } else if node.location().is_none() {
                 // Sealed: give back the growth slack (Redis's lpShrinkToFit).
-                self.run.changed(master);
+                self.run.changed_last(master);
                 if let Some(block) = node.block_mut(master, None) {
                     block.shrink_to_fit();
                 }
