@@ -21,7 +21,9 @@
 //! ```text
 //!   Stored::No ──filled up (next block started; a stream with storage)──▶ Sealed(bytes, ticket)
 //!   Stored::No / Sealed ──seal (checkpoint snapshot)──▶ Pending(ticket)
-//!   Pending(ticket) ──ticket filled once the checkpoint is durable──▶ At(loc)
+//!       (a Sealed block handed out from the stream's sealed list stays
+//!        Sealed: its ticket is the one handed out)
+//!   Pending(ticket) / Sealed ──ticket filled once the checkpoint is durable──▶ At(loc)
 //!       (with the packed bytes; a block not read since the seal then
 //!        drops its decoded copy: Stream::settle_stored)
 //!   At(loc): decoded ──demote──▶ packed ──read (unpack)──▶ decoded
@@ -339,7 +341,11 @@ pub(crate) enum Stored {
     /// made) then, at the append that started the next block, while block
     /// and node were in cache, so that the snapshot hands it out without
     /// touching the block ([`crate::Stream::write_snapshot`]). No location,
-    /// like `No`.
+    /// like `No`, until its ticket is filled: a snapshot that hands it out
+    /// from the stream's sealed list ([`crate::snapshot::SealedList`])
+    /// leaves the node as it is, so a filled ticket here means stored
+    /// (resolved to `At` by [`Node::resolve`]), and an unfilled one that
+    /// its checkpoint failed (handed out again, ticket and all).
     Sealed(Presealed),
     /// Handed to a running checkpoint.
     Pending(Arc<SealTicket>),
@@ -431,10 +437,14 @@ impl Node {
         }
     }
 
-    /// Where the node's current bytes are stored, if they are.
+    /// Where the node's current bytes are stored, if they are. A sealed
+    /// node's ticket may be filled too: a snapshot handed it out from the
+    /// stream's sealed list without touching the node
+    /// ([`crate::snapshot::SealedList`]).
     pub(crate) fn location(&self) -> Option<BlockLoc> {
         match &self.stored {
-            Stored::No | Stored::Sealed(_) => None,
+            Stored::No => None,
+            Stored::Sealed(p) => p.tickets.as_ref().and_then(|(t, _)| t.get()),
             Stored::Pending(t) => t.get(),
             Stored::At(loc) => Some(*loc),
         }
@@ -480,6 +490,9 @@ impl Node {
             bytes: block.share(),
             tickets,
         });
+        // Reads do not stamp it until it is stored: unread by then, it
+        // keeps only its packed bytes (`Stream::settle_stored`).
+        self.tick.set(0);
     }
 
     /// Forget the last access (as if never read through a cache).
@@ -615,12 +628,19 @@ impl Node {
     /// Turn a filled ticket into a plain location, taking the packed bytes
     /// the storage engine kept. Returns the packed bytes taken.
     pub(crate) fn resolve(&mut self) -> usize {
-        if let Stored::Pending(t) = &self.stored {
-            if let Some(loc) = t.get() {
-                self.packed = t.take_packed().map(OnceCell::from).unwrap_or_default();
-                self.stored = Stored::At(loc);
-                return self.packed.get().map_or(0, |p| p.len());
-            }
+        let t = match &self.stored {
+            Stored::Pending(t) => t,
+            // Handed out from the sealed list: the node was not touched.
+            Stored::Sealed(Presealed {
+                tickets: Some((t, _)),
+                ..
+            }) => t,
+            _ => return 0,
+        };
+        if let Some(loc) = t.get() {
+            self.packed = t.take_packed().map(OnceCell::from).unwrap_or_default();
+            self.stored = Stored::At(loc);
+            return self.packed.get().map_or(0, |p| p.len());
         }
         0
     }

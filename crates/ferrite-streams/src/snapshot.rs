@@ -143,6 +143,50 @@ pub(crate) struct StoredRun {
     /// without visiting the blocks. Dropped by any change at or below its
     /// last master.
     pending: Option<PendingRun>,
+    /// The blocks sealed since the last snapshot, kept by the append that
+    /// sealed them, so that the next snapshot hands them out without
+    /// descending the tree or touching their nodes.
+    sealed: SealedList,
+}
+
+/// A stream's blocks sealed since the last snapshot, as the appends that
+/// sealed them left them ([`StoredRun::sealed_one`]).
+///
+/// Invariant while `valid`: the stream's blocks with a master above
+/// `after`, except its last block (master `tail`, the open tail), are
+/// exactly `entries`, in key order, each a [`Stored::Sealed`] node whose
+/// bytes, ticket and summary are the entry's. So a snapshot whose run
+/// ends at `after` writes the run, then `entries`, then the tail: the
+/// whole stream. Kept by [`StoredRun::changed`] and
+/// [`StoredRun::removed`], which every change to a block goes through:
+/// any change but to the tail's own bytes (an XADD into it, an XDEL or
+/// trim in it) drops the list, and any removal above `after`; the next
+/// snapshot then walks the tree as before and starts a new list. Made
+/// valid only by a snapshot that left the stream as its run, the blocks
+/// it handed out right after the run, and the tail. At most one entry
+/// per block of the stream.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SealedList {
+    valid: bool,
+    after: StreamId,
+    tail: StreamId,
+    entries: Vec<Listed>,
+}
+
+/// A block in a [`SealedList`]: what its job needs, without the node.
+#[derive(Clone, Debug)]
+struct Listed {
+    master: StreamId,
+    sum: Summary,
+    bytes: Arc<Vec<u8>>,
+    ticket: Arc<SealTicket>,
+}
+
+impl SealedList {
+    fn drop_all(&mut self) {
+        self.valid = false;
+        self.entries.clear();
+    }
 }
 
 /// Where the entries of the blocks a snapshot handed out come back: slot
@@ -199,6 +243,11 @@ impl StoredRun {
         self.start == self.end
     }
 
+    /// Whether the sealed list is kept (see [`SealedList`]).
+    pub(crate) fn keeps_sealed_list(&self) -> bool {
+        self.sealed.valid
+    }
+
     /// Blocks in the run.
     pub(crate) fn len(&self) -> usize {
         self.end - self.start
@@ -219,6 +268,18 @@ impl StoredRun {
     /// Block `master` changed (its bytes, its storage, or a new block with
     /// that master): the run ends before it.
     pub(crate) fn changed(&mut self, master: StreamId) {
+        // The open tail's own changes keep the sealed list.
+        if self.sealed.valid && master != self.sealed.tail {
+            self.sealed.drop_all();
+        }
+        self.changed_last(master);
+    }
+
+    /// [`StoredRun::changed`] for the stream's last block (XADD's path:
+    /// the sealed list is not looked at, as its tail is that block by the
+    /// list's invariant, which `Stream::write_listed` checks before it
+    /// uses the list).
+    pub(crate) fn changed_last(&mut self, master: StreamId) {
         if self.pending.as_ref().is_some_and(|p| master <= p.last) {
             self.pending = None;
         }
@@ -243,10 +304,48 @@ impl StoredRun {
     /// Block `master` was removed: a head block (trimming) moves the start,
     /// any other ends the run before it.
     pub(crate) fn removed(&mut self, master: StreamId) {
+        // A listed block or the tail gone: the list no longer ends the
+        // stream (head blocks at or below `after` leave it as it is).
+        if self.sealed.valid && master > self.sealed.after {
+            self.sealed.drop_all();
+        }
         if !self.is_empty() && self.master_at(self.start) == master {
             self.start += 1;
         } else {
             self.changed(master);
+        }
+    }
+
+    /// The tail block `master` filled up and was sealed (`stored`, from
+    /// [`Node::preseal`](crate::sealed::Node)); the next block, the new
+    /// tail, is `next`. Listed if the list is kept and the block has its
+    /// ticket; otherwise the list is dropped. Called with the node in
+    /// cache: a few words copied and two reference counts.
+    pub(crate) fn sealed_one(
+        &mut self,
+        master: StreamId,
+        sum: &Summary,
+        stored: &Stored,
+        next: StreamId,
+    ) {
+        if !self.sealed.valid {
+            return;
+        }
+        match stored {
+            Stored::Sealed(p) if master == self.sealed.tail && next > master => {
+                if let Some((t, _)) = &p.tickets {
+                    self.sealed.entries.push(Listed {
+                        master,
+                        sum: *sum,
+                        bytes: Arc::clone(&p.bytes),
+                        ticket: Arc::clone(t),
+                    });
+                    self.sealed.tail = next;
+                    return;
+                }
+                self.sealed.drop_all();
+            }
+            _ => self.sealed.drop_all(),
         }
     }
 
@@ -439,6 +538,9 @@ pub struct SnapshotState {
     /// This snapshot's id, named by the runs it hands blocks out for (0:
     /// none yet; taken when the first stream does).
     pub id: u64,
+    /// Streams written from their sealed list, without walking their
+    /// blocks ([`SealedList`]).
+    pub listed: usize,
 }
 
 /// The entries of a stream's blocks handed out in `jobs[jobs]`, to give
@@ -531,6 +633,56 @@ impl Garbage {
         self.1 = HandBack::default();
         self.2.clear();
     }
+}
+
+/// A full block handed out to store: its stored form with a placeholder
+/// location (patched by [`SealJob::patch`]) and its job.
+fn hand_out(
+    out: &mut Vec<u8>,
+    st: &mut SnapshotState,
+    sid: u64,
+    master: StreamId,
+    sum: &Summary,
+    bytes: Arc<Vec<u8>>,
+    ticket: Arc<SealTicket>,
+) {
+    put_stored(out, master, sum);
+    st.jobs.push(SealJob {
+        stream: sid,
+        master,
+        last: sum.last_id,
+        bytes,
+        ticket,
+        patch_at: out.len(),
+    });
+    put_loc(
+        out,
+        BlockLoc {
+            segment: 0,
+            offset: 0,
+            len: 0,
+        },
+    );
+}
+
+/// The open tail block (still growing), kept in the body: its bytes
+/// copied, or shared if it is large enough (returned with where they go:
+/// the next XADD into it copies it if the snapshot still holds it,
+/// `Block::share`, off the store lock).
+fn write_tail(
+    out: &mut Vec<u8>,
+    master: StreamId,
+    block: &mut Block,
+) -> Option<(usize, Arc<Vec<u8>>)> {
+    out.push(0);
+    put_id(out, master);
+    if block.encoded().len() < SHARE_TAIL_FROM {
+        put_bytes(out, block.encoded());
+        return None;
+    }
+    let bytes = block.share();
+    put_u32(out, bytes.len());
+    Some((out.len(), bytes))
 }
 
 /// Bytes of a body taken by reference under the store lock and copied or
@@ -706,116 +858,121 @@ impl Stream {
         // checkpoint, extended by the blocks stored since; only the blocks
         // after it are visited.
         self.run.take_pending(&mut st.handed_back, &mut st.garbage);
-        // The range runs to the map's end: its last block is the tail (one
-        // descent of the tree, not two).
-        let mut rest = if self.run.is_empty() {
-            self.blocks.range_mut(..)
-        } else {
-            let after = (Bound::Excluded(self.run.last()), Bound::Unbounded);
-            self.blocks.range_mut(after)
-        }
-        .peekable();
         let mut written = 0u64;
-        let mut extending = true;
         // The open tail's shared bytes and where they go in the body.
         let mut tail = None;
         // The blocks handed out right after the run: (first job, last
         // master, count), while no other block came between.
         let mut handed: Option<(usize, StreamId, usize)> = None;
-        let mut contiguous = true;
-        while let Some((&master, node)) = rest.next() {
-            let is_tail = rest.peek().is_none();
-            if let Stored::Pending(t) = &node.stored {
-                if let Some(loc) = t.get() {
-                    // The ticket is freed on the checkpoint thread.
-                    let old = std::mem::replace(&mut node.stored, Stored::At(loc));
-                    if let Stored::Pending(t) = old {
-                        st.garbage.0.push(t);
-                    }
-                }
+        // The last block's master, once visited.
+        let mut last_block = None;
+        // Whether every block but the tail is now in the run or in
+        // `handed` (so that a sealed list can start after them).
+        let mut whole_run = true;
+        if let Some(tail_master) = self.write_listed(out, st, sid, &mut handed, &mut tail) {
+            written = handed.map_or(0, |h| h.2 as u64) + 1;
+            last_block = Some(tail_master);
+            st.listed += 1;
+        } else {
+            self.run.sealed.drop_all();
+            // The range runs to the map's end: its last block is the tail
+            // (one descent of the tree, not two).
+            let mut rest = if self.run.is_empty() {
+                self.blocks.range_mut(..)
+            } else {
+                let after = (Bound::Excluded(self.run.last()), Bound::Unbounded);
+                self.blocks.range_mut(after)
             }
-            if let Some(loc) = node.location() {
-                if extending {
-                    self.run.push(master, &node.sum, loc);
-                } else {
-                    contiguous = false;
-                    put_stored(out, master, &node.sum);
-                    put_loc(out, loc);
-                    st.referenced.entry(sid).or_default().insert(loc.segment);
-                    written += 1;
+            .peekable();
+            let mut extending = true;
+            let mut contiguous = true;
+            while let Some((&master, node)) = rest.next() {
+                let is_tail = rest.peek().is_none();
+                if is_tail {
+                    last_block = Some(master);
                 }
-                continue;
-            }
-            // The run stays a prefix: it ends at the first unstored block.
-            extending = false;
-            // A full block not stored yet: the checkpoint stores it and
-            // fills the ticket once durable. Its bytes are shared, not
-            // copied (a change to the block copies them first). Sealed
-            // when it filled up, it is handed out from the node alone.
-            let (bytes, ticket) = match std::mem::replace(&mut node.stored, Stored::No) {
-                Stored::Sealed(p) if !is_tail => {
-                    written += 1;
-                    let (ticket, job_ticket) = p.tickets.unwrap_or_else(SealTicket::pair);
-                    node.stored = Stored::Pending(ticket);
-                    (p.bytes, job_ticket)
-                }
-                other => {
-                    node.stored = other;
-                    // Invariant: a node without a location is resident.
-                    let Some(block) = node.resident_block_mut() else {
-                        continue;
-                    };
-                    written += 1;
-                    if is_tail {
-                        // The open tail block (still growing): kept in the body.
-                        contiguous = false;
-                        out.push(0);
-                        put_id(out, master);
-                        if block.encoded().len() < SHARE_TAIL_FROM {
-                            put_bytes(out, block.encoded());
-                        } else {
-                            // Shared, not copied: the next XADD into it
-                            // copies it if the snapshot still holds it
-                            // (`Block::share`), off this lock.
-                            let bytes = block.share();
-                            put_u32(out, bytes.len());
-                            tail = Some((out.len(), bytes));
+                if let Stored::Pending(t) = &node.stored {
+                    if let Some(loc) = t.get() {
+                        // The ticket is freed on the checkpoint thread.
+                        let old = std::mem::replace(&mut node.stored, Stored::At(loc));
+                        if let Stored::Pending(t) = old {
+                            st.garbage.0.push(t);
                         }
-                        continue;
                     }
-                    let bytes = block.share();
-                    let (ticket, job_ticket) = SealTicket::pair();
-                    node.stored = Stored::Pending(ticket);
-                    (bytes, job_ticket)
                 }
-            };
-            if self.settle_from.is_none_or(|f| master < f) {
-                self.settle_from = Some(master);
+                if let Some(loc) = node.location() {
+                    if extending {
+                        self.run.push(master, &node.sum, loc);
+                    } else {
+                        contiguous = false;
+                        whole_run = false;
+                        put_stored(out, master, &node.sum);
+                        put_loc(out, loc);
+                        st.referenced.entry(sid).or_default().insert(loc.segment);
+                        written += 1;
+                    }
+                    continue;
+                }
+                // The run stays a prefix: it ends at the first unstored block.
+                extending = false;
+                // A full block not stored yet: the checkpoint stores it and
+                // fills the ticket once durable. Its bytes are shared, not
+                // copied (a change to the block copies them first). Sealed
+                // when it filled up, it is handed out from the node alone.
+                let (bytes, ticket) = match std::mem::replace(&mut node.stored, Stored::No) {
+                    Stored::Sealed(p) if !is_tail => {
+                        written += 1;
+                        let (ticket, job_ticket) = p.tickets.unwrap_or_else(SealTicket::pair);
+                        node.stored = Stored::Pending(ticket);
+                        (p.bytes, job_ticket)
+                    }
+                    other => {
+                        node.stored = other;
+                        // Invariant: a node without a location is resident.
+                        let Some(block) = node.resident_block_mut() else {
+                            continue;
+                        };
+                        written += 1;
+                        if is_tail {
+                            contiguous = false;
+                            tail = write_tail(out, master, block);
+                            continue;
+                        }
+                        let bytes = block.share();
+                        let (ticket, job_ticket) = SealTicket::pair();
+                        node.stored = Stored::Pending(ticket);
+                        (bytes, job_ticket)
+                    }
+                };
+                if self.settle_from.is_none_or(|f| master < f) {
+                    self.settle_from = Some(master);
+                }
+                // From now on a read stamps it: unread when its ticket is
+                // filled, it keeps only its packed bytes (settle_stored).
+                node.unstamp();
+                if contiguous {
+                    let (first, _, n) = handed.unwrap_or((st.jobs.len(), master, 0));
+                    handed = Some((first, master, n + 1));
+                } else {
+                    whole_run = false;
+                }
+                hand_out(out, st, sid, master, &node.sum, bytes, ticket);
             }
-            // From now on a read stamps it: unread when its ticket is
-            // filled, it keeps only its packed bytes (settle_stored).
-            node.unstamp();
-            if contiguous {
-                let (first, _, n) = handed.unwrap_or((st.jobs.len(), master, 0));
-                handed = Some((first, master, n + 1));
-            }
-            put_stored(out, master, &node.sum);
-            st.jobs.push(SealJob {
-                stream: sid,
-                master,
-                last: node.sum.last_id,
-                bytes,
-                ticket,
-                patch_at: out.len(),
-            });
-            put_loc(
-                out,
-                BlockLoc {
-                    segment: 0,
-                    offset: 0,
-                    len: 0,
-                },
-            );
+        }
+        // The next snapshot's sealed list: it starts where the run will
+        // end once this snapshot's blocks come back, if nothing else is
+        // between the run and the tail.
+        let through = match handed {
+            Some((_, last, _)) => Some(last),
+            None => (!self.run.is_empty()).then(|| self.run.last()),
+        };
+        let last_block = last_block.or(through);
+        self.run.sealed.entries.clear();
+        self.run.sealed.valid = false;
+        if let (true, Some(after), Some(tail)) = (whole_run, through, last_block) {
+            self.run.sealed.valid = true;
+            self.run.sealed.after = after;
+            self.run.sealed.tail = tail;
         }
         if let Some((first, last, count)) = handed {
             if st.id == 0 {
@@ -852,6 +1009,58 @@ impl Stream {
             st.insert(at, Insert::Bytes(bytes));
         }
         self.write_groups(out);
+    }
+
+    /// The blocks after the run from the sealed list (no tree descent to
+    /// find them, no node touched) and the tail (found from the map's
+    /// end), if the list holds them all: it is kept and the run ends where
+    /// it starts (the last snapshot's blocks came back). Returns the
+    /// tail's master, or `None` having written nothing: the caller walks
+    /// the tree instead.
+    fn write_listed(
+        &mut self,
+        out: &mut Vec<u8>,
+        st: &mut SnapshotState,
+        sid: u64,
+        handed: &mut Option<(usize, StreamId, usize)>,
+        tail: &mut Option<(usize, Arc<Vec<u8>>)>,
+    ) -> Option<StreamId> {
+        if self.run.is_empty() || self.run.last != self.run.sealed.after {
+            return None;
+        }
+        let list = &mut self.run.sealed;
+        if !list.valid {
+            return None;
+        }
+        let mut last = self.blocks.last_entry()?;
+        let master = *last.key();
+        let node = last.get_mut();
+        // By the list's invariant; checked, as it is cheap.
+        let first_ok = list.entries.first().is_none_or(|e| e.master > list.after);
+        let last_ok = list.entries.last().is_none_or(|e| e.master < master);
+        if master != list.tail || !first_ok || !last_ok || node.location().is_some() {
+            return None;
+        }
+        // Invariant: a node without a location is resident.
+        let block = node.resident_block_mut()?;
+        if let Some(first) = list.entries.first() {
+            if self.settle_from.is_none_or(|f| first.master < f) {
+                self.settle_from = Some(first.master);
+            }
+            *handed = Some((
+                st.jobs.len(),
+                list.entries.last().map_or(first.master, |e| e.master),
+                list.entries.len(),
+            ));
+        }
+        // The nodes stay `Sealed`: their tickets are these (filled once
+        // durable; `Node::location`, `Node::resolve`), and reads do not
+        // stamp them until then (`Node::preseal` unstamped them).
+        for e in list.entries.drain(..) {
+            hand_out(out, st, sid, e.master, &e.sum, e.bytes, e.ticket);
+        }
+        *tail = write_tail(out, master, block);
+        Some(master)
     }
 
     /// A stream's consumer groups, exactly: every pending entry with its
@@ -1046,7 +1255,7 @@ fn read_groups(r: &mut Reader<'_>, s: &mut Stream) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sealed::{BlockSource, Fetched};
+    use crate::sealed::{BlockSource, Fetched, Node};
     use crate::stream::{Entry, StreamConfig, Trim, TrimSpec};
     use crate::XaddId;
     use bytes::Bytes;
@@ -1122,6 +1331,8 @@ mod tests {
         jobs: Vec<SealJob>,
         reference: Vec<u8>,
         entries: Vec<Entry>,
+        /// Whether the blocks came from the sealed list (no walk).
+        listed: bool,
     }
 
     fn take(s: &mut Stream, cache: &Arc<BlockCache>, handed_back: HandBack) -> Taken {
@@ -1141,6 +1352,7 @@ mod tests {
             jobs: st.jobs,
             reference: whole(s),
             entries: s.range(StreamId::MIN, StreamId::MAX, None, false),
+            listed: st.listed == 1,
         }
     }
 
@@ -1149,6 +1361,18 @@ mod tests {
     /// locations in segment `seg`, publish; the body read back must hold
     /// the entries of that instant. Returns what goes back to the runs.
     fn finish(t: Taken, seg: u64, mem: &Mem, cache: &Arc<BlockCache>) -> HandBack {
+        finish_or_fail(t, seg, mem, cache, false)
+    }
+
+    /// [`finish`], or with `fail` a checkpoint that stored the blocks and
+    /// failed before it was durable: no ticket filled, nothing handed back.
+    fn finish_or_fail(
+        t: Taken,
+        seg: u64,
+        mem: &Mem,
+        cache: &Arc<BlockCache>,
+        fail: bool,
+    ) -> HandBack {
         let mut jobs = t.jobs;
         let mut referenced = HashMap::new();
         let mut body = assemble(t.written, t.inserts, &mut jobs, &mut referenced);
@@ -1164,10 +1388,14 @@ mod tests {
             }
             job.patch(&mut body, loc);
         }
-        for job in &jobs {
-            job.publish(&body);
-        }
-        let back = publish_runs(&t.fills, &jobs, &body);
+        let back = if fail {
+            HandBack::default()
+        } else {
+            for job in &jobs {
+                job.publish(&body);
+            }
+            publish_runs(&t.fills, &jobs, &body)
+        };
         let mut r = Reader::new(&body);
         let read = Stream::read_snapshot(&mut r, 4, b"k", Some(cache), 8)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1209,6 +1437,7 @@ mod tests {
         let mut s = Stream::new();
         let (mut next, mut shared, mut filled, mut presealed) = (1u64, 0, 0, 0);
         let (mut wholes, mut tails, mut missed, mut stale) = (0, 0, 0, 0);
+        let (mut listed, mut resets, mut failed) = (0, 0, 0);
         // The last checkpoint's hand-back, and the one before.
         let (mut back, mut older) = (HandBack::default(), HandBack::default());
         let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -1218,18 +1447,49 @@ mod tests {
             rng ^= rng << 17;
             rng % n
         };
-        for round in 0..90u64 {
+        for round in 0..240u64 {
             for _ in 0..rand(30) {
                 let id = XaddId::Explicit(StreamId::new(next, 0));
                 assert!(s.add(id, &fv(next), 0, &cfg).is_ok());
                 next += 1;
             }
             // A change to a block sealed since the last snapshot (its bytes
-            // and ticket were made when it filled up): it must be handed out
-            // as it is now.
-            if rand(3) == 0 {
-                let id = StreamId::new(next.saturating_sub(1 + rand(8)).max(1), 0);
-                s.delete(&[id]);
+            // and ticket were made when it filled up, and it is in the
+            // sealed list): it must be handed out as it is now. Or a trim
+            // (exact: flags entries in a listed block; approximate: drops
+            // whole head blocks, the run's or listed ones), or XSETID back
+            // over the deleted top entries and an XADD below the tail's
+            // master (a block created below the tail, or an entry appended
+            // below its master).
+            match rand(8) {
+                0 | 1 => {
+                    let id = StreamId::new(next.saturating_sub(1 + rand(8)).max(1), 0);
+                    s.delete(&[id]);
+                }
+                2 => {
+                    let keep = s.len().saturating_sub(1 + rand(12));
+                    let spec = TrimSpec {
+                        strategy: Trim::MaxLen(keep),
+                        approx: rand(2) == 0,
+                        limit: Some(0),
+                    };
+                    s.trim(&spec, &cfg);
+                }
+                3 if next > 12 => {
+                    let top: Vec<StreamId> = (next - 1 - rand(6)..next)
+                        .map(|ms| StreamId::new(ms, 0))
+                        .collect();
+                    s.delete(&top);
+                    let below = s.last_valid_id();
+                    if s.set_id(below, None, None).is_ok() {
+                        resets += 1;
+                        for k in 1..=rand(6) {
+                            let id = StreamId::new(below.ms, k);
+                            assert!(s.add(XaddId::Explicit(id), &fv(next), 0, &cfg).is_ok());
+                        }
+                    }
+                }
+                _ => {}
             }
             presealed += s
                 .blocks
@@ -1259,14 +1519,23 @@ mod tests {
             filled += usize::from(handed_back.is_some());
             wholes += usize::from(matches!(handed_back, Some(HandedBack::Whole { .. })));
             let t = take(&mut s, &cache, given);
+            listed += usize::from(t.listed);
             // Every sealed block was handed out, but one that is the last
             // block now (the blocks after it emptied): the tail is written
-            // whole.
+            // whole. One handed out from the sealed list stays `Sealed`
+            // (its node untouched): its ticket is a job's, or filled (an
+            // earlier checkpoint stored it).
             let tail = s.blocks.keys().next_back().copied();
+            let handed_out = |n: &Node| match &n.stored {
+                Stored::Sealed(p) => p.tickets.as_ref().is_some_and(|(nt, _)| {
+                    nt.get().is_some() || t.jobs.iter().any(|j| Arc::ptr_eq(&j.ticket, nt))
+                }),
+                _ => true,
+            };
             assert!(
                 s.blocks
                     .iter()
-                    .all(|(m, n)| !matches!(n.stored, Stored::Sealed(_)) || Some(*m) == tail),
+                    .all(|(m, n)| handed_out(n) || Some(*m) == tail),
                 "a sealed block was not handed out"
             );
             shared += usize::from(
@@ -1318,7 +1587,13 @@ mod tests {
                     }
                 }
             }
-            older = std::mem::replace(&mut back, finish(t, round + 1, &mem, &cache));
+            // Now and then the checkpoint fails: its blocks (from the
+            // sealed list, nodes untouched, or from the walk) are handed
+            // out again by the next snapshot, with the same tickets.
+            let fail = rand(10) == 0;
+            failed += usize::from(fail && !t.jobs.is_empty());
+            let given_back = finish_or_fail(t, round + 1, &mem, &cache, fail);
+            older = std::mem::replace(&mut back, given_back);
             s.check_invariants().unwrap_or_else(|e| panic!("{e}"));
         }
         assert!(shared > 30, "only {shared} snapshots shared a run");
@@ -1330,6 +1605,10 @@ mod tests {
             "only {filled} snapshots had entries handed back"
         );
         assert!(missed > 5 && stale > 2, "{missed} missed, {stale} stale");
+        assert!(
+            listed > 20 && resets > 3 && failed > 5,
+            "only {listed} snapshots from the sealed list, {resets} XSETIDs, {failed} failed"
+        );
         // The last state, taken with nothing changing after.
         let t = take(&mut s, &cache, back);
         finish(t, 1000, &mem, &cache);

@@ -317,6 +317,13 @@ impl Stream {
         }
     }
 
+    /// Whether the blocks sealed since the last snapshot are kept in a
+    /// list for the next one (see `snapshot::SealedList`). For tests.
+    #[doc(hidden)]
+    pub fn keeps_sealed_list(&self) -> bool {
+        self.run.keeps_sealed_list()
+    }
+
     /// Whether blocks a snapshot handed out wait to be settled
     /// ([`Stream::settle_stored`]).
     pub fn settling(&self) -> bool {
@@ -784,7 +791,7 @@ impl Stream {
                     self.disordered = true;
                 }
                 // A stored tail (read back if evicted) stops being stored.
-                self.run.changed(master);
+                self.run.changed_last(master);
                 if let Some(block) = node.block_mut(master, self.storage.as_ref()) {
                     block.append_list(id, fields);
                     node.refresh();
@@ -793,7 +800,7 @@ impl Stream {
                 // Its read failed (recorded): start a new block instead.
             } else if node.location().is_none() {
                 // Sealed: give back the growth slack (Redis's lpShrinkToFit).
-                self.run.changed(master);
+                self.run.changed_last(master);
                 if let Some(block) = node.block_mut(master, None) {
                     block.shrink_to_fit();
                 }
@@ -806,6 +813,8 @@ impl Stream {
                 // about 1 µs of cache misses per block under the store lock
                 // otherwise).
                 node.preseal(self.storage.is_some());
+                // And listed, so the snapshot need not find it in the tree.
+                self.run.sealed_one(master, &node.sum, &node.stored, id);
             }
             if id < master {
                 self.disordered = true;

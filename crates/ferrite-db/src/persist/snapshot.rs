@@ -113,6 +113,7 @@ pub fn encode_snapshot(
         jobs: st.jobs,
         referenced: st.referenced,
         buffers: store.snapshot_buffers.clone(),
+        listed: st.listed,
     }
 }
 
@@ -152,6 +153,8 @@ pub struct Snapshot {
     pub referenced: HashMap<u64, BTreeSet<u64>>,
     /// Where its buffers go back to, emptied.
     buffers: Arc<parking_lot::Mutex<SnapshotBuffers>>,
+    /// Streams written from their sealed lists (no walk of their blocks).
+    pub listed: usize,
 }
 
 impl Drop for Snapshot {

@@ -965,3 +965,146 @@ fn snapshot_lock_hold_with_a_large_list() {
         &|n| vec!["RPUSH".into(), "k".into(), format!("new {n}")],
     );
 }
+
+/// Each stream of db 0: its entries and metadata, to compare a store with
+/// the one a checkpoint of it loads to.
+type PlainStream = (Bytes, Vec<ferrite_streams::Entry>, [StreamId; 3], u64);
+
+fn plain_streams(shared: &Shared) -> Vec<PlainStream> {
+    let store = shared.store.lock();
+    let mut out: Vec<PlainStream> = store.dbs[0]
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::Stream(st) => Some((
+                k.clone(),
+                st.range(StreamId::MIN, StreamId::MAX, None, false),
+                [st.last_id(), st.first_id(), st.max_deleted_id()],
+                st.entries_added(),
+            )),
+            _ => None,
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Streams whose blocks sealed since the last checkpoint come from their
+/// sealed lists (handed out without walking the tree or touching the
+/// nodes): whatever changed between the seal and the snapshot (XDEL and
+/// exact trims in sealed blocks, approximate trims dropping whole blocks,
+/// XSETID back over deleted entries and XADDs below the tail, DEL and a
+/// new stream under the name, RENAME there and back, FLUSHALL, DEBUG
+/// RELOAD itself), the checkpoint loads back to the stream as it was
+/// (DEBUG RELOAD every third round), and the streams left alone keep their
+/// lists and are written from them.
+#[test]
+fn sealed_lists_checkpoint_the_instant_whatever_changed_since_the_seal() {
+    let (dir, shared, mut s, p) = manual_checkpoints("sealed-lists", "4");
+    let cache = shared.store.lock().block_cache.clone();
+    // Six of them changed each round, the rest left alone.
+    let names: Vec<String> = (0..16).map(|k| format!("s{k}")).collect();
+    let next = std::cell::Cell::new(1u64);
+    let xadd = |s: &mut Session, key: &str, n: u64| {
+        for _ in 0..n {
+            let i = next.get();
+            call(s, &["XADD", key, &format!("{i}-1"), "f", &format!("v{i}")]);
+            next.set(i + 1);
+        }
+    };
+    // DEBUG RELOAD's own path (the command is off in this configuration).
+    let reload = |p: &Persistence| {
+        let mut store = shared.store.lock();
+        p.reload(&shared, &mut store)
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    let (mut listed, mut reloads) = (0, 0);
+    for round in 0..12u64 {
+        for key in &names {
+            xadd(&mut s, key, 10);
+        }
+        // Between the seal and the snapshot, one stream per kind of change,
+        // at the stream's newest entries (in blocks sealed this round).
+        let k = |i: u64| names[((round * 3 + i) % 16) as usize].as_str();
+        let last_of = |key: &str| match shared.store.lock().dbs[0].get(key.as_bytes()) {
+            Some(Value::Stream(st)) => st.last_valid_id().ms,
+            _ => 0,
+        };
+        let last = last_of(k(0));
+        call(&mut s, &["XDEL", k(0), &format!("{}-1", last - 6)]);
+        let last = last_of(k(1));
+        call(
+            &mut s,
+            &["XTRIM", k(1), "MINID", "=", &format!("{}-1", last - 5)],
+        );
+        call(&mut s, &["XTRIM", k(2), "MAXLEN", "~", "8"]);
+        // XSETID back over the deleted top entries, then XADDs below them.
+        let last = last_of(k(3));
+        let dels: Vec<String> = (0..3).map(|i| format!("{}-1", last - i)).collect();
+        let mut xdel = vec!["XDEL", k(3)];
+        xdel.extend(dels.iter().map(|d| d.as_str()));
+        call(&mut s, &xdel);
+        let below = last_of(k(3));
+        call(&mut s, &["XSETID", k(3), &format!("{below}-1")]);
+        for seq in 2..4 {
+            call(
+                &mut s,
+                &["XADD", k(3), &format!("{below}-{seq}"), "f", "low"],
+            );
+        }
+        call(&mut s, &["DEL", k(4)]);
+        xadd(&mut s, k(4), 5);
+        call(&mut s, &["RENAME", k(5), "elsewhere"]);
+        call(&mut s, &["RENAME", "elsewhere", k(5)]);
+        if round == 7 {
+            call(&mut s, &["FLUSHALL"]);
+            for key in &names {
+                xadd(&mut s, key, 9);
+            }
+        }
+        if round % 3 == 2 {
+            // The checkpoint DEBUG RELOAD writes is loaded back in place.
+            let before = plain_streams(&shared);
+            reload(&p);
+            assert_eq!(plain_streams(&shared), before, "round {round}");
+            reloads += 1;
+            continue;
+        }
+        let kept = names
+            .iter()
+            .filter(|n| match shared.store.lock().dbs[0].get(n.as_bytes()) {
+                Some(Value::Stream(st)) => st.keeps_sealed_list(),
+                _ => false,
+            })
+            .count();
+        let (covered, snap) = {
+            let mut store = shared.store.lock();
+            let cfg = shared.config.read();
+            p.begin_checkpoint(&shared, &mut store, &cfg)
+                .unwrap_or_else(|| panic!("checkpoint running"))
+        };
+        // A list is used only if the last snapshot's blocks came back.
+        assert!(
+            snap.listed <= kept,
+            "round {round}: {} > {kept}",
+            snap.listed
+        );
+        listed += snap.listed;
+        p.finish_checkpoint(covered, snap, cache.as_deref())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Settled as the checkpoint thread does: listed blocks resolved
+        // from their filled tickets.
+        while shared.store.lock().evict_step() {}
+    }
+    assert!(
+        reloads == 4 && listed > 20,
+        "{listed} streams written from lists"
+    );
+    // The last state, checkpointed and loaded back.
+    let before = plain_streams(&shared);
+    reload(&p);
+    assert_eq!(plain_streams(&shared), before);
+    drop(s);
+    drop(p);
+    drop(shared);
+    let _ = std::fs::remove_dir_all(&dir);
+}
