@@ -28,6 +28,12 @@ import collections
 import re
 import sys
 
+# Thread-name prefixes (as perf truncates them) and their class.
+SERVER_THREADS = [('ferrite-checkpo', 'checkpoint'), ('ferrite-log', 'log'),
+                  ('tokio-rt-worker', 'worker')]
+OTHER_THREADS = [('kworker', 'kworker'), ('ferrite-bench', 'bench'), ('swapper', 'idle')]
+
+
 def main():
     slow_path, ev_path, server = sys.argv[1], sys.argv[2], sys.argv[3]
     slow = []
@@ -48,21 +54,11 @@ def main():
     seen_ckpt = set()
     def klass(comm, tid):
         c, pid = comm_of.get(tid, (comm, None))
-        if pid == server:
-            if c.startswith('ferrite-checkpo'):
-                return 'checkpoint'
-            if c.startswith('ferrite-log'):
-                return 'log'
-            if c.startswith('tokio-rt-worker'):
-                return 'worker'
-            return 'server-other'
-        if comm.startswith('kworker'):
-            return 'kworker'
-        if comm.startswith('ferrite-bench'):
-            return 'bench'
-        if comm.startswith('swapper'):
-            return 'idle'
-        return 'other'
+        names = SERVER_THREADS if pid == server else OTHER_THREADS
+        for prefix, k in names:
+            if (c if pid == server else comm).startswith(prefix):
+                return k
+        return 'server-other' if pid == server else 'other'
     for line in open(ev_path):
         m = line_re.match(line)
         if not m:
