@@ -90,6 +90,7 @@ pub struct XaddArgs {
     /// lines per client).
     #[arg(long)]
     pub slow_log: Option<std::path::PathBuf>,
+    /// What `--slow-log` counts as slow, in milliseconds.
     #[arg(long, default_value_t = 2.0)]
     pub slow_ms: f64,
 }

@@ -492,7 +492,7 @@ impl Node {
         });
         // Reads do not stamp it until it is stored: unread by then, it
         // keeps only its packed bytes (`Stream::settle_stored`).
-        self.tick.set(0);
+        self.unstamp();
     }
 
     /// Forget the last access (as if never read through a cache).

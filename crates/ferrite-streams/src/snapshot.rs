@@ -874,7 +874,6 @@ impl Stream {
             last_block = Some(tail_master);
             st.listed += 1;
         } else {
-            self.run.sealed.drop_all();
             // The range runs to the map's end: its last block is the tail
             // (one descent of the tree, not two).
             let mut rest = if self.run.is_empty() {
@@ -967,8 +966,7 @@ impl Stream {
             None => (!self.run.is_empty()).then(|| self.run.last()),
         };
         let last_block = last_block.or(through);
-        self.run.sealed.entries.clear();
-        self.run.sealed.valid = false;
+        self.run.sealed.drop_all();
         if let (true, Some(after), Some(tail)) = (whole_run, through, last_block) {
             self.run.sealed.valid = true;
             self.run.sealed.after = after;
