@@ -136,3 +136,65 @@ fn counters_move() {
         Some("0")
     );
 }
+
+/// The binary's allocator is jemalloc (INFO `mem_allocator`, as Redis's),
+/// it never stops a thread in `malloc_trim` (`mem_trims` stays 0), and
+/// memory a command frees goes back to the system on jemalloc's own
+/// background threads: RSS falls after FLUSHALL without any further
+/// command that allocates or frees.
+#[test]
+fn freed_memory_goes_back_to_the_system() {
+    let s = Server::start(Kind::Ferrite, "info-alloc").unwrap_or_else(|e| panic!("{e}"));
+    let mut c = connect(&s);
+    let rss = |c: &mut RespConn| -> i64 {
+        info_field(c, "memory", "used_memory_rss")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("INFO memory used_memory_rss"))
+    };
+    assert_eq!(
+        info_field(&mut c, "memory", "mem_allocator").as_deref(),
+        Some("jemalloc-5.3.0")
+    );
+    let before = rss(&mut c);
+    // 64 MiB in 4 KiB strings (small allocations spread over many pages,
+    // the kind glibc kept without a trim), in pipelined batches.
+    let value = vec![b'x'; 4096];
+    for batch in 0..64 {
+        let cmds: Vec<Vec<Vec<u8>>> = (0..256)
+            .map(|i| {
+                vec![
+                    b"SET".to_vec(),
+                    format!("k{batch}:{i}").into_bytes(),
+                    value.clone(),
+                ]
+            })
+            .collect();
+        let (replies, err) = common::state::pipeline(&mut c, &cmds);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(replies.len(), cmds.len());
+    }
+    let full = rss(&mut c);
+    assert!(
+        full - before > 48 << 20,
+        "RSS grew by only {} bytes for 64 MiB of values",
+        full - before
+    );
+    assert_eq!(text(&call_str(&mut c, &["FLUSHALL"])), "OK");
+    // Decay returns dirty pages within about a second; bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = rss(&mut c);
+        if full - now > 32 << 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS stayed at {now} after FLUSHALL (full: {full}, empty: {before})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        info_field(&mut c, "memory", "mem_trims").as_deref(),
+        Some("0")
+    );
+}

@@ -1093,6 +1093,25 @@ pub fn trim_stats() -> (u64, u64, u64) {
     )
 }
 
+/// The allocator a binary declared ([`allocator_returns_memory`]): its
+/// name for INFO's `mem_allocator`. Unset: glibc's, trimmed by
+/// [`trim_if_due`].
+static SELF_RELEASING_ALLOCATOR: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Declare that the process's global allocator (named `name`, e.g.
+/// `jemalloc-5.3.0`) gives freed memory back to the system on its own, as
+/// the `ferrite` binary's jemalloc does by decay on its background
+/// threads: then [`trim_if_due`] does nothing, and no thread ever stops
+/// in `malloc_trim`. Called once, before the server starts.
+pub fn allocator_returns_memory(name: &'static str) {
+    let _ = SELF_RELEASING_ALLOCATOR.set(name);
+}
+
+/// The allocator's name for INFO (`mem_allocator`).
+pub fn allocator_name() -> &'static str {
+    SELF_RELEASING_ALLOCATOR.get().copied().unwrap_or("libc")
+}
+
 fn note_freed(bytes: u64) {
     if bytes > 0 {
         TRIM_DUE.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -1109,7 +1128,7 @@ fn note_freed(bytes: u64) {
 /// (docs/storage.md §13.8).
 pub fn trim_if_due() {
     use std::sync::atomic::Ordering::Relaxed;
-    if TRIM_DUE.load(Relaxed) < 4 << 20 {
+    if SELF_RELEASING_ALLOCATOR.get().is_some() || TRIM_DUE.load(Relaxed) < 4 << 20 {
         return;
     }
     let now = crate::shared::now_ms();

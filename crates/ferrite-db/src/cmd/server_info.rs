@@ -271,7 +271,7 @@ fn info_section(ctx: &mut Ctx, section: &str, out: &mut String) {
             kv(out, "mem_clients_normal", &queued);
             kv(out, "mem_cluster_links", &0);
             kv(out, "mem_aof_buffer", &0);
-            kv(out, "mem_allocator", &"libc");
+            kv(out, "mem_allocator", &crate::store::allocator_name());
             // Freed memory given back to the system (`malloc_trim`).
             let (trims, trim_last, trim_max) = crate::store::trim_stats();
             kv(out, "mem_trims", &trims);
