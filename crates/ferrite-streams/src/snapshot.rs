@@ -541,6 +541,11 @@ pub struct SnapshotState {
     /// Streams written from their sealed list, without walking their
     /// blocks ([`SealedList`]).
     pub listed: usize,
+    /// Blocks of those lists: jobs [`assemble`] makes (between those in
+    /// `jobs`, in body order), counted in the fills' job ranges.
+    pub deferred_jobs: usize,
+    /// Empty lists to swap into the streams whose lists are taken.
+    pub lists: ListPool,
 }
 
 /// The entries of a stream's blocks handed out in `jobs[jobs]`, to give
@@ -639,7 +644,7 @@ impl Garbage {
 /// location (patched by [`SealJob::patch`]) and its job.
 fn hand_out(
     out: &mut Vec<u8>,
-    st: &mut SnapshotState,
+    jobs: &mut Vec<SealJob>,
     sid: u64,
     master: StreamId,
     sum: &Summary,
@@ -647,7 +652,7 @@ fn hand_out(
     ticket: Arc<SealTicket>,
 ) {
     put_stored(out, master, sum);
-    st.jobs.push(SealJob {
+    jobs.push(SealJob {
         stream: sid,
         master,
         last: sum.last_id,
@@ -702,6 +707,37 @@ pub enum Insert {
     /// A value shared copy on write with the keyspace (a later write to it
     /// copies it first), encoded by this function.
     Encode(Encoder),
+    /// A stream's sealed list, taken whole: each block's stored form (a
+    /// placeholder location) and its [`SealJob`] are made by [`assemble`],
+    /// so the lock pays one swap per stream, not a job per block.
+    Listed(ListedBlocks),
+}
+
+/// The blocks of a stream's sealed list handed out by one snapshot
+/// ([`Insert::Listed`]): `stream` is its storage id.
+pub struct ListedBlocks {
+    stream: u64,
+    entries: Vec<Listed>,
+}
+
+/// Emptied sealed lists, swapped into the streams whose lists a snapshot
+/// takes, so the XADDs that seal the next blocks do not allocate (kept
+/// between snapshots by the caller, as its other buffers).
+#[derive(Default)]
+pub struct ListPool(Vec<Vec<Listed>>);
+
+/// Lists kept in a [`ListPool`]: above it, the streams' next lists start
+/// empty (a few allocations as they grow, on the XADDs that seal).
+const POOL_LISTS: usize = 4096;
+
+impl ListPool {
+    /// Keep `list` (emptied here, off the lock) for a later snapshot.
+    fn give(&mut self, mut list: Vec<Listed>) {
+        if self.0.len() < POOL_LISTS && list.capacity() > 0 {
+            list.clear();
+            self.0.push(list);
+        }
+    }
 }
 
 /// Appends a value's form to a body (see [`Insert::Encode`]).
@@ -713,6 +749,7 @@ impl std::fmt::Debug for Insert {
             Insert::Run { stream, range, .. } => write!(f, "Run({stream}, {range:?})"),
             Insert::Bytes(b) => write!(f, "Bytes({})", b.len()),
             Insert::Encode(_) => write!(f, "Encode"),
+            Insert::Listed(l) => write!(f, "Listed({}, {})", l.stream, l.entries.len()),
         }
     }
 }
@@ -728,22 +765,32 @@ impl SnapshotState {
     pub fn insert(&mut self, at: usize, insert: Insert) {
         self.inserts.push((at, insert));
     }
+
+    /// The jobs so far, those [`assemble`] will make included: the index
+    /// the next job will have once it has.
+    pub fn job_count(&self) -> usize {
+        self.jobs.len() + self.deferred_jobs
+    }
 }
 
 /// The whole body: `written` (what was encoded under the lock) with each
-/// of `inserts` put in at its position, and each job's location moved to
-/// where it lands. Segments of the runs' stored blocks are added to
-/// `referenced`. Runs off the store lock.
+/// of `inserts` put in at its position, each job's location moved to
+/// where it lands, and the jobs of the sealed lists taken whole
+/// ([`Insert::Listed`]) made, all in body order (the order the fills'
+/// job ranges count them in). Segments of the runs' stored blocks are
+/// added to `referenced`; emptied lists go to `lists`. Runs off the
+/// store lock.
 pub fn assemble(
     written: Vec<u8>,
     mut inserts: Vec<(usize, Insert)>,
-    jobs: &mut [SealJob],
+    jobs: &mut Vec<SealJob>,
     referenced: &mut HashMap<u64, BTreeSet<u64>>,
+    lists: &mut ListPool,
 ) -> Vec<u8> {
     if inserts.is_empty() {
         return written;
     }
-    assemble_from(&written, &mut inserts, jobs, referenced)
+    assemble_from(&written, &mut inserts, jobs, referenced, lists)
 }
 
 /// [`assemble`] into a new buffer, leaving `written` as it was and
@@ -752,24 +799,43 @@ pub fn assemble(
 pub fn assemble_from(
     written: &[u8],
     inserts: &mut Vec<(usize, Insert)>,
-    jobs: &mut [SealJob],
+    jobs: &mut Vec<SealJob>,
     referenced: &mut HashMap<u64, BTreeSet<u64>>,
+    lists: &mut ListPool,
 ) -> Vec<u8> {
-    let more: usize = inserts
-        .iter()
-        .map(|(_, i)| match i {
-            Insert::Run { range, .. } => range.len(),
-            Insert::Bytes(b) => b.len(),
-            Insert::Encode(_) => 0,
-        })
-        .sum();
-    let mut body = Vec::with_capacity(written.len() + more);
+    let (mut more, mut listed) = (0, 0);
+    for (_, i) in inserts.iter() {
+        match i {
+            Insert::Run { range, .. } => more += range.len(),
+            Insert::Bytes(b) => more += b.len(),
+            Insert::Encode(_) => {}
+            Insert::Listed(l) => listed += l.entries.len(),
+        }
+    }
+    let mut body = Vec::with_capacity(written.len() + more + listed * STORED_LEN);
+    // With lists to hand out, the jobs written under the lock are moved
+    // into a new vector between theirs (in body order); without, they
+    // are moved in place (`j`: the first not moved yet).
+    let mut locked = if listed > 0 {
+        std::mem::replace(jobs, Vec::with_capacity(jobs.len() + listed))
+    } else {
+        Vec::new()
+    }
+    .into_iter()
+    .peekable();
     let (mut from, mut shift, mut j) = (0, 0, 0);
     for (at, insert) in inserts.drain(..) {
         let at = at.min(written.len()).max(from);
-        while j < jobs.len() && jobs[j].patch_at < at {
-            jobs[j].patch_at += shift;
-            j += 1;
+        if listed > 0 {
+            while let Some(mut job) = locked.next_if(|job| job.patch_at < at) {
+                job.patch_at += shift;
+                jobs.push(job);
+            }
+        } else {
+            while j < jobs.len() && jobs[j].patch_at < at {
+                jobs[j].patch_at += shift;
+                j += 1;
+            }
         }
         body.extend_from_slice(&written[from..at]);
         let before = body.len();
@@ -795,13 +861,30 @@ pub fn assemble_from(
             }
             Insert::Bytes(b) => body.extend_from_slice(&b),
             Insert::Encode(f) => f(&mut body),
+            Insert::Listed(ListedBlocks {
+                stream,
+                mut entries,
+            }) => {
+                // With `listed` 0 it is empty: nothing goes into `jobs`.
+                for e in entries.drain(..) {
+                    hand_out(&mut body, jobs, stream, e.master, &e.sum, e.bytes, e.ticket);
+                }
+                lists.give(entries);
+            }
         }
         shift += body.len() - before;
         from = at;
     }
     body.extend_from_slice(&written[from..]);
-    for job in &mut jobs[j..] {
-        job.patch_at += shift;
+    if listed > 0 {
+        for mut job in locked {
+            job.patch_at += shift;
+            jobs.push(job);
+        }
+    } else {
+        for job in &mut jobs[j..] {
+            job.patch_at += shift;
+        }
     }
     body
 }
@@ -869,7 +952,11 @@ impl Stream {
         // Whether every block but the tail is now in the run or in
         // `handed` (so that a sealed list can start after them).
         let mut whole_run = true;
-        if let Some(tail_master) = self.write_listed(out, st, sid, &mut handed, &mut tail) {
+        // The sealed list taken whole, and where it goes in the body.
+        let mut list = None;
+        if let Some(tail_master) =
+            self.write_listed(out, st, sid, &mut handed, &mut list, &mut tail)
+        {
             written = handed.map_or(0, |h| h.2 as u64) + 1;
             last_block = Some(tail_master);
             st.listed += 1;
@@ -950,12 +1037,12 @@ impl Stream {
                 // filled, it keeps only its packed bytes (settle_stored).
                 node.unstamp();
                 if contiguous {
-                    let (first, _, n) = handed.unwrap_or((st.jobs.len(), master, 0));
+                    let (first, _, n) = handed.unwrap_or((st.job_count(), master, 0));
                     handed = Some((first, master, n + 1));
                 } else {
                     whole_run = false;
                 }
-                hand_out(out, st, sid, master, &node.sum, bytes, ticket);
+                hand_out(out, &mut st.jobs, sid, master, &node.sum, bytes, ticket);
             }
         }
         // The next snapshot's sealed list: it starts where the run will
@@ -1002,7 +1089,12 @@ impl Stream {
                 },
             );
         }
-        // After the run's insert: inserts go in body order.
+        // After the run's insert (at the same place: the list's blocks
+        // follow the run's) and before the tail's: inserts go in body
+        // order.
+        if let Some((at, blocks)) = list {
+            st.insert(at, Insert::Listed(blocks));
+        }
         if let Some((at, bytes)) = tail {
             st.insert(at, Insert::Bytes(bytes));
         }
@@ -1012,15 +1104,18 @@ impl Stream {
     /// The blocks after the run from the sealed list (no tree descent to
     /// find them, no node touched) and the tail (found from the map's
     /// end), if the list holds them all: it is kept and the run ends where
-    /// it starts (the last snapshot's blocks came back). Returns the
-    /// tail's master, or `None` having written nothing: the caller walks
-    /// the tree instead.
+    /// it starts (the last snapshot's blocks came back). The list is taken
+    /// whole into `taken` (its place in the body: [`Insert::Listed`], for
+    /// [`assemble`] to write the blocks and make their jobs, off the
+    /// lock). Returns the tail's master, or `None` having written nothing:
+    /// the caller walks the tree instead.
     fn write_listed(
         &mut self,
         out: &mut Vec<u8>,
         st: &mut SnapshotState,
         sid: u64,
         handed: &mut Option<(usize, StreamId, usize)>,
+        taken: &mut Option<(usize, ListedBlocks)>,
         tail: &mut Option<(usize, Arc<Vec<u8>>)>,
     ) -> Option<StreamId> {
         if self.run.is_empty() || self.run.last != self.run.sealed.after {
@@ -1045,17 +1140,27 @@ impl Stream {
             if self.settle_from.is_none_or(|f| first.master < f) {
                 self.settle_from = Some(first.master);
             }
+            let count = list.entries.len();
             *handed = Some((
-                st.jobs.len(),
+                st.job_count(),
                 list.entries.last().map_or(first.master, |e| e.master),
-                list.entries.len(),
+                count,
             ));
-        }
-        // The nodes stay `Sealed`: their tickets are these (filled once
-        // durable; `Node::location`, `Node::resolve`), and reads do not
-        // stamp them until then (`Node::preseal` unstamped them).
-        for e in list.entries.drain(..) {
-            hand_out(out, st, sid, e.master, &e.sum, e.bytes, e.ticket);
+            // The nodes stay `Sealed`: their tickets are these (filled once
+            // durable; `Node::location`, `Node::resolve`), and reads do not
+            // stamp them until then (`Node::preseal` unstamped them). The
+            // entries are the instant's: they are moved out, and what is
+            // sealed from now on goes into the emptied list swapped in.
+            let empty = st.lists.0.pop().unwrap_or_default();
+            let entries = std::mem::replace(&mut list.entries, empty);
+            st.deferred_jobs += count;
+            *taken = Some((
+                out.len(),
+                ListedBlocks {
+                    stream: sid,
+                    entries,
+                },
+            ));
         }
         *tail = write_tail(out, master, block);
         Some(master)
@@ -1331,6 +1436,45 @@ mod tests {
         entries: Vec<Entry>,
         /// Whether the blocks came from the sealed list (no walk).
         listed: bool,
+        /// Jobs `assemble` makes (from the sealed list).
+        deferred: usize,
+    }
+
+    impl Taken {
+        /// Whether `ticket` is a job's (made now or by `assemble`).
+        fn hands_out(&self, ticket: &Arc<SealTicket>) -> bool {
+            let listed = self.inserts.iter().any(|(_, i)| match i {
+                Insert::Listed(l) => l.entries.iter().any(|e| Arc::ptr_eq(&e.ticket, ticket)),
+                _ => false,
+            });
+            listed || self.jobs.iter().any(|j| Arc::ptr_eq(&j.ticket, ticket))
+        }
+    }
+
+    /// The jobs once assembled: `count` of them (those written under the
+    /// lock and those made from lists), in body order, each at the stored
+    /// form of its block (master, last id, placeholder location), and
+    /// each fill's range naming its stream's jobs.
+    fn check_jobs(jobs: &[SealJob], body: &[u8], count: usize, fills: &[RunFill]) {
+        assert_eq!(jobs.len(), count, "jobs lost or made twice");
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some(prev) = i.checked_sub(1).map(|p| &jobs[p]) {
+                assert!(prev.patch_at < job.patch_at, "jobs out of body order");
+            }
+            let from = job.patch_at + LOC_LEN - STORED_LEN;
+            let mut r = Reader::new(&body[from..job.patch_at + LOC_LEN]);
+            assert_eq!(r.u8(), Ok(1));
+            assert_eq!(r.id(), Ok(job.master));
+            for _ in 0..3 {
+                assert!(r.u64().is_ok());
+            }
+            assert_eq!(r.id(), Ok(job.last));
+            assert_eq!(&body[job.patch_at..job.patch_at + LOC_LEN], &[0; LOC_LEN]);
+        }
+        for f in fills {
+            let js = &jobs[f.jobs.clone()];
+            assert!(js.windows(2).all(|w| w[0].stream == w[1].stream));
+        }
     }
 
     fn take(s: &mut Stream, cache: &Arc<BlockCache>, handed_back: HandBack) -> Taken {
@@ -1351,6 +1495,7 @@ mod tests {
             reference: whole(s),
             entries: s.range(StreamId::MIN, StreamId::MAX, None, false),
             listed: st.listed == 1,
+            deferred: st.deferred_jobs,
         }
     }
 
@@ -1371,10 +1516,18 @@ mod tests {
         cache: &Arc<BlockCache>,
         fail: bool,
     ) -> HandBack {
+        let count = t.jobs.len() + t.deferred;
         let mut jobs = t.jobs;
         let mut referenced = HashMap::new();
-        let mut body = assemble(t.written, t.inserts, &mut jobs, &mut referenced);
+        let mut lists = ListPool::default();
+        let mut body = assemble(t.written, t.inserts, &mut jobs, &mut referenced, &mut lists);
         assert_eq!(body, t.reference, "the body is not the snapshot instant's");
+        check_jobs(&jobs, &body, count, &t.fills);
+        assert_eq!(
+            lists.0.len(),
+            usize::from(t.deferred > 0),
+            "the list given back"
+        );
         for (i, job) in jobs.iter().enumerate() {
             let loc = BlockLoc {
                 segment: seg,
@@ -1525,9 +1678,10 @@ mod tests {
             // earlier checkpoint stored it).
             let tail = s.blocks.keys().next_back().copied();
             let handed_out = |n: &Node| match &n.stored {
-                Stored::Sealed(p) => p.tickets.as_ref().is_some_and(|(nt, _)| {
-                    nt.get().is_some() || t.jobs.iter().any(|j| Arc::ptr_eq(&j.ticket, nt))
-                }),
+                Stored::Sealed(p) => p
+                    .tickets
+                    .as_ref()
+                    .is_some_and(|(nt, _)| nt.get().is_some() || t.hands_out(nt)),
                 _ => true,
             };
             assert!(
@@ -1589,7 +1743,7 @@ mod tests {
             // sealed list, nodes untouched, or from the walk) are handed
             // out again by the next snapshot, with the same tickets.
             let fail = rand(10) == 0;
-            failed += usize::from(fail && !t.jobs.is_empty());
+            failed += usize::from(fail && t.jobs.len() + t.deferred > 0);
             let given_back = finish_or_fail(t, round + 1, &mem, &cache, fail);
             older = std::mem::replace(&mut back, given_back);
             s.check_invariants().unwrap_or_else(|e| panic!("{e}"));

@@ -139,7 +139,13 @@ fn seal(s: &mut Stream, src: &MemSource, cache: &Arc<BlockCache>) -> Vec<u8> {
     let mut body = Vec::new();
     s.write_snapshot(&mut body, &mut st);
     // What was taken by reference (the stream's kept run) goes in now.
-    let mut body = assemble(body, st.inserts, &mut st.jobs, &mut st.referenced);
+    let mut body = assemble(
+        body,
+        st.inserts,
+        &mut st.jobs,
+        &mut st.referenced,
+        &mut st.lists,
+    );
     for (n, job) in st.jobs.iter().enumerate() {
         let loc = src.put(job.master, job.bytes.to_vec());
         job.patch(&mut body, loc);

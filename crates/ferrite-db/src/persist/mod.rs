@@ -22,8 +22,8 @@ use ferrite_storage::{
 };
 pub use ferrite_streams::snapshot::Encoder;
 use ferrite_streams::snapshot::{
-    assemble_from, publish_runs, put_bytes, put_u32, Garbage, HandBack, Insert, Reader, RunFill,
-    SealJob, SnapshotState,
+    assemble_from, publish_runs, put_bytes, put_u32, Garbage, HandBack, Insert, ListPool, Reader,
+    RunFill, SealJob, SnapshotState,
 };
 use ferrite_streams::{BlockCache, BlockLoc, BlockSource, Fetched, StreamId};
 use std::collections::{BTreeSet, HashMap};

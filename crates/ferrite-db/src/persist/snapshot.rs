@@ -50,6 +50,7 @@ pub fn encode_snapshot(
         fills: spare.fills,
         garbage: spare.garbage,
         handed_back: spare.handed_back,
+        lists: spare.lists,
         cache: store.block_cache.clone(),
         next_storage_id: store.next_stream_id,
         ..SnapshotState::default()
@@ -103,6 +104,8 @@ pub fn encode_snapshot(
         }
     }
     store.next_stream_id = st.next_storage_id;
+    // What was written under the lock (the lists' blocks are written by
+    // `assemble`).
     store.snapshot_hint = (out.len(), st.jobs.len());
     out[..8].copy_from_slice(&st.next_storage_id.to_le_bytes());
     Snapshot {
@@ -114,14 +117,15 @@ pub fn encode_snapshot(
         referenced: st.referenced,
         buffers: store.snapshot_buffers.clone(),
         listed: st.listed,
+        lists: st.lists,
     }
 }
 
 /// A snapshot's buffers, emptied off the store lock and handed to the next
 /// snapshot (`Store::snapshot_buffers`): the bytes written under the lock
 /// (given back once assembled), the jobs, the inserts, the runs' fills,
-/// the garbage lists and the settle list (given back when the snapshot is
-/// dropped), and what the last durable checkpoint hands back to the
+/// the garbage lists, the settle list and the emptied sealed lists (given
+/// back when the snapshot is dropped), and what the last durable checkpoint hands back to the
 /// streams' runs (put here by [`Snapshot::publish`]). They keep about the last snapshot's size allocated between
 /// checkpoints. Why: any allocation of a KiB or more under the lock made
 /// glibc consolidate the small chunks the commands had freed first (10%
@@ -135,6 +139,7 @@ pub struct SnapshotBuffers {
     garbage: Garbage,
     settle_keys: Vec<(usize, usize)>,
     handed_back: HandBack,
+    lists: ListPool,
 }
 
 /// A checkpoint body and the blocks to store before writing it.
@@ -155,6 +160,9 @@ pub struct Snapshot {
     buffers: Arc<parking_lot::Mutex<SnapshotBuffers>>,
     /// Streams written from their sealed lists (no walk of their blocks).
     pub listed: usize,
+    /// Emptied sealed lists: the spares this snapshot did not use, and
+    /// those [`Snapshot::assemble`] emptied.
+    lists: ListPool,
 }
 
 impl Drop for Snapshot {
@@ -171,8 +179,10 @@ impl Drop for Snapshot {
         let (mut garbage, mut settle_keys) = std::mem::take(&mut self._garbage);
         garbage.clear();
         settle_keys.clear();
+        let lists = std::mem::take(&mut self.lists);
         let mut spare = self.buffers.lock();
         spare.jobs = jobs;
+        spare.lists = lists;
         spare.fills = fills;
         spare.garbage = garbage;
         spare.settle_keys = settle_keys;
@@ -198,6 +208,7 @@ impl Snapshot {
             &mut self.inserts,
             &mut self.jobs,
             &mut self.referenced,
+            &mut self.lists,
         );
         written.clear();
         let inserts = std::mem::take(&mut self.inserts);
