@@ -351,6 +351,16 @@ fn apply_masks(node: &mut Node, mods: &Modifiers, vars: &[(String, Vec<u8>)]) {
                     *node = Node::Approx { value, tol: *tol };
                 }
             }
+            Mask::Nth(at, tol) => walk(node, &mut |n| {
+                if let Node::Agg { items, .. } = n {
+                    if let Some(v) = items.get_mut(*at) {
+                        if let Some(value) = v.as_int() {
+                            *v = Node::Approx { value, tol: *tol };
+                        }
+                    }
+                }
+                false
+            }),
             Mask::Approx(name, tol) => for_field(node, name, &mut |v| {
                 if let Some(value) = v.as_int() {
                     *v = Node::Approx { value, tol: *tol };

@@ -37,6 +37,9 @@ pub enum Mask {
     Approx(Vec<u8>, i64),
     /// `!mask int TOL`: an integer reply within ±TOL (TTLs).
     Int(i64),
+    /// `!mask nth N TOL`: the integer at position N of every array in the
+    /// reply, at any depth, within ±TOL (XPENDING's idle times).
+    Nth(usize, i64),
     /// `!mask all`: only the first type byte is compared.
     All,
 }
@@ -350,11 +353,16 @@ pub fn parse(src: &str) -> Result<Vec<Step>, ParseError> {
                         let tol = word_str(&words[2]).parse().map_err(|_| err("bad tolerance"))?;
                         Mask::Int(tol)
                     }
+                    "nth" if words.len() == 4 => {
+                        let n = word_str(&words[2]).parse().map_err(|_| err("bad position"))?;
+                        let tol = word_str(&words[3]).parse().map_err(|_| err("bad tolerance"))?;
+                        Mask::Nth(n, tol)
+                    }
                     "approx" if words.len() == 4 => {
                         let tol = word_str(&words[3]).parse().map_err(|_| err("bad tolerance"))?;
                         Mask::Approx(words[2].clone(), tol)
                     }
-                    _ => return Err(err("unknown mask (field NAME.., ids, shape, sort, sortpairs, clientinfo, debugobject, approx NAME TOL, int TOL, all)")),
+                    _ => return Err(err("unknown mask (field NAME.., ids, shape, sort, sortpairs, clientinfo, debugobject, approx NAME TOL, int TOL, nth N TOL, all)")),
                 };
                 mods.masks.push(m);
                 continue;
