@@ -813,29 +813,17 @@ pub fn assemble_from(
         }
     }
     let mut body = Vec::with_capacity(written.len() + more + listed * STORED_LEN);
-    // With lists to hand out, the jobs written under the lock are moved
-    // into a new vector between theirs (in body order); without, they
-    // are moved in place (`j`: the first not moved yet).
-    let mut locked = if listed > 0 {
-        std::mem::replace(jobs, Vec::with_capacity(jobs.len() + listed))
-    } else {
-        Vec::new()
-    }
-    .into_iter()
-    .peekable();
-    let (mut from, mut shift, mut j) = (0, 0, 0);
+    // The jobs written under the lock are moved into a new vector, their
+    // positions shifted, between those of the lists (in body order).
+    let mut locked = std::mem::replace(jobs, Vec::with_capacity(jobs.len() + listed))
+        .into_iter()
+        .peekable();
+    let (mut from, mut shift) = (0, 0);
     for (at, insert) in inserts.drain(..) {
         let at = at.min(written.len()).max(from);
-        if listed > 0 {
-            while let Some(mut job) = locked.next_if(|job| job.patch_at < at) {
-                job.patch_at += shift;
-                jobs.push(job);
-            }
-        } else {
-            while j < jobs.len() && jobs[j].patch_at < at {
-                jobs[j].patch_at += shift;
-                j += 1;
-            }
+        while let Some(mut job) = locked.next_if(|job| job.patch_at < at) {
+            job.patch_at += shift;
+            jobs.push(job);
         }
         body.extend_from_slice(&written[from..at]);
         let before = body.len();
@@ -865,7 +853,6 @@ pub fn assemble_from(
                 stream,
                 mut entries,
             }) => {
-                // With `listed` 0 it is empty: nothing goes into `jobs`.
                 for e in entries.drain(..) {
                     hand_out(&mut body, jobs, stream, e.master, &e.sum, e.bytes, e.ticket);
                 }
@@ -876,15 +863,9 @@ pub fn assemble_from(
         from = at;
     }
     body.extend_from_slice(&written[from..]);
-    if listed > 0 {
-        for mut job in locked {
-            job.patch_at += shift;
-            jobs.push(job);
-        }
-    } else {
-        for job in &mut jobs[j..] {
-            job.patch_at += shift;
-        }
+    for mut job in locked {
+        job.patch_at += shift;
+        jobs.push(job);
     }
     body
 }
