@@ -163,7 +163,10 @@ pub(crate) struct StoredRun {
 /// trim in it) drops the list, and any removal above `after`; the next
 /// snapshot then walks the tree as before and starts a new list. Made
 /// valid only by a snapshot that left the stream as its run, the blocks
-/// it handed out right after the run, and the tail. At most one entry
+/// it handed out right after the run, and the tail, or by a new stream
+/// whose blocks a checkpoint will store ([`StoredRun::start_listing`]).
+/// `after` is the minimum ID only while the run is empty and nothing was
+/// handed out (every block but the tail is listed). At most one entry
 /// per block of the stream.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SealedList {
@@ -228,8 +231,9 @@ enum HandedBack {
     /// `from..shared_end`) followed by those entries, in a new buffer
     /// with room to grow: built off the lock when appending in place would
     /// have copied the whole run under it (the buffer was full, or half of
-    /// it dead head entries). A stream's run is its whole index: one
-    /// stream of 10M entries has a run of 8 MB.
+    /// it dead head entries), or when there was no run (`base` 0,
+    /// `shared_end` 0: the buffer is the entries alone). A stream's run is
+    /// its whole index: one stream of 10M entries has a run of 8 MB.
     Whole {
         bytes: Vec<u8>,
         base: usize,
@@ -246,6 +250,27 @@ impl StoredRun {
     /// Whether the sealed list is kept (see [`SealedList`]).
     pub(crate) fn keeps_sealed_list(&self) -> bool {
         self.sealed.valid
+    }
+
+    /// Keep the sealed list from the stream's first block (a new stream
+    /// whose blocks a checkpoint will store): empty, after the minimum ID,
+    /// so its first snapshot hands its blocks out from the list as later
+    /// ones do, not by walking them.
+    pub(crate) fn start_listing(&mut self) {
+        self.sealed = SealedList {
+            valid: true,
+            ..SealedList::default()
+        };
+    }
+
+    /// The stream, empty, gets its first block `master`: a list kept from
+    /// the start (nothing stored, nothing listed) has it as its tail.
+    pub(crate) fn first_block(&mut self, master: StreamId) {
+        let empty = self.is_empty();
+        let list = &mut self.sealed;
+        if list.valid && list.after == StreamId::MIN && list.entries.is_empty() && empty {
+            list.tail = master;
+        }
     }
 
     /// Blocks in the run.
@@ -401,6 +426,22 @@ impl StoredRun {
                 // Only onto the buffer and end the snapshot shared (its
                 // start may have moved on: whole head blocks trimmed).
                 let (from, shared_end) = (*from, *shared_end);
+                // The first run: the entries alone, onto a run still empty
+                // (`base` is never 0 otherwise: it is a buffer's address).
+                if *base == 0
+                    && shared_end == 0
+                    && self.is_empty()
+                    && bytes.len() == p.count * STORED_LEN
+                {
+                    let bytes = std::mem::take(bytes);
+                    *slot = None;
+                    let old = std::mem::replace(&mut self.bytes, Arc::new(bytes));
+                    garbage.2.push(old);
+                    self.start = 0;
+                    self.end = p.count;
+                    self.last = p.last;
+                    return;
+                }
                 let start = self.start * STORED_LEN;
                 if Arc::as_ptr(&self.bytes) as usize != *base
                     || self.end * STORED_LEN != shared_end
@@ -614,6 +655,19 @@ pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) -> HandBac
                     base: Arc::as_ptr(&run) as usize,
                     from: range.start,
                     shared_end: range.end,
+                }
+            }
+            // No run yet (the stream's first stored blocks): its buffer is
+            // made here, not allocated and filled under the lock.
+            None => {
+                let mut bytes = Vec::with_capacity(entries.len() * 2);
+                bytes.extend_from_slice(entries);
+                back.bytes.truncate(at);
+                HandedBack::Whole {
+                    bytes,
+                    base: 0,
+                    from: 0,
+                    shared_end: 0,
                 }
             }
             _ => HandedBack::Entries(at..back.bytes.len()),
@@ -1031,7 +1085,10 @@ impl Stream {
         // between the run and the tail.
         let through = match handed {
             Some((_, last, _)) => Some(last),
-            None => (!self.run.is_empty()).then(|| self.run.last()),
+            None if !self.run.is_empty() => Some(self.run.last()),
+            // Nothing stored, nothing handed out: if `whole_run`, at most
+            // the tail, so the list starts at the stream's beginning.
+            None => Some(StreamId::MIN),
         };
         let last_block = last_block.or(through);
         self.run.sealed.drop_all();
@@ -1099,7 +1156,14 @@ impl Stream {
         taken: &mut Option<(usize, ListedBlocks)>,
         tail: &mut Option<(usize, Arc<Vec<u8>>)>,
     ) -> Option<StreamId> {
-        if self.run.is_empty() || self.run.last != self.run.sealed.after {
+        // The list starts where the run ends (at the stream's start if
+        // nothing is stored).
+        let from = if self.run.is_empty() {
+            StreamId::MIN
+        } else {
+            self.run.last
+        };
+        if from != self.run.sealed.after {
             return None;
         }
         let list = &mut self.run.sealed;
@@ -1560,16 +1624,47 @@ mod tests {
     /// (another snapshot's: its slots must not be used).
     #[test]
     fn a_snapshot_holds_its_instant_whatever_changes_after() {
+        snapshots_hold_their_instant(Stream::new());
+    }
+
+    /// The same with a stream that lists its sealed blocks from the first
+    /// one (created with persistence on): its first snapshot hands them
+    /// out from the list, and so does one after it was emptied.
+    #[test]
+    fn a_stream_listing_from_the_start_holds_its_instant() {
+        let mut s = Stream::new_stored();
+        assert!(s.keeps_sealed_list());
+        let cfg = StreamConfig {
+            node_max_entries: 4,
+            node_max_bytes: 0,
+        };
+        for i in 1..=20u64 {
+            let id = XaddId::Explicit(StreamId::new(i, 0));
+            assert!(s.add(id, &fv(i), 0, &cfg).is_ok());
+        }
+        let mem = Arc::new(Mem::default());
+        let cache = BlockCache::new(mem.clone());
+        // Four sealed blocks and the tail: all from the list, no walk.
+        let t = take(&mut s, &cache, HandBack::default());
+        assert!(t.listed, "the first snapshot walked the blocks");
+        assert_eq!(t.deferred, 4);
+        finish(t, 1, &mem, &cache);
+        snapshots_hold_their_instant(Stream::new_stored());
+    }
+
+    fn snapshots_hold_their_instant(mut s: Stream) {
         let mem = Arc::new(Mem::default());
         let cache = BlockCache::new(mem.clone());
         let cfg = StreamConfig {
             node_max_entries: 4,
             node_max_bytes: 0,
         };
-        let mut s = Stream::new();
         let (mut next, mut shared, mut filled, mut presealed) = (1u64, 0, 0, 0);
         let (mut wholes, mut tails, mut missed, mut stale) = (0, 0, 0, 0);
         let (mut listed, mut resets, mut failed) = (0, 0, 0);
+        // Snapshots from the list with nothing stored yet (a new or
+        // emptied stream: the list starts at its beginning).
+        let mut from_start = 0;
         // The last checkpoint's hand-back, and the one before.
         let (mut back, mut older) = (HandBack::default(), HandBack::default());
         let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -1597,6 +1692,16 @@ mod tests {
                 0 | 1 => {
                     let id = StreamId::new(next.saturating_sub(1 + rand(8)).max(1), 0);
                     s.delete(&[id]);
+                }
+                // Now and then every entry goes: the stream starts again
+                // from no block.
+                2 if rand(6) == 0 => {
+                    let spec = TrimSpec {
+                        strategy: Trim::MaxLen(0),
+                        approx: false,
+                        limit: Some(0),
+                    };
+                    s.trim(&spec, &cfg);
                 }
                 2 => {
                     let keep = s.len().saturating_sub(1 + rand(12));
@@ -1650,8 +1755,10 @@ mod tests {
                 .and_then(Option::as_ref);
             filled += usize::from(handed_back.is_some());
             wholes += usize::from(matches!(handed_back, Some(HandedBack::Whole { .. })));
+            let run_empty = s.run.is_empty();
             let t = take(&mut s, &cache, given);
             listed += usize::from(t.listed);
+            from_start += usize::from(t.listed && run_empty);
             // Every sealed block was handed out, but one that is the last
             // block now (the blocks after it emptied): the tail is written
             // whole. One handed out from the sealed list stays `Sealed`
@@ -1741,6 +1848,10 @@ mod tests {
         assert!(
             listed > 20 && resets > 3 && failed > 5,
             "only {listed} snapshots from the sealed list, {resets} XSETIDs, {failed} failed"
+        );
+        assert!(
+            from_start > 2,
+            "only {from_start} snapshots listed from the start"
         );
         // The last state, taken with nothing changing after.
         let t = take(&mut s, &cache, back);

@@ -248,6 +248,16 @@ impl Stream {
         Stream::default()
     }
 
+    /// A new stream whose blocks a checkpoint will store (persistence
+    /// on): it lists its blocks as they are sealed from the first one, so
+    /// that its first checkpoint's snapshot does not walk them under the
+    /// store lock (docs/storage.md, "The incremental snapshot").
+    pub fn new_stored() -> Self {
+        let mut s = Stream::default();
+        s.run.start_listing();
+        s
+    }
+
     /// Number of live entries (XLEN).
     pub fn len(&self) -> u64 {
         self.len
@@ -812,13 +822,19 @@ impl Stream {
                 // then hands it out from the node alone (Stored::Sealed;
                 // about 1 µs of cache misses per block under the store lock
                 // otherwise).
-                node.preseal(self.storage.is_some());
+                // (A listing stream is one a checkpoint will store.)
+                node.preseal(self.storage.is_some() || self.run.keeps_sealed_list());
                 // And listed, so the snapshot need not find it in the tree.
                 self.run.sealed_one(master, &node.sum, &node.stored, id);
             }
             if id < master {
                 self.disordered = true;
             }
+        }
+        // An empty stream's first block: the tail of a list kept from the
+        // start.
+        if self.blocks.is_empty() {
+            self.run.first_block(id);
         }
         // A key collision is only reachable after XSETID over a zombie block;
         // Redis then overwrites the rax value (leaking the old node and

@@ -20,13 +20,12 @@ use crate::args::{parse_i64, Args};
 use crate::error::{sanitize_arg, CmdError};
 use crate::pubsub::NOTIFY_STREAM;
 use crate::reply::Reply;
-use crate::store::Value;
 use bytes::Bytes;
 use ferrite_streams::group::{
     ClaimOptions, ClaimOutcome, Group, PendingEntry, ENTRIES_READ_INVALID,
 };
 use ferrite_streams::id::{parse_id, parse_interval_id, parse_strict_id};
-use ferrite_streams::{Stream, StreamId};
+use ferrite_streams::StreamId;
 
 pub const COMMANDS: &[(&str, Handler)] = &[
     ("xgroup|create", xgroup),
@@ -299,8 +298,8 @@ fn xgroup(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
                 parse_strict_id(id_arg, 0).map_err(|_| invalid_id())?
             };
             if !exists {
-                ctx.db()
-                    .insert(key.clone(), Value::Stream(Box::new(Stream::new())));
+                let stream = super::stream::new_stream(ctx.store.block_cache.is_some());
+                ctx.db().insert(key.clone(), stream);
                 ctx.touch(&key);
             }
             let Some(s) = stream_ref(ctx, &key)? else {

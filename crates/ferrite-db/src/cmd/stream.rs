@@ -199,10 +199,8 @@ pub fn append<F: AsRef<[u8]>>(
 ) -> Result<Bytes, CmdError> {
     let cfg = ctx.shared.config.read().stream_config();
     let now = ctx.now_ms;
-    let s = match ctx
-        .db()
-        .get_or_insert_with(key, || Value::Stream(Box::new(Stream::new())))
-    {
+    let stored = ctx.store.block_cache.is_some();
+    let s = match ctx.db().get_or_insert_with(key, || new_stream(stored)) {
         Some(Value::Stream(s)) => s,
         _ => return Err(CmdError::WrongType),
     };
@@ -278,7 +276,8 @@ where
     let now = ctx.now_ms;
     let db = ctx.client.db;
     let store = &mut *ctx.store;
-    let s = match store.dbs[db].get_or_insert_with(key, || Value::Stream(Box::new(Stream::new()))) {
+    let stored = store.block_cache.is_some();
+    let s = match store.dbs[db].get_or_insert_with(key, || new_stream(stored)) {
         Some(Value::Stream(s)) => s,
         _ => return Err((0, CmdError::WrongType)),
     };
@@ -582,4 +581,15 @@ fn xsetid(ctx: &mut Ctx, a: &mut Args) -> Result<Reply, CmdError> {
 
 fn setid_error(e: ferrite_streams::stream::SetIdError) -> CmdError {
     CmdError::from(e)
+}
+
+/// A stream created by a command: with persistence on (`stored`: the
+/// store has a block cache) one that lists its sealed blocks for the
+/// checkpoints from the start ([`Stream::new_stored`]).
+pub(crate) fn new_stream(stored: bool) -> Value {
+    Value::Stream(Box::new(if stored {
+        Stream::new_stored()
+    } else {
+        Stream::new()
+    }))
 }
