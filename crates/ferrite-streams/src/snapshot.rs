@@ -84,6 +84,10 @@ impl<'a> Reader<'a> {
         self.pos = self.b.len() - rest.len();
         Ok(out)
     }
+    /// The bytes from `from` to `to` (empty if out of range).
+    pub fn span(&self, from: usize, to: usize) -> &'a [u8] {
+        self.b.get(from..to).unwrap_or(&[])
+    }
     /// Whether every byte was read.
     pub fn done(&self) -> bool {
         self.pos == self.b.len()
@@ -271,6 +275,36 @@ impl StoredRun {
         if list.valid && list.after == StreamId::MIN && list.entries.is_empty() && empty {
             list.tail = master;
         }
+    }
+
+    /// The run of a stream loaded from a checkpoint: the `n` stored-form
+    /// entries of its first blocks as the body held them, the last of
+    /// them `last` (so the first snapshot after a start shares them
+    /// instead of walking every stored block).
+    pub(crate) fn loaded(bytes: Vec<u8>, n: usize, last: StreamId) -> StoredRun {
+        StoredRun {
+            bytes: Arc::new(bytes),
+            start: 0,
+            end: n,
+            last,
+            ..StoredRun::default()
+        }
+    }
+
+    /// A loaded stream is its run and then its open tail `tail`: the
+    /// sealed list starts after the run (at the stream's start if the run
+    /// is empty), as a snapshot that left the stream so would start it.
+    pub(crate) fn list_after_load(&mut self, tail: StreamId) {
+        self.sealed = SealedList {
+            valid: true,
+            after: if self.is_empty() {
+                StreamId::MIN
+            } else {
+                self.last
+            },
+            tail,
+            entries: Vec::new(),
+        };
     }
 
     /// Blocks in the run.
@@ -1297,7 +1331,15 @@ fn read_blocks_v3(
     let sid = r.u64()?;
     let nblocks = r.u64()?;
     let mut blocks = Vec::new();
+    // The leading stored blocks' entries are the run the next snapshot
+    // shares (their stored form in the body is the run's, byte for byte):
+    // where they start and end, how many, the last master, and whether
+    // their masters ascend (the run's order; a body where they do not
+    // gets no run, and its blocks are walked).
+    let run_from = r.position();
+    let (mut run_to, mut masters) = (run_from, Vec::new());
     for _ in 0..nblocks {
+        let at = r.position();
         let tag = r.u8()?;
         let master = r.id()?;
         blocks.push(match tag {
@@ -1321,6 +1363,10 @@ fn read_blocks_v3(
                 };
                 if summary.entry_count() == 0 || summary.last_id < master && !disordered {
                     return Err(format!("bad stored block {master} of key {key:?}"));
+                }
+                if run_to == at {
+                    run_to = r.position();
+                    masters.push(master);
                 }
                 RestoredBlock::Stored {
                     master,
@@ -1354,7 +1400,35 @@ fn read_blocks_v3(
     {
         return Err(format!("stored blocks without a storage id in key {key:?}"));
     }
-    Ok(Stream::restore_nodes(meta, disordered, storage, blocks))
+    let mut s = Stream::restore_nodes(meta, disordered, storage, blocks);
+    // The run's invariant, checked against the tree: those entries are
+    // its first blocks, in key order, each stored (a body that breaks it,
+    // which a checkpoint never writes, gets no run: its blocks are walked).
+    let first: Vec<(StreamId, bool)> = s
+        .blocks
+        .iter()
+        .take(masters.len())
+        .map(|(m, n)| (*m, n.location().is_some()))
+        .collect();
+    let is_run = first.len() == masters.len()
+        && first.iter().zip(&masters).all(|(f, m)| f.0 == *m && f.1)
+        && run_to - run_from == masters.len() * STORED_LEN;
+    if !is_run {
+        return Ok(s);
+    }
+    if let Some(&last) = masters.last() {
+        s.run = StoredRun::loaded(r.span(run_from, run_to).to_vec(), masters.len(), last);
+    }
+    // The run and an open tail (its last block, not stored) are the whole
+    // stream: the blocks sealed from now on are listed for the next
+    // snapshot, as after one (with persistence only: `cache`).
+    if cache.is_some() && s.blocks.len() == masters.len() + 1 {
+        let tail = s.blocks.last_key_value();
+        if let Some((&tail, _)) = tail.filter(|(_, n)| n.location().is_none()) {
+            s.run.list_after_load(tail);
+        }
+    }
+    Ok(s)
 }
 
 fn read_groups(r: &mut Reader<'_>, s: &mut Stream) -> Result<(), String> {
