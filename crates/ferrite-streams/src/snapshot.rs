@@ -168,7 +168,8 @@ pub(crate) struct StoredRun {
 /// snapshot then walks the tree as before and starts a new list. Made
 /// valid only by a snapshot that left the stream as its run, the blocks
 /// it handed out right after the run, and the tail, or by a new stream
-/// whose blocks a checkpoint will store ([`StoredRun::start_listing`]).
+/// whose blocks a checkpoint will store, or by a load that found the
+/// stream to be its run and its tail ([`StoredRun::list_from`]).
 /// `after` is the minimum ID only while the run is empty and nothing was
 /// handed out (every block but the tail is listed). At most one entry
 /// per block of the stream.
@@ -256,15 +257,18 @@ impl StoredRun {
         self.sealed.valid
     }
 
-    /// Keep the sealed list from the stream's first block (a new stream
-    /// whose blocks a checkpoint will store): empty, after the minimum ID,
-    /// so its first snapshot hands its blocks out from the list as later
-    /// ones do, not by walking them.
-    pub(crate) fn start_listing(&mut self) {
-        self.sealed = SealedList {
-            valid: true,
-            ..SealedList::default()
-        };
+    /// Start an empty sealed list after block `after` (the minimum ID:
+    /// the stream's start), the open tail being `tail`: by a snapshot that
+    /// left the stream as its run, the blocks it handed out and the tail;
+    /// for a new stream whose blocks a checkpoint will store (both the
+    /// minimum ID: its first block becomes the tail); for a stream loaded
+    /// as its run and its tail.
+    pub(crate) fn list_from(&mut self, after: StreamId, tail: StreamId) {
+        let list = &mut self.sealed;
+        list.entries.clear();
+        list.valid = true;
+        list.after = after;
+        list.tail = tail;
     }
 
     /// The stream, empty, gets its first block `master`: a list kept from
@@ -289,22 +293,6 @@ impl StoredRun {
             last,
             ..StoredRun::default()
         }
-    }
-
-    /// A loaded stream is its run and then its open tail `tail`: the
-    /// sealed list starts after the run (at the stream's start if the run
-    /// is empty), as a snapshot that left the stream so would start it.
-    pub(crate) fn list_after_load(&mut self, tail: StreamId) {
-        self.sealed = SealedList {
-            valid: true,
-            after: if self.is_empty() {
-                StreamId::MIN
-            } else {
-                self.last
-            },
-            tail,
-            entries: Vec::new(),
-        };
     }
 
     /// Blocks in the run.
@@ -458,28 +446,16 @@ impl StoredRun {
                 shared_end,
             }) => {
                 // Only onto the buffer and end the snapshot shared (its
-                // start may have moved on: whole head blocks trimmed).
+                // start may have moved on: whole head blocks trimmed), or,
+                // a first run (`base` 0: never a buffer's address), onto a
+                // run still empty.
                 let (from, shared_end) = (*from, *shared_end);
-                // The first run: the entries alone, onto a run still empty
-                // (`base` is never 0 otherwise: it is a buffer's address).
-                if *base == 0
-                    && shared_end == 0
-                    && self.is_empty()
-                    && bytes.len() == p.count * STORED_LEN
-                {
-                    let bytes = std::mem::take(bytes);
-                    *slot = None;
-                    let old = std::mem::replace(&mut self.bytes, Arc::new(bytes));
-                    garbage.2.push(old);
-                    self.start = 0;
-                    self.end = p.count;
-                    self.last = p.last;
-                    return;
-                }
-                let start = self.start * STORED_LEN;
-                if Arc::as_ptr(&self.bytes) as usize != *base
-                    || self.end * STORED_LEN != shared_end
-                    || start < from
+                let first = *base == 0 && shared_end == 0 && self.is_empty();
+                let start = if first { 0 } else { self.start * STORED_LEN };
+                let onto_shared = Arc::as_ptr(&self.bytes) as usize == *base
+                    && self.end * STORED_LEN == shared_end
+                    && start >= from;
+                if !(first || onto_shared)
                     || bytes.len() != shared_end - from + p.count * STORED_LEN
                 {
                     return;
@@ -672,39 +648,35 @@ pub fn publish_runs(fills: &[RunFill], jobs: &[SealJob], body: &[u8]) -> HandBac
         }
         let entries = &back.bytes[at..];
         let base = f.base.lock().ok().and_then(|mut b| b.take());
-        let handed = match base {
-            // Appending in place would copy: when the buffer has no room,
-            // or when its dead head is half of it (`StoredRun::make_room`).
-            Some((run, range))
-                if run.capacity() < range.end + entries.len()
-                    || (range.start > 0 && range.start >= run.len() / 2) =>
-            {
-                let live = run.get(range.clone()).unwrap_or(&[]);
-                let mut bytes = Vec::with_capacity((live.len() + entries.len()) * 2);
-                bytes.extend_from_slice(live);
-                bytes.extend_from_slice(entries);
-                back.bytes.truncate(at);
-                HandedBack::Whole {
-                    bytes,
-                    base: Arc::as_ptr(&run) as usize,
-                    from: range.start,
-                    shared_end: range.end,
-                }
+        // Rebuilt here when appending in place would copy under the lock:
+        // the buffer has no room, or its dead head is half of it
+        // (`StoredRun::make_room`); or when there is no run yet (the
+        // stream's first stored blocks: base 0, nothing live).
+        let rebuild = base.as_ref().is_none_or(|(run, range)| {
+            run.capacity() < range.end + entries.len()
+                || (range.start > 0 && range.start >= run.len() / 2)
+        });
+        let handed = if rebuild {
+            let (live, base, range) = match &base {
+                Some((run, range)) => (
+                    run.get(range.clone()).unwrap_or(&[]),
+                    Arc::as_ptr(run) as usize,
+                    range.clone(),
+                ),
+                None => (&[][..], 0, 0..0),
+            };
+            let mut bytes = Vec::with_capacity((live.len() + entries.len()) * 2);
+            bytes.extend_from_slice(live);
+            bytes.extend_from_slice(entries);
+            back.bytes.truncate(at);
+            HandedBack::Whole {
+                bytes,
+                base,
+                from: range.start,
+                shared_end: range.end,
             }
-            // No run yet (the stream's first stored blocks): its buffer is
-            // made here, not allocated and filled under the lock.
-            None => {
-                let mut bytes = Vec::with_capacity(entries.len() * 2);
-                bytes.extend_from_slice(entries);
-                back.bytes.truncate(at);
-                HandedBack::Whole {
-                    bytes,
-                    base: 0,
-                    from: 0,
-                    shared_end: 0,
-                }
-            }
-            _ => HandedBack::Entries(at..back.bytes.len()),
+        } else {
+            HandedBack::Entries(at..back.bytes.len())
         };
         if let Some(slot) = back.entries.last_mut() {
             *slot = Some(handed);
@@ -1125,11 +1097,9 @@ impl Stream {
             None => Some(StreamId::MIN),
         };
         let last_block = last_block.or(through);
-        self.run.sealed.drop_all();
-        if let (true, Some(after), Some(tail)) = (whole_run, through, last_block) {
-            self.run.sealed.valid = true;
-            self.run.sealed.after = after;
-            self.run.sealed.tail = tail;
+        match (whole_run, through, last_block) {
+            (true, Some(after), Some(tail)) => self.run.list_from(after, tail),
+            _ => self.run.sealed.drop_all(),
         }
         if let Some((first, last, count)) = handed {
             if st.id == 0 {
@@ -1333,9 +1303,7 @@ fn read_blocks_v3(
     let mut blocks = Vec::new();
     // The leading stored blocks' entries are the run the next snapshot
     // shares (their stored form in the body is the run's, byte for byte):
-    // where they start and end, how many, the last master, and whether
-    // their masters ascend (the run's order; a body where they do not
-    // gets no run, and its blocks are walked).
+    // where they start and end, and their masters.
     let run_from = r.position();
     let (mut run_to, mut masters) = (run_from, Vec::new());
     for _ in 0..nblocks {
@@ -1404,15 +1372,12 @@ fn read_blocks_v3(
     // The run's invariant, checked against the tree: those entries are
     // its first blocks, in key order, each stored (a body that breaks it,
     // which a checkpoint never writes, gets no run: its blocks are walked).
-    let first: Vec<(StreamId, bool)> = s
-        .blocks
-        .iter()
-        .take(masters.len())
-        .map(|(m, n)| (*m, n.location().is_some()))
-        .collect();
-    let is_run = first.len() == masters.len()
-        && first.iter().zip(&masters).all(|(f, m)| f.0 == *m && f.1)
-        && run_to - run_from == masters.len() * STORED_LEN;
+    let is_run = run_to - run_from == masters.len() * STORED_LEN
+        && s.blocks.len() >= masters.len()
+        && s.blocks
+            .iter()
+            .zip(&masters)
+            .all(|((m, n), want)| m == want && n.location().is_some());
     if !is_run {
         return Ok(s);
     }
@@ -1425,7 +1390,8 @@ fn read_blocks_v3(
     if cache.is_some() && s.blocks.len() == masters.len() + 1 {
         let tail = s.blocks.last_key_value();
         if let Some((&tail, _)) = tail.filter(|(_, n)| n.location().is_none()) {
-            s.run.list_after_load(tail);
+            let after = masters.last().copied().unwrap_or(StreamId::MIN);
+            s.run.list_from(after, tail);
         }
     }
     Ok(s)

@@ -254,7 +254,7 @@ impl Stream {
     /// store lock (docs/storage.md, "The incremental snapshot").
     pub fn new_stored() -> Self {
         let mut s = Stream::default();
-        s.run.start_listing();
+        s.run.list_from(StreamId::MIN, StreamId::MIN);
         s
     }
 
