@@ -1304,7 +1304,12 @@ fn crash_loop(tag: &str, test: &str, policies: &[&str], iterations: usize) {
         let policy = policies[iter % policies.len()];
         let ckpt = ["1024", "65536", "64mb"][rng.gen_range(0..3)];
         let io_threads = ["1", "2"][rng.gen_range(0..2)];
+        // Checkpoint snapshots walked a key per hold of the store lock, or
+        // more, with commands between the holds.
+        let step = ["1", "16", "256"][rng.gen_range(0..3)];
         let extra = vec![
+            "--checkpoint-cut-step-keys".to_string(),
+            step.to_string(),
             "--appendfsync".to_string(),
             policy.to_string(),
             "--auto-checkpoint-min-size".to_string(),

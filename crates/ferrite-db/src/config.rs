@@ -153,6 +153,16 @@ const PARAMS: &[Param] = &[
         doc: "write a checkpoint once this many bytes were logged since the last one",
     },
     Param {
+        name: "checkpoint-cut-step-keys",
+        default: "256",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        mutable: true,
+        doc: "keys a background checkpoint's snapshot writes per hold of the store lock",
+    },
+    Param {
         name: "block-cache-size",
         default: "268435456",
         kind: Kind::Mem {
@@ -278,6 +288,8 @@ pub struct Config {
     pub appendonly: bool,
     pub appendfsync: ferrite_storage::AppendFsync,
     pub auto_checkpoint_min_size: u64,
+    /// `checkpoint-cut-step-keys` (docs/storage.md §13.4, "The cut").
+    pub checkpoint_cut_step_keys: usize,
     pub block_cache_size: u64,
     /// `pipeline-max-state`: the most window state bytes of one pipeline.
     pub pipeline_max_state: u64,
@@ -483,6 +495,7 @@ impl Default for Config {
             appendonly: true,
             appendfsync: ferrite_storage::AppendFsync::EverySec,
             auto_checkpoint_min_size: 0,
+            checkpoint_cut_step_keys: 256,
             block_cache_size: 0,
             pipeline_max_state: 0,
             notify_keyspace_events: 0,
@@ -529,6 +542,7 @@ impl Config {
             _ => ferrite_storage::AppendFsync::EverySec,
         };
         self.auto_checkpoint_min_size = self.num("auto-checkpoint-min-size") as u64;
+        self.checkpoint_cut_step_keys = self.num("checkpoint-cut-step-keys").max(1) as usize;
         self.block_cache_size = self.num("block-cache-size") as u64;
         self.pipeline_max_state = self.num("pipeline-max-state") as u64;
         self.notify_keyspace_events =

@@ -62,6 +62,38 @@ pub struct Db {
     /// announced as `new` before its next event (Redis fires `new` from
     /// `dbAdd`). `None` otherwise.
     pub(crate) new_keys: Option<Vec<Bytes>>,
+    /// By slot number: the number of the last checkpoint cut that wrote the
+    /// slot's key, or of the cut running when the key was added. A key
+    /// present at a cut is due (not written yet) while this differs from
+    /// `epoch` (4 bytes a key).
+    captured: Vec<u32>,
+    /// The running cut's number; between cuts, the last one's.
+    epoch: u32,
+    /// The checkpoint cut in progress over this database ([`DbCut`]).
+    cut: Option<DbCut>,
+}
+
+/// A checkpoint cut over one database (docs/storage.md, "The cut"): every
+/// key present at the cut is written as it was then, exactly once, either
+/// by the cut's walk ([`Db::cut_step`]) or just before the first change to
+/// it, whichever comes first.
+///
+/// Invariant: `left` is the number of due keys (present at the cut, not
+/// written yet). A due key is never removed, replaced or changed before it
+/// is written: every method that hands out a value mutably, removes a key,
+/// replaces a value or changes an expiry writes the key first
+/// ([`Db::capture`]); `get` hands out `&Value` only.
+#[derive(Debug)]
+struct DbCut {
+    /// The database's number at the cut (SWAPDB moves the `Db`, and its
+    /// keys are still written under the number they had then).
+    index: usize,
+    /// Slots at the cut: every due key's slot is below it.
+    end: usize,
+    /// Where the walk goes on.
+    cursor: usize,
+    left: usize,
+    writer: Arc<parking_lot::Mutex<crate::persist::snapshot::CutWriter>>,
 }
 
 impl Db {
@@ -82,7 +114,114 @@ impl Db {
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
         let i = self.slots.find(key)?;
         self.stamp(i);
+        if self.cut.is_some() {
+            self.capture(i);
+        }
         self.slots.at_mut(i)
+    }
+
+    /// Start a checkpoint cut over this database (a no-op when it is
+    /// empty): every key present now is due, written by `writer` under
+    /// database number `index`. O(1): no key is visited.
+    pub(crate) fn begin_cut(
+        &mut self,
+        index: usize,
+        writer: &Arc<parking_lot::Mutex<crate::persist::snapshot::CutWriter>>,
+    ) {
+        debug_assert!(self.cut.is_none(), "a cut is already running");
+        if self.is_empty() {
+            return;
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // Once in 2^32 cuts: no slot may keep a number the next cuts
+            // will use.
+            self.captured.iter_mut().for_each(|c| *c = 0);
+            self.epoch = 1;
+        }
+        self.cut = Some(DbCut {
+            index,
+            end: self.slots.capacity(),
+            cursor: 0,
+            left: self.len(),
+            writer: writer.clone(),
+        });
+    }
+
+    /// Whether a cut over this database is still writing keys.
+    pub(crate) fn cutting(&self) -> bool {
+        self.cut.is_some()
+    }
+
+    /// Write slot `i`'s key for the running cut if it is due (see
+    /// [`DbCut`]); the cut ends when its last due key is written.
+    fn capture(&mut self, i: usize) {
+        let Some(cut) = &mut self.cut else {
+            return;
+        };
+        if i >= cut.end || self.captured.get(i).is_none_or(|&e| e == self.epoch) {
+            return;
+        }
+        let Some((k, v)) = self.slots.at_entry_mut(i) else {
+            return;
+        };
+        self.captured[i] = self.epoch;
+        let when = if self.expires.is_empty() {
+            0
+        } else {
+            self.expires.get(k).unwrap_or(0)
+        };
+        cut.writer.lock().write_key(cut.index, i, k, when, v);
+        cut.left -= 1;
+        if cut.left == 0 {
+            self.cut = None;
+        }
+    }
+
+    /// The cut's walk: write due keys from where it stopped, at most
+    /// `*budget` of them (counted down) and at most 64 slots scanned per
+    /// unit of budget. Ends the cut when no key is left.
+    pub(crate) fn cut_step(&mut self, budget: &mut usize) {
+        let mut scanned = 0usize;
+        while *budget > 0 {
+            let Some(cut) = &mut self.cut else {
+                return;
+            };
+            if cut.cursor >= cut.end {
+                // Every slot scanned with keys still counted due: the
+                // invariant broke. The body then holds fewer keys than it
+                // says, and the checkpoint's read-back refuses it.
+                tracing::error!(
+                    "checkpoint cut of db {}: {} keys not found",
+                    cut.index,
+                    cut.left
+                );
+                self.cut = None;
+                return;
+            }
+            let i = cut.cursor;
+            cut.cursor += 1;
+            let due = self.captured.get(i).is_some_and(|&e| e != self.epoch)
+                && self.slots.at(i).is_some();
+            if due {
+                self.capture(i);
+                *budget -= 1;
+            } else {
+                scanned += 1;
+                if scanned == 64 {
+                    scanned = 0;
+                    *budget -= 1;
+                }
+            }
+        }
+    }
+
+    /// Write every key still due (before a change to all of them).
+    fn capture_all(&mut self) {
+        while self.cut.is_some() {
+            let mut all = usize::MAX;
+            self.cut_step(&mut all);
+        }
     }
     fn stamp(&self, i: usize) {
         let c = self.touching.get();
@@ -107,6 +246,9 @@ impl Db {
         let i = match self.slots.find(key) {
             Some(i) => {
                 self.stamp(i);
+                if self.cut.is_some() {
+                    self.capture(i);
+                }
                 i
             }
             None => {
@@ -121,6 +263,9 @@ impl Db {
         let now = lru_clock();
         if let Some(i) = self.slots.find(&key) {
             self.atime[i].set(now);
+            if self.cut.is_some() {
+                self.capture(i);
+            }
             return self.slots.insert_slot(key, value).1;
         }
         // IMPORTANT: a key from a command's arguments is a slice of the
@@ -135,15 +280,25 @@ impl Db {
             self.atime.resize(i + 1, std::cell::Cell::new(0));
         }
         self.atime[i].set(now);
+        // Not due: a key added during a cut is not in it.
+        if self.captured.len() <= i {
+            self.captured.resize(i + 1, 0);
+        }
+        self.captured[i] = self.epoch;
         None
     }
     pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
+        if self.cut.is_some() {
+            let i = self.slots.find(key)?;
+            self.capture(i);
+        }
         let (_, v) = self.slots.remove_slot(key)?;
         if !self.expires.is_empty() {
             self.expires.remove(key);
         }
         if self.slots.capacity() == 0 {
             self.atime = Vec::new();
+            self.captured = Vec::new();
         }
         Some(v)
     }
@@ -180,6 +335,9 @@ impl Db {
         let Some(i) = self.slots.find(key) else {
             return false;
         };
+        if self.cut.is_some() {
+            self.capture(i);
+        }
         match self.slots.at(i) {
             Some((k, _)) => {
                 self.expires.set(k.clone(), when);
@@ -190,7 +348,15 @@ impl Db {
     }
     /// Remove `key`'s expiry (PERSIST, SET without KEEPTTL); whether it had one.
     pub fn persist(&mut self, key: &[u8]) -> bool {
-        !self.expires.is_empty() && self.expires.remove(key)
+        if self.expires.is_empty() {
+            return false;
+        }
+        if self.cut.is_some() {
+            if let Some(i) = self.slots.find(key) {
+                self.capture(i);
+            }
+        }
+        self.expires.remove(key)
     }
     /// Whether `key` exists but its time has passed (not yet deleted).
     pub fn is_expired(&self, key: &[u8], now_ms: u64) -> bool {
@@ -205,27 +371,17 @@ impl Db {
         self.slots.keys()
     }
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Bytes, &mut Value)> {
+        self.capture_all();
         self.slots.iter_mut()
     }
-    /// Every key's slot number, the key, its value and its expiry
-    /// (absolute ms, 0: none): the checkpoint's walk, one lookup per key
-    /// only when some key expires.
-    pub fn iter_mut_with_expiry(
-        &mut self,
-    ) -> impl Iterator<Item = (usize, &Bytes, &mut Value, u64)> {
-        let expires = &self.expires;
-        let any = !expires.is_empty();
-        self.slots.iter_mut_slots().map(move |(i, k, v)| {
-            let when = if any { expires.get(k).unwrap_or(0) } else { 0 };
-            (i, k, v, when)
-        })
-    }
-    /// The value in slot `i` (see [`Db::iter_mut_with_expiry`]), for the
-    /// server's own upkeep: not an access (OBJECT IDLETIME does not move).
+    /// The value in slot `i` (a cut's slot number), for the server's own
+    /// upkeep: not an access (OBJECT IDLETIME does not move).
     fn at_mut_unstamped(&mut self, i: usize) -> Option<&mut Value> {
+        self.capture(i);
         self.slots.at_mut(i)
     }
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
+        self.capture_all();
         self.slots.iter_mut().map(|(_, v)| v)
     }
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
@@ -240,8 +396,11 @@ impl Db {
         self.slots.random(seed).map(|(k, _)| k)
     }
     pub fn clear(&mut self) {
+        self.capture_all();
         let tracking = self.new_keys.is_some();
+        let epoch = self.epoch;
         *self = Db::default();
+        self.epoch = epoch;
         if tracking {
             self.new_keys = Some(Vec::new());
         }
@@ -703,6 +862,12 @@ impl Store {
             self.cache_counted = (self.cache_counted + grown + packed).saturating_sub(freed);
             self.cache_decoded = (self.cache_decoded + grown).saturating_sub(freed);
             note_freed(freed);
+        }
+        // No eviction pass while a checkpoint cut runs: the pass visits
+        // every stream, which would write every key still due at once. It
+        // runs at the next command after the cut.
+        if self.dbs.iter().any(|d| d.cutting()) {
+            return more;
         }
         let grown = cache.grown();
         let over = budget != 0

@@ -9,9 +9,9 @@ impl Persistence {
         self.checkpoint_running.load(Ordering::Relaxed)
     }
 
-    /// Snapshot the store now (call with it locked): returns what to write
-    /// and the last sequence number the snapshot covers, or `None` if a
-    /// checkpoint is already running.
+    /// Snapshot the store now (call with it locked), all at once: returns
+    /// what to write and the last sequence number the snapshot covers, or
+    /// `None` if a checkpoint is already running.
     ///
     /// `cfg` is the configuration in force (read under the same store lock):
     /// its block limits go first in the rebuild commands, so the records
@@ -24,21 +24,41 @@ impl Persistence {
         store: &mut Store,
         cfg: &crate::config::Config,
     ) -> Option<(u64, Snapshot)> {
+        let t0 = std::time::Instant::now();
+        let cut = self.cut(shared, store, cfg)?;
+        while !cut_step(store, usize::MAX) {}
+        let taken = end_cut(store, cut);
+        self.note_holds(t0.elapsed(), 1);
+        Some(taken)
+    }
+
+    /// The cut of a checkpoint (store locked; see [`begin_cut`]), or `None`
+    /// if one is running.
+    pub(crate) fn cut(
+        &self,
+        shared: &Shared,
+        store: &mut Store,
+        cfg: &crate::config::Config,
+    ) -> Option<Cut> {
         if self.checkpoint_running.swap(true, Ordering::AcqRel) {
             return None;
         }
-        let t0 = std::time::Instant::now();
         let covered = self.log.next_seq().saturating_sub(1);
         let rebuild = vec![(0, data_config_command(cfg))];
         let sections = shared.subsystem_snapshots(store);
-        let snap = encode_snapshot(store, &rebuild, sections);
+        let cut = begin_cut(store, covered, rebuild, sections);
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
-        let held = t0.elapsed().as_micros() as u64;
+        self.checkpoint_stats.lock().started = Some(std::time::Instant::now());
+        Some(cut)
+    }
+
+    /// Record a checkpoint's longest hold of the store lock.
+    pub(crate) fn note_holds(&self, longest: std::time::Duration, holds: u64) {
+        let held = longest.as_micros() as u64;
         let mut st = self.checkpoint_stats.lock();
-        st.started = Some(t0);
         st.lock_us_last = held;
         st.lock_us_max = st.lock_us_max.max(held);
-        Some((covered, snap))
+        st.cut_holds_last = holds;
     }
 
     /// Write a snapshot taken by [`Persistence::begin_checkpoint`]. Blocking
@@ -63,7 +83,7 @@ impl Persistence {
     /// [`Persistence::finish_checkpoint`]; with `keep`, the store decoded
     /// from the file read back is kept there (DEBUG RELOAD), its streams
     /// on `keep`'s block cache.
-    fn finish_checkpoint_keeping(
+    pub(crate) fn finish_checkpoint_keeping(
         &self,
         covered: u64,
         mut snap: Snapshot,
@@ -186,14 +206,35 @@ impl Persistence {
         self.streams.sync()
     }
 
-    /// Snapshot now (the caller holds the store lock) and write the
+    /// Cut the keyspace now (the caller holds the store lock) and write the
     /// checkpoint on its own thread (BGSAVE, and the automatic one after
     /// `auto-checkpoint-min-size` of log). False if one is already running.
+    ///
+    /// The cut's walk goes on in steps of at most `checkpoint-cut-step-keys` keys,
+    /// the first one here and the rest on the checkpoint thread, the store
+    /// lock taken for each and released between them; a command that
+    /// changes a key not walked yet writes the key first (docs/storage.md,
+    /// "The cut"). So no hold grows with the keyspace.
     pub fn start_checkpoint(self: &Arc<Self>, shared: &Shared, store: &mut Store) -> bool {
-        let Some((covered, body)) = self.begin_checkpoint(shared, store, &shared.config.read())
-        else {
+        let t0 = std::time::Instant::now();
+        let (cut, step) = {
+            let cfg = shared.config.read();
+            (self.cut(shared, store, &cfg), cfg.checkpoint_cut_step_keys)
+        };
+        let Some(cut) = cut else {
             return false;
         };
+        // The cut, or what it took once its walk ended.
+        let state = if cut_step(store, step) {
+            Ok(end_cut(store, cut))
+        } else {
+            Err(cut)
+        };
+        let first = t0.elapsed();
+        let ended = state.is_ok();
+        if ended {
+            self.note_holds(first, 1);
+        }
         let p = self.clone();
         let cache = store.block_cache.clone();
         // IMPORTANT: checkpoint file I/O runs on its own thread, never on
@@ -201,6 +242,21 @@ impl Persistence {
         let spawned = std::thread::Builder::new()
             .name("ferrite-checkpoint".into())
             .spawn(move || {
+                // The walk's steps hold the store lock: at the priority of
+                // the thread that cut (a step preempted by a busier thread
+                // would hold every client up), lowered after.
+                let taken = match state {
+                    Ok(taken) => Some(taken),
+                    Err(cut) => p.walk(cut, step, first),
+                };
+                let Some((covered, body)) = taken else {
+                    // The database is gone (the process is stopping).
+                    p.checkpoint_stats.lock().started = None;
+                    p.checkpoint_running.store(false, Ordering::Release);
+                    let _g = p.idle_lock.lock();
+                    p.idle.notify_all();
+                    return;
+                };
                 ferrite_storage::thread_priority::lower_current_thread(
                     ferrite_storage::thread_priority::BACKGROUND_NICE,
                 );
@@ -222,11 +278,50 @@ impl Persistence {
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start the checkpoint thread: {e}");
+            // The cut (moved into the closure, dropped with it) must not
+            // stay half-walked in the databases: walked to its end here.
+            if !ended {
+                while !cut_step(store, usize::MAX) {}
+            }
             self.checkpoint_stats.lock().started = None;
             // Nothing runs: the next one may start.
             self.checkpoint_running.store(false, Ordering::Release);
             return false;
         }
         true
+    }
+
+    /// The rest of a cut's walk, on the checkpoint thread: a step per hold
+    /// of the store lock until every key is written, then its end. `None`
+    /// if the database is gone.
+    pub(crate) fn walk(
+        &self,
+        cut: Cut,
+        step: usize,
+        first: std::time::Duration,
+    ) -> Option<(u64, Snapshot)> {
+        let shared = self.shared.upgrade()?;
+        let (mut longest, mut holds) = (first, 1u64);
+        let mut cut = Some(cut);
+        loop {
+            let mut store = shared.store.lock();
+            let t = std::time::Instant::now();
+            let done = cut_step(&mut store, step);
+            let taken = if done {
+                cut.take().map(|c| end_cut(&mut store, c))
+            } else {
+                None
+            };
+            let held = t.elapsed();
+            drop(store);
+            longest = longest.max(held);
+            holds += 1;
+            if done {
+                self.note_holds(longest, holds);
+                return taken;
+            }
+            // Let the commands waiting for the lock in before the next step.
+            std::thread::yield_now();
+        }
     }
 }

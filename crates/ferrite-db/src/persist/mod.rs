@@ -101,7 +101,7 @@ impl Section {
     }
 }
 
-const SNAPSHOT_VERSION: u8 = 4;
+const SNAPSHOT_VERSION: u8 = 5;
 
 /// Reads evicted blocks back from the per-stream segment files.
 struct SegmentSource(Arc<StreamStore>);
@@ -150,12 +150,15 @@ pub struct CheckpointStats {
     pub last_failed: bool,
     /// Failures in a row.
     pub consecutive_failures: u64,
-    /// Microseconds the last checkpoint's snapshot held the store lock
-    /// (`Persistence::begin_checkpoint`: encoding the body, subsystem
-    /// sections included but for [`Section::Deferred`] ones, encoded
-    /// after), and the longest since start (docs/storage.md §15.5).
+    /// Microseconds the last checkpoint held the store lock at once: its
+    /// cut's longest hold (the cut itself, one step of its walk, or its
+    /// end; all of them for a checkpoint taken at once, SAVE), subsystem
+    /// sections included but for [`Section::Deferred`] ones, encoded after;
+    /// and the longest since start (docs/storage.md §15.5).
     pub lock_us_last: u64,
     pub lock_us_max: u64,
+    /// The holds the last checkpoint's cut took (1: taken at once).
+    pub cut_holds_last: u64,
 }
 
 pub struct Persistence {

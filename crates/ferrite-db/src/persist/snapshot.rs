@@ -4,34 +4,116 @@
 
 use super::*;
 
-/// Checkpoint body v4: `u64 next_stream_id, u32 ndb`; per db `u32 index,
-/// u64 nkeys`; per key `bytes key, u64 expires_at_ms (0: no expiry), u8
-/// kind` then the value in its type's own form: kind 0 (string) `bytes
-/// value`, kind 1 (stream) as `ferrite_streams::snapshot` writes it; then
-/// `u32 n` rebuild commands encoded like batch commands, replayed after the
-/// keys load (the CONFIG SET of the block limits in force at the snapshot);
-/// then `u32 nsections`, per section `bytes subsystem name, bytes state`
+/// Checkpoint body v5: `u64 next_stream_id, u64 nkeys`; per key `u32 db,
+/// bytes key, u64 expires_at_ms (0: no expiry), u8 kind` then the value in
+/// its type's own form: kind 0 (string) `bytes value`, kind 1 (stream) as
+/// `ferrite_streams::snapshot` writes it; then `u32 n` rebuild commands
+/// encoded like batch commands, replayed after the keys load (the CONFIG
+/// SET of the block limits in force at the snapshot); then `u32
+/// nsections`, per section `bytes subsystem name, bytes state`
 /// ([`Subsystem::snapshot`]; a [`Section::Deferred`] one is encoded by
-/// [`Snapshot::assemble`]). Lengths are u32, integers little-endian.
+/// [`Snapshot::assemble`]). Lengths are u32, integers little-endian. Keys
+/// come in the order the cut wrote them, databases mixed.
 ///
-/// Version 3 (still read) has no expiry and no sections; version 2 also
-/// has no `next_stream_id` and the older stream form.
+/// Version 4 (still read) groups the keys by database: `u32 ndb`, per db
+/// `u32 index, u64 nkeys`, per key the same without `db`. Version 3 also
+/// has no expiry and no sections; version 2 also has no `next_stream_id`
+/// and the older stream form.
 ///
 /// Full blocks not stored yet are returned as [`SealJob`]s: their
 /// locations are written as zeros that [`Snapshot::store_blocks`] patches
 /// once the block is in its stream's segment file.
 ///
-/// Called with the store locked, it copies only what changed since the
-/// last checkpoint: each stream's stored blocks encoded then, and large
-/// values, and deferred subsystem sections, are taken by reference
-/// ([`Insert`]) and put into the body by
-/// [`Snapshot::assemble`], off the lock (docs/storage.md, "The snapshot's
-/// lock hold").
+/// Taken with the store locked, all at once (SAVE, DEBUG RELOAD, shutdown,
+/// tests): [`begin_cut`], the whole walk, [`finish_cut`]. A background
+/// checkpoint takes the walk in steps instead, the lock released between
+/// them (`Persistence::start_checkpoint`).
 pub fn encode_snapshot(
     store: &mut Store,
     rebuild: &[(usize, Vec<Bytes>)],
     sections: Vec<(String, Section)>,
 ) -> Snapshot {
+    let cut = begin_cut(store, 0, rebuild.to_vec(), sections);
+    while !cut_step(store, usize::MAX) {}
+    end_cut(store, cut).1
+}
+
+/// What the keys of a checkpoint cut are written with: by the cut's walk,
+/// or by the first change to a key still due ([`crate::store::Db`]'s
+/// hooks). Shared by the databases' cuts; always used under the store
+/// lock (its own lock is never contended).
+#[derive(Default)]
+pub struct CutWriter {
+    out: Vec<u8>,
+    st: SnapshotState,
+    /// The streams (db, slot) that hand blocks out: the next settling's.
+    settle_keys: Vec<(usize, usize)>,
+    /// Keys written so far.
+    keys: u64,
+}
+
+impl std::fmt::Debug for CutWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CutWriter")
+            .field("bytes", &self.out.len())
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+impl CutWriter {
+    /// Write one key as it is now (it is due: not changed since the cut).
+    /// Copies only what changed since the last checkpoint: each stream's
+    /// stored blocks encoded then, and large values, are taken by reference
+    /// ([`Insert`]) and put into the body by [`Snapshot::assemble`], off
+    /// the lock (docs/storage.md, "The snapshot's lock hold").
+    pub(crate) fn write_key(
+        &mut self,
+        db: usize,
+        slot: usize,
+        k: &Bytes,
+        when: u64,
+        v: &mut Value,
+    ) {
+        let out = &mut self.out;
+        put_u32(out, db);
+        put_bytes(out, k);
+        out.extend_from_slice(&when.to_le_bytes());
+        v.write_snapshot(out, &mut self.st);
+        if matches!(v, Value::Stream(s) if s.settling()) {
+            self.settle_keys.push((db, slot));
+        }
+        self.keys += 1;
+    }
+}
+
+/// A checkpoint cut in progress: what goes after the keys, taken at the
+/// cut. Held by whoever ends it (the checkpoint thread), not by the store.
+pub struct Cut {
+    writer: Arc<parking_lot::Mutex<CutWriter>>,
+    /// Keys present at the cut: the body's count.
+    nkeys: u64,
+    /// The last sequence number of the commit log the cut covers.
+    covered: u64,
+    rebuild: Vec<(usize, Vec<Bytes>)>,
+    sections: Vec<(String, Section)>,
+    /// The settle list before the cut (emptied with the snapshot).
+    old_settle_keys: Vec<(usize, usize)>,
+}
+
+/// Cut the keyspace for a checkpoint covering the log through `covered`
+/// (call with the store locked): from now on each key present is written
+/// as it is at this instant, by [`cut_step`] or just before its first
+/// change, whichever comes first; a key added later is not in it. The
+/// subsystems' `sections` and the `rebuild` commands are of this instant
+/// too. O(databases): no key is visited. IMPORTANT: one cut at a time
+/// (the caller holds `checkpoint_running`).
+pub fn begin_cut(
+    store: &mut Store,
+    covered: u64,
+    rebuild: Vec<(usize, Vec<Bytes>)>,
+    sections: Vec<(String, Section)>,
+) -> Cut {
     let (written, sealed) = store.snapshot_hint;
     // The last snapshot's buffers, emptied on the checkpoint thread: pages
     // already mapped, and no large allocation under the lock (one was 10%
@@ -44,7 +126,7 @@ pub fn encode_snapshot(
     out.reserve(written + written / 2);
     let mut jobs = spare.jobs;
     jobs.reserve(sealed + sealed / 2);
-    let mut st = SnapshotState {
+    let st = SnapshotState {
         jobs,
         inserts: spare.inserts,
         fills: spare.fills,
@@ -55,32 +137,88 @@ pub fn encode_snapshot(
         next_storage_id: store.next_stream_id,
         ..SnapshotState::default()
     };
+    let nkeys: u64 = store.dbs.iter().map(|d| d.len() as u64).sum();
+    // `next_stream_id` is patched in when the cut ends.
     out.extend_from_slice(&st.next_storage_id.to_le_bytes());
-    let ndb = store.dbs.iter().filter(|d| !d.is_empty()).count();
-    put_u32(&mut out, ndb);
-    // The last list (empty unless settling was cut short) is emptied with
-    // the snapshot, off the lock, and is the next snapshot's buffer.
-    let old_settle_keys = std::mem::take(&mut store.settle_keys);
-    let mut settle_keys = spare.settle_keys;
+    out.extend_from_slice(&nkeys.to_le_bytes());
+    let writer = Arc::new(parking_lot::Mutex::new(CutWriter {
+        out,
+        st,
+        settle_keys: spare.settle_keys,
+        keys: 0,
+    }));
     for (i, db) in store.dbs.iter_mut().enumerate() {
-        if db.is_empty() {
-            continue;
-        }
-        put_u32(&mut out, i);
-        out.extend_from_slice(&(db.len() as u64).to_le_bytes());
-        for (slot, k, v, when) in db.iter_mut_with_expiry() {
-            put_bytes(&mut out, k);
-            out.extend_from_slice(&when.to_le_bytes());
-            v.write_snapshot(&mut out, &mut st);
-            if matches!(v, Value::Stream(s) if s.settling()) {
-                settle_keys.push((i, slot));
+        db.begin_cut(i, &writer);
+    }
+    // The last list (empty unless settling was cut short) is emptied with
+    // the snapshot, off the lock; the streams still settling are written
+    // to the new one.
+    let old_settle_keys = std::mem::take(&mut store.settle_keys);
+    Cut {
+        writer,
+        nkeys,
+        covered,
+        rebuild,
+        sections,
+        old_settle_keys,
+    }
+}
+
+/// One step of the running cut's walk (store locked): at most `budget`
+/// keys written, and no more once [`CUT_STEP_TIME`] has passed (a key with
+/// a large value inline may take long). True once every key of the cut is
+/// written (or when no cut runs): then [`end_cut`]. `usize::MAX` walks it
+/// all, however long it takes.
+pub fn cut_step(store: &mut Store, budget: usize) -> bool {
+    let t = std::time::Instant::now();
+    let timed = budget != usize::MAX;
+    let mut left = budget;
+    'dbs: for db in &mut store.dbs {
+        while left > 0 && db.cutting() {
+            // A few keys at a time between looks at the clock.
+            let mut chunk = if timed { left.min(32) } else { left };
+            let given = chunk;
+            db.cut_step(&mut chunk);
+            left -= given - chunk;
+            if timed && t.elapsed() >= CUT_STEP_TIME {
+                break 'dbs;
             }
         }
+    }
+    !store.dbs.iter().any(|d| d.cutting())
+}
+
+/// How long one step of a cut's walk goes on writing keys.
+pub const CUT_STEP_TIME: std::time::Duration = std::time::Duration::from_micros(400);
+
+/// End the cut once [`cut_step`] said so (store locked): what follows the
+/// keys appended; the log sequence the snapshot covers, and the snapshot.
+pub fn end_cut(store: &mut Store, cut: Cut) -> (u64, Snapshot) {
+    debug_assert!(!store.dbs.iter().any(|d| d.cutting()), "cut not walked");
+    let Cut {
+        writer,
+        nkeys,
+        covered,
+        rebuild,
+        sections,
+        old_settle_keys,
+    } = cut;
+    let CutWriter {
+        mut out,
+        mut st,
+        settle_keys,
+        keys,
+    } = std::mem::take(&mut *writer.lock());
+    if keys != nkeys {
+        // The body says `nkeys`: its read-back fails, and the checkpoint
+        // with it, rather than a checkpoint without some keys.
+        tracing::error!("checkpoint cut wrote {keys} keys of {nkeys}");
+        debug_assert_eq!(keys, nkeys, "checkpoint cut");
     }
     store.settle_keys = settle_keys;
     st.done();
     put_u32(&mut out, rebuild.len());
-    for (db, argv) in rebuild {
+    for (db, argv) in &rebuild {
         put_cmd(&mut out, *db, argv);
     }
     put_u32(&mut out, sections.len());
@@ -108,17 +246,20 @@ pub fn encode_snapshot(
     // `assemble`).
     store.snapshot_hint = (out.len(), st.jobs.len());
     out[..8].copy_from_slice(&st.next_storage_id.to_le_bytes());
-    Snapshot {
-        body: out,
-        inserts: st.inserts,
-        _garbage: (st.garbage, old_settle_keys),
-        fills: st.fills,
-        jobs: st.jobs,
-        referenced: st.referenced,
-        buffers: store.snapshot_buffers.clone(),
-        listed: st.listed,
-        lists: st.lists,
-    }
+    (
+        covered,
+        Snapshot {
+            body: out,
+            inserts: st.inserts,
+            _garbage: (st.garbage, old_settle_keys),
+            fills: st.fills,
+            jobs: st.jobs,
+            referenced: st.referenced,
+            buffers: store.snapshot_buffers.clone(),
+            listed: st.listed,
+            lists: st.lists,
+        },
+    )
 }
 
 /// A snapshot's buffers, emptied off the store lock and handed to the next
@@ -278,28 +419,40 @@ pub fn decode_snapshot(version: u8, body: &[u8], store: &mut Store) -> Result<De
     if version >= 3 {
         store.next_stream_id = store.next_stream_id.max(r.u64()?);
     }
-    let ndb = r.u32()?;
-    for _ in 0..ndb {
-        let idx = r.u32()?;
-        let nkeys = r.u64()?;
+    // One key of database `idx`.
+    let read_key = |r: &mut Reader<'_>, store: &mut Store, idx: usize| -> Result<(), String> {
         if idx >= store.dbs.len() {
             return Err(format!(
                 "checkpoint has db {idx}, server has {} databases",
                 store.dbs.len()
             ));
         }
+        let key = Bytes::copy_from_slice(r.bytes()?);
+        let when = if version >= 4 { r.u64()? } else { 0 };
+        let cache = store.block_cache.clone();
+        let value = Value::read_snapshot(r, version, &key, cache.as_ref(), store.next_stream_id)?;
+        if store.dbs[idx].contains(&key) {
+            return Err(format!("key {key:?} twice in db {idx}"));
+        }
+        store.dbs[idx].insert(key.clone(), value);
+        if when != 0 {
+            store.dbs[idx].set_expiry(&key, when);
+        }
+        Ok(())
+    };
+    if version >= 5 {
+        let nkeys = r.u64()?;
         for _ in 0..nkeys {
-            let key = Bytes::copy_from_slice(r.bytes()?);
-            let when = if version >= 4 { r.u64()? } else { 0 };
-            let cache = store.block_cache.clone();
-            let value =
-                Value::read_snapshot(&mut r, version, &key, cache.as_ref(), store.next_stream_id)?;
-            if store.dbs[idx].contains(&key) {
-                return Err(format!("key {key:?} twice in db {idx}"));
-            }
-            store.dbs[idx].insert(key.clone(), value);
-            if when != 0 {
-                store.dbs[idx].set_expiry(&key, when);
+            let idx = r.u32()?;
+            read_key(&mut r, store, idx)?;
+        }
+    } else {
+        let ndb = r.u32()?;
+        for _ in 0..ndb {
+            let idx = r.u32()?;
+            let nkeys = r.u64()?;
+            for _ in 0..nkeys {
+                read_key(&mut r, store, idx)?;
             }
         }
     }

@@ -79,6 +79,11 @@ impl<V> Slots<V> {
         self.slots.get_mut(i)?.as_mut().map(|(_, v)| v)
     }
 
+    /// The key and value in slot `i`, the value mutable.
+    pub fn at_entry_mut(&mut self, i: usize) -> Option<(&Bytes, &mut V)> {
+        self.slots.get_mut(i)?.as_mut().map(|(k, v)| (&*k, v))
+    }
+
     /// Insert or replace; the previous value.
     pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
         self.insert_slot(key, value).1
