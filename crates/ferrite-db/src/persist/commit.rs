@@ -161,7 +161,8 @@ pub(crate) fn commit_effects(shared: &Arc<Shared>, store: &mut Store) -> Commit 
         p.threshold_checked_mib.store(mib, Ordering::Relaxed);
         logged >= shared.config.read().auto_checkpoint_min_size
     };
-    if due && !p.checkpoint_running() {
+    let asked = p.checkpoint_after_commit.swap(false, Ordering::Relaxed);
+    if (due || asked) && !p.checkpoint_running() {
         p.start_checkpoint(shared, store);
     }
     result

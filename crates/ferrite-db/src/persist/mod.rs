@@ -181,6 +181,10 @@ pub struct Persistence {
     /// the checkpoint threshold.
     threshold_checked_mib: AtomicU64,
     checkpoint_running: AtomicBool,
+    /// A BGSAVE ran inside a transaction after its writes: the checkpoint
+    /// starts once the transaction's record is in the log
+    /// ([`Persistence::start_checkpoint`], `commit::commit_effects`).
+    checkpoint_after_commit: AtomicBool,
     /// Signalled (under `idle_lock`) when a checkpoint finishes.
     idle_lock: parking_lot::Mutex<()>,
     idle: parking_lot::Condvar,
@@ -331,6 +335,7 @@ impl Persistence {
             bytes_since_checkpoint: AtomicU64::new(0),
             threshold_checked_mib: AtomicU64::new(0),
             checkpoint_running: AtomicBool::new(false),
+            checkpoint_after_commit: AtomicBool::new(false),
             idle_lock: parking_lot::Mutex::new(()),
             idle: parking_lot::Condvar::new(),
             checkpoints_done: AtomicU64::new(0),

@@ -1456,3 +1456,43 @@ fn a_cut_walked_a_key_at_a_time_is_its_instant() {
     drop(again);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Regression: BGSAVE inside a transaction after one of its writes cut the
+/// keyspace with the write in it but before the transaction's record was
+/// in the log, so the checkpoint covered less of the log than it held and
+/// a restart applied the write twice (x came back 12). The checkpoint now
+/// starts right after the record.
+#[test]
+fn bgsave_inside_a_transaction_covers_its_writes_once() {
+    let (dir, shared, mut s, p) = manual_checkpoints("bgsave-multi", "100");
+    call(&mut s, &["SET", "x", "10"]);
+    let before = p.checkpoints_done.load(Ordering::Relaxed);
+    call(&mut s, &["MULTI"]);
+    call(&mut s, &["INCR", "x"]);
+    call(&mut s, &["BGSAVE"]);
+    call(&mut s, &["INCR", "y"]);
+    let r = call(&mut s, &["EXEC"]);
+    assert!(
+        matches!(&r, Reply::Array(a) if a.len() == 3
+            && matches!(a[0], Reply::Int(11))
+            && matches!(&a[1], Reply::Simple(m) if &m[..] == b"Background saving started")),
+        "{r:?}"
+    );
+    assert!(p.wait_checkpoint_idle(std::time::Duration::from_secs(60)));
+    assert_eq!(p.checkpoints_done.load(Ordering::Relaxed), before + 1);
+    // A crash: the checkpoint, then the log after it.
+    p.sync().unwrap_or_else(|e| panic!("{e}"));
+    p.close().unwrap_or_else(|e| panic!("{e}"));
+    drop(s);
+    drop(p);
+    drop(shared);
+    let again = open(&dir, "100");
+    let mut s = Session::internal(again.clone());
+    let x = call(&mut s, &["GET", "x"]);
+    assert!(matches!(&x, Reply::Bulk(b) if &b[..] == b"11"), "{x:?}");
+    let y = call(&mut s, &["GET", "y"]);
+    assert!(matches!(&y, Reply::Bulk(b) if &b[..] == b"1"), "{y:?}");
+    drop(s);
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}
