@@ -1314,7 +1314,15 @@ fn a_cut_walked_a_key_at_a_time_is_its_instant() {
                 &k("s", n),
                 ">",
             ]),
-            10 => strs(&["SET", &k("k", n), &i, "PX", "1000000000"]),
+            // Half of them large (put into the body off the lock).
+            10 => {
+                let v = if next(2) == 0 {
+                    i.repeat(1 + 2000 / i.len())
+                } else {
+                    i.clone()
+                };
+                strs(&["SET", &k("k", n), &v, "PX", "1000000000"])
+            }
             11 => strs(&["PEXPIRE", &k("k", n), "2000000000"]),
             12 => strs(&["PERSIST", &k("k", n)]),
             13 => strs(&["APPEND", &k("k", n), "x"]),

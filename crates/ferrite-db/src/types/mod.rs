@@ -29,6 +29,10 @@ mod tag {
     pub const LIST: u8 = 3;
 }
 
+/// Strings of at least this many bytes are put into a checkpoint body off
+/// the lock ([`Value::write_snapshot`]).
+const SHARED_STRING: usize = 1024;
+
 /// Appends `v` in its persisted form, or, given `shared` (a copy on write
 /// of it), leaves a place that `Snapshot::assemble` fills off the lock.
 fn encode_or_defer<T: Send + 'static>(
@@ -54,7 +58,19 @@ impl Value {
         match self {
             Value::String(s) => {
                 out.push(tag::STRING);
-                put_bytes(out, s);
+                // A large string is taken by reference (its bytes never
+                // change: a write makes new ones) and copied into the body
+                // by `Snapshot::assemble`, off the lock: a checkpoint's
+                // buffers then stay the size of its small values.
+                if s.len() >= SHARED_STRING {
+                    let shared = s.clone();
+                    st.insert(
+                        out.len(),
+                        Insert::Encode(Box::new(move |o| put_bytes(o, &shared))),
+                    );
+                } else {
+                    put_bytes(out, s);
+                }
             }
             Value::Stream(s) => {
                 out.push(tag::STREAM);
