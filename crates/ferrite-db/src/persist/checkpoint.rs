@@ -26,8 +26,7 @@ impl Persistence {
     ) -> Option<(u64, Snapshot)> {
         let t0 = std::time::Instant::now();
         let cut = self.cut(shared, store, cfg)?;
-        while !cut_step(store, usize::MAX) {}
-        let taken = end_cut(store, cut);
+        let taken = walk_whole(store, cut);
         self.note_holds(t0.elapsed(), 1);
         Some(taken)
     }
@@ -283,10 +282,7 @@ impl Persistence {
                 };
                 let Some((covered, body)) = taken else {
                     // The database is gone (the process is stopping).
-                    p.checkpoint_stats.lock().started = None;
-                    p.checkpoint_running.store(false, Ordering::Release);
-                    let _g = p.idle_lock.lock();
-                    p.idle.notify_all();
+                    p.abandon_checkpoint();
                     return;
                 };
                 ferrite_storage::thread_priority::lower_current_thread(
@@ -324,13 +320,18 @@ impl Persistence {
         // gives the store back the storage ids it handed out: the snapshot
         // itself is dropped.
         if let Err(cut) = state {
-            while !cut_step(store, usize::MAX) {}
-            drop(end_cut(store, cut));
+            drop(walk_whole(store, cut));
         }
-        self.checkpoint_stats.lock().started = None;
-        // Nothing runs: the next one may start.
-        self.checkpoint_running.store(false, Ordering::Release);
+        self.abandon_checkpoint();
         false
+    }
+
+    /// A checkpoint that will write nothing: the next one may start.
+    fn abandon_checkpoint(&self) {
+        self.checkpoint_stats.lock().started = None;
+        self.checkpoint_running.store(false, Ordering::Release);
+        let _g = self.idle_lock.lock();
+        self.idle.notify_all();
     }
 
     /// The rest of a cut's walk, on the checkpoint thread: a step per hold
@@ -344,24 +345,20 @@ impl Persistence {
     ) -> Option<(u64, Snapshot)> {
         let shared = self.shared.upgrade()?;
         let (mut longest, mut holds) = (first, 1u64);
-        let mut cut = Some(cut);
         loop {
             let mut store = shared.store.lock();
             let t = std::time::Instant::now();
             let done = cut_step(&mut store, step);
-            let taken = if done {
-                cut.take().map(|c| end_cut(&mut store, c))
-            } else {
-                None
-            };
-            let held = t.elapsed();
-            drop(store);
-            longest = longest.max(held);
             holds += 1;
             if done {
+                let taken = end_cut(&mut store, cut);
+                longest = longest.max(t.elapsed());
+                drop(store);
                 self.note_holds(longest, holds);
-                return taken;
+                return Some(taken);
             }
+            longest = longest.max(t.elapsed());
+            drop(store);
             // Let the commands waiting for the lock in before the next step.
             std::thread::yield_now();
         }

@@ -25,7 +25,7 @@ use super::*;
 /// once the block is in its stream's segment file.
 ///
 /// Taken with the store locked, all at once (SAVE, DEBUG RELOAD, shutdown,
-/// tests): [`begin_cut`], the whole walk, [`finish_cut`]. A background
+/// tests): [`begin_cut`], then [`walk_whole`]. A background
 /// checkpoint takes the walk in steps instead, the lock released between
 /// them (`Persistence::start_checkpoint`).
 pub fn encode_snapshot(
@@ -34,8 +34,14 @@ pub fn encode_snapshot(
     sections: Vec<(String, Section)>,
 ) -> Snapshot {
     let cut = begin_cut(store, 0, rebuild.to_vec(), sections);
+    walk_whole(store, cut).1
+}
+
+/// The rest of a cut's walk in this one hold of the lock, then its end
+/// ([`end_cut`]).
+pub fn walk_whole(store: &mut Store, cut: Cut) -> (u64, Snapshot) {
     while !cut_step(store, usize::MAX) {}
-    end_cut(store, cut).1
+    end_cut(store, cut)
 }
 
 /// What the keys of a checkpoint cut are written with: by the cut's walk,

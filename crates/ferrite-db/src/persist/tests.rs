@@ -216,8 +216,6 @@ fn damaged_v3_bodies_are_refused_or_read_faithfully() {
 /// state in another key order compare equal.
 fn key_order_aside(body: &[u8], cache: &Option<Arc<BlockCache>>) -> Vec<u8> {
     let mut r = Reader::new(body);
-    let mut scratch = Store::new(16, 0);
-    scratch.block_cache = cache.clone();
     let mut records: Vec<&[u8]> = Vec::new();
     let mut read = || -> Result<(), String> {
         let next_storage_id = r.u64()?;
@@ -283,11 +281,7 @@ fn replay_after_a_checkpoint_uses_the_block_limits_of_its_time() {
     let before = blocks(&shared, b"s");
     assert_eq!(before, (4, 10));
     // A crash: everything written is in the log, no final checkpoint.
-    p.sync().unwrap_or_else(|e| panic!("{e}"));
-    p.close().unwrap_or_else(|e| panic!("{e}"));
-    drop(s);
-    drop(shared);
-    let again = open(&dir, "100");
+    let again = crash_and_reopen(&dir, (shared, s, p), "100");
     assert_eq!(blocks(&again, b"s"), before);
     // The command line's limit is in force afterwards.
     assert_eq!(again.config.read().stream_node_max_entries, 100);
@@ -746,6 +740,23 @@ fn on_cpu_ns() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// A crash of the server state `open` (or [`manual_checkpoints`]) made on
+/// `dir`: everything appended is in the log, nothing more is written; then
+/// a start on the same directory (the last checkpoint and the log after
+/// it).
+fn crash_and_reopen(
+    dir: &std::path::Path,
+    (shared, s, p): (Arc<Shared>, Session, Arc<Persistence>),
+    node_entries: &str,
+) -> Arc<Shared> {
+    p.sync().unwrap_or_else(|e| panic!("{e}"));
+    p.close().unwrap_or_else(|e| panic!("{e}"));
+    drop(s);
+    drop(p);
+    drop(shared);
+    open(dir, node_entries)
 }
 
 /// A store with its log and automatic checkpoints off (the tests take
@@ -1420,12 +1431,7 @@ fn a_cut_walked_a_key_at_a_time_is_its_instant() {
     q(&mut s, &strs(&["SELECT", "0"]));
     let at_end = dump(&mut s);
     // A crash: the last checkpoint, then the log after it.
-    p.sync().unwrap_or_else(|e| panic!("{e}"));
-    p.close().unwrap_or_else(|e| panic!("{e}"));
-    drop(s);
-    drop(p);
-    drop(shared);
-    let again = open(&dir, "4");
+    let again = crash_and_reopen(&dir, (shared, s, p), "4");
     let mut s = Session::internal(again.clone());
     // A consumer's seen-time moves on reads that find nothing, which
     // are not logged (nor propagated by Redis): the log does not restore
@@ -1489,12 +1495,7 @@ fn bgsave_inside_a_transaction_covers_its_writes_once() {
     assert!(p.wait_checkpoint_idle(std::time::Duration::from_secs(60)));
     assert_eq!(p.checkpoints_done.load(Ordering::Relaxed), before + 1);
     // A crash: the checkpoint, then the log after it.
-    p.sync().unwrap_or_else(|e| panic!("{e}"));
-    p.close().unwrap_or_else(|e| panic!("{e}"));
-    drop(s);
-    drop(p);
-    drop(shared);
-    let again = open(&dir, "100");
+    let again = crash_and_reopen(&dir, (shared, s, p), "100");
     let mut s = Session::internal(again.clone());
     let x = call(&mut s, &["GET", "x"]);
     assert!(matches!(&x, Reply::Bulk(b) if &b[..] == b"11"), "{x:?}");

@@ -62,15 +62,8 @@ impl Value {
                 // change: a write makes new ones) and copied into the body
                 // by `Snapshot::assemble`, off the lock: a checkpoint's
                 // buffers then stay the size of its small values.
-                if s.len() >= SHARED_STRING {
-                    let shared = s.clone();
-                    st.insert(
-                        out.len(),
-                        Insert::Encode(Box::new(move |o| put_bytes(o, &shared))),
-                    );
-                } else {
-                    put_bytes(out, s);
-                }
+                let shared = (s.len() >= SHARED_STRING).then(|| s.clone());
+                encode_or_defer(out, st, s, shared, |s, o| put_bytes(o, s));
             }
             Value::Stream(s) => {
                 out.push(tag::STREAM);
