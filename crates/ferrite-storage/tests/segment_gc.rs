@@ -183,12 +183,22 @@ fn deletions_are_durable_only_after_sync() {
 
 #[test]
 fn a_failed_unlink_is_an_error_and_the_rest_is_consistent() {
+    failed_removal_is_an_error_and_the_rest_is_consistent(0, SimOp::Remove);
+}
+
+/// The same with the files kept as spares: the rename that makes one fails.
+#[test]
+fn a_failed_rename_to_a_spare_is_an_error_and_the_rest_is_consistent() {
+    failed_removal_is_an_error_and_the_rest_is_consistent(16, SimOp::Rename);
+}
+
+fn failed_removal_is_an_error_and_the_rest_is_consistent(spare_files: usize, op: SimOp) {
     let disk = SimBackend::new();
-    let s = store(&disk);
+    let s = store_with_spares(&disk, spare_files);
     append(&s, KEY, 0..12);
     s.sync().unwrap();
     let all = numbers(&s, KEY);
-    disk.fail_nth(SimOp::Remove, 2, FaultKind::Io);
+    disk.fail_nth(op, 2, FaultKind::Io);
     let err = s.delete_segments(KEY, &all[..3]).unwrap_err();
     assert!(
         matches!(err, StorageError::Io { op: "remove", .. }),
@@ -281,4 +291,116 @@ fn checkpoint_driven_garbage_collection_survives_power_loss() {
     for (_, loc) in &b_locs {
         assert!(s.read_block(b, *loc).is_err());
     }
+}
+
+fn spares(disk: &SimBackend) -> Vec<String> {
+    disk.list_files(&root())
+        .into_iter()
+        .filter(|n| n.starts_with("spare-"))
+        .collect()
+}
+
+/// Deleted segment files are kept, emptied, as spares (no inode freed), and
+/// new segments take them (no inode made): docs/storage.md §8.3.
+#[test]
+fn deleted_segments_become_spares_that_new_segments_take() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    let (a, b) = (StreamKeyId(1), StreamKeyId(2));
+    append(&s, a, 0..12);
+    s.sync().unwrap();
+    let files = disk.list_files(&root()).len();
+    assert!(files > 2, "{files} segments");
+    s.delete_stream(a).unwrap();
+    s.sync().unwrap();
+    assert_eq!(spares(&disk).len(), files);
+    assert_eq!(disk.list_files(&root()).len(), files);
+    for name in spares(&disk) {
+        assert_eq!(
+            disk.read_file(&root().join(&name)),
+            Some(Vec::new()),
+            "{name}"
+        );
+    }
+    assert!(s.list_streams().unwrap().is_empty());
+
+    // Stream b's segments are the spares renamed: no file is created.
+    let b_locs = append(&s, b, 0..12);
+    assert_eq!(numbers(&s, b).len(), files);
+    assert!(spares(&disk).is_empty());
+    assert_eq!(disk.list_files(&root()).len(), files);
+    check(&s, b, &b_locs);
+    s.sync().unwrap();
+    disk.power_loss();
+    let s = store(&disk);
+    assert_eq!(s.list_streams().unwrap(), vec![b]);
+    check(&s, b, &b_locs);
+}
+
+/// A spare's emptying is not made durable (only its new name is): after a
+/// power loss it may hold its old blocks again. It is emptied when taken, so
+/// the new segment holds exactly its own blocks.
+#[test]
+fn a_spare_full_again_after_a_power_loss_is_emptied_when_taken() {
+    let disk = SimBackend::new();
+    let s = store(&disk);
+    let (a, b) = (StreamKeyId(1), StreamKeyId(2));
+    append(&s, a, 0..12);
+    s.sync().unwrap();
+    s.delete_stream(a).unwrap();
+    s.sync().unwrap();
+    disk.power_loss();
+    let full = spares(&disk)
+        .iter()
+        .filter(|n| {
+            disk.read_file(&root().join(n))
+                .is_some_and(|b| !b.is_empty())
+        })
+        .count();
+    assert!(full > 0, "the simulated disk kept no old bytes in a spare");
+
+    // One block: shorter than what any spare held (two blocks a segment).
+    let s = store(&disk);
+    let b_locs = append(&s, b, 0..1);
+    s.sync().unwrap();
+    disk.power_loss();
+    let s = store(&disk);
+    check(&s, b, &b_locs);
+    for n in numbers(&s, b) {
+        let scan = s.scan_segment(b, n).unwrap();
+        assert_eq!(scan.stopped, None, "segment {n}");
+        assert_eq!(scan.valid_bytes, scan.file_len, "segment {n}");
+    }
+    let scanned: usize = numbers(&s, b)
+        .iter()
+        .map(|n| s.scan_segment(b, *n).unwrap().blocks.len())
+        .sum();
+    assert_eq!(scanned, b_locs.len());
+}
+
+/// At most `spare_files` spares are kept; past it a deleted segment is
+/// unlinked, and an open with a lower limit unlinks the excess.
+#[test]
+fn spares_are_bounded() {
+    let disk = SimBackend::new();
+    let s = store_with_spares(&disk, 2);
+    append(&s, KEY, 0..12);
+    s.sync().unwrap();
+    assert!(numbers(&s, KEY).len() > 2);
+    s.delete_stream(KEY).unwrap();
+    s.sync().unwrap();
+    assert_eq!(disk.list_files(&root()), spares(&disk));
+    assert_eq!(spares(&disk).len(), 2);
+    drop(s);
+    let s = store_with_spares(&disk, 1);
+    assert_eq!(spares(&disk).len(), 1);
+    // No spares at all: every deleted segment is unlinked.
+    let s0 = {
+        drop(s);
+        store_with_spares(&disk, 0)
+    };
+    assert!(disk.list_files(&root()).is_empty());
+    append(&s0, KEY, 0..12);
+    s0.delete_stream(KEY).unwrap();
+    assert!(disk.list_files(&root()).is_empty());
 }

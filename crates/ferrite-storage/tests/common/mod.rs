@@ -24,11 +24,20 @@ pub fn root() -> PathBuf {
 
 /// A `StreamStore` with small segments (a few blocks each) on `disk`.
 pub fn store(disk: &SimBackend) -> ferrite_storage::StreamStore {
+    store_with_spares(
+        disk,
+        ferrite_storage::StreamStoreOptions::default().spare_files,
+    )
+}
+
+/// [`store`], keeping at most `spare_files` deleted segment files as spares.
+pub fn store_with_spares(disk: &SimBackend, spare_files: usize) -> ferrite_storage::StreamStore {
     ferrite_storage::StreamStore::open(
         disk.shared(),
         root(),
         ferrite_storage::StreamStoreOptions {
             segment_max_bytes: 300,
+            spare_files,
         },
     )
     .unwrap()
