@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use common::*;
 use ferrite_storage::{
-    AppendFsync, EntryId, FsBackend, LogOptions, StreamKeyId, StreamStore, StreamStoreOptions,
-    TruncationKind,
+    AppendFsync, BlockLocation, EntryId, FsBackend, LogOptions, StreamKeyId, StreamStore,
+    StreamStoreOptions, TruncationKind,
 };
 
 #[test]
@@ -147,6 +147,31 @@ fn stream_segments_on_disk() {
     assert!(s.list_streams().unwrap().is_empty());
 }
 
+/// One block (`payload(k)`) in each stream `k` of `keys`, then a sync.
+fn one_block_each(s: &StreamStore, keys: std::ops::Range<u64>) -> Vec<(u64, BlockLocation)> {
+    let locs = keys
+        .map(|k| {
+            let e = EntryId::new(k + 1, 0);
+            (
+                k,
+                s.append_block(StreamKeyId(k), e, e, &payload(k)).unwrap(),
+            )
+        })
+        .collect();
+    s.sync().unwrap();
+    locs
+}
+
+/// Every block [`one_block_each`] wrote reads back.
+fn check_one_block_each(s: &StreamStore, locs: &[(u64, BlockLocation)]) {
+    for (k, loc) in locs {
+        assert_eq!(
+            s.read_block(StreamKeyId(*k), *loc).unwrap().payload,
+            payload(*k)
+        );
+    }
+}
+
 /// The real `syncfs` path (40 dirty stream files): the sync succeeds, and
 /// every block reads back after a reopen.
 #[test]
@@ -158,24 +183,10 @@ fn a_sync_of_many_streams_on_disk() {
         ..Default::default()
     };
     let s = StreamStore::open(FsBackend::shared(), &root, opts.clone()).unwrap();
-    let locs: Vec<_> = (0..40u64)
-        .map(|k| {
-            let e = EntryId::new(k + 1, 0);
-            (
-                k,
-                s.append_block(StreamKeyId(k), e, e, &payload(k)).unwrap(),
-            )
-        })
-        .collect();
-    s.sync().unwrap();
+    let locs = one_block_each(&s, 0..40);
     drop(s);
     let s = StreamStore::open(FsBackend::shared(), &root, opts).unwrap();
-    for (k, loc) in &locs {
-        assert_eq!(
-            s.read_block(StreamKeyId(*k), *loc).unwrap().payload,
-            payload(*k)
-        );
-    }
+    check_one_block_each(&s, &locs);
 }
 
 /// On the real file system a stream's first segment after others were
@@ -196,39 +207,20 @@ fn a_new_segment_reuses_a_deleted_ones_inode_on_disk() {
             .map(|seg| std::fs::metadata(&seg.path).unwrap().ino())
             .collect()
     };
-    for k in 0..3u64 {
-        let e = EntryId::new(k + 1, 0);
-        s.append_block(StreamKeyId(k), e, e, &payload(k)).unwrap();
-    }
-    s.sync().unwrap();
-    let old: Vec<u64> = (0..3).flat_map(|k| inodes(&s, k)).collect();
+    one_block_each(&s, 0..3);
+    let mut old: Vec<u64> = (0..3).flat_map(|k| inodes(&s, k)).collect();
     for k in 0..3u64 {
         s.delete_stream(StreamKeyId(k)).unwrap();
     }
     s.sync().unwrap();
-    let locs: Vec<_> = (10..13u64)
-        .map(|k| {
-            let e = EntryId::new(k + 1, 0);
-            (
-                k,
-                s.append_block(StreamKeyId(k), e, e, &payload(k)).unwrap(),
-            )
-        })
-        .collect();
-    s.sync().unwrap();
+    let locs = one_block_each(&s, 10..13);
     let mut new: Vec<u64> = (10..13).flat_map(|k| inodes(&s, k)).collect();
     new.sort_unstable();
-    let mut old = old;
     old.sort_unstable();
     assert_eq!(new, old);
     drop(s);
     let s = StreamStore::open(FsBackend::shared(), &root, opts).unwrap();
-    for (k, loc) in &locs {
-        assert_eq!(
-            s.read_block(StreamKeyId(*k), *loc).unwrap().payload,
-            payload(*k)
-        );
-    }
+    check_one_block_each(&s, &locs);
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 3);
 }
 
@@ -262,11 +254,7 @@ fn spare_files_cost_on_disk() {
                 StreamStore::open(FsBackend::shared(), tmp.path().join("streams"), opts).unwrap();
             let fill = |base: u64| {
                 let t = thread_cpu();
-                for k in base..base + STREAMS {
-                    let e = EntryId::new(k + 1, 0);
-                    s.append_block(StreamKeyId(k), e, e, &payload(k)).unwrap();
-                }
-                s.sync().unwrap();
+                one_block_each(&s, base..base + STREAMS);
                 thread_cpu() - t
             };
             fill(0);
