@@ -274,10 +274,9 @@ struct Inner {
     /// Whether the root's entries changed since the last sync.
     root_dirty: bool,
     /// Numbers of the spare files in the root (empty files kept for new
-    /// segments), at most `spare_files` of them.
+    /// segments), at most `spare_files` of them, ascending: a new spare is
+    /// numbered after the last, and a new segment takes the last.
     spares: Vec<u64>,
-    /// Number of the next spare: above every one seen.
-    next_spare: u64,
     failed: Option<StorageError>,
 }
 
@@ -392,7 +391,6 @@ impl StreamStore {
             .filter_map(|e| parse_spare_file_name(&e.name))
             .collect();
         spares.sort_unstable();
-        inner.next_spare = spares.last().map_or(1, |n| n + 1);
         // Spares past the limit (it was lowered) are unlinked.
         for n in spares.split_off(spares.len().min(self.options.spare_files)) {
             let path = self.root.join(spare_file_name(n));
@@ -447,10 +445,9 @@ impl StreamStore {
         self.backend
             .open_file(path, OpenMode::Existing)?
             .set_len(0)?;
-        let n = inner.next_spare;
+        let n = inner.spares.last().map_or(1, |n| n + 1);
         self.backend
             .rename(path, &self.root.join(spare_file_name(n)))?;
-        inner.next_spare = n + 1;
         inner.spares.push(n);
         Ok(())
     }
